@@ -1,0 +1,5 @@
+import sys
+
+from cxr_core.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``cxr``: each module defines ``register(subparsers)`` and sets ``handler``."""

@@ -1,0 +1,43 @@
+"""Exception types.
+
+Every bad input ends in one of these, with a message a clinician or analyst can act on
+(which file, which row, what is wrong, what to do). Callers such as the dashboard catch
+``CXRError`` and show the message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CXRError(Exception):
+    """Base class for every error this library raises on purpose."""
+
+
+class ImageLoadError(CXRError):
+    """An image file could not be read as a radiograph (corrupt, unsupported, too large)."""
+
+
+class DatasetError(CXRError):
+    """A dataset folder or label file is malformed (missing files, bad labels, duplicates)."""
+
+
+class LeakageError(DatasetError):
+    """The same patient appears in more than one split."""
+
+
+class UnknownClassError(CXRError, KeyError):
+    """A class/finding name is not part of the label space in use."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(CXRError):
+    """A training/evaluation configuration is invalid."""
+
+
+class WeightsUnavailableError(CXRError):
+    """Pretrained weights are requested but cannot be found offline."""
+
+
+class CheckpointError(CXRError):
+    """A checkpoint is corrupt, unsafe, or does not match what the caller expects."""

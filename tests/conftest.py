@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests that need the real data in ../shared/data skip cleanly without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not available at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def nih14_root() -> Path:
+    return _require(SHARED_DATA / "nih14")
+
+
+@pytest.fixture(scope="session")
+def pneumonia_root() -> Path:
+    return _require(SHARED_DATA / "pneumonia" / "chest_xray")
+
+
+@pytest.fixture(scope="session")
+def covid_root() -> Path:
+    return _require(SHARED_DATA / "covid19")
+
+
+@pytest.fixture(scope="session")
+def labels_root() -> Path:
+    return _require(SHARED_DATA / "labels")
