@@ -1,0 +1,162 @@
+"""Training losses that understand unknown labels.
+
+Manifests mark unknown labels as NaN (CheXpert "uncertain/blank", a disease folder that
+says nothing about other findings). Multilabel losses average over the known entries only,
+so an unknown label neither pushes a prediction up nor down; a batch with nothing known
+gives a zero loss (and zero gradients) instead of NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxr_core.errors import ConfigError
+
+LossKind = Literal["bce", "ce", "focal"]
+
+
+def _as_array(labels: object) -> np.ndarray:
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels, dtype=np.float64)
+    return arr.astype(np.float64)
+
+
+def pos_weight_from_labels(labels: object, max_weight: float = 50.0) -> torch.Tensor:
+    """Per-class ``n_negative / n_positive`` over the known entries of an (N, C) label matrix.
+
+    Rare findings (NIH Hernia: ~0.2% positive) would otherwise be ignored by BCE. Weights are
+    clipped to ``[1/max_weight, max_weight]``; a class with no known positive gets ``max_weight``.
+    """
+    arr = _as_array(labels)
+    if arr.ndim != 2:
+        raise ConfigError(f"labels for pos_weight must be an (images, classes) matrix, got shape {arr.shape}")
+    known = ~np.isnan(arr)
+    n_pos = np.where(known, arr == 1, False).sum(axis=0).astype(np.float64)
+    n_neg = np.where(known, arr == 0, False).sum(axis=0).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(n_pos > 0, n_neg / np.maximum(n_pos, 1), max_weight)
+    return torch.tensor(np.clip(ratio, 1.0 / max_weight, max_weight), dtype=torch.float32)
+
+
+def class_weights_from_labels(labels: object, num_classes: int | None = None, max_weight: float = 50.0) -> torch.Tensor:
+    """"Balanced" class weights ``n_samples / (n_classes * n_c)`` for cross-entropy.
+
+    ``labels`` is one-hot (N, C) (rows with NaN are skipped) or class indices (N,). Same
+    formula as scikit-learn's ``compute_class_weight("balanced")``; an absent class gets
+    ``max_weight`` and all weights are clipped to ``[1/max_weight, max_weight]``.
+    """
+    arr = _as_array(labels)
+    if arr.ndim == 2:
+        arr = arr[~np.isnan(arr).any(axis=1)]
+        num_classes = num_classes or arr.shape[1]
+        idx = arr.argmax(axis=1)
+    elif arr.ndim == 1:
+        idx = arr[~np.isnan(arr)].astype(np.int64)
+        if num_classes is None:
+            num_classes = int(idx.max()) + 1 if idx.size else 0
+    else:
+        raise ConfigError(f"labels for class weights must be one-hot (N, C) or indices (N,), got shape {arr.shape}")
+    if not num_classes:
+        raise ConfigError("cannot compute class weights: no labelled images")
+    counts = np.bincount(idx, minlength=num_classes).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        weights = np.where(counts > 0, len(idx) / (num_classes * np.maximum(counts, 1)), max_weight)
+    return torch.tensor(np.clip(weights, 1.0 / max_weight, max_weight), dtype=torch.float32)
+
+
+def _masked_mean(loss: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean over the known entries; 0 (still attached to the graph) when none are known."""
+    loss = torch.where(known, loss, torch.zeros_like(loss))
+    return loss.sum() / known.sum().clamp(min=1)
+
+
+class MaskedBCEWithLogitsLoss(nn.Module):
+    """Binary cross-entropy over multilabel logits, ignoring NaN targets."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        known = ~torch.isnan(targets)
+        filled = torch.where(known, targets, torch.zeros_like(targets)).to(logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(logits, filled, pos_weight=self.pos_weight, reduction="none")
+        return _masked_mean(loss, known)
+
+
+class FocalLoss(nn.Module):
+    """Multilabel focal loss (Lin et al. 2017), ignoring NaN targets.
+
+    ``gamma`` down-weights easy, confidently-right entries; ``alpha`` (optional) weights
+    positives by ``alpha`` and negatives by ``1 - alpha``. ``gamma=0, alpha=None`` is BCE.
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: float | None = None, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ConfigError(f"focal loss gamma must be >= 0, not {gamma}")
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"focal loss alpha must be in [0, 1], not {alpha}")
+        self.gamma = float(gamma)
+        self.alpha = alpha
+        self.register_buffer("pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        known = ~torch.isnan(targets)
+        t = torch.where(known, targets, torch.zeros_like(targets)).to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, t, pos_weight=self.pos_weight, reduction="none")
+        p = torch.sigmoid(logits)
+        p_t = p * t + (1 - p) * (1 - t)
+        loss = bce * (1 - p_t).pow(self.gamma) if self.gamma else bce
+        if self.alpha is not None:
+            loss = loss * (self.alpha * t + (1 - self.alpha) * (1 - t))
+        return _masked_mean(loss, known)
+
+
+class MaskedCrossEntropyLoss(nn.Module):
+    """Cross-entropy for exclusive classes; targets are one-hot rows or class indices.
+
+    One-hot rows containing NaN (label unknown) are ignored; with ``class_weight`` the mean
+    is weighted as in :func:`torch.nn.functional.cross_entropy`.
+    """
+
+    def __init__(self, class_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.ndim == logits.ndim:
+            known = ~torch.isnan(targets).any(dim=1)
+            index = torch.where(known, torch.nan_to_num(targets).argmax(dim=1), torch.full_like(known, -100, dtype=torch.long))
+        else:
+            index = targets.long()
+        if not (index != -100).any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, index, weight=self.class_weight, ignore_index=-100)
+
+
+def build_loss(
+    task: str,
+    kind: LossKind = "bce",
+    *,
+    pos_weight: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
+    gamma: float = 2.0,
+    alpha: float | None = None,
+) -> nn.Module:
+    """The loss for a label space's ``task`` ("multilabel" or "multiclass")."""
+    if task == "multilabel":
+        if kind == "bce":
+            return MaskedBCEWithLogitsLoss(pos_weight)
+        if kind == "focal":
+            return FocalLoss(gamma=gamma, alpha=alpha, pos_weight=pos_weight)
+        raise ConfigError(f"loss {kind!r} does not fit a multilabel task; use 'bce' or 'focal'")
+    if task == "multiclass":
+        if kind == "ce":
+            return MaskedCrossEntropyLoss(class_weight)
+        raise ConfigError(f"loss {kind!r} does not fit a multiclass task (exactly one class per image); use 'ce'")
+    raise ConfigError(f"unknown task {task!r}; use 'multilabel' or 'multiclass'")
