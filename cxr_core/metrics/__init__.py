@@ -1,0 +1,39 @@
+"""Plain numpy metrics over (cases x classes) arrays; NaN labels mean unknown for that class.
+
+See the module docstrings for conventions: ``ranking`` (AUROC, AP, curves), ``confusion``
+(counts at thresholds, multiclass matrices), ``thresholds`` (choosing operating points),
+``bootstrap`` (patient-level intervals), ``calibration`` and ``report``.
+"""
+
+from cxr_core.metrics._inputs import MetricInputError
+from cxr_core.metrics.bootstrap import STATISTICS, BootstrapCI, bootstrap_ci, bootstrap_cis, resample_weights
+from cxr_core.metrics.calibration import BIN_STRATEGIES, expected_calibration_error, reliability_bins
+from cxr_core.metrics.confusion import (
+    METRIC_NAMES,
+    SortedScores,
+    balanced_accuracy,
+    confusion_counts,
+    confusion_matrix,
+    threshold_metrics,
+)
+from cxr_core.metrics.ranking import average_precision, curves, pr_curve, ranking_metrics, roc_auc, roc_curve
+from cxr_core.metrics.report import DEFAULT_THRESHOLD, evaluation_report, format_report, to_jsonable
+from cxr_core.metrics.thresholds import (
+    FIXED,
+    MAX_F1,
+    METHOD_LABELS,
+    SENSITIVITY,
+    SPECIFICITY,
+    THRESHOLD_METHODS,
+    YOUDEN,
+    select_thresholds,
+)
+
+__all__ = [
+    "BIN_STRATEGIES", "DEFAULT_THRESHOLD", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "SENSITIVITY",
+    "SPECIFICITY", "STATISTICS", "THRESHOLD_METHODS", "YOUDEN", "BootstrapCI", "MetricInputError",
+    "SortedScores", "average_precision", "balanced_accuracy", "bootstrap_ci", "bootstrap_cis",
+    "confusion_counts", "confusion_matrix", "curves", "evaluation_report", "expected_calibration_error",
+    "format_report", "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc",
+    "roc_curve", "select_thresholds", "threshold_metrics", "to_jsonable",
+]
