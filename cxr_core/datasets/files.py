@@ -18,11 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cxr_core.errors import DatasetError
-
-try:
-    from cxr_core.imaging import SUPPORTED_EXTENSIONS as IMAGE_EXTENSIONS
-except ImportError:  # imaging.py is written in parallel; the set below is the agreed one
-    IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+from cxr_core.imaging import SUPPORTED_EXTENSIONS as IMAGE_EXTENSIONS
 
 Missing = Literal["error", "drop"]
 
@@ -88,16 +84,19 @@ def existing_mask(paths: "pd.Series | list[str]", *, desc: str = "checking image
     )
 
 
-def apply_missing_policy(frame: pd.DataFrame, missing: Missing, *, where: str, hint: str) -> tuple[pd.DataFrame, int]:
+def apply_missing_policy(
+    frame: pd.DataFrame, missing: Missing, *, where: str, hint: str, exists: np.ndarray | None = None
+) -> tuple[pd.DataFrame, int]:
     """Enforce the missing-image policy on ``frame['path']``; returns the kept rows and how many were dropped.
 
     ``error`` (the default everywhere) refuses to build a manifest that would fail halfway through
     training; ``drop`` is for the common case of a full label CSV next to a downloaded subset
-    of images, and the count dropped is reported so the shrinkage is never silent.
+    of images, and the count dropped is reported so the shrinkage is never silent. ``exists``
+    spares the disk when the caller already indexed the image folders.
     """
     if missing not in ("error", "drop"):
         raise DatasetError(f"missing must be 'error' or 'drop', not {missing!r}")
-    exists = existing_mask(frame["path"])
+    exists = existing_mask(frame["path"]) if exists is None else np.asarray(exists, dtype=bool)
     n_missing = int((~exists).sum())
     if n_missing == 0:
         return frame, 0

@@ -17,7 +17,9 @@ from cxr_core.errors import DatasetError
 from cxr_core.labels import NIH14, NO_FINDING, canonical_name
 from cxr_core.manifest import Manifest
 
-CSV_NAMES: tuple[str, ...] = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv.gz", "Data_Entry_2017_v2020.csv.gz")
+CSV_NAMES: tuple[str, ...] = (
+    "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv.gz", "Data_Entry_2017_v2020.csv.gz",
+)
 REQUIRED_COLUMNS: tuple[str, ...] = ("Image Index", "Finding Labels", "Patient ID")
 _OPTIONAL_COLUMNS: tuple[str, ...] = ("View Position", "Patient Age", "Patient Gender")
 
@@ -48,26 +50,35 @@ def _read_csv(csv: Path) -> pd.DataFrame:
 
 
 def _finding_matrix(findings: pd.Series, frame: pd.DataFrame, csv: Path) -> pd.DataFrame:
-    """Vectorised "A|B|C" -> one float column per NIH14 class (canonical names)."""
-    findings = findings.str.replace(r"\s*\|\s*", "|", regex=True).str.strip()
-    blank = findings == ""
+    """Vectorised "A|B|C" -> one float column per NIH14 class (canonical names).
+
+    A full release has only ~800 distinct label strings, so they are split once each and the
+    result indexed back to the 112k rows.
+    """
+    findings = findings.str.strip()
+    blank = (findings == "").to_numpy()
     if blank.any():
         raise DatasetError(f"{csv.name}: empty 'Finding Labels' (write 'No Finding' for normal images) at {csv_rows(frame, blank)}")
-    dummies = findings.str.get_dummies(sep="|")
-    canon = {col: canonical_name(col) for col in dummies.columns}
-    unknown = [col for col, name in canon.items() if name not in NIH14.classes and name != NO_FINDING]
+    codes, uniques = pd.factorize(findings)
+    dummies = pd.Series(uniques).str.get_dummies(sep="|")
+    canon = {col: canonical_name(col) for col in dummies.columns}  # strips spaces around "|"
+    flags = dummies.to_numpy(dtype=bool)[codes]
+    unknown = [col for col, name in canon.items() if name not in NIH14.classes and name not in (NO_FINDING, "")]
     if unknown:
-        rows = dummies[unknown].to_numpy().any(axis=1)
+        rows = flags[:, [dummies.columns.get_loc(c) for c in unknown]].any(axis=1)
         raise DatasetError(
             f"{csv.name}: unknown finding label(s) {unknown} at {csv_rows(frame, rows)}; "
             f"NIH findings are: {', '.join(NIH14.classes)}, or 'No Finding'"
         )
-    dummies = dummies.T.groupby(pd.Series(canon)).max().T  # "Effusion" and "Pleural Effusion" spelled both ways merge
-    labels = dummies.reindex(columns=list(NIH14.classes), fill_value=0).astype("float32")
-    if NO_FINDING in dummies:
-        contradictory = (dummies[NO_FINDING] == 1).to_numpy() & (labels.to_numpy().sum(axis=1) > 0)
-        if contradictory.any():
-            raise DatasetError(f"{csv.name}: 'No Finding' listed together with findings at {csv_rows(frame, contradictory)}")
+
+    def any_of(name: str) -> np.ndarray:  # "Effusion" and "Pleural Effusion" spelled both ways merge
+        cols = [i for i, col in enumerate(dummies.columns) if canon[col] == name]
+        return flags[:, cols].any(axis=1)
+
+    labels = pd.DataFrame({cls: any_of(cls) for cls in NIH14.classes}, index=findings.index).astype("float32")
+    contradictory = any_of(NO_FINDING) & labels.to_numpy().any(axis=1)
+    if contradictory.any():
+        raise DatasetError(f"{csv.name}: 'No Finding' listed together with findings at {csv_rows(frame, contradictory)}")
     return labels
 
 
@@ -84,18 +95,24 @@ def _official_split(image_ids: pd.Series, root: Path) -> pd.Series:
     return pd.Series(np.where(image_ids.isin(test), "test", ""), index=image_ids.index)
 
 
-def _image_paths(names: pd.Series, root: Path, images_dir: Path | None, check_files: bool) -> pd.Series:
-    """Absolute paths; with check_files the folders are indexed once so the official
-    ``images_001/images/...`` layout works as well as a flat ``images/`` folder."""
+def _image_paths(names: pd.Series, root: Path, images_dir: Path | None, check_files: bool) -> tuple[pd.Series, np.ndarray | None]:
+    """Absolute paths and which exist (None when not checked); the folders are indexed once so the
+    official ``images_001/images/...`` layout works as well as a flat ``images/`` folder."""
     base = images_dir if images_dir is not None else root / "images"
     if not check_files:
-        return str(base.resolve()) + "/" + names
-    folders = [base] if base.is_dir() else sorted(p for p in root.glob("images*") if p.is_dir())
+        return str(base.resolve()) + "/" + names, None
+    if base.is_dir():
+        folders = [base]
+    elif images_dir is not None:
+        raise DatasetError(f"image folder {images_dir} does not exist")
+    else:
+        folders = sorted(p for p in root.glob("images*") if p.is_dir())
     if not folders:
         raise DatasetError(f"no image folder found: expected {base} or images_001/... under {root}; pass images_dir=")
     index = index_images(folders)
     fallback = str(folders[0].resolve()) + "/" + names  # where a missing image would have been
-    return names.map(index).fillna(fallback)
+    found = names.map(index)
+    return found.fillna(fallback), found.notna().to_numpy()
 
 
 def load_nih(
@@ -126,7 +143,8 @@ def load_nih(
         raise DatasetError(f"{csv_path.name}: the same 'Image Index' appears more than once at {csv_rows(frame, dup)}; remove duplicate rows")
     labels = _finding_matrix(raw["Finding Labels"], frame, csv_path)
 
-    frame["path"] = _image_paths(names, root, Path(images_dir) if images_dir is not None else None, check_files)
+    images = Path(images_dir) if images_dir is not None else None
+    frame["path"], exists = _image_paths(names, root, images, check_files)
     frame["patient_id"] = raw["Patient ID"].str.strip()
     no_patient = frame["patient_id"] == ""
     if no_patient.any():
@@ -142,7 +160,7 @@ def load_nih(
     source = f"NIH ChestX-ray14 ({csv_path})"
     if check_files:
         frame, dropped = apply_missing_policy(
-            frame, missing, where=str(csv_path), hint="pass missing='drop' (cxr data inspect --missing drop)"
+            frame, missing, where=str(csv_path), hint="pass missing='drop' (cxr data inspect --missing drop)", exists=exists
         )
         if dropped:
             source += f"; {dropped} rows without an image file dropped"
