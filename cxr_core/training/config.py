@@ -1,0 +1,306 @@
+"""Training configuration: a tree of dataclasses read from YAML.
+
+A misspelt key silently falling back to a default is how a run trains for the wrong thing, so
+every unknown key, wrong type or impossible value is a :class:`ConfigError` naming the key
+(``optim.lr``) and what to write instead. Relative paths are resolved against ``base_dir``
+(the current directory unless given; run ``cxr train`` from the repository root for the
+shipped ``configs/``), and the resolved config is written next to the checkpoint so a run
+can always be repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from cxr_core.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    format: str = "auto"
+    adapter: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the dataset adapter
+    val: float = 0.15
+    test: float = 0.0
+    split_seed: int = 0
+    keep_splits: bool = True  # keep splits the dataset defines (e.g. the NIH official test list); False re-deals train/val
+    cache_dir: str = ".cxr_cache"
+    cache_size: int = 256
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+    weights: Union[str, None] = None  # None | "imagenet" | path to a .safetensors checkpoint
+    in_chans: int = 3
+    dropout: float = 0.0
+    finetune: Union[str, list[str]] = "all"  # "all" | "head" | "last:N" | list of parameter prefixes
+
+
+@dataclass
+class PreprocessSection:
+    input_size: int = 224
+    mean: Union[list[float], None] = None  # None: the normalisation the architecture's pretrained weights expect
+    std: Union[list[float], None] = None
+
+
+@dataclass
+class LossConfig:
+    kind: str = "auto"  # auto: bce for multilabel, ce for multiclass; or bce | ce | focal
+    pos_weight: bool = False  # multilabel: weight positives by negatives/positives per class
+    class_weight: bool = False  # multiclass: inverse-frequency class weights
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    grad_accum: int = 1
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "plateau"  # plateau | cosine | constant
+    warmup_epochs: float = 0.0
+    patience: int = 2
+    factor: float = 0.5
+    min_lr: float = 1e-6
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: Union[int, None] = 5  # epochs without improvement of the monitored metric; None: never stop early
+    min_delta: float = 0.0
+
+
+@dataclass
+class EMAConfig:
+    decay: float = 0.999
+
+
+@dataclass
+class EvalConfig:
+    n_boot: int = 1000
+    batch_size: int = 64
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessSection = field(default_factory=PreprocessSection)
+    augment: dict[str, Any] = field(default_factory=dict)  # keyword arguments of cxr_core.data.AugmentConfig
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    ema: Union[EMAConfig, None] = None
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    epochs: int = 10
+    seed: int = 0
+    num_workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    channels_last: bool = True  # used on CUDA only
+    out_dir: str = "runs/train"
+    half_weights: bool = False  # store model.safetensors as float16 (bundled models must be <= 50 MB)
+    provenance: str = ""
+    intended_use: str = ""
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "TrainConfig":
+        config = _build(cls, data, "")
+        config.validate()
+        return config.resolved(base_dir) if base_dir is not None else config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, base_dir: str | Path | None = None) -> "TrainConfig":
+        """Read a YAML config; relative paths resolve against ``base_dir`` (default: current directory)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections (data:, model:, ...)")
+        try:
+            return cls.from_dict(data, base_dir=base_dir if base_dir is not None else Path.cwd())
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def resolved(self, base_dir: str | Path) -> "TrainConfig":
+        """A copy whose data path, cache dir, output dir and weight file are absolute."""
+        base = Path(base_dir)
+
+        def absolute(p: str) -> str:
+            return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
+
+        out = _build(TrainConfig, self.to_dict(), "")
+        out.data.path = absolute(out.data.path)
+        out.data.cache_dir = absolute(out.data.cache_dir)
+        out.out_dir = absolute(out.out_dir)
+        if out.model.weights not in (None, "imagenet"):
+            out.model.weights = absolute(out.model.weights)
+        return out
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        def need(ok: bool, key: str, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key}: {message}")
+
+        need(bool(self.data.path), "data.path", "is required (folder or label file of the dataset)")
+        need(0.0 <= self.data.val < 1.0, "data.val", f"fraction must be in [0, 1), got {self.data.val}")
+        need(0.0 <= self.data.test < 1.0, "data.test", f"fraction must be in [0, 1), got {self.data.test}")
+        need(self.data.val + self.data.test < 1.0, "data.val", "val + test fractions leave no training images")
+        need(self.data.val > 0.0, "data.val", "must be > 0: model selection and thresholds need a validation split")
+        need(self.data.cache_size >= 16, "data.cache_size", f"must be >= 16 pixels, got {self.data.cache_size}")
+        need(self.preprocess.input_size >= 16, "preprocess.input_size", f"must be >= 16, got {self.preprocess.input_size}")
+        need(
+            self.preprocess.input_size <= self.data.cache_size,
+            "preprocess.input_size",
+            f"({self.preprocess.input_size}) cannot exceed data.cache_size ({self.data.cache_size}); upsampling cached images loses detail silently",
+        )
+        need(self.model.in_chans in (1, 3), "model.in_chans", f"must be 1 or 3, got {self.model.in_chans}")
+        need(0.0 <= self.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.model.dropout}")
+        for key, stats in (("preprocess.mean", self.preprocess.mean), ("preprocess.std", self.preprocess.std)):
+            need(stats is None or len(stats) == 3, key, "needs 3 values (one per RGB channel; gray input uses the first)")
+        need(self.loss.kind in ("auto", "bce", "ce", "focal"), "loss.kind", f"must be auto, bce, ce or focal, not {self.loss.kind!r}")
+        need(self.optim.name in ("adam", "adamw", "nadam"), "optim.name", f"must be adam, adamw or nadam, not {self.optim.name!r}")
+        need(self.optim.lr > 0, "optim.lr", f"must be > 0, got {self.optim.lr}")
+        need(self.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.optim.weight_decay}")
+        need(self.optim.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.optim.batch_size}")
+        need(self.optim.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.optim.grad_accum}")
+        need(self.schedule.name in ("plateau", "cosine", "constant"), "schedule.name", f"must be plateau, cosine or constant, not {self.schedule.name!r}")
+        need(self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
+        need(0.0 < self.schedule.factor < 1.0, "schedule.factor", f"must be in (0, 1), got {self.schedule.factor}")
+        need(self.schedule.patience >= 0, "schedule.patience", "must be >= 0")
+        need(self.schedule.min_lr >= 0, "schedule.min_lr", "must be >= 0")
+        es = self.early_stopping.patience
+        need(es is None or es >= 1, "early_stopping.patience", f"must be >= 1 or null, got {es}")
+        need(self.ema is None or 0.0 < self.ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
+        need(self.eval.n_boot >= 0, "eval.n_boot", "must be >= 0")
+        need(self.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        need(self.num_workers >= 0, "num_workers", "must be >= 0")
+        need(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "device",
+            f"must be auto, cpu, cuda or cuda:N, not {self.device!r}",
+        )
+        need(self.amp in ("auto", "bf16", "fp16", "off"), "amp", f"must be auto, bf16, fp16 or off, not {self.amp!r}")
+        need(bool(self.out_dir), "out_dir", "is required")
+        if isinstance(self.model.finetune, str):
+            ok = self.model.finetune in ("all", "head") or (
+                self.model.finetune.startswith("last:") and self.model.finetune[5:].isdigit()
+            )
+            need(ok, "model.finetune", f"must be all, head, last:N or a list of parameter prefixes, not {self.model.finetune!r}")
+        if self.augment:
+            from cxr_core.data import AugmentConfig
+
+            allowed = {f.name for f in dataclasses.fields(AugmentConfig)}
+            unknown = sorted(set(self.augment) - allowed)
+            need(not unknown, f"augment.{unknown[0] if unknown else ''}", f"unknown key; allowed keys: {sorted(allowed)}")
+
+
+_SECTION_TYPES = {
+    DataConfig, ModelConfig, PreprocessSection, LossConfig, OptimConfig, ScheduleConfig,
+    EarlyStoppingConfig, EMAConfig, EvalConfig, TrainConfig,
+}
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown key '{prefix}{key}'; allowed here: {', '.join(sorted(names))}")
+    kwargs = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if len(errors) == 1 else f"{key}: unexpected value {value!r}")
+    if hint in _SECTION_TYPES:
+        return _build(hint, {} if value is None else value, f"{key}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be text, got {value!r}")
+        return value
+    return value
+
+
+def load_config(path: str | Path, *, overrides: dict | None = None, base_dir: str | Path | None = None) -> TrainConfig:
+    """Read a YAML config and apply dotted overrides such as ``{"epochs": 3, "out_dir": "runs/x"}``."""
+    config = TrainConfig.from_yaml(path, base_dir=base_dir)
+    if not overrides:
+        return config
+    data = config.to_dict()
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return TrainConfig.from_dict(data, base_dir=base_dir if base_dir is not None else Path.cwd())

@@ -1,0 +1,78 @@
+"""From a data config to a split manifest, the same way for ``cxr train`` and ``cxr evaluate``.
+
+The model card stores the data section of the training config and the manifest fingerprint;
+:func:`build_manifest` is the one function both commands call, so ``cxr evaluate`` rebuilds
+exactly the validation split the card's numbers were measured on (and says so loudly when
+the data on disk has changed since).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxr_core.datasets import load_dataset
+from cxr_core.errors import DatasetError
+from cxr_core.manifest import SPLITS, Manifest
+from cxr_core.splits import assign_splits, check_leakage
+from cxr_core.training.config import DataConfig
+
+
+def build_manifest(data: DataConfig) -> Manifest:
+    """Load the dataset, deal patient-level splits (seeded) and refuse patient leakage."""
+    manifest = load_dataset(data.path, fmt=data.format, **data.adapter)
+    manifest = assign_splits(
+        manifest, val=data.val, test=data.test, seed=data.split_seed, keep_existing=data.keep_splits
+    )
+    check_leakage(manifest)
+    return manifest
+
+
+def split_summary(manifest: Manifest) -> dict:
+    """Counts, positives and prevalence per split and class, patients per split (for the card)."""
+    out: dict = {}
+    classes = list(manifest.classes)
+    frame = manifest.frame
+    for split in SPLITS:
+        sub = frame[frame["split"] == split]
+        if sub.empty:
+            continue
+        labels = sub[classes].to_numpy(dtype=np.float64)
+        known = (~np.isnan(labels)).sum(axis=0)
+        positives = np.nansum(labels, axis=0)
+        out[split] = {
+            "images": int(len(sub)),
+            "patients": int(sub["patient_id"].nunique()),
+            "positives": {c: int(p) for c, p in zip(classes, positives)},
+            "known": {c: int(k) for c, k in zip(classes, known)},
+            "prevalence": {c: (float(p / k) if k else None) for c, p, k in zip(classes, positives, known)},
+        }
+    return out
+
+
+def data_card(data: DataConfig, manifest: Manifest) -> dict:
+    return {
+        "source": manifest.source or data.path,
+        "path": data.path,
+        "format": data.format,
+        "adapter": dict(data.adapter),
+        "split_rule": {"val": data.val, "test": data.test, "seed": data.split_seed, "keep_existing": data.keep_splits},
+        "manifest_fingerprint": manifest.fingerprint(),
+        "label_space": manifest.label_space.to_dict(),
+        "splits": split_summary(manifest),
+    }
+
+
+def require_monitorable(val: Manifest) -> None:
+    """Multilabel model selection needs a defined macro AUROC; say so before hours of training.
+
+    (Multiclass balanced accuracy is defined for any non-empty split, which ``Manifest.split`` ensures.)
+    """
+    if not val.label_space.multilabel:
+        return
+    labels = val.labels()
+    both = ((labels == 1).sum(axis=0) > 0) & ((labels == 0).sum(axis=0) > 0)
+    if not both.any():
+        raise DatasetError(
+            f"the validation split ({len(val)} images) has no class with both positive and negative images, "
+            "so macro AUROC is undefined and no best model can be chosen; raise data.val"
+        )

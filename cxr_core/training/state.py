@@ -1,0 +1,84 @@
+"""The resumable training state (``train_state.pt``) and the random-number-generator snapshots.
+
+The file is read back with ``torch.load(weights_only=True)``, which only accepts tensors and
+plain containers of numbers and strings, so loading it can never execute code. NumPy's and
+Python's RNG states are therefore converted to tensors and lists on the way out and back on
+the way in. The model weights are stored here too (not only in ``last.safetensors``) so the
+state is self-consistent: it is written atomically once per epoch, after everything else.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cxr_core.checkpoint import write_atomically
+from cxr_core.errors import CheckpointError
+
+STATE_FILE = "train_state.pt"
+STATE_VERSION = 1
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every generator the training loop draws from, in weights_only-safe form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(py_version), "internal": list(py_internal), "gauss_next": py_gauss},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if state["cuda"] and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            torch.cuda.set_rng_state(state["cuda"][0])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def save_train_state(out_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Write the state atomically; ``state`` must hold only tensors and plain containers."""
+    payload = {"version": STATE_VERSION, **state}
+    return write_atomically(Path(out_dir) / STATE_FILE, lambda tmp: torch.save(payload, tmp))
+
+
+def load_train_state(out_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(out_dir) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"cannot resume: {path} does not exist. Start without --resume, or point --out at the folder of the interrupted run"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the file is unusable; say which
+        raise CheckpointError(f"cannot resume from {path}: the file is corrupted or not a training state ({exc})") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise CheckpointError(f"cannot resume from {path}: unsupported training-state version {state.get('version') if isinstance(state, dict) else '?'}")
+    return state

@@ -1,0 +1,96 @@
+"""Training configs: the shipped ones load, and every mistake names its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cxr_core.errors import ConfigError
+from cxr_core.training.config import TrainConfig, load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MINIMAL = {"data": {"path": "data/set"}}
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = TrainConfig.from_yaml(path, base_dir=REPO_ROOT)
+    assert Path(config.data.path).is_absolute()
+    assert Path(config.out_dir).is_absolute()
+
+
+def test_smoke_config_values():
+    config = TrainConfig.from_yaml(REPO_ROOT / "configs" / "smoke.yaml", base_dir=REPO_ROOT)
+    assert config.model.name == "small_cnn"
+    assert config.preprocess.input_size == 64 and config.data.cache_size == 64
+    assert config.epochs == 1
+    assert config.data.path == str((REPO_ROOT / "../shared/data/pneumonia/chest_xray").resolve())
+
+
+def test_relative_paths_resolve_against_base_dir(tmp_path):
+    config = TrainConfig.from_yaml(_write(tmp_path, MINIMAL | {"out_dir": "runs/x"}), base_dir=tmp_path)
+    assert config.data.path == str(tmp_path / "data" / "set")
+    assert config.out_dir == str(tmp_path / "runs" / "x")
+    assert config.data.cache_dir == str(tmp_path / ".cxr_cache")
+
+
+def test_round_trip_through_yaml(tmp_path):
+    config = TrainConfig.from_dict(MINIMAL | {"ema": {"decay": 0.99}, "model": {"finetune": ["layer3", "layer4"]}},
+                                   base_dir=tmp_path)
+    again = TrainConfig.from_dict(yaml.safe_load(config.to_yaml()))
+    assert again == config
+
+
+def test_scientific_notation_and_overrides(tmp_path):
+    path = _write(tmp_path, MINIMAL)
+    path.write_text(path.read_text() + "optim:\n  lr: 1e-3\n")  # PyYAML reads 1e-3 as a string
+    config = load_config(path, overrides={"epochs": 7, "optim.batch_size": 4}, base_dir=tmp_path)
+    assert config.optim.lr == 0.001 and config.epochs == 7 and config.optim.batch_size == 4
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"epochz": 3}, "epochz"),
+        ({"optim": {"lrr": 0.1}}, "optim.lrr"),
+        ({"data": {"path": "x", "valid": 0.2}}, "data.valid"),
+        ({"augment": {"rotate": 5}}, "augment.rotate"),
+        ({"optim": {"lr": "fast"}}, "optim.lr"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"channels_last": "yes"}, "channels_last"),
+        ({"optim": {"name": "sgd"}}, "optim.name"),
+        ({"amp": "fp8"}, "amp"),
+        ({"data": {"path": "x", "val": 0.0}}, "data.val"),
+        ({"preprocess": {"input_size": 512}}, "preprocess.input_size"),
+        ({"model": {"finetune": "last:x"}}, "model.finetune"),
+        ({"schedule": {"name": "step"}}, "schedule.name"),
+        ({"device": "tpu"}, "device"),
+        ({"optim": 3}, "optim"),
+    ],
+)
+def test_mistakes_name_their_key(tmp_path, data, key):
+    merged = {**MINIMAL, **data}
+    if "data" in data:
+        merged["data"] = data["data"]
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_yaml(_write(tmp_path, merged), base_dir=tmp_path)
+    assert key in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        TrainConfig.from_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="YAML"):
+        TrainConfig.from_yaml(bad)
+    with pytest.raises(ConfigError, match="data.path"):
+        TrainConfig.from_yaml(_write(tmp_path, {"epochs": 1}))

@@ -1,0 +1,155 @@
+"""The training loop on real and synthetic images: learning, outputs, masked labels, schedule."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cxr_core.checkpoint import load_checkpoint
+from cxr_core.errors import ConfigError
+from cxr_core.evaluation import load_predictions
+from cxr_core.training import TrainConfig, train
+from cxr_core.training.loop import resolve_amp
+from cxr_core.training.sampling import EpochSampler
+from cxr_core.training.schedule import LRSchedule
+
+
+def _log(out_dir) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "training_log.jsonl").read_text().splitlines()]
+
+
+def test_small_cnn_overfits_sixteen_real_radiographs(pneumonia_root, tmp_path, make_config):
+    root = tmp_path / "kermany16"
+    for folder in ("NORMAL", "PNEUMONIA"):
+        (root / folder).mkdir(parents=True)
+        for src in sorted((pneumonia_root / "train" / folder).glob("*.jpeg"))[:8]:
+            shutil.copy(src, root / folder / src.name)
+    config = make_config(
+        root, tmp_path / "run", tmp_path / "cache", epochs=30,
+        augment={"rotation": 0.0, "crop_scale": [1.0, 1.0]},
+        data__val=0.2, optim__batch_size=16, optim__lr=0.003, optim__weight_decay=0.0,
+        early_stopping__patience=None, eval__n_boot=0,
+    )
+    train(config, progress=False)
+    losses = [row["train_loss"] for row in _log(tmp_path / "run")]
+    # One full-batch Adam step per epoch; the augmentation-free loss falls ~20x (0.70 -> ~0.03).
+    assert min(losses[-5:]) < losses[0] / 10, f"train loss only went {losses[0]:.3f} -> {losses[-5:]}"
+
+
+def test_outputs_and_card_of_a_multiclass_run(class_folders, cache_dir, tmp_path, make_config):
+    config = make_config(class_folders, tmp_path / "run", cache_dir, epochs=2)
+    result = train(config, progress=False)
+    out = tmp_path / "run"
+    for name in ("model.safetensors", "last.safetensors", "train_state.pt", "training_log.jsonl", "config.yaml",
+                 "eval/val/predictions.csv", "eval/val/report.json"):
+        assert (out / name).is_file(), name
+    assert TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text())) == config
+
+    rows = _log(out)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["monitor"] == "val_balanced_accuracy"
+        assert math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) and r["images_per_s"] > 0
+        assert set(r["val_auroc"]) == {"Normal", "Pneumonia"}
+    best_row = max(rows, key=lambda r: r["val_balanced_accuracy"])
+    assert result.best_metric == best_row["val_balanced_accuracy"] and result.best_epoch == best_row["epoch"] + 1
+
+    ckpt = load_checkpoint(out / "model.safetensors")
+    card = ckpt.card
+    assert card.threshold_method == "argmax" and card.thresholds == {}
+    assert card.training["epochs_run"] == 2 and card.training["device"] == "cpu"
+    assert card.training["config"]["model"]["name"] == "small_cnn"
+    data = card.data
+    n_train, n_val = data["splits"]["train"]["images"], data["splits"]["val"]["images"]
+    assert n_train + n_val == 40
+    assert data["splits"]["val"]["positives"]["Normal"] + data["splits"]["val"]["positives"]["Pneumonia"] == n_val
+    report = json.loads((out / "eval" / "val" / "report.json").read_text())
+    assert card.validation["balanced_accuracy"] == report["multiclass"]["balanced_accuracy"]
+    assert card.validation["macro_auroc"] == report["macro"]["auroc"]
+    assert card.validation["n_images"] == n_val
+    assert report["settings"]["bootstrap_unit"] == "patient"
+    # The final evaluation saw the same model as the epoch loop did.
+    assert report["multiclass"]["balanced_accuracy"] == pytest.approx(result.best_metric, abs=1e-12)
+    frame, classes = load_predictions(out / "eval" / "val" / "predictions.csv")
+    assert classes == ["Normal", "Pneumonia"] and len(frame) == n_val
+    assert np.allclose(frame[["prob:Normal", "prob:Pneumonia"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_masked_multilabel_training_with_unknown_labels(disease_folders, cache_dir, tmp_path, make_config):
+    config = make_config(disease_folders, tmp_path / "run", cache_dir, epochs=2, loss__pos_weight=True, data__val=0.3,
+                         half_weights=True)
+    train(config, progress=False)
+    rows = _log(tmp_path / "run")
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in rows)
+    assert rows[0]["monitor"] == "val_macro_auroc" and rows[-1]["val_macro_auroc"] is not None
+
+    frame, classes = load_predictions(tmp_path / "run" / "eval" / "val" / "predictions.csv")
+    labels = frame[[f"label:{c}" for c in classes]].to_numpy()
+    assert np.isnan(labels).any(axis=0).all(), "every class should have unknown labels in this layout"
+    card = load_checkpoint(tmp_path / "run" / "model.safetensors").card
+    assert card.weights_dtype == "float16"  # and the validation numbers were measured on those fp16 weights
+    assert card.threshold_method == "max_f1" and set(card.thresholds) == set(classes)
+    assert all(0.0 <= t <= 1.0 for t in card.thresholds.values())
+    for c in classes:
+        known = ~np.isnan(frame[f"label:{c}"])
+        assert card.validation["per_class"][c]["n_pos"] + card.validation["per_class"][c]["n_neg"] == known.sum()
+
+
+def test_bad_settings_fail_before_training(class_folders, cache_dir, tmp_path, make_config):
+    with pytest.raises(ConfigError, match="fp16"):
+        resolve_amp("fp16", torch.device("cpu"))
+    assert resolve_amp("auto", torch.device("cpu")) is None
+    config = make_config(class_folders, tmp_path / "run", cache_dir, loss__kind="bce")
+    with pytest.raises(ConfigError, match="multiclass"):
+        train(config, progress=False)
+    config = make_config(class_folders, tmp_path / "run2", cache_dir, device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            train(config, progress=False)
+
+
+def test_cosine_warmup_and_plateau_schedules():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cosine = LRSchedule(opt, kind="cosine", total_steps=10, warmup_steps=2, min_lr=0.0)
+    lrs = [cosine.lr]
+    for _ in range(10):
+        cosine.step_batch()
+        lrs.append(cosine.lr)
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert lrs[2 + 4] == pytest.approx(0.5)  # half-way through the cosine part
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plateau = LRSchedule(opt, kind="plateau", total_steps=10, patience=1, factor=0.5, min_lr=0.2)
+    for metric in (0.5, 0.6, 0.6, 0.6):
+        plateau.step_epoch(metric)
+    assert plateau.lr == pytest.approx(0.5)
+    for metric in (0.6, 0.6, 0.6, 0.6):
+        plateau.step_epoch(metric)
+    assert plateau.lr == pytest.approx(0.2)  # floored at min_lr
+    restored = LRSchedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), kind="plateau",
+                          total_steps=10, patience=1, factor=0.5, min_lr=0.2)
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.state_dict() == plateau.state_dict() and restored.lr == plateau.lr
+
+
+def test_epoch_sampler_shards_cover_everything_each_epoch():
+    shards = [EpochSampler(10, seed=3, rank=r, world_size=3) for r in range(3)]
+    for s in shards:
+        s.set_epoch(1)
+    seen = [idx for s in shards for _, idx in s]
+    assert all(len(list(s)) == len(s) == 4 for s in shards)  # padded to equal length for DDP
+    assert set(seen) == set(range(10)) and len(seen) == 12
+    single = EpochSampler(10, seed=3)
+    single.set_epoch(0)
+    first = [i for _, i in single]
+    single.set_epoch(1)
+    assert sorted(first) == list(range(10)) and first != [i for _, i in single]
+    single.set_epoch(0)
+    assert first == [i for _, i in single]
