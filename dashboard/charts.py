@@ -1,0 +1,149 @@
+"""Plotly figures for the dashboard; they draw numbers computed by ``cxr_core``, never compute them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+POSITIVE = "#c0392b"
+NEGATIVE = "#7f8c8d"
+ACCENT = "#1f6fb2"
+_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def _finite(values: object) -> np.ndarray:
+    """Float array with None/inf as NaN (reports store NaN and inf as JSON null)."""
+    array = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(array), array, np.nan)
+
+
+def probability_bars(probabilities: Mapping[str, float], thresholds: Mapping[str, float],
+                     positive: Sequence[str], title: str = "") -> go.Figure:
+    """Horizontal bar per class with its threshold drawn as a black tick; positives in red."""
+    classes = list(probabilities)[::-1]
+    probs = [probabilities[c] for c in classes]
+    colours = [POSITIVE if c in positive else NEGATIVE for c in classes]
+    fig = go.Figure()
+    fig.add_bar(x=probs, y=classes, orientation="h", marker_color=colours, name="probability",
+                text=[f"{p:.3f}" for p in probs], textposition="inside", insidetextanchor="start",
+                textfont=dict(color="white"),
+                hovertemplate="%{y}: %{x:.3f}<extra></extra>")
+    fig.add_scatter(x=[thresholds.get(c, np.nan) for c in classes], y=classes, mode="markers", name="threshold",
+                    marker=dict(symbol="line-ns", size=18, line=dict(width=3, color="black")),
+                    hovertemplate="%{y} threshold: %{x:.3f}<extra></extra>")
+    fig.update_layout(title=title, xaxis=dict(range=[0, 1.0], title="probability"), showlegend=False,
+                      height=max(220, 28 * len(classes) + 80), margin=_MARGIN, bargap=0.25)
+    return fig
+
+
+def roc_figure(curves: Mapping[str, Mapping[str, np.ndarray]],
+               points: Mapping[str, tuple[float, float]] | None = None, title: str = "ROC") -> go.Figure:
+    """ROC curve per class (``{"fpr","tpr","thresholds"}``) with each class's operating point."""
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbbbbb"), showlegend=False,
+                    hoverinfo="skip")
+    for i, (name, roc) in enumerate(curves.items()):
+        colour = _colour(i)
+        fig.add_scatter(x=_finite(roc["fpr"]), y=_finite(roc["tpr"]), mode="lines", name=name, line=dict(color=colour),
+                        customdata=_finite(roc["thresholds"]),
+                        hovertemplate=f"{name}<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>")
+        if points and name in points:
+            fpr, tpr = points[name]
+            fig.add_scatter(x=[fpr], y=[tpr], mode="markers", marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
+                            name=f"{name} operating point", showlegend=False,
+                            hovertemplate=f"{name} at threshold<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<extra></extra>")
+    fig.update_layout(title=title, xaxis=dict(title="1 - specificity (FPR)", range=[0, 1]),
+                      yaxis=dict(title="sensitivity (TPR)", range=[0, 1.02]), margin=_MARGIN, height=420)
+    return fig
+
+
+def pr_figure(curves: Mapping[str, Mapping[str, np.ndarray]],
+              points: Mapping[str, tuple[float, float]] | None = None,
+              prevalence: Mapping[str, float] | None = None, title: str = "Precision-recall") -> go.Figure:
+    """PR curve per class (``{"precision","recall","thresholds"}``); points are (recall, precision)."""
+    fig = go.Figure()
+    for i, (name, pr) in enumerate(curves.items()):
+        colour = _colour(i)
+        fig.add_scatter(x=_finite(pr["recall"]), y=_finite(pr["precision"]), mode="lines", name=name,
+                        line=dict(color=colour), customdata=_finite(pr["thresholds"]),
+                        hovertemplate=f"{name}<br>recall %{{x:.3f}} precision %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>")
+        if prevalence and name in prevalence:
+            fig.add_scatter(x=[0, 1], y=[prevalence[name]] * 2, mode="lines", showlegend=False, hoverinfo="skip",
+                            line=dict(dash="dot", color=colour, width=1))
+        if points and name in points:
+            recall, precision = points[name]
+            fig.add_scatter(x=[recall], y=[precision], mode="markers", showlegend=False,
+                            marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
+                            hovertemplate=f"{name} at threshold<br>recall %{{x:.3f}} precision %{{y:.3f}}<extra></extra>")
+    fig.update_layout(title=title, xaxis=dict(title="recall (sensitivity)", range=[0, 1]),
+                      yaxis=dict(title="precision (PPV)", range=[0, 1.02]), margin=_MARGIN, height=420)
+    return fig
+
+
+def reliability_figure(bins: Mapping[str, Mapping[str, np.ndarray]], ece: Mapping[str, float]) -> go.Figure:
+    """Observed fraction positive against mean predicted probability, per class; marker size ~ count."""
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbbbbb"), name="perfect",
+                    hoverinfo="skip")
+    for i, (name, b) in enumerate(bins.items()):
+        count = np.asarray(b["count"], dtype=float)
+        filled = count > 0
+        size = 6 + 14 * np.sqrt(count[filled] / max(count.max(), 1))
+        fig.add_scatter(x=_finite(b["mean_pred"])[filled], y=_finite(b["frac_pos"])[filled], mode="lines+markers",
+                        name=f"{name} (ECE {ece.get(name, np.nan):.3f})", line=dict(color=_colour(i)),
+                        marker=dict(size=size), customdata=count[filled],
+                        hovertemplate=f"{name}<br>predicted %{{x:.3f}}<br>observed %{{y:.3f}}<br>n=%{{customdata:.0f}}<extra></extra>")
+    fig.update_layout(title="Calibration (reliability)", xaxis=dict(title="mean predicted probability", range=[0, 1]),
+                      yaxis=dict(title="fraction positive", range=[0, 1.02]), margin=_MARGIN, height=420)
+    return fig
+
+
+def confusion_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str]) -> go.Figure:
+    """Rows: true class; columns: predicted class; cell text shows count and row share."""
+    m = np.asarray(matrix, dtype=float)
+    share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    text = [[f"{int(m[i, j])}<br>{share[i, j]:.0%}" for j in range(m.shape[1])] for i in range(m.shape[0])]
+    fig = go.Figure(go.Heatmap(z=share, x=list(classes), y=list(classes), text=text, texttemplate="%{text}",
+                               colorscale="Blues", zmin=0, zmax=1, showscale=False,
+                               hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    fig.update_layout(title="Confusion matrix", xaxis=dict(title="predicted", side="bottom"),
+                      yaxis=dict(title="true", autorange="reversed"), margin=_MARGIN, height=120 + 60 * len(classes))
+    return fig
+
+
+def training_figure(log: pd.DataFrame, columns: Sequence[str], title: str) -> go.Figure:
+    """Chosen numeric columns of the training log against the epoch."""
+    x = log["epoch"] if "epoch" in log else pd.Series(range(1, len(log) + 1))
+    fig = go.Figure()
+    for i, col in enumerate(columns):
+        fig.add_scatter(x=x, y=log[col], mode="lines+markers", name=col, line=dict(color=_colour(i)))
+    fig.update_layout(title=title, xaxis=dict(title="epoch"), margin=_MARGIN, height=340)
+    return fig
+
+
+def auroc_comparison(classes: Sequence[str], series: Mapping[str, Sequence[float]],
+                     errors: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> go.Figure:
+    """Grouped bars: per-class AUROC of several checkpoints, with CI whiskers when given."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        values = np.asarray(values, dtype=float)
+        error_y = None
+        if errors and name in errors:
+            low, high = (np.asarray(v, dtype=float) for v in errors[name])
+            error_y = dict(type="data", symmetric=False, array=high - values, arrayminus=values - low)
+        fig.add_bar(x=list(classes), y=values, name=name, marker_color=_colour(i), error_y=error_y,
+                    hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}}<extra></extra>")
+    fig.update_layout(barmode="group", title="Per-class AUROC", yaxis=dict(title="AUROC", range=[0, 1]),
+                      margin=_MARGIN, height=420, legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+_PALETTE = ("#1f6fb2", "#e67e22", "#27ae60", "#c0392b", "#8e44ad", "#16a085", "#d35400", "#2c3e50",
+            "#f1c40f", "#7f8c8d", "#e84393", "#00cec9", "#6c5ce7", "#a0522d")
+
+
+def _colour(i: int) -> str:
+    return _PALETTE[i % len(_PALETTE)]

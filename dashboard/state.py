@@ -1,0 +1,108 @@
+"""What every page shares: the checkpoint list, the chosen checkpoint, cached models and runs.
+
+Expensive objects are cached across sessions with ``st.cache_resource`` (one Predictor per
+checkpoint file, which is thread-safe; one parsed evaluation run per run folder). Cache keys
+include the file's modification time so a retrained or re-evaluated checkpoint is reloaded.
+Per-user choices (which checkpoint, extra folders, data root) live in ``st.session_state``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from cxr_core import model_catalog
+from cxr_core.inference import Predictor
+from cxr_core.model_catalog import CheckpointEntry, EvalRun
+from cxr_core.review_store import ReviewStore, default_review_dir
+from cxr_core.thresholds_store import ThresholdSet
+
+SELECTED = "cxr_selected_checkpoint"
+EXTRA_DIRS = "cxr_extra_checkpoint_dirs"
+DATA_ROOT = "cxr_data_root"
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _discover(roots: tuple[str, ...]) -> list[CheckpointEntry]:
+    return model_catalog.discover_checkpoints(roots)
+
+
+def checkpoint_roots() -> list[str]:
+    """Default folders (``CXR_CHECKPOINT_DIRS`` or the bundled ``checkpoints/``) plus the user's own."""
+    roots = [str(p) for p in model_catalog.default_checkpoint_dirs()]
+    return roots + [d for d in st.session_state.get(EXTRA_DIRS, []) if d not in roots]
+
+
+def entries() -> list[CheckpointEntry]:
+    return _discover(tuple(checkpoint_roots()))
+
+
+def rescan() -> None:
+    _discover.clear()
+
+
+def selected_entry() -> CheckpointEntry | None:
+    """The checkpoint chosen in the sidebar; before any choice, the first readable one.
+
+    The fallback matters when a page runs without the router (a page URL opened on a freshly
+    started server, or a page tested on its own). None only when there is no checkpoint at all.
+    """
+    found = entries()
+    key = st.session_state.get(SELECTED)
+    for entry in found:
+        if entry.key == key:
+            return entry
+    usable = [e for e in found if e.ok]
+    return usable[0] if usable else (found[0] if found else None)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading and warming up the model…")
+def _predictor(model_path: str, stamp: float) -> Predictor:
+    return Predictor.from_checkpoint(model_path)
+
+
+def predictor(entry: CheckpointEntry) -> Predictor:
+    """The shared, warmed-up Predictor of a checkpoint (loaded once per file version)."""
+    return _predictor(str(entry.model_path), _mtime(entry.model_path))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading the evaluation run…")
+def _eval_run(directory: str, split: str, stamp: tuple[float, float]) -> EvalRun:
+    return model_catalog.load_eval_run(model_catalog.read_entry(directory), split)
+
+
+def eval_run(entry: CheckpointEntry, split: str) -> EvalRun:
+    """Predictions + report of a split (shared read-only across sessions; do not mutate)."""
+    run_dir = entry.dir / "eval" / split
+    stamp = (_mtime(run_dir / "predictions.csv"), _mtime(run_dir / "report.json"))
+    return _eval_run(str(entry.dir), split, stamp)
+
+
+def active_thresholds(entry: CheckpointEntry) -> ThresholdSet:
+    """The set Predict and Review use; read from disk each run so a save elsewhere shows at once."""
+    return entry.threshold_store().active()
+
+
+@st.cache_resource
+def _review_store(folder: str) -> ReviewStore:
+    return ReviewStore(folder)
+
+
+def review_store() -> ReviewStore:
+    """The review database in ``CXR_REVIEW_DIR`` (default ``~/.cxr``)."""
+    return _review_store(str(default_review_dir()))
+
+
+def data_roots() -> list[str]:
+    """Folders where evaluated images are looked for (sidebar of Review, or ``CXR_DATA_ROOT``)."""
+    raw = st.session_state.get(DATA_ROOT, os.environ.get("CXR_DATA_ROOT", ""))
+    return [p.strip() for p in str(raw).split(os.pathsep) if p.strip()]

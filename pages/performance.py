@@ -1,0 +1,167 @@
+"""Performance: per-class metrics with confidence intervals, ROC/PR curves, calibration, training curves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cxr_core.metrics import SortedScores, evaluation_report
+from cxr_core.model_catalog import CheckpointEntry, EvalRun, load_training_log
+from dashboard import charts, state
+from dashboard.widgets import fmt, require_entry, split_picker
+
+CI_METRICS = (("auroc", "auroc_ci"), ("ap", "ap_ci"), ("sensitivity", "sensitivity_ci"), ("specificity", "specificity_ci"))
+PLAIN_METRICS = ("ppv", "npv", "f1", "accuracy")
+COUNTS = ("tp", "fp", "tn", "fn", "n_pos", "n_neg")
+BOOTSTRAP_AT_ACTIVE = 200
+
+
+@st.cache_data(max_entries=16, show_spinner="Recomputing metrics and bootstrap intervals at the active thresholds…")
+def _report_at(run_key: str, thresholds: tuple[float, ...], task: str, _run: EvalRun) -> dict:
+    groups = _run.predictions["patient_id"].astype(str).to_numpy() if "patient_id" in _run.predictions else None
+    return evaluation_report(_run.labels(), _run.scores(), list(_run.classes), task, thresholds=np.array(thresholds),
+                             groups=groups, n_boot=BOOTSTRAP_AT_ACTIVE)
+
+
+def metrics_table(report: dict) -> pd.DataFrame:
+    """One numeric row per class (CI bounds as *_lo/*_hi columns), then macro and micro rows."""
+    rows = []
+    for name, e in report["per_class"].items():
+        row: dict = {"class": name, "threshold": e.get("threshold")}
+        for metric, ci_key in CI_METRICS:
+            ci = e.get(ci_key) or [None, None]
+            row |= {metric: e.get(metric), f"{metric}_lo": ci[0], f"{metric}_hi": ci[1]}
+        row |= {m: e.get(m) for m in PLAIN_METRICS} | {c: e.get(c) for c in COUNTS} | {"low_count": e.get("low_count")}
+        rows.append(row)
+    for label in ("macro", "micro"):
+        avg = report.get(label) or {}
+        rows.append({"class": f"({label} average)", **{m: avg.get(m) for m, _ in CI_METRICS}, **{m: avg.get(m) for m in PLAIN_METRICS}})
+    frame = pd.DataFrame(rows)
+    numeric = [c for c in frame.columns if c not in ("class", "low_count")]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
+    return frame.astype({"low_count": "boolean"})
+
+
+def _with_ci(frame: pd.DataFrame) -> pd.DataFrame:
+    shown = frame[["class", "threshold"]].copy()
+    for metric, _ in CI_METRICS:
+        shown[metric] = [
+            fmt(v) + (f" ({fmt(lo)}–{fmt(hi)})" if lo is not None and not pd.isna(lo) else "")
+            for v, lo, hi in zip(frame[metric], frame[f"{metric}_lo"], frame[f"{metric}_hi"])
+        ]
+    for col in (*PLAIN_METRICS, *COUNTS, "low_count"):
+        shown[col] = frame[col]
+    return shown
+
+
+def _training_section(entry: CheckpointEntry) -> None:
+    log = load_training_log(entry)
+    if log.empty:
+        st.caption("No training_log.jsonl in this checkpoint folder.")
+        return
+    numeric = [c for c in log.columns if pd.api.types.is_numeric_dtype(log[c]) and c != "epoch"]
+    losses = [c for c in numeric if "loss" in c]
+    others = [c for c in numeric if c not in losses and c not in ("seconds", "lr") and not c.endswith(("seconds", ".lr"))]
+    left, right = st.columns(2)
+    if losses:
+        left.plotly_chart(charts.training_figure(log, losses, "Loss"), key="perf_loss")
+    if others:
+        picked = right.multiselect("Validation metrics", others, default=others[:4], key=f"perf_train_metrics@{entry.name}")
+        if picked:
+            right.plotly_chart(charts.training_figure(log, picked, "Validation metrics"), key="perf_val_curves")
+    with st.expander("Training log table"):
+        st.dataframe(log, hide_index=True, key="perf_log_table")
+
+
+st.title("Performance")
+entry = require_entry(need_eval=True)
+split = split_picker(entry, key="perf_split")
+run = state.eval_run(entry, split)
+for warning in run.warnings:
+    st.caption(f"⚠ {warning}")
+task = entry.card.label_space.get("task", "multilabel")
+multilabel = task == "multilabel"
+active = state.active_thresholds(entry)
+has_predictions = run.predictions is not None
+
+report = run.report
+source = f"report.json of the {split} run"
+if has_predictions and multilabel:
+    options = [f"active set “{active.name}” (recomputed)"] + (["as evaluated (report.json)"] if report else [])
+    choice = st.radio("Thresholds for the table", options, horizontal=True, key="perf_threshold_source")
+    if choice.startswith("active") or report is None:
+        run_key = f"{run.dir}:{(run.dir / 'predictions.csv').stat().st_mtime}"
+        report = _report_at(run_key, tuple(active.thresholds[c] for c in run.classes), task, run)
+        source = f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, {BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
+elif report is None and has_predictions:
+    run_key = f"{run.dir}:{(run.dir / 'predictions.csv').stat().st_mtime}"
+    report = _report_at(run_key, tuple(0.5 for _ in run.classes), task, run)
+    source = f"{len(run.predictions)} {split} predictions"
+if report is None:
+    st.warning("This evaluation run has neither a readable report.json nor predictions.csv.")
+    st.stop()
+
+st.caption(f"Numbers from {source}. 95% confidence intervals in brackets; "
+           f"⚑ low-count classes (< {report['settings']['min_positives']} positives or negatives) are left out of macro averages.")
+macro = report.get("macro", {})
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Macro AUROC", fmt(macro.get("auroc")))
+m2.metric("Macro AP", fmt(macro.get("ap")))
+m3.metric("Cases", report.get("n_cases", "–"))
+m4.metric("Low-count classes", len(macro.get("classes_excluded", [])))
+
+table = metrics_table(report)
+st.dataframe(_with_ci(table), hide_index=True, key="perf_table",
+             column_config={"threshold": st.column_config.NumberColumn(format="%.3f"),
+                            **{m: st.column_config.NumberColumn(format="%.3f") for m in PLAIN_METRICS},
+                            "low_count": st.column_config.CheckboxColumn("⚑ low count")})
+st.download_button("Download metrics (CSV)", table.to_csv(index=False), file_name=f"{entry.name}_{split}_metrics.csv",
+                   mime="text/csv", key="perf_csv", icon=":material/download:")
+if macro.get("classes_excluded"):
+    st.caption("Left out of macro averages: " + ", ".join(macro["classes_excluded"]))
+
+if "multiclass" in report:
+    mc = report["multiclass"]
+    st.subheader("Confusion matrix")
+    st.caption(f"Most probable class over {mc['n_cases']} cases · accuracy {fmt(mc['accuracy'])} · "
+               f"balanced accuracy {fmt(mc['balanced_accuracy'])}")
+    st.plotly_chart(charts.confusion_figure(mc["confusion_matrix"], report["class_names"]), key="perf_confusion")
+
+st.subheader("ROC and precision-recall curves")
+classes = list(report["class_names"])
+default = classes if len(classes) <= 6 else [c for c in classes if not report["per_class"][c]["low_count"]][:5]
+picked = st.multiselect("Classes", classes, default=default, key=f"perf_curve_classes@{entry.name}")
+points_roc, points_pr = {}, {}
+if has_predictions and multilabel:
+    m = SortedScores(run.labels(), run.scores()).metrics_at(np.array([active.thresholds[c] for c in run.classes]))
+    for i, c in enumerate(run.classes):
+        points_roc[c] = (1 - m["specificity"][i], m["sensitivity"][i])
+        points_pr[c] = (m["sensitivity"][i], m["ppv"][i])
+    st.caption(f"Markers: operating points at the active thresholds (“{active.name}”).")
+curves = report.get("curves", {})
+prevalence = {c: e["n_pos"] / max(e["n_pos"] + e["n_neg"], 1) for c, e in report["per_class"].items()}
+left, right = st.columns(2)
+left.plotly_chart(charts.roc_figure({c: curves[c]["roc"] for c in picked if c in curves},
+                                    {c: points_roc[c] for c in picked if c in points_roc}), key="perf_roc")
+right.plotly_chart(charts.pr_figure({c: curves[c]["pr"] for c in picked if c in curves},
+                                    {c: points_pr[c] for c in picked if c in points_pr},
+                                    {c: prevalence[c] for c in picked}), key="perf_pr")
+
+st.subheader("Calibration")
+calibration = report.get("calibration", {})
+ece = {c: (calibration[c]["ece"] if calibration[c]["ece"] is not None else float("nan")) for c in calibration}
+left, right = st.columns([2, 1])
+left.plotly_chart(charts.reliability_figure({c: calibration[c]["bins"] for c in picked if c in calibration}, ece),
+                  key="perf_calibration")
+right.dataframe(pd.DataFrame({"class": list(ece), "ECE": list(ece.values())}), hide_index=True, key="perf_ece",
+                column_config={"ECE": st.column_config.NumberColumn(format="%.4f")})
+
+st.subheader("Training curves")
+_training_section(entry)
+
+with st.expander("Raw report (JSON)"):
+    st.download_button("Download report (JSON)", json.dumps(report, indent=2), file_name=f"{entry.name}_{split}_report.json",
+                       mime="application/json", key="perf_json", icon=":material/download:")

@@ -1,0 +1,221 @@
+"""Thresholds: tune one decision threshold per class on an evaluation run, save named sets, pick the active one."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cxr_core.errors import CXRError
+from cxr_core.metrics import (
+    MAX_F1,
+    METHOD_LABELS,
+    SENSITIVITY,
+    SPECIFICITY,
+    YOUDEN,
+    SortedScores,
+    curves,
+    select_thresholds,
+)
+from cxr_core.model_catalog import CheckpointEntry, EvalRun
+from cxr_core.thresholds_store import ThresholdStore
+from dashboard import charts, state
+from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
+
+PRESETS = (MAX_F1, YOUDEN, SENSITIVITY, SPECIFICITY)
+GROUP_SIZE = 7
+WORK = "thr_work"          # {checkpoint key: {class: threshold}} survives page switches
+LAST_METHOD = "thr_last_method"
+MESSAGE = "thr_message"
+
+
+def slider_key(entry_name: str, class_name: str) -> str:
+    """Scoped by checkpoint: two checkpoints sharing class names must not share sliders."""
+    return f"thr::{entry_name}::{class_name}"
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _sorted_scores(run_key: str, _run: EvalRun) -> SortedScores:
+    return SortedScores(_run.labels(), _run.scores())
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _curves(run_key: str, _run: EvalRun) -> list[dict]:
+    return curves(_run.labels(), _run.scores(), max_points=300)
+
+
+def _work(entry: CheckpointEntry, store: ThresholdStore) -> dict[str, float]:
+    work = st.session_state.setdefault(WORK, {})
+    if entry.key not in work:
+        work[entry.key] = dict(store.active().thresholds)
+    return work[entry.key]
+
+
+def _set_all(values: dict[str, float], entry: CheckpointEntry, method: str) -> None:
+    st.session_state[WORK][entry.key].update(values)
+    for name, value in values.items():
+        st.session_state[slider_key(entry.name, name)] = value
+    st.session_state[LAST_METHOD] = method
+
+
+def _apply_preset(run: EvalRun, entry: CheckpointEntry, method: str, target: float, only: str | None) -> None:
+    """Button callback: runs before the sliders are drawn, so it may set their values."""
+    try:
+        chosen = select_thresholds(run.labels(), run.scores(), method, target if method in (SENSITIVITY, SPECIFICITY) else None)
+    except CXRError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    values, undefined = {}, []
+    for name, value in zip(run.classes, chosen):
+        if only is not None and name != only:
+            continue
+        if math.isnan(value):
+            undefined.append(name)
+        else:
+            values[name] = float(min(max(value, 0.0), 1.0))
+    label = METHOD_LABELS[method] + (f" ≥ {target:.2f}" if method in (SENSITIVITY, SPECIFICITY) else "")
+    _set_all(values, entry, label)
+    note = f"Applied “{label}” to {len(values)} class(es)."
+    if undefined:
+        note += f" Undefined (no known positives/negatives), left unchanged: {', '.join(undefined)}."
+    st.session_state[MESSAGE] = ("info", note)
+
+
+def _load_set(store: ThresholdStore, entry: CheckpointEntry, name: str) -> None:
+    try:
+        loaded = store.load(name)
+    except CXRError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    _set_all(loaded.thresholds, entry, loaded.method or f"set '{name}'")
+    st.session_state[MESSAGE] = ("info", f"Loaded threshold set “{name}” into the sliders.")
+
+
+def _metrics_frame(classes: tuple[str, ...], thresholds: np.ndarray, m: dict[str, np.ndarray],
+                   scores: SortedScores) -> pd.DataFrame:
+    return pd.DataFrame({
+        "class": classes, "threshold": thresholds, "sensitivity": m["sensitivity"], "specificity": m["specificity"],
+        "ppv": m["ppv"], "npv": m["npv"], "f1": m["f1"], "tp": m["tp"], "fp": m["fp"], "tn": m["tn"], "fn": m["fn"],
+        "n_pos": scores.n_pos, "n_neg": scores.n_neg,
+    })
+
+
+def _editor(entry: CheckpointEntry, run: EvalRun, run_key: str) -> None:
+    """Fragment: a slider move reruns only this, recomputing every class's counts by binary search."""
+    work = st.session_state[WORK][entry.key]
+    scores = _sorted_scores(run_key, run)
+    classes = run.classes
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        groups = [classes[i:i + GROUP_SIZE] for i in range(0, len(classes), GROUP_SIZE)]
+        for g, group in enumerate(groups):
+            title = f"{group[0]} … {group[-1]}" if len(groups) > 1 else "Classes"
+            with st.expander(title, expanded=g == 0):
+                for name in group:
+                    key = slider_key(entry.name, name)
+                    if key not in st.session_state:
+                        st.session_state[key] = float(work.get(name, 0.5))
+                    st.slider(name, 0.0, 1.0, step=0.001, format="%.3f", key=key)
+    for name in classes:
+        work[name] = float(st.session_state[slider_key(entry.name, name)])
+    vector = np.array([work[c] for c in classes])
+    m = scores.metrics_at(vector)
+    with left:
+        st.dataframe(_metrics_frame(classes, vector, m, scores), hide_index=True, key="thr_table",
+                     column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                    for k in ("threshold", "sensitivity", "specificity", "ppv", "npv", "f1")})
+    with right:
+        focus = st.selectbox("Class in detail", classes, key=f"thr_focus@{entry.name}")
+        c = classes.index(focus)
+        st.markdown(f"**{focus}** at threshold **{vector[c]:.3f}** · {int(scores.n_pos[c])} positives, "
+                    f"{int(scores.n_neg[c])} negatives")
+        a, b, d = st.columns(3)
+        a.metric("Sensitivity", fmt(m["sensitivity"][c]))
+        b.metric("Specificity", fmt(m["specificity"][c]))
+        d.metric("F1", fmt(m["f1"][c]))
+        a.metric("PPV", fmt(m["ppv"][c]))
+        b.metric("NPV", fmt(m["npv"][c]))
+        d.metric("Called positive", f"{int(m['tp'][c] + m['fp'][c])}")
+        st.dataframe(pd.DataFrame({"predicted +": [m["tp"][c], m["fp"][c]], "predicted −": [m["fn"][c], m["tn"][c]]},
+                                  index=["truly +", "truly −"]).astype("Int64"), key="thr_confusion")
+        roc = _curves(run_key, run)[c]["roc"]
+        point = (1.0 - m["specificity"][c], m["sensitivity"][c])
+        fig = charts.roc_figure({focus: roc}, {focus: point}, title=f"ROC · {focus}")
+        fig.update_layout(height=340, showlegend=False)
+        st.plotly_chart(fig, key="thr_roc")
+
+
+editor = st.fragment(_editor)
+
+st.title("Thresholds")
+entry = require_entry(need_eval=True)
+store = entry.threshold_store()
+if entry.card.label_space.get("task") == "multiclass":
+    st.info(f"{entry.name} is a multiclass model: it reports the single most probable class, so there are no "
+            "per-class thresholds to tune. See the Performance page for its confusion matrix.")
+    st.stop()
+split = split_picker(entry, key="thr_split")
+run = state.eval_run(entry, split)
+if run.predictions is None:
+    st.warning(" ".join(run.warnings) or f"No predictions for the {split} split.")
+    st.stop()
+run_key = f"{run.dir}:{len(run.predictions)}:{(run.dir / 'predictions.csv').stat().st_mtime}"
+work = _work(entry, store)
+st.caption(f"Tuning on **{len(run.predictions)}** {split} cases of **{entry.name}**. Active set: "
+           f"**{store.active_name()}** (used by Predict and Review).")
+
+with st.container(border=True):
+    st.markdown("**Presets**")
+    p1, p2, p3, p4 = st.columns([3, 1.3, 2, 1.4], vertical_alignment="bottom")
+    method = p1.selectbox("Rule", PRESETS, format_func=METHOD_LABELS.get, key="thr_preset")
+    target = p2.number_input("Target", 0.0, 1.0, 0.9, 0.01, key="thr_target",
+                             disabled=method not in (SENSITIVITY, SPECIFICITY), help="sensitivity or specificity to reach")
+    scope = p3.selectbox("Apply to", ["all classes", *run.classes], key=f"thr_scope@{entry.name}")
+    p4.button("Apply preset", key="thr_apply", on_click=_apply_preset, icon=":material/tune:",
+              args=(run, entry, method, float(target), None if scope == "all classes" else scope))
+message = st.session_state.pop(MESSAGE, None)
+if message:
+    (st.error if message[0] == "error" else st.info)(message[1])
+
+editor(entry, run, run_key)
+
+st.subheader("Saved threshold sets")
+names = store.names()
+s1, s2 = st.columns(2)
+with s1.container(border=True):
+    st.markdown("**Save the sliders as a set**")
+    name = st.text_input("Name", key="thr_save_name", placeholder="e.g. screening-high-sensitivity")
+    notes = st.text_input("Notes", key="thr_save_notes", placeholder="why these values")
+    if name.strip() in names:
+        st.caption(f"“{name.strip()}” exists; saving keeps its previous version in thresholds/history/.")
+    if st.button("Save set", key="thr_save", icon=":material/save:", disabled=not name.strip()):
+        with cxr_errors():
+            saved = store.save(name, work, method=st.session_state.get(LAST_METHOD, "manual"), notes=notes)
+            st.success(f"Saved “{saved.name}” to {store.folder}.")
+            names = store.names()
+with s2.container(border=True):
+    st.markdown("**Load or activate a set**")
+    chosen = st.selectbox("Set", names, index=names.index(store.active_name()), key="thr_pick")
+    b1, b2 = st.columns(2)
+    b1.button("Load into sliders", key="thr_load", on_click=_load_set, args=(store, entry, chosen))
+    if b2.button("Make active", key="thr_activate", type="primary"):
+        with cxr_errors():
+            store.set_active(chosen)
+            st.success(f"“{chosen}” is now the active threshold set for {entry.name}.")
+
+if len(names) > 1:
+    with st.expander("Compare two sets", expanded=False):
+        c1, c2 = st.columns(2)
+        first = c1.selectbox("First", names, index=0, key="thr_cmp_a")
+        second = c2.selectbox("Second", names, index=1, key="thr_cmp_b")
+        with cxr_errors():
+            frame = store.compare(first, second)
+            scores = _sorted_scores(run_key, run)
+            for label, set_name in (("first", first), ("second", second)):
+                m = scores.metrics_at(np.array([store.load(set_name).thresholds[c] for c in run.classes]))
+                frame[f"sensitivity ({label})"] = m["sensitivity"]
+                frame[f"specificity ({label})"] = m["specificity"]
+            st.dataframe(frame, hide_index=True, key="thr_compare",
+                         column_config={k: st.column_config.NumberColumn(format="%.3f") for k in frame.columns if k != "class"})

@@ -1,0 +1,355 @@
+"""Every dashboard page under Streamlit's AppTest, against small real checkpoint directories.
+
+Pages are run from their own files with the checkpoint chosen through session state, exactly as
+the sidebar picker sets it. Why not ``switch_page``: AppTest re-detects the ``pages/`` folder
+before every run, and Streamlit then runs the requested page file directly (its pre-navigation
+multipage mode) instead of the router, so only the router's first run is the real thing.
+Numbers shown are checked against scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
+from streamlit.testing.v1 import AppTest
+
+from cxr_core.checkpoint import read_model_card
+from cxr_core.review_store import ReviewStore
+from tests.checkpoint_fixtures import build_catalog, build_checkpoint_dir, write_images
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 120
+SELECTED = "cxr_selected_checkpoint"
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dashboard")
+    return {**build_catalog(root), "root": root}
+
+
+@pytest.fixture
+def env(catalog, tmp_path, monkeypatch) -> Path:
+    """Point the app at the fixture checkpoints, a private review DB and the fixture images."""
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(catalog["root"] / "checkpoints"))
+    monkeypatch.setenv("CXR_REVIEW_DIR", str(tmp_path / "review"))
+    monkeypatch.setenv("CXR_DATA_ROOT", str(catalog["root"] / "data"))
+    return tmp_path
+
+
+def page(name: str, checkpoint: Path | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    if checkpoint is not None:
+        at.session_state[SELECTED] = str(checkpoint.resolve())
+    return at
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def element_keys(block) -> set[str]:
+    """Keys of every element below ``block`` (charts have no typed accessor in AppTest)."""
+    keys = {block.key} if getattr(block, "key", None) else set()
+    for child in getattr(block, "children", {}).values():
+        keys |= element_keys(child)
+    return keys
+
+
+def shown_table(at: AppTest, column: str) -> pd.DataFrame:
+    """The first dataframe shown with ``column`` (AppTest does not expose dataframe keys)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def case_markdown(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("**Image**"))
+
+
+def predictions(checkpoint: Path) -> pd.DataFrame:
+    return pd.read_csv(checkpoint / "eval" / "val" / "predictions.csv")
+
+
+# --------------------------------------------------------------------------- router
+
+
+def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
+    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    no_exceptions(at)
+    picker = at.sidebar.selectbox(key=SELECTED)
+    assert picker.options[0] == "⚠ broken (unreadable)"
+    assert [o.split(" · ")[:2] for o in picker.options[1:]] == [["tiny_a", "small_cnn"], ["tiny_b", "small_cnn"],
+                                                              ["tiny_mc", "small_cnn"]]
+    assert picker.value == str(catalog["tiny_a"].resolve())  # first readable one, not the broken one
+    card = read_model_card(catalog["tiny_a"] / "model.safetensors")
+    assert any(f"val macro AUROC **{card.validation['macro_auroc']:.3f}**" in c.value for c in at.sidebar.caption)
+    assert at.file_uploader(key="predict_files") is not None
+    assert "Upload one or more" in at.info[0].value
+
+
+def test_no_checkpoint_explains_how_to_train(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(tmp_path / "empty"))
+    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    no_exceptions(at)
+    assert any("cxr train --config configs/" in i.value for i in at.info)
+    for name in ("performance", "thresholds", "review", "models"):
+        at = page(name).run()
+        no_exceptions(at)
+        assert "cxr train --config configs/" in at.info[0].value
+
+
+def test_sidebar_adds_a_checkpoint_folder(env, catalog, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(tmp_path / "empty"))
+    # The picker alone: after its first run AppTest would run the router's page without it (see module doc).
+    at = AppTest.from_string("from dashboard.widgets import model_picker\nmodel_picker()", default_timeout=TIMEOUT).run()
+    assert at.sidebar.info[0].value == "No checkpoint found yet."
+    at.text_input(key="cxr_new_folder").input(str(tmp_path / "typo")).run()
+    at.button(key="cxr_add_folder").click().run()
+    no_exceptions(at)
+    assert "does not exist" in at.error[0].value
+    at.text_input(key="cxr_new_folder").input(str(catalog["tiny_b"])).run()
+    at.button(key="cxr_add_folder").click().run()
+    no_exceptions(at)
+    assert at.sidebar.selectbox(key=SELECTED).value == str(catalog["tiny_b"].resolve())
+
+
+def test_checkpoint_without_evaluation_says_how_to_evaluate(env, tmp_path, monkeypatch):
+    ckpt = build_checkpoint_dir(tmp_path / "ckpts", "fresh", with_eval=False)
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(tmp_path / "ckpts"))
+    for name in ("performance", "thresholds", "review"):
+        at = page(name, ckpt).run()
+        no_exceptions(at)
+        assert f"cxr evaluate --checkpoint {ckpt.resolve() / 'model.safetensors'}" in at.info[0].value
+    at = page("models", ckpt).run()
+    no_exceptions(at)
+    assert "second checkpoint" in at.info[0].value
+
+
+def test_broken_checkpoint_is_an_error_message_not_a_crash(env, catalog):
+    at = page("predict", catalog["broken"]).run()
+    no_exceptions(at)
+    assert "cannot be used" in at.error[0].value and "pickle" in at.error[0].value
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, tmp_path):
+    names = write_images(tmp_path / "up", 2, seed=5)
+    good = [(n, (tmp_path / "up" / n).read_bytes(), "image/png") for n in names]
+    at = page("predict", catalog["tiny_a"]).run()
+    at.file_uploader(key="predict_files").set_value([good[0], ("notes.png", b"not an image at all", "image/png"), good[1]])
+    at.run()
+    no_exceptions(at)
+    assert len(at.error) == 1 and "notes.png" in at.error[0].value
+    table = shown_table(at, "positive findings")
+    assert list(table["file"]) == names
+    # probabilities equal the Predictor's own, and positives follow the card's 0.5 thresholds
+    from cxr_core.imaging import load_image
+    from cxr_core.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(catalog["tiny_a"] / "model.safetensors")
+    expected = predictor.predict([load_image(b, name=n) for n, b, _ in good])
+    for row, pred in zip(table.itertuples(index=False), expected):
+        for cls in predictor.classes:
+            assert table.loc[table["file"] == row.file, cls].item() == pytest.approx(pred.probabilities[cls], abs=1e-6)
+        assert row[1] == ("; ".join(pred.positive) or "none")
+    assert at.download_button(key="predict_csv") is not None
+    assert at.selectbox(key=f"cam_class_0_{_digest(good[0][1])}").value in predictor.classes
+    assert at.slider(key=f"cam_opacity_0_{_digest(good[0][1])}").value == 0.4
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha1(data).hexdigest()[:12]
+
+
+def test_predict_multiclass_calls_the_most_probable_class(env, catalog, tmp_path):
+    names = write_images(tmp_path / "up", 1, seed=7)
+    at = page("predict", catalog["tiny_mc"]).run()
+    at.file_uploader(key="predict_files").set_value((names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png"))
+    at.run()
+    no_exceptions(at)
+    row = shown_table(at, "positive findings").iloc[0]
+    assert row["Normal"] + row["Pneumonia"] == pytest.approx(1.0, abs=1e-5)
+    assert row["positive findings"] == max(("Normal", "Pneumonia"), key=lambda c: row[c])
+
+
+def test_predict_uses_the_active_threshold_set(env, catalog, tmp_path):
+    store_dir = catalog["tiny_b"]
+    from cxr_core.model_catalog import read_entry
+
+    store = read_entry(store_dir).threshold_store()
+    store.save("everything", dict.fromkeys(store.classes, 0.0))
+    store.set_active("everything")
+    try:
+        names = write_images(tmp_path / "up", 1, seed=9)
+        at = page("predict", store_dir).run()
+        at.file_uploader(key="predict_files").set_value((names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png"))
+        at.run()
+        no_exceptions(at)
+        assert shown_table(at, "positive findings")["positive findings"].item() == "; ".join(store.classes)
+        assert "everything" in at.caption[0].value
+    finally:
+        store.set_active("card")
+
+
+# --------------------------------------------------------------------------- performance
+
+
+def test_performance_numbers_match_sklearn(env, catalog):
+    at = page("performance", catalog["tiny_a"]).run()
+    no_exceptions(at)
+    frame = predictions(catalog["tiny_a"])
+    classes = ["Atelectasis", "Cardiomegaly", "Pleural Effusion"]
+    aurocs = []
+    for cls in classes:
+        known = frame[f"label:{cls}"].notna()
+        aurocs.append(roc_auc_score(frame.loc[known, f"label:{cls}"], frame.loc[known, f"prob:{cls}"]))
+    assert metric(at, "Macro AUROC") == f"{np.mean(aurocs):.3f}"
+    table = shown_table(at, "auroc")
+    assert list(table["class"][:3]) == classes
+    first = frame[frame["label:Atelectasis"].notna()]
+    sens = recall_score(first["label:Atelectasis"], first["prob:Atelectasis"] >= 0.5)
+    assert table["sensitivity"][0].startswith(f"{sens:.3f} (")  # value plus its 95% CI
+    assert {"perf_roc", "perf_pr", "perf_calibration", "perf_loss"} <= element_keys(at.main)
+    assert at.download_button(key="perf_csv") is not None
+
+
+def test_performance_multiclass_shows_confusion_matrix(env, catalog):
+    at = page("performance", catalog["tiny_mc"]).run()
+    no_exceptions(at)
+    assert any(h.value == "Confusion matrix" for h in at.subheader)
+    report = json.loads((catalog["tiny_mc"] / "eval" / "val" / "report.json").read_text())
+    assert f"accuracy {report['multiclass']['accuracy']:.3f}" in " ".join(c.value for c in at.caption)
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def test_threshold_slider_updates_counts_and_metrics(env, catalog):
+    at = page("thresholds", catalog["tiny_a"]).run()
+    no_exceptions(at)
+    frame = predictions(catalog["tiny_a"])
+    labels, probs = frame["label:Atelectasis"], frame["prob:Atelectasis"]
+    assert metric(at, "Sensitivity") == f"{recall_score(labels, probs >= 0.5):.3f}"
+    at.slider(key="thr::tiny_a::Atelectasis").set_value(0.62).run()
+    no_exceptions(at)
+    assert metric(at, "Sensitivity") == f"{recall_score(labels, probs >= 0.62):.3f}"
+    assert metric(at, "PPV") == f"{precision_score(labels, probs >= 0.62):.3f}"
+    assert metric(at, "Called positive") == str(int((probs >= 0.62).sum()))
+    row = shown_table(at, "n_pos").iloc[0]
+    assert row["threshold"] == pytest.approx(0.62)
+    assert row["tp"] == int(((probs >= 0.62) & (labels == 1)).sum())
+
+
+def test_threshold_preset_save_and_activate(env, catalog):
+    ckpt = catalog["tiny_b"]
+    at = page("thresholds", ckpt).run()
+    at.selectbox(key="thr_preset").set_value("sensitivity").run()
+    at.number_input(key="thr_target").set_value(0.9).run()
+    at.button(key="thr_apply").click().run()
+    no_exceptions(at)
+    frame = predictions(ckpt)
+    for cls in ("Atelectasis", "Cardiomegaly", "Pleural Effusion"):
+        known = frame[f"label:{cls}"].notna()
+        value = at.slider(key=f"thr::tiny_b::{cls}").value
+        assert recall_score(frame.loc[known, f"label:{cls}"], frame.loc[known, f"prob:{cls}"] >= value) >= 0.9
+    at.text_input(key="thr_save_name").input("screening").run()
+    at.button(key="thr_save").click().run()
+    no_exceptions(at)
+    saved = json.loads((ckpt / "thresholds" / "screening.json").read_text())
+    assert saved["thresholds"]["Atelectasis"] == pytest.approx(at.slider(key="thr::tiny_b::Atelectasis").value)
+    assert "sensitivity" in saved["method"].lower()
+    at.selectbox(key="thr_pick").set_value("screening").run()
+    at.button(key="thr_activate").click().run()
+    no_exceptions(at)
+    assert (ckpt / "thresholds" / "active.txt").read_text().strip() == "screening"
+    at.selectbox(key="thr_cmp_a").set_value("card").run()
+    at.selectbox(key="thr_cmp_b").set_value("screening").run()
+    compared = shown_table(at, "sensitivity (second)")
+    assert list(compared.columns[:4]) == ["class", "card", "screening", "difference"]
+    assert (compared["sensitivity (second)"] >= 0.9).all()
+    (ckpt / "thresholds" / "active.txt").unlink()
+
+
+def test_multiclass_model_has_no_thresholds_to_tune(env, catalog):
+    at = page("thresholds", catalog["tiny_mc"]).run()
+    no_exceptions(at)
+    assert "multiclass" in at.info[0].value
+
+
+# --------------------------------------------------------------------------- review
+
+
+def test_review_verdict_is_written_and_session_resumes(env, catalog):
+    at = page("review", catalog["tiny_a"]).run()
+    no_exceptions(at)
+    assert not at.warning  # images reachable through CXR_DATA_ROOT
+    at.text_input(key="rev_new_name").input("AB test").run()
+    at.button(key="rev_start").click().run()
+    no_exceptions(at)
+    store = ReviewStore(env / "review")
+    (session,) = store.sessions()
+    assert session.name == "AB test" and session.filters["outcomes"] == ["FP", "FN"]
+    at.button(key="rev_next").click().run()
+    image_id = case_markdown(at).split("`")[1]
+    at.radio[0].set_value("label_wrong")
+    at.text_area[0].input("label missed the finding")
+    at.button[[b.label for b in at.button].index("Save and next")].click().run()
+    no_exceptions(at)
+    (verdict,) = store.verdicts(session.id)
+    assert (verdict.image_id, verdict.class_name, verdict.verdict, verdict.note) == (
+        image_id, "Atelectasis", "label_wrong", "label missed the finding")
+    assert store.session(session.id).position == 2
+    assert image_id not in case_markdown(at)  # moved on to the third case
+    at.button(key="rev_prev").click().run()
+    assert image_id in case_markdown(at) and at.radio[0].value == "label_wrong"  # the verdict is shown again
+    at.radio[0].set_value("unsure")
+    at.button[[b.label for b in at.button].index("Save verdict")].click().run()
+    assert [v.verdict for v in store.verdicts(session.id)] == ["unsure"]  # upserted, not duplicated
+    assert store.session(session.id).position == 1
+
+    fresh = page("review", catalog["tiny_a"]).run()  # another browser session
+    fresh.selectbox(key="rev_session_pick").set_value(session.id).run()
+    no_exceptions(fresh)
+    assert fresh.number_input(key="rev_goto").value == 2
+    assert image_id in case_markdown(fresh)
+    assert any("Unsure" in c.value for c in fresh.caption)
+
+
+def test_review_without_reachable_images_says_how_to_fix(env, catalog, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_DATA_ROOT", str(tmp_path / "nowhere"))
+    at = page("review", catalog["tiny_a"]).run()
+    no_exceptions(at)
+    assert "not reachable" in at.warning[0].value and "Data root" in at.warning[0].value
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_models_page_cards_and_comparison(env, catalog):
+    at = page("models", catalog["tiny_a"]).run()
+    no_exceptions(at)
+    overview = shown_table(at, "architecture")
+    assert list(overview["name"]) == ["broken", "tiny_a", "tiny_b", "tiny_mc"]
+    assert "pickle" in overview.loc[overview["name"] == "broken", "error"].item()
+    assert metric(at, "Architecture") == "small_cnn"
+    table = shown_table(at, "difference")
+    report_a = json.loads((catalog["tiny_a"] / "eval" / "val" / "report.json").read_text())
+    report_b = json.loads((catalog["tiny_b"] / "eval" / "val" / "report.json").read_text())
+    for row in table.itertuples(index=False):
+        assert row.tiny_a == pytest.approx(report_a["per_class"][row[0]]["auroc"])
+        assert row.difference == pytest.approx(report_b["per_class"][row[0]]["auroc"] - report_a["per_class"][row[0]]["auroc"])
+    at.selectbox(key="models_cmp_b").set_value("tiny_mc").run()
+    no_exceptions(at)
+    assert "share no classes" in at.warning[0].value

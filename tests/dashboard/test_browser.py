@@ -1,0 +1,134 @@
+"""The real dashboard in a real browser: `streamlit run` + Debian's headless Chromium via playwright.
+
+Uploads a real NIH radiograph on Predict, waits for the results table, then opens every page
+and saves a screenshot of each (to $CXR_SCREENSHOT_DIR, default pytest's tmp_path) so a person
+can look at what the dashboard shows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.checkpoint_fixtures import build_catalog
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PAGES = (("performance", "Performance"), ("thresholds", "Thresholds"), ("review", "Review"), ("models", "Models"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer {url} within {timeout_s:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def xray(shared_data: Path) -> Path:
+    images = sorted((shared_data / "nih14" / "images").glob("*.png"))
+    if not images:
+        pytest.skip("no NIH images in the shared data folder")
+    return images[0]
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(tmp_path_factory: pytest.TempPathFactory):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    root = tmp_path_factory.mktemp("browser")
+    build_catalog(root)
+    port = _free_port()
+    env = {**os.environ, "CXR_CHECKPOINT_DIRS": str(root / "checkpoints"), "CXR_REVIEW_DIR": str(root / "review"),
+           "CXR_DATA_ROOT": str(root / "data"), "OMP_NUM_THREADS": "1"}
+    log = (root / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("CXR_SCREENSHOT_DIR", tmp_path / "screens"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _settle(page, timeout_ms: int = 90_000) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(1500)
+
+
+def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, screenshot_dir: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.goto(dashboard_url + "/", wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Predict").wait_for(timeout=90_000)
+            _settle(page)
+            page.locator("input[type=file]").first.set_input_files(str(xray))
+            page.get_by_role("heading", name="Results").wait_for(timeout=90_000)
+            table = page.locator('[data-testid="stDataFrame"]').first
+            table.wait_for(timeout=60_000)
+            _settle(page)
+            assert table.is_visible()
+            assert page.get_by_role("heading", name=xray.name).count() == 1
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(screenshot_dir / "1_predict.png"), full_page=True)
+
+            for i, (path, title) in enumerate(PAGES, start=2):
+                page.goto(f"{dashboard_url}/{path}", wait_until="domcontentloaded")
+                page.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
+                _settle(page)
+                assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
+                page.screenshot(path=str(screenshot_dir / f"{i}_{path}.png"), full_page=True)
+        finally:
+            browser.close()
+    for name in ("1_predict", "2_performance", "3_thresholds", "4_review", "5_models"):
+        assert (screenshot_dir / f"{name}.png").stat().st_size > 10_000
