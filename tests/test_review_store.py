@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-import multiprocessing
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -76,22 +77,26 @@ def test_concurrent_threads_all_land(store):
     assert len(store.verdicts(s.id)) == 150
 
 
-def _process_writer(folder: str, session_id: int, worker: int) -> None:
-    store = ReviewStore(folder)
-    for i in range(20):
-        store.record(session_id, f"p{worker}_{i}.png", "Mass", "model_wrong")
-        store.save_position(session_id, i)
+_WRITER = """
+import sys
+from cxr_core.review_store import ReviewStore
+folder, session_id, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+store = ReviewStore(folder)
+for i in range(20):
+    store.record(session_id, f"p{worker}_{i}.png", "Mass", "model_wrong")
+    store.save_position(session_id, i)
+"""
 
 
 def test_concurrent_processes_all_land(store):
+    """Separate OS processes (as several dashboard servers would be) writing to one database."""
     s = store.create_session("procs", "ckpt", "val")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_process_writer, args=(str(store.folder), s.id, w)) for w in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0, 0]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(store.folder), str(s.id), str(w)], stderr=subprocess.PIPE)
+        for w in range(3)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert {v.image_id for v in store.verdicts(s.id)} == {f"p{w}_{i}.png" for w in range(3) for i in range(20)}
 
 
