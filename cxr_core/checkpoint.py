@@ -16,18 +16,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import platform
-import secrets
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 import cxr_core
+from cxr_core.atomic import write_atomically
 from cxr_core.errors import CheckpointError
 from cxr_core.labels import LabelSpace
 
@@ -39,50 +38,6 @@ _PICKLE_HINT = (
     "arbitrary code. Export the weights with safetensors (safetensors.torch.save_file) or retrain "
     "with `cxr train`, which writes safetensors files with a model card."
 )
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (threads may be writing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` on a temporary file next to ``path``, fsync it, then rename over ``path``.
-
-    Readers (the dashboard, a resumed run) therefore only ever see a complete old or new file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would make results unreadable to the dashboard's user.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create files 0600
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every filesystem allows opening a directory
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 def software_versions() -> dict[str, str]:

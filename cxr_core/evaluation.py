@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cxr_core.cache import ImageCache, cache_key
-from cxr_core.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_checkpoint, write_atomically
+from cxr_core.atomic import write_atomically, write_text_atomically
+from cxr_core.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_checkpoint
 from cxr_core.data import CXRDataset, eval_transform
 from cxr_core.errors import DatasetError
 from cxr_core.manifest import Manifest
@@ -188,7 +189,7 @@ def write_evaluation(out_dir: str | Path, predictions: pd.DataFrame, report: dic
     out_dir = Path(out_dir)
     write_atomically(out_dir / PREDICTIONS_FILE, lambda tmp: predictions.to_csv(tmp, index=False))
     text = json.dumps(to_jsonable(report), indent=1, allow_nan=False)
-    write_atomically(out_dir / REPORT_FILE, lambda tmp: tmp.write_text(text))
+    write_text_atomically(out_dir / REPORT_FILE, text)
     return out_dir
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_core.atomic import write_atomically, write_text_atomically
 from cxr_core.errors import DatasetError
 from cxr_core.labels import LabelSpace
 
@@ -121,15 +122,9 @@ class Manifest:
     # Persistence: a CSV for humans and spreadsheets, a JSON sidecar for the label space.
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        self.frame.to_csv(tmp, index=False)
-        tmp.replace(path)
+        write_atomically(path, lambda tmp: self.frame.to_csv(tmp, index=False))
         meta = {"label_space": self.label_space.to_dict(), "source": self.source}
-        side = path.with_suffix(".labels.json")
-        tmp_side = side.with_suffix(".json.tmp")
-        tmp_side.write_text(json.dumps(meta, indent=2))
-        tmp_side.replace(side)
+        write_text_atomically(path.with_suffix(".labels.json"), json.dumps(meta, indent=2))
         return path
 
     @classmethod

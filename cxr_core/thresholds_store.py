@@ -22,7 +22,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ try:  # POSIX: serialise save() across threads and processes so no version slips
 except ImportError:  # pragma: no cover - Windows keeps atomic writes, without the cross-process lock
     fcntl = None
 
+from cxr_core.atomic import write_text_atomically
 from cxr_core.errors import CXRError, UnknownClassError
 
 CARD_SET = "card"
@@ -113,29 +113,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so readers see either the old or the new file, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every platform lets a directory be opened
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class ThresholdStore:
     """The threshold sets of one checkpoint directory.
 
@@ -189,7 +166,7 @@ class ThresholdStore:
         with self._locked():
             if path.is_file():
                 self._keep_previous(path)
-            atomic_write_text(path, json.dumps(new.to_dict(), indent=2))
+            write_text_atomically(path, json.dumps(new.to_dict(), indent=2))
         return new
 
     @contextmanager
@@ -209,7 +186,7 @@ class ThresholdStore:
         history = self.folder / HISTORY_DIR
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         target = history / f"{path.stem}.{stamp}-{uuid.uuid4().hex[:6]}.json"
-        atomic_write_text(target, path.read_text(encoding="utf-8"))
+        write_text_atomically(target, path.read_text(encoding="utf-8"))
 
     def history(self, name: str) -> list[Path]:
         """Earlier versions of a set, oldest first."""
@@ -231,7 +208,7 @@ class ThresholdStore:
     def set_active(self, name: str) -> None:
         if name != CARD_SET and not self._path(name).is_file():
             raise ThresholdSetError(f"cannot activate '{name}': no such threshold set in {self.folder}")
-        atomic_write_text(self.folder / ACTIVE_FILE, name + "\n")
+        write_text_atomically(self.folder / ACTIVE_FILE, name + "\n")
 
     def compare(self, first: str, second: str) -> pd.DataFrame:
         """One row per class: both thresholds and their difference (second - first)."""

@@ -18,8 +18,8 @@ from cxr_core.checkpoint import (
     load_checkpoint,
     read_model_card,
     save_checkpoint,
-    write_atomically,
 )
+from cxr_core.atomic import write_atomically
 from cxr_core.errors import CheckpointError
 from cxr_core.labels import LabelSpace
 from cxr_core.models import create_model

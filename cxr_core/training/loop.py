@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from cxr_core.cache import ImageCache
-from cxr_core.checkpoint import ModelCard, save_checkpoint, software_versions, write_atomically
+from cxr_core.atomic import write_text_atomically
+from cxr_core.checkpoint import ModelCard, save_checkpoint, software_versions
 from cxr_core.data import AugmentConfig, CXRDataset, eval_transform, train_transform
 from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.losses import build_loss, class_weights_from_labels, pos_weight_from_labels
@@ -436,7 +437,7 @@ class Trainer:
     def _log(self, row: dict) -> None:
         path = self.out_dir / LOG_FILE
         lines = [json.dumps(r, allow_nan=False) for r in (*self.history, row)]
-        write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+        write_text_atomically(path, "\n".join(lines) + "\n")
         self.history.append(row)
 
     def run(self, resume: bool, stop_after_epochs: int | None = None) -> TrainResult:
@@ -450,7 +451,7 @@ class Trainer:
                 f"{self.out_dir} already holds a training run; pass --resume to continue it or choose another --out"
             )
         if self.ctx.is_main:
-            write_atomically(self.out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(c.to_yaml()))
+            write_text_atomically(self.out_dir / CONFIG_FILE, c.to_yaml())
         stopped_early = False
         last_epoch = c.epochs if stop_after_epochs is None else min(c.epochs, self.start_epoch + stop_after_epochs)
         epoch = self.start_epoch - 1

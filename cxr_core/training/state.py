@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxr_core.checkpoint import write_atomically
+from cxr_core.atomic import write_atomically
 from cxr_core.errors import CheckpointError
 
 STATE_FILE = "train_state.pt"
