@@ -1,0 +1,90 @@
+"""The bundled checkpoints: small, safe to load, documented, and their model cards reproducible.
+
+These are what a newcomer sees first, so the numbers in their cards must be the numbers
+``cxr evaluate`` gets on the same validation images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr_core.checkpoint import load_checkpoint
+from cxr_core.cli import main
+from cxr_core.evaluation import load_predictions
+from cxr_core.imaging import load_image
+from cxr_core.inference import Predictor
+from cxr_core.model_catalog import resolve_image_path
+
+BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints"
+# bundled model -> its training data under ../shared/data
+MODELS = {"nih14": "nih14", "pneumonia": "pneumonia/chest_xray"}
+MAX_BYTES = 50 * 1024 * 1024
+
+
+def _model(name: str) -> Path:
+    path = BUNDLED / name / "model.safetensors"
+    assert path.is_file(), f"bundled checkpoint {path} is missing"
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bundled_checkpoint_is_small_documented_and_loads(name):
+    path = _model(name)
+    assert path.stat().st_size <= MAX_BYTES
+    card = load_checkpoint(path).card
+    assert card.provenance and card.intended_use
+    if card.label_space["task"] == "multilabel":
+        assert set(card.thresholds) == set(card.classes)
+    else:
+        assert card.threshold_method == "argmax"
+    val = card.data["splits"]["val"]
+    assert set(val["positives"]) == set(card.classes) and val["patients"] > 0
+    report = json.loads((path.parent / "eval" / "val" / "report.json").read_text())
+    assert set(report["per_class"]) == set(card.classes)
+    assert report["headline"]["macro_auroc"] == card.validation["macro_auroc"]
+    assert (path.parent / "training_log.jsonl").is_file()
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    assert list(predictor.classes) == list(card.classes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_evaluate_reproduces_the_model_card(name, shared_data, tmp_path, capsys):
+    path = _model(name)
+    card = load_checkpoint(path).card
+    out = tmp_path / "eval"
+    code = main([
+        "evaluate", "--checkpoint", str(path), "--data", str(shared_data / MODELS[name]), "--split", "val",
+        "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+    ])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    for key in ("macro_auroc", "macro_auroc_ci", "n_images", "n_patients"):
+        assert report["headline"][key] == pytest.approx(card.validation[key], abs=1e-6), key
+    for cls, expected in card.validation["per_class"].items():
+        got = report["headline"]["per_class"][cls]
+        for metric in ("auroc", "auroc_ci", "sensitivity", "specificity", "n_pos", "n_neg"):
+            assert got[metric] == pytest.approx(expected[metric], abs=1e-6), (cls, metric)
+    shipped, classes = load_predictions(path.parent / "eval" / "val" / "predictions.csv")
+    fresh, _ = load_predictions(out / "predictions.csv")
+    pd.testing.assert_series_equal(shipped["image_id"], fresh["image_id"])
+    probs = [f"prob:{c}" for c in classes]
+    np.testing.assert_allclose(fresh[probs].to_numpy(), shipped[probs].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_predictor_matches_the_shipped_validation_predictions(name, shared_data):
+    path = _model(name)
+    shipped, classes = load_predictions(path.parent / "eval" / "val" / "predictions.csv")
+    rows = shipped.head(4)
+    root = shared_data / MODELS[name]
+    images = [load_image(resolve_image_path(p, i, [root])) for p, i in zip(rows["path"], rows["image_id"])]
+    predictions = Predictor.from_checkpoint(path, device="cpu").predict(images)
+    for (_, row), prediction in zip(rows.iterrows(), predictions):
+        for c in classes:
+            assert prediction.probabilities[c] == pytest.approx(row[f"prob:{c}"], abs=1e-5)
