@@ -270,6 +270,31 @@ def resolve_image_path(path: str, image_id: str, data_roots: Sequence[str | os.P
     return None
 
 
+def class_counts(card: ModelCard) -> pd.DataFrame:
+    """Per class: images the model learnt from and was validated on, with the validation AUROC.
+
+    A model card's headline hides how thin the evidence is for rare findings; this table puts
+    the counts next to the numbers. ``low_count`` follows the evaluation report's rule (the
+    classes left out of the macro average).
+    """
+    splits = (card.data or {}).get("splits", {})
+    validation = card.validation or {}
+    per_class = validation.get("per_class", {})
+    excluded = set(validation.get("macro_classes_excluded", []))
+    rows = []
+    for cls in card.classes:
+        entry = per_class.get(cls, {})
+        rows.append({
+            "class": cls,
+            "train positives": splits.get("train", {}).get("positives", {}).get(cls),
+            "val positives": entry.get("n_pos", splits.get("val", {}).get("positives", {}).get(cls)),
+            "val negatives": entry.get("n_neg"),
+            "val AUROC": entry.get("auroc"),
+            "low_count": cls in excluded,
+        })
+    return pd.DataFrame(rows)
+
+
 def per_class_auroc(entry: CheckpointEntry, split: str = "val") -> dict[str, tuple[float, float, float]]:
     """Class -> (AUROC, CI low, CI high) from the split's report.json, else the card's validation block.
 

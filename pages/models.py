@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from cxr_core.model_catalog import CheckpointEntry, per_class_auroc
+from cxr_core.model_catalog import CheckpointEntry, class_counts, per_class_auroc
 from dashboard import charts, state
 from dashboard.widgets import TRAIN_HELP, cxr_errors, fmt
 
@@ -43,6 +43,10 @@ def _card(entry: CheckpointEntry) -> None:
         st.markdown("**Decision thresholds** (" + (card.threshold_method or "method not recorded") + ")")
         st.dataframe(pd.DataFrame({"class": list(card.thresholds), "threshold": list(card.thresholds.values())}),
                      hide_index=True, key=f"card_thr_{entry.key}")
+    st.markdown("**Images per class** (⚑ too few validation positives or negatives for a meaningful metric)")
+    st.dataframe(class_counts(card), hide_index=True, key=f"card_counts_{entry.key}",
+                 column_config={"val AUROC": st.column_config.NumberColumn(format="%.3f"),
+                                "low_count": st.column_config.CheckboxColumn("⚑ low count")})
     tabs = st.tabs(["Data", "Training", "Validation", "Preprocessing", "Versions", "Full card (JSON)"])
     with tabs[0]:
         st.json(card.data or {}, expanded=2)
