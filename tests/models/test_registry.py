@@ -17,6 +17,8 @@ EXPECTED_CAM = {
     "vgg16": (512, 2),
     "efficientnet_b0": (1280, 2),
     "efficientnet_lite0": (1280, 2),
+    "efficientnet_lite1": (1280, 2),
+    "efficientnet_lite2": (1280, 2),
     "small_cnn": (256, 4),
 }
 
