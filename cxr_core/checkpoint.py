@@ -29,6 +29,7 @@ import cxr_core
 from cxr_core.atomic import write_atomically
 from cxr_core.errors import CheckpointError
 from cxr_core.labels import LabelSpace
+from cxr_core.tta import TTA_MODES
 
 FORMAT_VERSION = 1
 CARD_KEY = "cxr_model_card"
@@ -67,6 +68,7 @@ class ModelCard:
     dropout: float = 0.0
     thresholds: dict[str, float] = field(default_factory=dict)
     threshold_method: str = ""
+    tta: str = "none"  # test-time augmentation of the validation numbers; the Predictor's default
     training: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
@@ -84,6 +86,11 @@ class ModelCard:
         if len(classes) != self.num_classes:
             raise CheckpointError(
                 f"model card says {self.num_classes} classes but its label space lists {len(classes)}: {classes}"
+            )
+        if self.tta not in TTA_MODES:
+            raise CheckpointError(
+                f"model card asks for test-time augmentation {self.tta!r}, which this cxr_core does not know "
+                f"(known: {', '.join(TTA_MODES)}); upgrade cxr_core"
             )
         unknown = sorted(set(self.thresholds) - set(classes))
         if unknown:

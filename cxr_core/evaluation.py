@@ -28,6 +28,7 @@ from cxr_core.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_che
 from cxr_core.data import CXRDataset, eval_transform
 from cxr_core.errors import DatasetError
 from cxr_core.manifest import Manifest
+from cxr_core.tta import class_probabilities
 from cxr_core.metrics import MAX_F1, bootstrap_cis, evaluation_report, format_report, select_thresholds, to_jsonable
 
 LABEL_PREFIX = "label:"
@@ -65,7 +66,8 @@ def predict_split(
     """One row per manifest row: ids, path, ``label:<class>`` (NaN unknown) and ``prob:<class>``.
 
     Probabilities are sigmoid outputs for multilabel models and softmax for multiclass ones,
-    computed in float32 (no autocast) so they match the Predictor.
+    averaged over the card's test-time augmentation and computed in float32 (no autocast),
+    exactly as the Predictor computes them.
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     _check_classes(ckpt, manifest)
@@ -77,8 +79,8 @@ def predict_split(
     multilabel = ckpt.label_space.multilabel
     chunks = []
     for images, _, _ in tqdm(loader, desc=f"predicting {len(dataset)} images", unit="batch", disable=not progress):
-        logits = model(images.to(dev)).float()
-        probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+        with torch.inference_mode():
+            probs = class_probabilities(model, images.to(dev), multilabel=multilabel, tta=ckpt.card.tta)
         chunks.append(probs.cpu().numpy())
     probs = np.concatenate(chunks).astype(np.float64)
     frame = manifest.frame[["image_id", "patient_id", "path"]].reset_index(drop=True).copy()
@@ -210,9 +212,11 @@ def finalise_checkpoint(
     """End of training: evaluate the saved best weights on validation, choose thresholds there,
     and rewrite the checkpoint with the final card (same weights) plus ``eval/val``.
 
-    The weights are read back from the file, so an fp16-stored model is scored as stored.
+    The weights are read back from the file, so an fp16-stored model is scored as stored, and
+    with the final card's test-time augmentation, so the card's numbers are what users get.
     """
     ckpt = load_checkpoint(best_path)
+    ckpt.card = card
     predictions = predict_split(ckpt, val_manifest, cache, batch_size=batch_size, device=device, progress=progress)
     labels, probs = split_arrays(predictions, card.classes)
     thresholds, method, fallback = choose_thresholds(labels, probs, card.classes, card.get_label_space().multilabel)
@@ -243,6 +247,7 @@ def _evaluation_info(checkpoint_path: Path, card: ModelCard, split: str, manifes
         "manifest_fingerprint_of_split": manifest.fingerprint(),
         "thresholds": card.thresholds,
         "threshold_method": card.threshold_method,
+        "tta": card.tta,
     }
 
 

@@ -37,6 +37,7 @@ from cxr_core.imaging import LoadedImage, load_image
 from cxr_core.labels import LabelSpace
 from cxr_core.models import get_model_spec, list_models
 from cxr_core.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
+from cxr_core.tta import check_tta, class_probabilities
 
 ImageInput = LoadedImage | np.ndarray
 DEFAULT_THRESHOLD = 0.5
@@ -108,7 +109,7 @@ class Predictor:
         architecture: str = "",
         card: ModelCard | None = None,
         device: str | torch.device = "auto",
-        tta: bool = False,
+        tta: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -116,7 +117,7 @@ class Predictor:
         self.preprocess = preprocess
         self.architecture = architecture
         self.card = card
-        self.tta = tta
+        self.tta = check_tta(tta if tta is not None else (card.tta if card is not None else "none"))
         self._target_layer = target_layer
         self.thresholds = self._checked_thresholds(thresholds or {}, origin="checkpoint")
         self._explain_lock = threading.Lock()
@@ -132,10 +133,12 @@ class Predictor:
         device: str | torch.device = "auto",
         expect_architecture: str | None = None,
         expect_classes: Sequence[str] | None = None,
-        tta: bool = False,
+        tta: str | None = None,
         warmup: bool = True,
     ) -> "Predictor":
         """Load, check and warm up a checkpoint; refuse anything that does not fit.
+
+        ``tta=None`` scores images the way the model card's validation numbers were computed.
 
         Raises ``CheckpointError`` naming the file and the mismatch (wrong architecture or
         classes, unregistered architecture, missing preprocessing, corrupt file).
@@ -213,16 +216,8 @@ class Predictor:
     def probabilities_of(self, batch: torch.Tensor) -> np.ndarray:
         """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass)."""
         with torch.inference_mode():
-            logits = self.model(batch)
-            if self.tta:
-                logits_flip = self.model(torch.flip(batch, dims=[-1]))
-                probs = (self._activate(logits) + self._activate(logits_flip)) / 2
-            else:
-                probs = self._activate(logits)
-        return probs.float().cpu().numpy()
-
-    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits) if self.label_space.multilabel else torch.softmax(logits, dim=1)
+            probs = class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta)
+        return probs.cpu().numpy()
 
     # ------------------------------------------------------------------ predictions
 

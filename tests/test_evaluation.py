@@ -21,7 +21,7 @@ from cxr_core.training.data_setup import build_manifest
 
 @pytest.fixture(scope="module")
 def trained(pneumonia_root, tmp_path_factory) -> dict:
-    """One epoch of small_cnn on 48 real Kermany radiographs (24 per class), 64 px."""
+    """One epoch of small_cnn on 48 real Kermany radiographs (24 per class), 64 px, scored with flip TTA."""
     base = tmp_path_factory.mktemp("evaluation")
     data = base / "kermany48"
     for folder in ("NORMAL", "PNEUMONIA"):
@@ -33,7 +33,7 @@ def trained(pneumonia_root, tmp_path_factory) -> dict:
         "model": {"name": "small_cnn", "in_chans": 1},
         "preprocess": {"input_size": 64},
         "optim": {"batch_size": 8},
-        "eval": {"n_boot": 100},
+        "eval": {"n_boot": 100, "tta": "hflip"},
         "epochs": 1, "num_workers": 0, "device": "cpu", "out_dir": str(base / "run"),
     })
     train(config, progress=False)
@@ -59,13 +59,19 @@ def test_cli_reproduces_the_model_card(trained, capsys):
 
 
 def test_probabilities_equal_the_predictor(trained):
+    """Both score with the card's test-time augmentation, so a user gets the card's numbers."""
     frame, classes = load_predictions(trained["training_eval"] / "predictions.csv")
+    assert load_checkpoint(trained["checkpoint"]).card.tta == "hflip"
     predictor = Predictor.from_checkpoint(trained["checkpoint"], device="cpu")
+    assert predictor.tta == "hflip"
     rows = frame.head(6)
-    predictions = predictor.predict([load_image(p) for p in rows["path"]])
+    images = [load_image(p) for p in rows["path"]]
+    predictions = predictor.predict(images)
     for (_, row), prediction in zip(rows.iterrows(), predictions):
         for c in classes:
             assert prediction.probabilities[c] == pytest.approx(row[f"prob:{c}"], abs=1e-5)
+    plain = Predictor.from_checkpoint(trained["checkpoint"], device="cpu", tta="none").predict_probabilities(images)
+    assert np.abs(plain - predictor.predict_probabilities(images)).max() > 1e-4
 
 
 def test_changed_data_warns_and_keeps_the_training_evaluation(trained, tmp_path, capsys):

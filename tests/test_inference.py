@@ -112,7 +112,8 @@ def test_arrays_and_uint8_inputs_match_loaded_images(predictor, nih_images):
 
 
 def test_tta_averages_with_horizontal_flip(checkpoint, predictor, nih_images):
-    tta = Predictor.from_checkpoint(checkpoint, device="cpu", tta=True, warmup=False)
+    tta = Predictor.from_checkpoint(checkpoint, device="cpu", tta="hflip", warmup=False)
+    assert predictor.tta == "none"  # the card's mode when none is asked for
     image = nih_images[1].pixels
     flipped = np.ascontiguousarray(image[:, ::-1])
     plain, mirrored = predictor.predict_probabilities([image, flipped])

@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cxr_core.imaging import SUPPORTED_EXTENSIONS
+from cxr_core.tta import TTA_MODES
 
 ALL_POSITIVE = "all-positive"
 
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"class to explain, or '{ALL_POSITIVE}' for every positive finding (default)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="threads decoding images while the model runs")
-    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--tta", choices=TTA_MODES, default=None,
+                   help="test-time augmentation: none, or hflip (average with the mirrored image); "
+                        "default: what the model card's validation numbers used")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(handler=run)
 

@@ -20,6 +20,7 @@ from typing import Any, Union
 import yaml
 
 from cxr_core.errors import ConfigError
+from cxr_core.tta import TTA_MODES
 
 
 @dataclass
@@ -91,6 +92,7 @@ class EMAConfig:
 class EvalConfig:
     n_boot: int = 1000
     batch_size: int = 64
+    tta: str = "none"  # test-time augmentation of the final validation and of the shipped card (cxr_core.tta)
 
 
 @dataclass
@@ -198,6 +200,7 @@ class TrainConfig:
         need(es is None or es >= 1, "early_stopping.patience", f"must be >= 1 or null, got {es}")
         need(self.ema is None or 0.0 < self.ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
         need(self.eval.n_boot >= 0, "eval.n_boot", "must be >= 0")
+        need(self.eval.tta in TTA_MODES, "eval.tta", f"must be one of: {', '.join(TTA_MODES)}")
         need(self.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
         need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         need(self.num_workers >= 0, "num_workers", "must be >= 0")

@@ -37,6 +37,7 @@ from cxr_core.atomic import write_text_atomically
 from cxr_core.checkpoint import ModelCard, save_checkpoint, software_versions
 from cxr_core.data import AugmentConfig, CXRDataset, eval_transform, train_transform
 from cxr_core.errors import CheckpointError, ConfigError
+from cxr_core.tta import activate
 from cxr_core.losses import build_loss, class_weights_from_labels, pos_weight_from_labels
 from cxr_core.manifest import Manifest
 from cxr_core.metrics import balanced_accuracy, roc_auc
@@ -382,7 +383,7 @@ class Trainer:
                 logits = model(self._to_device(images)).float()
             loss_sum += float(self.criterion(logits, targets.to(self.device))) * images.shape[0]
             count += images.shape[0]
-            probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+            probs = activate(logits, self.multilabel)
             rows.append(index.numpy())
             outputs.append(probs.cpu().numpy())
         local = (
@@ -410,6 +411,7 @@ class Trainer:
             dropout=c.model.dropout,
             label_space=self.label_space.to_dict(),
             preprocess=self.preprocess.to_dict(),
+            tta=c.eval.tta,
             training={
                 "config": c.to_dict(),
                 "epochs_run": epochs_run,
