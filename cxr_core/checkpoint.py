@@ -69,6 +69,7 @@ class ModelCard:
     thresholds: dict[str, float] = field(default_factory=dict)
     threshold_method: str = ""
     tta: str = "none"  # test-time augmentation of the validation numbers; the Predictor's default
+    members: list[dict] = field(default_factory=list)  # architecture "ensemble": one MemberSpec dict per member
     training: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
@@ -86,6 +87,11 @@ class ModelCard:
         if len(classes) != self.num_classes:
             raise CheckpointError(
                 f"model card says {self.num_classes} classes but its label space lists {len(classes)}: {classes}"
+            )
+        if (self.architecture == "ensemble") != bool(self.members):
+            raise CheckpointError(
+                f"model card of architecture {self.architecture!r} lists {len(self.members)} ensemble members; "
+                "an ensemble needs its members and only an ensemble has them"
             )
         if self.tta not in TTA_MODES:
             raise CheckpointError(
@@ -183,15 +189,14 @@ def _sniff_format(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(9)
+    header_len = int.from_bytes(head[:8], "little")
+    if len(head) == 9 and head[8:9] == b"{" and header_len <= size - 8:
+        return  # a safetensors header; its length may start with any byte, 0x80 included
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         raise CheckpointError(f"{path} is a PyTorch pickle (.pt/.pth), not a safetensors file. {_PICKLE_HINT}")
     if len(head) < 9:
         raise CheckpointError(f"{path} is truncated or empty ({size} bytes); it is not a usable checkpoint")
-    header_len = int.from_bytes(head[:8], "little")
-    if head[8:9] != b"{" or header_len > size - 8:
-        raise CheckpointError(
-            f"{path} is not a safetensors checkpoint (or it is truncated/corrupted). {_PICKLE_HINT}"
-        )
+    raise CheckpointError(f"{path} is not a safetensors checkpoint (or it is truncated/corrupted). {_PICKLE_HINT}")
 
 
 @dataclass
@@ -212,9 +217,12 @@ class Checkpoint:
 
     def _empty_model(self, device: str | None = None) -> nn.Module:
         from cxr_core.models import create_model
+        from cxr_core.models.ensemble import build_ensemble
 
         c = self.card
         with torch.device(device) if device else contextlib.nullcontext():
+            if c.members:
+                return build_ensemble(c.members, c.num_classes)
             return create_model(c.architecture, c.num_classes, weights=None, in_chans=c.in_chans, dropout=c.dropout)
 
     def build_model(self) -> nn.Module:

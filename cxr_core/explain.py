@@ -81,8 +81,8 @@ def method_class(method: str) -> type[BaseCAM]:
 
 
 @contextmanager
-def _cam_session(cam_class: type[BaseCAM], model: nn.Module, layer: nn.Module) -> Iterator[BaseCAM]:
-    cam = cam_class(model=model, target_layers=[layer])
+def _cam_session(cam_class: type[BaseCAM], model: nn.Module, layers: list[nn.Module]) -> Iterator[BaseCAM]:
+    cam = cam_class(model=model, target_layers=layers)
     if cam_class is ScoreCAM:
         cam.batch_size = _SCORECAM_BATCH
     try:
@@ -92,8 +92,8 @@ def _cam_session(cam_class: type[BaseCAM], model: nn.Module, layer: nn.Module) -
 
 
 @contextmanager
-def _graph_starts_at(layer: nn.Module) -> Iterator[None]:
-    """Make the target layer's output the start of the autograd graph.
+def _graph_starts_at(layers: list[nn.Module]) -> Iterator[None]:
+    """Make the target layers' outputs the start of the autograd graph.
 
     Grad-CAM needs gradients only from the logits back to this layer. With frozen weights and
     this cut, nothing before the layer records a graph and backward stops here, so an
@@ -105,11 +105,12 @@ def _graph_starts_at(layer: nn.Module) -> Iterator[None]:
     def cut(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         return output.detach().requires_grad_(True).clone()
 
-    handle = layer.register_forward_hook(cut)
+    handles = [layer.register_forward_hook(cut) for layer in layers]
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def explain_batch(
@@ -132,8 +133,8 @@ def explain_batch(
     shapes = [image_pixels(im, i)[0].shape for i, im in enumerate(images)]
     batch = predictor.prepare(images)
     with predictor.explanation_model() as model, torch.enable_grad():
-        layer = predictor.target_layer(model)
-        with _graph_starts_at(layer), _cam_session(cam_class, model, layer) as cam:
+        layers = predictor.target_layers(model)
+        with _graph_starts_at(layers), _cam_session(cam_class, model, layers) as cam:
             maps = cam(input_tensor=batch, targets=[ClassLogitTarget(i) for i in indices])
     return [_to_shape(m, shape) for m, shape in zip(maps, shapes)]
 

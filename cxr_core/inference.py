@@ -36,6 +36,7 @@ from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadErr
 from cxr_core.imaging import LoadedImage, load_image
 from cxr_core.labels import LabelSpace
 from cxr_core.models import get_model_spec, list_models
+from cxr_core.models.ensemble import ensemble_target_layers
 from cxr_core.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
 from cxr_core.tta import check_tta, class_probabilities
 
@@ -104,7 +105,7 @@ class Predictor:
         *,
         label_space: LabelSpace,
         preprocess: PreprocessConfig,
-        target_layer: Callable[[nn.Module], nn.Module],
+        target_layer: Callable[[nn.Module], nn.Module | list[nn.Module]],
         thresholds: dict[str, float] | None = None,
         architecture: str = "",
         card: ModelCard | None = None,
@@ -152,7 +153,7 @@ class Predictor:
             model,
             label_space=label_space,
             preprocess=preprocess,
-            target_layer=get_model_spec(card.architecture).target_layer,
+            target_layer=_target_layer_of(card),
             thresholds=dict(card.thresholds or {}),
             architecture=card.architecture,
             card=card,
@@ -175,9 +176,11 @@ class Predictor:
     def classes(self) -> tuple[str, ...]:
         return self.label_space.classes
 
-    def target_layer(self, model: nn.Module) -> nn.Module:
-        """The layer Grad-CAM reads, found in ``model`` (the predictor's model or its explanation copy)."""
-        return self._target_layer(model)
+    def target_layers(self, model: nn.Module) -> list[nn.Module]:
+        """The layers Grad-CAM reads (one per ensemble member), found in ``model``, the
+        predictor's model or its explanation copy."""
+        layers = self._target_layer(model)
+        return list(layers) if isinstance(layers, (list, tuple)) else [layers]
 
     # ------------------------------------------------------------------ thresholds
 
@@ -342,7 +345,15 @@ def _check_batch_size(batch_size: int) -> None:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
 
 
+def _target_layer_of(card: ModelCard) -> Callable[[nn.Module], nn.Module | list[nn.Module]]:
+    if card.members:
+        return lambda model: ensemble_target_layers(model, card.members)
+    return get_model_spec(card.architecture).target_layer
+
+
 def _check_architecture_registered(card: ModelCard, path: str | os.PathLike[str]) -> None:
+    if card.members:
+        return  # the ensemble builder names any member architecture this version lacks
     if card.architecture not in list_models():
         raise CheckpointError(
             f"{path}: architecture '{card.architecture}' is not available in this version of cxr_core "

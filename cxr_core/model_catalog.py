@@ -295,6 +295,22 @@ def class_counts(card: ModelCard) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ensemble_members(card: ModelCard) -> pd.DataFrame:
+    """One row per member of an ensemble (empty for a single model): what it is, how long it
+    trained and how it did alone on the same validation split, so the ensemble's gain shows."""
+    rows = [{
+        "architecture": m.get("architecture"),
+        "input size": m.get("input_size"),
+        "epochs": m.get("epochs_run"),
+        "best epoch": m.get("best_epoch"),
+        "training (min)": round(m["wall_time_s"] / 60, 1) if m.get("wall_time_s") is not None else None,
+        "val macro AUROC alone": m.get("val_macro_auroc"),
+        "test-time augmentation": m.get("val_tta"),
+        "checkpoint": Path(m["checkpoint"]).parent.name if m.get("checkpoint") else None,
+    } for m in (card.training or {}).get("members", [])] if card.members else []
+    return pd.DataFrame(rows)
+
+
 def per_class_auroc(entry: CheckpointEntry, split: str = "val") -> dict[str, tuple[float, float, float]]:
     """Class -> (AUROC, CI low, CI high) from the split's report.json, else the card's validation block.
 

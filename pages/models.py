@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from cxr_core.model_catalog import CheckpointEntry, class_counts, per_class_auroc
+from cxr_core.model_catalog import CheckpointEntry, class_counts, ensemble_members, per_class_auroc
 from dashboard import charts, state
 from dashboard.widgets import TRAIN_HELP, cxr_errors, fmt
 
@@ -39,6 +39,14 @@ def _card(entry: CheckpointEntry) -> None:
     if card.provenance:
         st.markdown(f"**Provenance.** {card.provenance}")
     st.markdown(f"**Classes.** {', '.join(card.classes)}")
+    if card.tta != "none":
+        st.markdown(f"**Test-time augmentation.** `{card.tta}`: every prediction, and the validation numbers, "
+                    "average the image with its mirror image.")
+    members = ensemble_members(card)
+    if not members.empty:
+        st.markdown(f"**Ensemble of {len(members)} models**, their logits averaged; each member alone on the same validation split:")
+        st.dataframe(members, hide_index=True, key=f"card_members_{entry.key}",
+                     column_config={"val macro AUROC alone": st.column_config.NumberColumn(format="%.3f")})
     if card.thresholds:
         st.markdown("**Decision thresholds** (" + (card.threshold_method or "method not recorded") + ")")
         st.dataframe(pd.DataFrame({"class": list(card.thresholds), "threshold": list(card.thresholds.values())}),

@@ -67,6 +67,17 @@ def test_round_trip_weights_card_and_outputs(model, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_header_length_starting_with_the_pickle_byte_still_loads(model, tmp_path):
+    """A safetensors header length whose low byte is 0x80 (the pickle protocol marker) is not a pickle."""
+    for pad in range(256):
+        path = save_checkpoint(tmp_path / "m.safetensors", model.state_dict(), _card(provenance="x" * pad))
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a header length with low byte 0x80")
+    assert load_checkpoint(path).card.provenance == "x" * pad
+
+
 def test_half_storage_halves_size_and_loads_as_float32(model, tmp_path):
     full = save_checkpoint(tmp_path / "full.safetensors", model.state_dict(), _card())
     half = save_checkpoint(tmp_path / "half.safetensors", model.state_dict(), _card(), half=True)

@@ -33,26 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cxr_core.checkpoint import read_model_card
-    from cxr_core.errors import ConfigError
     from cxr_core.evaluation import evaluate_checkpoint
-    from cxr_core.training.config import DataConfig
-    from cxr_core.training.data_setup import build_manifest
+    from cxr_core.training.data_setup import build_manifest, data_config_of
 
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
-    stored = dict(card.training.get("config", {}).get("data", {}))
-    try:
-        data = DataConfig(**stored)
-    except TypeError as exc:
-        raise ConfigError(f"{checkpoint}: the data section of its model card is not understood ({exc})") from None
-    if args.data is not None:
-        data.path = str(Path(args.data).resolve())
-    if args.format is not None and args.format not in ("auto", data.format):
-        data.format, data.adapter = args.format, {}
-    if args.cache_dir is not None:
-        data.cache_dir = args.cache_dir
-    if not data.path:
-        raise ConfigError(f"{checkpoint}: its model card names no dataset; pass --data")
+    data = data_config_of(card, path=args.data, fmt=args.format, cache_dir=args.cache_dir, origin=str(checkpoint))
     manifest = build_manifest(data)
     expected = card.data.get("manifest_fingerprint")
     out = Path(args.out) if args.out else checkpoint.parent / "eval" / args.split

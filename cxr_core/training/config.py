@@ -128,15 +128,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, *, base_dir: str | Path | None = None) -> "TrainConfig":
         """Read a YAML config; relative paths resolve against ``base_dir`` (default: current directory)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections (data:, model:, ...)")
+        data = _read_yaml(path)
         try:
             return cls.from_dict(data, base_dir=base_dir if base_dir is not None else Path.cwd())
         except ConfigError as exc:
@@ -165,10 +157,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        def need(ok: bool, key: str, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"{key}: {message}")
-
+        need = _needer()
         need(bool(self.data.path), "data.path", "is required (folder or label file of the dataset)")
         need(0.0 <= self.data.val < 1.0, "data.val", f"fraction must be in [0, 1), got {self.data.val}")
         need(0.0 <= self.data.test < 1.0, "data.test", f"fraction must be in [0, 1), got {self.data.test}")
@@ -222,6 +211,63 @@ class TrainConfig:
             allowed = {f.name for f in dataclasses.fields(AugmentConfig)}
             unknown = sorted(set(self.augment) - allowed)
             need(not unknown, f"augment.{unknown[0] if unknown else ''}", f"unknown key; allowed keys: {sorted(allowed)}")
+
+
+@dataclass
+class EnsembleConfig:
+    """Recipe of an ensemble: the members' own training configs, then how to validate the whole.
+
+    ``cxr ensemble`` trains each member (unless its ``out_dir`` already holds that finished run),
+    averages their logits, and scores the result on the members' shared validation split.
+    """
+
+    members: list[str] = field(default_factory=list)  # training config files, one per member
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0  # bootstrap seed of the final validation
+    out_dir: str = "runs/ensemble"
+    provenance: str = ""
+    intended_use: str = ""
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, base_dir: str | Path | None = None) -> "EnsembleConfig":
+        """Read a recipe; member configs and out_dir resolve against ``base_dir`` (default: cwd)."""
+        data = _read_yaml(path)
+        try:
+            config = _build(cls, data, "")
+            need = _needer()
+            need(len(config.members) >= 2, "members", f"an ensemble needs at least two member configs, got {len(config.members)}")
+            need(config.eval.n_boot >= 0, "eval.n_boot", "must be >= 0")
+            need(config.eval.tta in TTA_MODES, "eval.tta", f"must be one of: {', '.join(TTA_MODES)}")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+        config.members = [str((base / m).resolve()) for m in config.members]
+        config.out_dir = str((base / config.out_dir).resolve())
+        return config
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _needer():
+    def need(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")
+
+    return need
+
+
+def _read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (data:, model:, ...)")
+    return data
 
 
 _SECTION_TYPES = {

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from cxr_core.datasets import load_dataset
-from cxr_core.errors import DatasetError
+from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.manifest import SPLITS, Manifest
 from cxr_core.splits import assign_splits, check_leakage
 from cxr_core.training.config import DataConfig
+
+if TYPE_CHECKING:
+    from cxr_core.checkpoint import ModelCard
 
 
 def build_manifest(data: DataConfig) -> Manifest:
@@ -25,6 +31,26 @@ def build_manifest(data: DataConfig) -> Manifest:
     )
     check_leakage(manifest)
     return manifest
+
+
+def data_config_of(
+    card: "ModelCard", *, path: str | None = None, fmt: str | None = None, cache_dir: str | None = None, origin: str = "checkpoint"
+) -> DataConfig:
+    """The data section a model was trained with, optionally pointed at the data's location here."""
+    stored = dict(card.training.get("config", {}).get("data", {}))
+    try:
+        data = DataConfig(**stored)
+    except TypeError as exc:
+        raise ConfigError(f"{origin}: the data section of its model card is not understood ({exc})") from None
+    if path is not None:
+        data.path = str(Path(path).resolve())
+    if fmt is not None and fmt not in ("auto", data.format):
+        data.format, data.adapter = fmt, {}
+    if cache_dir is not None:
+        data.cache_dir = cache_dir
+    if not data.path:
+        raise ConfigError(f"{origin}: its model card names no dataset; pass --data")
+    return data
 
 
 def split_summary(manifest: Manifest) -> dict:
