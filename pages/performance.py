@@ -114,10 +114,14 @@ m3.metric("Cases", report.get("n_cases", "–"))
 m4.metric("Low-count classes", len(macro.get("classes_excluded", [])))
 
 table = metrics_table(report)
-st.dataframe(_with_ci(table), hide_index=True, key="perf_table",
-             column_config={"threshold": st.column_config.NumberColumn(format="%.3f"),
-                            **{m: st.column_config.NumberColumn(format="%.3f") for m in PLAIN_METRICS},
+averages = table["class"].str.startswith("(")
+number_format = {m: st.column_config.NumberColumn(format="%.3f") for m in PLAIN_METRICS}
+st.dataframe(_with_ci(table[~averages]), hide_index=True, key="perf_table",
+             column_config={"threshold": st.column_config.NumberColumn(format="%.3f"), **number_format,
                             "low_count": st.column_config.CheckboxColumn("⚑ low count")})
+st.caption("Averages over classes: macro is the unweighted mean over the classes not flagged; micro pools every decision.")
+st.dataframe(_with_ci(table[averages])[["class", *(m for m, _ in CI_METRICS), *PLAIN_METRICS]], hide_index=True,
+             key="perf_table_averages", column_config=number_format)
 st.download_button("Download metrics (CSV)", table.to_csv(index=False), file_name=f"{entry.name}_{split}_metrics.csv",
                    mime="text/csv", key="perf_csv", icon=":material/download:")
 if macro.get("classes_excluded"):
