@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cxr_core.errors import ConfigError
-from cxr_core.training.config import TrainConfig, load_config
+from cxr_core.training.config import EnsembleConfig, TrainConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = {"data": {"path": "data/set"}}
@@ -20,11 +20,29 @@ def _write(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+SHIPPED = sorted((REPO_ROOT / "configs").rglob("*.yaml"))
+
+
+def _is_ensemble_recipe(path: Path) -> bool:
+    return "members" in (yaml.safe_load(path.read_text()) or {})
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if not _is_ensemble_recipe(p)],
+                         ids=lambda p: str(p.relative_to(REPO_ROOT / "configs")))
 def test_shipped_configs_load(path):
     config = TrainConfig.from_yaml(path, base_dir=REPO_ROOT)
     assert Path(config.data.path).is_absolute()
     assert Path(config.out_dir).is_absolute()
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if _is_ensemble_recipe(p)],
+                         ids=lambda p: str(p.relative_to(REPO_ROOT / "configs")))
+def test_shipped_ensemble_recipes_load_with_their_members(path):
+    recipe = EnsembleConfig.from_yaml(path, base_dir=REPO_ROOT)
+    members = [TrainConfig.from_yaml(m, base_dir=REPO_ROOT) for m in recipe.members]
+    assert len(members) >= 2 and len({m.out_dir for m in members}) == len(members)
+    assert len({(m.data.path, m.data.val, m.data.split_seed, m.data.cache_size) for m in members}) == 1
+    assert Path(recipe.out_dir).is_absolute()
 
 
 def test_smoke_config_values():
