@@ -60,7 +60,8 @@ def _with_ci(frame: pd.DataFrame) -> pd.DataFrame:
 def _training_section(entry: CheckpointEntry) -> None:
     log = load_training_log(entry)
     if log.empty:
-        st.caption("No training_log.jsonl in this checkpoint folder.")
+        st.caption("An ensemble: each member's training is summarised in its model card (Models page)."
+                   if entry.card.members else "No training_log.jsonl in this checkpoint folder.")
         return
     numeric = [c for c in log.columns if pd.api.types.is_numeric_dtype(log[c]) and c != "epoch"]
     losses = [c for c in numeric if "loss" in c]
