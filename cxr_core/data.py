@@ -25,7 +25,7 @@ Predictor uses on uploaded files.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -35,6 +35,7 @@ from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from cxr_core.cache import ImageCache
 from cxr_core.errors import ConfigError
+from cxr_core.settings import check_known_keys
 from cxr_core.manifest import Manifest
 from cxr_core.preprocessing import PreprocessConfig, eval_tensor, normalise
 
@@ -74,10 +75,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown augmentation settings {unknown}; known settings are {sorted(known)}")
+        check_known_keys(cls, d, "augmentation settings")
         return cls(**d)
 
 

@@ -23,7 +23,7 @@ is ever cut away.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cxr_core.errors import ConfigError, ImageLoadError
+from cxr_core.settings import check_known_keys
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -72,10 +73,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown preprocessing settings {unknown}; known settings are {sorted(known)}")
+        check_known_keys(cls, d, "preprocessing settings")
         values = dict(d)
         for key in ("mean", "std"):
             if key in values:

@@ -20,6 +20,7 @@ from typing import Any, Union
 import yaml
 
 from cxr_core.errors import ConfigError
+from cxr_core.settings import check_known_keys
 from cxr_core.tta import TTA_MODES
 
 
@@ -282,10 +283,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"unknown key '{prefix}{key}'; allowed here: {', '.join(sorted(names))}")
+    check_known_keys(cls, data, "setting", prefix)
     kwargs = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
     return cls(**kwargs)
 
