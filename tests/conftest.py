@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,18 @@ def covid_root() -> Path:
 @pytest.fixture(scope="session")
 def labels_root() -> Path:
     return _require(SHARED_DATA / "labels")
+
+
+@pytest.fixture(scope="session")
+def kermany_subset(pneumonia_root):
+    """``make(dest, per_class=24)``: a class-folder copy of the first real Kermany images of each
+    class, for tests that train or evaluate on a small dataset they may also modify."""
+
+    def make(dest: Path, per_class: int = 24) -> Path:
+        for folder in ("NORMAL", "PNEUMONIA"):
+            (dest / folder).mkdir(parents=True)
+            for src in sorted((pneumonia_root / "train" / folder).glob("*.jpeg"))[:per_class]:
+                shutil.copy(src, dest / folder / src.name)
+        return dest
+
+    return make

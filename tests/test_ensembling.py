@@ -39,14 +39,10 @@ def _member_config(base, name: str, size: int, seed: int, data, extra: dict | No
 
 
 @pytest.fixture(scope="module")
-def recipe(pneumonia_root, tmp_path_factory) -> dict:
+def recipe(kermany_subset, tmp_path_factory) -> dict:
     """Two small_cnn members (64 and 48 px) on 48 real Kermany radiographs, combined by `cxr ensemble`."""
     base = tmp_path_factory.mktemp("ensemble")
-    data = base / "kermany48"
-    for folder in ("NORMAL", "PNEUMONIA"):
-        (data / folder).mkdir(parents=True)
-        for src in sorted((pneumonia_root / "train" / folder).glob("*.jpeg"))[:24]:
-            shutil.copy(src, data / folder / src.name)
+    data = kermany_subset(base / "kermany48")
     members = []
     for seed, (name, size) in enumerate(MEMBER_SIZES.items()):
         path = base / f"member_{name}.yaml"

@@ -20,14 +20,10 @@ from cxr_core.training.data_setup import build_manifest
 
 
 @pytest.fixture(scope="module")
-def trained(pneumonia_root, tmp_path_factory) -> dict:
+def trained(kermany_subset, tmp_path_factory) -> dict:
     """One epoch of small_cnn on 48 real Kermany radiographs (24 per class), 64 px, scored with flip TTA."""
     base = tmp_path_factory.mktemp("evaluation")
-    data = base / "kermany48"
-    for folder in ("NORMAL", "PNEUMONIA"):
-        (data / folder).mkdir(parents=True)
-        for src in sorted((pneumonia_root / "train" / folder).glob("*.jpeg"))[:24]:
-            shutil.copy(src, data / folder / src.name)
+    data = kermany_subset(base / "kermany48")
     config = TrainConfig.from_dict({
         "data": {"path": str(data), "val": 0.4, "cache_dir": str(base / "cache"), "cache_size": 64},
         "model": {"name": "small_cnn", "in_chans": 1},
