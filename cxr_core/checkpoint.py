@@ -34,6 +34,7 @@ from cxr_core.tta import TTA_MODES
 FORMAT_VERSION = 1
 CARD_KEY = "cxr_model_card"
 DIGEST_KEY = "cxr_weights_sha256"
+ENSEMBLE = "ensemble"  # architecture name of a model card whose weights are several members (cxr_core.models.ensemble)
 _PICKLE_HINT = (
     "cxr only loads .safetensors checkpoints, because unpickling a PyTorch .pt/.pth file can run "
     "arbitrary code. Export the weights with safetensors (safetensors.torch.save_file) or retrain "
@@ -88,7 +89,7 @@ class ModelCard:
             raise CheckpointError(
                 f"model card says {self.num_classes} classes but its label space lists {len(classes)}: {classes}"
             )
-        if (self.architecture == "ensemble") != bool(self.members):
+        if (self.architecture == ENSEMBLE) != bool(self.members):
             raise CheckpointError(
                 f"model card of architecture {self.architecture!r} lists {len(self.members)} ensemble members; "
                 "an ensemble needs its members and only an ensemble has them"
