@@ -16,10 +16,9 @@ import torch
 import yaml
 
 from cxr_core.atomic import write_text_atomically
-from cxr_core.checkpoint import Checkpoint, ModelCard, load_checkpoint, read_model_card, save_checkpoint
+from cxr_core.checkpoint import ENSEMBLE, Checkpoint, ModelCard, load_checkpoint, read_model_card, save_checkpoint
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation import finalise_checkpoint, open_cache_for
-from cxr_core.models.ensemble import ENSEMBLE
 from cxr_core.training.config import EnsembleConfig, TrainConfig, load_config
 from cxr_core.training.data_setup import build_manifest, data_config_of
 from cxr_core.training.loop import BEST_FILE, train
@@ -79,13 +78,16 @@ def combine_checkpoints(
     provenance: str = "",
     intended_use: str = "",
     recipe: dict | None = None,
+    half: bool = False,
     device: str | torch.device = "auto",
     progress: bool = True,
 ) -> dict:
     """Write ``out_dir/model.safetensors``: the members' logits averaged, validated like a training run.
 
     Returns the validation report. ``data_path`` points at the members' dataset when it has moved
-    since they were trained. A finished ensemble in ``out_dir`` is never overwritten.
+    since they were trained. ``half=True`` stores the weights as float16 (several members easily
+    exceed what a bundled model may weigh); the validation scores them as stored.
+    A finished ensemble in ``out_dir`` is never overwritten.
     """
     paths = [Path(p) for p in member_paths]
     if len(paths) < 2:
@@ -127,9 +129,9 @@ def combine_checkpoints(
     )
     state = {f"members.{i}.{key}": value for i, c in enumerate(ckpts) for key, value in c.state_dict.items()}
     out.mkdir(parents=True, exist_ok=True)
-    target = save_checkpoint(out / BEST_FILE, state, card)
+    target = save_checkpoint(out / BEST_FILE, state, card, half=half)
     report = finalise_checkpoint(target, card, val, cache, out / "eval" / "val", n_boot=n_boot, seed=seed,
-                                 batch_size=batch_size, device=device, progress=progress)
+                                 batch_size=batch_size, device=device, half=half, progress=progress)
     if recipe:
         write_text_atomically(out / "config.yaml", yaml.safe_dump(recipe, sort_keys=False))
     return report
@@ -178,5 +180,5 @@ def train_ensemble(config: EnsembleConfig, *, progress: bool = True) -> dict:
     return combine_checkpoints(
         members, config.out_dir, tta=config.eval.tta, n_boot=config.eval.n_boot, seed=config.seed,
         batch_size=config.eval.batch_size, provenance=config.provenance, intended_use=config.intended_use,
-        recipe=config.to_dict(), progress=progress,
+        recipe=config.to_dict(), half=config.half_weights, progress=progress,
     )

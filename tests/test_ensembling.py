@@ -127,6 +127,20 @@ def test_second_run_keeps_the_finished_ensemble_and_reuses_trained_members(recip
     assert again["macro_auroc"] == first["macro_auroc"] and again["per_class"] == first["per_class"]
 
 
+def test_half_storage_halves_the_file_and_the_card_scores_the_stored_weights(recipe, tmp_path, capsys):
+    out = tmp_path / "half"
+    report = combine_checkpoints(recipe["members"], out, tta="hflip", n_boot=50, half=True, progress=False)
+    full, half = recipe["checkpoint"].stat().st_size, (out / "model.safetensors").stat().st_size
+    assert half < 0.55 * full
+    card = load_checkpoint(out / "model.safetensors").card
+    assert card.weights_dtype == "float16" and card.validation["macro_auroc"] == report["headline"]["macro_auroc"]
+    # float16 rounding moves probabilities a little, not the ranking
+    assert abs(card.validation["macro_auroc"] - load_checkpoint(recipe["checkpoint"]).card.validation["macro_auroc"]) < 0.02
+    assert main(["evaluate", "--checkpoint", str(out / "model.safetensors"), "--no-progress"]) == 0
+    after = json.loads((out / "eval" / "val" / "report.json").read_text())
+    assert after["headline"]["macro_auroc_ci"] == card.validation["macro_auroc_ci"]
+
+
 def main_raising(argv: list[str]) -> None:
     from cxr_core.cli import build_parser
 

@@ -226,6 +226,7 @@ class EnsembleConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0  # bootstrap seed of the final validation
     out_dir: str = "runs/ensemble"
+    half_weights: bool = False  # store the combined weights as float16 (bundled models must be <= 50 MB)
     provenance: str = ""
     intended_use: str = ""
 
