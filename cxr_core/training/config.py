@@ -113,7 +113,7 @@ class TrainConfig:
     num_workers: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto | bf16 | fp16 | off
-    channels_last: bool = True  # used on CUDA only
+    channels_last: bool = True  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
     out_dir: str = "runs/train"
     half_weights: bool = False  # store model.safetensors as float16 (bundled models must be <= 50 MB)
     provenance: str = ""

@@ -168,7 +168,7 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
         self.device = ctx.device
         self.amp_dtype = resolve_amp(config.amp, self.device)
-        self.channels_last = config.channels_last and self.device.type == "cuda"
+        self.channels_last = config.channels_last
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
