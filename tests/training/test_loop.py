@@ -15,7 +15,8 @@ from cxr_core.checkpoint import load_checkpoint
 from cxr_core.errors import ConfigError
 from cxr_core.evaluation import load_predictions
 from cxr_core.training import TrainConfig, train
-from cxr_core.training.loop import resolve_amp
+from cxr_core.training.distributed import init_distributed, shutdown_distributed
+from cxr_core.training.loop import Trainer, resolve_amp
 from cxr_core.training.sampling import EpochSampler
 from cxr_core.training.schedule import LRSchedule
 
@@ -99,6 +100,21 @@ def test_masked_multilabel_training_with_unknown_labels(disease_folders, cache_d
     for c in classes:
         known = ~np.isnan(frame[f"label:{c}"])
         assert card.validation["per_class"][c]["n_pos"] + card.validation["per_class"][c]["n_neg"] == known.sum()
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_cpu_training_runs_channels_last_unless_switched_off(channels_last, class_folders, cache_dir, tmp_path, make_config):
+    config = make_config(class_folders, tmp_path / "run", cache_dir, channels_last=channels_last)
+    ctx = init_distributed(config.device)
+    try:
+        trainer = Trainer(config, ctx, progress=False)
+        trainer.setup()
+        convs = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+        assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) == channels_last for c in convs)
+        batch = trainer._to_device(torch.zeros(2, 4, 8, 8))
+        assert batch.is_contiguous(memory_format=torch.channels_last) == channels_last
+    finally:
+        shutdown_distributed(ctx)
 
 
 def test_bad_settings_fail_before_training(class_folders, cache_dir, tmp_path, make_config):
