@@ -2,8 +2,9 @@
 
 Goal: channels-last (``channels_last: true``, how the training loop lays out activations)
 makes a CPU training step at least 1.2x faster than contiguous NCHW float32, which is what
-lets the nih14 ensemble recipe fit its CPU time budget. ``amp: bf16`` is timed too: on CPUs
-with native bfloat16 (AMX / AVX512-BF16) it is faster still, but it changes the numerics.
+lets the nih14 ensemble recipe fit its CPU time budget. ``amp: bf16`` is timed too: on the
+2-core AMX machine the recipes were trained on it was no faster than channels-last float32,
+and it changes the numerics.
 A step is forward + BCE loss + backward + AdamW update on a random batch, autocast exactly
 as the training loop resolves it; the modes alternate step by step so machine load affects
 them alike, and medians are reported.
