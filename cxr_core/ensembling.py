@@ -19,6 +19,7 @@ from cxr_core.atomic import write_text_atomically
 from cxr_core.checkpoint import ENSEMBLE, Checkpoint, ModelCard, load_checkpoint, read_model_card, save_checkpoint
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation import finalise_checkpoint, open_cache_for
+from cxr_core.models.ensemble import MemberSpec
 from cxr_core.training.config import EnsembleConfig, TrainConfig, load_config
 from cxr_core.training.data_setup import build_manifest, data_config_of
 from cxr_core.training.loop import BEST_FILE, train
@@ -116,8 +117,8 @@ def combine_checkpoints(
         preprocess=preprocess,
         in_chans=first.in_chans,
         tta=tta,
-        members=[{"architecture": c.card.architecture, "input_size": c.preprocess.input_size,
-                  "in_chans": c.card.in_chans, "dropout": c.card.dropout} for c in ckpts],
+        members=[dataclasses.asdict(MemberSpec(c.card.architecture, c.preprocess.input_size, c.card.in_chans,
+                                               c.card.dropout)) for c in ckpts],
         training={
             "config": {"data": dataclasses.asdict(data), "ensemble": recipe or {}},
             "members": summaries,

@@ -158,60 +158,55 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        need = _needer()
-        need(bool(self.data.path), "data.path", "is required (folder or label file of the dataset)")
-        need(0.0 <= self.data.val < 1.0, "data.val", f"fraction must be in [0, 1), got {self.data.val}")
-        need(0.0 <= self.data.test < 1.0, "data.test", f"fraction must be in [0, 1), got {self.data.test}")
-        need(self.data.val + self.data.test < 1.0, "data.val", "val + test fractions leave no training images")
-        need(self.data.val > 0.0, "data.val", "must be > 0: model selection and thresholds need a validation split")
-        need(self.data.cache_size >= 16, "data.cache_size", f"must be >= 16 pixels, got {self.data.cache_size}")
-        need(self.preprocess.input_size >= 16, "preprocess.input_size", f"must be >= 16, got {self.preprocess.input_size}")
-        need(
+        _need(bool(self.data.path), "data.path", "is required (folder or label file of the dataset)")
+        _need(0.0 <= self.data.val < 1.0, "data.val", f"fraction must be in [0, 1), got {self.data.val}")
+        _need(0.0 <= self.data.test < 1.0, "data.test", f"fraction must be in [0, 1), got {self.data.test}")
+        _need(self.data.val + self.data.test < 1.0, "data.val", "val + test fractions leave no training images")
+        _need(self.data.val > 0.0, "data.val", "must be > 0: model selection and thresholds need a validation split")
+        _need(self.data.cache_size >= 16, "data.cache_size", f"must be >= 16 pixels, got {self.data.cache_size}")
+        _need(self.preprocess.input_size >= 16, "preprocess.input_size", f"must be >= 16, got {self.preprocess.input_size}")
+        _need(
             self.preprocess.input_size <= self.data.cache_size,
             "preprocess.input_size",
             f"({self.preprocess.input_size}) cannot exceed data.cache_size ({self.data.cache_size}); upsampling cached images loses detail silently",
         )
-        need(self.model.in_chans in (1, 3), "model.in_chans", f"must be 1 or 3, got {self.model.in_chans}")
-        need(0.0 <= self.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.model.dropout}")
+        _need(self.model.in_chans in (1, 3), "model.in_chans", f"must be 1 or 3, got {self.model.in_chans}")
+        _need(0.0 <= self.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.model.dropout}")
         for key, stats in (("preprocess.mean", self.preprocess.mean), ("preprocess.std", self.preprocess.std)):
-            need(stats is None or len(stats) == 3, key, "needs 3 values (one per RGB channel; gray input uses the first)")
-        need(self.loss.kind in ("auto", "bce", "ce", "focal"), "loss.kind", f"must be auto, bce, ce or focal, not {self.loss.kind!r}")
-        need(self.optim.name in ("adam", "adamw", "nadam"), "optim.name", f"must be adam, adamw or nadam, not {self.optim.name!r}")
-        need(self.optim.lr > 0, "optim.lr", f"must be > 0, got {self.optim.lr}")
-        need(self.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.optim.weight_decay}")
-        need(self.optim.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.optim.batch_size}")
-        need(self.optim.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.optim.grad_accum}")
-        need(self.schedule.name in ("plateau", "cosine", "constant"), "schedule.name", f"must be plateau, cosine or constant, not {self.schedule.name!r}")
-        need(self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
-        need(0.0 < self.schedule.factor < 1.0, "schedule.factor", f"must be in (0, 1), got {self.schedule.factor}")
-        need(self.schedule.patience >= 0, "schedule.patience", "must be >= 0")
-        need(self.schedule.min_lr >= 0, "schedule.min_lr", "must be >= 0")
+            _need(stats is None or len(stats) == 3, key, "needs 3 values (one per RGB channel; gray input uses the first)")
+        _need(self.loss.kind in ("auto", "bce", "ce", "focal"), "loss.kind", f"must be auto, bce, ce or focal, not {self.loss.kind!r}")
+        _need(self.optim.name in ("adam", "adamw", "nadam"), "optim.name", f"must be adam, adamw or nadam, not {self.optim.name!r}")
+        _need(self.optim.lr > 0, "optim.lr", f"must be > 0, got {self.optim.lr}")
+        _need(self.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.optim.weight_decay}")
+        _need(self.optim.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.optim.batch_size}")
+        _need(self.optim.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.optim.grad_accum}")
+        _need(self.schedule.name in ("plateau", "cosine", "constant"), "schedule.name", f"must be plateau, cosine or constant, not {self.schedule.name!r}")
+        _need(self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
+        _need(0.0 < self.schedule.factor < 1.0, "schedule.factor", f"must be in (0, 1), got {self.schedule.factor}")
+        _need(self.schedule.patience >= 0, "schedule.patience", "must be >= 0")
+        _need(self.schedule.min_lr >= 0, "schedule.min_lr", "must be >= 0")
         es = self.early_stopping.patience
-        need(es is None or es >= 1, "early_stopping.patience", f"must be >= 1 or null, got {es}")
-        need(self.ema is None or 0.0 < self.ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
-        need(self.eval.n_boot >= 0, "eval.n_boot", "must be >= 0")
-        need(self.eval.tta in TTA_MODES, "eval.tta", f"must be one of: {', '.join(TTA_MODES)}")
-        need(self.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
-        need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        need(self.num_workers >= 0, "num_workers", "must be >= 0")
-        need(
+        _need(es is None or es >= 1, "early_stopping.patience", f"must be >= 1 or null, got {es}")
+        _need(self.ema is None or 0.0 < self.ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
+        _check_eval(self.eval)
+        _need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _need(self.num_workers >= 0, "num_workers", "must be >= 0")
+        _need(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "device",
             f"must be auto, cpu, cuda or cuda:N, not {self.device!r}",
         )
-        need(self.amp in ("auto", "bf16", "fp16", "off"), "amp", f"must be auto, bf16, fp16 or off, not {self.amp!r}")
-        need(bool(self.out_dir), "out_dir", "is required")
+        _need(self.amp in ("auto", "bf16", "fp16", "off"), "amp", f"must be auto, bf16, fp16 or off, not {self.amp!r}")
+        _need(bool(self.out_dir), "out_dir", "is required")
         if isinstance(self.model.finetune, str):
             ok = self.model.finetune in ("all", "head") or (
                 self.model.finetune.startswith("last:") and self.model.finetune[5:].isdigit()
             )
-            need(ok, "model.finetune", f"must be all, head, last:N or a list of parameter prefixes, not {self.model.finetune!r}")
+            _need(ok, "model.finetune", f"must be all, head, last:N or a list of parameter prefixes, not {self.model.finetune!r}")
         if self.augment:
             from cxr_core.data import AugmentConfig
 
-            allowed = {f.name for f in dataclasses.fields(AugmentConfig)}
-            unknown = sorted(set(self.augment) - allowed)
-            need(not unknown, f"augment.{unknown[0] if unknown else ''}", f"unknown key; allowed keys: {sorted(allowed)}")
+            check_known_keys(AugmentConfig, self.augment, "setting", "augment.")
 
 
 @dataclass
@@ -236,10 +231,8 @@ class EnsembleConfig:
         data = _read_yaml(path)
         try:
             config = _build(cls, data, "")
-            need = _needer()
-            need(len(config.members) >= 2, "members", f"an ensemble needs at least two member configs, got {len(config.members)}")
-            need(config.eval.n_boot >= 0, "eval.n_boot", "must be >= 0")
-            need(config.eval.tta in TTA_MODES, "eval.tta", f"must be one of: {', '.join(TTA_MODES)}")
+            _need(len(config.members) >= 2, "members", f"an ensemble needs at least two member configs, got {len(config.members)}")
+            _check_eval(config.eval)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -251,12 +244,16 @@ class EnsembleConfig:
         return dataclasses.asdict(self)
 
 
-def _needer():
-    def need(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: {message}")
+def _need(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
 
-    return need
+
+def _check_eval(section: EvalConfig) -> None:
+    """The final-validation settings, shared by training configs and ensemble recipes."""
+    _need(section.n_boot >= 0, "eval.n_boot", "must be >= 0")
+    _need(section.tta in TTA_MODES, "eval.tta", f"must be one of: {', '.join(TTA_MODES)}")
+    _need(section.batch_size >= 1, "eval.batch_size", "must be >= 1")
 
 
 def _read_yaml(path: str | Path) -> dict:

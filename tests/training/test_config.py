@@ -112,3 +112,12 @@ def test_missing_and_malformed_files(tmp_path):
         TrainConfig.from_yaml(bad)
     with pytest.raises(ConfigError, match="data.path"):
         TrainConfig.from_yaml(_write(tmp_path, {"epochs": 1}))
+
+
+@pytest.mark.parametrize("eval_section, key", [({"n_boot": -1}, "eval.n_boot"), ({"tta": "spin"}, "eval.tta"),
+                                               ({"batch_size": 0}, "eval.batch_size")])
+def test_ensemble_recipes_check_eval_like_training_configs(tmp_path, eval_section, key):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"members": ["a.yaml", "b.yaml"], "eval": eval_section}))
+    with pytest.raises(ConfigError, match=key):
+        EnsembleConfig.from_yaml(recipe)
