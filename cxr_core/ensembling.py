@@ -98,7 +98,7 @@ def combine_checkpoints(
     ckpts = [load_checkpoint(p) for p in paths]
     _check_compatible(paths, ckpts)
     first = ckpts[0].card
-    data = data_config_of(first, path=data_path, origin=str(paths[0]))
+    data = data_config_of(first, checkpoint=paths[0], path=data_path)
     manifest = build_manifest(data)
     if manifest.fingerprint() != first.data.get("manifest_fingerprint"):
         raise DatasetError(

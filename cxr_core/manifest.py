@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,15 @@ def _first_rows(frame: pd.DataFrame, mask: "pd.Series | np.ndarray", limit: int 
     shown = ", ".join(str(r) for r in list(rows)[:limit])
     more = int(np.sum(mask)) - limit
     return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _paths_within_dataset(paths: pd.Series) -> pd.Series:
+    """Paths relative to the deepest folder holding every image, with "/" separators."""
+    if paths.empty:
+        return paths
+    absolute = paths.map(os.path.abspath)
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    return absolute.map(lambda p: os.path.relpath(p, root).replace(os.sep, "/"))
 
 
 @dataclass
@@ -112,11 +122,17 @@ class Manifest:
         return Manifest(frame, self.label_space, self.source)
 
     def fingerprint(self) -> str:
-        """Hash of paths, splits and labels: changes whenever what a model would see changes."""
+        """Hash of files, splits and labels: changes whenever what a model would see changes.
+
+        Paths enter relative to the folder all images share, so the same dataset copied to
+        another disk or machine keeps its fingerprint, and a model card's "same data" check
+        holds wherever the data lives.
+        """
         h = hashlib.sha256()
         h.update(json.dumps(self.label_space.to_dict(), sort_keys=True).encode())
         cols = ["image_id", "path", "patient_id", "split", *self.classes]
-        h.update(pd.util.hash_pandas_object(self.frame[cols], index=False).to_numpy().tobytes())
+        frame = self.frame[cols].assign(path=_paths_within_dataset(self.frame["path"]))
+        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
         return h.hexdigest()[:16]
 
     # Persistence: a CSV for humans and spreadsheets, a JSON sidecar for the label space.

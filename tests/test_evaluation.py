@@ -85,6 +85,29 @@ def test_changed_data_warns_and_keeps_the_training_evaluation(trained, tmp_path,
     pd.testing.assert_frame_equal(before, pd.read_csv(trained["run"] / "eval" / "val" / "predictions.csv"))
 
 
+def test_a_moved_project_finds_its_data_and_reproduces_the_card(trained, tmp_path, capsys):
+    """A clone next to its data (the bundled models beside ../shared) needs no --data."""
+    moved = tmp_path / "clone"
+    shutil.copytree(trained["run"], moved / "run")
+    shutil.copytree(trained["data"], moved / trained["data"].name)
+    hidden = trained["data"].with_name("hidden")
+    trained["data"].rename(hidden)  # the card's absolute data path no longer exists
+    try:
+        code = main(["evaluate", "--checkpoint", str(moved / "run" / "model.safetensors"), "--no-progress"])
+        refused = main(["evaluate", "--checkpoint", str(trained["checkpoint"]), "--no-progress"])
+    finally:
+        hidden.rename(trained["data"])
+    captured = capsys.readouterr()
+    assert code == 0 and "WARNING" not in captured.err
+    assert refused == 2 and "not on this machine" in captured.err and "--data" in captured.err
+    report = json.loads((moved / "run" / "eval" / "val" / "report.json").read_text())
+    card = load_checkpoint(trained["checkpoint"]).card
+    assert report["headline"]["macro_auroc_ci"] == card.validation["macro_auroc_ci"]
+    frame, _ = load_predictions(moved / "run" / "eval" / "val" / "predictions.csv")
+    assert all(p.startswith(str(moved / trained["data"].name)) for p in frame["path"])
+    assert any((moved / "cache").iterdir())  # the image cache moved along too
+
+
 def test_library_evaluation_of_other_split_and_refusals(trained, tmp_path):
     manifest = build_manifest(trained["config"].data)
     report = evaluate_checkpoint(trained["checkpoint"], manifest, "train", tmp_path / "train_eval",

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
-    data = data_config_of(card, path=args.data, fmt=args.format, cache_dir=args.cache_dir, origin=str(checkpoint))
+    data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
     manifest = build_manifest(data)
     expected = card.data.get("manifest_fingerprint")
     out = Path(args.out) if args.out else checkpoint.parent / "eval" / args.split

@@ -8,10 +8,11 @@ the data on disk has changed since).
 
 from __future__ import annotations
 
-import numpy as np
-
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from cxr_core.datasets import load_dataset
 from cxr_core.errors import ConfigError, DatasetError
@@ -34,23 +35,48 @@ def build_manifest(data: DataConfig) -> Manifest:
 
 
 def data_config_of(
-    card: "ModelCard", *, path: str | None = None, fmt: str | None = None, cache_dir: str | None = None, origin: str = "checkpoint"
+    card: "ModelCard", *, checkpoint: str | Path, path: str | None = None, fmt: str | None = None, cache_dir: str | None = None
 ) -> DataConfig:
-    """The data section a model was trained with, optionally pointed at the data's location here."""
+    """The data section a model was trained with, found again from where the checkpoint is now.
+
+    Cards store absolute paths, which break when a project is cloned or moved together with
+    the data beside it (a fresh clone next to ``../shared``, the bundled models). When the
+    stored data folder is gone, it is looked for at the same place relative to the checkpoint
+    as at training time, and the image cache follows it. ``path`` and ``cache_dir`` override.
+    """
     stored = dict(card.training.get("config", {}).get("data", {}))
     try:
         data = DataConfig(**stored)
     except TypeError as exc:
-        raise ConfigError(f"{origin}: the data section of its model card is not understood ({exc})") from None
+        raise ConfigError(f"{checkpoint}: the data section of its model card is not understood ({exc})") from None
     if path is not None:
         data.path = str(Path(path).resolve())
+    elif data.path and not Path(data.path).exists():
+        found = _moved_along(card, Path(checkpoint), data.path)
+        if found is not None and found.exists():
+            data.path = str(found)
+            data.cache_dir = str(_moved_along(card, Path(checkpoint), data.cache_dir))
+        else:
+            raise DatasetError(
+                f"{checkpoint} was validated on {data.path}, which is not on this machine (nor at the same place "
+                "relative to the checkpoint); pass --data with the dataset's folder or label file"
+            )
     if fmt is not None and fmt not in ("auto", data.format):
         data.format, data.adapter = fmt, {}
     if cache_dir is not None:
         data.cache_dir = cache_dir
     if not data.path:
-        raise ConfigError(f"{origin}: its model card names no dataset; pass --data")
+        raise ConfigError(f"{checkpoint}: its model card names no dataset; pass --data")
     return data
+
+
+def _moved_along(card: "ModelCard", checkpoint: Path, stored: str) -> Path | None:
+    """Where a training-time path is if it moved along with the checkpoint (None: not known)."""
+    config = card.training.get("config", {})
+    written_to = config.get("out_dir") or config.get("ensemble", {}).get("out_dir")  # a run's or an ensemble's
+    if not written_to:
+        return None
+    return Path(os.path.normpath(checkpoint.resolve().parent / os.path.relpath(stored, written_to)))
 
 
 def split_summary(manifest: Manifest) -> dict:
