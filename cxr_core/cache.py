@@ -36,6 +36,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -100,6 +101,10 @@ class ImageCache:
                 f"image cache {index_path} is incomplete (data file {cache.data_path.name} has {actual} bytes, "
                 f"expected {expected}); delete both files and build the cache again"
             )
+        try:
+            os.utime(index_path)  # the index's mtime is the cache's last use, for `cxr cache prune`
+        except OSError:
+            pass  # a read-only shared cache is still usable; it just never looks recently used
         return cache
 
     @property
@@ -225,6 +230,79 @@ class ImageCache:
             for leftover in (partial, index_partial):
                 leftover.unlink(missing_ok=True)
         return cls.open(cache_dir / f"{stem}.json")
+
+
+_CACHE_FILE = re.compile(r"^(cache-(\d+)px-[0-9a-f]+)\.(u8|json)(?:\.partial-(\d+)-[0-9a-f]+)?$")
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cache in a cache folder: what it holds, what it weighs, when it was last used.
+
+    ``complete`` is False for the debris of killed builds (a data file without its index, or
+    half-written files of a process that is gone): never readable, only taking up disk.
+    """
+
+    stem: str
+    files: tuple[Path, ...]
+    size: int
+    images: int
+    nbytes: int
+    source: str
+    last_used: float
+    complete: bool
+
+
+def list_caches(cache_dir: str | os.PathLike[str]) -> list[CacheEntry]:
+    """The caches in ``cache_dir``, most recently used first (builds still running are left out).
+
+    Every training or evaluation run with other images or another size adds a cache and none
+    is ever deleted automatically, so a cache folder grows by hundreds of MB per dataset.
+    """
+    folder = Path(cache_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder; pass the cache folder of your runs (data.cache_dir)")
+    groups: dict[str, list[Path]] = {}
+    for path in folder.iterdir():
+        match = _CACHE_FILE.match(path.name)
+        if match and not (match.group(4) and _process_alive(int(match.group(4)))):
+            groups.setdefault(match.group(1), []).append(path)
+    entries = []
+    for stem, files in groups.items():
+        index_path = folder / f"{stem}.json"
+        try:
+            index = json.loads(index_path.read_text())
+            complete = (folder / index["data_file"]).is_file()
+        except (OSError, ValueError, KeyError, TypeError):
+            index, complete = {}, False
+        entries.append(CacheEntry(
+            stem=stem,
+            files=tuple(sorted(files)),
+            size=int(_CACHE_FILE.match(files[0].name).group(2)),
+            images=int(index.get("count", 0)),
+            nbytes=sum(p.stat().st_size for p in files),
+            source=str(index.get("source", "")),
+            last_used=max(p.stat().st_mtime for p in files),
+            complete=complete,
+        ))
+    return sorted(entries, key=lambda e: e.last_used, reverse=True)
+
+
+def prune_caches(cache_dir: str | os.PathLike[str], *, unused_days: float, dry_run: bool = False) -> list[CacheEntry]:
+    """Delete caches unused for ``unused_days`` days and all debris of killed builds; returns them.
+
+    The index goes first, so a cache interrupted mid-deletion is debris, never a valid cache
+    with missing pixels. A run that needs a deleted cache simply rebuilds it.
+    """
+    if unused_days < 0:
+        raise ConfigError(f"--unused-days must be >= 0, got {unused_days}")
+    cutoff = time.time() - unused_days * 86400
+    doomed = [e for e in list_caches(cache_dir) if not e.complete or e.last_used < cutoff]
+    if not dry_run:
+        for entry in doomed:
+            for path in sorted(entry.files, key=lambda p: p.suffix != ".json"):
+                path.unlink(missing_ok=True)
+    return doomed
 
 
 def cache_key(manifest: Manifest, size: int) -> str:

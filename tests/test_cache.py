@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -234,3 +235,48 @@ def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="GiB free"):
         ImageCache.build(make_manifest(paths), tmp_path / "cache", SIZE, workers=1, progress=False)
     assert cache_files(tmp_path / "cache") == []
+
+
+def test_listing_shows_each_cache_and_opening_marks_it_used(tmp_path):
+    folder = tmp_path / "cache"
+    cache = ImageCache.build(make_manifest(write_pngs(tmp_path / "images", 3)), folder, SIZE, workers=1, progress=False)
+    week_ago = time.time() - 7 * 86400
+    for path in folder.iterdir():
+        os.utime(path, (week_ago, week_ago))
+    (entry,) = cache_module.list_caches(folder)
+    assert (entry.size, entry.images, entry.source, entry.complete) == (SIZE, 3, "test manifest", True)
+    assert entry.nbytes == 3 * SIZE * SIZE + cache.index_path.stat().st_size
+    assert entry.last_used == pytest.approx(week_ago, abs=1)
+    ImageCache.open(cache.index_path)
+    assert cache_module.list_caches(folder)[0].last_used > time.time() - 60
+
+
+def test_prune_deletes_unused_caches_and_debris_only(tmp_path, capsys):
+    from cxr_core.cli import main
+
+    folder = tmp_path / "cache"
+    old_manifest = make_manifest(write_pngs(tmp_path / "old", 2))
+    old = ImageCache.build(old_manifest, folder, SIZE, workers=1, progress=False)
+    recent = ImageCache.build(make_manifest(write_pngs(tmp_path / "recent", 3)), folder, SIZE, workers=1, progress=False)
+    month_ago = time.time() - 30 * 86400
+    for path in (old.index_path, old.data_path):
+        os.utime(path, (month_ago, month_ago))
+    orphan = folder / "cache-32px-0123456789abcdef0123.u8"  # killed between writing the data and its index
+    orphan.write_bytes(b"\x00" * 32)
+    dead = folder / f"cache-32px-0123456789abcdef0123.json.partial-{2**22 + 7}-abcd1234"
+    dead.write_text("{")
+    assert len(cache_module.list_caches(folder)) == 3
+
+    assert main(["cache", "prune", "--dir", str(folder), "--unused-days", "7", "--dry-run"]) == 0
+    assert "Would delete" in capsys.readouterr().out and len(list(folder.iterdir())) == 6
+
+    assert main(["cache", "prune", "--dir", str(folder), "--unused-days", "7"]) == 0
+    out = capsys.readouterr().out
+    assert old.index_path.stem in out and "interrupted build" in out and "2 cache(s)" in out
+    assert cache_files(folder) == sorted([recent.index_path.name, recent.data_path.name])
+    np.testing.assert_array_equal(ImageCache.open(recent.index_path)[0], recent[0])
+    assert ImageCache.build(old_manifest, folder, SIZE, workers=1, progress=False).key == old.key  # rebuilt on demand
+
+    assert main(["cache", "list", "--dir", str(folder)]) == 0
+    assert "2 cache(s)" in capsys.readouterr().out  # the recent one and the rebuilt one
+    assert main(["cache", "list", "--dir", str(tmp_path / "nowhere")]) == 2

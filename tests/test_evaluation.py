@@ -111,7 +111,7 @@ def test_a_moved_project_finds_its_data_and_reproduces_the_card(trained, tmp_pat
 def test_library_evaluation_of_other_split_and_refusals(trained, tmp_path):
     manifest = build_manifest(trained["config"].data)
     report = evaluate_checkpoint(trained["checkpoint"], manifest, "train", tmp_path / "train_eval",
-                                 n_boot=0, progress=False)
+                                 n_boot=0, cache_dir=trained["config"].data.cache_dir, progress=False)
     frame, classes = load_predictions(tmp_path / "train_eval" / "predictions.csv")
     assert len(frame) == report["n_cases"] == int((manifest.frame["split"] == "train").sum())
     assert report["headline"]["macro_auroc_ci"] is None  # n_boot=0: no interval claimed
