@@ -22,7 +22,7 @@ from cxr_core.model_catalog import resolve_image_path
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints"
 # bundled model -> its training data under ../shared/data
-MODELS = {"nih14": "nih14", "pneumonia": "pneumonia/chest_xray"}
+MODELS = {"nih14": "nih14", "pneumonia": "pneumonia/chest_xray", "pneumonia_type": "pneumonia/chest_xray"}
 MAX_BYTES = 50 * 1024 * 1024
 
 
