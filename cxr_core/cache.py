@@ -262,13 +262,13 @@ def list_caches(cache_dir: str | os.PathLike[str]) -> list[CacheEntry]:
     folder = Path(cache_dir)
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder; pass the cache folder of your runs (data.cache_dir)")
-    groups: dict[str, list[Path]] = {}
+    groups: dict[tuple[str, int], list[Path]] = {}
     for path in folder.iterdir():
         match = _CACHE_FILE.match(path.name)
         if match and not (match.group(4) and _process_alive(int(match.group(4)))):
-            groups.setdefault(match.group(1), []).append(path)
+            groups.setdefault((match.group(1), int(match.group(2))), []).append(path)
     entries = []
-    for stem, files in groups.items():
+    for (stem, size), files in groups.items():
         index_path = folder / f"{stem}.json"
         try:
             index = json.loads(index_path.read_text())
@@ -278,7 +278,7 @@ def list_caches(cache_dir: str | os.PathLike[str]) -> list[CacheEntry]:
         entries.append(CacheEntry(
             stem=stem,
             files=tuple(sorted(files)),
-            size=int(_CACHE_FILE.match(files[0].name).group(2)),
+            size=size,
             images=int(index.get("count", 0)),
             nbytes=sum(p.stat().st_size for p in files),
             source=str(index.get("source", "")),
