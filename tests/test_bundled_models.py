@@ -56,14 +56,15 @@ def test_bundled_checkpoint_is_small_documented_and_loads(name):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_data")  # skips without ../shared
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_evaluate_reproduces_the_model_card(name, tmp_path, capsys):
+def test_evaluate_reproduces_the_model_card(name, shared_data, tmp_path, capsys):
     path = _model(name)
     card = load_checkpoint(path).card
     out = tmp_path / "eval"
-    code = main([  # no --data: a clone next to ../shared finds the data where the card's training saw it
-        "evaluate", "--checkpoint", str(path), "--split", "val",
+    beside_the_clone = shared_data.resolve() == (BUNDLED.parent.parent / "shared" / "data").resolve()
+    data = [] if beside_the_clone else ["--data", str(shared_data / MODELS[name])]  # CXR_SHARED_DATA elsewhere
+    code = main([
+        "evaluate", "--checkpoint", str(path), "--split", "val", *data,
         "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
     ])
     assert code == 0

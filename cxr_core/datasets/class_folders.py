@@ -94,7 +94,7 @@ def load_class_folders(
     Folder names go through :func:`canonical_name` (``No_findings`` -> ``No Finding``). Hidden files
     are ignored; other non-image files are skipped and their count is noted in ``Manifest.source``.
     """
-    root = Path(root)
+    root = Path(os.path.abspath(root))  # absolute but not resolved: a dataset of symlinks keeps its own paths
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     if label_from not in ("folder", "kermany3"):
@@ -108,14 +108,14 @@ def load_class_folders(
         if not images:
             empty.append(str(folder))
         cls = canonical_name(folder.name)
-        records.extend((str(p.resolve()), split, cls) for p in images)
+        records.extend((str(p), split, cls) for p in images)
     if not records:
         raise DatasetError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in the class folders of {root}")
     if empty:
         raise DatasetError(f"class folder(s) without any image: {first_items(empty)}; remove them or add images")
 
     frame = pd.DataFrame.from_records(records, columns=["path", "split", "class"])
-    rel = frame["path"].map(lambda p: Path(p).relative_to(root.resolve()).as_posix())
+    rel = frame["path"].map(lambda p: Path(p).relative_to(root).as_posix())
     stems = frame["path"].map(lambda p: Path(p).stem)
     if label_from == "kermany3":
         frame["class"] = _kermany3_class(stems, frame["class"], rel)

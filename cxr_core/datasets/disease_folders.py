@@ -8,6 +8,7 @@ under several diseases (same file name) becomes one row carrying all of those la
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def dataset_folder(root: Path) -> Path:
 
 def load_disease_folders(root: str | Path) -> Manifest:
     """Read ``<Disease>/disease`` and ``<Disease>/no_finding`` folders into one multilabel manifest."""
-    root = Path(root)
+    root = Path(os.path.abspath(root))  # absolute but not resolved: a dataset of symlinks keeps its own paths
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     base = dataset_folder(root)
@@ -68,7 +69,7 @@ def load_disease_folders(root: str | Path) -> Manifest:
                 raise DatasetError(f"{sub} is neither disease/ nor no_finding/; rename or remove it")
             images, n_other = list_images(sub)
             skipped += n_other
-            records.extend((p.name, str(p.resolve()), disease, value) for p in images)
+            records.extend((p.name, str(p), disease, value) for p in images)
     if not records:
         raise DatasetError(f"the disease folders in {root} hold no images")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cxr_core.datasets import detect_format, load_class_folders, load_dataset
 from cxr_core.datasets.files import patient_id_from_filename
@@ -102,3 +103,19 @@ def test_kermany3_needs_bacteria_or_virus_in_name(tmp_path: Path, make_image) ->
     make_image(tmp_path / "PNEUMONIA" / "scan7.jpeg")
     with pytest.raises(DatasetError, match=r"lack '_bacteria'/'_virus': PNEUMONIA/scan7\.jpeg"):
         load_class_folders(tmp_path, label_from="kermany3")
+
+
+def test_a_dataset_of_symlinks_keeps_its_own_paths(tmp_path):
+    """Clusters often link data into place; the manifest must name the links, not their targets."""
+    real = tmp_path / "real"
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (real / cls).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(real / cls / f"{cls.lower()}_1.png")
+    linked = tmp_path / "linked"
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (linked / cls).mkdir(parents=True)
+        (linked / cls / f"{cls.lower()}_1.png").symlink_to(real / cls / f"{cls.lower()}_1.png")
+    manifest = load_class_folders(linked)
+    assert all(p.startswith(str(linked)) for p in manifest.frame["path"])
+    assert list(manifest.frame["image_id"]) == ["NORMAL/normal_1.png", "PNEUMONIA/pneumonia_1.png"]
+    assert manifest.fingerprint() == load_class_folders(real).fingerprint()
