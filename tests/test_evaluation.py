@@ -99,6 +99,7 @@ def test_a_moved_project_finds_its_data_and_reproduces_the_card(trained, tmp_pat
         hidden.rename(trained["data"])
     captured = capsys.readouterr()
     assert code == 0 and "WARNING" not in captured.err
+    assert f"using {moved / trained['data'].name}" in captured.err  # says which data it scored
     assert refused == 2 and "not on this machine" in captured.err and "--data" in captured.err
     report = json.loads((moved / "run" / "eval" / "val" / "report.json").read_text())
     card = load_checkpoint(trained["checkpoint"]).card
