@@ -39,10 +39,6 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
     data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
-    trained_on = card.training.get("config", {}).get("data", {}).get("path")
-    if args.data is None and data.path != trained_on:
-        print(f"The card's data {trained_on} is not here; using {data.path}, where it sits relative to the "
-              "checkpoint as when the model was trained.", file=sys.stderr)
     manifest = build_manifest(data)
     expected = card.data.get("manifest_fingerprint")
     out = Path(args.out) if args.out else checkpoint.parent / "eval" / args.split

@@ -9,6 +9,7 @@ the data on disk has changed since).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,8 @@ def data_config_of(
     elif data.path and not Path(data.path).exists():
         found = _moved_along(card, Path(checkpoint), data.path)
         if found is not None and found.exists():
+            print(f"The card's data {data.path} is not here; using {found}, where it sits relative to the "
+                  "checkpoint as when the model was trained.", file=sys.stderr)
             data.path = str(found)
             data.cache_dir = str(_moved_along(card, Path(checkpoint), data.cache_dir))
         else:
