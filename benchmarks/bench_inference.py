@@ -19,13 +19,15 @@ from pathlib import Path
 
 import torch
 
-from cxr_core.checkpoint import ModelCard, save_checkpoint
-from cxr_core.explain import explain
-from cxr_core.imaging import load_image
-from cxr_core.inference import Predictor
-from cxr_core.labels import NIH14
+from cxr_core.models.card import ModelCard
+
+from cxr_core.models.checkpoint import save_checkpoint
+from cxr_core.inference.explain import explain
+from cxr_core.data.imaging import load_image
+from cxr_core.inference.predictor import Predictor
+from cxr_core.data.labels import NIH14
 from cxr_core.models import create_model, get_model_spec
-from cxr_core.preprocessing import PreprocessConfig
+from cxr_core.data.preprocessing import PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE_DIR = REPO.parent / "shared" / "data" / "nih14" / "images"

@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cxr_core.labels import NIH14
+from cxr_core.data.labels import NIH14
 from cxr_core.models import create_model
 from cxr_core.training.loop import resolve_amp
 

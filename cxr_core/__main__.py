@@ -1,5 +1,5 @@
 import sys
 
-from cxr_core.cli import main
+from cxr_core.cli.main import main
 
 sys.exit(main())

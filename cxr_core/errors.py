@@ -41,3 +41,15 @@ class WeightsUnavailableError(CXRError):
 
 class CheckpointError(CXRError):
     """A checkpoint is corrupt, unsafe, or does not match what the caller expects."""
+
+
+class MetricInputError(CXRError, ValueError):
+    """Labels, scores or thresholds handed to a metric are malformed."""
+
+
+class ThresholdSetError(CXRError):
+    """A threshold set is invalid, missing, or its name is unsafe."""
+
+
+class ReviewStoreError(CXRError):
+    """A review verdict or session is invalid, or the review database cannot be used."""

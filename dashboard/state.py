@@ -13,11 +13,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from cxr_core import model_catalog
-from cxr_core.inference import Predictor
-from cxr_core.model_catalog import CheckpointEntry, EvalRun
-from cxr_core.review_store import ReviewStore, default_review_dir
-from cxr_core.thresholds_store import ThresholdSet
+from cxr_core.artifacts import catalog as model_catalog
+from cxr_core.inference.predictor import Predictor
+from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
+from cxr_core.artifacts.run_dir import RunDir
+from cxr_core.artifacts.review_store import ReviewStore, default_review_dir
+from cxr_core.artifacts.thresholds_store import ThresholdSet
 
 SELECTED = "cxr_selected_checkpoint"
 EXTRA_DIRS = "cxr_extra_checkpoint_dirs"
@@ -82,8 +83,8 @@ def _eval_run(directory: str, split: str, stamp: tuple[float, float]) -> EvalRun
 
 def eval_run(entry: CheckpointEntry, split: str) -> EvalRun:
     """Predictions + report of a split (shared read-only across sessions; do not mutate)."""
-    run_dir = entry.dir / "eval" / split
-    stamp = (_mtime(run_dir / "predictions.csv"), _mtime(run_dir / "report.json"))
+    run_dir = RunDir(entry.dir)
+    stamp = (_mtime(run_dir.predictions(split)), _mtime(run_dir.report(split)))
     return _eval_run(str(entry.dir), split, stamp)
 
 

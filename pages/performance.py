@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from cxr_core.metrics import SortedScores, evaluation_report
-from cxr_core.model_catalog import CheckpointEntry, EvalRun, load_training_log
+from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun, load_training_log
+from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
 from dashboard import charts, state
 from dashboard.widgets import fmt, require_entry, split_picker
 
@@ -94,11 +95,11 @@ if has_predictions and multilabel:
     options = [f"active set “{active.name}” (recomputed)"] + (["as evaluated (report.json)"] if report else [])
     choice = st.radio("Thresholds for the table", options, horizontal=True, key="perf_threshold_source")
     if choice.startswith("active") or report is None:
-        run_key = f"{run.dir}:{(run.dir / 'predictions.csv').stat().st_mtime}"
+        run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
         report = _report_at(run_key, tuple(active.thresholds[c] for c in run.classes), task, run)
         source = f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, {BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
 elif report is None and has_predictions:
-    run_key = f"{run.dir}:{(run.dir / 'predictions.csv').stat().st_mtime}"
+    run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
     report = _report_at(run_key, tuple(0.5 for _ in run.classes), task, run)
     source = f"{len(run.predictions)} {split} predictions"
 if report is None:

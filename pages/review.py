@@ -11,11 +11,11 @@ import pandas as pd
 import streamlit as st
 
 from cxr_core.errors import CXRError
-from cxr_core.explain import METHODS, explain, overlay
-from cxr_core.imaging import LoadedImage, load_image
-from cxr_core.inference import Predictor
-from cxr_core.model_catalog import OUTCOMES, resolve_image_path, review_cases
-from cxr_core.review_store import EXPORT_COLUMNS, VERDICTS, ReviewStore
+from cxr_core.inference.explain import METHODS, explain, overlay
+from cxr_core.data.imaging import LoadedImage, load_image
+from cxr_core.inference.predictor import Predictor
+from cxr_core.artifacts.catalog import OUTCOMES, resolve_image_path, review_cases
+from cxr_core.artifacts.review_store import EXPORT_COLUMNS, VERDICTS, ReviewStore
 from dashboard import state
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 

@@ -19,8 +19,9 @@ from cxr_core.metrics import (
     curves,
     select_thresholds,
 )
-from cxr_core.model_catalog import CheckpointEntry, EvalRun
-from cxr_core.thresholds_store import ThresholdStore
+from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
+from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
+from cxr_core.artifacts.thresholds_store import ThresholdStore
 from dashboard import charts, state
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
@@ -161,7 +162,7 @@ run = state.eval_run(entry, split)
 if run.predictions is None:
     st.warning(" ".join(run.warnings) or f"No predictions for the {split} split.")
     st.stop()
-run_key = f"{run.dir}:{len(run.predictions)}:{(run.dir / 'predictions.csv').stat().st_mtime}"
+run_key = f"{run.dir}:{len(run.predictions)}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
 work = _work(entry, store)
 st.caption(f"Tuning on **{len(run.predictions)}** {split} cases of **{entry.name}**. Active set: "
            f"**{store.active_name()}** (used by Predict and Review).")

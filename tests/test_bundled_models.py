@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_core.checkpoint import load_checkpoint
-from cxr_core.cli import main
-from cxr_core.evaluation import load_predictions
-from cxr_core.imaging import load_image
-from cxr_core.inference import Predictor
-from cxr_core.model_catalog import resolve_image_path
+from cxr_core.models.checkpoint import load_checkpoint
+from cxr_core.cli.main import main
+from cxr_core.artifacts.run_dir import load_predictions
+from cxr_core.data.imaging import load_image
+from cxr_core.inference.predictor import Predictor
+from cxr_core.artifacts.catalog import resolve_image_path
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints"
 # bundled model -> its training data under ../shared/data
@@ -97,7 +97,7 @@ def test_predictor_matches_the_shipped_validation_predictions(name, shared_data)
 
 
 def test_nih14_card_shows_per_class_counts_and_flags_the_rare_finding():
-    from cxr_core.model_catalog import class_counts
+    from cxr_core.artifacts.catalog import class_counts
 
     card = load_checkpoint(_model("nih14")).card
     table = class_counts(card).set_index("class")

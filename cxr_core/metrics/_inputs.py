@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxr_core.errors import CXRError
-
-
-class MetricInputError(CXRError, ValueError):
-    """Labels, scores or thresholds handed to a metric are malformed."""
+from cxr_core.errors import MetricInputError
 
 
 def as_2d_float(values: object, what: str) -> np.ndarray:

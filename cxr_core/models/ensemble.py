@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxr_core.checkpoint import ENSEMBLE
 from cxr_core.errors import CheckpointError
 from cxr_core.models.registry import create_model, get_model_spec, list_models
 

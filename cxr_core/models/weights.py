@@ -22,7 +22,6 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from cxr_core.checkpoint import describe_misfit
 from cxr_core.errors import CheckpointError, ConfigError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -264,3 +263,36 @@ def load_weights(model: nn.Module, spec: "ModelSpec", state: Mapping[str, torch.
     model.load_state_dict(merged, strict=True)
     loaded = sum(1 for k in state if k in target and k not in skipped_head)
     return LoadResult(loaded=loaded, skipped_head=tuple(skipped_head))
+
+
+def check_fit(expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            f"weights in {path} do not fit the architecture named in its model card: "
+            + describe_misfit(missing, unexpected, wrong_shape)
+        )
+
+
+def describe_misfit(missing: Sequence[str], unexpected: Sequence[str], wrong_shape: Sequence[str], limit: int = 8) -> str:
+    """How a weight file fails to fit a model, in one line: loading a checkpoint and loading
+    pretrained weights report it alike, whatever the number of keys involved."""
+
+    def clip(items: Sequence[str]) -> str:
+        shown = ", ".join(list(items)[:limit])
+        return f"[{shown}{f', ... ({len(items) - limit} more)' if len(items) > limit else ''}]"
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing tensors {clip(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors {clip(unexpected)}")
+    if wrong_shape:
+        parts.append(f"{len(wrong_shape)} tensors of another shape {clip(wrong_shape)}")
+    return "; ".join(parts)

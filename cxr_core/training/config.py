@@ -20,8 +20,8 @@ from typing import Any, Union
 import yaml
 
 from cxr_core.errors import ConfigError
-from cxr_core.settings import check_known_keys
-from cxr_core.tta import TTA_MODES
+from cxr_core.utils.settings import check_known_keys
+from cxr_core.models.tta import TTA_MODES
 
 
 @dataclass
@@ -93,7 +93,7 @@ class EMAConfig:
 class EvalConfig:
     n_boot: int = 1000
     batch_size: int = 64
-    tta: str = "none"  # test-time augmentation of the final validation and of the shipped card (cxr_core.tta)
+    tta: str = "none"  # test-time augmentation of the final validation and of the shipped card (cxr_core.models.tta)
 
 
 @dataclass
@@ -101,7 +101,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessSection = field(default_factory=PreprocessSection)
-    augment: dict[str, Any] = field(default_factory=dict)  # keyword arguments of cxr_core.data.AugmentConfig
+    augment: dict[str, Any] = field(default_factory=dict)  # keyword arguments of cxr_core.data.dataset.AugmentConfig
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -204,7 +204,7 @@ class TrainConfig:
             )
             _need(ok, "model.finetune", f"must be all, head, last:N or a list of parameter prefixes, not {self.model.finetune!r}")
         if self.augment:
-            from cxr_core.data import AugmentConfig
+            from cxr_core.data.dataset import AugmentConfig
 
             check_known_keys(AugmentConfig, self.augment, "setting", "augment.")
 

@@ -8,21 +8,23 @@ the data on disk has changed since).
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cxr_core.datasets import load_dataset
+from cxr_core.data.formats import load_dataset
 from cxr_core.errors import ConfigError, DatasetError
-from cxr_core.manifest import SPLITS, Manifest
-from cxr_core.splits import assign_splits, check_leakage
+from cxr_core.data.manifest import SPLITS, Manifest
+from cxr_core.data.splits import assign_splits, check_leakage
 from cxr_core.training.config import DataConfig
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
-    from cxr_core.checkpoint import ModelCard
+    from cxr_core.models.card import ModelCard
 
 
 def build_manifest(data: DataConfig) -> Manifest:
@@ -55,8 +57,8 @@ def data_config_of(
     elif data.path and not Path(data.path).exists():
         found = _moved_along(card, Path(checkpoint), data.path)
         if found is not None and found.exists():
-            print(f"The card's data {data.path} is not here; using {found}, where it sits relative to the "
-                  "checkpoint as when the model was trained.", file=sys.stderr)
+            logger.warning("The card's data %s is not here; using %s, where it sits relative to the "
+                           "checkpoint as when the model was trained.", data.path, found)
             data.path = str(found)
             data.cache_dir = str(_moved_along(card, Path(checkpoint), data.cache_dir))
         else:

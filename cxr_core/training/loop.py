@@ -4,7 +4,7 @@ Per epoch: train (AMP on CUDA, gradient accumulation), predict the whole validat
 log, keep the best model by the monitored metric (macro AUROC over classes with both
 positives and negatives in validation for multilabel; balanced accuracy for multiclass),
 and save everything needed to resume, atomically. At the end the best checkpoint is
-evaluated on validation through :mod:`cxr_core.evaluation` (the same code as
+evaluated on validation through :mod:`cxr_core.evaluation.run` (the same code as
 ``cxr evaluate``): thresholds are chosen there, and the card's validation numbers are the
 ones written to ``eval/val/report.json``.
 
@@ -17,6 +17,7 @@ kernels, so runs agree to rounding only.
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import copy
 import json
@@ -32,17 +33,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from cxr_core.cache import ImageCache
-from cxr_core.atomic import write_text_atomically
-from cxr_core.checkpoint import ModelCard, save_checkpoint, software_versions
-from cxr_core.data import AugmentConfig, CXRDataset, eval_transform, train_transform
+from cxr_core.artifacts.run_dir import RunDir
+from cxr_core.data.cache import ImageCache
+from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.models.card import ModelCard, software_versions
+from cxr_core.models.checkpoint import save_checkpoint
+from cxr_core.data.dataset import AugmentConfig, CXRDataset, eval_transform, train_transform
 from cxr_core.errors import CheckpointError, ConfigError
-from cxr_core.tta import activate
-from cxr_core.losses import build_loss, class_weights_from_labels, pos_weight_from_labels
-from cxr_core.manifest import Manifest
+from cxr_core.models.tta import activate
+from cxr_core.training.losses import build_loss, class_weights_from_labels, pos_weight_from_labels
+from cxr_core.data.manifest import Manifest
 from cxr_core.metrics import balanced_accuracy, roc_auc
 from cxr_core.models import apply_finetune, create_model, freeze_bn_stats, get_model_spec
-from cxr_core.preprocessing import PreprocessConfig
+from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.training.config import TrainConfig
 from cxr_core.training.data_setup import build_manifest, data_card, require_monitorable
 from cxr_core.training.distributed import DistContext, init_distributed, shutdown_distributed
@@ -50,10 +53,8 @@ from cxr_core.training.sampling import EpochSampler, SeededItems, worker_init
 from cxr_core.training.schedule import LRSchedule
 from cxr_core.training.state import capture_rng, load_train_state, restore_rng, save_train_state, seed_everything
 
-BEST_FILE = "model.safetensors"
-LAST_FILE = "last.safetensors"
-LOG_FILE = "training_log.jsonl"
-CONFIG_FILE = "config.yaml"
+logger = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -166,6 +167,7 @@ class Trainer:
         self.ctx = ctx
         self.progress = progress and ctx.is_main
         self.out_dir = Path(config.out_dir)
+        self.run_dir = RunDir(self.out_dir)
         self.device = ctx.device
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.channels_last = config.channels_last
@@ -305,13 +307,13 @@ class Trainer:
         self.bad_epochs = int(state["bad_epochs"])
         self.elapsed = float(state["elapsed"])
         if int(state["world_size"]) != self.ctx.world_size and self.ctx.is_main:
-            print(f"warning: resuming a {state['world_size']}-process run with {self.ctx.world_size} processes; "
-                  "the sample order changes from here on")
+            logger.warning("resuming a %s-process run with %s processes; the sample order changes from here on",
+                           state["world_size"], self.ctx.world_size)
         restore_rng(state["rng"])
         self.history = self._read_log(keep_before=self.start_epoch)
 
     def _read_log(self, keep_before: int) -> list[dict]:
-        path = self.out_dir / LOG_FILE
+        path = self.run_dir.training_log
         if not path.is_file():
             return []
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -437,7 +439,7 @@ class Trainer:
         return (self.ema.model if self.ema else self.model).state_dict()
 
     def _log(self, row: dict) -> None:
-        path = self.out_dir / LOG_FILE
+        path = self.run_dir.training_log
         lines = [json.dumps(r, allow_nan=False) for r in (*self.history, row)]
         write_text_atomically(path, "\n".join(lines) + "\n")
         self.history.append(row)
@@ -448,12 +450,12 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume()
-        elif (self.out_dir / "train_state.pt").exists():  # every rank checks, so all stop together
+        elif self.run_dir.state.exists():  # every rank checks, so all stop together
             raise ConfigError(
                 f"{self.out_dir} already holds a training run; pass --resume to continue it or choose another --out"
             )
         if self.ctx.is_main:
-            write_text_atomically(self.out_dir / CONFIG_FILE, c.to_yaml())
+            write_text_atomically(self.run_dir.config, c.to_yaml())
         stopped_early = False
         last_epoch = c.epochs if stop_after_epochs is None else min(c.epochs, self.start_epoch + stop_after_epochs)
         epoch = self.start_epoch - 1
@@ -486,8 +488,8 @@ class Trainer:
                 }
                 card = self._card(epoch + 1, False, {"note": "provisional: epoch-level metrics; final numbers are written when training ends"})
                 if improved:
-                    save_checkpoint(self.out_dir / BEST_FILE, self._weights(), card, half=c.half_weights)
-                save_checkpoint(self.out_dir / LAST_FILE, self._weights(), card)
+                    save_checkpoint(self.run_dir.model, self._weights(), card, half=c.half_weights)
+                save_checkpoint(self.run_dir.last, self._weights(), card)
                 self._log(row)
                 save_train_state(self.out_dir, self._state(epoch))
                 if self.progress:
@@ -506,8 +508,8 @@ class Trainer:
         self.ctx.barrier()
         return TrainResult(
             out_dir=self.out_dir,
-            best_checkpoint=self.out_dir / BEST_FILE,
-            last_checkpoint=self.out_dir / LAST_FILE,
+            best_checkpoint=self.run_dir.model,
+            last_checkpoint=self.run_dir.last,
             monitor=self.monitor,
             best_metric=self.best_metric,
             best_epoch=self.best_epoch + 1,
@@ -520,17 +522,17 @@ class Trainer:
 
     def _finish(self, epochs_run: int, stopped_early: bool) -> dict:
         """Evaluate the best checkpoint on validation, pick thresholds, write the final card."""
-        from cxr_core.evaluation import finalise_checkpoint
+        from cxr_core.evaluation.run import finalise_checkpoint
 
         c = self.config
-        best = self.out_dir / BEST_FILE
+        best = self.run_dir.model
         if not best.is_file():
             raise CheckpointError(
                 f"no epoch produced a defined {self.monitor}, so no best model was saved in {self.out_dir}"
             )
         card = self._card(epochs_run, stopped_early, {})
         return finalise_checkpoint(
-            best, card, self.val_manifest, self.cache, self.out_dir / "eval" / "val",
+            best, card, self.val_manifest, self.cache, self.run_dir.eval_dir("val"),
             n_boot=c.eval.n_boot, seed=c.seed, batch_size=c.eval.batch_size,
             device=self.device, half=c.half_weights, progress=self.progress,
         )

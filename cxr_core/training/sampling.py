@@ -69,7 +69,7 @@ class SeededItems(Dataset):
     """Batches of ``dataset`` drawn with RNGs seeded from ``(seed, epoch, the batch's indices)``.
 
     The sampler decides each epoch's batches, so this makes every augmentation draw a pure
-    function of (seed, epoch, position); :class:`cxr_core.data.CXRDataset` augments a whole
+    function of (seed, epoch, position); :class:`cxr_core.data.dataset.CXRDataset` augments a whole
     batch at once (``__getitems__``), hence one seed per batch rather than per image. The
     caller's generator states are restored afterwards, so with ``num_workers=0`` the main
     process's dropout randomness is untouched by data loading.

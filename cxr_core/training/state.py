@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxr_core.atomic import write_atomically
+from cxr_core.artifacts.run_dir import STATE_FILE
+from cxr_core.utils.atomic import write_atomically
 from cxr_core.errors import CheckpointError
 
-STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
 
 

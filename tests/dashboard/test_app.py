@@ -18,8 +18,8 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from streamlit.testing.v1 import AppTest
 
-from cxr_core.checkpoint import read_model_card
-from cxr_core.review_store import ReviewStore
+from cxr_core.models.checkpoint import read_model_card
+from cxr_core.artifacts.review_store import ReviewStore
 from tests.checkpoint_fixtures import build_catalog, build_checkpoint_dir, write_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -153,8 +153,8 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     table = shown_table(at, "positive findings")
     assert list(table["file"]) == names
     # probabilities equal the Predictor's own, and positives follow the card's 0.5 thresholds
-    from cxr_core.imaging import load_image
-    from cxr_core.inference import Predictor
+    from cxr_core.data.imaging import load_image
+    from cxr_core.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(catalog["tiny_a"] / "model.safetensors")
     expected = predictor.predict([load_image(b, name=n) for n, b, _ in good])
@@ -186,7 +186,7 @@ def test_predict_multiclass_calls_the_most_probable_class(env, catalog, tmp_path
 
 def test_predict_uses_the_active_threshold_set(env, catalog, tmp_path):
     store_dir = catalog["tiny_b"]
-    from cxr_core.model_catalog import read_entry
+    from cxr_core.artifacts.catalog import read_entry
 
     store = read_entry(store_dir).threshold_store()
     store.save("everything", dict.fromkeys(store.classes, 0.0))

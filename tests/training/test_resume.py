@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.training import train
-from cxr_core.training.state import STATE_FILE, load_train_state
+from cxr_core.artifacts.run_dir import STATE_FILE
+from cxr_core.training.state import load_train_state
 
 
 def _weights(path):

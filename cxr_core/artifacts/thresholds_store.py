@@ -1,0 +1,219 @@
+"""Named decision-threshold sets stored next to a checkpoint.
+
+A model outputs probabilities; turning them into "finding present" needs one threshold per
+class, and the right values depend on the clinical use (screening wants sensitivity, triage
+wants specificity). Reviewers tune these in the dashboard and save them under a name:
+
+```
+<checkpoint dir>/thresholds/<name>.json     {name, thresholds {class: float}, method, notes, created}
+<checkpoint dir>/thresholds/active.txt      the name of the set Predict uses
+<checkpoint dir>/thresholds/history/        every overwritten version, time-stamped
+```
+
+Writes go through a temporary file, ``fsync`` and ``os.replace`` so a crash or a second
+browser tab never leaves a half-written set, and overwriting a name first moves the previous
+file into ``history/`` so no set is ever lost. Without any saved set, the thresholds stored in
+the model card (chosen on the validation split at training time) are the active set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+try:  # POSIX: serialise save() across threads and processes so no version slips past history/
+    import fcntl
+except ImportError:  # pragma: no cover - Windows keeps atomic writes, without the cross-process lock
+    fcntl = None
+
+from cxr_core.artifacts.run_dir import RunDir
+from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.errors import ThresholdSetError, UnknownClassError
+
+CARD_SET = "card"
+"""Name of the built-in set holding the model card's thresholds; it cannot be overwritten."""
+
+ACTIVE_FILE = "active.txt"
+HISTORY_DIR = "history"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ThresholdSet:
+    """One named mapping class -> probability threshold, with how it was chosen."""
+
+    name: str
+    thresholds: dict[str, float]
+    method: str = ""
+    notes: str = ""
+    created: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "thresholds": dict(self.thresholds),
+            "method": self.method,
+            "notes": self.notes,
+            "created": self.created,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` stripped, or raise when it could escape the folder or is reserved."""
+    clean = str(name).strip()
+    if not _NAME_RE.match(clean) or ".." in clean or clean.lower().endswith(".json"):
+        raise ThresholdSetError(
+            f"'{name}' is not a usable threshold-set name; use 1-64 letters, digits, spaces, "
+            "'_', '-' or '.', starting with a letter or digit (no '/', '..' or '.json')"
+        )
+    if clean.lower() in (CARD_SET, "active", HISTORY_DIR):
+        raise ThresholdSetError(f"'{clean}' is a reserved name; choose another name for the threshold set")
+    return clean
+
+
+def validate_thresholds(thresholds: Mapping[str, float], classes: Iterable[str]) -> dict[str, float]:
+    """Check every class is known and every value is a probability; keep the model's class order."""
+    classes = list(classes)
+    unknown = [c for c in thresholds if c not in classes]
+    if unknown:
+        raise UnknownClassError(
+            f"threshold set names classes the model does not predict: {', '.join(map(str, unknown))}; "
+            f"the model's classes are: {', '.join(classes)}"
+        )
+    clean: dict[str, float] = {}
+    for cls in classes:
+        if cls not in thresholds:
+            continue
+        try:
+            value = float(thresholds[cls])
+        except (TypeError, ValueError):
+            raise ThresholdSetError(f"threshold for '{cls}' is {thresholds[cls]!r}, not a number between 0 and 1") from None
+        if math.isnan(value) or not 0.0 <= value <= 1.0:
+            raise ThresholdSetError(f"threshold for '{cls}' is {value}; thresholds must lie between 0 and 1")
+        clean[cls] = value
+    return clean
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ThresholdStore:
+    """The threshold sets of one checkpoint directory.
+
+    ``classes`` are the model's classes (values for other classes are refused);
+    ``card_thresholds`` are the model card's thresholds, served as the set named ``card``.
+    """
+
+    def __init__(self, checkpoint_dir: str | os.PathLike, classes: Iterable[str],
+                 card_thresholds: Mapping[str, float] | None = None) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.folder = RunDir(self.checkpoint_dir).thresholds
+        self.classes = tuple(classes)
+        card = {c: float(v) for c, v in (card_thresholds or {}).items() if c in self.classes}
+        self._card = ThresholdSet(CARD_SET, {c: card.get(c, 0.5) for c in self.classes},
+                                  method="model card", notes="chosen on the validation split at training time")
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{validate_name(name)}.json"
+
+    def names(self) -> list[str]:
+        """Saved set names (sorted), preceded by the model card's set."""
+        saved = sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
+        return [CARD_SET, *saved]
+
+    def load(self, name: str) -> ThresholdSet:
+        """A saved set; classes missing from an older file fall back to the card's values."""
+        if name == CARD_SET:
+            return self._card
+        path = self._path(name)
+        if not path.is_file():
+            raise ThresholdSetError(f"no threshold set named '{name}' in {self.folder}; saved sets: {', '.join(self.names())}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            values = data["thresholds"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ThresholdSetError(f"threshold set file {path} is unreadable ({exc}); delete or fix it") from None
+        merged = {**self._card.thresholds, **validate_thresholds(values, self.classes)}
+        return ThresholdSet(str(data.get("name", name)), merged, str(data.get("method", "")),
+                            str(data.get("notes", "")), str(data.get("created", "")), dict(data.get("extra", {})))
+
+    def save(self, name: str, thresholds: Mapping[str, float], *, method: str = "", notes: str = "",
+             extra: Mapping | None = None) -> ThresholdSet:
+        """Save a set; an existing set of that name is first moved to ``history/``."""
+        clean_name = validate_name(name)
+        values = validate_thresholds(thresholds, self.classes)
+        missing = [c for c in self.classes if c not in values]
+        if missing:
+            raise ThresholdSetError(f"threshold set '{clean_name}' lacks values for: {', '.join(missing)}")
+        new = ThresholdSet(clean_name, values, method, notes, _now(), dict(extra or {}))
+        path = self._path(clean_name)
+        with self._locked():
+            if path.is_file():
+                self._keep_previous(path)
+            write_text_atomically(path, json.dumps(new.to_dict(), indent=2))
+        return new
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        with open(self.folder / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _keep_previous(self, path: Path) -> None:
+        history = self.folder / HISTORY_DIR
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        target = history / f"{path.stem}.{stamp}-{uuid.uuid4().hex[:6]}.json"
+        write_text_atomically(target, path.read_text(encoding="utf-8"))
+
+    def history(self, name: str) -> list[Path]:
+        """Earlier versions of a set, oldest first."""
+        clean = validate_name(name)
+        folder = self.folder / HISTORY_DIR
+        return sorted(folder.glob(f"{clean}.[0-9]*Z-*.json")) if folder.is_dir() else []
+
+    def active_name(self) -> str:
+        """Name of the active set; ``card`` when none was chosen or the chosen one is gone."""
+        path = self.folder / ACTIVE_FILE
+        if not path.is_file():
+            return CARD_SET
+        name = path.read_text(encoding="utf-8").strip()
+        return name if name in self.names() else CARD_SET
+
+    def active(self) -> ThresholdSet:
+        return self.load(self.active_name())
+
+    def set_active(self, name: str) -> None:
+        if name != CARD_SET and not self._path(name).is_file():
+            raise ThresholdSetError(f"cannot activate '{name}': no such threshold set in {self.folder}")
+        write_text_atomically(self.folder / ACTIVE_FILE, name + "\n")
+
+    def compare(self, first: str, second: str) -> pd.DataFrame:
+        """One row per class: both thresholds and their difference (second - first)."""
+        a, b = self.load(first), self.load(second)
+        frame = pd.DataFrame({
+            "class": list(self.classes),
+            first: [a.thresholds[c] for c in self.classes],
+            second if second != first else f"{second} (2)": [b.thresholds[c] for c in self.classes],
+        })
+        frame["difference"] = frame.iloc[:, 2] - frame.iloc[:, 1]
+        return frame

@@ -1,0 +1,1 @@
+"""The ``cxr`` command line: argument parsing and output only; every command calls library functions."""

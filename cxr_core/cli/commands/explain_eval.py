@@ -1,0 +1,53 @@
+"""``cxr explain-eval``: score heatmaps against NIH bounding boxes (pointing game, IoU)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "explain-eval",
+        help="check heatmaps against radiologist bounding boxes",
+        description="For every box whose finding the model predicts: pointing-game hit (heatmap maximum inside "
+        "the box), IoU of the heatmap above --level with the box, and the hit rate of a pointer that always "
+        "picks the image centre, per class and overall.",
+    )
+    p.add_argument("--checkpoint", required=True, help="model .safetensors file")
+    p.add_argument("--images", required=True, help="folder holding the boxed images (by file name)")
+    p.add_argument("--bbox", required=True, help="NIH BBox_List_2017.csv")
+    p.add_argument("--method", default="gradcam", help="explanation method (default gradcam)")
+    p.add_argument("--level", type=float, default=0.5, help="heatmap level (fraction of its maximum) for IoU")
+    p.add_argument("--original-size", type=int, default=1024, help="pixel size the box coordinates refer to")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", help="optional CSV file for the per-box results")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxr_core.errors import ConfigError
+    from cxr_core.inference.explain import method_class
+    from cxr_core.inference.predictor import Predictor
+    from cxr_core.inference.localisation import evaluate_localisation, load_bboxes
+
+    method_class(args.method)
+    if not 0.0 < args.level <= 1.0:
+        raise ConfigError(f"--level must lie in (0, 1], not {args.level}")
+    boxes = load_bboxes(args.bbox)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    result = evaluate_localisation(
+        predictor, boxes, args.images, method=args.method, level=args.level,
+        batch_size=args.batch_size, original_size=args.original_size,
+    )
+    print(f"{args.method} vs {args.bbox} (IoU at level {args.level})")
+    print(result.format_table())
+    for reason, count in result.skipped.items():
+        if count:
+            print(f"skipped {count} boxes: {reason}", file=sys.stderr)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        result.per_box.to_csv(args.out, index=False)
+    return 0

@@ -1,0 +1,97 @@
+"""``cxr predict``: probabilities (and optionally heatmaps) for image files and folders."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cxr_core.data.imaging import SUPPORTED_EXTENSIONS
+from cxr_core.models.tta import TTA_MODES
+
+ALL_POSITIVE = "all-positive"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict findings for image files or folders",
+        description="Writes OUT/predictions.csv (path, one probability column per class, findings, error); "
+        "unreadable files get their error in their row and the run goes on.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--checkpoint", required=True, help="model .safetensors file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--heatmaps", action="store_true", help="also write heatmap overlays to OUT/heatmaps/")
+    p.add_argument("--method", default="gradcam",
+                   help="explanation method: gradcam (default), gradcam++, xgradcam, layercam, eigencam, scorecam")
+    p.add_argument("--class", dest="class_name", default=ALL_POSITIVE,
+                   help=f"class to explain, or '{ALL_POSITIVE}' for every positive finding (default)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2, help="threads decoding images while the model runs")
+    p.add_argument("--tta", choices=TTA_MODES, default=None,
+                   help="test-time augmentation: none, or hflip (average with the mirrored image); "
+                        "default: what the model card's validation numbers used")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(handler=run)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
+
+
+def _heatmap_names(paths: list[Path]) -> dict[Path, str]:
+    """File stem per image, suffixed with its row number only where stems collide."""
+    counts = Counter(p.stem for p in paths)
+    return {p: _slug(p.stem) if counts[p.stem] == 1 else f"{_slug(p.stem)}_{i + 1}" for i, p in enumerate(paths)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxr_core.inference.explain import explain_batch, method_class, overlay_png
+    from cxr_core.inference.predictor import Predictor, collect_image_paths
+
+    if args.heatmaps:
+        method_class(args.method)  # an unknown method fails before the model is loaded
+    paths = collect_image_paths(args.paths, SUPPORTED_EXTENSIONS)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta)
+    classes = predictor.classes
+    explain_class = None
+    if args.heatmaps and args.class_name != ALL_POSITIVE:
+        explain_class = classes[predictor.label_space.index(args.class_name)]
+
+    out = Path(args.out)
+    heat_dir = out / "heatmaps"
+    (heat_dir if args.heatmaps else out).mkdir(parents=True, exist_ok=True)
+    names = _heatmap_names(paths)
+    errors = 0
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle, \
+            tqdm(total=len(paths), desc="predict", unit="img") as bar:
+        writer = csv.writer(handle)
+        writer.writerow(["path", *classes, "findings", "error"])
+        results = predictor.iter_predict_files(
+            paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps
+        )
+        for result in results:
+            if result.prediction is None:
+                errors += 1
+                writer.writerow([result.path, *([""] * len(classes)), "", result.error])
+            else:
+                pred = result.prediction
+                writer.writerow([result.path, *(repr(pred.probabilities[c]) for c in classes),
+                                 ";".join(pred.positive), ""])
+                if args.heatmaps:
+                    targets = [explain_class] if explain_class else pred.positive
+                    maps = explain_batch(predictor, [result.image] * len(targets), targets, args.method)
+                    for cls, heatmap in zip(targets, maps):
+                        png = overlay_png(result.image.pixels, heatmap)
+                        (heat_dir / f"{names[Path(result.path)]}__{_slug(cls)}.png").write_bytes(png)
+                result.image = None
+            handle.flush()
+            bar.update(1)
+    print(f"wrote {out / 'predictions.csv'}: {len(paths)} images, {errors} unreadable", file=sys.stderr)
+    return 1 if errors == len(paths) else 0

@@ -1,0 +1,124 @@
+"""File-system helpers shared by the dataset adapters.
+
+Kept apart from the adapters so that every format applies the same rules for what counts as an
+image, which files are ignored, how a patient is recognised from a file name, and what happens
+when a label file names an image that is not on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cxr_core.errors import DatasetError
+from cxr_core.data.imaging import SUPPORTED_EXTENSIONS as IMAGE_EXTENSIONS
+
+Missing = Literal["error", "drop"]
+
+# File-name conventions that carry the patient, so images of one patient never straddle splits.
+_PATIENT_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"^(person\d+)_", re.IGNORECASE),  # Kermany: person123_bacteria_456
+    re.compile(r"^(NORMAL2-IM-\d+)-\d+$", re.IGNORECASE),  # Kermany: NORMAL2-IM-1427-0001
+    re.compile(r"^(IM-\d+)-\d+$", re.IGNORECASE),  # Kermany: IM-0115-0001
+    re.compile(r"^(\d{8})_\d{3}$"),  # NIH ChestX-ray14 file names reused by other sets: 00001280_004
+)
+
+_EXISTENCE_PROGRESS_FROM = 20_000
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-files and OS/zip debris (``.DS_Store``, ``__MACOSX``) are never data."""
+    return name.startswith(".") or name.startswith("__")
+
+
+def is_image_file(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def patient_id_from_filename(stem: str) -> str:
+    """Patient from a file stem by the known naming conventions; otherwise the stem itself.
+
+    Falling back to the stem treats every image as its own patient, which is the only safe
+    assumption when the name carries no patient (it cannot create leakage that is not there).
+    """
+    for pattern in _PATIENT_PATTERNS:
+        match = pattern.match(stem)
+        if match:
+            return match.group(1)
+    return stem
+
+
+def first_items(items: Iterable[object], total: int | None = None, limit: int = 5) -> str:
+    """``a, b, c (and 12 more)`` for error messages that must name the offending rows."""
+    items = list(items)
+    total = len(items) if total is None else total
+    shown = ", ".join(str(i) for i in items[:limit])
+    more = total - min(limit, len(items))
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def csv_rows(frame: pd.DataFrame, mask: "pd.Series | np.ndarray", limit: int = 5) -> str:
+    """Spreadsheet row numbers (header = row 1) plus image ids of the rows selected by ``mask``."""
+    mask = np.asarray(mask, dtype=bool)
+    positions = np.flatnonzero(mask)
+    ids = frame["image_id"].to_numpy()[positions] if "image_id" in frame else [""] * len(positions)
+    items = [f"row {p + 2} ({i})" if i != "" else f"row {p + 2}" for p, i in zip(positions[:limit], ids[:limit])]
+    return first_items(items, total=len(positions), limit=limit)
+
+
+def existing_mask(paths: "pd.Series | list[str]", *, desc: str = "checking image files") -> np.ndarray:
+    """Which paths exist; shows progress when there are enough to take noticeable time."""
+    paths = list(paths)
+    show = len(paths) >= _EXISTENCE_PROGRESS_FROM
+    return np.fromiter(
+        (os.path.isfile(p) for p in tqdm(paths, desc=desc, unit="file", disable=not show, leave=False)),
+        dtype=bool,
+        count=len(paths),
+    )
+
+
+def apply_missing_policy(
+    frame: pd.DataFrame, missing: Missing, *, where: str, hint: str, exists: np.ndarray | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Enforce the missing-image policy on ``frame['path']``; returns the kept rows and how many were dropped.
+
+    ``error`` (the default everywhere) refuses to build a manifest that would fail halfway through
+    training; ``drop`` is for the common case of a full label CSV next to a downloaded subset
+    of images, and the count dropped is reported so the shrinkage is never silent. ``exists``
+    spares the disk when the caller already indexed the image folders.
+    """
+    if missing not in ("error", "drop"):
+        raise DatasetError(f"missing must be 'error' or 'drop', not {missing!r}")
+    exists = existing_mask(frame["path"]) if exists is None else np.asarray(exists, dtype=bool)
+    n_missing = int((~exists).sum())
+    if n_missing == 0:
+        return frame, 0
+    if missing == "error":
+        shown = first_items(frame.loc[~exists, "path"], total=n_missing)
+        raise DatasetError(
+            f"{n_missing} of {len(frame)} images listed in {where} are not on disk: {shown}. "
+            f"Check the image folder, or {hint} to use only the images that are present."
+        )
+    kept = frame.loc[exists].reset_index(drop=True)
+    if kept.empty:
+        raise DatasetError(f"none of the {len(frame)} images listed in {where} is on disk; check the image folder")
+    return kept, n_missing
+
+
+def index_images(folders: Iterable[Path]) -> dict[str, str]:
+    """File name -> absolute path for every image under ``folders`` (walked once, sorted, first wins)."""
+    index: dict[str, str] = {}
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+            for name in sorted(filenames):
+                if not is_hidden(name) and is_image_file(name):
+                    index.setdefault(name, os.path.join(os.path.abspath(dirpath), name))
+    return index

@@ -1,0 +1,182 @@
+"""Class activation maps (the Grad-CAM family) and overlays for a :class:`Predictor`.
+
+Wraps pytorch-grad-cam. Two choices differ from its defaults, on purpose:
+
+- The target of a class is its raw logit. ``ClassifierOutputSoftmaxTarget`` would mix in the
+  other classes of a multilabel model, and ``BinaryClassifierOutputTarget`` flips the sign of
+  negative logits, so a confidently *absent* finding would be explained as if present.
+- The CAM object is released in ``finally`` by :func:`_cam_session` rather than by the CAM's
+  own ``__exit__``, which in 1.5.7 prints and swallows any ``IndexError`` raised inside the
+  ``with`` block; hooks are removed after every call either way.
+
+Maps are computed at network input size and resized back to the image's own resolution, so
+they can be laid over the radiograph the user sees. ``eigencam`` is class-agnostic (the first
+principal component of the activations, sign-corrected, see :class:`SignCorrectedEigenCAM`);
+the other methods explain the requested class.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+from torch import nn
+
+from cxr_core.errors import ConfigError
+from cxr_core.inference.predictor import ImageInput, Predictor, image_pixels
+
+Heatmap = np.ndarray
+"""float32 (H, W) in [0, 1] at the resolution of the explained image."""
+
+
+
+class SignCorrectedEigenCAM(EigenCAM):
+    """EigenCAM with the principal component oriented so its larger extreme is positive.
+
+    SVD leaves the component's sign arbitrary; with the library's plain projection the ReLU
+    that follows zeroes the salient region whenever the sign comes out negative, and the map
+    highlights the background instead. Orientation follows Seg-Eigen-CAM (Chung & Ying 2025, eq. 13).
+    """
+
+    def get_cam_image(self, input_tensor, target_layer, target_category, activations, grads, eigen_smooth):
+        return get_2d_projection_with_sign_correction(activations)
+
+
+METHODS: dict[str, type[BaseCAM]] = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "eigencam": SignCorrectedEigenCAM,
+    "scorecam": ScoreCAM,
+}
+
+# Score-CAM runs one forward pass per activation channel; batching them bounds memory.
+_SCORECAM_BATCH = 32
+
+
+class ClassLogitTarget:
+    """Grad-CAM target: the raw logit of one class (see the module docstring for why)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        return model_output[..., self.index]
+
+
+def method_class(method: str) -> type[BaseCAM]:
+    try:
+        return METHODS[method.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown explanation method '{method}'; choose one of: {', '.join(METHODS)}") from None
+
+
+@contextmanager
+def _cam_session(cam_class: type[BaseCAM], model: nn.Module, layers: list[nn.Module]) -> Iterator[BaseCAM]:
+    cam = cam_class(model=model, target_layers=layers)
+    if cam_class is ScoreCAM:
+        cam.batch_size = _SCORECAM_BATCH
+    try:
+        yield cam
+    finally:
+        cam.activations_and_grads.release()
+
+
+@contextmanager
+def _graph_starts_at(layers: list[nn.Module]) -> Iterator[None]:
+    """Make the target layers' outputs the start of the autograd graph.
+
+    Grad-CAM needs gradients only from the logits back to this layer. With frozen weights and
+    this cut, nothing before the layer records a graph and backward stops here, so an
+    explanation costs about one forward pass instead of a forward plus a full backward.
+    The clone keeps the returned tensor a non-leaf, because models such as DenseNet apply an
+    in-place ReLU to it. Registered before the CAM's own hooks, which then see this tensor.
+    """
+
+    def cut(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output.detach().requires_grad_(True).clone()
+
+    handles = [layer.register_forward_hook(cut) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def explain_batch(
+    predictor: Predictor,
+    images: Sequence[ImageInput],
+    class_names: Sequence[str],
+    method: str = "gradcam",
+) -> list[Heatmap]:
+    """One heatmap per (image, class name) pair, each at its image's resolution.
+
+    Unknown class → ``UnknownClassError``; unknown method → ``ConfigError`` listing the methods.
+    Runs on the predictor's explanation copy of the model, one call at a time.
+    """
+    if len(images) != len(class_names):
+        raise ValueError(f"explain_batch needs one class per image: {len(images)} images, {len(class_names)} classes")
+    if not images:
+        return []
+    cam_class = method_class(method)
+    indices = [predictor.label_space.index(name) for name in class_names]
+    shapes = [image_pixels(im, i)[0].shape for i, im in enumerate(images)]
+    batch = predictor.prepare(images)
+    with predictor.explanation_model() as model, torch.enable_grad():
+        layers = predictor.target_layers(model)
+        with _graph_starts_at(layers), _cam_session(cam_class, model, layers) as cam:
+            maps = cam(input_tensor=batch, targets=[ClassLogitTarget(i) for i in indices])
+    return [_to_shape(m, shape) for m, shape in zip(maps, shapes)]
+
+
+def explain(predictor: Predictor, image: ImageInput, class_name: str, method: str = "gradcam") -> Heatmap:
+    """Heatmap of where ``class_name`` draws its evidence in ``image`` (float32, image resolution, [0, 1])."""
+    return explain_batch(predictor, [image], [class_name], method)[0]
+
+
+def _to_shape(cam: np.ndarray, shape: tuple[int, int]) -> Heatmap:
+    """Back from network input size to the image's own (H, W), values kept in [0, 1]."""
+    cam = np.nan_to_num(cam.astype(np.float32), nan=0.0)
+    height, width = shape
+    if cam.shape != (height, width):
+        cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(cam, 0.0, 1.0).astype(np.float32)
+
+
+def overlay(gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colormap: str = "jet") -> np.ndarray:
+    """Heatmap coloured with ``colormap`` blended over the radiograph: uint8 (H, W, 3) RGB.
+
+    A heatmap of a different size (e.g. from a downscaled copy) is resized to the image.
+    """
+    import matplotlib
+
+    if gray.ndim != 2 or heatmap.ndim != 2:
+        raise ValueError(f"overlay needs two 2-D arrays, got shapes {gray.shape} and {heatmap.shape}")
+    if not 0.0 <= opacity <= 1.0:
+        raise ConfigError(f"overlay opacity must lie between 0 and 1, not {opacity}")
+    try:
+        cmap = matplotlib.colormaps[colormap]
+    except KeyError:
+        raise ConfigError(f"unknown colormap '{colormap}'; try jet, inferno, viridis or turbo") from None
+    heat = _to_shape(heatmap, gray.shape)
+    base = np.clip(gray.astype(np.float32), 0.0, 1.0)[..., None]
+    colour = cmap(heat)[..., :3].astype(np.float32)
+    blended = (1.0 - opacity) * base + opacity * colour
+    return np.round(blended * 255.0).astype(np.uint8)
+
+
+def overlay_png(gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colormap: str = "jet") -> bytes:
+    """:func:`overlay` encoded as PNG bytes (for download buttons and ``cxr predict --heatmaps``)."""
+    buffer = io.BytesIO()
+    Image.fromarray(overlay(gray, heatmap, opacity, colormap)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,414 @@
+"""Prediction from one checkpoint, shared safely by every dashboard session and the CLI.
+
+One :class:`Predictor` is built per checkpoint and shared across threads (Streamlit's
+``st.cache_resource``), so:
+
+- ``predict`` runs under ``torch.inference_mode()`` on a model in ``eval()`` mode and keeps
+  no per-call state on the object, so any number of threads may call it at once.
+- Explanations need forward hooks and gradients. Hooks registered on a module fire for
+  *every* forward pass through it, whichever thread runs it, and ``backward`` writes
+  gradient state; done on the shared model, one session's Grad-CAM would capture another
+  session's activations. Explanations therefore run on a separate copy of the model, one at
+  a time, behind a lock (:meth:`Predictor.explanation_model`). Predictions never wait for it.
+
+Images take exactly the path ``cxr evaluate`` takes (``to_cache_array`` at the cache size,
+then ``eval_tensor``), so a probability shown in the dashboard equals the one in the
+evaluation report for the same image.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cxr_core.models.card import ModelCard
+
+from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, read_model_card
+from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
+from cxr_core.data.imaging import LoadedImage, load_image
+from cxr_core.data.labels import LabelSpace
+from cxr_core.models import get_model_spec, list_models
+from cxr_core.models.ensemble import ensemble_target_layers
+from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
+from cxr_core.models.tta import check_tta, class_probabilities
+
+ImageInput = LoadedImage | np.ndarray
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Probabilities of one image and the findings called positive at ``thresholds``.
+
+    Multilabel: a class is positive when its probability reaches its threshold.
+    Multiclass: the single most probable class (thresholds are recorded but not used).
+    """
+
+    probabilities: dict[str, float]
+    positive: list[str]
+    thresholds: dict[str, float]
+    name: str = ""
+
+
+@dataclass
+class FileResult:
+    """Outcome for one file of a batch run: a prediction, or the reason the file was skipped."""
+
+    path: str
+    prediction: Prediction | None = None
+    error: str = ""
+    image: LoadedImage | None = field(default=None, repr=False)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def image_pixels(image: ImageInput, position: int = 0) -> tuple[np.ndarray, str]:
+    """Gray float32 (H, W) pixels and a display name; uint8 arrays are scaled to [0, 1]."""
+    if isinstance(image, LoadedImage):
+        pixels, name = image.pixels, image.name
+    elif isinstance(image, np.ndarray):
+        pixels, name = image, f"image #{position + 1}"
+    else:
+        raise TypeError(f"expected a LoadedImage or a numpy array, got {type(image).__name__}")
+    if pixels.ndim != 2 or min(pixels.shape) < 1:
+        raise ImageLoadError(
+            f"{name}: expected one grayscale image of shape (height, width), got an array of shape "
+            f"{pixels.shape}; read files with cxr_core.data.imaging.load_image."
+        )
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / 255.0, name
+    return pixels.astype(np.float32, copy=False), name
+
+
+class Predictor:
+    """A checked model plus its label space, preprocessing and thresholds.
+
+    Build it with :meth:`from_checkpoint`; the constructor is for callers that already hold a
+    model (tests, benchmarks) and must supply the layer Grad-CAM reads.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        label_space: LabelSpace,
+        preprocess: PreprocessConfig,
+        target_layer: Callable[[nn.Module], nn.Module | list[nn.Module]],
+        thresholds: dict[str, float] | None = None,
+        architecture: str = "",
+        card: ModelCard | None = None,
+        device: str | torch.device = "auto",
+        tta: str | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.label_space = label_space
+        self.preprocess = preprocess
+        self.architecture = architecture
+        self.card = card
+        self.tta = check_tta(tta if tta is not None else (card.tta if card is not None else "none"))
+        self._target_layer = target_layer
+        self.thresholds = self._checked_thresholds(thresholds or {}, origin="checkpoint")
+        self._explain_lock = threading.Lock()
+        self._explain_model: nn.Module | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "auto",
+        expect_architecture: str | None = None,
+        expect_classes: Sequence[str] | None = None,
+        tta: str | None = None,
+        warmup: bool = True,
+    ) -> "Predictor":
+        """Load, check and warm up a checkpoint; refuse anything that does not fit.
+
+        ``tta=None`` scores images the way the model card's validation numbers were computed.
+
+        Raises ``CheckpointError`` naming the file and the mismatch (wrong architecture or
+        classes, unregistered architecture, missing preprocessing, corrupt file).
+        """
+        _check_architecture_registered(read_model_card(path), path)
+        ckpt = load_checkpoint(path, expect_architecture=expect_architecture, expect_classes=expect_classes)
+        card = ckpt.card
+        label_space, preprocess = _checked_card(ckpt, path)
+        model = ckpt.build_model()
+        predictor = cls(
+            model,
+            label_space=label_space,
+            preprocess=preprocess,
+            target_layer=_target_layer_of(card),
+            thresholds=dict(card.thresholds or {}),
+            architecture=card.architecture,
+            card=card,
+            device=device,
+            tta=tta,
+        )
+        if warmup:
+            predictor.warmup()
+        return predictor
+
+    def warmup(self) -> None:
+        """One dummy forward so the first real request does not pay for lazy initialisation."""
+        size = self.preprocess.input_size
+        with torch.inference_mode():
+            self.model(torch.zeros(1, self.preprocess.in_chans, size, size, device=self.device))
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.label_space.classes
+
+    def target_layers(self, model: nn.Module) -> list[nn.Module]:
+        """The layers Grad-CAM reads (one per ensemble member), found in ``model``, the
+        predictor's model or its explanation copy."""
+        layers = self._target_layer(model)
+        return list(layers) if isinstance(layers, (list, tuple)) else [layers]
+
+    # ------------------------------------------------------------------ thresholds
+
+    def _checked_thresholds(self, thresholds: dict[str, float], *, origin: str) -> dict[str, float]:
+        merged = {cls: DEFAULT_THRESHOLD for cls in self.classes}
+        for name, value in thresholds.items():
+            cls = self.classes[self.label_space.index(name)]
+            value = float(value)
+            if not 0.0 <= value <= 1.0:  # also refuses NaN
+                raise ConfigError(f"{origin} threshold for '{cls}' is {value}; thresholds must lie between 0 and 1.")
+            merged[cls] = value
+        return merged
+
+    def resolve_thresholds(self, thresholds: dict[str, float] | None = None) -> dict[str, float]:
+        """The checkpoint's thresholds overridden per class by ``thresholds`` (unknown class → UnknownClassError)."""
+        if not thresholds:
+            return dict(self.thresholds)
+        return self._checked_thresholds({**self.thresholds, **thresholds}, origin="given")
+
+    # ------------------------------------------------------------------ tensors
+
+    def cache_array(self, image: ImageInput, position: int = 0) -> np.ndarray:
+        """The uint8 array the image cache would hold for this image (the decode-side half of preprocessing)."""
+        pixels, _ = image_pixels(image, position)
+        return to_cache_array(pixels, self.preprocess.cache_size)
+
+    def tensor_from_cache_arrays(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        """(B, C, S, S) network input from cache arrays, on the predictor's device."""
+        batch = eval_tensor(np.stack(arrays), self.preprocess)
+        return batch.to(self.device)
+
+    def prepare(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """(B, C, S, S) network input for images, exactly as evaluation would build it."""
+        return self.tensor_from_cache_arrays([self.cache_array(im, i) for i, im in enumerate(images)])
+
+    def probabilities_of(self, batch: torch.Tensor) -> np.ndarray:
+        """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass)."""
+        with torch.inference_mode():
+            probs = class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta)
+        return probs.cpu().numpy()
+
+    # ------------------------------------------------------------------ predictions
+
+    def predict_probabilities(self, images: Sequence[ImageInput], *, batch_size: int = 16) -> np.ndarray:
+        """(N, C) float32 probabilities in the order of ``images`` and ``classes``."""
+        _check_batch_size(batch_size)
+        out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            arrays = [self.cache_array(im, start + i) for i, im in enumerate(chunk)]
+            out.append(self.probabilities_of(self.tensor_from_cache_arrays(arrays)))
+        return np.concatenate(out)
+
+    def to_predictions(
+        self, probabilities: np.ndarray, names: Sequence[str], thresholds: dict[str, float]
+    ) -> list[Prediction]:
+        """Wrap (N, C) probabilities into :class:`Prediction` objects using resolved thresholds."""
+        results = []
+        for row, name in zip(probabilities, names):
+            probs = {cls: float(p) for cls, p in zip(self.classes, row)}
+            if self.label_space.multilabel:
+                positive = [cls for cls in self.classes if probs[cls] >= thresholds[cls]]
+            else:
+                positive = [self.classes[int(np.argmax(row))]]
+            results.append(Prediction(probs, positive, dict(thresholds), name))
+        return results
+
+    def predict(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        thresholds: dict[str, float] | None = None,
+        batch_size: int = 16,
+    ) -> list[Prediction]:
+        """Probabilities and positive findings for each image (thread-safe)."""
+        used = self.resolve_thresholds(thresholds)
+        probs = self.predict_probabilities(images, batch_size=batch_size)
+        names = [im.name if isinstance(im, LoadedImage) else f"image #{i + 1}" for i, im in enumerate(images)]
+        return self.to_predictions(probs, names, used)
+
+    def iter_predict_files(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        thresholds: dict[str, float] | None = None,
+        batch_size: int = 16,
+        workers: int = 2,
+        keep_images: bool = False,
+    ) -> Iterator[FileResult]:
+        """Predict files in order, decoding upcoming files in threads while the model runs.
+
+        A file that cannot be read yields a result with ``error`` set; the run goes on.
+        ``keep_images`` attaches the decoded image (for heatmaps) to each result.
+        """
+        _check_batch_size(batch_size)
+        used = self.resolve_thresholds(thresholds)
+        paths = [os.fspath(p) for p in paths]
+        # Decoding runs up to two batches ahead of the model, bounding memory on huge folders.
+        ahead = 2 * batch_size
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cxr-decode") as pool:
+            pending: list[Future] = [pool.submit(self._decode, p, keep_images) for p in paths[:ahead]]
+            next_index = len(pending)
+            done = 0
+            while done < len(paths):
+                batch_futures = pending[:batch_size]
+                pending = pending[batch_size:]
+                while next_index < len(paths) and len(pending) < ahead:
+                    pending.append(pool.submit(self._decode, paths[next_index], keep_images))
+                    next_index += 1
+                decoded = [f.result() for f in batch_futures]
+                ok = [d for d in decoded if d[1] is not None]
+                if ok:
+                    probs = self.probabilities_of(self.tensor_from_cache_arrays([d[1] for d in ok]))
+                    preds = iter(self.to_predictions(probs, [d[0].path for d in ok], used))
+                for result, array in decoded:
+                    if array is not None:
+                        result.prediction = next(preds)
+                    yield result
+                done += len(batch_futures)
+
+    def predict_files(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        thresholds: dict[str, float] | None = None,
+        batch_size: int = 16,
+        workers: int = 2,
+    ) -> list[FileResult]:
+        """All of :meth:`iter_predict_files` as a list (images not kept)."""
+        return list(self.iter_predict_files(paths, thresholds=thresholds, batch_size=batch_size, workers=workers))
+
+    def _decode(self, path: str, keep_image: bool) -> tuple[FileResult, np.ndarray | None]:
+        try:
+            image = load_image(path)
+            array = self.cache_array(image)
+        except CXRError as exc:
+            return FileResult(path, error=str(exc)), None
+        except (OSError, ValueError) as exc:
+            return FileResult(path, error=f"{path}: could not be read ({exc})."), None
+        return FileResult(path, image=image if keep_image else None), array
+
+    # ------------------------------------------------------------------ explanations
+
+    @contextmanager
+    def explanation_model(self) -> Iterator[nn.Module]:
+        """Exclusive use of the explanation copy of the model (see the module docstring for why).
+
+        The copy's parameters do not require gradients: Grad-CAM needs gradients with respect
+        to one layer's activations only (see ``cxr_core.inference.explain._graph_starts_at``).
+        """
+        with self._explain_lock:
+            if self._explain_model is None:
+                replica = copy.deepcopy(self.model).eval()
+                for param in replica.parameters():
+                    param.requires_grad_(False)
+                self._explain_model = replica
+            yield self._explain_model
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, not {batch_size}")
+
+
+def _target_layer_of(card: ModelCard) -> Callable[[nn.Module], nn.Module | list[nn.Module]]:
+    if card.members:
+        return lambda model: ensemble_target_layers(model, card.members)
+    return get_model_spec(card.architecture).target_layer
+
+
+def _check_architecture_registered(card: ModelCard, path: str | os.PathLike[str]) -> None:
+    if card.members:
+        return  # the ensemble builder names any member architecture this version lacks
+    if card.architecture not in list_models():
+        raise CheckpointError(
+            f"{path}: architecture '{card.architecture}' is not available in this version of cxr_core "
+            f"(available: {', '.join(list_models())}). Upgrade cxr_core or use a checkpoint of a listed architecture."
+        )
+
+
+def _checked_card(ckpt: Checkpoint, path: str | os.PathLike[str]) -> tuple[LabelSpace, PreprocessConfig]:
+    """Checks beyond file integrity: what the Predictor itself relies on."""
+    card = ckpt.card
+    try:
+        label_space = LabelSpace.from_dict(card.label_space)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the model card's label space is invalid ({exc}).") from exc
+    if label_space.num_classes != card.num_classes:
+        raise CheckpointError(
+            f"{path}: the model card declares {card.num_classes} outputs but its label space lists "
+            f"{label_space.num_classes} classes; the checkpoint is inconsistent, re-export it."
+        )
+    if not card.preprocess:
+        raise CheckpointError(
+            f"{path}: the model card has no preprocessing settings, so images cannot be prepared the way "
+            "the model was trained. Re-export the checkpoint with cxr train/export."
+        )
+    try:
+        preprocess = PreprocessConfig.from_dict(card.preprocess)
+    except (CXRError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: the model card's preprocessing settings are invalid ({exc}).") from exc
+    if preprocess.in_chans != card.in_chans:
+        raise CheckpointError(
+            f"{path}: preprocessing produces {preprocess.in_chans} channel(s) but the model expects "
+            f"{card.in_chans}; the checkpoint is inconsistent, re-export it."
+        )
+    return label_space, preprocess
+
+
+def collect_image_paths(inputs: Iterable[str | os.PathLike[str]], extensions: Iterable[str]) -> list[Path]:
+    """Files as given plus supported images found recursively in folders, sorted per folder.
+
+    Raises ``ImageLoadError`` for a path that does not exist or a folder without images,
+    because both are almost always a typo in the command.
+    """
+    exts = {e.lower() for e in extensions}
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+            if not inside:
+                raise ImageLoadError(f"{path}: the folder contains no images ({', '.join(sorted(exts))}).")
+            found.extend(inside)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise ImageLoadError(f"{path}: no such file or folder.")
+    return found

@@ -1,0 +1,168 @@
+"""The package layout is the architecture: imports only go down the data flow, never in a circle.
+
+Layers, lowest first (a module may import its own layer's package and anything lower):
+errors -> utils -> data, metrics -> models -> artifacts -> evaluation, inference -> training -> cli.
+Packages that share a layer stay independent of each other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "cxr_core"
+
+LAYERS: dict[str, int] = {
+    "": 0,  # cxr_core/__init__.py (version only)
+    "errors": 0,
+    "utils": 1,
+    "data": 2,
+    "metrics": 2,
+    "models": 3,
+    "artifacts": 4,
+    "evaluation": 5,
+    "inference": 5,
+    "training": 6,
+    "cli": 7,
+    "__main__": 8,  # python -m cxr_core: the entry point above everything
+}
+
+
+def module_name(path: Path) -> str:
+    parts = ["cxr_core", *path.relative_to(PACKAGE_ROOT).with_suffix("").parts]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE_ROOT.rglob("*.py")}
+
+
+def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Project modules imported anywhere in a file (top level or inside functions).
+
+    Imports under ``if TYPE_CHECKING:`` are for annotations only and never run, so they are skipped.
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from pkg import sub` imports the submodule; `from pkg import name` the package itself
+            subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+            names = subs if len(subs) == len(node.names) else [node.module, *subs]
+        for name in names:
+            if name in modules:
+                found.add(name)
+    return found
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {name: imports_of(path, modules) - {name} for name, path in modules.items()}
+
+
+def test_every_package_has_a_layer() -> None:
+    unknown = sorted({package_of(m) for m in project_modules()} - set(LAYERS))
+    assert not unknown, f"add these cxr_core packages to LAYERS: {unknown}"
+
+
+def test_no_module_imports_a_layer_above_it_or_a_sibling_package() -> None:
+    offences = []
+    for module, targets in import_graph().items():
+        here = package_of(module)
+        for target in targets:
+            there = package_of(target)
+            if there == here or target == "cxr_core":
+                continue
+            if LAYERS[there] > LAYERS[here] or (LAYERS[there] == LAYERS[here] and there not in ("", "errors")):
+                offences.append(f"{module} -> {target}")
+    assert not offences, "imports against the layering:\n" + "\n".join(sorted(offences))
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    colour: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if colour.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in colour and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        colour[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in colour and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE_ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE_ROOT)))
+def test_library_code_logs_instead_of_printing(path: Path) -> None:
+    if package_of(module_name(path)) in ("cli", "__main__"):
+        return
+    calls = [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+    ]
+    assert not calls, f"{path.name} prints on lines {calls}; use logging (the CLI configures it)"
+
+
+def test_library_never_imports_streamlit() -> None:
+    users = [
+        str(p.relative_to(PACKAGE_ROOT))
+        for p in PACKAGE_ROOT.rglob("*.py")
+        if any(
+            (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "streamlit" for a in n.names))
+            or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "streamlit")
+            for n in ast.walk(ast.parse(p.read_text()))
+        )
+    ]
+    assert not users, f"cxr_core must not import Streamlit: {users}"
+
+
+def test_exception_classes_live_in_errors() -> None:
+    outside = []
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                if any(b.endswith(("Error", "Exception")) for b in bases):
+                    outside.append(f"{path.relative_to(PACKAGE_ROOT)}:{node.name}")
+    assert not outside, f"exception types outside errors.py: {outside}"
