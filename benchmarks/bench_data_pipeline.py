@@ -35,7 +35,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from cxr_core.data.cache import ImageCache
-from cxr_core.data.dataset import AugmentConfig, CXRDataset, collate_batch, train_transform
+from cxr_core.data.dataset import (
+    AugmentConfig,
+    CXRDataset,
+    collate_batch,
+    train_transform,
+)
 from cxr_core.data.labels import NIH14, canonical_name
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig

@@ -19,15 +19,14 @@ from pathlib import Path
 
 import torch
 
-from cxr_core.models.card import ModelCard
-
-from cxr_core.models.checkpoint import save_checkpoint
-from cxr_core.inference.explain import explain
 from cxr_core.data.imaging import load_image
-from cxr_core.inference.predictor import Predictor
 from cxr_core.data.labels import NIH14
-from cxr_core.models import create_model, get_model_spec
 from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.inference.explain import explain
+from cxr_core.inference.predictor import Predictor
+from cxr_core.models import create_model, get_model_spec
+from cxr_core.models.card import ModelCard
+from cxr_core.models.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE_DIR = REPO.parent / "shared" / "data" / "nih14" / "images"

@@ -14,11 +14,11 @@ from pathlib import Path
 import streamlit as st
 
 from cxr_core.artifacts import catalog as model_catalog
-from cxr_core.inference.predictor import Predictor
 from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
-from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.artifacts.review_store import ReviewStore, default_review_dir
+from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.artifacts.thresholds_store import ThresholdSet
+from cxr_core.inference.predictor import Predictor
 
 SELECTED = "cxr_selected_checkpoint"
 EXTRA_DIRS = "cxr_extra_checkpoint_dirs"

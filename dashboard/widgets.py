@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from cxr_core.errors import CXRError
 from cxr_core.artifacts.catalog import CheckpointEntry, check_folder
+from cxr_core.errors import CXRError
 from dashboard import state
 
 TRAIN_HELP = """

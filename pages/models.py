@@ -7,7 +7,12 @@ import json
 import pandas as pd
 import streamlit as st
 
-from cxr_core.artifacts.catalog import CheckpointEntry, class_counts, ensemble_members, per_class_auroc
+from cxr_core.artifacts.catalog import (
+    CheckpointEntry,
+    class_counts,
+    ensemble_members,
+    per_class_auroc,
+)
 from dashboard import charts, state
 from dashboard.widgets import TRAIN_HELP, cxr_errors, fmt
 

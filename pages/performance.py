@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cxr_core.metrics import SortedScores, evaluation_report
 from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun, load_training_log
 from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
+from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores, evaluation_report
 from dashboard import charts, state
 from dashboard.widgets import fmt, require_entry, split_picker
 
@@ -84,8 +84,8 @@ split = split_picker(entry, key="perf_split")
 run = state.eval_run(entry, split)
 for warning in run.warnings:
     st.caption(f"⚠ {warning}")
-task = entry.card.label_space.get("task", "multilabel")
-multilabel = task == "multilabel"
+label_space = entry.card.get_label_space()
+task, multilabel = label_space.task, label_space.multilabel
 active = state.active_thresholds(entry)
 has_predictions = run.predictions is not None
 
@@ -100,7 +100,7 @@ if has_predictions and multilabel:
         source = f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, {BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
 elif report is None and has_predictions:
     run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
-    report = _report_at(run_key, tuple(0.5 for _ in run.classes), task, run)
+    report = _report_at(run_key, tuple(DEFAULT_THRESHOLD for _ in run.classes), task, run)
     source = f"{len(run.predictions)} {split} predictions"
 if report is None:
     st.warning("This evaluation run has neither a readable report.json nor predictions.csv.")

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from cxr_core.data.imaging import ImageLimits, LoadedImage, load_image
 from cxr_core.errors import CXRError
 from cxr_core.inference.explain import METHODS, explain, overlay, overlay_png
-from cxr_core.data.imaging import ImageLimits, LoadedImage, load_image
 from cxr_core.inference.predictor import Predictor
 from dashboard import charts, state
 from dashboard.widgets import cxr_errors, require_entry

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cxr_core.errors import CXRError
-from cxr_core.inference.explain import METHODS, explain, overlay
-from cxr_core.data.imaging import LoadedImage, load_image
-from cxr_core.inference.predictor import Predictor
 from cxr_core.artifacts.catalog import OUTCOMES, resolve_image_path, review_cases
 from cxr_core.artifacts.review_store import EXPORT_COLUMNS, VERDICTS, ReviewStore
+from cxr_core.data.imaging import LoadedImage, load_image
+from cxr_core.errors import CXRError
+from cxr_core.inference.explain import METHODS, explain, overlay
+from cxr_core.inference.predictor import Predictor
 from dashboard import state
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
@@ -107,7 +107,7 @@ if run.predictions is None:
     st.warning(" ".join(run.warnings) or f"No predictions for the {split} split.")
     st.stop()
 store = state.review_store()
-multilabel = entry.card.label_space.get("task", "multilabel") == "multilabel"
+multilabel = entry.card.get_label_space().multilabel
 active = state.active_thresholds(entry)
 checkpoint_id = str(entry.dir)
 

@@ -8,8 +8,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
+from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
+from cxr_core.artifacts.thresholds_store import ThresholdStore
 from cxr_core.errors import CXRError
 from cxr_core.metrics import (
+    DEFAULT_THRESHOLD,
     MAX_F1,
     METHOD_LABELS,
     SENSITIVITY,
@@ -19,9 +23,6 @@ from cxr_core.metrics import (
     curves,
     select_thresholds,
 )
-from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
-from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
-from cxr_core.artifacts.thresholds_store import ThresholdStore
 from dashboard import charts, state
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
@@ -117,7 +118,7 @@ def _editor(entry: CheckpointEntry, run: EvalRun, run_key: str) -> None:
                 for name in group:
                     key = slider_key(entry.name, name)
                     if key not in st.session_state:
-                        st.session_state[key] = float(work.get(name, 0.5))
+                        st.session_state[key] = float(work.get(name, DEFAULT_THRESHOLD))
                     st.slider(name, 0.0, 1.0, step=0.001, format="%.3f", key=key)
     for name in classes:
         work[name] = float(st.session_state[slider_key(entry.name, name)])
@@ -153,7 +154,7 @@ editor = st.fragment(_editor)
 st.title("Thresholds")
 entry = require_entry(need_eval=True)
 store = entry.threshold_store()
-if entry.card.label_space.get("task") == "multiclass":
+if not entry.card.get_label_space().multilabel:
     st.info(f"{entry.name} is a multiclass model: it reports the single most probable class, so there are no "
             "per-class thresholds to tune. See the Performance page for its confusion matrix.")
     st.stop()

@@ -17,13 +17,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cxr_core.models.card import ModelCard
-
-from cxr_core.models.checkpoint import save_checkpoint
+from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.evaluation.run import headline, write_evaluation
 from cxr_core.metrics import evaluation_report
 from cxr_core.models import create_model
-from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.models.card import ModelCard
+from cxr_core.models.checkpoint import save_checkpoint
 
 MULTILABEL_CLASSES = ("Atelectasis", "Cardiomegaly", "Pleural Effusion")
 MULTICLASS_CLASSES = ("Normal", "Pneumonia")

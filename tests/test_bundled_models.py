@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_core.models.checkpoint import load_checkpoint
-from cxr_core.cli.main import main
+from cxr_core.artifacts.catalog import resolve_image_path
 from cxr_core.artifacts.run_dir import load_predictions
+from cxr_core.cli.main import main
 from cxr_core.data.imaging import load_image
 from cxr_core.inference.predictor import Predictor
-from cxr_core.artifacts.catalog import resolve_image_path
+from cxr_core.models.checkpoint import load_checkpoint
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints"
 # bundled model -> its training data under ../shared/data

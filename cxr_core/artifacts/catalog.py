@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_core.models.card import ModelCard
-
-from cxr_core.models.checkpoint import read_model_card
-from cxr_core.errors import CheckpointError, CXRError, UnknownClassError
 from cxr_core.artifacts.run_dir import MODEL_FILE, RunDir, load_predictions
 from cxr_core.artifacts.thresholds_store import ThresholdStore
+from cxr_core.errors import CheckpointError, CXRError, UnknownClassError
+from cxr_core.models.card import ModelCard
+from cxr_core.models.checkpoint import read_model_card
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 

@@ -37,8 +37,8 @@ except ImportError:  # pragma: no cover - Windows keeps atomic writes, without t
     fcntl = None
 
 from cxr_core.artifacts.run_dir import RunDir
-from cxr_core.utils.atomic import write_text_atomically
 from cxr_core.errors import ThresholdSetError, UnknownClassError
+from cxr_core.utils.atomic import write_text_atomically
 
 CARD_SET = "card"
 """Name of the built-in set holding the model card's thresholds; it cannot be overwritten."""

@@ -43,10 +43,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from cxr_core.errors import ConfigError, DatasetError, ImageLoadError
 from cxr_core.data.imaging import load_image
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import to_cache_array
+from cxr_core.errors import ConfigError, DatasetError, ImageLoadError
 
 FORMAT_VERSION = 1  # bump whenever the stored bytes change (layout, or to_cache_array's resizing)
 _MAX_LISTED_FAILURES = 5

@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from cxr_core.data.cache import ImageCache
-from cxr_core.errors import ConfigError
-from cxr_core.utils.settings import check_known_keys
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, normalise
+from cxr_core.errors import ConfigError
+from cxr_core.utils.settings import check_known_keys
 
 _SLICE = 8  # images per transform call inside a batch, see CXRDataset.__getitems__
 

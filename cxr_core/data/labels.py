@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 from cxr_core.errors import UnknownClassError
-
-Task = Literal["multilabel", "multiclass"]
+from cxr_core.utils.tasks import Task
 
 NO_FINDING = "No Finding"
 
@@ -66,11 +64,10 @@ class LabelSpace:
 
     name: str
     classes: tuple[str, ...]
-    task: Task = "multilabel"
+    task: Task = Task.MULTILABEL
 
     def __post_init__(self) -> None:
-        if self.task not in ("multilabel", "multiclass"):
-            raise ValueError(f"task must be 'multilabel' or 'multiclass', not {self.task!r}")
+        object.__setattr__(self, "task", Task.parse(self.task))
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"label space {self.name!r} has duplicate classes: {self.classes}")
         if not self.classes:
@@ -82,7 +79,7 @@ class LabelSpace:
 
     @property
     def multilabel(self) -> bool:
-        return self.task == "multilabel"
+        return self.task is Task.MULTILABEL
 
     def index(self, name: str) -> int:
         """Position of a class, accepting any known spelling (``Effusion`` finds ``Pleural Effusion``)."""
@@ -96,7 +93,7 @@ class LabelSpace:
         )
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "classes": list(self.classes), "task": self.task}
+        return {"name": self.name, "classes": list(self.classes), "task": self.task.value}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LabelSpace":

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_core.utils.atomic import write_atomically, write_text_atomically
-from cxr_core.errors import DatasetError
 from cxr_core.data.labels import LabelSpace
+from cxr_core.errors import DatasetError
+from cxr_core.utils.atomic import write_atomically, write_text_atomically
 
 BASE_COLUMNS: tuple[str, ...] = ("image_id", "path", "patient_id", "view", "split")
 SPLITS: tuple[str, ...] = ("train", "val", "test")

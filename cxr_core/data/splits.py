@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxr_core.errors import DatasetError, LeakageError
 from cxr_core.data.manifest import SPLITS, Manifest
+from cxr_core.errors import DatasetError, LeakageError
 
 _EXAMPLES = 5
 

@@ -12,8 +12,8 @@ and ``eval/val/report.json`` can never disagree.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -23,27 +23,34 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cxr_core.artifacts.run_dir import (
+    LABEL_PREFIX,
+    PREDICTIONS_FILE,
+    PROB_PREFIX,
+    REPORT_FILE,
+    split_arrays,
+)
 from cxr_core.data.cache import ImageCache, cache_key
-from cxr_core.utils.atomic import write_atomically, write_text_atomically
+from cxr_core.data.dataset import CXRDataset, eval_transform
+from cxr_core.data.manifest import Manifest
+from cxr_core.errors import DatasetError
+from cxr_core.metrics import (
+    DEFAULT_THRESHOLD,
+    MAX_F1,
+    bootstrap_cis,
+    evaluation_report,
+    format_report,
+    select_thresholds,
+    to_jsonable,
+)
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from cxr_core.data.dataset import CXRDataset, eval_transform
-from cxr_core.errors import DatasetError
-from cxr_core.data.manifest import Manifest
 from cxr_core.models.tta import class_probabilities
-from cxr_core.metrics import MAX_F1, bootstrap_cis, evaluation_report, format_report, select_thresholds, to_jsonable
-
-from cxr_core.artifacts.run_dir import LABEL_PREFIX, PREDICTIONS_FILE, PROB_PREFIX, REPORT_FILE, split_arrays
+from cxr_core.utils.atomic import write_atomically, write_text_atomically
+from cxr_core.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_THRESHOLD = 0.5
-
-
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _check_classes(checkpoint: Checkpoint, manifest: Manifest) -> None:
@@ -73,7 +80,7 @@ def predict_split(
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     _check_classes(ckpt, manifest)
-    dev = _device(device)
+    dev = resolve_device(device)
     model = ckpt.build_model().to(dev).eval()
     dataset = CXRDataset(manifest, cache, eval_transform(ckpt.preprocess))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -104,7 +111,7 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray, class_names: Sequen
         return {}, "argmax", []
     chosen = select_thresholds(labels, probs, MAX_F1)
     fallback = [c for c, t in zip(class_names, chosen) if not np.isfinite(t)]
-    thresholds = {c: (float(t) if np.isfinite(t) else FALLBACK_THRESHOLD) for c, t in zip(class_names, chosen)}
+    thresholds = {c: (float(t) if np.isfinite(t) else DEFAULT_THRESHOLD) for c, t in zip(class_names, chosen)}
     return thresholds, MAX_F1, fallback
 
 
@@ -156,7 +163,7 @@ def score_predictions(
     labels, probs = split_arrays(predictions, classes)
     groups = predictions["patient_id"].astype(str).to_numpy()
     chosen = card.thresholds if thresholds is None else thresholds
-    vector = [float(chosen.get(c, FALLBACK_THRESHOLD)) for c in classes] if chosen else None
+    vector = [float(chosen.get(c, DEFAULT_THRESHOLD)) for c in classes] if chosen else None
     task = card.label_space["task"]
     report = evaluation_report(labels, probs, classes, task, thresholds=vector, groups=groups, n_boot=n_boot, seed=seed)
     report["headline"] = headline(report, labels, probs, groups, n_boot=n_boot, seed=seed)

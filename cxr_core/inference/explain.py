@@ -25,9 +25,18 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam import (
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+from pytorch_grad_cam.utils.svd_on_activations import (
+    get_2d_projection_with_sign_correction,
+)
 from torch import nn
 
 from cxr_core.errors import ConfigError

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cxr_core.errors import DatasetError
 from cxr_core.data.imaging import load_image
 from cxr_core.data.labels import canonical_name
+from cxr_core.errors import DatasetError
 
 if TYPE_CHECKING:
     from cxr_core.inference.predictor import Predictor

@@ -31,19 +31,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxr_core.models.card import ModelCard
-
-from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, read_model_card
-from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
 from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
-from cxr_core.models import get_model_spec, list_models
-from cxr_core.models.ensemble import ensemble_target_layers
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
+from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
+from cxr_core.metrics import DEFAULT_THRESHOLD
+from cxr_core.models import get_model_spec, list_models
+from cxr_core.models.card import ModelCard
+from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, read_model_card
+from cxr_core.models.ensemble import ensemble_target_layers
 from cxr_core.models.tta import check_tta, class_probabilities
+from cxr_core.utils.device import resolve_device
 
 ImageInput = LoadedImage | np.ndarray
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,6 @@ class FileResult:
     prediction: Prediction | None = None
     error: str = ""
     image: LoadedImage | None = field(default=None, repr=False)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def image_pixels(image: ImageInput, position: int = 0) -> tuple[np.ndarray, str]:

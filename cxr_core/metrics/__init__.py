@@ -6,8 +6,18 @@ See the module docstrings for conventions: ``ranking`` (AUROC, AP, curves), ``co
 """
 
 from cxr_core.metrics._inputs import MetricInputError
-from cxr_core.metrics.bootstrap import STATISTICS, BootstrapCI, bootstrap_ci, bootstrap_cis, resample_weights
-from cxr_core.metrics.calibration import BIN_STRATEGIES, expected_calibration_error, reliability_bins
+from cxr_core.metrics.bootstrap import (
+    STATISTICS,
+    BootstrapCI,
+    bootstrap_ci,
+    bootstrap_cis,
+    resample_weights,
+)
+from cxr_core.metrics.calibration import (
+    BIN_STRATEGIES,
+    expected_calibration_error,
+    reliability_bins,
+)
 from cxr_core.metrics.confusion import (
     METRIC_NAMES,
     SortedScores,
@@ -16,8 +26,20 @@ from cxr_core.metrics.confusion import (
     confusion_matrix,
     threshold_metrics,
 )
-from cxr_core.metrics.ranking import average_precision, curves, pr_curve, ranking_metrics, roc_auc, roc_curve
-from cxr_core.metrics.report import DEFAULT_THRESHOLD, evaluation_report, format_report, to_jsonable
+from cxr_core.metrics.ranking import (
+    average_precision,
+    curves,
+    pr_curve,
+    ranking_metrics,
+    roc_auc,
+    roc_curve,
+)
+from cxr_core.metrics.report import (
+    DEFAULT_THRESHOLD,
+    evaluation_report,
+    format_report,
+    to_jsonable,
+)
 from cxr_core.metrics.thresholds import (
     FIXED,
     MAX_F1,

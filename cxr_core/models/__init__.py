@@ -5,7 +5,14 @@ Importing this package registers every architecture in :mod:`.architectures`.
 
 from cxr_core.models import architectures as _architectures  # noqa: F401  (registers the models)
 from cxr_core.models.finetune import apply_finetune, freeze_bn_stats
-from cxr_core.models.registry import DEFAULT_MODEL, ModelSpec, create_model, get_model_spec, list_models, register_model
+from cxr_core.models.registry import (
+    DEFAULT_MODEL,
+    ModelSpec,
+    create_model,
+    get_model_spec,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -18,6 +18,7 @@ import cxr_core
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import CheckpointError
+from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.models.tta import TTA_MODES
 
 FORMAT_VERSION = 1
@@ -99,7 +100,7 @@ class ModelCard:
         """Thresholds in class order, or None when the card has none (multiclass argmax)."""
         if not self.thresholds:
             return None
-        return [float(self.thresholds.get(c, 0.5)) for c in self.classes]
+        return [float(self.thresholds.get(c, DEFAULT_THRESHOLD)) for c in self.classes]
 
     def to_dict(self) -> dict:
         return asdict(self)

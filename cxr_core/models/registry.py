@@ -13,11 +13,9 @@ from typing import Callable
 
 from torch import nn
 
+from cxr_core.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from cxr_core.errors import ConfigError
 from cxr_core.models import weights as weights_io
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any, Union
 import yaml
 
 from cxr_core.errors import ConfigError
-from cxr_core.utils.settings import check_known_keys
 from cxr_core.models.tta import TTA_MODES
+from cxr_core.utils.settings import check_known_keys
 
 
 @dataclass

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxr_core.data.formats import load_dataset
-from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.data.manifest import SPLITS, Manifest
 from cxr_core.data.splits import assign_splits, check_leakage
+from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.training.config import DataConfig
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ classes, data, split and input normalisation; anything else is refused with the 
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,15 +17,20 @@ import torch
 import yaml
 
 from cxr_core.artifacts.run_dir import RunDir
-from cxr_core.utils.atomic import write_text_atomically
-from cxr_core.models.card import ENSEMBLE, ModelCard
-from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, read_model_card, save_checkpoint
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation.run import finalise_checkpoint, open_cache_for
+from cxr_core.models.card import ENSEMBLE, ModelCard
+from cxr_core.models.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    read_model_card,
+    save_checkpoint,
+)
 from cxr_core.models.ensemble import MemberSpec
 from cxr_core.training.config import EnsembleConfig, TrainConfig, load_config
 from cxr_core.training.data_setup import build_manifest, data_config_of
 from cxr_core.training.loop import train
+from cxr_core.utils.atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ kernels, so runs agree to rounding only.
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import copy
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -35,23 +35,47 @@ from tqdm.auto import tqdm
 
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.data.cache import ImageCache
-from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.data.dataset import (
+    AugmentConfig,
+    CXRDataset,
+    eval_transform,
+    train_transform,
+)
+from cxr_core.data.manifest import Manifest
+from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.errors import CheckpointError, ConfigError
+from cxr_core.metrics import balanced_accuracy, roc_auc
+from cxr_core.models import (
+    apply_finetune,
+    create_model,
+    freeze_bn_stats,
+    get_model_spec,
+)
 from cxr_core.models.card import ModelCard, software_versions
 from cxr_core.models.checkpoint import save_checkpoint
-from cxr_core.data.dataset import AugmentConfig, CXRDataset, eval_transform, train_transform
-from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.models.tta import activate
-from cxr_core.training.losses import build_loss, class_weights_from_labels, pos_weight_from_labels
-from cxr_core.data.manifest import Manifest
-from cxr_core.metrics import balanced_accuracy, roc_auc
-from cxr_core.models import apply_finetune, create_model, freeze_bn_stats, get_model_spec
-from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.training.config import TrainConfig
 from cxr_core.training.data_setup import build_manifest, data_card, require_monitorable
-from cxr_core.training.distributed import DistContext, init_distributed, shutdown_distributed
+from cxr_core.training.distributed import (
+    DistContext,
+    init_distributed,
+    shutdown_distributed,
+)
+from cxr_core.training.losses import (
+    build_loss,
+    class_weights_from_labels,
+    pos_weight_from_labels,
+)
 from cxr_core.training.sampling import EpochSampler, SeededItems, worker_init
 from cxr_core.training.schedule import LRSchedule
-from cxr_core.training.state import capture_rng, load_train_state, restore_rng, save_train_state, seed_everything
+from cxr_core.training.state import (
+    capture_rng,
+    load_train_state,
+    restore_rng,
+    save_train_state,
+    seed_everything,
+)
+from cxr_core.utils.atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxr_core.errors import ConfigError
+from cxr_core.utils.tasks import Task
 
 LossKind = Literal["bce", "ce", "focal"]
 
@@ -148,15 +149,15 @@ def build_loss(
     gamma: float = 2.0,
     alpha: float | None = None,
 ) -> nn.Module:
-    """The loss for a label space's ``task`` ("multilabel" or "multiclass")."""
-    if task == "multilabel":
+    """The loss for a label space's ``task``."""
+    if task == Task.MULTILABEL:
         if kind == "bce":
             return MaskedBCEWithLogitsLoss(pos_weight)
         if kind == "focal":
             return FocalLoss(gamma=gamma, alpha=alpha, pos_weight=pos_weight)
         raise ConfigError(f"loss {kind!r} does not fit a multilabel task; use 'bce' or 'focal'")
-    if task == "multiclass":
+    if task == Task.MULTICLASS:
         if kind == "ce":
             return MaskedCrossEntropyLoss(class_weight)
         raise ConfigError(f"loss {kind!r} does not fit a multiclass task (exactly one class per image); use 'ce'")
-    raise ConfigError(f"unknown task {task!r}; use 'multilabel' or 'multiclass'")
+    raise ConfigError(f"unknown task {task!r}; use one of {', '.join(t.value for t in Task)}")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from cxr_core.artifacts.run_dir import STATE_FILE
-from cxr_core.utils.atomic import write_atomically
 from cxr_core.errors import CheckpointError
+from cxr_core.utils.atomic import write_atomically
 
 STATE_VERSION = 1
 

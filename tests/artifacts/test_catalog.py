@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from cxr_core.models.checkpoint import read_model_card
-from cxr_core.errors import CheckpointError, UnknownClassError
 from cxr_core.artifacts.catalog import (
     check_folder,
     discover_checkpoints,
@@ -21,6 +19,8 @@ from cxr_core.artifacts.catalog import (
     resolve_image_path,
     review_cases,
 )
+from cxr_core.errors import CheckpointError, UnknownClassError
+from cxr_core.models.checkpoint import read_model_card
 from tests.checkpoint_fixtures import MULTILABEL_CLASSES, build_catalog
 
 

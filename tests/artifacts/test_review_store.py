@@ -9,7 +9,11 @@ import threading
 
 import pytest
 
-from cxr_core.artifacts.review_store import EXPORT_COLUMNS, ReviewStore, ReviewStoreError
+from cxr_core.artifacts.review_store import (
+    EXPORT_COLUMNS,
+    ReviewStore,
+    ReviewStoreError,
+)
 
 
 @pytest.fixture

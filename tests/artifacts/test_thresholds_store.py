@@ -7,8 +7,12 @@ import threading
 
 import pytest
 
+from cxr_core.artifacts.thresholds_store import (
+    CARD_SET,
+    ThresholdSetError,
+    ThresholdStore,
+)
 from cxr_core.errors import UnknownClassError
-from cxr_core.artifacts.thresholds_store import CARD_SET, ThresholdSetError, ThresholdStore
 
 CLASSES = ("Atelectasis", "Cardiomegaly", "Pleural Effusion")
 CARD = {"Atelectasis": 0.3, "Cardiomegaly": 0.4, "Pleural Effusion": 0.6}

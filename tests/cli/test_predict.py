@@ -10,15 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr_core.models.card import ModelCard
-
-from cxr_core.models.checkpoint import save_checkpoint
 from cxr_core.cli.main import main
 from cxr_core.data.imaging import load_image
-from cxr_core.inference.predictor import Predictor
 from cxr_core.data.labels import NIH14
-from cxr_core.models import create_model
 from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.inference.predictor import Predictor
+from cxr_core.models import create_model
+from cxr_core.models.card import ModelCard
+from cxr_core.models.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from streamlit.testing.v1 import AppTest
 
-from cxr_core.models.checkpoint import read_model_card
 from cxr_core.artifacts.review_store import ReviewStore
+from cxr_core.models.checkpoint import read_model_card
 from tests.checkpoint_fixtures import build_catalog, build_checkpoint_dir, write_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -19,11 +19,11 @@ from torch.utils.data import DataLoader
 import cxr_core.data.cache as cache_module
 from cxr_core.data.cache import ImageCache
 from cxr_core.data.dataset import CXRDataset, collate_batch, eval_transform
-from cxr_core.errors import DatasetError
 from cxr_core.data.imaging import load_image
 from cxr_core.data.labels import NIH14, LabelSpace
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
+from cxr_core.errors import DatasetError
 
 SIZE = 64
 

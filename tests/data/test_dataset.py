@@ -14,11 +14,18 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms.v2 import functional as TF
 
 from cxr_core.data.cache import ImageCache
-from cxr_core.data.dataset import AugmentConfig, CXRDataset, collate_batch, eval_transform, train_transform
-from cxr_core.errors import ConfigError, DatasetError
+from cxr_core.data.dataset import (
+    AugmentConfig,
+    CXRDataset,
+    collate_batch,
+    eval_transform,
+    train_transform,
+)
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor
+from cxr_core.errors import ConfigError, DatasetError
+
 
 def make_manifest(paths: list[Path], label_space: LabelSpace) -> Manifest:
     rows = []

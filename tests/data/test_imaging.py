@@ -26,8 +26,13 @@ from pydicom.uid import (
 )
 
 from cxr_core.data import imaging
+from cxr_core.data.imaging import (
+    SUPPORTED_EXTENSIONS,
+    ImageLimits,
+    LoadedImage,
+    load_image,
+)
 from cxr_core.errors import ImageLoadError
-from cxr_core.data.imaging import SUPPORTED_EXTENSIONS, ImageLimits, LoadedImage, load_image
 
 RNG = np.random.default_rng(1234)
 

@@ -9,9 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr_core.errors import ConfigError, ImageLoadError
 from cxr_core.data.imaging import load_image
-from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, prepare_image, to_cache_array
+from cxr_core.data.preprocessing import (
+    PreprocessConfig,
+    eval_tensor,
+    prepare_image,
+    to_cache_array,
+)
+from cxr_core.errors import ConfigError, ImageLoadError
 
 MEAN = np.array(PreprocessConfig().mean, dtype=np.float32)
 STD = np.array(PreprocessConfig().std, dtype=np.float32)

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from cxr_core.data.formats import load_nih
-from cxr_core.errors import DatasetError, LeakageError
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.splits import assign_splits, check_leakage, leakage_report
+from cxr_core.errors import DatasetError, LeakageError
 
 SPACE = LabelSpace("toy", ("Common", "Rare"))
 

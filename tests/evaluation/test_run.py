@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_core.models.checkpoint import load_checkpoint
-from cxr_core.cli.main import main
-from cxr_core.errors import DatasetError
 from cxr_core.artifacts.run_dir import load_predictions
-from cxr_core.evaluation.run import evaluate_checkpoint
+from cxr_core.cli.main import main
 from cxr_core.data.imaging import load_image
+from cxr_core.errors import DatasetError
+from cxr_core.evaluation.run import evaluate_checkpoint
 from cxr_core.inference.predictor import Predictor
+from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.training import TrainConfig, train
 from cxr_core.training.data_setup import build_manifest
 

@@ -11,11 +11,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cxr_core.errors import ConfigError, UnknownClassError
-from cxr_core.inference.explain import METHODS, ClassLogitTarget, explain, explain_batch, overlay, overlay_png
-from cxr_core.inference.predictor import Predictor
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.errors import ConfigError, UnknownClassError
+from cxr_core.inference.explain import (
+    METHODS,
+    ClassLogitTarget,
+    explain,
+    explain_batch,
+    overlay,
+    overlay_png,
+)
+from cxr_core.inference.predictor import Predictor
 
 # Square in the original image: rows 20..39, cols 60..84 of a 80x100 image.
 SQUARE = (slice(20, 40), slice(60, 85))

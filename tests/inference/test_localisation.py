@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from cxr_core.errors import DatasetError
-from cxr_core.inference.predictor import Predictor
 from cxr_core.data.labels import LabelSpace
+from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.errors import DatasetError
 from cxr_core.inference.localisation import (
     box_mask,
     center_hit,
@@ -22,7 +22,7 @@ from cxr_core.inference.localisation import (
     scale_box,
     summarise,
 )
-from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.inference.predictor import Predictor
 
 
 def test_box_mask_covers_pixel_centres_inside_the_box():
@@ -148,12 +148,11 @@ def test_evaluate_localisation_end_to_end(tmp_path):
 def test_explain_eval_cli_on_real_boxes(nih14_root, tmp_path, capsys):
     import shutil
 
-    from cxr_core.models.card import ModelCard
-
-    from cxr_core.models.checkpoint import save_checkpoint
     from cxr_core.cli.main import main
     from cxr_core.data.labels import NIH14
     from cxr_core.models import create_model
+    from cxr_core.models.card import ModelCard
+    from cxr_core.models.checkpoint import save_checkpoint
 
     boxes = load_bboxes(nih14_root / "BBox_List_2017.csv")
     chosen = boxes.drop_duplicates("finding").head(3)

@@ -12,16 +12,21 @@ import pytest
 import torch
 
 from cxr_core.data.cache import ImageCache
-from cxr_core.models.card import ModelCard
-from cxr_core.models.checkpoint import save_checkpoint
-from cxr_core.errors import CheckpointError, ConfigError, ImageLoadError, UnknownClassError
-from cxr_core.evaluation.run import predict_split
 from cxr_core.data.imaging import load_image
-from cxr_core.inference.predictor import Predictor, collect_image_paths
 from cxr_core.data.labels import NIH14, LabelSpace
 from cxr_core.data.manifest import Manifest
-from cxr_core.models import create_model
 from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.errors import (
+    CheckpointError,
+    ConfigError,
+    ImageLoadError,
+    UnknownClassError,
+)
+from cxr_core.evaluation.run import predict_split
+from cxr_core.inference.predictor import Predictor, collect_image_paths
+from cxr_core.models import create_model
+from cxr_core.models.card import ModelCard
+from cxr_core.models.checkpoint import save_checkpoint
 
 PREPROCESS = PreprocessConfig(cache_size=64, input_size=48, in_chans=1)
 

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from sklearn.calibration import calibration_curve
 
-from cxr_core.metrics import MetricInputError, expected_calibration_error, reliability_bins
+from cxr_core.metrics import (
+    MetricInputError,
+    expected_calibration_error,
+    reliability_bins,
+)
 
 
 def test_ece_hand_computed():

@@ -6,7 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from cxr_core.errors import CXRError

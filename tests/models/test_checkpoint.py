@@ -11,13 +11,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cxr_core.models.card import FORMAT_VERSION, ModelCard
-from cxr_core.models.checkpoint import CARD_KEY, load_checkpoint, read_model_card, save_checkpoint
-from cxr_core.utils.atomic import write_atomically
-from cxr_core.errors import CheckpointError
 from cxr_core.data.labels import LabelSpace
-from cxr_core.models import create_model
 from cxr_core.data.preprocessing import PreprocessConfig
+from cxr_core.errors import CheckpointError
+from cxr_core.models import create_model
+from cxr_core.models.card import FORMAT_VERSION, ModelCard
+from cxr_core.models.checkpoint import (
+    CARD_KEY,
+    load_checkpoint,
+    read_model_card,
+    save_checkpoint,
+)
+from cxr_core.utils.atomic import write_atomically
 
 CLASSES = ("Atelectasis", "Cardiomegaly", "Pleural Effusion")
 

@@ -7,7 +7,12 @@ import torch
 from torch import nn
 
 from cxr_core.errors import ConfigError
-from cxr_core.models import apply_finetune, create_model, freeze_bn_stats, get_model_spec
+from cxr_core.models import (
+    apply_finetune,
+    create_model,
+    freeze_bn_stats,
+    get_model_spec,
+)
 
 
 def _count(module: nn.Module) -> int:

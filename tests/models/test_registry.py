@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from cxr_core.errors import ConfigError
-from cxr_core.models import DEFAULT_MODEL, create_model, get_model_spec, list_models, register_model
+from cxr_core.models import (
+    DEFAULT_MODEL,
+    create_model,
+    get_model_spec,
+    list_models,
+    register_model,
+)
 from cxr_core.models.weights import adapt_first_conv
 
 # channels of the Grad-CAM layer and its spatial size for a 64x64 input

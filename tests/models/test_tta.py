@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from cxr_core.models.card import ModelCard
 from cxr_core.errors import CheckpointError, ConfigError
-from cxr_core.training import TrainConfig
+from cxr_core.models.card import ModelCard
 from cxr_core.models.tta import TTA_MODES, class_probabilities
+from cxr_core.training import TrainConfig
 
 
 class _LeftMinusRight(nn.Module):

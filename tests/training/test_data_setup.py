@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cxr_core.models.card import ModelCard
 from cxr_core.errors import DatasetError
+from cxr_core.models.card import ModelCard
 from cxr_core.training.data_setup import data_config_of
 
 

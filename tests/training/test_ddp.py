@@ -10,8 +10,8 @@ import sys
 import pytest
 import yaml
 
-from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.artifacts.run_dir import load_predictions
+from cxr_core.models.checkpoint import load_checkpoint
 
 
 def test_torchrun_two_processes_on_cpu(class_folders, cache_dir, tmp_path, make_config):

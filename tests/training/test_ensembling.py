@@ -11,17 +11,17 @@ import pytest
 import torch
 import yaml
 
-from cxr_core.models.checkpoint import load_checkpoint
-from cxr_core.cli.main import main
-from cxr_core.training.ensembling import combine_checkpoints
-from cxr_core.errors import CheckpointError, ConfigError
-from cxr_core.artifacts.run_dir import load_predictions
-from cxr_core.inference.explain import explain
-from cxr_core.data.imaging import load_image
-from cxr_core.inference.predictor import Predictor
 from cxr_core.artifacts.catalog import ensemble_members
+from cxr_core.artifacts.run_dir import load_predictions
+from cxr_core.cli.main import main
+from cxr_core.data.imaging import load_image
+from cxr_core.errors import CheckpointError, ConfigError
+from cxr_core.inference.explain import explain
+from cxr_core.inference.predictor import Predictor
+from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.models.ensemble import Ensemble, build_ensemble
 from cxr_core.training import TrainConfig, train
+from cxr_core.training.ensembling import combine_checkpoints
 
 MEMBER_SIZES = {"a": 64, "b": 48}
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from cxr_core.models.checkpoint import load_checkpoint
-from cxr_core.errors import ConfigError
 from cxr_core.artifacts.run_dir import load_predictions
+from cxr_core.errors import ConfigError
+from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.training import TrainConfig, train
 from cxr_core.training.distributed import init_distributed, shutdown_distributed
 from cxr_core.training.loop import Trainer, resolve_amp

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cxr_core.artifacts.run_dir import STATE_FILE
 from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.training import train
-from cxr_core.artifacts.run_dir import STATE_FILE
 from cxr_core.training.state import load_train_state
 
 

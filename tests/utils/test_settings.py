@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pytest
 
 from cxr_core.data.dataset import AugmentConfig
-from cxr_core.errors import ConfigError
 from cxr_core.data.preprocessing import PreprocessConfig
-from cxr_core.utils.settings import check_known_keys
+from cxr_core.errors import ConfigError
 from cxr_core.training import TrainConfig
+from cxr_core.utils.settings import check_known_keys
 
 
 @dataclass

@@ -21,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxr_core.training.ensembling import train_ensemble
     from cxr_core.metrics import format_report
     from cxr_core.training.config import EnsembleConfig
+    from cxr_core.training.ensembling import train_ensemble
 
     config = EnsembleConfig.from_yaml(args.config)
     report = train_ensemble(config, progress=not args.no_progress)

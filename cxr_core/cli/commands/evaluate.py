@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cxr_core.artifacts.run_dir import RunDir
-    from cxr_core.models.checkpoint import read_model_card
     from cxr_core.evaluation.run import evaluate_checkpoint
+    from cxr_core.models.checkpoint import read_model_card
     from cxr_core.training.data_setup import build_manifest, data_config_of
 
     checkpoint = Path(args.checkpoint)

@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cxr_core.errors import ConfigError
     from cxr_core.inference.explain import method_class
-    from cxr_core.inference.predictor import Predictor
     from cxr_core.inference.localisation import evaluate_localisation, load_bboxes
+    from cxr_core.inference.predictor import Predictor
 
     method_class(args.method)
     if not 0.0 < args.level <= 1.0:

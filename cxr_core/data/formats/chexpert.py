@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.data.formats.files import Missing, apply_missing_policy, csv_rows
-from cxr_core.errors import DatasetError
 from cxr_core.data.labels import CHEXPERT14
 from cxr_core.data.manifest import Manifest
+from cxr_core.errors import DatasetError
 
 Policy = Literal["ones", "zeros", "ignore"]
 POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore")

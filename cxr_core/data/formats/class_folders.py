@@ -14,10 +14,17 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from cxr_core.data.formats.files import IMAGE_EXTENSIONS, first_items, is_hidden, is_image_file, patient_id_from_filename
-from cxr_core.errors import DatasetError
-from cxr_core.data.labels import LabelSpace, Task, canonical_name
+from cxr_core.data.formats.files import (
+    IMAGE_EXTENSIONS,
+    first_items,
+    is_hidden,
+    is_image_file,
+    patient_id_from_filename,
+)
+from cxr_core.data.labels import LabelSpace, canonical_name
 from cxr_core.data.manifest import Manifest
+from cxr_core.errors import DatasetError
+from cxr_core.utils.tasks import Task
 
 SPLIT_FOLDERS: dict[str, str] = {
     "train": "", "training": "", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test",
@@ -86,7 +93,7 @@ def load_class_folders(
     root: str | Path,
     *,
     classes: Sequence[str] | None = None,
-    task: Task = "multiclass",
+    task: Task = Task.MULTICLASS,
     label_from: Literal["folder", "kermany3"] = "folder",
 ) -> Manifest:
     """Read a class-per-folder dataset; ``classes`` fixes the class order (default: sorted names).

@@ -10,11 +10,16 @@ import pandas as pd
 
 from cxr_core.data.formats.chexpert import is_chexpert_header, load_chexpert
 from cxr_core.data.formats.class_folders import load_class_folders, subfolders
+from cxr_core.data.formats.disease_folders import (
+    dataset_folder,
+    is_disease_folder,
+    load_disease_folders,
+)
 from cxr_core.data.formats.files import is_hidden, is_image_file
-from cxr_core.data.formats.disease_folders import dataset_folder, is_disease_folder, load_disease_folders
-from cxr_core.data.formats.nih import CSV_NAMES, REQUIRED_COLUMNS as NIH_COLUMNS, load_nih
-from cxr_core.errors import DatasetError
+from cxr_core.data.formats.nih import CSV_NAMES, load_nih
+from cxr_core.data.formats.nih import REQUIRED_COLUMNS as NIH_COLUMNS
 from cxr_core.data.manifest import Manifest
+from cxr_core.errors import DatasetError
 
 FORMATS: tuple[str, ...] = ("nih", "chexpert", "folders", "disease-folders")
 _ASK = "pass --format nih|chexpert|folders|disease-folders"

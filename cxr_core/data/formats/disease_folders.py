@@ -17,9 +17,10 @@ import pandas as pd
 
 from cxr_core.data.formats.class_folders import list_images, subfolders
 from cxr_core.data.formats.files import first_items, patient_id_from_filename
-from cxr_core.errors import DatasetError
 from cxr_core.data.labels import LabelSpace, canonical_name
 from cxr_core.data.manifest import Manifest
+from cxr_core.errors import DatasetError
+from cxr_core.utils.tasks import Task
 
 LABEL_SPACE_NAME = "disease_folders"
 
@@ -92,4 +93,4 @@ def load_disease_folders(root: str | Path) -> Manifest:
     )
     frame = pd.concat([frame, labels.reset_index(drop=True).astype(np.float32)], axis=1)
     source = f"disease folders ({base})" + (f"; {skipped} non-image files skipped" if skipped else "")
-    return Manifest(frame, LabelSpace(LABEL_SPACE_NAME, tuple(classes), "multilabel"), source)
+    return Manifest(frame, LabelSpace(LABEL_SPACE_NAME, tuple(classes), Task.MULTILABEL), source)

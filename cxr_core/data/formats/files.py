@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cxr_core.errors import DatasetError
 from cxr_core.data.imaging import SUPPORTED_EXTENSIONS as IMAGE_EXTENSIONS
+from cxr_core.errors import DatasetError
 
 Missing = Literal["error", "drop"]
 

@@ -12,10 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_core.data.formats.files import Missing, apply_missing_policy, csv_rows, first_items, index_images
-from cxr_core.errors import DatasetError
+from cxr_core.data.formats.files import (
+    Missing,
+    apply_missing_policy,
+    csv_rows,
+    first_items,
+    index_images,
+)
 from cxr_core.data.labels import NIH14, NO_FINDING, canonical_name
 from cxr_core.data.manifest import Manifest
+from cxr_core.errors import DatasetError
 
 CSV_NAMES: tuple[str, ...] = (
     "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv.gz", "Data_Entry_2017_v2020.csv.gz",

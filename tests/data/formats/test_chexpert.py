@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from cxr_core.data.formats import detect_format, load_chexpert, load_dataset
-from cxr_core.errors import DatasetError, UnknownClassError
 from cxr_core.data.labels import CHEXPERT14
+from cxr_core.errors import DatasetError, UnknownClassError
 
 CLASSES = list(CHEXPERT14.classes)
 

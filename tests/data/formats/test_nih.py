@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from cxr_core.data.formats import load_dataset, load_nih
-from cxr_core.errors import DatasetError
 from cxr_core.data.labels import NIH14
+from cxr_core.errors import DatasetError
 
 # Per-finding counts of the 2,074-image subset in ../shared/data/nih14 (shared data README).
 SUBSET_COUNTS = {
