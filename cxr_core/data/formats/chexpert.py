@@ -16,7 +16,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from cxr_core.data.formats.files import Missing, apply_missing_policy, csv_rows
+from cxr_core.data.formats.files import (
+    Missing,
+    apply_missing_policy,
+    csv_header,
+    csv_rows,
+)
 from cxr_core.data.labels import CHEXPERT14
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
@@ -94,10 +99,7 @@ def load_chexpert(
     if blank not in ("zero", "unknown"):
         raise DatasetError(f"blank must be 'zero' or 'unknown', not {blank!r}")
     policies = _policies(policy)
-    try:
-        header = [c.strip() for c in pd.read_csv(csv_path, nrows=0).columns]
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read CheXpert label file {csv_path}: {exc}") from None
+    header = csv_header(csv_path, "CheXpert label file")
     absent = [c for c in REQUIRED_COLUMNS if c not in header]
     if absent:
         raise DatasetError(

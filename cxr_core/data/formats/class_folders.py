@@ -20,6 +20,7 @@ from cxr_core.data.formats.files import (
     is_hidden,
     is_image_file,
     patient_id_from_filename,
+    walk_files,
 )
 from cxr_core.data.labels import LabelSpace, canonical_name
 from cxr_core.data.manifest import Manifest
@@ -36,15 +37,11 @@ def list_images(folder: Path) -> tuple[list[Path], int]:
     """Images under ``folder`` (recursive, sorted) and how many other non-hidden files were skipped."""
     images: list[Path] = []
     skipped = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-        for name in sorted(filenames):
-            if is_hidden(name):
-                continue
-            if is_image_file(name):
-                images.append(Path(dirpath, name))
-            else:
-                skipped += 1
+    for path in walk_files(folder):
+        if is_image_file(path.name):
+            images.append(path)
+        else:
+            skipped += 1
     return images, skipped
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from cxr_core.data.formats.chexpert import is_chexpert_header, load_chexpert
 from cxr_core.data.formats.class_folders import load_class_folders, subfolders
@@ -15,7 +12,7 @@ from cxr_core.data.formats.disease_folders import (
     is_disease_folder,
     load_disease_folders,
 )
-from cxr_core.data.formats.files import is_hidden, is_image_file
+from cxr_core.data.formats.files import csv_header, is_image_file, walk_files
 from cxr_core.data.formats.nih import CSV_NAMES, load_nih
 from cxr_core.data.formats.nih import REQUIRED_COLUMNS as NIH_COLUMNS
 from cxr_core.data.manifest import Manifest
@@ -26,15 +23,8 @@ _ASK = "pass --format nih|chexpert|folders|disease-folders"
 _CHEXPERT_CSV_NAMES: tuple[str, ...] = ("train.csv", "valid.csv", "train.csv.gz")
 
 
-def _header(csv: Path) -> list[str]:
-    try:
-        return [c.strip() for c in pd.read_csv(csv, nrows=0).columns]
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read {csv} as a CSV label file: {exc}") from None
-
-
 def _csv_format(csv: Path) -> str | None:
-    header = _header(csv)
+    header = csv_header(csv, "CSV label file")
     if all(c in header for c in NIH_COLUMNS):
         return "nih"
     if is_chexpert_header(header):
@@ -70,11 +60,7 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
 
 def _has_image(folder: Path) -> bool:
     """Stops at the first image, so detection stays instant on large folders."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
-        if any(is_image_file(n) and not is_hidden(n) for n in filenames):
-            return True
-    return False
+    return any(is_image_file(path.name) for path in walk_files(folder))
 
 
 def load_dataset(path: str | Path, fmt: str = "auto", **kw: Any) -> Manifest:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -112,13 +112,32 @@ def apply_missing_policy(
     return kept, n_missing
 
 
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Every non-hidden file under ``folder``, in a stable order (folders and names sorted).
+
+    The one directory walk of the dataset adapters: hidden entries (``.DS_Store``, ``._x.png``
+    from macOS copies) are never data, and a sorted walk makes manifests reproducible.
+    """
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        for name in sorted(filenames):
+            if not is_hidden(name):
+                yield Path(dirpath, name)
+
+
 def index_images(folders: Iterable[Path]) -> dict[str, str]:
     """File name -> absolute path for every image under ``folders`` (walked once, sorted, first wins)."""
     index: dict[str, str] = {}
     for folder in folders:
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-            for name in sorted(filenames):
-                if not is_hidden(name) and is_image_file(name):
-                    index.setdefault(name, os.path.join(os.path.abspath(dirpath), name))
+        for path in walk_files(folder):
+            if is_image_file(path.name):
+                index.setdefault(path.name, os.path.abspath(path))
     return index
+
+
+def csv_header(csv: Path, what: str) -> list[str]:
+    """The stripped column names of a label CSV, read without its rows; ``what`` names it in errors."""
+    try:
+        return [str(c).strip() for c in pd.read_csv(csv, nrows=0).columns]
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read {what} {csv}: {exc}") from None

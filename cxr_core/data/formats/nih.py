@@ -15,6 +15,7 @@ import pandas as pd
 from cxr_core.data.formats.files import (
     Missing,
     apply_missing_policy,
+    csv_header,
     csv_rows,
     first_items,
     index_images,
@@ -38,11 +39,7 @@ def find_nih_csv(root: Path) -> Path:
 
 
 def _read_csv(csv: Path) -> pd.DataFrame:
-    try:
-        header = pd.read_csv(csv, nrows=0).columns
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read NIH label file {csv}: {exc}") from None
-    header = [c.strip() for c in header]
+    header = csv_header(csv, "NIH label file")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DatasetError(
