@@ -19,6 +19,7 @@ from cxr_core.metrics.confusion import (
 from cxr_core.metrics.ranking import average_precision, curves, pr_curve, ranking_metrics, roc_auc, roc_curve
 from cxr_core.metrics.report import DEFAULT_THRESHOLD, evaluation_report, format_report, to_jsonable
 from cxr_core.metrics.thresholds import (
+    EDGE_MARGIN,
     FIXED,
     MAX_F1,
     METHOD_LABELS,
@@ -26,14 +27,16 @@ from cxr_core.metrics.thresholds import (
     SPECIFICITY,
     THRESHOLD_METHODS,
     YOUDEN,
+    ThresholdSpec,
+    parse_threshold_spec,
     select_thresholds,
 )
 
 __all__ = [
-    "BIN_STRATEGIES", "DEFAULT_THRESHOLD", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "SENSITIVITY",
+    "BIN_STRATEGIES", "DEFAULT_THRESHOLD", "EDGE_MARGIN", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "SENSITIVITY",
     "SPECIFICITY", "STATISTICS", "THRESHOLD_METHODS", "YOUDEN", "BootstrapCI", "MetricInputError",
-    "SortedScores", "average_precision", "balanced_accuracy", "bootstrap_ci", "bootstrap_cis",
+    "SortedScores", "ThresholdSpec", "average_precision", "balanced_accuracy", "bootstrap_ci", "bootstrap_cis",
     "confusion_counts", "confusion_matrix", "curves", "evaluation_report", "expected_calibration_error",
-    "format_report", "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc",
+    "format_report", "parse_threshold_spec", "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc",
     "roc_curve", "select_thresholds", "threshold_metrics", "to_jsonable",
 ]
