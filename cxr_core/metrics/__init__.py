@@ -7,13 +7,15 @@ See the module docstrings for conventions: ``ranking`` (AUROC, AP, curves), ``co
 
 from cxr_core.metrics._inputs import MetricInputError
 from cxr_core.metrics.bootstrap import STATISTICS, BootstrapCI, bootstrap_ci, bootstrap_cis, resample_weights
-from cxr_core.metrics.calibration import BIN_STRATEGIES, expected_calibration_error, reliability_bins
+from cxr_core.metrics.calibration import BIN_STRATEGIES, brier_score, expected_calibration_error, reliability_bins
 from cxr_core.metrics.confusion import (
     METRIC_NAMES,
     SortedScores,
+    argmax_decisions,
     balanced_accuracy,
     confusion_counts,
     confusion_matrix,
+    decision_counts,
     threshold_metrics,
 )
 from cxr_core.metrics.ranking import average_precision, curves, pr_curve, ranking_metrics, roc_auc, roc_curve
@@ -35,8 +37,8 @@ from cxr_core.metrics.thresholds import (
 __all__ = [
     "BIN_STRATEGIES", "DEFAULT_THRESHOLD", "EDGE_MARGIN", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "SENSITIVITY",
     "SPECIFICITY", "STATISTICS", "THRESHOLD_METHODS", "YOUDEN", "BootstrapCI", "MetricInputError",
-    "SortedScores", "ThresholdSpec", "average_precision", "balanced_accuracy", "bootstrap_ci", "bootstrap_cis",
-    "confusion_counts", "confusion_matrix", "curves", "evaluation_report", "expected_calibration_error",
+    "SortedScores", "ThresholdSpec", "argmax_decisions", "average_precision", "balanced_accuracy",
+    "bootstrap_ci", "bootstrap_cis", "brier_score", "confusion_counts", "decision_counts", "confusion_matrix", "curves", "evaluation_report", "expected_calibration_error",
     "format_report", "parse_threshold_spec", "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc",
     "roc_curve", "select_thresholds", "threshold_metrics", "to_jsonable",
 ]
