@@ -18,6 +18,7 @@ from cxr_core.metrics.confusion import (
     decision_counts,
     threshold_metrics,
 )
+from cxr_core.metrics.crossfit import CrossFitThresholds, crossfit_thresholds, patient_folds
 from cxr_core.metrics.ranking import average_precision, curves, pr_curve, ranking_metrics, roc_auc, roc_curve
 from cxr_core.metrics.report import DEFAULT_THRESHOLD, evaluation_report, format_report, to_jsonable
 from cxr_core.metrics.thresholds import (
@@ -35,10 +36,13 @@ from cxr_core.metrics.thresholds import (
 )
 
 __all__ = [
-    "BIN_STRATEGIES", "DEFAULT_THRESHOLD", "EDGE_MARGIN", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "SENSITIVITY",
-    "SPECIFICITY", "STATISTICS", "THRESHOLD_METHODS", "YOUDEN", "BootstrapCI", "MetricInputError",
-    "SortedScores", "ThresholdSpec", "argmax_decisions", "average_precision", "balanced_accuracy",
-    "bootstrap_ci", "bootstrap_cis", "brier_score", "confusion_counts", "decision_counts", "confusion_matrix", "curves", "evaluation_report", "expected_calibration_error",
-    "format_report", "parse_threshold_spec", "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc",
-    "roc_curve", "select_thresholds", "threshold_metrics", "to_jsonable",
+    "BIN_STRATEGIES", "BootstrapCI", "CrossFitThresholds", "DEFAULT_THRESHOLD",
+    "EDGE_MARGIN", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "MetricInputError", "SENSITIVITY",
+    "SPECIFICITY", "STATISTICS", "SortedScores", "THRESHOLD_METHODS", "ThresholdSpec",
+    "YOUDEN", "argmax_decisions", "average_precision", "balanced_accuracy", "bootstrap_ci",
+    "bootstrap_cis", "brier_score", "confusion_counts", "confusion_matrix",
+    "crossfit_thresholds", "curves", "decision_counts", "evaluation_report",
+    "expected_calibration_error", "format_report", "parse_threshold_spec", "patient_folds",
+    "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc", "roc_curve",
+    "select_thresholds", "threshold_metrics", "to_jsonable",
 ]

@@ -60,7 +60,8 @@ class BootstrapCI:
         return iter((self.low, self.high))
 
 
-def _group_index(groups: object, n_cases: int) -> tuple[np.ndarray, int]:
+def group_index(groups: object, n_cases: int) -> tuple[np.ndarray, int]:
+    """(N,) patient number 0..P-1 per case and P; a missing patient ID is refused, not guessed."""
     ids = np.asarray(groups, dtype=object).reshape(-1)
     if ids.shape[0] != n_cases:
         raise MetricInputError(
@@ -88,7 +89,7 @@ def resample_weights(
     if groups is None:
         inverse, n_units = None, n_cases
     else:
-        inverse, n_units = _group_index(groups, n_cases)
+        inverse, n_units = group_index(groups, n_cases)
     rng = np.random.default_rng(seed)
     chunk = max(1, min(n_boot, _CHUNK_ELEMENTS // max(n_units, n_cases, 1)))
     for first in range(0, n_boot, chunk):
