@@ -21,6 +21,15 @@ from cxr_core.metrics.confusion import (
 from cxr_core.metrics.crossfit import CrossFitThresholds, crossfit_thresholds, patient_folds
 from cxr_core.metrics.ranking import average_precision, curves, pr_curve, ranking_metrics, roc_auc, roc_curve
 from cxr_core.metrics.report import DEFAULT_THRESHOLD, evaluation_report, format_report, to_jsonable
+from cxr_core.metrics.temperature import (
+    TEMPERATURE_BOUNDS,
+    CrossFitTemperature,
+    apply_temperature,
+    calibration_change,
+    crossfit_temperature,
+    fit_temperature,
+    to_logits,
+)
 from cxr_core.metrics.thresholds import (
     EDGE_MARGIN,
     FIXED,
@@ -36,13 +45,13 @@ from cxr_core.metrics.thresholds import (
 )
 
 __all__ = [
-    "BIN_STRATEGIES", "BootstrapCI", "CrossFitThresholds", "DEFAULT_THRESHOLD",
+    "BIN_STRATEGIES", "BootstrapCI", "CrossFitTemperature", "CrossFitThresholds", "DEFAULT_THRESHOLD",
     "EDGE_MARGIN", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "MetricInputError", "SENSITIVITY",
-    "SPECIFICITY", "STATISTICS", "SortedScores", "THRESHOLD_METHODS", "ThresholdSpec",
-    "YOUDEN", "argmax_decisions", "average_precision", "balanced_accuracy", "bootstrap_ci",
-    "bootstrap_cis", "brier_score", "confusion_counts", "confusion_matrix",
-    "crossfit_thresholds", "curves", "decision_counts", "evaluation_report",
-    "expected_calibration_error", "format_report", "parse_threshold_spec", "patient_folds",
+    "SPECIFICITY", "STATISTICS", "SortedScores", "TEMPERATURE_BOUNDS", "THRESHOLD_METHODS", "ThresholdSpec",
+    "YOUDEN", "apply_temperature", "argmax_decisions", "average_precision", "balanced_accuracy", "bootstrap_ci",
+    "bootstrap_cis", "brier_score", "calibration_change", "confusion_counts", "confusion_matrix",
+    "crossfit_temperature", "crossfit_thresholds", "curves", "decision_counts", "evaluation_report",
+    "expected_calibration_error", "fit_temperature", "format_report", "parse_threshold_spec", "patient_folds",
     "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc", "roc_curve",
-    "select_thresholds", "threshold_metrics", "to_jsonable",
+    "select_thresholds", "threshold_metrics", "to_jsonable", "to_logits",
 ]
