@@ -139,7 +139,7 @@ def _followed_counts(frame: pd.DataFrame) -> dict:
     moved = frame[frame[FOLLOWED_COLUMN].astype(str).str.lower() == "true"]
     per_split = moved["split"].value_counts()
     return {
-        "images": int(len(moved)),
+        "images": len(moved),
         "patients": int(moved["patient_id"].nunique()),
         "images_per_split": {s: int(per_split[s]) for s in SPLITS if s in per_split},
     }
@@ -171,7 +171,7 @@ def leakage_report(manifest: Manifest) -> dict:
     ]
     return {
         "ok": mixed.empty,
-        "patients_in_several_splits": int(len(mixed)),
+        "patients_in_several_splits": len(mixed),
         "examples": examples,
         "moved_to_patient_split": _followed_counts(manifest.frame),
     }

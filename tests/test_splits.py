@@ -6,10 +6,15 @@ import pytest
 
 from cxr_core.datasets import load_nih
 from cxr_core.errors import DatasetError, LeakageError
+from cxr_core.inspect import format_summary, summarise
 from cxr_core.labels import LabelSpace
 from cxr_core.manifest import Manifest
-from cxr_core.inspect import format_summary, summarise
-from cxr_core.splits import FOLLOWED_COLUMN, assign_splits, check_leakage, leakage_report
+from cxr_core.splits import (
+    FOLLOWED_COLUMN,
+    assign_splits,
+    check_leakage,
+    leakage_report,
+)
 
 SPACE = LabelSpace("toy", ("Common", "Rare"))
 

@@ -8,8 +8,19 @@ operating points, threshold specs), ``crossfit`` (out-of-sample operating points
 """
 
 from cxr_core.metrics._inputs import MetricInputError
-from cxr_core.metrics.bootstrap import STATISTICS, BootstrapCI, bootstrap_ci, bootstrap_cis, resample_weights
-from cxr_core.metrics.calibration import BIN_STRATEGIES, brier_score, expected_calibration_error, reliability_bins
+from cxr_core.metrics.bootstrap import (
+    STATISTICS,
+    BootstrapCI,
+    bootstrap_ci,
+    bootstrap_cis,
+    resample_weights,
+)
+from cxr_core.metrics.calibration import (
+    BIN_STRATEGIES,
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+)
 from cxr_core.metrics.confusion import (
     METRIC_NAMES,
     SortedScores,
@@ -20,10 +31,31 @@ from cxr_core.metrics.confusion import (
     decision_counts,
     threshold_metrics,
 )
-from cxr_core.metrics.crossfit import CrossFitThresholds, crossfit_thresholds, patient_folds
-from cxr_core.metrics.ranking import average_precision, curves, pr_curve, ranking_metrics, roc_auc, roc_curve
-from cxr_core.metrics.report import DEFAULT_THRESHOLD, evaluation_report, format_report, to_jsonable
-from cxr_core.metrics.subgroups import AGE_BANDS, SUBGROUP_STATISTICS, age_band, subgroup_report
+from cxr_core.metrics.crossfit import (
+    CrossFitThresholds,
+    crossfit_thresholds,
+    patient_folds,
+)
+from cxr_core.metrics.ranking import (
+    average_precision,
+    curves,
+    pr_curve,
+    ranking_metrics,
+    roc_auc,
+    roc_curve,
+)
+from cxr_core.metrics.report import (
+    DEFAULT_THRESHOLD,
+    evaluation_report,
+    format_report,
+    to_jsonable,
+)
+from cxr_core.metrics.subgroups import (
+    AGE_BANDS,
+    SUBGROUP_STATISTICS,
+    age_band,
+    subgroup_report,
+)
 from cxr_core.metrics.temperature import (
     TEMPERATURE_BOUNDS,
     CrossFitTemperature,
@@ -48,14 +80,57 @@ from cxr_core.metrics.thresholds import (
 )
 
 __all__ = [
-    "AGE_BANDS", "BIN_STRATEGIES", "BootstrapCI", "CrossFitTemperature", "CrossFitThresholds",
-    "DEFAULT_THRESHOLD", "EDGE_MARGIN", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "MetricInputError",
-    "SENSITIVITY", "SPECIFICITY", "STATISTICS", "SUBGROUP_STATISTICS", "SortedScores", "TEMPERATURE_BOUNDS",
-    "THRESHOLD_METHODS", "ThresholdSpec", "YOUDEN", "age_band", "apply_temperature", "argmax_decisions",
-    "average_precision", "balanced_accuracy", "bootstrap_ci", "bootstrap_cis", "brier_score",
-    "calibration_change", "confusion_counts", "confusion_matrix", "crossfit_temperature", "crossfit_thresholds",
-    "curves", "decision_counts", "evaluation_report", "expected_calibration_error", "fit_temperature",
-    "format_report", "parse_threshold_spec", "patient_folds", "pr_curve", "ranking_metrics", "reliability_bins",
-    "resample_weights", "roc_auc", "roc_curve", "select_thresholds", "subgroup_report", "threshold_metrics",
-    "to_jsonable", "to_logits",
+    "AGE_BANDS",
+    "BIN_STRATEGIES",
+    "DEFAULT_THRESHOLD",
+    "EDGE_MARGIN",
+    "FIXED",
+    "MAX_F1",
+    "METHOD_LABELS",
+    "METRIC_NAMES",
+    "SENSITIVITY",
+    "SPECIFICITY",
+    "STATISTICS",
+    "SUBGROUP_STATISTICS",
+    "TEMPERATURE_BOUNDS",
+    "THRESHOLD_METHODS",
+    "YOUDEN",
+    "BootstrapCI",
+    "CrossFitTemperature",
+    "CrossFitThresholds",
+    "MetricInputError",
+    "SortedScores",
+    "ThresholdSpec",
+    "age_band",
+    "apply_temperature",
+    "argmax_decisions",
+    "average_precision",
+    "balanced_accuracy",
+    "bootstrap_ci",
+    "bootstrap_cis",
+    "brier_score",
+    "calibration_change",
+    "confusion_counts",
+    "confusion_matrix",
+    "crossfit_temperature",
+    "crossfit_thresholds",
+    "curves",
+    "decision_counts",
+    "evaluation_report",
+    "expected_calibration_error",
+    "fit_temperature",
+    "format_report",
+    "parse_threshold_spec",
+    "patient_folds",
+    "pr_curve",
+    "ranking_metrics",
+    "reliability_bins",
+    "resample_weights",
+    "roc_auc",
+    "roc_curve",
+    "select_thresholds",
+    "subgroup_report",
+    "threshold_metrics",
+    "to_jsonable",
+    "to_logits",
 ]

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxr_core.metrics._inputs import MetricInputError, check_labels, check_pair, check_scores, class_thresholds
+from cxr_core.metrics._inputs import (
+    MetricInputError,
+    check_labels,
+    check_pair,
+    check_scores,
+    class_thresholds,
+)
 from cxr_core.metrics.ranking import rank_columns
 
 COUNT_NAMES: tuple[str, ...] = ("tp", "fp", "tn", "fn")

@@ -13,15 +13,19 @@ lists which classes were left out so nobody reads a macro AUROC without knowing 
 
 from __future__ import annotations
 
-import math
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from cxr_core.metrics._inputs import MetricInputError, check_pair, class_thresholds
 from cxr_core.metrics.bootstrap import AUROC, AVERAGE_PRECISION, BRIER, bootstrap_cis
-from cxr_core.metrics.calibration import brier_score, expected_calibration_error, reliability_bins
+from cxr_core.metrics.calibration import (
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+)
 from cxr_core.metrics.confusion import (
     METRIC_NAMES,
     argmax_decisions,

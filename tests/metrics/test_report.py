@@ -6,7 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score, brier_score_loss, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    brier_score_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from cxr_core.metrics import MetricInputError, evaluation_report, format_report
