@@ -15,6 +15,10 @@ The thresholds to deploy (store in the card) are fitted once more on all cases; 
 out-of-fold metrics estimate how that procedure performs on unseen patients. A class whose
 threshold is undefined in some fold's training part (no known positives there) leaves that
 fold's cases undecided; they are left out of that class's metrics and counted.
+
+With ``n_boot`` the out-of-fold metrics get patient-level bootstrap intervals. They resample
+the cases with their out-of-fold calls fixed, so they cover case sampling, not the variation
+of refitting the thresholds (which cross-fitting already spreads over the folds).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from cxr_core.metrics._inputs import MetricInputError, check_pair
-from cxr_core.metrics.bootstrap import group_index
-from cxr_core.metrics.confusion import decision_counts, threshold_metrics
+from cxr_core.metrics.bootstrap import BootstrapCI, bootstrap_cis, group_index
+from cxr_core.metrics.confusion import METRIC_NAMES, decision_counts, threshold_metrics
 from cxr_core.metrics.thresholds import ThresholdSpec, parse_threshold_spec
 
 
@@ -75,7 +79,8 @@ class CrossFitThresholds:
     it is not in), ``decisions`` the resulting calls (False where undecided), ``metrics`` the
     per-class sensitivity/specificity/PPV/NPV/F1/accuracy and counts (each (C,)) over the
     decided cases, ``n_undecided`` (C,) the known-label cases left out. ``final_thresholds``
-    (C,) are fitted on all cases: the ones to store.
+    (C,) are fitted on all cases: the ones to store. ``cis`` maps each metric to its
+    patient-level interval (empty without ``n_boot``).
     """
 
     spec: ThresholdSpec
@@ -87,6 +92,7 @@ class CrossFitThresholds:
     n_undecided: np.ndarray
     final_thresholds: np.ndarray
     source: str
+    cis: dict[str, BootstrapCI]
 
     def to_dict(self, class_names: list[str]) -> dict:
         """Per class: final threshold, out-of-fold metrics and counts, fold thresholds; plus the source."""
@@ -94,6 +100,7 @@ class CrossFitThresholds:
         for c, name in enumerate(class_names):
             entry = {"threshold": self.final_thresholds[c], "fold_thresholds": self.fold_thresholds[:, c].tolist()}
             entry.update({key: values[c] for key, values in self.metrics.items()})
+            entry.update({f"{key}_ci": [ci.low[c], ci.high[c]] for key, ci in self.cis.items()})
             entry["n_undecided"] = int(self.n_undecided[c])
             per_class[name] = entry
         return {"rule": str(self.spec), "source": self.source, "n_folds": int(self.fold_thresholds.shape[0]),
@@ -109,11 +116,14 @@ def crossfit_thresholds(
     n_folds: int = 5,
     seed: int = 0,
     split: str = "val",
+    n_boot: int = 0,
+    alpha: float = 0.05,
 ) -> CrossFitThresholds:
     """Thresholds by ``spec`` (e.g. ``"max_f1"``) fitted on other patients' folds, scored out of fold.
 
     ``y_true``/``y_score`` are (N, C) (NaN = unknown label), ``groups`` the patient ID per case.
-    ``source`` reads like ``"val:crossfit-5"`` for the card's threshold set.
+    ``source`` reads like ``"val:crossfit-5"`` for the card's threshold set. ``n_boot`` > 0
+    adds patient-level intervals of the out-of-fold metrics (``seed`` also seeds them).
     """
     rule = parse_threshold_spec(spec)
     labels, scores = check_pair(y_true, y_score)
@@ -130,6 +140,11 @@ def crossfit_thresholds(
     scored_labels = np.where(decided, labels, np.nan)
     metrics = threshold_metrics(decision_counts(scored_labels, decisions))
     n_undecided = np.sum(~np.isnan(labels) & ~decided, axis=0)
+    cis = (
+        bootstrap_cis(scored_labels, scores, METRIC_NAMES, decisions=decisions, groups=groups,
+                      n_boot=n_boot, seed=seed, alpha=alpha)
+        if n_boot > 0 else {}
+    )
     return CrossFitThresholds(
         spec=rule,
         folds=folds,
@@ -140,4 +155,5 @@ def crossfit_thresholds(
         n_undecided=n_undecided,
         final_thresholds=rule.select(labels, scores),
         source=f"{split}:crossfit-{n_folds}",
+        cis=cis,
     )

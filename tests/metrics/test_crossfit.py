@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from cxr_core.metrics import MetricInputError, crossfit_thresholds, patient_folds, select_thresholds
+from cxr_core.metrics import (
+    MetricInputError,
+    bootstrap_cis,
+    crossfit_thresholds,
+    patient_folds,
+    select_thresholds,
+)
 
 
 def patient_case(seed: int = 0, n_patients: int = 150):
@@ -37,7 +43,7 @@ def test_no_case_is_judged_by_a_threshold_fitted_on_it(spec):
 
 
 def test_patients_never_straddle_folds_and_folds_are_seeded():
-    labels, scores, patients = patient_case(2)
+    labels, _, patients = patient_case(2)
     folds = patient_folds(labels, patients, n_folds=5, seed=3)
     assert (pd.Series(folds).groupby(patients).nunique() == 1).all()
     np.testing.assert_array_equal(folds, patient_folds(labels, patients, n_folds=5, seed=3))
@@ -61,6 +67,7 @@ def test_out_of_fold_metrics_equal_sklearn_on_the_decisions():
         # In-sample max-F1 is the best F1 any threshold reaches on these cases: out of fold cannot beat it.
         in_sample = f1_score(y, scores[known, c] >= result.final_thresholds[c])
         assert result.metrics["f1"][c] <= in_sample + 1e-12
+    assert result.cis == {}
     summary = result.to_dict(["A", "B", "C"])
     assert summary["per_class"]["B"]["threshold"] == result.final_thresholds[1]
     assert len(summary["per_class"]["B"]["fold_thresholds"]) == 4 and summary["rule"] == "max_f1"
@@ -80,8 +87,19 @@ def test_folds_without_positives_leave_cases_undecided():
 
 
 def test_bad_crossfit_arguments():
-    labels, scores, patients = patient_case(0, n_patients=4)
+    labels, _, patients = patient_case(0, n_patients=4)
     with pytest.raises(MetricInputError, match="cannot fill 5 patient-level folds"):
         patient_folds(labels, patients, n_folds=5)
     with pytest.raises(MetricInputError, match="at least 2 folds"):
         patient_folds(labels, patients, n_folds=1)
+
+
+def test_out_of_fold_intervals_resample_patients_with_the_calls_fixed():
+    labels, scores, patients = patient_case(5)
+    result = crossfit_thresholds(labels, scores, patients, "youden", n_folds=5, n_boot=100, seed=1)
+    direct = bootstrap_cis(labels, scores, ["sensitivity", "f1"], decisions=result.decisions, groups=patients,
+                           n_boot=100, seed=1)
+    for name in ("sensitivity", "f1"):
+        np.testing.assert_array_equal(result.cis[name].low, direct[name].low)
+        assert np.all(result.cis[name].low <= result.metrics[name]) and np.all(result.metrics[name] <= result.cis[name].high)
+    assert result.to_dict(["A", "B", "C"])["per_class"]["A"]["ppv_ci"] == [result.cis["ppv"].low[0], result.cis["ppv"].high[0]]

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import recall_score, roc_auc_score
 
-from cxr_core.metrics import MetricInputError, age_band, resample_weights, subgroup_report
+from cxr_core.metrics import (
+    MetricInputError,
+    age_band,
+    resample_weights,
+    subgroup_report,
+)
 
 NAMES = ["Effusion", "Nodule"]
 
@@ -75,7 +80,7 @@ def test_a_weak_subgroup_is_flagged_and_the_whole_is_not(report):
     *_, rep = report
     ap = rep["subgroups"]["AP"]["per_class"]["Effusion"]
     assert ap["auroc_gap"] < 0 and ap["auroc_gap_ci"][1] < 0 and ap["auroc_gap_flag"]
-    labels, scores, view, patients = case(1)
+    labels, scores, _, patients = case(1)
     whole = subgroup_report(labels, scores, ["all"] * len(labels), patients, 0.5, NAMES, n_boot=50)
     entry = whole["subgroups"]["all"]["per_class"]["Nodule"]
     assert entry["auroc_gap"] == 0 and entry["auroc_gap_ci"] == [0, 0] and not entry["auroc_gap_flag"]
