@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from cxr_core.metrics._inputs import MetricInputError, check_pair, class_thresholds
 from cxr_core.metrics.bootstrap import AUROC, bootstrap_cis, group_index
@@ -159,3 +160,35 @@ def subgroup_report(
         "overall": {"n": int(labels.shape[0]), "n_patients": int(np.unique(patient).size), "per_class": overall_classes},
         "subgroups": out_groups,
     })
+
+
+def subgroup_report_from_predictions(
+    predictions: pd.DataFrame, subgroups: str | Sequence[object], thresholds: object, **options: object
+) -> dict:
+    """:func:`subgroup_report` of a predictions frame (``label:<class>``, ``prob:<class>``,
+    ``patient_id`` columns, as ``predictions.csv``); ``subgroups`` is one of its columns (e.g.
+    merged in from the manifest) or one value per row. ``options`` go to :func:`subgroup_report`.
+    """
+    classes = [c[len("prob:"):] for c in predictions.columns if str(c).startswith("prob:")]
+    missing = [f"label:{c}" for c in classes if f"label:{c}" not in predictions] + (
+        [] if "patient_id" in predictions else ["patient_id"]
+    )
+    if not classes or missing:
+        raise MetricInputError(
+            "a predictions frame needs prob:<class>, label:<class> and patient_id columns"
+            + (f"; missing {missing}" if missing else "")
+        )
+    if isinstance(subgroups, str):
+        if subgroups not in predictions:
+            raise MetricInputError(f"the predictions have no column {subgroups!r} to form subgroups from")
+        options.setdefault("key", subgroups)
+        subgroups = predictions[subgroups].to_numpy(dtype=object)
+    return subgroup_report(
+        predictions[[f"label:{c}" for c in classes]].to_numpy(np.float64),
+        predictions[[f"prob:{c}" for c in classes]].to_numpy(np.float64),
+        subgroups,
+        predictions["patient_id"].astype(str).to_numpy(),
+        thresholds,
+        classes,
+        **options,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import recall_score, roc_auc_score
 
@@ -13,6 +14,7 @@ from cxr_core.metrics import (
     age_band,
     resample_weights,
     subgroup_report,
+    subgroup_report_from_predictions,
 )
 
 NAMES = ["Effusion", "Nodule"]
@@ -101,3 +103,16 @@ def test_subgroup_input_errors():
         subgroup_report(labels, scores, view[:-1], patients, 0.5, NAMES, n_boot=5)
     with pytest.raises(MetricInputError, match="1 class names"):
         subgroup_report(labels, scores, view, patients, 0.5, NAMES[:1], n_boot=5)
+
+
+def test_report_from_a_predictions_frame_equals_the_array_call(report):
+    labels, scores, view, patients, rep = report
+    frame = pd.DataFrame({"patient_id": patients, "View Position": view})
+    for c, name in enumerate(NAMES):
+        frame[f"label:{name}"] = labels[:, c]
+        frame[f"prob:{name}"] = scores[:, c]
+    assert subgroup_report_from_predictions(frame, "View Position", [0.4, 0.5], n_boot=200, seed=1) == rep
+    with pytest.raises(MetricInputError, match="no column 'Sex'"):
+        subgroup_report_from_predictions(frame, "Sex", 0.5, n_boot=5)
+    with pytest.raises(MetricInputError, match="missing \\['patient_id'\\]"):
+        subgroup_report_from_predictions(frame.drop(columns="patient_id"), "View Position", 0.5, n_boot=5)
