@@ -132,4 +132,11 @@ def format_summary(summary: dict) -> str:
             f"{e['patient_id']} ({', '.join(f'{s}: {n}' for s, n in e['images_per_split'].items())})" for e in leak["examples"]
         )
         lines.append(f"patient leakage: {leak['patients_in_several_splits']} patient(s) in several splits, e.g. {shown}")
+    moved = leak["moved_to_patient_split"]
+    if moved["images"]:
+        where = ", ".join(f"{n} to {s}" for s, n in moved["images_per_split"].items())
+        lines.append(
+            f"moved to keep patients together: {moved['images']} image(s) of {moved['patients']} patient(s) "
+            f"given as training pool ({where}), because the patient has images there"
+        )
     return "\n".join(lines)

@@ -7,6 +7,8 @@ therefore made over patients, and :func:`check_leakage` refuses manifests that m
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -14,6 +16,12 @@ from cxr_core.data.manifest import SPLITS, Manifest
 from cxr_core.errors import DatasetError, LeakageError
 
 _EXAMPLES = 5
+# Extra manifest column set by :func:`assign_splits`: True for an image that was in the pool
+# (e.g. under train/, or in NIH's train_val_list.txt) but went to val/test because its
+# patient already had images there. Kept in the manifest so the move stays visible later.
+FOLLOWED_COLUMN = "split_followed_patient"
+
+logger = logging.getLogger(__name__)
 
 
 def _patient_positives(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -46,14 +54,21 @@ def assign_splits(
 
     ``val``/``test`` are fractions of all images; images already in a split count towards them.
     ``keep_existing=False`` re-deals train/val too, but a test set is never moved. A patient
-    who already has images in a split gets the rest of their images there as well.
+    who already has images in a split gets the rest of their images there as well; when that
+    takes pool images into val/test (a patient under train/ and test/), the counts are logged
+    as a warning and the images are marked in the ``split_followed_patient`` column, which
+    :func:`leakage_report` counts.
     """
     if not (0.0 <= val < 1.0 and 0.0 <= test < 1.0 and val + test < 1.0):
         raise DatasetError(f"split fractions must be >= 0 and leave room for training: val={val}, test={test}")
     frame = manifest.frame.copy()
     if not keep_existing:
         frame.loc[frame["split"] != "test", "split"] = ""
-    _follow_patient(frame)
+    followed = _follow_patient(frame)
+    if keep_existing and FOLLOWED_COLUMN in frame:  # moves of an earlier assignment stay on record
+        followed |= frame[FOLLOWED_COLUMN].astype(str).str.lower().eq("true").to_numpy()
+    frame[FOLLOWED_COLUMN] = followed
+    _warn_followed(frame)
     pool = frame["split"] == ""
     if not pool.any():
         return manifest.with_frame(frame)
@@ -99,19 +114,54 @@ def assign_splits(
     return manifest.with_frame(frame)
 
 
-def _follow_patient(frame: pd.DataFrame) -> None:
-    """Unassigned images of a patient already in a split join that split (test > val > train)."""
+def _follow_patient(frame: pd.DataFrame) -> np.ndarray:
+    """Unassigned images of a patient already in a split join that split (test > val > train).
+
+    Returns which images were thereby taken out of the pool into val or test.
+    """
+    followed = np.zeros(len(frame), dtype=bool)
     assigned = frame[frame["split"] != ""]
     if assigned.empty:
-        return
+        return followed
     rank = {"test": 0, "val": 1, "train": 2}
     home = assigned.assign(r=assigned["split"].map(rank)).sort_values("r").groupby("patient_id")["split"].first()
-    pool = frame["split"] == ""
-    frame.loc[pool, "split"] = frame.loc[pool, "patient_id"].map(home).fillna("").to_numpy()
+    pool = (frame["split"] == "").to_numpy()
+    joined = frame.loc[pool, "patient_id"].map(home).fillna("").to_numpy()
+    frame.loc[pool, "split"] = joined
+    followed[pool] = np.isin(joined, ("val", "test"))
+    return followed
+
+
+def _followed_counts(frame: pd.DataFrame) -> dict:
+    """Images (per split they went to) and patients marked in :data:`FOLLOWED_COLUMN`."""
+    if FOLLOWED_COLUMN not in frame:
+        return {"images": 0, "patients": 0, "images_per_split": {}}
+    moved = frame[frame[FOLLOWED_COLUMN].astype(str).str.lower() == "true"]
+    per_split = moved["split"].value_counts()
+    return {
+        "images": len(moved),
+        "patients": int(moved["patient_id"].nunique()),
+        "images_per_split": {s: int(per_split[s]) for s in SPLITS if s in per_split},
+    }
+
+
+def _warn_followed(frame: pd.DataFrame) -> None:
+    counts = _followed_counts(frame)
+    if counts["images"]:
+        where = ", ".join(f"{n} to {s}" for s, n in counts["images_per_split"].items())
+        logger.warning(
+            "%d image(s) of %d patient(s) given as training pool were moved to keep each patient in one split (%s): "
+            "their patient already has images in that split",
+            counts["images"], counts["patients"], where,
+        )
 
 
 def leakage_report(manifest: Manifest) -> dict:
-    """Patients with images in more than one split; JSON-ready for reports and the dashboard."""
+    """Patients with images in more than one split, and pool images moved to their patient's split.
+
+    JSON-ready for reports and the dashboard. ``moved_to_patient_split`` counts the images
+    :func:`assign_splits` took from the pool into val/test (0 when it did not run).
+    """
     frame = manifest.frame[manifest.frame["split"] != ""]
     per_patient = frame.groupby(["patient_id", "split"]).size().unstack(fill_value=0)
     mixed = per_patient[(per_patient > 0).sum(axis=1) > 1]
@@ -119,7 +169,12 @@ def leakage_report(manifest: Manifest) -> dict:
         {"patient_id": str(pid), "images_per_split": {s: int(n) for s, n in row.items() if n > 0}}
         for pid, row in mixed.head(_EXAMPLES).iterrows()
     ]
-    return {"ok": mixed.empty, "patients_in_several_splits": int(len(mixed)), "examples": examples}
+    return {
+        "ok": mixed.empty,
+        "patients_in_several_splits": len(mixed),
+        "examples": examples,
+        "moved_to_patient_split": _followed_counts(manifest.frame),
+    }
 
 
 def check_leakage(manifest: Manifest) -> None:

@@ -1,8 +1,10 @@
 """Plain numpy metrics over (cases x classes) arrays; NaN labels mean unknown for that class.
 
 See the module docstrings for conventions: ``ranking`` (AUROC, AP, curves), ``confusion``
-(counts at thresholds, multiclass matrices), ``thresholds`` (choosing operating points),
-``bootstrap`` (patient-level intervals), ``calibration`` and ``report``.
+(counts at thresholds or for given decisions, multiclass matrices), ``thresholds`` (choosing
+operating points, threshold specs), ``crossfit`` (out-of-sample operating points),
+``bootstrap`` (patient-level intervals), ``calibration`` (ECE, Brier), ``temperature``
+(temperature scaling), ``subgroups`` (per-subgroup metrics and gaps) and ``report``.
 """
 
 from cxr_core.metrics._inputs import MetricInputError
@@ -15,16 +17,24 @@ from cxr_core.metrics.bootstrap import (
 )
 from cxr_core.metrics.calibration import (
     BIN_STRATEGIES,
+    brier_score,
     expected_calibration_error,
     reliability_bins,
 )
 from cxr_core.metrics.confusion import (
     METRIC_NAMES,
     SortedScores,
+    argmax_decisions,
     balanced_accuracy,
     confusion_counts,
     confusion_matrix,
+    decision_counts,
     threshold_metrics,
+)
+from cxr_core.metrics.crossfit import (
+    CrossFitThresholds,
+    crossfit_thresholds,
+    patient_folds,
 )
 from cxr_core.metrics.ranking import (
     average_precision,
@@ -40,7 +50,24 @@ from cxr_core.metrics.report import (
     format_report,
     to_jsonable,
 )
+from cxr_core.metrics.subgroups import (
+    AGE_BANDS,
+    SUBGROUP_STATISTICS,
+    age_band,
+    subgroup_report,
+    subgroup_report_from_predictions,
+)
+from cxr_core.metrics.temperature import (
+    TEMPERATURE_BOUNDS,
+    CrossFitTemperature,
+    apply_temperature,
+    calibration_change,
+    crossfit_temperature,
+    fit_temperature,
+    to_logits,
+)
 from cxr_core.metrics.thresholds import (
+    EDGE_MARGIN,
     FIXED,
     MAX_F1,
     METHOD_LABELS,
@@ -48,14 +75,20 @@ from cxr_core.metrics.thresholds import (
     SPECIFICITY,
     THRESHOLD_METHODS,
     YOUDEN,
+    ThresholdSpec,
+    parse_threshold_spec,
     select_thresholds,
 )
 
 __all__ = [
-    "BIN_STRATEGIES", "DEFAULT_THRESHOLD", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "SENSITIVITY",
-    "SPECIFICITY", "STATISTICS", "THRESHOLD_METHODS", "YOUDEN", "BootstrapCI", "MetricInputError",
-    "SortedScores", "average_precision", "balanced_accuracy", "bootstrap_ci", "bootstrap_cis",
-    "confusion_counts", "confusion_matrix", "curves", "evaluation_report", "expected_calibration_error",
-    "format_report", "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc",
-    "roc_curve", "select_thresholds", "threshold_metrics", "to_jsonable",
+    "AGE_BANDS", "BIN_STRATEGIES", "BootstrapCI", "CrossFitTemperature", "CrossFitThresholds", "DEFAULT_THRESHOLD",
+    "EDGE_MARGIN", "FIXED", "MAX_F1", "METHOD_LABELS", "METRIC_NAMES", "MetricInputError", "SENSITIVITY",
+    "SPECIFICITY", "STATISTICS", "SUBGROUP_STATISTICS", "SortedScores", "TEMPERATURE_BOUNDS", "THRESHOLD_METHODS",
+    "ThresholdSpec", "YOUDEN", "age_band", "apply_temperature", "argmax_decisions", "average_precision",
+    "balanced_accuracy", "bootstrap_ci", "bootstrap_cis", "brier_score", "calibration_change", "confusion_counts",
+    "confusion_matrix", "crossfit_temperature", "crossfit_thresholds", "curves", "decision_counts",
+    "evaluation_report", "expected_calibration_error", "fit_temperature", "format_report", "parse_threshold_spec",
+    "patient_folds", "pr_curve", "ranking_metrics", "reliability_bins", "resample_weights", "roc_auc", "roc_curve",
+    "select_thresholds", "subgroup_report", "subgroup_report_from_predictions", "threshold_metrics", "to_jsonable",
+    "to_logits",
 ]

@@ -6,6 +6,7 @@ takes all their images. A resample is represented by how many times each image w
 weight), so all resamples of a chunk are scored at once:
 
 * threshold metrics are four matrix products (weights x called-positive indicators);
+* the Brier score is a weighted mean: two matrix products (weights x squared errors, known);
 * AUROC and AP sort each class's positives and negatives once and locate every positive among
   the negatives by binary search; a resample then only changes weights, so Mann-Whitney and the
   step-wise AP sum become cumulative sums of weights read at those fixed positions.
@@ -24,13 +25,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cxr_core.metrics._inputs import MetricInputError, check_pair, class_thresholds
-from cxr_core.metrics.confusion import METRIC_NAMES, threshold_metrics
+from cxr_core.metrics.confusion import METRIC_NAMES, check_decisions, threshold_metrics
 
 AUROC = "auroc"
 AVERAGE_PRECISION = "average_precision"
+BRIER = "brier"
 RANKING_STATISTICS: tuple[str, ...] = (AUROC, AVERAGE_PRECISION)
 THRESHOLD_STATISTICS: tuple[str, ...] = METRIC_NAMES
-STATISTICS: tuple[str, ...] = RANKING_STATISTICS + THRESHOLD_STATISTICS
+STATISTICS: tuple[str, ...] = RANKING_STATISTICS + THRESHOLD_STATISTICS + (BRIER,)
 
 # Weights of one chunk of resamples are (resamples x images) float64; this bounds it to ~32 MB.
 _CHUNK_ELEMENTS = 4_000_000
@@ -58,7 +60,8 @@ class BootstrapCI:
         return iter((self.low, self.high))
 
 
-def _group_index(groups: object, n_cases: int) -> tuple[np.ndarray, int]:
+def group_index(groups: object, n_cases: int) -> tuple[np.ndarray, int]:
+    """(N,) patient number 0..P-1 per case and P; a missing patient ID is refused, not guessed."""
     ids = np.asarray(groups, dtype=object).reshape(-1)
     if ids.shape[0] != n_cases:
         raise MetricInputError(
@@ -86,7 +89,7 @@ def resample_weights(
     if groups is None:
         inverse, n_units = None, n_cases
     else:
-        inverse, n_units = _group_index(groups, n_cases)
+        inverse, n_units = group_index(groups, n_cases)
     rng = np.random.default_rng(seed)
     chunk = max(1, min(n_boot, _CHUNK_ELEMENTS // max(n_units, n_cases, 1)))
     for first in range(0, n_boot, chunk):
@@ -194,6 +197,7 @@ def bootstrap_cis(
     statistics: Sequence[str],
     *,
     thresholds: object = None,
+    decisions: object = None,
     groups: object = None,
     n_boot: int = 1000,
     seed: int = 0,
@@ -202,8 +206,11 @@ def bootstrap_cis(
 ) -> dict[str, BootstrapCI]:
     """Intervals for several named statistics from the same resamples (one pass over them).
 
-    Names are in :data:`STATISTICS`; threshold metrics (sensitivity, ...) need ``thresholds``
-    (one for all classes or one per class).
+    Names are in :data:`STATISTICS`; threshold metrics (sensitivity, PPV, F1, ...) need
+    ``thresholds`` (one for all classes or one per class) or ``decisions``, an (N, C) boolean
+    array of positive calls (argmax of a multiclass model, out-of-fold calls). Each resample's
+    counts are one matrix product of its weights with the call/label indicators, so all
+    threshold metrics cost the same as one.
     """
     _check_settings(n_boot, alpha)
     unknown = [name for name in statistics if name not in STATISTICS]
@@ -214,12 +221,22 @@ def bootstrap_cis(
     wanted_ranking = {name for name in statistics if name in RANKING_STATISTICS}
     wanted_threshold = [name for name in statistics if name in THRESHOLD_STATISTICS]
     if wanted_threshold:
-        if thresholds is None:
-            raise MetricInputError(f"{', '.join(wanted_threshold)} need thresholds to define a positive call")
-        t = class_thresholds(thresholds, n_classes)
-        called = scores >= t
+        if (thresholds is None) == (decisions is None):
+            raise MetricInputError(
+                f"{', '.join(wanted_threshold)} need either thresholds or decisions (not both) to define a positive call"
+            )
+        if decisions is None:
+            t = class_thresholds(thresholds, n_classes)
+            called, undefined = scores >= t, np.isnan(t)
+        else:
+            undefined = np.zeros(n_classes, dtype=bool)
+            called = check_decisions(decisions, n_cases, n_classes)
         pos, neg = (labels == 1).astype(np.float64), (labels == 0).astype(np.float64)
         indicators = np.concatenate([pos * called, pos, neg * called, neg], axis=1)
+    if BRIER in statistics:
+        known = ~np.isnan(labels)
+        squared_error = np.where(known, (scores - np.nan_to_num(labels)) ** 2, 0.0)
+        known = known.astype(np.float64)
     rankings = _class_rankings(labels, scores) if wanted_ranking else []
     parts: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
 
@@ -229,7 +246,10 @@ def bootstrap_cis(
             tp, n_pos, fp, n_neg = np.split(weights @ indicators, 4, axis=1)
             derived = threshold_metrics({"tp": tp, "fp": fp, "tn": n_neg - fp, "fn": n_pos - tp})
             for name in wanted_threshold:
-                parts[name].append(np.where(np.isnan(t), np.nan, derived[name]))
+                parts[name].append(np.where(undefined, np.nan, derived[name]))
+        if BRIER in statistics:
+            total = weights @ known
+            parts[BRIER].append(np.divide(weights @ squared_error, total, out=np.full(total.shape, np.nan), where=total > 0))
         if wanted_ranking:
             case_weights = np.ascontiguousarray(weights.T)
             per_class = [_weighted_ranking(case_weights, ranking, wanted_ranking) for ranking in rankings]
@@ -252,6 +272,7 @@ def bootstrap_ci(
     statistic: Statistic,
     *,
     thresholds: object = None,
+    decisions: object = None,
     groups: object = None,
     n_boot: int = 1000,
     seed: int = 0,
@@ -266,7 +287,7 @@ def bootstrap_ci(
     """
     if isinstance(statistic, str):
         return bootstrap_cis(
-            y_true, y_score, [statistic], thresholds=thresholds, groups=groups,
+            y_true, y_score, [statistic], thresholds=thresholds, decisions=decisions, groups=groups,
             n_boot=n_boot, seed=seed, alpha=alpha, progress=progress,
         )[statistic]
     if not callable(statistic):

@@ -1,5 +1,9 @@
 """Calibration: does a predicted 0.8 mean the finding is present 80% of the time?
 
+The Brier score (mean squared error of the probability, sklearn's ``brier_score_loss``) and
+the expected calibration error (ECE) answer it with one number per class; temperature scaling
+(:mod:`cxr_core.metrics.temperature`) improves it.
+
 Bins follow ``sklearn.calibration.calibration_curve`` exactly (edges from ``linspace`` or from
 score percentiles; a probability equal to an inner edge falls in the lower bin), but every bin
 is returned, empty ones with count 0 and NaN means, so a plot can show where data is missing.
@@ -81,3 +85,18 @@ def expected_calibration_error(
         gap = np.abs(bins["frac_pos"][filled] - bins["mean_pred"][filled])
         out.append(float(np.sum(gap * bins["count"][filled]) / total) if total else np.nan)
     return np.asarray(out, dtype=np.float64)
+
+
+def brier_score(y_true: object, y_prob: object) -> np.ndarray:
+    """Per-class Brier score (C,): mean of (probability - label)^2 over the known labels.
+
+    Equals ``sklearn.metrics.brier_score_loss`` per class; NaN for a class with no known label.
+    Unlike AUROC it punishes confident wrong probabilities, so it moves with calibration.
+    """
+    labels, probs = _check(y_true, y_prob, 1, "uniform")
+    known = ~np.isnan(labels)
+    squared = np.where(known, (probs - np.nan_to_num(labels)) ** 2, 0.0)
+    n_known = known.sum(axis=0)
+    out = np.full(labels.shape[1], np.nan)
+    np.divide(squared.sum(axis=0), n_known, out=out, where=n_known > 0)
+    return out

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxr_core.metrics._inputs import MetricInputError, check_pair, class_thresholds
+from cxr_core.metrics._inputs import (
+    MetricInputError,
+    check_labels,
+    check_pair,
+    check_scores,
+    class_thresholds,
+)
 from cxr_core.metrics.ranking import rank_columns
 
 COUNT_NAMES: tuple[str, ...] = ("tp", "fp", "tn", "fn")
@@ -43,6 +49,51 @@ def confusion_counts(y_true: object, y_score: object, thresholds: object) -> dic
         "fn": np.sum(~called & pos, axis=0).astype(np.float64),
     }
     return _with_undefined(counts, t)
+
+
+def check_decisions(decisions: object, n_cases: int, n_classes: int) -> np.ndarray:
+    """(N, C) boolean positive calls of the same shape as the labels."""
+    called = np.asarray(decisions)
+    if called.ndim == 1:
+        called = called[:, None]
+    if called.shape != (n_cases, n_classes):
+        raise MetricInputError(
+            f"decisions have shape {called.shape} but the labels are {(n_cases, n_classes)}; give one "
+            "positive/negative call per case and class"
+        )
+    if called.dtype != np.bool_:
+        if not np.all((called == 0) | (called == 1)):
+            raise MetricInputError("decisions must be True/False (or 1/0) positive calls")
+        called = called.astype(bool)
+    return called
+
+
+def decision_counts(y_true: object, decisions: object) -> dict[str, np.ndarray]:
+    """tp, fp, tn, fn per class (each (C,)) for given positive calls instead of a threshold.
+
+    For decisions no single threshold describes: argmax of a multiclass model, or out-of-fold
+    calls where each case was judged by the threshold of another fold.
+    """
+    labels = check_labels(y_true)
+    called = check_decisions(decisions, *labels.shape)
+    pos, neg = labels == 1, labels == 0
+    return {
+        "tp": np.sum(called & pos, axis=0).astype(np.float64),
+        "fp": np.sum(called & neg, axis=0).astype(np.float64),
+        "tn": np.sum(~called & neg, axis=0).astype(np.float64),
+        "fn": np.sum(~called & pos, axis=0).astype(np.float64),
+    }
+
+
+def argmax_decisions(y_score: object) -> np.ndarray:
+    """(N, C) one-hot calls of each case's highest-scored class: a multiclass model's decision.
+
+    Scoring each class one-vs-rest on these calls gives the rows of the confusion matrix
+    (sensitivity = recall on the diagonal), unlike ``prob >= 0.5`` per class, which can call
+    no class or, for K = 2 at exactly 0.5, two.
+    """
+    scores = check_scores(y_score)
+    return np.eye(scores.shape[1], dtype=bool)[np.argmax(scores, axis=1)]
 
 
 class SortedScores:

@@ -1,5 +1,11 @@
 """One evaluation report: every number the dashboard and ``report.json`` show, in plain JSON.
 
+Multilabel classes are called positive at ``prob >= threshold``. A multiclass model calls one
+class per case, its argmax, so its per-class rows are one-vs-rest of the argmax: the same
+decisions as the confusion matrix (sensitivity = the matrix's recall), and accuracy is the one
+figure ``trace / n`` (per-class one-vs-rest accuracies, which count every true negative of a
+3-class problem, would read higher and are not reported).
+
 Small classes make noisy numbers: a class with fewer than ``min_positives`` known positives
 (or negatives) is flagged ``low_count`` and left out of the macro averages, and the report
 lists which classes were left out so nobody reads a macro AUROC without knowing that.
@@ -7,29 +13,40 @@ lists which classes were left out so nobody reads a macro AUROC without knowing 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from cxr_core.metrics._inputs import MetricInputError, check_pair, class_thresholds
-from cxr_core.metrics.bootstrap import AUROC, AVERAGE_PRECISION, bootstrap_cis
-from cxr_core.metrics.calibration import expected_calibration_error, reliability_bins
+from cxr_core.metrics.bootstrap import AUROC, AVERAGE_PRECISION, BRIER, bootstrap_cis
+from cxr_core.metrics.calibration import (
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+)
 from cxr_core.metrics.confusion import (
     METRIC_NAMES,
+    argmax_decisions,
     balanced_accuracy,
     confusion_counts,
     confusion_matrix,
+    decision_counts,
     threshold_metrics,
 )
 from cxr_core.metrics.ranking import curves, ranking_metrics
 
 DEFAULT_THRESHOLD = 0.5
-CI_STATISTICS: tuple[str, ...] = (AUROC, AVERAGE_PRECISION, "sensitivity", "specificity")
+ARGMAX = "argmax"
+CI_STATISTICS: tuple[str, ...] = (AUROC, AVERAGE_PRECISION, "sensitivity", "specificity", "ppv", "npv", "f1", BRIER)
 _CI_KEYS = {
     AUROC: "auroc_ci", AVERAGE_PRECISION: "ap_ci", "sensitivity": "sensitivity_ci", "specificity": "specificity_ci",
+    "ppv": "ppv_ci", "npv": "npv_ci", "f1": "f1_ci", BRIER: "brier_ci",
 }
-AVERAGED_METRICS: tuple[str, ...] = ("auroc", "ap") + METRIC_NAMES
+AVERAGED_METRICS: tuple[str, ...] = ("auroc", "ap") + METRIC_NAMES + (BRIER,)
+
+logger = logging.getLogger(__name__)
 
 
 def to_jsonable(value: object) -> object:
@@ -85,12 +102,13 @@ def _multiclass_section(labels: np.ndarray, probs: np.ndarray, class_names: Sequ
     }
 
 
-def _micro(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> dict:
+def _micro(labels: np.ndarray, probs: np.ndarray, counts: dict[str, np.ndarray]) -> dict:
+    """Pooled over classes; classes with undefined (NaN) counts are left out."""
     known = ~np.isnan(labels)
-    defined = known & ~np.isnan(thresholds)[None, :]
+    used = ~np.isnan(counts["tp"])
+    defined = known & used[None, :]
     flat_auroc, flat_ap = ranking_metrics(labels[known], probs[known]) if known.any() else ([np.nan], [np.nan])
-    counts = confusion_counts(labels, probs, np.where(np.isnan(thresholds), np.inf, thresholds))
-    pooled = threshold_metrics({name: np.sum(counts[name][~np.isnan(thresholds)]) for name in counts})
+    pooled = threshold_metrics({name: np.sum(counts[name][used]) for name in counts})
     micro = {"auroc": flat_auroc[0], "ap": flat_ap[0]}
     micro.update({name: pooled[name] for name in METRIC_NAMES})
     micro.update({name: _count(float(pooled[name])) for name in ("tp", "fp", "tn", "fn")})
@@ -117,8 +135,10 @@ def evaluation_report(
     """Everything about one model on one split, JSON-serialisable (NaN becomes None).
 
     ``y_true``/``y_prob`` are (N, C) in ``class_names`` order (multiclass: one-hot labels and
-    softmax probabilities). ``thresholds`` default to 0.5 for every class; ``groups`` (patient
-    IDs) make the bootstrap resample patients; ``n_boot=0`` skips intervals.
+    softmax probabilities). Multilabel ``thresholds`` default to 0.5 for every class;
+    multiclass decisions are the argmax and take no thresholds (given ones are ignored, with a
+    warning). ``groups`` (patient IDs) make the bootstrap resample patients; ``n_boot=0``
+    skips intervals.
     """
     if task not in ("multilabel", "multiclass"):
         raise MetricInputError(f"task must be 'multilabel' or 'multiclass'; got {task!r}")
@@ -134,12 +154,22 @@ def evaluation_report(
     if int(n_boot) < 0:
         raise MetricInputError(f"n_boot must be 0 (no intervals) or a positive number of resamples; got {n_boot}")
     multiclass = _multiclass_section(labels, probs, names) if task == "multiclass" else None
-    t = class_thresholds(DEFAULT_THRESHOLD if thresholds is None else thresholds, len(names))
+    if multiclass is not None:
+        if thresholds is not None:
+            logger.warning("thresholds do not apply to a multiclass model (it calls the argmax class); ignoring them")
+        t = np.full(len(names), np.nan)
+        decisions = {"decisions": argmax_decisions(probs)}
+        counts = decision_counts(labels, decisions["decisions"])
+    else:
+        t = class_thresholds(DEFAULT_THRESHOLD if thresholds is None else thresholds, len(names))
+        decisions = {"thresholds": t}
+        counts = confusion_counts(labels, probs, t)
 
     auroc, ap = ranking_metrics(labels, probs)
-    derived = threshold_metrics(confusion_counts(labels, probs, t))
+    derived = threshold_metrics(counts)
+    brier = brier_score(labels, probs)
     cis = (
-        bootstrap_cis(labels, probs, CI_STATISTICS, thresholds=t, groups=groups,
+        bootstrap_cis(labels, probs, CI_STATISTICS, **decisions, groups=groups,
                       n_boot=n_boot, seed=seed, alpha=alpha, progress=progress)
         if n_boot > 0 else {}
     )
@@ -152,8 +182,10 @@ def evaluation_report(
 
     per_class = {}
     for c, name in enumerate(names):
-        entry = {"auroc": auroc[c], "ap": ap[c], "threshold": t[c]}
+        entry = {"auroc": auroc[c], "ap": ap[c], "threshold": t[c], "brier": brier[c]}
         entry.update({metric: derived[metric][c] for metric in METRIC_NAMES})
+        if multiclass is not None:
+            entry["accuracy"] = None  # one figure for the model: report["multiclass"]["accuracy"]
         entry.update({k: _count(float(derived[k][c])) for k in ("tp", "fp", "tn", "fn")})
         for stat, key in _CI_KEYS.items():
             entry[key] = [cis[stat].low[c], cis[stat].high[c]] if cis else None
@@ -172,16 +204,24 @@ def evaluation_report(
         values = np.array([per_class[name][metric] for name in included], dtype=np.float64)
         values = values[~np.isnan(values)]
         macro[metric] = float(values.mean()) if values.size else float("nan")
+    if multiclass is not None:
+        macro["accuracy"] = multiclass["accuracy"]
     macro["classes_included"] = included
     macro["classes_excluded"] = [name for c, name in enumerate(names) if low_count[c]]
     macro["exclusion_rule"] = f"classes with fewer than {int(min_positives)} known positives or negatives"
 
+    micro = _micro(labels, probs, counts)
+    if multiclass is not None:
+        micro["accuracy"] = multiclass["accuracy"]
     report = {
         "task": task,
         "class_names": names,
         "n_cases": int(labels.shape[0]),
         "settings": {
-            "thresholds": "given" if thresholds is not None else f"default {DEFAULT_THRESHOLD}",
+            "thresholds": (
+                ARGMAX if multiclass is not None
+                else "given" if thresholds is not None else f"default {DEFAULT_THRESHOLD}"
+            ),
             "n_boot": int(n_boot),
             "seed": int(seed),
             "alpha": float(alpha),
@@ -192,9 +232,9 @@ def evaluation_report(
         },
         "per_class": per_class,
         "macro": macro,
-        "micro": _micro(labels, probs, t),
+        "micro": micro,
         "calibration": {
-            name: {"ece": ece[c], "bins": bins[c]} for c, name in enumerate(names)
+            name: {"ece": ece[c], "brier": brier[c], "bins": bins[c]} for c, name in enumerate(names)
         },
         "curves": {name: class_curves[c] for c, name in enumerate(names)},
     }

@@ -7,7 +7,8 @@ import pytest
 from cxr_core.data.formats import load_nih
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.manifest import Manifest
-from cxr_core.data.splits import assign_splits, check_leakage, leakage_report
+from cxr_core.data.inspect import format_summary, summarise
+from cxr_core.data.splits import FOLLOWED_COLUMN, assign_splits, check_leakage, leakage_report
 from cxr_core.errors import DatasetError, LeakageError
 
 SPACE = LabelSpace("toy", ("Common", "Rare"))
@@ -93,7 +94,38 @@ def test_leakage_detected_and_reported() -> None:
     assert report["examples"] == [{"patient_id": "p2", "images_per_split": {"train": 1, "val": 2}}]
     with pytest.raises(LeakageError, match=r"1 patient\(s\) .*p2 \(train: 1, val: 2\)"):
         check_leakage(leaky)
-    assert leakage_report(m) == {"ok": True, "patients_in_several_splits": 0, "examples": []}
+    assert leakage_report(m) == {
+        "ok": True, "patients_in_several_splits": 0, "examples": [],
+        "moved_to_patient_split": {"images": 0, "patients": 0, "images_per_split": {}},
+    }
+
+
+def test_pool_images_following_their_patient_are_counted(caplog, tmp_path) -> None:
+    m = _manifest(n_patients=100, images=3)
+    frame = m.frame.copy()
+    # p1 (two images) and p5 (three) have one image in the held-out sets, the rest in the pool.
+    for pid, split in (("p1", "test"), ("p5", "val")):
+        frame.loc[frame.index[frame["patient_id"] == pid][0], "split"] = split
+    with caplog.at_level("WARNING", logger="cxr_core.data.splits"):
+        out = assign_splits(m.with_frame(frame), val=0.2, seed=0)
+    assert (_patients_per_split(out) == 1).all()
+    moved = {"images": 3, "patients": 2, "images_per_split": {"val": 2, "test": 1}}
+    assert leakage_report(out)["moved_to_patient_split"] == moved
+    assert "3 image(s) of 2 patient(s) given as training pool were moved" in caplog.text
+    assert "2 to val, 1 to test" in caplog.text
+    assert sorted(out.frame.loc[out.frame[FOLLOWED_COLUMN], "image_id"]) == ["p1_1.png", "p5_1.png", "p5_2.png"]
+    # The record survives saving the manifest and a later assignment that moves nothing.
+    reloaded = Manifest.load(out.save(tmp_path / "m.csv"))
+    assert leakage_report(assign_splits(reloaded, val=0.2, seed=0))["moved_to_patient_split"] == moved
+    text = format_summary(summarise(out, check_files=False))
+    assert "moved to keep patients together: 3 image(s) of 2 patient(s) given as training pool (2 to val, 1 to test)" in text
+
+
+def test_nothing_moved_nothing_logged(caplog) -> None:
+    with caplog.at_level("WARNING", logger="cxr_core.data.splits"):
+        out = assign_splits(_manifest(), val=0.2, seed=0)
+    assert caplog.text == "" and not out.frame[FOLLOWED_COLUMN].any()
+    assert "moved to keep" not in format_summary(summarise(out, check_files=False))
 
 
 def test_bad_fractions() -> None:

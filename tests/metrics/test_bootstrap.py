@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    f1_score,
+    precision_score,
+    roc_auc_score,
+)
 
 from cxr_core.metrics import (
     MetricInputError,
@@ -123,9 +129,43 @@ def test_bad_arguments_raise():
         bootstrap_ci(labels, scores, "auroc", groups=["a"] * 49, n_boot=5)
     with pytest.raises(MetricInputError, match="patient ID is missing for row 3"):
         bootstrap_ci(labels, scores, "auroc", groups=["a"] * 3 + [None] + ["b"] * 46, n_boot=5)
-    with pytest.raises(MetricInputError, match="need thresholds"):
+    with pytest.raises(MetricInputError, match="need either thresholds or decisions"):
         bootstrap_ci(labels, scores, "sensitivity", n_boot=5)
+    with pytest.raises(MetricInputError, match="not both"):
+        bootstrap_ci(labels, scores, "sensitivity", thresholds=0.5, decisions=scores >= 0.5, n_boot=5)
+    with pytest.raises(MetricInputError, match="decisions have shape"):
+        bootstrap_ci(labels, scores, "f1", decisions=np.ones((50, 2), dtype=bool), n_boot=5)
     with pytest.raises(MetricInputError, match="unknown bootstrap statistic"):
         bootstrap_ci(labels, scores, "auprc", n_boot=5)
     with pytest.raises(MetricInputError, match="alpha"):
         bootstrap_ci(labels, scores, "auroc", n_boot=5, alpha=5)
+
+
+def test_ppv_npv_f1_from_decisions_equal_sklearn_on_resampled_patients():
+    labels, scores = random_case(7, n=300)
+    rng = np.random.default_rng(2)
+    called = rng.random(labels.shape) < 0.3  # calls no single threshold describes
+    ids = rng.integers(0, 100, 300).astype(str)
+    fast = bootstrap_cis(labels, scores, ["ppv", "npv", "f1"], decisions=called, groups=ids, n_boot=30, seed=5)
+    metrics = {
+        "ppv": lambda y, c: precision_score(y, c, zero_division=np.nan),
+        "npv": lambda y, c: precision_score(1 - y, ~c, zero_division=np.nan),
+        "f1": lambda y, c: f1_score(y, c, zero_division=np.nan),
+    }
+    for name, metric in metrics.items():
+        # The same resamples of the rows, with the calls passed as 0/1 scores so they are resampled too.
+        slow = bootstrap_ci(
+            labels, called.astype(float),
+            sklearn_per_class(lambda y, s, metric=metric: metric(y, s > 0.5)),
+            groups=ids, n_boot=30, seed=5,
+        )
+        np.testing.assert_allclose(fast[name].distribution, slow.distribution, atol=1e-12)
+
+
+def test_brier_distribution_equals_sklearn_on_resampled_data():
+    labels, scores = random_case(8, n=200, decimals=None)
+    probs = scores / scores.max()
+    ids = np.random.default_rng(3).integers(0, 80, 200)
+    fast = bootstrap_ci(labels, probs, "brier", groups=ids, n_boot=25, seed=2)
+    slow = bootstrap_ci(labels, probs, sklearn_per_class(brier_score_loss), groups=ids, n_boot=25, seed=2)
+    np.testing.assert_allclose(fast.distribution, slow.distribution, atol=1e-12)

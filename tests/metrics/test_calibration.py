@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss
 
-from cxr_core.metrics import (
-    MetricInputError,
-    expected_calibration_error,
-    reliability_bins,
-)
+from cxr_core.metrics import MetricInputError, brier_score, expected_calibration_error, reliability_bins
 
 
 def test_ece_hand_computed():
@@ -64,3 +61,16 @@ def test_class_without_known_labels_is_nan_and_bad_input_raises():
         expected_calibration_error([1.0, 0.0], [0.3, 1.7])
     with pytest.raises(MetricInputError, match="binning strategy"):
         reliability_bins([1.0], [0.3], strategy="kmeans")
+
+
+def test_brier_score_equals_sklearn_per_class():
+    rng = np.random.default_rng(3)
+    labels = (rng.random((200, 3)) < [0.1, 0.4, 0.7]).astype(float)
+    probs = np.clip(0.6 * labels + rng.random((200, 3)) * 0.5, 0, 1)
+    labels[rng.random((200, 3)) < 0.1] = np.nan
+    labels[:, 2] = np.nan  # no known labels at all
+    got = brier_score(labels, probs)
+    for c in range(2):
+        known = ~np.isnan(labels[:, c])
+        assert got[c] == pytest.approx(brier_score_loss(labels[known, c], probs[known, c]), abs=1e-12)
+    assert np.isnan(got[2])

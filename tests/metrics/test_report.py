@@ -6,7 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    brier_score_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from cxr_core.metrics import MetricInputError, evaluation_report, format_report
@@ -53,6 +59,10 @@ def test_per_class_numbers_match_sklearn_and_counts(report):
         assert entry["auroc_ci"][0] < entry["auroc"] < entry["auroc_ci"][1]
         assert entry["sensitivity_ci"][0] <= entry["sensitivity"] <= entry["sensitivity_ci"][1]
         assert entry["bootstrap_resamples_used"]["auroc"] == 150
+        assert entry["brier"] == pytest.approx(brier_score_loss(truth, probs[known, c]), abs=1e-12)
+        for metric in ("ppv", "npv", "f1", "brier"):
+            low, high = entry[f"{metric}_ci"]
+            assert low < entry[metric] < high
 
 
 def test_low_count_classes_are_flagged_and_left_out_of_macro(report):
@@ -108,6 +118,41 @@ def test_multiclass_section_matches_sklearn():
     assert mc["accuracy"] == pytest.approx(np.mean(truth[5:] == pred[5:]))
     text = format_report(rep)
     assert "balanced accuracy" in text and "Bacterial" in text
+
+
+def test_multiclass_rows_are_one_vs_rest_of_the_argmax():
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 3, 300)
+    # Flat probabilities: often no class reaches 0.5, so prob >= 0.5 rows would disagree with argmax.
+    probs = rng.dirichlet([2, 2, 2], 300) + 0.3 * np.eye(3)[truth]
+    probs /= probs.sum(axis=1, keepdims=True)
+    patients = (np.arange(300) // 2).astype(str)
+    names = ["Normal", "Bacterial", "Viral"]
+    rep = evaluation_report(np.eye(3)[truth], probs, names, "multiclass", groups=patients, n_boot=40)
+    pred = probs.argmax(axis=1)
+    matrix = np.array(rep["multiclass"]["confusion_matrix"])
+    assert (probs.max(axis=1) < 0.5).any()
+    for c, name in enumerate(names):
+        entry = rep["per_class"][name]
+        assert entry["sensitivity"] == pytest.approx(matrix[c, c] / matrix[c].sum())
+        assert entry["sensitivity"] == pytest.approx(recall_score(truth == c, pred == c))
+        assert entry["ppv"] == pytest.approx(precision_score(truth == c, pred == c))
+        assert (entry["tp"], entry["fp"]) == (matrix[c, c], matrix[:, c].sum() - matrix[c, c])
+        assert entry["threshold"] is None and entry["accuracy"] is None
+        assert entry["sensitivity_ci"][0] <= entry["sensitivity"] <= entry["sensitivity_ci"][1]
+    accuracy = np.mean(truth == pred)
+    assert rep["multiclass"]["accuracy"] == rep["macro"]["accuracy"] == rep["micro"]["accuracy"] == pytest.approx(accuracy)
+    assert rep["micro"]["sensitivity"] == pytest.approx(accuracy)  # pooled one-vs-rest recall of argmax calls
+    assert rep["settings"]["thresholds"] == "argmax"
+
+
+def test_multiclass_ignores_given_thresholds_with_a_warning(caplog):
+    truth = np.arange(30) % 3
+    probs = np.full((30, 3), 0.2) + 0.4 * np.eye(3)[truth]
+    with caplog.at_level("WARNING", logger="cxr_core.metrics.report"):
+        rep = evaluation_report(np.eye(3)[truth], probs, ["a", "b", "c"], "multiclass", thresholds=0.9, n_boot=0)
+    assert "do not apply to a multiclass model" in caplog.text
+    assert rep["per_class"]["a"]["sensitivity"] == 1.0
 
 
 def test_format_report_is_an_aligned_table(report):

@@ -24,9 +24,12 @@ Missing = Literal["error", "drop"]
 
 # File-name conventions that carry the patient, so images of one patient never straddle splits.
 _PATIENT_PATTERNS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"^(person\d+)_", re.IGNORECASE),  # Kermany: person123_bacteria_456
-    re.compile(r"^(NORMAL2-IM-\d+)-\d+$", re.IGNORECASE),  # Kermany: NORMAL2-IM-1427-0001
-    re.compile(r"^(IM-\d+)-\d+$", re.IGNORECASE),  # Kermany: IM-0115-0001
+    re.compile(r"^(person\d+)_", re.IGNORECASE),  # Kermany: person123_bacteria_456, person1_virus_2_3
+    # Kermany normals: IM-<patient>-<study>[-<image>]. The trailing numbers count a patient's
+    # studies and images (IM-0467-0001-0001 and IM-0467-0001-0002 are two views of one study),
+    # so only IM-<patient> names the patient. NORMAL2- names are a second series whose numbers
+    # restart: NORMAL2-IM-0467 is not IM-0467 and keeps its prefix.
+    re.compile(r"^((?:NORMAL2-)?IM-\d+)(?:-\d+)+$", re.IGNORECASE),
     re.compile(r"^(\d{8})_\d{3}$"),  # NIH ChestX-ray14 file names reused by other sets: 00001280_004
 )
 

@@ -22,7 +22,11 @@ def test_real_pneumonia(pneumonia_root: Path) -> None:
     f = m.frame.set_index("image_id")
     assert f.loc["train/PNEUMONIA/person1000_bacteria_2931.jpeg", "patient_id"] == "person1000"
     assert f.loc["train/NORMAL/IM-0115-0001.jpeg", "patient_id"] == "IM-0115"
-    assert m.frame["patient_id"].nunique() < len(m)
+    # Two views of one study, and a patient's second study, are the patient's images too.
+    assert f.loc["train/NORMAL/IM-0467-0001-0001.jpeg", "patient_id"] == "IM-0467"
+    assert f.loc["train/NORMAL/IM-0467-0001-0002.jpeg", "patient_id"] == "IM-0467"
+    assert m.frame["patient_id"].nunique() == 2846  # 1,211 NORMAL + 1,635 PNEUMONIA patients
+    assert m.frame.loc[m.frame["patient_id"] == m.frame["image_id"].map(lambda i: Path(i).stem)].empty
     assert Path(f.loc["train/NORMAL/IM-0115-0001.jpeg", "path"]).is_file()
 
 
@@ -52,8 +56,14 @@ def test_real_covid(covid_root: Path) -> None:
     [
         ("person123_bacteria_456", "person123"),
         ("person7_virus_13", "person7"),
+        ("person1_virus_2_3", "person1"),
         ("IM-0115-0001", "IM-0115"),
+        ("IM-0467-0001-0001", "IM-0467"),
+        ("IM-0467-0002", "IM-0467"),
+        ("im-0467-0001-0002", "im-0467"),
         ("NORMAL2-IM-1427-0001", "NORMAL2-IM-1427"),
+        ("NORMAL2-IM-0467-0001-0001", "NORMAL2-IM-0467"),
+        ("IM-0467", "IM-0467"),  # no study number: not the convention, the stem stays its own patient
         ("00001280_004", "00001280"),
         ("01E392EE-69F9-4E33", "01E392EE-69F9-4E33"),
     ],
