@@ -8,19 +8,21 @@ header claims). The goal is 0 other / 0 hang / 0 padded, and every crafted file 
 compare like with like.
 
 Usage: python benchmarks/bench_reliability.py [--data ../shared/data] [--mutants 1000] [--seed 14]
+(set PYTHONPATH to a checkout of another version to measure that version's loader)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO))  # appended: a PYTHONPATH naming another cxr_core (an older version) wins
 
-from tests.reliability import crafted  # noqa: E402 - the generator lives with the tests
+from tests.reliability import crafted  # the generator lives with the tests
 
 
 def main() -> int:
@@ -36,6 +38,7 @@ def main() -> int:
     if "nih.png" not in sources or "kermany.jpeg" not in sources:
         print(f"real radiographs not found under {args.data}", file=sys.stderr)
         return 2
+    print(f"loader: cxr_core.imaging.load_image from {importlib.util.find_spec('cxr_core').origin}")
     with tempfile.TemporaryDirectory() as tmp, crafted.IsolatedLoader(timeout=args.timeout) as loader:
         cases = crafted.build_crafted_set(Path(tmp) / "crafted", sources)
         results = crafted.run_crafted(loader, cases)

@@ -26,8 +26,9 @@ import struct
 import traceback
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Self
 
 import numpy as np
 import pydicom
@@ -148,7 +149,7 @@ def jpeg_dicom(gray8: np.ndarray, jpeg: bytes | None = None) -> Dataset:
 
 
 def to_12bit(gray8: np.ndarray) -> np.ndarray:
-    return (gray8.astype(np.uint16) * 4095 // 255).astype(np.uint16)
+    return (gray8.astype(np.uint32) * 4095 // 255).astype(np.uint16)
 
 
 def voi_lut_item(descriptor: list[int], entries: list[int], vr: str = "US") -> Dataset:
@@ -207,7 +208,7 @@ def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
     png = sources["nih.png"]
     jpeg = sources["kermany.jpeg"]
     gray = gray_of(png)
-    h, w = gray.shape
+    h = gray.shape[0]
     gray12 = to_12bit(gray)
     gray_jpeg = jpeg_bytes(Image.fromarray(gray))
 
@@ -225,8 +226,8 @@ def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
     add("jpeg_half_plus_eoi.jpg", jpeg[: len(jpeg) // 2] + b"\xff\xd9", "refuse", "scan cut in half, EOI appended")
     add("jpeg_half.jpg", jpeg[: len(jpeg) // 2], "refuse", "file cut in half")
     progressive = jpeg_bytes(Image.fromarray(gray), progressive=True)
-    add("jpeg_progressive_half_plus_eoi.jpg", progressive[: len(progressive) // 2] + b"\xff\xd9", "any",
-        "progressive JPEG cut after some scans (a coarser but complete picture may be legitimate)")
+    add("jpeg_progressive_half_plus_eoi.jpg", progressive[: len(progressive) // 2] + b"\xff\xd9", "refuse",
+        "progressive JPEG cut inside a scan, EOI appended")
 
     # DICOM pixel data problems
     add("dicom_jpeg_half_data.dcm",
@@ -551,7 +552,7 @@ class IsolatedLoader:
                 self._proc.kill()
         self._proc = None
 
-    def __enter__(self) -> "IsolatedLoader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
