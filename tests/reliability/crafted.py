@@ -38,7 +38,9 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
+    RLELossless,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
@@ -188,10 +190,31 @@ def gray_of(data: bytes) -> np.ndarray:
 
 
 def real_dicoms(sources: dict[str, bytes]) -> dict[str, bytes]:
-    """DICOMs built with pydicom from a real radiograph: native 12-bit and JPEG baseline."""
+    """DICOMs built with pydicom from a real radiograph: native 12-bit, JPEG baseline, RLE,
+    JPEG 2000 and native with a VOI LUT."""
     gray = gray_of(sources.get("nih.png") or next(iter(sources.values())))
-    return {"native12.dcm": dicom_bytes(dicom_dataset(to_12bit(gray))),
-            "jpeg_baseline.dcm": dicom_bytes(jpeg_dicom(gray))}
+    gray12 = to_12bit(gray)
+    built = {"native12.dcm": dicom_bytes(dicom_dataset(gray12)), "jpeg_baseline.dcm": dicom_bytes(jpeg_dicom(gray))}
+    for name, syntax in (("rle.dcm", RLELossless), ("j2k.dcm", JPEG2000Lossless)):
+        ds = dicom_dataset(gray12)
+        ds.compress(syntax)
+        built[name] = dicom_bytes(ds)
+    lut = dicom_dataset(gray12)
+    lut.VOILUTSequence = Sequence([voi_lut_item([4096, 0, 16], [min(v, 3000) * 20 for v in range(4096)])])
+    built["voi_lut.dcm"] = dicom_bytes(lut)
+    return built
+
+
+def derived_rasters(sources: dict[str, bytes]) -> dict[str, bytes]:
+    """Other encodings of a real radiograph: 16-bit, interlaced and RGBA PNG, progressive JPEG."""
+    gray = gray_of(sources["nih.png"])
+    out = {"nih16.png": png_bytes(to_12bit(gray)),
+           "nih_rgba.png": png_bytes(np.dstack([gray, gray, gray, np.full_like(gray, 255)])),
+           "nih_progressive.jpeg": jpeg_bytes(Image.fromarray(gray), progressive=True)}
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, "PNG", interlace=1)
+    out["nih_interlaced.png"] = buf.getvalue()
+    return out
 
 
 def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
@@ -264,6 +287,23 @@ def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
     add("dicom_voi_lut_two_value_descriptor.dcm", dicom_bytes(bad_desc), "refuse", "LUT descriptor with 2 values")
     frames = dicom_dataset(np.stack([gray12] * 3))
     add("dicom_multiframe.dcm", dicom_bytes(frames), "refuse", "3 frames")
+    for name, encoded in real_dicoms(sources).items():
+        if name in ("rle.dcm", "j2k.dcm"):
+            ds = pydicom.dcmread(io.BytesIO(encoded))
+            frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+            ds.PixelData = encapsulate([frame[: len(frame) * 9 // 10]])
+            add(f"dicom_{Path(name).stem}_cut_frame.dcm", dicom_bytes(ds), "refuse", "compressed frame cut to 90%")
+    for fmt, ext, options in (("BMP", ".bmp", {}), ("TIFF", ".tif", {}), ("TIFF", ".tiff", {"compression": "tiff_lzw"})):
+        buf = io.BytesIO()
+        Image.fromarray(gray).save(buf, fmt, **options)
+        add(f"{fmt.lower()}_{options.get('compression', 'raw')}_cut{ext}", buf.getvalue()[: len(buf.getvalue()) * 2 // 3],
+            "refuse", f"{fmt} cut to two thirds")
+    bmp = io.BytesIO()
+    Image.fromarray(gray).save(bmp, "BMP")
+    data = bmp.getvalue()
+    add("bmp_double_height.bmp", data[:22] + struct.pack("<i", 2 * h) + data[26:], "refuse", "BMP header declares 2x the rows")
+    png16 = png_bytes(gray12)
+    add("png16_ihdr_double_height.png", png_lying_height(png16), "refuse", "16-bit PNG, IHDR declares 2x the rows")
     huge = dicom_dataset(gray12)
     huge.Rows, huge.Columns = 65535, 65535
     add("dicom_huge_rows.dcm", dicom_bytes(huge), "refuse", "Rows/Columns 65535 with 256x256 data")
@@ -592,6 +632,6 @@ def tally(outcomes: Iterable[str]) -> dict[str, int]:
 
 
 def fuzz_originals(sources: dict[str, bytes]) -> dict[str, bytes]:
-    """Real PNG and JPEG radiographs plus DICOMs built from one of them."""
-    return {**sources, **real_dicoms(sources)}
+    """Real PNG and JPEG radiographs, other encodings of one and DICOMs built from it."""
+    return {**sources, **derived_rasters(sources), **real_dicoms(sources)}
 
