@@ -66,6 +66,8 @@ _FORMAT_NAMES = {"MPO": "JPEG"}  # multi-picture JPEGs from cameras: frame 0 is 
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, the weights Pillow's "L" conversion uses
 _DETECTOR_BITS = (8, 10, 12, 14, 16)
 _HELP_FORMATS = "Supported formats: PNG, JPEG, BMP, TIFF and DICOM."
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
 # Huffman-coded JPEG processes, whose decoders fill a short scan with zeros instead of failing.
 _DICOM_JPEG_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1})
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
@@ -260,6 +262,12 @@ def _not_an_image_message(data: bytes, label: str) -> str:
     if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         kind = "text, not an image"
     else:
+        for signature, fmt in _SIGNATURES:
+            if data.startswith(signature):
+                # Pillow reports a header it cannot parse as "not identified"; the magic bytes
+                # show it is a damaged file of a supported format, not a misnamed one.
+                return (f"{label}: starts like a {fmt} file but its header cannot be read; the file is "
+                        "damaged or truncated. Re-export or re-upload it.")
         kind = "not a recognised image"
     return f"{label}: the content is {kind} (the file name may be wrong). {_HELP_FORMATS}"
 

@@ -251,6 +251,16 @@ def test_real_radiographs_with_lying_headers_are_refused(tmp_path, nih14_root, p
         expect_error(tmp_path / name, name, "truncated")
 
 
+@pytest.mark.parametrize("fmt,ext,says", [("PNG", ".png", "starts like a PNG file"), ("TIFF", ".tif", "starts like a TIFF"),
+                                           ("BMP", ".bmp", "starts like a BMP"), ("JPEG", ".jpg", "header is damaged")])
+def test_damaged_header_of_a_supported_format_is_named(tmp_path, fmt, ext, says):
+    buf = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 255, (32, 32), dtype=np.uint8)).save(buf, fmt)
+    path = tmp_path / f"cut{ext}"
+    path.write_bytes(buf.getvalue()[:12])  # signature kept, header cut
+    expect_error(path, path.name, says, "damaged")
+
+
 def test_dangling_symlink(tmp_path):
     link = tmp_path / "gone.png"
     os.symlink(tmp_path / "moved_away.png", link)
