@@ -500,7 +500,7 @@ def _pil_to_gray(image: Image.Image, data: bytes, fmt: str, label: str) -> tuple
         arr = np.asarray(image)
         low, high = float(arr.min()), float(arr.max())
         if low < 0 or high > 65535:
-            return _min_max(arr.astype(np.float64)), {"scale": "min-max (values outside 0..65535)"}
+            return _min_max(arr), {"scale": "min-max (values outside 0..65535)"}
         bits, source = _significant_bits(data, fmt, high)
         pixels = arr.astype(np.float32)  # exact: 16-bit integers fit float32's 24-bit mantissa
         pixels *= np.float32(1.0 / float(2**bits - 1))
@@ -552,10 +552,7 @@ def _png_sbit(data: bytes) -> int | None:
 
 
 def _min_max(arr: np.ndarray) -> np.ndarray:
-    low, high = float(arr.min()), float(arr.max())
-    if high == low:
-        return np.zeros_like(arr, dtype=np.float64)
-    return (arr - low) / (high - low)
+    return _scale_between(arr, float(arr.min()), float(arr.max()))
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -637,7 +634,8 @@ def _load_dicom(
     if photometric.startswith("MONOCHROME"):
         pixels = _dicom_monochrome(arr, ds, meta, label)
         if photometric == "MONOCHROME1":
-            pixels = 1.0 - pixels  # MONOCHROME1 stores bone dark; display convention is bone white
+            # MONOCHROME1 stores bone dark; display convention is bone white.
+            np.subtract(1.0, pixels, out=pixels)
         meta["inverted"] = photometric == "MONOCHROME1"
     elif photometric == "PALETTE COLOR":
         rgb = apply_color_lut(arr, ds)
@@ -671,24 +669,24 @@ def _dicom_monochrome(arr: np.ndarray, ds: pydicom.Dataset, meta: dict[str, Any]
 
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         try:
-            mapped = apply_windowing(values, ds, 0)
+            mapped = _by_row_blocks(lambda block: apply_windowing(block, ds, 0), values)
             with np.errstate(over="ignore"):
                 low, high = apply_windowing(np.array([-np.inf, np.inf]), ds, 0)
         except (ValueError, TypeError, IndexError) as exc:
             meta["voi"] = f"min-max (window ignored: {exc})"
-            return _min_max(values.astype(np.float64))
+            return _min_max(values)
         meta["voi"] = "window"
         meta["window"] = {"center": _first(ds.WindowCenter), "width": _first(ds.WindowWidth),
                           "function": str(ds.get("VOILUTFunction", "LINEAR"))}
         return _scale_between(mapped, float(low), float(high))
 
     meta["voi"] = "min-max"
-    return _min_max(values.astype(np.float64))
+    return _min_max(values)
 
 
 def _apply_voi_lut(values: np.ndarray, item: pydicom.Dataset, ds: pydicom.Dataset,
                    label: str) -> tuple[np.ndarray, np.ndarray]:
-    """(mapped values as float64, the LUT's entries): PS3.3 C.11.2.1.1 applied directly.
+    """(mapped values as float32, the LUT's entries): PS3.3 C.11.2.1.1 applied directly.
 
     pydicom's ``apply_voi`` indexes 8-bit LUTs through a uint8 array (entries beyond 255 wrap
     into garbage) and fails with a raw ``struct.error`` on a LUT shorter than its descriptor,
@@ -715,8 +713,23 @@ def _apply_voi_lut(values: np.ndarray, item: pydicom.Dataset, ds: pydicom.Datase
             "the file is damaged or truncated. Re-export it."
         )
     lut = lut[:count]
-    index = np.clip(np.rint(values).astype(np.int64) - first, 0, count - 1)
-    return lut[index].astype(np.float64), lut
+    index = np.rint(values).astype(np.int64) if np.issubdtype(values.dtype, np.floating) else values.astype(np.int64)
+    index -= first
+    np.clip(index, 0, count - 1, out=index)
+    return lut.astype(np.float32)[index], lut  # entries are at most 16-bit: exact in float32
+
+
+def _by_row_blocks(func: Any, values: np.ndarray) -> np.ndarray:
+    """An elementwise pydicom transform applied a few million pixels at a time into float32.
+
+    ``apply_windowing`` works in float64 with several full-size temporaries (about 25 bytes
+    per pixel); by blocks of rows the temporaries stay small and the result costs 4 bytes.
+    """
+    out = np.empty(values.shape, np.float32)
+    step = max(1, (1 << 22) // max(1, int(np.prod(values.shape[1:]))))
+    for start in range(0, values.shape[0], step):
+        out[start:start + step] = func(values[start:start + step])
+    return out
 
 
 def _lut_entries(item: pydicom.Dataset, ds: pydicom.Dataset, count: int, bits: int) -> np.ndarray:
@@ -790,9 +803,18 @@ def _check_jpeg_frame(ds: pydicom.Dataset, label: str) -> None:
 
 
 def _scale_between(arr: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``(arr - low) / (high - low)`` as float32, without a full-size float64 temporary.
+
+    The subtraction runs in the input's precision but is written straight into the float32
+    result (numpy buffers the cast), so a 16-bit radiograph costs 4 bytes per pixel here.
+    """
+    out = np.empty(arr.shape, np.float32)
     if high == low:
-        return np.zeros_like(arr, dtype=np.float64)
-    return (arr - low) / (high - low)  # a negative range (negative slope) still maps low -> 0
+        out.fill(0.0)
+        return out
+    np.subtract(arr, low, out=out, casting="same_kind")
+    out *= np.float32(1.0 / (high - low))  # a negative range (negative slope) still maps low -> 0
+    return out
 
 
 def _transfer_syntax(ds: pydicom.Dataset, label: str) -> UID:

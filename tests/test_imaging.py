@@ -516,6 +516,17 @@ def test_dicom_window_center_width_linear(tmp_path):
     assert img.meta["voi"] == "window" and img.meta["window"]["center"] == 2048.0
 
 
+def test_dicom_window_on_an_image_larger_than_one_processing_block(tmp_path):
+    arr = (np.add.outer(np.arange(2200), np.arange(2000)) % 4096).astype(np.uint16)  # 4.4 M px
+    ds = dicom_dataset(arr, "MONOCHROME1")
+    ds.WindowCenter, ds.WindowWidth = 2048, 1024
+    img = load_image(save_dicom(ds, tmp_path / "large.dcm"))
+    c, w = 2048 - 0.5, 1024 - 1
+    expected = 1.0 - np.clip((arr - c) / w + 0.5, 0, 1)
+    np.testing.assert_allclose(img.pixels, expected, atol=1e-5)
+    assert img.pixels.dtype == np.float32 and img.meta["voi"] == "window"
+
+
 def test_dicom_voi_lut_sequence_scaled_by_its_own_range(tmp_path):
     arr = gradient12()
     ds = dicom_dataset(arr)
