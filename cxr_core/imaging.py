@@ -429,6 +429,10 @@ def _jpeg_with_scan_junk(data: bytes) -> bytes | None:
             continue
         if marker == 0xD9:
             break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # TEM, RSTn, SOI: markers without a length
+            out += data[pos:pos + 2]
+            pos += 2
+            continue
         segment_end = pos + 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
         out += data[pos:segment_end]
         pos = segment_end

@@ -230,6 +230,20 @@ def test_jpeg_cut_with_end_marker_appended(tmp_path):
     expect_error(path, "cut_eoi.jpg", "JPEG", "truncated", "scan data ends")
 
 
+def test_jpeg_with_restart_markers_and_stray_marker_accepted(tmp_path):
+    gray = RNG.integers(0, 255, (64, 80), dtype=np.uint8)
+    data = jpeg_bytes(Image.fromarray(gray), restart_marker_blocks=2)
+    assert b"\xff\xd0" in data
+    path = tmp_path / "restart.jpg"
+    path.write_bytes(data[:2] + b"\xff\xd0" + data[2:])  # a stray RST0 (no length field) after SOI
+    img = load_image(path)
+    with Image.open(io.BytesIO(data)) as raw:
+        np.testing.assert_allclose(img.pixels, np.asarray(raw) / 255.0, atol=1e-6)
+    cut = path.read_bytes()
+    path.write_bytes(cut[: len(cut) // 2] + b"\xff\xd9")  # the stray marker must not hide the cut
+    expect_error(path, "restart.jpg", "truncated")
+
+
 def test_progressive_jpeg_complete_accepted_cut_refused(tmp_path):
     gray = np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (80, 1))
     data = jpeg_bytes(Image.fromarray(gray), progressive=True)
