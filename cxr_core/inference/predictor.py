@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxr_core.data.imaging import LoadedImage, load_image
+from cxr_core.data.imaging import UNSUPPORTED_IMAGE_EXTENSIONS, LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
 from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
@@ -387,21 +387,25 @@ def _checked_card(ckpt: Checkpoint, path: str | os.PathLike[str]) -> tuple[Label
 
 
 def collect_image_paths(inputs: Iterable[str | os.PathLike[str]], extensions: Iterable[str]) -> list[Path]:
-    """Files as given plus supported images found recursively in folders, sorted per folder.
+    """Files as given plus entries named like images found recursively in folders, sorted per folder.
 
+    Inside folders every entry with one of ``extensions`` or a known unsupported image
+    extension is listed whatever it is (a GIF, a dangling link, a named pipe, a folder called
+    ``x.png``), so that each gets a row saying why it cannot be read instead of vanishing.
     Raises ``ImageLoadError`` for a path that does not exist or a folder without images,
     because both are almost always a typo in the command.
     """
     exts = {e.lower() for e in extensions}
+    listed = exts | UNSUPPORTED_IMAGE_EXTENSIONS
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in listed)
             if not inside:
                 raise ImageLoadError(f"{path}: the folder contains no images ({', '.join(sorted(exts))}).")
             found.extend(inside)
-        elif path.exists():
+        elif path.exists() or path.is_symlink():  # a dangling link gets its row like any other file
             found.append(path)
         else:
             raise ImageLoadError(f"{path}: no such file or folder.")

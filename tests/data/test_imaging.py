@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -33,6 +34,7 @@ from cxr_core.data.imaging import (
     load_image,
 )
 from cxr_core.errors import ImageLoadError
+from tests.reliability.crafted import jpeg_dicom, jpeg_with_size, png_lying_height
 
 RNG = np.random.default_rng(1234)
 
@@ -193,6 +195,149 @@ def test_multipage_tiff_rejected(tmp_path):
     frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (10, 20)]
     frames[0].save(path, save_all=True, append_images=frames[1:])
     expect_error(path, "pages.tif", "2 pages")
+
+
+def test_png_whose_header_declares_more_rows_than_its_data(tmp_path):
+    arr = RNG.integers(0, 256, (64, 40), dtype=np.uint8)
+    path = tmp_path / "tall.png"
+    path.write_bytes(png_lying_height(png_bytes(arr)))  # complete zlib stream, valid CRCs
+    with Image.open(path) as lenient:
+        lenient.load()  # Pillow pads the 64 missing rows with black and says nothing
+        assert lenient.height == 128 and not np.asarray(lenient)[64:].any()
+    expect_error(path, "tall.png", "IHDR", "declares 128 rows", "holds 64")
+
+
+def test_interlaced_png_short_data(tmp_path):
+    arr = RNG.integers(0, 256, (33, 17), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", interlace=1)
+    path = tmp_path / "adam7.png"
+    path.write_bytes(buf.getvalue())
+    np.testing.assert_allclose(load_image(path).pixels, arr / 255.0, atol=1e-6)  # complete: accepted
+    path.write_bytes(png_lying_height(buf.getvalue()))
+    expect_error(path, "adam7.png", "interlaced", "truncated")
+
+
+def test_jpeg_sof_declaring_2000_rows(tmp_path):
+    gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
+    path = tmp_path / "tall.jpg"
+    path.write_bytes(jpeg_with_size(jpeg_bytes(Image.fromarray(gray)), height=2000))
+    with Image.open(path) as lenient:
+        lenient.load()  # libjpeg fills rows 48..1999 and only warns
+        assert lenient.height == 2000
+    expect_error(path, "tall.jpg", "JPEG", "truncated", "frame header (SOF)")
+
+
+def test_jpeg_cut_with_end_marker_appended(tmp_path):
+    data = jpeg_bytes(Image.fromarray(RNG.integers(0, 255, (64, 64), dtype=np.uint8)))
+    path = tmp_path / "cut_eoi.jpg"
+    path.write_bytes(data[: len(data) // 2] + b"\xff\xd9")
+    expect_error(path, "cut_eoi.jpg", "JPEG", "truncated", "scan data ends")
+
+
+def test_jpeg_with_restart_markers_and_stray_marker_accepted(tmp_path):
+    gray = RNG.integers(0, 255, (64, 80), dtype=np.uint8)
+    data = jpeg_bytes(Image.fromarray(gray), restart_marker_blocks=2)
+    assert b"\xff\xd0" in data
+    path = tmp_path / "restart.jpg"
+    path.write_bytes(data[:2] + b"\xff\xd0" + data[2:])  # a stray RST0 (no length field) after SOI
+    img = load_image(path)
+    with Image.open(io.BytesIO(data)) as raw:
+        np.testing.assert_allclose(img.pixels, np.asarray(raw) / 255.0, atol=1e-6)
+    cut = path.read_bytes()
+    path.write_bytes(cut[: len(cut) // 2] + b"\xff\xd9")  # the stray marker must not hide the cut
+    expect_error(path, "restart.jpg", "truncated")
+
+
+def test_progressive_jpeg_complete_accepted_cut_refused(tmp_path):
+    gray = np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (80, 1))
+    data = jpeg_bytes(Image.fromarray(gray), progressive=True)
+    path = tmp_path / "progressive.jpg"
+    path.write_bytes(data)
+    assert np.abs(load_image(path).pixels - gray / 255.0).mean() < 0.02
+    path.write_bytes(data[: len(data) * 2 // 3] + b"\xff\xd9")
+    expect_error(path, "progressive.jpg", "truncated")
+
+
+def test_real_radiographs_with_lying_headers_are_refused(tmp_path, nih14_root, pneumonia_root):
+    png = min((nih14_root / "images").glob("*.png")).read_bytes()
+    jpeg = min((pneumonia_root / "train" / "PNEUMONIA").glob("*.jpeg")).read_bytes()
+    height = Image.open(io.BytesIO(jpeg)).height
+    cases = {"nih_tall.png": png_lying_height(png), "kermany_tall.jpeg": jpeg_with_size(jpeg, height=2 * height),
+             "kermany_half.jpeg": jpeg[: len(jpeg) // 2] + b"\xff\xd9"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        expect_error(tmp_path / name, name, "truncated")
+
+
+@pytest.mark.parametrize("fmt,ext,says", [("PNG", ".png", "starts like a PNG file"), ("TIFF", ".tif", "starts like a TIFF"),
+                                           ("BMP", ".bmp", "starts like a BMP"), ("JPEG", ".jpg", "header is damaged")])
+def test_damaged_header_of_a_supported_format_is_named(tmp_path, fmt, ext, says):
+    buf = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 255, (32, 32), dtype=np.uint8)).save(buf, fmt)
+    path = tmp_path / f"cut{ext}"
+    path.write_bytes(buf.getvalue()[:12])  # signature kept, header cut
+    expect_error(path, path.name, says, "damaged")
+
+
+def test_dangling_symlink(tmp_path):
+    link = tmp_path / "gone.png"
+    os.symlink(tmp_path / "moved_away.png", link)
+    expect_error(link, "gone.png", "dangling", "moved_away.png")
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    expect_error(fifo, "pipe.png", "named pipe", "not a regular file")
+
+
+def test_folder_named_like_an_image(tmp_path):
+    (tmp_path / "x.png").mkdir()
+    expect_error(tmp_path / "x.png", "x.png", "is a folder")
+
+
+@pytest.mark.parametrize("fmt,ext", [("GIF", ".gif"), ("WEBP", ".webp"), ("JPEG2000", ".jp2")])
+def test_recognised_but_unsupported_formats(tmp_path, fmt, ext):
+    path = tmp_path / f"image{ext}"
+    Image.fromarray(RNG.integers(0, 255, (16, 16), dtype=np.uint8)).save(path, fmt)
+    expect_error(path, path.name, fmt, "not supported")
+
+
+def test_decoded_bytes_limit_counts_channels_and_sample_size(tmp_path):
+    path = tmp_path / "rgba16.png"
+    ihdr = struct.pack(">IIBBBBB", 7000, 8000, 16, 6, 0, 0, 0)  # 56 MP: under the pixel limit
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+                     + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+    expect_error(path, "rgba16.png", "4 channel(s) x 2 byte(s)", "limit on decoded data")
+    rgba = RNG.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    (tmp_path / "rgba.png").write_bytes(png_bytes(rgba))
+    (tmp_path / "gray.png").write_bytes(png_bytes(rgba[..., 0]))
+    limits = ImageLimits(max_decoded_bytes=20 * 30 * 2)
+    expect_error(tmp_path / "rgba.png", "2,400 bytes", limits=limits)
+    assert load_image(tmp_path / "gray.png", limits=limits).pixels.shape == (20, 30)
+
+
+def test_jpeg_rgb_decoded_to_luma_keeps_file_mode(tmp_path):
+    gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
+    path = tmp_path / "rgb.jpg"
+    path.write_bytes(jpeg_bytes(Image.fromarray(np.stack([gray] * 3, axis=-1))))
+    img = load_image(path)
+    assert img.meta["mode"] == "RGB" and img.pixels.dtype == np.float32
+    with Image.open(path) as raw:
+        np.testing.assert_allclose(img.pixels, np.asarray(raw.convert("L")) / 255.0, atol=1.01 / 255)
+
+
+def test_decoder_exception_becomes_image_load_error(tmp_path, monkeypatch):
+    path = tmp_path / "ok.png"
+    path.write_bytes(png_bytes(RNG.integers(0, 256, (8, 8), dtype=np.uint8)))
+
+    def broken(*args, **kwargs):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(imaging, "_pil_to_gray", broken)
+    err = expect_error(path, "ok.png", "could not be decoded", "struct.error", "unpack requires")
+    assert isinstance(err.__cause__, struct.error)
 
 
 # --------------------------------------------------------------------------- odd but valid rasters
@@ -390,6 +535,17 @@ def test_dicom_window_center_width_linear(tmp_path):
     assert img.meta["voi"] == "window" and img.meta["window"]["center"] == 2048.0
 
 
+def test_dicom_window_on_an_image_larger_than_one_processing_block(tmp_path):
+    arr = (np.add.outer(np.arange(2200), np.arange(2000)) % 4096).astype(np.uint16)  # 4.4 M px
+    ds = dicom_dataset(arr, "MONOCHROME1")
+    ds.WindowCenter, ds.WindowWidth = 2048, 1024
+    img = load_image(save_dicom(ds, tmp_path / "large.dcm"))
+    c, w = 2048 - 0.5, 1024 - 1
+    expected = 1.0 - np.clip((arr - c) / w + 0.5, 0, 1)
+    np.testing.assert_allclose(img.pixels, expected, atol=1e-5)
+    assert img.pixels.dtype == np.float32 and img.meta["voi"] == "window"
+
+
 def test_dicom_voi_lut_sequence_scaled_by_its_own_range(tmp_path):
     arr = gradient12()
     ds = dicom_dataset(arr)
@@ -400,6 +556,84 @@ def test_dicom_voi_lut_sequence_scaled_by_its_own_range(tmp_path):
     img = load_image(save_dicom(ds, tmp_path / "voilut.dcm"))
     np.testing.assert_allclose(img.pixels, np.minimum(arr, 1000) / 1000.0, atol=1e-6)
     assert img.meta["voi"] == "VOI LUT"
+
+
+def voi_item(descriptor: list[int], entries, vr: str = "US") -> Dataset:
+    item = Dataset()
+    item.LUTDescriptor = descriptor
+    item.add_new(0x00283006, vr, entries)
+    return item
+
+
+@pytest.mark.parametrize("vr", ["US", "OW"])
+def test_dicom_8bit_voi_lut_with_4096_entries(tmp_path, vr):
+    arr = gradient12()
+    lut = np.arange(4096) // 16  # 8-bit entries 0..255, 16 inputs per output level
+    ds = dicom_dataset(arr)
+    entries = lut.astype(np.uint8).tobytes() if vr == "OW" else [int(v) for v in lut]
+    ds.VOILUTSequence = Sequence([voi_item([4096, 0, 8], entries, vr)])
+    img = load_image(save_dicom(ds, tmp_path / f"lut8_{vr}.dcm"))
+    np.testing.assert_allclose(img.pixels, (arr // 16) / 255.0, atol=1e-6)  # hand-computed lookup
+
+
+def test_dicom_16bit_voi_lut_with_offset_clamps_outside_inputs(tmp_path):
+    arr = np.array([[0, 999, 1000, 1001, 1100, 1255, 1256, 4000]], dtype=np.uint16).repeat(2, axis=0)
+    ds = dicom_dataset(arr)
+    lut = [60000 - 200 * i for i in range(256)]  # decreasing, inputs 1000..1255
+    ds.VOILUTSequence = Sequence([voi_item([256, 1000, 16], lut)])
+    img = load_image(save_dicom(ds, tmp_path / "lut16.dcm"))
+    low, high = lut[-1], lut[0]
+    expected = [(lut[min(max(int(v) - 1000, 0), 255)] - low) / (high - low) for v in arr[0]]
+    np.testing.assert_allclose(img.pixels[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("entries,vr", [(list(range(100)), "US"), (b"\x00\x01" * 100, "OW")], ids=["US", "OW"])
+def test_dicom_voi_lut_shorter_than_descriptor(tmp_path, entries, vr):
+    ds = dicom_dataset(gradient12())
+    ds.VOILUTSequence = Sequence([voi_item([4096, 0, 16], entries, vr)])
+    expect_error(save_dicom(ds, tmp_path / "short.dcm"), "short.dcm", "holds 100 entries", "declares 4,096")
+
+
+def test_dicom_voi_lut_descriptor_with_two_values(tmp_path):
+    ds = dicom_dataset(gradient12())
+    ds.VOILUTSequence = Sequence([voi_item([4096, 0], list(range(4096)))])
+    expect_error(save_dicom(ds, tmp_path / "desc.dcm"), "desc.dcm", "descriptor", "3 numbers")
+
+
+def test_dicom_values_wider_than_bits_stored(tmp_path):
+    ds = dicom_dataset(gradient12())  # values up to 4095
+    ds.BitsStored, ds.HighBit = 8, 7
+    expect_error(save_dicom(ds, tmp_path / "bits8.dcm"), "bits8.dcm", "BitsStored = 8", "need 12 bits", "4,095")
+
+
+def test_dicom_signed_values_without_sign_extension(tmp_path):
+    values = np.linspace(-2000, 2000, 32 * 48).astype(np.int16).reshape(32, 48)
+    ds = dicom_dataset(values)
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = (values.view(np.uint16) & 0x0FFF).tobytes()  # 12-bit two's complement, high bits 0
+    img = load_image(save_dicom(ds, tmp_path / "signed.dcm"))
+    np.testing.assert_allclose(img.pixels, (values + 2000) / 4000.0, atol=1e-6)
+
+
+def test_dicom_jpeg_baseline_decodes_and_truncated_frames_are_refused(tmp_path):
+    gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
+    frame = jpeg_bytes(Image.fromarray(gray))
+    img = load_image(save_dicom(jpeg_dicom(gray, frame), tmp_path / "jpeg.dcm"))
+    assert img.meta["transfer_syntax"] == "JPEG Baseline (Process 1)"
+    assert np.abs(img.pixels - gray / 255.0).mean() < 0.02
+    half = frame[: len(frame) // 2]
+    expect_error(save_dicom(jpeg_dicom(gray, half), tmp_path / "half.dcm"), "half.dcm", "no end-of-image marker")
+    expect_error(save_dicom(jpeg_dicom(gray, half + b"\xff\xd9"), tmp_path / "half_eoi.dcm"),
+                 "half_eoi.dcm", "JPEG frame is truncated")
+
+
+def test_dicom_with_unknown_transfer_syntax_uid(tmp_path):
+    data = save_dicom(dicom_dataset(gradient12()), tmp_path / "x.dcm").read_bytes()
+    assert data.count(b"1.2.840.10008.1.2.1\x00") == 1
+    path = tmp_path / "odd_uid.dcm"
+    path.write_bytes(data.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.9.9.1\x00"))
+    err = expect_error(path, "odd_uid.dcm", "could not be decoded")
+    assert err.__cause__ is not None
 
 
 def test_dicom_without_pixel_data(tmp_path):

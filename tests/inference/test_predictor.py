@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -182,6 +183,24 @@ def test_collect_image_paths(nih_paths, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageLoadError, match="no images"):
         collect_image_paths([tmp_path / "empty"], {".png"})
+
+
+def test_collect_image_paths_lists_entries_that_cannot_be_read(tmp_path):
+    """Each gets a row with load_image's reason instead of silently disappearing."""
+    for name in ("scan.gif", "scan.webp", "scan.jp2"):
+        (tmp_path / name).write_bytes(b"x")
+    os.symlink(tmp_path / "moved.png", tmp_path / "link.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "x.png").mkdir()
+    found = collect_image_paths([tmp_path], {".png"})
+    assert [p.name for p in found] == ["link.png", "pipe.png", "scan.gif", "scan.jp2", "scan.webp", "x.png"]
+    reasons = []
+    for path in found:
+        with pytest.raises(ImageLoadError) as info:
+            load_image(path)
+        reasons.append(str(info.value))
+    assert ["dangling" in reasons[0], "named pipe" in reasons[1], "folder" in reasons[5]] == [True] * 3
+    assert collect_image_paths([tmp_path / "link.png"], {".png"}) == [tmp_path / "link.png"]
 
 
 def test_mismatched_checkpoints_are_refused(checkpoint, tmp_path):
