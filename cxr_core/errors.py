@@ -41,3 +41,7 @@ class WeightsUnavailableError(CXRError):
 
 class CheckpointError(CXRError):
     """A checkpoint is corrupt, unsafe, or does not match what the caller expects."""
+
+
+class TrainingDivergedError(CXRError):
+    """The training loss became non-finite and the weights can no longer be trusted."""
