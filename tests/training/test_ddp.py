@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,7 +35,16 @@ def _torchrun(config, tmp_path, *args, driver_mode: str | None = None, timeout: 
         cmd = [*launcher, "-m", "cxr_core", "train", "--config", str(config_path), "--no-progress", *args]
     else:
         cmd = [*launcher, str(DRIVER), str(config_path), driver_mode, *args]
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    # Own process group, so that a hung job's workers are killed with the launcher, not orphaned.
+    with subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def test_torchrun_two_processes_on_cpu(class_folders, cache_dir, tmp_path, make_config):
