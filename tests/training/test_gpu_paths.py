@@ -261,3 +261,36 @@ def test_ema_update_matches_the_per_tensor_formula():
     ema.update()
     for key, value in ema.model.state_dict().items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_each_rank_captures_and_restores_its_own_cuda_generator(monkeypatch):
+    states = {0: torch.full((16,), 0, dtype=torch.uint8), 1: torch.full((16,), 1, dtype=torch.uint8)}
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[torch.device(device).index])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.update({device.index: state}))
+    snapshot = capture_rng(torch.device("cuda", 1))
+    assert torch.equal(snapshot["cuda"], states[1])
+    restore_rng({**snapshot, "torch": torch.get_rng_state()}, torch.device("cuda", 1))
+    assert list(restored) == [1] and restored[1].device.type == "cpu"
+    restored.clear()
+    restore_rng({**snapshot, "cuda": [states[0], states[1]]}, torch.device("cuda", 0))  # a state from before rng_ranks
+    assert torch.equal(restored[0], states[0])
+
+
+def test_ensemble_under_torchrun_combines_on_rank_0_only(monkeypatch, tmp_path):
+    from cxr_core import ensembling
+    from cxr_core.training.config import EnsembleConfig
+
+    recipe = EnsembleConfig(members=["a.yaml", "b.yaml"], out_dir=str(tmp_path / "ens"))
+    monkeypatch.setattr(ensembling, "load_config", lambda path: type("C", (), {"device": "cpu"})())
+    monkeypatch.setattr(ensembling, "_trained_member", lambda config, progress, ctx: tmp_path / "member")
+    monkeypatch.setattr(ensembling, "combine_checkpoints", lambda *a, **k: {"combined": True})
+    monkeypatch.setattr(distributed.dist, "barrier", lambda *a, **k: None)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    destroyed = []
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: destroyed.append(1))
+    for rank, expected in ((0, {"combined": True}), (1, None)):
+        ctx = DistContext(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"), owns_group=True)
+        monkeypatch.setattr(ensembling, "init_distributed", lambda device, ctx=ctx: ctx)
+        assert ensembling.train_ensemble(recipe, progress=False) == expected
+    assert destroyed == [1, 1]  # one process group for all members, left once at the end
