@@ -105,7 +105,7 @@ def test_one_failing_rank_ends_the_job_within_seconds_with_its_error(class_folde
 def test_two_process_resume_is_bit_identical_with_per_rank_random_state(class_folders, cache_dir, tmp_path, make_config):
     # The ranks' generators differ (on GPUs each has its own CUDA generator); resuming every rank
     # with rank 0's states, as before, changed rank 1's dropout and so the averaged gradients.
-    settings = dict(epochs=2, model__dropout=0.3, ema__decay=0.9)
+    settings = {"epochs": 2, "model__dropout": 0.3, "ema__decay": 0.9}
     straight = make_config(class_folders, tmp_path / "straight", cache_dir, **settings)
     chunked = make_config(class_folders, tmp_path / "chunked", cache_dir, **settings)
     for config, args in ((straight, ()), (chunked, ("--stop-after", "1")), (chunked, ("--resume",))):

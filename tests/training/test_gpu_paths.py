@@ -16,11 +16,23 @@ import torch
 from torch import nn
 
 from cxr_core.errors import ConfigError, TrainingDivergedError
-from cxr_core.training import distributed, state as state_module
-from cxr_core.training import train
-from cxr_core.training.distributed import DistContext, gpu_index, init_distributed, resolve_device, shutdown_distributed
+from cxr_core.training import distributed, train
+from cxr_core.training import state as state_module
+from cxr_core.training.distributed import (
+    DistContext,
+    gpu_index,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+)
 from cxr_core.training.loop import (
-    Trainer, _EMA, _LossTally, load_scaler_state, loader_workers, process_batch_size, resolve_amp,
+    _EMA,
+    Trainer,
+    _LossTally,
+    load_scaler_state,
+    loader_workers,
+    process_batch_size,
+    resolve_amp,
 )
 from cxr_core.training.sampling import SeededItems
 from cxr_core.training.state import capture_rng, restore_rng
@@ -200,7 +212,7 @@ def test_an_overflowing_fp16_batch_is_skipped_not_fatal(class_folders, cache_dir
         trainer.train_epoch(0)
 
 
-def _draws(device=None):
+def _draws():
     return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
 
 
