@@ -125,6 +125,8 @@ class TrainConfig:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "TrainConfig":
+        if data.get("amp") is False:  # YAML 1.1 reads a bare `amp: off` as false
+            data = {**data, "amp": "off"}
         config = _build(cls, data, "")
         config.validate()
         return config.resolved(base_dir) if base_dir is not None else config
