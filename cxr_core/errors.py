@@ -53,3 +53,7 @@ class ThresholdSetError(CXRError):
 
 class ReviewStoreError(CXRError):
     """A review verdict or session is invalid, or the review database cannot be used."""
+
+
+class TrainingDivergedError(CXRError):
+    """The training loss became non-finite and the weights can no longer be trusted."""

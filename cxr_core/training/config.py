@@ -65,8 +65,11 @@ class OptimConfig:
     name: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 32  # per process and per step; under torchrun the global batch is larger (see global_batch_size)
     grad_accum: int = 1
+    # Images per optimizer step over all processes. When set, batch_size is derived from it
+    # (global / (processes * grad_accum)), so lr and warm-up keep their meaning on any number of GPUs.
+    global_batch_size: Union[int, None] = None
 
 
 @dataclass
@@ -110,9 +113,9 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     epochs: int = 10
     seed: int = 0
-    num_workers: int = 2
+    num_workers: Union[int, str] = 2  # DataLoader workers per process, or auto: from the CPU cores this process may use
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto | bf16 | fp16 | off
+    amp: str = "auto"  # auto (bf16 on GPUs with native bf16, else fp16; float32 on CPU) | bf16 | fp16 | off
     channels_last: bool = True  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
     out_dir: str = "runs/train"
     half_weights: bool = False  # store model.safetensors as float16 (bundled models must be <= 50 MB)
@@ -122,6 +125,8 @@ class TrainConfig:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "TrainConfig":
+        if data.get("amp") is False:  # YAML 1.1 reads a bare `amp: off` as false
+            data = {**data, "amp": "off"}
         config = _build(cls, data, "")
         config.validate()
         return config.resolved(base_dir) if base_dir is not None else config
@@ -180,6 +185,9 @@ class TrainConfig:
         _need(self.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.optim.weight_decay}")
         _need(self.optim.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.optim.batch_size}")
         _need(self.optim.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.optim.grad_accum}")
+        gb = self.optim.global_batch_size
+        _need(gb is None or gb >= self.optim.grad_accum, "optim.global_batch_size",
+              f"must be null or at least optim.grad_accum ({self.optim.grad_accum}), got {gb}")
         _need(self.schedule.name in ("plateau", "cosine", "constant"), "schedule.name", f"must be plateau, cosine or constant, not {self.schedule.name!r}")
         _need(self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
         _need(0.0 < self.schedule.factor < 1.0, "schedule.factor", f"must be in (0, 1), got {self.schedule.factor}")
@@ -190,7 +198,8 @@ class TrainConfig:
         _need(self.ema is None or 0.0 < self.ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
         _check_eval(self.eval)
         _need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        _need(self.num_workers >= 0, "num_workers", "must be >= 0")
+        _need(self.num_workers == "auto" or (isinstance(self.num_workers, int) and self.num_workers >= 0),
+              "num_workers", f"must be auto or a whole number >= 0, not {self.num_workers!r}")
         _need(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "device",

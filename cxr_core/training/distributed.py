@@ -9,11 +9,19 @@ Validation: each rank predicts a disjoint, unpadded slice of the validation set
 (``indices[rank::world_size]``) and the slices are gathered with ``all_gather_object``; every
 rank then holds the full validation set exactly once (DistributedSampler would pad with
 duplicates and bias the metrics), computes identical metrics, and takes identical
-early-stopping and learning-rate decisions without another round of messages.
+early-stopping and learning-rate decisions without another round of messages. Before that,
+BatchNorm running statistics are broadcast from rank 0 (DDP only does so before a training
+forward), so every shard is scored by the model rank 0 saves.
+
+Failure: a rank that raises leaves without any further collective (a barrier while
+unwinding would block it until the 60-minute timeout, and torchrun, which stops the other
+ranks when one exits, would never see it exit). Decisions that can fail, such as a
+non-finite epoch loss, are taken after an all-reduce so that every rank raises together.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +32,8 @@ import torch.distributed as dist
 
 from cxr_core.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class DistContext:
@@ -31,6 +41,8 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    local_world_size: int = 1
+    owns_group: bool = False  # this context created the process group, so it alone destroys it
 
     @property
     def enabled(self) -> bool:
@@ -54,13 +66,17 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
-    def mean(self, value: float, weight: float = 1.0) -> float:
-        """Weighted mean of a per-rank scalar across ranks."""
-        if not self.enabled:
-            return value
-        t = torch.tensor([value * weight, weight], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t[0] / t[1]) if float(t[1]) else float("nan")
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over ranks (in place; returned for chaining)."""
+        if self.enabled:
+            dist.all_reduce(values)
+        return values
+
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics), as in its checkpoint."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
 
     def shard(self, n: int) -> list[int]:
         """This rank's disjoint, unpadded share of ``range(n)``."""
@@ -71,6 +87,23 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
+def gpu_index(local_rank: int, visible: int) -> int:
+    """The GPU a process of a node takes: its LOCAL_RANK's, or the only one it can see.
+
+    torchrun shows every GPU of the node to every process; SLURM (``--gpus-per-task=1``) and
+    some schedulers show each task one GPU, always numbered 0, so ``cuda:LOCAL_RANK`` would
+    not exist there.
+    """
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise ConfigError(
+        f"process with LOCAL_RANK {local_rank} sees {visible} GPUs; start at most one process per visible GPU "
+        "(torchrun --nproc_per_node) or show each process exactly one GPU (CUDA_VISIBLE_DEVICES)"
+    )
+
+
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     """``auto`` picks CUDA when present; an explicit ``cuda`` without a GPU is a ConfigError."""
     if preference == "auto":
@@ -79,32 +112,58 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"device: '{preference}' requested but no CUDA GPU is available; use device: auto or cpu")
         if preference == "cuda":
-            return torch.device("cuda", local_rank)
-        return torch.device(preference)
+            return torch.device("cuda", gpu_index(local_rank, torch.cuda.device_count()))
+        device = torch.device(preference)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {preference} does not exist; this machine shows {torch.cuda.device_count()} GPU(s)")
+        return device
     return torch.device("cpu")
 
 
 def init_distributed(device_preference: str) -> DistContext:
+    """This process's rank, device and (under torchrun) process group.
+
+    The chosen GPU is made the current device (``torch.cuda.set_device``): without it,
+    ``cuda:1`` would hold the weights while cuDNN workspaces, NCCL buffers and
+    ``all_gather_object`` land on ``cuda:0``. A process group that already exists (``cxr
+    ensemble`` trains all members in one) is joined, not re-created, and left to its owner.
+    """
     if not launched_by_torchrun():
-        return DistContext(rank=0, world_size=1, local_rank=0, device=resolve_device(device_preference))
+        device = resolve_device(device_preference)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return DistContext(rank=0, world_size=1, local_rank=0, device=device)
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    if device_preference.startswith("cuda:"):
+        raise ConfigError("device: with torchrun use 'auto' or 'cuda'; each process takes the GPU of its LOCAL_RANK")
     device = resolve_device(device_preference, local_rank)
     if device.type == "cuda":
-        if device_preference.startswith("cuda:"):
-            raise ConfigError("device: with torchrun use 'auto' or 'cuda'; each process takes the GPU of its LOCAL_RANK")
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(minutes=60)}
         if device.type == "cuda":
             kwargs["device_id"] = device
         dist.init_process_group(**kwargs)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
+                       local_world_size=local_world_size, owns_group=owns)
 
 
-def shutdown_distributed(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        ctx.barrier()
-        dist.destroy_process_group()
+def shutdown_distributed(ctx: DistContext, *, failed: bool = False) -> None:
+    """Leave the process group: after a final barrier normally, at once when ``failed``.
+
+    After an exception nothing collective may run: the other ranks may never reach it, and
+    destroying the group can wait on their pending collectives too. The failing process
+    exits with its error; torchrun sees that and stops the others.
+    """
+    if not (ctx.enabled and ctx.owns_group and dist.is_initialized()):
+        return
+    if failed:
+        logger.error("rank %d failed; leaving without waiting for the other ranks", ctx.rank)
+        return
+    ctx.barrier()
+    dist.destroy_process_group()

@@ -29,6 +29,7 @@ from cxr_core.models.checkpoint import (
 from cxr_core.models.ensemble import MemberSpec
 from cxr_core.training.config import EnsembleConfig, TrainConfig, load_config
 from cxr_core.training.data_setup import build_manifest, data_config_of
+from cxr_core.training.distributed import DistContext, init_distributed, shutdown_distributed
 from cxr_core.training.loop import train
 from cxr_core.utils.atomic import write_text_atomically
 
@@ -156,16 +157,18 @@ def _refuse_finished(out: Path) -> None:
 
 def _settings(config: dict) -> dict | None:
     """A training config as compared for reuse: settings added since a run was trained count at
-    their defaults, and ``out_dir`` is left out (a run moved to another folder is the same run)."""
+    their defaults, and ``out_dir`` is left out (a run moved to another folder is the same run),
+    as is ``num_workers``, which by design does not change the trained weights."""
     try:
         settings = TrainConfig.from_dict(config).to_dict()
     except ConfigError:
         return None  # written by a version whose settings this one cannot read
     settings.pop("out_dir")
+    settings.pop("num_workers")
     return settings
 
 
-def _trained_member(config: TrainConfig, progress: bool) -> Path:
+def _trained_member(config: TrainConfig, progress: bool, ctx: DistContext) -> Path:
     """The member's best checkpoint: reused when its folder holds this very run, finished; else trained."""
     out = Path(config.out_dir)
     best = RunDir(out).model
@@ -177,19 +180,35 @@ def _trained_member(config: TrainConfig, progress: bool) -> Path:
                     f"{out} holds a finished run of a different config than the ensemble recipe lists; "
                     "remove the folder or point the member's out_dir elsewhere"
                 )
-            logger.info("member %s: already trained (val macro AUROC %.4f), reused", out, card.validation.get("macro_auroc"))
+            if ctx.is_main:
+                logger.info("member %s: already trained (val macro AUROC %.4f), reused", out, card.validation.get("macro_auroc"))
             return best
     train(config, resume=RunDir(out).state.is_file(), progress=progress)
     return best
 
 
-def train_ensemble(config: EnsembleConfig, *, progress: bool = True) -> dict:
+def train_ensemble(config: EnsembleConfig, *, progress: bool = True) -> dict | None:
     """Train the recipe's members (one after another: they would only compete for the same cores),
-    then combine and validate them. Returns the ensemble's validation report."""
+    then combine and validate them. Returns the ensemble's validation report (None on the
+    ranks other than 0 under ``torchrun``).
+
+    Under ``torchrun`` one process group serves every member (creating one per member would
+    re-run the rendezvous each time), and rank 0 alone combines and validates: the others
+    would only write the same files at the same time.
+    """
     _refuse_finished(Path(config.out_dir))  # before hours of training, not after
-    members = [_trained_member(load_config(path), progress) for path in config.members]
-    return combine_checkpoints(
-        members, config.out_dir, tta=config.eval.tta, n_boot=config.eval.n_boot, seed=config.seed,
-        batch_size=config.eval.batch_size, provenance=config.provenance, intended_use=config.intended_use,
-        recipe=config.to_dict(), half=config.half_weights, progress=progress,
-    )
+    members_config = [load_config(path) for path in config.members]
+    ctx = init_distributed(members_config[0].device)
+    try:
+        members = [_trained_member(member, progress, ctx) for member in members_config]
+        report = combine_checkpoints(
+            members, config.out_dir, tta=config.eval.tta, n_boot=config.eval.n_boot, seed=config.seed,
+            batch_size=config.eval.batch_size, provenance=config.provenance, intended_use=config.intended_use,
+            recipe=config.to_dict(), half=config.half_weights, device=ctx.device, progress=progress,
+        ) if ctx.is_main else None
+        ctx.barrier()
+    except BaseException:
+        shutdown_distributed(ctx, failed=True)
+        raise
+    shutdown_distributed(ctx)
+    return report

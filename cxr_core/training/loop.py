@@ -9,10 +9,21 @@ evaluated on validation through :mod:`cxr_core.evaluation.run` (the same code as
 ones written to ``eval/val/report.json``.
 
 Reproducibility: seeds for torch/NumPy/Python, per-epoch sample order and augmentation
-seeded from (seed, epoch, batch) (see :mod:`.sampling`), RNG states saved every epoch. On
+seeded from (seed, epoch, batch) (see :mod:`.sampling`), every rank's RNG states (CPU, its
+CUDA device, NumPy, Python) saved every epoch. On
 the CPU, an interrupted run resumed with ``--resume`` ends with bit-identical weights to an
 uninterrupted one. On CUDA, ``cudnn.benchmark`` picks the fastest (not bit-deterministic)
 kernels, so runs agree to rounding only.
+
+Batch size: ``optim.batch_size`` is per process; under ``torchrun`` with N processes a step
+sees N times as many images at the same learning rate. ``optim.global_batch_size`` fixes
+the images per optimizer step instead, whatever N; the global batch is logged and recorded
+in the card either way.
+
+Mixed precision: ``amp: auto`` is float32 on the CPU, bf16 on GPUs with native bf16
+(compute capability 8.0 and up) and fp16 with a GradScaler on older GPUs, where bf16 is
+emulated and slow. Under fp16 a batch whose loss overflows is skipped by the scaler and left
+out of the epoch loss; only an epoch without a single finite batch stops the run.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +50,13 @@ from cxr_core.data.cache import ImageCache
 from cxr_core.data.dataset import (
     AugmentConfig,
     CXRDataset,
+    collate_batch,
     eval_transform,
     train_transform,
 )
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig
-from cxr_core.errors import CheckpointError, ConfigError
+from cxr_core.errors import CheckpointError, ConfigError, TrainingDivergedError
 from cxr_core.metrics import balanced_accuracy, roc_auc
 from cxr_core.models import (
     apply_finetune,
@@ -79,6 +92,8 @@ from cxr_core.utils.atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
+MAX_AUTO_WORKERS = 8
+
 
 
 @dataclass
@@ -101,7 +116,12 @@ def monitor_name(multilabel: bool) -> str:
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full float32."""
+    """The autocast dtype, or None for full float32.
+
+    ``auto`` asks for bf16 only where the GPU computes it natively (compute capability 8.0:
+    A100, RTX 30xx and later). ``torch.cuda.is_bf16_supported()`` is also true on V100 and T4,
+    through emulation several times slower than fp16, so it cannot decide.
+    """
     if device.type != "cuda":
         if amp in ("auto", "off"):
             return None
@@ -112,11 +132,55 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return None
     if amp == "fp16":
         return torch.float16
+    native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
     if amp == "bf16":
-        if not torch.cuda.is_bf16_supported():
-            raise ConfigError("amp: this GPU does not support bf16; use auto or fp16")
+        if not native_bf16:
+            logger.warning("amp: bf16 on %s (compute capability %s) is emulated and slower than fp16; "
+                           "amp: auto would choose fp16", device, torch.cuda.get_device_capability(device))
         return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if native_bf16 else torch.float16
+
+
+def process_batch_size(batch_size: int, grad_accum: int, global_batch_size: int | None, world_size: int) -> int:
+    """Images per process and forward pass, so that the optimizer step sees the intended batch.
+
+    Without ``global_batch_size`` that is ``batch_size`` (the global batch then grows with the
+    number of processes); with it, the global batch is split evenly or the config is refused,
+    because a rounded split would silently train another recipe.
+    """
+    if global_batch_size is None:
+        return batch_size
+    shares = world_size * grad_accum
+    if global_batch_size % shares:
+        raise ConfigError(
+            f"optim.global_batch_size {global_batch_size} does not split evenly over {world_size} process(es) x "
+            f"grad_accum {grad_accum}; choose a multiple of {shares}"
+        )
+    return global_batch_size // shares
+
+
+def loader_workers(setting: int | str, local_world_size: int) -> int:
+    """DataLoader workers per process: the config's number, or for ``auto`` the CPU cores this
+    process may use, shared with the other processes of its node and leaving one for the
+    training loop itself (at most :data:`MAX_AUTO_WORKERS`; more only add memory)."""
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(MAX_AUTO_WORKERS, cores // max(local_world_size, 1) - 1))
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, *, saved_amp: str, amp: str) -> None:
+    """Restore the fp16 loss scale when both runs use it; say what happens when they differ.
+
+    A disabled scaler saves ``{}``, and an enabled one refuses ``{}``: resuming fp16 after bf16
+    or float32 starts from a fresh scale, resuming anything else after fp16 drops the old one.
+    """
+    if scaler.is_enabled() and saved:
+        scaler.load_state_dict(saved)
+    elif scaler.is_enabled():
+        logger.warning("resuming an amp %s run with amp %s: the fp16 loss scale starts afresh", saved_amp, amp)
+    elif saved:
+        logger.warning("resuming an amp %s run with amp %s: its fp16 loss scale is no longer used", saved_amp, amp)
 
 
 def build_preprocess(config: TrainConfig) -> PreprocessConfig:
@@ -143,21 +207,52 @@ def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optim
 
 
 class _EMA:
-    """Exponential moving average of all floating-point weights and buffers (integers copied)."""
+    """Exponential moving average of all floating-point weights and buffers (integers copied).
+
+    The tensors are paired once and updated with one fused ``_foreach_lerp_`` per step: a
+    Python loop over a few hundred tensors launches as many kernels, which dominates a step
+    on a fast GPU. ``state_dict`` tensors share storage with the modules, and loading a state
+    copies in place, so the pairs stay valid for the life of the run.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self._floats = ([s for s, _ in pairs if s.is_floating_point()], [c for s, c in pairs if s.is_floating_point()])
+        self._others = ([s for s, _ in pairs if not s.is_floating_point()], [c for s, c in pairs if not s.is_floating_point()])
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for shadow, current in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if shadow.is_floating_point():
-                shadow.lerp_(current.detach(), 1.0 - self.decay)
-            else:
-                shadow.copy_(current)
+    def update(self) -> None:
+        if self._floats[0]:
+            torch._foreach_lerp_(self._floats[0], self._floats[1], 1.0 - self.decay)
+        for shadow, current in zip(*self._others):
+            shadow.copy_(current)
+
+
+class _LossTally:
+    """Sum of batch losses on the device (no host sync per step), leaving out non-finite ones.
+
+    Reading a CUDA loss with ``float()`` every step stalls the GPU until it finishes; the
+    tally is read once per epoch, after summing over ranks so every rank sees the same
+    numbers and takes the same decision about them.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss x images, images, non-finite batches
+
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        loss = loss.detach().double()
+        finite = torch.isfinite(loss)
+        self.totals += torch.stack([torch.where(finite, loss * images, 0.0), finite.double() * images, (~finite).double()])
+
+    def result(self, ctx: DistContext) -> tuple[float, int, int]:
+        """(mean loss over finite batches of all ranks, their images, non-finite batches)."""
+        loss_images, images, nonfinite = ctx.all_reduce_sum(self.totals.clone()).tolist()
+        mean = loss_images / images if images else float("nan")
+        return mean, int(images), int(nonfinite)
 
 
 def _monitored(multilabel: bool, labels: np.ndarray, probs: np.ndarray) -> tuple[float, dict]:
@@ -215,15 +310,27 @@ class Trainer:
         self.train_set = CXRDataset(self.train_manifest, self.cache, train_transform(self.preprocess, aug))
         self.val_set = CXRDataset(self.val_manifest, self.cache, eval_transform(self.preprocess))
         self.sampler = EpochSampler(len(self.train_set), seed=c.seed, rank=self.ctx.rank, world_size=self.ctx.world_size)
+        self.batch_size = process_batch_size(c.optim.batch_size, c.optim.grad_accum, c.optim.global_batch_size,
+                                             self.ctx.world_size)
+        self.global_batch_size = self.batch_size * c.optim.grad_accum * self.ctx.world_size
+        if self.ctx.is_main:
+            per_process = "from optim.global_batch_size" if c.optim.global_batch_size else "optim.batch_size, per process"
+            (logger.warning if self.ctx.enabled and not c.optim.global_batch_size else logger.info)(
+                "global batch %d images per optimizer step = %d per process (%s) x %d process(es) x grad_accum %d, "
+                "at optim.lr %g as configured (not rescaled)",
+                self.global_batch_size, self.batch_size, per_process, self.ctx.world_size, c.optim.grad_accum, c.optim.lr,
+            )
         cuda = self.device.type == "cuda"
+        workers = loader_workers(c.num_workers, self.ctx.local_world_size)
         loader_kw: dict[str, Any] = {
-            "num_workers": c.num_workers,
+            "num_workers": workers,
             "pin_memory": cuda,
             "worker_init_fn": worker_init,
-            "persistent_workers": cuda and c.num_workers > 0,
+            "persistent_workers": cuda and workers > 0,
+            "collate_fn": collate_batch,
         }
         self.train_loader = DataLoader(
-            SeededItems(self.train_set, c.seed), batch_size=c.optim.batch_size, sampler=self.sampler,
+            SeededItems(self.train_set, c.seed), batch_size=self.batch_size, sampler=self.sampler,
             generator=torch.Generator().manual_seed(c.seed), **loader_kw,
         )
         self.val_loader = DataLoader(
@@ -272,21 +379,28 @@ class Trainer:
         self.best_epoch = -1
         self.bad_epochs = 0
         self.elapsed = 0.0
+        self.nonfinite_batches = 0
         self.history: list[dict] = []
 
     def _build_cache(self, manifest: Manifest) -> ImageCache:
-        # Rank 0 decodes; the others wait and then find the finished cache by its key.
+        """Rank 0 decodes; then the first process of every other node, which finds that cache when
+        ``cache_dir`` is shared and builds its own when it is node-local; then everyone else.
+        Each step waits for the one before, so no two processes of a node ever build the same cache."""
         cache_dir = self.config.data.cache_dir
         size = self.config.data.cache_size
-        if self.ctx.is_main:
+        ctx = self.ctx
+        if ctx.is_main:
             cache = ImageCache.build(manifest, cache_dir, size, progress=self.progress)
-        self.ctx.barrier()
-        if not self.ctx.is_main:
+        ctx.barrier()
+        if ctx.local_rank == 0 and not ctx.is_main:
+            cache = ImageCache.build(manifest, cache_dir, size, progress=False)
+        ctx.barrier()
+        if ctx.local_rank != 0:
             cache = ImageCache.build(manifest, cache_dir, size, progress=False)
         return cache
 
     # ------------------------------------------------------------------ resume
-    def _state(self, epoch: int) -> dict:
+    def _state(self, epoch: int, rng_ranks: list[dict]) -> dict:
         return {
             "epoch": epoch,
             "model": self.model.state_dict(),
@@ -299,14 +413,16 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "elapsed": self.elapsed,
             "world_size": self.ctx.world_size,
+            "amp": self._amp_name(),
             "architecture": self.config.model.name,
             "classes": list(self.label_space.classes),
             "manifest_fingerprint": self.manifest.fingerprint(),
-            "rng": capture_rng(),
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,
         }
 
     def resume(self) -> None:
-        state = load_train_state(self.out_dir, map_location=self.device)
+        state = load_train_state(self.out_dir)
         if state["architecture"] != self.config.model.name or list(state["classes"]) != list(self.label_space.classes):
             raise CheckpointError(
                 f"cannot resume: {self.out_dir} holds a {state['architecture']} run over {state['classes']}, "
@@ -324,16 +440,20 @@ class Trainer:
             self.ema.model.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"], saved_amp=state.get("amp", "?"), amp=self._amp_name())
         self.start_epoch = int(state["epoch"]) + 1
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
         self.elapsed = float(state["elapsed"])
-        if int(state["world_size"]) != self.ctx.world_size and self.ctx.is_main:
-            logger.warning("resuming a %s-process run with %s processes; the sample order changes from here on",
-                           state["world_size"], self.ctx.world_size)
-        restore_rng(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) != self.ctx.world_size:
+            if self.ctx.is_main:
+                logger.warning("resuming a %s-process run with %d processes; the sample order and random draws "
+                               "change from here on", state["world_size"], self.ctx.world_size)
+            restore_rng(ranks[min(self.ctx.rank, len(ranks) - 1)], self.device)
+        else:
+            restore_rng(ranks[self.ctx.rank], self.device)
         self.history = self._read_log(keep_before=self.start_epoch)
 
     def _read_log(self, keep_before: int) -> list[dict]:
@@ -344,6 +464,9 @@ class Trainer:
         return [r for r in rows if r["epoch"] < keep_before]
 
     # ------------------------------------------------------------------ epochs
+    def _amp_name(self) -> str:
+        return str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -360,7 +483,7 @@ class Trainer:
         freeze_bn_stats(self.model)
         accum = c.optim.grad_accum
         n_batches = len(self.train_loader)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        tally = _LossTally(self.device)
         seen = 0
         self.optimizer.zero_grad(set_to_none=True)
         bar = tqdm(self.train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{c.epochs} train",
@@ -383,23 +506,28 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.schedule.step_batch()
                 if self.ema:
-                    self.ema.update(self.model)
-            loss_sum += loss.detach().double() * images.shape[0]
+                    self.ema.update()
+            tally.add(loss, images.shape[0])
             seen += images.shape[0]
             if self.progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{self.schedule.lr:.2e}")
         bar.close()
-        local = float(loss_sum) / max(seen, 1)
-        if not math.isfinite(local):
-            raise ConfigError(
-                f"training loss became {local} in epoch {epoch + 1}; lower optim.lr or use amp: off"
+        mean, finite_images, nonfinite = tally.result(self.ctx)
+        # The GradScaler skips fp16 steps whose gradients overflowed; any other non-finite loss
+        # has already been applied to the weights.
+        if nonfinite and (not self.scaler.is_enabled() or finite_images == 0):
+            raise TrainingDivergedError(
+                f"training loss became non-finite in {nonfinite} batch(es) of epoch {epoch + 1} (amp "
+                f"{self._amp_name()}); lower optim.lr, or use amp: off"
             )
-        return self.ctx.mean(local, seen), seen * self.ctx.world_size
+        self.nonfinite_batches = nonfinite
+        return mean, seen * self.ctx.world_size
 
     @torch.no_grad()
     def predict_val(self) -> tuple[np.ndarray, float]:
         """Probabilities for the whole validation split (row order of the val manifest) and the mean loss."""
         model = self.ema.model if self.ema else self.model
+        self.ctx.broadcast_buffers(model)
         model.eval()
         rows, outputs = [], []
         loss_sum, count = 0.0, 0
@@ -407,15 +535,16 @@ class Trainer:
                                            disable=not self.progress, leave=False):
             with self._autocast():
                 logits = model(self._to_device(images)).float()
-            loss_sum += float(self.criterion(logits, targets.to(self.device))) * images.shape[0]
+            loss_sum += self.criterion(logits, targets.to(self.device, non_blocking=True)).double() * images.shape[0]
             count += images.shape[0]
-            probs = activate(logits, self.multilabel)
             rows.append(index.numpy())
-            outputs.append(probs.cpu().numpy())
+            outputs.append(activate(logits, self.multilabel).to("cpu", non_blocking=True))
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the non-blocking copies above have landed
         local = (
             np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
-            np.concatenate(outputs) if outputs else np.zeros((0, self.label_space.num_classes), dtype=np.float32),
-            loss_sum,
+            torch.cat(outputs).numpy() if outputs else np.zeros((0, self.label_space.num_classes), dtype=np.float32),
+            float(loss_sum),
             count,
         )
         parts = self.ctx.all_gather_object(local)
@@ -448,7 +577,8 @@ class Trainer:
                 "wall_time_s": round(self.elapsed, 1),
                 "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
                 "world_size": self.ctx.world_size,
-                "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+                "global_batch_size": self.global_batch_size,
+                "amp": self._amp_name(),
                 "trainable_parameters": self.trainable,
                 "ema": c.ema is not None,
             },
@@ -497,6 +627,7 @@ class Trainer:
                 self.bad_epochs += 1
             seconds = time.perf_counter() - started
             self.elapsed += seconds
+            rng_ranks = self.ctx.all_gather_object(capture_rng(self.device))
             if self.ctx.is_main:
                 row = {
                     "epoch": epoch,
@@ -509,13 +640,14 @@ class Trainer:
                     "seconds": round(seconds, 2),
                     "images_per_s": round(n_images / train_seconds, 1) if train_seconds > 0 else None,
                     "best": improved,
+                    **({"nonfinite_batches": self.nonfinite_batches} if self.scaler.is_enabled() else {}),
                 }
                 card = self._card(epoch + 1, False, {"note": "provisional: epoch-level metrics; final numbers are written when training ends"})
                 if improved:
                     save_checkpoint(self.run_dir.model, self._weights(), card, half=c.half_weights)
                 save_checkpoint(self.run_dir.last, self._weights(), card)
                 self._log(row)
-                save_train_state(self.out_dir, self._state(epoch))
+                save_train_state(self.out_dir, self._state(epoch, rng_ranks))
                 if self.progress:
                     tqdm.write(
                         f"epoch {epoch + 1}/{c.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
@@ -577,6 +709,9 @@ def train(
     try:
         trainer = Trainer(config, ctx, progress)
         trainer.setup()
-        return trainer.run(resume, stop_after_epochs)
-    finally:
-        shutdown_distributed(ctx)
+        result = trainer.run(resume, stop_after_epochs)
+    except BaseException:
+        shutdown_distributed(ctx, failed=True)
+        raise
+    shutdown_distributed(ctx)
+    return result

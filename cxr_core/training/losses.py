@@ -122,7 +122,9 @@ class MaskedCrossEntropyLoss(nn.Module):
     """Cross-entropy for exclusive classes; targets are one-hot rows or class indices.
 
     One-hot rows containing NaN (label unknown) are ignored; with ``class_weight`` the mean
-    is weighted as in :func:`torch.nn.functional.cross_entropy`.
+    is weighted as in :func:`torch.nn.functional.cross_entropy`. A batch with nothing known
+    gives 0 without asking the host whether it is empty (on a GPU that question would stall
+    every step until the forward pass finished).
     """
 
     def __init__(self, class_weight: torch.Tensor | None = None) -> None:
@@ -135,9 +137,12 @@ class MaskedCrossEntropyLoss(nn.Module):
             index = torch.where(known, torch.nan_to_num(targets).argmax(dim=1), torch.full_like(known, -100, dtype=torch.long))
         else:
             index = targets.long()
-        if not (index != -100).any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits, index, weight=self.class_weight, ignore_index=-100)
+        known = index != -100
+        losses = F.cross_entropy(logits, index, weight=self.class_weight, ignore_index=-100, reduction="none")
+        weights = known.to(losses.dtype)
+        if self.class_weight is not None:
+            weights = weights * self.class_weight.to(losses.dtype)[index.clamp(min=0)]
+        return losses.sum() / weights.sum().clamp(min=torch.finfo(losses.dtype).tiny)
 
 
 def build_loss(

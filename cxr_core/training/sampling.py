@@ -72,7 +72,10 @@ class SeededItems(Dataset):
     function of (seed, epoch, position); :class:`cxr_core.data.dataset.CXRDataset` augments a whole
     batch at once (``__getitems__``), hence one seed per batch rather than per image. The
     caller's generator states are restored afterwards, so with ``num_workers=0`` the main
-    process's dropout randomness is untouched by data loading.
+    process's dropout randomness is untouched by data loading. Only the CPU generators are
+    seeded: ``torch.manual_seed`` would also reseed every CUDA generator (which ``fork_rng``
+    with ``devices=[]`` does not restore), and GPU dropout would then differ between 0 and
+    more workers.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -91,7 +94,7 @@ class SeededItems(Dataset):
         batch_seed = mix_seed(self.seed, epoch, *indices)
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(batch_seed)
+            torch.default_generator.manual_seed(batch_seed)
             random.seed(batch_seed)
             np.random.seed(batch_seed % 2**32)
             try:

@@ -121,3 +121,9 @@ def test_ensemble_recipes_check_eval_like_training_configs(tmp_path, eval_sectio
     recipe.write_text(yaml.safe_dump({"members": ["a.yaml", "b.yaml"], "eval": eval_section}))
     with pytest.raises(ConfigError, match=key):
         EnsembleConfig.from_yaml(recipe)
+
+
+def test_amp_off_unquoted_means_float32(tmp_path):
+    path = _write(tmp_path, MINIMAL)
+    path.write_text(path.read_text() + "amp: off\n")  # PyYAML reads a bare off as false
+    assert TrainConfig.from_yaml(path, base_dir=tmp_path).amp == "off"

@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = EnsembleConfig.from_yaml(args.config)
     report = train_ensemble(config, progress=not args.no_progress)
+    if report is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     if args.no_progress:
         print(format_report(report))
     print(f"ensemble checkpoint: {config.out_dir}/model.safetensors\nvalidation report: {config.out_dir}/eval/val")
