@@ -28,7 +28,7 @@ from cxr_core.artifacts.catalog import EvalRun, load_eval_run, read_entry, revie
 from cxr_core.artifacts.review_store import (
     EXPORT_COLUMNS, Adjudication, ReviewSession, ReviewStore, Verdict, write_safe_csv,
 )
-from cxr_core.errors import CheckpointError
+from cxr_core.errors import CheckpointError, ReviewStoreError
 from cxr_core.metrics.agreement import agreement_table
 from cxr_core.metrics.confusion import confusion_counts, threshold_metrics
 from cxr_core.metrics.ranking import roc_auc
@@ -227,6 +227,74 @@ def corrected_metrics(run: EvalRun, thresholds: Mapping[str, float], corrected: 
     return out[out["class_name"].isin(wanted)].reset_index(drop=True)
 
 
+ORDERS = ("highest probability first", "lowest probability first", "closest to the threshold first")
+
+
+def visible(mode: str, saved: bool) -> tuple[bool, bool]:
+    """(show the model's output, show the dataset label) for a reader in ``mode``, before/after saving."""
+    if saved or mode == "unblinded":
+        return True, True
+    return mode == "blind_labels", False
+
+
+def film_queue(cases: pd.DataFrame, mode: str, *, focus: str | None = None, outcomes: Sequence[str] | None = None,
+               order: str = ORDERS[0], seed: int = 0) -> list[str]:
+    """The films a reader walks through, in order.
+
+    Unblinded: films whose ``focus`` finding has one of ``outcomes``, ordered by that finding's
+    probability (or closeness to its threshold). Blinded modes must not leak the label or the
+    model's output through the order, so every film comes, in a fixed shuffle of ``seed``.
+    """
+    if cases.empty:
+        return []
+    if mode != "unblinded":
+        films = np.array(sorted(cases["image_id"].astype(str).unique()))
+        return films[np.random.default_rng(seed).permutation(len(films))].tolist()
+    part = cases[cases["class_name"] == focus] if focus is not None else cases
+    if outcomes is not None:
+        part = part[part["outcome"].isin(list(outcomes))]
+    if order not in ORDERS:
+        raise ReviewStoreError(f"order '{order}' is not one of: {', '.join(ORDERS)}")
+    key = {ORDERS[0]: -part["prob"], ORDERS[1]: part["prob"], ORDERS[2]: (part["prob"] - part["threshold"]).abs()}[order]
+    part = part.iloc[np.argsort(key.to_numpy(), kind="stable")]
+    return list(dict.fromkeys(part["image_id"].astype(str)))
+
+
+def film_findings(cases: pd.DataFrame, image_id: str) -> pd.DataFrame:
+    """The session's findings on one film (class_name, prob, threshold, label, model_positive, outcome)."""
+    return cases[cases["image_id"].astype(str) == str(image_id)].reset_index(drop=True)
+
+
+def reviewed_films(verdicts: Sequence[Verdict], reader: str, cases: pd.DataFrame) -> set[str]:
+    """Films on which ``reader`` has a call for every session finding the film has a label for."""
+    done: dict[str, set[str]] = {}
+    for v in verdicts:
+        if v.reviewer == reader:
+            done.setdefault(v.image_id, set()).add(v.class_name)
+    needed = cases.groupby("image_id")["class_name"].apply(set).to_dict() if not cases.empty else {}
+    return {image_id for image_id, classes in needed.items() if classes <= done.get(str(image_id), set())}
+
+
+def next_unreviewed(queue: Sequence[str], reviewed: set[str], start: int) -> int | None:
+    """Index of the first film after ``start`` (wrapping round) not yet reviewed; None when all are."""
+    n = len(queue)
+    for step in range(1, n + 1):
+        index = (start + step) % n
+        if queue[index] not in reviewed:
+            return index
+    return None
+
+
+def resume_index(queue: Sequence[str], saved: tuple[int, str] | None) -> int:
+    """Where a reader resumes: the film they were on if it is still in the queue, else their index (clamped)."""
+    if not queue or saved is None:
+        return 0
+    position, image_id = saved
+    if image_id in queue:
+        return list(queue).index(image_id)
+    return int(min(max(position, 0), len(queue) - 1))
+
+
 @dataclass(frozen=True)
 class SessionData:
     """A session with what is needed to analyse it (its run, the thresholds its readers saw)."""
@@ -288,7 +356,8 @@ def export_session(store: ReviewStore, session_id: int | None, path) -> int:
 
 __all__ = [
     "EXPORT_EXTRA", "LABEL_RATER", "MODEL_RATER", "SESSION_EXPORT_COLUMNS", "SessionData",
-    "agreement", "call_of", "corrected_labels", "corrected_metrics", "disagreements", "export_session", "film_cases",
+    "ORDERS", "agreement", "call_of", "film_findings", "film_queue", "next_unreviewed", "resume_index",
+    "reviewed_films", "visible", "corrected_labels", "corrected_metrics", "disagreements", "export_session", "film_cases",
     "load_session", "majority_call", "ratings", "session_classes", "session_frame", "session_thresholds",
     "verdict_for", "verdict_frame",
 ]

@@ -111,3 +111,40 @@ def test_agreement_of_a_session(tmp_path, run):
     assert ab["n_items"] == 3  # img0, img1, img3 (img4 only A called)
     from sklearn.metrics import cohen_kappa_score
     assert ab["kappa"] == pytest.approx(cohen_kappa_score(["present", "present", "absent"], ["present", "present", "present"]))
+
+
+def test_visibility_by_mode():
+    from cxr_core.evaluation.review import visible
+    assert visible("unblinded", False) == (True, True)
+    assert visible("blind_labels", False) == (True, False)
+    assert visible("blind_all", False) == (False, False)
+    assert visible("blind_all", True) == (True, True)
+
+
+def test_film_queue_orders_and_blinds(run):
+    from cxr_core.evaluation.review import ORDERS, film_queue
+    cases = film_cases(run, ["Edema", "Mass"], {"Edema": 0.5, "Mass": 0.5})
+    assert film_queue(cases, "unblinded", focus="Edema", outcomes=["FP", "FN"]) == ["img1", "img3"]
+    assert film_queue(cases, "unblinded", focus="Edema", outcomes=["TP", "FP", "FN", "TN"], order=ORDERS[1]) == [
+        "img5", "img4", "img3", "img2", "img1", "img0"]
+    assert film_queue(cases, "unblinded", focus="Edema", outcomes=["TP", "FP", "FN", "TN"], order=ORDERS[2])[0] == "img3"
+    blind = film_queue(cases, "blind_all", focus="Edema", outcomes=["FP"], seed=3)
+    assert sorted(blind) == [f"img{i}" for i in range(6)]  # filters ignored: they would leak the label
+    assert blind == film_queue(cases, "blind_labels", seed=3)
+
+
+def test_progress_next_unreviewed_and_resume(tmp_path, run):
+    from cxr_core.evaluation.review import next_unreviewed, resume_index, reviewed_films
+    store, s, frame = session(tmp_path, run)
+    cases = film_cases(run, ["Edema"], {"Edema": 0.5})
+    assert reviewed_films(store.verdicts(s.id), "A", cases) == {"img0", "img1", "img3", "img4"}
+    assert reviewed_films(store.verdicts(s.id), "C", cases) == {"img0", "img1"}
+    both = film_cases(run, ["Edema", "Mass"], {"Edema": 0.5, "Mass": 0.5})
+    assert reviewed_films(store.verdicts(s.id), "A", both) == set()  # Mass not called yet
+    queue = [f"img{i}" for i in range(6)]
+    assert next_unreviewed(queue, {"img0", "img1", "img3"}, 0) == 2
+    assert next_unreviewed(queue, {"img0", "img1", "img3"}, 5) == 2
+    assert next_unreviewed(queue, set(queue), 1) is None
+    assert resume_index(queue, (1, "img4")) == 4
+    assert resume_index(["img9", "img8"], (5, "img4")) == 1
+    assert resume_index(queue, None) == 0
