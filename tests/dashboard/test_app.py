@@ -25,6 +25,8 @@ from tests.checkpoint_fixtures import build_catalog, build_checkpoint_dir, write
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
 SELECTED = "cxr_selected_checkpoint"
+READER = "cxr_reader"
+VIEW_SET = "cxr_view_set"
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +203,7 @@ def test_predict_uses_the_active_threshold_set(env, catalog, tmp_path):
         assert "everything" in at.caption[0].value
     finally:
         store.set_active("card")
+        (store_dir / "thresholds" / "activations.jsonl").unlink()
 
 
 # --------------------------------------------------------------------------- performance
@@ -271,15 +274,53 @@ def test_threshold_preset_save_and_activate(env, catalog):
     assert saved["thresholds"]["Atelectasis"] == pytest.approx(at.slider(key="thr::tiny_b::Atelectasis").value)
     assert "sensitivity" in saved["method"].lower()
     at.selectbox(key="thr_pick").set_value("screening").run()
+    assert at.button(key="thr_activate").disabled  # no reader named yet: the change could not be logged
+    at.session_state[READER] = "Dr A"
+    at.run()
     at.button(key="thr_activate").click().run()
     no_exceptions(at)
     assert (ckpt / "thresholds" / "active.txt").read_text().strip() == "screening"
+    assert "Model default: **screening** · in force in this browser: **screening**" in at.caption[0].value
+    entry = [json.loads(line) for line in (ckpt / "thresholds" / "activations.jsonl").read_text().splitlines()][-1]
+    assert (entry["by"], entry["from"], entry["to"]) == ("Dr A", "card", "screening")
+    audit = shown_table(at, "By")
+    assert audit.iloc[0].tolist()[1:] == ["Dr A", "card", "screening"]
     at.selectbox(key="thr_cmp_a").set_value("card").run()
     at.selectbox(key="thr_cmp_b").set_value("screening").run()
     compared = shown_table(at, "sensitivity (second)")
     assert list(compared.columns[:4]) == ["class", "card", "screening", "difference"]
     assert (compared["sensitivity (second)"] >= 0.9).all()
     (ckpt / "thresholds" / "active.txt").unlink()
+    (ckpt / "thresholds" / "activations.jsonl").unlink()
+
+
+def test_viewing_a_threshold_set_is_per_browser_session(env, catalog, tmp_path):
+    ckpt = catalog["tiny_b"]
+    from cxr_core.artifacts.catalog import read_entry
+
+    store = read_entry(ckpt).threshold_store()
+    store.save("everything", dict.fromkeys(store.classes, 0.0))
+    try:
+        mine = page("thresholds", ckpt).run()
+        mine.selectbox(key="thr_pick").set_value("everything").run()
+        mine.button(key="thr_view").click().run()
+        no_exceptions(mine)
+        assert "in force in this browser: **everything**" in mine.caption[0].value
+        assert store.active_name() == "card" and store.activations() == []
+        names = write_images(tmp_path / "up", 1, seed=9)
+        upload = (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png")
+        predict_mine = page("predict", ckpt)
+        predict_mine.session_state[VIEW_SET] = mine.session_state[VIEW_SET]
+        predict_mine.run()
+        predict_mine.file_uploader(key="predict_files").set_value(upload)
+        predict_mine.run()
+        assert "everything" in predict_mine.caption[0].value
+        other = page("predict", ckpt).run()  # another browser: still the model's default
+        other.file_uploader(key="predict_files").set_value(upload)
+        other.run()
+        assert "card" in other.caption[0].value
+    finally:
+        (ckpt / "thresholds" / "everything.json").unlink()
 
 
 def test_multiclass_model_has_no_thresholds_to_tune(env, catalog):

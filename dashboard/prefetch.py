@@ -1,0 +1,67 @@
+"""Work done ahead of the reader: the next film's image and heatmap, computed while they read this one.
+
+One background worker per server process runs queued jobs one at a time; model work is
+serialised by ``model_lock`` because the Grad-CAM hooks of a shared model must not run twice
+at once. ``get`` returns a job's result, waiting for it if it is still running, or computes it
+on the spot when nobody queued it. Results are kept for the last ``max_items`` keys. Jobs
+must not call Streamlit (they run outside any script run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class Prefetcher:
+    def __init__(self, max_items: int = 24) -> None:
+        self.max_items = max_items
+        self.model_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-prefetch")
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Hashable, Future] = OrderedDict()
+
+    def _remember(self, key: Hashable, future: Future) -> None:
+        self._items[key] = future
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def schedule(self, key: Hashable, job: Callable[[], Any]) -> None:
+        """Queue ``job`` under ``key`` unless it is queued, running or done already."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return
+            self._remember(key, self._pool.submit(job))
+
+    def get(self, key: Hashable, job: Callable[[], Any]) -> Any:
+        """The result for ``key``: from the queue (waiting if needed) or computed now."""
+        with self._lock:
+            future = self._items.get(key)
+            if future is not None:
+                self._items.move_to_end(key)
+        if future is None:
+            result = job()
+            done: Future = Future()
+            done.set_result(result)
+            with self._lock:
+                self._remember(key, done)
+            return result
+        try:
+            return future.result()
+        except Exception:
+            with self._lock:
+                self._items.pop(key, None)
+            raise
+
+    def ready(self, key: Hashable) -> bool:
+        with self._lock:
+            future = self._items.get(key)
+        return future is not None and future.done()
