@@ -61,6 +61,14 @@ class Prefetcher:
                 self._items.pop(key, None)
             raise
 
+    def peek(self, key: Hashable) -> Any:
+        """The result for ``key`` if it is done, else None (never waits: safe inside a job)."""
+        with self._lock:
+            future = self._items.get(key)
+        if future is None or not future.done() or future.exception() is not None:
+            return None
+        return future.result()
+
     def ready(self, key: Hashable) -> bool:
         with self._lock:
             future = self._items.get(key)

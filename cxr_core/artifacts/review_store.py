@@ -27,6 +27,7 @@ The file lives in ``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sq
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -490,14 +491,26 @@ def neutralise_cell(value: object) -> object:
     return value
 
 
+def _write_rows(handle, rows: Sequence[Mapping], columns: Sequence[str]) -> None:
+    writer = csv.DictWriter(handle, fieldnames=list(columns), quoting=csv.QUOTE_MINIMAL, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: neutralise_cell(row.get(k)) for k in columns})
+
+
 def write_safe_csv(path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequence[str]) -> None:
+    """Rows as a formula-safe CSV file (see :func:`neutralise_cell`)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), quoting=csv.QUOTE_MINIMAL, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: neutralise_cell(row.get(k)) for k in columns})
+        _write_rows(handle, rows, columns)
+
+
+def safe_csv_text(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
+    """The same CSV as text (for a download button)."""
+    buffer = io.StringIO(newline="")
+    _write_rows(buffer, rows, columns)
+    return buffer.getvalue()
 
 
 def _session(row: sqlite3.Row) -> ReviewSession:
