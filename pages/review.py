@@ -19,11 +19,19 @@ from cxr_core.evaluation.review import (
 )
 from cxr_core.inference.explain import METHODS, overlay
 from dashboard import review_media, state, views
+
+try:  # optional: keyboard shortcuts for the reading buttons (a small, pure-Python component)
+    from streamlit_shortcuts import add_shortcuts
+except ImportError:  # pragma: no cover - the page works without it, by mouse
+    add_shortcuts = None
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
 SESSION = "rev_session_pick"
 NEW = 0
 VIEWS = ("Read", "Agreement", "Adjudicate", "Corrected metrics")
+SHORTCUTS = {"rev_save": "alt+s", "rev_save_next": "alt+enter", "rev_prev": "alt+arrowleft", "rev_next": "alt+arrowright",
+             "rev_next_open": "alt+u"}
+"""Alt combinations only: plain letters would fire while a reader types a note."""
 MESSAGE = "rev_message"
 METHOD_PREF, HEAT_CLASS = "rev_method_pref", "rev_heat_class_pref"
 
@@ -314,9 +322,13 @@ with right:
                            f"{views.VERDICT_LABELS.get(v.verdict, '')}")
         b1, b2 = st.columns(2)
         save_args = (store, session.id, reader, form_key, findings, queue, index)
-        b1.form_submit_button("Save", type="primary", on_click=_save, args=(*save_args, False), disabled=not reader)
-        b2.form_submit_button("Save and next", on_click=_save, args=(*save_args, True),
-                              disabled=not reader or index >= len(queue) - 1)
+        b1.form_submit_button("Save", type="primary", on_click=_save, args=(*save_args, False), disabled=not reader,
+                              key="rev_save", help="Alt+S")
+        b2.form_submit_button("Save and next", on_click=_save, args=(*save_args, True), key="rev_save_next",
+                              disabled=not reader or index >= len(queue) - 1, help="Alt+Enter")
+    if add_shortcuts is not None:
+        add_shortcuts(**SHORTCUTS)
+        st.caption("Keys: Alt+S save · Alt+Enter save and next · Alt+←/→ previous/next · Alt+U next unreviewed")
 
 with left:
     with st.expander("Image folder", expanded=False):

@@ -186,6 +186,10 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
             _settle(a)
             assert "reviewed by you" in _film(a)
             a.screenshot(path=str(screenshot_dir / "review_reader_ab.png"), full_page=True)
+            a.keyboard.press("Alt+ArrowRight")  # keyboard flow: next film
+            a.wait_for_function("(old) => !document.body.innerText.includes(old)", arg=first.split("·")[0].strip(),
+                                timeout=60_000)
+            _settle(a)
 
             b = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
             _open_review(b, dashboard_url, "CD")
