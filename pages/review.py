@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from cxr_core.artifacts.catalog import OUTCOMES, resolve_image_path
+from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
 from cxr_core.artifacts.review_store import FINDINGS, MODES, REASONS, ReviewStore, safe_csv_text
 from cxr_core.errors import CXRError
 from cxr_core.evaluation.review import (
@@ -122,6 +123,11 @@ def _adjudicate(store: ReviewStore, session_id: int, reader: str, image_id: str,
         st.session_state[MESSAGE] = str(exc)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _film_cases(run_key: str, classes: tuple[str, ...], thresholds: tuple, multilabel: bool, _run) -> pd.DataFrame:
+    return film_cases(_run, classes, dict(thresholds), multilabel=multilabel)
+
+
 @st.cache_data(max_entries=16, show_spinner="Computing agreement and bootstrap intervals…")
 def _agreement(stamp: tuple, _frame: pd.DataFrame) -> pd.DataFrame:
     return agreement(_frame, n_boot=500, seed=0)
@@ -168,7 +174,8 @@ with st.container(border=True):
     session = store.session(session_id)
     thresholds, set_name = session_thresholds(session, in_force.thresholds, in_force.name)
     classes = session_classes(session, run)
-    cases = film_cases(run, classes, thresholds, multilabel=multilabel)
+    run_key = f"{run.dir}:{len(run.predictions)}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
+    cases = _film_cases(run_key, tuple(classes), tuple(sorted(thresholds.items())), multilabel, run)
     st.caption(f"**{views.MODE_LABELS[session.mode]}** · findings: {', '.join(classes)} · thresholds "
                f"“{set_name}” · readers so far: {', '.join(store.readers(session.id)) or 'none'} · "
                f"database: {store.path}")

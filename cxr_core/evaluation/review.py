@@ -267,12 +267,13 @@ def film_findings(cases: pd.DataFrame, image_id: str) -> pd.DataFrame:
 
 def reviewed_films(verdicts: Sequence[Verdict], reader: str, cases: pd.DataFrame) -> set[str]:
     """Films on which ``reader`` has a call for every session finding the film has a label for."""
-    done: dict[str, set[str]] = {}
-    for v in verdicts:
-        if v.reviewer == reader:
-            done.setdefault(v.image_id, set()).add(v.class_name)
-    needed = cases.groupby("image_id")["class_name"].apply(set).to_dict() if not cases.empty else {}
-    return {image_id for image_id, classes in needed.items() if classes <= done.get(str(image_id), set())}
+    done = {(v.image_id, v.class_name) for v in verdicts if v.reviewer == reader}
+    if cases.empty:
+        return set()
+    films = cases["image_id"].astype(str).to_numpy()
+    called = np.fromiter(((f, c) in done for f, c in zip(films, cases["class_name"])), dtype=bool, count=len(films))
+    missing = set(films[~called])
+    return set(films[called]) - missing
 
 
 def next_unreviewed(queue: Sequence[str], reviewed: set[str], start: int) -> int | None:
