@@ -58,3 +58,18 @@ def prefetch(prefetcher: Prefetcher, path: str, predictor: Predictor | None = No
     if predictor is not None and method != "none" and class_name:
         prefetcher.schedule(heat_key(model_key, path, class_name, method),
                             _heat_job(prefetcher, predictor, path, class_name, method))
+
+
+def zoom(pixels: np.ndarray, factor: float, centre: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """The part of an image a ``factor``× zoom shows around ``centre`` (fractions of width, height).
+
+    The window is kept inside the image; factor 1 returns the image itself. Works on (H, W) and (H, W, 3).
+    """
+    if factor <= 1.0:
+        return pixels
+    height, width = pixels.shape[:2]
+    h, w = max(1, int(round(height / factor))), max(1, int(round(width / factor)))
+    cy, cx = int(round(centre[1] * height)), int(round(centre[0] * width))
+    top = min(max(cy - h // 2, 0), height - h)
+    left = min(max(cx - w // 2, 0), width - w)
+    return pixels[top:top + h, left:left + w]

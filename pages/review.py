@@ -372,17 +372,24 @@ with left:
                 opacity = g3.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="rev_opacity", disabled=method == "none")
             else:
                 st.caption("Heatmap hidden until you save: it shows where the model looks.")
+            z1, z2, z3 = st.columns(3)
+            factor = z1.select_slider("Zoom", [1.0, 1.5, 2.0, 3.0, 4.0], value=1.0, key="rev_zoom",
+                                      format_func=lambda z: f"{z:g}×")
+            zx = z2.slider("Centre x (%)", 0, 100, 50, key="rev_zoom_x", disabled=factor == 1.0)
+            zy = z3.slider("Centre y (%)", 0, 100, 50, key="rev_zoom_y", disabled=factor == 1.0)
+            centre = (zx / 100.0, zy / 100.0)
             image = review_media.image(prefetcher, str(path))
             predictor = model_key = None
             if method != "none" or index + 1 < len(queue):
                 predictor = state.predictor(entry)
                 model_key = f"{entry.model_path}:{entry.model_path.stat().st_mtime}"
             if method == "none":
-                st.image(image.pixels, clamp=True, caption=f"{image_id}", width="stretch")
+                st.image(review_media.zoom(image.pixels, factor, centre), clamp=True, width="stretch",
+                         caption=f"{image_id}" + (f" · {factor:g}× zoom" if factor > 1 else ""))
             else:
                 heat = review_media.heatmap(prefetcher, predictor, model_key, str(path), heat_class, method)
-                st.image(overlay(image.pixels, heat, opacity), caption=f"{method} · {heat_class} · {image_id}",
-                         width="stretch")
+                st.image(review_media.zoom(overlay(image.pixels, heat, opacity), factor, centre), width="stretch",
+                         caption=f"{method} · {heat_class} · {image_id}" + (f" · {factor:g}× zoom" if factor > 1 else ""))
             if index + 1 < len(queue):  # the next film is computed while this one is read
                 following = run.predictions.iloc[int(film_findings(cases, queue[index + 1])["row"].iloc[0])]
                 next_path = resolve_image_path(str(following.get("path", "") or ""), queue[index + 1], roots)

@@ -431,6 +431,9 @@ def test_review_blinded_mode_reveals_after_saving(env, catalog):
     assert "model 0." not in text and "label " not in text
     assert not [s for s in at.selectbox if s.key == "rev_method"]  # no heatmap either
     assert not [s for s in at.selectbox if s.key == "rev_focus"]  # no outcome filters
+    at.select_slider(key="rev_zoom").set_value(2.0).run()
+    no_exceptions(at)
+    assert at.select_slider(key="rev_zoom").value == 2.0 and not at.slider(key="rev_zoom_x").disabled
     call(at, "Atelectasis", "present")
     press(at, "Save")
     text = " ".join(m.value for m in at.markdown)
