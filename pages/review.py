@@ -30,9 +30,9 @@ from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 SESSION = "rev_session_pick"
 NEW = 0
 VIEWS = ("Read", "Agreement", "Adjudicate", "Corrected metrics")
+# Alt combinations only: plain letters would fire while a reader types a note.
 SHORTCUTS = {"rev_save": "alt+s", "rev_save_next": "alt+enter", "rev_prev": "alt+arrowleft", "rev_next": "alt+arrowright",
              "rev_next_open": "alt+u"}
-"""Alt combinations only: plain letters would fire while a reader types a note."""
 MESSAGE = "rev_message"
 METHOD_PREF, HEAT_CLASS = "rev_method_pref", "rev_heat_class_pref"
 
