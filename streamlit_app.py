@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from cxr_core.errors import CXRError
-from dashboard.widgets import model_picker
+from dashboard.widgets import model_picker, reader_box
 
 st.set_page_config(page_title="CXR classifier dashboard", page_icon=":material/radiology:", layout="wide")
 
@@ -22,6 +22,7 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
+reader_box()
 model_picker()
 st.sidebar.caption("Research and education only: not a medical device, not for diagnosis.")
 try:

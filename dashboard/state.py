@@ -3,7 +3,9 @@
 Expensive objects are cached across sessions with ``st.cache_resource`` (one Predictor per
 checkpoint file, which is thread-safe; one parsed evaluation run per run folder). Cache keys
 include the file's modification time so a retrained or re-evaluated checkpoint is reloaded.
-Per-user choices (which checkpoint, extra folders, data root) live in ``st.session_state``.
+Per-user choices (which checkpoint, extra folders, data root, the reader's name, the threshold
+set viewed) live in ``st.session_state``; the reader's name is also kept in the page URL
+(``?reader=…``) so a reload or a bookmark keeps it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from cxr_core.artifacts.review_store import ReviewStore, default_review_dir
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.artifacts.thresholds_store import ThresholdSet
 from cxr_core.inference.predictor import Predictor
+from dashboard.prefetch import Prefetcher
 
 SELECTED = "cxr_selected_checkpoint"
 EXTRA_DIRS = "cxr_extra_checkpoint_dirs"
 DATA_ROOT = "cxr_data_root"
+READER = "cxr_reader"
+READER_PARAM = "reader"
+VIEW_SET = "cxr_view_set"  # {checkpoint key: threshold-set name viewed in this browser session}
 
 
 def _mtime(path: Path) -> float:
@@ -89,8 +95,57 @@ def eval_run(entry: CheckpointEntry, split: str) -> EvalRun:
 
 
 def active_thresholds(entry: CheckpointEntry) -> ThresholdSet:
-    """The set Predict and Review use; read from disk each run so a save elsewhere shows at once."""
-    return entry.threshold_store().active()
+    """The set in force in this browser session: the one chosen for viewing, else the model's default.
+
+    Read from disk each run so a save or a new default elsewhere shows at once.
+    """
+    store = entry.threshold_store()
+    name = st.session_state.get(VIEW_SET, {}).get(entry.key)
+    if name and name in store.names():
+        return store.load(name)
+    return store.active()
+
+
+def viewing_own_set(entry: CheckpointEntry) -> bool:
+    """True when this browser session views a set other than the model's default."""
+    name = st.session_state.get(VIEW_SET, {}).get(entry.key)
+    return bool(name) and name in entry.threshold_store().names() and name != entry.threshold_store().active_name()
+
+
+def view_set(entry: CheckpointEntry, name: str | None) -> None:
+    """Choose the set this browser session views (None: follow the model's default)."""
+    views = dict(st.session_state.get(VIEW_SET, {}))
+    if name:
+        views[entry.key] = name
+    else:
+        views.pop(entry.key, None)
+    st.session_state[VIEW_SET] = views
+
+
+def reader() -> str:
+    """The reader's name for this browser session ('' until entered)."""
+    return " ".join(str(st.session_state.get(READER, "")).split())
+
+
+def restore_reader() -> None:
+    """Before the reader widget is drawn: take the name from the URL on a fresh session."""
+    if READER not in st.session_state:
+        st.session_state[READER] = " ".join(str(st.query_params.get(READER_PARAM, "")).split())
+
+
+def keep_reader_in_url() -> None:
+    """After the widget: mirror the name into ``?reader=`` (page switches may drop query parameters)."""
+    name = reader()
+    if name and st.query_params.get(READER_PARAM) != name:
+        st.query_params[READER_PARAM] = name
+    elif not name and READER_PARAM in st.query_params:
+        del st.query_params[READER_PARAM]
+
+
+@st.cache_resource
+def prefetcher() -> Prefetcher:
+    """The server's one background worker for the next review film's image and heatmap."""
+    return Prefetcher()
 
 
 @st.cache_resource

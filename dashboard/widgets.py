@@ -45,6 +45,19 @@ def _label(entry: CheckpointEntry) -> str:
     return f"{entry.name} · {entry.card.architecture}" + (f" · AUROC {auroc:.3f}" if auroc is not None else "")
 
 
+def reader_box() -> str:
+    """Sidebar: the reader's name, asked once per browser session and kept in the URL across reloads."""
+    state.restore_reader()
+    st.sidebar.text_input("Reader", key=state.READER, placeholder="your name or initials",
+                          help="Stored with every review verdict and threshold change you make. "
+                               "Kept in the page address (?reader=…), so a reload keeps it.")
+    state.keep_reader_in_url()
+    name = state.reader()
+    if name:
+        st.sidebar.caption(f"Reading as **{name}**")
+    return name
+
+
 def model_picker() -> CheckpointEntry | None:
     """Sidebar: choose a checkpoint, add a folder, see the chosen card's summary."""
     st.sidebar.subheader("Model")
@@ -86,7 +99,21 @@ def _card_summary(entry: CheckpointEntry) -> None:
     )
     st.sidebar.caption(", ".join(s["classes"]))
     with cxr_errors():
-        st.sidebar.caption(f"Active thresholds: **{state.active_thresholds(entry).name}**")
+        store = entry.threshold_store()
+        names, default = store.names(), store.active_name()
+        key = f"cxr_view_set@{entry.key}"
+        current = st.session_state.get(state.VIEW_SET, {}).get(entry.key)
+        options = ["", *names]
+        st.session_state[key] = current if current in names else ""  # follows changes made on other pages
+        st.sidebar.selectbox(
+            "Threshold set (this browser)", options, key=key,
+            format_func=lambda n: f"model default ({default})" if n == "" else n,
+            on_change=lambda: state.view_set(entry, st.session_state[key] or None),
+            help="Which set Predict, Performance and Review use for you. Making a set the model's default "
+                 "for everyone is done on the Thresholds page, and is logged.")
+        in_force = state.active_thresholds(entry).name
+        st.sidebar.caption(f"Thresholds in force: **{in_force}** · "
+                           + ("your choice" if state.viewing_own_set(entry) else "model default"))
 
 
 def require_entry(*, need_eval: bool = False) -> CheckpointEntry:

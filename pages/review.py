@@ -1,102 +1,150 @@
-"""Review: page through an evaluation run's cases (FP, FN, ...) and record a verdict on each."""
+"""Review: a team of named readers reads films one at a time and calls each finding; agreement between
+readers, adjudication of disagreements, and metrics with the corrected labels."""
 
 from __future__ import annotations
 
-import io
 import os
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cxr_core.artifacts.catalog import OUTCOMES, resolve_image_path, review_cases
-from cxr_core.artifacts.review_store import EXPORT_COLUMNS, VERDICTS, ReviewStore
-from cxr_core.data.imaging import LoadedImage, load_image
+from cxr_core.artifacts.catalog import OUTCOMES, resolve_image_path
+from cxr_core.artifacts.review_store import FINDINGS, MODES, REASONS, ReviewStore
+from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
 from cxr_core.errors import CXRError
-from cxr_core.inference.explain import METHODS, explain, overlay
-from cxr_core.inference.predictor import Predictor
-from dashboard import state
+from cxr_core.evaluation.review import (
+    ORDERS,
+    SESSION_EXPORT_COLUMNS,
+    agreement,
+    corrected_labels,
+    corrected_metrics,
+    disagreements,
+    film_cases,
+    film_findings,
+    film_queue,
+    next_unreviewed,
+    resume_index,
+    reviewed_films,
+    session_classes,
+    session_thresholds,
+    verdict_for,
+    verdict_frame,
+    visible,
+)
+from cxr_core.inference.explain import METHODS, overlay
+from cxr_core.utils.csv_safe import records_csv_text
+from dashboard import review_media, state, views
+
+try:  # optional: keyboard shortcuts for the reading buttons (a small, pure-Python component)
+    from streamlit_shortcuts import add_shortcuts
+except ImportError:  # pragma: no cover - the page works without it, by mouse
+    add_shortcuts = None
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
-ORDERS = ("highest probability first", "lowest probability first", "closest to the threshold first")
-VERDICT_LABELS = {"agree": "Agree with the model", "model_wrong": "Model is wrong", "label_wrong": "Label is wrong",
-                  "unsure": "Unsure"}
-POS, SESSION = "rev_pos", "rev_session_pick"
+SESSION = "rev_session_pick"
 NEW = 0
+VIEWS = ("Read", "Agreement", "Adjudicate", "Corrected metrics")
+# Alt combinations only: plain letters would fire while a reader types a note.
+SHORTCUTS = {"rev_save": "alt+s", "rev_save_next": "alt+enter", "rev_prev": "alt+arrowleft", "rev_next": "alt+arrowright",
+             "rev_next_open": "alt+u"}
+MESSAGE = "rev_message"
+METHOD_PREF, HEAT_CLASS = "rev_method_pref", "rev_heat_class_pref"
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _image(path: str, mtime: float) -> LoadedImage:
-    return load_image(path)
+def _pos_key(session_id: int, reader: str) -> str:
+    return f"rev_pos@{session_id}@{reader}"
 
 
-@st.cache_data(max_entries=64, show_spinner="Computing the heatmap…")
-def _heatmap(model_key: str, path: str, mtime: float, class_name: str, method: str, _predictor: Predictor,
-             _image: LoadedImage) -> np.ndarray:
-    return explain(_predictor, _image, class_name, method)
-
-
-def _filters() -> dict:
-    return {"class": st.session_state["rev_class"], "outcomes": list(st.session_state["rev_outcomes"]),
-            "order": st.session_state["rev_order"]}
-
-
-def _resume(store: ReviewStore, classes: tuple[str, ...]) -> None:
-    """Session picker callback: restore the session's filters and where its reviewer stopped."""
-    session_id = st.session_state[SESSION]
-    if session_id == NEW:
+def _go(store: ReviewStore, session_id: int, reader: str, queue: list[str], index: int) -> None:
+    """Move this reader to film ``index`` (kept per reader, by film, so filter changes do not lose it)."""
+    if not queue:
         return
-    session = store.session(session_id)
-    f = session.filters
-    if f.get("class") in classes:
-        st.session_state["rev_class"] = f["class"]
-    if set(f.get("outcomes", [])) <= set(OUTCOMES):
-        st.session_state["rev_outcomes"] = list(f["outcomes"])
-    if f.get("order") in ORDERS:
-        st.session_state["rev_order"] = f["order"]
-    st.session_state[POS] = session.position
-    st.session_state["rev_goto"] = session.position + 1
+    index = int(min(max(index, 0), len(queue) - 1))
+    st.session_state[_pos_key(session_id, reader)] = (index, queue[index])
+    if reader:
+        try:
+            store.save_position(session_id, index, reviewer=reader, image_id=queue[index])
+        except CXRError as exc:
+            st.session_state[MESSAGE] = str(exc)
 
 
-def _filters_changed(store: ReviewStore) -> None:
-    st.session_state[POS] = 0
-    st.session_state["rev_goto"] = 1
-    if st.session_state.get(SESSION, NEW) != NEW:
-        store.update_filters(st.session_state[SESSION], _filters(), 0)
+def _pick_film(store: ReviewStore, session_id: int, reader: str, queue: list[str]) -> None:
+    _go(store, session_id, reader, queue, int(st.session_state["rev_film_pick"]))
 
 
-def _go(store: ReviewStore, position: int, n_cases: int) -> None:
-    position = int(min(max(position, 0), max(n_cases - 1, 0)))
-    st.session_state[POS] = position
-    st.session_state["rev_goto"] = position + 1
-    if st.session_state.get(SESSION, NEW) != NEW:
-        store.save_position(st.session_state[SESSION], position)
+def _field(kind: str, form_key: str, class_name: str) -> str:
+    return f"rev_{kind}@{form_key}@{class_name}"
 
 
-def _record(store: ReviewStore, session_id: int, image_id: str, class_name: str, case_key: str, position: int,
-            n_cases: int, advance: bool) -> None:
-    """Form callback: store the verdict, then optionally move on (before any widget is drawn)."""
+def _save(store: ReviewStore, session_id: int, reader: str, form_key: str, findings: pd.DataFrame,
+          queue: list[str], index: int, advance: bool) -> None:
+    """Form callback: store this reader's call on every finding they called, then optionally move on."""
+    if not reader:
+        st.session_state[MESSAGE] = "Enter your name as Reader in the sidebar before saving: every verdict says who gave it."
+        return
+    saved, missing = 0, []
     try:
-        store.record(session_id, image_id, class_name, st.session_state[f"rev_verdict_{case_key}"],
-                     st.session_state[f"rev_note_{case_key}"], st.session_state.get("rev_reviewer", ""))
+        for f in findings.itertuples(index=False):
+            call = st.session_state.get(_field("call", form_key, f.class_name))
+            if call is None:
+                missing.append(f.class_name)
+                continue
+            x, y = (st.session_state.get(_field(k, form_key, f.class_name)) for k in ("x", "y"))
+            point = (float(x) / 100.0, float(y) / 100.0) if x is not None and y is not None else None
+            store.record(session_id, f.image_id, f.class_name, verdict_for(call, f.label, f.model_positive),
+                         st.session_state.get(_field("note", form_key, f.class_name), ""), reader,
+                         finding=call, confidence=st.session_state.get(_field("conf", form_key, f.class_name)),
+                         reason=st.session_state.get(_field("reason", form_key, f.class_name)) or "", point=point)
+            saved += 1
     except CXRError as exc:
-        st.session_state["rev_message"] = str(exc)
+        st.session_state[MESSAGE] = str(exc)
+        return
+    if missing:
+        st.session_state[MESSAGE] = (f"Saved {saved} call(s); still to call on this film: {', '.join(missing)}."
+                                     if saved else "Choose Present, Absent or Unsure for at least one finding.")
         return
     if advance:
-        _go(store, position + 1, n_cases)
+        _go(store, session_id, reader, queue, index + 1)
 
 
-def _start(store: ReviewStore, checkpoint: str, split: str) -> None:
+def _start(store: ReviewStore, checkpoint: str, split: str, thresholds: dict, set_name: str) -> None:
     name = st.session_state.get("rev_new_name", "").strip()
+    classes = list(st.session_state.get("rev_new_classes") or [])
+    if not classes:
+        st.session_state[MESSAGE] = "Choose at least one finding for the readers to call."
+        return
     try:
-        session = store.create_session(name, checkpoint, split, _filters())
+        session = store.create_session(name, checkpoint, split, {"thresholds": thresholds, "threshold_set": set_name},
+                                       mode=st.session_state["rev_new_mode"], classes=classes)
     except CXRError as exc:
-        st.session_state["rev_message"] = str(exc)
+        st.session_state[MESSAGE] = str(exc)
         return
     st.session_state[SESSION] = session.id
-    st.session_state[POS] = 0
-    st.session_state["rev_goto"] = 1
+
+
+def _adjudicate(store: ReviewStore, session_id: int, reader: str, image_id: str, class_name: str) -> None:
+    if not reader:
+        st.session_state[MESSAGE] = "Enter your name as Reader in the sidebar: the adjudicator is recorded."
+        return
+    label = st.session_state.get("rev_adj_label")
+    if label is None:
+        st.session_state[MESSAGE] = "Choose the final label (present or absent)."
+        return
+    try:
+        store.adjudicate(session_id, image_id, class_name, 1 if label == "present" else 0, reader,
+                         st.session_state.get("rev_adj_note", ""))
+    except CXRError as exc:
+        st.session_state[MESSAGE] = str(exc)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _film_cases(run_key: str, classes: tuple[str, ...], thresholds: tuple, multilabel: bool, _run) -> pd.DataFrame:
+    return film_cases(_run, classes, dict(thresholds), multilabel=multilabel)
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing agreement and bootstrap intervals…")
+def _agreement(stamp: tuple, _frame: pd.DataFrame) -> pd.DataFrame:
+    return agreement(_frame, n_boot=500, seed=0)
 
 
 st.title("Review")
@@ -108,129 +156,258 @@ if run.predictions is None:
     st.stop()
 store = state.review_store()
 multilabel = entry.card.get_label_space().multilabel
-active = state.active_thresholds(entry)
+in_force = state.active_thresholds(entry)
 checkpoint_id = str(entry.dir)
-
-if st.session_state.get("rev_class") not in run.classes:  # first visit, or another checkpoint chosen
-    st.session_state["rev_class"] = run.classes[0]
-st.session_state.setdefault("rev_outcomes", ["FP", "FN"])
-st.session_state.setdefault("rev_order", ORDERS[0])
-st.session_state.setdefault(POS, 0)
+reader = state.reader()
 
 sessions = [s for s in store.sessions(checkpoint_id) if s.eval_run == split]
-labels = {NEW: "New session…"} | {s.id: f"{s.name} · started {s.created[:16].replace('T', ' ')}" for s in sessions}
+labels = {NEW: "New session…"} | {
+    s.id: f"{s.name} · {views.MODE_LABELS[s.mode].split(' (')[0]} · started {s.created[:16].replace('T', ' ')}"
+    for s in sessions}
 if st.session_state.get(SESSION) not in labels:
     st.session_state[SESSION] = NEW
 with st.container(border=True):
-    c1, c2, c3 = st.columns([3, 2, 1], vertical_alignment="bottom")
-    c1.selectbox("Review session", list(labels), format_func=labels.__getitem__, key=SESSION,
-                 on_change=_resume, args=(store, run.classes))
+    st.selectbox("Review session", list(labels), format_func=labels.__getitem__, key=SESSION)
     session_id = st.session_state[SESSION]
     if session_id == NEW:
-        c2.text_input("Session name", key="rev_new_name", placeholder="initials + date, e.g. AB 2024-05-01")
-        c3.button("Start", key="rev_start", on_click=_start, args=(store, checkpoint_id, split), type="primary")
-    else:
-        c2.text_input("Reviewer", key="rev_reviewer", placeholder="your initials")
-        rows = store.export_rows(session_id)
-        buffer = io.StringIO()
-        pd.DataFrame(rows, columns=list(EXPORT_COLUMNS)).to_csv(buffer, index=False)
-        c3.download_button("Export CSV", buffer.getvalue(), file_name=f"review_session_{session_id}.csv",
-                           mime="text/csv", key="rev_export", icon=":material/download:")
-        st.caption(f"{len(rows)} verdict(s) recorded in this session · database: {store.path}")
-    message = st.session_state.pop("rev_message", None)
+        c1, c2 = st.columns(2)
+        c1.text_input("Session name", key="rev_new_name", placeholder="team + date, e.g. chest team 2024-05-01")
+        c2.selectbox("Reading mode", MODES, format_func=views.MODE_LABELS.get, key="rev_new_mode")
+        st.session_state.setdefault("rev_new_classes", list(run.classes))
+        st.multiselect("Findings every reader calls on each film", run.classes, key="rev_new_classes")
+        st.caption(f"The session keeps the thresholds in force now (“{in_force.name}”), so outcomes stay those "
+                   "its readers saw.")
+        st.button("Start", key="rev_start", type="primary", on_click=_start,
+                  args=(store, checkpoint_id, split, dict(in_force.thresholds), in_force.name))
+    message = st.session_state.pop(MESSAGE, None)
     if message:
         st.error(message)
+    if session_id == NEW:
+        st.info("Start a session, or pick one to join it as a reader.")
+        st.stop()
+    session = store.session(session_id)
+    thresholds, set_name = session_thresholds(session, in_force.thresholds, in_force.name)
+    classes = session_classes(session, run)
+    run_key = f"{run.dir}:{len(run.predictions)}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
+    cases = _film_cases(run_key, tuple(classes), tuple(sorted(thresholds.items())), multilabel, run)
+    st.caption(f"**{views.MODE_LABELS[session.mode]}** · findings: {', '.join(classes)} · thresholds "
+               f"“{set_name}” · readers so far: {', '.join(store.readers(session.id)) or 'none'} · "
+               f"database: {store.path}")
+if not reader:
+    st.warning("Enter your name as **Reader** in the sidebar (once per browser; a reload keeps it). "
+               "Verdicts cannot be saved without it.", icon=":material/badge:")
 
-f1, f2, f3 = st.columns([2, 2, 2])
-f1.selectbox("Class", run.classes, key="rev_class", on_change=_filters_changed, args=(store,))
-f2.multiselect("Outcome", OUTCOMES, key="rev_outcomes", on_change=_filters_changed, args=(store,),
-               help="TP/FP/FN/TN at the active thresholds" if multilabel else "against the most probable class")
-f3.selectbox("Order", ORDERS, key="rev_order", on_change=_filters_changed, args=(store,))
-st.session_state.setdefault(state.DATA_ROOT, os.pathsep.join(state.data_roots()))
-st.session_state.setdefault("rev_data_root", st.session_state[state.DATA_ROOT])
-st.text_input(f"Data root (folder(s) holding the evaluated images; separate several with '{os.pathsep}')",
-              key="rev_data_root", on_change=lambda: st.session_state.update({state.DATA_ROOT: st.session_state["rev_data_root"]}),
-              help="predictions.csv may store paths from another machine; images are looked for under these folders "
-                   "by their relative path and image id. Default: $CXR_DATA_ROOT.")
+view = st.radio("View", VIEWS, horizontal=True, key="rev_view", label_visibility="collapsed")
+if view != "Read":
+    frame = verdict_frame(store.verdicts(session.id), store.export_rows(session.id), cases, set_name)
 
-class_name = st.session_state["rev_class"]
-threshold = float(active.thresholds.get(class_name, 0.5))
-cases = review_cases(run, class_name, threshold, multilabel=multilabel)
-counts = cases["outcome"].value_counts()
-st.caption(" · ".join(f"{o}: {int(counts.get(o, 0))}" for o in OUTCOMES)
-           + (f" · threshold {threshold:.3f} (set “{active.name}”)" if multilabel else " · most probable class"))
-cases = cases[cases["outcome"].isin(st.session_state["rev_outcomes"])]
-order = st.session_state["rev_order"]
-key = {ORDERS[0]: -cases["prob"], ORDERS[1]: cases["prob"], ORDERS[2]: cases["margin"].abs()}[order]
-cases = cases.iloc[np.argsort(key.to_numpy(), kind="stable")]
-cases = cases.reset_index(drop=True)
-if cases.empty:
-    st.info("No case matches these filters. Choose other outcomes or another class.")
+if view == "Agreement":
+    st.download_button("Export verdicts (CSV)", records_csv_text(frame.astype(object).where(frame.notna(), None)
+                                                             .to_dict("records"), SESSION_EXPORT_COLUMNS),
+                       file_name=f"review_session_{session.id}.csv", mime="text/csv", key="rev_export",
+                       icon=":material/download:")
+    if frame.empty:
+        st.info("No verdicts yet.")
+        st.stop()
+    stamp = (session.id, len(frame), str(frame["updated"].max()))
+    table = _agreement(stamp, frame)
+    st.caption("Cohen's κ for each pair of readers and of each reader with the dataset label and with the model at "
+               "the session's thresholds; Fleiss' κ when three or more readers called a finding. 95% bootstrap "
+               "intervals over films. Agreement: share of films with the same call (Fleiss: unanimous).")
+    st.dataframe(views.agreement_display(table), hide_index=True, key="rev_agreement",
+                 column_config={"κ": st.column_config.NumberColumn(format="%.3f"),
+                                "Agreement": st.column_config.NumberColumn(format="%.3f")})
     st.stop()
 
-n = len(cases)
-pos = int(min(st.session_state[POS], n - 1))
-st.session_state.setdefault("rev_goto", pos + 1)
-n1, n2, n3, n4 = st.columns([1, 1, 2, 4], vertical_alignment="bottom")
-n1.button("◀ Previous", key="rev_prev", on_click=_go, args=(store, pos - 1, n), disabled=pos == 0)
-n2.button("Next ▶", key="rev_next", on_click=_go, args=(store, pos + 1, n), disabled=pos >= n - 1)
-n3.number_input(f"Case (of {n})", 1, n, key="rev_goto",
-                on_change=lambda: _go(store, int(st.session_state["rev_goto"]) - 1, n))
+if view == "Adjudicate":
+    listed = disagreements(frame, store.adjudications(session.id))
+    if listed.empty:
+        st.info("No disagreement to adjudicate: readers agree with each other and with the dataset label.")
+        st.stop()
+    st.caption(f"{len(listed)} finding(s) where readers disagree with each other or with the dataset label; "
+               f"{int(listed['adjudicated'].notna().sum())} adjudicated.")
+    st.dataframe(views.disagreement_display(listed), hide_index=True, key="rev_disagreements",
+                 column_config={"Probability": st.column_config.NumberColumn(format="%.3f")})
+    keys = [f"{r.image_id} · {r.class_name}" for r in listed.itertuples()]
+    with st.form("rev_adj_form", border=True):
+        choice = st.selectbox("Finding to decide", range(len(keys)), format_func=keys.__getitem__, key="rev_adj_pick")
+        st.radio("Final label", ("present", "absent"), index=None, horizontal=True, key="rev_adj_label")
+        st.text_input("Note", key="rev_adj_note")
+        row = listed.iloc[int(choice)]
+        st.form_submit_button("Record final label", type="primary", on_click=_adjudicate,
+                              args=(store, session.id, reader, str(row["image_id"]), str(row["class_name"])))
+    st.stop()
 
-case = cases.iloc[pos]
-record = run.predictions.iloc[int(case["row"])]
-truth = [c for c in run.classes if record.get(f"label:{c}") == 1]
-probs = {c: float(record[f"prob:{c}"]) for c in run.classes}
-if multilabel:
-    predicted = [c for c in run.classes if probs[c] >= float(active.thresholds.get(c, 0.5))]
+if view == "Corrected metrics":
+    corrected = corrected_labels(frame, store.adjudications(session.id))
+    if corrected.empty:
+        st.info("No reader call yet: nothing to correct.")
+        st.stop()
+    table = corrected_metrics(run, thresholds, corrected, classes)
+    counts = corrected["source"].value_counts()
+    st.caption(f"Corrected label = the adjudicated one ({int(counts.get('adjudicated', 0))}), else the readers' "
+               f"majority ({int(counts.get('majority', 0))}; ties and unsure calls keep the dataset label). Metrics over "
+               f"all {len(run.predictions)} {split} cases at the session's thresholds “{set_name}”.")
+    st.dataframe(views.corrected_display(table), hide_index=True, key="rev_corrected",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                for c in views.corrected_display(table).columns if "(" in c})
+    st.stop()
+
+# ---------------------------------------------------------------------------------- Read
+focus, outcomes, order = None, None, ORDERS[0]
+if session.mode == "unblinded":
+    f1, f2, f3 = st.columns(3)
+    if st.session_state.get("rev_focus") not in classes:
+        st.session_state["rev_focus"] = classes[0]
+    focus = f1.selectbox("Focus finding", classes, key="rev_focus")
+    st.session_state.setdefault("rev_outcomes", list(OUTCOMES))
+    outcomes = f2.multiselect("Outcome of the focus finding", OUTCOMES, key="rev_outcomes",
+                              help="TP/FP/FN/TN at the session's thresholds" if multilabel else "against the most probable class")
+    order = f3.selectbox("Order", ORDERS, key="rev_order")
 else:
-    predicted = [max(probs, key=probs.get)]
+    st.caption("Films come in a fixed shuffle: filtering or sorting by outcome or probability would reveal "
+               "what this mode hides.")
+queue = film_queue(cases, session.mode, focus=focus, outcomes=outcomes, order=order, seed=session.id)
+if not queue:
+    st.info("No film matches these filters. Choose other outcomes or another focus finding.")
+    st.stop()
+mine_all = store.verdicts(session.id, reviewer=reader) if reader else []
+reviewed = reviewed_films(mine_all, reader, cases)
+pos_key = _pos_key(session.id, reader)
+saved_pos = st.session_state.get(pos_key) or (store.reader_position(session.id, reader) if reader else None)
+index = resume_index(queue, saved_pos)
+st.session_state[pos_key] = (index, queue[index])
+n_done = sum(1 for f in queue if f in reviewed)
+st.progress(n_done / len(queue), text=views.progress_text(n_done, len(queue), reader))
+
+n1, n2, n3, n4 = st.columns([1, 1, 1.6, 4], vertical_alignment="bottom")
+n1.button("◀ Previous", key="rev_prev", on_click=_go, args=(store, session.id, reader, queue, index - 1),
+          disabled=index == 0)
+n2.button("Next ▶", key="rev_next", on_click=_go, args=(store, session.id, reader, queue, index + 1),
+          disabled=index >= len(queue) - 1)
+upcoming = next_unreviewed(queue, reviewed, index)
+n3.button("Next unreviewed", key="rev_next_open", on_click=_go, args=(store, session.id, reader, queue, upcoming or 0),
+          disabled=upcoming is None or upcoming == index)
+st.session_state["rev_film_pick"] = index
+n4.selectbox(f"Film (of {len(queue)}; ✓ reviewed by you)", range(len(queue)), key="rev_film_pick",
+             format_func=lambda i: views.film_label(i, queue[i], queue[i] in reviewed),
+             on_change=_pick_film, args=(store, session.id, reader, queue))
+
+image_id = queue[index]
+findings = film_findings(cases, image_id)
+record = run.predictions.iloc[int(findings["row"].iloc[0])]
+mine = {v.class_name: v for v in mine_all if v.image_id == image_id}
+done = image_id in reviewed
+show_model, show_label = visible(session.mode, done)
+form_key = f"{session.id}@{reader}@{image_id}"
 
 left, right = st.columns([3, 2], gap="large")
 with right:
-    colour = {"TP": "green", "TN": "green", "FP": "red", "FN": "orange"}[case["outcome"]]
-    st.markdown(f"### :{colour}[{case['outcome']}] · {class_name}")
-    st.markdown(f"**Image** `{case['image_id']}` · **patient** `{case['patient_id']}`")
-    st.markdown(f"**Probability** {fmt(case['prob'])}" + (f" vs threshold {threshold:.3f}" if multilabel else ""))
-    st.markdown("**Ground truth:** " + (", ".join(truth) or "no finding among the model's classes"))
-    st.markdown("**Model:** " + (", ".join(predicted) or "nothing above threshold"))
-    if session_id == NEW:
-        st.info("Start or resume a review session above to record verdicts.")
-    else:
-        existing = store.verdict(session_id, case["image_id"], class_name)
-        if existing:
-            st.caption(f"Recorded: **{VERDICT_LABELS[existing.verdict]}** ({existing.updated[:19].replace('T', ' ')})")
-        case_key = f"{session_id}_{case['image_id']}_{class_name}"
-        with st.form(key=f"rev_form_{case_key}", border=True):
-            st.radio("Verdict", VERDICTS, format_func=VERDICT_LABELS.get, key=f"rev_verdict_{case_key}",
-                     index=VERDICTS.index(existing.verdict) if existing else 0)
-            st.text_area("Note", value=existing.note if existing else "", key=f"rev_note_{case_key}", height=80)
-            b1, b2 = st.columns(2)
-            record_args = (store, session_id, str(case["image_id"]), class_name, case_key, pos, n)
-            b1.form_submit_button("Save verdict", type="primary", on_click=_record, args=(*record_args, False))
-            b2.form_submit_button("Save and next", disabled=pos >= n - 1, on_click=_record, args=(*record_args, True))
+    st.markdown(f"**Image** `{image_id}` · **patient** `{record.get('patient_id', '')}`"
+                + (" · :green[✓ reviewed by you]" if done else ""))
+    if not show_model:
+        st.caption("Blinded: the model's output and the dataset label appear once you have saved your calls.")
+    elif not show_label:
+        st.caption("Blinded to labels: the dataset label appears once you have saved your calls.")
+    with st.form(key=f"rev_form@{form_key}", border=True):
+        for f in findings.itertuples(index=False):
+            v = mine.get(f.class_name)
+            facts = []
+            if show_model:
+                facts.append(f"model {fmt(f.prob)}" + (f" (threshold {f.threshold:.3f}) → "
+                             f"{'present' if f.model_positive else 'absent'}" if multilabel else ""))
+            if show_label:
+                facts.append(f"label {'present' if f.label == 1 else 'absent'}")
+            if show_model and show_label:
+                facts.append(f"**{f.outcome}**")
+            st.markdown(f"**{f.class_name}**" + (" · " + " · ".join(facts) if facts else ""))
+            c1, c2 = st.columns([3, 2])
+            c1.radio("Your call", FINDINGS, format_func=views.CALL_LABELS.get, horizontal=True,
+                     index=FINDINGS.index(v.finding) if v is not None and v.finding in FINDINGS else None,
+                     key=_field("call", form_key, f.class_name))
+            c2.selectbox("Confidence (1–5)", [None, 1, 2, 3, 4, 5], key=_field("conf", form_key, f.class_name),
+                         index=[None, 1, 2, 3, 4, 5].index(v.confidence if v is not None else None),
+                         format_func=lambda c: "—" if c is None else str(c))
+            with st.expander("Reason, note, where", expanded=False):
+                st.selectbox("Reason", REASONS, format_func=views.reason_label, key=_field("reason", form_key, f.class_name),
+                             index=REASONS.index(v.reason) if v is not None and v.reason in REASONS else 0)
+                st.text_input("Note", value=v.note if v is not None else "", key=_field("note", form_key, f.class_name))
+                p1, p2 = st.columns(2)
+                px, py = (v.point if v is not None and v.point else (None, None))
+                p1.number_input("Where: x (% of width)", 0.0, 100.0, None if px is None else round(px * 100, 1),
+                                key=_field("x", form_key, f.class_name))
+                p2.number_input("Where: y (% of height)", 0.0, 100.0, None if py is None else round(py * 100, 1),
+                                key=_field("y", form_key, f.class_name))
+            if v is not None and show_model:
+                st.caption(f"Saved {v.updated[11:19]} UTC · your call **{views.CALL_LABELS.get(v.finding, '?')}** → "
+                           f"{views.VERDICT_LABELS.get(v.verdict, '')}")
+        b1, b2 = st.columns(2)
+        save_args = (store, session.id, reader, form_key, findings, queue, index)
+        b1.form_submit_button("Save", type="primary", on_click=_save, args=(*save_args, False), disabled=not reader,
+                              key="rev_save", help="Alt+S")
+        b2.form_submit_button("Save and next", on_click=_save, args=(*save_args, True), key="rev_save_next",
+                              disabled=not reader or index >= len(queue) - 1, help="Alt+Enter")
+    if add_shortcuts is not None:
+        add_shortcuts(**SHORTCUTS)
+        st.caption("Keys: Alt+S save · Alt+Enter save and next · Alt+←/→ previous/next · Alt+U next unreviewed")
 
 with left:
-    path = resolve_image_path(str(case["path"]), str(case["image_id"]), state.data_roots())
+    with st.expander("Image folder", expanded=False):
+        st.session_state.setdefault(state.DATA_ROOT, os.pathsep.join(state.data_roots()))
+        st.session_state.setdefault("rev_data_root", st.session_state[state.DATA_ROOT])
+        st.text_input(f"Data root (folder(s) holding the evaluated images; separate several with '{os.pathsep}')",
+                      key="rev_data_root",
+                      on_change=lambda: st.session_state.update({state.DATA_ROOT: st.session_state["rev_data_root"]}),
+                      help="predictions.csv may store paths from another machine; images are looked for under these "
+                           "folders by their relative path and image id. Default: $CXR_DATA_ROOT.")
+    roots = state.data_roots()
+    path = resolve_image_path(str(record.get("path", "") or ""), image_id, roots)
     if path is None:
         st.warning(
-            f"Image `{case['image_id']}` is not reachable (recorded path: `{case['path'] or 'none'}`). "
+            f"Image `{image_id}` is not reachable (recorded path: `{record.get('path', '') or 'none'}`). "
             "Set **Data root** above to the folder that holds the dataset's images "
             "(e.g. the `nih14` folder for NIH ChestX-ray14), or start the dashboard with CXR_DATA_ROOT set."
         )
     else:
         with cxr_errors():
-            mtime = Path(path).stat().st_mtime
-            image = _image(str(path), mtime)
-            g1, g2 = st.columns(2)
-            method = g1.selectbox("Heatmap", ["none", *METHODS], index=1, key="rev_method")
-            opacity = g2.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="rev_opacity")
-            if method == "none":
-                st.image(image.pixels, clamp=True, caption=str(path), width="stretch")
+            prefetcher = state.prefetcher()
+            st.session_state.setdefault(METHOD_PREF, list(METHODS)[0])
+            if st.session_state.get(HEAT_CLASS) not in classes:
+                st.session_state[HEAT_CLASS] = classes[0]
+            heat_class, opacity, method = st.session_state[HEAT_CLASS], 0.4, "none"
+            if show_model:
+                g1, g2, g3 = st.columns(3)
+                st.session_state["rev_method"] = st.session_state[METHOD_PREF]
+                method = g1.selectbox("Heatmap", ["none", *list(METHODS)], key="rev_method",
+                                      on_change=lambda: st.session_state.update({METHOD_PREF: st.session_state["rev_method"]}))
+                st.session_state["rev_heat_class"] = heat_class
+                heat_class = g2.selectbox("of finding", classes, key="rev_heat_class", disabled=method == "none",
+                                          on_change=lambda: st.session_state.update({HEAT_CLASS: st.session_state["rev_heat_class"]}))
+                opacity = g3.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="rev_opacity", disabled=method == "none")
             else:
+                st.caption("Heatmap hidden until you save: it shows where the model looks.")
+            z1, z2, z3 = st.columns(3)
+            factor = z1.select_slider("Zoom", [1.0, 1.5, 2.0, 3.0, 4.0], value=1.0, key="rev_zoom",
+                                      format_func=lambda z: f"{z:g}×")
+            zx = z2.slider("Centre x (%)", 0, 100, 50, key="rev_zoom_x", disabled=factor == 1.0)
+            zy = z3.slider("Centre y (%)", 0, 100, 50, key="rev_zoom_y", disabled=factor == 1.0)
+            centre = (zx / 100.0, zy / 100.0)
+            image = review_media.image(prefetcher, str(path))
+            predictor = model_key = None
+            if method != "none" or index + 1 < len(queue):
                 predictor = state.predictor(entry)
                 model_key = f"{entry.model_path}:{entry.model_path.stat().st_mtime}"
-                heat = _heatmap(model_key, str(path), mtime, class_name, method, predictor, image)
-                a, b = st.columns(2)
-                a.image(image.pixels, clamp=True, caption="Original", width="stretch")
-                b.image(overlay(image.pixels, heat, opacity), caption=f"{method} · {class_name}", width="stretch")
+            if method == "none":
+                st.image(review_media.zoom(image.pixels, factor, centre), clamp=True, width="stretch",
+                         caption=f"{image_id}" + (f" · {factor:g}× zoom" if factor > 1 else ""))
+            else:
+                heat = review_media.heatmap(prefetcher, predictor, model_key, str(path), heat_class, method)
+                st.image(review_media.zoom(overlay(image.pixels, heat, opacity), factor, centre), width="stretch",
+                         caption=f"{method} · {heat_class} · {image_id}" + (f" · {factor:g}× zoom" if factor > 1 else ""))
+            if index + 1 < len(queue):  # the next film is computed while this one is read
+                following = run.predictions.iloc[int(film_findings(cases, queue[index + 1])["row"].iloc[0])]
+                next_path = resolve_image_path(str(following.get("path", "") or ""), queue[index + 1], roots)
+                if next_path is not None:
+                    shown_next = visible(session.mode, queue[index + 1] in reviewed)[0]
+                    review_media.prefetch(prefetcher, str(next_path), predictor, model_key or "", heat_class,
+                                          st.session_state[METHOD_PREF] if shown_next else "none")

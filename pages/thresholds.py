@@ -1,4 +1,5 @@
-"""Thresholds: tune one decision threshold per class on an evaluation run, save named sets, pick the active one."""
+"""Thresholds: tune one decision threshold per class on an evaluation run, save named sets, view one in this
+browser session, or make one the model's default for everyone (logged: who, when, from which, to which)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from cxr_core.metrics import (
     curves,
     select_thresholds,
 )
-from dashboard import charts, state
+from dashboard import charts, state, views
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
 PRESETS = (MAX_F1, YOUDEN, SENSITIVITY, SPECIFICITY)
@@ -93,6 +94,29 @@ def _load_set(store: ThresholdStore, entry: CheckpointEntry, name: str) -> None:
         return
     _set_all(loaded.thresholds, entry, loaded.method or f"set '{name}'")
     st.session_state[MESSAGE] = ("info", f"Loaded threshold set “{name}” into the sliders.")
+
+
+def _make_default(store: ThresholdStore, entry: CheckpointEntry, name: str) -> None:
+    """Button callback (before anything is drawn, so the sidebar and every page show the new default)."""
+    reader = state.reader()
+    if not reader:
+        st.session_state[MESSAGE] = ("error", "Enter your name as Reader in the sidebar first: "
+                                              "changing the model's default is logged with who did it.")
+        return
+    try:
+        entry_log = store.set_active(name, by=reader)
+    except CXRError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    state.view_set(entry, None)  # this browser now follows the new default
+    st.session_state[MESSAGE] = ("info", f"“{name}” is now the default threshold set of {entry.name} for everyone "
+                                         f"(was “{entry_log['from']}”; recorded as changed by {reader}).")
+
+
+def _view(entry: CheckpointEntry, name: str) -> None:
+    state.view_set(entry, name)
+    st.session_state[MESSAGE] = ("info", f"This browser now uses “{name}” on Predict, Performance and Review; "
+                                         "other readers are not affected.")
 
 
 def _metrics_frame(classes: tuple[str, ...], thresholds: np.ndarray, m: dict[str, np.ndarray],
@@ -165,8 +189,9 @@ if run.predictions is None:
     st.stop()
 run_key = f"{run.dir}:{len(run.predictions)}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
 work = _work(entry, store)
-st.caption(f"Tuning on **{len(run.predictions)}** {split} cases of **{entry.name}**. Active set: "
-           f"**{store.active_name()}** (used by Predict and Review).")
+in_force = state.active_thresholds(entry).name
+st.caption(f"Tuning on **{len(run.predictions)}** {split} cases of **{entry.name}**. Model default: "
+           f"**{store.active_name()}** · in force in this browser: **{in_force}**.")
 
 with st.container(border=True):
     st.markdown("**Presets**")
@@ -198,14 +223,20 @@ with s1.container(border=True):
             st.success(f"Saved “{saved.name}” to {store.folder}.")
             names = store.names()
 with s2.container(border=True):
-    st.markdown("**Load or activate a set**")
+    st.markdown("**Load, view or make a set the default**")
     chosen = st.selectbox("Set", names, index=names.index(store.active_name()), key="thr_pick")
-    b1, b2 = st.columns(2)
+    b1, b2, b3 = st.columns(3)
     b1.button("Load into sliders", key="thr_load", on_click=_load_set, args=(store, entry, chosen))
-    if b2.button("Make active", key="thr_activate", type="primary"):
-        with cxr_errors():
-            store.set_active(chosen)
-            st.success(f"“{chosen}” is now the active threshold set for {entry.name}.")
+    b2.button("Use in this browser", key="thr_view", on_click=_view, args=(entry, chosen),
+              help="Only your session: Predict, Performance and Review use this set for you.")
+    b3.button("Make default for everyone", key="thr_activate", type="primary", on_click=_make_default,
+              args=(store, entry, chosen), disabled=chosen == store.active_name() or not state.reader(),
+              help="Changes what every reader sees; recorded with your name and the time."
+                   + ("" if state.reader() else " Enter your name as Reader in the sidebar first."))
+    log = store.activations()
+    if log:
+        st.caption("Default-set changes (newest first)")
+        st.dataframe(views.activation_log(log), hide_index=True, key="thr_audit")
 
 if len(names) > 1:
     with st.expander("Compare two sets", expanded=False):

@@ -1,56 +1,121 @@
-"""Reviewer verdicts on model predictions, kept in one SQLite file.
+"""Reader verdicts on model predictions, kept in one SQLite file.
 
-Radiologists page through an evaluation run's cases (false positives, false negatives, ...)
-and record whether they agree with the model, think the model or the label is wrong, or are
-unsure. Several reviewers (browser sessions, threads of one server, separate processes) may
-write at once, so the database runs in WAL mode with a busy timeout and every call opens its
-own short-lived connection: ``sqlite3`` connections must not be shared across threads.
+A review session is a team's pass over one evaluation run. Each named reader records, per
+film and finding, their own call (finding present / absent / unsure), optionally how sure
+they are (1-5), why (a reason from :data:`REASONS` plus a note) and where (a point on the
+image, as fractions of its width and height). In an unblinded session the call is also
+stated as a verdict on the model (agree, model wrong, label wrong, unsure).
+
+Verdicts are keyed by (session, image, class, reader): readers never overwrite each other, a
+reader can only change their own verdict, and every save is also appended to
+``verdict_history``. Adjudicators record the final label of disputed findings in
+``adjudications`` (append-only; the latest entry counts). Each reader has their own position
+in a session (``reader_positions``), remembered by image so a filter change does not lose it.
+
+Several readers (browser sessions, threads of one server, separate processes) may write at
+once, so the database runs in WAL mode with a busy timeout and every call opens its own
+short-lived connection. A database that stays locked past the timeout is a
+:class:`~cxr_core.errors.ReviewStoreError`, never a raw ``sqlite3`` error.
+
+Schema versions (``PRAGMA user_version``): 0 is the first, single-reader layout (one verdict
+per session, image and class); 2 is this one. Older files are migrated in place on open,
+inside one transaction, keeping every verdict (their reader, possibly empty, is kept as is).
 
 The file lives in ``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import logging
+import math
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cxr_core.errors import ReviewStoreError
+from cxr_core.utils.csv_safe import write_records_csv
 
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
 VERDICTS: tuple[str, ...] = ("agree", "model_wrong", "label_wrong", "unsure")
+FINDINGS: tuple[str, ...] = ("present", "absent", "unsure")
+MODES: tuple[str, ...] = ("unblinded", "blind_labels", "blind_all")
+"""unblinded: label and model shown; blind_labels: model shown, label hidden until saved;
+blind_all: both hidden until the reader has saved their own finding."""
+REASONS: tuple[str, ...] = (
+    "", "subtle finding", "image quality", "positioning or artefact", "support device",
+    "chronic or prior change", "label ambiguous", "other",
+)
 DB_NAME = "review.sqlite3"
 EXPORT_COLUMNS: tuple[str, ...] = (
-    "session_id", "session_name", "checkpoint", "eval_run", "image_id", "class_name",
-    "verdict", "note", "reviewer", "updated",
+    "session_id", "session_name", "checkpoint", "eval_run", "mode", "image_id", "class_name", "reviewer",
+    "finding", "verdict", "confidence", "reason", "note", "point_x", "point_y", "updated",
 )
 
-_SCHEMA = """
+_VERDICT_COLUMNS = """
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    finding TEXT CHECK (finding IS NULL OR finding IN ('present', 'absent', 'unsure')),
+    verdict TEXT CHECK (verdict IS NULL OR verdict IN ('agree', 'model_wrong', 'label_wrong', 'unsure')),
+    confidence INTEGER CHECK (confidence IS NULL OR confidence BETWEEN 1 AND 5),
+    reason TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    point_x REAL,
+    point_y REAL,
+    updated TEXT NOT NULL
+"""
+
+_TABLES = f"""
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     checkpoint TEXT NOT NULL,
     eval_run TEXT NOT NULL,
-    filters TEXT NOT NULL DEFAULT '{}',
+    filters TEXT NOT NULL DEFAULT '{{}}',
     created TEXT NOT NULL,
-    position INTEGER NOT NULL DEFAULT 0
+    position INTEGER NOT NULL DEFAULT 0,
+    mode TEXT NOT NULL DEFAULT 'unblinded',
+    classes TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS verdicts (
+    {_VERDICT_COLUMNS},
+    UNIQUE (session_id, image_id, class_name, reviewer)
+);
+CREATE TABLE IF NOT EXISTS verdict_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    {_VERDICT_COLUMNS}
+);
+CREATE TABLE IF NOT EXISTS reader_positions (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    reviewer TEXT NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,
+    image_id TEXT NOT NULL DEFAULT '',
+    updated TEXT NOT NULL,
+    PRIMARY KEY (session_id, reviewer)
+);
+CREATE TABLE IF NOT EXISTS adjudications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     image_id TEXT NOT NULL,
     class_name TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('agree', 'model_wrong', 'label_wrong', 'unsure')),
+    label INTEGER NOT NULL CHECK (label IN (0, 1)),
+    adjudicator TEXT NOT NULL,
     note TEXT NOT NULL DEFAULT '',
-    reviewer TEXT NOT NULL DEFAULT '',
-    updated TEXT NOT NULL,
-    UNIQUE (session_id, image_id, class_name)
+    updated TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, image_id, class_name, reviewer);
 """
+
+_FIELDS = ("session_id", "image_id", "class_name", "reviewer", "finding", "verdict", "confidence", "reason",
+           "note", "point_x", "point_y", "updated")
 
 
 def default_review_dir() -> Path:
@@ -63,9 +128,19 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def clean_reader(name: object) -> str:
+    """A reader's name stripped; an empty one is refused (every verdict must say who gave it)."""
+    clean = " ".join(str(name or "").split())
+    if not clean:
+        raise ReviewStoreError("a verdict needs the reader's name or initials; enter them before saving")
+    if len(clean) > 64:
+        raise ReviewStoreError(f"reader name '{clean[:20]}…' is longer than 64 characters")
+    return clean
+
+
 @dataclass(frozen=True)
 class ReviewSession:
-    """A reviewer's pass over one evaluation run with a given filter; ``position`` is where they stopped."""
+    """A team's pass over one evaluation run; ``position`` is the legacy single-reader position."""
 
     id: int
     name: str
@@ -74,6 +149,8 @@ class ReviewSession:
     filters: dict = field(default_factory=dict)
     created: str = ""
     position: int = 0
+    mode: str = "unblinded"
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,14 +158,29 @@ class Verdict:
     session_id: int
     image_id: str
     class_name: str
-    verdict: str
+    verdict: str | None
     note: str
     reviewer: str
+    updated: str
+    finding: str | None = None
+    confidence: int | None = None
+    reason: str = ""
+    point: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Adjudication:
+    session_id: int
+    image_id: str
+    class_name: str
+    label: int
+    adjudicator: str
+    note: str
     updated: str
 
 
 class ReviewStore:
-    """Sessions and verdicts in one SQLite database file (created on first use)."""
+    """Sessions, verdicts, their history and adjudications in one SQLite file (created on first use)."""
 
     def __init__(self, folder: str | os.PathLike | None = None, *, timeout_s: float = 30.0) -> None:
         self.folder = Path(folder).expanduser() if folder is not None else default_review_dir()
@@ -96,8 +188,7 @@ class ReviewStore:
         self.timeout_s = timeout_s
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
-                conn.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise ReviewStoreError(
                 f"cannot open the review database {self.path} ({exc}); set CXR_REVIEW_DIR to a writable folder"
@@ -106,7 +197,10 @@ class ReviewStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A fresh connection per call: commits on success, rolls back on error, always closes."""
-        conn = sqlite3.connect(self.path, timeout=self.timeout_s)
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s)
+        except sqlite3.Error as exc:
+            raise ReviewStoreError(f"cannot open the review database {self.path} ({exc})") from None
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
@@ -114,19 +208,80 @@ class ReviewStore:
             conn.execute("PRAGMA foreign_keys = ON")
             with conn:
                 yield conn
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise ReviewStoreError(
+                    f"the review database {self.path} stayed locked by another writer for {self.timeout_s:g} s; "
+                    "nothing was saved, try again"
+                ) from None
+            raise ReviewStoreError(f"the review database {self.path} failed: {exc}") from None
         finally:
             conn.close()
 
+    # -- schema -----------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """Create the tables, or bring an older file up to :data:`SCHEMA_VERSION` in one transaction."""
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; the others see the new version
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    if "verdicts" in tables and version == 0:
+                        self._from_v0(conn)
+                    for statement in _TABLES.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+
+    def _from_v0(self, conn: sqlite3.Connection) -> None:
+        """Single-reader layout -> per-reader verdicts; every old verdict becomes one row and one history entry."""
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
+        if "mode" not in columns:
+            conn.execute("ALTER TABLE sessions ADD COLUMN mode TEXT NOT NULL DEFAULT 'unblinded'")
+        if "classes" not in columns:
+            conn.execute("ALTER TABLE sessions ADD COLUMN classes TEXT NOT NULL DEFAULT '[]'")
+        conn.execute("ALTER TABLE verdicts RENAME TO verdicts_v0")
+        for statement in _TABLES.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        old = "session_id, image_id, class_name, reviewer, verdict, note, updated"
+        conn.execute(f"INSERT INTO verdicts ({old}) SELECT {old} FROM verdicts_v0")
+        conn.execute(f"INSERT INTO verdict_history ({old}) SELECT {old} FROM verdicts_v0 ORDER BY updated")
+        moved = conn.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+        conn.execute("DROP TABLE verdicts_v0")
+        logger.info("migrated review database %s to schema %d (%d verdict(s) kept)", self.path, SCHEMA_VERSION, moved)
+
+    def schema_version(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
     # -- sessions ---------------------------------------------------------------------------
-    def create_session(self, name: str, checkpoint: str, eval_run: str,
-                       filters: Mapping | None = None) -> ReviewSession:
+    def create_session(self, name: str, checkpoint: str, eval_run: str, filters: Mapping | None = None, *,
+                       mode: str = "unblinded", classes: Sequence[str] = ()) -> ReviewSession:
+        """A new session; ``classes`` are the findings its readers call on every film (empty: all)."""
         if not str(name).strip():
             raise ReviewStoreError("a review session needs a name (e.g. your initials and the date)")
+        if mode not in MODES:
+            raise ReviewStoreError(f"reading mode '{mode}' is not one of: {', '.join(MODES)}")
         created = _now()
         with self._connect() as conn:
             cur = conn.execute(
-                "INSERT INTO sessions (name, checkpoint, eval_run, filters, created) VALUES (?, ?, ?, ?, ?)",
-                (str(name).strip(), str(checkpoint), str(eval_run), json.dumps(dict(filters or {}), sort_keys=True), created),
+                "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, mode, classes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (str(name).strip(), str(checkpoint), str(eval_run), json.dumps(dict(filters or {}), sort_keys=True),
+                 created, mode, json.dumps([str(c) for c in classes])),
             )
             session_id = int(cur.lastrowid)
         return self.session(session_id)
@@ -147,17 +302,36 @@ class ReviewStore:
             rows = conn.execute(query + " ORDER BY id DESC", args).fetchall()
         return [_session(r) for r in rows]
 
-    def save_position(self, session_id: int, position: int) -> None:
-        """Remember the case index a reviewer is on, so the session resumes there."""
+    def save_position(self, session_id: int, position: int, reviewer: str | None = None, image_id: str = "") -> None:
+        """Remember where a reader is (by index and by image), so the session resumes there.
+
+        Without ``reviewer`` the session's shared legacy position is set.
+        """
         if int(position) < 0:
             raise ReviewStoreError(f"review position must be 0 or more, not {position}")
         with self._connect() as conn:
-            cur = conn.execute("UPDATE sessions SET position = ? WHERE id = ?", (int(position), int(session_id)))
-        if cur.rowcount == 0:
-            raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
+            exists = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (int(session_id),)).fetchone()
+            if exists is None:
+                raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
+            if reviewer is None:
+                conn.execute("UPDATE sessions SET position = ? WHERE id = ?", (int(position), int(session_id)))
+            else:
+                conn.execute(
+                    """INSERT INTO reader_positions (session_id, reviewer, position, image_id, updated)
+                       VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id, reviewer) DO UPDATE SET
+                       position = excluded.position, image_id = excluded.image_id, updated = excluded.updated""",
+                    (int(session_id), clean_reader(reviewer), int(position), str(image_id), _now()),
+                )
+
+    def reader_position(self, session_id: int, reviewer: str) -> tuple[int, str] | None:
+        """(index, image id) where ``reviewer`` stopped in a session, or None before their first move."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT position, image_id FROM reader_positions WHERE session_id = ? AND reviewer = ?",
+                               (int(session_id), str(reviewer).strip())).fetchone()
+        return (int(row["position"]), row["image_id"]) if row is not None else None
 
     def update_filters(self, session_id: int, filters: Mapping, position: int = 0) -> None:
-        """New filters change which cases a session walks through, so its position restarts."""
+        """Store a session's filters (readers' own positions are kept, by image)."""
         if int(position) < 0:
             raise ReviewStoreError(f"review position must be 0 or more, not {position}")
         with self._connect() as conn:
@@ -167,73 +341,150 @@ class ReviewStore:
             raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
 
     # -- verdicts ---------------------------------------------------------------------------
-    def record(self, session_id: int, image_id: str, class_name: str, verdict: str,
-               note: str = "", reviewer: str = "") -> Verdict:
-        """Insert or replace the verdict for one (session, image, class)."""
-        if verdict not in VERDICTS:
+    def record(self, session_id: int, image_id: str, class_name: str, verdict: str | None = None,
+               note: str = "", reviewer: str = "", *, finding: str | None = None, confidence: int | None = None,
+               reason: str = "", point: Sequence[float] | None = None) -> Verdict:
+        """Insert or change ``reviewer``'s verdict on one (session, image, class); every save is kept in history.
+
+        ``verdict`` (on the model) and/or ``finding`` (the reader's own call) must be given;
+        ``point`` is (x, y) as fractions of the image's width and height.
+        """
+        reviewer = clean_reader(reviewer)
+        if verdict is None and finding is None:
+            raise ReviewStoreError("a verdict needs the reader's call (finding present/absent/unsure) or a verdict")
+        if verdict is not None and verdict not in VERDICTS:
             raise ReviewStoreError(f"verdict '{verdict}' is not one of: {', '.join(VERDICTS)}")
+        if finding is not None and finding not in FINDINGS:
+            raise ReviewStoreError(f"finding '{finding}' is not one of: {', '.join(FINDINGS)}")
         if not str(image_id) or not str(class_name):
             raise ReviewStoreError("a verdict needs both an image id and a class name")
-        updated = _now()
+        if confidence is not None:
+            if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or confidence not in range(1, 6):
+                raise ReviewStoreError(f"confidence must be a whole number from 1 to 5, not {confidence!r}")
+            confidence = int(confidence)
+        if reason not in REASONS:
+            raise ReviewStoreError(f"reason '{reason}' is not one of: {', '.join(r for r in REASONS if r)}")
+        px = py = None
+        if point is not None:
+            try:
+                px, py = (float(v) for v in point)
+            except (TypeError, ValueError):
+                raise ReviewStoreError(f"a point is (x, y) as fractions of the image size, not {point!r}") from None
+            if not (0.0 <= px <= 1.0 and 0.0 <= py <= 1.0) or math.isnan(px) or math.isnan(py):
+                raise ReviewStoreError(f"point ({px}, {py}) lies outside the image; x and y must be between 0 and 1")
+        values = (int(session_id), str(image_id), str(class_name), reviewer, finding, verdict, confidence,
+                  str(reason), str(note), px, py, _now())
+        columns = ", ".join(_FIELDS)
+        marks = ", ".join("?" * len(_FIELDS))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _FIELDS[4:])
         try:
             with self._connect() as conn:
-                conn.execute(
-                    """INSERT INTO verdicts (session_id, image_id, class_name, verdict, note, reviewer, updated)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (session_id, image_id, class_name) DO UPDATE SET
-                         verdict = excluded.verdict, note = excluded.note,
-                         reviewer = excluded.reviewer, updated = excluded.updated""",
-                    (int(session_id), str(image_id), str(class_name), verdict, str(note), str(reviewer), updated),
-                )
+                conn.execute(f"INSERT INTO verdicts ({columns}) VALUES ({marks}) "
+                             f"ON CONFLICT (session_id, image_id, class_name, reviewer) DO UPDATE SET {updates}", values)
+                conn.execute(f"INSERT INTO verdict_history ({columns}) VALUES ({marks})", values)
         except sqlite3.IntegrityError:
             raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}") from None
-        return Verdict(int(session_id), str(image_id), str(class_name), verdict, str(note), str(reviewer), updated)
+        return _verdict(dict(zip(_FIELDS, values)))
 
-    def verdict(self, session_id: int, image_id: str, class_name: str) -> Verdict | None:
+    def verdict(self, session_id: int, image_id: str, class_name: str, reviewer: str | None = None) -> Verdict | None:
+        """``reviewer``'s verdict; without a reader, the most recently saved one of any reader."""
+        query = "SELECT * FROM verdicts WHERE session_id = ? AND image_id = ? AND class_name = ?"
+        args: tuple = (int(session_id), str(image_id), str(class_name))
+        if reviewer is not None:
+            query, args = query + " AND reviewer = ?", (*args, str(reviewer).strip())
         with self._connect() as conn:
-            row = conn.execute(
-                "SELECT * FROM verdicts WHERE session_id = ? AND image_id = ? AND class_name = ?",
-                (int(session_id), str(image_id), str(class_name)),
-            ).fetchone()
+            row = conn.execute(query + " ORDER BY updated DESC LIMIT 1", args).fetchone()
         return _verdict(row) if row is not None else None
 
-    def verdicts(self, session_id: int | None = None) -> list[Verdict]:
-        query, args = "SELECT * FROM verdicts", ()
+    def verdicts(self, session_id: int | None = None, reviewer: str | None = None) -> list[Verdict]:
+        clauses, args = [], []
         if session_id is not None:
-            query, args = query + " WHERE session_id = ?", (int(session_id),)
+            clauses.append("session_id = ?")
+            args.append(int(session_id))
+        if reviewer is not None:
+            clauses.append("reviewer = ?")
+            args.append(str(reviewer).strip())
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._connect() as conn:
-            rows = conn.execute(query + " ORDER BY session_id, image_id, class_name", args).fetchall()
+            rows = conn.execute(f"SELECT * FROM verdicts{where} ORDER BY session_id, image_id, class_name, reviewer",
+                                args).fetchall()
         return [_verdict(r) for r in rows]
 
+    def history(self, session_id: int, image_id: str | None = None, class_name: str | None = None,
+                reviewer: str | None = None) -> list[Verdict]:
+        """Every save, oldest first (a changed verdict keeps all its earlier versions here)."""
+        clauses, args = ["session_id = ?"], [int(session_id)]
+        for column, value in (("image_id", image_id), ("class_name", class_name), ("reviewer", reviewer)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(str(value))
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT * FROM verdict_history WHERE {' AND '.join(clauses)} ORDER BY id", args).fetchall()
+        return [_verdict(r) for r in rows]
+
+    def readers(self, session_id: int) -> list[str]:
+        """Readers with at least one verdict in the session, sorted."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT DISTINCT reviewer FROM verdicts WHERE session_id = ? ORDER BY reviewer",
+                                (int(session_id),)).fetchall()
+        return [r[0] for r in rows]
+
+    # -- adjudication -----------------------------------------------------------------------
+    def adjudicate(self, session_id: int, image_id: str, class_name: str, label: int, adjudicator: str,
+                   note: str = "") -> Adjudication:
+        """Record the final label (1 present, 0 absent) of one finding; earlier entries stay in the table."""
+        adjudicator = clean_reader(adjudicator)
+        if label not in (0, 1) or isinstance(label, bool):
+            raise ReviewStoreError(f"an adjudicated label is 1 (present) or 0 (absent), not {label!r}")
+        entry = Adjudication(int(session_id), str(image_id), str(class_name), int(label), adjudicator, str(note), _now())
+        try:
+            with self._connect() as conn:
+                conn.execute("INSERT INTO adjudications (session_id, image_id, class_name, label, adjudicator, note, "
+                             "updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (entry.session_id, entry.image_id, entry.class_name, entry.label, entry.adjudicator,
+                              entry.note, entry.updated))
+        except sqlite3.IntegrityError:
+            raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}") from None
+        return entry
+
+    def adjudications(self, session_id: int) -> list[Adjudication]:
+        """The latest adjudication of each (image, class) in a session."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                """SELECT * FROM adjudications a WHERE session_id = ? AND id = (
+                       SELECT MAX(id) FROM adjudications b WHERE b.session_id = a.session_id
+                       AND b.image_id = a.image_id AND b.class_name = a.class_name)
+                   ORDER BY image_id, class_name""", (int(session_id),)).fetchall()
+        return [Adjudication(int(r["session_id"]), r["image_id"], r["class_name"], int(r["label"]), r["adjudicator"],
+                             r["note"], r["updated"]) for r in rows]
+
+    # -- export -----------------------------------------------------------------------------
     def export_rows(self, session_id: int | None = None) -> list[dict]:
-        """Verdicts joined with their session, in :data:`EXPORT_COLUMNS` order."""
-        query = """SELECT v.session_id, s.name AS session_name, s.checkpoint, s.eval_run, v.image_id,
-                          v.class_name, v.verdict, v.note, v.reviewer, v.updated
+        """One row per reader verdict, joined with its session, in :data:`EXPORT_COLUMNS` order."""
+        query = """SELECT v.*, s.name AS session_name, s.checkpoint, s.eval_run, s.mode
                    FROM verdicts v JOIN sessions s ON s.id = v.session_id"""
         args: tuple = ()
         if session_id is not None:
             query, args = query + " WHERE v.session_id = ?", (int(session_id),)
         with self._connect() as conn:
-            rows = conn.execute(query + " ORDER BY v.session_id, v.image_id, v.class_name", args).fetchall()
+            rows = conn.execute(query + " ORDER BY v.session_id, v.image_id, v.class_name, v.reviewer", args).fetchall()
         return [{k: r[k] for k in EXPORT_COLUMNS} for r in rows]
 
     def export_csv(self, path: str | os.PathLike, session_id: int | None = None) -> int:
-        """Write verdicts to a CSV file; returns the number of rows written."""
+        """Write verdicts to a CSV file (formula-safe); returns the number of rows written."""
         rows = self.export_rows(session_id)
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(EXPORT_COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_records_csv(path, rows, EXPORT_COLUMNS)
         return len(rows)
 
 
 def _session(row: sqlite3.Row) -> ReviewSession:
     return ReviewSession(int(row["id"]), row["name"], row["checkpoint"], row["eval_run"],
-                         json.loads(row["filters"] or "{}"), row["created"], int(row["position"]))
+                         json.loads(row["filters"] or "{}"), row["created"], int(row["position"]),
+                         row["mode"], tuple(json.loads(row["classes"] or "[]")))
 
 
-def _verdict(row: sqlite3.Row) -> Verdict:
-    return Verdict(int(row["session_id"]), row["image_id"], row["class_name"], row["verdict"],
-                   row["note"], row["reviewer"], row["updated"])
+def _verdict(row: Mapping | sqlite3.Row) -> Verdict:
+    point = (float(row["point_x"]), float(row["point_y"])) if row["point_x"] is not None else None
+    return Verdict(int(row["session_id"]), row["image_id"], row["class_name"], row["verdict"], row["note"],
+                   row["reviewer"], row["updated"], row["finding"],
+                   int(row["confidence"]) if row["confidence"] is not None else None, row["reason"], point)

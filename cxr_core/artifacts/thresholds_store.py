@@ -6,9 +6,14 @@ wants specificity). Reviewers tune these in the dashboard and save them under a 
 
 ```
 <checkpoint dir>/thresholds/<name>.json     {name, thresholds {class: float}, method, notes, created}
-<checkpoint dir>/thresholds/active.txt      the name of the set Predict uses
+<checkpoint dir>/thresholds/active.txt      the name of the model's default set (what Predict uses
+                                            unless a browser session picked another one to view)
+<checkpoint dir>/thresholds/activations.jsonl  audit log: who made which set the default, when, from which
 <checkpoint dir>/thresholds/history/        every overwritten version, time-stamped
 ```
+
+Making a set the default is an explicit act recorded in ``activations.jsonl`` (one JSON
+object a line: ``when``, ``by``, ``from``, ``to``); the log is only ever appended to.
 
 Writes go through a temporary file, ``fsync`` and ``os.replace`` so a crash or a second
 browser tab never leaves a half-written set, and overwriting a name first moves the previous
@@ -44,6 +49,7 @@ CARD_SET = "card"
 """Name of the built-in set holding the model card's thresholds; it cannot be overwritten."""
 
 ACTIVE_FILE = "active.txt"
+AUDIT_FILE = "activations.jsonl"
 HISTORY_DIR = "history"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}$")
 
@@ -202,10 +208,34 @@ class ThresholdStore:
     def active(self) -> ThresholdSet:
         return self.load(self.active_name())
 
-    def set_active(self, name: str) -> None:
+    def set_active(self, name: str, *, by: str = "") -> dict:
+        """Make ``name`` the model's default set and append who did it to the audit log; returns the entry."""
         if name != CARD_SET and not self._path(name).is_file():
             raise ThresholdSetError(f"cannot activate '{name}': no such threshold set in {self.folder}")
-        write_text_atomically(self.folder / ACTIVE_FILE, name + "\n")
+        with self._locked():
+            entry = {"when": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                     "by": " ".join(str(by).split()), "from": self.active_name(), "to": name}
+            write_text_atomically(self.folder / ACTIVE_FILE, name + "\n")
+            with open(self.folder / AUDIT_FILE, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        return entry
+
+    def activations(self) -> list[dict]:
+        """The audit log of default-set changes, oldest first (unreadable lines are skipped)."""
+        path = self.folder / AUDIT_FILE
+        if not path.is_file():
+            return []
+        entries = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                entries.append({k: str(item.get(k, "")) for k in ("when", "by", "from", "to")})
+        return entries
 
     def compare(self, first: str, second: str) -> pd.DataFrame:
         """One row per class: both thresholds and their difference (second - first)."""

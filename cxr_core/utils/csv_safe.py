@@ -20,9 +20,11 @@ note containing a lone CR is written bare and read back as two rows.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
@@ -85,3 +87,24 @@ def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def write_frame_csv(frame: pd.DataFrame, path: str | os.PathLike[str] | TextIO, *, index: bool = False) -> None:
     """``frame.to_csv`` with formula cells neutralised and CR/LF inside fields quoted."""
     neutralise_frame(frame).to_csv(path, index=index, quoting=csv.QUOTE_MINIMAL, lineterminator=LINE_TERMINATOR)
+
+
+def _write_records(handle: TextIO, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    writer = SafeCSVWriter(handle)
+    writer.writerow(columns)
+    writer.writerows([row.get(c) for c in columns] for row in rows)
+
+
+def write_records_csv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Dict rows as a formula-safe CSV file with ``columns`` in order (missing keys are empty cells)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        _write_records(handle, rows, columns)
+
+
+def records_csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """The same CSV as text, for a download button."""
+    buffer = io.StringIO(newline="")
+    _write_records(buffer, rows, columns)
+    return buffer.getvalue()

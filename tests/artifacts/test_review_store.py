@@ -1,8 +1,9 @@
-"""Review verdicts in SQLite: upserts, concurrent writers, reopen, CSV export, validation."""
+"""Review verdicts in SQLite: per-reader upserts with history, migration, concurrent writers, export, validation."""
 
 from __future__ import annotations
 
 import csv
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -46,9 +47,9 @@ def test_session_round_trip_and_position(store):
 
 def test_verdict_upsert_and_survives_reopen(store, tmp_path):
     s = store.create_session("r1", "ckpt", "val")
-    store.record(s.id, "img1.png", "Cardiomegaly", "agree", note="clear")
+    store.record(s.id, "img1.png", "Cardiomegaly", "agree", note="clear", reviewer="AB")
     store.record(s.id, "img1.png", "Cardiomegaly", "label_wrong", note="label missed it", reviewer="AB")
-    store.record(s.id, "img1.png", "Pneumonia", "unsure")
+    store.record(s.id, "img1.png", "Pneumonia", "unsure", reviewer="AB")
     reopened = ReviewStore(tmp_path / "reviews")
     v = reopened.verdict(s.id, "img1.png", "Cardiomegaly")
     assert (v.verdict, v.note, v.reviewer) == ("label_wrong", "label missed it", "AB")
@@ -60,9 +61,9 @@ def test_verdict_upsert_and_survives_reopen(store, tmp_path):
 def test_invalid_verdict_and_unknown_session_rejected(store):
     s = store.create_session("r1", "ckpt", "val")
     with pytest.raises(ReviewStoreError, match="'maybe' is not one of"):
-        store.record(s.id, "img1.png", "Cardiomegaly", "maybe")
+        store.record(s.id, "img1.png", "Cardiomegaly", "maybe", reviewer="AB")
     with pytest.raises(ReviewStoreError, match="does not exist"):
-        store.record(12345, "img1.png", "Cardiomegaly", "agree")
+        store.record(12345, "img1.png", "Cardiomegaly", "agree", reviewer="AB")
     assert store.verdicts() == []
 
 
@@ -71,7 +72,7 @@ def test_concurrent_threads_all_land(store):
 
     def writer(worker: int) -> None:
         for i in range(25):
-            store.record(s.id, f"img{worker}_{i}.png", "Edema", "agree", note=f"w{worker}")
+            store.record(s.id, f"img{worker}_{i}.png", "Edema", "agree", note=f"w{worker}", reviewer=f"R{worker}")
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
     for t in threads:
@@ -87,8 +88,8 @@ from cxr_core.artifacts.review_store import ReviewStore
 folder, session_id, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 store = ReviewStore(folder)
 for i in range(20):
-    store.record(session_id, f"p{worker}_{i}.png", "Mass", "model_wrong")
-    store.save_position(session_id, i)
+    store.record(session_id, f"p{worker}_{i}.png", "Mass", "model_wrong", reviewer=f"R{worker}")
+    store.save_position(session_id, i, reviewer=f"R{worker}", image_id=f"p{worker}_{i}.png")
 """
 
 
@@ -108,8 +109,8 @@ def test_export_csv_round_trip(store, tmp_path):
     s = store.create_session("export", "ckpt", "val")
     t = store.create_session("other", "ckpt", "test")
     store.record(s.id, "a.png", "Edema", "agree", note='comma, "quote"\nnewline', reviewer="AB")
-    store.record(s.id, "b.png", "Mass", "model_wrong")
-    store.record(t.id, "c.png", "Mass", "unsure")
+    store.record(s.id, "b.png", "Mass", "model_wrong", reviewer="AB")
+    store.record(t.id, "c.png", "Mass", "unsure", reviewer="CD")
     out = tmp_path / "out" / "verdicts.csv"
     assert store.export_csv(out, s.id) == 2
     with out.open(newline="", encoding="utf-8") as handle:
@@ -126,3 +127,177 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ReviewStoreError, match="CXR_REVIEW_DIR"):
         ReviewStore(blocker / "sub")
+
+
+# --------------------------------------------------------------------------- readers, history
+
+
+def test_record_refuses_an_empty_reviewer(store):
+    s = store.create_session("r1", "ckpt", "val")
+    for nobody in ("", "   ", None):
+        with pytest.raises(ReviewStoreError, match="reader's name"):
+            store.record(s.id, "img1.png", "Edema", "agree", reviewer=nobody)
+    assert store.verdicts() == [] and store.history(s.id) == []
+
+
+def test_readers_never_overwrite_each_other_and_history_keeps_every_change(store):
+    s = store.create_session("team", "ckpt", "val", mode="blind_all", classes=["Edema", "Mass"])
+    assert (s.mode, s.classes) == ("blind_all", ("Edema", "Mass"))
+    store.record(s.id, "img1.png", "Edema", "model_wrong", reviewer="A")
+    store.record(s.id, "img1.png", "Edema", "unsure", reviewer="CD")
+    assert store.verdict(s.id, "img1.png", "Edema", "A").verdict == "model_wrong"
+    assert store.verdict(s.id, "img1.png", "Edema", "CD").verdict == "unsure"
+    store.record(s.id, "img1.png", "Edema", reviewer="A", finding="present", confidence=4, reason="subtle finding",
+                 note="left base", point=(0.25, 0.75))
+    mine = store.verdict(s.id, "img1.png", "Edema", "A")
+    assert (mine.finding, mine.verdict, mine.confidence, mine.reason, mine.point) == (
+        "present", None, 4, "subtle finding", (0.25, 0.75))
+    assert store.readers(s.id) == ["A", "CD"]
+    assert len(store.verdicts(s.id)) == 2 and len(store.verdicts(s.id, reviewer="A")) == 1
+    assert [v.verdict for v in store.history(s.id, "img1.png", "Edema", "A")] == ["model_wrong", None]
+    assert len(store.history(s.id)) == 3
+    rows = store.export_rows(s.id)
+    assert [(r["reviewer"], r["verdict"], r["finding"], r["mode"]) for r in rows] == [
+        ("A", None, "present", "blind_all"), ("CD", "unsure", None, "blind_all")]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({}, "reader's call"),
+    ({"finding": "maybe"}, "finding 'maybe'"),
+    ({"finding": "present", "confidence": 6}, "confidence"),
+    ({"finding": "present", "confidence": True}, "confidence"),
+    ({"finding": "present", "reason": "hunch"}, "reason 'hunch'"),
+    ({"finding": "present", "point": (1.5, 0.2)}, "outside the image"),
+    ({"finding": "present", "point": "here"}, "fractions"),
+])
+def test_bad_verdict_fields_are_refused(store, kwargs, match):
+    s = store.create_session("r1", "ckpt", "val")
+    with pytest.raises(ReviewStoreError, match=match):
+        store.record(s.id, "img1.png", "Edema", reviewer="AB", **kwargs)
+    with pytest.raises(ReviewStoreError, match="reading mode"):
+        store.create_session("r2", "ckpt", "val", mode="double-blind")
+
+
+def test_positions_are_per_reader(store):
+    s = store.create_session("team", "ckpt", "val")
+    assert store.reader_position(s.id, "A") is None
+    store.save_position(s.id, 3, reviewer="A", image_id="img3.png")
+    store.save_position(s.id, 7, reviewer="B", image_id="img7.png")
+    store.update_filters(s.id, {"outcomes": ["FP"]})
+    assert store.reader_position(s.id, "A") == (3, "img3.png")
+    assert store.reader_position(s.id, "B") == (7, "img7.png")
+
+
+def test_adjudication_latest_entry_counts(store):
+    s = store.create_session("team", "ckpt", "val")
+    store.adjudicate(s.id, "img1.png", "Edema", 1, "ADJ")
+    store.adjudicate(s.id, "img1.png", "Edema", 0, "ADJ", note="second look")
+    store.adjudicate(s.id, "img2.png", "Edema", 1, "ADJ")
+    assert [(a.image_id, a.label, a.note) for a in store.adjudications(s.id)] == [
+        ("img1.png", 0, "second look"), ("img2.png", 1, "")]
+    with pytest.raises(ReviewStoreError, match="1 \\(present\\) or 0"):
+        store.adjudicate(s.id, "img1.png", "Edema", 2, "ADJ")
+    with pytest.raises(ReviewStoreError, match="reader's name"):
+        store.adjudicate(s.id, "img1.png", "Edema", 1, " ")
+
+
+def test_export_is_formula_safe(store, tmp_path):
+    s = store.create_session("export", "ckpt", "val")
+    store.record(s.id, "=HYPERLINK(\"x\")", "Edema", "agree", note="+1 -2 @x", reviewer="=cmd|")
+    store.record(s.id, "b.png", "Edema", "agree", note="\tTabbed\r\nlines", reviewer="AB")
+    out = tmp_path / "v.csv"
+    store.export_csv(out, s.id)
+    with out.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["image_id"] == "'=HYPERLINK(\"x\")" and rows[0]["reviewer"] == "'=cmd|"
+    assert rows[0]["note"] == "'+1 -2 @x"
+    assert rows[1]["note"] == "'\tTabbed\r\nlines"
+
+
+def test_a_locked_database_is_a_review_store_error(store):
+    s = store.create_session("lock", "ckpt", "val")
+    quick = ReviewStore(store.folder, timeout_s=0.2)
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(ReviewStoreError, match="locked"):
+            quick.record(s.id, "img1.png", "Edema", "agree", reviewer="AB")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    quick.record(s.id, "img1.png", "Edema", "agree", reviewer="AB")
+
+
+# --------------------------------------------------------------------------- migration
+
+# The schema as the first (single-reader) release created it, verbatim, and rows as it wrote them.
+_V0_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    eval_run TEXT NOT NULL,
+    filters TEXT NOT NULL DEFAULT '{}',
+    created TEXT NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('agree', 'model_wrong', 'label_wrong', 'unsure')),
+    note TEXT NOT NULL DEFAULT '',
+    reviewer TEXT NOT NULL DEFAULT '',
+    updated TEXT NOT NULL,
+    UNIQUE (session_id, image_id, class_name)
+);
+INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position) VALUES
+    ('AB 2024-05-01', '/ckpt/nih_small', 'val', '{"class": "Edema", "order": "highest probability first", "outcomes": ["FP", "FN"]}',
+     '2026-12-01T20:05:11.120+00:00', 4),
+    ('second', '/ckpt/nih_small', 'test', '{}', '2026-12-01T20:06:00.000+00:00', 0);
+INSERT INTO verdicts VALUES
+    (1, '00000001_000.png', 'Edema', 'model_wrong', 'no edema', 'A', '2026-12-01T20:09:59.001+00:00'),
+    (1, '00000002_000.png', 'Edema', 'agree', '', '', '2026-12-01T20:10:30.000+00:00'),
+    (2, '00000003_000.png', 'Mass', 'label_wrong', 'mass RUL', 'CD', '2026-12-01T20:11:00.000+00:00');
+"""
+
+
+def old_database(folder):
+    folder.mkdir(parents=True)
+    conn = sqlite3.connect(folder / "review.sqlite3")
+    conn.executescript(_V0_SCHEMA)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+
+
+def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
+    folder = tmp_path / "old"
+    old_database(folder)
+    store = ReviewStore(folder)
+    assert store.schema_version() == 2
+    first = store.session(1)
+    assert (first.name, first.position, first.mode, first.classes) == ("AB 2024-05-01", 4, "unblinded", ())
+    assert first.filters["class"] == "Edema"
+    got = [(v.session_id, v.image_id, v.class_name, v.verdict, v.note, v.reviewer, v.updated) for v in store.verdicts()]
+    assert got == [
+        (1, "00000001_000.png", "Edema", "model_wrong", "no edema", "A", "2026-12-01T20:09:59.001+00:00"),
+        (1, "00000002_000.png", "Edema", "agree", "", "", "2026-12-01T20:10:30.000+00:00"),
+        (2, "00000003_000.png", "Mass", "label_wrong", "mass RUL", "CD", "2026-12-01T20:11:00.000+00:00"),
+    ]
+    assert len(store.history(1)) == 2  # the old verdicts start the history
+    # a second reader can now add their own verdict to a migrated case without replacing A's
+    store.record(1, "00000001_000.png", "Edema", "unsure", reviewer="CD")
+    assert {v.reviewer: v.verdict for v in store.verdicts(1) if v.image_id == "00000001_000.png"} == {
+        "A": "model_wrong", "CD": "unsure"}
+    again = ReviewStore(folder)  # opening a migrated file again changes nothing
+    assert len(again.verdicts()) == 4 and again.schema_version() == 2
+
+
+def test_migration_by_two_processes_at_once_loses_nothing(tmp_path):
+    folder = tmp_path / "old"
+    old_database(folder)
+    code = "import sys; from cxr_core.artifacts.review_store import ReviewStore; ReviewStore(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(folder)], stderr=subprocess.PIPE) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert len(ReviewStore(folder).verdicts()) == 3

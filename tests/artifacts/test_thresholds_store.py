@@ -123,3 +123,19 @@ def test_compare(store):
     assert list(frame["class"]) == list(CLASSES)
     assert frame["difference"].round(6).tolist() == [-0.1, 0.0, -0.1]
     assert list(frame.columns) == ["class", CARD_SET, "a", "difference"]
+
+
+def test_activation_is_recorded_in_the_audit_log(store):
+    store.save("screening", dict.fromkeys(CLASSES, 0.1))
+    assert store.activations() == []
+    first = store.set_active("screening", by="  Dr  A ")
+    assert (first["by"], first["from"], first["to"]) == ("Dr A", CARD_SET, "screening")
+    store.set_active(CARD_SET, by="CD")
+    log = store.activations()
+    assert [(e["by"], e["from"], e["to"]) for e in log] == [("Dr A", CARD_SET, "screening"), ("CD", "screening", CARD_SET)]
+    assert log[0]["when"] <= log[1]["when"]
+    with pytest.raises(ThresholdSetError):
+        store.set_active("missing", by="CD")
+    assert len(store.activations()) == 2  # a refused activation is not logged
+    (store.folder / "activations.jsonl").open("a").write("not json\n")
+    assert len(store.activations()) == 2

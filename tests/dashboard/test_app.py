@@ -25,6 +25,8 @@ from tests.checkpoint_fixtures import build_catalog, build_checkpoint_dir, write
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
 SELECTED = "cxr_selected_checkpoint"
+READER = "cxr_reader"
+VIEW_SET = "cxr_view_set"
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +203,7 @@ def test_predict_uses_the_active_threshold_set(env, catalog, tmp_path):
         assert "everything" in at.caption[0].value
     finally:
         store.set_active("card")
+        (store_dir / "thresholds" / "activations.jsonl").unlink()
 
 
 # --------------------------------------------------------------------------- performance
@@ -271,15 +274,53 @@ def test_threshold_preset_save_and_activate(env, catalog):
     assert saved["thresholds"]["Atelectasis"] == pytest.approx(at.slider(key="thr::tiny_b::Atelectasis").value)
     assert "sensitivity" in saved["method"].lower()
     at.selectbox(key="thr_pick").set_value("screening").run()
+    assert at.button(key="thr_activate").disabled  # no reader named yet: the change could not be logged
+    at.session_state[READER] = "Dr A"
+    at.run()
     at.button(key="thr_activate").click().run()
     no_exceptions(at)
     assert (ckpt / "thresholds" / "active.txt").read_text().strip() == "screening"
+    assert "Model default: **screening** · in force in this browser: **screening**" in at.caption[0].value
+    entry = [json.loads(line) for line in (ckpt / "thresholds" / "activations.jsonl").read_text().splitlines()][-1]
+    assert (entry["by"], entry["from"], entry["to"]) == ("Dr A", "card", "screening")
+    audit = shown_table(at, "By")
+    assert audit.iloc[0].tolist()[1:] == ["Dr A", "card", "screening"]
     at.selectbox(key="thr_cmp_a").set_value("card").run()
     at.selectbox(key="thr_cmp_b").set_value("screening").run()
     compared = shown_table(at, "sensitivity (second)")
     assert list(compared.columns[:4]) == ["class", "card", "screening", "difference"]
     assert (compared["sensitivity (second)"] >= 0.9).all()
     (ckpt / "thresholds" / "active.txt").unlink()
+    (ckpt / "thresholds" / "activations.jsonl").unlink()
+
+
+def test_viewing_a_threshold_set_is_per_browser_session(env, catalog, tmp_path):
+    ckpt = catalog["tiny_b"]
+    from cxr_core.artifacts.catalog import read_entry
+
+    store = read_entry(ckpt).threshold_store()
+    store.save("everything", dict.fromkeys(store.classes, 0.0))
+    try:
+        mine = page("thresholds", ckpt).run()
+        mine.selectbox(key="thr_pick").set_value("everything").run()
+        mine.button(key="thr_view").click().run()
+        no_exceptions(mine)
+        assert "in force in this browser: **everything**" in mine.caption[0].value
+        assert store.active_name() == "card" and store.activations() == []
+        names = write_images(tmp_path / "up", 1, seed=9)
+        upload = (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png")
+        predict_mine = page("predict", ckpt)
+        predict_mine.session_state[VIEW_SET] = mine.session_state[VIEW_SET]
+        predict_mine.run()
+        predict_mine.file_uploader(key="predict_files").set_value(upload)
+        predict_mine.run()
+        assert "everything" in predict_mine.caption[0].value
+        other = page("predict", ckpt).run()  # another browser: still the model's default
+        other.file_uploader(key="predict_files").set_value(upload)
+        other.run()
+        assert "card" in other.caption[0].value
+    finally:
+        (ckpt / "thresholds" / "everything.json").unlink()
 
 
 def test_multiclass_model_has_no_thresholds_to_tune(env, catalog):
@@ -291,45 +332,161 @@ def test_multiclass_model_has_no_thresholds_to_tune(env, catalog):
 # --------------------------------------------------------------------------- review
 
 
-def test_review_verdict_is_written_and_session_resumes(env, catalog):
-    at = page("review", catalog["tiny_a"]).run()
-    no_exceptions(at)
-    assert not at.warning  # images reachable through CXR_DATA_ROOT
-    at.text_input(key="rev_new_name").input("AB test").run()
+def film_markdown(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("**Image**"))
+
+
+def start_session(at: AppTest, name: str, mode: str, classes: list[str] | None = None) -> AppTest:
+    at.text_input(key="rev_new_name").input(name)
+    at.selectbox(key="rev_new_mode").set_value(mode)
+    if classes is not None:
+        at.multiselect(key="rev_new_classes").set_value(classes)
+    at.run()
     at.button(key="rev_start").click().run()
     no_exceptions(at)
+    return at
+
+
+def call(at: AppTest, class_name: str, value: str, confidence: int | None = None) -> None:
+    radio = next(r for r in at.radio if r.key.startswith("rev_call@") and r.key.endswith(f"@{class_name}"))
+    radio.set_value(value)
+    if confidence is not None:
+        next(s for s in at.selectbox if s.key == radio.key.replace("rev_call@", "rev_conf@")).set_value(confidence)
+
+
+def press(at: AppTest, label: str) -> AppTest:
+    at.button[[b.label for b in at.button].index(label)].click().run()
+    no_exceptions(at)
+    return at
+
+
+def as_reader(name: str, checkpoint: Path) -> AppTest:
+    at = page("review", checkpoint)
+    at.session_state[READER] = name
+    return at
+
+
+def test_review_two_readers_never_overwrite_each_other(env, catalog):
+    at = as_reader("AB", catalog["tiny_a"]).run()
+    no_exceptions(at)
+    assert not at.warning  # named reader, images reachable through CXR_DATA_ROOT
+    start_session(at, "chest team", "unblinded", ["Atelectasis", "Cardiomegaly"])
     store = ReviewStore(env / "review")
     (session,) = store.sessions()
-    assert session.name == "AB test" and session.filters["outcomes"] == ["FP", "FN"]
-    at.button(key="rev_next").click().run()
-    image_id = case_markdown(at).split("`")[1]
-    at.radio[0].set_value("label_wrong")
-    at.text_area[0].input("label missed the finding")
-    at.button[[b.label for b in at.button].index("Save and next")].click().run()
-    no_exceptions(at)
-    (verdict,) = store.verdicts(session.id)
-    assert (verdict.image_id, verdict.class_name, verdict.verdict, verdict.note) == (
-        image_id, "Atelectasis", "label_wrong", "label missed the finding")
-    assert store.session(session.id).position == 2
-    assert image_id not in case_markdown(at)  # moved on to the third case
-    at.button(key="rev_prev").click().run()
-    assert image_id in case_markdown(at) and at.radio[0].value == "label_wrong"  # the verdict is shown again
-    at.radio[0].set_value("unsure")
-    at.button[[b.label for b in at.button].index("Save verdict")].click().run()
-    assert [v.verdict for v in store.verdicts(session.id)] == ["unsure"]  # upserted, not duplicated
-    assert store.session(session.id).position == 1
+    assert (session.mode, session.classes) == ("unblinded", ("Atelectasis", "Cardiomegaly"))
+    assert set(session.filters["thresholds"]) == {"Atelectasis", "Cardiomegaly", "Pleural Effusion"}
+    calls = [r for r in at.radio if r.key.startswith("rev_call@")]
+    assert len(calls) == 2 and all(r.value is None for r in calls)  # nothing pre-selected
+    first = film_markdown(at).split("`")[1]
+    call(at, "Atelectasis", "present", confidence=4)
+    press(at, "Save and next")  # Cardiomegaly not called: stays on the film
+    assert first in film_markdown(at) and "still to call" in at.error[0].value
+    call(at, "Cardiomegaly", "absent")
+    press(at, "Save and next")
+    assert first not in film_markdown(at)
+    assert "1 of" in at.get("progress")[0].proto.text
+    mine = {v.class_name: v for v in store.verdicts(session.id, reviewer="AB")}
+    assert (mine["Atelectasis"].finding, mine["Atelectasis"].confidence) == ("present", 4)
+    assert mine["Atelectasis"].verdict in {"agree", "model_wrong", "label_wrong"}
+    assert store.reader_position(session.id, "AB") == (1, store.reader_position(session.id, "AB")[1])
 
-    fresh = page("review", catalog["tiny_a"]).run()  # another browser session
+    other = as_reader("CD", catalog["tiny_a"]).run()  # a second browser, another reader, same session
+    other.selectbox(key="rev_session_pick").set_value(session.id).run()
+    no_exceptions(other)
+    assert first in film_markdown(other)  # CD starts at their own position
+    assert all(r.value is None for r in other.radio if r.key.startswith("rev_call@"))  # AB's calls not shown
+    call(other, "Atelectasis", "unsure")
+    call(other, "Cardiomegaly", "absent")
+    press(other, "Save")
+    both = {v.reviewer: v.finding for v in store.verdicts(session.id) if v.image_id == first and v.class_name == "Atelectasis"}
+    assert both == {"AB": "present", "CD": "unsure"}
+    assert "✓ reviewed by you" in film_markdown(other)
+    assert any("your call **Unsure**" in c.value for c in other.caption)
+    call(other, "Atelectasis", "absent")  # CD changes their own call; history keeps both
+    press(other, "Save")
+    assert [v.finding for v in store.history(session.id, first, "Atelectasis", "CD")] == ["unsure", "absent"]
+    assert store.verdict(session.id, first, "Atelectasis", "AB").finding == "present"
+
+    other.radio(key="rev_view").set_value("Agreement").run()
+    no_exceptions(other)
+    table = shown_table(other, "Between")
+    assert "AB vs CD" in table["Between"].tolist() and "AB vs dataset label" in table["Between"].tolist()
+    csv_text = other.get("download_button")[0].proto.label
+    assert "Export" in csv_text
+    rows = store.export_rows(session.id)
+    assert {r["reviewer"] for r in rows} == {"AB", "CD"}
+
+    fresh = as_reader("AB", catalog["tiny_a"]).run()  # AB reloads: resumes on their second film
     fresh.selectbox(key="rev_session_pick").set_value(session.id).run()
+    assert first not in film_markdown(fresh)
+    fresh.selectbox(key="rev_order").set_value("lowest probability first").run()  # a filter change keeps the film
     no_exceptions(fresh)
-    assert fresh.number_input(key="rev_goto").value == 2
-    assert image_id in case_markdown(fresh)
-    assert any("Unsure" in c.value for c in fresh.caption)
+    assert store.reader_position(session.id, "AB")[1] in film_markdown(fresh)
+
+
+def test_review_blinded_mode_reveals_after_saving(env, catalog):
+    at = as_reader("AB", catalog["tiny_a"]).run()
+    start_session(at, "blind", "blind_all", ["Atelectasis"])
+    text = " ".join(m.value for m in at.markdown)
+    assert "model 0." not in text and "label " not in text
+    assert not [s for s in at.selectbox if s.key == "rev_method"]  # no heatmap either
+    assert not [s for s in at.selectbox if s.key == "rev_focus"]  # no outcome filters
+    at.select_slider(key="rev_zoom").set_value(2.0).run()
+    no_exceptions(at)
+    assert at.select_slider(key="rev_zoom").value == 2.0 and not at.slider(key="rev_zoom_x").disabled
+    call(at, "Atelectasis", "present")
+    press(at, "Save")
+    text = " ".join(m.value for m in at.markdown)
+    assert "model 0." in text and ("label present" in text or "label absent" in text)
+
+    lab = as_reader("CD", catalog["tiny_a"]).run()
+    start_session(lab, "labels hidden", "blind_labels", ["Atelectasis"])
+    text = " ".join(m.value for m in lab.markdown)
+    assert "model 0." in text and "label " not in text
+
+
+def test_review_needs_a_reader_name(env, catalog):
+    at = page("review", catalog["tiny_a"]).run()
+    start_session(at, "anon", "unblinded", ["Atelectasis"])
+    assert "Reader" in at.warning[0].value
+    assert at.button[[b.label for b in at.button].index("Save")].disabled
+
+
+def test_review_adjudication_and_corrected_metrics(env, catalog):
+    store = ReviewStore(env / "review")
+    a = as_reader("A", catalog["tiny_a"]).run()
+    start_session(a, "adj", "blind_all", ["Atelectasis"])
+    (session,) = store.sessions()
+    film = film_markdown(a).split("`")[1]
+    for reader, value in (("A", "present"), ("B", "absent")):
+        at = as_reader(reader, catalog["tiny_a"]).run()
+        at.selectbox(key="rev_session_pick").set_value(session.id).run()
+        call(at, "Atelectasis", value)
+        press(at, "Save")
+    at.radio(key="rev_view").set_value("Adjudicate").run()
+    no_exceptions(at)
+    listed = shown_table(at, "Readers' calls")
+    assert listed.iloc[0]["Readers' calls"] == "A: present, B: absent" and listed.iloc[0]["Majority"] == "tie"
+    at.radio(key="rev_adj_label").set_value("present")
+    press(at, "Record final label")
+    (decided,) = store.adjudications(session.id)
+    assert (decided.image_id, decided.label, decided.adjudicator) == (film, 1, "B")
+    at.radio(key="rev_view").set_value("Corrected metrics").run()
+    no_exceptions(at)
+    table = shown_table(at, "AUROC (corrected)")
+    assert table.iloc[0]["Finding"] == "Atelectasis"
+    frame = predictions(catalog["tiny_a"])
+    known = frame["label:Atelectasis"].notna()
+    assert table.iloc[0]["AUROC (original)"] == pytest.approx(
+        roc_auc_score(frame.loc[known, "label:Atelectasis"], frame.loc[known, "prob:Atelectasis"]))
+    truth = frame.set_index("image_id").loc[film, "label:Atelectasis"]
+    assert table.iloc[0]["Labels changed"] == (0 if truth == 1 else 1)
 
 
 def test_review_without_reachable_images_says_how_to_fix(env, catalog, tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_DATA_ROOT", str(tmp_path / "nowhere"))
-    at = page("review", catalog["tiny_a"]).run()
+    at = as_reader("AB", catalog["tiny_a"]).run()
+    start_session(at, "no images", "unblinded")
     no_exceptions(at)
     assert "not reachable" in at.warning[0].value and "Data root" in at.warning[0].value
 

@@ -28,6 +28,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PAGES = (("performance", "Performance"), ("thresholds", "Thresholds"), ("review", "Review"), ("models", "Models"))
 
 
+_REVIEW_DIRS: dict[str, Path] = {}
+
+
+def _review_dir(url: str) -> Path:
+    return _REVIEW_DIRS[url]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -75,6 +82,7 @@ def dashboard_url(tmp_path_factory: pytest.TempPathFactory):
     )
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
+        _REVIEW_DIRS[f"http://127.0.0.1:{port}"] = root / "review"
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -132,3 +140,93 @@ def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, scr
             browser.close()
     for name in ("1_predict", "2_performance", "3_thresholds", "4_review", "5_models"):
         assert (screenshot_dir / f"{name}.png").stat().st_size > 10_000
+
+
+def _call_all(page, value: str, n: int) -> None:
+    for i in range(n):
+        page.get_by_text(value, exact=True).nth(i).click()
+
+
+def _open_review(page, url: str, reader: str) -> None:
+    """Open the router first (a page URL on a fresh server skips it), then Review from the sidebar."""
+    page.goto(f"{url}/?reader={reader}", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Predict").first.wait_for(timeout=90_000)
+    _settle(page)
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Review").click()
+    page.get_by_role("heading", name="Review").first.wait_for(timeout=90_000)
+    _settle(page)
+
+
+def _film(page) -> str:
+    return page.locator("p", has_text="Image").filter(has_text="patient").first.inner_text()
+
+
+def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: str, screenshot_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """Two browser contexts as two named readers: both verdicts are kept, exported and in the kappa table."""
+    from playwright.sync_api import sync_playwright
+
+    from cxr_core.artifacts.review_store import ReviewStore
+    from cxr_core.cli.main import main
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            a = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+            _open_review(a, dashboard_url, "AB")
+            assert "AB" in a.locator('[data-testid="stSidebar"]').inner_text()
+            a.get_by_label("Session name").fill("two readers")
+            a.get_by_label("Session name").press("Enter")
+            _settle(a)
+            a.get_by_role("button", name="Start").click()
+            _settle(a)
+            first = _film(a)
+            _call_all(a, "Present", 3)
+            a.get_by_role("button", name="Save", exact=True).click()
+            _settle(a)
+            assert "reviewed by you" in _film(a)
+            a.screenshot(path=str(screenshot_dir / "review_reader_ab.png"), full_page=True)
+            a.keyboard.press("Alt+ArrowRight")  # keyboard flow: next film
+            a.wait_for_function("(old) => !document.body.innerText.includes(old)", arg=first.split("·")[0].strip(),
+                                timeout=60_000)
+            _settle(a)
+
+            b = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+            _open_review(b, dashboard_url, "CD")
+            b.locator('[data-testid="stSelectbox"]', has_text="Review session").click()
+            b.get_by_role("option", name="two readers", exact=False).click()
+            _settle(b)
+            assert _film(b).split("·")[0] == first.split("·")[0]
+            _call_all(b, "Absent", 3)
+            start = time.perf_counter()
+            b.get_by_role("button", name="Save and next").click()
+            b.wait_for_function("(old) => !document.body.innerText.includes(old)", arg=first.split("·")[0].strip(),
+                                timeout=60_000)
+            latency = time.perf_counter() - start
+            _settle(b)
+            b.screenshot(path=str(screenshot_dir / "review_reader_cd.png"), full_page=True)
+            b.get_by_text("Agreement", exact=True).first.click()
+            b.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=90_000)
+            _settle(b)
+            assert b.locator('[data-testid="stException"]').count() == 0
+            b.screenshot(path=str(screenshot_dir / "review_agreement.png"), full_page=True)
+            assert "reader=CD" in b.url
+            b.reload(wait_until="domcontentloaded")  # the reader is kept across a reload
+            b.get_by_role("heading", name="Review").first.wait_for(timeout=90_000)
+            _settle(b)
+            assert "Reading as CD" in b.locator('[data-testid="stSidebar"]').inner_text()
+        finally:
+            browser.close()
+    print(f"save-and-next in the browser: {latency:.2f} s")
+    store = ReviewStore(_review_dir(dashboard_url))
+    (session,) = store.sessions()
+    calls = {v.reviewer: v.finding for v in store.verdicts(session.id) if v.image_id in first}
+    assert calls == {"AB": "present", "CD": "absent"}
+    out = tmp_path / "export.csv"
+    assert main(["review", "export", "--db", str(store.folder), "--session", str(session.id), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert ",AB," in text and ",CD," in text
+    assert main(["review", "agreement", "--db", str(store.folder), "--session", str(session.id), "--csv",
+                 str(tmp_path / "kappa.csv")]) == 0
+    kappa = (tmp_path / "kappa.csv").read_text()
+    assert "AB,CD" in kappa

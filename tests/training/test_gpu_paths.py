@@ -290,7 +290,7 @@ def test_each_rank_captures_and_restores_its_own_cuda_generator(monkeypatch):
 
 
 def test_ensemble_under_torchrun_combines_on_rank_0_only(monkeypatch, tmp_path):
-    from cxr_core import ensembling
+    from cxr_core.training import ensembling
     from cxr_core.training.config import EnsembleConfig
 
     recipe = EnsembleConfig(members=["a.yaml", "b.yaml"], out_dir=str(tmp_path / "ens"))

@@ -1,0 +1,78 @@
+"""Presentation-only shaping for the Thresholds and Review pages: labels, column titles, display order.
+
+Every number comes from :mod:`cxr_core` (agreement, corrected metrics, the audit log); these
+functions only rename, format and order it for display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+MODE_LABELS = {
+    "unblinded": "Unblinded (label and model shown)",
+    "blind_labels": "Blinded to labels (model shown)",
+    "blind_all": "Blinded to labels and model (revealed after saving)",
+}
+CALL_LABELS = {"present": "Present", "absent": "Absent", "unsure": "Unsure"}
+VERDICT_LABELS = {"agree": "Agrees with the model", "model_wrong": "Model is wrong", "label_wrong": "Label is wrong",
+                  "unsure": "Unsure"}
+REASON_LABELS = {"": "—"}
+
+
+def reason_label(reason: str) -> str:
+    return REASON_LABELS.get(reason, reason.capitalize())
+
+
+def activation_log(entries: Sequence[Mapping]) -> pd.DataFrame:
+    """The thresholds audit log, newest first, with readable titles."""
+    rows = [{"When (UTC)": str(e["when"])[:19].replace("T", " "), "By": e["by"] or "(not recorded)",
+             "From": e["from"], "To": e["to"]} for e in reversed(list(entries))]
+    return pd.DataFrame(rows, columns=["When (UTC)", "By", "From", "To"])
+
+
+def progress_text(n_done: int, n_total: int, reader: str) -> str:
+    return f"{n_done} of {n_total} reviewed by {'you' if reader else 'this reader'}"
+
+
+def film_label(index: int, image_id: str, reviewed: bool) -> str:
+    return f"{'✓' if reviewed else '○'} {index + 1} · {image_id}"
+
+
+def agreement_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The kappa table with readable titles; Fleiss rows say 'all readers'."""
+    shown = pd.DataFrame({
+        "Finding": table["class_name"],
+        "Statistic": table["statistic"].map({"cohen": "Cohen's κ", "fleiss": "Fleiss' κ"}),
+        "Between": [f"{a} vs {b}" if s == "cohen" else f"all {n} readers"
+                    for a, b, s, n in zip(table["rater_a"], table["rater_b"], table["statistic"], table["n_raters"])],
+        "Films": table["n_items"],
+        "κ": table["kappa"],
+        "95% CI": [("–" if pd.isna(lo) else f"{lo:.2f} to {hi:.2f}") for lo, hi in zip(table["ci_low"], table["ci_high"])],
+        "Agreement": table["observed_agreement"],
+    })
+    return shown.reset_index(drop=True)
+
+
+def disagreement_display(table: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({
+        "Film": table["image_id"], "Finding": table["class_name"],
+        "Readers' calls": [", ".join(f"{r}: {c}" for r, c in sorted(calls.items())) for calls in table["calls"]],
+        "Dataset label": table["ground_truth"], "Model": table["model_call"], "Probability": table["probability"],
+        "Majority": table["majority"].replace("", "tie"),
+        "Final label": [("–" if pd.isna(v) else ("present" if int(v) == 1 else "absent")) for v in table["adjudicated"]],
+        "Adjudicator": table["adjudicator"],
+    })
+    return shown.reset_index(drop=True)
+
+
+def corrected_display(table: pd.DataFrame) -> pd.DataFrame:
+    """Original and corrected metrics side by side, one row per finding."""
+    columns = {"class_name": "Finding", "threshold": "Threshold", "n_changed": "Labels changed",
+               "n_positive_original": "Positives (original)", "n_positive_corrected": "Positives (corrected)"}
+    for name, title in (("auroc", "AUROC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
+                        ("ppv", "PPV"), ("npv", "NPV")):
+        columns[f"{name}_original"] = f"{title} (original)"
+        columns[f"{name}_corrected"] = f"{title} (corrected)"
+    return table[list(columns)].rename(columns=columns)

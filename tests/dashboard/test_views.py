@@ -1,0 +1,42 @@
+"""Presentation helpers keep every number and only rename, format and order."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dashboard import views
+
+
+def test_activation_log_newest_first():
+    log = [{"when": "2026-12-01T20:00:00.000+00:00", "by": "A", "from": "card", "to": "screen"},
+           {"when": "2026-12-01T21:00:00.000+00:00", "by": "", "from": "screen", "to": "card"}]
+    shown = views.activation_log(log)
+    assert shown["To"].tolist() == ["card", "screen"] and shown["By"].tolist() == ["(not recorded)", "A"]
+    assert shown["When (UTC)"].iloc[0] == "2026-12-01 21:00:00"
+
+
+def test_agreement_display_keeps_numbers():
+    table = pd.DataFrame({"class_name": ["Edema", "Edema"], "statistic": ["cohen", "fleiss"], "rater_a": ["A", ""],
+                          "rater_b": ["B", ""], "n_items": [10, 9], "n_raters": [2, 3], "kappa": [0.5, 0.25],
+                          "ci_low": [0.1, float("nan")], "ci_high": [0.8, float("nan")],
+                          "observed_agreement": [0.7, 0.6]})
+    shown = views.agreement_display(table)
+    assert shown["Between"].tolist() == ["A vs B", "all 3 readers"]
+    assert shown["κ"].tolist() == [0.5, 0.25] and shown["95% CI"].tolist() == ["0.10 to 0.80", "–"]
+
+
+def test_disagreement_and_corrected_display():
+    table = pd.DataFrame({"image_id": ["i"], "class_name": ["Edema"], "calls": [{"B": "absent", "A": "present"}],
+                          "ground_truth": ["absent"], "model_call": ["present"], "probability": [0.7],
+                          "majority": [""], "adjudicated": [1], "adjudicator": ["ADJ"]})
+    shown = views.disagreement_display(table)
+    assert shown.iloc[0]["Readers' calls"] == "A: present, B: absent"
+    assert shown.iloc[0]["Majority"] == "tie" and shown.iloc[0]["Final label"] == "present"
+    metrics = pd.DataFrame({"class_name": ["Edema"], "threshold": [0.5], "n_changed": [2], "n_positive_original": [3],
+                            "n_positive_corrected": [3], **{f"{m}_{k}": [0.5] for m in ("auroc", "sensitivity",
+                            "specificity", "ppv", "npv") for k in ("original", "corrected")}})
+    out = views.corrected_display(metrics)
+    assert list(out.columns[:3]) == ["Finding", "Threshold", "Labels changed"]
+    assert "AUROC (original)" in out.columns and "AUROC (corrected)" in out.columns
+    assert views.progress_text(3, 10, "AB") == "3 of 10 reviewed by you"
+    assert views.film_label(0, "img", True) == "✓ 1 · img"
