@@ -34,12 +34,10 @@ from torch import nn
 from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
-from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
+from cxr_core.errors import ConfigError, CXRError, ImageLoadError
 from cxr_core.metrics import DEFAULT_THRESHOLD
-from cxr_core.models import get_model_spec, list_models
 from cxr_core.models.card import ModelCard
-from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, read_model_card
-from cxr_core.models.ensemble import ensemble_target_layers
+from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.models.tta import check_tta, class_probabilities
 from cxr_core.utils.device import resolve_device
 
@@ -140,17 +138,14 @@ class Predictor:
         Raises ``CheckpointError`` naming the file and the mismatch (wrong architecture or
         classes, unregistered architecture, missing preprocessing, corrupt file).
         """
-        _check_architecture_registered(read_model_card(path), path)
         ckpt = load_checkpoint(path, expect_architecture=expect_architecture, expect_classes=expect_classes)
         card = ckpt.card
-        label_space, preprocess = _checked_card(ckpt, path)
-        model = ckpt.build_model()
         predictor = cls(
-            model,
-            label_space=label_space,
-            preprocess=preprocess,
-            target_layer=_target_layer_of(card),
-            thresholds=dict(card.thresholds or {}),
+            ckpt.build_model(),
+            label_space=card.get_label_space(),
+            preprocess=card.get_preprocess(),
+            target_layer=ckpt.target_layers,
+            thresholds=dict(card.thresholds),
             architecture=card.architecture,
             card=card,
             device=device,
@@ -339,51 +334,6 @@ class Predictor:
 def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
-
-
-def _target_layer_of(card: ModelCard) -> Callable[[nn.Module], nn.Module | list[nn.Module]]:
-    if card.members:
-        return lambda model: ensemble_target_layers(model, card.members)
-    return get_model_spec(card.architecture).target_layer
-
-
-def _check_architecture_registered(card: ModelCard, path: str | os.PathLike[str]) -> None:
-    if card.members:
-        return  # the ensemble builder names any member architecture this version lacks
-    if card.architecture not in list_models():
-        raise CheckpointError(
-            f"{path}: architecture '{card.architecture}' is not available in this version of cxr_core "
-            f"(available: {', '.join(list_models())}). Upgrade cxr_core or use a checkpoint of a listed architecture."
-        )
-
-
-def _checked_card(ckpt: Checkpoint, path: str | os.PathLike[str]) -> tuple[LabelSpace, PreprocessConfig]:
-    """Checks beyond file integrity: what the Predictor itself relies on."""
-    card = ckpt.card
-    try:
-        label_space = LabelSpace.from_dict(card.label_space)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: the model card's label space is invalid ({exc}).") from exc
-    if label_space.num_classes != card.num_classes:
-        raise CheckpointError(
-            f"{path}: the model card declares {card.num_classes} outputs but its label space lists "
-            f"{label_space.num_classes} classes; the checkpoint is inconsistent, re-export it."
-        )
-    if not card.preprocess:
-        raise CheckpointError(
-            f"{path}: the model card has no preprocessing settings, so images cannot be prepared the way "
-            "the model was trained. Re-export the checkpoint with cxr train/export."
-        )
-    try:
-        preprocess = PreprocessConfig.from_dict(card.preprocess)
-    except (CXRError, ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: the model card's preprocessing settings are invalid ({exc}).") from exc
-    if preprocess.in_chans != card.in_chans:
-        raise CheckpointError(
-            f"{path}: preprocessing produces {preprocess.in_chans} channel(s) but the model expects "
-            f"{card.in_chans}; the checkpoint is inconsistent, re-export it."
-        )
-    return label_space, preprocess
 
 
 def collect_image_paths(inputs: Iterable[str | os.PathLike[str]], extensions: Iterable[str]) -> list[Path]:

@@ -10,9 +10,10 @@ from cxr_core.training.data_setup import data_config_of
 
 
 def _card(config: dict) -> ModelCard:
-    members = [{"architecture": "small_cnn"}] * 2 if "ensemble" in config else []
+    members = [{"architecture": "small_cnn", "input_size": 32}] * 2 if "ensemble" in config else []
     return ModelCard(architecture="ensemble" if members else "small_cnn", num_classes=1,
-                     label_space={"classes": ["A"]}, preprocess={}, members=members, training={"config": config})
+                     label_space={"name": "x", "classes": ["A"], "task": "multilabel"},
+                     preprocess={"input_size": 32, "cache_size": 32}, members=members, training={"config": config})
 
 
 @pytest.mark.parametrize("kind", ["run", "ensemble"])
