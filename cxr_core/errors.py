@@ -53,3 +53,7 @@ class ThresholdSetError(CXRError):
 
 class ReviewStoreError(CXRError):
     """A review verdict or session is invalid, or the review database cannot be used."""
+
+
+class UnsuitableImageError(ImageLoadError):
+    """An image was read but cannot be a radiograph (blank, near-constant, too small, absurd shape)."""

@@ -35,9 +35,10 @@ from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
 from cxr_core.errors import ConfigError, CXRError, ImageLoadError
+from cxr_core.inference.gate import FeatureTap, InputGate, check_quality
 from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.models.card import ModelCard
-from cxr_core.models.checkpoint import load_checkpoint
+from cxr_core.models.checkpoint import head_modules, load_checkpoint
 from cxr_core.models.tta import check_tta, class_probabilities
 from cxr_core.utils.device import resolve_device
 
@@ -56,6 +57,7 @@ class Prediction:
     positive: list[str]
     thresholds: dict[str, float]
     name: str = ""
+    warnings: list[str] = field(default_factory=list)  # from the input gate: why not to trust these numbers
 
 
 @dataclass
@@ -66,6 +68,11 @@ class FileResult:
     prediction: Prediction | None = None
     error: str = ""
     image: LoadedImage | None = field(default=None, repr=False)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The input gate's warnings for this file (none when it was not scored)."""
+        return self.prediction.warnings if self.prediction is not None else []
 
 
 def image_pixels(image: ImageInput, position: int = 0) -> tuple[np.ndarray, str]:
@@ -105,9 +112,17 @@ class Predictor:
         card: ModelCard | None = None,
         device: str | torch.device = "auto",
         tta: str | None = None,
+        gate: InputGate | None = None,
+        feature_heads: Sequence[nn.Module] = (),
     ) -> None:
+        """``gate`` with fitted statistics needs ``feature_heads``, the classifier heads of
+        ``model`` whose inputs are the features it measures."""
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        self.gate = gate if gate is not None else InputGate(card)
+        if self.gate.reference is not None and not feature_heads:
+            raise ConfigError("an input gate with feature statistics needs the model's classifier heads")
+        self._tap = FeatureTap(feature_heads) if self.gate.reference is not None else None
         self.label_space = label_space
         self.preprocess = preprocess
         self.architecture = architecture
@@ -140,8 +155,9 @@ class Predictor:
         """
         ckpt = load_checkpoint(path, expect_architecture=expect_architecture, expect_classes=expect_classes)
         card = ckpt.card
+        model = ckpt.build_model()
         predictor = cls(
-            ckpt.build_model(),
+            model,
             label_space=card.get_label_space(),
             preprocess=card.get_preprocess(),
             target_layer=ckpt.target_layers,
@@ -150,6 +166,8 @@ class Predictor:
             card=card,
             device=device,
             tta=tta,
+            gate=InputGate.of_checkpoint(card, ckpt.gate),
+            feature_heads=head_modules(card, model),
         )
         if warmup:
             predictor.warmup()
@@ -194,8 +212,12 @@ class Predictor:
     # ------------------------------------------------------------------ tensors
 
     def cache_array(self, image: ImageInput, position: int = 0) -> np.ndarray:
-        """The uint8 array the image cache would hold for this image (the decode-side half of preprocessing)."""
-        pixels, _ = image_pixels(image, position)
+        """The uint8 array the image cache would hold for this image (the decode-side half of preprocessing).
+
+        Raises ``UnsuitableImageError`` for an image the input gate refuses (blank, too small...).
+        """
+        pixels, name = image_pixels(image, position)
+        check_quality(pixels, name, image.meta if isinstance(image, LoadedImage) else None)
         return to_cache_array(pixels, self.preprocess.cache_size)
 
     def tensor_from_cache_arrays(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
@@ -209,34 +231,58 @@ class Predictor:
 
     def probabilities_of(self, batch: torch.Tensor) -> np.ndarray:
         """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass)."""
-        with torch.inference_mode():
-            probs = class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta)
-        return probs.cpu().numpy()
+        return self._score(batch)[0]
+
+    def _score(self, batch: torch.Tensor) -> tuple[np.ndarray, list[list[str]]]:
+        """Probabilities and the input gate's feature-distance warnings, from one forward pass."""
+        def forward() -> torch.Tensor:
+            with torch.inference_mode():
+                return class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta)
+
+        if self._tap is None:
+            return forward().cpu().numpy(), [[] for _ in range(len(batch))]
+        probs, features = self._tap.run(forward)
+        return probs.cpu().numpy(), self.gate.distribution_warnings(features)
+
+    def assess(self, images: Sequence[ImageInput], *, batch_size: int = 16) -> tuple[np.ndarray, list[list[str]]]:
+        """(N, C) probabilities and, per image, the input gate's warnings (metadata and features).
+
+        Raises ``UnsuitableImageError`` for an image the gate refuses outright.
+        """
+        _check_batch_size(batch_size)
+        out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
+        warnings: list[list[str]] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            arrays = [self.cache_array(im, start + i) for i, im in enumerate(chunk)]
+            probs, found = self._score(self.tensor_from_cache_arrays(arrays))
+            out.append(probs)
+            warnings.extend(self.gate.metadata_warnings(im) + w for im, w in zip(chunk, found))
+        return np.concatenate(out), warnings
 
     # ------------------------------------------------------------------ predictions
 
     def predict_probabilities(self, images: Sequence[ImageInput], *, batch_size: int = 16) -> np.ndarray:
         """(N, C) float32 probabilities in the order of ``images`` and ``classes``."""
-        _check_batch_size(batch_size)
-        out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            arrays = [self.cache_array(im, start + i) for i, im in enumerate(chunk)]
-            out.append(self.probabilities_of(self.tensor_from_cache_arrays(arrays)))
-        return np.concatenate(out)
+        return self.assess(images, batch_size=batch_size)[0]
 
     def to_predictions(
-        self, probabilities: np.ndarray, names: Sequence[str], thresholds: dict[str, float]
+        self,
+        probabilities: np.ndarray,
+        names: Sequence[str],
+        thresholds: dict[str, float],
+        warnings: Sequence[list[str]] | None = None,
     ) -> list[Prediction]:
-        """Wrap (N, C) probabilities into :class:`Prediction` objects using resolved thresholds."""
+        """Wrap (N, C) probabilities (and the gate's warnings) into :class:`Prediction` objects."""
         results = []
-        for row, name in zip(probabilities, names):
+        warnings = warnings if warnings is not None else [[] for _ in names]
+        for row, name, warned in zip(probabilities, names, warnings):
             probs = {cls: float(p) for cls, p in zip(self.classes, row)}
             if self.label_space.multilabel:
                 positive = [cls for cls in self.classes if probs[cls] >= thresholds[cls]]
             else:
                 positive = [self.classes[int(np.argmax(row))]]
-            results.append(Prediction(probs, positive, dict(thresholds), name))
+            results.append(Prediction(probs, positive, dict(thresholds), name, list(warned)))
         return results
 
     def predict(
@@ -248,9 +294,9 @@ class Predictor:
     ) -> list[Prediction]:
         """Probabilities and positive findings for each image (thread-safe)."""
         used = self.resolve_thresholds(thresholds)
-        probs = self.predict_probabilities(images, batch_size=batch_size)
+        probs, warnings = self.assess(images, batch_size=batch_size)
         names = [im.name if isinstance(im, LoadedImage) else f"image #{i + 1}" for i, im in enumerate(images)]
-        return self.to_predictions(probs, names, used)
+        return self.to_predictions(probs, names, used, warnings)
 
     def iter_predict_files(
         self,
@@ -284,9 +330,10 @@ class Predictor:
                 decoded = [f.result() for f in batch_futures]
                 ok = [d for d in decoded if d[1] is not None]
                 if ok:
-                    probs = self.probabilities_of(self.tensor_from_cache_arrays([d[1] for d in ok]))
-                    preds = iter(self.to_predictions(probs, [d[0].path for d in ok], used))
-                for result, array in decoded:
+                    probs, found = self._score(self.tensor_from_cache_arrays([d[1] for d in ok]))
+                    warnings = [meta + w for (_, _, meta), w in zip(ok, found)]
+                    preds = iter(self.to_predictions(probs, [d[0].path for d in ok], used, warnings))
+                for result, array, _ in decoded:
                     if array is not None:
                         result.prediction = next(preds)
                     yield result
@@ -303,15 +350,15 @@ class Predictor:
         """All of :meth:`iter_predict_files` as a list (images not kept)."""
         return list(self.iter_predict_files(paths, thresholds=thresholds, batch_size=batch_size, workers=workers))
 
-    def _decode(self, path: str, keep_image: bool) -> tuple[FileResult, np.ndarray | None]:
+    def _decode(self, path: str, keep_image: bool) -> tuple[FileResult, np.ndarray | None, list[str]]:
         try:
             image = load_image(path)
             array = self.cache_array(image)
         except CXRError as exc:
-            return FileResult(path, error=str(exc)), None
+            return FileResult(path, error=str(exc)), None, []
         except (OSError, ValueError) as exc:
-            return FileResult(path, error=f"{path}: could not be read ({exc})."), None
-        return FileResult(path, image=image if keep_image else None), array
+            return FileResult(path, error=f"{path}: could not be read ({exc})."), None, []
+        return FileResult(path, image=image if keep_image else None), array, self.gate.metadata_warnings(image)
 
     # ------------------------------------------------------------------ explanations
 
