@@ -34,7 +34,42 @@ def build_manifest(data: DataConfig) -> Manifest:
         manifest, val=data.val, test=data.test, seed=data.split_seed, keep_existing=data.keep_splits
     )
     check_leakage(manifest)
+    check_label_coverage(manifest)
     return manifest
+
+
+def check_label_coverage(manifest: Manifest) -> None:
+    """Refuse data a classifier cannot learn from; warn about classes training never shows.
+
+    A folder set with a single class "trains" to a perfect validation score (every image is
+    that class), so fewer than two classes with images (multiclass), or no class with both
+    positive and negative images (multilabel), is a DatasetError. A class with no training
+    positives can only ever be guessed, which is worth a warning naming it.
+    """
+    labels = manifest.labels()
+    classes = list(manifest.classes)
+    positives = np.nansum(labels == 1, axis=0)
+    if manifest.label_space.multilabel:
+        usable = int((((labels == 1).sum(axis=0) > 0) & ((labels == 0).sum(axis=0) > 0)).sum())
+        if usable == 0:
+            raise DatasetError(
+                f"{manifest.source or 'the dataset'}: no class has both positive and negative images, "
+                "so there is nothing to learn; check the labels"
+            )
+    elif int((positives > 0).sum()) < 2:
+        present = [c for c, n in zip(classes, positives) if n > 0]
+        raise DatasetError(
+            f"{manifest.source or 'the dataset'} has images of {len(present)} class(es) only ({', '.join(present) or 'none'}); "
+            "a classifier needs at least two classes with images. Add the other class folder(s)."
+        )
+    train = manifest.frame["split"].to_numpy() == "train"
+    if train.any():
+        missing = [c for c, n in zip(classes, (labels[train] == 1).sum(axis=0)) if n == 0]
+        if missing:
+            elsewhere = {c: int(n) for c, n in zip(classes, positives) if c in missing}
+            logger.warning("No training images of %s (%s image(s) in the other splits): the model cannot learn "
+                           "these classes and will only guess them.", ", ".join(missing),
+                           ", ".join(f"{c}: {n}" for c, n in elsewhere.items()))
 
 
 def data_config_of(

@@ -35,3 +35,35 @@ def test_data_and_cache_are_found_where_they_moved_with_the_checkpoint(tmp_path,
         data_config_of(_card(config), checkpoint=tmp_path / "elsewhere" / "model.safetensors")
     given = data_config_of(_card(config), checkpoint=tmp_path / "elsewhere" / "model.safetensors", path=str(tmp_path))
     assert given.path == str(tmp_path) and given.cache_dir == data["cache_dir"]
+
+
+def _folders(root, counts: dict[str, int]):
+    from tests.data.formats.conftest import write_image
+
+    for cls, n in counts.items():
+        for i in range(n):
+            write_image(root / cls / f"{cls}_{i}.png", seed=i)
+    return root
+
+
+def test_one_class_folder_set_is_refused(tmp_path):
+    from cxr_core.training.config import DataConfig
+    from cxr_core.training.data_setup import build_manifest
+
+    root = _folders(tmp_path / "set", {"NORMAL": 12})
+    with pytest.raises(DatasetError, match=r"images of 1 class\(es\) only \(Normal\).*at least two classes"):
+        build_manifest(DataConfig(path=str(root), format="folders"))
+
+
+def test_class_without_training_images_is_warned(tmp_path, caplog):
+    from cxr_core.training.config import DataConfig
+    from cxr_core.training.data_setup import build_manifest
+
+    # the dataset's own split folders: PNEUMONIA appears in val only
+    root = tmp_path / "set"
+    _folders(root / "train", {"NORMAL": 8})
+    _folders(root / "val", {"NORMAL": 3, "PNEUMONIA": 3})
+    with caplog.at_level("WARNING", logger="cxr_core"):
+        manifest = build_manifest(DataConfig(path=str(root), format="folders"))
+    assert set(manifest.classes) == {"Normal", "Pneumonia"}
+    assert "No training images of Pneumonia (Pneumonia: 3 image(s) in the other splits)" in caplog.text

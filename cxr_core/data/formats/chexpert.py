@@ -16,7 +16,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from cxr_core.data.formats.files import Missing, apply_missing_policy, csv_rows
+from cxr_core.data.formats.files import (
+    Missing,
+    apply_missing_policy,
+    csv_rows,
+    read_label_csv,
+)
 from cxr_core.data.labels import CHEXPERT14
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
@@ -60,9 +65,10 @@ def _default_root(csv_path: Path, first_path: str) -> Path:
 def _read_labels(csv_path: Path, classes: list[str]) -> pd.DataFrame:
     """Fast float parse; on failure re-read as text to name the rows holding non-numbers."""
     try:
-        return pd.read_csv(csv_path, dtype={c: "float64" for c in classes} | {"Path": str}, keep_default_na=True)
+        return read_label_csv(csv_path, "CheXpert label file", dtype={c: "float64" for c in classes} | {"Path": str},
+                              keep_default_na=True)
     except ValueError:
-        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=True)
+        raw = read_label_csv(csv_path, "CheXpert label file", dtype=str, keep_default_na=True)
     numeric = raw[classes].apply(pd.to_numeric, errors="coerce")
     bad = (raw[classes].notna() & numeric.isna()).to_numpy()
     rows = bad.any(axis=1)
@@ -94,10 +100,7 @@ def load_chexpert(
     if blank not in ("zero", "unknown"):
         raise DatasetError(f"blank must be 'zero' or 'unknown', not {blank!r}")
     policies = _policies(policy)
-    try:
-        header = [c.strip() for c in pd.read_csv(csv_path, nrows=0).columns]
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read CheXpert label file {csv_path}: {exc}") from None
+    header = [c.strip() for c in read_label_csv(csv_path, "CheXpert label file", header_only=True).columns]
     absent = [c for c in REQUIRED_COLUMNS if c not in header]
     if absent:
         raise DatasetError(

@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from cxr_core.data.formats.chexpert import is_chexpert_header, load_chexpert
 from cxr_core.data.formats.class_folders import load_class_folders, subfolders
 from cxr_core.data.formats.disease_folders import (
@@ -15,7 +13,7 @@ from cxr_core.data.formats.disease_folders import (
     is_disease_folder,
     load_disease_folders,
 )
-from cxr_core.data.formats.files import is_hidden, is_image_file
+from cxr_core.data.formats.files import is_hidden, is_image_file, read_label_csv
 from cxr_core.data.formats.nih import CSV_NAMES, load_nih
 from cxr_core.data.formats.nih import REQUIRED_COLUMNS as NIH_COLUMNS
 from cxr_core.data.manifest import Manifest
@@ -27,10 +25,7 @@ _CHEXPERT_CSV_NAMES: tuple[str, ...] = ("train.csv", "valid.csv", "train.csv.gz"
 
 
 def _header(csv: Path) -> list[str]:
-    try:
-        return [c.strip() for c in pd.read_csv(csv, nrows=0).columns]
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read {csv} as a CSV label file: {exc}") from None
+    return [c.strip() for c in read_label_csv(csv, "CSV label file", header_only=True).columns]
 
 
 def _csv_format(csv: Path) -> str | None:

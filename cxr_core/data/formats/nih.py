@@ -18,6 +18,7 @@ from cxr_core.data.formats.files import (
     csv_rows,
     first_items,
     index_images,
+    read_label_csv,
 )
 from cxr_core.data.labels import NIH14, NO_FINDING, canonical_name
 from cxr_core.data.manifest import Manifest
@@ -38,11 +39,7 @@ def find_nih_csv(root: Path) -> Path:
 
 
 def _read_csv(csv: Path) -> pd.DataFrame:
-    try:
-        header = pd.read_csv(csv, nrows=0).columns
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read NIH label file {csv}: {exc}") from None
-    header = [c.strip() for c in header]
+    header = [c.strip() for c in read_label_csv(csv, "NIH label file", header_only=True).columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DatasetError(
@@ -50,7 +47,7 @@ def _read_csv(csv: Path) -> pd.DataFrame:
             f"(plus optional {list(_OPTIONAL_COLUMNS)}), found {header}"
         )
     wanted = [c for c in (*REQUIRED_COLUMNS, *_OPTIONAL_COLUMNS) if c in header]
-    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    frame = read_label_csv(csv, "NIH label file", dtype=str, keep_default_na=False)
     frame.columns = header
     return frame[wanted]
 
