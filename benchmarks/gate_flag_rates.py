@@ -94,11 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-kind", type=int, default=40, help="images per kind of input")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", nargs="+", default=sorted(DATA), choices=sorted(DATA))
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     validation = {name: _validation_images(name, args.per_kind * 2, rng) for name in ("nih14", "pneumonia")}
     validation["pneumonia_type"] = validation["pneumonia"]
-    for name in ("nih14", "pneumonia", "pneumonia_type"):
+    for name in args.models:
         predictor = Predictor.from_checkpoint(REPO / "checkpoints" / name / "model.safetensors", device="cpu")
         gate = predictor.card.gate
         print(f"\n{name}: gate fitted on {gate.get('n_train')} training images, threshold "

@@ -213,9 +213,13 @@ class InputGate:
     """What a Predictor checks about each image, built from one model card (and its statistics)."""
 
     def __init__(self, card: ModelCard | None = None, reference: FeatureReference | None = None) -> None:
-        section = card.gate if card is not None else {}
-        age = section.get("age_range")
-        self.age_range: tuple[float, float] | None = (float(age[0]), float(age[1])) if age else None
+        # New cards record the training ages in their data section; older ones (the bundled
+        # models) get them from `cxr gate fit`, which reads them off the training manifest.
+        age = (card.data.get("age_range") or card.gate.get("age_range")) if card is not None else None
+        try:
+            self.age_range: tuple[float, float] | None = (float(age[0]), float(age[1])) if age else None
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise CheckpointError(f"the model card's training age range {age!r} is not [youngest, oldest]") from None
         self.reference = reference
 
     @classmethod

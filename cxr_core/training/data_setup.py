@@ -19,6 +19,7 @@ from cxr_core.data.formats import load_dataset
 from cxr_core.data.manifest import SPLITS, Manifest
 from cxr_core.data.splits import assign_splits, check_leakage
 from cxr_core.errors import ConfigError, DatasetError
+from cxr_core.inference.gate import training_age_range
 from cxr_core.training.config import DataConfig
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,15 @@ def data_card(data: DataConfig, manifest: Manifest) -> dict:
         "manifest_fingerprint": manifest.fingerprint(),
         "label_space": manifest.label_space.to_dict(),
         "splits": split_summary(manifest),
+        "age_range": training_age_range(_train_ages(manifest)),  # the input gate warns outside it
     }
+
+
+def _train_ages(manifest: Manifest) -> np.ndarray:
+    frame = manifest.frame
+    if "age" not in frame:
+        return np.array([])
+    return frame.loc[frame["split"] == "train", "age"].to_numpy(dtype=np.float64)
 
 
 def require_monitorable(val: Manifest) -> None:

@@ -67,3 +67,20 @@ def test_class_without_training_images_is_warned(tmp_path, caplog):
         manifest = build_manifest(DataConfig(path=str(root), format="folders"))
     assert set(manifest.classes) == {"Normal", "Pneumonia"}
     assert "No training images of Pneumonia (Pneumonia: 3 image(s) in the other splits)" in caplog.text
+
+
+def test_data_card_records_the_training_age_range():
+    import pandas as pd
+
+    from cxr_core.data.labels import LabelSpace
+    from cxr_core.data.manifest import Manifest
+    from cxr_core.training.config import DataConfig
+    from cxr_core.training.data_setup import data_card
+
+    rows = [{"image_id": f"i{i}", "path": f"/x/i{i}.png", "patient_id": f"p{i}", "view": "PA", "split": split,
+             "A": float(i % 2), "age": age} for i, (split, age) in enumerate(
+                [("train", 34.0), ("train", 71.0), ("train", float("nan")), ("val", 5.0)])]
+    manifest = Manifest(pd.DataFrame(rows), LabelSpace("x", ("A",)), source="ages")
+    assert data_card(DataConfig(path="/x"), manifest)["age_range"] == [34.0, 71.0]  # validation ages not counted
+    assert data_card(DataConfig(path="/x"), Manifest(pd.DataFrame(rows).drop(columns="age"), LabelSpace("x", ("A",))))[
+        "age_range"] is None
