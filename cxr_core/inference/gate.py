@@ -122,6 +122,12 @@ class FeatureTap:
         for head in heads:
             head.register_forward_pre_hook(self._hook)
 
+    def __deepcopy__(self, memo: dict) -> "FeatureTap":
+        # A deep copy of the model (the Grad-CAM replica) copies its hooks and with them this
+        # tap; thread-local state cannot be copied, and sharing the tap is safe: a thread only
+        # collects inside run(), which the replica is never called from.
+        return self
+
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         buffer = getattr(self._local, "buffer", None)
         if buffer is not None:

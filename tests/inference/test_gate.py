@@ -18,7 +18,7 @@ from pydicom.uid import (
 from safetensors import safe_open
 
 from cxr_core.cli.main import main
-from cxr_core.data.imaging import load_image
+from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.data.labels import NIH14
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
 from cxr_core.errors import UnsuitableImageError
@@ -31,6 +31,7 @@ from cxr_core.inference.gate import (
     fit_reference,
     training_age_range,
 )
+from cxr_core.inference.explain import explain
 from cxr_core.inference.predictor import Predictor
 from cxr_core.models import create_model
 from cxr_core.models.card import ModelCard
@@ -189,6 +190,10 @@ def test_predictor_warns_on_noise_and_keeps_films_clean(gated_checkpoint):
     np.testing.assert_allclose(plain.predict_probabilities(films + noise), predictor.predict_probabilities(films + noise))
     with pytest.raises(UnsuitableImageError):
         predictor.predict([np.zeros((SIZE, SIZE), np.float32)])
+    # Grad-CAM works on a copy of the model, which carries the feature hooks along
+    heat = explain(predictor, LoadedImage(films[0], "film"), "Mass", "gradcam")
+    assert heat.shape == films[0].shape and np.isfinite(heat).all()
+    assert predictor.predict(films[:1])[0].probabilities == predictions[0].probabilities
 
 
 def test_cxr_predict_refuses_blank_and_warns_on_noise_in_their_rows(gated_checkpoint, tmp_path, capsys):
