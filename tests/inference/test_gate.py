@@ -22,6 +22,7 @@ from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.data.labels import NIH14
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
 from cxr_core.errors import UnsuitableImageError
+from cxr_core.inference.explain import explain
 from cxr_core.inference.gate import (
     FeatureReference,
     InputGate,
@@ -31,7 +32,6 @@ from cxr_core.inference.gate import (
     fit_reference,
     training_age_range,
 )
-from cxr_core.inference.explain import explain
 from cxr_core.inference.predictor import Predictor
 from cxr_core.models import create_model
 from cxr_core.models.card import ModelCard
