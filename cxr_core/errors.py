@@ -57,3 +57,7 @@ class ReviewStoreError(CXRError):
 
 class TrainingDivergedError(CXRError):
     """The training loss became non-finite and the weights can no longer be trusted."""
+
+
+class UnsuitableImageError(ImageLoadError):
+    """An image was read but cannot be a radiograph (blank, near-constant, too small, absurd shape)."""

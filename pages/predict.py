@@ -26,9 +26,9 @@ def _decode(digest: str, name: str, _data: bytes) -> LoadedImage:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _probabilities(model_key: str, digests: tuple[str, ...], _predictor: Predictor,
-                   _images: list[LoadedImage]) -> np.ndarray:
-    return _predictor.predict_probabilities(_images)
+def _assess(model_key: str, digests: tuple[str, ...], _predictor: Predictor,
+            _images: list[LoadedImage]) -> tuple[np.ndarray, list[list[str]]]:
+    return _predictor.assess(_images)
 
 
 @st.cache_data(max_entries=128, show_spinner="Computing the heatmap…")
@@ -83,19 +83,22 @@ for upload in files:
     data = upload.getvalue()
     digest = hashlib.sha1(data).hexdigest()
     try:
-        images.append(_decode(digest, upload.name, data))
+        image = _decode(digest, upload.name, data)
+        predictor.cache_array(image)  # the input gate refuses blank or too-small images here
+        images.append(image)
         digests.append(digest)
     except CXRError as exc:
         st.error(str(exc), icon=":material/error:")
 if not images:
     st.stop()
 
-probabilities = _probabilities(model_key, tuple(digests), predictor, images)
+probabilities, warnings = _assess(model_key, tuple(digests), predictor, images)
 thresholds = predictor.resolve_thresholds(active.thresholds)
-predictions = predictor.to_predictions(probabilities, [im.name for im in images], thresholds)
+predictions = predictor.to_predictions(probabilities, [im.name for im in images], thresholds, warnings)
 
 table = pd.DataFrame(
-    [{"file": p.name, "positive findings": "; ".join(p.positive) or "none", **p.probabilities} for p in predictions]
+    [{"file": p.name, "positive findings": "; ".join(p.positive) or "none", "warnings": " | ".join(p.warnings),
+      **p.probabilities} for p in predictions]
 )
 st.subheader("Results")
 st.dataframe(table, hide_index=True, key="predict_table",
@@ -110,6 +113,8 @@ for position, (image, digest, prediction) in enumerate(zip(images, digests, pred
     ident = f"{position}_{digest[:12]}"  # the same file uploaded twice still gets its own widgets
     st.divider()
     st.subheader(image.name)
+    for warning in prediction.warnings:
+        st.warning(warning, icon=":material/warning:")
     left, right = st.columns([1, 2])
     left.image(image.pixels, clamp=True, width="stretch")
     with right:

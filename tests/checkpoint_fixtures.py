@@ -22,7 +22,12 @@ from cxr_core.evaluation.run import headline, write_evaluation
 from cxr_core.metrics import evaluation_report
 from cxr_core.models import create_model
 from cxr_core.models.card import ModelCard
-from cxr_core.models.checkpoint import save_checkpoint
+from cxr_core.models.checkpoint import (
+    CARD_KEY,
+    DIGEST_KEY,
+    _weights_digest,
+    save_checkpoint,
+)
 
 MULTILABEL_CLASSES = ("Atelectasis", "Cardiomegaly", "Pleural Effusion")
 MULTICLASS_CLASSES = ("Normal", "Pneumonia")
@@ -124,3 +129,17 @@ def build_catalog(root: Path) -> dict[str, Path]:
     (broken / "model.safetensors").write_bytes(b"\x80\x04this is a pickle, not safetensors")
     out["broken"] = broken
     return out
+
+
+def write_crafted_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], card: dict | str, *,
+                             metadata: dict[str, str] | None = None, digest: bool = True) -> Path:
+    """A safetensors file with any card JSON (bypassing ModelCard's checks), as an attacker or a
+    foreign tool could write it; the weights checksum is correct unless ``digest=False``."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().clone().contiguous() for k, v in state_dict.items()}
+    meta = {CARD_KEY: card if isinstance(card, str) else json.dumps(card), "format": "pt"}
+    if digest:
+        meta[DIGEST_KEY] = _weights_digest(tensors)
+    save_file(tensors, str(path), metadata={**meta, **(metadata or {})})
+    return path

@@ -24,15 +24,19 @@ interrupted build leaves at most a ``.partial`` file that is never mistaken for 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
 import os
 import re
 import secrets
 import shutil
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing
@@ -47,6 +51,9 @@ from cxr_core.data.imaging import load_image
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import ConfigError, DatasetError, ImageLoadError
+from cxr_core.utils.atomic import remove_stale_temp_files
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump whenever the stored bytes change (layout, or to_cache_array's resizing)
 _MAX_LISTED_FAILURES = 5
@@ -302,6 +309,7 @@ def prune_caches(cache_dir: str | os.PathLike[str], *, unused_days: float, dry_r
         for entry in doomed:
             for path in sorted(entry.files, key=lambda p: p.suffix != ".json"):
                 path.unlink(missing_ok=True)
+        remove_stale_temp_files(cache_dir)  # atomic-write debris (killed writers), logged when found
     return doomed
 
 
@@ -334,7 +342,8 @@ def _decode_all(
             yield (len(paths), *_decode_chunk(str(data_path), n, size, start, paths))
         return
     context = multiprocessing.get_context(_start_method())
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context,
+                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(_decode_chunk, str(data_path), n, size, start, paths): len(paths) for start, paths in chunks}
         try:
             while pending:
@@ -345,6 +354,35 @@ def _decode_all(
         finally:
             for future in pending:
                 future.cancel()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this decoding worker when the process that started it dies.
+
+    A parent killed with SIGKILL cannot shut its pool down, and orphaned workers would go on
+    decoding (and holding memory and the cache file) for minutes. On Linux the kernel sends the
+    worker SIGKILL when its parent dies (``PR_SET_PDEATHSIG``); elsewhere a daemon thread polls
+    the parent pid once a second.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="cxr-parent-watch").start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _start_method() -> str:

@@ -632,7 +632,7 @@ def _load_dicom(
     }
     for key, keyword in (("view_position", "ViewPosition"), ("patient_id", "PatientID"),
                          ("modality", "Modality"), ("body_part", "BodyPartExamined"),
-                         ("study_date", "StudyDate")):
+                         ("study_date", "StudyDate"), ("patient_age", "PatientAge")):
         meta[key] = _json_safe(ds.get(keyword))
 
     if photometric.startswith("MONOCHROME"):

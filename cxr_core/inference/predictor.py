@@ -34,12 +34,11 @@ from torch import nn
 from cxr_core.data.imaging import UNSUPPORTED_IMAGE_EXTENSIONS, LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
-from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
+from cxr_core.errors import ConfigError, CXRError, ImageLoadError
+from cxr_core.inference.gate import FeatureTap, InputGate, check_quality
 from cxr_core.metrics import DEFAULT_THRESHOLD
-from cxr_core.models import get_model_spec, list_models
 from cxr_core.models.card import ModelCard
-from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, read_model_card
-from cxr_core.models.ensemble import ensemble_target_layers
+from cxr_core.models.checkpoint import head_modules, load_checkpoint
 from cxr_core.models.tta import check_tta, class_probabilities
 from cxr_core.utils.device import resolve_device
 
@@ -58,6 +57,7 @@ class Prediction:
     positive: list[str]
     thresholds: dict[str, float]
     name: str = ""
+    warnings: list[str] = field(default_factory=list)  # from the input gate: why not to trust these numbers
 
 
 @dataclass
@@ -68,6 +68,11 @@ class FileResult:
     prediction: Prediction | None = None
     error: str = ""
     image: LoadedImage | None = field(default=None, repr=False)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The input gate's warnings for this file (none when it was not scored)."""
+        return self.prediction.warnings if self.prediction is not None else []
 
 
 def image_pixels(image: ImageInput, position: int = 0) -> tuple[np.ndarray, str]:
@@ -107,9 +112,17 @@ class Predictor:
         card: ModelCard | None = None,
         device: str | torch.device = "auto",
         tta: str | None = None,
+        gate: InputGate | None = None,
+        feature_heads: Sequence[nn.Module] = (),
     ) -> None:
+        """``gate`` with fitted statistics needs ``feature_heads``, the classifier heads of
+        ``model`` whose inputs are the features it measures."""
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        self.gate = gate if gate is not None else InputGate(card)
+        if self.gate.reference is not None and not feature_heads:
+            raise ConfigError("an input gate with feature statistics needs the model's classifier heads")
+        self._tap = FeatureTap(feature_heads) if self.gate.reference is not None else None
         self.label_space = label_space
         self.preprocess = preprocess
         self.architecture = architecture
@@ -140,21 +153,21 @@ class Predictor:
         Raises ``CheckpointError`` naming the file and the mismatch (wrong architecture or
         classes, unregistered architecture, missing preprocessing, corrupt file).
         """
-        _check_architecture_registered(read_model_card(path), path)
         ckpt = load_checkpoint(path, expect_architecture=expect_architecture, expect_classes=expect_classes)
         card = ckpt.card
-        label_space, preprocess = _checked_card(ckpt, path)
         model = ckpt.build_model()
         predictor = cls(
             model,
-            label_space=label_space,
-            preprocess=preprocess,
-            target_layer=_target_layer_of(card),
-            thresholds=dict(card.thresholds or {}),
+            label_space=card.get_label_space(),
+            preprocess=card.get_preprocess(),
+            target_layer=ckpt.target_layers,
+            thresholds=dict(card.thresholds),
             architecture=card.architecture,
             card=card,
             device=device,
             tta=tta,
+            gate=InputGate.of_checkpoint(card, ckpt.gate),
+            feature_heads=head_modules(card, model),
         )
         if warmup:
             predictor.warmup()
@@ -199,8 +212,12 @@ class Predictor:
     # ------------------------------------------------------------------ tensors
 
     def cache_array(self, image: ImageInput, position: int = 0) -> np.ndarray:
-        """The uint8 array the image cache would hold for this image (the decode-side half of preprocessing)."""
-        pixels, _ = image_pixels(image, position)
+        """The uint8 array the image cache would hold for this image (the decode-side half of preprocessing).
+
+        Raises ``UnsuitableImageError`` for an image the input gate refuses (blank, too small...).
+        """
+        pixels, name = image_pixels(image, position)
+        check_quality(pixels, name, image.meta if isinstance(image, LoadedImage) else None)
         return to_cache_array(pixels, self.preprocess.cache_size)
 
     def tensor_from_cache_arrays(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
@@ -214,34 +231,58 @@ class Predictor:
 
     def probabilities_of(self, batch: torch.Tensor) -> np.ndarray:
         """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass)."""
-        with torch.inference_mode():
-            probs = class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta)
-        return probs.cpu().numpy()
+        return self._score(batch)[0]
+
+    def _score(self, batch: torch.Tensor) -> tuple[np.ndarray, list[list[str]]]:
+        """Probabilities and the input gate's feature-distance warnings, from one forward pass."""
+        def forward() -> torch.Tensor:
+            with torch.inference_mode():
+                return class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta)
+
+        if self._tap is None:
+            return forward().cpu().numpy(), [[] for _ in range(len(batch))]
+        probs, features = self._tap.run(forward)
+        return probs.cpu().numpy(), self.gate.distribution_warnings(features)
+
+    def assess(self, images: Sequence[ImageInput], *, batch_size: int = 16) -> tuple[np.ndarray, list[list[str]]]:
+        """(N, C) probabilities and, per image, the input gate's warnings (metadata and features).
+
+        Raises ``UnsuitableImageError`` for an image the gate refuses outright.
+        """
+        _check_batch_size(batch_size)
+        out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
+        warnings: list[list[str]] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            arrays = [self.cache_array(im, start + i) for i, im in enumerate(chunk)]
+            probs, found = self._score(self.tensor_from_cache_arrays(arrays))
+            out.append(probs)
+            warnings.extend(self.gate.metadata_warnings(im) + w for im, w in zip(chunk, found))
+        return np.concatenate(out), warnings
 
     # ------------------------------------------------------------------ predictions
 
     def predict_probabilities(self, images: Sequence[ImageInput], *, batch_size: int = 16) -> np.ndarray:
         """(N, C) float32 probabilities in the order of ``images`` and ``classes``."""
-        _check_batch_size(batch_size)
-        out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            arrays = [self.cache_array(im, start + i) for i, im in enumerate(chunk)]
-            out.append(self.probabilities_of(self.tensor_from_cache_arrays(arrays)))
-        return np.concatenate(out)
+        return self.assess(images, batch_size=batch_size)[0]
 
     def to_predictions(
-        self, probabilities: np.ndarray, names: Sequence[str], thresholds: dict[str, float]
+        self,
+        probabilities: np.ndarray,
+        names: Sequence[str],
+        thresholds: dict[str, float],
+        warnings: Sequence[list[str]] | None = None,
     ) -> list[Prediction]:
-        """Wrap (N, C) probabilities into :class:`Prediction` objects using resolved thresholds."""
+        """Wrap (N, C) probabilities (and the gate's warnings) into :class:`Prediction` objects."""
         results = []
-        for row, name in zip(probabilities, names):
+        warnings = warnings if warnings is not None else [[] for _ in names]
+        for row, name, warned in zip(probabilities, names, warnings):
             probs = {cls: float(p) for cls, p in zip(self.classes, row)}
             if self.label_space.multilabel:
                 positive = [cls for cls in self.classes if probs[cls] >= thresholds[cls]]
             else:
                 positive = [self.classes[int(np.argmax(row))]]
-            results.append(Prediction(probs, positive, dict(thresholds), name))
+            results.append(Prediction(probs, positive, dict(thresholds), name, list(warned)))
         return results
 
     def predict(
@@ -253,9 +294,9 @@ class Predictor:
     ) -> list[Prediction]:
         """Probabilities and positive findings for each image (thread-safe)."""
         used = self.resolve_thresholds(thresholds)
-        probs = self.predict_probabilities(images, batch_size=batch_size)
+        probs, warnings = self.assess(images, batch_size=batch_size)
         names = [im.name if isinstance(im, LoadedImage) else f"image #{i + 1}" for i, im in enumerate(images)]
-        return self.to_predictions(probs, names, used)
+        return self.to_predictions(probs, names, used, warnings)
 
     def iter_predict_files(
         self,
@@ -289,9 +330,10 @@ class Predictor:
                 decoded = [f.result() for f in batch_futures]
                 ok = [d for d in decoded if d[1] is not None]
                 if ok:
-                    probs = self.probabilities_of(self.tensor_from_cache_arrays([d[1] for d in ok]))
-                    preds = iter(self.to_predictions(probs, [d[0].path for d in ok], used))
-                for result, array in decoded:
+                    probs, found = self._score(self.tensor_from_cache_arrays([d[1] for d in ok]))
+                    warnings = [meta + w for (_, _, meta), w in zip(ok, found)]
+                    preds = iter(self.to_predictions(probs, [d[0].path for d in ok], used, warnings))
+                for result, array, _ in decoded:
                     if array is not None:
                         result.prediction = next(preds)
                     yield result
@@ -308,15 +350,15 @@ class Predictor:
         """All of :meth:`iter_predict_files` as a list (images not kept)."""
         return list(self.iter_predict_files(paths, thresholds=thresholds, batch_size=batch_size, workers=workers))
 
-    def _decode(self, path: str, keep_image: bool) -> tuple[FileResult, np.ndarray | None]:
+    def _decode(self, path: str, keep_image: bool) -> tuple[FileResult, np.ndarray | None, list[str]]:
         try:
             image = load_image(path)
             array = self.cache_array(image)
         except CXRError as exc:
-            return FileResult(path, error=str(exc)), None
+            return FileResult(path, error=str(exc)), None, []
         except (OSError, ValueError) as exc:
-            return FileResult(path, error=f"{path}: could not be read ({exc})."), None
-        return FileResult(path, image=image if keep_image else None), array
+            return FileResult(path, error=f"{path}: could not be read ({exc})."), None, []
+        return FileResult(path, image=image if keep_image else None), array, self.gate.metadata_warnings(image)
 
     # ------------------------------------------------------------------ explanations
 
@@ -339,51 +381,6 @@ class Predictor:
 def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
-
-
-def _target_layer_of(card: ModelCard) -> Callable[[nn.Module], nn.Module | list[nn.Module]]:
-    if card.members:
-        return lambda model: ensemble_target_layers(model, card.members)
-    return get_model_spec(card.architecture).target_layer
-
-
-def _check_architecture_registered(card: ModelCard, path: str | os.PathLike[str]) -> None:
-    if card.members:
-        return  # the ensemble builder names any member architecture this version lacks
-    if card.architecture not in list_models():
-        raise CheckpointError(
-            f"{path}: architecture '{card.architecture}' is not available in this version of cxr_core "
-            f"(available: {', '.join(list_models())}). Upgrade cxr_core or use a checkpoint of a listed architecture."
-        )
-
-
-def _checked_card(ckpt: Checkpoint, path: str | os.PathLike[str]) -> tuple[LabelSpace, PreprocessConfig]:
-    """Checks beyond file integrity: what the Predictor itself relies on."""
-    card = ckpt.card
-    try:
-        label_space = LabelSpace.from_dict(card.label_space)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: the model card's label space is invalid ({exc}).") from exc
-    if label_space.num_classes != card.num_classes:
-        raise CheckpointError(
-            f"{path}: the model card declares {card.num_classes} outputs but its label space lists "
-            f"{label_space.num_classes} classes; the checkpoint is inconsistent, re-export it."
-        )
-    if not card.preprocess:
-        raise CheckpointError(
-            f"{path}: the model card has no preprocessing settings, so images cannot be prepared the way "
-            "the model was trained. Re-export the checkpoint with cxr train/export."
-        )
-    try:
-        preprocess = PreprocessConfig.from_dict(card.preprocess)
-    except (CXRError, ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: the model card's preprocessing settings are invalid ({exc}).") from exc
-    if preprocess.in_chans != card.in_chans:
-        raise CheckpointError(
-            f"{path}: preprocessing produces {preprocess.in_chans} channel(s) but the model expects "
-            f"{card.in_chans}; the checkpoint is inconsistent, re-export it."
-        )
-    return label_space, preprocess
 
 
 def collect_image_paths(inputs: Iterable[str | os.PathLike[str]], extensions: Iterable[str]) -> list[Path]:

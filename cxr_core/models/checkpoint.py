@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -26,13 +26,19 @@ from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import CheckpointError
 from cxr_core.models.card import ModelCard
-from cxr_core.models.ensemble import build_ensemble
-from cxr_core.models.registry import create_model
+from cxr_core.models.ensemble import MemberSpec, build_ensemble, ensemble_target_layers
+from cxr_core.models.registry import create_model, get_model_spec, list_models
 from cxr_core.models.weights import check_fit
 from cxr_core.utils.atomic import write_atomically
 
 CARD_KEY = "cxr_model_card"
 DIGEST_KEY = "cxr_weights_sha256"
+GATE_DIGEST_KEY = "cxr_gate_sha256"
+# Tensors under this prefix are the input gate's reference statistics, not model weights:
+# they are kept out of the model's state dict and have their own checksum, so stamping them
+# into a checkpoint leaves the weights and their checksum untouched.
+GATE_PREFIX = "cxr_gate/"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _PICKLE_HINT = (
     "cxr only loads .safetensors checkpoints, because unpickling a PyTorch .pt/.pth file can run "
     "arbitrary code. Export the weights with safetensors (safetensors.torch.save_file) or retrain "
@@ -49,25 +55,60 @@ def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(
-    path: str | Path, state_dict: dict[str, torch.Tensor], card: ModelCard, *, half: bool = False
-) -> Path:
-    """Write weights + model card as one safetensors file, atomically.
-
-    ``half=True`` stores floating-point weights as float16, halving the file (bundled models
-    must stay under 50 MB); :func:`load_checkpoint` casts them back to float32.
-    """
-    from safetensors.torch import save_file
-
+def _stored_tensors(state_dict: dict[str, torch.Tensor], *, half: bool) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for name, value in state_dict.items():
         t = value.detach().to("cpu").clone().contiguous()  # clone: safetensors refuses shared storage
         if half and t.is_floating_point():
             t = t.to(torch.float16)
         tensors[name] = t
-    card = replace(card, weights_dtype="float16" if half else "float32")
-    metadata = {CARD_KEY: card.to_json(), DIGEST_KEY: _weights_digest(tensors), "format": "pt"}
+    return tensors
+
+
+def _write(path: str | Path, weights: dict[str, torch.Tensor], gate: dict[str, torch.Tensor], card: ModelCard) -> Path:
+    from safetensors.torch import save_file
+
+    metadata = {CARD_KEY: card.to_json(), DIGEST_KEY: _weights_digest(weights), "format": "pt"}
+    tensors = dict(weights)
+    if gate:
+        tensors.update({GATE_PREFIX + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in gate.items()})
+        metadata[GATE_DIGEST_KEY] = _weights_digest({k: v for k, v in tensors.items() if k.startswith(GATE_PREFIX)})
     return write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def save_checkpoint(
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    card: ModelCard,
+    *,
+    half: bool = False,
+    gate: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write weights + model card (+ input-gate statistics) as one safetensors file, atomically.
+
+    ``half=True`` stores floating-point weights as float16, halving the file (bundled models
+    must stay under 50 MB); :func:`load_checkpoint` casts them back to float32.
+    """
+    if any(name.startswith(GATE_PREFIX) for name in state_dict):
+        raise CheckpointError(f"weight names may not start with the reserved prefix {GATE_PREFIX!r}")
+    card = replace(card, weights_dtype="float16" if half else "float32")
+    return _write(path, _stored_tensors(state_dict, half=half), dict(gate or {}), card)
+
+
+def stamp_checkpoint(path: str | Path, card: ModelCard, gate: dict[str, torch.Tensor]) -> Path:
+    """Rewrite a checkpoint with a new card and gate statistics, its weight tensors byte for byte.
+
+    The stored weights are re-read (and verified) as stored, not cast, so the weights checksum
+    stays what it was; only the card and the gate tensors change.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    old = load_checkpoint(path)
+    if card.architecture != old.card.architecture or card.classes != old.card.classes:
+        raise CheckpointError(f"{path}: a new card must describe the same model ({old.card.architecture}, {list(old.card.classes)})")
+    weights = {k: v for k, v in load_file(str(path)).items() if not k.startswith(GATE_PREFIX)}
+    return _write(path, weights, gate, card)
 
 
 def _sniff_format(path: Path) -> None:
@@ -87,11 +128,13 @@ def _sniff_format(path: Path) -> None:
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the model card and float32 weights on the CPU."""
+    """A loaded, verified checkpoint: the model card, float32 weights on the CPU and the
+    input gate's reference statistics (empty when the gate was never fitted)."""
 
     path: Path
     card: ModelCard
     state_dict: dict[str, torch.Tensor]
+    gate: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def label_space(self) -> LabelSpace:
@@ -101,19 +144,42 @@ class Checkpoint:
     def preprocess(self) -> PreprocessConfig:
         return self.card.get_preprocess()
 
-    def _empty_model(self, device: str | None = None) -> nn.Module:
-        c = self.card
-        with torch.device(device) if device else contextlib.nullcontext():
-            if c.members:
-                return build_ensemble(c.members, c.num_classes)
-            return create_model(c.architecture, c.num_classes, weights=None, in_chans=c.in_chans, dropout=c.dropout)
-
     def build_model(self) -> nn.Module:
-        """A fresh model in eval mode with these weights (strict: every key must fit)."""
-        model = self._empty_model()
-        check_fit(model.state_dict(), self.state_dict, self.path)
+        """A fresh model in eval mode with these weights (their fit was checked on load)."""
+        model = empty_model(self.card)
         model.load_state_dict(self.state_dict, strict=True)
         return model.eval()
+
+    def target_layers(self, model: nn.Module) -> list[nn.Module]:
+        """The layers Grad-CAM reads in ``model`` (one per ensemble member)."""
+        return target_layers(self.card, model)
+
+
+def empty_model(card: ModelCard, device: str | None = None) -> nn.Module:
+    """An untrained model laid out as ``card`` describes (the meta device allocates nothing)."""
+    with torch.device(device) if device else contextlib.nullcontext():
+        if card.members:
+            return build_ensemble(card.members, card.num_classes)
+        return create_model(card.architecture, card.num_classes, weights=None, in_chans=card.in_chans,
+                            dropout=card.dropout)
+
+
+def target_layers(card: ModelCard, model: nn.Module) -> list[nn.Module]:
+    """The Grad-CAM layer of each model ``card`` describes, found in ``model`` (or a copy of it)."""
+    if card.members:
+        return ensemble_target_layers(model, card.members)
+    return [get_model_spec(card.architecture).target_layer(model)]
+
+
+def head_modules(card: ModelCard, model: nn.Module) -> list[nn.Module]:
+    """The classifier head of each model ``card`` describes: their input is the pooled
+    penultimate feature vector the input gate measures."""
+    if card.members:
+        models = list(model.members)
+        names = [MemberSpec.from_dict(m).architecture for m in card.members]
+    else:
+        models, names = [model], [card.architecture]
+    return [m.get_submodule(get_model_spec(n).head) for m, n in zip(models, names)]
 
 
 def read_model_card(path: str | Path) -> ModelCard:
@@ -137,7 +203,10 @@ def _read_header(path: Path) -> tuple[ModelCard, dict[str, str]]:
             f"{path} is a safetensors file without a cxr model card; it was not written by `cxr train`, "
             "so its architecture, classes and preprocessing are unknown"
         )
-    return ModelCard.from_json(metadata[CARD_KEY]), metadata
+    try:
+        return ModelCard.from_json(metadata[CARD_KEY]), metadata
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
 def load_checkpoint(
@@ -146,7 +215,13 @@ def load_checkpoint(
     expect_architecture: str | None = None,
     expect_classes: Sequence[str] | None = None,
 ) -> Checkpoint:
-    """Read and verify a checkpoint; every failure is a :class:`CheckpointError` saying why."""
+    """Read and verify a checkpoint; every failure is a :class:`CheckpointError` saying why.
+
+    Verified here, once, for every reader: the card (schema, via :class:`ModelCard`), the
+    architecture is one this version has, the checksums (mandatory), and every weight is a
+    finite float of the card's declared dtype (integers only where the model keeps counters)
+    with the key and shape the architecture expects.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -160,17 +235,58 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path} predicts classes {list(card.classes)}, but {list(expect_classes)} were expected"
         )
+    _check_architecture_registered(card, path)
+    if DIGEST_KEY not in metadata:
+        raise CheckpointError(
+            f"{path} has a model card but no weights checksum ({DIGEST_KEY}); every checkpoint cxr writes "
+            "carries one, so this file was altered. Restore it or retrain."
+        )
     try:
         tensors = load_file(str(path))
     except SafetensorError as exc:
         raise CheckpointError(f"{path} is corrupted or truncated ({exc}); restore it or retrain") from None
-    digest = metadata.get(DIGEST_KEY)
-    if digest is not None and digest != _weights_digest(tensors):
+    gate = {k[len(GATE_PREFIX):]: v for k, v in tensors.items() if k.startswith(GATE_PREFIX)}
+    weights = {k: v for k, v in tensors.items() if not k.startswith(GATE_PREFIX)}
+    if metadata[DIGEST_KEY] != _weights_digest(weights):
         raise CheckpointError(f"{path} is corrupted: its weights do not match the checksum stored with them")
-    state_dict = {
-        k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v) for k, v in tensors.items()
-    }
-    ckpt = Checkpoint(path=path, card=card, state_dict=state_dict)
+    if gate and metadata.get(GATE_DIGEST_KEY) != _weights_digest({GATE_PREFIX + k: v for k, v in gate.items()}):
+        raise CheckpointError(f"{path} is corrupted: its input-gate statistics do not match their checksum")
     # Keys and shapes only: a model on the meta device allocates nothing (VGG16 2.6 s -> 0.03 s).
-    check_fit(ckpt._empty_model("meta").state_dict(), state_dict, path)
-    return ckpt
+    expected = empty_model(card, "meta").state_dict()
+    check_fit(expected, weights, path)
+    _check_values(weights, expected, card.weights_dtype, path)
+    for name, value in gate.items():
+        if value.dtype != torch.float32 or not torch.isfinite(value).all():
+            raise CheckpointError(f"{path}: input-gate statistic {name!r} is not finite float32; re-run `cxr gate fit`")
+    state_dict = {k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v) for k, v in weights.items()}
+    return Checkpoint(path=path, card=card, state_dict=state_dict, gate=gate)
+
+
+def _check_values(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], dtype: str, path: Path) -> None:
+    """Floating weights must be finite and of the declared dtype: an int8 or all-NaN file would
+    otherwise load and predict NaN for every image."""
+    declared = _DTYPES[dtype]
+    for name, value in weights.items():
+        if expected[name].is_floating_point():
+            if value.dtype != declared:
+                raise CheckpointError(
+                    f"{path}: weight {name!r} is stored as {value.dtype} but the model card declares {dtype}; "
+                    "the file was not written by cxr (or was altered). Restore it or retrain."
+                )
+            if not torch.isfinite(value).all():
+                raise CheckpointError(
+                    f"{path}: weight {name!r} contains NaN or infinite values; the model would predict NaN. "
+                    "Restore the file or retrain (training diverged?)."
+                )
+        elif value.is_floating_point() or value.dtype != expected[name].dtype:
+            raise CheckpointError(f"{path}: tensor {name!r} is {value.dtype}, expected {expected[name].dtype}")
+
+
+def _check_architecture_registered(card: ModelCard, path: Path) -> None:
+    if card.members:
+        return  # the ensemble builder names any member architecture this version lacks
+    if card.architecture not in list_models():
+        raise CheckpointError(
+            f"{path}: architecture '{card.architecture}' is not available in this version of cxr_core "
+            f"(available: {', '.join(list_models())}). Upgrade cxr_core or use a checkpoint of a listed architecture."
+        )

@@ -19,6 +19,7 @@ from cxr_core.data.formats import load_dataset
 from cxr_core.data.manifest import SPLITS, Manifest
 from cxr_core.data.splits import assign_splits, check_leakage
 from cxr_core.errors import ConfigError, DatasetError
+from cxr_core.inference.gate import training_age_range
 from cxr_core.training.config import DataConfig
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,42 @@ def build_manifest(data: DataConfig) -> Manifest:
         manifest, val=data.val, test=data.test, seed=data.split_seed, keep_existing=data.keep_splits
     )
     check_leakage(manifest)
+    check_label_coverage(manifest)
     return manifest
+
+
+def check_label_coverage(manifest: Manifest) -> None:
+    """Refuse data a classifier cannot learn from; warn about classes training never shows.
+
+    A folder set with a single class "trains" to a perfect validation score (every image is
+    that class), so fewer than two classes with images (multiclass), or no class with both
+    positive and negative images (multilabel), is a DatasetError. A class with no training
+    positives can only ever be guessed, which is worth a warning naming it.
+    """
+    labels = manifest.labels()
+    classes = list(manifest.classes)
+    positives = np.nansum(labels == 1, axis=0)
+    if manifest.label_space.multilabel:
+        usable = int((((labels == 1).sum(axis=0) > 0) & ((labels == 0).sum(axis=0) > 0)).sum())
+        if usable == 0:
+            raise DatasetError(
+                f"{manifest.source or 'the dataset'}: no class has both positive and negative images, "
+                "so there is nothing to learn; check the labels"
+            )
+    elif int((positives > 0).sum()) < 2:
+        present = [c for c, n in zip(classes, positives) if n > 0]
+        raise DatasetError(
+            f"{manifest.source or 'the dataset'} has images of {len(present)} class(es) only ({', '.join(present) or 'none'}); "
+            "a classifier needs at least two classes with images. Add the other class folder(s)."
+        )
+    train = manifest.frame["split"].to_numpy() == "train"
+    if train.any():
+        missing = [c for c, n in zip(classes, (labels[train] == 1).sum(axis=0)) if n == 0]
+        if missing:
+            elsewhere = {c: int(n) for c, n in zip(classes, positives) if c in missing}
+            logger.warning("No training images of %s (%s image(s) in the other splits): the model cannot learn "
+                           "these classes and will only guess them.", ", ".join(missing),
+                           ", ".join(f"{c}: {n}" for c, n in elsewhere.items()))
 
 
 def data_config_of(
@@ -116,7 +152,15 @@ def data_card(data: DataConfig, manifest: Manifest) -> dict:
         "manifest_fingerprint": manifest.fingerprint(),
         "label_space": manifest.label_space.to_dict(),
         "splits": split_summary(manifest),
+        "age_range": training_age_range(_train_ages(manifest)),  # the input gate warns outside it
     }
+
+
+def _train_ages(manifest: Manifest) -> np.ndarray:
+    frame = manifest.frame
+    if "age" not in frame:
+        return np.array([])
+    return frame.loc[frame["split"] == "train", "age"].to_numpy(dtype=np.float64)
 
 
 def require_monitorable(val: Manifest) -> None:

@@ -7,10 +7,20 @@ torn file that looks valid. Everything that persists user-visible results writes
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
+import time
 from pathlib import Path
 from typing import Callable
+
+logger = logging.getLogger(__name__)
+
+# ``.<name>.<pid>-<8 hex>.tmp``: what write_atomically names its temporary files. A process
+# killed mid-write (SIGKILL, power loss) leaves one behind; nothing else would ever remove it.
+TEMP_NAME = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")
+STALE_AFTER_S = 3600.0  # no write takes an hour, so an older temporary file is abandoned
 
 
 def _umask() -> int:
@@ -33,6 +43,7 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path.parent)
     # Not mkstemp: its 0600 mode would make results unreadable to the dashboard's user.
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
@@ -55,6 +66,32 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def remove_stale_temp_files(folder: str | Path, *, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete temporary files of :func:`write_atomically` left in ``folder`` by killed writers.
+
+    Only names of the writer's pattern older than ``older_than_s`` are touched, so a write in
+    progress in another process is never disturbed. Returns the files removed.
+    """
+    cutoff = time.time() - older_than_s
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # removed meanwhile by another writer, or not ours to remove
+    if removed:
+        logger.info("removed %d abandoned temporary file(s) in %s", len(removed), folder)
+    return removed
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

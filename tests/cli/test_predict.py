@@ -48,7 +48,7 @@ def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
     code = main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", "2"])
     assert code == 0
     frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    assert list(frame.columns) == ["path", *NIH14.classes, "findings", "error"]
+    assert list(frame.columns) == ["path", *NIH14.classes, "findings", "warnings", "error"]
     assert len(frame) == 4
     bad = frame[frame["path"].str.endswith("corrupt.png")].iloc[0]
     assert "corrupt.png" in bad["error"] and "damaged or truncated" in bad["error"]
@@ -61,7 +61,7 @@ def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
         got = np.array([float(row[c]) for c in NIH14.classes])
         np.testing.assert_allclose(got, [expected.probabilities[c] for c in NIH14.classes], atol=1e-7)
         assert row["findings"] == ";".join(expected.positive)
-    assert "1 unreadable" in capsys.readouterr().err
+    assert "1 unreadable or refused" in capsys.readouterr().err
 
 
 def test_predict_writes_heatmaps_for_a_named_class(checkpoint, folder, tmp_path):

@@ -510,3 +510,31 @@ def test_models_page_cards_and_comparison(env, catalog):
     at.selectbox(key="models_cmp_b").set_value("tiny_mc").run()
     no_exceptions(at)
     assert "share no classes" in at.warning[0].value
+
+
+def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.inference.test_gate import _dicom
+
+    names = write_images(tmp_path / "up", 1, seed=11)
+    blank = io.BytesIO()
+    Image.fromarray(np.zeros((128, 128), np.uint8)).save(blank, format="PNG")
+    _dicom(tmp_path / "head.dcm", Modality="CT", BodyPartExamined="HEAD")
+    uploads = [(names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png"),
+               ("blank.png", blank.getvalue(), "image/png"),
+               ("head.dcm", (tmp_path / "head.dcm").read_bytes(), "application/dicom")]
+    at = page("predict", catalog["tiny_a"]).run()
+    at.file_uploader(key="predict_files").set_value(uploads)
+    at.run()
+    no_exceptions(at)
+    assert len(at.error) == 1 and "blank.png: the image is blank" in at.error[0].value
+    table = shown_table(at, "positive findings")
+    assert list(table["file"]) == [names[0], "head.dcm"]
+    assert table["warnings"].tolist()[0] == ""
+    assert "Modality is CT" in table["warnings"].tolist()[1] and "BodyPartExamined is HEAD" in table["warnings"].tolist()[1]
+    shown = [w.value for w in at.warning]
+    assert any("Modality is CT" in w for w in shown) and any("BodyPartExamined is HEAD" in w for w in shown)

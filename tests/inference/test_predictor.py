@@ -28,6 +28,7 @@ from cxr_core.inference.predictor import Predictor, collect_image_paths
 from cxr_core.models import create_model
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import save_checkpoint
+from tests.checkpoint_fixtures import write_crafted_checkpoint
 
 PREPROCESS = PreprocessConfig(cache_size=64, input_size=48, in_chans=1)
 
@@ -235,14 +236,12 @@ def test_corrupt_and_inconsistent_checkpoints_are_refused(checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="resnet9000.*available"):
         Predictor.from_checkpoint(card_path)
 
-    # preprocessing that feeds 3 channels to a 1-channel model
-    card = replace(card, architecture="small_cnn", preprocess=replace(PREPROCESS, in_chans=3).to_dict())
-    save_checkpoint(card_path, model.state_dict(), card)
-    with pytest.raises(CheckpointError, match="channel"):
-        Predictor.from_checkpoint(card_path)
-    save_checkpoint(card_path, model.state_dict(), replace(card, preprocess={}))
-    with pytest.raises(CheckpointError, match="no preprocessing"):
-        Predictor.from_checkpoint(card_path)
+    # preprocessing that feeds 3 channels to a 1-channel model, or none at all: refused on load
+    card = replace(card, architecture="small_cnn")
+    for preprocess, message in ((replace(PREPROCESS, in_chans=3).to_dict(), "channel"), ({}, "no preprocessing")):
+        write_crafted_checkpoint(card_path, model.state_dict(), card.to_dict() | {"preprocess": preprocess})
+        with pytest.raises(CheckpointError, match=message):
+            Predictor.from_checkpoint(card_path)
     # written by a newer cxr_core with an incompatible format
     save_checkpoint(card_path, model.state_dict(), replace(card, preprocess=PREPROCESS.to_dict(), format_version=99))
     with pytest.raises(CheckpointError, match="newer"):

@@ -42,7 +42,8 @@ def test_unknown_mode_is_refused_by_scoring_config_and_card():
         class_probabilities(_LeftMinusRight(), torch.rand(1, 1, 4, 4), multilabel=True, tta="vflip")
     with pytest.raises(ConfigError, match="eval.tta"):
         TrainConfig.from_dict({"data": {"path": "x"}, "eval": {"tta": "rotate"}}).validate()
-    card = dict(architecture="small_cnn", num_classes=1, label_space={"name": "x", "classes": ["A"]}, preprocess={})
+    card = dict(architecture="small_cnn", num_classes=1, label_space={"name": "x", "classes": ["A"], "task": "multilabel"},
+                preprocess={"input_size": 32, "cache_size": 32})
     assert ModelCard(**card).tta == "none"
     with pytest.raises(CheckpointError, match="upgrade"):
         ModelCard(**card, tta="five-crop")

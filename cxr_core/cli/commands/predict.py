@@ -21,8 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict",
         help="predict findings for image files or folders",
-        description="Writes OUT/predictions.csv (path, one probability column per class, findings, error); "
-        "unreadable files get their error in their row and the run goes on.",
+        description="Writes OUT/predictions.csv (path, one probability column per class, findings, warnings, error); "
+        "unreadable or refused files (blank, too small) get their error in their row and the run goes on; "
+        "the input gate's warnings (not a chest radiograph, lateral view, age or image unlike the training data) "
+        "are listed in the warnings column.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
@@ -68,22 +70,24 @@ def run(args: argparse.Namespace) -> int:
     heat_dir = out / "heatmaps"
     (heat_dir if args.heatmaps else out).mkdir(parents=True, exist_ok=True)
     names = _heatmap_names(paths)
-    errors = 0
+    errors = warned = 0
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle, \
             tqdm(total=len(paths), desc="predict", unit="img") as bar:
         writer = csv.writer(handle)
-        writer.writerow(["path", *classes, "findings", "error"])
+        writer.writerow(["path", *classes, "findings", "warnings", "error"])
         results = predictor.iter_predict_files(
             paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps
         )
         for result in results:
             if result.prediction is None:
                 errors += 1
-                writer.writerow([result.path, *([""] * len(classes)), "", result.error])
+                writer.writerow([result.path, *([""] * len(classes)), "", "", result.error])
             else:
                 pred = result.prediction
+                if pred.warnings:
+                    warned += 1
                 writer.writerow([result.path, *(repr(pred.probabilities[c]) for c in classes),
-                                 ";".join(pred.positive), ""])
+                                 ";".join(pred.positive), " | ".join(pred.warnings), ""])
                 if args.heatmaps:
                     targets = [explain_class] if explain_class else pred.positive
                     maps = explain_batch(predictor, [result.image] * len(targets), targets, args.method)
@@ -93,5 +97,6 @@ def run(args: argparse.Namespace) -> int:
                 result.image = None
             handle.flush()
             bar.update(1)
-    print(f"wrote {out / 'predictions.csv'}: {len(paths)} images, {errors} unreadable", file=sys.stderr)
+    print(f"wrote {out / 'predictions.csv'}: {len(paths)} images, {errors} unreadable or refused, "
+          f"{warned} with warnings", file=sys.stderr)
     return 1 if errors == len(paths) else 0

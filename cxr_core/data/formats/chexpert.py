@@ -21,6 +21,7 @@ from cxr_core.data.formats.files import (
     apply_missing_policy,
     csv_header,
     csv_rows,
+    read_label_csv,
 )
 from cxr_core.data.labels import CHEXPERT14
 from cxr_core.data.manifest import Manifest
@@ -65,9 +66,10 @@ def _default_root(csv_path: Path, first_path: str) -> Path:
 def _read_labels(csv_path: Path, classes: list[str]) -> pd.DataFrame:
     """Fast float parse; on failure re-read as text to name the rows holding non-numbers."""
     try:
-        return pd.read_csv(csv_path, dtype={c: "float64" for c in classes} | {"Path": str}, keep_default_na=True)
+        return read_label_csv(csv_path, "CheXpert label file", dtype={c: "float64" for c in classes} | {"Path": str},
+                              keep_default_na=True)
     except ValueError:
-        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=True)
+        raw = read_label_csv(csv_path, "CheXpert label file", dtype=str, keep_default_na=True)
     numeric = raw[classes].apply(pd.to_numeric, errors="coerce")
     bad = (raw[classes].notna() & numeric.isna()).to_numpy()
     rows = bad.any(axis=1)

@@ -7,8 +7,13 @@ when a label file names an image that is not on disk.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -138,9 +143,67 @@ def index_images(folders: Iterable[Path]) -> dict[str, str]:
     return index
 
 
+# Compression and decoding failures pandas lets through from a label file.
+# (A ValueError is not one: it is how pandas reports a value that does not fit a requested dtype,
+# which the adapters turn into messages naming those rows.)
+_READ_FAILURES = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def read_label_csv(path: Path, what: str, *, header_only: bool = False, **read_csv_args: object) -> pd.DataFrame:
+    """``pd.read_csv`` whose every failure is a DatasetError naming the file and, where known, the row.
+
+    Covers what exported label files really contain: bytes that are not UTF-8 (a spreadsheet
+    saved as Latin-1), ragged rows (an unquoted comma in a field), corrupt or truncated
+    ``.gz``/``.bz2``/``.xz``/``.zip`` files, and a header without rows. ``what`` names the file
+    in messages ("NIH label file"). Rows are numbered as in a spreadsheet (header = row 1).
+    """
+    try:
+        frame = pd.read_csv(path, nrows=0 if header_only else None, **read_csv_args)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(_encoding_message(path, what, exc)) from None
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{what} {path} is empty (no header row); export it again") from None
+    except pd.errors.ParserError as exc:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if found:
+            raise DatasetError(
+                f"{what} {path}: row {found.group(2)} has {found.group(3)} fields but the header has "
+                f"{found.group(1)}; a value probably contains an unquoted comma. Quote it or remove the row."
+            ) from None
+        raise DatasetError(f"{what} {path} cannot be parsed as CSV ({exc})") from None
+    except _READ_FAILURES as exc:
+        raise DatasetError(
+            f"{what} {path} cannot be read ({type(exc).__name__}: {exc}); if it is compressed, the archive is "
+            "corrupt or truncated: download or export it again"
+        ) from None
+    if not header_only and frame.empty:
+        raise DatasetError(f"{what} {path} has a header but no rows; it lists no images")
+    return frame
+
+
+def _encoding_message(path: Path, what: str, exc: UnicodeDecodeError) -> str:
+    row = _first_undecodable_row(path)
+    where = f"row {row}" if row is not None else f"byte {exc.start}"
+    return (f"{what} {path}: {where} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+            "re-save the file as UTF-8 (in a spreadsheet: CSV UTF-8)")
+
+
+def _first_undecodable_row(path: Path) -> int | None:
+    opener = _OPENERS.get(path.suffix.lower(), open)
+    try:
+        with opener(path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+    except (*_READ_FAILURES, UnicodeDecodeError):
+        return None
+    return None
+
+
+
 def csv_header(csv: Path, what: str) -> list[str]:
     """The stripped column names of a label CSV, read without its rows; ``what`` names it in errors."""
-    try:
-        return [str(c).strip() for c in pd.read_csv(csv, nrows=0).columns]
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read {what} {csv}: {exc}") from None
+    return [str(c).strip() for c in read_label_csv(csv, what, header_only=True).columns]

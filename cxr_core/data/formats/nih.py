@@ -19,6 +19,7 @@ from cxr_core.data.formats.files import (
     csv_rows,
     first_items,
     index_images,
+    read_label_csv,
 )
 from cxr_core.data.labels import NIH14, NO_FINDING, canonical_name
 from cxr_core.data.manifest import Manifest
@@ -47,7 +48,7 @@ def _read_csv(csv: Path) -> pd.DataFrame:
             f"(plus optional {list(_OPTIONAL_COLUMNS)}), found {header}"
         )
     wanted = [c for c in (*REQUIRED_COLUMNS, *_OPTIONAL_COLUMNS) if c in header]
-    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    frame = read_label_csv(csv, "NIH label file", dtype=str, keep_default_na=False)
     frame.columns = header
     return frame[wanted]
 
