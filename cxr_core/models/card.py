@@ -23,6 +23,7 @@ from cxr_core.models.tta import TTA_MODES
 
 FORMAT_VERSION = 1
 ENSEMBLE = "ensemble"  # architecture name of a model card whose weights are several members (cxr_core.models.ensemble)
+EXTERNAL = "external"  # architecture name of the card of predictions made by another tool (cxr_core.evaluation.external)
 
 
 def software_versions() -> dict[str, str]:
