@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "to use, to compare with it on exactly the same images")
     p.add_argument("--thresholds", default=None, help="with --predictions: JSON file {class: threshold} "
                    "(default: --like's, else 0.5)")
-    p.add_argument("--val", type=float, default=None, help="with --predictions: validation fraction when the "
-                   "dataset defines no split (default 0.15)")
-    p.add_argument("--split-seed", type=int, default=None, help="with --predictions: seed of the patient split (default 0)")
+    p.add_argument("--val", type=float, default=None, help="validation fraction when the dataset defines no split "
+                   "(default: as in the card, else 0.15), e.g. for an imported model")
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the patient split (default: as in the card, else 0)")
     p.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
     p.add_argument("--format", default=None, help="auto, nih, chexpert, folders, disease-folders (default: as in the card)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
     data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
+    _override_split(data, args)
     manifest = build_manifest(data)
     expected = card.data.get("manifest_fingerprint")
     run_dir = RunDir.of_checkpoint(checkpoint)
@@ -89,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _override_split(data, args: argparse.Namespace) -> None:
+    for key, value in (("val", args.val), ("split_seed", args.split_seed)):
+        if value is not None:
+            setattr(data, key, value)
+
+
 def run_external(args: argparse.Namespace) -> int:
     import json
 
@@ -110,9 +117,7 @@ def run_external(args: argparse.Namespace) -> int:
         raise ConfigError("--predictions needs --data, the dataset the predictions are for")
     else:
         data = DataConfig(path=args.data, format=args.format or "auto")
-    for key, value in (("val", args.val), ("split_seed", args.split_seed)):
-        if value is not None:
-            setattr(data, key, value)
+    _override_split(data, args)
     if args.thresholds:
         try:
             thresholds = json.loads(Path(args.thresholds).read_text(encoding="utf-8"))
