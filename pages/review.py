@@ -223,7 +223,8 @@ with left:
             mtime = Path(path).stat().st_mtime
             image = _image(str(path), mtime)
             g1, g2 = st.columns(2)
-            method = g1.selectbox("Heatmap", ["none", *METHODS], index=1, key="rev_method")
+            methods = ["none"] if entry.external else ["none", *METHODS]  # no weights to explain external predictions
+            method = g1.selectbox("Heatmap", methods, index=0 if entry.external else 1, key="rev_method")
             opacity = g2.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="rev_opacity")
             if method == "none":
                 st.image(image.pixels, clamp=True, caption=str(path), width="stretch")
