@@ -31,7 +31,7 @@ def _import_and_evaluate(tmp_path, nih, weights, classes, *extra) -> tuple[dict,
     return report, pd.read_csv(out / "eval" / "val" / "predictions.csv"), checkpoint
 
 
-def test_torchxrayvision_and_chexnet_models_evaluate_on_nih(nih_subset, tmp_path, caplog):
+def test_torchxrayvision_and_chexnet_models_evaluate_on_nih(nih_subset, tmp_path):
     nih = nih_subset(tmp_path / "nih24", 24)
     torch.manual_seed(0)
     torch.save(xrv.models.DenseNet(weights=None).eval().state_dict(), tmp_path / "xrv_densenet.pt")
