@@ -60,6 +60,10 @@ explain_panel = st.fragment(_explain_panel)
 
 st.title("Predict")
 entry = require_entry()
+if entry.external:
+    st.info(f"**{entry.name}** holds predictions made by another tool ({entry.card.provenance}); there are no weights "
+            "here to score new images with. Its evaluation is on the Performance, Thresholds and Review pages.")
+    st.stop()
 predictor = state.predictor(entry)
 active = state.active_thresholds(entry)
 multilabel = predictor.label_space.multilabel

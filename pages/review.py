@@ -377,8 +377,9 @@ with left:
             heat_class, opacity, method = st.session_state[HEAT_CLASS], 0.4, "none"
             if show_model:
                 g1, g2, g3 = st.columns(3)
-                st.session_state["rev_method"] = st.session_state[METHOD_PREF]
-                method = g1.selectbox("Heatmap", ["none", *list(METHODS)], key="rev_method",
+                methods = ["none"] if entry.external else ["none", *list(METHODS)]  # external predictions have no weights to explain
+                st.session_state["rev_method"] = st.session_state[METHOD_PREF] if st.session_state[METHOD_PREF] in methods else "none"
+                method = g1.selectbox("Heatmap", methods, key="rev_method",
                                       on_change=lambda: st.session_state.update({METHOD_PREF: st.session_state["rev_method"]}))
                 st.session_state["rev_heat_class"] = heat_class
                 heat_class = g2.selectbox("of finding", classes, key="rev_heat_class", disabled=method == "none",

@@ -58,3 +58,22 @@ def kermany_subset(pneumonia_root):
         return dest
 
     return make
+
+
+@pytest.fixture(scope="session")
+def nih_subset(nih14_root):
+    """``make(dest, count=40)``: an NIH folder of the first real radiographs (linked) with their
+    rows of Data_Entry_2017.csv, for tests that evaluate full-size networks on a few images."""
+
+    def make(dest: Path, count: int = 40) -> Path:
+        import pandas as pd
+
+        entries = pd.read_csv(nih14_root / "Data_Entry_2017.csv", dtype=str, keep_default_na=False)
+        names = sorted(p.name for p in (nih14_root / "images").glob("*.png"))[:count]
+        (dest / "images").mkdir(parents=True)
+        for name in names:
+            (dest / "images" / name).symlink_to(nih14_root / "images" / name)
+        entries[entries["Image Index"].isin(names)].to_csv(dest / "Data_Entry_2017.csv", index=False)
+        return dest
+
+    return make

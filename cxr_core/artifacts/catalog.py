@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_core.artifacts.run_dir import MODEL_FILE, RunDir, load_predictions
+from cxr_core.artifacts.run_dir import EXTERNAL_FILE, MODEL_FILE, RunDir, load_predictions
 from cxr_core.artifacts.thresholds_store import ThresholdStore
 from cxr_core.errors import CheckpointError, CXRError, UnknownClassError
-from cxr_core.models.card import ModelCard
+from cxr_core.models.card import EXTERNAL, ModelCard
 from cxr_core.models.checkpoint import read_model_card
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
@@ -46,6 +46,11 @@ class CheckpointEntry:
     @property
     def ok(self) -> bool:
         return self.card is not None
+
+    @property
+    def external(self) -> bool:
+        """Predictions made by another tool: scored like ours, but no weights to predict or explain with."""
+        return self.card is not None and self.card.architecture == EXTERNAL
 
     @property
     def has_eval(self) -> bool:
@@ -105,12 +110,16 @@ def default_checkpoint_dirs() -> list[Path]:
     return checkpoint_dirs_from_env() or [BUNDLED_DIR]
 
 
+def _is_run(directory: Path) -> bool:
+    return (directory / MODEL_FILE).is_file() or (directory / EXTERNAL_FILE).is_file()
+
+
 def _candidate_dirs(root: Path) -> list[Path]:
-    if (root / MODEL_FILE).is_file():
+    if _is_run(root):
         return [root]
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / MODEL_FILE).is_file())
+    return sorted(p for p in root.iterdir() if p.is_dir() and _is_run(p))
 
 
 def read_entry(directory: str | os.PathLike, name: str | None = None) -> CheckpointEntry:
@@ -120,12 +129,26 @@ def read_entry(directory: str | os.PathLike, name: str | None = None) -> Checkpo
     model_path = run.model
     common = dict(name=name or directory.name, dir=directory, model_path=model_path, eval_splits=run.eval_splits(),
                   has_training_log=run.training_log.is_file())
+    if not model_path.is_file() and run.external.is_file():
+        return _external_entry(run, common, name)
     try:
         card = read_model_card(model_path)
     except CXRError as exc:
         return CheckpointEntry(**common, error=str(exc))
     except OSError as exc:
         return CheckpointEntry(**common, error=f"{model_path} cannot be read ({exc.strerror or exc})")
+    return CheckpointEntry(**common, card=card)
+
+
+def _external_entry(run: RunDir, common: dict, name: str | None) -> CheckpointEntry:
+    """An external-predictions run (``cxr evaluate --predictions``), named ``external: <folder>``."""
+    common = {**common, "name": name or f"external: {run.path.name}"}
+    try:
+        card = ModelCard.from_json(run.external.read_text(encoding="utf-8"))
+    except CXRError as exc:
+        return CheckpointEntry(**common, error=f"{run.external}: {exc}")
+    except OSError as exc:
+        return CheckpointEntry(**common, error=f"{run.external} cannot be read ({exc.strerror or exc})")
     return CheckpointEntry(**common, card=card)
 
 

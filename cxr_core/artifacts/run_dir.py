@@ -11,6 +11,7 @@ the layout documented in ``docs/architecture.md`` is defined here and nowhere el
     <run>/config.yaml               the training config as run
     <run>/eval/<split>/predictions.csv, report.json
     <run>/thresholds/<set>.json, active.txt
+    <run>/external.json             instead of model.safetensors: the card of predictions made elsewhere
 
 The predictions file format (``label:<class>`` / ``prob:<class>`` columns) lives here too,
 because writers (evaluation) and readers (catalog, pages) must agree on it.
@@ -28,6 +29,7 @@ import pandas as pd
 from cxr_core.errors import DatasetError
 
 MODEL_FILE = "model.safetensors"
+EXTERNAL_FILE = "external.json"
 LAST_FILE = "last.safetensors"
 STATE_FILE = "train_state.pt"
 LOG_FILE = "training_log.jsonl"
@@ -56,6 +58,11 @@ class RunDir:
     @property
     def model(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def external(self) -> Path:
+        """Model card of a run whose predictions were made by another tool (no weights here)."""
+        return self.path / EXTERNAL_FILE
 
     @property
     def last(self) -> Path:

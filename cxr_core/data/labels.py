@@ -7,11 +7,15 @@ uses the canonical spellings below and every adapter maps through :func:`canonic
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cxr_core.errors import UnknownClassError
 from cxr_core.utils.tasks import Task
+
+logger = logging.getLogger(__name__)
 
 NO_FINDING = "No Finding"
 
@@ -126,6 +130,88 @@ SIX_DISEASES = LabelSpace(
     ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Pneumonia"),
 )
 
-_KNOWN_CANONICAL: tuple[str, ...] = tuple(dict.fromkeys(NIH14.classes + CHEXPERT14.classes))
+# torchxrayvision's 18 outputs (``xrv.datasets.default_pathologies``), in its order, canonically spelt:
+# its DenseNet/ResNet models predict these whichever dataset they were trained on.
+XRV18 = LabelSpace(
+    "xrv18",
+    (
+        "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis",
+        "Pleural Effusion", "Pneumonia", "Pleural Thickening", "Cardiomegaly", "Nodule", "Mass", "Hernia",
+        "Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum",
+    ),
+)
 
-KNOWN_LABEL_SPACES: dict[str, LabelSpace] = {ls.name: ls for ls in (NIH14, CHEXPERT14, SIX_DISEASES)}
+_KNOWN_CANONICAL: tuple[str, ...] = tuple(dict.fromkeys(NIH14.classes + CHEXPERT14.classes + XRV18.classes))
+
+KNOWN_LABEL_SPACES: dict[str, LabelSpace] = {ls.name: ls for ls in (NIH14, CHEXPERT14, SIX_DISEASES, XRV18)}
+
+
+def is_known_finding(name: str) -> bool:
+    """Whether ``name`` spells a finding of a known label space (so a typo is not mistaken for one)."""
+    canonical = canonical_name(name)
+    return canonical in _KNOWN_CANONICAL or canonical in _ALIASES.values()
+
+
+@dataclass(frozen=True)
+class ClassMapping:
+    """How a model's classes line up with a dataset's, by harmonised name.
+
+    ``shared`` pairs (model class, dataset class) in dataset order; a model is scored on
+    those alone. ``model_only`` (predicted, not labelled here) and ``data_only`` (labelled,
+    not predicted) are kept so every report says what was left out instead of dropping it.
+    """
+
+    shared: tuple[tuple[str, str], ...]
+    model_only: tuple[str, ...]
+    data_only: tuple[str, ...]
+
+    @property
+    def identical(self) -> bool:
+        """Same classes with the same spellings in the same order: nothing to map."""
+        return not self.model_only and not self.data_only and all(m == d for m, d in self.shared)
+
+    @property
+    def data_classes(self) -> tuple[str, ...]:
+        return tuple(d for _, d in self.shared)
+
+    @property
+    def model_classes(self) -> tuple[str, ...]:
+        return tuple(m for m, _ in self.shared)
+
+    def to_dict(self) -> dict:
+        return {"scored": [d for _, d in self.shared], "renamed": {m: d for m, d in self.shared if m != d},
+                "model_only": list(self.model_only), "data_only": list(self.data_only)}
+
+
+def match_classes(model_classes: Sequence[str], data_classes: Sequence[str], *, what: str = "the model") -> ClassMapping:
+    """Pair ``model_classes`` with ``data_classes`` through :func:`canonical_name`.
+
+    Like torchxrayvision's ``relabel_dataset``: ``Effusion`` meets ``Pleural Effusion``;
+    classes on one side only are listed (and logged), never silently dropped. Raises
+    :class:`UnknownClassError` when nothing is shared, since there would be nothing to score.
+    """
+    by_name: dict[str, str] = {}
+    for m in model_classes:
+        by_name.setdefault(canonical_name(m), m)
+    shared = tuple((by_name[canonical_name(d)], d) for d in data_classes if canonical_name(d) in by_name)
+    used = {m for m, _ in shared}
+    mapping = ClassMapping(
+        shared=shared,
+        model_only=tuple(m for m in model_classes if m not in used),
+        data_only=tuple(d for d in data_classes if canonical_name(d) not in by_name),
+    )
+    if not shared:
+        raise UnknownClassError(
+            f"{what} predicts {', '.join(model_classes)} and the dataset is labelled with {', '.join(data_classes)}: "
+            "no class is shared, even after harmonising names, so there is nothing to score"
+        )
+    if mapping.model_only or mapping.data_only:
+        logger.warning(
+            "scoring %s on the %d classes it shares with the dataset; not scored: %s",
+            what, len(shared),
+            "; ".join(part for part in (
+                f"predicted but not labelled here: {', '.join(mapping.model_only)}" if mapping.model_only else "",
+                f"labelled but not predicted: {', '.join(mapping.data_only)}" if mapping.data_only else "",
+            ) if part),
+        )
+    return mapping

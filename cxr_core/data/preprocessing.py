@@ -81,6 +81,19 @@ class PreprocessConfig:
         return cls(**values)
 
 
+def range_mean_std(low: float, high: float) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """The ``mean``/``std`` that map gray [0, 1] linearly onto [``low``, ``high``].
+
+    Models trained elsewhere often want a value range rather than ImageNet statistics:
+    torchxrayvision's expect [-1024, 1024] (``xrv.datasets.normalize``), which is
+    ``(g - 0.5) / (1 / 2048)``, so a :class:`PreprocessConfig` holds it as it is.
+    """
+    if not high > low:
+        raise ConfigError(f"an input range needs low < high, got [{low}, {high}]")
+    mean, std = -low / (high - low), 1.0 / (high - low)
+    return (mean, mean, mean), (std, std, std)
+
+
 def to_cache_array(pixels: np.ndarray, size: int) -> np.ndarray:
     """Decoded radiograph (H, W) float in [0, 1] -> uint8 (size, size), antialiased.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -24,14 +25,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cxr_core.artifacts.run_dir import (
-    LABEL_PREFIX,
     PREDICTIONS_FILE,
-    PROB_PREFIX,
     REPORT_FILE,
+    label_column,
+    prob_column,
     split_arrays,
 )
 from cxr_core.data.cache import ImageCache, cache_key
 from cxr_core.data.dataset import CXRDataset, eval_transform
+from cxr_core.data.labels import ClassMapping, match_classes
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
 from cxr_core.metrics import (
@@ -53,12 +55,33 @@ logger = logging.getLogger(__name__)
 
 
 
-def _check_classes(checkpoint: Checkpoint, manifest: Manifest) -> None:
-    if tuple(manifest.classes) != checkpoint.card.classes:
+def class_mapping(card: ModelCard, manifest: Manifest) -> ClassMapping:
+    """The classes a model is scored on against a dataset: those the two share by harmonised name.
+
+    A multilabel model trained on other labels (torchxrayvision's 18, CheXpert's 14) is scored
+    on the overlap, the rest listed in the report; a multiclass model's softmax only means
+    something over its own classes, so there both sides must name the same ones.
+    """
+    mapping = match_classes(card.classes, manifest.classes, what=f"the {card.architecture} model")
+    if not card.get_label_space().multilabel and (mapping.model_only or mapping.data_only):
         raise DatasetError(
-            f"the checkpoint predicts {list(checkpoint.card.classes)} but {manifest.source or 'the dataset'} "
-            f"is labelled with {list(manifest.classes)}; evaluate on data with the same label space"
+            f"the checkpoint predicts {list(card.classes)} but {manifest.source or 'the dataset'} "
+            f"is labelled with {list(manifest.classes)}; evaluate a single-label model on data with the same label space"
         )
+    return mapping
+
+
+def card_on_classes(card: ModelCard, mapping: ClassMapping) -> ModelCard:
+    """``card`` restricted to the shared classes, spelt as the dataset spells them, for scoring."""
+    if mapping.identical:
+        return card
+    renamed = dict(mapping.shared)
+    return replace(
+        card,
+        num_classes=len(mapping.shared),
+        label_space={**card.label_space, "classes": list(mapping.data_classes)},
+        thresholds={renamed[m]: t for m, t in card.thresholds.items() if m in renamed},
+    )
 
 
 @torch.no_grad()
@@ -72,14 +95,15 @@ def predict_split(
     progress: bool = True,
     num_workers: int = 0,
 ) -> pd.DataFrame:
-    """One row per manifest row: ids, path, ``label:<class>`` (NaN unknown) and ``prob:<class>``.
+    """One row per manifest row: ids, path, ``label:<class>`` (NaN unknown) and ``prob:<class>``
+    for the classes model and data share (:func:`class_mapping`), named as the data names them.
 
     Probabilities are sigmoid outputs for multilabel models and softmax for multiclass ones,
     averaged over the card's test-time augmentation and computed in float32 (no autocast),
     exactly as the Predictor computes them.
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    _check_classes(ckpt, manifest)
+    mapping = class_mapping(ckpt.card, manifest)
     dev = resolve_device(device)
     model = ckpt.build_model().to(dev).eval()
     dataset = CXRDataset(manifest, cache, eval_transform(ckpt.preprocess))
@@ -94,10 +118,10 @@ def predict_split(
     probs = np.concatenate(chunks).astype(np.float64)
     frame = manifest.frame[["image_id", "patient_id", "path"]].reset_index(drop=True).copy()
     labels = manifest.labels()
-    for c, name in enumerate(manifest.classes):
-        frame[f"{LABEL_PREFIX}{name}"] = labels[:, c]
-    for c, name in enumerate(manifest.classes):
-        frame[f"{PROB_PREFIX}{name}"] = probs[:, c]
+    for name in mapping.data_classes:
+        frame[label_column(name)] = labels[:, manifest.classes.index(name)]
+    for model_class, name in mapping.shared:
+        frame[prob_column(name)] = probs[:, ckpt.card.classes.index(model_class)]
     return frame
 
 
@@ -264,11 +288,12 @@ def evaluate_checkpoint(
     """Predict ``split`` of ``manifest``, score it at the card's thresholds and write the report."""
     checkpoint_path = Path(checkpoint_path)
     ckpt = load_checkpoint(checkpoint_path)
-    _check_classes(ckpt, manifest)
+    mapping = class_mapping(ckpt.card, manifest)
     part = manifest.split(split)
     cache = open_cache_for(manifest, part, cache_dir, ckpt.preprocess.cache_size, progress=progress)
     predictions = predict_split(ckpt, part, cache, batch_size=batch_size, device=device, progress=progress)
-    report = score_predictions(predictions, ckpt.card, n_boot=n_boot, seed=seed)
+    report = score_predictions(predictions, card_on_classes(ckpt.card, mapping), n_boot=n_boot, seed=seed)
     report["evaluation"] = _evaluation_info(checkpoint_path, ckpt.card, split, part)
+    report["label_mapping"] = mapping.to_dict()
     write_evaluation(out_dir, predictions, report)
     return report

@@ -33,6 +33,7 @@ MAX_CARD_DEPTH = 32
 # Network input sizes a radiograph model can sensibly use; 100000 would allocate ~120 GB.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
 WEIGHT_DTYPES = ("float32", "float16")  # what save_checkpoint writes for floating-point tensors
+EXTERNAL = "external"  # architecture name of the card of predictions made by another tool (cxr_core.evaluation.external)
 
 
 def software_versions() -> dict[str, str]:

@@ -41,8 +41,9 @@ GATE_PREFIX = "cxr_gate/"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _PICKLE_HINT = (
     "cxr only loads .safetensors checkpoints, because unpickling a PyTorch .pt/.pth file can run "
-    "arbitrary code. Export the weights with safetensors (safetensors.torch.save_file) or retrain "
-    "with `cxr train`, which writes safetensors files with a model card."
+    "arbitrary code. A plain state dict becomes a checkpoint with `cxr import --weights FILE --arch NAME "
+    "--classes LIST` (read without running code); or retrain with `cxr train`, which writes safetensors "
+    "files with a model card."
 )
 
 
@@ -201,7 +202,8 @@ def _read_header(path: Path) -> tuple[ModelCard, dict[str, str]]:
     if CARD_KEY not in metadata:
         raise CheckpointError(
             f"{path} is a safetensors file without a cxr model card; it was not written by `cxr train`, "
-            "so its architecture, classes and preprocessing are unknown"
+            "so its architecture, classes and preprocessing are unknown. If it holds a state dict, "
+            "`cxr import --weights FILE --arch NAME --classes LIST` turns it into a checkpoint"
         )
     try:
         return ModelCard.from_json(metadata[CARD_KEY]), metadata

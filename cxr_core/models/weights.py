@@ -119,7 +119,7 @@ def torchvision_imagenet(weights: Sequence["WeightsEnum"], remap: Callable[[Stat
 
 def densenet_legacy_keys(state: StateDict) -> StateDict:
     """Rename ``denselayerN.norm.1`` style keys of torchvision's 2017 DenseNet files."""
-    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
     renamed = {}
     for key, value in state.items():
         match = pattern.match(key)

@@ -1,4 +1,5 @@
-"""``cxr evaluate``: score a checkpoint on a split, rebuilt exactly as training built it."""
+"""``cxr evaluate``: score a checkpoint on a split, rebuilt exactly as training built it, or
+score another tool's predictions (``--predictions``) the same way."""
 
 from __future__ import annotations
 
@@ -14,9 +15,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Rebuilds the dataset manifest and its patient-level splits with the settings stored in the "
         "checkpoint's model card, predicts the split and writes OUT/predictions.csv and OUT/report.json "
         "(metrics at the card's thresholds, patient-level bootstrap CIs). Warns when the data differ from "
-        "what the model was validated on.",
+        "what the model was validated on. With --predictions FILE.csv instead of --checkpoint, scores "
+        "probabilities made by another tool (an image column such as image_id or path, one probability column "
+        "per class) on the classes it shares with --data, and writes OUT/external.json + OUT/eval/<split>/ so "
+        "the dashboard lists it as a model.",
     )
-    p.add_argument("--checkpoint", required=True, help="model .safetensors file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="model .safetensors file")
+    source.add_argument("--predictions", help="CSV of probabilities made by another tool (see the README)")
+    p.add_argument("--name", default=None, help="with --predictions: the model's name in the dashboard "
+                   "(default: the file name)")
+    p.add_argument("--like", default=None, help="with --predictions: a checkpoint whose data splits and thresholds "
+                   "to use, to compare with it on exactly the same images")
+    p.add_argument("--thresholds", default=None, help="with --predictions: JSON file {class: threshold} "
+                   "(default: --like's, else 0.5)")
+    p.add_argument("--val", type=float, default=None, help="validation fraction when the dataset defines no split "
+                   "(default: as in the card, else 0.15), e.g. for an imported model")
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the patient split (default: as in the card, else 0)")
     p.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
     p.add_argument("--format", default=None, help="auto, nih, chexpert, folders, disease-folders (default: as in the card)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
@@ -32,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.predictions:
+        return run_external(args)
     from cxr_core.artifacts.run_dir import RunDir
     from cxr_core.evaluation.run import evaluate_checkpoint
     from cxr_core.models.checkpoint import read_model_card
@@ -40,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
     data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
+    _override_split(data, args)
     manifest = build_manifest(data)
     expected = card.data.get("manifest_fingerprint")
     run_dir = RunDir.of_checkpoint(checkpoint)
@@ -69,4 +87,58 @@ def run(args: argparse.Namespace) -> int:
     from cxr_core.metrics import format_report
 
     print(format_report(report))
+    return 0
+
+
+def _override_split(data, args: argparse.Namespace) -> None:
+    for key, value in (("val", args.val), ("split_seed", args.split_seed)):
+        if value is not None:
+            setattr(data, key, value)
+
+
+def run_external(args: argparse.Namespace) -> int:
+    import json
+
+    from cxr_core.errors import ConfigError
+    from cxr_core.evaluation.external import evaluate_external
+    from cxr_core.metrics import format_report
+    from cxr_core.models.checkpoint import read_model_card
+    from cxr_core.training.config import DataConfig
+    from cxr_core.training.data_setup import build_manifest, data_config_of
+
+    if not args.out:
+        raise ConfigError("--predictions needs --out, the folder of the new run (the dashboard lists it as a model)")
+    thresholds = None
+    if args.like:
+        card = read_model_card(args.like)
+        data = data_config_of(card, checkpoint=args.like, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
+        thresholds = dict(card.thresholds)
+    elif not args.data:
+        raise ConfigError("--predictions needs --data, the dataset the predictions are for")
+    else:
+        data = DataConfig(path=args.data, format=args.format or "auto")
+    _override_split(data, args)
+    if args.thresholds:
+        try:
+            thresholds = json.loads(Path(args.thresholds).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read thresholds from {args.thresholds}: {exc}") from None
+        if not isinstance(thresholds, dict):
+            raise ConfigError(f"{args.thresholds} must hold a JSON object {{class: threshold}}")
+    manifest = build_manifest(data)
+    if thresholds is not None:  # --like's card may hold classes the file does not score
+        from cxr_core.data.labels import canonical_name
+
+        predicted = {canonical_name(c) for c in manifest.classes}
+        thresholds = {c: t for c, t in thresholds.items() if canonical_name(c) in predicted}
+    name = args.name or Path(args.predictions).stem
+    report = evaluate_external(args.predictions, manifest, args.split, args.out, name=name, thresholds=thresholds,
+                               n_boot=args.n_boot if args.n_boot is not None else 1000,
+                               seed=args.seed if args.seed is not None else 0)
+    print(format_report(report))
+    mapping = report["label_mapping"]
+    if mapping["model_only"] or mapping["data_only"]:
+        print(f"not scored: predicted but not labelled here {mapping['model_only']}; "
+              f"labelled but not predicted {mapping['data_only']}", file=sys.stderr)
+    print(f"wrote {args.out} (listed in the dashboard as 'external: {name}')")
     return 0
