@@ -14,12 +14,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Rebuilds the dataset manifest and its patient-level splits with the settings stored in the "
         "checkpoint's model card, predicts the split and writes OUT/predictions.csv and OUT/report.json "
         "(metrics at the card's thresholds, patient-level bootstrap CIs). Warns when the data differ from "
-        "what the model was validated on.",
+        "what the model was validated on. A segmentation checkpoint (the lung model) is scored on its "
+        "image+mask folder instead: OUT/scores.csv (Dice, IoU, HD95 per image) and OUT/report.json (means "
+        "with patient-level bootstrap CIs); --split all scores every pair.",
     )
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
     p.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
     p.add_argument("--format", default=None, help="auto, nih, chexpert, folders, disease-folders (default: as in the card)")
-    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval/<split>, "
                    "or eval/<split>-data-<fingerprint> when the data differ from the card's)")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: as in the card, else 1000)")
@@ -34,11 +36,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cxr_core.artifacts.run_dir import RunDir
     from cxr_core.evaluation.run import evaluate_checkpoint
+    from cxr_core.evaluation.segmentation import evaluate_segmentation, format_segmentation_report, is_segmentation_card
     from cxr_core.models.checkpoint import read_model_card
     from cxr_core.training.data_setup import build_manifest, data_config_of
 
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
+    if is_segmentation_card(card):
+        _, report = evaluate_segmentation(
+            checkpoint, data=args.data, split=args.split, device=args.device, out_dir=args.out,
+            n_boot=args.n_boot if args.n_boot is not None else int(card.validation.get("n_boot") or 1000),
+        )
+        print(format_segmentation_report(report))
+        return 0
+    if args.split == "all":
+        print("--split all is for segmentation checkpoints; use train, val or test", file=sys.stderr)
+        return 2
     data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
     manifest = build_manifest(data)
     expected = card.data.get("manifest_fingerprint")
