@@ -42,6 +42,7 @@ from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, read_model_c
 from cxr_core.models.ensemble import ensemble_target_layers
 from cxr_core.models.tta import check_tta, class_probabilities
 from cxr_core.utils.device import resolve_device
+from cxr_core.utils.tasks import Task
 
 ImageInput = LoadedImage | np.ndarray
 
@@ -140,7 +141,13 @@ class Predictor:
         Raises ``CheckpointError`` naming the file and the mismatch (wrong architecture or
         classes, unregistered architecture, missing preprocessing, corrupt file).
         """
-        _check_architecture_registered(read_model_card(path), path)
+        header = read_model_card(path)
+        _check_architecture_registered(header, path)
+        if header.label_space.get("task") == Task.SEGMENTATION.value:
+            raise CheckpointError(
+                f"{path} is a segmentation model (it draws masks, it does not classify); use it as the lung model "
+                "(cxr predict --lungs, cxr_core.inference.lungs.LungSegmenter), not as a classifier"
+            )
         ckpt = load_checkpoint(path, expect_architecture=expect_architecture, expect_classes=expect_classes)
         card = ckpt.card
         label_space, preprocess = _checked_card(ckpt, path)

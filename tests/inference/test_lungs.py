@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr_core.artifacts.catalog import discover_checkpoints
+from cxr_core.data.imaging import load_image
+from cxr_core.errors import CheckpointError
+from cxr_core.inference.lungs import (
+    DEFAULT_LUNG_CHECKPOINT,
+    NOT_FRONTAL_WARNING,
+    LungSegmenter,
+    check_lung_fraction,
+    heatmap_mass_in_mask,
+    lung_area_fraction,
+    lung_contours,
+    lung_input_warning,
+)
+from cxr_core.inference.predictor import Predictor
+from cxr_core.metrics.segmentation import dice_score
+
+REFERENCE = {"min": 0.12, "max": 0.30}
+
+
+@pytest.mark.parametrize(
+    ("fraction", "status"),
+    [(0.0, "none"), (0.004, "none"), (0.05, "tiny"), (0.06, "ok"), (0.2, "ok"), (0.44, "ok"), (0.46, "most_of_image")],
+)
+def test_lung_fraction_check_uses_the_training_range(fraction, status):
+    check = check_lung_fraction(fraction, REFERENCE)
+    assert check.status == status
+    assert (check.warning is None) == (status == "ok")
+    if check.warning:
+        assert NOT_FRONTAL_WARNING in check.warning
+        assert (f"{fraction:.1%}" in check.warning) == (status != "none")
+
+
+def test_a_card_without_a_training_range_is_an_error():
+    with pytest.raises(CheckpointError, match="mask_fraction"):
+        check_lung_fraction(0.2, {})
+
+
+def test_lung_area_fraction_ignores_specks():
+    mask = np.zeros((10, 10), bool)
+    mask[2:6, 2:7] = True  # 20 pixels
+    mask[9, 9] = True  # a 1-pixel speck
+    assert lung_area_fraction(mask) == pytest.approx(0.20)
+
+
+def test_heatmap_mass_in_mask_is_the_share_of_the_total():
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0], heat[3, 3], heat[1, 1] = 2.0, 1.0, -5.0  # negative values count as 0
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0] = True
+    assert heatmap_mass_in_mask(heat, mask) == pytest.approx(2 / 3)
+    assert np.isnan(heatmap_mass_in_mask(np.zeros((4, 4)), mask))
+    big_mask = np.kron(mask, np.ones((4, 4), bool))  # the same region at 16x16
+    uniform = np.ones((4, 4), np.float32)
+    assert heatmap_mass_in_mask(uniform, big_mask) == pytest.approx(16 / 256)
+
+
+def test_contours_trace_each_component_along_its_border():
+    mask = np.zeros((30, 40), bool)
+    mask[5:20, 4:14] = True  # 150 px, larger
+    yy, xx = np.mgrid[0:30, 0:40]
+    mask |= ((yy - 15) / 6.0) ** 2 + ((xx - 30) / 5.0) ** 2 <= 1  # ellipse, smaller
+    contours = lung_contours(mask)
+    assert len(contours) == 2
+    rect = contours[0]
+    assert set(map(tuple, rect)) == {(x, y) for y in range(5, 20) for x in range(4, 14)
+                                     if y in (5, 19) or x in (4, 13)}
+    for poly in contours:
+        steps = np.abs(np.diff(np.vstack([poly, poly[:1]]), axis=0)).max(axis=1)
+        assert steps.max() == 1  # consecutive points are 8-neighbours, and the polygon closes
+        assert mask[poly[:, 1], poly[:, 0]].all()
+    assert lung_contours(np.zeros((5, 5), bool)) == []
+
+
+def test_a_segmentation_checkpoint_is_not_accepted_as_a_classifier():
+    with pytest.raises(CheckpointError, match="segmentation model"):
+        Predictor.from_checkpoint(DEFAULT_LUNG_CHECKPOINT, device="cpu")
+    bundled = DEFAULT_LUNG_CHECKPOINT.parent.parent
+    assert "lungs" not in {e.name for e in discover_checkpoints([bundled])}
+    assert [e.name for e in discover_checkpoints([bundled], segmentation=True)] == ["lungs"]
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> LungSegmenter:
+    return LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT)
+
+
+def test_bundled_segmenter_finds_the_lungs_of_a_validation_film(segmenter, montgomery_root):
+    name = segmenter.checkpoint.card.data["val_ids"][0]
+    image = load_image(montgomery_root / "images" / f"{name}.png")
+    reference = np.asarray(Image.open(montgomery_root / "masks" / f"{name}.png")) > 127
+    result = segmenter.segment(image.pixels)
+    assert result.mask.shape == image.pixels.shape
+    assert dice_score(result.mask, reference) > 0.9
+    assert result.check.ok and lung_input_warning(image.pixels, segmenter) is None
+    assert len(result.contours()) == 2
+
+
+def test_bundled_segmenter_warns_about_images_that_are_not_chest_films(segmenter, montgomery_root):
+    blank = np.zeros((256, 256), np.float32)
+    assert "no lung was found" in lung_input_warning(blank, segmenter)
+    film = load_image(next((montgomery_root / "images").glob("*.png"))).pixels
+    upside_down_negative = 1.0 - film[::-1]
+    warning = lung_input_warning(upside_down_negative, segmenter)
+    assert warning is not None and NOT_FRONTAL_WARNING in warning
+
+
+def test_cli_predict_writes_lung_masks_and_fractions(montgomery_root, tmp_path):
+    from cxr_core.cli.main import main
+
+    sources = sorted((montgomery_root / "images").glob("*.png"))[:2]
+    classifier = Path(DEFAULT_LUNG_CHECKPOINT).parent.parent / "pneumonia" / "model.safetensors"
+    out = tmp_path / "out"
+    code = main(["predict", *map(str, sources), "--checkpoint", str(classifier), "--out", str(out), "--lungs",
+                 "--device", "cpu"])
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    assert [Path(r["path"]).name for r in rows] == [p.name for p in sources]
+    for row, src in zip(rows, sources):
+        written = np.asarray(Image.open(out / "lungs" / src.name)) == 255
+        assert float(row["lung_fraction"]) == pytest.approx(written.mean(), abs=1e-6)
+        assert 0.1 < float(row["lung_fraction"]) < 0.35 and row["lung_warning"] == ""
