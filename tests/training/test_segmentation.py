@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cxr_core.cli.main import main
 from cxr_core.data.dataset import AugmentConfig
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import ConfigError
@@ -113,3 +114,8 @@ def test_training_writes_a_checkpoint_that_evaluate_reproduces(tmp_path):
     for metric in ("dice", "iou", "hd95"):
         assert report["metrics"][metric] == pytest.approx(shipped["metrics"][metric])
     assert result.best_metric == pytest.approx(max(row["val_dice"] for row in log))
+    code = main(["evaluate", "--checkpoint", str(result.best_checkpoint), "--out", str(tmp_path / "cli"),
+                 "--n-boot", "100", "--device", "cpu"])
+    assert code == 0
+    cli = json.loads((tmp_path / "cli" / "report.json").read_text())
+    assert cli["metrics"] == report["metrics"] and (tmp_path / "cli" / "scores.csv").is_file()

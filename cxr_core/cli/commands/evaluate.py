@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
     if is_segmentation_card(card):
+        pairs = data_config_of(card, checkpoint=checkpoint, path=args.data)  # follows a moved clone + data
         _, report = evaluate_segmentation(
-            checkpoint, data=args.data, split=args.split, device=args.device, out_dir=args.out,
+            checkpoint, data=pairs.path, split=args.split, device=args.device, out_dir=args.out,
             n_boot=args.n_boot if args.n_boot is not None else int(card.validation.get("n_boot") or 1000),
         )
         print(format_segmentation_report(report))
