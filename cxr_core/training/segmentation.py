@@ -32,7 +32,7 @@ from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.data.dataset import AugmentConfig, TrainTransform
 from cxr_core.data.formats.masks import MaskSet, load_mask_folders
 from cxr_core.data.preprocessing import PreprocessConfig, normalise
-from cxr_core.errors import DatasetError
+from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation.segmentation import SEGMENTATION_THRESHOLD, evaluate_model_arrays, write_split
 from cxr_core.models.card import ModelCard, software_versions
 from cxr_core.models.checkpoint import save_checkpoint
@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 LUNG_CLASS = "lung"
 LABEL_SPACE_NAME = "lungs"
 MONITOR = "val_dice"
+MASK_ADAPTER_OPTIONS = ("images_dir", "masks_dir", "foreground")  # keyword arguments of load_mask_folders
 
 
 @dataclass
@@ -179,6 +180,9 @@ def train_segmentation(config: TrainConfig, *, progress: bool = True) -> Segment
     run.path.mkdir(parents=True, exist_ok=True)
     write_text_atomically(run.config, config.to_yaml())
 
+    unknown = sorted(set(config.data.adapter) - set(MASK_ADAPTER_OPTIONS))
+    if unknown:
+        raise ConfigError(f"data.adapter: unknown option(s) {unknown} for image+mask folders; known: {', '.join(MASK_ADAPTER_OPTIONS)}")
     pairs = load_mask_folders(config.data.path, size=config.data.cache_size, **config.data.adapter)
     train_idx, val_idx = split_by_patient(pairs.patients, config.data.val, config.data.split_seed)
     train_pairs, val_pairs = pairs.subset(train_idx), pairs.subset(val_idx)

@@ -119,3 +119,10 @@ def test_training_writes_a_checkpoint_that_evaluate_reproduces(tmp_path):
     assert code == 0
     cli = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert cli["metrics"] == report["metrics"] and (tmp_path / "cli" / "scores.csv").is_file()
+
+
+def test_an_unknown_adapter_option_is_a_config_error(tmp_path):
+    config = TrainConfig.from_dict({"task": "segmentation", "data": {"path": str(tmp_path), "adapter": {"mask_dir": "m"}},
+                                    "out_dir": str(tmp_path / "run")})
+    with pytest.raises(ConfigError, match="mask_dir"):
+        train_segmentation(config, progress=False)
