@@ -128,3 +128,43 @@ def test_cli_predict_writes_lung_masks_and_fractions(montgomery_root, tmp_path):
         written = np.asarray(Image.open(out / "lungs" / src.name)) == 255
         assert float(row["lung_fraction"]) == pytest.approx(written.mean(), abs=1e-6)
         assert 0.1 < float(row["lung_fraction"]) < 0.35 and row["lung_warning"] == ""
+
+
+def test_explain_eval_reports_the_heatmap_mass_inside_the_lungs(segmenter, nih14_root, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+    import torch
+
+    from cxr_core.cli.main import main
+    from cxr_core.data.labels import NIH14
+    from cxr_core.data.preprocessing import PreprocessConfig
+    from cxr_core.inference.explain import explain_batch
+    from cxr_core.inference.localisation import load_bboxes
+    from cxr_core.models import create_model
+    from cxr_core.models.card import ModelCard
+    from cxr_core.models.checkpoint import save_checkpoint
+
+    boxes = load_bboxes(nih14_root / "BBox_List_2017.csv")
+    chosen = boxes.drop_duplicates("finding").head(2)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in chosen["image_id"]:
+        shutil.copy(nih14_root / "images" / name, images / name)
+    torch.manual_seed(0)
+    preprocess = PreprocessConfig(cache_size=64, input_size=64, in_chans=1)
+    card = ModelCard(architecture="small_cnn", num_classes=14, label_space=NIH14.to_dict(),
+                     preprocess=preprocess.to_dict(), in_chans=1)
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", create_model("small_cnn", 14, in_chans=1).state_dict(), card)
+    out = tmp_path / "per_box.csv"
+    code = main(["explain-eval", "--checkpoint", str(ckpt), "--images", str(images), "--bbox",
+                 str(nih14_root / "BBox_List_2017.csv"), "--out", str(out), "--lungs", "--device", "cpu"])
+    assert code == 0 and "mean_in_lung" in capsys.readouterr().out
+    per_box = pd.read_csv(out)
+    assert per_box["in_lung"].between(0, 1).all()
+    row = per_box.iloc[0]
+    image = load_image(images / row.image_id)
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    heatmap = explain_batch(predictor, [image], [row.finding], "gradcam")[0]
+    expected = heatmap_mass_in_mask(heatmap, segmenter.segment(image.pixels).mask)
+    assert row.in_lung == pytest.approx(expected, abs=1e-6)
