@@ -104,13 +104,12 @@ def test_bundled_segmenter_finds_the_lungs_of_a_validation_film(segmenter, montg
     assert len(result.contours()) == 2
 
 
-def test_bundled_segmenter_warns_about_images_that_are_not_chest_films(segmenter, montgomery_root):
+def test_bundled_segmenter_warns_about_images_that_are_not_chest_films(segmenter):
     blank = np.zeros((256, 256), np.float32)
     assert "no lung was found" in lung_input_warning(blank, segmenter)
-    film = load_image(next((montgomery_root / "images").glob("*.png"))).pixels
-    upside_down_negative = 1.0 - film[::-1]
-    warning = lung_input_warning(upside_down_negative, segmenter)
-    assert warning is not None and NOT_FRONTAL_WARNING in warning
+    noise = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    result = segmenter.segment(noise)
+    assert result.check.status == "most_of_image" and NOT_FRONTAL_WARNING in result.check.warning
 
 
 def test_cli_predict_writes_lung_masks_and_fractions(montgomery_root, tmp_path):
@@ -161,8 +160,9 @@ def test_explain_eval_reports_the_heatmap_mass_inside_the_lungs(segmenter, nih14
                  str(nih14_root / "BBox_List_2017.csv"), "--out", str(out), "--lungs", "--device", "cpu"])
     assert code == 0 and "mean_in_lung" in capsys.readouterr().out
     per_box = pd.read_csv(out)
-    assert per_box["in_lung"].between(0, 1).all()
-    row = per_box.iloc[0]
+    scored = per_box.dropna(subset=["in_lung"])  # NaN: an all-zero heatmap has no mass to place
+    assert len(scored) and scored["in_lung"].between(0, 1).all()
+    row = scored.iloc[0]
     image = load_image(images / row.image_id)
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
     heatmap = explain_batch(predictor, [image], [row.finding], "gradcam")[0]
