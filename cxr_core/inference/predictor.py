@@ -142,12 +142,12 @@ class Predictor:
         classes, unregistered architecture, missing preprocessing, corrupt file).
         """
         header = read_model_card(path)
-        _check_architecture_registered(header, path)
         if header.label_space.get("task") == Task.SEGMENTATION.value:
             raise CheckpointError(
                 f"{path} is a segmentation model (it draws masks, it does not classify); use it as the lung model "
                 "(cxr predict --lungs, cxr_core.inference.lungs.LungSegmenter), not as a classifier"
             )
+        _check_architecture_registered(header, path)
         ckpt = load_checkpoint(path, expect_architecture=expect_architecture, expect_classes=expect_classes)
         card = ckpt.card
         label_space, preprocess = _checked_card(ckpt, path)

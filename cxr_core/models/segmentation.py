@@ -147,6 +147,7 @@ _LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
     imagenet=_lite0_encoder_imagenet,
     input_mean=_LITE_MEAN,
     input_std=_LITE_STD,
+    segmentation=True,
 )
 def unet_lite0(num_classes: int, dropout: float = 0.0) -> nn.Module:
     return LiteUNet(num_classes, dropout)
@@ -160,6 +161,7 @@ def unet_lite0(num_classes: int, dropout: float = 0.0) -> nn.Module:
     first_conv="encoder.0.0.0",
     default_input_size=256,
     description="Compact plain U-Net (~1.9M params) trained from scratch; segmentation",
+    segmentation=True,
 )
 def unet_small(num_classes: int, dropout: float = 0.0) -> nn.Module:
     return SmallUNet(num_classes, dropout)

@@ -36,7 +36,7 @@ from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation.segmentation import SEGMENTATION_THRESHOLD, evaluate_model_arrays, write_split
 from cxr_core.models.card import ModelCard, software_versions
 from cxr_core.models.checkpoint import save_checkpoint
-from cxr_core.models.registry import create_model, get_model_spec
+from cxr_core.models.registry import create_model, get_model_spec, list_models
 from cxr_core.training.config import TrainConfig
 from cxr_core.training.losses import DiceBCELoss
 from cxr_core.training.schedule import LRSchedule
@@ -180,6 +180,11 @@ def train_segmentation(config: TrainConfig, *, progress: bool = True) -> Segment
     run.path.mkdir(parents=True, exist_ok=True)
     write_text_atomically(run.config, config.to_yaml())
 
+    if not get_model_spec(config.model.name).segmentation:
+        raise ConfigError(
+            f"model.name: {config.model.name} is a classifier; a segmentation config needs one of "
+            f"{', '.join(list_models(segmentation=True))}"
+        )
     unknown = sorted(set(config.data.adapter) - set(MASK_ADAPTER_OPTIONS))
     if unknown:
         raise ConfigError(f"data.adapter: unknown option(s) {unknown} for image+mask folders; known: {', '.join(MASK_ADAPTER_OPTIONS)}")

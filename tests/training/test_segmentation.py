@@ -123,6 +123,14 @@ def test_training_writes_a_checkpoint_that_evaluate_reproduces(tmp_path):
 
 def test_an_unknown_adapter_option_is_a_config_error(tmp_path):
     config = TrainConfig.from_dict({"task": "segmentation", "data": {"path": str(tmp_path), "adapter": {"mask_dir": "m"}},
+                                    "model": {"name": "unet_small"},
                                     "out_dir": str(tmp_path / "run")})
     with pytest.raises(ConfigError, match="mask_dir"):
+        train_segmentation(config, progress=False)
+
+
+def test_a_classifier_in_a_segmentation_config_is_a_config_error(tmp_path):
+    config = TrainConfig.from_dict({"task": "segmentation", "data": {"path": str(tmp_path)}, "model": {"name": "small_cnn"},
+                                    "out_dir": str(tmp_path / "run")})
+    with pytest.raises(ConfigError, match="unet_lite0, unet_small"):
         train_segmentation(config, progress=False)

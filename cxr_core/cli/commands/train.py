@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cxr_core.training import load_config, train
+    from cxr_core.errors import ConfigError
+    from cxr_core.models import get_model_spec, list_models
     from cxr_core.training.config import TASK_SEGMENTATION
 
     overrides: dict = {}
@@ -39,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides["device"] = args.device
     config = load_config(args.config, overrides=overrides)
+    if config.task != TASK_SEGMENTATION and get_model_spec(config.model.name).segmentation:
+        raise ConfigError(f"model.name: {config.model.name} draws masks; set task: segmentation or pick a classifier "
+                          f"({', '.join(list_models())})")
     if config.task == TASK_SEGMENTATION:
         return _run_segmentation(config, args)
     result = train(config, resume=args.resume, progress=not args.no_progress, stop_after_epochs=args.stop_after)
