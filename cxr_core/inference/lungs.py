@@ -2,10 +2,10 @@
 
 * :class:`LungSegmenter` runs a segmentation checkpoint (``checkpoints/lungs``) on a decoded
   radiograph and returns the mask at the image's own size, its lung-area fraction and contour.
-* :func:`check_lung_fraction` / :func:`lung_input_warning`: the input check. A frontal chest
-  film is about 15-30 % lung at the bundled model's resolution; no lung, a sliver, or lung over
-  most of the image means the film is not what the classifiers were trained on (a lateral view,
-  another body part, a photo, an inverted or heavily cropped image). The warning is meant for
+* :func:`check_lungs` / :func:`lung_input_warning`: the input check. A frontal chest film is
+  about 10-40 % lung, in two lungs side by side; no lung, a sliver, lung over most of the image,
+  or a mask that is not two lungs side by side means the film is not what the classifiers were
+  trained on (a lateral view, another body part, a photo, a rotated or heavily cropped image). The warning is meant for
   the input gate (:mod:`cxr_core.inference.gate`), which can call :func:`lung_input_warning`.
 * :func:`heatmap_mass_in_mask`: the share of a Grad-CAM heatmap's mass that falls inside the
   lungs, a plausibility number for explanations of lung findings.
@@ -40,10 +40,18 @@ NO_LUNG_FRACTION = 0.005  # below this share of the image the model found no lun
 LOW_FACTOR = 0.5  # "tiny": under half the smallest lung area seen in training
 HIGH_FACTOR = 1.5  # "most of the image": over 1.5x the largest lung area seen in training
 
+# Two lungs side by side, as on a frontal film. On the 138 Montgomery reference masks the two
+# largest components' centroids are >= 23 % of the width apart and <= 8 % of the height apart,
+# and the smaller is >= 59 % of the larger; the limits below leave about a 2x margin.
+MIN_LUNG_SEPARATION = 0.12  # horizontal centroid distance, share of the image width
+MAX_LUNG_OFFSET = 0.15  # vertical centroid distance, share of the image height
+MIN_SIZE_RATIO = 0.25  # smaller lung / larger lung, in pixels
+
 STATUS_OK = "ok"
 STATUS_NONE = "none"
 STATUS_TINY = "tiny"
 STATUS_LARGE = "most_of_image"
+STATUS_LAYOUT = "not_two_lungs"
 NOT_FRONTAL_WARNING = "does not look like a frontal chest radiograph"
 
 
@@ -52,7 +60,7 @@ class LungCheck:
     """Lung-area fraction of one image against the range the lung model saw in training."""
 
     fraction: float
-    status: str  # ok | none | tiny | most_of_image
+    status: str  # ok | none | tiny | most_of_image | not_two_lungs
     low: float
     high: float
 
@@ -69,7 +77,10 @@ class LungCheck:
             STATUS_NONE: "no lung was found",
             STATUS_TINY: f"the lungs cover only {self.fraction:.1%} of the image",
             STATUS_LARGE: f"'lung' covers {self.fraction:.1%} of the image",
+            STATUS_LAYOUT: "the lung mask is not two lungs side by side (rotated, upside down or cropped?)",
         }[self.status]
+        if self.status == STATUS_LAYOUT:
+            return f"This image {NOT_FRONTAL_WARNING}: {found}. Predictions for it are unreliable."
         return (
             f"This image {NOT_FRONTAL_WARNING}: {found}, while frontal films cover {self.low:.0%}-{self.high:.0%} "
             "(the range accepted from the films the lung model was trained on). Predictions for it are unreliable."
@@ -113,6 +124,30 @@ def check_lung_fraction(fraction: float, reference: dict) -> LungCheck:
     else:
         status = STATUS_OK
     return LungCheck(fraction=float(fraction), status=status, low=low, high=high)
+
+
+def two_lungs_side_by_side(mask: np.ndarray) -> bool:
+    """Whether the two largest components of ``mask`` sit side by side like the lungs of a frontal film."""
+    labels, n = ndimage.label(np.asarray(mask, dtype=bool))
+    if n < 2:
+        return False
+    sizes = np.bincount(labels.ravel())[1:]
+    first, second = np.argsort(-sizes)[:2]
+    (y1, x1), (y2, x2) = ndimage.center_of_mass(labels > 0, labels, [first + 1, second + 1])
+    height, width = labels.shape
+    return (
+        abs(x1 - x2) >= MIN_LUNG_SEPARATION * width
+        and abs(y1 - y2) <= MAX_LUNG_OFFSET * height
+        and sizes[second] >= MIN_SIZE_RATIO * sizes[first]
+    )
+
+
+def check_lungs(mask: np.ndarray, reference: dict) -> LungCheck:
+    """The input check of one predicted lung mask: its area (:func:`check_lung_fraction`), then its layout."""
+    check = check_lung_fraction(lung_area_fraction(mask), reference)
+    if check.ok and not two_lungs_side_by_side(drop_specks(np.asarray(mask, dtype=bool))):
+        return LungCheck(fraction=check.fraction, status=STATUS_LAYOUT, low=check.low, high=check.high)
+    return check
 
 
 def heatmap_mass_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
@@ -221,8 +256,7 @@ class LungSegmenter:
     def segment(self, pixels: np.ndarray) -> LungResult:
         """Mask (specks removed), lung-area fraction and input check of one radiograph."""
         mask = drop_specks(self.probabilities(pixels) >= LUNG_THRESHOLD)
-        fraction = float(mask.mean())
-        return LungResult(mask=mask, fraction=fraction, check=check_lung_fraction(fraction, self.reference))
+        return LungResult(mask=mask, fraction=float(mask.mean()), check=check_lungs(mask, self.reference))
 
 
 def mask_png(mask: np.ndarray) -> bytes:

@@ -15,6 +15,7 @@ from cxr_core.inference.lungs import (
     NOT_FRONTAL_WARNING,
     LungSegmenter,
     check_lung_fraction,
+    check_lungs,
     heatmap_mass_in_mask,
     lung_area_fraction,
     lung_contours,
@@ -168,3 +169,28 @@ def test_explain_eval_reports_the_heatmap_mass_inside_the_lungs(segmenter, nih14
     heatmap = explain_batch(predictor, [image], [row.finding], "gradcam")[0]
     expected = heatmap_mass_in_mask(heatmap, segmenter.segment(image.pixels).mask)
     assert row.in_lung == pytest.approx(expected, abs=1e-6)
+
+
+def _two_blobs(dx: int, dy: int, second: int = 20) -> np.ndarray:
+    mask = np.zeros((100, 100), bool)
+    mask[30:60, 20:40] = True  # 30 x 20 = 600 px
+    mask[30 + dy: 30 + dy + second, 20 + dx: 40 + dx] = True
+    return mask
+
+
+def test_the_layout_check_wants_two_lungs_side_by_side():
+    reference = {"min": 0.05, "max": 0.30}
+    assert check_lungs(_two_blobs(dx=40, dy=0, second=30), reference).ok
+    stacked = check_lungs(_two_blobs(dx=0, dy=45, second=30), reference)
+    assert stacked.status == "not_two_lungs" and "side by side" in stacked.warning
+    assert check_lungs(_two_blobs(dx=40, dy=0, second=4), reference).status == "not_two_lungs"  # one lung and a scrap
+    one = np.zeros((100, 100), bool)
+    one[20:70, 20:60] = True
+    assert check_lungs(one, reference).status == "not_two_lungs"
+
+
+def test_bundled_segmenter_flags_a_rotated_film(segmenter, montgomery_root):
+    name = segmenter.checkpoint.card.data["val_ids"][0]
+    film = load_image(montgomery_root / "images" / f"{name}.png").pixels
+    assert segmenter.segment(film).check.ok
+    assert segmenter.segment(np.rot90(film).copy()).check.status == "not_two_lungs"
