@@ -46,6 +46,12 @@ def labels_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def montgomery_root() -> Path:
+    """NLM Montgomery lung masks: images/ + masks/ (138 pairs, 256 px)."""
+    return _require(SHARED_DATA / "lungmasks" / "montgomery")
+
+
+@pytest.fixture(scope="session")
 def kermany_subset(pneumonia_root):
     """``make(dest, per_class=24)``: a class-folder copy of the first real Kermany images of each
     class, for tests that train or evaluate on a small dataset they may also modify."""

@@ -27,6 +27,7 @@ from cxr_core.artifacts.thresholds_store import ThresholdStore
 from cxr_core.errors import CheckpointError, CXRError, UnknownClassError
 from cxr_core.models.card import EXTERNAL, ModelCard
 from cxr_core.models.checkpoint import read_model_card
+from cxr_core.utils.tasks import Task
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
@@ -152,8 +153,16 @@ def _external_entry(run: RunDir, common: dict, name: str | None) -> CheckpointEn
     return CheckpointEntry(**common, card=card)
 
 
-def discover_checkpoints(dirs: Iterable[str | os.PathLike] | None = None) -> list[CheckpointEntry]:
-    """Every checkpoint in ``dirs`` (each a checkpoint directory or a folder of them), sorted by name.
+def is_segmentation(entry: CheckpointEntry) -> bool:
+    """A mask model (the bundled lung model): listed apart, because it classifies nothing."""
+    return entry.card is not None and entry.card.label_space.get("task") == Task.SEGMENTATION.value
+
+
+def discover_checkpoints(
+    dirs: Iterable[str | os.PathLike] | None = None, *, segmentation: bool = False
+) -> list[CheckpointEntry]:
+    """Every classifier checkpoint in ``dirs`` (each a checkpoint directory or a folder of them),
+    sorted by name; ``segmentation=True`` lists the segmentation (lung mask) models instead.
 
     Folders that do not exist are skipped (use :func:`check_folder` to tell a user why);
     the same directory reached twice is listed once; clashing names get their parent appended.
@@ -162,7 +171,7 @@ def discover_checkpoints(dirs: Iterable[str | os.PathLike] | None = None) -> lis
     for root in dirs if dirs is not None else default_checkpoint_dirs():
         for directory in _candidate_dirs(Path(root).expanduser()):
             seen.setdefault(directory.resolve(), None)
-    entries = [read_entry(d) for d in seen]
+    entries = [e for e in (read_entry(d) for d in seen) if is_segmentation(e) == segmentation]
     counts: dict[str, int] = {}
     for e in entries:
         counts[e.name] = counts.get(e.name, 0) + 1

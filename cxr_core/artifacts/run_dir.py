@@ -10,6 +10,7 @@ the layout documented in ``docs/architecture.md`` is defined here and nowhere el
     <run>/training_log.jsonl        one JSON object per epoch
     <run>/config.yaml               the training config as run
     <run>/eval/<split>/predictions.csv, report.json
+    <run>/eval/<split>/scores.csv   segmentation models: per-image Dice/IoU/HD95 (no predictions.csv)
     <run>/thresholds/<set>.json, active.txt
     <run>/external.json             instead of model.safetensors: the card of predictions made elsewhere
 
@@ -38,6 +39,7 @@ EVAL_DIR = "eval"
 THRESHOLDS_DIR = "thresholds"
 PREDICTIONS_FILE = "predictions.csv"
 REPORT_FILE = "report.json"
+SCORES_FILE = "scores.csv"
 LABEL_PREFIX = "label:"
 PROB_PREFIX = "prob:"
 
@@ -92,6 +94,9 @@ class RunDir:
 
     def report(self, split: str) -> Path:
         return self.eval_dir(split) / REPORT_FILE
+
+    def scores(self, split: str) -> Path:
+        return self.eval_dir(split) / SCORES_FILE
 
     def eval_splits(self) -> tuple[str, ...]:
         """Splits with an evaluation (a predictions file or a report), sorted."""

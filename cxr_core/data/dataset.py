@@ -146,7 +146,15 @@ class TrainTransform:
 
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor], *, out: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, H, W) uint8 + parameters -> (B, C, S, S) normalised float32 (written to ``out`` if given)."""
-        height, width = images.shape[2], images.shape[3]
+        gray = F.grid_sample(images.to(torch.float32), self.sampling_grid(params, images.shape[2], images.shape[3]),
+                             mode="bilinear", padding_mode="zeros", align_corners=False)
+        return normalise(self.photometric(gray, params), self.cfg, out=out)
+
+    def sampling_grid(self, params: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
+        """The (B, S, S, 2) ``grid_sample`` grid of the rotation + crop + flip in ``params``.
+
+        Public so a segmentation mask can be resampled with exactly the grid of its image.
+        """
         cos, sin = torch.cos(params["angle"]), torch.sin(params["angle"])
         half_w = params["flip"] * params["crop_w"] / 2
         half_h = params["crop_h"] / 2
@@ -160,15 +168,18 @@ class TrainTransform:
         side = self.cfg.input_size
         u = self._grid_axis.view(1, 1, side)
         v = self._grid_axis.view(1, side, 1)
-        grid = torch.empty(images.shape[0], side, side, 2)
+        grid = torch.empty(t.shape[0], side, side, 2)
         torch.add(t[:, 0] * u, t[:, 1] * v + t[:, 2], out=grid[..., 0])
         torch.add(t[:, 3] * u, t[:, 4] * v + t[:, 5], out=grid[..., 1])
-        gray = F.grid_sample(images.to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return grid
+
+    def photometric(self, gray: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Brightness and contrast jitter of resampled gray values (0..255)."""
         if self.aug.brightness or self.aug.contrast:
             gray = gray * params["brightness"].view(-1, 1, 1, 1)
             mean = gray.mean(dim=(2, 3), keepdim=True)
             gray = ((gray - mean) * params["contrast"].view(-1, 1, 1, 1) + mean).clamp_(0, 255)
-        return normalise(gray, self.cfg, out=out)
+        return gray
 
 
 def train_transform(cfg: PreprocessConfig, aug: AugmentConfig) -> TrainTransform:

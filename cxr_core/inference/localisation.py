@@ -27,8 +27,10 @@ from tqdm import tqdm
 from cxr_core.data.imaging import load_image
 from cxr_core.data.labels import canonical_name
 from cxr_core.errors import DatasetError
+from cxr_core.inference.lungs import heatmap_mass_in_mask
 
 if TYPE_CHECKING:
+    from cxr_core.inference.lungs import LungSegmenter
     from cxr_core.inference.predictor import Predictor
 
 NIH_ORIGINAL_SIZE = 1024
@@ -127,21 +129,26 @@ class LocalisationResult:
 
     def format_table(self) -> str:
         table = self.summary.copy()
-        for col in ("hit_rate", "center_hit_rate", "mean_iou"):
-            table[col] = table[col].map(lambda v: f"{v:.3f}")
+        for col in ("hit_rate", "center_hit_rate", "mean_iou", "mean_in_lung"):
+            if col in table:
+                table[col] = table[col].map(lambda v: f"{v:.3f}")
         return table.to_string(index=False)
 
 
 def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
-    """Per-class n boxes, pointing hit rate, centre-pointer hit rate, mean IoU, plus ``All``."""
+    """Per-class n boxes, pointing hit rate, centre-pointer hit rate, mean IoU, plus ``All``;
+    with an ``in_lung`` column also the mean share of heatmap mass inside the lungs."""
     def row(name: str, part: pd.DataFrame) -> dict:
-        return {
+        out = {
             "class": name,
             "n_boxes": int(len(part)),
             "hit_rate": float(part["hit"].mean()),
             "center_hit_rate": float(part["center_hit"].mean()),
             "mean_iou": float(part["iou"].mean()),
         }
+        if "in_lung" in part:
+            out["mean_in_lung"] = float(part["in_lung"].mean())
+        return out
 
     rows = [row(name, part) for name, part in per_box.groupby("finding", sort=True)]
     rows.append(row("All", per_box))
@@ -158,11 +165,14 @@ def evaluate_localisation(
     batch_size: int = 8,
     original_size: int = NIH_ORIGINAL_SIZE,
     progress: bool = True,
+    lungs: "LungSegmenter | None" = None,
 ) -> LocalisationResult:
     """Explain each boxed finding the model knows and score the heatmap against the box.
 
     Boxes whose finding is not a class of the model, or whose image is not in ``images_dir``,
     are skipped and counted in ``skipped``. One heatmap serves all boxes of an (image, class).
+    With ``lungs`` each box also gets ``in_lung``: the share of its heatmap's mass inside the
+    lung mask of its image (a heatmap of a lung finding that lies outside the lungs is suspect).
     """
     from cxr_core.inference.explain import explain_batch
 
@@ -181,12 +191,18 @@ def evaluate_localisation(
         )
     pairs = list(usable.groupby(["image_id", "finding"], sort=True).groups.items())
     records = []
+    lung_masks: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(pairs), desc=f"{method} heatmaps", unit="map", disable=not progress)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         images = [load_image(images_dir / image_id) for (image_id, _), _ in chunk]
         maps = explain_batch(predictor, images, [finding for (_, finding), _ in chunk], method)
-        for ((image_id, finding), index), heatmap in zip(chunk, maps):
+        for ((image_id, finding), index), heatmap, image in zip(chunk, maps, images):
+            in_lung = {}
+            if lungs is not None:
+                if image_id not in lung_masks:
+                    lung_masks[image_id] = lungs.segment(image.pixels).mask
+                in_lung = {"in_lung": heatmap_mass_in_mask(heatmap, lung_masks[image_id])}
             for _, box_row in usable.loc[index].iterrows():
                 box = scale_box((box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size)
                 records.append({
@@ -195,6 +211,7 @@ def evaluate_localisation(
                     "hit": pointing_hit(heatmap, box),
                     "center_hit": center_hit(heatmap.shape, box),
                     "iou": heatmap_iou(heatmap, box, level),
+                    **in_lung,
                 })
         bar.update(len(chunk))
     bar.close()

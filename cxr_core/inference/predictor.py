@@ -34,13 +34,14 @@ from torch import nn
 from cxr_core.data.imaging import UNSUPPORTED_IMAGE_EXTENSIONS, LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
-from cxr_core.errors import ConfigError, CXRError, ImageLoadError
+from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
 from cxr_core.inference.gate import FeatureTap, InputGate, check_quality
 from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import head_modules, load_checkpoint
 from cxr_core.models.tta import check_tta, class_probabilities
 from cxr_core.utils.device import resolve_device
+from cxr_core.utils.tasks import Task
 
 ImageInput = LoadedImage | np.ndarray
 
@@ -155,6 +156,11 @@ class Predictor:
         """
         ckpt = load_checkpoint(path, expect_architecture=expect_architecture, expect_classes=expect_classes)
         card = ckpt.card
+        if card.label_space.get("task") == Task.SEGMENTATION.value:
+            raise CheckpointError(
+                f"{path} is a segmentation model (it draws masks, it does not classify); use it as the lung model "
+                "(cxr predict --lungs, cxr_core.inference.lungs.LungSegmenter), not as a classifier"
+            )
         model = ckpt.build_model()
         predictor = cls(
             model,

@@ -1,9 +1,11 @@
 """Model registry, weights and fine-tuning policies.
 
-Importing this package registers every architecture in :mod:`.architectures`.
+Importing this package registers every architecture in :mod:`.architectures` and the
+segmentation U-Nets in :mod:`.segmentation`.
 """
 
 from cxr_core.models import architectures as _architectures  # noqa: F401  (registers the models)
+from cxr_core.models import segmentation as _segmentation  # noqa: F401  (registers the U-Nets)
 from cxr_core.models.finetune import apply_finetune, freeze_bn_stats
 from cxr_core.models.registry import (
     DEFAULT_MODEL,

@@ -28,6 +28,8 @@ class ModelSpec:
     like the built model, or raises :class:`WeightsUnavailableError` when they are not on
     disk. ``input_mean``/``input_std`` are the per-channel normalisation the ImageNet weights
     were trained with (for gray input the mean of the three is the natural choice).
+    ``segmentation`` marks mask models (one logit map per class; ``head`` is then the decoder),
+    which :func:`list_models` lists apart from the classifiers.
     """
 
     name: str
@@ -41,6 +43,7 @@ class ModelSpec:
     imagenet: Callable[[], dict] | None = None
     input_mean: tuple[float, float, float] = IMAGENET_MEAN
     input_std: tuple[float, float, float] = IMAGENET_STD
+    segmentation: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -60,9 +63,9 @@ def register_model(name: str, **spec_fields) -> Callable[[Callable[..., nn.Modul
     return decorate
 
 
-def list_models() -> list[str]:
-    """Registered architecture names, sorted."""
-    return sorted(_REGISTRY)
+def list_models(*, segmentation: bool = False) -> list[str]:
+    """Registered classifier names (or, with ``segmentation=True``, segmentation models), sorted."""
+    return sorted(name for name, spec in _REGISTRY.items() if spec.segmentation == segmentation)
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -70,7 +73,10 @@ def get_model_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; available models: {', '.join(list_models())}") from None
+        raise ConfigError(
+            f"unknown model {name!r}; available models: {', '.join(list_models())}; "
+            f"segmentation models: {', '.join(list_models(segmentation=True))}"
+        ) from None
 
 
 def create_model(

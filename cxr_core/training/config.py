@@ -99,8 +99,15 @@ class EvalConfig:
     tta: str = "none"  # test-time augmentation of the final validation and of the shipped card (cxr_core.models.tta)
 
 
+TASK_CLASSIFICATION = "classification"
+TASK_SEGMENTATION = "segmentation"
+TRAINING_TASKS = (TASK_CLASSIFICATION, TASK_SEGMENTATION)
+SEGMENTATION_LOSS = "dice_bce"
+
+
 @dataclass
 class TrainConfig:
+    task: str = TASK_CLASSIFICATION  # classification (cxr_core.training.loop) | segmentation (cxr_core.training.segmentation)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessSection = field(default_factory=PreprocessSection)
@@ -179,7 +186,14 @@ class TrainConfig:
         _need(0.0 <= self.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.model.dropout}")
         for key, stats in (("preprocess.mean", self.preprocess.mean), ("preprocess.std", self.preprocess.std)):
             _need(stats is None or len(stats) == 3, key, "needs 3 values (one per RGB channel; gray input uses the first)")
-        _need(self.loss.kind in ("auto", "bce", "ce", "focal"), "loss.kind", f"must be auto, bce, ce or focal, not {self.loss.kind!r}")
+        _need(self.task in TRAINING_TASKS, "task", f"must be {' or '.join(TRAINING_TASKS)}, not {self.task!r}")
+        if self.task == TASK_SEGMENTATION:
+            _need(self.loss.kind in ("auto", SEGMENTATION_LOSS), "loss.kind",
+                  f"a segmentation model trains with auto or {SEGMENTATION_LOSS} (Dice + BCE), not {self.loss.kind!r}")
+            _need(self.data.format in ("auto", "masks"), "data.format",
+                  f"segmentation reads image+mask folders: use masks (or auto), not {self.data.format!r}")
+        else:
+            _need(self.loss.kind in ("auto", "bce", "ce", "focal"), "loss.kind", f"must be auto, bce, ce or focal, not {self.loss.kind!r}")
         _need(self.optim.name in ("adam", "adamw", "nadam"), "optim.name", f"must be adam, adamw or nadam, not {self.optim.name!r}")
         _need(self.optim.lr > 0, "optim.lr", f"must be > 0, got {self.optim.lr}")
         _need(self.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.optim.weight_decay}")

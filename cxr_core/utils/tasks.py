@@ -12,6 +12,7 @@ from enum import Enum
 class Task(str, Enum):
     MULTILABEL = "multilabel"  # each class an independent yes/no finding (NIH, CheXpert)
     MULTICLASS = "multiclass"  # exactly one class per image (Normal vs Pneumonia)
+    SEGMENTATION = "segmentation"  # one yes/no per pixel and class (lung masks)
 
     def __str__(self) -> str:
         return self.value

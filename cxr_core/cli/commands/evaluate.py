@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "what the model was validated on. With --predictions FILE.csv instead of --checkpoint, scores "
         "probabilities made by another tool (an image column such as image_id or path, one probability column "
         "per class) on the classes it shares with --data, and writes OUT/external.json + OUT/eval/<split>/ so "
-        "the dashboard lists it as a model.",
+        "the dashboard lists it as a model. A segmentation checkpoint (the lung model) is scored on its "
+        "image+mask folder instead: OUT/scores.csv (Dice, IoU, HD95 per image) and OUT/report.json (means "
+        "with patient-level bootstrap CIs); --split all scores every pair.",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="model .safetensors file")
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split-seed", type=int, default=None, help="seed of the patient split (default: as in the card, else 0)")
     p.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
     p.add_argument("--format", default=None, help="auto, nih, chexpert, folders, disease-folders (default: as in the card)")
-    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval/<split>, "
                    "or eval/<split>-data-<fingerprint> when the data differ from the card's)")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: as in the card, else 1000)")
@@ -51,11 +53,23 @@ def run(args: argparse.Namespace) -> int:
         return run_external(args)
     from cxr_core.artifacts.run_dir import RunDir
     from cxr_core.evaluation.run import evaluate_checkpoint
+    from cxr_core.evaluation.segmentation import evaluate_segmentation, format_segmentation_report, is_segmentation_card
     from cxr_core.models.checkpoint import read_model_card
     from cxr_core.training.data_setup import build_manifest, data_config_of
 
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
+    if is_segmentation_card(card):
+        pairs = data_config_of(card, checkpoint=checkpoint, path=args.data)  # follows a moved clone + data
+        _, report = evaluate_segmentation(
+            checkpoint, data=pairs.path, split=args.split, device=args.device, out_dir=args.out,
+            n_boot=args.n_boot if args.n_boot is not None else int(card.validation.get("n_boot") or 1000),
+        )
+        print(format_segmentation_report(report))
+        return 0
+    if args.split == "all":
+        print("--split all is for segmentation checkpoints; use train, val or test", file=sys.stderr)
+        return 2
     data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
     _override_split(data, args)
     manifest = build_manifest(data)

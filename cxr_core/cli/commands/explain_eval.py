@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check heatmaps against radiologist bounding boxes",
         description="For every box whose finding the model predicts: pointing-game hit (heatmap maximum inside "
         "the box), IoU of the heatmap above --level with the box, and the hit rate of a pointer that always "
-        "picks the image centre, per class and overall.",
+        "picks the image centre, per class and overall. With --lungs, also the mean share of each heatmap's "
+        "mass inside the lungs (mean_in_lung).",
     )
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
     p.add_argument("--images", required=True, help="folder holding the boxed images (by file name)")
@@ -23,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--original-size", type=int, default=1024, help="pixel size the box coordinates refer to")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", help="optional CSV file for the per-box results")
+    p.add_argument("--lungs", nargs="?", const="bundled", default=None, metavar="CHECKPOINT",
+                   help="lung model for the in-lung share of heatmap mass (default model: the bundled checkpoints/lungs)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(handler=run)
 
@@ -38,9 +41,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--level must lie in (0, 1], not {args.level}")
     boxes = load_bboxes(args.bbox)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    lungs = None
+    if args.lungs is not None:
+        from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
+
+        lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs, device=args.device)
     result = evaluate_localisation(
         predictor, boxes, args.images, method=args.method, level=args.level,
-        batch_size=args.batch_size, original_size=args.original_size,
+        batch_size=args.batch_size, original_size=args.original_size, lungs=lungs,
     )
     print(f"{args.method} vs {args.bbox} (IoU at level {args.level})")
     print(result.format_table())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 from collections import Counter
@@ -13,6 +12,7 @@ from tqdm import tqdm
 
 from cxr_core.data.imaging import SUPPORTED_EXTENSIONS
 from cxr_core.models.tta import TTA_MODES
+from cxr_core.utils.csv_safe import SafeCSVWriter
 
 ALL_POSITIVE = "all-positive"
 
@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes OUT/predictions.csv (path, one probability column per class, findings, warnings, error); "
         "unreadable or refused files (blank, too small) get their error in their row and the run goes on; "
         "the input gate's warnings (not a chest radiograph, lateral view, age or image unlike the training data) "
-        "are listed in the warnings column.",
+        "are listed in the warnings column. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
+        "the image's size) and the columns lung_fraction (share of the image inside the lungs) and lung_warning "
+        "(set when that is outside the range of frontal films).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
@@ -34,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="explanation method: gradcam (default), gradcam++, xgradcam, layercam, eigencam, scorecam")
     p.add_argument("--class", dest="class_name", default=ALL_POSITIVE,
                    help=f"class to explain, or '{ALL_POSITIVE}' for every positive finding (default)")
+    p.add_argument("--lungs", nargs="?", const="bundled", default=None, metavar="CHECKPOINT",
+                   help="also segment the lungs (default model: the bundled checkpoints/lungs)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="threads decoding images while the model runs")
     p.add_argument("--tta", choices=TTA_MODES, default=None,
@@ -55,39 +59,53 @@ def _heatmap_names(paths: list[Path]) -> dict[Path, str]:
 
 def run(args: argparse.Namespace) -> int:
     from cxr_core.inference.explain import explain_batch, method_class, overlay_png
+    from cxr_core.inference.lungs import mask_png
     from cxr_core.inference.predictor import Predictor, collect_image_paths
 
     if args.heatmaps:
         method_class(args.method)  # an unknown method fails before the model is loaded
     paths = collect_image_paths(args.paths, SUPPORTED_EXTENSIONS)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta)
+    lungs = None
+    if args.lungs is not None:
+        from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
+
+        lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs, device=args.device)
     classes = predictor.classes
     explain_class = None
     if args.heatmaps and args.class_name != ALL_POSITIVE:
         explain_class = classes[predictor.label_space.index(args.class_name)]
 
     out = Path(args.out)
-    heat_dir = out / "heatmaps"
+    heat_dir, lung_dir = out / "heatmaps", out / "lungs"
     (heat_dir if args.heatmaps else out).mkdir(parents=True, exist_ok=True)
+    if lungs is not None:
+        lung_dir.mkdir(exist_ok=True)
+    lung_columns = ["lung_fraction", "lung_warning"] if lungs is not None else []
     names = _heatmap_names(paths)
     errors = warned = 0
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle, \
             tqdm(total=len(paths), desc="predict", unit="img") as bar:
-        writer = csv.writer(handle)
-        writer.writerow(["path", *classes, "findings", "warnings", "error"])
+        writer = SafeCSVWriter(handle)
+        writer.writerow(["path", *classes, "findings", "warnings", *lung_columns, "error"])
         results = predictor.iter_predict_files(
-            paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps
+            paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps or lungs is not None
         )
         for result in results:
             if result.prediction is None:
                 errors += 1
-                writer.writerow([result.path, *([""] * len(classes)), "", "", result.error])
+                writer.writerow([result.path, *([""] * len(classes)), "", "", *([""] * len(lung_columns)), result.error])
             else:
                 pred = result.prediction
                 if pred.warnings:
                     warned += 1
+                lung_values = []
+                if lungs is not None:
+                    lung = lungs.segment(result.image.pixels)
+                    (lung_dir / f"{names[Path(result.path)]}.png").write_bytes(mask_png(lung.mask))
+                    lung_values = [repr(round(lung.fraction, 6)), lung.check.warning or ""]
                 writer.writerow([result.path, *(repr(pred.probabilities[c]) for c in classes),
-                                 ";".join(pred.positive), " | ".join(pred.warnings), ""])
+                                 ";".join(pred.positive), " | ".join(pred.warnings), *lung_values, ""])
                 if args.heatmaps:
                     targets = [explain_class] if explain_class else pred.positive
                     maps = explain_batch(predictor, [result.image] * len(targets), targets, args.method)

@@ -1,0 +1,147 @@
+"""Image + mask folders: ``<root>/images/<name>`` with its mask at ``<root>/masks/<name>``.
+
+The layout of the NLM Montgomery/Shenzhen lung masks and of most segmentation releases. A mask
+is either binary (0/255, or 0/1) or a label map (small integers, one per structure); the
+foreground is every non-zero pixel unless ``foreground`` lists the labels that count. Masks are
+never resized silently: a mask whose size differs from its image belongs to another image or
+another preprocessing, so it is an error naming both files.
+
+Everything is read into memory once (138 pairs of 256 px are 18 MB): segmentation sets are
+small, and training, evaluation and the tests all need the same arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxr_core.data.formats.files import first_items, is_hidden, is_image_file, patient_id_from_filename
+from cxr_core.data.imaging import load_image
+from cxr_core.data.preprocessing import to_cache_array
+from cxr_core.errors import DatasetError
+
+IMAGES_DIR = "images"
+MASKS_DIR = "masks"
+
+
+@dataclass(frozen=True)
+class MaskSet:
+    """Images as uint8 ``(N, S, S)``, masks as bool ``(N, S, S)``, one id and patient per pair."""
+
+    root: Path
+    ids: tuple[str, ...]
+    patients: tuple[str, ...]
+    images: np.ndarray
+    masks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "MaskSet":
+        idx = np.asarray(index, dtype=np.int64)
+        return MaskSet(
+            root=self.root,
+            ids=tuple(self.ids[i] for i in idx),
+            patients=tuple(self.patients[i] for i in idx),
+            images=self.images[idx],
+            masks=self.masks[idx],
+        )
+
+
+def _list_images(folder: Path) -> dict[str, Path]:
+    return {
+        Path(name).stem: folder / name
+        for name in sorted(os.listdir(folder))
+        if not is_hidden(name) and is_image_file(name) and (folder / name).is_file()
+    }
+
+
+def read_mask(path: str | Path, foreground: Sequence[int] | None = None) -> np.ndarray:
+    """A mask file as bool ``(H, W)``: non-zero pixels, or those whose label is in ``foreground``."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("1", "L", "P", "I", "I;16"):
+                raise DatasetError(
+                    f"mask {path} is a {img.mode} image; masks must be single-channel (0/255 binary or a label map)"
+                )
+            values = np.asarray(img.convert("I") if img.mode in ("I;16",) else img)
+    except OSError as exc:
+        raise DatasetError(f"mask {path} cannot be read as an image ({exc}); replace the file") from None
+    if foreground is None:
+        return values != 0
+    return np.isin(values, np.asarray(list(foreground)))
+
+
+def load_mask_folders(
+    root: str | Path,
+    *,
+    size: int | None = None,
+    images_dir: str = IMAGES_DIR,
+    masks_dir: str = MASKS_DIR,
+    foreground: Sequence[int] | None = None,
+) -> MaskSet:
+    """Read every image and its mask from ``root``.
+
+    Images go through the same decoder and cache resize as classification (``size`` pixels
+    square, default: the images' own size, which must then be square); masks are resized with
+    nearest-neighbour to the same size. Raises :class:`DatasetError` for a missing folder, an
+    image without a mask (or the reverse), a mask of another size than its image, or no pairs.
+    """
+    root = Path(root)
+    image_folder, mask_folder = root / images_dir, root / masks_dir
+    for folder, what in ((image_folder, "images"), (mask_folder, "masks")):
+        if not folder.is_dir():
+            raise DatasetError(
+                f"{root} has no {folder.name}/ folder; an image+mask dataset needs {images_dir}/ and {masks_dir}/ "
+                f"side by side, with each mask named like its image ({what} folder missing)"
+            )
+    images, masks = _list_images(image_folder), _list_images(mask_folder)
+    no_mask = sorted(set(images) - set(masks))
+    if no_mask:
+        raise DatasetError(
+            f"{len(no_mask)} image(s) in {image_folder} have no mask of the same name in {mask_folder}: "
+            f"{first_items(no_mask)}; add the masks or move those images out"
+        )
+    no_image = sorted(set(masks) - set(images))
+    if no_image:
+        raise DatasetError(
+            f"{len(no_image)} mask(s) in {mask_folder} have no image of the same name in {image_folder}: "
+            f"{first_items(no_image)}; a mask without its image is usually a renamed or deleted file"
+        )
+    if not images:
+        raise DatasetError(f"{image_folder} holds no images (PNG, JPEG, BMP, TIFF or DICOM)")
+    ids = sorted(images)
+    out_images, out_masks = [], []
+    for name in ids:
+        pixels = load_image(images[name]).pixels
+        mask = read_mask(masks[name], foreground)
+        if mask.shape != pixels.shape:
+            raise DatasetError(
+                f"mask {masks[name]} is {mask.shape[1]}x{mask.shape[0]} px but its image {images[name]} is "
+                f"{pixels.shape[1]}x{pixels.shape[0]} px; the mask belongs to another image size — "
+                "export masks at the size of their images"
+            )
+        side = size if size is not None else pixels.shape[0]
+        if size is None and pixels.shape[0] != pixels.shape[1]:
+            raise DatasetError(f"image {images[name]} is not square ({pixels.shape[1]}x{pixels.shape[0]}); pass size=")
+        out_images.append(to_cache_array(pixels, side))
+        if mask.shape != (side, side):
+            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.Resampling.NEAREST)
+            mask = np.asarray(resized) > 127
+        out_masks.append(mask)
+    shapes = {a.shape for a in out_images}
+    if len(shapes) != 1:
+        raise DatasetError(f"images in {image_folder} have different sizes {sorted(shapes)}; pass size= to resize them")
+    return MaskSet(
+        root=root,
+        ids=tuple(ids),
+        patients=tuple(patient_id_from_filename(name) for name in ids),
+        images=np.stack(out_images),
+        masks=np.stack(out_masks),
+    )
