@@ -133,9 +133,10 @@ class LocalisationResult:
 
 
 def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
-    """Per-class n boxes, pointing hit rate, centre-pointer hit rate, mean IoU, plus ``All``."""
-    def row(name: str, part: pd.DataFrame) -> dict:
+    """Per border and class: n boxes, pointing hit rate, centre-pointer hit rate, mean IoU, plus ``All``."""
+    def row(border: float, name: str, part: pd.DataFrame) -> dict:
         return {
+            "border": float(border),
             "class": name,
             "n_boxes": int(len(part)),
             "hit_rate": float(part["hit"].mean()),
@@ -143,8 +144,10 @@ def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
             "mean_iou": float(part["iou"].mean()),
         }
 
-    rows = [row(name, part) for name, part in per_box.groupby("finding", sort=True)]
-    rows.append(row("All", per_box))
+    rows = []
+    for border, scored in per_box.groupby("border", sort=True):
+        rows += [row(border, name, part) for name, part in scored.groupby("finding", sort=True)]
+        rows.append(row(border, "All", scored))
     return pd.DataFrame(rows)
 
 
@@ -154,6 +157,8 @@ def evaluate_localisation(
     images_dir: str | os.PathLike[str],
     *,
     method: str = "gradcam",
+    layer: str | None = None,
+    borders: Sequence[float] | None = None,
     level: float = 0.5,
     batch_size: int = 8,
     original_size: int = NIH_ORIGINAL_SIZE,
@@ -163,8 +168,13 @@ def evaluate_localisation(
 
     Boxes whose finding is not a class of the model, or whose image is not in ``images_dir``,
     are skipped and counted in ``skipped``. One heatmap serves all boxes of an (image, class).
+    ``layer`` goes to :func:`~cxr_core.inference.explain.explain_batch`; each map is scored once
+    per entry of ``borders`` (masked with :func:`~cxr_core.inference.explain.mask_border`; default:
+    the dashboard's border only), so comparing borders costs no extra heatmaps.
     """
-    from cxr_core.inference.explain import explain_batch
+    from cxr_core.inference.explain import DEFAULT_BORDER, explain_batch, mask_border
+
+    borders = tuple(borders) if borders else (DEFAULT_BORDER,)
 
     images_dir = Path(images_dir)
     in_model = boxes["finding"].isin(predictor.classes)
@@ -185,17 +195,20 @@ def evaluate_localisation(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         images = [load_image(images_dir / image_id) for (image_id, _), _ in chunk]
-        maps = explain_batch(predictor, images, [finding for (_, finding), _ in chunk], method)
-        for ((image_id, finding), index), heatmap in zip(chunk, maps):
-            for _, box_row in usable.loc[index].iterrows():
-                box = scale_box((box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size)
-                records.append({
-                    "image_id": image_id,
-                    "finding": finding,
-                    "hit": pointing_hit(heatmap, box),
-                    "center_hit": center_hit(heatmap.shape, box),
-                    "iou": heatmap_iou(heatmap, box, level),
-                })
+        maps = explain_batch(predictor, images, [finding for (_, finding), _ in chunk], method, layer=layer, border=0.0)
+        for ((image_id, finding), index), raw in zip(chunk, maps):
+            for border in borders:
+                heatmap = mask_border(raw, border)
+                for _, box_row in usable.loc[index].iterrows():
+                    box = scale_box((box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size)
+                    records.append({
+                        "image_id": image_id,
+                        "finding": finding,
+                        "border": float(border),
+                        "hit": pointing_hit(heatmap, box),
+                        "center_hit": center_hit(heatmap.shape, box),
+                        "iou": heatmap_iou(heatmap, box, level),
+                    })
         bar.update(len(chunk))
     bar.close()
     per_box = pd.DataFrame(records)

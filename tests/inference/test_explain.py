@@ -19,6 +19,7 @@ from cxr_core.inference.explain import (
     ClassLogitTarget,
     explain,
     explain_batch,
+    mask_border,
     overlay,
     overlay_png,
 )
@@ -123,7 +124,7 @@ def test_gradcam_equals_the_library_reference_on_registered_models(arch):
     pred = Predictor(model, label_space=NIH14, preprocess=PreprocessConfig(cache_size=64, input_size=64),
                      target_layer=spec.target_layer, device="cpu")
     img = np.random.default_rng(5).random((64, 64)).astype(np.float32)
-    ours = explain(pred, img, "Mass")
+    ours = explain(pred, img, "Mass", border=0.0)
     reference = create_model(arch, 14)
     reference.load_state_dict(model.state_dict())
     with GradCAM(model=reference.eval(), target_layers=[spec.target_layer(reference)]) as cam:
@@ -225,3 +226,26 @@ def test_overlay_png_round_trips():
     heat = np.random.default_rng(3).random((24, 32)).astype(np.float32)
     decoded = np.asarray(Image.open(io.BytesIO(overlay_png(gray, heat))))
     assert np.array_equal(decoded, overlay(gray, heat))
+
+
+def test_mask_border_zeroes_the_frame_and_rescales_the_inside():
+    heat = np.zeros((50, 40), dtype=np.float32)
+    heat[0, :] = 1.0  # a peak on the top edge, as on a collimator edge
+    heat[20:30, 15:25] = 0.3
+    masked = mask_border(heat, 0.1)
+    assert masked[:5].max() == 0.0 and masked[:, :4].max() == 0.0 and masked[-5:].max() == 0.0
+    assert masked[25, 20] == pytest.approx(1.0)  # the inner region now sets the scale
+    assert _peak(masked) == (20, 15)
+    assert mask_border(heat, 0.0) is heat
+    with pytest.raises(ConfigError, match="border"):
+        mask_border(heat, 0.5)
+
+
+def test_named_layer_is_read_and_a_wrong_name_is_explained(predictor, image):
+    default = explain(predictor, image, "Bright", border=0.0)
+    named = explain(predictor, image, "Bright", layer="features.2", border=0.0)
+    np.testing.assert_allclose(named, default, atol=1e-6)  # features.2 is the registered layer
+    conv = explain(predictor, image, "Bright", layer="features.1", border=0.0)
+    assert conv.shape == default.shape
+    with pytest.raises(ConfigError, match="features"):
+        explain(predictor, image, "Bright", layer="features.9")
