@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import streamlit as st
 
 from cxr_core.artifacts.catalog import CheckpointEntry, check_folder
 from cxr_core.errors import CXRError
 from dashboard import state
+
+PAGE_ICON = Path(__file__).resolve().parent / "assets" / "page_icon.png"
+"""Bundled, so the browser tab's icon needs no font CDN (the dashboard must work offline)."""
 
 TRAIN_HELP = """
 **No checkpoint found.** The dashboard needs a trained model to work with. Either
