@@ -12,6 +12,7 @@ Layout of a checkpoint directory (see ``docs/architecture.md``)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from cxr_core.artifacts.run_dir import MODEL_FILE, RunDir, load_predictions
 from cxr_core.artifacts.thresholds_store import ThresholdStore
 from cxr_core.errors import CheckpointError, CXRError, UnknownClassError
 from cxr_core.models.card import ModelCard
-from cxr_core.models.checkpoint import read_model_card
+from cxr_core.models.checkpoint import DIGEST_KEY, read_model_card
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
@@ -92,6 +93,29 @@ def macro_auroc(summary: dict | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value
+
+
+def checkpoint_digest(model_path: str | os.PathLike) -> str:
+    """SHA-256 identifying a checkpoint's weights, for result files that must name their model.
+
+    The weights digest recorded in the file at save time when present (cheap: header only),
+    else the SHA-256 of the file's bytes.
+    """
+    from safetensors import safe_open
+
+    path = Path(model_path)
+    try:
+        with safe_open(str(path), "pt") as handle:
+            recorded = (handle.metadata() or {}).get(DIGEST_KEY)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: cannot read the checkpoint header ({exc})") from exc
+    if recorded:
+        return recorded
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_dirs_from_env() -> list[Path]:

@@ -18,6 +18,7 @@ the other methods explain the requested class.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -78,6 +79,18 @@ METHODS: dict[str, type[BaseCAM]] = {
 
 # Score-CAM runs one forward pass per activation channel; batching them bounds memory.
 _SCORECAM_BATCH = 32
+DEFAULT_METHOD = "gradcam++"
+DEFAULT_LAYER: str | None = None
+"""The method and layer the dashboard opens with, chosen by pointing game and IoU on the NIH
+boxes (README, "Heatmaps"); None is the architecture's registered layer."""
+LOCALISATION_NOTE = (
+    "Where the model drew its evidence, not an outline of the finding: on 780 NIH radiologist boxes the "
+    "default map's peak fell inside the box about as often as a pointer fixed at the image centre (README, Heatmaps)."
+)
+CLASS_AGNOSTIC = frozenset({"eigencam"})
+"""Methods whose map does not depend on the class asked for."""
+SLOW_SECONDS = 10.0
+"""An interactive view offers a method only when its estimated time stays below this."""
 
 
 class ClassLogitTarget:
@@ -240,3 +253,79 @@ def overlay_png(gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colorm
     buffer = io.BytesIO()
     Image.fromarray(overlay(gray, heatmap, opacity, colormap)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def forward_seconds(predictor: Predictor, repeats: int = 3) -> float:
+    """Median wall time of one forward pass of one image (the unit of :func:`estimate_seconds`)."""
+    size = predictor.preprocess.input_size
+    batch = torch.zeros(1, predictor.preprocess.in_chans, size, size, device=predictor.device)
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predictor.model(batch)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _channels(layer: nn.Module) -> int:
+    """Output channels of a target layer (its last convolution or batch norm)."""
+    count = 0
+    for module in layer.modules():
+        if isinstance(module, nn.Conv2d):
+            count = module.out_channels
+        elif isinstance(module, nn.BatchNorm2d):
+            count = module.num_features
+    return max(count, 1)
+
+
+def estimate_seconds(predictor: Predictor, method: str, forward_s: float, layer: str | None = None) -> float:
+    """Rough time of one explanation: Score-CAM runs one forward pass per channel of the target
+    layer(s); the gradient methods and EigenCAM about two passes (forward plus a short backward)."""
+    method_class(method)
+    if method.lower() != "scorecam":
+        return 2.0 * forward_s
+    layers = resolve_layers(predictor, predictor.model, layer)
+    return forward_s * sum(_channels(m) for m in layers)
+
+
+def interactive_methods(predictor: Predictor, forward_s: float) -> dict[str, str]:
+    """Method -> "" when it may run interactively, else the reason it is left out.
+
+    Left out: methods estimated above ``SLOW_SECONDS``, and Score-CAM on ensembles (one pass
+    per channel of every member: minutes on a CPU, with no way to cancel a running call).
+    """
+    out = {}
+    ensemble = isinstance(predictor.model, Ensemble)
+    for method in METHODS:
+        estimate = estimate_seconds(predictor, method, forward_s)
+        if method == "scorecam" and ensemble:
+            out[method] = f"not offered for ensembles (estimated {estimate:.0f} s)"
+        elif estimate > SLOW_SECONDS:
+            out[method] = f"estimated {estimate:.0f} s, above {SLOW_SECONDS:.0f} s"
+        else:
+            out[method] = ""
+    return out
+
+
+def contour_overlay(gray: np.ndarray, heatmap: Heatmap, level: float = 0.5, colour: tuple[int, int, int] = (255, 64, 0),
+                    thickness: int = 2, max_side: int | None = None) -> np.ndarray:
+    """The radiograph with the outline of {heatmap ≥ level} drawn on it: uint8 (H, W, 3) RGB.
+
+    Unlike a colour wash, the film stays readable everywhere outside the thin line.
+    ``max_side`` downsamples first (small multiples).
+    """
+    if gray.ndim != 2 or heatmap.ndim != 2:
+        raise ValueError(f"contour_overlay needs two 2-D arrays, got shapes {gray.shape} and {heatmap.shape}")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"the contour level must lie strictly between 0 and 1, not {level}")
+    base = np.clip(gray.astype(np.float32), 0.0, 1.0)
+    if max_side and max(base.shape) > max_side:
+        scale = max_side / max(base.shape)
+        base = cv2.resize(base, (max(1, round(base.shape[1] * scale)), max(1, round(base.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    heat = _to_shape(heatmap, base.shape)
+    rgb = np.repeat(np.round(base * 255.0).astype(np.uint8)[..., None], 3, axis=2)
+    contours, _ = cv2.findContours((heat >= level).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(rgb, contours, -1, colour, thickness, lineType=cv2.LINE_AA)
+    return rgb

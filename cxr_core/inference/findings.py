@@ -9,8 +9,11 @@ to reproduce the calls (model, checkpoint digest, threshold set and values).
 
 Bands (absolute probability differences, documented in the dashboard):
 
-- a multilabel call is *borderline* when ``|p - threshold| <= BORDERLINE_BAND``: a small change
-  in the image, the preprocessing or the threshold could flip it;
+- a multilabel call is *borderline* when ``|p - threshold|`` is at most ``BORDERLINE_FRACTION``
+  of the threshold, and never more than ``BORDERLINE_BAND``: a small change in the image, the
+  preprocessing or the threshold could flip it. The band scales with the threshold because
+  operating points of rare findings sit near 0.05, where a fixed 0.05 band would flag every
+  class;
 - a multiclass result is a *near tie* when the two most probable classes differ by at most
   ``NEAR_TIE_MARGIN``.
 """
@@ -27,6 +30,7 @@ from cxr_core.data.labels import NO_FINDING
 from cxr_core.inference.predictor import Prediction
 
 BORDERLINE_BAND = 0.05
+BORDERLINE_FRACTION = 0.2
 NEAR_TIE_MARGIN = 0.15
 NORMAL_CLASSES = frozenset({"Normal", NO_FINDING})
 """Classes that state the absence of disease: never shown as a positive finding."""
@@ -78,9 +82,14 @@ class FindingsSummary:
         return tuple(f for f in self.findings if f.borderline)
 
 
+def borderline_band(threshold: float, band: float = BORDERLINE_BAND, fraction: float = BORDERLINE_FRACTION) -> float:
+    """Half-width of the borderline zone around ``threshold``: ``fraction`` of it, at most ``band``."""
+    return min(band, fraction * threshold)
+
+
 def is_borderline(probability: float, threshold: float, band: float = BORDERLINE_BAND) -> bool:
-    """Whether a call lies within ``band`` of its threshold (either side, inclusive)."""
-    return abs(probability - threshold) <= band + 1e-12
+    """Whether a call lies within :func:`borderline_band` of its threshold (either side, inclusive)."""
+    return abs(probability - threshold) <= borderline_band(threshold, band) + 1e-12
 
 
 def summarise_findings(prediction: Prediction, *, multilabel: bool, band: float = BORDERLINE_BAND,

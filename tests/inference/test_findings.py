@@ -6,7 +6,9 @@ import pytest
 
 from cxr_core.inference.findings import (
     BORDERLINE_BAND,
+    BORDERLINE_FRACTION,
     NEAR_TIE_MARGIN,
+    borderline_band,
     export_frame,
     is_borderline,
     summarise_findings,
@@ -31,14 +33,17 @@ def test_positives_first_then_by_probability():
 
 def test_borderline_band_either_side_of_the_threshold():
     t = 0.154
-    p = multilabel({"Mass": t, "Nodule": t - BORDERLINE_BAND, "Effusion": t + BORDERLINE_BAND + 0.001,
-                    "Edema": t - BORDERLINE_BAND - 0.001},
+    band = borderline_band(t)
+    assert band == pytest.approx(BORDERLINE_FRACTION * t)  # 0.031: a fraction of a low threshold
+    p = multilabel({"Mass": t, "Nodule": t - band, "Effusion": t + band + 0.001, "Edema": t - band - 0.001},
                    {c: t for c in ("Mass", "Nodule", "Effusion", "Edema")})
     s = summarise_findings(p, multilabel=True)
     flags = {f.name: f.borderline for f in s.findings}
     assert flags == {"Mass": True, "Nodule": True, "Effusion": False, "Edema": False}
     assert [f.name for f in s.borderline] == ["Mass", "Nodule"]
+    assert borderline_band(0.5) == BORDERLINE_BAND  # capped for high thresholds
     assert is_borderline(0.5, 0.52, band=0.02) and not is_borderline(0.5, 0.53, band=0.02)
+    assert not is_borderline(0.07, 0.09)  # 0.02 away from a 0.09 threshold is outside its 0.018 band
 
 
 def test_nothing_called_is_not_abnormal():
@@ -63,7 +68,7 @@ def test_multiclass_normal_is_not_a_positive_finding_and_near_ties_are_flagged()
 
 
 def test_export_frame_records_model_digest_and_thresholds():
-    preds = [multilabel({"Mass": 0.6, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.18}),
+    preds = [multilabel({"Mass": 0.6, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.18}),  # Nodule within 0.036
              multilabel({"Mass": 0.1, "Nodule": 0.9}, {"Mass": 0.5, "Nodule": 0.18})]
     frame = export_frame(preds, model="nih14", checkpoint_digest="abc123", threshold_set="youden", multilabel=True)
     assert list(frame.columns) == ["file", "model", "checkpoint_sha256", "threshold_set", "positive", "borderline",
