@@ -100,3 +100,23 @@ def human_date(value: object) -> str:
         zone = " UTC" if offset is not None and offset.total_seconds() == 0 else ""
         return f"{parsed.day} {parsed:%b %Y, %H:%M}{zone}"
     return f"{parsed.day} {parsed:%b %Y}"
+
+
+def key_values(record: Mapping, prefix: str = "") -> pd.DataFrame:
+    """A nested model-card block as a two-column (field, value) table; lists are joined with commas."""
+    rows: list[dict] = []
+
+    def walk(value: object, name: str) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(inner, f"{name}.{key}" if name else str(key))
+        elif isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            rows.append({"field": name, "value": ", ".join(str(v) for v in value)})
+        elif isinstance(value, (list, tuple)):
+            for i, inner in enumerate(value):
+                walk(inner, f"{name}[{i}]")
+        else:
+            rows.append({"field": name, "value": fmt(value) if isinstance(value, float) else str(value)})
+
+    walk(record, prefix)
+    return pd.DataFrame(rows, columns=["field", "value"])

@@ -57,7 +57,7 @@ def _heatmap(model_key: str, digest: str, class_name: str, method: str, _predict
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _methods(model_key: str, _predictor: Predictor) -> dict[str, str]:
-    return interactive_methods(_predictor, forward_seconds(_predictor))
+    return interactive_methods(_predictor, forward_seconds(_predictor, repeats=1))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -294,7 +294,8 @@ def class_counts(card: ModelCard) -> pd.DataFrame:
 
     A model card's headline hides how thin the evidence is for rare findings; this table puts
     the counts next to the numbers. ``low_count`` follows the evaluation report's rule (the
-    classes left out of the macro average).
+    classes left out of the macro average). Columns: class, train_positives, val_positives,
+    val_negatives, val_auroc, low_count.
     """
     splits = (card.data or {}).get("splits", {})
     validation = card.validation or {}
@@ -305,10 +306,10 @@ def class_counts(card: ModelCard) -> pd.DataFrame:
         entry = per_class.get(cls, {})
         rows.append({
             "class": cls,
-            "train positives": splits.get("train", {}).get("positives", {}).get(cls),
-            "val positives": entry.get("n_pos", splits.get("val", {}).get("positives", {}).get(cls)),
-            "val negatives": entry.get("n_neg"),
-            "val AUROC": entry.get("auroc"),
+            "train_positives": splits.get("train", {}).get("positives", {}).get(cls),
+            "val_positives": entry.get("n_pos", splits.get("val", {}).get("positives", {}).get(cls)),
+            "val_negatives": entry.get("n_neg"),
+            "val_auroc": entry.get("auroc"),
             "low_count": cls in excluded,
         })
     return pd.DataFrame(rows)
@@ -316,18 +317,35 @@ def class_counts(card: ModelCard) -> pd.DataFrame:
 
 def ensemble_members(card: ModelCard) -> pd.DataFrame:
     """One row per member of an ensemble (empty for a single model): what it is, how long it
-    trained and how it did alone on the same validation split, so the ensemble's gain shows."""
+    trained and how it did alone on the same validation split, so the ensemble's gain shows.
+    Columns: architecture, input_size, epochs, best_epoch, training_minutes, val_macro_auroc, tta, checkpoint."""
     rows = [{
         "architecture": m.get("architecture"),
-        "input size": m.get("input_size"),
+        "input_size": m.get("input_size"),
         "epochs": m.get("epochs_run"),
-        "best epoch": m.get("best_epoch"),
-        "training (min)": round(m["wall_time_s"] / 60, 1) if m.get("wall_time_s") is not None else None,
-        "val macro AUROC alone": m.get("val_macro_auroc"),
-        "test-time augmentation": m.get("val_tta"),
+        "best_epoch": m.get("best_epoch"),
+        "training_minutes": round(m["wall_time_s"] / 60, 1) if m.get("wall_time_s") is not None else None,
+        "val_macro_auroc": m.get("val_macro_auroc"),
+        "tta": m.get("val_tta"),
         "checkpoint": Path(m["checkpoint"]).parent.name if m.get("checkpoint") else None,
     } for m in (card.training or {}).get("members", [])] if card.members else []
     return pd.DataFrame(rows)
+
+
+def evaluation_data(entry: CheckpointEntry) -> tuple[str, str]:
+    """(data source, identity) of the data a checkpoint was validated on, from its model card; the
+    identity joins the manifest fingerprint and the split rule ("" when unknown). Two checkpoints'
+    validation metrics are comparable only when the identities match."""
+    data = (entry.card.data if entry.card else None) or {}
+    fingerprint = data.get("manifest_fingerprint")
+    identity = f"{fingerprint}|{json.dumps(data.get('split_rule'), sort_keys=True)}" if fingerprint else ""
+    return str(data.get("source") or data.get("path") or "unknown data"), identity
+
+
+def same_evaluation_data(first: CheckpointEntry, second: CheckpointEntry) -> bool:
+    """Whether two checkpoints were validated on the same dataset manifest (known on both sides)."""
+    (_, a), (_, b) = evaluation_data(first), evaluation_data(second)
+    return bool(a) and a == b
 
 
 def per_class_auroc(entry: CheckpointEntry, split: str = "val") -> dict[str, tuple[float, float, float]]:

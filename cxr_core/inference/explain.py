@@ -90,7 +90,7 @@ LOCALISATION_NOTE = (
 CLASS_AGNOSTIC = frozenset({"eigencam"})
 """Methods whose map does not depend on the class asked for."""
 SLOW_SECONDS = 10.0
-"""An interactive view offers a method only when its estimated time stays below this."""
+"""An interactive view offers Score-CAM only when its estimated time stays below this."""
 
 
 class ClassLogitTarget:
@@ -268,15 +268,18 @@ def forward_seconds(predictor: Predictor, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def _channels(layer: nn.Module) -> int:
-    """Output channels of a target layer (its last convolution or batch norm)."""
-    count = 0
-    for module in layer.modules():
-        if isinstance(module, nn.Conv2d):
-            count = module.out_channels
-        elif isinstance(module, nn.BatchNorm2d):
-            count = module.num_features
-    return max(count, 1)
+def _channels(predictor: Predictor, layers: list[nn.Module]) -> int:
+    """Total output channels of the target layers, seen in one forward pass of a blank image."""
+    seen: list[int] = []
+    handles = [layer.register_forward_hook(lambda m, i, out: seen.append(int(out.shape[1]))) for layer in layers]
+    size = predictor.preprocess.input_size
+    try:
+        with torch.inference_mode():
+            predictor.model(torch.zeros(1, predictor.preprocess.in_chans, size, size, device=predictor.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(sum(seen), 1)
 
 
 def estimate_seconds(predictor: Predictor, method: str, forward_s: float, layer: str | None = None) -> float:
@@ -285,23 +288,25 @@ def estimate_seconds(predictor: Predictor, method: str, forward_s: float, layer:
     method_class(method)
     if method.lower() != "scorecam":
         return 2.0 * forward_s
-    layers = resolve_layers(predictor, predictor.model, layer)
-    return forward_s * sum(_channels(m) for m in layers)
+    return forward_s * _channels(predictor, resolve_layers(predictor, predictor.model, layer))
 
 
 def interactive_methods(predictor: Predictor, forward_s: float) -> dict[str, str]:
     """Method -> "" when it may run interactively, else the reason it is left out.
 
-    Left out: methods estimated above ``SLOW_SECONDS``, and Score-CAM on ensembles (one pass
-    per channel of every member: minutes on a CPU, with no way to cancel a running call).
+    Left out: Score-CAM when estimated above ``SLOW_SECONDS``, and always on ensembles (one
+    pass per channel of every member: minutes on a CPU, with no way to cancel a running call).
+    The other methods cost about two forward passes and are always offered: on a loaded CPU
+    they are slow too, but leaving them out would leave no explanation at all.
     """
     out = {}
     ensemble = isinstance(predictor.model, Ensemble)
+    channels = _channels(predictor, predictor.target_layers(predictor.model))
     for method in METHODS:
-        estimate = estimate_seconds(predictor, method, forward_s)
+        estimate = forward_s * channels if method == "scorecam" else estimate_seconds(predictor, method, forward_s)
         if method == "scorecam" and ensemble:
             out[method] = f"not offered for ensembles (estimated {estimate:.0f} s)"
-        elif estimate > SLOW_SECONDS:
+        elif method == "scorecam" and estimate > SLOW_SECONDS:
             out[method] = f"estimated {estimate:.0f} s, above {SLOW_SECONDS:.0f} s"
         else:
             out[method] = ""

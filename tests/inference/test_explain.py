@@ -19,6 +19,9 @@ from cxr_core.inference.explain import (
     ClassLogitTarget,
     explain,
     explain_batch,
+    contour_overlay,
+    estimate_seconds,
+    interactive_methods,
     mask_border,
     overlay,
     overlay_png,
@@ -249,3 +252,33 @@ def test_named_layer_is_read_and_a_wrong_name_is_explained(predictor, image):
     assert conv.shape == default.shape
     with pytest.raises(ConfigError, match="features"):
         explain(predictor, image, "Bright", layer="features.9")
+
+
+def test_contour_overlay_outlines_the_region_and_keeps_the_film_elsewhere(image):
+    heat = np.zeros(image.shape, dtype=np.float32)
+    heat[SQUARE] = 1.0
+    out = contour_overlay(image, heat, level=0.5, colour=(255, 0, 0), thickness=1)
+    gray = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    drawn = np.any(out != gray[..., None], axis=2)
+    rows, cols = np.nonzero(drawn)
+    assert 19 <= rows.min() <= 20 and 39 <= rows.max() <= 40 and 59 <= cols.min() <= 60 and 84 <= cols.max() <= 85
+    assert not drawn[23:37, 63:82].any()  # the outline only: inside is not filled
+    np.testing.assert_array_equal(out[:10, :50, 1], gray[:10, :50])  # untouched film away from the line
+    assert contour_overlay(image, heat, max_side=40).shape == (32, 40, 3)
+    with pytest.raises(ConfigError, match="level"):
+        contour_overlay(image, heat, level=1.0)
+
+
+def test_score_cam_is_estimated_by_channels_and_withheld_when_slow(predictor):
+    assert estimate_seconds(predictor, "gradcam", 0.1) == pytest.approx(0.2)
+    assert estimate_seconds(predictor, "scorecam", 0.1) == pytest.approx(0.8)  # 8 channels at the target layer
+    offered = interactive_methods(predictor, forward_s=0.01)
+    assert offered["scorecam"] == "" and offered["gradcam"] == ""
+    slow = interactive_methods(predictor, forward_s=2.0)
+    assert "above" in slow["scorecam"] and slow["gradcam"] == ""  # one pass per channel: 16 s
+
+    from cxr_core.models.ensemble import Ensemble
+
+    ensemble = Predictor(Ensemble([BrightDarkNet()], [predictor.preprocess.input_size]), label_space=predictor.label_space,
+                         preprocess=predictor.preprocess, target_layer=lambda m: m.members[0].features[2], device="cpu")
+    assert "ensembles" in interactive_methods(ensemble, forward_s=0.001)["scorecam"]
