@@ -50,9 +50,10 @@ Heatmap = np.ndarray
 DEFAULT_BORDER = 0.08
 """Fraction of each image side left out of a heatmap's normalisation (see :func:`mask_border`).
 
-Radiographs carry collimator edges, burned-in labels and markers along their borders, and
-CAM maps of small CNNs often peak there; a pointing-game run on the 780 NIH boxes (README,
-"Heatmaps") measured how much masking this border helps before it was made the default.
+Radiographs carry collimator edges, burned-in labels and markers along their borders, and maps
+read from finer layers often peak there. On the NIH boxes (README, "Heatmaps") masking it lifted
+Grad-CAM at ``features.5`` from 0.12 to 0.17 pointing hits and changed nothing for the default
+method and layer, whose maps already peak inside the chest.
 """
 
 
@@ -81,11 +82,14 @@ METHODS: dict[str, type[BaseCAM]] = {
 _SCORECAM_BATCH = 32
 DEFAULT_METHOD = "gradcam++"
 DEFAULT_LAYER: str | None = None
-"""The method and layer the dashboard opens with, chosen by pointing game and IoU on the NIH
-boxes (README, "Heatmaps"); None is the architecture's registered layer."""
+"""The method and layer the dashboard opens with (None: the architecture's registered layer, the
+last feature block). Chosen on the 780 NIH boxes (README, "Heatmaps"): Grad-CAM++ there hits
+0.253 of the boxes against 0.214 for a pointer fixed at the image centre, with the highest mean
+IoU of the methods and layers tried (0.161)."""
 LOCALISATION_NOTE = (
-    "Where the model drew its evidence, not an outline of the finding: on 780 NIH radiologist boxes the "
-    "default map's peak fell inside the box about as often as a pointer fixed at the image centre (README, Heatmaps)."
+    "Where the model drew its evidence, not an outline of the finding. On 780 NIH radiologist boxes the default "
+    "map's peak fell inside the box 25% of the time (a pointer fixed at the image centre: 21%), mean overlap "
+    "(IoU) 0.16; Nodule 0%, Atelectasis 4%. Use it to question the model, not to locate disease."
 )
 CLASS_AGNOSTIC = frozenset({"eigencam"})
 """Methods whose map does not depend on the class asked for."""
