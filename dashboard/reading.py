@@ -11,7 +11,12 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from cxr_core.inference.findings import BORDERLINE_BAND, BORDERLINE_FRACTION, NEAR_TIE_MARGIN, FindingsSummary
+from cxr_core.inference.findings import (
+    BORDERLINE_BAND,
+    BORDERLINE_FRACTION,
+    NEAR_TIE_MARGIN,
+    FindingsSummary,
+)
 from dashboard.tables import human_date
 
 TOP_FINDINGS = 3

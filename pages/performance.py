@@ -12,7 +12,15 @@ from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun, load_training_l
 from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
 from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores, evaluation_report
 from dashboard import charts, state
-from dashboard.tables import CI_METRICS, COUNTS, PLAIN_METRICS, fmt, metrics_table, table_height, with_ci
+from dashboard.tables import (
+    CI_METRICS,
+    COUNTS,
+    PLAIN_METRICS,
+    fmt,
+    metrics_table,
+    table_height,
+    with_ci,
+)
 from dashboard.widgets import require_entry, split_picker
 
 BOOTSTRAP_AT_ACTIVE = 200

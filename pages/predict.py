@@ -21,7 +21,11 @@ from cxr_core.inference.explain import (
     forward_seconds,
     interactive_methods,
 )
-from cxr_core.inference.findings import FindingsSummary, export_frame, summarise_findings
+from cxr_core.inference.findings import (
+    FindingsSummary,
+    export_frame,
+    summarise_findings,
+)
 from cxr_core.inference.predictor import Predictor
 from dashboard import charts, reading, state, viewer
 from dashboard.tables import table_height

@@ -187,7 +187,7 @@ def test_predict_multiclass_calls_the_most_probable_class(env, catalog, tmp_path
     row = shown_table(at, "highest finding").iloc[0]
     markdown = " ".join(m.value for m in at.markdown)
     top = row["call"].split(" (")[0]
-    assert top in ("Normal", "Pneumonia") and f"**Most probable: :" in markdown and f"[{top}]**" in markdown
+    assert top in ("Normal", "Pneumonia") and "**Most probable: :" in markdown and f"[{top}]**" in markdown
     p_top = float(row["call"].split("(")[1].split(")")[0])
     assert p_top >= 0.5  # two classes: the most probable has at least half the probability
 
@@ -363,3 +363,35 @@ def test_models_page_cards_and_comparison(env, catalog):
     assert any("share no classes" in w.value for w in at.warning)
     # fixture cards record no dataset manifest, so no comparison is presented as like-for-like
     assert any("Not a like-for-like comparison" in w.value for w in at.warning)
+
+
+def test_predict_dicom_shows_header_fields_without_identifiers_by_default(env, catalog, tmp_path):
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.ViewPosition, ds.PatientAge, ds.PatientSex = "DX", "PA", "063Y", "F"
+    ds.StudyDate, ds.PatientID, ds.PatientName = "20240131", "SECRET-ID-42", "Doe^Jane"
+    ds.set_pixel_data(np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8), "MONOCHROME2", 8)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    at = page("predict", catalog["tiny_a"]).run()
+    at.file_uploader(key="predict_files").set_value(("study.dcm", buffer.getvalue(), "application/dicom"))
+    at.run()
+    no_exceptions(at)
+    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "View: PA · Age: 063Y · Sex: F · Modality: DX · Study date: 31 Jan 2024" in text
+    assert "divided by 255 (stored bit depth)" in text
+    assert "SECRET-ID-42" not in text and "Doe" not in text
+    ident = next(t.key for t in at.toggle if t.key and t.key.startswith("ids_"))
+    at.toggle(key=ident).set_value(True).run()
+    assert "Patient ID: SECRET-ID-42" in " ".join(m.value for m in at.markdown)
+    assert "Doe" not in " ".join(m.value for m in at.markdown)

@@ -17,10 +17,10 @@ from cxr_core.errors import ConfigError, UnknownClassError
 from cxr_core.inference.explain import (
     METHODS,
     ClassLogitTarget,
-    explain,
-    explain_batch,
     contour_overlay,
     estimate_seconds,
+    explain,
+    explain_batch,
     interactive_methods,
     mask_border,
     overlay,
