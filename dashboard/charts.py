@@ -61,7 +61,7 @@ def probability_bars(summary: FindingsSummary, title: str = "") -> go.Figure:
     return fig
 
 
-def image_viewer(original: np.ndarray, *, overlay: np.ndarray | None = None, heat: np.ndarray | None = None,
+def image_viewer(original: np.ndarray, *, heat: np.ndarray | None = None,
                  mode: str = "contour", level: float = 0.5, opacity: float = 0.5, titles: Sequence[str] = ("Original",),
                  height: int = 720) -> go.Figure:
     """Zoomable, pannable radiograph; with ``heat`` a second panel, its axes tied to the first.

@@ -111,19 +111,6 @@ def headline(summary: FindingsSummary) -> str:
     return text
 
 
-def findings_table(summary: FindingsSummary) -> pd.DataFrame:
-    """Every class of one image in reading order, with its threshold and call."""
-    rows = []
-    for f in summary.findings:
-        if summary.multilabel:
-            call = ("positive" if f.positive else "negative") + (f" {BORDERLINE_MARK} borderline" if f.borderline else "")
-        else:
-            call = "most probable" if f.name == summary.most_probable[0] else ""
-        rows.append({"finding": f.name, "probability": f.probability,
-                     "threshold": f.threshold if summary.multilabel else None, "call": call})
-    return pd.DataFrame(rows, columns=["finding", "probability", "threshold", "call"])
-
-
 def dicom_fields(meta: Mapping[str, object], *, show_identifiers: bool = False) -> list[tuple[str, str]]:
     """Header fields worth showing next to the image, de-identified unless ``show_identifiers``.
 

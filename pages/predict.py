@@ -51,7 +51,7 @@ def _probabilities(model_key: str, digests: tuple[str, ...], _predictor: Predict
 @st.cache_data(max_entries=256, show_spinner="Computing the heatmap…")
 def _heatmap(model_key: str, digest: str, class_name: str, method: str, _predictor: Predictor,
              _image: LoadedImage) -> np.ndarray:
-    heat = explain(_predictor, _image, class_name, method, layer=DEFAULT_LAYER if method == DEFAULT_METHOD else None)
+    heat = explain(_predictor, _image, class_name, method, layer=DEFAULT_LAYER)
     scale = HEAT_GRID / max(heat.shape)
     if scale < 1:
         heat = cv2.resize(heat, (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale))),

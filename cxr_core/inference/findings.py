@@ -46,11 +46,6 @@ class Finding:
     positive: bool
     borderline: bool
 
-    @property
-    def margin(self) -> float:
-        """Probability minus threshold (positive: above the operating point)."""
-        return self.probability - self.threshold
-
 
 @dataclass(frozen=True)
 class FindingsSummary:

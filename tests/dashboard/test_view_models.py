@@ -47,13 +47,6 @@ def test_headline_marks_borderline_and_multiclass_normal_is_not_red():
     assert reading.call_text(tie) == "Bacterial (0.55) · near tie"
 
 
-def test_findings_table_in_reading_order():
-    s = _multilabel({"Mass": 0.3, "Nodule": 0.9, "Edema": 0.1}, {"Mass": 0.5, "Nodule": 0.5, "Edema": 0.5})
-    table = reading.findings_table(s)
-    assert list(table["finding"]) == ["Nodule", "Mass", "Edema"]
-    assert list(table["call"]) == ["positive", "negative", "negative"]
-
-
 def test_dicom_fields_are_de_identified_unless_switched_on():
     meta = {"format": "DICOM", "view_position": "PA", "patient_age": "063Y", "patient_sex": "F", "modality": "DX",
             "study_date": "20240131", "patient_id": "P0042"}
@@ -110,3 +103,26 @@ def test_metrics_table_keeps_intervals_and_averages():
     assert list(frame["class"]) == ["Mass", "(macro average)", "(micro average)"]
     shown = tables.with_ci(frame)
     assert shown.loc[0, "auroc"] == "0.800 (0.700–0.900)" and shown.loc[1, "auroc"] == "0.800"
+
+
+def test_probability_bars_in_score_order_coloured_by_call():
+    from dashboard import charts
+
+    s = _multilabel({"Mass": 0.154, "Effusion": 0.9, "Nodule": 0.01}, {"Mass": 0.154, "Effusion": 0.5, "Nodule": 0.1})
+    bar = charts.probability_bars(s).data[0]
+    assert list(bar.y)[::-1] == ["Effusion  0.90", "Mass  0.15", "Nodule  0.01"]  # top of the chart first
+    assert list(bar.marker.color)[::-1] == [charts.POSITIVE, charts.BORDERLINE, charts.NEGATIVE]
+
+
+def test_viewer_contour_and_heat_modes():
+    from dashboard import charts
+
+    display = np.zeros((40, 30), np.uint8)
+    heat = np.linspace(0, 1, 20 * 15, dtype=np.float32).reshape(20, 15)
+    contour = charts.image_viewer(display, heat=heat, mode="contour", level=0.6, titles=("a", "b"))
+    assert [t.type for t in contour.data] == ["image", "image", "contour"]
+    assert contour.data[2].contours.start == contour.data[2].contours.end == 0.6
+    assert contour.data[2].x[0] == pytest.approx(1.0) and contour.data[2].y[-1] == pytest.approx(39.0)  # image pixels
+    shown = charts.image_viewer(display, heat=heat, mode="heat").data[2]
+    assert shown.type == "heatmap" and np.isnan(shown.z[0][0]) and shown.z[-1][-1] == pytest.approx(1.0)
+    assert [t.type for t in charts.image_viewer(display).data] == ["image"]
