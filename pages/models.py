@@ -43,7 +43,8 @@ if not overview["error"].astype(bool).any():
     overview = overview.drop(columns="error")
 st.subheader("Checkpoints")
 st.dataframe(titled(overview, OVERVIEW_TITLES), hide_index=True, key="models_overview", height=table_height(len(overview)),
-             column_config={"val macro AUROC": st.column_config.NumberColumn(format="%.3f")})
+             column_config={"val macro AUROC": st.column_config.NumberColumn(format="%.3f"),
+                            "folder": st.column_config.TextColumn(width="medium")})
 
 
 def _card(entry: CheckpointEntry) -> None:

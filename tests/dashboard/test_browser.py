@@ -135,7 +135,7 @@ def test_page_url_as_first_request_gets_the_router(browser_root: Path, screensho
             page.get_by_role("heading", name="Performance").first.wait_for(timeout=120_000)
             _settle(page)
             sidebar = page.locator('[data-testid="stSidebar"]')
-            assert sidebar.get_by_text("Checkpoint", exact=True).count() == 1  # the model picker
+            sidebar.get_by_text("Checkpoint", exact=True).wait_for(timeout=60_000)  # the model picker
             assert sidebar.get_by_text("not a medical device", exact=False).count() == 1
             nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
             assert "Thresholds" in nav and "streamlit app" not in nav.lower()  # the router's titles, no file list
@@ -177,7 +177,8 @@ def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, scr
                 _settle(page)
                 assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
                 if path == "performance":
-                    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+                    page.wait_for_function("() => document.querySelectorAll("
+                                           "'[data-testid=\"stDataFrame\"] .dvn-scroller').length >= 2", timeout=120_000)
                     page.wait_for_timeout(1000)
                     scrolling = page.evaluate(INNER_SCROLL_JS)
                     assert len(scrolling) >= 2 and None not in scrolling[:2], f"grid scroller not found: {scrolling}"
