@@ -9,9 +9,9 @@ from __future__ import annotations
 import streamlit as st
 
 from cxr_core.errors import CXRError
-from dashboard.widgets import model_picker, reader_box
+from dashboard.widgets import PAGE_ICON, model_picker, reader_box
 
-st.set_page_config(page_title="CXR classifier dashboard", page_icon=":material/radiology:", layout="wide")
+st.set_page_config(page_title="CXR classifier dashboard", page_icon=str(PAGE_ICON), layout="wide")
 
 PAGES = [
     st.Page("pages/predict.py", title="Predict", icon=":material/upload_file:", default=True),

@@ -7,8 +7,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from cxr_core.inference.findings import NORMAL_CLASSES, FindingsSummary
+from dashboard.viewer import png_data_uri
 
 POSITIVE = "#c0392b"
+BORDERLINE = "#e67e22"
+NORMAL = "#27ae60"
+CONTOUR = "#ff4000"
+HEAT_FLOOR = 0.2
 NEGATIVE = "#7f8c8d"
 ACCENT = "#1f6fb2"
 _MARGIN = dict(l=10, r=10, t=40, b=10)
@@ -20,22 +28,77 @@ def _finite(values: object) -> np.ndarray:
     return np.where(np.isfinite(array), array, np.nan)
 
 
-def probability_bars(probabilities: Mapping[str, float], thresholds: Mapping[str, float],
-                     positive: Sequence[str], title: str = "") -> go.Figure:
-    """Horizontal bar per class with its threshold drawn as a black tick; positives in red."""
-    classes = list(probabilities)[::-1]
-    probs = [probabilities[c] for c in classes]
-    colours = [POSITIVE if c in positive else NEGATIVE for c in classes]
+def probability_bars(summary: FindingsSummary, title: str = "") -> go.Figure:
+    """Horizontal bars in reading order (most probable on top), coloured by the call.
+
+    Red: called positive; orange: borderline (either side of the threshold); gray: negative;
+    green: a class stating normal. Thresholds are black ticks; each bar's value is part of its
+    label, so no tick or bar edge can hide it.
+    """
+    findings = sorted(summary.findings, key=lambda f: -f.probability)[::-1]
+    colours = []
+    for f in findings:
+        if f.name in NORMAL_CLASSES:
+            colours.append(NORMAL)
+        elif summary.multilabel and f.borderline:
+            colours.append(BORDERLINE)
+        elif f.positive:
+            colours.append(POSITIVE)
+        else:
+            colours.append(NEGATIVE)
+    labels = [f"{f.name}  {f.probability:.2f}" for f in findings]
     fig = go.Figure()
-    fig.add_bar(x=probs, y=classes, orientation="h", marker_color=colours, name="probability",
-                text=[f"{p:.3f}" for p in probs], textposition="inside", insidetextanchor="start",
-                textfont=dict(color="white"),
-                hovertemplate="%{y}: %{x:.3f}<extra></extra>")
-    fig.add_scatter(x=[thresholds.get(c, np.nan) for c in classes], y=classes, mode="markers", name="threshold",
-                    marker=dict(symbol="line-ns", size=18, line=dict(width=3, color="black")),
-                    hovertemplate="%{y} threshold: %{x:.3f}<extra></extra>")
-    fig.update_layout(title=title, xaxis=dict(range=[0, 1.0], title="probability"), showlegend=False,
-                      height=max(220, 28 * len(classes) + 80), margin=_MARGIN, bargap=0.25)
+    fig.add_bar(x=[f.probability for f in findings], y=labels, orientation="h", marker_color=colours,
+                name="probability", hovertemplate="%{y}<extra></extra>")
+    if summary.multilabel:
+        fig.add_scatter(x=[f.threshold for f in findings], y=labels, mode="markers", name="threshold",
+                        marker=dict(symbol="line-ns", size=16, line=dict(width=2.5, color="black")),
+                        customdata=[f.threshold for f in findings],
+                        hovertemplate="threshold %{customdata:.3f}<extra></extra>")
+    fig.update_layout(title=title, xaxis=dict(range=[0, 1.0], title="probability", dtick=0.1),
+                      yaxis=dict(tickfont=dict(size=14)), showlegend=False,
+                      height=max(200, 30 * len(findings) + 90), margin=_MARGIN, bargap=0.3)
+    return fig
+
+
+def image_viewer(original: np.ndarray, *, heat: np.ndarray | None = None,
+                 mode: str = "contour", level: float = 0.5, opacity: float = 0.5, titles: Sequence[str] = ("Original",),
+                 height: int = 720) -> go.Figure:
+    """Zoomable, pannable radiograph; with ``heat`` a second panel, its axes tied to the first.
+
+    ``original`` is the windowed uint8 display image. ``heat`` (values in [0, 1], any grid) is
+    drawn over a copy of it: ``contour`` outlines the region at or above ``level``; ``heat``
+    colours values at or above ``HEAT_FLOOR`` with a colour scale (lower ones stay clear, so the
+    film is not tinted everywhere).
+    """
+    height_px, width_px = original.shape[:2]
+    panels = 1 if heat is None else 2
+    fig = make_subplots(rows=1, cols=panels, shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=list(titles)[:panels])
+    uri = png_data_uri(original)
+    for col in range(1, panels + 1):
+        fig.add_trace(go.Image(source=uri, hoverinfo="skip"), row=1, col=col)
+    if heat is not None:
+        grid_h, grid_w = heat.shape
+        xs = (np.arange(grid_w) + 0.5) * width_px / grid_w
+        ys = (np.arange(grid_h) + 0.5) * height_px / grid_h
+        if mode == "contour":
+            fig.add_trace(go.Contour(z=heat, x=xs, y=ys, showscale=False, hoverinfo="skip",
+                                     contours=dict(start=level, end=level, size=1.0, coloring="lines"),
+                                     colorscale=[[0, CONTOUR], [1, CONTOUR]], line=dict(width=3)), row=1, col=2)
+        else:
+            shown = np.where(heat >= HEAT_FLOOR, heat, np.nan)
+            fig.add_trace(go.Heatmap(z=shown, x=xs, y=ys, zmin=0, zmax=1, colorscale="Inferno", opacity=opacity,
+                                     hovertemplate="relative evidence %{z:.2f}<extra></extra>",
+                                     colorbar=dict(title=dict(text="relative<br>evidence"), len=0.7, thickness=14)),
+                          row=1, col=2)
+    for col in range(1, panels + 1):
+        suffix = "" if col == 1 else str(col)
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[0, width_px], row=1, col=col,
+                         constrain="domain")
+        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, range=[height_px, 0], row=1, col=col,
+                         scaleanchor=f"x{suffix}", constrain="domain")
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="zoom", uirevision="viewer")
     return fig
 
 
@@ -120,7 +183,9 @@ def training_figure(log: pd.DataFrame, columns: Sequence[str], title: str) -> go
     fig = go.Figure()
     for i, col in enumerate(columns):
         fig.add_scatter(x=x, y=log[col], mode="lines+markers", name=col, line=dict(color=_colour(i)))
-    fig.update_layout(title=title, xaxis=dict(title="epoch"), margin=_MARGIN, height=340)
+    fig.update_layout(title=title, xaxis=dict(title="epoch", tickmode="linear", tick0=int(x.min()) if len(x) else 0,
+                                              dtick=max(1, int(np.ceil(len(x) / 12))), tickformat="d"),
+                      margin=_MARGIN, height=340)
     return fig
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import streamlit as st
 
 from cxr_core.artifacts.catalog import CheckpointEntry, check_folder
 from cxr_core.errors import CXRError
 from dashboard import state
+from dashboard.tables import fmt  # noqa: F401 - pages import it from here
+
+PAGE_ICON = Path(__file__).resolve().parent / "assets" / "page_icon.png"
+"""Bundled, so the browser tab's icon needs no font CDN (the dashboard must work offline)."""
 
 TRAIN_HELP = """
 **No checkpoint found.** The dashboard needs a trained model to work with. Either
@@ -28,14 +33,6 @@ def cxr_errors() -> Iterator[None]:
         yield
     except CXRError as exc:
         st.error(str(exc), icon=":material/error:")
-
-
-def fmt(value: object, digits: int = 3) -> str:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if number != number else f"{number:.{digits}f}"
 
 
 def _label(entry: CheckpointEntry) -> str:

@@ -11,10 +11,22 @@ from cxr_core.artifacts.catalog import (
     CheckpointEntry,
     class_counts,
     ensemble_members,
+    evaluation_data,
     per_class_auroc,
+    same_evaluation_data,
 )
 from dashboard import charts, state
-from dashboard.widgets import TRAIN_HELP, cxr_errors, fmt
+from dashboard.tables import (
+    CLASS_COUNT_TITLES,
+    MEMBER_TITLES,
+    OVERVIEW_TITLES,
+    fmt,
+    human_date,
+    key_values,
+    table_height,
+    titled,
+)
+from dashboard.widgets import TRAIN_HELP, cxr_errors
 
 st.title("Models")
 entries = state.entries()
@@ -25,9 +37,14 @@ if not entries:
 OVERVIEW_COLUMNS = ("name", "architecture", "task", "num_classes", "val_macro_auroc", "eval_splits", "created", "folder", "error")
 overview = pd.DataFrame([e.summary() | {"folder": str(e.dir), "error": e.error} for e in entries],
                         columns=list(OVERVIEW_COLUMNS))
+overview["created"] = overview["created"].map(human_date)
+overview["eval_splits"] = overview["eval_splits"].map(lambda v: ", ".join(v) if isinstance(v, list) else "")
+if not overview["error"].astype(bool).any():
+    overview = overview.drop(columns="error")
 st.subheader("Checkpoints")
-st.dataframe(overview, hide_index=True, key="models_overview",
-             column_config={"val_macro_auroc": st.column_config.NumberColumn("val macro AUROC", format="%.3f")})
+st.dataframe(titled(overview, OVERVIEW_TITLES), hide_index=True, key="models_overview", height=table_height(len(overview)),
+             column_config={"val macro AUROC": st.column_config.NumberColumn(format="%.3f"),
+                            "folder": st.column_config.TextColumn(width="medium")})
 
 
 def _card(entry: CheckpointEntry) -> None:
@@ -50,31 +67,37 @@ def _card(entry: CheckpointEntry) -> None:
     members = ensemble_members(card)
     if not members.empty:
         st.markdown(f"**Ensemble of {len(members)} models**, their logits averaged; each member alone on the same validation split:")
-        st.dataframe(members, hide_index=True, key=f"card_members_{entry.key}",
+        st.dataframe(titled(members, MEMBER_TITLES), hide_index=True, key=f"card_members_{entry.key}",
+                     height=table_height(len(members)),
                      column_config={"val macro AUROC alone": st.column_config.NumberColumn(format="%.3f")})
     if card.thresholds:
         st.markdown("**Decision thresholds** (" + (card.threshold_method or "method not recorded") + ")")
         st.dataframe(pd.DataFrame({"class": list(card.thresholds), "threshold": list(card.thresholds.values())}),
-                     hide_index=True, key=f"card_thr_{entry.key}")
+                     hide_index=True, key=f"card_thr_{entry.key}", height=table_height(len(card.thresholds)),
+                     column_config={"threshold": st.column_config.NumberColumn(format="%.3f")})
     st.markdown("**Images per class** (⚑ too few validation positives or negatives for a meaningful metric)")
-    st.dataframe(class_counts(card), hide_index=True, key=f"card_counts_{entry.key}",
+    counts = class_counts(card)
+    st.dataframe(titled(counts, CLASS_COUNT_TITLES), hide_index=True, key=f"card_counts_{entry.key}",
+                 height=table_height(len(counts)),
                  column_config={"val AUROC": st.column_config.NumberColumn(format="%.3f"),
-                                "low_count": st.column_config.CheckboxColumn("⚑ low count")})
+                                "⚑ low count": st.column_config.CheckboxColumn()})
     tabs = st.tabs(["Data", "Training", "Validation", "Preprocessing", "Versions", "Full card (JSON)"])
-    with tabs[0]:
-        st.json(card.data or {}, expanded=2)
-    with tabs[1]:
-        st.json(card.training or {}, expanded=1)
-    with tabs[2]:
-        st.json(card.validation or {}, expanded=1)
+    for tab, block, name in ((tabs[0], card.data, "data"), (tabs[1], card.training, "training"),
+                             (tabs[2], card.validation, "validation")):
+        with tab:
+            facts = key_values({k: v for k, v in (block or {}).items() if k not in ("per_class", "members")})
+            st.dataframe(facts, hide_index=True, key=f"card_{name}_{entry.key}", height=table_height(len(facts)),
+                         column_config={"field": st.column_config.TextColumn(width=260)})
+            with st.expander(f"All of the {name} block (JSON)"):
+                st.json(block or {}, expanded=1)
     with tabs[3]:
         st.json(card.preprocess, expanded=True)
     with tabs[4]:
-        st.json(card.versions | {"created": card.created, "weights_dtype": card.weights_dtype}, expanded=True)
+        st.json(card.versions | {"created": human_date(card.created), "weights_dtype": card.weights_dtype}, expanded=True)
     with tabs[5]:
         st.download_button("Download model card (JSON)", card.to_json(), file_name=f"{entry.name}_model_card.json",
                            mime="application/json", key=f"card_json_{entry.key}", icon=":material/download:")
-        st.code(json.dumps(card.to_dict(), indent=2, default=str), language="json")
+        st.json(json.loads(json.dumps(card.to_dict(), default=str)), expanded=1)
 
 
 st.subheader("Model card")
@@ -92,6 +115,12 @@ labels = [e.name for e in usable]
 c1, c2 = st.columns(2)
 first = usable[labels.index(c1.selectbox("First", labels, index=0, key="models_cmp_a"))]
 second = usable[labels.index(c2.selectbox("Second", labels, index=1, key="models_cmp_b"))]
+if not same_evaluation_data(first, second):
+    st.warning(
+        f"**Not a like-for-like comparison.** {first.name} was validated on {evaluation_data(first)[0]}, "
+        f"{second.name} on {evaluation_data(second)[0]}: different patients, prevalence and image sources, so a "
+        "difference in AUROC says nothing about which model is better. Compare models evaluated on the same data "
+        "(`cxr evaluate --data …` on one dataset for both).", icon=":material/warning:")
 with cxr_errors():
     a, b = per_class_auroc(first), per_class_auroc(second)
     shared = [c for c in a if c in b]
@@ -108,5 +137,5 @@ with cxr_errors():
     st.plotly_chart(charts.auroc_comparison(shared, series, errors), key="models_cmp_chart")
     table = pd.DataFrame({"class": shared, **series})
     table["difference"] = table[name_b] - table[name_a]
-    st.dataframe(table, hide_index=True, key="models_cmp_table",
+    st.dataframe(table, hide_index=True, key="models_cmp_table", height=table_height(len(table)),
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in (name_a, name_b, "difference")})

@@ -11,12 +11,19 @@ import streamlit as st
 from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun, load_training_log
 from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
 from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores, evaluation_report
+from cxr_core.utils.csv_safe import frame_csv_text
 from dashboard import charts, state
-from dashboard.widgets import fmt, require_entry, split_picker
+from dashboard.tables import (
+    CI_METRICS,
+    COUNTS,
+    PLAIN_METRICS,
+    fmt,
+    metrics_table,
+    table_height,
+    with_ci,
+)
+from dashboard.widgets import require_entry, split_picker
 
-CI_METRICS = (("auroc", "auroc_ci"), ("ap", "ap_ci"), ("sensitivity", "sensitivity_ci"), ("specificity", "specificity_ci"))
-PLAIN_METRICS = ("ppv", "npv", "f1", "accuracy")
-COUNTS = ("tp", "fp", "tn", "fn", "n_pos", "n_neg")
 BOOTSTRAP_AT_ACTIVE = 200
 
 
@@ -25,37 +32,6 @@ def _report_at(run_key: str, thresholds: tuple[float, ...], task: str, _run: Eva
     groups = _run.predictions["patient_id"].astype(str).to_numpy() if "patient_id" in _run.predictions else None
     return evaluation_report(_run.labels(), _run.scores(), list(_run.classes), task, thresholds=np.array(thresholds),
                              groups=groups, n_boot=BOOTSTRAP_AT_ACTIVE)
-
-
-def metrics_table(report: dict) -> pd.DataFrame:
-    """One numeric row per class (CI bounds as *_lo/*_hi columns), then macro and micro rows."""
-    rows = []
-    for name, e in report["per_class"].items():
-        row: dict = {"class": name, "threshold": e.get("threshold")}
-        for metric, ci_key in CI_METRICS:
-            ci = e.get(ci_key) or [None, None]
-            row |= {metric: e.get(metric), f"{metric}_lo": ci[0], f"{metric}_hi": ci[1]}
-        row |= {m: e.get(m) for m in PLAIN_METRICS} | {c: e.get(c) for c in COUNTS} | {"low_count": e.get("low_count")}
-        rows.append(row)
-    for label in ("macro", "micro"):
-        avg = report.get(label) or {}
-        rows.append({"class": f"({label} average)", **{m: avg.get(m) for m, _ in CI_METRICS}, **{m: avg.get(m) for m in PLAIN_METRICS}})
-    frame = pd.DataFrame(rows)
-    numeric = [c for c in frame.columns if c not in ("class", "low_count")]
-    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
-    return frame.astype({"low_count": "boolean"})
-
-
-def _with_ci(frame: pd.DataFrame) -> pd.DataFrame:
-    shown = frame[["class", "threshold"]].copy()
-    for metric, _ in CI_METRICS:
-        shown[metric] = [
-            fmt(v) + (f" ({fmt(lo)}–{fmt(hi)})" if lo is not None and not pd.isna(lo) else "")
-            for v, lo, hi in zip(frame[metric], frame[f"{metric}_lo"], frame[f"{metric}_hi"])
-        ]
-    for col in (*PLAIN_METRICS, *COUNTS, "low_count"):
-        shown[col] = frame[col]
-    return shown
 
 
 def _training_section(entry: CheckpointEntry) -> None:
@@ -75,7 +51,7 @@ def _training_section(entry: CheckpointEntry) -> None:
         if picked:
             right.plotly_chart(charts.training_figure(log, picked, "Validation metrics"), key="perf_val_curves")
     with st.expander("Training log table"):
-        st.dataframe(log, hide_index=True, key="perf_log_table")
+        st.dataframe(log, hide_index=True, key="perf_log_table", height=table_height(len(log)))
 
 
 st.title("Performance")
@@ -117,14 +93,20 @@ m4.metric("Low-count classes", len(macro.get("classes_excluded", [])))
 
 table = metrics_table(report)
 averages = table["class"].str.startswith("(")
-number_format = {m: st.column_config.NumberColumn(format="%.3f") for m in PLAIN_METRICS}
-st.dataframe(_with_ci(table[~averages]), hide_index=True, key="perf_table",
-             column_config={"threshold": st.column_config.NumberColumn(format="%.3f"), **number_format,
-                            "low_count": st.column_config.CheckboxColumn("⚑ low count")})
+shown = with_ci(table)
+number_format = {m: st.column_config.NumberColumn(format="%.3f") for m in (*PLAIN_METRICS, "threshold")}
+per_class = shown[~averages]
+st.markdown("**Discrimination and operating point** (95% CI)")
+st.dataframe(per_class[["class", "threshold", *(m for m, _ in CI_METRICS), "low_count"]], hide_index=True,
+             key="perf_table", height=table_height(len(per_class)),
+             column_config={**number_format, "low_count": st.column_config.CheckboxColumn("⚑ low count")})
+st.markdown("**Predictive values and counts** at the same thresholds")
+st.dataframe(per_class[["class", *PLAIN_METRICS, *COUNTS]], hide_index=True, key="perf_table_counts",
+             height=table_height(len(per_class)), column_config=number_format)
 st.caption("Averages over classes: macro is the unweighted mean over the classes not flagged; micro pools every decision.")
-st.dataframe(_with_ci(table[averages])[["class", *(m for m, _ in CI_METRICS), *PLAIN_METRICS]], hide_index=True,
-             key="perf_table_averages", column_config=number_format)
-st.download_button("Download metrics (CSV)", table.to_csv(index=False), file_name=f"{entry.name}_{split}_metrics.csv",
+st.dataframe(shown[averages][["class", *(m for m, _ in CI_METRICS), *PLAIN_METRICS]], hide_index=True,
+             key="perf_table_averages", column_config=number_format, height=table_height(int(averages.sum())))
+st.download_button("Download metrics (CSV)", frame_csv_text(table), file_name=f"{entry.name}_{split}_metrics.csv",
                    mime="text/csv", key="perf_csv", icon=":material/download:")
 if macro.get("classes_excluded"):
     st.caption("Left out of macro averages: " + ", ".join(macro["classes_excluded"]))
@@ -163,11 +145,13 @@ left, right = st.columns([2, 1])
 left.plotly_chart(charts.reliability_figure({c: calibration[c]["bins"] for c in picked if c in calibration}, ece),
                   key="perf_calibration")
 right.dataframe(pd.DataFrame({"class": list(ece), "ECE": list(ece.values())}), hide_index=True, key="perf_ece",
-                column_config={"ECE": st.column_config.NumberColumn(format="%.4f")})
+                column_config={"ECE": st.column_config.NumberColumn(format="%.4f")}, height=table_height(len(ece)))
 
 st.subheader("Training curves")
 _training_section(entry)
 
 with st.expander("Raw report (JSON)"):
+    st.json({k: v for k, v in report.items() if k != "curves"}, expanded=1)
+    st.caption("Curve points are left out of the view above; the download holds the full report.")
     st.download_button("Download report (JSON)", json.dumps(report, indent=2), file_name=f"{entry.name}_{split}_report.json",
                        mime="application/json", key="perf_json", icon=":material/download:")

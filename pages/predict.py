@@ -1,23 +1,41 @@
-"""Predict: upload radiographs, see per-class probabilities against the active thresholds, and Grad-CAM."""
+"""Predict: upload radiographs, read each one's findings summary, view it with window/level and heatmaps."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 
+import cv2
 import numpy as np
-import pandas as pd
 import streamlit as st
 
+from cxr_core.artifacts.catalog import checkpoint_digest
 from cxr_core.data.imaging import ImageLimits, LoadedImage, load_image
 from cxr_core.errors import CXRError
-from cxr_core.inference.explain import METHODS, explain, overlay, overlay_png
+from cxr_core.inference.explain import (
+    CLASS_AGNOSTIC,
+    DEFAULT_LAYER,
+    DEFAULT_METHOD,
+    LOCALISATION_NOTE,
+    contour_overlay,
+    explain,
+    forward_seconds,
+    interactive_methods,
+)
+from cxr_core.inference.findings import (
+    FindingsSummary,
+    export_frame,
+    summarise_findings,
+)
 from cxr_core.inference.predictor import Predictor
-from dashboard import charts, state
+from cxr_core.utils.csv_safe import frame_csv_text
+from dashboard import charts, reading, state, viewer
+from dashboard.tables import table_height
 from dashboard.widgets import cxr_errors, require_entry
 
 LIMITS = ImageLimits()
 MAX_MB = LIMITS.max_bytes // (1024 * 1024)
+HEAT_GRID = 256  # heatmaps are cached and drawn at most this many cells a side
+SMALL_MULTIPLES = 6
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -31,32 +49,101 @@ def _assess(model_key: str, digests: tuple[str, ...], _predictor: Predictor,
     return _predictor.assess(_images)
 
 
-@st.cache_data(max_entries=128, show_spinner="Computing the heatmap…")
+@st.cache_data(max_entries=256, show_spinner="Computing the heatmap…")
 def _heatmap(model_key: str, digest: str, class_name: str, method: str, _predictor: Predictor,
              _image: LoadedImage) -> np.ndarray:
-    return explain(_predictor, _image, class_name, method)
+    heat = explain(_predictor, _image, class_name, method, layer=DEFAULT_LAYER)
+    scale = HEAT_GRID / max(heat.shape)
+    if scale < 1:
+        heat = cv2.resize(heat, (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return heat
 
 
-def _explain_panel(predictor: Predictor, model_key: str, image: LoadedImage, digest: str, ident: str,
-                   default_class: str) -> None:
-    """Runs as a fragment: moving the opacity slider redraws only this panel."""
-    classes = list(predictor.classes)
-    c1, c2, c3 = st.columns([2, 1, 2])
-    class_name = c1.selectbox("Explain class", classes, index=classes.index(default_class), key=f"cam_class_{ident}")
-    method = c2.selectbox("Method", list(METHODS), key=f"cam_method_{ident}",
-                          help="Grad-CAM variants; Score-CAM is slow on CPU")
-    opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key=f"cam_opacity_{ident}")
-    with cxr_errors():
-        heat = _heatmap(model_key, digest, class_name, method, predictor, image)
-        left, right = st.columns(2)
-        left.image(image.pixels, caption="Original", clamp=True, width="stretch")
-        right.image(overlay(image.pixels, heat, opacity), caption=f"{method} · {class_name}", width="stretch")
-        st.download_button("Download overlay (PNG)", overlay_png(image.pixels, heat, opacity),
-                           file_name=f"{image.name.rsplit('.', 1)[0]}_{method}_{class_name.replace(' ', '_')}.png",
-                           mime="image/png", key=f"cam_download_{ident}", icon=":material/download:")
+@st.cache_data(max_entries=8, show_spinner=False)
+def _methods(model_key: str, _predictor: Predictor) -> dict[str, str]:
+    return interactive_methods(_predictor, forward_seconds(_predictor, repeats=1))
 
 
-explain_panel = st.fragment(_explain_panel)
+@st.cache_data(max_entries=16, show_spinner=False)
+def _digest(model_key: str, path: str) -> str:
+    return checkpoint_digest(path)
+
+
+def _apply_preset(ident: str, pixels: np.ndarray) -> None:
+    level, width = viewer.preset_window(st.session_state[f"wl_preset_{ident}"], pixels)
+    st.session_state[f"wl_level_{ident}"], st.session_state[f"wl_width_{ident}"] = round(level, 3), round(width, 3)
+
+
+def _viewer_panel(predictor: Predictor, model_key: str, image: LoadedImage, digest: str, ident: str,
+                  summary: FindingsSummary) -> None:
+    """Runs as a fragment: window/level and heatmap controls redraw only this panel."""
+    if f"wl_level_{ident}" not in st.session_state:
+        st.session_state[f"wl_preset_{ident}"] = viewer.DEFAULT_PRESET
+        _apply_preset(ident, image.pixels)
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
+    c1.selectbox("Window preset", list(viewer.WINDOW_PRESETS), key=f"wl_preset_{ident}", on_change=_apply_preset,
+                 args=(ident, image.pixels))
+    level = c2.slider("Level (window centre)", 0.0, 1.0, step=0.01, key=f"wl_level_{ident}")
+    width = c3.slider("Window width", 0.02, 1.0, step=0.01, key=f"wl_width_{ident}")
+
+    methods = _methods(model_key, predictor)
+    offered = [m for m, reason in methods.items() if not reason]
+    classes = [f.name for f in summary.findings]
+    h1, h2, h3, h4 = st.columns([1, 2, 2, 2])
+    show = h1.toggle("Heatmap", value=True, key=f"cam_show_{ident}",
+                     help="Computed only while shown; off, the viewer shows the image alone.")
+    mode = h2.segmented_control("Overlay", ["contour", "heat"], default="contour", key=f"cam_mode_{ident}",
+                                disabled=not show) or "contour"
+    method = h3.selectbox("Method", offered, index=offered.index(DEFAULT_METHOD) if DEFAULT_METHOD in offered else 0,
+                          key=f"cam_method_{ident}", disabled=not show,
+                          help="Left out: " + "; ".join(f"{m} ({r})" for m, r in methods.items() if r)
+                          if any(methods.values()) else None)
+    agnostic = method in CLASS_AGNOSTIC
+    class_name = h4.selectbox("Explain class", classes, index=0, key=f"cam_class_{ident}",
+                              disabled=not show or agnostic,
+                              help="EigenCAM ignores the class: the same map for every class." if agnostic else None)
+    if mode == "contour":
+        outline = c4.slider("Outline level", 0.1, 0.9, 0.5, 0.05,
+                            key=f"cam_level_{ident}", disabled=not show,
+                            help="The outline encloses the map at or above this fraction of its maximum.")
+        opacity = 0.5
+    else:
+        opacity = c4.slider("Heat opacity", 0.1, 1.0, 0.5, 0.05, key=f"cam_opacity_{ident}", disabled=not show)
+        outline = 0.5
+
+    display = viewer.resize_for_view(viewer.apply_window(image.pixels, level, width))
+    heat, titles = None, ("Original",)
+    if show:
+        with cxr_errors():
+            heat = _heatmap(model_key, digest, class_name, method, predictor, image)
+            target = "class-agnostic" if agnostic else class_name
+            titles = ("Original", f"{method} · {target} · {mode}")
+    st.plotly_chart(charts.image_viewer(display, heat=heat, mode=mode, level=outline, opacity=opacity, titles=titles,
+                                        height=viewer.panel_height(display.shape, 2 if show else 1)),
+                    key=f"viewer_{ident}", config={"scrollZoom": True, "displaylogo": False})
+    shown_scale = viewer.view_scale(image.pixels.shape)
+    st.caption(f"{image.pixels.shape[1]}×{image.pixels.shape[0]} px"
+               + (f", shown at {shown_scale:.0%}" if shown_scale < 1 else ", full resolution")
+               + f" · window {level - width / 2:.2f}–{level + width / 2:.2f} · scroll to zoom, drag to zoom a box, "
+               "double-click to reset; both panels move together.")
+    if show:
+        st.caption(LOCALISATION_NOTE)
+
+    positives = [f.name for f in summary.positives][:SMALL_MULTIPLES]
+    if positives and show and not agnostic and st.toggle(
+            f"Outline every positive finding ({len(positives)})", key=f"cam_all_{ident}",
+            help="One small map per positive finding, computed when switched on."):
+        columns = st.columns(min(len(positives), 3))
+        for i, name in enumerate(positives):
+            with cxr_errors():
+                small = _heatmap(model_key, digest, name, method, predictor, image)
+                columns[i % len(columns)].image(contour_overlay(image.pixels, small, outline, max_side=360),
+                                                caption=f"{name} ({summary.findings[classes.index(name)].probability:.2f})",
+                                                width="stretch")
+
+
+viewer_panel = st.fragment(_viewer_panel)
 
 st.title("Predict")
 entry = require_entry()
@@ -73,6 +160,8 @@ st.caption(
     f"Model **{entry.name}** ({predictor.architecture}, {len(predictor.classes)} classes) · "
     + (f"thresholds: **{active.name}**" if multilabel else "single most probable class (multiclass)")
 )
+with st.expander("How to read these results"):
+    st.markdown(reading.BANDS_NOTE + "\n\n" + reading.INTENSITY_NOTE)
 files = st.file_uploader(
     f"Chest X-rays (PNG, JPEG, BMP, TIFF or DICOM; up to {MAX_MB} MB each)",
     accept_multiple_files=True, key="predict_files", max_upload_size=MAX_MB,
@@ -99,36 +188,41 @@ if not images:
 probabilities, warnings = _assess(model_key, tuple(digests), predictor, images)
 thresholds = predictor.resolve_thresholds(active.thresholds)
 predictions = predictor.to_predictions(probabilities, [im.name for im in images], thresholds, warnings)
+summaries = [summarise_findings(p, multilabel=multilabel) for p in predictions]
 
-table = pd.DataFrame(
-    [{"file": p.name, "positive findings": "; ".join(p.positive) or "none", "warnings": " | ".join(p.warnings),
-      **p.probabilities} for p in predictions]
-)
 st.subheader("Results")
-st.dataframe(table, hide_index=True, key="predict_table",
-             column_config={c: st.column_config.ProgressColumn(c, format="%.3f", min_value=0.0, max_value=1.0)
-                            for c in predictor.classes})
-csv = io.StringIO()
-table.assign(threshold_set=active.name if multilabel else "argmax").to_csv(csv, index=False)
-st.download_button("Download results (CSV)", csv.getvalue(), file_name="predictions.csv", mime="text/csv",
-                   key="predict_csv", icon=":material/download:")
+results = reading.results_table(summaries, [p.warnings for p in predictions])
+st.dataframe(results, hide_index=True, key="predict_table", height=table_height(len(results)),
+             column_config={"file": st.column_config.TextColumn(width=170),
+                            "call": st.column_config.TextColumn(width=140),
+                            "findings": st.column_config.TextColumn(width=310),
+                            "highest finding": st.column_config.TextColumn(width=220),
+                            "borderline": st.column_config.NumberColumn("≈ borderline", width=95)})
+export = export_frame(predictions, model=entry.name, checkpoint_digest=_digest(model_key, str(entry.model_path)),
+                      threshold_set=active.name, multilabel=multilabel)
+st.download_button("Download all probabilities (CSV)", frame_csv_text(export), file_name="predictions.csv",
+                   mime="text/csv", key="predict_csv", icon=":material/download:",
+                   help="Every class's probability and threshold, the call, the model and its checkpoint SHA-256.")
 
-for position, (image, digest, prediction) in enumerate(zip(images, digests, predictions)):
-    ident = f"{position}_{digest[:12]}"  # the same file uploaded twice still gets its own widgets
-    st.divider()
-    st.subheader(image.name)
-    for warning in prediction.warnings:
-        st.warning(warning, icon=":material/warning:")
-    left, right = st.columns([1, 2])
-    left.image(image.pixels, clamp=True, width="stretch")
-    with right:
-        if prediction.positive:
-            st.markdown("**Positive findings:** " + ", ".join(
-                f":red[{c}] ({prediction.probabilities[c]:.2f})" for c in prediction.positive))
-        else:
-            st.markdown("**Positive findings:** none above threshold")
-        st.plotly_chart(charts.probability_bars(prediction.probabilities, thresholds if multilabel else {},
-                                                prediction.positive), key=f"bars_{ident}")
-    top = max(prediction.probabilities, key=prediction.probabilities.get)
-    with st.expander("Grad-CAM explanation", expanded=len(images) == 1):
-        explain_panel(predictor, model_key, image, digest, ident, top)
+names = [f"{i + 1}. {im.name}" for i, im in enumerate(images)]
+position = names.index(st.selectbox("Image to read", names, key="predict_pick")) if len(images) > 1 else 0
+image, digest, summary = images[position], digests[position], summaries[position]
+ident = f"{position}_{digest[:12]}"  # the same file uploaded twice still gets its own widgets
+
+st.divider()
+st.subheader(image.name)
+for warning in predictions[position].warnings:
+    st.warning(warning, icon=":material/warning:")
+left, right = st.columns([1, 1], gap="medium")
+with left:
+    st.markdown(reading.headline(summary))
+    fields = reading.dicom_fields(image.meta, show_identifiers=st.session_state.get(f"ids_{ident}", False))
+    if image.meta.get("format") == "DICOM":
+        st.markdown("**DICOM header** · " + (" · ".join(f"{k}: {v}" for k, v in fields) or "no view, age, sex or date"))
+        st.toggle("Show patient identifiers", key=f"ids_{ident}",
+                  help="Off by default: only the patient ID can be shown (names are never read from the file).")
+    st.caption(reading.intensity_text(image.meta))
+with right:
+    st.plotly_chart(charts.probability_bars(summary), key=f"bars_{ident}", config={"displayModeBar": False})
+    st.caption(reading.BARS_LEGEND if multilabel else reading.BARS_LEGEND_MULTICLASS)
+viewer_panel(predictor, model_key, image, digest, ident, summary)

@@ -102,8 +102,8 @@ def test_nih14_card_shows_per_class_counts_and_flags_the_rare_finding():
     card = load_checkpoint(_model("nih14")).card
     table = class_counts(card).set_index("class")
     assert list(table.index) == list(card.classes)
-    assert table.loc["Hernia", "low_count"] and table.loc["Hernia", "val positives"] < 10
+    assert table.loc["Hernia", "low_count"] and table.loc["Hernia", "val_positives"] < 10
     assert not table.loc["Pleural Effusion", "low_count"]
     train = card.data["splits"]["train"]["positives"]
-    assert all(table.loc[c, "train positives"] == train[c] for c in card.classes)
-    assert table["val positives"].sum() == sum(card.validation["per_class"][c]["n_pos"] for c in card.classes)
+    assert all(table.loc[c, "train_positives"] == train[c] for c in card.classes)
+    assert table["val_positives"].sum() == sum(card.validation["per_class"][c]["n_pos"] for c in card.classes)

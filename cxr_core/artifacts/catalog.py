@@ -12,6 +12,7 @@ Layout of a checkpoint directory (see ``docs/architecture.md``)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from cxr_core.artifacts.run_dir import EXTERNAL_FILE, MODEL_FILE, RunDir, load_p
 from cxr_core.artifacts.thresholds_store import ThresholdStore
 from cxr_core.errors import CheckpointError, CXRError, UnknownClassError
 from cxr_core.models.card import EXTERNAL, ModelCard
-from cxr_core.models.checkpoint import read_model_card
+from cxr_core.models.checkpoint import DIGEST_KEY, read_model_card
 from cxr_core.utils.tasks import Task
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
@@ -98,6 +99,29 @@ def macro_auroc(summary: dict | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value
+
+
+def checkpoint_digest(model_path: str | os.PathLike) -> str:
+    """SHA-256 identifying a checkpoint's weights, for result files that must name their model.
+
+    The weights digest recorded in the file at save time when present (cheap: header only),
+    else the SHA-256 of the file's bytes.
+    """
+    from safetensors import safe_open
+
+    path = Path(model_path)
+    try:
+        with safe_open(str(path), "pt") as handle:
+            recorded = (handle.metadata() or {}).get(DIGEST_KEY)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: cannot read the checkpoint header ({exc})") from exc
+    if recorded:
+        return recorded
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_dirs_from_env() -> list[Path]:
@@ -302,7 +326,8 @@ def class_counts(card: ModelCard) -> pd.DataFrame:
 
     A model card's headline hides how thin the evidence is for rare findings; this table puts
     the counts next to the numbers. ``low_count`` follows the evaluation report's rule (the
-    classes left out of the macro average).
+    classes left out of the macro average). Columns: class, train_positives, val_positives,
+    val_negatives, val_auroc, low_count.
     """
     splits = (card.data or {}).get("splits", {})
     validation = card.validation or {}
@@ -313,10 +338,10 @@ def class_counts(card: ModelCard) -> pd.DataFrame:
         entry = per_class.get(cls, {})
         rows.append({
             "class": cls,
-            "train positives": splits.get("train", {}).get("positives", {}).get(cls),
-            "val positives": entry.get("n_pos", splits.get("val", {}).get("positives", {}).get(cls)),
-            "val negatives": entry.get("n_neg"),
-            "val AUROC": entry.get("auroc"),
+            "train_positives": splits.get("train", {}).get("positives", {}).get(cls),
+            "val_positives": entry.get("n_pos", splits.get("val", {}).get("positives", {}).get(cls)),
+            "val_negatives": entry.get("n_neg"),
+            "val_auroc": entry.get("auroc"),
             "low_count": cls in excluded,
         })
     return pd.DataFrame(rows)
@@ -324,18 +349,35 @@ def class_counts(card: ModelCard) -> pd.DataFrame:
 
 def ensemble_members(card: ModelCard) -> pd.DataFrame:
     """One row per member of an ensemble (empty for a single model): what it is, how long it
-    trained and how it did alone on the same validation split, so the ensemble's gain shows."""
+    trained and how it did alone on the same validation split, so the ensemble's gain shows.
+    Columns: architecture, input_size, epochs, best_epoch, training_minutes, val_macro_auroc, tta, checkpoint."""
     rows = [{
         "architecture": m.get("architecture"),
-        "input size": m.get("input_size"),
+        "input_size": m.get("input_size"),
         "epochs": m.get("epochs_run"),
-        "best epoch": m.get("best_epoch"),
-        "training (min)": round(m["wall_time_s"] / 60, 1) if m.get("wall_time_s") is not None else None,
-        "val macro AUROC alone": m.get("val_macro_auroc"),
-        "test-time augmentation": m.get("val_tta"),
+        "best_epoch": m.get("best_epoch"),
+        "training_minutes": round(m["wall_time_s"] / 60, 1) if m.get("wall_time_s") is not None else None,
+        "val_macro_auroc": m.get("val_macro_auroc"),
+        "tta": m.get("val_tta"),
         "checkpoint": Path(m["checkpoint"]).parent.name if m.get("checkpoint") else None,
     } for m in (card.training or {}).get("members", [])] if card.members else []
     return pd.DataFrame(rows)
+
+
+def evaluation_data(entry: CheckpointEntry) -> tuple[str, str]:
+    """(data source, identity) of the data a checkpoint was validated on, from its model card; the
+    identity joins the manifest fingerprint and the split rule ("" when unknown). Two checkpoints'
+    validation metrics are comparable only when the identities match."""
+    data = (entry.card.data if entry.card else None) or {}
+    fingerprint = data.get("manifest_fingerprint")
+    identity = f"{fingerprint}|{json.dumps(data.get('split_rule'), sort_keys=True)}" if fingerprint else ""
+    return str(data.get("source") or data.get("path") or "unknown data"), identity
+
+
+def same_evaluation_data(first: CheckpointEntry, second: CheckpointEntry) -> bool:
+    """Whether two checkpoints were validated on the same dataset manifest (known on both sides)."""
+    (_, a), (_, b) = evaluation_data(first), evaluation_data(second)
+    return bool(a) and a == b
 
 
 def per_class_auroc(entry: CheckpointEntry, split: str = "val") -> dict[str, tuple[float, float, float]]:

@@ -632,7 +632,8 @@ def _load_dicom(
     }
     for key, keyword in (("view_position", "ViewPosition"), ("patient_id", "PatientID"),
                          ("modality", "Modality"), ("body_part", "BodyPartExamined"),
-                         ("study_date", "StudyDate"), ("patient_age", "PatientAge")):
+                         ("study_date", "StudyDate"), ("patient_age", "PatientAge"),
+                         ("patient_sex", "PatientSex")):
         meta[key] = _json_safe(ds.get(keyword))
 
     if photometric.startswith("MONOCHROME"):
@@ -684,8 +685,18 @@ def _dicom_monochrome(arr: np.ndarray, ds: pydicom.Dataset, meta: dict[str, Any]
                           "function": str(ds.get("VOILUTFunction", "LINEAR"))}
         return _scale_between(mapped, float(low), float(high))
 
-    meta["voi"] = "min-max"
-    return _min_max(values)
+    pixels, meta["voi"] = scale_by_stored_bits(values.astype(np.float32, copy=False), _int_or(ds.get("BitsStored"), 16))
+    return pixels
+
+
+def scale_by_stored_bits(values: np.ndarray, bits: int) -> tuple[np.ndarray, str]:
+    """The intensity rule for images without a window: divide by the largest value the stored bit
+    depth can hold (``2**bits - 1``), as for PNG/TIFF, so the same pixels score the same in either
+    format; values outside that range (a rescale to signed units) fall back to min-max."""
+    top = float(2 ** max(1, min(int(bits), 32)) - 1)
+    if values.size and float(values.min()) >= 0.0 and float(values.max()) <= top:
+        return values / top, f"divided by {int(top)} (stored bit depth)"
+    return _min_max(values), "min-max (values outside the stored bit depth)"
 
 
 def _apply_voi_lut(values: np.ndarray, item: pydicom.Dataset, ds: pydicom.Dataset,

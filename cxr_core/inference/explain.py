@@ -18,6 +18,7 @@ the other methods explain the requested class.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -41,10 +42,19 @@ from torch import nn
 
 from cxr_core.errors import ConfigError
 from cxr_core.inference.predictor import ImageInput, Predictor, image_pixels
+from cxr_core.models.ensemble import Ensemble
 
 Heatmap = np.ndarray
 """float32 (H, W) in [0, 1] at the resolution of the explained image."""
 
+DEFAULT_BORDER = 0.08
+"""Fraction of each image side left out of a heatmap's normalisation (see :func:`mask_border`).
+
+Radiographs carry collimator edges, burned-in labels and markers along their borders, and maps
+read from finer layers often peak there. On the NIH boxes (README, "Heatmaps") masking it lifted
+Grad-CAM at ``features.5`` from 0.12 to 0.17 pointing hits and changed nothing for the default
+method and layer, whose maps already peak inside the chest.
+"""
 
 
 class SignCorrectedEigenCAM(EigenCAM):
@@ -70,6 +80,21 @@ METHODS: dict[str, type[BaseCAM]] = {
 
 # Score-CAM runs one forward pass per activation channel; batching them bounds memory.
 _SCORECAM_BATCH = 32
+DEFAULT_METHOD = "gradcam++"
+DEFAULT_LAYER: str | None = None
+"""The method and layer the dashboard opens with (None: the architecture's registered layer, the
+last feature block). Chosen on the 780 NIH boxes (README, "Heatmaps"): Grad-CAM++ there hits
+0.253 of the boxes against 0.214 for a pointer fixed at the image centre, with the highest mean
+IoU of the methods and layers tried (0.161)."""
+LOCALISATION_NOTE = (
+    "Where the model drew its evidence, not an outline of the finding. On 780 NIH radiologist boxes the default "
+    "map's peak fell inside the box 25% of the time (a pointer fixed at the image centre: 21%), mean overlap "
+    "(IoU) 0.16; Nodule 0%, Atelectasis 4%. Use it to question the model, not to locate disease."
+)
+CLASS_AGNOSTIC = frozenset({"eigencam"})
+"""Methods whose map does not depend on the class asked for."""
+SLOW_SECONDS = 10.0
+"""An interactive view offers Score-CAM only when its estimated time stays below this."""
 
 
 class ClassLogitTarget:
@@ -127,10 +152,16 @@ def explain_batch(
     images: Sequence[ImageInput],
     class_names: Sequence[str],
     method: str = "gradcam",
+    *,
+    layer: str | None = None,
+    border: float = DEFAULT_BORDER,
 ) -> list[Heatmap]:
     """One heatmap per (image, class name) pair, each at its image's resolution.
 
-    Unknown class → ``UnknownClassError``; unknown method → ``ConfigError`` listing the methods.
+    ``layer`` names the module to read (a dotted path inside the model, or inside each member
+    of an ensemble, e.g. ``features.5``); None uses the architecture's registered layer.
+    ``border`` is passed to :func:`mask_border` (0 keeps the plain map).
+    Unknown class → ``UnknownClassError``; unknown method or layer → ``ConfigError``.
     Runs on the predictor's explanation copy of the model, one call at a time.
     """
     if len(images) != len(class_names):
@@ -142,15 +173,52 @@ def explain_batch(
     shapes = [image_pixels(im, i)[0].shape for i, im in enumerate(images)]
     batch = predictor.prepare(images)
     with predictor.explanation_model() as model, torch.enable_grad():
-        layers = predictor.target_layers(model)
+        layers = resolve_layers(predictor, model, layer)
         with _graph_starts_at(layers), _cam_session(cam_class, model, layers) as cam:
             maps = cam(input_tensor=batch, targets=[ClassLogitTarget(i) for i in indices])
-    return [_to_shape(m, shape) for m, shape in zip(maps, shapes)]
+    return [mask_border(_to_shape(m, shape), border) for m, shape in zip(maps, shapes)]
 
 
-def explain(predictor: Predictor, image: ImageInput, class_name: str, method: str = "gradcam") -> Heatmap:
+def explain(predictor: Predictor, image: ImageInput, class_name: str, method: str = "gradcam", *,
+            layer: str | None = None, border: float = DEFAULT_BORDER) -> Heatmap:
     """Heatmap of where ``class_name`` draws its evidence in ``image`` (float32, image resolution, [0, 1])."""
-    return explain_batch(predictor, [image], [class_name], method)[0]
+    return explain_batch(predictor, [image], [class_name], method, layer=layer, border=border)[0]
+
+
+def resolve_layers(predictor: Predictor, model: nn.Module, layer: str | None) -> list[nn.Module]:
+    """The modules a CAM reads: the registered layer(s), or ``layer`` looked up in the model or
+    in every ensemble member (whose maps pytorch-grad-cam then averages)."""
+    if layer is None:
+        return predictor.target_layers(model)
+    roots = list(model.members) if isinstance(model, Ensemble) else [model]
+    try:
+        return [root.get_submodule(layer) for root in roots]
+    except AttributeError:
+        names = [name for name, _ in roots[0].named_children()]
+        raise ConfigError(
+            f"layer '{layer}' is not in this model; give a dotted module path such as "
+            f"'{names[0] if names else 'features'}.3' (top-level modules: {', '.join(names)})"
+        ) from None
+
+
+def mask_border(heatmap: Heatmap, fraction: float = DEFAULT_BORDER) -> Heatmap:
+    """Zero the outer ``fraction`` of each side and rescale the inside to [0, 1].
+
+    So a peak on a collimator edge or a burned-in label cannot set the scale (or the pointing
+    game's maximum) of the map inside the chest. ``fraction`` 0 returns the map unchanged.
+    """
+    if not 0.0 <= fraction < 0.5:
+        raise ConfigError(f"the masked border must be a fraction of the image side in [0, 0.5), not {fraction}")
+    if fraction == 0.0:
+        return heatmap
+    height, width = heatmap.shape
+    dy, dx = int(round(height * fraction)), int(round(width * fraction))
+    inner = heatmap[dy:height - dy, dx:width - dx]
+    out = np.zeros_like(heatmap, dtype=np.float32)
+    low, high = float(inner.min()), float(inner.max())
+    if high > low:
+        out[dy:height - dy, dx:width - dx] = (inner - low) / (high - low)
+    return out
 
 
 def _to_shape(cam: np.ndarray, shape: tuple[int, int]) -> Heatmap:
@@ -189,3 +257,84 @@ def overlay_png(gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colorm
     buffer = io.BytesIO()
     Image.fromarray(overlay(gray, heatmap, opacity, colormap)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def forward_seconds(predictor: Predictor, repeats: int = 3) -> float:
+    """Median wall time of one forward pass of one image (the unit of :func:`estimate_seconds`)."""
+    size = predictor.preprocess.input_size
+    batch = torch.zeros(1, predictor.preprocess.in_chans, size, size, device=predictor.device)
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predictor.model(batch)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _channels(predictor: Predictor, layers: list[nn.Module]) -> int:
+    """Total output channels of the target layers, seen in one forward pass of a blank image."""
+    seen: list[int] = []
+    handles = [layer.register_forward_hook(lambda m, i, out: seen.append(int(out.shape[1]))) for layer in layers]
+    size = predictor.preprocess.input_size
+    try:
+        with torch.inference_mode():
+            predictor.model(torch.zeros(1, predictor.preprocess.in_chans, size, size, device=predictor.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(sum(seen), 1)
+
+
+def estimate_seconds(predictor: Predictor, method: str, forward_s: float, layer: str | None = None) -> float:
+    """Rough time of one explanation: Score-CAM runs one forward pass per channel of the target
+    layer(s); the gradient methods and EigenCAM about two passes (forward plus a short backward)."""
+    method_class(method)
+    if method.lower() != "scorecam":
+        return 2.0 * forward_s
+    return forward_s * _channels(predictor, resolve_layers(predictor, predictor.model, layer))
+
+
+def interactive_methods(predictor: Predictor, forward_s: float) -> dict[str, str]:
+    """Method -> "" when it may run interactively, else the reason it is left out.
+
+    Left out: Score-CAM when estimated above ``SLOW_SECONDS``, and always on ensembles (one
+    pass per channel of every member: minutes on a CPU, with no way to cancel a running call).
+    The other methods cost about two forward passes and are always offered: on a loaded CPU
+    they are slow too, but leaving them out would leave no explanation at all.
+    """
+    out = {}
+    ensemble = isinstance(predictor.model, Ensemble)
+    channels = _channels(predictor, predictor.target_layers(predictor.model))
+    for method in METHODS:
+        estimate = forward_s * channels if method == "scorecam" else estimate_seconds(predictor, method, forward_s)
+        if method == "scorecam" and ensemble:
+            out[method] = f"not offered for ensembles (estimated {estimate:.0f} s)"
+        elif method == "scorecam" and estimate > SLOW_SECONDS:
+            out[method] = f"estimated {estimate:.0f} s, above {SLOW_SECONDS:.0f} s"
+        else:
+            out[method] = ""
+    return out
+
+
+def contour_overlay(gray: np.ndarray, heatmap: Heatmap, level: float = 0.5, colour: tuple[int, int, int] = (255, 64, 0),
+                    thickness: int = 2, max_side: int | None = None) -> np.ndarray:
+    """The radiograph with the outline of {heatmap ≥ level} drawn on it: uint8 (H, W, 3) RGB.
+
+    Unlike a colour wash, the film stays readable everywhere outside the thin line.
+    ``max_side`` downsamples first (small multiples).
+    """
+    if gray.ndim != 2 or heatmap.ndim != 2:
+        raise ValueError(f"contour_overlay needs two 2-D arrays, got shapes {gray.shape} and {heatmap.shape}")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"the contour level must lie strictly between 0 and 1, not {level}")
+    base = np.clip(gray.astype(np.float32), 0.0, 1.0)
+    if max_side and max(base.shape) > max_side:
+        scale = max_side / max(base.shape)
+        base = cv2.resize(base, (max(1, round(base.shape[1] * scale)), max(1, round(base.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    heat = _to_shape(heatmap, base.shape)
+    rgb = np.repeat(np.round(base * 255.0).astype(np.uint8)[..., None], 3, axis=2)
+    contours, _ = cv2.findContours((heat >= level).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(rgb, contours, -1, colour, thickness, lineType=cv2.LINE_AA)
+    return rgb

@@ -136,10 +136,11 @@ class LocalisationResult:
 
 
 def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
-    """Per-class n boxes, pointing hit rate, centre-pointer hit rate, mean IoU, plus ``All``;
+    """Per border and class: n boxes, pointing hit rate, centre-pointer hit rate, mean IoU, plus ``All``;
     with an ``in_lung`` column also the mean share of heatmap mass inside the lungs."""
-    def row(name: str, part: pd.DataFrame) -> dict:
+    def row(border: float, name: str, part: pd.DataFrame) -> dict:
         out = {
+            "border": float(border),
             "class": name,
             "n_boxes": int(len(part)),
             "hit_rate": float(part["hit"].mean()),
@@ -150,8 +151,10 @@ def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
             out["mean_in_lung"] = float(part["in_lung"].mean())
         return out
 
-    rows = [row(name, part) for name, part in per_box.groupby("finding", sort=True)]
-    rows.append(row("All", per_box))
+    rows = []
+    for border, scored in per_box.groupby("border", sort=True):
+        rows += [row(border, name, part) for name, part in scored.groupby("finding", sort=True)]
+        rows.append(row(border, "All", scored))
     return pd.DataFrame(rows)
 
 
@@ -161,6 +164,8 @@ def evaluate_localisation(
     images_dir: str | os.PathLike[str],
     *,
     method: str = "gradcam",
+    layer: str | None = None,
+    borders: Sequence[float] | None = None,
     level: float = 0.5,
     batch_size: int = 8,
     original_size: int = NIH_ORIGINAL_SIZE,
@@ -173,8 +178,13 @@ def evaluate_localisation(
     are skipped and counted in ``skipped``. One heatmap serves all boxes of an (image, class).
     With ``lungs`` each box also gets ``in_lung``: the share of its heatmap's mass inside the
     lung mask of its image (a heatmap of a lung finding that lies outside the lungs is suspect).
+    ``layer`` goes to :func:`~cxr_core.inference.explain.explain_batch`; each map is scored once
+    per entry of ``borders`` (masked with :func:`~cxr_core.inference.explain.mask_border`; default:
+    the dashboard's border only), so comparing borders costs no extra heatmaps.
     """
-    from cxr_core.inference.explain import explain_batch
+    from cxr_core.inference.explain import DEFAULT_BORDER, explain_batch, mask_border
+
+    borders = tuple(borders) if borders else (DEFAULT_BORDER,)
 
     images_dir = Path(images_dir)
     in_model = boxes["finding"].isin(predictor.classes)
@@ -196,23 +206,24 @@ def evaluate_localisation(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         images = [load_image(images_dir / image_id) for (image_id, _), _ in chunk]
-        maps = explain_batch(predictor, images, [finding for (_, finding), _ in chunk], method)
-        for ((image_id, finding), index), heatmap, image in zip(chunk, maps, images):
-            in_lung = {}
-            if lungs is not None:
-                if image_id not in lung_masks:
-                    lung_masks[image_id] = lungs.segment(image.pixels).mask
-                in_lung = {"in_lung": heatmap_mass_in_mask(heatmap, lung_masks[image_id])}
-            for _, box_row in usable.loc[index].iterrows():
-                box = scale_box((box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size)
-                records.append({
-                    "image_id": image_id,
-                    "finding": finding,
-                    "hit": pointing_hit(heatmap, box),
-                    "center_hit": center_hit(heatmap.shape, box),
-                    "iou": heatmap_iou(heatmap, box, level),
-                    **in_lung,
-                })
+        maps = explain_batch(predictor, images, [finding for (_, finding), _ in chunk], method, layer=layer, border=0.0)
+        for ((image_id, finding), index), raw, image in zip(chunk, maps, images):
+            if lungs is not None and image_id not in lung_masks:
+                lung_masks[image_id] = lungs.segment(image.pixels).mask
+            for border in borders:
+                heatmap = mask_border(raw, border)
+                in_lung = {"in_lung": heatmap_mass_in_mask(heatmap, lung_masks[image_id])} if lungs is not None else {}
+                for _, box_row in usable.loc[index].iterrows():
+                    box = scale_box((box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size)
+                    records.append({
+                        "image_id": image_id,
+                        "finding": finding,
+                        "border": float(border),
+                        "hit": pointing_hit(heatmap, box),
+                        "center_hit": center_hit(heatmap.shape, box),
+                        "iou": heatmap_iou(heatmap, box, level),
+                        **in_lung,
+                    })
         bar.update(len(chunk))
     bar.close()
     per_box = pd.DataFrame(records)

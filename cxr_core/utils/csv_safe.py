@@ -108,3 +108,10 @@ def records_csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) 
     buffer = io.StringIO(newline="")
     _write_records(buffer, rows, columns)
     return buffer.getvalue()
+
+
+def frame_csv_text(frame: pd.DataFrame, *, index: bool = False) -> str:
+    """:func:`write_frame_csv` as text, for a download button."""
+    buffer = io.StringIO(newline="")
+    write_frame_csv(frame, buffer, index=index)
+    return buffer.getvalue()

@@ -11,13 +11,17 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from cxr_core.artifacts.catalog import (
     check_folder,
+    checkpoint_digest,
+    class_counts,
     discover_checkpoints,
+    evaluation_data,
     load_eval_run,
     load_training_log,
     per_class_auroc,
     read_entry,
     resolve_image_path,
     review_cases,
+    same_evaluation_data,
 )
 from cxr_core.errors import CheckpointError, UnknownClassError
 from cxr_core.models.checkpoint import read_model_card
@@ -133,3 +137,41 @@ def test_resolve_image_path(catalog, tmp_path):
     assert resolve_image_path("/other/machine/nih/images/img_000.png", "x", [tmp_path, data]) == image
     assert resolve_image_path("", "img_000.png", [data / "images"]) == image
     assert resolve_image_path("images/missing.png", "missing.png", [data]) is None
+
+
+def test_checkpoint_digest_is_the_recorded_weights_digest_else_the_file_hash(catalog, tmp_path):
+    import hashlib
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = catalog["tiny_a"] / "model.safetensors"
+    with safe_open(str(model), "pt") as handle:
+        recorded = handle.metadata()["cxr_weights_sha256"]
+    assert checkpoint_digest(model) == recorded and len(recorded) == 64
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.ones(2)}, str(bare))
+    assert checkpoint_digest(bare) == hashlib.sha256(bare.read_bytes()).hexdigest()
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="header"):
+        checkpoint_digest(tmp_path / "junk.safetensors")
+
+
+def test_class_counts_and_comparable_evaluations(catalog):
+    entry = read_entry(catalog["tiny_a"])
+    counts = class_counts(entry.card)
+    assert list(counts.columns) == ["class", "train_positives", "val_positives", "val_negatives", "val_auroc", "low_count"]
+    assert list(counts["class"]) == list(entry.card.classes)
+    from dataclasses import replace
+
+    def with_data(**data):
+        return replace(entry, card=replace(entry.card, data=data))
+
+    nih = with_data(source="NIH", manifest_fingerprint="f5fb", split_rule={"seed": 0, "val": 0.15})
+    assert same_evaluation_data(nih, with_data(source="NIH copy", manifest_fingerprint="f5fb",
+                                               split_rule={"val": 0.15, "seed": 0}))
+    assert not same_evaluation_data(nih, with_data(source="NIH", manifest_fingerprint="f5fb", split_rule={"seed": 1}))
+    assert not same_evaluation_data(nih, with_data(source="Kermany", manifest_fingerprint="f243"))
+    assert not same_evaluation_data(with_data(source="a"), with_data(source="a"))  # unknown data: not comparable
+    assert evaluation_data(nih)[0] == "NIH"

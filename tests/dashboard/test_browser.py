@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,20 +65,25 @@ def xray(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(tmp_path_factory: pytest.TempPathFactory):
+def browser_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
     root = tmp_path_factory.mktemp("browser")
     build_catalog(root)
+    return root
+
+
+@contextmanager
+def _serve(root: Path, log_name: str):
+    """A freshly started ``streamlit run`` on a free port, with the repository's own config."""
     port = _free_port()
     env = {**os.environ, "CXR_CHECKPOINT_DIRS": str(root / "checkpoints"), "CXR_REVIEW_DIR": str(root / "review"),
            "CXR_DATA_ROOT": str(root / "data"), "OMP_NUM_THREADS": "1"}
-    log = (root / "streamlit.log").open("w")
+    log = (root / log_name).open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
@@ -91,6 +97,12 @@ def dashboard_url(tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(browser_root: Path):
+    with _serve(browser_root, "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture
@@ -108,6 +120,36 @@ def _settle(page, timeout_ms: int = 90_000) -> None:
         timeout=timeout_ms,
     )
     page.wait_for_timeout(1500)
+
+
+PLOTS_JS = "Array.from(document.querySelectorAll('.js-plotly-plot'))"
+# For each dataframe: does its grid need a scroll bar of its own (more rows or columns than shown)?
+INNER_SCROLL_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"]')).map(frame => {
+    const scroller = frame.querySelector('.dvn-scroller');
+    if (!scroller) return null;
+    return scroller.scrollHeight > scroller.clientHeight + 2 || scroller.scrollWidth > scroller.clientWidth + 2;
+})"""
+
+
+def test_page_url_as_first_request_gets_the_router(browser_root: Path, screenshot_dir: Path) -> None:
+    """On a server nobody has visited, /performance shows the router's picker and disclaimer, not a file list."""
+    from playwright.sync_api import sync_playwright
+
+    with _serve(browser_root, "fresh.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(f"{url}/performance", wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Performance").first.wait_for(timeout=120_000)
+            _settle(page)
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            sidebar.get_by_text("Checkpoint", exact=True).wait_for(timeout=60_000)  # the model picker
+            assert sidebar.get_by_text("not a medical device", exact=False).count() == 1
+            nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+            assert "Thresholds" in nav and "streamlit app" not in nav.lower()  # the router's titles, no file list
+            page.screenshot(path=str(screenshot_dir / "0_fresh_performance.png"), full_page=True)
+        finally:
+            browser.close()
 
 
 def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, screenshot_dir: Path) -> None:
@@ -128,6 +170,13 @@ def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, scr
             assert table.is_visible()
             assert page.get_by_role("heading", name=xray.name).count() == 1
             assert page.locator('[data-testid="stException"]').count() == 0
+            page.wait_for_function(f"() => {PLOTS_JS}.some(p => p.data.some(t => t.type === 'contour'))",
+                                   timeout=120_000)  # the default overlay outlines the map
+            bars = page.evaluate(f"() => {PLOTS_JS}.map(p => p.data.find(t => t.type === 'bar')).filter(Boolean)"
+                                 ".map(t => t.x)")
+            assert len(bars) == 1 and len(bars[0]) == 3
+            top_first = bars[0][::-1]  # plotly draws the first bar at the bottom
+            assert top_first == sorted(top_first, reverse=True), "findings not sorted by probability"
             page.screenshot(path=str(screenshot_dir / "1_predict.png"), full_page=True)
 
             for i, (path, title) in enumerate(PAGES, start=2):
@@ -135,6 +184,13 @@ def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, scr
                 page.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
                 _settle(page)
                 assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
+                if path == "performance":
+                    page.wait_for_function("() => document.querySelectorAll("
+                                           "'[data-testid=\"stDataFrame\"] .dvn-scroller').length >= 2", timeout=120_000)
+                    page.wait_for_timeout(1000)
+                    scrolling = page.evaluate(INNER_SCROLL_JS)
+                    assert len(scrolling) >= 2 and None not in scrolling[:2], f"grid scroller not found: {scrolling}"
+                    assert not any(scrolling[:2]), f"per-class tables scroll inside: {scrolling}"
                 page.screenshot(path=str(screenshot_dir / f"{i}_{path}.png"), full_page=True)
         finally:
             browser.close()

@@ -502,8 +502,18 @@ def test_dicom_monochrome2_min_max_and_metadata(tmp_path):
     meta = img.meta
     assert meta["format"] == "DICOM" and meta["photometric_interpretation"] == "MONOCHROME2"
     assert meta["patient_id"] == "P0042" and meta["view_position"] == "PA" and meta["modality"] == "DX"
-    assert meta["voi"] == "min-max" and meta["inverted"] is False and meta["size"] == [48, 32]
+    assert meta["voi"].startswith("divided by 4095") and meta["inverted"] is False and meta["size"] == [48, 32]
     json.dumps(meta)
+
+
+def test_dicom_without_window_reads_like_the_same_pixels_as_png(tmp_path):
+    """One intensity rule: an 8-bit DICOM without a window is divided by 255, as a PNG is,
+    not stretched to its own min and max."""
+    arr = RNG.integers(40, 200, (24, 20), dtype=np.uint8)
+    dicom = load_image(save_dicom(dicom_dataset(arr, bits=8), tmp_path / "eight.dcm"))
+    png = load_image(png_bytes(arr), name="eight.png")
+    np.testing.assert_allclose(dicom.pixels, png.pixels, atol=1e-7)
+    assert dicom.meta["voi"] == "divided by 255 (stored bit depth)"
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path):

@@ -17,8 +17,12 @@ from cxr_core.errors import ConfigError, UnknownClassError
 from cxr_core.inference.explain import (
     METHODS,
     ClassLogitTarget,
+    contour_overlay,
+    estimate_seconds,
     explain,
     explain_batch,
+    interactive_methods,
+    mask_border,
     overlay,
     overlay_png,
 )
@@ -123,7 +127,7 @@ def test_gradcam_equals_the_library_reference_on_registered_models(arch):
     pred = Predictor(model, label_space=NIH14, preprocess=PreprocessConfig(cache_size=64, input_size=64),
                      target_layer=spec.target_layer, device="cpu")
     img = np.random.default_rng(5).random((64, 64)).astype(np.float32)
-    ours = explain(pred, img, "Mass")
+    ours = explain(pred, img, "Mass", border=0.0)
     reference = create_model(arch, 14)
     reference.load_state_dict(model.state_dict())
     with GradCAM(model=reference.eval(), target_layers=[spec.target_layer(reference)]) as cam:
@@ -225,3 +229,56 @@ def test_overlay_png_round_trips():
     heat = np.random.default_rng(3).random((24, 32)).astype(np.float32)
     decoded = np.asarray(Image.open(io.BytesIO(overlay_png(gray, heat))))
     assert np.array_equal(decoded, overlay(gray, heat))
+
+
+def test_mask_border_zeroes_the_frame_and_rescales_the_inside():
+    heat = np.zeros((50, 40), dtype=np.float32)
+    heat[0, :] = 1.0  # a peak on the top edge, as on a collimator edge
+    heat[20:30, 15:25] = 0.3
+    masked = mask_border(heat, 0.1)
+    assert masked[:5].max() == 0.0 and masked[:, :4].max() == 0.0 and masked[-5:].max() == 0.0
+    assert masked[25, 20] == pytest.approx(1.0)  # the inner region now sets the scale
+    assert _peak(masked) == (20, 15)
+    assert mask_border(heat, 0.0) is heat
+    with pytest.raises(ConfigError, match="border"):
+        mask_border(heat, 0.5)
+
+
+def test_named_layer_is_read_and_a_wrong_name_is_explained(predictor, image):
+    default = explain(predictor, image, "Bright", border=0.0)
+    named = explain(predictor, image, "Bright", layer="features.2", border=0.0)
+    np.testing.assert_allclose(named, default, atol=1e-6)  # features.2 is the registered layer
+    conv = explain(predictor, image, "Bright", layer="features.1", border=0.0)
+    assert conv.shape == default.shape
+    with pytest.raises(ConfigError, match="features"):
+        explain(predictor, image, "Bright", layer="features.9")
+
+
+def test_contour_overlay_outlines_the_region_and_keeps_the_film_elsewhere(image):
+    heat = np.zeros(image.shape, dtype=np.float32)
+    heat[SQUARE] = 1.0
+    out = contour_overlay(image, heat, level=0.5, colour=(255, 0, 0), thickness=1)
+    gray = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    drawn = np.any(out != gray[..., None], axis=2)
+    rows, cols = np.nonzero(drawn)
+    assert 19 <= rows.min() <= 20 and 39 <= rows.max() <= 40 and 59 <= cols.min() <= 60 and 84 <= cols.max() <= 85
+    assert not drawn[23:37, 63:82].any()  # the outline only: inside is not filled
+    np.testing.assert_array_equal(out[:10, :50, 1], gray[:10, :50])  # untouched film away from the line
+    assert contour_overlay(image, heat, max_side=40).shape == (32, 40, 3)
+    with pytest.raises(ConfigError, match="level"):
+        contour_overlay(image, heat, level=1.0)
+
+
+def test_score_cam_is_estimated_by_channels_and_withheld_when_slow(predictor):
+    assert estimate_seconds(predictor, "gradcam", 0.1) == pytest.approx(0.2)
+    assert estimate_seconds(predictor, "scorecam", 0.1) == pytest.approx(0.8)  # 8 channels at the target layer
+    offered = interactive_methods(predictor, forward_s=0.01)
+    assert offered["scorecam"] == "" and offered["gradcam"] == ""
+    slow = interactive_methods(predictor, forward_s=2.0)
+    assert "above" in slow["scorecam"] and slow["gradcam"] == ""  # one pass per channel: 16 s
+
+    from cxr_core.models.ensemble import Ensemble
+
+    ensemble = Predictor(Ensemble([BrightDarkNet()], [predictor.preprocess.input_size]), label_space=predictor.label_space,
+                         preprocess=predictor.preprocess, target_layer=lambda m: m.members[0].features[2], device="cpu")
+    assert "ensembles" in interactive_methods(ensemble, forward_s=0.001)["scorecam"]

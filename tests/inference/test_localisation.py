@@ -62,6 +62,7 @@ def test_harmonised_names():
 def test_summary_rates():
     per_box = pd.DataFrame({
         "finding": ["Mass", "Mass", "Nodule"],
+        "border": [0.0, 0.0, 0.0],
         "hit": [True, False, True],
         "center_hit": [False, False, True],
         "iou": [0.5, 0.1, 0.3],
@@ -71,6 +72,15 @@ def test_summary_rates():
     assert summary.loc["Mass", "mean_iou"] == pytest.approx(0.3)
     assert summary.loc["All", "n_boxes"] == 3 and summary.loc["All", "hit_rate"] == pytest.approx(2 / 3)
     assert summary.loc["All", "center_hit_rate"] == pytest.approx(1 / 3)
+
+
+def test_summary_is_per_border():
+    per_box = pd.DataFrame({"finding": ["Mass"] * 4, "border": [0.0, 0.0, 0.1, 0.1],
+                            "hit": [False, False, True, False], "center_hit": [False] * 4, "iou": [0.0, 0.2, 0.4, 0.0]})
+    summary = summarise(per_box)
+    total = summary[summary["class"] == "All"].set_index("border")
+    assert total.loc[0.0, "hit_rate"] == 0.0 and total.loc[0.1, "hit_rate"] == 0.5
+    assert total.loc[0.0, "mean_iou"] == pytest.approx(0.1) and total.loc[0.1, "mean_iou"] == pytest.approx(0.2)
 
 
 def test_parse_real_bbox_list(nih14_root):

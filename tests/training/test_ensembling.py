@@ -66,9 +66,9 @@ def test_card_describes_members_and_cli_evaluate_reproduces_it(recipe, capsys):
     assert [m["checkpoint"] for m in card.training["members"]] == [str(p) for p in recipe["members"]]
     assert (recipe["out"] / "config.yaml").is_file()
     members = ensemble_members(card)
-    assert list(members["input size"]) == [64, 48] and list(members["checkpoint"]) == ["a", "b"]
+    assert list(members["input_size"]) == [64, 48] and list(members["checkpoint"]) == ["a", "b"]
     alone = [load_checkpoint(p).card.validation["macro_auroc"] for p in recipe["members"]]
-    assert list(members["val macro AUROC alone"]) == alone
+    assert list(members["val_macro_auroc"]) == alone
     assert ensemble_members(load_checkpoint(recipe["members"][0]).card).empty
 
     before = json.loads((recipe["out"] / "eval" / "val" / "report.json").read_text())

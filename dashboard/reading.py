@@ -1,0 +1,139 @@
+"""Presentation of one reading: findings summary text, the results table, DICOM header fields.
+
+Numbers, order and calls come from :mod:`cxr_core.inference.findings`; this module only turns
+them into the words and table columns the Predict page shows, so each piece can be tested
+without a browser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from cxr_core.inference.findings import (
+    BORDERLINE_BAND,
+    BORDERLINE_FRACTION,
+    NEAR_TIE_MARGIN,
+    FindingsSummary,
+)
+from dashboard.tables import human_date
+
+TOP_FINDINGS = 3
+BORDERLINE_MARK = "≈"
+"""Put before a call that lies within ``BORDERLINE_BAND`` of its threshold."""
+
+BANDS_NOTE = (
+    f"{BORDERLINE_MARK} borderline: the probability lies within {BORDERLINE_FRACTION:.0%} of the threshold (at most "
+    f"{BORDERLINE_BAND:.2f} either side), so a small "
+    f"change of image or threshold could flip the call. Near tie (single-label models): the two most probable "
+    f"classes differ by at most {NEAR_TIE_MARGIN:.2f}."
+)
+
+INTENSITY_NOTE = (
+    "Intensity rule: the stored pixel values are divided by the largest value their bit depth can hold "
+    "(255 for 8-bit, 4095 for 12-bit…), for PNG and DICOM alike, unless a DICOM file carries its own window or "
+    "VOI LUT, which is then applied; MONOCHROME1 is inverted. The same pixels therefore score the same in "
+    "either format."
+)
+
+BARS_LEGEND = ("Red: called positive · orange: borderline (either side of the threshold) · gray: not called · "
+               "black tick: the operating threshold.")
+BARS_LEGEND_MULTICLASS = "One class per image: the most probable one is the call; green: a class stating normal."
+
+# (label, metadata key) in display order; identifiers only behind the explicit switch.
+DICOM_FIELDS = (("View", "view_position"), ("Age", "patient_age"), ("Sex", "patient_sex"),
+                ("Modality", "modality"), ("Body part", "body_part"), ("Study date", "study_date"))
+IDENTIFYING_FIELDS = (("Patient ID", "patient_id"),)
+
+
+def _finding_text(name: str, probability: float, borderline: bool) -> str:
+    return f"{BORDERLINE_MARK if borderline else ''}{name} {probability:.2f}"
+
+
+def call_text(summary: FindingsSummary) -> str:
+    """The case-level call in a few words."""
+    if not summary.multilabel:
+        top, p = summary.most_probable
+        text = f"{top} ({p:.2f})"
+        return text + (" · near tie" if summary.near_tie else "")
+    if summary.positives:
+        return f"{len(summary.positives)} finding{'s' if len(summary.positives) > 1 else ''} called"
+    return "none called" + (" (borderline)" if summary.borderline else "")
+
+
+def top_findings_text(summary: FindingsSummary, k: int = TOP_FINDINGS) -> str:
+    """Positives (or, multiclass, the ranking) as ``Name p`` text, borderline ones marked."""
+    if summary.multilabel:
+        shown = list(summary.positives[:k]) or [f for f in summary.findings if f.borderline][:k]
+    else:
+        shown = list(summary.findings[:k])
+    more = len(summary.positives) - k if summary.multilabel and len(summary.positives) > k else 0
+    text = "; ".join(_finding_text(f.name, f.probability, f.borderline) for f in shown) or "–"
+    return text + (f"; +{more} more" if more else "")
+
+
+def results_table(summaries: Sequence[FindingsSummary], warnings: Sequence[Sequence[str]] | None = None) -> pd.DataFrame:
+    """One row per image that fits a screen: file, call, top findings, abnormality score, and the
+    input gate's warnings (not a chest radiograph, lateral view, unlike the training images)."""
+    warnings = warnings if warnings is not None else [()] * len(summaries)
+    return pd.DataFrame([{
+        "file": s.name,
+        "call": call_text(s),
+        "findings": top_findings_text(s),
+        "highest finding": f"{s.abnormality_class} {s.abnormality:.2f} (threshold {s.abnormality_threshold:.2f})"
+        if s.multilabel else f"{s.abnormality_class} {s.abnormality:.2f}",
+        "borderline": len(s.borderline),
+        "warnings": " | ".join(w),
+    } for s, w in zip(summaries, warnings)], columns=["file", "call", "findings", "highest finding", "borderline", "warnings"])
+
+
+def headline(summary: FindingsSummary) -> str:
+    """Markdown line(s) above the findings of one image: positives prominent, then the case score."""
+    if not summary.multilabel:
+        top, p = summary.most_probable
+        colour = "red" if summary.abnormal else "green"
+        text = f"**Most probable: :{colour}[{top}]** ({p:.2f})"
+        if summary.runner_up:
+            text += f", runner-up: {summary.runner_up[0]} ({summary.runner_up[1]:.2f})"
+        if summary.near_tie:
+            text += f"  \n:orange[**Near tie**: the two classes differ by {p - summary.runner_up[1]:.2f} " \
+                    f"(≤ {NEAR_TIE_MARGIN:.2f}); read this case yourself.]"
+        return text
+    if summary.positives:
+        text = "**Positive:** " + ", ".join(
+            f":red[**{f.name}**] ({f.probability:.2f}{', borderline' if f.borderline else ''})" for f in summary.positives)
+    else:
+        text = "**No finding called** at the operating thresholds"
+    others = [f for f in summary.borderline if not f.positive]
+    if others:
+        text += "  \n:orange[Borderline, not called:] " + ", ".join(
+            f"{f.name} ({f.probability:.2f} vs {f.threshold:.2f})" for f in others)
+    text += (f"  \nAbnormality score **{summary.abnormality:.2f}** (highest finding: {summary.abnormality_class}, "
+             f"operating threshold {summary.abnormality_threshold:.2f})")
+    return text
+
+
+def dicom_fields(meta: Mapping[str, object], *, show_identifiers: bool = False) -> list[tuple[str, str]]:
+    """Header fields worth showing next to the image, de-identified unless ``show_identifiers``.
+
+    Names are never read from the file; the patient ID only when the user switches it on.
+    Fields the file lacks are left out; a non-DICOM image gives an empty list.
+    """
+    if meta.get("format") != "DICOM":
+        return []
+    fields = DICOM_FIELDS + (IDENTIFYING_FIELDS if show_identifiers else ())
+    out = []
+    for label, key in fields:
+        value = meta.get(key)
+        if value in (None, ""):
+            continue
+        out.append((label, human_date(value) if key == "study_date" else str(value)))
+    return out
+
+
+def intensity_text(meta: Mapping[str, object]) -> str:
+    """How this image's stored values became brightness (from the decoder's metadata)."""
+    how = meta.get("voi") or meta.get("scale") or "as stored"
+    return f"{meta.get('format', 'image')}, {meta.get('bit_depth', '?')}-bit: {how}" + (
+        ", inverted (MONOCHROME1)" if meta.get("inverted") else "")

@@ -1,0 +1,82 @@
+"""Findings summary: order, calls, borderline band, abnormality score, multiclass ties, export."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxr_core.inference.findings import (
+    BORDERLINE_BAND,
+    BORDERLINE_FRACTION,
+    NEAR_TIE_MARGIN,
+    borderline_band,
+    export_frame,
+    is_borderline,
+    summarise_findings,
+)
+from cxr_core.inference.predictor import Prediction
+
+
+def multilabel(probs: dict[str, float], thresholds: dict[str, float]) -> Prediction:
+    return Prediction(probs, [c for c in probs if probs[c] >= thresholds[c]], thresholds, "a.png")
+
+
+def test_positives_first_then_by_probability():
+    p = multilabel({"Mass": 0.30, "Effusion": 0.90, "Nodule": 0.20, "Hernia": 0.95},
+                   {"Mass": 0.25, "Effusion": 0.50, "Nodule": 0.10, "Hernia": 0.99})
+    s = summarise_findings(p, multilabel=True)
+    assert [f.name for f in s.findings] == ["Effusion", "Mass", "Nodule", "Hernia"]
+    assert [f.name for f in s.positives] == ["Effusion", "Mass", "Nodule"]
+    assert s.findings[-1].positive is False  # Hernia is the most probable but below its threshold
+    assert s.abnormality == pytest.approx(0.95) and s.abnormality_class == "Hernia"
+    assert s.abnormality_threshold == pytest.approx(0.99) and s.abnormal is True
+
+
+def test_borderline_band_either_side_of_the_threshold():
+    t = 0.154
+    band = borderline_band(t)
+    assert band == pytest.approx(BORDERLINE_FRACTION * t)  # 0.031: a fraction of a low threshold
+    p = multilabel({"Mass": t, "Nodule": t - band, "Effusion": t + band + 0.001, "Edema": t - band - 0.001},
+                   {c: t for c in ("Mass", "Nodule", "Effusion", "Edema")})
+    s = summarise_findings(p, multilabel=True)
+    flags = {f.name: f.borderline for f in s.findings}
+    assert flags == {"Mass": True, "Nodule": True, "Effusion": False, "Edema": False}
+    assert [f.name for f in s.borderline] == ["Mass", "Nodule"]
+    assert borderline_band(0.5) == BORDERLINE_BAND  # capped for high thresholds
+    assert is_borderline(0.5, 0.52, band=0.02) and not is_borderline(0.5, 0.53, band=0.02)
+    assert not is_borderline(0.07, 0.09)  # 0.02 away from a 0.09 threshold is outside its 0.018 band
+
+
+def test_nothing_called_is_not_abnormal():
+    s = summarise_findings(multilabel({"Mass": 0.1, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.5}), multilabel=True)
+    assert s.positives == () and s.abnormal is False
+    assert s.abnormality == pytest.approx(0.2) and s.abnormality_class == "Nodule"
+
+
+def test_multiclass_normal_is_not_a_positive_finding_and_near_ties_are_flagged():
+    normal = Prediction({"Normal": 0.99, "Pneumonia": 0.01}, ["Normal"], {"Normal": 0.5, "Pneumonia": 0.5}, "n.png")
+    s = summarise_findings(normal, multilabel=False)
+    assert s.positives == () and s.abnormal is False
+    assert s.most_probable == ("Normal", 0.99) and s.runner_up == ("Pneumonia", 0.01) and not s.near_tie
+    assert all(not f.borderline for f in s.findings)  # thresholds do not decide multiclass calls
+
+    tie = Prediction({"Normal": 0.0, "Bacterial": 0.55, "Viral": 0.45}, ["Bacterial"], {}, "t.png")
+    s = summarise_findings(tie, multilabel=False)
+    assert s.most_probable == ("Bacterial", 0.55) and s.runner_up == ("Viral", 0.45)
+    assert 0.55 - 0.45 <= NEAR_TIE_MARGIN and s.near_tie
+    assert [f.name for f in s.positives] == ["Bacterial"] and s.abnormal
+    assert [f.name for f in s.findings] == ["Bacterial", "Viral", "Normal"]
+
+
+def test_export_frame_records_model_digest_and_thresholds():
+    preds = [multilabel({"Mass": 0.6, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.18}),  # Nodule within 0.036
+             multilabel({"Mass": 0.1, "Nodule": 0.9}, {"Mass": 0.5, "Nodule": 0.18})]
+    frame = export_frame(preds, model="nih14", checkpoint_digest="abc123", threshold_set="youden", multilabel=True)
+    assert list(frame.columns) == ["file", "model", "checkpoint_sha256", "threshold_set", "positive", "borderline",
+                                   "prob:Mass", "prob:Nodule", "threshold:Mass", "threshold:Nodule"]
+    assert frame["positive"].tolist() == ["Mass; Nodule", "Nodule"]
+    assert frame["borderline"].tolist() == ["Nodule", ""]
+    assert frame["threshold:Nodule"].tolist() == [0.18, 0.18] and set(frame["model"]) == {"nih14"}
+    multi = export_frame([Prediction({"Normal": 0.7, "Pneumonia": 0.3}, ["Normal"], {"Normal": 0.5, "Pneumonia": 0.5})],
+                         model="pneumonia", checkpoint_digest="d", threshold_set="youden", multilabel=False)
+    assert multi.loc[0, "threshold_set"] == "argmax" and multi.loc[0, "positive"] == "Normal"
+    assert multi["threshold:Normal"].isna().all()
