@@ -213,9 +213,11 @@ class Predictor:
         return self.tensor_from_cache_arrays([self.cache_array(im, i) for i, im in enumerate(images)])
 
     def probabilities_of(self, batch: torch.Tensor) -> np.ndarray:
-        """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass)."""
+        """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass),
+        calibrated with the card's temperature as evaluation calibrates ``predictions.csv``."""
         with torch.inference_mode():
-            probs = class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta)
+            probs = class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta,
+                                        temperature=self.card.temperature() if self.card is not None else None)
         return probs.cpu().numpy()
 
     # ------------------------------------------------------------------ predictions

@@ -8,6 +8,7 @@ card whose classes, thresholds, test-time augmentation and ensemble members agre
 from __future__ import annotations
 
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.models.tta import TTA_MODES
 
 FORMAT_VERSION = 1
+CALIBRATION_METHOD = "temperature"
 ENSEMBLE = "ensemble"  # architecture name of a model card whose weights are several members (cxr_core.models.ensemble)
 
 
@@ -53,6 +55,10 @@ class ModelCard:
     thresholds: dict[str, float] = field(default_factory=dict)
     threshold_method: str = ""
     tta: str = "none"  # test-time augmentation of the validation numbers; the Predictor's default
+    # Temperature scaling applied to every probability (cxr_core.models.tta.calibrate):
+    # {"method": "temperature", "temperature": [T per class, or one T for multiclass], "fitted_on": "val", ...};
+    # empty = uncalibrated (cards written before calibration existed).
+    calibration: dict = field(default_factory=dict)
     members: list[dict] = field(default_factory=list)  # architecture "ensemble": one MemberSpec dict per member
     training: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
@@ -85,6 +91,27 @@ class ModelCard:
         unknown = sorted(set(self.thresholds) - set(classes))
         if unknown:
             raise CheckpointError(f"model card has thresholds for classes it does not predict: {unknown}")
+        self._check_calibration()
+
+    def _check_calibration(self) -> None:
+        if not self.calibration:
+            return
+        if not isinstance(self.calibration, dict) or self.calibration.get("method") != CALIBRATION_METHOD:
+            raise CheckpointError(
+                f"model card calibration must be {{'method': {CALIBRATION_METHOD!r}, 'temperature': [...]}}; "
+                f"got {self.calibration!r}"
+            )
+        values = self.calibration.get("temperature")
+        multilabel = self.label_space.get("task") == "multilabel"
+        expected = self.num_classes if multilabel else 1
+        ok = isinstance(values, list) and len(values) == expected and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values
+        )
+        if not ok:
+            raise CheckpointError(
+                f"model card calibration needs {expected} positive finite temperature(s) "
+                f"({'one per class' if multilabel else 'one for the model'}); got {values!r}"
+            )
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -101,6 +128,10 @@ class ModelCard:
         if not self.thresholds:
             return None
         return [float(self.thresholds.get(c, DEFAULT_THRESHOLD)) for c in self.classes]
+
+    def temperature(self) -> list[float] | None:
+        """The temperatures probabilities are scaled by, or None for an uncalibrated model."""
+        return [float(v) for v in self.calibration["temperature"]] if self.calibration else None
 
     def to_dict(self) -> dict:
         return asdict(self)
