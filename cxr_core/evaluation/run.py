@@ -81,6 +81,7 @@ SUBGROUP_ALIASES: dict[str, str] = {
 }
 HEADLINE_CLASS_KEYS: tuple[str, ...] = (
     "auroc", "auroc_ci", "n_pos", "n_neg", "threshold", "sensitivity", "specificity", "ppv", "npv", "f1",
+    "tp", "fp", "tn", "fn",
 )
 
 
