@@ -12,6 +12,8 @@ from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun, load_training_l
 from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
 from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores, evaluation_report
 from dashboard import charts, state
+from dashboard.evaluation_views import threshold_source_note
+from dashboard.subgroup_view import render_calibration_change, render_subgroups
 from dashboard.widgets import fmt, require_entry, split_picker
 
 CI_METRICS = (("auroc", "auroc_ci"), ("ap", "ap_ci"), ("sensitivity", "sensitivity_ci"), ("specificity", "specificity_ci"))
@@ -91,6 +93,7 @@ has_predictions = run.predictions is not None
 
 report = run.report
 source = f"report.json of the {split} run"
+recomputed_with = None
 if has_predictions and multilabel:
     options = [f"active set “{active.name}” (recomputed)"] + (["as evaluated (report.json)"] if report else [])
     choice = st.radio("Thresholds for the table", options, horizontal=True, key="perf_threshold_source")
@@ -98,6 +101,7 @@ if has_predictions and multilabel:
         run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
         report = _report_at(run_key, tuple(active.thresholds[c] for c in run.classes), task, run)
         source = f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, {BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
+        recomputed_with = active.name
 elif report is None and has_predictions:
     run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
     report = _report_at(run_key, tuple(DEFAULT_THRESHOLD for _ in run.classes), task, run)
@@ -115,6 +119,7 @@ m2.metric("Macro AP", fmt(macro.get("ap")))
 m3.metric("Cases", report.get("n_cases", "–"))
 m4.metric("Low-count classes", len(macro.get("classes_excluded", [])))
 
+st.caption(threshold_source_note(run.report if recomputed_with is None and run.report else report, recomputed_with))
 table = metrics_table(report)
 averages = table["class"].str.startswith("(")
 number_format = {m: st.column_config.NumberColumn(format="%.3f") for m in PLAIN_METRICS}
@@ -164,6 +169,12 @@ left.plotly_chart(charts.reliability_figure({c: calibration[c]["bins"] for c in 
                   key="perf_calibration")
 right.dataframe(pd.DataFrame({"class": list(ece), "ECE": list(ece.values())}), hide_index=True, key="perf_ece",
                 column_config={"ECE": st.column_config.NumberColumn(format="%.4f")})
+
+if run.report:
+    with st.expander("Before / after temperature scaling"):
+        render_calibration_change(run.report, picked)
+    st.subheader("Subgroups")
+    render_subgroups(run.report)
 
 st.subheader("Training curves")
 _training_section(entry)

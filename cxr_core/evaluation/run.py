@@ -54,6 +54,7 @@ from cxr_core.metrics import (
     fit_temperature,
     format_report,
     parse_threshold_spec,
+    reliability_bins,
     select_thresholds,
     subgroup_report,
     threshold_metrics,
@@ -288,11 +289,12 @@ def _calibration_section(labels: np.ndarray, raw: np.ndarray, calibrated: np.nda
     fitted_on = card.calibration.get("fitted_on") if card.calibration else None
     if fitted_on == split:
         fit = crossfit_temperature(labels, raw, groups, task, n_folds=_n_folds(groups), seed=seed, split=split)
-        before, after, source = fit.before, fit.after, fit.source
+        before, after, source, after_probs = fit.before, fit.after, fit.source, fit.calibrated
     else:
         change = calibration_change(labels, raw, calibrated)
-        before, after = change["before"], change["after"]
+        before, after, after_probs = change["before"], change["after"], calibrated
         source = "card" if card.calibration else "uncalibrated"
+    bins_before, bins_after = reliability_bins(labels, raw), reliability_bins(labels, after_probs)
 
     def macro(values: dict[str, np.ndarray]) -> dict:
         return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()}
@@ -302,7 +304,8 @@ def _calibration_section(labels: np.ndarray, raw: np.ndarray, calibrated: np.nda
         "temperature": card.temperature(),
         "source": source,
         "per_class": {n: {"ece_before": before["ece"][c], "ece_after": after["ece"][c],
-                          "brier_before": before["brier"][c], "brier_after": after["brier"][c]}
+                          "brier_before": before["brier"][c], "brier_after": after["brier"][c],
+                          "bins_before": bins_before[c], "bins_after": bins_after[c]}
                       for c, n in enumerate(names)},
         "macro": {"before": macro(before), "after": macro(after)},
     })
