@@ -307,9 +307,10 @@ def format_report(report: dict) -> str:
     for key, sub in (report.get("subgroups") or {}).get("by", {}).items():
         flags = [f"{value}: {cls} AUROC gap {_fmt_ci(e['auroc_gap'], e['auroc_gap_ci'])}"
                  for value, group in sub["subgroups"].items() for cls, e in group["per_class"].items()
-                 if e["auroc_gap_flag"]]
+                 if e["auroc_gap_flag"] and not e["low_count"]]
         out.append(f"subgroups by {key}: {len(sub['subgroups'])} groups; "
-                   + (f"AUROC gaps whose CI excludes 0: {'; '.join(flags)}" if flags else "no AUROC gap whose CI excludes 0"))
+                   + (f"AUROC gaps whose CI excludes 0: {'; '.join(flags)}" if flags else "no AUROC gap whose CI excludes 0")
+                   + " (low-count subgroups not listed)")
     excluded = report["macro"]["classes_excluded"]
     if excluded:
         rule = report["macro"]["exclusion_rule"]

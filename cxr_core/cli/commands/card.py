@@ -38,7 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cxr_core.errors import DatasetError
     from cxr_core.evaluation.run import refresh_card
-    from cxr_core.metrics import format_report
     from cxr_core.models.checkpoint import read_model_card
     from cxr_core.training.data_setup import build_manifest, data_config_of
 
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             "validation split"
         )
     validation = card.validation or {}
-    report = refresh_card(
+    refresh_card(  # logs the report
         checkpoint,
         manifest,
         n_boot=args.n_boot if args.n_boot is not None else int(validation.get("n_boot") or 1000),
@@ -66,6 +65,5 @@ def run(args: argparse.Namespace) -> int:
         operating_point=args.operating_point,
         subgroups=args.by,
     )
-    print(format_report(report))
     print(f"model card of {checkpoint} re-stamped (weights unchanged)", file=sys.stderr)
     return 0
