@@ -73,8 +73,9 @@ def reliability_bins_of(report: dict, when: str) -> dict[str, dict]:
 def subgroup_table(report: dict, key: str, statistic: str = "auroc") -> pd.DataFrame:
     """One row per subgroup and class: n, value with CI, gap to overall with CI, and the flag.
 
-    Flagged: the gap's patient-level interval excludes zero. Sorted flagged first, then by
-    the size of the gap, so the rows worth a look come first.
+    Flagged: the gap's patient-level interval excludes zero. Sorted: flagged rows with enough
+    positives and negatives first, then by the size of the gap, low-count rows last (a flag on
+    a subgroup with one positive says little), so the rows worth a look come first.
     """
     section = (report.get("subgroups") or {}).get("by", {}).get(key)
     columns = ["subgroup", "class", "n", "patients", "positives", statistic, f"{statistic} low", f"{statistic} high",
@@ -93,8 +94,17 @@ def subgroup_table(report: dict, key: str, statistic: str = "auroc") -> pd.DataF
     frame = pd.DataFrame(rows, columns=columns)
     numeric = [statistic, f"{statistic} low", f"{statistic} high", "gap", "gap low", "gap high"]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
-    order = frame["gap"].abs().fillna(-1)
-    return frame.assign(_o=order).sort_values(["flagged", "_o"], ascending=[False, False]).drop(columns="_o").reset_index(drop=True)
+    keys = pd.DataFrame({"counted": ~frame["low count"], "real_flag": frame["flagged"] & ~frame["low count"],
+                         "size": frame["gap"].abs().fillna(-1)})
+    order = keys.sort_values(["real_flag", "counted", "size"], ascending=False, kind="stable").index
+    return frame.loc[order].reset_index(drop=True)
+
+
+def flagged_count(table: pd.DataFrame) -> tuple[int, int]:
+    """(flagged gaps in subgroups with enough cases, flagged gaps in low-count ones) of a :func:`subgroup_table`."""
+    flagged = table["flagged"].astype(bool)
+    low = table["low count"].astype(bool)
+    return int((flagged & ~low).sum()), int((flagged & low).sum())
 
 
 def subgroup_note(report: dict) -> str:

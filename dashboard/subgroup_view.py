@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts
-from dashboard.evaluation_views import calibration_table, reliability_bins_of, subgroup_note, subgroup_table
+from dashboard.evaluation_views import calibration_table, flagged_count, reliability_bins_of, subgroup_note, subgroup_table
 
 
 def render_calibration_change(report: dict, picked: list[str]) -> None:
@@ -37,8 +37,9 @@ def render_subgroups(report: dict) -> None:
         return
     key = st.radio("Subgroups by", keys, horizontal=True, key="perf_subgroup_key")
     table = subgroup_table(report, key)
-    n_flagged = int(table["flagged"].sum())
-    st.caption(f"{n_flagged} of {len(table)} subgroup × class AUROC gaps flagged.")
+    n_flagged, n_low = flagged_count(table)
+    st.caption(f"{n_flagged} of {len(table)} subgroup × class AUROC gaps flagged"
+               + (f" (plus {n_low} in low-count rows, listed last)." if n_low else "."))
     st.dataframe(table, hide_index=True, key="perf_subgroups",
                  column_config={"flagged": st.column_config.CheckboxColumn("⚑ gap CI excludes 0"),
                                 **{c: st.column_config.NumberColumn(format="%.3f")

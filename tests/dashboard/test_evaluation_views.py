@@ -12,6 +12,7 @@ from cxr_core.evaluation.run import score_predictions
 from cxr_core.models.card import ModelCard
 from dashboard.evaluation_views import (
     calibration_table,
+    flagged_count,
     reliability_bins_of,
     subgroup_note,
     subgroup_table,
@@ -81,5 +82,18 @@ def test_subgroup_table_flags_the_worse_group_first(scored):
     assert women["gap"] < 0 and women["gap high"] < 0 and women["flagged"]
     assert "flagged when that interval excludes zero" in subgroup_note(report)
     assert subgroup_table(report, "age").empty
+    assert flagged_count(table)[0] >= 1
+
+
+def test_low_count_flags_sort_after_counted_ones():
+    group = lambda n_pos, gap, flag: {"n_pos": n_pos, "low_count": n_pos < 10, "auroc": 0.5, "auroc_ci": [0.4, 0.6],  # noqa: E731
+                                      "auroc_gap": gap, "auroc_gap_ci": [gap - 0.1, gap + 0.1], "auroc_gap_flag": flag}
+    report = {"subgroups": {"by": {"view": {"subgroups": {
+        "AP": {"n": 50, "n_patients": 40, "per_class": {"Hernia": group(1, -0.6, True), "Mass": group(20, 0.02, False)}},
+        "PA": {"n": 60, "n_patients": 50, "per_class": {"Hernia": group(2, 0.05, False), "Mass": group(25, -0.2, True)}},
+    }}}}}
+    table = subgroup_table(report, "view")
+    assert list(zip(table["subgroup"], table["class"])) == [("PA", "Mass"), ("AP", "Mass"), ("AP", "Hernia"), ("PA", "Hernia")]
+    assert flagged_count(table) == (1, 1)
     assert "no subgroup information" in subgroup_note({"subgroups": {"keys": [], "by": {},
                                                                       "note": "no subgroup information (view, sex, age)"}})
