@@ -13,6 +13,8 @@ from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
 from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores, evaluation_report
 from cxr_core.utils.csv_safe import frame_csv_text
 from dashboard import charts, state
+from dashboard.evaluation_views import threshold_source_note
+from dashboard.subgroup_view import render_calibration_change, render_subgroups
 from dashboard.tables import (
     CI_METRICS,
     COUNTS,
@@ -67,6 +69,7 @@ has_predictions = run.predictions is not None
 
 report = run.report
 source = f"report.json of the {split} run"
+recomputed_with = None
 if has_predictions and multilabel:
     options = [f"active set “{active.name}” (recomputed)"] + (["as evaluated (report.json)"] if report else [])
     choice = st.radio("Thresholds for the table", options, horizontal=True, key="perf_threshold_source")
@@ -74,6 +77,7 @@ if has_predictions and multilabel:
         run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
         report = _report_at(run_key, tuple(active.thresholds[c] for c in run.classes), task, run)
         source = f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, {BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
+        recomputed_with = active.name
 elif report is None and has_predictions:
     run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
     report = _report_at(run_key, tuple(DEFAULT_THRESHOLD for _ in run.classes), task, run)
@@ -91,6 +95,7 @@ m2.metric("Macro AP", fmt(macro.get("ap")))
 m3.metric("Cases", report.get("n_cases", "–"))
 m4.metric("Low-count classes", len(macro.get("classes_excluded", [])))
 
+st.caption(threshold_source_note(run.report if recomputed_with is None and run.report else report, recomputed_with))
 table = metrics_table(report)
 averages = table["class"].str.startswith("(")
 shown = with_ci(table)
@@ -146,6 +151,12 @@ left.plotly_chart(charts.reliability_figure({c: calibration[c]["bins"] for c in 
                   key="perf_calibration")
 right.dataframe(pd.DataFrame({"class": list(ece), "ECE": list(ece.values())}), hide_index=True, key="perf_ece",
                 column_config={"ECE": st.column_config.NumberColumn(format="%.4f")}, height=table_height(len(ece)))
+
+if run.report:
+    with st.expander("Before / after temperature scaling"):
+        render_calibration_change(run.report, picked)
+    st.subheader("Subgroups")
+    render_subgroups(run.report)
 
 st.subheader("Training curves")
 _training_section(entry)

@@ -236,14 +236,16 @@ class Predictor:
         return self.tensor_from_cache_arrays([self.cache_array(im, i) for i, im in enumerate(images)])
 
     def probabilities_of(self, batch: torch.Tensor) -> np.ndarray:
-        """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass)."""
+        """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass),
+        calibrated with the card's temperature as evaluation calibrates ``predictions.csv``."""
         return self._score(batch)[0]
 
     def _score(self, batch: torch.Tensor) -> tuple[np.ndarray, list[list[str]]]:
         """Probabilities and the input gate's feature-distance warnings, from one forward pass."""
         def forward() -> torch.Tensor:
             with torch.inference_mode():
-                return class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta)
+                return class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta,
+                                           temperature=self.card.temperature() if self.card is not None else None)
 
         if self._tap is None:
             return forward().cpu().numpy(), [[] for _ in range(len(batch))]

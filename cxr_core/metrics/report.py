@@ -254,19 +254,26 @@ def _fmt_ci(value: object, ci: object) -> str:
 
 
 def format_report(report: dict) -> str:
-    """Aligned plain-text table of a report (as returned by :func:`evaluation_report`)."""
-    headers = ["class", "n_pos", "n_neg", "AUROC [CI]", "AP", "thr", "sens [CI]", "spec [CI]", "PPV", "NPV", "F1"]
+    """Aligned plain-text table of a report (as returned by :func:`evaluation_report`).
+
+    Also prints, when the report carries them (``cxr_core.evaluation.run`` adds them), where the
+    thresholds came from, ECE/Brier before and after calibration and flagged subgroup gaps.
+    """
+    headers = ["class", "n_pos", "n_neg", "AUROC [CI]", "AP", "thr", "sens [CI]", "spec [CI]", "PPV [CI]",
+               "NPV [CI]", "F1 [CI]", "Brier [CI]"]
     rows = []
     for name, e in report["per_class"].items():
         rows.append([
             name + (" *" if e["low_count"] else ""), str(e["n_pos"]), str(e["n_neg"]),
             _fmt_ci(e["auroc"], e["auroc_ci"]), _fmt(e["ap"]), _fmt(e["threshold"]),
             _fmt_ci(e["sensitivity"], e["sensitivity_ci"]), _fmt_ci(e["specificity"], e["specificity_ci"]),
-            _fmt(e["ppv"]), _fmt(e["npv"]), _fmt(e["f1"]),
+            _fmt_ci(e["ppv"], e.get("ppv_ci")), _fmt_ci(e["npv"], e.get("npv_ci")), _fmt_ci(e["f1"], e.get("f1_ci")),
+            _fmt_ci(e.get("brier"), e.get("brier_ci")),
         ])
     for label, avg in (("macro", report["macro"]), ("micro", report["micro"])):
         rows.append([label, "", "", _fmt(avg["auroc"]), _fmt(avg["ap"]), "", _fmt(avg["sensitivity"]),
-                     _fmt(avg["specificity"]), _fmt(avg["ppv"]), _fmt(avg["npv"]), _fmt(avg["f1"])])
+                     _fmt(avg["specificity"]), _fmt(avg["ppv"]), _fmt(avg["npv"]), _fmt(avg["f1"]),
+                     _fmt(avg.get("brier"))])
     widths = [max(len(r[i]) for r in [headers] + rows) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:
@@ -284,6 +291,26 @@ def format_report(report: dict) -> str:
     out += [line(r) for r in rows[:-2]]
     out.append(line(["-" * w for w in widths]))
     out += [line(r) for r in rows[-2:]]
+    if report.get("thresholds_from"):
+        rule = f" ({report['threshold_rule']})" if report.get("threshold_rule") else ""
+        out.append(f"thresholds from: {report['thresholds_from']}{rule}"
+                   + ("; sens/spec/PPV/NPV/F1 are out of fold" if ":crossfit-" in report["thresholds_from"] else ""))
+    change = report.get("calibration_change")
+    if change:
+        before, after = change["macro"]["before"], change["macro"]["after"]
+        temps = change["temperature"]
+        out.append(
+            f"calibration ({change['method']}, {change['source']}): macro ECE {_fmt(before['ece'])} -> "
+            f"{_fmt(after['ece'])}, macro Brier {_fmt(before['brier'])} -> {_fmt(after['brier'])}"
+            + (f"; T = {', '.join(f'{t:.2f}' for t in temps)}" if temps else "")
+        )
+    for key, sub in (report.get("subgroups") or {}).get("by", {}).items():
+        flags = [f"{value}: {cls} AUROC gap {_fmt_ci(e['auroc_gap'], e['auroc_gap_ci'])}"
+                 for value, group in sub["subgroups"].items() for cls, e in group["per_class"].items()
+                 if e["auroc_gap_flag"] and not e["low_count"]]
+        out.append(f"subgroups by {key}: {len(sub['subgroups'])} groups; "
+                   + (f"AUROC gaps whose CI excludes 0: {'; '.join(flags)}" if flags else "no AUROC gap whose CI excludes 0")
+                   + " (low-count subgroups not listed)")
     excluded = report["macro"]["classes_excluded"]
     if excluded:
         rule = report["macro"]["exclusion_rule"]

@@ -25,6 +25,7 @@ from cxr_core.models.ensemble import MemberSpec
 from cxr_core.models.tta import TTA_MODES
 
 FORMAT_VERSION = 1
+CALIBRATION_METHOD = "temperature"
 ENSEMBLE = "ensemble"  # architecture name of a model card whose weights are several members (cxr_core.models.ensemble)
 # A crafted card must fail with a clear message, not a RecursionError or a huge allocation:
 # bundled cards are ~15 kB and 6 levels deep, so these bounds leave room without risk.
@@ -64,6 +65,10 @@ class ModelCard:
     thresholds: dict[str, float] = field(default_factory=dict)
     threshold_method: str = ""
     tta: str = "none"  # test-time augmentation of the validation numbers; the Predictor's default
+    # Temperature scaling applied to every probability (cxr_core.models.tta.calibrate):
+    # {"method": "temperature", "temperature": [T per class, or one T for multiclass], "fitted_on": "val", ...};
+    # empty = uncalibrated (cards written before calibration existed).
+    calibration: dict = field(default_factory=dict)
     members: list[dict] = field(default_factory=list)  # architecture "ensemble": one MemberSpec dict per member
     training: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
@@ -136,6 +141,27 @@ class ModelCard:
                     f"model card's threshold for '{cls}' is {value!r}; a decision threshold must be a number "
                     "between 0 and 1. Re-run `cxr evaluate` or fix the threshold set."
                 )
+        self._check_calibration()
+
+    def _check_calibration(self) -> None:
+        if not self.calibration:
+            return
+        if not isinstance(self.calibration, dict) or self.calibration.get("method") != CALIBRATION_METHOD:
+            raise CheckpointError(
+                f"model card calibration must be {{'method': {CALIBRATION_METHOD!r}, 'temperature': [...]}}; "
+                f"got {self.calibration!r}"
+            )
+        values = self.calibration.get("temperature")
+        multilabel = self.label_space.get("task") == "multilabel"
+        expected = self.num_classes if multilabel else 1
+        ok = isinstance(values, list) and len(values) == expected and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values
+        )
+        if not ok:
+            raise CheckpointError(
+                f"model card calibration needs {expected} positive finite temperature(s) "
+                f"({'one per class' if multilabel else 'one for the model'}); got {values!r}"
+            )
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -154,6 +180,10 @@ class ModelCard:
         if not self.thresholds:
             return None
         return [float(self.thresholds.get(c, DEFAULT_THRESHOLD)) for c in self.classes]
+
+    def temperature(self) -> list[float] | None:
+        """The temperatures probabilities are scaled by, or None for an uncalibrated model."""
+        return [float(v) for v in self.calibration["temperature"]] if self.calibration else None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -20,6 +20,8 @@ from typing import Any, Union
 import yaml
 
 from cxr_core.errors import ConfigError
+from cxr_core.evaluation.run import DEFAULT_OPERATING_POINT
+from cxr_core.metrics import parse_threshold_spec
 from cxr_core.models.tta import TTA_MODES
 from cxr_core.utils.settings import check_known_keys
 
@@ -97,6 +99,9 @@ class EvalConfig:
     n_boot: int = 1000
     batch_size: int = 64
     tta: str = "none"  # test-time augmentation of the final validation and of the shipped card (cxr_core.models.tta)
+    # Multilabel operating point stored in the card, cross-fitted on validation: max_f1, youden,
+    # sensitivity=0.9, specificity=0.95, fixed=0.5 (cxr_core.metrics.parse_threshold_spec).
+    operating_point: str = DEFAULT_OPERATING_POINT
 
 
 TASK_CLASSIFICATION = "classification"
@@ -277,6 +282,10 @@ def _check_eval(section: EvalConfig) -> None:
     _need(section.n_boot >= 0, "eval.n_boot", "must be >= 0")
     _need(section.tta in TTA_MODES, "eval.tta", f"must be one of: {', '.join(TTA_MODES)}")
     _need(section.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    try:
+        parse_threshold_spec(section.operating_point)
+    except ConfigError as exc:
+        raise ConfigError(f"eval.operating_point: {exc}") from None
 
 
 def _read_yaml(path: str | Path) -> dict:

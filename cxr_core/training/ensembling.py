@@ -93,6 +93,7 @@ def combine_checkpoints(
     half: bool = False,
     device: str | torch.device = "auto",
     progress: bool = True,
+    operating_point: str | None = None,
 ) -> dict:
     """Write ``out_dir/model.safetensors``: the members' logits averaged, validated like a training run.
 
@@ -143,7 +144,8 @@ def combine_checkpoints(
     out.mkdir(parents=True, exist_ok=True)
     target = save_checkpoint(RunDir(out).model, state, card, half=half)
     report = finalise_checkpoint(target, card, val, cache, RunDir(out).eval_dir("val"), n_boot=n_boot, seed=seed,
-                                 batch_size=batch_size, device=device, half=half, progress=progress)
+                                 batch_size=batch_size, device=device, half=half, progress=progress,
+                                 operating_point=operating_point)
     if recipe:
         write_text_atomically(out / "config.yaml", yaml.safe_dump(recipe, sort_keys=False))
     return report
@@ -205,6 +207,7 @@ def train_ensemble(config: EnsembleConfig, *, progress: bool = True) -> dict | N
             members, config.out_dir, tta=config.eval.tta, n_boot=config.eval.n_boot, seed=config.seed,
             batch_size=config.eval.batch_size, provenance=config.provenance, intended_use=config.intended_use,
             recipe=config.to_dict(), half=config.half_weights, device=ctx.device, progress=progress,
+            operating_point=config.eval.operating_point,
         ) if ctx.is_main else None
         ctx.barrier()
     except BaseException:

@@ -691,6 +691,7 @@ class Trainer:
             best, card, self.val_manifest, self.cache, self.run_dir.eval_dir("val"),
             n_boot=c.eval.n_boot, seed=c.seed, batch_size=c.eval.batch_size,
             device=self.device, half=c.half_weights, progress=self.progress,
+            operating_point=c.eval.operating_point,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -48,3 +49,20 @@ def test_unknown_mode_is_refused_by_scoring_config_and_card():
     with pytest.raises(CheckpointError, match="upgrade"):
         ModelCard(**card, tta="five-crop")
     assert set(TTA_MODES) == {"none", "hflip"}
+
+
+def test_temperature_is_applied_after_averaging_and_matches_the_metrics_layer():
+    from cxr_core.metrics import apply_temperature
+
+    torch.manual_seed(1)
+    x = torch.rand(5, 1, 8, 8)
+    model = _LeftMinusRight()
+    shifted = lambda batch: model(batch) + torch.tensor([0.3, -0.2, 0.1])  # noqa: E731 - hflip mean not 0.5
+    for multilabel, temperature in ((True, [2.0, 0.5, 1.0]), (False, [1.7])):
+        averaged = class_probabilities(shifted, x, multilabel=multilabel, tta="hflip").double().numpy()
+        scaled = class_probabilities(shifted, x, multilabel=multilabel, tta="hflip", temperature=temperature)
+        task = "multilabel" if multilabel else "multiclass"
+        np.testing.assert_allclose(scaled.numpy(), apply_temperature(averaged, temperature, task), atol=1e-6)
+        assert np.abs(scaled.double().numpy() - averaged).max() > 1e-3
+    with pytest.raises(ConfigError, match="one positive temperature per class"):
+        class_probabilities(model, x, multilabel=True, temperature=[1.0, -1.0, 1.0])

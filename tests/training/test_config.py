@@ -115,7 +115,8 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 @pytest.mark.parametrize("eval_section, key", [({"n_boot": -1}, "eval.n_boot"), ({"tta": "spin"}, "eval.tta"),
-                                               ({"batch_size": 0}, "eval.batch_size")])
+                                               ({"batch_size": 0}, "eval.batch_size"),
+                                               ({"operating_point": "sensitivity=90"}, "eval.operating_point")])
 def test_ensemble_recipes_check_eval_like_training_configs(tmp_path, eval_section, key):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"members": ["a.yaml", "b.yaml"], "eval": eval_section}))

@@ -26,8 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
     p.add_argument("--missing", choices=("error", "drop"), default="error",
                    help="NIH/CheXpert rows whose image is absent: fail (default) or drop them")
-    p.add_argument("--policy", choices=("ones", "zeros", "ignore"), default="ones",
-                   help="CheXpert uncertain (-1) labels: U-Ones (default), U-Zeros or ignore")
+    p.add_argument("--policy", type=chexpert_policy, default="ones",
+                   help="CheXpert uncertain (-1) labels: ones (U-Ones, default), zeros or ignore, for all classes or "
+                   "per class as 'Atelectasis=ones,Edema=zeros' (default=... sets the rest); training configs take "
+                   "the same as data.adapter.policy")
+    p.add_argument("--blank", choices=("zero", "unknown"), default="zero",
+                   help="CheXpert blank label cells: negative (zero, default) or unknown (left out of that class)")
+    p.add_argument("--frontal-only", action="store_true", help="CheXpert: keep frontal (PA/AP) images only")
     p.add_argument("--label-from", choices=("folder", "kermany3"), default="folder",
                    help="class folders: folder names, or Normal/Bacterial/Viral from Kermany file names")
     p.add_argument("--labels-only", action="store_true",
@@ -36,12 +41,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_inspect)
 
 
+def chexpert_policy(text: str) -> str | dict[str, str]:
+    """``ones`` -> "ones"; ``Atelectasis=ones,Edema=zeros`` -> {"Atelectasis": "ones", "Edema": "zeros"}.
+
+    Class names and policies are checked by the CheXpert adapter, which names the valid ones.
+    """
+    text = text.strip()
+    if "=" not in text:
+        return text
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = (piece.strip() for piece in item.partition("="))
+        if not sep or not name or not value:
+            raise argparse.ArgumentTypeError(f"{item!r} is not CLASS=POLICY (e.g. Atelectasis=ones)")
+        out[name] = value
+    return out
+
+
 def _adapter_options(fmt: str, args: argparse.Namespace) -> dict:
     files = {"missing": args.missing, "check_files": not args.labels_only}
     if fmt == "nih":
         return files
     if fmt == "chexpert":
-        return {**files, "policy": args.policy}
+        return {**files, "policy": args.policy, "blank": args.blank, "frontal_only": args.frontal_only}
     if fmt == "folders":
         return {"label_from": args.label_from}
     return {}

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on a dataset split",
         description="Rebuilds the dataset manifest and its patient-level splits with the settings stored in the "
         "checkpoint's model card, predicts the split and writes OUT/predictions.csv and OUT/report.json "
-        "(metrics at the card's thresholds, patient-level bootstrap CIs). Warns when the data differ from "
+        "(operating-point metrics with where their thresholds came from, calibration before/after the card's "
+        "temperature, optional subgroups, patient-level bootstrap CIs). Warns when the data differ from "
         "what the model was validated on. With --predictions FILE.csv instead of --checkpoint, scores "
         "probabilities made by another tool (an image column such as image_id or path, one probability column "
         "per class) on the classes it shares with --data, and writes OUT/external.json + OUT/eval/<split>/ so "
@@ -39,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval/<split>, "
                    "or eval/<split>-data-<fingerprint> when the data differ from the card's)")
+    p.add_argument("--thresholds", default=None,
+                   help="operating point: a rule cross-fitted on this split by patient (max_f1, youden, "
+                   "sensitivity=0.9, specificity=0.95), 'card', or the name of a saved threshold set "
+                   "(default: as the card was made: cross-fitted again on its validation split, the card's on others)")
+    p.add_argument("--by", action="append", default=[], metavar="KEY",
+                   help="subgroup report by a manifest column, repeatable: 'View Position' (view), sex, age (in bands)")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: as in the card, else 1000)")
     p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: as in the card, else 0)")
     p.add_argument("--cache-dir", default=None, help="image cache folder (default: the training run's)")
@@ -97,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        thresholds=args.thresholds,
+        subgroups=args.by,
     )
     from cxr_core.metrics import format_report
 

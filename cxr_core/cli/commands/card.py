@@ -1,0 +1,69 @@
+"""``cxr card refresh``: re-stamp a checkpoint's model card without retraining."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    card = subparsers.add_parser("card", help="model card maintenance")
+    sub = card.add_subparsers(dest="card_command", metavar="ACTION", required=True)
+    p = sub.add_parser(
+        "refresh",
+        help="recompute calibration, out-of-sample thresholds and subgroups of a checkpoint's card",
+        description="Re-predicts the checkpoint's validation split (rebuilt from its model card), fits temperature "
+        "scaling, cross-fits the operating point by patient (5 folds) and computes subgroup metrics, then rewrites the "
+        "model card (the weights are unchanged), <checkpoint folder>/eval/val/{predictions.csv,report.json} and the "
+        "max_f1 preset threshold set.",
+    )
+    p.add_argument("--checkpoint", required=True, help="model .safetensors file")
+    p.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
+    p.add_argument("--format", default=None, help="dataset format (default: as in the card)")
+    p.add_argument("--operating-point", default=None,
+                   help="multilabel threshold rule stored in the card: specificity=0.9 (default), max_f1, youden, "
+                   "sensitivity=0.9, ...")
+    p.add_argument("--by", action="append", default=None,
+                   help="subgroup key (repeatable; default: view, sex and age where the data have them)")
+    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: as in the card, else 1000)")
+    p.add_argument("--seed", type=int, default=None, help="bootstrap and fold seed (default: as in the card, else 0)")
+    p.add_argument("--cache-dir", default=None, help="image cache folder (default: the training run's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxr_core.errors import DatasetError
+    from cxr_core.evaluation.run import refresh_card
+    from cxr_core.models.checkpoint import read_model_card
+    from cxr_core.training.data_setup import build_manifest, data_config_of
+
+    checkpoint = Path(args.checkpoint)
+    card = read_model_card(checkpoint)
+    data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
+    manifest = build_manifest(data)
+    expected = card.data.get("manifest_fingerprint")
+    if expected and manifest.fingerprint() != expected:
+        raise DatasetError(
+            f"the dataset differs from the one this model was validated on (manifest fingerprint "
+            f"{manifest.fingerprint()}, model card says {expected}); a card can only be re-stamped on its own "
+            "validation split"
+        )
+    validation = card.validation or {}
+    refresh_card(  # logs the report
+        checkpoint,
+        manifest,
+        n_boot=args.n_boot if args.n_boot is not None else int(validation.get("n_boot") or 1000),
+        seed=args.seed if args.seed is not None else int(validation.get("seed") or 0),
+        cache_dir=data.cache_dir,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+        operating_point=args.operating_point,
+        subgroups=args.by,
+    )
+    print(f"model card of {checkpoint} re-stamped (weights unchanged)", file=sys.stderr)
+    return 0
