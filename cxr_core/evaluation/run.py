@@ -494,7 +494,7 @@ def finalise_checkpoint(
         "manifest_fingerprint": card.data.get("manifest_fingerprint", ""),
     }
     report["evaluation"] = _evaluation_info(best_path, card, "val", val_manifest)
-    save_checkpoint(best_path, ckpt.state_dict, card, half=half)
+    save_checkpoint(best_path, ckpt.state_dict, card, half=half, gate=ckpt.gate)  # a re-stamp keeps the input gate
     write_evaluation(out_dir, predictions, report)
     if multilabel:
         _save_max_f1_preset(best_path, card, labels, split_arrays(predictions, card.classes)[1])
