@@ -30,8 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: the file name)")
     p.add_argument("--like", default=None, help="with --predictions: a checkpoint whose data splits and thresholds "
                    "to use, to compare with it on exactly the same images")
-    p.add_argument("--thresholds", default=None, help="with --predictions: JSON file {class: threshold} "
-                   "(default: --like's, else 0.5)")
     p.add_argument("--val", type=float, default=None, help="validation fraction when the dataset defines no split "
                    "(default: as in the card, else 0.15), e.g. for an imported model")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the patient split (default: as in the card, else 0)")
@@ -43,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds", default=None,
                    help="operating point: a rule cross-fitted on this split by patient (max_f1, youden, "
                    "sensitivity=0.9, specificity=0.95), 'card', or the name of a saved threshold set "
-                   "(default: as the card was made: cross-fitted again on its validation split, the card's on others)")
+                   "(default: as the card was made: cross-fitted again on its validation split, the card's on others); "
+                   "with --predictions: a JSON file {class: threshold} (default: --like's, else 0.5)")
     p.add_argument("--by", action="append", default=[], metavar="KEY",
                    help="subgroup report by a manifest column, repeatable: 'View Position' (view), sex, age (in bands)")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: as in the card, else 1000)")
