@@ -546,6 +546,8 @@ def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog
     assert list(table["file"]) == [names[0], "head.dcm"]
     assert table["warnings"].tolist()[0] == ""
     assert "Modality is CT" in table["warnings"].tolist()[1] and "BodyPartExamined is HEAD" in table["warnings"].tolist()[1]
+    at.selectbox(key="predict_pick").set_value("2. head.dcm").run()  # the reading view shows the picked image's warnings
+    no_exceptions(at)
     shown = [w.value for w in at.warning]
     assert any("Modality is CT" in w for w in shown) and any("BodyPartExamined is HEAD" in w for w in shown)
 
