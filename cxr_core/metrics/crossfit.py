@@ -61,6 +61,12 @@ def patient_folds(y_true: object, groups: object, *, n_folds: int = 5, seed: int
             f"{n_patients} patient(s) cannot fill {n_folds} patient-level folds; use fewer folds or more cases"
         )
     strata = _strata(labels, patient, n_patients)
+    _, counts = np.unique(strata, return_counts=True)
+    if np.all(counts < n_folds):
+        # Every stratum is rarer than the folds (tiny data): stratifying is impossible, so the
+        # patients are dealt into folds without it (still seeded, still patient-level).
+        order = np.random.default_rng(seed).permutation(n_patients)
+        return (np.argsort(order)[patient] % n_folds).astype(np.int64)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = np.empty(labels.shape[0], dtype=np.int64)
     with warnings.catch_warnings():

@@ -103,8 +103,9 @@ class ModelCard:
             raise CheckpointError(
                 f"model card says {self.num_classes} classes but its label space lists {len(classes)}: {list(classes)}"
             )
-        self._preprocess = _checked_preprocess(self.preprocess)
-        if self._preprocess.in_chans != self.in_chans:
+        # The card of another tool's predictions (cxr evaluate --predictions) has no weights to feed.
+        self._preprocess = None if self.architecture == EXTERNAL and not self.preprocess else _checked_preprocess(self.preprocess)
+        if self._preprocess is not None and self._preprocess.in_chans != self.in_chans:
             raise CheckpointError(
                 f"the model card's preprocessing produces {self._preprocess.in_chans} channel(s) but the model "
                 f"expects {self.in_chans}; the checkpoint is inconsistent, re-export it"
@@ -173,6 +174,8 @@ class ModelCard:
 
     def get_preprocess(self) -> PreprocessConfig:
         """The preprocessing, parsed once when the card was validated."""
+        if self._preprocess is None:
+            raise CheckpointError("this model card describes predictions made by another tool; it has no weights to feed images to")
         return self._preprocess
 
     def threshold_vector(self) -> list[float] | None:

@@ -287,8 +287,9 @@ def _check_values(weights: dict[str, torch.Tensor], expected: dict[str, torch.Te
 def _check_architecture_registered(card: ModelCard, path: Path) -> None:
     if card.members:
         return  # the ensemble builder names any member architecture this version lacks
-    if card.architecture not in list_models():
+    known = list_models() + list_models(segmentation=True)
+    if card.architecture not in known:
         raise CheckpointError(
             f"{path}: architecture '{card.architecture}' is not available in this version of cxr_core "
-            f"(available: {', '.join(list_models())}). Upgrade cxr_core or use a checkpoint of a listed architecture."
+            f"(available: {', '.join(sorted(known))}). Upgrade cxr_core or use a checkpoint of a listed architecture."
         )

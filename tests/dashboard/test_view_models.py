@@ -23,8 +23,9 @@ def test_results_table_is_one_short_row_per_image_with_positives_first():
                      {"Mass": 0.154, "Effusion": 0.5, "Nodule": 0.1, "Edema": 0.2, "Hernia": 0.4})
     s2 = _multilabel({"Mass": 0.01, "Effusion": 0.02, "Nodule": 0.0, "Edema": 0.0, "Hernia": 0.0},
                      {"Mass": 0.154, "Effusion": 0.5, "Nodule": 0.1, "Edema": 0.2, "Hernia": 0.4}, "b.png")
-    table = reading.results_table([s1, s2])
-    assert list(table.columns) == ["file", "call", "findings", "highest finding", "borderline"]
+    table = reading.results_table([s1, s2], [[], ["the image looks unlike the training images"]])
+    assert list(table.columns) == ["file", "call", "findings", "highest finding", "borderline", "warnings"]
+    assert table["warnings"].tolist() == ["", "the image looks unlike the training images"]
     assert table.loc[0, "call"] == "4 findings called" and table.loc[1, "call"] == "none called"
     assert table.loc[0, "findings"] == "Effusion 0.90; Hernia 0.50; Edema 0.30; +1 more"
     assert table.loc[0, "highest finding"] == "Effusion 0.90 (threshold 0.50)"

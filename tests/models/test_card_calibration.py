@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import CheckpointError
 from cxr_core.models.card import ModelCard
 
-BASE = dict(architecture="small_cnn", num_classes=2, preprocess={})
+BASE = dict(architecture="small_cnn", num_classes=2, preprocess=PreprocessConfig().to_dict())
 
 
 def _card(task: str, **kw) -> ModelCard:
