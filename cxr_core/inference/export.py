@@ -42,14 +42,16 @@ PARITY_TOLERANCE = 1e-4
 class ScoringGraph(nn.Module):
     """Preprocessed batch (B, C, S, S) -> (B, K) probabilities, as :meth:`Predictor.probabilities_of`."""
 
-    def __init__(self, model: nn.Module, *, multilabel: bool, tta: str) -> None:
+    def __init__(self, model: nn.Module, *, multilabel: bool, tta: str, temperature: list[float] | None = None) -> None:
         super().__init__()
         self.model = model
         self.multilabel = multilabel
         self.tta = tta
+        self.temperature = temperature  # the card's calibration, applied as the Predictor applies it
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(self.model, batch, multilabel=self.multilabel, tta=self.tta)
+        return class_probabilities(self.model, batch, multilabel=self.multilabel, tta=self.tta,
+                                   temperature=self.temperature)
 
 
 def export_metadata(predictor: Predictor) -> dict:
@@ -61,6 +63,7 @@ def export_metadata(predictor: Predictor) -> dict:
         "task": predictor.label_space.task.value,
         "thresholds": dict(predictor.thresholds),
         "tta": predictor.tta,
+        "temperature": predictor.card.temperature() if predictor.card is not None else None,
         "preprocess": predictor.preprocess.to_dict(),
         "input": "float32 (batch, in_chans, input_size, input_size): cxr_core.data.preprocessing.eval_tensor of the "
                  "uint8 image resized to cache_size (to_cache_array); gray 0..255 normalised with mean/std",
@@ -73,7 +76,9 @@ def export_metadata(predictor: Predictor) -> dict:
 def scoring_graph(predictor: Predictor) -> ScoringGraph:
     """The predictor's model wrapped with its activation and test-time augmentation, on the CPU."""
     model = predictor.model.to("cpu").eval()
-    return ScoringGraph(model, multilabel=predictor.label_space.multilabel, tta=predictor.tta).eval()
+    temperature = predictor.card.temperature() if predictor.card is not None else None
+    return ScoringGraph(model, multilabel=predictor.label_space.multilabel, tta=predictor.tta,
+                        temperature=temperature).eval()
 
 
 def _example(predictor: Predictor, batch: int = 2) -> torch.Tensor:

@@ -8,6 +8,8 @@ function applies the card's temperature scaling (calibration), for the same reas
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 
 import torch
@@ -48,13 +50,15 @@ def calibrate(probs: torch.Tensor, temperature: Sequence[float] | None, *, multi
     """
     if temperature is None:
         return probs
-    t = torch.as_tensor(list(temperature), dtype=torch.float32, device=probs.device)
+    values = [float(v) for v in temperature]
     expected = probs.shape[1] if multilabel else 1
-    if t.numel() != expected or not bool(torch.all(torch.isfinite(t) & (t > 0))):
+    # Checked on the Python floats, not on a tensor, so the graph stays traceable for export.
+    if len(values) != expected or not all(math.isfinite(v) and v > 0 for v in values):
         raise ConfigError(
             f"temperature scaling needs {'one positive temperature per class' if multilabel else 'one positive temperature'}"
             f" ({expected}); got {list(temperature)}"
         )
+    t = torch.tensor(values, dtype=torch.float32, device=probs.device)
     clipped = probs.float().clamp(EPS, 1 - EPS)
     if multilabel:
         return torch.sigmoid(torch.logit(clipped) / t)

@@ -17,6 +17,10 @@ Outcomes:
 
 from __future__ import annotations
 
+import types
+
+import sys
+
 import dataclasses
 import importlib
 import io
@@ -566,7 +570,15 @@ class IsolatedLoader:
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_worker, args=(child, self.loader, self.error), daemon=True)
-        self._proc.start()
+        # A spawned child re-runs the parent's __main__; inside a test session that may be a
+        # Streamlit page script left there by AppTest, so the child starts from a bare one.
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            self._proc.start()
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
         self._conn = parent
 
     def run(self, path: Path) -> tuple[str, str]:
