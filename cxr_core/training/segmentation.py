@@ -38,6 +38,7 @@ from cxr_core.models.card import ModelCard, software_versions
 from cxr_core.models.checkpoint import save_checkpoint
 from cxr_core.models.registry import create_model, get_model_spec, list_models
 from cxr_core.training.config import TrainConfig
+from cxr_core.training.loop import build_preprocess
 from cxr_core.training.losses import DiceBCELoss
 from cxr_core.training.schedule import LRSchedule
 from cxr_core.training.state import seed_everything
@@ -115,17 +116,6 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return kind(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
 
-def _preprocess(config: TrainConfig) -> PreprocessConfig:
-    spec = get_model_spec(config.model.name)
-    return PreprocessConfig(
-        cache_size=config.data.cache_size,
-        input_size=config.preprocess.input_size,
-        mean=tuple(config.preprocess.mean) if config.preprocess.mean else spec.input_mean,
-        std=tuple(config.preprocess.std) if config.preprocess.std else spec.input_std,
-        in_chans=config.model.in_chans,
-    )
-
-
 def mask_fraction_range(masks: np.ndarray) -> dict[str, float]:
     """Share of the image inside the mask over a set of masks: min, 1st/50th/99th percentile, max.
 
@@ -193,7 +183,7 @@ def train_segmentation(config: TrainConfig, *, progress: bool = True) -> Segment
     train_pairs, val_pairs = pairs.subset(train_idx), pairs.subset(val_idx)
     logger.info("%d training and %d validation pairs (patient-level split)", len(train_pairs), len(val_pairs))
 
-    preprocess = _preprocess(config)
+    preprocess = build_preprocess(config)
     augment = PairAugment(preprocess, AugmentConfig.from_dict(config.augment))
     model = create_model(config.model.name, 1, weights=config.model.weights, in_chans=config.model.in_chans,
                          dropout=config.model.dropout).to(device)
