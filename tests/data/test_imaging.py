@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -22,8 +22,6 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 from cxr_core.data import imaging
@@ -34,7 +32,7 @@ from cxr_core.data.imaging import (
     load_image,
 )
 from cxr_core.errors import ImageLoadError
-from tests.reliability.crafted import jpeg_dicom, jpeg_with_size, png_lying_height
+from tests.reliability.crafted import dicom_dataset, jpeg_dicom, jpeg_with_size, png_lying_height
 
 RNG = np.random.default_rng(1234)
 
@@ -68,22 +66,6 @@ def png_header_only(width: int, height: int) -> bytes:
 def with_sbit(png: bytes, bits: int) -> bytes:
     """Insert an sBIT chunk right after IHDR (signature 8 bytes + IHDR 25 bytes)."""
     return png[:33] + png_chunk(b"sBIT", bytes([bits])) + png[33:]
-
-
-def dicom_dataset(arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PatientID = "P0042"
-    ds.ViewPosition = "PA"
-    ds.set_pixel_data(arr, photometric, bits)
-    return ds
 
 
 def save_dicom(ds: Dataset, path: Path) -> Path:
@@ -496,7 +478,7 @@ def test_supported_extensions():
 
 def test_dicom_monochrome2_min_max_and_metadata(tmp_path):
     arr = gradient12()
-    path = save_dicom(dicom_dataset(arr), tmp_path / "m2.dcm")
+    path = save_dicom(dicom_dataset(arr, PatientID="P0042"), tmp_path / "m2.dcm")
     img = load_image(path)
     np.testing.assert_allclose(img.pixels, arr / 4095.0, atol=1e-6)
     meta = img.meta

@@ -9,12 +9,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
 from safetensors import safe_open
 
 from cxr_core.cli.main import main
@@ -42,6 +36,7 @@ from cxr_core.models.checkpoint import (
     save_checkpoint,
     stamp_checkpoint,
 )
+from tests.reliability.crafted import dicom_dataset
 
 SIZE = 64
 
@@ -87,18 +82,8 @@ def test_dicom_age_strings():
 
 
 def _dicom(path, **tags):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    for key, value in {"Modality": "DX", "ViewPosition": "PA", **tags}.items():
-        setattr(ds, key, value)
-    ds.set_pixel_data((_film(np.random.default_rng(1), 128) * 4095).astype(np.uint16), "MONOCHROME2", 12)
-    ds.save_as(path, enforce_file_format=True)
+    pixels = (_film(np.random.default_rng(1), 128) * 4095).astype(np.uint16)
+    dicom_dataset(pixels, **tags).save_as(path, enforce_file_format=True)
     return load_image(path)
 
 
@@ -193,7 +178,8 @@ def test_predictor_warns_on_noise_and_keeps_films_clean(gated_checkpoint):
     # Grad-CAM works on a copy of the model, which carries the feature hooks along
     heat = explain(predictor, LoadedImage(films[0], "film"), "Mass", "gradcam")
     assert heat.shape == films[0].shape and np.isfinite(heat).all()
-    assert predictor.predict(films[:1])[0].probabilities == predictions[0].probabilities
+    # (a batch of one may take other kernels than the batch of 30: equal to float tolerance, not bit for bit)
+    assert predictor.predict(films[:1])[0].probabilities == pytest.approx(predictions[0].probabilities, rel=1e-4, abs=1e-6)
 
 
 def test_cxr_predict_refuses_blank_and_warns_on_noise_in_their_rows(gated_checkpoint, tmp_path, capsys):

@@ -122,8 +122,9 @@ def jpeg_with_size(data: bytes, height: int | None = None, width: int | None = N
     return data[:sof + 5] + struct.pack(">HH", height or old_h, width or old_w) + data[sof + 9:]
 
 
-def dicom_dataset(arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12) -> Dataset:
-    """A conformant single-frame secondary-capture DICOM holding ``arr``."""
+def dicom_dataset(arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **tags: object) -> Dataset:
+    """A conformant single-frame secondary-capture DICOM holding ``arr``; ``tags`` add or override
+    attributes (Modality DX and ViewPosition PA by default)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -132,8 +133,8 @@ def dicom_dataset(arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int =
     ds.file_meta = meta
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PatientID = "CRAFTED"
+    for key, value in {"Modality": "DX", "ViewPosition": "PA", "PatientID": "CRAFTED", **tags}.items():
+        setattr(ds, key, value)
     ds.set_pixel_data(arr, photometric, bits)
     return ds
 
