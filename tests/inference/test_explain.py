@@ -205,7 +205,8 @@ def test_concurrent_explanations_match_sequential(predictor, image):
         t.join()
     for i in range(4):
         assert np.allclose(results[i][0], expected[i], atol=1e-6)
-        assert results[i][1].probabilities == pytest.approx(expected_probs[i].probabilities, rel=1e-5, abs=1e-6)  # batch of 1 vs 4: kernels may differ in the last bits
+        # a batch of one vs the batch of four: the kernels may differ in the last bits
+        assert results[i][1].probabilities == pytest.approx(expected_probs[i].probabilities, rel=1e-5, abs=1e-6)
 
 
 def test_overlay_blends_colormap_over_gray():
