@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxr_core.cli.options import add_bootstrap_options, add_card_data_options, add_compute_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     card = subparsers.add_parser("card", help="model card maintenance")
@@ -19,23 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "max_f1 preset threshold set.",
     )
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
-    p.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
-    p.add_argument("--format", default=None, help="dataset format (default: as in the card)")
+    add_card_data_options(p)
     p.add_argument("--operating-point", default=None,
                    help="multilabel threshold rule stored in the card: specificity=0.9 (default), max_f1, youden, "
                    "sensitivity=0.9, ...")
     p.add_argument("--by", action="append", default=None,
                    help="subgroup key (repeatable; default: view, sex and age where the data have them)")
-    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: as in the card, else 1000)")
-    p.add_argument("--seed", type=int, default=None, help="bootstrap and fold seed (default: as in the card, else 0)")
-    p.add_argument("--cache-dir", default=None, help="image cache folder (default: the training run's)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--no-progress", action="store_true")
+    add_bootstrap_options(p, seed_help="bootstrap and fold seed")
+    add_compute_options(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from cxr_core.cli.options import bootstrap_settings
     from cxr_core.errors import DatasetError
     from cxr_core.evaluation.run import refresh_card
     from cxr_core.models.checkpoint import read_model_card
@@ -52,12 +50,12 @@ def run(args: argparse.Namespace) -> int:
             f"{manifest.fingerprint()}, model card says {expected}); a card can only be re-stamped on its own "
             "validation split"
         )
-    validation = card.validation or {}
+    n_boot, seed = bootstrap_settings(args, card)
     refresh_card(  # logs the report
         checkpoint,
         manifest,
-        n_boot=args.n_boot if args.n_boot is not None else int(validation.get("n_boot") or 1000),
-        seed=args.seed if args.seed is not None else int(validation.get("seed") or 0),
+        n_boot=n_boot,
+        seed=seed,
         cache_dir=data.cache_dir,
         batch_size=args.batch_size,
         device=args.device,

@@ -7,6 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxr_core.cli.options import (
+    DEFAULT_N_BOOT,
+    DEFAULT_SEED,
+    add_bootstrap_options,
+    add_card_data_options,
+    add_compute_options,
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -33,8 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=float, default=None, help="validation fraction when the dataset defines no split "
                    "(default: as in the card, else 0.15), e.g. for an imported model")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the patient split (default: as in the card, else 0)")
-    p.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
-    p.add_argument("--format", default=None, help="auto, nih, chexpert, folders, disease-folders (default: as in the card)")
+    add_card_data_options(p)
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval/<split>, "
                    "or eval/<split>-data-<fingerprint> when the data differ from the card's)")
@@ -45,12 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "with --predictions: a JSON file {class: threshold} (default: --like's, else 0.5)")
     p.add_argument("--by", action="append", default=[], metavar="KEY",
                    help="subgroup report by a manifest column, repeatable: 'View Position' (view), sex, age (in bands)")
-    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: as in the card, else 1000)")
-    p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: as in the card, else 0)")
-    p.add_argument("--cache-dir", default=None, help="image cache folder (default: the training run's)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--no-progress", action="store_true")
+    add_bootstrap_options(p)
+    add_compute_options(p)
     p.set_defaults(handler=run)
 
 
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.predictions:
         return run_external(args)
     from cxr_core.artifacts.run_dir import RunDir
+    from cxr_core.cli.options import bootstrap_settings
     from cxr_core.evaluation.run import evaluate_checkpoint
     from cxr_core.evaluation.segmentation import evaluate_segmentation, format_segmentation_report, is_segmentation_card
     from cxr_core.models.checkpoint import read_model_card
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         pairs = data_config_of(card, checkpoint=checkpoint, path=args.data)  # follows a moved clone + data
         _, report = evaluate_segmentation(
             checkpoint, data=pairs.path, split=args.split, device=args.device, out_dir=args.out,
-            n_boot=args.n_boot if args.n_boot is not None else int(card.validation.get("n_boot") or 1000),
+            n_boot=bootstrap_settings(args, card)[0],
         )
         print(format_segmentation_report(report))
         return 0
@@ -91,14 +95,14 @@ def run(args: argparse.Namespace) -> int:
             f"The numbers will not reproduce the model card's. Writing to {out}.",
             file=sys.stderr,
         )
-    validation = card.validation or {}
+    n_boot, seed = bootstrap_settings(args, card)
     report = evaluate_checkpoint(
         checkpoint,
         manifest,
         args.split,
         out,
-        n_boot=args.n_boot if args.n_boot is not None else int(validation.get("n_boot") or 1000),
-        seed=args.seed if args.seed is not None else int(validation.get("seed") or 0),
+        n_boot=n_boot,
+        seed=seed,
         cache_dir=data.cache_dir,
         batch_size=args.batch_size,
         device=args.device,
@@ -155,8 +159,8 @@ def run_external(args: argparse.Namespace) -> int:
         thresholds = {c: t for c, t in thresholds.items() if canonical_name(c) in predicted}
     name = args.name or Path(args.predictions).stem
     report = evaluate_external(args.predictions, manifest, args.split, args.out, name=name, thresholds=thresholds,
-                               n_boot=args.n_boot if args.n_boot is not None else 1000,
-                               seed=args.seed if args.seed is not None else 0)
+                               n_boot=args.n_boot if args.n_boot is not None else DEFAULT_N_BOOT,
+                               seed=args.seed if args.seed is not None else DEFAULT_SEED)
     print(format_report(report))
     mapping = report["label_mapping"]
     if mapping["model_only"] or mapping["data_only"]:

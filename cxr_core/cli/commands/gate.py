@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cxr_core.cli.options import add_card_data_options, add_compute_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     gate = subparsers.add_parser("gate", help="the input gate that flags images unlike the training data")
@@ -17,12 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "data carry ages. The weights and the other model-card fields are left unchanged.",
     )
     p.add_argument("--checkpoint", required=True, help="model .safetensors file (rewritten in place, atomically)")
-    p.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
-    p.add_argument("--cache-dir", default=None, help="image cache folder (default: the training run's)")
+    add_card_data_options(p, formats=False)
     p.add_argument("--dims", type=int, default=64, help="principal directions kept (default 64)")
     p.add_argument("--max-train", type=int, default=2000, help="training images sampled for the statistics")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_compute_options(p, progress=False)
     p.set_defaults(handler=_fit)
 
 
