@@ -16,6 +16,7 @@ POSITIVE = "#c0392b"
 BORDERLINE = "#e67e22"
 NORMAL = "#27ae60"
 CONTOUR = "#ff4000"
+LUNG_OUTLINE = "#00d8ff"  # cyan: apart from the orange heatmap outline and the inferno colours
 HEAT_FLOOR = 0.2
 NEGATIVE = "#7f8c8d"
 ACCENT = "#1f6fb2"
@@ -63,13 +64,15 @@ def probability_bars(summary: FindingsSummary, title: str = "") -> go.Figure:
 
 def image_viewer(original: np.ndarray, *, heat: np.ndarray | None = None,
                  mode: str = "contour", level: float = 0.5, opacity: float = 0.5, titles: Sequence[str] = ("Original",),
-                 height: int = 720) -> go.Figure:
+                 height: int = 720, outline: Sequence[np.ndarray] = ()) -> go.Figure:
     """Zoomable, pannable radiograph; with ``heat`` a second panel, its axes tied to the first.
 
     ``original`` is the windowed uint8 display image. ``heat`` (values in [0, 1], any grid) is
     drawn over a copy of it: ``contour`` outlines the region at or above ``level``; ``heat``
     colours values at or above ``HEAT_FLOOR`` with a colour scale (lower ones stay clear, so the
-    film is not tinted everywhere).
+    film is not tinted everywhere). ``outline``: closed (x, y) polygons in display pixels (the
+    lungs, :func:`dashboard.viewer.outline_for_view`), drawn on top of every panel, so the reader
+    sees where the map lies relative to the lungs.
     """
     height_px, width_px = original.shape[:2]
     panels = 1 if heat is None else 2
@@ -92,6 +95,12 @@ def image_viewer(original: np.ndarray, *, heat: np.ndarray | None = None,
                                      hovertemplate="relative evidence %{z:.2f}<extra></extra>",
                                      colorbar=dict(title=dict(text="relative<br>evidence"), len=0.7, thickness=14)),
                           row=1, col=2)
+    if len(outline):
+        xs = np.concatenate([np.append(p[:, 0], np.nan) for p in outline])  # NaN: lift the pen between lungs
+        ys = np.concatenate([np.append(p[:, 1], np.nan) for p in outline])
+        for col in range(1, panels + 1):
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="lung outline", showlegend=False, hoverinfo="skip",
+                                     line=dict(color=LUNG_OUTLINE, width=2)), row=1, col=col)
     for col in range(1, panels + 1):
         suffix = "" if col == 1 else str(col)
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[0, width_px], row=1, col=col,

@@ -1,4 +1,4 @@
-"""Presentation of one reading: findings summary text, the results table, DICOM header fields.
+"""Presentation of one reading: findings summary text, the results table, DICOM header fields, the lungs.
 
 Numbers, order and calls come from :mod:`cxr_core.inference.findings`; this module only turns
 them into the words and table columns the Predict page shows, so each piece can be tested
@@ -7,6 +7,7 @@ without a browser.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -17,6 +18,7 @@ from cxr_core.inference.findings import (
     NEAR_TIE_MARGIN,
     FindingsSummary,
 )
+from cxr_core.inference.lungs import LungCheck
 from dashboard.tables import human_date
 
 TOP_FINDINGS = 3
@@ -137,3 +139,34 @@ def intensity_text(meta: Mapping[str, object]) -> str:
     how = meta.get("voi") or meta.get("scale") or "as stored"
     return f"{meta.get('format', 'image')}, {meta.get('bit_depth', '?')}-bit: {how}" + (
         ", inverted (MONOCHROME1)" if meta.get("inverted") else "")
+
+
+def lung_area_text(check: LungCheck) -> str:
+    """The lung-area fraction of one image next to the range the lung check accepts."""
+    return (f"Lungs: {check.fraction:.1%} of the image (the lung check accepts {check.low:.0%}–{check.high:.0%} "
+            "for a frontal film)")
+
+
+EMPTY_MAP = "an empty map (no evidence anywhere)"
+
+
+def in_lung_text(share: float) -> str:
+    """"x% of the map inside the lungs" for one heatmap (the share of its mass inside the lung mask)."""
+    return EMPTY_MAP if math.isnan(share) else f"{share:.0%} of the map inside the lungs"
+
+
+def in_lung_caption(share: float, lung_fraction: float, *, within: bool = False) -> str:
+    """The in-lung share under the viewer, next to the share a map spread evenly over the film
+    would have (the lungs' share of the image): the maps of the bundled models are barely more
+    lung-bound than that, which the reader should know before trusting one."""
+    text = in_lung_text(share)
+    if not math.isnan(share):
+        text += f"; a map spread evenly over the film would put {lung_fraction:.0%} there"
+    if within:
+        text += "; shown rescaled within the lungs and hidden outside them (the share is of the map before)"
+    return text[0].upper() + text[1:] + "."
+
+
+def no_lungs_text(missing: str) -> str:
+    """Why the Predict page has no lung outline, lung area or in-lung share for this server."""
+    return f"No lung outline, lung area or in-lung share of heatmaps: {missing}."

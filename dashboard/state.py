@@ -1,7 +1,7 @@
 """What every page shares: the checkpoint list, the chosen checkpoint, cached models and runs.
 
 Expensive objects are cached across sessions with ``st.cache_resource`` (one Predictor per
-checkpoint file, which is thread-safe; one parsed evaluation run per run folder). Cache keys
+checkpoint file and one lung model, both thread-safe; one parsed evaluation run per run folder). Cache keys
 include the file's modification time so a retrained or re-evaluated checkpoint is reloaded.
 Per-user choices (which checkpoint, extra folders, data root, the reader's name, the threshold
 set viewed) live in ``st.session_state``; the reader's name is also kept in the page URL
@@ -11,6 +11,7 @@ set viewed) live in ``st.session_state``; the reader's name is also kept in the 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -20,6 +21,9 @@ from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
 from cxr_core.artifacts.review_store import ReviewStore, default_review_dir
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.artifacts.thresholds_store import ThresholdSet
+from cxr_core.errors import CheckpointError
+from cxr_core.inference import lungs as lung_models
+from cxr_core.inference.lungs import LungSegmenter
 from cxr_core.inference.predictor import Predictor
 from dashboard.prefetch import Prefetcher
 
@@ -72,14 +76,46 @@ def selected_entry() -> CheckpointEntry | None:
     return usable[0] if usable else (found[0] if found else None)
 
 
+@dataclass(frozen=True)
+class LungModel:
+    """The lung model every session shares, or why there is none (the Predict page says so)."""
+
+    segmenter: LungSegmenter | None
+    key: str = ""  # file and modification time: part of the cache key of everything computed with it
+    missing: str = ""  # why there is no lung model ("" when there is one)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the lung model…")
+def _lung_segmenter(model_path: str, stamp: float) -> LungSegmenter:
+    return LungSegmenter.from_path(model_path, device="auto")
+
+
+def lung_model() -> LungModel:
+    """The bundled lung model (``checkpoints/lungs``), loaded once per file version for every session.
+
+    The dashboard works without it: a fresh clone without the file, or a damaged file, gives
+    no lung features and says why, rather than no predictions at all.
+    """
+    path = lung_models.DEFAULT_LUNG_CHECKPOINT
+    if not path.is_file():
+        return LungModel(None, missing=f"there is no lung model at {path}")
+    stamp = _mtime(path)
+    try:
+        return LungModel(_lung_segmenter(str(path), stamp), key=f"{path}:{stamp}")
+    except CheckpointError as exc:
+        return LungModel(None, missing=f"the lung model could not be loaded ({exc})")
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading and warming up the model…")
-def _predictor(model_path: str, stamp: float) -> Predictor:
-    return Predictor.from_checkpoint(model_path)
+def _predictor(model_path: str, stamp: float, lung_key: str, _lungs: LungSegmenter | None) -> Predictor:
+    return Predictor.from_checkpoint(model_path, lungs=_lungs)
 
 
 def predictor(entry: CheckpointEntry) -> Predictor:
-    """The shared, warmed-up Predictor of a checkpoint (loaded once per file version)."""
-    return _predictor(str(entry.model_path), _mtime(entry.model_path))
+    """The shared, warmed-up Predictor of a checkpoint (loaded once per file version), whose input
+    gate checks the lungs when the lung model is there."""
+    lungs = lung_model()
+    return _predictor(str(entry.model_path), _mtime(entry.model_path), lungs.key, lungs.segmenter)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the evaluation run…")

@@ -1,4 +1,4 @@
-"""Window/level for the image viewer: presets, the automatic window, and display pixels.
+"""Window/level for the image viewer: presets, the automatic window, display pixels, the lung outline.
 
 The decoded radiograph is float in [0, 1] (see ``INTENSITY_NOTE`` in :mod:`dashboard.reading`);
 window and level here are on that scale, the way a reading station's sliders act on the
@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from cxr_core.inference.lungs import LungResult, lung_contours, mask_png
 
 # name -> (level = window centre, width), on the 0..1 display scale; None: computed per image.
 WINDOW_PRESETS: dict[str, tuple[float, float] | None] = {
@@ -52,14 +56,50 @@ def view_scale(shape: tuple[int, ...], max_side: int = MAX_VIEW_SIDE) -> float:
     return min(1.0, max_side / max(shape[:2]))
 
 
+def view_size(shape: tuple[int, ...], max_side: int = MAX_VIEW_SIDE) -> tuple[int, int]:
+    """(width, height) of the image as sent to the browser."""
+    scale = view_scale(shape, max_side)
+    height, width = shape[:2]
+    return (width, height) if scale >= 1.0 else (max(1, round(width * scale)), max(1, round(height * scale)))
+
+
 def resize_for_view(image: np.ndarray, max_side: int = MAX_VIEW_SIDE) -> np.ndarray:
     """uint8 image (gray or RGB) with its longest side at most ``max_side`` (area-averaged)."""
-    scale = view_scale(image.shape, max_side)
-    if scale >= 1.0:
+    size = view_size(image.shape, max_side)
+    if size == (image.shape[1], image.shape[0]):
         return image
-    height, width = image.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+
+
+def outline_for_view(contours: Sequence[np.ndarray], shape: tuple[int, ...],
+                     max_side: int = MAX_VIEW_SIDE) -> list[np.ndarray]:
+    """Closed outlines ((x, y) pixel centres of an image of ``shape``, as :func:`lung_contours`
+    gives them) in the viewer's coordinates, where displayed pixel k is centred on k.
+
+    The displayed image may be downsampled (:func:`resize_for_view`); a full-resolution pixel x
+    spans [x, x + 1) of the original, i.e. [x·s, (x + 1)·s) of the display, hence (x + 0.5)·s − 0.5.
+    """
+    width, height = view_size(shape, max_side)
+    sx, sy = width / shape[1], height / shape[0]
+    out = []
+    for points in contours:
+        closed = np.vstack([points, points[:1]]).astype(np.float64)
+        out.append(np.column_stack([(closed[:, 0] + 0.5) * sx - 0.5, (closed[:, 1] + 0.5) * sy - 0.5]))
+    return out
+
+
+@dataclass(frozen=True)
+class LungView:
+    """One image's lung mask as the Predict page uses it: computed once per uploaded image."""
+
+    result: LungResult  # the mask at the image's size, its lung-area fraction and the input check
+    outline: list[np.ndarray]  # closed (x, y) polygons in viewer coordinates, largest lung first
+    png: bytes  # the mask as the "Download lung mask" PNG (0/255, the image's size)
+
+
+def lung_view(result: LungResult) -> LungView:
+    """The outline and PNG of a lung result (tracing and encoding once, not on every redraw)."""
+    return LungView(result, outline_for_view(lung_contours(result.mask), result.mask.shape), mask_png(result.mask))
 
 
 def png_data_uri(image: np.ndarray) -> str:

@@ -1,8 +1,9 @@
-"""Predict: upload radiographs, read each one's findings summary, view it with window/level and heatmaps."""
+"""Predict: upload radiographs, read each one's findings summary, view it with window/level, heatmaps and the lungs."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ from cxr_core.inference.findings import (
     export_frame,
     summarise_findings,
 )
+from cxr_core.inference.lungs import LungSegmenter, heatmap_mass_in_mask, heatmap_within_mask
 from cxr_core.inference.predictor import Predictor
 from cxr_core.utils.csv_safe import frame_csv_text
 from dashboard import charts, reading, state, viewer
@@ -43,10 +45,15 @@ def _decode(digest: str, name: str, _data: bytes) -> LoadedImage:
     return load_image(_data, name=name, limits=LIMITS)
 
 
+@st.cache_data(max_entries=256, show_spinner="Finding the lungs…")
+def _lungs(lung_key: str, digest: str, _segmenter: LungSegmenter, _image: LoadedImage) -> viewer.LungView:
+    return viewer.lung_view(_segmenter.segment(_image.pixels))
+
+
 @st.cache_data(max_entries=512, show_spinner=False)
-def _assess(model_key: str, digests: tuple[str, ...], _predictor: Predictor,
-            _images: list[LoadedImage]) -> tuple[np.ndarray, list[list[str]]]:
-    return _predictor.assess(_images)
+def _assess(model_key: str, lung_key: str, digests: tuple[str, ...], _predictor: Predictor,
+            _images: list[LoadedImage], _views: list[viewer.LungView] | None) -> tuple[np.ndarray, list[list[str]]]:
+    return _predictor.assess(_images, lungs=[v.result for v in _views] if _views is not None else None)
 
 
 @st.cache_data(max_entries=256, show_spinner="Computing the heatmap…")
@@ -58,6 +65,12 @@ def _heatmap(model_key: str, digest: str, class_name: str, method: str, _predict
         heat = cv2.resize(heat, (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale))),
                           interpolation=cv2.INTER_AREA)
     return heat
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _in_lungs(model_key: str, lung_key: str, digest: str, class_name: str, method: str, _heat: np.ndarray,
+              _mask: np.ndarray) -> float:
+    return heatmap_mass_in_mask(_heat, _mask)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -76,8 +89,8 @@ def _apply_preset(ident: str, pixels: np.ndarray) -> None:
 
 
 def _viewer_panel(predictor: Predictor, model_key: str, image: LoadedImage, digest: str, ident: str,
-                  summary: FindingsSummary) -> None:
-    """Runs as a fragment: window/level and heatmap controls redraw only this panel."""
+                  summary: FindingsSummary, lungs: viewer.LungView | None, lung_key: str) -> None:
+    """Runs as a fragment: window/level, heatmap and lung controls redraw only this panel."""
     if f"wl_level_{ident}" not in st.session_state:
         st.session_state[f"wl_preset_{ident}"] = viewer.DEFAULT_PRESET
         _apply_preset(ident, image.pixels)
@@ -111,22 +124,40 @@ def _viewer_panel(predictor: Predictor, model_key: str, image: LoadedImage, dige
     else:
         opacity = c4.slider("Heat opacity", 0.1, 1.0, 0.5, 0.05, key=f"cam_opacity_{ident}", disabled=not show)
         outline = 0.5
+    lung_outline = within = False
+    if lungs is not None:
+        l1, l2, l3 = st.columns([2, 2, 4])
+        lung_outline = l1.toggle("Lung outline", key=f"lung_show_{ident}",
+                                 help="The lung model's outline of the lungs, on both panels.")
+        within = l2.toggle("Normalise within lungs", key=f"lung_norm_{ident}", disabled=not show,
+                           help="Rescale the heatmap over the lungs alone and hide it outside them, so a peak on the "
+                                "mediastinum or a film edge does not set the scale inside the lungs.")
+        l3.download_button("Download lung mask (PNG)", lungs.png, file_name=f"{Path(image.name).stem}_lungs.png",
+                           mime="image/png", key=f"lung_png_{ident}", on_click="ignore", icon=":material/download:",
+                           help="0 outside, 255 inside the lungs, at the image's own size.")
 
     display = viewer.resize_for_view(viewer.apply_window(image.pixels, level, width))
-    heat, titles = None, ("Original",)
+    heat, titles, in_lungs = None, ("Original",), None
     if show:
         with cxr_errors():
             heat = _heatmap(model_key, digest, class_name, method, predictor, image)
             target = "class-agnostic" if agnostic else class_name
-            titles = ("Original", f"{method} · {target} · {mode}")
+            titles = ("Original", f"{method} · {target} · {mode}" + (" · within lungs" if within else ""))
+            if lungs is not None:
+                in_lungs = _in_lungs(model_key, lung_key, digest, class_name, method, heat, lungs.result.mask)
+                if within:
+                    heat = heatmap_within_mask(heat, lungs.result.mask)
     st.plotly_chart(charts.image_viewer(display, heat=heat, mode=mode, level=outline, opacity=opacity, titles=titles,
-                                        height=viewer.panel_height(display.shape, 2 if show else 1)),
+                                        height=viewer.panel_height(display.shape, 2 if show else 1),
+                                        outline=lungs.outline if lung_outline else ()),
                     key=f"viewer_{ident}", config={"scrollZoom": True, "displaylogo": False})
     shown_scale = viewer.view_scale(image.pixels.shape)
     st.caption(f"{image.pixels.shape[1]}×{image.pixels.shape[0]} px"
                + (f", shown at {shown_scale:.0%}" if shown_scale < 1 else ", full resolution")
                + f" · window {level - width / 2:.2f}–{level + width / 2:.2f} · scroll to zoom, drag to zoom a box, "
                "double-click to reset; both panels move together.")
+    if in_lungs is not None:
+        st.caption(reading.in_lung_caption(in_lungs, lungs.result.fraction, within=within))
     if show:
         st.caption(LOCALISATION_NOTE)
 
@@ -138,9 +169,13 @@ def _viewer_panel(predictor: Predictor, model_key: str, image: LoadedImage, dige
         for i, name in enumerate(positives):
             with cxr_errors():
                 small = _heatmap(model_key, digest, name, method, predictor, image)
+                caption = f"{name} ({summary.findings[classes.index(name)].probability:.2f})"
+                if lungs is not None:
+                    share = _in_lungs(model_key, lung_key, digest, name, method, small, lungs.result.mask)
+                    caption += " · " + reading.in_lung_text(share)
+                    small = heatmap_within_mask(small, lungs.result.mask) if within else small
                 columns[i % len(columns)].image(contour_overlay(image.pixels, small, outline, max_side=360),
-                                                caption=f"{name} ({summary.findings[classes.index(name)].probability:.2f})",
-                                                width="stretch")
+                                                caption=caption, width="stretch")
 
 
 viewer_panel = st.fragment(_viewer_panel)
@@ -151,6 +186,7 @@ if entry.external:
     st.info(f"**{entry.name}** holds predictions made by another tool ({entry.card.provenance}); there are no weights "
             "here to score new images with. Its evaluation is on the Performance, Thresholds and Review pages.")
     st.stop()
+lung_model = state.lung_model()
 predictor = state.predictor(entry)
 active = state.active_thresholds(entry)
 multilabel = predictor.label_space.multilabel
@@ -185,7 +221,10 @@ for upload in files:
 if not images:
     st.stop()
 
-probabilities, warnings = _assess(model_key, tuple(digests), predictor, images)
+lung_views = None
+if lung_model.segmenter is not None:
+    lung_views = [_lungs(lung_model.key, d, lung_model.segmenter, im) for d, im in zip(digests, images)]
+probabilities, warnings = _assess(model_key, lung_model.key, tuple(digests), predictor, images, lung_views)
 thresholds = predictor.resolve_thresholds(active.thresholds)
 predictions = predictor.to_predictions(probabilities, [im.name for im in images], thresholds, warnings)
 summaries = [summarise_findings(p, multilabel=multilabel) for p in predictions]
@@ -222,7 +261,10 @@ with left:
         st.toggle("Show patient identifiers", key=f"ids_{ident}",
                   help="Off by default: only the patient ID can be shown (names are never read from the file).")
     st.caption(reading.intensity_text(image.meta))
+    st.caption(reading.lung_area_text(lung_views[position].result.check) if lung_views is not None
+               else reading.no_lungs_text(lung_model.missing))
 with right:
     st.plotly_chart(charts.probability_bars(summary), key=f"bars_{ident}", config={"displayModeBar": False})
     st.caption(reading.BARS_LEGEND if multilabel else reading.BARS_LEGEND_MULTICLASS)
-viewer_panel(predictor, model_key, image, digest, ident, summary)
+viewer_panel(predictor, model_key, image, digest, ident, summary,
+             lung_views[position] if lung_views is not None else None, lung_model.key)

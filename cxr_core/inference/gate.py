@@ -7,9 +7,13 @@ dashboard) and works at three levels:
 
 1. **Refusal** (:func:`check_quality`, an :class:`UnsuitableImageError` in that image's row):
    constant or near-constant images, images too small to hold anatomy, absurd aspect ratios.
-2. **Metadata warnings** (:meth:`InputGate.metadata_warnings`): a DICOM whose Modality or
-   BodyPartExamined is not a chest radiograph, a lateral view (every bundled model learned
-   from frontal films), a patient age outside the ages the model was trained on.
+2. **Image warnings** (:meth:`InputGate.image_warnings`): from the header
+   (:meth:`InputGate.metadata_warnings`), a DICOM whose Modality or BodyPartExamined is not a
+   chest radiograph, a lateral view (every bundled model learned from frontal films), a patient
+   age outside the ages the model was trained on; and, when the gate has a lung model
+   (:class:`~cxr_core.inference.lungs.LungSegmenter`: ``cxr predict --lungs``, the dashboard),
+   lung area outside the range seen in training (none, tiny, or most of the image) or a mask
+   that is not two lungs side by side: "does not look like a frontal chest radiograph".
 3. **Distribution warnings**: the Mahalanobis distance of the image's pooled penultimate
    features (the input of each classifier head; an ensemble's members concatenated) from the
    training images, under a low-rank-plus-isotropic covariance (probabilistic PCA: the top
@@ -42,6 +46,7 @@ from cxr_core.data.imaging import LoadedImage
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import eval_tensor
 from cxr_core.errors import CheckpointError, ConfigError, UnsuitableImageError
+from cxr_core.inference.lungs import LungResult, LungSegmenter
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import head_modules, load_checkpoint, stamp_checkpoint
 from cxr_core.utils.device import resolve_device
@@ -218,7 +223,9 @@ def fit_reference(train: np.ndarray, validation: np.ndarray, *, dims: int = 64,
 class InputGate:
     """What a Predictor checks about each image, built from one model card (and its statistics)."""
 
-    def __init__(self, card: ModelCard | None = None, reference: FeatureReference | None = None) -> None:
+    def __init__(self, card: ModelCard | None = None, reference: FeatureReference | None = None,
+                 lungs: LungSegmenter | None = None) -> None:
+        """``lungs``: the lung model whose input check joins the image warnings (None: no lung check)."""
         # New cards record the training ages in their data section; older ones (the bundled
         # models) get them from `cxr gate fit`, which reads them off the training manifest.
         age = (card.data.get("age_range") or card.gate.get("age_range")) if card is not None else None
@@ -227,13 +234,28 @@ class InputGate:
         except (TypeError, ValueError, IndexError, KeyError):
             raise CheckpointError(f"the model card's training age range {age!r} is not [youngest, oldest]") from None
         self.reference = reference
+        self.lungs = lungs
 
     @classmethod
-    def of_checkpoint(cls, card: ModelCard, tensors: dict[str, torch.Tensor]) -> "InputGate":
+    def of_checkpoint(cls, card: ModelCard, tensors: dict[str, torch.Tensor],
+                      lungs: LungSegmenter | None = None) -> "InputGate":
         """The gate a checkpoint's card and stored statistics describe (metadata checks only when unfitted)."""
         if not card.gate or not tensors:
-            return cls(card, None)
-        return cls(card, FeatureReference.from_checkpoint(tensors, card.gate))
+            return cls(card, None, lungs)
+        return cls(card, FeatureReference.from_checkpoint(tensors, card.gate), lungs)
+
+    def segment_lungs(self, pixels: np.ndarray) -> LungResult | None:
+        """The lung mask and input check of one decoded image (float (H, W) in [0, 1]); None without a lung model.
+
+        Separate from :meth:`image_warnings` so a caller that also shows or saves the mask
+        (the dashboard, ``cxr predict --lungs``) segments each image once.
+        """
+        return self.lungs.segment(pixels) if self.lungs is not None else None
+
+    def image_warnings(self, image: LoadedImage | np.ndarray, lungs: LungResult | None = None) -> list[str]:
+        """Warnings about one image itself: its header, then its lungs (``lungs`` from :meth:`segment_lungs`)."""
+        warning = lungs.check.warning if lungs is not None else None
+        return self.metadata_warnings(image) + ([warning] if warning else [])
 
     def metadata_warnings(self, image: LoadedImage | np.ndarray) -> list[str]:
         """Warnings from what the file says about itself (DICOM headers)."""

@@ -2,13 +2,14 @@
 
 * :class:`LungSegmenter` runs a segmentation checkpoint (``checkpoints/lungs``) on a decoded
   radiograph and returns the mask at the image's own size, its lung-area fraction and contour.
-* :func:`check_lungs` / :func:`lung_input_warning`: the input check. A frontal chest film is
+* :func:`check_lungs`: the input check. A frontal chest film is
   about 10-40 % lung, in two lungs side by side; no lung, a sliver, lung over most of the image,
   or a mask that is not two lungs side by side means the film is not what the classifiers were
-  trained on (a lateral view, another body part, a photo, a rotated or heavily cropped image). The warning is meant for
-  the input gate (:mod:`cxr_core.inference.gate`), which can call :func:`lung_input_warning`.
+  trained on (a lateral view, another body part, a photo, a rotated or heavily cropped image). The
+  input gate (:mod:`cxr_core.inference.gate`) given a segmenter adds its warning to the image's warnings.
 * :func:`heatmap_mass_in_mask`: the share of a Grad-CAM heatmap's mass that falls inside the
-  lungs, a plausibility number for explanations of lung findings.
+  lungs, a plausibility number for explanations of lung findings; :func:`heatmap_within_mask`
+  rescales a heatmap over the lungs alone.
 * :func:`lung_contours`: ordered outline polygons of each lung, for drawing over the image.
 """
 
@@ -167,6 +168,31 @@ def heatmap_mass_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
     return float(h[m].sum() / total) if total > 0 else float("nan")
 
 
+def heatmap_within_mask(heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The heatmap rescaled to [0, 1] over the cells inside ``mask``, zero outside, on the heatmap's own grid.
+
+    A map's maximum often sits on the mediastinum, the diaphragm or a film edge and then sets the
+    colour scale of the lungs too; rescaled over the lungs alone, the map shows how the evidence
+    is spread inside them (a cell counts as lung when at least half of it is). Min-max as
+    :func:`cxr_core.inference.explain.mask_border` rescales; all zeros when no cell is lung or
+    the map is flat there.
+    """
+    h = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, None)
+    m = np.asarray(mask, dtype=bool)
+    if h.ndim != 2 or m.ndim != 2:
+        raise ValueError(f"heatmap and mask must be 2-D, got {h.shape} and {m.shape}")
+    if m.shape != h.shape:
+        share = F.interpolate(torch.from_numpy(m.astype(np.float32))[None, None], size=h.shape, mode="area")[0, 0]
+        m = share.numpy() >= 0.5
+    out = np.zeros_like(h)
+    if m.any():
+        inside = h[m]
+        low, high = float(inside.min()), float(inside.max())
+        if high > low:
+            out[m] = (inside - low) / (high - low)
+    return out
+
+
 _MOORE = ((0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1))  # clockwise from east (row, col)
 
 
@@ -226,7 +252,12 @@ class LungResult:
 
 
 class LungSegmenter:
-    """A lung segmentation checkpoint ready to run on decoded radiographs (float (H, W) in [0, 1])."""
+    """A lung segmentation checkpoint ready to run on decoded radiographs (float (H, W) in [0, 1]).
+
+    Thread-safe, so one instance can be shared (the dashboard's cached lung model, the decode
+    threads of ``cxr predict --lungs``): :meth:`segment` keeps no per-call state on the object and
+    runs the model in eval mode under ``torch.inference_mode()``.
+    """
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> None:
         if checkpoint.card.label_space.get("task") != Task.SEGMENTATION.value:
@@ -247,10 +278,11 @@ class LungSegmenter:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Lung probability per pixel, float32 at the image's own size."""
         cache = to_cache_array(np.asarray(pixels, dtype=np.float32), self.preprocess.cache_size)
-        probs = predict_mask_probs(self.model, cache[None], self.preprocess)[0]
-        if probs.shape != pixels.shape:
-            t = torch.from_numpy(probs)[None, None]
-            probs = F.interpolate(t, size=pixels.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+        with torch.inference_mode():
+            probs = predict_mask_probs(self.model, cache[None], self.preprocess)[0]
+            if probs.shape != pixels.shape:
+                t = torch.from_numpy(probs)[None, None]
+                probs = F.interpolate(t, size=pixels.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
         return probs
 
     def segment(self, pixels: np.ndarray) -> LungResult:
@@ -265,7 +297,3 @@ def mask_png(mask: np.ndarray) -> bytes:
     Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(buffer, format="PNG")
     return buffer.getvalue()
 
-
-def lung_input_warning(pixels: np.ndarray, segmenter: LungSegmenter) -> str | None:
-    """The input gate's hook: a warning when ``pixels`` do not look like a frontal chest film, else None."""
-    return segmenter.segment(pixels).check.warning

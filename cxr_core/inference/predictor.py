@@ -36,6 +36,7 @@ from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
 from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
 from cxr_core.inference.gate import FeatureTap, InputGate, check_quality
+from cxr_core.inference.lungs import LungResult, LungSegmenter
 from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import head_modules, load_checkpoint
@@ -69,6 +70,7 @@ class FileResult:
     prediction: Prediction | None = None
     error: str = ""
     image: LoadedImage | None = field(default=None, repr=False)
+    lungs: LungResult | None = field(default=None, repr=False)  # the gate's lung mask, when it has a lung model
 
     @property
     def warnings(self) -> list[str]:
@@ -146,10 +148,12 @@ class Predictor:
         expect_classes: Sequence[str] | None = None,
         tta: str | None = None,
         warmup: bool = True,
+        lungs: LungSegmenter | None = None,
     ) -> "Predictor":
         """Load, check and warm up a checkpoint; refuse anything that does not fit.
 
         ``tta=None`` scores images the way the model card's validation numbers were computed.
+        ``lungs`` gives the input gate a lung model, whose check then joins each image's warnings.
 
         Raises ``CheckpointError`` naming the file and the mismatch (wrong architecture or
         classes, unregistered architecture, missing preprocessing, corrupt file).
@@ -172,7 +176,7 @@ class Predictor:
             card=card,
             device=device,
             tta=tta,
-            gate=InputGate.of_checkpoint(card, ckpt.gate),
+            gate=InputGate.of_checkpoint(card, ckpt.gate, lungs),
             feature_heads=head_modules(card, model),
         )
         if warmup:
@@ -226,6 +230,12 @@ class Predictor:
         check_quality(pixels, name, image.meta if isinstance(image, LoadedImage) else None)
         return to_cache_array(pixels, self.preprocess.cache_size)
 
+    def segment_lungs(self, image: ImageInput, position: int = 0) -> LungResult | None:
+        """The input gate's lung mask and check of one image (None when the gate has no lung model)."""
+        if self.gate.lungs is None:
+            return None
+        return self.gate.segment_lungs(image_pixels(image, position)[0])
+
     def tensor_from_cache_arrays(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
         """(B, C, S, S) network input from cache arrays, on the predictor's device."""
         batch = eval_tensor(np.stack(arrays), self.preprocess)
@@ -252,20 +262,27 @@ class Predictor:
         probs, features = self._tap.run(forward)
         return probs.cpu().numpy(), self.gate.distribution_warnings(features)
 
-    def assess(self, images: Sequence[ImageInput], *, batch_size: int = 16) -> tuple[np.ndarray, list[list[str]]]:
-        """(N, C) probabilities and, per image, the input gate's warnings (metadata and features).
+    def assess(self, images: Sequence[ImageInput], *, batch_size: int = 16,
+               lungs: Sequence[LungResult | None] | None = None) -> tuple[np.ndarray, list[list[str]]]:
+        """(N, C) probabilities and, per image, the input gate's warnings (header, lungs, features).
 
+        ``lungs``: each image's :meth:`segment_lungs` result when the caller already has it (the
+        dashboard caches it per upload); otherwise the gate segments the images itself.
         Raises ``UnsuitableImageError`` for an image the gate refuses outright.
         """
         _check_batch_size(batch_size)
+        if lungs is not None and len(lungs) != len(images):
+            raise ValueError(f"assess needs one lung result per image: {len(images)} images, {len(lungs)} results")
         out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
         warnings: list[list[str]] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             arrays = [self.cache_array(im, start + i) for i, im in enumerate(chunk)]
+            found_lungs = lungs[start:start + batch_size] if lungs is not None else \
+                [self.segment_lungs(im, start + i) for i, im in enumerate(chunk)]
             probs, found = self._score(self.tensor_from_cache_arrays(arrays))
             out.append(probs)
-            warnings.extend(self.gate.metadata_warnings(im) + w for im, w in zip(chunk, found))
+            warnings.extend(self.gate.image_warnings(im, lung) + w for im, lung, w in zip(chunk, found_lungs, found))
         return np.concatenate(out), warnings
 
     # ------------------------------------------------------------------ predictions
@@ -318,7 +335,9 @@ class Predictor:
         """Predict files in order, decoding upcoming files in threads while the model runs.
 
         A file that cannot be read yields a result with ``error`` set; the run goes on.
-        ``keep_images`` attaches the decoded image (for heatmaps) to each result.
+        ``keep_images`` attaches the decoded image (for heatmaps) to each result. With a lung
+        model in the gate, each result carries its lung mask (``lungs``), segmented in the
+        decoding threads.
         """
         _check_batch_size(batch_size)
         used = self.resolve_thresholds(thresholds)
@@ -366,7 +385,9 @@ class Predictor:
             return FileResult(path, error=str(exc)), None, []
         except (OSError, ValueError) as exc:
             return FileResult(path, error=f"{path}: could not be read ({exc})."), None, []
-        return FileResult(path, image=image if keep_image else None), array, self.gate.metadata_warnings(image)
+        lungs = self.segment_lungs(image)
+        return (FileResult(path, image=image if keep_image else None, lungs=lungs), array,
+                self.gate.image_warnings(image, lungs))
 
     # ------------------------------------------------------------------ explanations
 

@@ -544,7 +544,9 @@ def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog
     assert len(at.error) == 1 and "blank.png: the image is blank" in at.error[0].value
     table = shown_table(at, "warnings")
     assert list(table["file"]) == [names[0], "head.dcm"]
-    assert table["warnings"].tolist()[0] == ""
+    # the synthetic blob is no chest film: the lung check's warning is the gate's only one for it
+    assert table["warnings"].tolist()[0].startswith("This image does not look like a frontal chest radiograph")
+    assert " | " not in table["warnings"].tolist()[0]
     assert "Modality is CT" in table["warnings"].tolist()[1] and "BodyPartExamined is HEAD" in table["warnings"].tolist()[1]
     at.selectbox(key="predict_pick").set_value("2. head.dcm").run()  # the reading view shows the picked image's warnings
     no_exceptions(at)
@@ -582,3 +584,92 @@ def test_predict_dicom_shows_header_fields_without_identifiers_by_default(env, c
     at.toggle(key=ident).set_value(True).run()
     assert "Patient ID: SECRET-ID-42" in " ".join(m.value for m in at.markdown)
     assert "Doe" not in " ".join(m.value for m in at.markdown)
+
+
+def viewer_traces(at: AppTest) -> list[dict]:
+    """The traces of the Predict page's image viewer (the plotly chart that shows an image)."""
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    return next(spec["data"] for spec in specs if any(t["type"] == "image" for t in spec["data"]))
+
+
+def plotted(value) -> np.ndarray:
+    """A trace's array as plotly serialises numpy (base64 with dtype and shape) or as a plain list."""
+    import base64
+
+    if isinstance(value, dict):
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return array.reshape([int(n) for n in str(shape).split(",")]) if shape else array
+    return np.asarray(value, dtype=float)
+
+
+def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
+    """Lung area, outline on both panels, in-lung share of the heatmap and the within-lungs map, each
+    checked against the library computed here independently."""
+    from cxr_core.data.imaging import load_image
+    from cxr_core.inference.explain import DEFAULT_LAYER, DEFAULT_METHOD, explain
+    from cxr_core.inference.lungs import (
+        DEFAULT_LUNG_CHECKPOINT,
+        LungSegmenter,
+        heatmap_mass_in_mask,
+        heatmap_within_mask,
+        lung_contours,
+    )
+    from cxr_core.inference.predictor import Predictor
+    from dashboard.viewer import outline_for_view
+
+    source = sorted((nih14_root / "images").glob("*.png"))[0]
+    data = source.read_bytes()
+    at = page("predict", catalog["tiny_a"]).run()
+    at.file_uploader(key="predict_files").set_value((source.name, data, "image/png"))
+    at.run()
+    no_exceptions(at)
+    assert shown_table(at, "warnings")["warnings"].tolist() == [""] and not at.warning  # a frontal film passes
+    image = load_image(source)
+    lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT).segment(image.pixels)
+    captions = " ".join(c.value for c in at.caption)
+    assert f"Lungs: {lungs.fraction:.1%} of the image" in captions
+    ident = f"0_{_digest(data)}"
+    assert at.download_button(key=f"lung_png_{ident}") is not None
+    assert [t["type"] for t in viewer_traces(at)] == ["image", "image", "contour"]  # outline off by default
+
+    at.toggle(key=f"lung_show_{ident}").set_value(True).run()
+    no_exceptions(at)
+    outlines = [t for t in viewer_traces(at) if t.get("name") == "lung outline"]
+    assert [t["xaxis"] for t in outlines] == ["x", "x2"]  # on the original and on the overlay
+    polygons = outline_for_view(lung_contours(lungs.mask), image.pixels.shape)
+    assert len(polygons) == 2
+    expected_x = np.concatenate([np.append(p[:, 0], np.nan) for p in polygons])
+    np.testing.assert_array_equal(plotted(outlines[0]["x"]), expected_x)
+    np.testing.assert_array_equal(plotted(outlines[1]["y"]), np.concatenate([np.append(p[:, 1], np.nan) for p in polygons]))
+
+    class_name = at.selectbox(key=f"cam_class_{ident}").value
+    heat = explain(Predictor.from_checkpoint(catalog["tiny_a"] / "model.safetensors"), image, class_name,
+                   DEFAULT_METHOD, layer=DEFAULT_LAYER)  # 256 px: the page keeps it at that grid
+    share = heatmap_mass_in_mask(heat, lungs.mask)
+    shown = next(c.value for c in at.caption if "of the map inside the lungs" in c.value)
+    assert abs(int(shown.split("%")[0]) - 100 * share) <= 0.5 + 1e-6
+    assert f"would put {lungs.fraction:.0%} there" in shown
+
+    at.toggle(key=f"lung_norm_{ident}").set_value(True).run()
+    no_exceptions(at)
+    contour = next(t for t in viewer_traces(at) if t["type"] == "contour")
+    np.testing.assert_allclose(plotted(contour["z"]), heatmap_within_mask(heat, lungs.mask), atol=1e-5)
+    assert not plotted(contour["z"])[~lungs.mask].any()  # nothing outside the lungs
+    assert any("rescaled within the lungs" in c.value for c in at.caption)
+
+
+def test_predict_works_without_the_lung_model_and_says_so(env, catalog, tmp_path, monkeypatch):
+    monkeypatch.setattr("cxr_core.inference.lungs.DEFAULT_LUNG_CHECKPOINT", tmp_path / "lungs" / "model.safetensors")
+    names = write_images(tmp_path / "up", 1, seed=13)
+    data = (tmp_path / "up" / names[0]).read_bytes()
+    at = page("predict", catalog["tiny_a"]).run()
+    at.file_uploader(key="predict_files").set_value((names[0], data, "image/png"))
+    at.run()
+    no_exceptions(at)
+    assert shown_table(at, "warnings")["warnings"].tolist() == [""]  # no lung model: no lung check
+    assert any(c.value.startswith("No lung outline, lung area or in-lung share") and str(tmp_path) in c.value
+               for c in at.caption)
+    assert not [t.key for t in at.toggle if t.key and t.key.startswith("lung_")]
+    assert not any("inside the lungs" in c.value for c in at.caption)
+    assert [t["type"] for t in viewer_traces(at)] == ["image", "image", "contour"]

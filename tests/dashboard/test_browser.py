@@ -1,7 +1,7 @@
 """The real dashboard in a real browser: `streamlit run` + Debian's headless Chromium via playwright.
 
-Uploads a real NIH radiograph on Predict, waits for the results table, then opens every page
-and saves a screenshot of each (to $CXR_SCREENSHOT_DIR, default pytest's tmp_path) so a person
+Uploads a real NIH radiograph on Predict, waits for the results table, switches the lung outline
+on, then opens every page and saves a screenshot of each (to $CXR_SCREENSHOT_DIR, default pytest's tmp_path) so a person
 can look at what the dashboard shows.
 """
 
@@ -178,6 +178,14 @@ def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, scr
             top_first = bars[0][::-1]  # plotly draws the first bar at the bottom
             assert top_first == sorted(top_first, reverse=True), "findings not sorted by probability"
             page.screenshot(path=str(screenshot_dir / "1_predict.png"), full_page=True)
+            assert page.get_by_text("of the map inside the lungs", exact=False).count() == 1
+            outlined = f"() => {PLOTS_JS}.some(p => p.data.some(t => t.name === 'lung outline'))"
+            assert not page.evaluate(outlined)  # off by default
+            page.locator('[data-testid="stCheckbox"]', has_text="Lung outline").click()
+            page.wait_for_function(f"() => {PLOTS_JS}.some(p => p.data.filter(t => t.name === 'lung outline')"
+                                   ".map(t => t.xaxis).join() === 'x,x2')", timeout=60_000)  # on both panels
+            _settle(page)
+            page.screenshot(path=str(screenshot_dir / "1_predict_lungs.png"), full_page=True)
 
             for i, (path, title) in enumerate(PAGES, start=2):
                 page.goto(f"{dashboard_url}/{path}", wait_until="domcontentloaded")
@@ -194,7 +202,7 @@ def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, scr
                 page.screenshot(path=str(screenshot_dir / f"{i}_{path}.png"), full_page=True)
         finally:
             browser.close()
-    for name in ("1_predict", "2_performance", "3_thresholds", "4_review", "5_models"):
+    for name in ("1_predict", "1_predict_lungs", "2_performance", "3_thresholds", "4_review", "5_models"):
         assert (screenshot_dir / f"{name}.png").stat().st_size > 10_000
 
 

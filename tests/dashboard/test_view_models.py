@@ -127,3 +127,61 @@ def test_viewer_contour_and_heat_modes():
     shown = charts.image_viewer(display, heat=heat, mode="heat").data[2]
     assert shown.type == "heatmap" and np.isnan(shown.z[0][0]) and shown.z[-1][-1] == pytest.approx(1.0)
     assert [t.type for t in charts.image_viewer(display).data] == ["image"]
+
+
+def _two_lungs() -> np.ndarray:
+    mask = np.zeros((40, 30), bool)
+    mask[6:18, 4:14] = True  # x 4..13, y 6..17
+    mask[8:30, 18:26] = True
+    return mask
+
+
+def test_lung_outline_follows_the_displayed_pixels():
+    from cxr_core.inference.lungs import lung_contours
+
+    mask = _two_lungs()
+    contours = lung_contours(mask)
+    full = viewer.outline_for_view(contours, mask.shape)
+    assert [len(p) for p in full] == [len(c) + 1 for c in contours]  # closed: back to the first point
+    for polygon, contour in zip(full, contours):
+        np.testing.assert_array_equal(polygon[:-1], contour)  # full resolution: pixel x is drawn at x
+        np.testing.assert_array_equal(polygon[-1], contour[0])
+    # shown at half size (longest side capped at 20 px): pixel x spans [x/2, x/2 + 1/2) of the display
+    half = viewer.outline_for_view(contours, mask.shape, max_side=20)
+    assert viewer.view_size(mask.shape, 20) == (15, 20)
+    second = half[0]  # the larger lung comes first: x 18..25, y 8..29 -> display x 8.75..12.25, y 3.75..14.25
+    assert (second[:, 0].min(), second[:, 0].max()) == (pytest.approx(8.75), pytest.approx(12.25))
+    assert (second[:, 1].min(), second[:, 1].max()) == (pytest.approx(3.75), pytest.approx(14.25))
+    shown = viewer.resize_for_view(mask.astype(np.uint8) * 255, max_side=20)
+    inside = np.round(second).astype(int)
+    assert (shown[inside[:, 1], inside[:, 0]] > 0).all()  # the outline lies on the displayed lung
+
+
+def test_viewer_draws_the_lung_outline_on_every_panel():
+    from dashboard import charts
+
+    display = np.zeros((40, 30), np.uint8)
+    polygons = [np.array([[1.0, 1.0], [5.0, 1.0], [5.0, 6.0], [1.0, 1.0]]), np.array([[10.0, 2.0], [12.0, 8.0], [10.0, 2.0]])]
+    two = charts.image_viewer(display, heat=np.zeros((4, 3), np.float32), outline=polygons, titles=("a", "b"))
+    assert [t.type for t in two.data] == ["image", "image", "contour", "scatter", "scatter"]
+    lines = two.data[3:]
+    assert [t.xaxis for t in lines] == ["x", "x2"] and {t.name for t in lines} == {"lung outline"}
+    np.testing.assert_array_equal(lines[1].x, [1, 5, 5, 1, np.nan, 10, 12, 10, np.nan])  # NaN lifts the pen
+    np.testing.assert_array_equal(lines[0].y, [1, 1, 6, 1, np.nan, 2, 8, 2, np.nan])
+    assert lines[0].line.color == charts.LUNG_OUTLINE != charts.CONTOUR
+    assert [t.type for t in charts.image_viewer(display, outline=polygons).data] == ["image", "scatter"]
+
+
+def test_lung_texts():
+    from cxr_core.inference.lungs import LungCheck
+
+    check = LungCheck(fraction=0.2468, status="ok", low=0.0494, high=0.5965)
+    assert reading.lung_area_text(check) == "Lungs: 24.7% of the image (the lung check accepts 5%–60% for a frontal film)"
+    assert reading.in_lung_text(0.314) == "31% of the map inside the lungs"
+    assert reading.in_lung_text(float("nan")) == reading.EMPTY_MAP
+    assert reading.in_lung_caption(0.314, 0.2468) == \
+        "31% of the map inside the lungs; a map spread evenly over the film would put 25% there."
+    within = reading.in_lung_caption(0.314, 0.2468, within=True)
+    assert within.endswith("shown rescaled within the lungs and hidden outside them (the share is of the map before).")
+    assert reading.in_lung_caption(float("nan"), 0.25) == "An empty map (no evidence anywhere)."
+    assert "no lung model at /x" in reading.no_lungs_text("there is no lung model at /x")

@@ -201,3 +201,76 @@ def test_cxr_predict_refuses_blank_and_warns_on_noise_in_their_rows(gated_checkp
     assert "unlike the training images" in frame.loc["c_noise.png", "warnings"]
     assert frame.loc["c_noise.png", "error"] == "" and frame.loc["a_film.png", "error"] == ""
     assert "2 unreadable or refused" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the lung check in the gate
+
+
+@pytest.fixture(scope="module")
+def lung_predictor(tmp_path_factory):
+    """A small classifier without feature statistics whose gate has the bundled lung model, so
+    every warning it gives comes from the image's header or its lungs."""
+    from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
+
+    torch.manual_seed(0)
+    preprocess = PreprocessConfig(cache_size=SIZE, input_size=SIZE, in_chans=1)
+    card = ModelCard(architecture="small_cnn", num_classes=14, label_space=NIH14.to_dict(), in_chans=1,
+                     preprocess=preprocess.to_dict(), thresholds={c: 0.5 for c in NIH14.classes})
+    path = save_checkpoint(tmp_path_factory.mktemp("lunggate") / "model.safetensors",
+                           create_model("small_cnn", 14, in_chans=1).state_dict(), card)
+    return Predictor.from_checkpoint(path, device="cpu", lungs=LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT))
+
+
+def _not_chest_inputs(film: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+    """Images that pass the quality refusal but are not frontal chest films, and what the lung check finds."""
+    import cv2
+
+    yy, xx = np.mgrid[:256, :256] / 255.0
+    blurred = cv2.GaussianBlur(np.random.default_rng(0).random((256, 256)).astype(np.float32), (0, 0), 12)
+    side = film.shape[0] * 3 // 8
+    return {
+        "blank but for a gradient": ((0.2 + 0.6 * xx).astype(np.float32), "no lung was found"),
+        "photo-like blobs": (((blurred - blurred.min()) / np.ptp(blurred)).astype(np.float32), "no lung was found"),
+        "film cropped to a corner": (cv2.resize(film[:side, :side], film.shape[::-1]), "the lungs cover only"),
+        "film turned by 90 degrees": (np.rot90(film).copy(), "not two lungs side by side"),
+    }
+
+
+def test_the_gate_warns_when_the_lungs_are_not_those_of_a_frontal_film(lung_predictor, nih14_root, pneumonia_root):
+    from cxr_core.inference.lungs import NOT_FRONTAL_WARNING
+
+    films = [load_image(sorted((nih14_root / "images").glob("*.png"))[0]),
+             load_image(sorted((pneumonia_root / "train" / "NORMAL").glob("*.jpeg"))[0])]
+    odd = _not_chest_inputs(films[0].pixels)
+    predictions = lung_predictor.predict(films + [pixels for pixels, _ in odd.values()])
+    assert [p.warnings for p in predictions[:2]] == [[], []]  # real adult and pediatric frontal films pass
+    for prediction, (name, (_, found)) in zip(predictions[2:], odd.items()):
+        assert len(prediction.warnings) == 1 and NOT_FRONTAL_WARNING in prediction.warnings[0], name
+        assert found in prediction.warnings[0], (name, prediction.warnings[0])
+    # the warning is the lung check's own sentence, and the gate adds it to the header's warnings
+    rotated = odd["film turned by 90 degrees"][0]
+    lungs = lung_predictor.segment_lungs(rotated)
+    assert predictions[-1].warnings == [lungs.check.warning]
+    assert lung_predictor.gate.image_warnings(rotated, lungs) == [lungs.check.warning]
+    assert lung_predictor.gate.image_warnings(rotated) == []  # no lung result given: header checks only
+    # probabilities do not depend on the lung check, and precomputed lung results give the same warnings
+    plain = Predictor(lung_predictor.model, label_space=lung_predictor.label_space,
+                      preprocess=lung_predictor.preprocess, target_layer=lambda m: m, device="cpu")
+    np.testing.assert_array_equal(plain.predict_probabilities(films), lung_predictor.predict_probabilities(films))
+    assert plain.segment_lungs(films[0]) is None and plain.predict(films[:1] + [rotated])[1].warnings == []
+    precomputed = [lung_predictor.segment_lungs(im) for im in films] + [lungs]
+    assert lung_predictor.assess(films + [rotated], lungs=precomputed)[1] == [[], [], [lungs.check.warning]]
+
+
+def test_file_results_carry_the_lung_mask_the_gate_checked(lung_predictor, nih14_root, tmp_path):
+    from PIL import Image as PILImage
+
+    source = sorted((nih14_root / "images").glob("*.png"))[0]
+    film = load_image(source).pixels
+    PILImage.fromarray(np.round(np.rot90(film) * 255).astype(np.uint8)).save(tmp_path / "turned.png")
+    results = lung_predictor.predict_files([source, tmp_path / "turned.png"], workers=2)
+    assert [r.error for r in results] == ["", ""]
+    upright, turned = results
+    assert upright.lungs.check.ok and upright.warnings == [] and upright.lungs.mask.shape == film.shape
+    np.testing.assert_array_equal(upright.lungs.mask, lung_predictor.segment_lungs(load_image(source)).mask)
+    assert not turned.lungs.check.ok and turned.warnings == [turned.lungs.check.warning]

@@ -17,9 +17,9 @@ from cxr_core.inference.lungs import (
     check_lung_fraction,
     check_lungs,
     heatmap_mass_in_mask,
+    heatmap_within_mask,
     lung_area_fraction,
     lung_contours,
-    lung_input_warning,
 )
 from cxr_core.inference.predictor import Predictor
 from cxr_core.metrics.segmentation import dice_score
@@ -64,6 +64,24 @@ def test_heatmap_mass_in_mask_is_the_share_of_the_total():
     assert heatmap_mass_in_mask(uniform, big_mask) == pytest.approx(16 / 256)
 
 
+def test_heatmap_within_mask_rescales_over_the_lungs_and_zeroes_the_rest():
+    heat = np.array([[0.9, 0.2, 0.4, 1.0],
+                     [0.1, 0.3, 0.5, 0.7]], np.float32)
+    mask = np.array([[0, 1, 1, 0],
+                     [0, 1, 1, 0]], bool)  # inside: 0.2, 0.4, 0.3, 0.5
+    out = heatmap_within_mask(heat, mask)
+    np.testing.assert_allclose(out, [[0, 0, 2 / 3, 0], [0, 1 / 3, 1, 0]], atol=1e-6)
+    # a mask at a finer grid (the image's size): a cell is lung when at least half of it is
+    fine = np.kron(mask, np.ones((4, 4), bool))
+    fine[:, 4] = False  # column 1 keeps 3 of 4 columns: still lung; a quarter-lung cell would not be
+    fine[:, 15] = True
+    np.testing.assert_allclose(heatmap_within_mask(heat, fine), out, atol=1e-6)
+    assert not heatmap_within_mask(heat, np.zeros_like(mask)).any()  # no lung: nothing to show
+    assert not heatmap_within_mask(np.full((2, 4), 0.5, np.float32), mask).any()  # flat inside the lungs
+    with pytest.raises(ValueError, match="2-D"):
+        heatmap_within_mask(heat[None], mask)
+
+
 def test_contours_trace_each_component_along_its_border():
     mask = np.zeros((30, 40), bool)
     mask[5:20, 4:14] = True  # 150 px, larger
@@ -101,13 +119,13 @@ def test_bundled_segmenter_finds_the_lungs_of_a_validation_film(segmenter, montg
     result = segmenter.segment(image.pixels)
     assert result.mask.shape == image.pixels.shape
     assert dice_score(result.mask, reference) > 0.9
-    assert result.check.ok and lung_input_warning(image.pixels, segmenter) is None
+    assert result.check.ok and result.check.warning is None
     assert len(result.contours()) == 2
 
 
 def test_bundled_segmenter_warns_about_images_that_are_not_chest_films(segmenter):
     blank = np.zeros((256, 256), np.float32)
-    assert "no lung was found" in lung_input_warning(blank, segmenter)
+    assert "no lung was found" in segmenter.segment(blank).check.warning
     noise = np.random.default_rng(0).random((256, 256)).astype(np.float32)
     result = segmenter.segment(noise)
     assert result.check.status == "most_of_image" and NOT_FRONTAL_WARNING in result.check.warning
@@ -117,17 +135,22 @@ def test_cli_predict_writes_lung_masks_and_fractions(montgomery_root, tmp_path):
     from cxr_core.cli.main import main
 
     sources = sorted((montgomery_root / "images").glob("*.png"))[:2]
+    turned = tmp_path / "turned.png"
+    Image.fromarray(np.rot90(np.asarray(Image.open(sources[0])))).save(turned)
     classifier = Path(DEFAULT_LUNG_CHECKPOINT).parent.parent / "pneumonia" / "model.safetensors"
     out = tmp_path / "out"
-    code = main(["predict", *map(str, sources), "--checkpoint", str(classifier), "--out", str(out), "--lungs",
-                 "--device", "cpu"])
+    code = main(["predict", *map(str, sources), str(turned), "--checkpoint", str(classifier), "--out", str(out),
+                 "--lungs", "--device", "cpu"])
     assert code == 0
     rows = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
-    assert [Path(r["path"]).name for r in rows] == [p.name for p in sources]
+    assert [Path(r["path"]).name for r in rows] == [p.name for p in sources] + [turned.name]
     for row, src in zip(rows, sources):
         written = np.asarray(Image.open(out / "lungs" / src.name)) == 255
         assert float(row["lung_fraction"]) == pytest.approx(written.mean(), abs=1e-6)
         assert 0.1 < float(row["lung_fraction"]) < 0.35 and row["lung_warning"] == ""
+        assert NOT_FRONTAL_WARNING not in row["warnings"]
+    # the lung check is one of the input gate's warnings: the turned film has it in both columns
+    assert "side by side" in rows[2]["lung_warning"] and rows[2]["lung_warning"] in rows[2]["warnings"].split(" | ")
 
 
 def test_explain_eval_reports_the_heatmap_mass_inside_the_lungs(segmenter, nih14_root, tmp_path, capsys):

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the input gate's warnings (not a chest radiograph, lateral view, age or image unlike the training data) "
         "are listed in the warnings column. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
         "the image's size) and the columns lung_fraction (share of the image inside the lungs) and lung_warning "
-        "(set when that is outside the range of frontal films).",
+        "(set when the image does not look like a frontal chest radiograph: lung area outside the range of frontal "
+        "films, or not two lungs side by side); the lung warning is also one of the gate's warnings.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
@@ -65,12 +66,12 @@ def run(args: argparse.Namespace) -> int:
     if args.heatmaps:
         method_class(args.method)  # an unknown method fails before the model is loaded
     paths = collect_image_paths(args.paths, SUPPORTED_EXTENSIONS)
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta)
     lungs = None
     if args.lungs is not None:
         from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
 
         lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta, lungs=lungs)
     classes = predictor.classes
     explain_class = None
     if args.heatmaps and args.class_name != ALL_POSITIVE:
@@ -88,9 +89,8 @@ def run(args: argparse.Namespace) -> int:
             tqdm(total=len(paths), desc="predict", unit="img") as bar:
         writer = SafeCSVWriter(handle)
         writer.writerow(["path", *classes, "findings", "warnings", *lung_columns, "error"])
-        results = predictor.iter_predict_files(
-            paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps or lungs is not None
-        )
+        results = predictor.iter_predict_files(paths, batch_size=args.batch_size, workers=args.workers,
+                                               keep_images=args.heatmaps)
         for result in results:
             if result.prediction is None:
                 errors += 1
@@ -100,10 +100,9 @@ def run(args: argparse.Namespace) -> int:
                 if pred.warnings:
                     warned += 1
                 lung_values = []
-                if lungs is not None:
-                    lung = lungs.segment(result.image.pixels)
-                    (lung_dir / f"{names[Path(result.path)]}.png").write_bytes(mask_png(lung.mask))
-                    lung_values = [repr(round(lung.fraction, 6)), lung.check.warning or ""]
+                if result.lungs is not None:  # segmented by the input gate, whose warnings include its check
+                    (lung_dir / f"{names[Path(result.path)]}.png").write_bytes(mask_png(result.lungs.mask))
+                    lung_values = [repr(round(result.lungs.fraction, 6)), result.lungs.check.warning or ""]
                 writer.writerow([result.path, *(repr(pred.probabilities[c]) for c in classes),
                                  ";".join(pred.positive), " | ".join(pred.warnings), *lung_values, ""])
                 if args.heatmaps:
@@ -112,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                     for cls, heatmap in zip(targets, maps):
                         png = overlay_png(result.image.pixels, heatmap)
                         (heat_dir / f"{names[Path(result.path)]}__{_slug(cls)}.png").write_bytes(png)
-                result.image = None
+                result.image = result.lungs = None
             handle.flush()
             bar.update(1)
     print(f"wrote {out / 'predictions.csv'}: {len(paths)} images, {errors} unreadable or refused, "
