@@ -236,6 +236,38 @@ def test_performance_numbers_match_sklearn(env, catalog):
     assert at.download_button(key="perf_csv") is not None
 
 
+def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypatch):
+    """The table opens on report.json's cross-fitted operating points; the in-sample recomputation
+    at the card's thresholds stays one click away, with its caveat."""
+    from cxr_core.evaluation.run import score_predictions, write_evaluation
+
+    ckpt = build_checkpoint_dir(tmp_path / "ckpts", "crossfitted", n_cases=120, seed=5)
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(tmp_path / "ckpts"))
+    frame = predictions(ckpt)
+    card = read_model_card(ckpt / "model.safetensors")
+    report = score_predictions(frame, card, n_boot=30, seed=0, thresholds="max_f1", split="val")
+    assert report["thresholds_from"] == "val:crossfit-5"
+    write_evaluation(ckpt / "eval" / "val", frame, report)
+    cls = "Atelectasis"
+    known = frame[frame[f"label:{cls}"].notna()]
+    in_sample = recall_score(known[f"label:{cls}"], known[f"prob:{cls}"] >= card.thresholds[cls])
+    out_of_fold = report["per_class"][cls]["sensitivity"]
+    assert f"{in_sample:.3f}" != f"{out_of_fold:.3f}"  # otherwise the test could not tell the two apart
+
+    at = page("performance", ckpt).run()
+    no_exceptions(at)
+    radio = at.radio(key="perf_threshold_source")
+    assert radio.value == "as evaluated (report.json)" and len(radio.options) == 2
+    assert shown_table(at, "auroc").set_index("class").loc[cls, "sensitivity"].startswith(f"{out_of_fold:.3f} (")
+    notes = " ".join(c.value for c in at.caption)
+    assert "are out of sample" in notes and "in sample" not in notes.replace("out of sample", "")
+
+    radio.set_value(radio.options[1]).run()
+    no_exceptions(at)
+    assert shown_table(at, "auroc").set_index("class").loc[cls, "sensitivity"].startswith(f"{in_sample:.3f} (")
+    assert any("applied to the same cases they were fitted on — in sample" in c.value for c in at.caption)
+
+
 def test_performance_multiclass_shows_confusion_matrix(env, catalog):
     at = page("performance", catalog["tiny_mc"]).run()
     no_exceptions(at)
