@@ -170,6 +170,9 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     ident = f"0_{_digest(good[0][1])}"
     first = summarise_findings(expected[0], multilabel=True)
     assert at.selectbox(key=f"cam_class_{ident}").value == first.findings[0].name  # the top finding is explained
+    method = at.selectbox(key=f"cam_method_{ident}")
+    assert method.value == "gradcam++" and len(method.options) == 6  # a 64-px CNN: Score-CAM is quick enough
+    assert all(label.split(" (")[1].endswith(" s)") for label in method.options)  # each with its estimate
     assert at.slider(key=f"cam_level_{ident}").value == 0.5  # contour overlay by default
     assert at.selectbox(key="predict_pick").options == [f"1. {names[0]}", f"2. {names[1]}"]
 
