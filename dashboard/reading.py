@@ -128,8 +128,8 @@ def method_label(method: str, estimates: Mapping[str, float]) -> str:
 
 def left_out_note(reasons: Mapping[str, str]) -> str:
     """Which heatmap methods are not offered and why (with their estimate), or "" when all are."""
-    left = [f"{method} ({reason})" for method, reason in reasons.items() if reason]
-    return "Not offered here: " + "; ".join(left) + "." if left else ""
+    left = [f"{method}, {reason}" for method, reason in reasons.items() if reason]
+    return "Left out: " + "; ".join(left) + "." if left else ""
 
 
 def dicom_fields(meta: Mapping[str, object], *, show_identifiers: bool = False) -> list[tuple[str, str]]:

@@ -55,7 +55,7 @@ def test_heatmap_methods_carry_their_estimate_and_left_out_ones_say_why():
     assert reading.method_label("layercam", estimates) == "layercam"
     assert reading.seconds_text(97.4) == "≈ 97 s"
     note = reading.left_out_note({"gradcam": "", "scorecam": "estimated 97 s, above 10 s"})
-    assert note == "Not offered here: scorecam (estimated 97 s, above 10 s)."
+    assert note == "Left out: scorecam, estimated 97 s, above 10 s."
     assert reading.left_out_note({"gradcam": "", "scorecam": ""}) == ""
 
 
