@@ -14,6 +14,26 @@ SOURCE_TEXT = {
     "card": "the model card's thresholds (fitted on validation; out of sample on any other split)",
     "argmax": "no thresholds: the most probable class is called",
 }
+AS_EVALUATED = "as evaluated (report.json)"
+AS_EVALUATED_CAPTION = "the report's own operating points: out of fold where they were cross-fitted"
+RECOMPUTED_CAVEAT = "in sample, so optimistic, on the cases the set was tuned on (the card's: the validation split)"
+
+
+def threshold_table_options(active_name: str, has_report: bool) -> list[str]:
+    """Where the operating-point table's thresholds may come from, the default first.
+
+    The report's numbers come first whenever there is one: ``cxr evaluate`` cross-fits the
+    operating points on the validation split (out of fold) and applies the card's on any other,
+    while recomputing at the active set on the validation split scores the thresholds on the very
+    cases they were tuned on, which flatters sensitivity, PPV and F1.
+    """
+    recomputed = f"active set “{active_name}” (recomputed)"
+    return [AS_EVALUATED, recomputed] if has_report else [recomputed]
+
+
+def threshold_table_captions(options: list[str]) -> list[str]:
+    """One caption per :func:`threshold_table_options` entry: which numbers are out of sample."""
+    return [AS_EVALUATED_CAPTION if o == AS_EVALUATED else RECOMPUTED_CAVEAT for o in options]
 
 
 def threshold_source_note(report: dict, recomputed_with: str | None = None) -> str:

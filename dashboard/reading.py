@@ -116,6 +116,24 @@ def headline(summary: FindingsSummary) -> str:
     return text
 
 
+def seconds_text(seconds: float) -> str:
+    """A time estimate as the reader sees it: tenths below 10 s, whole seconds above."""
+    if seconds < 0.1:
+        return "< 0.1 s"
+    return f"≈ {seconds:.1f} s" if seconds < 10 else f"≈ {seconds:.0f} s"
+
+
+def method_label(method: str, estimates: Mapping[str, float]) -> str:
+    """A heatmap method with its estimated time on this machine, so the slow one (Score-CAM) says so when offered."""
+    return f"{method} ({seconds_text(estimates[method])})" if method in estimates else method
+
+
+def left_out_note(reasons: Mapping[str, str]) -> str:
+    """Which heatmap methods are not offered and why (with their estimate), or "" when all are."""
+    left = [f"{method}, {reason}" for method, reason in reasons.items() if reason]
+    return "Left out: " + "; ".join(left) + "." if left else ""
+
+
 def dicom_fields(meta: Mapping[str, object], *, show_identifiers: bool = False) -> list[tuple[str, str]]:
     """Header fields worth showing next to the image, de-identified unless ``show_identifiers``.
 

@@ -13,7 +13,12 @@ from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
 from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores, evaluation_report
 from cxr_core.utils.csv_safe import frame_csv_text
 from dashboard import charts, state
-from dashboard.evaluation_views import threshold_source_note
+from dashboard.evaluation_views import (
+    AS_EVALUATED,
+    threshold_source_note,
+    threshold_table_captions,
+    threshold_table_options,
+)
 from dashboard.subgroup_view import render_calibration_change, render_subgroups
 from dashboard.tables import (
     CI_METRICS,
@@ -71,9 +76,10 @@ report = run.report
 source = f"report.json of the {split} run"
 recomputed_with = None
 if has_predictions and multilabel:
-    options = [f"active set “{active.name}” (recomputed)"] + (["as evaluated (report.json)"] if report else [])
-    choice = st.radio("Thresholds for the table", options, horizontal=True, key="perf_threshold_source")
-    if choice.startswith("active") or report is None:
+    options = threshold_table_options(active.name, report is not None)
+    choice = st.radio("Thresholds for the table", options, captions=threshold_table_captions(options), horizontal=True,
+                      key="perf_threshold_source")
+    if choice != AS_EVALUATED:
         run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
         report = _report_at(run_key, tuple(active.thresholds[c] for c in run.classes), task, run)
         source = f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, {BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
@@ -95,7 +101,7 @@ m2.metric("Macro AP", fmt(macro.get("ap")))
 m3.metric("Cases", report.get("n_cases", "–"))
 m4.metric("Low-count classes", len(macro.get("classes_excluded", [])))
 
-st.caption(threshold_source_note(run.report if recomputed_with is None and run.report else report, recomputed_with))
+st.caption(threshold_source_note(run.report or report, recomputed_with))
 table = metrics_table(report)
 averages = table["class"].str.startswith("(")
 shown = with_ci(table)

@@ -17,7 +17,9 @@ from cxr_core.inference.explain import (
     DEFAULT_LAYER,
     DEFAULT_METHOD,
     LOCALISATION_NOTE,
+    METHODS,
     contour_overlay,
+    estimate_seconds,
     explain,
     forward_seconds,
     interactive_methods,
@@ -74,8 +76,10 @@ def _in_lungs(model_key: str, lung_key: str, digest: str, class_name: str, metho
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _methods(model_key: str, _predictor: Predictor) -> dict[str, str]:
-    return interactive_methods(_predictor, forward_seconds(_predictor, repeats=1))
+def _methods(model_key: str, _predictor: Predictor) -> tuple[dict[str, str], dict[str, float]]:
+    forward_s = forward_seconds(_predictor, repeats=1)
+    return (interactive_methods(_predictor, forward_s),
+            {method: estimate_seconds(_predictor, method, forward_s) for method in METHODS})
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -100,7 +104,7 @@ def _viewer_panel(predictor: Predictor, model_key: str, image: LoadedImage, dige
     level = c2.slider("Level (window centre)", 0.0, 1.0, step=0.01, key=f"wl_level_{ident}")
     width = c3.slider("Window width", 0.02, 1.0, step=0.01, key=f"wl_width_{ident}")
 
-    methods = _methods(model_key, predictor)
+    methods, estimates = _methods(model_key, predictor)
     offered = [m for m, reason in methods.items() if not reason]
     classes = [f.name for f in summary.findings]
     h1, h2, h3, h4 = st.columns([1, 2, 2, 2])
@@ -110,8 +114,8 @@ def _viewer_panel(predictor: Predictor, model_key: str, image: LoadedImage, dige
                                 disabled=not show) or "contour"
     method = h3.selectbox("Method", offered, index=offered.index(DEFAULT_METHOD) if DEFAULT_METHOD in offered else 0,
                           key=f"cam_method_{ident}", disabled=not show,
-                          help="Left out: " + "; ".join(f"{m} ({r})" for m, r in methods.items() if r)
-                          if any(methods.values()) else None)
+                          format_func=lambda m: reading.method_label(m, estimates),
+                          help=reading.left_out_note(methods) or None)
     agnostic = method in CLASS_AGNOSTIC
     class_name = h4.selectbox("Explain class", classes, index=0, key=f"cam_class_{ident}",
                               disabled=not show or agnostic,
@@ -159,7 +163,7 @@ def _viewer_panel(predictor: Predictor, model_key: str, image: LoadedImage, dige
     if in_lungs is not None:
         st.caption(reading.in_lung_caption(in_lungs, lungs.result.fraction, within=within))
     if show:
-        st.caption(LOCALISATION_NOTE)
+        st.caption(" ".join(filter(None, (LOCALISATION_NOTE, reading.left_out_note(methods)))))
 
     positives = [f.name for f in summary.positives][:SMALL_MULTIPLES]
     if positives and show and not agnostic and st.toggle(

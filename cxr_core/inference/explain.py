@@ -41,6 +41,7 @@ from pytorch_grad_cam.utils.svd_on_activations import (
 from torch import nn
 
 from cxr_core.errors import ConfigError
+from cxr_core.inference.burned_in import burned_in_text_mask
 from cxr_core.inference.predictor import ImageInput, Predictor, image_pixels
 from cxr_core.models.ensemble import Ensemble
 
@@ -55,6 +56,9 @@ read from finer layers often peak there. On the NIH boxes (README, "Heatmaps") m
 Grad-CAM at ``features.5`` from 0.12 to 0.17 pointing hits and changed nothing for the default
 method and layer, whose maps already peak inside the chest.
 """
+DEFAULT_MASK_TEXT = True
+"""Whether burned-in text and markers (:func:`~cxr_core.inference.burned_in.burned_in_text_mask`)
+are left out of a heatmap's normalisation too, for the same reason as the border (README, "Heatmaps")."""
 
 
 class SignCorrectedEigenCAM(EigenCAM):
@@ -155,12 +159,14 @@ def explain_batch(
     *,
     layer: str | None = None,
     border: float = DEFAULT_BORDER,
+    mask_text: bool = DEFAULT_MASK_TEXT,
 ) -> list[Heatmap]:
     """One heatmap per (image, class name) pair, each at its image's resolution.
 
     ``layer`` names the module to read (a dotted path inside the model, or inside each member
     of an ensemble, e.g. ``features.5``); None uses the architecture's registered layer.
-    ``border`` is passed to :func:`mask_border` (0 keeps the plain map).
+    ``border`` is passed to :func:`mask_border` (0 keeps the plain map); ``mask_text`` also
+    leaves the image's burned-in text and markers out of the normalisation.
     Unknown class → ``UnknownClassError``; unknown method or layer → ``ConfigError``.
     Runs on the predictor's explanation copy of the model, one call at a time.
     """
@@ -170,19 +176,20 @@ def explain_batch(
         return []
     cam_class = method_class(method)
     indices = [predictor.label_space.index(name) for name in class_names]
-    shapes = [image_pixels(im, i)[0].shape for i, im in enumerate(images)]
+    pixels = [image_pixels(im, i)[0] for i, im in enumerate(images)]
     batch = predictor.prepare(images)
     with predictor.explanation_model() as model, torch.enable_grad():
         layers = resolve_layers(predictor, model, layer)
         with _graph_starts_at(layers), _cam_session(cam_class, model, layers) as cam:
             maps = cam(input_tensor=batch, targets=[ClassLogitTarget(i) for i in indices])
-    return [mask_border(_to_shape(m, shape), border) for m, shape in zip(maps, shapes)]
+    return [mask_border(_to_shape(m, gray.shape), border, burned_in_text_mask(gray) if mask_text else None)
+            for m, gray in zip(maps, pixels)]
 
 
 def explain(predictor: Predictor, image: ImageInput, class_name: str, method: str = "gradcam", *,
-            layer: str | None = None, border: float = DEFAULT_BORDER) -> Heatmap:
+            layer: str | None = None, border: float = DEFAULT_BORDER, mask_text: bool = DEFAULT_MASK_TEXT) -> Heatmap:
     """Heatmap of where ``class_name`` draws its evidence in ``image`` (float32, image resolution, [0, 1])."""
-    return explain_batch(predictor, [image], [class_name], method, layer=layer, border=border)[0]
+    return explain_batch(predictor, [image], [class_name], method, layer=layer, border=border, mask_text=mask_text)[0]
 
 
 def resolve_layers(predictor: Predictor, model: nn.Module, layer: str | None) -> list[nn.Module]:
@@ -201,23 +208,32 @@ def resolve_layers(predictor: Predictor, model: nn.Module, layer: str | None) ->
         ) from None
 
 
-def mask_border(heatmap: Heatmap, fraction: float = DEFAULT_BORDER) -> Heatmap:
-    """Zero the outer ``fraction`` of each side and rescale the inside to [0, 1].
+def mask_border(heatmap: Heatmap, fraction: float = DEFAULT_BORDER, exclude: np.ndarray | None = None) -> Heatmap:
+    """Zero the outer ``fraction`` of each side and the ``exclude`` pixels; rescale the rest to [0, 1].
 
     So a peak on a collimator edge or a burned-in label cannot set the scale (or the pointing
-    game's maximum) of the map inside the chest. ``fraction`` 0 returns the map unchanged.
+    game's maximum) of the map inside the chest. ``exclude`` is a boolean mask of the heatmap's
+    shape (burned-in text, :func:`~cxr_core.inference.burned_in.burned_in_text_mask`).
+    ``fraction`` 0 without ``exclude`` returns the map unchanged.
     """
     if not 0.0 <= fraction < 0.5:
         raise ConfigError(f"the masked border must be a fraction of the image side in [0, 0.5), not {fraction}")
-    if fraction == 0.0:
+    if exclude is not None and exclude.shape != heatmap.shape:
+        raise ValueError(f"the excluded region has shape {exclude.shape}, the heatmap {heatmap.shape}")
+    if fraction == 0.0 and (exclude is None or not exclude.any()):
         return heatmap
     height, width = heatmap.shape
     dy, dx = int(round(height * fraction)), int(round(width * fraction))
-    inner = heatmap[dy:height - dy, dx:width - dx]
+    kept = np.zeros(heatmap.shape, dtype=bool)
+    kept[dy:height - dy, dx:width - dx] = True
+    if exclude is not None:
+        kept &= ~exclude
     out = np.zeros_like(heatmap, dtype=np.float32)
-    low, high = float(inner.min()), float(inner.max())
-    if high > low:
-        out[dy:height - dy, dx:width - dx] = (inner - low) / (high - low)
+    if kept.any():
+        inside = heatmap[kept]
+        low, high = float(inside.min()), float(inside.max())
+        if high > low:
+            out[kept] = (inside - low) / (high - low)
     return out
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from cxr_core.data.imaging import load_image
 from cxr_core.data.labels import canonical_name
 from cxr_core.errors import DatasetError
+from cxr_core.inference.burned_in import burned_in_text_mask
 from cxr_core.inference.lungs import heatmap_mass_in_mask
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ NIH_ORIGINAL_SIZE = 1024
 # NIH box file spellings that canonical_name() does not cover.
 _BOX_ALIASES = {"infiltrate": "Infiltration"}
 BOX_COLUMNS = ("image_id", "finding", "x", "y", "w", "h")
+MASK_SETTINGS = ("border", "mask_text")
+"""Per-box columns naming how a heatmap was masked; :func:`summarise` reports each combination."""
 
 
 def harmonise_finding(name: str) -> str:
@@ -136,11 +139,14 @@ class LocalisationResult:
 
 
 def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
-    """Per border and class: n boxes, pointing hit rate, centre-pointer hit rate, mean IoU, plus ``All``;
-    with an ``in_lung`` column also the mean share of heatmap mass inside the lungs."""
-    def row(border: float, name: str, part: pd.DataFrame) -> dict:
+    """Per masking (the :data:`MASK_SETTINGS` columns present) and class: n boxes, pointing hit rate,
+    centre-pointer hit rate, mean IoU, plus ``All``; with an ``in_lung`` column also the mean share
+    of heatmap mass inside the lungs."""
+    settings = [column for column in MASK_SETTINGS if column in per_box]
+
+    def row(setting: tuple, name: str, part: pd.DataFrame) -> dict:
         out = {
-            "border": float(border),
+            **dict(zip(settings, setting)),
             "class": name,
             "n_boxes": int(len(part)),
             "hit_rate": float(part["hit"].mean()),
@@ -152,9 +158,9 @@ def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
         return out
 
     rows = []
-    for border, scored in per_box.groupby("border", sort=True):
-        rows += [row(border, name, part) for name, part in scored.groupby("finding", sort=True)]
-        rows.append(row(border, "All", scored))
+    for setting, scored in per_box.groupby(settings, sort=True):
+        rows += [row(setting, name, part) for name, part in scored.groupby("finding", sort=True)]
+        rows.append(row(setting, "All", scored))
     return pd.DataFrame(rows)
 
 
@@ -166,6 +172,7 @@ def evaluate_localisation(
     method: str = "gradcam",
     layer: str | None = None,
     borders: Sequence[float] | None = None,
+    mask_text: Sequence[bool] | None = None,
     level: float = 0.5,
     batch_size: int = 8,
     original_size: int = NIH_ORIGINAL_SIZE,
@@ -179,12 +186,14 @@ def evaluate_localisation(
     With ``lungs`` each box also gets ``in_lung``: the share of its heatmap's mass inside the
     lung mask of its image (a heatmap of a lung finding that lies outside the lungs is suspect).
     ``layer`` goes to :func:`~cxr_core.inference.explain.explain_batch`; each map is scored once
-    per entry of ``borders`` (masked with :func:`~cxr_core.inference.explain.mask_border`; default:
-    the dashboard's border only), so comparing borders costs no extra heatmaps.
+    per entry of ``borders`` and of ``mask_text`` (masked with
+    :func:`~cxr_core.inference.explain.mask_border`, with or without the image's burned-in text;
+    default: the dashboard's masking only), so comparing maskings costs no extra heatmaps.
     """
-    from cxr_core.inference.explain import DEFAULT_BORDER, explain_batch, mask_border
+    from cxr_core.inference.explain import DEFAULT_BORDER, DEFAULT_MASK_TEXT, explain_batch, mask_border
 
     borders = tuple(borders) if borders else (DEFAULT_BORDER,)
+    text_settings = tuple(dict.fromkeys(mask_text)) if mask_text else (DEFAULT_MASK_TEXT,)
 
     images_dir = Path(images_dir)
     in_model = boxes["finding"].isin(predictor.classes)
@@ -206,12 +215,14 @@ def evaluate_localisation(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         images = [load_image(images_dir / image_id) for (image_id, _), _ in chunk]
-        maps = explain_batch(predictor, images, [finding for (_, finding), _ in chunk], method, layer=layer, border=0.0)
+        maps = explain_batch(predictor, images, [finding for (_, finding), _ in chunk], method, layer=layer,
+                             border=0.0, mask_text=False)
         for ((image_id, finding), index), raw, image in zip(chunk, maps, images):
             if lungs is not None and image_id not in lung_masks:
                 lung_masks[image_id] = lungs.segment(image.pixels).mask
-            for border in borders:
-                heatmap = mask_border(raw, border)
+            text = burned_in_text_mask(image.pixels) if any(text_settings) else None
+            for border, masked_text in ((b, t) for b in borders for t in text_settings):
+                heatmap = mask_border(raw, border, text if masked_text else None)
                 in_lung = {"in_lung": heatmap_mass_in_mask(heatmap, lung_masks[image_id])} if lungs is not None else {}
                 for _, box_row in usable.loc[index].iterrows():
                     box = scale_box((box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size)
@@ -219,6 +230,7 @@ def evaluate_localisation(
                         "image_id": image_id,
                         "finding": finding,
                         "border": float(border),
+                        "mask_text": bool(masked_text),
                         "hit": pointing_hit(heatmap, box),
                         "center_hit": center_hit(heatmap.shape, box),
                         "iou": heatmap_iou(heatmap, box, level),

@@ -170,6 +170,9 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     ident = f"0_{_digest(good[0][1])}"
     first = summarise_findings(expected[0], multilabel=True)
     assert at.selectbox(key=f"cam_class_{ident}").value == first.findings[0].name  # the top finding is explained
+    method = at.selectbox(key=f"cam_method_{ident}")
+    assert method.value == "gradcam++" and len(method.options) == 6  # a 64-px CNN: Score-CAM is quick enough
+    assert all(label.split(" (")[1].endswith(" s)") for label in method.options)  # each with its estimate
     assert at.slider(key=f"cam_level_{ident}").value == 0.5  # contour overlay by default
     assert at.selectbox(key="predict_pick").options == [f"1. {names[0]}", f"2. {names[1]}"]
 
@@ -234,6 +237,38 @@ def test_performance_numbers_match_sklearn(env, catalog):
     assert table["sensitivity"][0].startswith(f"{sens:.3f} (")  # value plus its 95% CI
     assert {"perf_roc", "perf_pr", "perf_calibration", "perf_loss"} <= element_keys(at.main)
     assert at.download_button(key="perf_csv") is not None
+
+
+def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypatch):
+    """The table opens on report.json's cross-fitted operating points; the in-sample recomputation
+    at the card's thresholds stays one click away, with its caveat."""
+    from cxr_core.evaluation.run import score_predictions, write_evaluation
+
+    ckpt = build_checkpoint_dir(tmp_path / "ckpts", "crossfitted", n_cases=120, seed=5)
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(tmp_path / "ckpts"))
+    frame = predictions(ckpt)
+    card = read_model_card(ckpt / "model.safetensors")
+    report = score_predictions(frame, card, n_boot=30, seed=0, thresholds="max_f1", split="val")
+    assert report["thresholds_from"] == "val:crossfit-5"
+    write_evaluation(ckpt / "eval" / "val", frame, report)
+    cls = "Atelectasis"
+    known = frame[frame[f"label:{cls}"].notna()]
+    in_sample = recall_score(known[f"label:{cls}"], known[f"prob:{cls}"] >= card.thresholds[cls])
+    out_of_fold = report["per_class"][cls]["sensitivity"]
+    assert f"{in_sample:.3f}" != f"{out_of_fold:.3f}"  # otherwise the test could not tell the two apart
+
+    at = page("performance", ckpt).run()
+    no_exceptions(at)
+    radio = at.radio(key="perf_threshold_source")
+    assert radio.value == "as evaluated (report.json)" and len(radio.options) == 2
+    assert shown_table(at, "auroc").set_index("class").loc[cls, "sensitivity"].startswith(f"{out_of_fold:.3f} (")
+    notes = " ".join(c.value for c in at.caption)
+    assert "are out of sample" in notes and "in sample" not in notes.replace("out of sample", "")
+
+    radio.set_value(radio.options[1]).run()
+    no_exceptions(at)
+    assert shown_table(at, "auroc").set_index("class").loc[cls, "sensitivity"].startswith(f"{in_sample:.3f} (")
+    assert any("applied to the same cases they were fitted on — in sample" in c.value for c in at.caption)
 
 
 def test_performance_multiclass_shows_confusion_matrix(env, catalog):

@@ -11,12 +11,15 @@ from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.evaluation.run import score_predictions
 from cxr_core.models.card import ModelCard
 from dashboard.evaluation_views import (
+    AS_EVALUATED,
     calibration_table,
     flagged_count,
     reliability_bins_of,
     subgroup_note,
     subgroup_table,
     threshold_source_note,
+    threshold_table_captions,
+    threshold_table_options,
 )
 
 CLASSES = ("Mass", "Edema")
@@ -57,6 +60,15 @@ def test_threshold_source_notes(scored):
     assert "“screening”" in threshold_source_note(report, "screening")
     assert "model card" in threshold_source_note({**report, "thresholds_from": "card"})
     assert "not recorded" in threshold_source_note({})
+
+
+def test_threshold_table_opens_on_the_report_and_marks_the_recomputation_in_sample():
+    options = threshold_table_options("card", has_report=True)
+    assert options == [AS_EVALUATED, "active set “card” (recomputed)"]
+    captions = threshold_table_captions(options)
+    assert "out of fold" in captions[0] and "in sample" in captions[1] and "optimistic" in captions[1]
+    only = threshold_table_options("screening", has_report=False)  # nothing else to show without a report
+    assert only == ["active set “screening” (recomputed)"] and "in sample" in threshold_table_captions(only)[0]
 
 
 def test_calibration_table_matches_the_report(scored):

@@ -48,6 +48,17 @@ def test_headline_marks_borderline_and_multiclass_normal_is_not_red():
     assert reading.call_text(tie) == "Bacterial (0.55) · near tie"
 
 
+def test_heatmap_methods_carry_their_estimate_and_left_out_ones_say_why():
+    estimates = {"gradcam": 0.04, "scorecam": 6.4}
+    assert reading.method_label("scorecam", estimates) == "scorecam (≈ 6.4 s)"
+    assert reading.method_label("gradcam", estimates) == "gradcam (< 0.1 s)"
+    assert reading.method_label("layercam", estimates) == "layercam"
+    assert reading.seconds_text(97.4) == "≈ 97 s"
+    note = reading.left_out_note({"gradcam": "", "scorecam": "estimated 97 s, above 10 s"})
+    assert note == "Left out: scorecam, estimated 97 s, above 10 s."
+    assert reading.left_out_note({"gradcam": "", "scorecam": ""}) == ""
+
+
 def test_dicom_fields_are_de_identified_unless_switched_on():
     meta = {"format": "DICOM", "view_position": "PA", "patient_age": "063Y", "patient_sex": "F", "modality": "DX",
             "study_date": "20240131", "patient_id": "P0042"}

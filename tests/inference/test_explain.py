@@ -8,13 +8,15 @@ import threading
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import ConfigError, UnknownClassError
+from cxr_core.inference.burned_in import burned_in_text_mask
 from cxr_core.inference.explain import (
+    DEFAULT_BORDER,
     METHODS,
     ClassLogitTarget,
     contour_overlay,
@@ -243,6 +245,52 @@ def test_mask_border_zeroes_the_frame_and_rescales_the_inside():
     assert mask_border(heat, 0.0) is heat
     with pytest.raises(ConfigError, match="border"):
         mask_border(heat, 0.5)
+
+
+def test_mask_border_leaves_excluded_pixels_out_of_the_scale():
+    heat = np.zeros((50, 40), dtype=np.float32)
+    heat[10:13, 10:20] = 1.0  # a peak on burned-in text, inside the frame
+    heat[30:40, 15:25] = 0.4
+    heat[35, 20] = 0.5
+    text = np.zeros(heat.shape, bool)
+    text[10:13, 10:20] = True
+    masked = mask_border(heat, 0.1, text)
+    assert masked[text].max() == 0.0 and masked[:5].max() == 0.0
+    assert _peak(masked) == (35, 20) and masked[35, 20] == pytest.approx(1.0)
+    assert masked[31, 16] == pytest.approx(0.8)  # 0.4 of a 0..0.5 range
+    assert mask_border(heat, 0.1)[35, 20] == pytest.approx(0.5)  # without it the text sets the scale
+    no_frame = mask_border(heat, 0.0, text)
+    assert no_frame[text].max() == 0.0 and no_frame[35, 20] == pytest.approx(1.0)
+    assert mask_border(heat, 0.0, np.zeros(heat.shape, bool)) is heat
+    with pytest.raises(ValueError, match="shape"):
+        mask_border(heat, 0.1, text[:10])
+
+
+def test_burned_in_text_is_left_out_of_the_map_by_default():
+    """The "Bright" class also lights up on bright text; the default map ignores it, mask_text=False keeps it."""
+    predictor = Predictor(  # at full resolution, so the network sees the characters
+        BrightDarkNet(),
+        label_space=LabelSpace("planted", ("Bright", "Dark")),
+        preprocess=PreprocessConfig(cache_size=256, input_size=256, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1),
+        target_layer=lambda m: m.features[2],
+        device="cpu",
+    )
+    rng = np.random.default_rng(2)
+    film = np.clip(0.2 + 0.03 * rng.standard_normal((256, 256)), 0, 1)
+    film[100:160, 110:170] = 0.9
+    ink = Image.fromarray(np.zeros(film.shape, np.uint8))
+    ImageDraw.Draw(ink).text((30, 30), "AP", fill=255, font=ImageFont.load_default(size=14), stroke_width=1,
+                             stroke_fill=255)
+    marked = np.maximum(film, 0.97 * (np.asarray(ink) / 255.0)).astype(np.float32)
+    text = burned_in_text_mask(marked)
+    assert text[np.asarray(ink) > 127].all() and not text[100:160, 110:170].any()
+
+    plain = explain(predictor, marked, "Bright", mask_text=False)
+    default = explain(predictor, marked, "Bright")
+    assert plain[text].max() > 0.3 and default[text].max() == 0.0
+    raw = explain(predictor, marked, "Bright", border=0.0, mask_text=False)
+    np.testing.assert_allclose(default, mask_border(raw, DEFAULT_BORDER, text), atol=1e-6)
+    np.testing.assert_allclose(plain, mask_border(raw, DEFAULT_BORDER), atol=1e-6)
 
 
 def test_named_layer_is_read_and_a_wrong_name_is_explained(predictor, image):

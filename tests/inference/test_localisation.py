@@ -83,6 +83,15 @@ def test_summary_is_per_border():
     assert total.loc[0.0, "mean_iou"] == pytest.approx(0.1) and total.loc[0.1, "mean_iou"] == pytest.approx(0.2)
 
 
+def test_summary_is_per_border_and_text_masking():
+    per_box = pd.DataFrame({"finding": ["Mass"] * 4, "border": [0.1] * 4, "mask_text": [False, True, False, True],
+                            "hit": [False, True, False, False], "center_hit": [False] * 4, "iou": [0.0, 0.6, 0.2, 0.2]})
+    total = summarise(per_box).query("`class` == 'All'").set_index("mask_text")
+    assert list(total["border"]) == [0.1, 0.1] and list(total["n_boxes"]) == [2, 2]
+    assert total.loc[False, "hit_rate"] == 0.0 and total.loc[True, "hit_rate"] == 0.5
+    assert total.loc[False, "mean_iou"] == pytest.approx(0.1) and total.loc[True, "mean_iou"] == pytest.approx(0.4)
+
+
 def test_parse_real_bbox_list(nih14_root):
     boxes = load_bboxes(nih14_root / "BBox_List_2017.csv")
     assert list(boxes.columns) == ["image_id", "finding", "x", "y", "w", "h"]
@@ -155,6 +164,37 @@ def test_evaluate_localisation_end_to_end(tmp_path):
     assert "Mass" in result.format_table()
 
 
+def test_text_masking_is_scored_on_the_same_maps(tmp_path):
+    """A film whose burned-in label outshines the finding: the pointing game misses without the
+    text mask and hits with it; one heatmap serves both rows."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(4)
+    film = np.clip(0.3 + 0.03 * rng.standard_normal((256, 256)), 0, 1)
+    film[120:180, 100:160] = 0.8  # the finding: dimmer than the label, but large
+    ink = Image.fromarray(np.zeros(film.shape, np.uint8))
+    ImageDraw.Draw(ink).text((30, 30), "PORTABLE", fill=255, font=ImageFont.load_default(size=14), stroke_width=1,
+                             stroke_fill=255)
+    film = np.maximum(film, 0.97 * np.asarray(ink) / 255.0)
+    Image.fromarray(np.round(film * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    boxes = pd.DataFrame([("a.png", "Mass", 100 * 4, 120 * 4, 60 * 4, 60 * 4)], columns=["image_id", "finding", "x", "y", "w", "h"])
+    predictor = Predictor(
+        _BrightNet(),
+        label_space=LabelSpace("toy", ("Mass", "Other")),
+        preprocess=PreprocessConfig(cache_size=256, input_size=256, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1),
+        target_layer=lambda m: m.features[2],
+        device="cpu",
+    )
+    result = evaluate_localisation(predictor, boxes, tmp_path, mask_text=[False, True], progress=False)
+    per_box = result.per_box.set_index("mask_text")
+    assert len(per_box) == 2 and set(per_box["border"]) == {0.08}
+    assert not per_box.loc[False, "hit"] and per_box.loc[True, "hit"]
+    summary = result.summary[result.summary["class"] == "All"].set_index("mask_text")
+    assert summary.loc[False, "hit_rate"] == 0.0 and summary.loc[True, "hit_rate"] == 1.0
+    default = evaluate_localisation(predictor, boxes, tmp_path, progress=False).per_box
+    assert default["mask_text"].tolist() == [True] and default["hit"].tolist() == [True]  # the dashboard's masking
+
+
 def test_explain_eval_cli_on_real_boxes(nih14_root, tmp_path, capsys):
     import shutil
 
@@ -179,7 +219,8 @@ def test_explain_eval_cli_on_real_boxes(nih14_root, tmp_path, capsys):
 
     out = tmp_path / "per_box.csv"
     code = main(["explain-eval", "--checkpoint", str(ckpt), "--images", str(images),
-                 "--bbox", str(nih14_root / "BBox_List_2017.csv"), "--method", "gradcam", "--out", str(out)])
+                 "--bbox", str(nih14_root / "BBox_List_2017.csv"), "--method", "gradcam", "--out", str(out),
+                 "--mask-text", "off", "on"])
     assert code == 0
     printed = capsys.readouterr()
     assert "center_hit_rate" in printed.out and "All" in printed.out
@@ -187,7 +228,8 @@ def test_explain_eval_cli_on_real_boxes(nih14_root, tmp_path, capsys):
         assert finding in printed.out
     assert "image not found" in printed.err
     per_box = pd.read_csv(out)
-    assert len(per_box) == len(expected_rows)
+    assert len(per_box) == 2 * len(expected_rows)  # each box scored without and with the text mask
+    assert per_box.groupby("mask_text").size().to_dict() == {False: len(expected_rows), True: len(expected_rows)}
     assert per_box["iou"].between(0, 1).all()
     # the centre pointer is a property of the boxes alone: check it independently
     for _, row in per_box.iterrows():

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(e.g. features.5); default: the architecture's registered layer")
     p.add_argument("--border", type=float, nargs="+", help="fraction(s) of each image side masked out of the map, "
                    "each scored on the same maps (0 = none; default: the dashboard's)")
+    p.add_argument("--mask-text", choices=("on", "off"), nargs="+", help="leave burned-in text and markers out "
+                   "of the map too (on) or not (off); 'off on' scores both on the same maps (default: the dashboard's, on)")
     p.add_argument("--sample", type=int, help="score a seeded random sample of N boxes (quick runs)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample")
     p.add_argument("--level", type=float, default=0.5, help="heatmap level (fraction of its maximum) for IoU")
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
         lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs, device=args.device)
     result = evaluate_localisation(
-        predictor, boxes, args.images, method=args.method, layer=args.layer, borders=args.border, level=args.level,
+        predictor, boxes, args.images, method=args.method, layer=args.layer, borders=args.border,
+        mask_text=[value == "on" for value in args.mask_text] if args.mask_text else None, level=args.level,
         batch_size=args.batch_size, original_size=args.original_size, lungs=lungs,
     )
     print(f"{args.method} at {args.layer or 'the registered layer'}, {len(boxes)} boxes of {args.bbox} "
