@@ -2,8 +2,8 @@
 
 A review session is a team's pass over one evaluation run. Each named reader records, per
 film and finding, their own call (finding present / absent / unsure), optionally how sure
-they are (1-5), why (a reason from :data:`REASONS` plus a note) and where (a point on the
-image, as fractions of its width and height). In an unblinded session the call is also
+they are (1-5), why (a reason from :data:`REASONS` plus a note) and where (a point or a box on
+the image, as fractions of its width and height). In an unblinded session the call is also
 stated as a verdict on the model (agree, model wrong, label wrong, unsure).
 
 Verdicts are keyed by (session, image, class, reader): readers never overwrite each other, a
@@ -18,8 +18,11 @@ short-lived connection. A database that stays locked past the timeout is a
 :class:`~cxr_core.errors.ReviewStoreError`, never a raw ``sqlite3`` error.
 
 Schema versions (``PRAGMA user_version``): 0 is the first, single-reader layout (one verdict
-per session, image and class); 2 is this one. Older files are migrated in place on open,
-inside one transaction, keeping every verdict (their reader, possibly empty, is kept as is).
+per session, image and class); 2 added readers, history, positions and adjudications; 3 (this
+one) adds a box for "where". Older files are migrated in place on open, inside one
+transaction, keeping every verdict. Verdicts saved before readers were named have an empty
+reader; the migration names them :data:`LEGACY_READER`, a name no reader can take, so they
+stay visible as one reader in every table and export and nobody can change them.
 
 The file lives in ``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
 """
@@ -42,7 +45,7 @@ from cxr_core.utils.csv_safe import write_records_csv
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VERDICTS: tuple[str, ...] = ("agree", "model_wrong", "label_wrong", "unsure")
 FINDINGS: tuple[str, ...] = ("present", "absent", "unsure")
 MODES: tuple[str, ...] = ("unblinded", "blind_labels", "blind_all")
@@ -53,10 +56,14 @@ REASONS: tuple[str, ...] = (
     "chronic or prior change", "label ambiguous", "other",
 )
 DB_NAME = "review.sqlite3"
+LEGACY_READER = "unnamed (before readers)"
+"""The reader of verdicts saved before readers were named (reserved: nobody can save under it)."""
 EXPORT_COLUMNS: tuple[str, ...] = (
     "session_id", "session_name", "checkpoint", "eval_run", "mode", "image_id", "class_name", "reviewer",
-    "finding", "verdict", "confidence", "reason", "note", "point_x", "point_y", "updated",
+    "finding", "verdict", "confidence", "reason", "note", "point_x", "point_y", "box_x0", "box_y0", "box_x1", "box_y1",
+    "updated",
 )
+_BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
 
 _VERDICT_COLUMNS = """
     session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -70,6 +77,10 @@ _VERDICT_COLUMNS = """
     note TEXT NOT NULL DEFAULT '',
     point_x REAL,
     point_y REAL,
+    box_x0 REAL,
+    box_y0 REAL,
+    box_x1 REAL,
+    box_y1 REAL,
     updated TEXT NOT NULL
 """
 
@@ -115,7 +126,7 @@ CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, i
 """
 
 _FIELDS = ("session_id", "image_id", "class_name", "reviewer", "finding", "verdict", "confidence", "reason",
-           "note", "point_x", "point_y", "updated")
+           "note", "point_x", "point_y", *_BOX_COLUMNS, "updated")
 
 
 def default_review_dir() -> Path:
@@ -135,6 +146,9 @@ def clean_reader(name: object) -> str:
         raise ReviewStoreError("a verdict needs the reader's name or initials; enter them before saving")
     if len(clean) > 64:
         raise ReviewStoreError(f"reader name '{clean[:20]}…' is longer than 64 characters")
+    if clean.casefold() == LEGACY_READER.casefold():
+        raise ReviewStoreError(f"'{LEGACY_READER}' marks verdicts saved before readers were named; "
+                               "enter your own name or initials")
     return clean
 
 
@@ -166,6 +180,8 @@ class Verdict:
     confidence: int | None = None
     reason: str = ""
     point: tuple[float, float] | None = None
+    box: tuple[float, float, float, float] | None = None
+    """(x0, y0, x1, y1), top-left and bottom-right corners as fractions of the image's width and height."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +253,7 @@ class ReviewStore:
                     for statement in _TABLES.split(";"):
                         if statement.strip():
                             conn.execute(statement)
+                    self._to_v3(conn)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -261,7 +278,20 @@ class ReviewStore:
         conn.execute(f"INSERT INTO verdict_history ({old}) SELECT {old} FROM verdicts_v0 ORDER BY updated")
         moved = conn.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
         conn.execute("DROP TABLE verdicts_v0")
-        logger.info("migrated review database %s to schema %d (%d verdict(s) kept)", self.path, SCHEMA_VERSION, moved)
+        logger.info("migrated review database %s from the single-reader layout (%d verdict(s) kept)", self.path, moved)
+
+    def _to_v3(self, conn: sqlite3.Connection) -> None:
+        """Schema 2 -> 3: a box for "where", and an explicit name for verdicts saved before readers were named."""
+        for table in ("verdicts", "verdict_history"):
+            columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            for column in _BOX_COLUMNS:
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} REAL")
+            renamed = conn.execute(f"UPDATE {table} SET reviewer = ? WHERE TRIM(reviewer) = ''",
+                                   (LEGACY_READER,)).rowcount
+            if renamed and table == "verdicts":
+                logger.info("review database %s: %d verdict(s) saved before readers were named are now by '%s'",
+                            self.path, renamed, LEGACY_READER)
 
     def schema_version(self) -> int:
         with self._connect() as conn:
@@ -343,11 +373,13 @@ class ReviewStore:
     # -- verdicts ---------------------------------------------------------------------------
     def record(self, session_id: int, image_id: str, class_name: str, verdict: str | None = None,
                note: str = "", reviewer: str = "", *, finding: str | None = None, confidence: int | None = None,
-               reason: str = "", point: Sequence[float] | None = None) -> Verdict:
+               reason: str = "", point: Sequence[float] | None = None,
+               box: Sequence[float] | None = None) -> Verdict:
         """Insert or change ``reviewer``'s verdict on one (session, image, class); every save is kept in history.
 
-        ``verdict`` (on the model) and/or ``finding`` (the reader's own call) must be given;
-        ``point`` is (x, y) as fractions of the image's width and height.
+        ``verdict`` (on the model) and/or ``finding`` (the reader's own call) must be given.
+        ``point`` is (x, y) and ``box`` (x0, y0, x1, y1) (any two opposite corners), as fractions of
+        the image's width and height.
         """
         reviewer = clean_reader(reviewer)
         if verdict is None and finding is None:
@@ -364,16 +396,15 @@ class ReviewStore:
             confidence = int(confidence)
         if reason not in REASONS:
             raise ReviewStoreError(f"reason '{reason}' is not one of: {', '.join(r for r in REASONS if r)}")
-        px = py = None
-        if point is not None:
-            try:
-                px, py = (float(v) for v in point)
-            except (TypeError, ValueError):
-                raise ReviewStoreError(f"a point is (x, y) as fractions of the image size, not {point!r}") from None
-            if not (0.0 <= px <= 1.0 and 0.0 <= py <= 1.0) or math.isnan(px) or math.isnan(py):
-                raise ReviewStoreError(f"point ({px}, {py}) lies outside the image; x and y must be between 0 and 1")
+        px, py = _fractions(point, "point", "(x, y)") if point is not None else (None, None)
+        corners: tuple = (None,) * 4
+        if box is not None:
+            x0, y0, x1, y1 = _fractions(box, "box", "(x0, y0, x1, y1)")
+            corners = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+            if corners[0] == corners[2] or corners[1] == corners[3]:
+                raise ReviewStoreError(f"box {tuple(box)} has no area; drag across the region, or click to mark a point")
         values = (int(session_id), str(image_id), str(class_name), reviewer, finding, verdict, confidence,
-                  str(reason), str(note), px, py, _now())
+                  str(reason), str(note), px, py, *corners, _now())
         columns = ", ".join(_FIELDS)
         marks = ", ".join("?" * len(_FIELDS))
         updates = ", ".join(f"{c} = excluded.{c}" for c in _FIELDS[4:])
@@ -477,6 +508,20 @@ class ReviewStore:
         return len(rows)
 
 
+def _fractions(values: Sequence[float], name: str, form: str) -> tuple[float, ...]:
+    """The coordinates of a point or box, each a fraction of the image's width or height (0 to 1)."""
+    wrong = ReviewStoreError(f"a {name} is {form} as fractions of the image size, not {values!r}")
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise wrong from None
+    if len(out) != form.count(",") + 1:
+        raise wrong
+    if any(math.isnan(v) or not 0.0 <= v <= 1.0 for v in out):
+        raise ReviewStoreError(f"{name} {out} lies outside the image; every coordinate must be between 0 and 1")
+    return out
+
+
 def _session(row: sqlite3.Row) -> ReviewSession:
     return ReviewSession(int(row["id"]), row["name"], row["checkpoint"], row["eval_run"],
                          json.loads(row["filters"] or "{}"), row["created"], int(row["position"]),
@@ -485,6 +530,7 @@ def _session(row: sqlite3.Row) -> ReviewSession:
 
 def _verdict(row: Mapping | sqlite3.Row) -> Verdict:
     point = (float(row["point_x"]), float(row["point_y"])) if row["point_x"] is not None else None
+    box = tuple(float(row[c]) for c in _BOX_COLUMNS) if row["box_x0"] is not None else None
     return Verdict(int(row["session_id"]), row["image_id"], row["class_name"], row["verdict"], row["note"],
                    row["reviewer"], row["updated"], row["finding"],
-                   int(row["confidence"]) if row["confidence"] is not None else None, row["reason"], point)
+                   int(row["confidence"]) if row["confidence"] is not None else None, row["reason"], point, box)

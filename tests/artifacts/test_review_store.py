@@ -12,9 +12,12 @@ import pytest
 
 from cxr_core.artifacts.review_store import (
     EXPORT_COLUMNS,
+    LEGACY_READER,
+    SCHEMA_VERSION,
     ReviewStore,
     ReviewStoreError,
 )
+from tests.review_fixtures import V2_ROWS, V2_SCHEMA, old_database
 
 
 @pytest.fixture
@@ -230,67 +233,32 @@ def test_a_locked_database_is_a_review_store_error(store):
 
 # --------------------------------------------------------------------------- migration
 
-# The schema as the first (single-reader) release created it, verbatim, and rows as it wrote them.
-_V0_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    checkpoint TEXT NOT NULL,
-    eval_run TEXT NOT NULL,
-    filters TEXT NOT NULL DEFAULT '{}',
-    created TEXT NOT NULL,
-    position INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS verdicts (
-    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    image_id TEXT NOT NULL,
-    class_name TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('agree', 'model_wrong', 'label_wrong', 'unsure')),
-    note TEXT NOT NULL DEFAULT '',
-    reviewer TEXT NOT NULL DEFAULT '',
-    updated TEXT NOT NULL,
-    UNIQUE (session_id, image_id, class_name)
-);
-INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position) VALUES
-    ('AB 2024-05-01', '/ckpt/nih_small', 'val', '{"class": "Edema", "order": "highest probability first", "outcomes": ["FP", "FN"]}',
-     '2026-12-01T20:05:11.120+00:00', 4),
-    ('second', '/ckpt/nih_small', 'test', '{}', '2026-12-01T20:06:00.000+00:00', 0);
-INSERT INTO verdicts VALUES
-    (1, '00000001_000.png', 'Edema', 'model_wrong', 'no edema', 'A', '2026-12-01T20:09:59.001+00:00'),
-    (1, '00000002_000.png', 'Edema', 'agree', '', '', '2026-12-01T20:10:30.000+00:00'),
-    (2, '00000003_000.png', 'Mass', 'label_wrong', 'mass RUL', 'CD', '2026-12-01T20:11:00.000+00:00');
-"""
-
-
-def old_database(folder):
-    folder.mkdir(parents=True)
-    conn = sqlite3.connect(folder / "review.sqlite3")
-    conn.executescript(_V0_SCHEMA)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.close()
-
-
 def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
     folder = tmp_path / "old"
     old_database(folder)
     store = ReviewStore(folder)
-    assert store.schema_version() == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     first = store.session(1)
     assert (first.name, first.position, first.mode, first.classes) == ("AB 2024-05-01", 4, "unblinded", ())
     assert first.filters["class"] == "Edema"
     got = [(v.session_id, v.image_id, v.class_name, v.verdict, v.note, v.reviewer, v.updated) for v in store.verdicts()]
     assert got == [
         (1, "00000001_000.png", "Edema", "model_wrong", "no edema", "A", "2026-12-01T20:09:59.001+00:00"),
-        (1, "00000002_000.png", "Edema", "agree", "", "", "2026-12-01T20:10:30.000+00:00"),
+        (1, "00000002_000.png", "Edema", "agree", "", LEGACY_READER, "2026-12-01T20:10:30.000+00:00"),
         (2, "00000003_000.png", "Mass", "label_wrong", "mass RUL", "CD", "2026-12-01T20:11:00.000+00:00"),
     ]
     assert len(store.history(1)) == 2  # the old verdicts start the history
+    assert [v.reviewer for v in store.history(1)] == ["A", LEGACY_READER]
+    assert store.readers(1) == ["A", LEGACY_READER]
+    assert [r["reviewer"] for r in store.export_rows(1)] == ["A", LEGACY_READER]
     # a second reader can now add their own verdict to a migrated case without replacing A's
     store.record(1, "00000001_000.png", "Edema", "unsure", reviewer="CD")
     assert {v.reviewer: v.verdict for v in store.verdicts(1) if v.image_id == "00000001_000.png"} == {
         "A": "model_wrong", "CD": "unsure"}
+    with pytest.raises(ReviewStoreError, match="before readers were named"):  # nobody can change them
+        store.record(1, "00000002_000.png", "Edema", "model_wrong", reviewer=" Unnamed (before  readers) ")
     again = ReviewStore(folder)  # opening a migrated file again changes nothing
-    assert len(again.verdicts()) == 4 and again.schema_version() == 2
+    assert len(again.verdicts()) == 4 and again.schema_version() == 3
 
 
 def test_migration_by_two_processes_at_once_loses_nothing(tmp_path):
@@ -301,3 +269,53 @@ def test_migration_by_two_processes_at_once_loses_nothing(tmp_path):
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert len(ReviewStore(folder).verdicts()) == 3
+
+
+def test_schema_2_database_migrates_to_boxes_and_names_its_unnamed_verdicts(tmp_path):
+    """A file written by schema 2 (after it had migrated a single-reader file): nothing lost, boxes now stored."""
+    folder = tmp_path / "v2"
+    old_database(folder, V2_ROWS, V2_SCHEMA)
+    store = ReviewStore(folder)
+    assert store.schema_version() == 3
+    by_reader = {v.reviewer: v for v in store.verdicts(1)}
+    assert set(by_reader) == {LEGACY_READER, "CD"}
+    assert (by_reader[LEGACY_READER].verdict, by_reader[LEGACY_READER].updated) == (
+        "agree", "2026-12-01T20:10:30.000+00:00")
+    cd = by_reader["CD"]
+    assert (cd.finding, cd.confidence, cd.reason, cd.note, cd.point, cd.box) == (
+        "absent", 4, "subtle finding", "clear bases", (0.25, 0.75), None)
+    assert [v.reviewer for v in store.history(1)] == [LEGACY_READER, "CD"]
+    assert store.reader_position(1, "CD") == (1, "00000002_000.png")
+    assert [(a.label, a.adjudicator) for a in store.adjudications(1)] == [(0, "ADJ")]
+    store.record(1, "00000002_000.png", "Edema", reviewer="CD", finding="present", box=(0.6, 0.5, 0.2, 0.1))
+    assert store.verdict(1, "00000002_000.png", "Edema", "CD").box == (0.2, 0.1, 0.6, 0.5)
+    assert [v.box for v in store.history(1, reviewer="CD")] == [None, (0.2, 0.1, 0.6, 0.5)]
+    assert len(store.verdicts(1)) == 2
+
+
+def test_box_round_trip_export_and_validation(store, tmp_path):
+    s = store.create_session("boxes", "ckpt", "val")
+    store.record(s.id, "a.png", "Mass", reviewer="AB", finding="present", box=(0.1, 0.2, 0.4, 0.5))
+    store.record(s.id, "b.png", "Mass", reviewer="AB", finding="present", point=(0.3, 0.6))
+    assert store.verdict(s.id, "a.png", "Mass", "AB").box == (0.1, 0.2, 0.4, 0.5)
+    assert store.verdict(s.id, "b.png", "Mass", "AB").box is None
+    out = tmp_path / "boxes.csv"
+    store.export_csv(out, s.id)
+    with out.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["box_x0"], r["box_y0"], r["box_x1"], r["box_y1"]) for r in rows] == [("0.1", "0.2", "0.4", "0.5"),
+                                                                                   ("", "", "", "")]
+    assert (rows[1]["point_x"], rows[1]["point_y"]) == ("0.3", "0.6")
+    for bad, match in (((0.1, 0.2, 0.1, 0.5), "no area"), ((0.1, 0.2, 1.4, 0.5), "outside the image"),
+                       ((0.1, 0.2, 0.3), "fractions"), ("box", "fractions")):
+        with pytest.raises(ReviewStoreError, match=match):
+            store.record(s.id, "c.png", "Mass", reviewer="AB", finding="present", box=bad)
+    assert store.verdict(s.id, "c.png", "Mass", "AB") is None
+
+
+def test_the_legacy_reader_name_is_reserved(store):
+    s = store.create_session("r1", "ckpt", "val")
+    with pytest.raises(ReviewStoreError, match="enter your own name"):
+        store.record(s.id, "img1.png", "Edema", "agree", reviewer=LEGACY_READER)
+    with pytest.raises(ReviewStoreError, match="enter your own name"):
+        store.adjudicate(s.id, "img1.png", "Edema", 1, LEGACY_READER.upper())
