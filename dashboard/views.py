@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from cxr_core.evaluation.review import kappa_text
+
 MODE_LABELS = {
     "unblinded": "Unblinded (label and model shown)",
     "blind_labels": "Blinded to labels (model shown)",
@@ -41,16 +43,17 @@ def film_label(index: int, image_id: str, reviewed: bool) -> str:
 
 
 def agreement_display(table: pd.DataFrame) -> pd.DataFrame:
-    """The kappa table with readable titles; Fleiss rows say 'all readers'."""
+    """The kappa table with readable titles; Fleiss rows say 'all readers'. κ and agreement are text, so a
+    kappa without a value says why instead of showing an empty 'None' cell."""
     shown = pd.DataFrame({
         "Finding": table["class_name"],
         "Statistic": table["statistic"].map({"cohen": "Cohen's κ", "fleiss": "Fleiss' κ"}),
         "Between": [f"{a} vs {b}" if s == "cohen" else f"all {n} readers"
                     for a, b, s, n in zip(table["rater_a"], table["rater_b"], table["statistic"], table["n_raters"])],
         "Films": table["n_items"],
-        "κ": table["kappa"],
+        "κ": [kappa_text(k, why) for k, why in zip(table["kappa"], table["undefined"])],
         "95% CI": [("–" if pd.isna(lo) else f"{lo:.2f} to {hi:.2f}") for lo, hi in zip(table["ci_low"], table["ci_high"])],
-        "Agreement": table["observed_agreement"],
+        "Agreement": ["–" if pd.isna(a) else f"{a:.3f}" for a in table["observed_agreement"]],
     })
     return shown.reset_index(drop=True)
 

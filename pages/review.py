@@ -213,10 +213,9 @@ if view == "Agreement":
     table = _agreement(stamp, frame)
     st.caption("Cohen's κ for each pair of readers and of each reader with the dataset label and with the model at "
                "the session's thresholds; Fleiss' κ when three or more readers called a finding. 95% bootstrap "
-               "intervals over films. Agreement: share of films with the same call (Fleiss: unanimous).")
-    st.dataframe(views.agreement_display(table), hide_index=True, key="rev_agreement",
-                 column_config={"κ": st.column_config.NumberColumn(format="%.3f"),
-                                "Agreement": st.column_config.NumberColumn(format="%.3f")})
+               "intervals over films. Agreement: share of films with the same call (Fleiss: unanimous). κ has no value "
+               "when fewer than 2 films were called by both, or when every call was the same.")
+    st.dataframe(views.agreement_display(table), hide_index=True, key="rev_agreement")
     st.stop()
 
 if view == "Adjudicate":

@@ -33,7 +33,7 @@ from cxr_core.artifacts.review_store import (
     Verdict,
 )
 from cxr_core.errors import CheckpointError, ReviewStoreError
-from cxr_core.metrics.agreement import agreement_table
+from cxr_core.metrics.agreement import NO_VARIATION, TOO_FEW, agreement_table
 from cxr_core.metrics.confusion import confusion_counts, threshold_metrics
 from cxr_core.metrics.ranking import roc_auc
 from cxr_core.utils.csv_safe import write_records_csv
@@ -44,6 +44,8 @@ LABEL_RATER, MODEL_RATER = "dataset label", "model"
 EXPORT_EXTRA = ("probability", "threshold", "threshold_set", "ground_truth", "model_call", "outcome", "reader_call")
 SESSION_EXPORT_COLUMNS = (*EXPORT_COLUMNS, *EXPORT_EXTRA)
 OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "npv")
+KAPPA_UNDEFINED = {TOO_FEW: "undefined: fewer than 2 shared films", NO_VARIATION: "undefined: every call the same"}
+"""What the Review page and ``cxr review agreement`` say instead of a kappa that has no value."""
 
 
 def verdict_for(call: str, label: float | None, model_positive: bool) -> str:
@@ -150,8 +152,18 @@ def ratings(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement(frame: pd.DataFrame, *, n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
-    """Kappa table of a session's verdict frame (readers pairwise and vs label and model; Fleiss for 3+)."""
-    return agreement_table(ratings(frame), references=(LABEL_RATER, MODEL_RATER), n_boot=n_boot, seed=seed)
+    """Kappa table of a session's verdict frame (readers pairwise and vs label and model; Fleiss for 3+);
+    ``undefined`` says in words why a kappa has no value (:data:`KAPPA_UNDEFINED`), '' when it has one."""
+    table = agreement_table(ratings(frame), references=(LABEL_RATER, MODEL_RATER), n_boot=n_boot, seed=seed)
+    table["undefined"] = table["undefined"].map(lambda code: KAPPA_UNDEFINED.get(code, code))
+    return table
+
+
+def kappa_text(kappa: float, undefined: str) -> str:
+    """A kappa as shown to readers: three decimals, or why it is undefined (never 'nan' or 'None')."""
+    if undefined:
+        return undefined
+    return "undefined" if pd.isna(kappa) else f"{kappa:.3f}"
 
 
 def disagreements(frame: pd.DataFrame, adjudications: Sequence[Adjudication] = ()) -> pd.DataFrame:
@@ -361,7 +373,8 @@ def export_session(store: ReviewStore, session_id: int | None, path) -> int:
 
 
 __all__ = [
-    "EXPORT_EXTRA", "LABEL_RATER", "MODEL_RATER", "SESSION_EXPORT_COLUMNS", "SessionData",
+    "EXPORT_EXTRA", "KAPPA_UNDEFINED", "LABEL_RATER", "MODEL_RATER", "SESSION_EXPORT_COLUMNS", "SessionData",
+    "kappa_text",
     "ORDERS", "agreement", "call_of", "film_findings", "film_queue", "next_unreviewed", "resume_index",
     "reviewed_films", "visible", "corrected_labels", "corrected_metrics", "disagreements", "export_session", "film_cases",
     "load_session", "majority_call", "ratings", "session_classes", "session_frame", "session_thresholds",

@@ -5,8 +5,9 @@ Ratings come as a long table, one row per (item, class, rater) with a categorica
 draw takes items with replacement and recomputes the statistic, and the interval is the
 percentile interval of the draws (draws where kappa is undefined are dropped).
 
-Kappa is undefined (NaN) when fewer than two items are rated by both raters or when chance
-agreement is 1 (both raters used one and the same category throughout).
+Kappa is undefined (NaN) when fewer than two items are rated by both raters (:data:`TOO_FEW`)
+or when chance agreement is 1 (:data:`NO_VARIATION`: every rating is one and the same
+category); the table's ``undefined`` column says which, so no caller has to guess why.
 
 Cohen's point estimate is :func:`sklearn.metrics.cohen_kappa_score`; the bootstrap uses the
 same formula on a confusion matrix (tested equal). Fleiss' kappa follows Fleiss (1971) and is
@@ -27,8 +28,17 @@ from cxr_core.errors import MetricInputError
 
 RATING_COLUMNS = ("item", "class_name", "rater", "rating")
 AGREEMENT_COLUMNS = ("class_name", "statistic", "rater_a", "rater_b", "n_items", "n_raters", "kappa", "ci_low",
-                     "ci_high", "observed_agreement")
+                     "ci_high", "observed_agreement", "undefined")
 COHEN, FLEISS = "cohen", "fleiss"
+TOO_FEW, NO_VARIATION = "too_few", "no_variation"
+"""Why a kappa is undefined: fewer than two items rated by all its raters; every rating the same category."""
+
+
+def _undefined(kappa: float, n_items: int) -> str:
+    """'' for a defined kappa, else :data:`TOO_FEW` or :data:`NO_VARIATION`."""
+    if n_items < 2:
+        return TOO_FEW
+    return NO_VARIATION if np.isnan(kappa) else ""
 
 
 def _codes(a: Sequence, b: Sequence) -> tuple[np.ndarray, np.ndarray, int]:
@@ -108,7 +118,8 @@ def _pair_row(class_name: str, a: str, b: str, x: pd.Series, y: pd.Series, n_boo
     low, high = _percentiles(draws)
     observed = float((cx == cy).mean()) if len(cx) else float("nan")
     return {"class_name": class_name, "statistic": COHEN, "rater_a": a, "rater_b": b, "n_items": int(len(cx)),
-            "n_raters": 2, "kappa": kappa, "ci_low": low, "ci_high": high, "observed_agreement": observed}
+            "n_raters": 2, "kappa": kappa, "ci_low": low, "ci_high": high, "observed_agreement": observed,
+            "undefined": _undefined(kappa, len(cx))}
 
 
 def agreement_table(ratings: pd.DataFrame, *, references: Sequence[str] = (), n_boot: int = 500,
@@ -145,5 +156,5 @@ def agreement_table(ratings: pd.DataFrame, *, references: Sequence[str] = (), n_
             observed = float((complete.nunique(axis=1) == 1).mean()) if len(complete) else float("nan")
             rows.append({"class_name": class_name, "statistic": FLEISS, "rater_a": "", "rater_b": "",
                          "n_items": int(len(counts)), "n_raters": len(readers), "kappa": kappa, "ci_low": low,
-                         "ci_high": high, "observed_agreement": observed})
+                         "ci_high": high, "observed_agreement": observed, "undefined": _undefined(kappa, len(counts))})
     return pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))

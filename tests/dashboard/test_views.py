@@ -15,14 +15,20 @@ def test_activation_log_newest_first():
     assert shown["When (UTC)"].iloc[0] == "2026-12-01 21:00:00"
 
 
-def test_agreement_display_keeps_numbers():
-    table = pd.DataFrame({"class_name": ["Edema", "Edema"], "statistic": ["cohen", "fleiss"], "rater_a": ["A", ""],
-                          "rater_b": ["B", ""], "n_items": [10, 9], "n_raters": [2, 3], "kappa": [0.5, 0.25],
-                          "ci_low": [0.1, float("nan")], "ci_high": [0.8, float("nan")],
-                          "observed_agreement": [0.7, 0.6]})
+def test_agreement_display_keeps_numbers_and_says_why_kappa_is_undefined():
+    nan = float("nan")
+    table = pd.DataFrame({"class_name": ["Edema"] * 4, "statistic": ["cohen", "fleiss", "cohen", "cohen"],
+                          "rater_a": ["A", "", "A", "B"], "rater_b": ["B", "", "model", "model"], "n_items": [10, 9, 6, 0],
+                          "n_raters": [2, 3, 2, 2], "kappa": [0.5, 0.25, nan, nan], "ci_low": [0.1, nan, nan, nan],
+                          "ci_high": [0.8, nan, nan, nan], "observed_agreement": [0.7, 0.6, 1.0, nan],
+                          "undefined": ["", "", "undefined: every call the same", "undefined: fewer than 2 shared films"]})
     shown = views.agreement_display(table)
-    assert shown["Between"].tolist() == ["A vs B", "all 3 readers"]
-    assert shown["κ"].tolist() == [0.5, 0.25] and shown["95% CI"].tolist() == ["0.10 to 0.80", "–"]
+    assert shown["Between"].tolist() == ["A vs B", "all 3 readers", "A vs model", "B vs model"]
+    assert shown["κ"].tolist() == ["0.500", "0.250", "undefined: every call the same",
+                                   "undefined: fewer than 2 shared films"]
+    assert shown["95% CI"].tolist() == ["0.10 to 0.80", "–", "–", "–"]
+    assert shown["Agreement"].tolist() == ["0.700", "0.600", "1.000", "–"]
+    assert not any(text in str(cell) for text in ("None", "nan") for cell in shown.to_numpy().ravel())
 
 
 def test_disagreement_and_corrected_display():

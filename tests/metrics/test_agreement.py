@@ -9,7 +9,8 @@ from sklearn.metrics import cohen_kappa_score
 
 from cxr_core.errors import MetricInputError
 from cxr_core.metrics.agreement import (
-    AGREEMENT_COLUMNS, _codes, _cohen_from_codes, agreement_table, cohen_kappa, fleiss_kappa, fleiss_table,
+    AGREEMENT_COLUMNS, NO_VARIATION, TOO_FEW, _codes, _cohen_from_codes, agreement_table, cohen_kappa, fleiss_kappa,
+    fleiss_table,
 )
 
 CATS = ("present", "absent", "unsure")
@@ -92,6 +93,27 @@ def test_agreement_table_pairs_references_and_fleiss():
     assert mass["n_items"] == 3
     assert mass["kappa"] == pytest.approx(cohen_kappa_score(["present", "absent", "present"], ["present", "absent", "absent"]))
     assert mass["observed_agreement"] == pytest.approx(2 / 3)
+    assert set(table["undefined"]) == {""}  # every kappa here is a number
+
+
+def test_agreement_table_says_why_a_kappa_is_undefined():
+    ratings = long_frame({
+        "Edema": {"A": ["absent"] * 4, "B": ["absent"] * 4, "C": ["absent"] * 4},  # one category throughout
+        "Mass": {"A": ["present", None, "absent"], "B": [None, "present", "absent"]},  # one shared item
+        "Hernia": {"A": ["present", "absent", "absent"], "B": ["absent", "absent", "present"]},
+    })
+    table = agreement_table(ratings, n_boot=50).set_index(["class_name", "statistic", "rater_a", "rater_b"])
+    edema = table.loc[("Edema", "cohen", "A", "B")]
+    assert np.isnan(edema["kappa"]) and edema["undefined"] == NO_VARIATION and edema["observed_agreement"] == 1.0
+    fleiss = table.loc[("Edema", "fleiss", "", "")]
+    assert np.isnan(fleiss["kappa"]) and fleiss["undefined"] == NO_VARIATION
+    mass = table.loc[("Mass", "cohen", "A", "B")]
+    assert np.isnan(mass["kappa"]) and mass["undefined"] == TOO_FEW and mass["n_items"] == 1
+    hernia = table.loc[("Hernia", "cohen", "A", "B")]
+    expected = cohen_kappa_score(["present", "absent", "absent"], ["absent", "absent", "present"])
+    assert hernia["kappa"] == pytest.approx(expected) and hernia["undefined"] == ""
+    # NaN exactly when a reason is given
+    assert (table["kappa"].isna() == (table["undefined"] != "")).all()
 
 
 def test_agreement_table_refuses_duplicates_and_missing_columns():

@@ -7,7 +7,7 @@ import argparse
 import pandas as pd
 
 from cxr_core.artifacts.review_store import ReviewStore
-from cxr_core.evaluation.review import agreement, export_session, load_session, session_frame
+from cxr_core.evaluation.review import agreement, export_session, kappa_text, load_session, session_frame
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = sub.add_parser("agreement", help="kappa table of a session",
                        description="Per class: Cohen's kappa for every pair of readers and of each reader with the "
                                    "dataset label and the model at the session's thresholds; Fleiss' kappa for three or "
-                                   "more readers; 95%% bootstrap intervals over films.")
+                                   "more readers; 95%% bootstrap intervals over films. A kappa without a value says "
+                                   "why: fewer than 2 films called by both, or every call the same.")
     a.add_argument("--db", required=True, help="folder holding review.sqlite3")
     a.add_argument("--session", type=int, required=True, help="session id")
     a.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals (0: none)")
@@ -54,8 +55,9 @@ def run_agreement(args: argparse.Namespace) -> int:
     if table.empty:
         print(f"session {args.session} has no reader calls yet")
         return 0
-    shown = table.copy()
-    for column in ("kappa", "ci_low", "ci_high", "observed_agreement"):
+    shown = table.drop(columns="undefined")
+    shown["kappa"] = [kappa_text(k, why) for k, why in zip(table["kappa"], table["undefined"])]
+    for column in ("ci_low", "ci_high", "observed_agreement"):
         shown[column] = shown[column].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")
     print(f"session {args.session} · {data.session.name} · mode {data.session.mode} · readers: "
           f"{', '.join(store.readers(args.session))}")
