@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cxr_core.inference.findings import NORMAL_CLASSES, FindingsSummary
+from dashboard.marks import Mark, grid
 from dashboard.viewer import png_data_uri
 
 POSITIVE = "#c0392b"
@@ -108,6 +110,64 @@ def image_viewer(original: np.ndarray, *, heat: np.ndarray | None = None,
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, range=[height_px, 0], row=1, col=col,
                          scaleanchor=f"x{suffix}", constrain="domain")
     fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="zoom", uirevision="viewer")
+    return fig
+
+
+MARK_COLOURS = ("#00e5ff", "#ffd600", "#ff4081", "#76ff03", "#ff9100", "#d500f9", "#1de9b6", "#ffffff")
+"""Bright colours that stay visible on a grayscale film (one per finding or per reader)."""
+
+
+@dataclass(frozen=True)
+class ShownMark:
+    """One mark drawn on the film: ``label`` in the legend and beside it, dashed until it is saved."""
+
+    label: str
+    mark: Mark
+    colour: str
+    saved: bool = True
+    hover: str = ""
+
+
+def film_figure(image: np.ndarray, marks: Sequence[ShownMark] = (), *, window: tuple[float, float, float, float] | None
+                = None, selectable: bool = False, drag: str = "pan", height: int = 600) -> go.Figure:
+    """The Review page's film viewer: the image (uint8 gray or RGB, e.g. with a heatmap blended in) and marks.
+
+    ``selectable`` lays the invisible click grid of :mod:`dashboard.marks` over the film (trace
+    ``GRID_TRACE``), so a click or a box drag becomes a selection the page turns into a mark;
+    marks then ignore the pointer, so a click on a mark still lands on the grid. ``drag`` is
+    Plotly's drag mode ("pan", or "select" to drag a box). ``window`` = (x0, x1, y0, y1) pixels
+    shown (a zoom); default the whole film.
+    """
+    height_px, width_px = image.shape[:2]
+    fig = go.Figure(go.Image(source=png_data_uri(image), hoverinfo="skip"))
+    if selectable:
+        xs, ys = grid(width_px, height_px)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="grid", showlegend=False, hoverinfo="none",
+                                 marker=dict(size=6, opacity=0), selected=dict(marker=dict(opacity=0)),
+                                 unselected=dict(marker=dict(opacity=0))))  # trace GRID_TRACE
+    for shown in marks:
+        style = dict(color=shown.colour, width=3, dash="solid" if shown.saved else "dash")
+        hover = dict(hoverinfo="skip") if selectable else dict(hovertext=shown.hover or shown.label, hoverinfo="text")
+        if shown.mark.box is not None:
+            x0, y0, x1, y1 = shown.mark.box
+            xs = np.array([x0, x1, x1, x0, x0]) * width_px
+            ys = np.array([y0, y0, y1, y1, y0]) * height_px
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+text", line=style, name=shown.label,
+                                     text=[shown.label, "", "", "", ""], textposition="top right",
+                                     textfont=dict(color=shown.colour, size=13), **hover))
+        elif shown.mark.point is not None:
+            fig.add_trace(go.Scatter(x=[shown.mark.point[0] * width_px], y=[shown.mark.point[1] * height_px],
+                                     mode="markers+text", name=shown.label, text=[shown.label],
+                                     textposition="top right", textfont=dict(color=shown.colour, size=13),
+                                     marker=dict(symbol="circle-open" if shown.saved else "circle-open-dot", size=22,
+                                                 line=style, color=shown.colour), **hover))
+    x0, x1, y0, y1 = window or (0.0, float(width_px), 0.0, float(height_px))
+    fig.update_xaxes(visible=False, range=[x0, x1], constrain="domain")
+    fig.update_yaxes(visible=False, range=[y1, y0], scaleanchor="x", constrain="domain")
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0), dragmode=drag if selectable else "zoom",
+                      hovermode="closest", showlegend=bool(marks) and not selectable,
+                      legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(0,0,0,0.55)",
+                                  font=dict(color="white")))
     return fig
 
 

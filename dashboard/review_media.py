@@ -10,6 +10,7 @@ from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.inference.explain import explain
 from cxr_core.inference.predictor import Predictor
 from dashboard.prefetch import Prefetcher
+from dashboard.viewer import apply_window, resize_for_view
 
 
 def _mtime(path: str) -> float:
@@ -60,16 +61,6 @@ def prefetch(prefetcher: Prefetcher, path: str, predictor: Predictor | None = No
                             _heat_job(prefetcher, predictor, path, class_name, method))
 
 
-def zoom(pixels: np.ndarray, factor: float, centre: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
-    """The part of an image a ``factor``× zoom shows around ``centre`` (fractions of width, height).
-
-    The window is kept inside the image; factor 1 returns the image itself. Works on (H, W) and (H, W, 3).
-    """
-    if factor <= 1.0:
-        return pixels
-    height, width = pixels.shape[:2]
-    h, w = max(1, int(round(height / factor))), max(1, int(round(width / factor)))
-    cy, cx = int(round(centre[1] * height)), int(round(centre[0] * width))
-    top = min(max(cy - h // 2, 0), height - h)
-    left = min(max(cx - w // 2, 0), width - w)
-    return pixels[top:top + h, left:left + w]
+def display(pixels: np.ndarray) -> np.ndarray:
+    """The film as the viewer shows it: uint8 over its full range (0 black, 1 white), at most viewer size."""
+    return resize_for_view(apply_window(pixels, 0.5, 1.0))

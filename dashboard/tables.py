@@ -1,4 +1,4 @@
-"""Table shaping for the Performance and Models pages: column titles, CI text, heights, dates.
+"""Table shaping for the Performance, Models and Review pages: column titles, CI text, heights, dates.
 
 ``cxr_core`` returns data with plain keys (``train_positives``, ``auroc_ci``); the words a
 reader sees as column titles, and how tall a table must be to show every row without a

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from cxr_core.evaluation.review import kappa_text
+from dashboard.marks import Mark, from_columns
 
 MODE_LABELS = {
     "unblinded": "Unblinded (label and model shown)",
@@ -25,6 +26,19 @@ REASON_LABELS = {"": "—"}
 
 def reason_label(reason: str) -> str:
     return REASON_LABELS.get(reason, reason.capitalize())
+
+
+def where_text(current: Mark | None, saved: Mark | None) -> str:
+    """One finding's "where" under its call: the mark, and whether saving will change it."""
+    if current is None:
+        return "Where: " + ("mark cleared, saved without one" if saved is not None else "not marked")
+    return f"Where: {current.text()}" + ("" if current == saved else " · not saved yet")
+
+
+def mark_hint(by: str, class_name: str) -> str:
+    """What to do on the film to mark ``class_name``."""
+    action = "Drag a box" if by == "box" else "Click"
+    return f"{action} on the film to mark where you see {class_name}"
 
 
 def activation_log(entries: Sequence[Mapping]) -> pd.DataFrame:
@@ -68,6 +82,32 @@ def disagreement_display(table: pd.DataFrame) -> pd.DataFrame:
         "Adjudicator": table["adjudicator"],
     })
     return shown.reset_index(drop=True)
+
+
+def _confidence(value) -> str:
+    return "—" if value is None or pd.isna(value) else str(int(value))
+
+
+def reader_calls_display(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each reader's call on one finding of one film (rows of the session's verdict frame), for adjudication."""
+    shown = pd.DataFrame({
+        "Reader": rows["reviewer"],
+        "Call": rows["reader_call"].map(lambda c: CALL_LABELS.get(c, c)),
+        "Confidence": rows["confidence"].map(_confidence),
+        "Reason": rows["reason"].fillna("").map(reason_label),
+        "Note": rows["note"].fillna(""),
+        "Where": [(m.text() if (m := from_columns(r)) is not None else "no mark") for r in rows.to_dict("records")],
+    }, columns=["Reader", "Call", "Confidence", "Reason", "Note", "Where"])
+    return shown.reset_index(drop=True)
+
+
+def call_hover(row: Mapping, mark: Mark) -> str:
+    """A reader's mark's hover text: who, their call, how sure, why."""
+    parts = [f"{row['reviewer']}: {CALL_LABELS.get(row['reader_call'], row['reader_call'])}"]
+    if _confidence(row.get("confidence")) != "—":
+        parts.append(f"confidence {_confidence(row.get('confidence'))}")
+    parts += [str(row[k]) for k in ("reason", "note") if row.get(k) and not pd.isna(row[k])]
+    return " · ".join(parts) + f"<br>{mark.text()}"
 
 
 def corrected_display(table: pd.DataFrame) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from cxr_core.evaluation.review import (
 )
 from cxr_core.inference.explain import METHODS, overlay
 from cxr_core.utils.csv_safe import records_csv_text
-from dashboard import review_media, state, views
+from dashboard import charts, marks, review_media, state, tables, viewer, views
 
 try:  # optional: keyboard shortcuts for the reading buttons (a small, pure-Python component)
     from streamlit_shortcuts import add_shortcuts
@@ -49,6 +49,11 @@ SHORTCUTS = {"rev_save": "alt+s", "rev_save_next": "alt+enter", "rev_prev": "alt
              "rev_next_open": "alt+u"}
 MESSAGE = "rev_message"
 METHOD_PREF, HEAT_CLASS = "rev_method_pref", "rev_heat_class_pref"
+MARKS = "rev_marks"  # marks placed on the film, not saved yet: {(form key, finding): Mark, or None once cleared}
+MARK_BY = {"point": "Point (click)", "box": "Box (drag)"}
+# Width of the film column at the design viewport (viewer.CONTENT_WIDTH: 3 of 5 parts, less the gap), measured
+# in Chromium; the figure is this tall for a square film, so no empty band shows under it.
+FILM_WIDTH = 555
 
 
 def _pos_key(session_id: int, reader: str) -> str:
@@ -77,24 +82,26 @@ def _field(kind: str, form_key: str, class_name: str) -> str:
 
 
 def _save(store: ReviewStore, session_id: int, reader: str, form_key: str, findings: pd.DataFrame,
-          queue: list[str], index: int, advance: bool) -> None:
-    """Form callback: store this reader's call on every finding they called, then optionally move on."""
+          queue: list[str], index: int, saved_marks: dict, advance: bool) -> None:
+    """Form callback: store this reader's call (and mark) on every finding they called, then optionally move on."""
     if not reader:
         st.session_state[MESSAGE] = "Enter your name as Reader in the sidebar before saving: every verdict says who gave it."
         return
     saved, missing = 0, []
+    pending = st.session_state.setdefault(MARKS, {})
     try:
         for f in findings.itertuples(index=False):
             call = st.session_state.get(_field("call", form_key, f.class_name))
             if call is None:
                 missing.append(f.class_name)
                 continue
-            x, y = (st.session_state.get(_field(k, form_key, f.class_name)) for k in ("x", "y"))
-            point = (float(x) / 100.0, float(y) / 100.0) if x is not None and y is not None else None
+            mark = pending.get((form_key, f.class_name), saved_marks.get(f.class_name))
             store.record(session_id, f.image_id, f.class_name, verdict_for(call, f.label, f.model_positive),
                          st.session_state.get(_field("note", form_key, f.class_name), ""), reader,
                          finding=call, confidence=st.session_state.get(_field("conf", form_key, f.class_name)),
-                         reason=st.session_state.get(_field("reason", form_key, f.class_name)) or "", point=point)
+                         reason=st.session_state.get(_field("reason", form_key, f.class_name)) or "",
+                         point=mark.point if mark else None, box=mark.box if mark else None)
+            pending.pop((form_key, f.class_name), None)
             saved += 1
     except CXRError as exc:
         st.session_state[MESSAGE] = str(exc)
@@ -105,6 +112,46 @@ def _save(store: ReviewStore, session_id: int, reader: str, form_key: str, findi
         return
     if advance:
         _go(store, session_id, reader, queue, index + 1)
+
+
+def _marked(chart_key: str, form_key: str, class_name: str, width: int, height: int) -> None:
+    """Viewer callback: a click or a box drag on the film becomes this finding's (unsaved) mark."""
+    mark = marks.from_selection((st.session_state.get(chart_key) or {}).get("selection"), width, height)
+    if mark is not None:
+        st.session_state.setdefault(MARKS, {})[(form_key, class_name)] = mark
+
+
+def _clear_mark(form_key: str, class_name: str) -> None:
+    st.session_state.setdefault(MARKS, {})[(form_key, class_name)] = None
+
+
+def _film_height(shape: tuple[int, ...]) -> int:
+    return int(min(viewer.MAX_VIEW_HEIGHT, FILM_WIDTH * shape[0] / shape[1]))
+
+
+def _image_folder() -> list:
+    """The data-root box (predictions may store another machine's paths); returns the folders searched."""
+    with st.expander("Image folder", expanded=False):
+        st.session_state.setdefault(state.DATA_ROOT, os.pathsep.join(state.data_roots()))
+        st.session_state.setdefault("rev_data_root", st.session_state[state.DATA_ROOT])
+        st.text_input(f"Data root (folder(s) holding the evaluated images; separate several with '{os.pathsep}')",
+                      key="rev_data_root",
+                      on_change=lambda: st.session_state.update({state.DATA_ROOT: st.session_state["rev_data_root"]}),
+                      help="predictions.csv may store paths from another machine; images are looked for under these "
+                           "folders by their relative path and image id. Default: $CXR_DATA_ROOT.")
+    return state.data_roots()
+
+
+def _film_path(record: pd.Series, image_id: str, roots: list):
+    """The film's file, or None after saying how to make it reachable."""
+    path = resolve_image_path(str(record.get("path", "") or ""), image_id, roots)
+    if path is None:
+        st.warning(
+            f"Image `{image_id}` is not reachable (recorded path: `{record.get('path', '') or 'none'}`). "
+            "Set **Data root** above to the folder that holds the dataset's images "
+            "(e.g. the `nih14` folder for NIH ChestX-ray14), or start the dashboard with CXR_DATA_ROOT set."
+        )
+    return path
 
 
 def _start(store: ReviewStore, checkpoint: str, split: str, thresholds: dict, set_name: str) -> None:
@@ -215,7 +262,8 @@ if view == "Agreement":
                "the session's thresholds; Fleiss' κ when three or more readers called a finding. 95% bootstrap "
                "intervals over films. Agreement: share of films with the same call (Fleiss: unanimous). κ has no value "
                "when fewer than 2 films were called by both, or when every call was the same.")
-    st.dataframe(views.agreement_display(table), hide_index=True, key="rev_agreement")
+    st.dataframe(views.agreement_display(table), hide_index=True, key="rev_agreement",
+                 height=tables.table_height(min(len(table), 20)))
     st.stop()
 
 if view == "Adjudicate":
@@ -228,13 +276,43 @@ if view == "Adjudicate":
     st.dataframe(views.disagreement_display(listed), hide_index=True, key="rev_disagreements",
                  column_config={"Probability": st.column_config.NumberColumn(format="%.3f")})
     keys = [f"{r.image_id} · {r.class_name}" for r in listed.itertuples()]
-    with st.form("rev_adj_form", border=True):
-        choice = st.selectbox("Finding to decide", range(len(keys)), format_func=keys.__getitem__, key="rev_adj_pick")
-        st.radio("Final label", ("present", "absent"), index=None, horizontal=True, key="rev_adj_label")
-        st.text_input("Note", key="rev_adj_note")
-        row = listed.iloc[int(choice)]
-        st.form_submit_button("Record final label", type="primary", on_click=_adjudicate,
-                              args=(store, session.id, reader, str(row["image_id"]), str(row["class_name"])))
+    if st.session_state.get("rev_adj_pick") not in range(len(keys)):
+        st.session_state["rev_adj_pick"] = 0
+    # outside the form: the film and the calls below must follow the pick before anything is recorded
+    choice = st.selectbox("Finding to decide", range(len(keys)), format_func=keys.__getitem__, key="rev_adj_pick")
+    row = listed.iloc[int(choice)]
+    image_id, class_name = str(row["image_id"]), str(row["class_name"])
+    calls = frame[(frame["image_id"] == image_id) & (frame["class_name"] == class_name)
+                  & (frame["reader_call"].astype(str) != "")].sort_values("reviewer")
+    everyone = store.readers(session.id)
+    colours = {r: charts.MARK_COLOURS[i % len(charts.MARK_COLOURS)] for i, r in enumerate(everyone)}
+    st.markdown(f"**{class_name}** on `{image_id}` · dataset label **{row['ground_truth']}** · model "
+                f"**{row['model_call']}** ({fmt(row['probability'])}) · readers' calls:")
+    st.dataframe(views.reader_calls_display(calls), hide_index=True, key="rev_adj_calls",
+                 height=tables.table_height(len(calls)),
+                 column_config={c: st.column_config.TextColumn(width="small") for c in ("Reader", "Call", "Confidence")}
+                 | {"Where": st.column_config.TextColumn(width="large")})
+    left, right = st.columns([3, 2], gap="large")
+    with right:
+        with st.form("rev_adj_form", border=True):
+            st.radio("Final label", ("present", "absent"), index=None, horizontal=True, key="rev_adj_label")
+            st.text_input("Note", key="rev_adj_note")
+            st.form_submit_button("Record final label", type="primary", on_click=_adjudicate,
+                                  args=(store, session.id, reader, image_id, class_name))
+    with left:
+        record = run.predictions.iloc[int(film_findings(cases, image_id)["row"].iloc[0])]
+        path = _film_path(record, image_id, _image_folder())
+        if path is not None:
+            with cxr_errors():
+                shown = review_media.display(review_media.image(state.prefetcher(), str(path)).pixels)
+                drawn = [charts.ShownMark(r.reviewer, mark, colours.get(r.reviewer, charts.MARK_COLOURS[0]),
+                                          hover=views.call_hover(r._asdict(), mark))
+                         for r in calls.itertuples(index=False) if (mark := marks.from_columns(r._asdict())) is not None]
+                st.plotly_chart(charts.film_figure(shown, drawn, height=_film_height(shown.shape)),
+                                key=f"rev_adj_film@{image_id}@{class_name}", config={"displaylogo": False})
+                unmarked = [r for r in calls["reviewer"] if r not in {d.label for d in drawn}]
+                st.caption(f"{image_id} · each reader's mark for {class_name} in their colour; drag to zoom, "
+                           "double-click to reset" + (f" · no mark from {', '.join(unmarked)}" if unmarked else ""))
     st.stop()
 
 if view == "Corrected metrics":
@@ -299,6 +377,9 @@ mine = {v.class_name: v for v in mine_all if v.image_id == image_id}
 done = image_id in reviewed
 show_model, show_label = visible(session.mode, done)
 form_key = f"{session.id}@{reader}@{image_id}"
+saved_marks = {c: marks.stored(v.point, v.box) for c, v in mine.items()}
+pending = st.session_state.get(MARKS, {})
+where = {c: pending[(form_key, c)] if (form_key, c) in pending else saved_marks.get(c) for c in classes}
 
 left, right = st.columns([3, 2], gap="large")
 with right:
@@ -327,21 +408,16 @@ with right:
             c2.selectbox("Confidence (1–5)", [None, 1, 2, 3, 4, 5], key=_field("conf", form_key, f.class_name),
                          index=[None, 1, 2, 3, 4, 5].index(v.confidence if v is not None else None),
                          format_func=lambda c: "—" if c is None else str(c))
-            with st.expander("Reason, note, where", expanded=False):
+            with st.expander("Reason and note", expanded=False):
                 st.selectbox("Reason", REASONS, format_func=views.reason_label, key=_field("reason", form_key, f.class_name),
                              index=REASONS.index(v.reason) if v is not None and v.reason in REASONS else 0)
                 st.text_input("Note", value=v.note if v is not None else "", key=_field("note", form_key, f.class_name))
-                p1, p2 = st.columns(2)
-                px, py = (v.point if v is not None and v.point else (None, None))
-                p1.number_input("Where: x (% of width)", 0.0, 100.0, None if px is None else round(px * 100, 1),
-                                key=_field("x", form_key, f.class_name))
-                p2.number_input("Where: y (% of height)", 0.0, 100.0, None if py is None else round(py * 100, 1),
-                                key=_field("y", form_key, f.class_name))
+            st.caption(views.where_text(where.get(f.class_name), saved_marks.get(f.class_name)))
             if v is not None and show_model:
                 st.caption(f"Saved {v.updated[11:19]} UTC · your call **{views.CALL_LABELS.get(v.finding, '?')}** → "
                            f"{views.VERDICT_LABELS.get(v.verdict, '')}")
         b1, b2 = st.columns(2)
-        save_args = (store, session.id, reader, form_key, findings, queue, index)
+        save_args = (store, session.id, reader, form_key, findings, queue, index, saved_marks)
         b1.form_submit_button("Save", type="primary", on_click=_save, args=(*save_args, False), disabled=not reader,
                               key="rev_save", help="Alt+S")
         b2.form_submit_button("Save and next", on_click=_save, args=(*save_args, True), key="rev_save_next",
@@ -351,23 +427,9 @@ with right:
         st.caption("Keys: Alt+S save · Alt+Enter save and next · Alt+←/→ previous/next · Alt+U next unreviewed")
 
 with left:
-    with st.expander("Image folder", expanded=False):
-        st.session_state.setdefault(state.DATA_ROOT, os.pathsep.join(state.data_roots()))
-        st.session_state.setdefault("rev_data_root", st.session_state[state.DATA_ROOT])
-        st.text_input(f"Data root (folder(s) holding the evaluated images; separate several with '{os.pathsep}')",
-                      key="rev_data_root",
-                      on_change=lambda: st.session_state.update({state.DATA_ROOT: st.session_state["rev_data_root"]}),
-                      help="predictions.csv may store paths from another machine; images are looked for under these "
-                           "folders by their relative path and image id. Default: $CXR_DATA_ROOT.")
-    roots = state.data_roots()
-    path = resolve_image_path(str(record.get("path", "") or ""), image_id, roots)
-    if path is None:
-        st.warning(
-            f"Image `{image_id}` is not reachable (recorded path: `{record.get('path', '') or 'none'}`). "
-            "Set **Data root** above to the folder that holds the dataset's images "
-            "(e.g. the `nih14` folder for NIH ChestX-ray14), or start the dashboard with CXR_DATA_ROOT set."
-        )
-    else:
+    roots = _image_folder()
+    path = _film_path(record, image_id, roots)
+    if path is not None:
         with cxr_errors():
             prefetcher = state.prefetcher()
             st.session_state.setdefault(METHOD_PREF, list(METHODS)[0])
@@ -391,19 +453,36 @@ with left:
                                       format_func=lambda z: f"{z:g}×")
             zx = z2.slider("Centre x (%)", 0, 100, 50, key="rev_zoom_x", disabled=factor == 1.0)
             zy = z3.slider("Centre y (%)", 0, 100, 50, key="rev_zoom_y", disabled=factor == 1.0)
-            centre = (zx / 100.0, zy / 100.0)
+            m1, m2, m3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+            if st.session_state.get("rev_mark_class") not in classes:
+                st.session_state["rev_mark_class"] = focus if focus in classes else classes[0]
+            mark_class = m1.selectbox("Mark where for", classes, key="rev_mark_class")
+            by = m2.radio("Mark by", list(MARK_BY), format_func=MARK_BY.get, horizontal=True, key="rev_mark_by")
+            m3.button("Clear mark", key="rev_clear_mark", on_click=_clear_mark, args=(form_key, mark_class),
+                      disabled=where.get(mark_class) is None)
             image = review_media.image(prefetcher, str(path))
             predictor = model_key = None
             if method != "none" or index + 1 < len(queue):
                 predictor = state.predictor(entry)
                 model_key = f"{entry.model_path}:{entry.model_path.stat().st_mtime}"
             if method == "none":
-                st.image(review_media.zoom(image.pixels, factor, centre), clamp=True, width="stretch",
-                         caption=f"{image_id}" + (f" · {factor:g}× zoom" if factor > 1 else ""))
+                shown = review_media.display(image.pixels)
             else:
                 heat = review_media.heatmap(prefetcher, predictor, model_key, str(path), heat_class, method)
-                st.image(review_media.zoom(overlay(image.pixels, heat, opacity), factor, centre), width="stretch",
-                         caption=f"{method} · {heat_class} · {image_id}" + (f" · {factor:g}× zoom" if factor > 1 else ""))
+                shown = viewer.resize_for_view(overlay(image.pixels, heat, opacity))
+            height, width = shown.shape[:2]
+            drawn = [charts.ShownMark(c, where[c], charts.MARK_COLOURS[i % len(charts.MARK_COLOURS)],
+                                      saved=where[c] == saved_marks.get(c))
+                     for i, c in enumerate(classes) if where.get(c) is not None]
+            chart_key = f"rev_where@{form_key}@{mark_class}@{by}"
+            st.plotly_chart(
+                charts.film_figure(shown, drawn, window=marks.zoom_window(width, height, factor, (zx / 100, zy / 100)),
+                                   selectable=True, drag="select" if by == "box" else "pan",
+                                   height=_film_height(shown.shape)),
+                key=chart_key, selection_mode=("points", "box"), config={"displaylogo": False, "scrollZoom": False},
+                on_select=lambda: _marked(chart_key, form_key, mark_class, width, height))
+            st.caption((f"{method} · {heat_class} · " if method != "none" else "") + f"{image_id}"
+                       + (f" · {factor:g}× zoom" if factor > 1 else "") + f" · **{views.mark_hint(by, mark_class)}**")
             if index + 1 < len(queue):  # the next film is computed while this one is read
                 following = run.predictions.iloc[int(film_findings(cases, queue[index + 1])["row"].iloc[0])]
                 next_path = resolve_image_path(str(following.get("path", "") or ""), queue[index + 1], roots)

@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core.artifacts.review_store import ReviewStore
 from cxr_core.models.checkpoint import read_model_card
-from tests.checkpoint_fixtures import build_catalog, build_checkpoint_dir, write_images
+from tests.checkpoint_fixtures import IMAGE_SIZE, build_catalog, build_checkpoint_dir, write_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
@@ -524,6 +524,125 @@ def test_review_adjudication_and_corrected_metrics(env, catalog):
         roc_auc_score(frame.loc[known, "label:Atelectasis"], frame.loc[known, "prob:Atelectasis"]))
     truth = frame.set_index("image_id").loc[film, "label:Atelectasis"]
     assert table.iloc[0]["Labels changed"] == (0 if truth == 1 else 1)
+
+
+def plotly_traces(at: AppTest, key_prefix: str) -> list[dict]:
+    """The traces of the first Plotly chart whose element id carries ``key_prefix`` (AppTest has no accessor),
+    with x and y as lists (Plotly sends numpy arrays as base64 typed arrays)."""
+    import base64
+
+    chart = next(c for c in at.get("plotly_chart") if key_prefix in c.proto.id)
+    traces = json.loads(chart.proto.spec)["data"]
+    for trace in traces:
+        for axis in ("x", "y"):
+            if isinstance(trace.get(axis), dict):
+                encoded = trace[axis]
+                trace[axis] = np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"]).tolist()
+    return traces
+
+
+def where_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith("Where:")]
+
+
+def test_review_mark_on_the_film_is_saved_with_the_call_and_drawn(env, catalog):
+    """The viewer's click/drag callback leaves an unsaved mark in session state; Save stores it with the call."""
+    from dashboard.marks import Mark
+
+    at = as_reader("AB", catalog["tiny_a"]).run()
+    start_session(at, "where", "blind_all", ["Atelectasis", "Cardiomegaly"])
+    store = ReviewStore(env / "review")
+    (session,) = store.sessions()
+    film = film_markdown(at).split("`")[1]
+    form_key = f"{session.id}@AB@{film}"
+    assert at.selectbox(key="rev_mark_class").value == "Atelectasis" and at.radio(key="rev_mark_by").value == "point"
+    traces = plotly_traces(at, "rev_where")
+    assert [t["type"] for t in traces] == ["image", "scatter"]  # the film and its click grid, no mark yet
+    at.session_state["rev_marks"] = {(form_key, "Atelectasis"): Mark(point=(0.25, 0.75)),
+                                     (form_key, "Cardiomegaly"): Mark(box=(0.5, 0.1, 0.9, 0.4))}
+    at.run()
+    assert where_captions(at) == ["Where: point 25% across, 75% down · not saved yet",
+                                  "Where: box 50–90% across, 10–40% down · not saved yet"]
+    call(at, "Atelectasis", "present")
+    call(at, "Cardiomegaly", "absent")
+    press(at, "Save")
+    mine = {v.class_name: v for v in store.verdicts(session.id, reviewer="AB")}
+    assert (mine["Atelectasis"].point, mine["Atelectasis"].box) == ((0.25, 0.75), None)
+    assert (mine["Cardiomegaly"].point, mine["Cardiomegaly"].box) == (None, (0.5, 0.1, 0.9, 0.4))
+    assert where_captions(at) == ["Where: point 25% across, 75% down", "Where: box 50–90% across, 10–40% down"]
+    traces = plotly_traces(at, "rev_where")
+    width = IMAGE_SIZE  # the fixture films are square
+    assert len(traces[1]["x"]) == 64 * 64 and max(traces[1]["x"]) < width
+    drawn = {t["name"]: t for t in traces[2:]}
+    assert set(drawn) == {"Atelectasis", "Cardiomegaly"}
+    assert drawn["Atelectasis"]["x"] == [0.25 * width] and drawn["Atelectasis"]["marker"]["line"]["dash"] == "solid"
+    at.button(key="rev_clear_mark").click().run()  # clears the focused finding's mark (Atelectasis)
+    assert where_captions(at)[0] == "Where: mark cleared, saved without one"
+    press(at, "Save")
+    assert store.verdict(session.id, film, "Atelectasis", "AB").point is None
+    assert [v.point for v in store.history(session.id, film, "Atelectasis", "AB")] == [(0.25, 0.75), None]
+    assert store.verdict(session.id, film, "Cardiomegaly", "AB").box == (0.5, 0.1, 0.9, 0.4)  # kept
+
+
+def test_review_adjudication_shows_the_film_with_each_readers_mark(env, catalog):
+    store = ReviewStore(env / "review")
+    at = as_reader("ADJ", catalog["tiny_a"]).run()
+    start_session(at, "marks", "blind_all", ["Atelectasis", "Cardiomegaly"])
+    (session,) = store.sessions()
+    film = film_markdown(at).split("`")[1]
+    for cls in ("Atelectasis", "Cardiomegaly"):
+        store.record(session.id, film, cls, reviewer="A", finding="present", confidence=4, point=(0.25, 0.5))
+        store.record(session.id, film, cls, reviewer="B", finding="absent", box=(0.5, 0.5, 0.75, 0.75), note="clear")
+    at.radio(key="rev_view").set_value("Adjudicate").run()
+    no_exceptions(at)
+    assert at.selectbox(key="rev_adj_pick").options == [f"{film} · Atelectasis", f"{film} · Cardiomegaly"]
+    calls_shown = shown_table(at, "Where")
+    assert calls_shown[["Reader", "Call", "Confidence", "Where"]].values.tolist() == [
+        ["A", "Present", "4", "point 25% across, 50% down"], ["B", "Absent", "—", "box 50–75% across, 50–75% down"]]
+    traces = plotly_traces(at, "rev_adj_film")
+    assert [t["type"] for t in traces] == ["image", "scatter", "scatter"]  # no click grid: nothing to select here
+    marks_by = {t["name"]: t for t in traces[1:]}
+    quarter = IMAGE_SIZE / 4
+    assert marks_by["A"]["x"] == [quarter] and marks_by["B"]["x"] == [2 * quarter, 3 * quarter, 3 * quarter,
+                                                                      2 * quarter, 2 * quarter]
+    assert "A: Present · confidence 4" in marks_by["A"]["hovertext"] and "clear" in marks_by["B"]["hovertext"]
+    # the second finding is picked, then decided: the adjudication lands on it, not on the first one listed
+    at.selectbox(key="rev_adj_pick").set_value(1).run()
+    at.radio(key="rev_adj_label").set_value("present")
+    press(at, "Record final label")
+    assert [(a.class_name, a.label, a.adjudicator) for a in store.adjudications(session.id)] == [
+        ("Cardiomegaly", 1, "ADJ")]
+
+
+def test_review_migrated_verdicts_show_under_an_explicit_reader_name(env, catalog):
+    """A single-reader database (empty reader names) on this checkpoint: its verdicts appear, named, everywhere."""
+    from cxr_core.artifacts.review_store import LEGACY_READER
+    from tests.review_fixtures import old_database
+
+    frame = predictions(catalog["tiny_a"])
+    films = frame["image_id"].astype(str).tolist()[:6]
+    old = ["agree" if i % 2 else "model_wrong" for i in range(6)]
+    old_database(env / "review", "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position) VALUES "
+                 f"('before readers', '{catalog['tiny_a'].resolve()}', 'val', '{{}}', '2026-12-01T20:05:11.120+00:00', 0);"
+                 "INSERT INTO verdicts VALUES " + ", ".join(
+                     f"(1, '{f}', 'Atelectasis', '{v}', '', '', '2026-12-01T20:1{i}:00.000+00:00')"
+                     for i, (f, v) in enumerate(zip(films, old))) + ";")
+    store = ReviewStore(env / "review")
+    for f in films:
+        store.record(1, f, "Atelectasis", reviewer="CD", finding="present")
+    at = as_reader("CD", catalog["tiny_a"]).run()
+    at.selectbox(key="rev_session_pick").set_value(1).run()
+    no_exceptions(at)
+    assert f"readers so far: CD, {LEGACY_READER}" in " ".join(c.value for c in at.caption)
+    at.radio(key="rev_view").set_value("Agreement").run()
+    no_exceptions(at)
+    between = shown_table(at, "Between")["Between"].tolist()
+    assert f"CD vs {LEGACY_READER}" in between and f"{LEGACY_READER} vs dataset label" in between
+    at.radio(key="rev_view").set_value("Adjudicate").run()
+    no_exceptions(at)
+    listed = shown_table(at, "Readers' calls")
+    assert len(listed) >= 1 and listed["Readers' calls"].str.contains(f"{LEGACY_READER}: ", regex=False).all()
+    assert LEGACY_READER in shown_table(at, "Where")["Reader"].tolist()
 
 
 def test_review_without_reachable_images_says_how_to_fix(env, catalog, tmp_path, monkeypatch):

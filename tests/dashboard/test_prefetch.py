@@ -48,18 +48,3 @@ def test_failed_job_raises_then_recomputes():
     with pytest.raises(ValueError, match="bad image"):
         p.get("k", lambda: "unused")
     assert p.get("k", lambda: "fresh") == "fresh"
-
-
-def test_zoom_window_stays_inside_the_image():
-    import numpy as np
-
-    from dashboard.review_media import zoom
-
-    image = np.arange(100 * 80).reshape(100, 80)
-    assert zoom(image, 1.0) is image
-    window = zoom(image, 2.0)
-    assert window.shape == (50, 40) and window[0, 0] == image[25, 20]
-    corner = zoom(image, 4.0, (0.99, 0.99))
-    assert corner.shape == (25, 20) and corner[-1, -1] == image[-1, -1]
-    rgb = zoom(np.zeros((100, 80, 3)), 2.0, (0.0, 0.0))
-    assert rgb.shape == (50, 40, 3)
