@@ -4,6 +4,7 @@ readers, adjudication of disagreements, and metrics with the corrected labels.""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -126,10 +127,11 @@ def _clear_mark(form_key: str, class_name: str) -> None:
 
 
 def _film_height(shape: tuple[int, ...]) -> int:
+    """Figure height that shows the whole film at the column's width (tall films capped to fit a laptop)."""
     return int(min(viewer.MAX_VIEW_HEIGHT, FILM_WIDTH * shape[0] / shape[1]))
 
 
-def _image_folder() -> list:
+def _image_folder() -> list[str]:
     """The data-root box (predictions may store another machine's paths); returns the folders searched."""
     with st.expander("Image folder", expanded=False):
         st.session_state.setdefault(state.DATA_ROOT, os.pathsep.join(state.data_roots()))
@@ -142,7 +144,7 @@ def _image_folder() -> list:
     return state.data_roots()
 
 
-def _film_path(record: pd.Series, image_id: str, roots: list):
+def _film_path(record: pd.Series, image_id: str, roots: list[str]) -> Path | None:
     """The film's file, or None after saying how to make it reachable."""
     path = resolve_image_path(str(record.get("path", "") or ""), image_id, roots)
     if path is None:

@@ -1,12 +1,16 @@
 """The real dashboard in a real browser: `streamlit run` + Debian's headless Chromium via playwright.
 
 Uploads a real NIH radiograph on Predict, waits for the results table, switches the lung outline
-on, then opens every page and saves a screenshot of each (to $CXR_SCREENSHOT_DIR, default pytest's tmp_path) so a person
-can look at what the dashboard shows.
+on, then opens every page and saves a screenshot of each (to $CXR_SCREENSHOT_DIR, default pytest's
+tmp_path) so a person can look at what the dashboard shows. On Review: two browser contexts read
+the same film as two named readers (both calls reach the page's agreement table and its export),
+and a blinded reader sees neither label nor model output until saving, and marks "where" by
+clicking the film.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import subprocess
@@ -255,7 +259,7 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
                                 timeout=60_000)
             _settle(a)
 
-            b = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+            b = browser.new_context(viewport={"width": 1400, "height": 1800}, accept_downloads=True).new_page()
             _open_review(b, dashboard_url, "CD")
             b.locator('[data-testid="stSelectbox"]', has_text="Review session").click()
             b.get_by_role("option", name="two readers", exact=False).click()
@@ -273,7 +277,14 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
             b.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=90_000)
             _settle(b)
             assert b.locator('[data-testid="stException"]').count() == 0
+            cells = b.locator('[data-testid="stDataFrame"]').first.locator('[role="gridcell"]').all_inner_texts()
+            assert "AB vs CD" in cells, cells[:20]  # both readers in the page's kappa table
+            assert not {"None", "nan", "NaN"} & set(cells), cells  # an undefined kappa says why
             b.screenshot(path=str(screenshot_dir / "review_agreement.png"), full_page=True)
+            with b.expect_download() as download:
+                b.get_by_role("button", name="Export verdicts (CSV)").click()
+            with open(download.value.path(), newline="", encoding="utf-8") as handle:
+                exported = list(csv.DictReader(handle))
             assert "reader=CD" in b.url
             b.reload(wait_until="domcontentloaded")  # the reader is kept across a reload
             b.get_by_role("heading", name="Review").first.wait_for(timeout=90_000)
@@ -282,8 +293,12 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
         finally:
             browser.close()
     print(f"save-and-next in the browser: {latency:.2f} s")
+    film = first.split("·")[0].replace("Image", "", 1).strip()
+    on_film = [r for r in exported if r["image_id"] == film]
+    assert {(r["reviewer"], r["reader_call"]) for r in on_film} == {("AB", "present"), ("CD", "absent")}
+    assert len(on_film) == 6 and all(r["probability"] and r["outcome"] for r in on_film)  # the page's export
     store = ReviewStore(_review_dir(dashboard_url))
-    (session,) = store.sessions()
+    session = next(s for s in store.sessions() if s.name == "two readers")
     calls = {v.reviewer: v.finding for v in store.verdicts(session.id) if v.image_id in first}
     assert calls == {"AB": "present", "CD": "absent"}
     out = tmp_path / "export.csv"
@@ -294,3 +309,81 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
                  str(tmp_path / "kappa.csv")]) == 0
     kappa = (tmp_path / "kappa.csv").read_text()
     assert "AB,CD" in kappa
+
+
+def _main_text(page) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()
+
+
+def _start_session(page, name: str, mode_label: str) -> None:
+    page.get_by_label("Session name").fill(name)
+    page.get_by_label("Session name").press("Enter")
+    _settle(page)
+    page.locator('[data-testid="stSelectbox"]', has_text="Reading mode").click()
+    page.get_by_role("option", name=mode_label, exact=False).click()
+    _settle(page)
+    page.get_by_role("button", name="Start").click()
+    _settle(page)
+
+
+def _click_film(page, fx: float, fy: float) -> None:
+    """Click the film at (fx, fy), fractions of its width and height, as a reader would (hover, then click)."""
+    film = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+    film.scroll_into_view_if_needed()
+    box = film.bounding_box()
+    x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+    page.mouse.move(x - 5, y - 5)
+    page.mouse.move(x, y, steps=3)
+    page.wait_for_timeout(300)
+    page.mouse.down()
+    page.mouse.up()
+
+
+def test_blinded_reader_sees_label_and_model_only_after_saving_and_marks_where_by_click(
+        dashboard_url: str, screenshot_dir: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from cxr_core.artifacts.review_store import ReviewStore
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+            _open_review(page, dashboard_url, "EF")
+            _start_session(page, "blinded", "Blinded to labels and model")
+            text = _main_text(page)
+            assert "Blinded: the model's output and the dataset label appear" in text
+            for hidden in ("model 0.", "threshold 0.", "label present", "label absent", "Outcome of the focus"):
+                assert hidden not in text, hidden
+            assert page.get_by_text("Heatmap", exact=True).count() == 0
+            assert "Heatmap hidden until you save" in text
+            page.screenshot(path=str(screenshot_dir / "review_blind_all_before_save.png"))
+
+            _click_film(page, 0.25, 0.75)  # "where" for the focused finding, Atelectasis
+            page.get_by_text("not saved yet", exact=False).first.wait_for(timeout=60_000)
+            _settle(page)
+            _call_all(page, "Present", 3)
+            page.get_by_role("button", name="Save", exact=True).click()
+            page.get_by_text("reviewed by you", exact=False).first.wait_for(timeout=60_000)
+            _settle(page)
+            text = _main_text(page)
+            assert "model 0." in text and ("label present" in text or "label absent" in text)
+            assert page.get_by_text("Heatmap", exact=True).count() == 1
+            names = page.evaluate(f"() => {PLOTS_JS}[0].data.map(t => t.name || '')")
+            assert "Atelectasis" in names, names  # the saved mark is drawn on the film
+            page.screenshot(path=str(screenshot_dir / "review_blind_all_after_save.png"))
+
+            labels = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+            _open_review(labels, dashboard_url, "GH")
+            _start_session(labels, "labels hidden", "Blinded to labels (model")
+            text = _main_text(labels)
+            assert "model 0." in text and "label present" not in text and "label absent" not in text
+            labels.screenshot(path=str(screenshot_dir / "review_blind_labels_before_save.png"))
+        finally:
+            browser.close()
+    store = ReviewStore(_review_dir(dashboard_url))
+    session = next(s for s in store.sessions() if s.name == "blinded")
+    (marked,) = [v for v in store.verdicts(session.id, reviewer="EF") if v.point is not None]
+    assert marked.class_name == "Atelectasis" and marked.box is None
+    # a click lands on the nearest point of the 64 x 64 grid: within one cell of where it was aimed
+    assert marked.point == pytest.approx((0.25, 0.75), abs=1.5 / 64)
