@@ -28,9 +28,10 @@ def db(tmp_path, checkpoint):
     s = store.create_session("two readers", str(checkpoint), "val", mode="blind_labels", classes=[cls])
     a = ["present" if i % 2 else "absent" for i in range(12)]
     b = ["present" if i % 3 else "absent" for i in range(12)]
-    for image_id, ca, cb in zip(images, a, b):
-        store.record(s.id, image_id, cls, reviewer="AB", finding=ca)
-        store.record(s.id, image_id, cls, reviewer="CD", finding=cb, note="=1+1")
+    for i, (image_id, ca, cb) in enumerate(zip(images, a, b)):
+        store.record(s.id, image_id, cls, reviewer="AB", finding=ca, point=(0.25, 0.75) if i == 0 else None)
+        store.record(s.id, image_id, cls, reviewer="CD", finding=cb, note="=1+1",
+                     box=(0.1, 0.2, 0.5, 0.6) if i == 0 else None)
     return store, s, cls, a, b
 
 
@@ -49,6 +50,10 @@ def test_export_writes_one_row_per_reader_verdict(db, tmp_path, capsys):
         assert row["outcome"] in {"TP", "FP", "FN", "TN"} and row["ground_truth"] in {"present", "absent"}
         assert row["updated"]
     assert {r["note"] for r in rows if r["reviewer"] == "CD"} == {"'=1+1"}  # formula-safe
+    marked = {r["reviewer"]: r for r in rows if r["point_x"] or r["box_x0"]}  # "where" from the film, both kinds
+    assert (marked["AB"]["point_x"], marked["AB"]["point_y"], marked["AB"]["box_x0"]) == ("0.25", "0.75", "")
+    assert [marked["CD"][c] for c in ("box_x0", "box_y0", "box_x1", "box_y1")] == ["0.1", "0.2", "0.5", "0.6"]
+    assert marked["AB"]["image_id"] == marked["CD"]["image_id"]
     all_out = tmp_path / "all.csv"
     assert main(["review", "export", "--db", str(store.folder), "--out", str(all_out)]) == 0
 
