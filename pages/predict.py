@@ -236,11 +236,12 @@ summaries = [summarise_findings(p, multilabel=multilabel) for p in predictions]
 st.subheader("Results")
 results = reading.results_table(summaries, [p.warnings for p in predictions])
 st.dataframe(results, hide_index=True, key="predict_table", height=table_height(len(results)),
-             column_config={"file": st.column_config.TextColumn(width=170),
-                            "call": st.column_config.TextColumn(width=140),
-                            "findings": st.column_config.TextColumn(width=310),
-                            "highest finding": st.column_config.TextColumn(width=220),
-                            "borderline": st.column_config.NumberColumn("≈ borderline", width=95)})
+             column_config={"file": st.column_config.TextColumn(width=150),
+                            "call": st.column_config.TextColumn(width=125),
+                            "findings": st.column_config.TextColumn(width=270),
+                            "highest finding": st.column_config.TextColumn(width=190),
+                            "borderline": st.column_config.NumberColumn("≈ borderline", width=85),
+                            "warnings": st.column_config.TextColumn(width=160)})
 export = export_frame(predictions, model=entry.name, checkpoint_digest=_digest(model_key, str(entry.model_path)),
                       threshold_set=active.name, multilabel=multilabel)
 st.download_button("Download all probabilities (CSV)", frame_csv_text(export), file_name="predictions.csv",
