@@ -110,12 +110,22 @@ def call_hover(row: Mapping, mark: Mark) -> str:
     return " · ".join(parts) + f"<br>{mark.text()}"
 
 
+CORRECTED_ROWS = (("n_positive", "Positives", "{:.0f}", "{:+.0f}"), ("auroc", "AUROC", "{:.3f}", "{:+.3f}"),
+                  ("sensitivity", "Sensitivity", "{:.3f}", "{:+.3f}"), ("specificity", "Specificity", "{:.3f}", "{:+.3f}"),
+                  ("ppv", "PPV", "{:.3f}", "{:+.3f}"), ("npv", "NPV", "{:.3f}", "{:+.3f}"))
+
+
 def corrected_display(table: pd.DataFrame) -> pd.DataFrame:
-    """Original and corrected metrics side by side, one row per finding."""
-    columns = {"class_name": "Finding", "threshold": "Threshold", "n_changed": "Labels changed",
-               "n_positive_original": "Positives (original)", "n_positive_corrected": "Positives (corrected)"}
-    for name, title in (("auroc", "AUROC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
-                        ("ppv", "PPV"), ("npv", "NPV")):
-        columns[f"{name}_original"] = f"{title} (original)"
-        columns[f"{name}_corrected"] = f"{title} (corrected)"
-    return table[list(columns)].rename(columns=columns)
+    """Original and corrected metrics side by side, a row per finding and metric: four columns fit
+    the screen where a column per metric and label set would scroll sideways; counts stay whole."""
+    def cell(value: float, pattern: str) -> str:
+        return "–" if value is None or pd.isna(value) else pattern.format(value)
+
+    rows = []
+    for r in table.to_dict("records"):
+        finding = f"{r['class_name']} (threshold {r['threshold']:.3f}; {int(r['n_changed'])} label(s) changed)"
+        for key, title, shown, delta in CORRECTED_ROWS:
+            before, after = r[f"{key}_original"], r[f"{key}_corrected"]
+            rows.append({"Finding": finding, "Metric": title, "Original labels": cell(before, shown),
+                         "Corrected labels": cell(after, shown), "Change": cell(after - before, delta)})
+    return pd.DataFrame(rows, columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change"])

@@ -327,9 +327,8 @@ if view == "Corrected metrics":
     st.caption(f"Corrected label = the adjudicated one ({int(counts.get('adjudicated', 0))}), else the readers' "
                f"majority ({int(counts.get('majority', 0))}; ties and unsure calls keep the dataset label). Metrics over "
                f"all {len(run.predictions)} {split} cases at the session's thresholds “{set_name}”.")
-    st.dataframe(views.corrected_display(table), hide_index=True, key="rev_corrected",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in views.corrected_display(table).columns if "(" in c})
+    shown = views.corrected_display(table)
+    st.dataframe(shown, hide_index=True, key="rev_corrected", height=tables.table_height(len(shown)))
     st.stop()
 
 # ---------------------------------------------------------------------------------- Read

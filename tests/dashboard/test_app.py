@@ -516,14 +516,17 @@ def test_review_adjudication_and_corrected_metrics(env, catalog):
     assert (decided.image_id, decided.label, decided.adjudicator) == (film, 1, "B")
     at.radio(key="rev_view").set_value("Corrected metrics").run()
     no_exceptions(at)
-    table = shown_table(at, "AUROC (corrected)")
-    assert table.iloc[0]["Finding"] == "Atelectasis"
+    table = shown_table(at, "Corrected labels")
+    atelectasis = table[table["Finding"].str.startswith("Atelectasis")].set_index("Metric")
     frame = predictions(catalog["tiny_a"])
     known = frame["label:Atelectasis"].notna()
-    assert table.iloc[0]["AUROC (original)"] == pytest.approx(
-        roc_auc_score(frame.loc[known, "label:Atelectasis"], frame.loc[known, "prob:Atelectasis"]))
+    assert float(atelectasis.loc["AUROC", "Original labels"]) == pytest.approx(
+        roc_auc_score(frame.loc[known, "label:Atelectasis"], frame.loc[known, "prob:Atelectasis"]), abs=5e-4)
     truth = frame.set_index("image_id").loc[film, "label:Atelectasis"]
-    assert table.iloc[0]["Labels changed"] == (0 if truth == 1 else 1)
+    changed = 0 if truth == 1 else 1
+    assert f"{changed} label(s) changed" in atelectasis["Finding"].iloc[0]
+    positives = atelectasis.loc["Positives"]
+    assert int(positives["Corrected labels"]) - int(positives["Original labels"]) == changed
 
 
 def plotly_traces(at: AppTest, key_prefix: str) -> list[dict]:

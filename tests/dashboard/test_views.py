@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from dashboard import views
@@ -39,10 +40,14 @@ def test_disagreement_and_corrected_display():
     assert shown.iloc[0]["Readers' calls"] == "A: present, B: absent"
     assert shown.iloc[0]["Majority"] == "tie" and shown.iloc[0]["Final label"] == "present"
     metrics = pd.DataFrame({"class_name": ["Edema"], "threshold": [0.5], "n_changed": [2], "n_positive_original": [3],
-                            "n_positive_corrected": [3], **{f"{m}_{k}": [0.5] for m in ("auroc", "sensitivity",
+                            "n_positive_corrected": [5], **{f"{m}_{k}": [0.5] for m in ("auroc", "sensitivity",
                             "specificity", "ppv", "npv") for k in ("original", "corrected")}})
-    out = views.corrected_display(metrics)
-    assert list(out.columns[:3]) == ["Finding", "Threshold", "Labels changed"]
-    assert "AUROC (original)" in out.columns and "AUROC (corrected)" in out.columns
+    metrics["auroc_corrected"] = 0.625
+    metrics["ppv_original"] = np.nan  # nothing called positive
+    out = views.corrected_display(metrics).set_index("Metric")
+    assert out.loc["Positives"].tolist()[1:] == ["3", "5", "+2"]  # counts stay whole numbers
+    assert out.loc["AUROC"].tolist()[1:] == ["0.500", "0.625", "+0.125"]
+    assert out.loc["PPV"].tolist()[1:] == ["–", "0.500", "–"]
+    assert set(out["Finding"]) == {"Edema (threshold 0.500; 2 label(s) changed)"}
     assert views.progress_text(3, 10, "AB") == "3 of 10 reviewed by you"
     assert views.film_label(0, "img", True) == "✓ 1 · img"
