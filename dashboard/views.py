@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from cxr_core.evaluation.review import kappa_text
+from cxr_core.evaluation.review import Blinding, kappa_text
 from dashboard.marks import Mark, from_columns
+from dashboard.tables import human_date
 
 MODE_LABELS = {
     "unblinded": "Unblinded (label and model shown)",
@@ -39,6 +40,38 @@ def mark_hint(by: str, class_name: str) -> str:
     """What to do on the film to mark ``class_name``."""
     action = "Drag a box" if by == "box" else "Click"
     return f"{action} on the film to mark where you see {class_name}"
+
+
+REVEAL = "Reveal labels and model output (ends your blinded reading in this session)"
+
+
+def closed_text(blinding: Blinding, reader: str) -> str:
+    """Why a blinded session's Agreement, Adjudicate and Corrected metrics views are closed, and what opens them."""
+    why = ("**Closed while you read blinded.** Agreement, Adjudicate, Corrected metrics and the verdicts export "
+           "show every film's dataset label and model output, and the other readers' calls.")
+    if not reader:
+        return (f"{why} Enter your name as **Reader** in the sidebar: they open for each reader who has saved "
+                f"calls on all {blinding.films} films of the session.")
+    return (f"{why} You have **{blinding.left} of {blinding.films} films** left to read in this session; they open "
+            "once you have saved your calls on every film. An adjudicator who does not read, or a reader who stops "
+            "here, can reveal them now: you could then no longer save calls on films you have not read.")
+
+
+def open_text(blinding: Blinding) -> str:
+    """Why a blinded session's views are open to this reader ('' in an unblinded session)."""
+    if blinding.mode == "unblinded":
+        return ""
+    if blinding.revealed_at is not None:
+        return (f"Open to you since you revealed the labels and model output on {human_date(blinding.revealed_at)}"
+                f"{f' with {blinding.left} film(s) unread' if blinding.left else ''}.")
+    return "Open to you: you have saved your calls on every film of this blinded session."
+
+
+def revealed_text(revealed_at: str) -> str:
+    """On a film read after revealing: why its label and model output show and the call cannot be saved."""
+    return (f"You revealed the labels and model output of this session on {human_date(revealed_at)}, so they show "
+            "here, and calls on findings you had not called before cannot be saved: they would not be blinded. "
+            "Calls you saved before revealing can still be changed.")
 
 
 def activation_log(entries: Sequence[Mapping]) -> pd.DataFrame:

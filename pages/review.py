@@ -24,6 +24,7 @@ from cxr_core.evaluation.review import (
     film_findings,
     film_queue,
     next_unreviewed,
+    reader_blinding,
     resume_index,
     reviewed_films,
     session_classes,
@@ -186,6 +187,13 @@ def _adjudicate(store: ReviewStore, session_id: int, reader: str, image_id: str,
         st.session_state[MESSAGE] = str(exc)
 
 
+def _reveal(store: ReviewStore, session_id: int, reader: str) -> None:
+    try:
+        store.reveal(session_id, reader)
+    except CXRError as exc:
+        st.session_state[MESSAGE] = str(exc)
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def _film_cases(run_key: str, classes: tuple[str, ...], thresholds: tuple, multilabel: bool, _run) -> pd.DataFrame:
     return film_cases(_run, classes, dict(thresholds), multilabel=multilabel)
@@ -247,7 +255,17 @@ if not reader:
                "Verdicts cannot be saved without it.", icon=":material/badge:")
 
 view = st.radio("View", VIEWS, horizontal=True, key="rev_view", label_visibility="collapsed")
+mine_all = store.verdicts(session.id, reviewer=reader) if reader else []
+blinding = reader_blinding(session.mode, cases, mine_all, reader,
+                           store.revealed_at(session.id, reader) if reader else None)
 if view != "Read":
+    if blinding.closed:  # every film's label, model output and calls: not before this reader has read them all
+        st.info(views.closed_text(blinding, reader), icon=":material/lock:")
+        st.button(views.REVEAL, key="rev_reveal", on_click=_reveal, args=(store, session.id, reader),
+                  disabled=not reader)
+        st.stop()
+    if views.open_text(blinding):
+        st.caption(views.open_text(blinding))
     frame = verdict_frame(store.verdicts(session.id), store.export_rows(session.id), cases, set_name)
 
 if view == "Agreement":
@@ -349,7 +367,6 @@ queue = film_queue(cases, session.mode, focus=focus, outcomes=outcomes, order=or
 if not queue:
     st.info("No film matches these filters. Choose other outcomes or another focus finding.")
     st.stop()
-mine_all = store.verdicts(session.id, reviewer=reader) if reader else []
 reviewed = reviewed_films(mine_all, reader, cases)
 pos_key = _pos_key(session.id, reader)
 saved_pos = st.session_state.get(pos_key) or (store.reader_position(session.id, reader) if reader else None)
@@ -376,7 +393,8 @@ findings = film_findings(cases, image_id)
 record = run.predictions.iloc[int(findings["row"].iloc[0])]
 mine = {v.class_name: v for v in mine_all if v.image_id == image_id}
 done = image_id in reviewed
-show_model, show_label = visible(session.mode, done)
+revealed = blinding.revealed_at is not None  # never in an unblinded session
+show_model, show_label = visible(session.mode, done or revealed)
 form_key = f"{session.id}@{reader}@{image_id}"
 saved_marks = {c: marks.stored(v.point, v.box) for c, v in mine.items()}
 pending = st.session_state.get(MARKS, {})
@@ -386,7 +404,9 @@ left, right = st.columns([3, 2], gap="large")
 with right:
     st.markdown(f"**Image** `{image_id}` · **patient** `{record.get('patient_id', '')}`"
                 + (" · :green[✓ reviewed by you]" if done else ""))
-    if not show_model:
+    if revealed and not done:
+        st.warning(views.revealed_text(blinding.revealed_at), icon=":material/visibility:")
+    elif not show_model:
         st.caption("Blinded: the model's output and the dataset label appear once you have saved your calls.")
     elif not show_label:
         st.caption("Blinded to labels: the dataset label appears once you have saved your calls.")
@@ -405,7 +425,7 @@ with right:
             c1, c2 = st.columns([3, 2])
             c1.radio("Your call", FINDINGS, format_func=views.CALL_LABELS.get, horizontal=True,
                      index=FINDINGS.index(v.finding) if v is not None and v.finding in FINDINGS else None,
-                     key=_field("call", form_key, f.class_name))
+                     key=_field("call", form_key, f.class_name), disabled=revealed and v is None)
             c2.selectbox("Confidence (1–5)", [None, 1, 2, 3, 4, 5], key=_field("conf", form_key, f.class_name),
                          index=[None, 1, 2, 3, 4, 5].index(v.confidence if v is not None else None),
                          format_func=lambda c: "—" if c is None else str(c))
@@ -419,10 +439,11 @@ with right:
                            f"{views.VERDICT_LABELS.get(v.verdict, '')}")
         b1, b2 = st.columns(2)
         save_args = (store, session.id, reader, form_key, findings, queue, index, saved_marks)
-        b1.form_submit_button("Save", type="primary", on_click=_save, args=(*save_args, False), disabled=not reader,
+        frozen = not reader or (revealed and not mine)  # nothing this reader may save on this film
+        b1.form_submit_button("Save", type="primary", on_click=_save, args=(*save_args, False), disabled=frozen,
                               key="rev_save", help="Alt+S")
         b2.form_submit_button("Save and next", on_click=_save, args=(*save_args, True), key="rev_save_next",
-                              disabled=not reader or index >= len(queue) - 1, help="Alt+Enter")
+                              disabled=frozen or index >= len(queue) - 1, help="Alt+Enter")
     if add_shortcuts is not None:
         add_shortcuts(**SHORTCUTS)
         st.caption("Keys: Alt+S save · Alt+Enter save and next · Alt+←/→ previous/next · Alt+U next unreviewed")
@@ -488,6 +509,6 @@ with left:
                 following = run.predictions.iloc[int(film_findings(cases, queue[index + 1])["row"].iloc[0])]
                 next_path = resolve_image_path(str(following.get("path", "") or ""), queue[index + 1], roots)
                 if next_path is not None:
-                    shown_next = visible(session.mode, queue[index + 1] in reviewed)[0]
+                    shown_next = visible(session.mode, queue[index + 1] in reviewed or revealed)[0]
                     review_media.prefetch(prefetcher, str(next_path), predictor, model_key or "", heat_class,
                                           st.session_state[METHOD_PREF] if shown_next else "none")

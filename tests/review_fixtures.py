@@ -4,7 +4,9 @@ The schemas are copied verbatim from those releases (not from today's code, whic
 the migration test pass whatever the migration does). ``V0_ROWS`` are rows as the first,
 single-reader release wrote them: its reviewer field was optional, so one verdict has none.
 ``V2_ROWS`` are rows as schema 2 wrote them after migrating such a file: the empty reader is
-still there, next to a named reader's call with a point.
+still there, next to a named reader's call with a point. ``V3_ROWS`` are rows as schema 3 (the
+release before reveals) wrote them: a blinded and an unblinded session, two readers with points,
+boxes and a changed call, the migrated unnamed reader, positions and adjudications.
 """
 
 from __future__ import annotations
@@ -130,3 +132,102 @@ def old_database(folder: Path, rows: str = V0_ROWS, schema: str = V0_SCHEMA) -> 
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     return path
+
+_V3_VERDICT_COLUMNS = """
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    finding TEXT CHECK (finding IS NULL OR finding IN ('present', 'absent', 'unsure')),
+    verdict TEXT CHECK (verdict IS NULL OR verdict IN ('agree', 'model_wrong', 'label_wrong', 'unsure')),
+    confidence INTEGER CHECK (confidence IS NULL OR confidence BETWEEN 1 AND 5),
+    reason TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    point_x REAL,
+    point_y REAL,
+    box_x0 REAL,
+    box_y0 REAL,
+    box_x1 REAL,
+    box_y1 REAL,
+    updated TEXT NOT NULL
+"""
+
+V3_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    eval_run TEXT NOT NULL,
+    filters TEXT NOT NULL DEFAULT '{{}}',
+    created TEXT NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,
+    mode TEXT NOT NULL DEFAULT 'unblinded',
+    classes TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    {_V3_VERDICT_COLUMNS},
+    UNIQUE (session_id, image_id, class_name, reviewer)
+);
+CREATE TABLE IF NOT EXISTS verdict_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    {_V3_VERDICT_COLUMNS}
+);
+CREATE TABLE IF NOT EXISTS reader_positions (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    reviewer TEXT NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,
+    image_id TEXT NOT NULL DEFAULT '',
+    updated TEXT NOT NULL,
+    PRIMARY KEY (session_id, reviewer)
+);
+CREATE TABLE IF NOT EXISTS adjudications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    label INTEGER NOT NULL CHECK (label IN (0, 1)),
+    adjudicator TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    updated TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, image_id, class_name, reviewer);
+PRAGMA user_version = 3;
+"""
+
+V3_ROWS = """
+INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position, mode, classes) VALUES
+    ('blind team', '/ckpt/nih_small', 'val', '{"threshold_set": "card", "thresholds": {"Edema": 0.4, "Mass": 0.6}}',
+     '2027-01-10T08:00:00.000+00:00', 0, 'blind_all', '["Edema", "Mass"]'),
+    ('open', '/ckpt/nih_small', 'test', '{}', '2027-01-11T08:00:00.000+00:00', 0, 'unblinded', '[]');
+INSERT INTO verdicts (session_id, image_id, class_name, reviewer, finding, verdict, confidence, reason, note,
+                      point_x, point_y, box_x0, box_y0, box_x1, box_y1, updated) VALUES
+    (1, 'a.png', 'Edema', 'AB', 'present', 'agree', 5, '', 'bat wings', 0.4, 0.6, NULL, NULL, NULL, NULL,
+     '2027-01-10T08:05:00.000+00:00'),
+    (1, 'a.png', 'Mass', 'AB', 'absent', 'agree', NULL, '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2027-01-10T08:05:00.000+00:00'),
+    (1, 'a.png', 'Edema', 'CD', 'unsure', 'unsure', 2, 'image quality', '', NULL, NULL, 0.1, 0.2, 0.5, 0.7,
+     '2027-01-10T09:00:00.000+00:00'),
+    (1, 'b.png', 'Mass', 'CD', 'present', 'label_wrong', 3, 'subtle finding', 'RUL', NULL, NULL, 0.6, 0.1, 0.8, 0.3,
+     '2027-01-10T09:02:00.000+00:00'),
+    (2, 'c.png', 'Edema', 'unnamed (before readers)', NULL, 'agree', NULL, '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2026-12-01T20:10:30.000+00:00');
+INSERT INTO verdict_history (session_id, image_id, class_name, reviewer, finding, verdict, confidence, reason, note,
+                             point_x, point_y, box_x0, box_y0, box_x1, box_y1, updated) VALUES
+    (2, 'c.png', 'Edema', 'unnamed (before readers)', NULL, 'agree', NULL, '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2026-12-01T20:10:30.000+00:00'),
+    (1, 'a.png', 'Edema', 'AB', 'absent', 'model_wrong', 3, '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2027-01-10T08:04:00.000+00:00'),
+    (1, 'a.png', 'Edema', 'AB', 'present', 'agree', 5, '', 'bat wings', 0.4, 0.6, NULL, NULL, NULL, NULL,
+     '2027-01-10T08:05:00.000+00:00'),
+    (1, 'a.png', 'Mass', 'AB', 'absent', 'agree', NULL, '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2027-01-10T08:05:00.000+00:00'),
+    (1, 'a.png', 'Edema', 'CD', 'unsure', 'unsure', 2, 'image quality', '', NULL, NULL, 0.1, 0.2, 0.5, 0.7,
+     '2027-01-10T09:00:00.000+00:00'),
+    (1, 'b.png', 'Mass', 'CD', 'present', 'label_wrong', 3, 'subtle finding', 'RUL', NULL, NULL, 0.6, 0.1, 0.8, 0.3,
+     '2027-01-10T09:02:00.000+00:00');
+INSERT INTO reader_positions VALUES (1, 'AB', 1, 'b.png', '2027-01-10T08:05:01.000+00:00'),
+                                    (1, 'CD', 0, 'a.png', '2027-01-10T09:02:01.000+00:00');
+INSERT INTO adjudications (session_id, image_id, class_name, label, adjudicator, note, updated) VALUES
+    (1, 'a.png', 'Edema', 1, 'ADJ', 'first look', '2027-01-10T10:00:00.000+00:00'),
+    (1, 'a.png', 'Edema', 0, 'ADJ', 'on reflection', '2027-01-10T10:05:00.000+00:00');
+"""

@@ -12,15 +12,23 @@ reader can only change their own verdict, and every save is also appended to
 ``adjudications`` (append-only; the latest entry counts). Each reader has their own position
 in a session (``reader_positions``), remembered by image so a filter change does not lose it.
 
+Blinded sessions: the session's agreement, adjudication, corrected metrics and export show every
+film's label, model output and other readers' calls, so a reader sees them only after calling
+every film, or after pressing reveal (:meth:`ReviewStore.reveal`, kept in ``reveals``: one entry
+per session and reader, the first reveal counts). After a reveal the store refuses that reader's
+calls on findings they had not called before revealing (they would not be blinded); changing a
+call they had saved before stays allowed, as it was after they saved it and saw that film's label
+and model output, and the history keeps the blinded original.
+
 Several readers (browser sessions, threads of one server, separate processes) may write at
 once, so the database runs in WAL mode with a busy timeout and every call opens its own
 short-lived connection. A database that stays locked past the timeout is a
 :class:`~cxr_core.errors.ReviewStoreError`, never a raw ``sqlite3`` error.
 
 Schema versions (``PRAGMA user_version``): 0 is the first, single-reader layout (one verdict
-per session, image and class); 2 added readers, history, positions and adjudications; 3 (this
-one) adds a box for "where". Older files are migrated in place on open, inside one
-transaction, keeping every verdict. Verdicts saved before readers were named have an empty
+per session, image and class); 2 added readers, history, positions and adjudications; 3 added
+a box for "where"; 4 (this one) adds ``reveals``. Older files are migrated in place on open,
+inside one transaction, keeping every verdict. Verdicts saved before readers were named have an empty
 reader; the migration names them :data:`LEGACY_READER`, a name no reader can take, so they
 stay visible as one reader in every table and export and nobody can change them.
 
@@ -45,7 +53,7 @@ from cxr_core.utils.csv_safe import write_records_csv
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 VERDICTS: tuple[str, ...] = ("agree", "model_wrong", "label_wrong", "unsure")
 FINDINGS: tuple[str, ...] = ("present", "absent", "unsure")
 MODES: tuple[str, ...] = ("unblinded", "blind_labels", "blind_all")
@@ -121,6 +129,12 @@ CREATE TABLE IF NOT EXISTS adjudications (
     adjudicator TEXT NOT NULL,
     note TEXT NOT NULL DEFAULT '',
     updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reveals (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    reader TEXT NOT NULL,
+    time TEXT NOT NULL,
+    PRIMARY KEY (session_id, reader)
 );
 CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, image_id, class_name, reviewer);
 """
@@ -255,6 +269,9 @@ class ReviewStore:
                             conn.execute(statement)
                     self._to_v3(conn)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    if "verdicts" in tables:
+                        logger.info("migrated review database %s from schema %d to %d", self.path, version,
+                                    SCHEMA_VERSION)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -379,7 +396,8 @@ class ReviewStore:
 
         ``verdict`` (on the model) and/or ``finding`` (the reader's own call) must be given.
         ``point`` is (x, y) and ``box`` (x0, y0, x1, y1) (any two opposite corners), as fractions of
-        the image's width and height.
+        the image's width and height. In a blinded session a reader who has revealed the session's labels
+        and model output (:meth:`reveal`) can change the calls they saved before, but not add one.
         """
         reviewer = clean_reader(reviewer)
         if verdict is None and finding is None:
@@ -410,12 +428,30 @@ class ReviewStore:
         updates = ", ".join(f"{c} = excluded.{c}" for c in _FIELDS[4:])
         try:
             with self._connect() as conn:
+                conn.execute("BEGIN IMMEDIATE")  # a reveal from another tab cannot slip between check and save
+                self._refuse_unblinded_call(conn, int(session_id), str(image_id), str(class_name), reviewer)
                 conn.execute(f"INSERT INTO verdicts ({columns}) VALUES ({marks}) "
                              f"ON CONFLICT (session_id, image_id, class_name, reviewer) DO UPDATE SET {updates}", values)
                 conn.execute(f"INSERT INTO verdict_history ({columns}) VALUES ({marks})", values)
         except sqlite3.IntegrityError:
             raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}") from None
         return _verdict(dict(zip(_FIELDS, values)))
+
+    @staticmethod
+    def _refuse_unblinded_call(conn: sqlite3.Connection, session_id: int, image_id: str, class_name: str,
+                               reviewer: str) -> None:
+        """A new call in a blinded session by a reader who revealed its labels and model output is an error."""
+        row = conn.execute(
+            """SELECT r.time FROM reveals r JOIN sessions s ON s.id = r.session_id
+               WHERE r.session_id = ? AND r.reader = ? AND s.mode != 'unblinded' AND NOT EXISTS (
+                   SELECT 1 FROM verdicts v WHERE v.session_id = r.session_id AND v.reviewer = r.reader
+                   AND v.image_id = ? AND v.class_name = ?)""",
+            (session_id, reviewer, image_id, class_name)).fetchone()
+        if row is not None:
+            raise ReviewStoreError(
+                f"you revealed the labels and model output of this session at {_when(row['time'])}; calls you "
+                f"save now would not be blinded, so your call on {class_name} of {image_id} was not saved "
+                "(calls you saved before revealing can still be changed)")
 
     def verdict(self, session_id: int, image_id: str, class_name: str, reviewer: str | None = None) -> Verdict | None:
         """``reviewer``'s verdict; without a reader, the most recently saved one of any reader."""
@@ -459,6 +495,33 @@ class ReviewStore:
             rows = conn.execute("SELECT DISTINCT reviewer FROM verdicts WHERE session_id = ? ORDER BY reviewer",
                                 (int(session_id),)).fetchall()
         return [r[0] for r in rows]
+
+    # -- blinding ---------------------------------------------------------------------------
+    def reveal(self, session_id: int, reader: str) -> str:
+        """Record that ``reader`` sees a blinded session's labels, model output and every reader's calls
+        before reading all of its films; returns the time (UTC) of their first reveal, which is the one kept.
+
+        From then on :meth:`record` refuses their calls on findings they had not called yet.
+        """
+        reader = clean_reader(reader)
+        with self._connect() as conn:
+            row = conn.execute("SELECT mode FROM sessions WHERE id = ?", (int(session_id),)).fetchone()
+            if row is None:
+                raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
+            if row["mode"] == "unblinded":
+                raise ReviewStoreError(f"review session {session_id} is unblinded: its labels and model output "
+                                       "are already shown, there is nothing to reveal")
+            conn.execute("INSERT OR IGNORE INTO reveals (session_id, reader, time) VALUES (?, ?, ?)",
+                         (int(session_id), reader, _now()))
+            return conn.execute("SELECT time FROM reveals WHERE session_id = ? AND reader = ?",
+                                (int(session_id), reader)).fetchone()["time"]
+
+    def revealed_at(self, session_id: int, reader: str) -> str | None:
+        """When ``reader`` revealed a blinded session's labels and model output (UTC, ISO 8601), or None."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT time FROM reveals WHERE session_id = ? AND reader = ?",
+                               (int(session_id), " ".join(str(reader).split()))).fetchone()
+        return row["time"] if row is not None else None
 
     # -- adjudication -----------------------------------------------------------------------
     def adjudicate(self, session_id: int, image_id: str, class_name: str, label: int, adjudicator: str,
@@ -506,6 +569,11 @@ class ReviewStore:
         rows = self.export_rows(session_id)
         write_records_csv(path, rows, EXPORT_COLUMNS)
         return len(rows)
+
+
+def _when(time: str) -> str:
+    """A stored UTC time as people read it: 2026-12-01 20:05:11 UTC."""
+    return f"{time[:19].replace('T', ' ')} UTC"
 
 
 def _fractions(values: Sequence[float], name: str, form: str) -> tuple[float, ...]:

@@ -11,6 +11,10 @@ the readers' present/absent calls (unsure calls abstain; a tie keeps the dataset
 :func:`corrected_metrics` then scores the evaluation run with the original and the corrected
 labels side by side, using :mod:`cxr_core.metrics`.
 
+Blinded sessions: what a session says about every film (agreement with the label and the model,
+disagreements, corrected labels and metrics, the export with labels and probabilities) stays
+closed to a reader until they have called every film, or revealed it (:class:`Blinding`).
+
 A session stores the thresholds in force when it was started (``filters["thresholds"]``),
 so the model's calls and outcomes are those its readers saw, whatever set is active later.
 """
@@ -293,6 +297,35 @@ def reviewed_films(verdicts: Sequence[Verdict], reader: str, cases: pd.DataFrame
     return set(films[called]) - missing
 
 
+@dataclass(frozen=True)
+class Blinding:
+    """Where one reader stands in a session: films in it, films they have still to call, when they revealed.
+
+    In a blinded session the views over every film (agreement, adjudication, corrected metrics and
+    the export, which show each film's dataset label, model output and every reader's calls) are
+    closed to the reader until they have called every film (``left == 0``) or revealed the session
+    (``revealed_at``, from :meth:`ReviewStore.revealed_at`); unblinded sessions are never closed.
+    """
+
+    mode: str
+    films: int
+    left: int
+    revealed_at: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.mode != "unblinded" and self.left > 0 and self.revealed_at is None
+
+
+def reader_blinding(mode: str, cases: pd.DataFrame, verdicts: Sequence[Verdict], reader: str,
+                    revealed_at: str | None = None) -> Blinding:
+    """``reader``'s :class:`Blinding` in a session of ``mode`` over ``cases`` (blinded queues hold every film);
+    a reader with no name has read nothing."""
+    films = set(cases["image_id"].astype(str))
+    done = reviewed_films(verdicts, reader, cases) if reader else set()
+    return Blinding(mode, len(films), len(films - done), revealed_at)
+
+
 def next_unreviewed(queue: Sequence[str], reviewed: set[str], start: int) -> int | None:
     """Index of the first film after ``start`` (wrapping round) not yet reviewed; None when all are."""
     n = len(queue)
@@ -373,8 +406,8 @@ def export_session(store: ReviewStore, session_id: int | None, path) -> int:
 
 
 __all__ = [
-    "EXPORT_EXTRA", "KAPPA_UNDEFINED", "LABEL_RATER", "MODEL_RATER", "SESSION_EXPORT_COLUMNS", "SessionData",
-    "kappa_text",
+    "EXPORT_EXTRA", "KAPPA_UNDEFINED", "LABEL_RATER", "MODEL_RATER", "SESSION_EXPORT_COLUMNS", "Blinding", "SessionData",
+    "kappa_text", "reader_blinding",
     "ORDERS", "agreement", "call_of", "film_findings", "film_queue", "next_unreviewed", "resume_index",
     "reviewed_films", "visible", "corrected_labels", "corrected_metrics", "disagreements", "export_session", "film_cases",
     "load_session", "majority_call", "ratings", "session_classes", "session_frame", "session_thresholds",

@@ -1,4 +1,5 @@
-"""Review verdicts in SQLite: per-reader upserts with history, migration, concurrent writers, export, validation."""
+"""Review verdicts in SQLite: per-reader upserts with history, migration, concurrent writers, export, validation,
+and the reveal that ends a reader's blinded reading."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cxr_core.artifacts.review_store import (
     ReviewStore,
     ReviewStoreError,
 )
-from tests.review_fixtures import V2_ROWS, V2_SCHEMA, old_database
+from tests.review_fixtures import V2_ROWS, V2_SCHEMA, V3_ROWS, V3_SCHEMA, old_database
 
 
 @pytest.fixture
@@ -237,7 +238,7 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
     folder = tmp_path / "old"
     old_database(folder)
     store = ReviewStore(folder)
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     first = store.session(1)
     assert (first.name, first.position, first.mode, first.classes) == ("AB 2024-05-01", 4, "unblinded", ())
     assert first.filters["class"] == "Edema"
@@ -258,7 +259,7 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
     with pytest.raises(ReviewStoreError, match="before readers were named"):  # nobody can change them
         store.record(1, "00000002_000.png", "Edema", "model_wrong", reviewer=" Unnamed (before  readers) ")
     again = ReviewStore(folder)  # opening a migrated file again changes nothing
-    assert len(again.verdicts()) == 4 and again.schema_version() == 3
+    assert len(again.verdicts()) == 4 and again.schema_version() == 4
 
 
 def test_migration_by_two_processes_at_once_loses_nothing(tmp_path):
@@ -276,7 +277,7 @@ def test_schema_2_database_migrates_to_boxes_and_names_its_unnamed_verdicts(tmp_
     folder = tmp_path / "v2"
     old_database(folder, V2_ROWS, V2_SCHEMA)
     store = ReviewStore(folder)
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     by_reader = {v.reviewer: v for v in store.verdicts(1)}
     assert set(by_reader) == {LEGACY_READER, "CD"}
     assert (by_reader[LEGACY_READER].verdict, by_reader[LEGACY_READER].updated) == (
@@ -319,3 +320,80 @@ def test_the_legacy_reader_name_is_reserved(store):
         store.record(s.id, "img1.png", "Edema", "agree", reviewer=LEGACY_READER)
     with pytest.raises(ReviewStoreError, match="enter your own name"):
         store.adjudicate(s.id, "img1.png", "Edema", 1, LEGACY_READER.upper())
+
+
+def _rows(path, table: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+
+
+def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
+    """A file written by schema 3: every verdict, history entry, position and adjudication is there, unchanged."""
+    folder = tmp_path / "v3"
+    path = old_database(folder, V3_ROWS, V3_SCHEMA)
+    before = {t: _rows(path, t) for t in ("sessions", "verdicts", "verdict_history", "reader_positions", "adjudications")}
+    assert len(before["verdicts"]) == 5 and len(before["verdict_history"]) == 6
+    store = ReviewStore(folder)
+    assert store.schema_version() == 4
+    assert {t: _rows(path, t) for t in before} == before
+    assert _rows(path, "reveals") == []
+    ab = {v.class_name: v for v in store.verdicts(1, reviewer="AB")}
+    assert (ab["Edema"].finding, ab["Edema"].confidence, ab["Edema"].note, ab["Edema"].point) == (
+        "present", 5, "bat wings", (0.4, 0.6))
+    assert store.verdict(1, "b.png", "Mass", "CD").box == (0.6, 0.1, 0.8, 0.3)
+    assert [v.finding for v in store.history(1, "a.png", "Edema", "AB")] == ["absent", "present"]
+    assert store.readers(2) == [LEGACY_READER]
+    assert store.reader_position(1, "AB") == (1, "b.png")
+    assert [(a.label, a.note) for a in store.adjudications(1)] == [(0, "on reflection")]
+    assert store.session(1).mode == "blind_all" and store.revealed_at(1, "AB") is None
+    # the migrated blinded session works as before: new calls, then a reveal
+    store.record(1, "b.png", "Edema", reviewer="AB", finding="absent")
+    store.reveal(1, "AB")
+    with pytest.raises(ReviewStoreError, match="would not be blinded"):
+        store.record(1, "b.png", "Mass", reviewer="AB", finding="absent")
+    assert ReviewStore(folder).schema_version() == 4 and len(store.verdicts()) == 6
+
+
+def test_reveal_is_recorded_per_reader_and_persists(store, tmp_path):
+    s = store.create_session("blind", "ckpt", "val", mode="blind_labels")
+    assert store.revealed_at(s.id, "AB") is None
+    first = store.reveal(s.id, " AB ")
+    assert store.revealed_at(s.id, "AB") == first and first.endswith("+00:00")
+    assert store.reveal(s.id, "AB") == first  # the first reveal is the one kept
+    assert store.revealed_at(s.id, "CD") is None  # other readers stay blinded
+    assert ReviewStore(tmp_path / "reviews").revealed_at(s.id, "AB") == first  # in the database, not in memory
+    other = store.create_session("blind 2", "ckpt", "val", mode="blind_all")
+    assert store.revealed_at(other.id, "AB") is None  # per session too
+    with pytest.raises(ReviewStoreError, match="enter your own name"):
+        store.reveal(s.id, LEGACY_READER)
+    with pytest.raises(ReviewStoreError, match="does not exist"):
+        store.reveal(999, "AB")
+
+
+def test_after_a_reveal_new_calls_are_refused_and_earlier_ones_can_change(store):
+    s = store.create_session("blind", "ckpt", "val", mode="blind_all", classes=["Edema", "Mass"])
+    store.record(s.id, "a.png", "Edema", reviewer="AB", finding="present")
+    when = store.reveal(s.id, "AB")
+    shown = when[:19].replace("T", " ") + " UTC"
+    for image_id, class_name in (("b.png", "Edema"), ("a.png", "Mass")):  # a film not read, a finding not called
+        with pytest.raises(ReviewStoreError, match=f"you revealed the labels and model output of this session at "
+                                                   f"{shown}; calls you save now would not be blinded"):
+            store.record(s.id, image_id, class_name, reviewer="AB", finding="absent")
+    assert [(v.image_id, v.class_name) for v in store.verdicts(s.id)] == [("a.png", "Edema")]
+    assert len(store.history(s.id)) == 1  # a refused call leaves no trace
+    store.record(s.id, "a.png", "Edema", reviewer="AB", finding="absent", note="on reflection")
+    assert [v.finding for v in store.history(s.id, "a.png", "Edema", "AB")] == ["present", "absent"]
+    store.record(s.id, "b.png", "Edema", reviewer="CD", finding="present")  # another reader is still blinded
+    store.adjudicate(s.id, "a.png", "Edema", 1, "AB")  # deciding is what a reveal is for
+
+
+def test_unblinded_sessions_have_nothing_to_reveal(store):
+    s = store.create_session("open", "ckpt", "val")
+    with pytest.raises(ReviewStoreError, match="unblinded"):
+        store.reveal(s.id, "AB")
+    assert store.revealed_at(s.id, "AB") is None
+    store.record(s.id, "a.png", "Edema", reviewer="AB", finding="present")
+    assert store.verdict(s.id, "a.png", "Edema", "AB").finding == "present"

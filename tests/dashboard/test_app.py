@@ -452,6 +452,7 @@ def test_review_two_readers_never_overwrite_each_other(env, catalog):
 
     other.radio(key="rev_view").set_value("Agreement").run()
     no_exceptions(other)
+    assert not [b for b in other.button if b.key == "rev_reveal"]  # unblinded: open after one film, as before
     table = shown_table(other, "Between")
     assert "AB vs CD" in table["Between"].tolist() and "AB vs dataset label" in table["Between"].tolist()
     csv_text = other.get("download_button")[0].proto.label
@@ -488,6 +489,101 @@ def test_review_blinded_mode_reveals_after_saving(env, catalog):
     assert "model 0." in text and "label " not in text
 
 
+REVEAL = "Reveal labels and model output (ends your blinded reading in this session)"
+SESSION_VIEWS = ("Agreement", "Adjudicate", "Corrected metrics")
+
+
+def page_text(at: AppTest) -> str:
+    return " ".join(e.value for kind in (at.markdown, at.caption, at.info, at.warning, at.error) for e in kind)
+
+
+def assert_closed(at: AppTest, left: int, films: int) -> None:
+    """Every session view shows why it is closed and the reader's films left, and nothing of any film."""
+    for name in SESSION_VIEWS:
+        at.radio(key="rev_view").set_value(name).run()
+        no_exceptions(at)
+        text = page_text(at)
+        assert "Closed while you read blinded" in at.info[0].value, name
+        assert f"You have **{left} of {films} films** left to read" in at.info[0].value, name
+        assert not at.dataframe and not at.get("download_button") and not at.get("plotly_chart"), name
+        for hidden in ("dataset label **", "model **", "Corrected label"):
+            assert hidden not in text, (name, hidden)
+        assert at.button(key="rev_reveal").label == REVEAL and not at.button(key="rev_reveal").disabled
+
+
+def test_review_blinded_session_views_open_only_after_a_reveal(env, catalog):
+    store = ReviewStore(env / "review")
+    at = as_reader("AB", catalog["tiny_a"]).run()
+    start_session(at, "blind", "blind_all", ["Atelectasis"])
+    (session,) = store.sessions()
+    films = sorted({str(f) for f in predictions(catalog["tiny_a"]).dropna(subset=["label:Atelectasis"])["image_id"]})
+    first = film_markdown(at).split("`")[1]
+    call(at, "Atelectasis", "present")
+    press(at, "Save")
+    store.record(session.id, first, "Atelectasis", reviewer="CD", finding="present")  # another reader's call
+    assert_closed(at, len(films) - 1, len(films))
+    assert store.revealed_at(session.id, "AB") is None
+
+    press(at, REVEAL)  # still on Corrected metrics
+    when = store.revealed_at(session.id, "AB")
+    assert when is not None and shown_table(at, "AUROC (corrected)").iloc[0]["Finding"] == "Atelectasis"
+    assert "Open to you since you revealed the labels and model output on" in page_text(at)
+    at.radio(key="rev_view").set_value("Agreement").run()
+    assert "AB vs CD" in shown_table(at, "Between")["Between"].tolist() and at.get("download_button")
+
+    at.radio(key="rev_view").set_value("Read").run()
+    press(at, "Next unreviewed")  # a film AB had not read: shown, but a call on it could not be blinded
+    text = page_text(at)
+    assert "You revealed the labels and model output of this session on" in text
+    assert "model 0." in text and ("label present" in text or "label absent" in text)
+    assert next(r for r in at.radio if r.key.startswith("rev_call@")).disabled
+    assert at.button(key="rev_save").disabled and at.button(key="rev_save_next").disabled
+    picker = at.selectbox(key="rev_film_pick")
+    picker.set_value(next(i for i, label in enumerate(picker.options) if first in label)).run()
+    assert first in film_markdown(at) and not at.button(key="rev_save").disabled  # own earlier call: may change
+    call(at, "Atelectasis", "absent")
+    press(at, "Save")
+    assert [v.finding for v in store.history(session.id, first, "Atelectasis", "AB")] == ["present", "absent"]
+
+    again = as_reader("AB", catalog["tiny_a"]).run()  # a reload: the reveal is in the database
+    again.selectbox(key="rev_session_pick").set_value(session.id).run()
+    again.radio(key="rev_view").set_value("Adjudicate").run()
+    no_exceptions(again)
+    assert shown_table(again, "Readers' calls")["Film"].tolist() == [first]
+    other = as_reader("CD", catalog["tiny_a"]).run()  # per reader: CD is still blinded
+    other.selectbox(key="rev_session_pick").set_value(session.id).run()
+    assert_closed(other, len(films) - 1, len(films))
+    nobody = page("review", catalog["tiny_a"]).run()  # no reader name: closed, and nobody to reveal for
+    nobody.selectbox(key="rev_session_pick").set_value(session.id).run()
+    nobody.radio(key="rev_view").set_value("Agreement").run()
+    assert "Enter your name as **Reader**" in nobody.info[0].value and nobody.button(key="rev_reveal").disabled
+
+
+def test_review_blinded_session_views_open_once_every_film_is_read(env, catalog):
+    store = ReviewStore(env / "review")
+    at = as_reader("AB", catalog["tiny_a"]).run()
+    start_session(at, "labels hidden", "blind_labels", ["Atelectasis", "Cardiomegaly"])
+    (session,) = store.sessions()
+    last = film_markdown(at).split("`")[1]
+    frame = predictions(catalog["tiny_a"])
+    known = {c: set(frame.loc[frame[f"label:{c}"].notna(), "image_id"].astype(str)) for c in ("Atelectasis", "Cardiomegaly")}
+    films = sorted(known["Atelectasis"] | known["Cardiomegaly"])
+    for film in films:
+        for class_name in ("Atelectasis", "Cardiomegaly"):
+            if film != last and film in known[class_name]:
+                store.record(session.id, film, class_name, reviewer="AB", finding="absent")
+    assert_closed(at, 1, len(films))
+    at.radio(key="rev_view").set_value("Read").run()
+    for class_name in ("Atelectasis", "Cardiomegaly"):
+        call(at, class_name, "present")
+    press(at, "Save")
+    at.radio(key="rev_view").set_value("Agreement").run()
+    no_exceptions(at)
+    assert "Open to you: you have saved your calls on every film" in page_text(at)
+    assert "AB vs dataset label" in shown_table(at, "Between")["Between"].tolist() and at.get("download_button")
+    assert store.revealed_at(session.id, "AB") is None  # opened by reading, not by a reveal
+
+
 def test_review_needs_a_reader_name(env, catalog):
     at = page("review", catalog["tiny_a"]).run()
     start_session(at, "anon", "unblinded", ["Atelectasis"])
@@ -507,7 +603,7 @@ def test_review_adjudication_and_corrected_metrics(env, catalog):
         call(at, "Atelectasis", value)
         press(at, "Save")
     at.radio(key="rev_view").set_value("Adjudicate").run()
-    no_exceptions(at)
+    press(at, REVEAL)  # B adjudicates before reading the other films
     listed = shown_table(at, "Readers' calls")
     assert listed.iloc[0]["Readers' calls"] == "A: present, B: absent" and listed.iloc[0]["Majority"] == "tie"
     at.radio(key="rev_adj_label").set_value("present")
@@ -597,7 +693,7 @@ def test_review_adjudication_shows_the_film_with_each_readers_mark(env, catalog)
         store.record(session.id, film, cls, reviewer="A", finding="present", confidence=4, point=(0.25, 0.5))
         store.record(session.id, film, cls, reviewer="B", finding="absent", box=(0.5, 0.5, 0.75, 0.75), note="clear")
     at.radio(key="rev_view").set_value("Adjudicate").run()
-    no_exceptions(at)
+    press(at, REVEAL)  # an adjudicator who never reads
     assert at.selectbox(key="rev_adj_pick").options == [f"{film} · Atelectasis", f"{film} · Cardiomegaly"]
     calls_shown = shown_table(at, "Where")
     assert calls_shown[["Reader", "Call", "Confidence", "Where"]].values.tolist() == [

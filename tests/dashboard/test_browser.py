@@ -4,8 +4,8 @@ Uploads a real NIH radiograph on Predict, waits for the results table, switches 
 on, then opens every page and saves a screenshot of each (to $CXR_SCREENSHOT_DIR, default pytest's
 tmp_path) so a person can look at what the dashboard shows. On Review: two browser contexts read
 the same film as two named readers (both calls reach the page's agreement table and its export),
-and a blinded reader sees neither label nor model output until saving, and marks "where" by
-clicking the film.
+and a blinded reader sees neither label nor model output until saving, marks "where" by
+clicking the film, and finds the session's Agreement view closed while films remain.
 """
 
 from __future__ import annotations
@@ -372,6 +372,13 @@ def test_blinded_reader_sees_label_and_model_only_after_saving_and_marks_where_b
             names = page.evaluate(f"() => {PLOTS_JS}[0].data.map(t => t.name || '')")
             assert "Atelectasis" in names, names  # the saved mark is drawn on the film
             page.screenshot(path=str(screenshot_dir / "review_blind_all_after_save.png"))
+            page.get_by_text("Agreement", exact=True).first.click()  # one film read of many: still closed
+            page.get_by_text("Closed while you read blinded", exact=False).first.wait_for(timeout=60_000)
+            _settle(page)
+            assert page.locator('[data-testid="stDataFrame"]').count() == 0
+            assert page.get_by_role("button", name="Export verdicts (CSV)").count() == 0
+            assert page.get_by_role("button", name="Reveal labels and model output", exact=False).count() == 1
+            page.screenshot(path=str(screenshot_dir / "review_blind_all_agreement_closed.png"))
 
             labels = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
             _open_review(labels, dashboard_url, "GH")

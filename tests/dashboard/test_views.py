@@ -51,3 +51,16 @@ def test_disagreement_and_corrected_display():
     assert set(out["Finding"]) == {"Edema (threshold 0.500; 2 label(s) changed)"}
     assert views.progress_text(3, 10, "AB") == "3 of 10 reviewed by you"
     assert views.film_label(0, "img", True) == "✓ 1 · img"
+
+
+def test_blinding_texts_say_why_a_view_is_closed_and_why_it_is_open():
+    from cxr_core.evaluation.review import Blinding
+    closed = Blinding("blind_all", films=40, left=37)
+    assert "You have **37 of 40 films** left to read" in views.closed_text(closed, "AB")
+    assert "Enter your name as **Reader**" in views.closed_text(closed, "")
+    assert views.open_text(Blinding("unblinded", 40, 40)) == ""
+    assert views.open_text(Blinding("blind_labels", 40, 0)).startswith("Open to you: you have saved your calls")
+    revealed = Blinding("blind_all", 40, 37, "2027-01-10T08:05:00.000+00:00")
+    assert views.open_text(revealed) == ("Open to you since you revealed the labels and model output on "
+                                         "10 Jan 2027, 08:05 UTC with 37 film(s) unread.")
+    assert "on 10 Jan 2027, 08:05 UTC" in views.revealed_text(revealed.revealed_at)

@@ -147,3 +147,22 @@ def test_progress_next_unreviewed_and_resume(tmp_path, run):
     assert resume_index(queue, (1, "img4")) == 4
     assert resume_index(["img9", "img8"], (5, "img4")) == 1
     assert resume_index(queue, None) == 0
+
+
+def test_blinding_closes_the_session_views_until_every_film_is_called_or_revealed(tmp_path, run):
+    from cxr_core.evaluation.review import reader_blinding
+    store, s, _ = session(tmp_path, run)
+    cases = film_cases(run, ["Edema"], {"Edema": 0.5})
+    a = reader_blinding("blind_all", cases, store.verdicts(s.id), "A")
+    assert (a.films, a.left, a.closed) == (6, 2, True)  # A called img0, img1, img3, img4
+    assert reader_blinding("blind_all", cases, store.verdicts(s.id), "C").left == 4
+    for image_id in ("img2", "img5"):
+        store.record(s.id, image_id, "Edema", reviewer="A", finding="absent")
+    done = reader_blinding("blind_all", cases, store.verdicts(s.id), "A")
+    assert (done.left, done.closed) == (0, False)
+    when = store.reveal(s.id, "C")
+    revealed = reader_blinding("blind_all", cases, store.verdicts(s.id), "C", store.revealed_at(s.id, "C"))
+    assert (revealed.left, revealed.revealed_at, revealed.closed) == (4, when, False)
+    nobody = reader_blinding("blind_all", cases, store.verdicts(s.id), "")
+    assert (nobody.left, nobody.closed) == (6, True)  # a reader without a name has read nothing
+    assert not reader_blinding("unblinded", cases, [], "B").closed  # unblinded: open as before
