@@ -18,6 +18,13 @@ or replaced. Labels and splits are deliberately not part of the key: reassigning
 not change a single pixel, so it must not cost a re-decode (the manifest fingerprint is still
 recorded in the index for provenance).
 
+A cache can also hold the rows after a per-image step that depends on more than the file, such
+as lung masking (``transform``, a :class:`CacheTransform`): it is derived from the plain cache
+of the same images and its key also hashes the step's ``identity`` (for lung masking: the lung
+model's weights checksum, the dilation, the masking version), so a masked and an unmasked cache,
+or two maskings, never share a file. Its index records that identity (``transform``), and
+readers that need a particular step check it (:attr:`ImageCache.transform`).
+
 The index is written last and both files are renamed into place atomically, so an
 interrupted build leaves at most a ``.partial`` file that is never mistaken for a cache.
 """
@@ -42,7 +49,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -57,6 +64,20 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump whenever the stored bytes change (layout, or to_cache_array's resizing)
 _MAX_LISTED_FAILURES = 5
+_DERIVE_CHUNK = 64  # rows handed to a cache transform at a time
+
+
+class CacheTransform(Protocol):
+    """A deterministic step applied to every cached row: uint8 (B, S, S) -> uint8 (B, S, S).
+
+    ``identity`` names everything its output depends on besides the input rows; it becomes
+    part of the cache key.
+    """
+
+    @property
+    def identity(self) -> str: ...
+
+    def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
 
 def default_workers() -> int:
@@ -83,6 +104,7 @@ class ImageCache:
         self.image_ids: tuple[str, ...] = tuple(index["image_ids"])
         self.original_shapes: tuple[tuple[int, int], ...] = tuple((int(h), int(w)) for h, w in index["original_shapes"])
         self.manifest_fingerprint: str = index.get("manifest_fingerprint", "")
+        self.transform: str = index.get("transform", "")  # identity of the step applied to the rows ("": none)
         self._array: np.memmap | None = None
 
     # ------------------------------------------------------------------ reading
@@ -164,8 +186,12 @@ class ImageCache:
         *,
         workers: int | None = None,
         progress: bool = True,
+        transform: CacheTransform | None = None,
     ) -> "ImageCache":
         """The cache of ``manifest`` at ``size`` px: reused when nothing changed, else (re)built.
+
+        With ``transform``, the cache of the transformed rows, derived from (and leaving in
+        place) the plain cache of the same images.
 
         Raises ``DatasetError`` listing the files that are missing or cannot be decoded; a
         cache is only ever produced for a manifest whose every image could be read.
@@ -178,17 +204,72 @@ class ImageCache:
         cache_dir.mkdir(parents=True, exist_ok=True)
         key = cache_key(manifest, size)
         stem = f"cache-{size}px-{key}"
+        plain = cls._existing(cache_dir, stem, key)
+        if plain is None:
+            _remove_abandoned_partials(cache_dir, stem)
+            plain = cls._build_new(manifest, cache_dir, stem, key, size, workers or default_workers(), progress)
+        if transform is None:
+            return plain
+        key = derived_key(plain.key, transform.identity)
+        stem = f"cache-{size}px-{key}"
+        derived = cls._existing(cache_dir, stem, key)
+        if derived is None:
+            _remove_abandoned_partials(cache_dir, stem)
+            derived = cls._derive(plain, transform, cache_dir, stem, key, progress)
+        return derived
+
+    @classmethod
+    def _existing(cls, cache_dir: Path, stem: str, key: str) -> "ImageCache | None":
         index_path = cache_dir / f"{stem}.json"
-        if index_path.is_file():
-            try:
-                cache = cls.open(index_path)
-            except DatasetError:
-                pass  # damaged by hand or by disk trouble: build it again below
-            else:
-                if cache.key == key:
-                    return cache
-        _remove_abandoned_partials(cache_dir, stem)
-        return cls._build_new(manifest, cache_dir, stem, key, size, workers or default_workers(), progress)
+        if not index_path.is_file():
+            return None
+        try:
+            cache = cls.open(index_path)
+        except DatasetError:
+            return None  # damaged by hand or by disk trouble: build it again
+        return cache if cache.key == key else None
+
+    @classmethod
+    def _derive(
+        cls, plain: "ImageCache", transform: CacheTransform, cache_dir: Path, stem: str, key: str, progress: bool
+    ) -> "ImageCache":
+        """Apply ``transform`` to every row of ``plain``, in row order, into a new cache file."""
+        n, size = len(plain), plain.size
+        data_path = cache_dir / f"{stem}.u8"
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        partial = cache_dir / f"{stem}.u8.partial-{token}"
+        index_partial = cache_dir / f"{stem}.json.partial-{token}"
+        _check_free_space(cache_dir, n * size * size)
+        try:
+            out = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(n, size, size))
+            with tqdm(total=n, desc=f"{transform.identity.split()[0]}: {n} cached images", unit="img", disable=not progress) as bar:
+                for start in range(0, n, _DERIVE_CHUNK):
+                    rows = np.arange(start, min(n, start + _DERIVE_CHUNK))
+                    result = np.asarray(transform(plain.get_batch(rows)))
+                    if result.dtype != np.uint8 or result.shape != (len(rows), size, size):
+                        raise DatasetError(
+                            f"the cache step {transform.identity!r} returned {result.dtype} {result.shape} for "
+                            f"{len(rows)} rows of {size} px; it must return uint8 rows of the same shape"
+                        )
+                    out[rows[0]:rows[-1] + 1] = result
+                    bar.update(len(rows))
+            out.flush()
+            del out
+            index = json.loads(plain.index_path.read_text())
+            index.update({
+                "key": key,
+                "data_file": data_path.name,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "transform": transform.identity,
+                "derived_from": plain.key,
+            })
+            os.replace(partial, data_path)
+            index_partial.write_text(json.dumps(index))
+            os.replace(index_partial, cache_dir / f"{stem}.json")
+        finally:
+            for leftover in (partial, index_partial):
+                leftover.unlink(missing_ok=True)
+        return cls.open(cache_dir / f"{stem}.json")
 
     @classmethod
     def _build_new(
@@ -331,6 +412,11 @@ def cache_key(manifest: Manifest, size: int) -> str:
             f"(first: {shown}); check the dataset folder or remove these rows"
         )
     return h.hexdigest()[:20]
+
+
+def derived_key(plain_key: str, identity: str) -> str:
+    """Key of the cache of ``plain_key``'s rows after the step named ``identity``."""
+    return hashlib.sha256(f"cxr-image-cache v{FORMAT_VERSION} derived from {plain_key}\n{identity}\n".encode()).hexdigest()[:20]
 
 
 def _decode_all(

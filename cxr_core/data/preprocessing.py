@@ -9,7 +9,9 @@ Two halves, used by everything that feeds a model:
 Training and ``cxr evaluate`` read the cache (half 1 at build time, half 2 per batch); the
 Predictor runs both halves on an uploaded file (:func:`prepare_image`). Because there is only
 this one path, a probability shown for an uploaded file equals the one ``cxr evaluate``
-computes for the same file.
+computes for the same file. A model trained with lung masking (``PreprocessConfig.lung_mask``)
+has one more step between the halves, on the cache array: everything outside the lungs is
+blacked out (:mod:`cxr_core.data.lung_mask`), in the cache and in the Predictor alike.
 
 Resizing for the cache: Pillow ``BILINEAR`` on a 32-bit float ("F" mode) image. Pillow scales
 its filter support by the reduction factor, so shrinking a 3000-px detector image to 256 px is
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cxr_core.data.lung_mask import LungMaskConfig
 from cxr_core.errors import ConfigError, ImageLoadError
 from cxr_core.utils.settings import check_known_keys
 
@@ -43,7 +46,8 @@ class PreprocessConfig:
 
     ``in_chans=3`` replicates the gray image into three channels, each normalised with its own
     ImageNet mean/std (what ImageNet-pretrained weights expect); ``in_chans=1`` keeps one
-    channel normalised with the first mean/std.
+    channel normalised with the first mean/std. ``lung_mask`` (None: off) blacks out everything
+    outside the lungs of the cache array before the network sees it.
     """
 
     cache_size: int = 256
@@ -51,6 +55,7 @@ class PreprocessConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     in_chans: int = 3
+    lung_mask: LungMaskConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -65,10 +70,16 @@ class PreprocessConfig:
             raise ConfigError(f"mean and std need three values each (one per RGB channel), got {self.mean} and {self.std}")
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"std values must be positive, got {self.std}")
+        if self.lung_mask is not None and not isinstance(self.lung_mask, LungMaskConfig):
+            raise ConfigError(f"lung_mask must be lung mask settings or None, not {self.lung_mask!r}")
 
     def to_dict(self) -> dict:
+        """JSON-ready settings; ``lung_mask`` appears only when it is on, so cards of unmasked
+        models read exactly as they did before lung masking existed."""
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if self.lung_mask is None:
+            del d["lung_mask"]
         return d
 
     @classmethod
@@ -78,6 +89,8 @@ class PreprocessConfig:
         for key in ("mean", "std"):
             if key in values:
                 values[key] = tuple(values[key])
+        if values.get("lung_mask") is not None:
+            values["lung_mask"] = LungMaskConfig.from_dict(values["lung_mask"])
         return cls(**values)
 
 
@@ -163,5 +176,12 @@ def eval_tensor(
 
 
 def prepare_image(pixels: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
-    """Decoded radiograph -> (C, S, S) network input, exactly as the cache + evaluation path would."""
+    """Decoded radiograph -> (C, S, S) network input, exactly as the cache + evaluation path would.
+
+    Refuses lung-masked preprocessing: finding the lungs takes the lung network, which only the
+    Predictor (and the image cache) run.
+    """
+    if cfg.lung_mask is not None:
+        raise ConfigError("this model sees lung-masked images, which needs the lung segmentation model; "
+                          "score images with cxr_core.inference.predictor.Predictor instead of prepare_image")
     return eval_tensor(to_cache_array(pixels, cfg.cache_size), cfg)

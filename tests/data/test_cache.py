@@ -280,3 +280,57 @@ def test_prune_deletes_unused_caches_and_debris_only(tmp_path, capsys):
     assert main(["cache", "list", "--dir", str(folder)]) == 0
     assert "2 cache(s)" in capsys.readouterr().out  # the recent one and the rebuilt one
     assert main(["cache", "list", "--dir", str(tmp_path / "nowhere")]) == 2
+
+
+class _Step:
+    """A stand-in cache transform (the real one is the lung masker): keeps pixels above ``floor``."""
+
+    def __init__(self, floor: int, calls: list[int] | None = None) -> None:
+        self.floor = floor
+        self.calls = calls if calls is not None else []
+
+    @property
+    def identity(self) -> str:
+        return f"keep-above {self.floor}"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.calls.append(len(images))
+        return np.where(images > self.floor, images, 0).astype(np.uint8)
+
+
+def test_a_transformed_cache_never_shares_a_file_with_the_plain_one(tmp_path, monkeypatch):
+    """With/without a step (lung masking) and two different steps are three caches, each reused by key."""
+    paths = write_pngs(tmp_path / "images", 70)  # more rows than one transform chunk
+    manifest = make_manifest(paths)
+    folder = tmp_path / "cache"
+    plain = ImageCache.build(manifest, folder, SIZE, workers=1, progress=False)
+    calls: list[int] = []
+    masked = ImageCache.build(manifest, folder, SIZE, workers=1, progress=False, transform=_Step(128, calls))
+    assert sum(calls) == 70 and max(calls) == 64  # every row once, in chunks
+    assert masked.key != plain.key and masked.data_path != plain.data_path
+    assert (plain.transform, masked.transform) == ("", "keep-above 128")
+    assert masked.image_ids == plain.image_ids and masked.original_shapes == plain.original_shapes
+    for row in (0, 33, 69):
+        np.testing.assert_array_equal(masked[row], np.where(plain[row] > 128, plain[row], 0))
+    assert (plain.get_batch(range(70)) <= 128).any()  # the plain rows kept their dark pixels
+
+    decodes = count_decodes(monkeypatch)
+    calls.clear()
+    again = ImageCache.build(manifest, folder, SIZE, workers=1, progress=False, transform=_Step(128, calls))
+    assert decodes == [] and calls == [] and again.data_path == masked.data_path
+    other = ImageCache.build(manifest, folder, SIZE, workers=1, progress=False, transform=_Step(64))
+    assert decodes == [] and other.data_path not in (plain.data_path, masked.data_path)
+    assert len({p for p in cache_files(folder) if p.endswith(".json")}) == 3
+    assert ImageCache.build(manifest, folder, SIZE, workers=1, progress=False).data_path == plain.data_path
+
+
+def test_a_transform_that_changes_the_shape_is_refused(tmp_path):
+    class Cropping(_Step):
+        def __call__(self, images: np.ndarray) -> np.ndarray:
+            return images[:, 1:, 1:]
+
+    manifest = make_manifest(write_pngs(tmp_path / "images", 3))
+    with pytest.raises(DatasetError, match="same shape"):
+        ImageCache.build(manifest, tmp_path / "cache", SIZE, workers=1, progress=False, transform=Cropping(0))
+    assert [p for p in cache_files(tmp_path / "cache") if "partial" in p] == []
+    assert len([p for p in cache_files(tmp_path / "cache") if p.endswith(".json")]) == 1  # only the plain cache
