@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from cxr_core.artifacts.catalog import BUNDLED_DIR
-from cxr_core.artifacts.run_dir import MODEL_FILE
+# What counts as lung is defined once, in cxr_core.data.lung_mask (lung-masked classifiers use
+# the same threshold and speck rule); the bundled lung model's path in cxr_core.artifacts.lung_model.
+from cxr_core.artifacts.lung_model import DEFAULT_LUNG_CHECKPOINT
+from cxr_core.data.lung_mask import LUNG_THRESHOLD, MIN_COMPONENT_PIXELS, drop_specks
 from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import CheckpointError
 from cxr_core.models.checkpoint import Checkpoint, load_checkpoint
@@ -34,9 +36,6 @@ from cxr_core.models.segmentation import predict_mask_probs
 from cxr_core.utils.device import resolve_device
 from cxr_core.utils.tasks import Task
 
-DEFAULT_LUNG_CHECKPOINT = BUNDLED_DIR / "lungs" / MODEL_FILE
-LUNG_THRESHOLD = 0.5
-MIN_COMPONENT_PIXELS = 3  # isolated specks (resampling artefacts in the reference masks) are not lungs
 NO_LUNG_FRACTION = 0.005  # below this share of the image the model found no lung at all
 LOW_FACTOR = 0.5  # "tiny": under half the smallest lung area seen in training
 HIGH_FACTOR = 1.5  # "most of the image": over 1.5x the largest lung area seen in training
@@ -92,17 +91,6 @@ def lung_area_fraction(mask: np.ndarray) -> float:
     """Share of the image's pixels inside the mask, ignoring specks under MIN_COMPONENT_PIXELS."""
     m = drop_specks(np.asarray(mask, dtype=bool))
     return float(m.mean()) if m.size else 0.0
-
-
-def drop_specks(mask: np.ndarray, min_pixels: int = MIN_COMPONENT_PIXELS) -> np.ndarray:
-    """The mask without connected components (4-connected) smaller than ``min_pixels``."""
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return mask.astype(bool)
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_pixels
-    keep[0] = False
-    return keep[labels]
 
 
 def check_lung_fraction(fraction: float, reference: dict) -> LungCheck:
