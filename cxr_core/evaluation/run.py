@@ -3,7 +3,10 @@
 ``predict_split`` feeds the cached images through ``eval_transform`` of the checkpoint's own
 preprocessing (the path the Predictor takes for an uploaded file), so the probability the
 dashboard shows for an image equals the one in ``predictions.csv`` (both calibrated with the
-card's temperature by :func:`cxr_core.models.tta.calibrate`). ``evaluate_checkpoint``
+card's temperature by :func:`cxr_core.models.tta.calibrate`). For a lung-masked model the
+cache holds the lung-masked rows, made by the same masker the Predictor runs
+(:func:`cxr_core.artifacts.lung_model.lung_masker_for`), and ``predict_split`` refuses a cache
+masked otherwise. ``evaluate_checkpoint``
 scores the predictions with :func:`cxr_core.metrics.evaluation_report`, bootstrapping over
 patients, and writes ``predictions.csv`` + ``report.json`` atomically. Every operating point
 it reports says where its thresholds came from (``thresholds_from``): cross-fitted by patient
@@ -27,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cxr_core.artifacts.lung_model import lung_masker_for
 from cxr_core.artifacts.run_dir import (
     PREDICTIONS_FILE,
     REPORT_FILE,
@@ -36,10 +40,11 @@ from cxr_core.artifacts.run_dir import (
     split_arrays,
 )
 from cxr_core.artifacts.thresholds_store import CARD_SET, ThresholdStore
-from cxr_core.data.cache import ImageCache, cache_key
+from cxr_core.data.cache import CacheTransform, ImageCache, cache_key, derived_key
 from cxr_core.data.dataset import CXRDataset, eval_transform
 from cxr_core.data.labels import ClassMapping, match_classes
 from cxr_core.data.manifest import Manifest
+from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.metrics import (
     DEFAULT_THRESHOLD,
@@ -144,6 +149,7 @@ def predict_split(
     computes them.
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    check_cache_preprocessing(cache, ckpt.preprocess)
     mapping = class_mapping(ckpt.card, manifest)
     dev = resolve_device(device)
     model = ckpt.build_model().to(dev).eval()
@@ -165,6 +171,23 @@ def predict_split(
     for model_class, name in mapping.shared:
         frame[prob_column(name)] = probs[:, ckpt.card.classes.index(model_class)]
     return frame
+
+
+def check_cache_preprocessing(cache: ImageCache, preprocess: PreprocessConfig) -> None:
+    """Refuse a cache whose rows are not what the model was trained on (lung-masked or not, and how).
+
+    Scoring a lung-masked model on whole images, or the reverse, gives numbers that belong to
+    no model; the cache index records the masking it applied (:attr:`ImageCache.transform`).
+    """
+    wanted = preprocess.lung_mask.identity() if preprocess.lung_mask is not None else ""
+    if cache.transform != wanted:
+        def said(identity: str) -> str:
+            return f"lung-masked images ({identity})" if identity else "whole (unmasked) images"
+
+        raise DatasetError(
+            f"the image cache {cache.index_path.name} holds {said(cache.transform)}, but the model was trained on "
+            f"{said(wanted)}; build the cache with the model's lung masker (cxr_core.artifacts.lung_model.lung_masker_for)"
+        )
 
 
 def calibrate_predictions(predictions: pd.DataFrame, classes: Sequence[str], temperature: Sequence[float] | None,
@@ -537,7 +560,8 @@ def refresh_card(
             f"with {list(manifest.classes)}; a card is re-stamped on the data it was validated on"
         )
     part = manifest.split("val")
-    cache = open_cache_for(manifest, part, cache_dir, ckpt.preprocess.cache_size, progress=progress)
+    cache = open_cache_for(manifest, part, cache_dir, ckpt.preprocess.cache_size, progress=progress,
+                           transform=lung_masker_for(ckpt.preprocess, device))
     return finalise_checkpoint(
         checkpoint_path, ckpt.card, part, cache, RunDir.of_checkpoint(checkpoint_path).eval_dir("val"),
         n_boot=n_boot, seed=seed, batch_size=batch_size, device=device, half=ckpt.card.weights_dtype == "float16",
@@ -558,19 +582,26 @@ def _evaluation_info(checkpoint_path: Path, card: ModelCard, split: str, manifes
     }
 
 
-def open_cache_for(manifest: Manifest, split_manifest: Manifest, cache_dir: str | Path, size: int, *, progress: bool = True) -> ImageCache:
+def open_cache_for(
+    manifest: Manifest, split_manifest: Manifest, cache_dir: str | Path, size: int, *, progress: bool = True,
+    transform: CacheTransform | None = None,
+) -> ImageCache:
     """The training run's cache of the whole manifest when it exists, else a cache of the split alone.
 
     Evaluating one split must not decode the whole dataset, but when training already did,
-    its cache (found by key, see :mod:`cxr_core.data.cache`) is reused.
+    its cache (found by key, see :mod:`cxr_core.data.cache`) is reused. ``transform`` (the
+    model's lung masker) selects the cache of the transformed rows.
     """
-    full_index = Path(cache_dir) / f"cache-{size}px-{cache_key(manifest, size)}.json"
+    key = cache_key(manifest, size)
+    if transform is not None:
+        key = derived_key(key, transform.identity)
+    full_index = Path(cache_dir) / f"cache-{size}px-{key}.json"
     if full_index.is_file():
         try:
             return ImageCache.open(full_index)
         except DatasetError:
             pass  # damaged: fall through and build the split's own cache
-    return ImageCache.build(split_manifest, cache_dir, size, progress=progress)
+    return ImageCache.build(split_manifest, cache_dir, size, progress=progress, transform=transform)
 
 
 def evaluate_checkpoint(
@@ -600,7 +631,8 @@ def evaluate_checkpoint(
     mapping = class_mapping(ckpt.card, manifest)
     card = card_on_classes(ckpt.card, mapping)
     part = manifest.split(split)
-    cache = open_cache_for(manifest, part, cache_dir, ckpt.preprocess.cache_size, progress=progress)
+    cache = open_cache_for(manifest, part, cache_dir, ckpt.preprocess.cache_size, progress=progress,
+                           transform=lung_masker_for(ckpt.preprocess, device))
     raw = predict_split(ckpt, part, cache, batch_size=batch_size, device=device, progress=progress, calibrated=False)
     predictions = calibrate_predictions(raw, card.classes, card.temperature(),
                                         multilabel=card.get_label_space().multilabel)

@@ -66,7 +66,10 @@ def export_metadata(predictor: Predictor) -> dict:
         "temperature": predictor.card.temperature() if predictor.card is not None else None,
         "preprocess": predictor.preprocess.to_dict(),
         "input": "float32 (batch, in_chans, input_size, input_size): cxr_core.data.preprocessing.eval_tensor of the "
-                 "uint8 image resized to cache_size (to_cache_array); gray 0..255 normalised with mean/std",
+                 "uint8 image resized to cache_size (to_cache_array); gray 0..255 normalised with mean/std"
+                 + ("; BEFORE that, every pixel outside the lungs set to 0 by the lung model preprocess.lung_mask "
+                    "names (cxr_core.models.lung_mask.LungMasker): that step is not part of this graph"
+                    if predictor.lung_masker is not None else ""),
         "output": "float32 (batch, classes) probabilities: " + ("sigmoid" if predictor.label_space.multilabel else "softmax"),
         "architecture": predictor.architecture,
         "provenance": card.provenance if card is not None else "",

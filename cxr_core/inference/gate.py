@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxr_core.artifacts.lung_model import lung_masker_for
 from cxr_core.data.cache import ImageCache
 from cxr_core.data.imaging import LoadedImage
 from cxr_core.data.manifest import Manifest
@@ -350,7 +351,8 @@ def fit_checkpoint_gate(
     """
     ckpt = load_checkpoint(checkpoint)
     preprocess = ckpt.preprocess
-    cache = ImageCache.build(manifest, cache_dir, preprocess.cache_size, progress=progress)
+    cache = ImageCache.build(manifest, cache_dir, preprocess.cache_size, progress=progress,
+                             transform=lung_masker_for(preprocess, device))  # the images the model saw
     dev = resolve_device(device)
     model = ckpt.build_model().to(dev)
     train = manifest.split("train")

@@ -12,8 +12,8 @@ One :class:`Predictor` is built per checkpoint and shared across threads (Stream
   a time, behind a lock (:meth:`Predictor.explanation_model`). Predictions never wait for it.
 
 Images take exactly the path ``cxr evaluate`` takes (``to_cache_array`` at the cache size,
-then ``eval_tensor``), so a probability shown in the dashboard equals the one in the
-evaluation report for the same image.
+for a lung-masked model the card's lung masker on that array, then ``eval_tensor``), so a
+probability shown in the dashboard equals the one in the evaluation report for the same image.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxr_core.artifacts.lung_model import lung_masker_for
 from cxr_core.data.imaging import UNSUPPORTED_IMAGE_EXTENSIONS, LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
@@ -40,6 +41,7 @@ from cxr_core.inference.lungs import LungResult, LungSegmenter
 from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import head_modules, load_checkpoint
+from cxr_core.models.lung_mask import LungMasker
 from cxr_core.models.tta import check_tta, class_probabilities
 from cxr_core.utils.device import resolve_device
 from cxr_core.utils.tasks import Task
@@ -117,9 +119,17 @@ class Predictor:
         tta: str | None = None,
         gate: InputGate | None = None,
         feature_heads: Sequence[nn.Module] = (),
+        lung_masker: LungMasker | None = None,
     ) -> None:
         """``gate`` with fitted statistics needs ``feature_heads``, the classifier heads of
-        ``model`` whose inputs are the features it measures."""
+        ``model`` whose inputs are the features it measures; lung-masked ``preprocess`` needs
+        the ``lung_masker`` of its lung model."""
+        if (preprocess.lung_mask is not None) != (lung_masker is not None):
+            raise ConfigError(
+                "the preprocessing asks for lung masking but no lung masker was given" if lung_masker is None
+                else "a lung masker was given for a model that sees whole images"
+            )
+        self.lung_masker = lung_masker
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.gate = gate if gate is not None else InputGate(card)
@@ -178,6 +188,7 @@ class Predictor:
             tta=tta,
             gate=InputGate.of_checkpoint(card, ckpt.gate, lungs),
             feature_heads=head_modules(card, model),
+            lung_masker=lung_masker_for(card.get_preprocess(), device),
         )
         if warmup:
             predictor.warmup()
@@ -222,13 +233,15 @@ class Predictor:
     # ------------------------------------------------------------------ tensors
 
     def cache_array(self, image: ImageInput, position: int = 0) -> np.ndarray:
-        """The uint8 array the image cache would hold for this image (the decode-side half of preprocessing).
+        """The uint8 array the image cache would hold for this image (the decode-side half of
+        preprocessing), lung-masked when the model was trained on lung-masked images.
 
         Raises ``UnsuitableImageError`` for an image the input gate refuses (blank, too small...).
         """
         pixels, name = image_pixels(image, position)
         check_quality(pixels, name, image.meta if isinstance(image, LoadedImage) else None)
-        return to_cache_array(pixels, self.preprocess.cache_size)
+        array = to_cache_array(pixels, self.preprocess.cache_size)
+        return self.lung_masker(array[None])[0] if self.lung_masker is not None else array
 
     def segment_lungs(self, image: ImageInput, position: int = 0) -> LungResult | None:
         """The input gate's lung mask and check of one image (None when the gate has no lung model)."""

@@ -19,6 +19,7 @@ from typing import Any, Union
 
 import yaml
 
+from cxr_core.data.lung_mask import DEFAULT_DILATION, MAX_DILATION
 from cxr_core.errors import ConfigError
 from cxr_core.evaluation.run import DEFAULT_OPERATING_POINT
 from cxr_core.metrics import parse_threshold_spec
@@ -53,6 +54,11 @@ class PreprocessSection:
     input_size: int = 224
     mean: Union[list[float], None] = None  # None: the normalisation the architecture's pretrained weights expect
     std: Union[list[float], None] = None
+    # Black out everything outside the lungs (found by a lung segmentation model on the cached
+    # image) before the classifier sees it, in training and at inference (cxr_core.data.lung_mask).
+    lung_mask: bool = False
+    lung_checkpoint: Union[str, None] = None  # the lung model; None: the bundled checkpoints/lungs
+    lung_dilation: float = DEFAULT_DILATION  # share of the image side the lung mask grows by
 
 
 @dataclass
@@ -171,6 +177,8 @@ class TrainConfig:
         out.out_dir = absolute(out.out_dir)
         if out.model.weights not in (None, "imagenet"):
             out.model.weights = absolute(out.model.weights)
+        if out.preprocess.lung_checkpoint:
+            out.preprocess.lung_checkpoint = absolute(out.preprocess.lung_checkpoint)
         return out
 
     # ------------------------------------------------------------------ validation
@@ -192,6 +200,7 @@ class TrainConfig:
         for key, stats in (("preprocess.mean", self.preprocess.mean), ("preprocess.std", self.preprocess.std)):
             _need(stats is None or len(stats) == 3, key, "needs 3 values (one per RGB channel; gray input uses the first)")
         _need(self.task in TRAINING_TASKS, "task", f"must be {' or '.join(TRAINING_TASKS)}, not {self.task!r}")
+        _check_lung_mask(self.preprocess, self.task)
         if self.task == TASK_SEGMENTATION:
             _need(self.loss.kind in ("auto", SEGMENTATION_LOSS), "loss.kind",
                   f"a segmentation model trains with auto or {SEGMENTATION_LOSS} (Dice + BCE), not {self.loss.kind!r}")
@@ -275,6 +284,22 @@ class EnsembleConfig:
 def _need(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
+
+
+def _check_lung_mask(section: PreprocessSection, task: str) -> None:
+    """Lung settings only mean something for a classifier that asks for lung masking."""
+    if not section.lung_mask:
+        for key, value, default in (("lung_checkpoint", section.lung_checkpoint, None),
+                                    ("lung_dilation", section.lung_dilation, DEFAULT_DILATION)):
+            _need(value == default, f"preprocess.{key}",
+                  "is set but preprocess.lung_mask is false; set lung_mask: true to mask the lungs, or remove it")
+        return
+    _need(task != TASK_SEGMENTATION, "preprocess.lung_mask",
+          "masks the lungs before a classifier; a segmentation model (such as the lung model itself) must see "
+          "whole images, so set it to false for task: segmentation")
+    _need(0.0 <= section.lung_dilation <= MAX_DILATION, "preprocess.lung_dilation",
+          f"is the share of the image side the lung mask grows by, in [0, {MAX_DILATION}]; got {section.lung_dilation} "
+          f"(default {DEFAULT_DILATION})")
 
 
 def _check_eval(section: EvalConfig) -> None:

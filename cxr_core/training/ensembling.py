@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from cxr_core.artifacts.lung_model import lung_masker_for
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation.run import finalise_checkpoint, open_cache_for
@@ -35,7 +36,7 @@ from cxr_core.utils.atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
-_SHARED_PREPROCESS = ("cache_size", "in_chans", "mean", "std")
+_SHARED_PREPROCESS = ("cache_size", "in_chans", "mean", "std", "lung_mask")
 
 
 def _check_compatible(paths: Sequence[Path], ckpts: Sequence[Checkpoint]) -> None:
@@ -120,7 +121,8 @@ def combine_checkpoints(
         )
     val = manifest.split("val")
     preprocess = dict(first.preprocess, input_size=max(c.preprocess.input_size for c in ckpts))
-    cache = open_cache_for(manifest, val, data.cache_dir, preprocess["cache_size"], progress=progress)
+    cache = open_cache_for(manifest, val, data.cache_dir, preprocess["cache_size"], progress=progress,
+                           transform=lung_masker_for(ckpts[0].preprocess, device))
     summaries = [_member_summary(p, c.card) for p, c in zip(paths, ckpts)]
     card = ModelCard(
         architecture=ENSEMBLE,

@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from cxr_core.artifacts.lung_model import lung_mask_settings, lung_masker_for
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.data.cache import ImageCache
 from cxr_core.data.dataset import (
@@ -184,13 +185,17 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, *, saved_amp: s
 
 
 def build_preprocess(config: TrainConfig) -> PreprocessConfig:
+    """The card's preprocessing of a run; with ``preprocess.lung_mask``, the lung model is named
+    by its weights checksum (``ConfigError`` when it is missing or not a segmentation model)."""
     spec = get_model_spec(config.model.name)
+    p = config.preprocess
     return PreprocessConfig(
         cache_size=config.data.cache_size,
-        input_size=config.preprocess.input_size,
-        mean=tuple(config.preprocess.mean) if config.preprocess.mean else spec.input_mean,
-        std=tuple(config.preprocess.std) if config.preprocess.std else spec.input_std,
+        input_size=p.input_size,
+        mean=tuple(p.mean) if p.mean else spec.input_mean,
+        std=tuple(p.std) if p.std else spec.input_std,
         in_chans=config.model.in_chans,
+        lung_mask=lung_mask_settings(p.lung_checkpoint, p.lung_dilation) if p.lung_mask else None,
     )
 
 
@@ -297,13 +302,13 @@ class Trainer:
         seed_everything(c.seed)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        self.preprocess = build_preprocess(c)
         self.manifest = build_manifest(c.data)
         self.train_manifest = self.manifest.split("train")
         self.val_manifest = self.manifest.split("val")
         require_monitorable(self.val_manifest)
         self.label_space = self.manifest.label_space
         self.multilabel = self.label_space.multilabel
-        self.preprocess = build_preprocess(c)
         self.cache = self._build_cache(self.manifest)
 
         aug = AugmentConfig.from_dict(c.augment)
@@ -388,15 +393,16 @@ class Trainer:
         Each step waits for the one before, so no two processes of a node ever build the same cache."""
         cache_dir = self.config.data.cache_dir
         size = self.config.data.cache_size
+        masker = lung_masker_for(self.preprocess, self.device)  # lung masking happens in the cache, once per image
         ctx = self.ctx
         if ctx.is_main:
-            cache = ImageCache.build(manifest, cache_dir, size, progress=self.progress)
+            cache = ImageCache.build(manifest, cache_dir, size, progress=self.progress, transform=masker)
         ctx.barrier()
         if ctx.local_rank == 0 and not ctx.is_main:
-            cache = ImageCache.build(manifest, cache_dir, size, progress=False)
+            cache = ImageCache.build(manifest, cache_dir, size, progress=False, transform=masker)
         ctx.barrier()
         if ctx.local_rank != 0:
-            cache = ImageCache.build(manifest, cache_dir, size, progress=False)
+            cache = ImageCache.build(manifest, cache_dir, size, progress=False, transform=masker)
         return cache
 
     # ------------------------------------------------------------------ resume
@@ -417,6 +423,7 @@ class Trainer:
             "architecture": self.config.model.name,
             "classes": list(self.label_space.classes),
             "manifest_fingerprint": self.manifest.fingerprint(),
+            "lung_mask": self.preprocess.lung_mask.identity() if self.preprocess.lung_mask else "",
             "rng": rng_ranks[0],
             "rng_ranks": rng_ranks,
         }
@@ -432,6 +439,16 @@ class Trainer:
             raise CheckpointError(
                 f"cannot resume: the dataset or its splits changed since the run in {self.out_dir} started "
                 f"(manifest fingerprint {state['manifest_fingerprint']} then, {self.manifest.fingerprint()} now)"
+            )
+        lung_mask = self.preprocess.lung_mask.identity() if self.preprocess.lung_mask else ""
+        if state.get("lung_mask", "") != lung_mask:
+            def said(identity: str) -> str:
+                return f"lung masking ({identity})" if identity else "no lung masking"
+
+            raise CheckpointError(
+                f"cannot resume: the run in {self.out_dir} started with {said(state.get('lung_mask', ''))}, but the "
+                f"config asks for {said(lung_mask)}; the training images would change mid-run. Restore the "
+                "preprocess settings (and lung model) of that run, or start a new run"
             )
         self.model.load_state_dict(state["model"])
         if self.ema:

@@ -246,3 +246,21 @@ def test_corrupt_and_inconsistent_checkpoints_are_refused(checkpoint, tmp_path):
     save_checkpoint(card_path, model.state_dict(), replace(card, preprocess=PREPROCESS.to_dict(), format_version=99))
     with pytest.raises(CheckpointError, match="newer"):
         Predictor.from_checkpoint(card_path)
+
+
+def test_a_lung_masked_model_needs_its_own_lung_model(tmp_path):
+    """The card names the lung model by its weights; without those weights nothing is scored."""
+    from dataclasses import replace
+
+    from cxr_core.data.lung_mask import LungMaskConfig
+
+    masked = replace(PREPROCESS, lung_mask=LungMaskConfig(weights_sha256="ab" * 32, checkpoint=str(tmp_path / "gone")))
+    torch.manual_seed(0)
+    model = create_model("small_cnn", NIH14.num_classes, in_chans=1)
+    card = ModelCard(architecture="small_cnn", num_classes=NIH14.num_classes, label_space=NIH14.to_dict(),
+                     preprocess=masked.to_dict(), in_chans=1)
+    path = save_checkpoint(tmp_path / "model.safetensors", model.state_dict(), card)
+    with pytest.raises(CheckpointError, match="lung-masked images made by the lung model with weights sha256 abab"):
+        Predictor.from_checkpoint(path, device="cpu")
+    with pytest.raises(ConfigError, match="asks for lung masking but no lung masker"):
+        Predictor(model, label_space=NIH14, preprocess=masked, target_layer=lambda m: m, device="cpu")

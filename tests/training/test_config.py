@@ -128,3 +128,40 @@ def test_amp_off_unquoted_means_float32(tmp_path):
     path = _write(tmp_path, MINIMAL)
     path.write_text(path.read_text() + "amp: off\n")  # PyYAML reads a bare off as false
     assert TrainConfig.from_yaml(path, base_dir=tmp_path).amp == "off"
+
+
+@pytest.mark.parametrize(("extra", "key", "message"), [
+    ({"task": "segmentation", "data": {"path": "data/set", "format": "masks"}, "loss": {"kind": "dice_bce"},
+      "preprocess": {"lung_mask": True}}, "preprocess.lung_mask", "segmentation model"),
+    ({"preprocess": {"lung_checkpoint": "lungs.safetensors"}}, "preprocess.lung_checkpoint", "lung_mask is false"),
+    ({"preprocess": {"lung_dilation": 0.05}}, "preprocess.lung_dilation", "lung_mask is false"),
+    ({"preprocess": {"lung_mask": True, "lung_dilation": 0.4}}, "preprocess.lung_dilation", r"in \[0, 0.25\]"),
+    ({"preprocess": {"lung_mask": True, "lung_dilation": -0.01}}, "preprocess.lung_dilation", r"in \[0, 0.25\]"),
+    ({"preprocess": {"lung_mask": "yes"}}, "preprocess.lung_mask", "true or false"),
+])
+def test_lung_mask_mistakes_name_their_key(tmp_path, extra, key, message):
+    with pytest.raises(ConfigError, match=rf"{key}.*{message}"):
+        TrainConfig.from_yaml(_write(tmp_path, MINIMAL | extra), base_dir=tmp_path)
+
+
+def test_lung_mask_settings_default_and_resolve(tmp_path):
+    config = TrainConfig.from_yaml(_write(tmp_path, MINIMAL | {"preprocess": {"lung_mask": True}}), base_dir=tmp_path)
+    assert config.preprocess.lung_checkpoint is None and config.preprocess.lung_dilation == 0.03
+    own = MINIMAL | {"preprocess": {"lung_mask": True, "lung_checkpoint": "models/lungs.safetensors", "lung_dilation": 0}}
+    config = TrainConfig.from_yaml(_write(tmp_path, own), base_dir=tmp_path)
+    assert config.preprocess.lung_checkpoint == str(tmp_path / "models" / "lungs.safetensors")
+    assert config.preprocess.lung_dilation == 0.0
+    again = TrainConfig.from_yaml(_write(tmp_path, yaml.safe_load(config.to_yaml())), base_dir=tmp_path)
+    assert again.preprocess == config.preprocess  # the config written next to a run reads back the same
+
+
+def test_the_lung_mask_experiment_is_the_bundled_recipe_plus_the_mask():
+    """Same data, split, model and schedule as configs/pneumonia.yaml: only the lungs are masked."""
+    bundled = TrainConfig.from_yaml(REPO_ROOT / "configs" / "pneumonia.yaml", base_dir=REPO_ROOT).to_dict()
+    masked = TrainConfig.from_yaml(REPO_ROOT / "configs" / "experiments" / "pneumonia_lungmask.yaml",
+                                   base_dir=REPO_ROOT).to_dict()
+    assert masked["preprocess"].pop("lung_mask") is True and bundled["preprocess"].pop("lung_mask") is False
+    assert masked.pop("out_dir").startswith(str(REPO_ROOT / "runs"))
+    bundled.pop("out_dir")
+    masked.pop("provenance"), bundled.pop("provenance")
+    assert masked == bundled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 import yaml
 
 from cxr_core.artifacts.run_dir import load_predictions
-from cxr_core.errors import ConfigError
+from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.training import TrainConfig, train
 from cxr_core.training.distributed import init_distributed, shutdown_distributed
@@ -169,3 +170,117 @@ def test_epoch_sampler_shards_cover_everything_each_epoch():
     assert sorted(first) == list(range(10)) and first != [i for _, i in single]
     single.set_epoch(0)
     assert first == [i for _, i in single]
+
+
+@pytest.fixture(scope="module")
+def lung_masked_run(kermany_subset, tmp_path_factory) -> dict:
+    """One epoch of small_cnn on 48 real Kermany films (24 per class) lung-masked by the bundled lung
+    model, cached at 224 px as the bundled pneumonia recipe caches them."""
+    base = tmp_path_factory.mktemp("lung_masked")
+    data = kermany_subset(base / "kermany48")
+    settings = {
+        "data": {"path": str(data), "val": 0.4, "cache_dir": str(base / "cache"), "cache_size": 224},
+        "model": {"name": "small_cnn", "in_chans": 1},
+        "preprocess": {"input_size": 64, "lung_mask": True},
+        "optim": {"batch_size": 8},
+        "eval": {"n_boot": 50},
+        "epochs": 1, "num_workers": 0, "device": "cpu", "out_dir": str(base / "run"),
+    }
+    config = TrainConfig.from_dict(settings)
+    train(config, progress=False)
+    return {"config": config, "settings": settings, "run": base / "run", "checkpoint": base / "run" / "model.safetensors"}
+
+
+def _independent_lung_masks(images: np.ndarray, radius: int) -> np.ndarray:
+    """The bundled lung model's masks of cache rows, re-derived here without cxr_core's masking code:
+    probability >= 0.5, components under 3 px dropped, grown by a disk of ``radius`` px."""
+    from scipy import ndimage
+
+    from cxr_core.artifacts.lung_model import DEFAULT_LUNG_CHECKPOINT
+    from cxr_core.models.segmentation import predict_mask_probs
+
+    lungs = load_checkpoint(DEFAULT_LUNG_CHECKPOINT)
+    model = lungs.build_model()
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    disk = yy ** 2 + xx ** 2 <= radius ** 2
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = []
+        for image in images:
+            found = predict_mask_probs(model, image[None], lungs.preprocess, batch_size=1)[0] >= 0.5
+            labels, _ = ndimage.label(found)
+            sizes = np.bincount(labels.ravel())
+            found &= sizes[labels] >= 3
+            out.append(ndimage.binary_dilation(found, structure=disk))
+    finally:
+        torch.set_num_threads(before)
+    return np.stack(out)
+
+
+@pytest.mark.slow
+def test_lung_masked_training_sees_only_the_lungs_and_predicts_as_evaluated(lung_masked_run, capsys):
+    from cxr_core.artifacts.catalog import checkpoint_digest
+    from cxr_core.artifacts.lung_model import DEFAULT_LUNG_CHECKPOINT
+    from cxr_core.cli.main import main
+    from cxr_core.data.cache import ImageCache
+    from cxr_core.data.imaging import load_image
+    from cxr_core.errors import DatasetError
+    from cxr_core.evaluation.run import predict_split
+    from cxr_core.inference.predictor import Predictor
+    from cxr_core.training.data_setup import build_manifest
+
+    config, checkpoint = lung_masked_run["config"], lung_masked_run["checkpoint"]
+    card = load_checkpoint(checkpoint).card
+    assert card.preprocess["lung_mask"] == {
+        "weights_sha256": checkpoint_digest(DEFAULT_LUNG_CHECKPOINT),
+        "checkpoint": str(DEFAULT_LUNG_CHECKPOINT.resolve()),
+        "dilation": 0.03,
+    }
+
+    # The run's cache: a masked copy of the plain cache, zero outside the dilated lungs (7 px at 224).
+    indexes = sorted(Path(config.data.cache_dir).glob("*.json"))
+    caches = {c.transform != "": c for c in map(ImageCache.open, indexes)}
+    assert len(indexes) == 2 and set(caches) == {True, False}
+    plain, masked = caches[False], caches[True]
+    manifest = build_manifest(config.data)
+    rows = masked.rows_for(manifest.split("train"))
+    assert (plain.rows_for(manifest.split("train")) == rows).all()
+    before, after = plain.get_batch(rows), masked.get_batch(rows)
+    lungs = _independent_lung_masks(before, radius=7)
+    assert (after[~lungs] == 0).all()
+    np.testing.assert_array_equal(after[lungs], before[lungs])
+    assert 0.2 < lungs.mean() < 0.6 and (before[~lungs] > 0).mean() > 0.9  # a real share of each film went black
+
+    # The Predictor masks every image the same way: its probabilities are the evaluation's.
+    frame, classes = load_predictions(lung_masked_run["run"] / "eval" / "val" / "predictions.csv")
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    predicted = predictor.predict_probabilities([load_image(p) for p in frame["path"]])
+    np.testing.assert_allclose(predicted, frame[[f"prob:{c}" for c in classes]].to_numpy(), rtol=0, atol=1e-6)
+
+    # `cxr evaluate` rebuilds the same masked cache path and reproduces the training's predictions.
+    training_eval = frame.copy()
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--no-progress"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    again, _ = load_predictions(lung_masked_run["run"] / "eval" / "val" / "predictions.csv")
+    np.testing.assert_allclose(again[[f"prob:{c}" for c in classes]], training_eval[[f"prob:{c}" for c in classes]],
+                               rtol=0, atol=1e-12)
+
+    # Whole images are never scored as if they were masked, nor a masked run resumed unmasked.
+    with pytest.raises(DatasetError, match="holds whole .*trained on lung-masked images"):
+        predict_split(checkpoint, manifest.split("val"), plain, device="cpu", progress=False)
+    unmasked = TrainConfig.from_dict({**lung_masked_run["settings"], "preprocess": {"input_size": 64}})
+    with pytest.raises(CheckpointError, match="started with lung masking .* asks for no lung masking"):
+        train(unmasked, resume=True, progress=False)
+
+
+def test_a_missing_lung_model_stops_the_run_before_any_image_is_read(class_folders, tmp_path, make_config):
+    from cxr_core.training.loop import build_preprocess
+
+    config = make_config(class_folders, tmp_path / "run", tmp_path / "cache",
+                         preprocess__lung_mask=True, preprocess__lung_checkpoint=str(tmp_path / "lungs.safetensors"))
+    with pytest.raises(ConfigError, match="preprocess.lung_checkpoint: the lung model .* does not exist"):
+        build_preprocess(config)
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(config, progress=False)
+    assert not (tmp_path / "cache").exists()
