@@ -6,7 +6,9 @@ for one class with ``--method`` (default ``gradcam``, as ``cxr explain-eval``), 
 mass inside the lungs is measured with :func:`cxr_core.inference.lungs.heatmap_mass_in_mask`
 against the bundled lung model's mask of the image itself (not dilated). Reported: the mean
 with a 95% bootstrap interval over images, the mean per true class, and the mean share of the
-image that is lung (what a map spread evenly over the film would score).
+image that is lung (what a map spread evenly over the film would score). A map that is zero
+everywhere (Grad-CAM finds no evidence for the class, common on films of the other class) has no
+mass to place and is counted apart (``empty_maps``), not in the means.
 
 How the issue-18 experiment compared the bundled pneumonia model with its lung-masked twin:
 
@@ -67,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         "method": args.method,
         "class": args.class_name,
         "images": len(shares),
+        "empty_maps": int(np.isnan(shares_arr).sum()),  # no evidence for the class anywhere: left out of the means
         "mean_in_lung": float(np.nanmean(shares_arr)),
         "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-        "by_true_class": {c: float(np.nanmean(shares_arr[truth == i])) for i, c in enumerate(val.classes)
-                          if (truth == i).any()},
+        "by_true_class": {c: {"images": int((truth == i).sum()), "mean_in_lung": float(np.nanmean(shares_arr[truth == i]))}
+                          for i, c in enumerate(val.classes) if np.isfinite(shares_arr[truth == i]).any()},
         "mean_lung_share_of_image": float(np.mean(lung_fractions)),
         "seconds": round(time.perf_counter() - started, 1),
     }))
