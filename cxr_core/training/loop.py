@@ -67,6 +67,7 @@ from cxr_core.models import (
 )
 from cxr_core.models.card import ModelCard, software_versions
 from cxr_core.models.checkpoint import save_checkpoint
+from cxr_core.models.lung_mask import LungMasker
 from cxr_core.models.tta import activate
 from cxr_core.training.config import TrainConfig
 from cxr_core.training.data_setup import build_manifest, data_card, require_monitorable
@@ -309,7 +310,7 @@ class Trainer:
         require_monitorable(self.val_manifest)
         self.label_space = self.manifest.label_space
         self.multilabel = self.label_space.multilabel
-        self.cache = self._build_cache(self.manifest)
+        self.cache = self._build_cache(self.manifest, lung_masker_for(self.preprocess, self.device))
 
         aug = AugmentConfig.from_dict(c.augment)
         self.train_set = CXRDataset(self.train_manifest, self.cache, train_transform(self.preprocess, aug))
@@ -387,13 +388,13 @@ class Trainer:
         self.nonfinite_batches = 0
         self.history: list[dict] = []
 
-    def _build_cache(self, manifest: Manifest) -> ImageCache:
+    def _build_cache(self, manifest: Manifest, masker: LungMasker | None) -> ImageCache:
         """Rank 0 decodes; then the first process of every other node, which finds that cache when
         ``cache_dir`` is shared and builds its own when it is node-local; then everyone else.
-        Each step waits for the one before, so no two processes of a node ever build the same cache."""
+        Each step waits for the one before, so no two processes of a node ever build the same cache.
+        With ``masker`` (``preprocess.lung_mask``) the cache holds the lung-masked images."""
         cache_dir = self.config.data.cache_dir
         size = self.config.data.cache_size
-        masker = lung_masker_for(self.preprocess, self.device)  # lung masking happens in the cache, once per image
         ctx = self.ctx
         if ctx.is_main:
             cache = ImageCache.build(manifest, cache_dir, size, progress=self.progress, transform=masker)

@@ -144,7 +144,14 @@ def test_cache_is_built_once_per_node_in_turn(monkeypatch):
     from cxr_core.training import loop
 
     events = []
-    monkeypatch.setattr(loop.ImageCache, "build", classmethod(lambda cls, *a, **k: events.append("build") or "cache"))
+    masker = object()  # the run's lung masker (or None): every process builds with it
+
+    def build(cls, *a, **k):
+        assert k["transform"] is masker
+        events.append("build")
+        return "cache"
+
+    monkeypatch.setattr(loop.ImageCache, "build", classmethod(build))
 
     class Ctx:
         def __init__(self, rank, local_rank):
@@ -161,7 +168,7 @@ def test_cache_is_built_once_per_node_in_turn(monkeypatch):
     for (rank, local_rank), order in expected.items():
         events.clear()
         trainer.ctx = Ctx(rank, local_rank)
-        assert trainer._build_cache(None) == "cache" and events == order
+        assert trainer._build_cache(None, masker) == "cache" and events == order
 
 
 def test_scaler_state_across_amp_settings(caplog):
