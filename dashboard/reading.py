@@ -159,6 +159,13 @@ def intensity_text(meta: Mapping[str, object]) -> str:
         ", inverted (MONOCHROME1)" if meta.get("inverted") else "")
 
 
+def lung_masked_text(dilation: float) -> str:
+    """Why the heatmap ignores everything outside the lungs for a lung-masked model: it never saw it."""
+    return (f"This model sees only the lungs: before scoring, each film is blacked out outside its lung mask "
+            f"(bundled lung model, grown by {dilation:.0%} of the image side), as in training. The film is shown "
+            "whole here; a film where no lung is found is scored as an almost black image.")
+
+
 def lung_area_text(check: LungCheck) -> str:
     """The lung-area fraction of one image next to the range the lung check accepts."""
     return (f"Lungs: {check.fraction:.1%} of the image (the lung check accepts {check.low:.0%}–{check.high:.0%} "

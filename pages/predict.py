@@ -200,6 +200,8 @@ st.caption(
     f"Model **{entry.name}** ({predictor.architecture}, {len(predictor.classes)} classes) · "
     + (f"thresholds: **{active.name}**" if multilabel else "single most probable class (multiclass)")
 )
+if predictor.preprocess.lung_mask is not None:
+    st.caption(reading.lung_masked_text(predictor.preprocess.lung_mask.dilation))
 with st.expander("How to read these results"):
     st.markdown(reading.BANDS_NOTE + "\n\n" + reading.INTENSITY_NOTE)
 files = st.file_uploader(

@@ -196,3 +196,4 @@ def test_lung_texts():
     assert within.endswith("shown rescaled within the lungs and hidden outside them (the share is of the map before).")
     assert reading.in_lung_caption(float("nan"), 0.25) == "An empty map (no evidence anywhere)."
     assert "no lung model at /x" in reading.no_lungs_text("there is no lung model at /x")
+    assert "grown by 3% of the image side" in reading.lung_masked_text(0.03)
