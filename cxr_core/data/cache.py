@@ -46,10 +46,10 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -235,12 +235,8 @@ class ImageCache:
     ) -> "ImageCache":
         """Apply ``transform`` to every row of ``plain``, in row order, into a new cache file."""
         n, size = len(plain), plain.size
-        data_path = cache_dir / f"{stem}.u8"
-        token = f"{os.getpid()}-{secrets.token_hex(4)}"
-        partial = cache_dir / f"{stem}.u8.partial-{token}"
-        index_partial = cache_dir / f"{stem}.json.partial-{token}"
         _check_free_space(cache_dir, n * size * size)
-        try:
+        with _staged(cache_dir, stem) as (partial, publish):
             out = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(n, size, size))
             with tqdm(total=n, desc=f"{transform.identity.split()[0]}: {n} cached images", unit="img", disable=not progress) as bar:
                 for start in range(0, n, _DERIVE_CHUNK):
@@ -258,17 +254,12 @@ class ImageCache:
             index = json.loads(plain.index_path.read_text())
             index.update({
                 "key": key,
-                "data_file": data_path.name,
+                "data_file": f"{stem}.u8",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "transform": transform.identity,
                 "derived_from": plain.key,
             })
-            os.replace(partial, data_path)
-            index_partial.write_text(json.dumps(index))
-            os.replace(index_partial, cache_dir / f"{stem}.json")
-        finally:
-            for leftover in (partial, index_partial):
-                leftover.unlink(missing_ok=True)
+            publish(index)
         return cls.open(cache_dir / f"{stem}.json")
 
     @classmethod
@@ -278,14 +269,10 @@ class ImageCache:
         n = len(manifest)
         paths = manifest.frame["path"].tolist()
         ids = manifest.frame["image_id"].tolist()
-        data_path = cache_dir / f"{stem}.u8"
-        token = f"{os.getpid()}-{secrets.token_hex(4)}"  # unique even for two threads of one process
-        partial = cache_dir / f"{stem}.u8.partial-{token}"
-        index_partial = cache_dir / f"{stem}.json.partial-{token}"
         shapes: list[tuple[int, int]] = [(0, 0)] * n
         failures: list[tuple[int, str]] = []
         _check_free_space(cache_dir, n * size * size)
-        try:
+        with _staged(cache_dir, stem) as (partial, publish):
             np.memmap(partial, dtype=np.uint8, mode="w+", shape=(n, size, size)).flush()
             chunk = max(1, min(64, math.ceil(n / (workers * 8))))
             chunks = [(start, paths[start:start + chunk]) for start in range(0, n, chunk)]
@@ -298,26 +285,41 @@ class ImageCache:
                     bar.update(done)
             if failures:
                 raise DatasetError(_failure_message(failures, ids, n, manifest.source))
-            index = {
+            publish({
                 "format_version": FORMAT_VERSION,
                 "key": key,
                 "size": size,
                 "count": n,
                 "dtype": "uint8",
-                "data_file": data_path.name,
+                "data_file": f"{stem}.u8",
                 "manifest_fingerprint": manifest.fingerprint(),
                 "source": manifest.source,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "image_ids": ids,
                 "original_shapes": [list(s) for s in shapes],
-            }
-            os.replace(partial, data_path)
-            index_partial.write_text(json.dumps(index))
-            os.replace(index_partial, cache_dir / f"{stem}.json")
-        finally:
-            for leftover in (partial, index_partial):
-                leftover.unlink(missing_ok=True)
+            })
         return cls.open(cache_dir / f"{stem}.json")
+
+
+@contextmanager
+def _staged(cache_dir: Path, stem: str) -> Iterator[tuple[Path, Callable[[dict], None]]]:
+    """(partial data file, publish(index)) for building cache ``stem``: the data and then its index
+    appear under their final names only when ``publish`` is called, and whatever was left
+    half-written is removed either way (a token makes the names unique even for two threads)."""
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    partial = cache_dir / f"{stem}.u8.partial-{token}"
+    index_partial = cache_dir / f"{stem}.json.partial-{token}"
+
+    def publish(index: dict) -> None:
+        os.replace(partial, cache_dir / f"{stem}.u8")
+        index_partial.write_text(json.dumps(index))
+        os.replace(index_partial, cache_dir / f"{stem}.json")
+
+    try:
+        yield partial, publish
+    finally:
+        for leftover in (partial, index_partial):
+            leftover.unlink(missing_ok=True)
 
 
 _CACHE_FILE = re.compile(r"^(cache-(\d+)px-[0-9a-f]+)\.(u8|json)(?:\.partial-(\d+)-[0-9a-f]+)?$")
