@@ -32,9 +32,8 @@ from cxr_core.data.lung_mask import LUNG_THRESHOLD, MIN_COMPONENT_PIXELS, drop_s
 from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import CheckpointError
 from cxr_core.models.checkpoint import Checkpoint, load_checkpoint
+from cxr_core.models.lung_mask import lung_model
 from cxr_core.models.segmentation import predict_mask_probs
-from cxr_core.utils.device import resolve_device
-from cxr_core.utils.tasks import Task
 
 NO_LUNG_FRACTION = 0.005  # below this share of the image the model found no lung at all
 LOW_FACTOR = 0.5  # "tiny": under half the smallest lung area seen in training
@@ -248,15 +247,9 @@ class LungSegmenter:
     """
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> None:
-        if checkpoint.card.label_space.get("task") != Task.SEGMENTATION.value:
-            raise CheckpointError(
-                f"{checkpoint.path} is a {checkpoint.card.label_space.get('task')} model, not a lung segmentation model; "
-                "pass the lung checkpoint (checkpoints/lungs/model.safetensors)"
-            )
         self.checkpoint = checkpoint
         self.preprocess = checkpoint.preprocess
-        self.device = resolve_device(device)
-        self.model = checkpoint.build_model().to(self.device)
+        self.model = lung_model(checkpoint, device)
         self.reference = dict(checkpoint.card.data.get("mask_fraction", {}))
 
     @classmethod

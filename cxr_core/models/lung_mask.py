@@ -39,14 +39,9 @@ class LungMasker:
     """
 
     def __init__(self, checkpoint: Checkpoint, settings: LungMaskConfig, device: str | torch.device = "cpu") -> None:
-        if checkpoint.card.label_space.get("task") != Task.SEGMENTATION.value:
-            raise CheckpointError(
-                f"{checkpoint.path} is a {checkpoint.card.label_space.get('task')} model, not a lung segmentation "
-                "model; lung masking needs the lung checkpoint (checkpoints/lungs/model.safetensors)"
-            )
         self.settings = settings
         self.preprocess = checkpoint.preprocess
-        self.model = checkpoint.build_model().to(resolve_device(device)).eval()
+        self.model = lung_model(checkpoint, device, purpose="lung masking needs")
 
     @property
     def identity(self) -> str:
@@ -67,6 +62,16 @@ class LungMasker:
         """uint8 ``(B, S, S)`` with everything outside each image's dilated lungs set to 0."""
         arr = _batch(images)
         return mask_outside(arr, self.masks(arr))
+
+
+def lung_model(checkpoint: Checkpoint, device: str | torch.device, *, purpose: str = "pass") -> torch.nn.Module:
+    """The segmentation network of a lung checkpoint, on ``device`` in eval mode; a classifier
+    checkpoint given by mistake is refused with what to pass instead."""
+    task = checkpoint.card.label_space.get("task")
+    if task != Task.SEGMENTATION.value:
+        raise CheckpointError(f"{checkpoint.path} is a {task} model, not a lung segmentation model; "
+                              f"{purpose} the lung checkpoint (checkpoints/lungs/model.safetensors)")
+    return checkpoint.build_model().to(resolve_device(device)).eval()
 
 
 @contextlib.contextmanager
