@@ -182,8 +182,13 @@ def explain_batch(
         layers = resolve_layers(predictor, model, layer)
         with _graph_starts_at(layers), _cam_session(cam_class, model, layers) as cam:
             maps = cam(input_tensor=batch, targets=[ClassLogitTarget(i) for i in indices])
-    return [mask_border(_to_shape(m, gray.shape), border, burned_in_text_mask(gray) if mask_text else None)
-            for m, gray in zip(maps, pixels)]
+    text: dict[int, np.ndarray] = {}  # one detection per image, however many of its classes are explained
+    if mask_text:
+        for image, gray in zip(images, pixels):
+            if id(image) not in text:
+                text[id(image)] = burned_in_text_mask(gray)
+    return [mask_border(_to_shape(m, gray.shape), border, text.get(id(image)))
+            for m, gray, image in zip(maps, pixels, images)]
 
 
 def explain(predictor: Predictor, image: ImageInput, class_name: str, method: str = "gradcam", *,
