@@ -14,11 +14,11 @@ from dashboard.widgets import PAGE_ICON, model_picker, reader_box
 st.set_page_config(page_title="CXR classifier dashboard", page_icon=str(PAGE_ICON), layout="wide")
 
 PAGES = [
-    st.Page("pages/predict.py", title="Predict", icon=":material/upload_file:", default=True),
-    st.Page("pages/performance.py", title="Performance", icon=":material/monitoring:"),
-    st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
-    st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
-    st.Page("pages/models.py", title="Models", icon=":material/description:"),
+    st.Page("app_pages/predict.py", title="Predict", icon=":material/upload_file:", default=True),
+    st.Page("app_pages/performance.py", title="Performance", icon=":material/monitoring:"),
+    st.Page("app_pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
+    st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:"),
+    st.Page("app_pages/models.py", title="Models", icon=":material/description:"),
 ]
 
 page = st.navigation(PAGES)

@@ -1,6 +1,6 @@
 """"Save and next" latency on the Review page with the bundled nih14 model, with and without prefetching.
 
-Drives pages/review.py under Streamlit's AppTest (the same script a browser runs): one reader
+Drives app_pages/review.py under Streamlit's AppTest (the same script a browser runs): one reader
 starts an unblinded session with the Grad-CAM heatmap on, then for each film calls every
 finding, "reads" for ``--read-s`` seconds (the time the prefetcher has to prepare the next
 film) and presses "Save and next"; the time of that rerun is what the reader waits for.
@@ -31,7 +31,7 @@ def drive(films: int, read_s: float, prefetch: bool, classes: list[str]) -> list
     if not prefetch:
         media.prefetch = lambda *args, **kwargs: None
     try:
-        at = AppTest.from_file(str(REPO / "pages" / "review.py"), default_timeout=300)
+        at = AppTest.from_file(str(REPO / "app_pages" / "review.py"), default_timeout=300)
         at.session_state["cxr_reader"] = "bench"
         at.session_state["cxr_selected_checkpoint"] = str((REPO / "checkpoints" / "nih14").resolve())
         at.run()

@@ -3,7 +3,3 @@
 ``cxr_core`` never imports Streamlit; everything that needs ``st`` (caching, session state,
 sidebar widgets) lives here, and every number shown comes from ``cxr_core``.
 """
-
-from dashboard.routing import route_through_main_script
-
-route_through_main_script()

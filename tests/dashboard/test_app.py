@@ -1,9 +1,7 @@
 """Every dashboard page under Streamlit's AppTest, against small real checkpoint directories.
 
 Pages are run from their own files with the checkpoint chosen through session state, exactly as
-the sidebar picker sets it. Why not ``switch_page``: AppTest re-detects the ``pages/`` folder
-before every run, and Streamlit then runs the requested page file directly (its pre-navigation
-multipage mode) instead of the router, so only the router's first run is the real thing.
+the sidebar picker sets it.
 Numbers shown are checked against scikit-learn.
 """
 
@@ -45,7 +43,7 @@ def env(catalog, tmp_path, monkeypatch) -> Path:
 
 
 def page(name: str, checkpoint: Path | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO_ROOT / "app_pages" / f"{name}.py"), default_timeout=TIMEOUT)
     if checkpoint is not None:
         at.session_state[SELECTED] = str(checkpoint.resolve())
     return at

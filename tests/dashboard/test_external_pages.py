@@ -44,7 +44,7 @@ def env(external_run, tmp_path, monkeypatch) -> Path:
 
 
 def page(name: str, run: Path) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "pages" / f"{name}.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO_ROOT / "app_pages" / f"{name}.py"), default_timeout=120)
     at.session_state[SELECTED] = str(run.resolve())
     return at.run()
 

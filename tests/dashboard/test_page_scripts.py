@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = sorted((REPO_ROOT / "pages").glob("*.py")) + [REPO_ROOT / "streamlit_app.py"]
+SCRIPTS = sorted((REPO_ROOT / "app_pages").glob("*.py")) + [REPO_ROOT / "streamlit_app.py"]
 
 
 def magic_expressions(source: str) -> list[tuple[int, str]]:
