@@ -34,17 +34,38 @@ if not entries:
     st.info(TRAIN_HELP)
     st.stop()
 
-OVERVIEW_COLUMNS = ("name", "architecture", "task", "num_classes", "val_macro_auroc", "eval_splits", "created", "folder", "error")
-overview = pd.DataFrame([e.summary() | {"folder": str(e.dir), "error": e.error} for e in entries],
-                        columns=list(OVERVIEW_COLUMNS))
+OVERVIEW_COLUMNS = (
+    "name",
+    "architecture",
+    "task",
+    "num_classes",
+    "val_macro_auroc",
+    "eval_splits",
+    "created",
+    "folder",
+    "error",
+)
+overview = pd.DataFrame(
+    [e.summary() | {"folder": str(e.dir), "error": e.error} for e in entries],
+    columns=list(OVERVIEW_COLUMNS),
+)
 overview["created"] = overview["created"].map(human_date)
-overview["eval_splits"] = overview["eval_splits"].map(lambda v: ", ".join(v) if isinstance(v, list) else "")
+overview["eval_splits"] = overview["eval_splits"].map(
+    lambda v: ", ".join(v) if isinstance(v, list) else ""
+)
 if not overview["error"].astype(bool).any():
     overview = overview.drop(columns="error")
 st.subheader("Checkpoints")
-st.dataframe(titled(overview, OVERVIEW_TITLES), hide_index=True, key="models_overview", height=table_height(len(overview)),
-             column_config={"val macro AUROC": st.column_config.NumberColumn(format="%.3f"),
-                            "folder": st.column_config.TextColumn(width="medium")})
+st.dataframe(
+    titled(overview, OVERVIEW_TITLES),
+    hide_index=True,
+    key="models_overview",
+    height=table_height(len(overview)),
+    column_config={
+        "val macro AUROC": st.column_config.NumberColumn(format="%.3f"),
+        "folder": st.column_config.TextColumn(width="medium"),
+    },
+)
 
 
 def _card(entry: CheckpointEntry) -> None:
@@ -62,48 +83,97 @@ def _card(entry: CheckpointEntry) -> None:
         st.markdown(f"**Provenance.** {card.provenance}")
     st.markdown(f"**Classes.** {', '.join(card.classes)}")
     if card.tta != "none":
-        st.markdown(f"**Test-time augmentation.** `{card.tta}`: every prediction, and the validation numbers, "
-                    "average the image with its mirror image.")
+        st.markdown(
+            f"**Test-time augmentation.** `{card.tta}`: every prediction, and the validation numbers, "
+            "average the image with its mirror image."
+        )
     members = ensemble_members(card)
     if not members.empty:
-        st.markdown(f"**Ensemble of {len(members)} models**, their logits averaged; each member alone on the same validation split:")
-        st.dataframe(titled(members, MEMBER_TITLES), hide_index=True, key=f"card_members_{entry.key}",
-                     height=table_height(len(members)),
-                     column_config={"val macro AUROC alone": st.column_config.NumberColumn(format="%.3f")})
+        st.markdown(
+            f"**Ensemble of {len(members)} models**, their logits averaged; each member alone on "
+            "the same validation split:"
+        )
+        st.dataframe(
+            titled(members, MEMBER_TITLES),
+            hide_index=True,
+            key=f"card_members_{entry.key}",
+            height=table_height(len(members)),
+            column_config={"val macro AUROC alone": st.column_config.NumberColumn(format="%.3f")},
+        )
     if card.thresholds:
-        st.markdown("**Decision thresholds** (" + (card.threshold_method or "method not recorded") + ")")
-        st.dataframe(pd.DataFrame({"class": list(card.thresholds), "threshold": list(card.thresholds.values())}),
-                     hide_index=True, key=f"card_thr_{entry.key}", height=table_height(len(card.thresholds)),
-                     column_config={"threshold": st.column_config.NumberColumn(format="%.3f")})
-    st.markdown("**Images per class** (⚑ too few validation positives or negatives for a meaningful metric)")
+        st.markdown(
+            "**Decision thresholds** (" + (card.threshold_method or "method not recorded") + ")"
+        )
+        st.dataframe(
+            pd.DataFrame(
+                {"class": list(card.thresholds), "threshold": list(card.thresholds.values())}
+            ),
+            hide_index=True,
+            key=f"card_thr_{entry.key}",
+            height=table_height(len(card.thresholds)),
+            column_config={"threshold": st.column_config.NumberColumn(format="%.3f")},
+        )
+    st.markdown(
+        "**Images per class** (⚑ too few validation positives or negatives for a meaningful metric)"
+    )
     counts = class_counts(card)
-    st.dataframe(titled(counts, CLASS_COUNT_TITLES), hide_index=True, key=f"card_counts_{entry.key}",
-                 height=table_height(len(counts)),
-                 column_config={"val AUROC": st.column_config.NumberColumn(format="%.3f"),
-                                "⚑ low count": st.column_config.CheckboxColumn()})
-    tabs = st.tabs(["Data", "Training", "Validation", "Preprocessing", "Versions", "Full card (JSON)"])
-    for tab, block, name in ((tabs[0], card.data, "data"), (tabs[1], card.training, "training"),
-                             (tabs[2], card.validation, "validation")):
+    st.dataframe(
+        titled(counts, CLASS_COUNT_TITLES),
+        hide_index=True,
+        key=f"card_counts_{entry.key}",
+        height=table_height(len(counts)),
+        column_config={
+            "val AUROC": st.column_config.NumberColumn(format="%.3f"),
+            "⚑ low count": st.column_config.CheckboxColumn(),
+        },
+    )
+    tabs = st.tabs(
+        ["Data", "Training", "Validation", "Preprocessing", "Versions", "Full card (JSON)"]
+    )
+    for tab, block, name in (
+        (tabs[0], card.data, "data"),
+        (tabs[1], card.training, "training"),
+        (tabs[2], card.validation, "validation"),
+    ):
         with tab:
-            facts = key_values({k: v for k, v in (block or {}).items() if k not in ("per_class", "members")})
-            st.dataframe(facts, hide_index=True, key=f"card_{name}_{entry.key}", height=table_height(len(facts)),
-                         column_config={"field": st.column_config.TextColumn(width=260)})
+            facts = key_values(
+                {k: v for k, v in (block or {}).items() if k not in ("per_class", "members")}
+            )
+            st.dataframe(
+                facts,
+                hide_index=True,
+                key=f"card_{name}_{entry.key}",
+                height=table_height(len(facts)),
+                column_config={"field": st.column_config.TextColumn(width=260)},
+            )
             with st.expander(f"All of the {name} block (JSON)"):
                 st.json(block or {}, expanded=1)
     with tabs[3]:
         st.json(card.preprocess, expanded=True)
     with tabs[4]:
-        st.json(card.versions | {"created": human_date(card.created), "weights_dtype": card.weights_dtype}, expanded=True)
+        st.json(
+            card.versions
+            | {"created": human_date(card.created), "weights_dtype": card.weights_dtype},
+            expanded=True,
+        )
     with tabs[5]:
-        st.download_button("Download model card (JSON)", card.to_json(), file_name=f"{entry.name}_model_card.json",
-                           mime="application/json", key=f"card_json_{entry.key}", icon=":material/download:")
+        st.download_button(
+            "Download model card (JSON)",
+            card.to_json(),
+            file_name=f"{entry.name}_model_card.json",
+            mime="application/json",
+            key=f"card_json_{entry.key}",
+            icon=":material/download:",
+        )
         st.json(json.loads(json.dumps(card.to_dict(), default=str)), expanded=1)
 
 
 st.subheader("Model card")
 names = [e.name for e in entries]
 selected = state.selected_entry()
-chosen = st.selectbox("Checkpoint", names, index=names.index(selected.name) if selected else 0, key="models_card_pick")
+chosen = st.selectbox(
+    "Checkpoint", names, index=names.index(selected.name) if selected else 0, key="models_card_pick"
+)
 _card(entries[names.index(chosen)])
 
 st.subheader("Compare two checkpoints")
@@ -120,22 +190,35 @@ if not same_evaluation_data(first, second):
         f"**Not a like-for-like comparison.** {first.name} was validated on {evaluation_data(first)[0]}, "
         f"{second.name} on {evaluation_data(second)[0]}: different patients, prevalence and image sources, so a "
         "difference in AUROC says nothing about which model is better. Compare models evaluated on the same data "
-        "(`cxr evaluate --data …` on one dataset for both).", icon=":material/warning:")
+        "(`cxr evaluate --data …` on one dataset for both).",
+        icon=":material/warning:",
+    )
 with cxr_errors():
     a, b = per_class_auroc(first), per_class_auroc(second)
     shared = [c for c in a if c in b]
     if not shared:
-        st.warning(f"{first.name} and {second.name} share no classes with a validation AUROC; nothing to compare.")
+        st.warning(
+            f"{first.name} and {second.name} share no classes with a validation AUROC; nothing to compare."
+        )
         st.stop()
     only = sorted(set(a) ^ set(b))
     if only:
         st.caption("Classes only one of them predicts (not shown): " + ", ".join(only))
     name_a, name_b = first.name, second.name if second.name != first.name else f"{second.name} (2)"
     series = {name_a: [a[c][0] for c in shared], name_b: [b[c][0] for c in shared]}
-    errors = {name_a: ([a[c][1] for c in shared], [a[c][2] for c in shared]),
-              name_b: ([b[c][1] for c in shared], [b[c][2] for c in shared])}
+    errors = {
+        name_a: ([a[c][1] for c in shared], [a[c][2] for c in shared]),
+        name_b: ([b[c][1] for c in shared], [b[c][2] for c in shared]),
+    }
     st.plotly_chart(charts.auroc_comparison(shared, series, errors), key="models_cmp_chart")
     table = pd.DataFrame({"class": shared, **series})
     table["difference"] = table[name_b] - table[name_a]
-    st.dataframe(table, hide_index=True, key="models_cmp_table", height=table_height(len(table)),
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in (name_a, name_b, "difference")})
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="models_cmp_table",
+        height=table_height(len(table)),
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f") for c in (name_a, name_b, "difference")
+        },
+    )

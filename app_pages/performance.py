@@ -34,29 +34,54 @@ from dashboard.widgets import require_entry, split_picker
 BOOTSTRAP_AT_ACTIVE = 200
 
 
-@st.cache_data(max_entries=16, show_spinner="Recomputing metrics and bootstrap intervals at the active thresholds…")
+@st.cache_data(
+    max_entries=16,
+    show_spinner="Recomputing metrics and bootstrap intervals at the active thresholds…",
+)
 def _report_at(run_key: str, thresholds: tuple[float, ...], task: str, _run: EvalRun) -> dict:
-    groups = _run.predictions["patient_id"].astype(str).to_numpy() if "patient_id" in _run.predictions else None
-    return evaluation_report(_run.labels(), _run.scores(), list(_run.classes), task, thresholds=np.array(thresholds),
-                             groups=groups, n_boot=BOOTSTRAP_AT_ACTIVE)
+    groups = (
+        _run.predictions["patient_id"].astype(str).to_numpy()
+        if "patient_id" in _run.predictions
+        else None
+    )
+    return evaluation_report(
+        _run.labels(),
+        _run.scores(),
+        list(_run.classes),
+        task,
+        thresholds=np.array(thresholds),
+        groups=groups,
+        n_boot=BOOTSTRAP_AT_ACTIVE,
+    )
 
 
 def _training_section(entry: CheckpointEntry) -> None:
     log = load_training_log(entry)
     if log.empty:
-        st.caption("An ensemble: each member's training is summarised in its model card (Models page)."
-                   if entry.card.members else "No training_log.jsonl in this checkpoint folder.")
+        st.caption(
+            "An ensemble: each member's training is summarised in its model card (Models page)."
+            if entry.card.members
+            else "No training_log.jsonl in this checkpoint folder."
+        )
         return
     numeric = [c for c in log.columns if pd.api.types.is_numeric_dtype(log[c]) and c != "epoch"]
     losses = [c for c in numeric if "loss" in c]
-    others = [c for c in numeric if c not in losses and c not in ("seconds", "lr") and not c.endswith(("seconds", ".lr"))]
+    others = [
+        c
+        for c in numeric
+        if c not in losses and c not in ("seconds", "lr") and not c.endswith(("seconds", ".lr"))
+    ]
     left, right = st.columns(2)
     if losses:
         left.plotly_chart(charts.training_figure(log, losses, "Loss"), key="perf_loss")
     if others:
-        picked = right.multiselect("Validation metrics", others, default=others[:4], key=f"perf_train_metrics@{entry.name}")
+        picked = right.multiselect(
+            "Validation metrics", others, default=others[:4], key=f"perf_train_metrics@{entry.name}"
+        )
         if picked:
-            right.plotly_chart(charts.training_figure(log, picked, "Validation metrics"), key="perf_val_curves")
+            right.plotly_chart(
+                charts.training_figure(log, picked, "Validation metrics"), key="perf_val_curves"
+            )
     with st.expander("Training log table"):
         st.dataframe(log, hide_index=True, key="perf_log_table", height=table_height(len(log)))
 
@@ -77,12 +102,20 @@ source = f"report.json of the {split} run"
 recomputed_with = None
 if has_predictions and multilabel:
     options = threshold_table_options(active.name, report is not None)
-    choice = st.radio("Thresholds for the table", options, captions=threshold_table_captions(options), horizontal=True,
-                      key="perf_threshold_source")
+    choice = st.radio(
+        "Thresholds for the table",
+        options,
+        captions=threshold_table_captions(options),
+        horizontal=True,
+        key="perf_threshold_source",
+    )
     if choice != AS_EVALUATED:
         run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
         report = _report_at(run_key, tuple(active.thresholds[c] for c in run.classes), task, run)
-        source = f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, {BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
+        source = (
+            f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, "
+            f"{BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
+        )
         recomputed_with = active.name
 elif report is None and has_predictions:
     run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
@@ -92,8 +125,11 @@ if report is None:
     st.warning("This evaluation run has neither a readable report.json nor predictions.csv.")
     st.stop()
 
-st.caption(f"Numbers from {source}. 95% confidence intervals in brackets; "
-           f"⚑ low-count classes (< {report['settings']['min_positives']} positives or negatives) are left out of macro averages.")
+st.caption(
+    f"Numbers from {source}. 95% confidence intervals in brackets; "
+    f"⚑ low-count classes (< {report['settings']['min_positives']} positives or negatives) are left "
+    "out of macro averages."
+)
 macro = report.get("macro", {})
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Macro AUROC", fmt(macro.get("auroc")))
@@ -105,58 +141,114 @@ st.caption(threshold_source_note(run.report or report, recomputed_with))
 table = metrics_table(report)
 averages = table["class"].str.startswith("(")
 shown = with_ci(table)
-number_format = {m: st.column_config.NumberColumn(format="%.3f") for m in (*PLAIN_METRICS, "threshold")}
+number_format = {
+    m: st.column_config.NumberColumn(format="%.3f") for m in (*PLAIN_METRICS, "threshold")
+}
 per_class = shown[~averages]
 st.markdown("**Discrimination and operating point** (95% CI)")
-st.dataframe(per_class[["class", "threshold", *(m for m, _ in CI_METRICS), "low_count"]], hide_index=True,
-             key="perf_table", height=table_height(len(per_class)),
-             column_config={**number_format, "low_count": st.column_config.CheckboxColumn("⚑ low count")})
+st.dataframe(
+    per_class[["class", "threshold", *(m for m, _ in CI_METRICS), "low_count"]],
+    hide_index=True,
+    key="perf_table",
+    height=table_height(len(per_class)),
+    column_config={**number_format, "low_count": st.column_config.CheckboxColumn("⚑ low count")},
+)
 st.markdown("**Predictive values and counts** at the same thresholds")
-st.dataframe(per_class[["class", *PLAIN_METRICS, *COUNTS]], hide_index=True, key="perf_table_counts",
-             height=table_height(len(per_class)), column_config=number_format)
-st.caption("Averages over classes: macro is the unweighted mean over the classes not flagged; micro pools every decision.")
-st.dataframe(shown[averages][["class", *(m for m, _ in CI_METRICS), *PLAIN_METRICS]], hide_index=True,
-             key="perf_table_averages", column_config=number_format, height=table_height(int(averages.sum())))
-st.download_button("Download metrics (CSV)", frame_csv_text(table), file_name=f"{entry.name}_{split}_metrics.csv",
-                   mime="text/csv", key="perf_csv", icon=":material/download:")
+st.dataframe(
+    per_class[["class", *PLAIN_METRICS, *COUNTS]],
+    hide_index=True,
+    key="perf_table_counts",
+    height=table_height(len(per_class)),
+    column_config=number_format,
+)
+st.caption(
+    "Averages over classes: macro is the unweighted mean over the classes not flagged; micro pools every decision."
+)
+st.dataframe(
+    shown[averages][["class", *(m for m, _ in CI_METRICS), *PLAIN_METRICS]],
+    hide_index=True,
+    key="perf_table_averages",
+    column_config=number_format,
+    height=table_height(int(averages.sum())),
+)
+st.download_button(
+    "Download metrics (CSV)",
+    frame_csv_text(table),
+    file_name=f"{entry.name}_{split}_metrics.csv",
+    mime="text/csv",
+    key="perf_csv",
+    icon=":material/download:",
+)
 if macro.get("classes_excluded"):
     st.caption("Left out of macro averages: " + ", ".join(macro["classes_excluded"]))
 
 if "multiclass" in report:
     mc = report["multiclass"]
     st.subheader("Confusion matrix")
-    st.caption(f"Most probable class over {mc['n_cases']} cases · accuracy {fmt(mc['accuracy'])} · "
-               f"balanced accuracy {fmt(mc['balanced_accuracy'])}")
-    st.plotly_chart(charts.confusion_figure(mc["confusion_matrix"], report["class_names"]), key="perf_confusion")
+    st.caption(
+        f"Most probable class over {mc['n_cases']} cases · accuracy {fmt(mc['accuracy'])} · "
+        f"balanced accuracy {fmt(mc['balanced_accuracy'])}"
+    )
+    st.plotly_chart(
+        charts.confusion_figure(mc["confusion_matrix"], report["class_names"]), key="perf_confusion"
+    )
 
 st.subheader("ROC and precision-recall curves")
 classes = list(report["class_names"])
-default = classes if len(classes) <= 6 else [c for c in classes if not report["per_class"][c]["low_count"]][:5]
+default = (
+    classes
+    if len(classes) <= 6
+    else [c for c in classes if not report["per_class"][c]["low_count"]][:5]
+)
 picked = st.multiselect("Classes", classes, default=default, key=f"perf_curve_classes@{entry.name}")
 points_roc, points_pr = {}, {}
 if has_predictions and multilabel:
-    m = SortedScores(run.labels(), run.scores()).metrics_at(np.array([active.thresholds[c] for c in run.classes]))
+    m = SortedScores(run.labels(), run.scores()).metrics_at(
+        np.array([active.thresholds[c] for c in run.classes])
+    )
     for i, c in enumerate(run.classes):
         points_roc[c] = (1 - m["specificity"][i], m["sensitivity"][i])
         points_pr[c] = (m["sensitivity"][i], m["ppv"][i])
     st.caption(f"Markers: operating points at the active thresholds (“{active.name}”).")
 curves = report.get("curves", {})
-prevalence = {c: e["n_pos"] / max(e["n_pos"] + e["n_neg"], 1) for c, e in report["per_class"].items()}
+prevalence = {
+    c: e["n_pos"] / max(e["n_pos"] + e["n_neg"], 1) for c, e in report["per_class"].items()
+}
 left, right = st.columns(2)
-left.plotly_chart(charts.roc_figure({c: curves[c]["roc"] for c in picked if c in curves},
-                                    {c: points_roc[c] for c in picked if c in points_roc}), key="perf_roc")
-right.plotly_chart(charts.pr_figure({c: curves[c]["pr"] for c in picked if c in curves},
-                                    {c: points_pr[c] for c in picked if c in points_pr},
-                                    {c: prevalence[c] for c in picked}), key="perf_pr")
+left.plotly_chart(
+    charts.roc_figure(
+        {c: curves[c]["roc"] for c in picked if c in curves},
+        {c: points_roc[c] for c in picked if c in points_roc},
+    ),
+    key="perf_roc",
+)
+right.plotly_chart(
+    charts.pr_figure(
+        {c: curves[c]["pr"] for c in picked if c in curves},
+        {c: points_pr[c] for c in picked if c in points_pr},
+        {c: prevalence[c] for c in picked},
+    ),
+    key="perf_pr",
+)
 
 st.subheader("Calibration")
 calibration = report.get("calibration", {})
-ece = {c: (calibration[c]["ece"] if calibration[c]["ece"] is not None else float("nan")) for c in calibration}
+ece = {
+    c: (calibration[c]["ece"] if calibration[c]["ece"] is not None else float("nan"))
+    for c in calibration
+}
 left, right = st.columns([2, 1])
-left.plotly_chart(charts.reliability_figure({c: calibration[c]["bins"] for c in picked if c in calibration}, ece),
-                  key="perf_calibration")
-right.dataframe(pd.DataFrame({"class": list(ece), "ECE": list(ece.values())}), hide_index=True, key="perf_ece",
-                column_config={"ECE": st.column_config.NumberColumn(format="%.4f")}, height=table_height(len(ece)))
+left.plotly_chart(
+    charts.reliability_figure({c: calibration[c]["bins"] for c in picked if c in calibration}, ece),
+    key="perf_calibration",
+)
+right.dataframe(
+    pd.DataFrame({"class": list(ece), "ECE": list(ece.values())}),
+    hide_index=True,
+    key="perf_ece",
+    column_config={"ECE": st.column_config.NumberColumn(format="%.4f")},
+    height=table_height(len(ece)),
+)
 
 if run.report:
     with st.expander("Before / after temperature scaling"):
@@ -170,5 +262,11 @@ _training_section(entry)
 with st.expander("Raw report (JSON)"):
     st.json({k: v for k, v in report.items() if k != "curves"}, expanded=1)
     st.caption("Curve points are left out of the view above; the download holds the full report.")
-    st.download_button("Download report (JSON)", json.dumps(report, indent=2), file_name=f"{entry.name}_{split}_report.json",
-                       mime="application/json", key="perf_json", icon=":material/download:")
+    st.download_button(
+        "Download report (JSON)",
+        json.dumps(report, indent=2),
+        file_name=f"{entry.name}_{split}_report.json",
+        mime="application/json",
+        key="perf_json",
+        icon=":material/download:",
+    )

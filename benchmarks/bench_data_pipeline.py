@@ -53,13 +53,20 @@ def nih_manifest(root: Path, limit: int) -> Manifest:
     entries = pd.read_csv(root / "Data_Entry_2017.csv").set_index("Image Index")
     files = sorted(p for p in (root / "images").glob("*.png") if p.name in entries.index)[:limit]
     if not files:
-        raise SystemExit(f"no NIH images listed in Data_Entry_2017.csv found under {root / 'images'}")
+        raise SystemExit(
+            f"no NIH images listed in Data_Entry_2017.csv found under {root / 'images'}"
+        )
     rows = []
     for path in files:
         entry = entries.loc[path.name]
         findings = {canonical_name(f) for f in str(entry["Finding Labels"]).split("|")}
-        row = {"image_id": path.name, "path": str(path), "patient_id": str(entry["Patient ID"]),
-               "view": str(entry["View Position"]), "split": "train"}
+        row = {
+            "image_id": path.name,
+            "path": str(path),
+            "patient_id": str(entry["Patient ID"]),
+            "view": str(entry["View Position"]),
+            "split": "train",
+        }
         row.update({c: float(c in findings) for c in NIH14.classes})
         rows.append(row)
     return Manifest(pd.DataFrame(rows), NIH14, source=str(root))
@@ -70,14 +77,18 @@ class _PerImageV2:
 
     def __init__(self, cfg: PreprocessConfig, aug: AugmentConfig) -> None:
         self.cfg = cfg
-        self.pipeline = v2.Compose([
-            v2.RandomRotation(aug.rotation, interpolation=v2.InterpolationMode.BILINEAR),
-            v2.RandomResizedCrop(cfg.input_size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.RGB(),
-            v2.Normalize(cfg.mean, cfg.std),
-        ])
+        self.pipeline = v2.Compose(
+            [
+                v2.RandomRotation(aug.rotation, interpolation=v2.InterpolationMode.BILINEAR),
+                v2.RandomResizedCrop(
+                    cfg.input_size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True
+                ),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.RGB(),
+                v2.Normalize(cfg.mean, cfg.std),
+            ]
+        )
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         return self.pipeline(image)
@@ -126,20 +137,34 @@ def run_epoch(loader: DataLoader) -> tuple[int, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "nih14")
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default: a temporary folder, removed afterwards")
-    parser.add_argument("--skip-per-image", action="store_true", help="skip (c), the per-image v2 reference")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="default: a temporary folder, removed afterwards",
+    )
+    parser.add_argument(
+        "--skip-per-image", action="store_true", help="skip (c), the per-image v2 reference"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)  # the DataLoader workers do the work; the main process only receives batches
+    torch.set_num_threads(
+        1
+    )  # the DataLoader workers do the work; the main process only receives batches
 
     cfg, aug = PreprocessConfig(), AugmentConfig()
     manifest = nih_manifest(args.root, args.images)
-    print(f"{len(manifest)} NIH images from {args.root}; batch {args.batch_size}, {args.workers} workers, {args.epochs} epochs")
+    print(
+        f"{len(manifest)} NIH images from {args.root}; batch {args.batch_size}, {args.workers} "
+        f"workers, {args.epochs} epochs"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp)
@@ -149,29 +174,41 @@ def main() -> None:
         start = time.perf_counter()
         ImageCache.build(manifest, cache_dir, cfg.cache_size, progress=False)
         reuse = time.perf_counter() - start
-        print(f"cache build: {build:.1f} s ({len(manifest) / build:.0f} images/s, once); reopening unchanged cache: {reuse * 1e3:.0f} ms")
+        print(
+            f"cache build: {build:.1f} s ({len(manifest) / build:.0f} images/s, once); reopening "
+            f"unchanged cache: {reuse * 1e3:.0f} ms"
+        )
 
         datasets = {
             "(a) decode every epoch": DecodeEveryEpoch(manifest, cfg, aug),
             "(b) cache + batched transform": CXRDataset(manifest, cache, train_transform(cfg, aug)),
         }
         if not args.skip_per_image:
-            datasets["(c) cache + per-image v2"] = CXRDataset(manifest, cache, _PerImageV2(cfg, aug))
+            datasets["(c) cache + per-image v2"] = CXRDataset(
+                manifest, cache, _PerImageV2(cfg, aug)
+            )
         loaders = {
-            name: DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                             persistent_workers=args.workers > 0,
-                             collate_fn=collate_batch if isinstance(ds, CXRDataset) else None)
+            name: DataLoader(
+                ds,
+                batch_size=args.batch_size,
+                shuffle=True,
+                num_workers=args.workers,
+                persistent_workers=args.workers > 0,
+                collate_fn=collate_batch if isinstance(ds, CXRDataset) else None,
+            )
             for name, ds in datasets.items()
         }
         totals = {name: np.zeros(3) for name in loaders}
-        for name, loader in loaders.items():  # warm-up: start workers, touch page cache
+        for loader in loaders.values():  # warm-up: start workers, touch page cache
             for _ in zip(range(2), loader):
                 pass
         for epoch in range(args.epochs):
             for name, loader in loaders.items():
                 seen, wall, cpu = run_epoch(loader)
                 totals[name] += (seen, wall, cpu)
-                print(f"  epoch {epoch + 1} {name:32s} {seen / wall:6.0f} images/s  {cpu / seen * 1e3:5.2f} CPU-ms/image")
+                print(
+                    f"  epoch {epoch + 1} {name:32s} {seen / wall:6.0f} images/s  {cpu / seen * 1e3:5.2f} CPU-ms/image"
+                )
         del loaders
 
     print()
@@ -182,8 +219,13 @@ def main() -> None:
     cost = {name: cpu / seen for name, (seen, _, cpu) in totals.items()}
     for name in totals:
         if name != base:
-            print(f"{name} vs {base}: {rate[name] / rate[base]:.1f}x images/s, {cost[base] / cost[name]:.1f}x less CPU per image")
-    print(f"load average during run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+            print(
+                f"{name} vs {base}: {rate[name] / rate[base]:.1f}x images/s, "
+                f"{cost[base] / cost[name]:.1f}x less CPU per image"
+            )
+    print(
+        f"load average during run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def write_rgba_png(path: Path, side: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", type=int, default=7745, help="width = height (7745^2 = 59,985,025 px)")
+    parser.add_argument(
+        "--side", type=int, default=7745, help="width = height (7745^2 = 59,985,025 px)"
+    )
     parser.add_argument("--target-mb", type=float, default=1024.0)
     parser.add_argument("--write-only", type=Path, help=argparse.SUPPRESS)  # the writing subprocess
     args = parser.parse_args()
@@ -61,22 +63,40 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rgba60mp.png"
-        subprocess.run([sys.executable, __file__, "--side", str(args.side), "--write-only", str(path)], check=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))}
+        subprocess.run(
+            [sys.executable, __file__, "--side", str(args.side), "--write-only", str(path)],
+            check=True,
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)])),
+        }
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, env=env, check=False,
-                              cwd=tmp)  # not the current folder: PYTHONPATH decides which cxr_core runs
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            cwd=tmp,
+        )  # not the current folder: PYTHONPATH decides which cxr_core runs
         if done.returncode != 0:
-            print(f"decode failed after {time.perf_counter() - started:.1f} s:\n{done.stderr.strip()}")
+            print(
+                f"decode failed after {time.perf_counter() - started:.1f} s:\n{done.stderr.strip()}"
+            )
             return 1
         result = json.loads(done.stdout.strip().splitlines()[-1])
         size = path.stat().st_size
     peak_mb, base_mb = result["peak_kb"] / 1024, result["base_kb"] / 1024
     verdict = "met" if peak_mb < args.target_mb else "NOT met"
     print(f"loader: {result['loader']}")
-    print(f"{args.side}x{args.side} RGBA PNG ({args.side ** 2:,} px, {size / 1024:,.0f} KB on disk) -> "
-          f"{result['dtype']} {tuple(result['shape'])} in {result['seconds']:.1f} s")
-    print(f"peak RSS {peak_mb:,.0f} MB (after imports {base_mb:,.0f} MB); target < {args.target_mb:,.0f} MB: {verdict}")
+    print(
+        f"{args.side}x{args.side} RGBA PNG ({args.side**2:,} px, {size / 1024:,.0f} KB on disk) -> "
+        f"{result['dtype']} {tuple(result['shape'])} in {result['seconds']:.1f} s"
+    )
+    print(
+        f"peak RSS {peak_mb:,.0f} MB (after imports {base_mb:,.0f} MB); target < {args.target_mb:,.0f} MB: {verdict}"
+    )
     return 0 if verdict == "met" else 1
 
 

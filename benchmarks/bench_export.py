@@ -34,7 +34,9 @@ GOAL_RATIO = 1.0
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    parser.add_argument("--images", default=str(DEFAULT_IMAGE_DIR), help="folder of real radiographs")
+    parser.add_argument(
+        "--images", default=str(DEFAULT_IMAGE_DIR), help="folder of real radiographs"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args(argv)
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     batch = predictor.tensor_from_cache_arrays(arrays)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        out, delta = export_checkpoint(args.checkpoint, "onnx", Path(tmp) / "model.onnx", parity_batch=arrays)
+        out, delta = export_checkpoint(
+            args.checkpoint, "onnx", Path(tmp) / "model.onnx", parity_batch=arrays
+        )
         export_s = time.perf_counter() - start
         run, _ = load_exported(out)
         numpy_batch = batch.numpy()
@@ -67,12 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     eager_ms, onnx_ms = 1000 * statistics.median(eager), 1000 * statistics.median(onnx)
     ratio = onnx_ms / eager_ms
     card = predictor.card
-    print(f"model: {Path(args.checkpoint).parent.name} ({card.architecture}, tta {predictor.tta}, "
-          f"{predictor.preprocess.input_size} px), batch {len(paths)} real images, {args.runs} runs, 2 threads")
-    print(f"export: {export_s:.1f} s; max |Δp| ONNX vs Predictor: {delta:.2e} (goal ≤ {PARITY_TOLERANCE:g}: "
-          f"{'met' if delta <= PARITY_TOLERANCE else 'NOT met'})")
-    print(f"median latency per batch: eager PyTorch {eager_ms:.1f} ms, ONNX Runtime CPU {onnx_ms:.1f} ms")
-    print(f"ratio ONNX / eager: {ratio:.2f} (goal ≤ {GOAL_RATIO:.1f}: {'met' if ratio <= GOAL_RATIO else 'NOT met'})")
+    print(
+        f"model: {Path(args.checkpoint).parent.name} ({card.architecture}, tta {predictor.tta}, "
+        f"{predictor.preprocess.input_size} px), batch {len(paths)} real images, {args.runs} runs, 2 threads"
+    )
+    print(
+        f"export: {export_s:.1f} s; max |Δp| ONNX vs Predictor: {delta:.2e} (goal ≤ {PARITY_TOLERANCE:g}: "
+        f"{'met' if delta <= PARITY_TOLERANCE else 'NOT met'})"
+    )
+    print(
+        f"median latency per batch: eager PyTorch {eager_ms:.1f} ms, ONNX Runtime CPU {onnx_ms:.1f} ms"
+    )
+    print(
+        f"ratio ONNX / eager: {ratio:.2f} (goal ≤ {GOAL_RATIO:.1f}: {'met' if ratio <= GOAL_RATIO else 'NOT met'})"
+    )
     return 0
 
 

@@ -60,12 +60,16 @@ def measure(config_path: str, *, steps: int, warmup: int, overrides: dict) -> di
             if ctx.device.type == "cuda":
                 torch.cuda.synchronize(ctx.device)
             start = time.perf_counter()
-            _, images = trainer.train_epoch(1)  # train_epoch reads its loss once at the end: the GPU has finished
+            _, images = trainer.train_epoch(
+                1
+            )  # train_epoch reads its loss once at the end: the GPU has finished
             seconds = time.perf_counter() - start
         finally:
             shutdown_distributed(ctx)
     return {
-        "device": str(ctx.device) if ctx.device.type == "cpu" else torch.cuda.get_device_name(ctx.device),
+        "device": str(ctx.device)
+        if ctx.device.type == "cpu"
+        else torch.cuda.get_device_name(ctx.device),
         "amp": trainer._amp_name(),
         "architecture": config.model.name,
         "input_size": config.preprocess.input_size,
@@ -78,7 +82,9 @@ def measure(config_path: str, *, steps: int, warmup: int, overrides: dict) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/smoke.yaml")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -89,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     overrides: dict = {}
-    for key, value in (("device", args.device), ("amp", args.amp), ("optim.batch_size", args.batch_size)):
+    for key, value in (
+        ("device", args.device),
+        ("amp", args.amp),
+        ("optim.batch_size", args.batch_size),
+    ):
         if value is not None:
             overrides[key] = value
     if args.workers is not None:
@@ -98,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"throughput: {result['images_per_s']} images/s, data wait {100 * result['data_wait_share']:.1f}% "
-              f"({result['architecture']} {result['input_size']} px on {result['device']}, amp {result['amp']}, "
-              f"batch {result['batch_size']}, {result['num_workers']} workers, {result['steps']} steps)")
+        print(
+            f"throughput: {result['images_per_s']} images/s, data wait {100 * result['data_wait_share']:.1f}% "
+            f"({result['architecture']} {result['input_size']} px on {result['device']}, amp {result['amp']}, "
+            f"batch {result['batch_size']}, {result['num_workers']} workers, {result['steps']} steps)"
+        )
     return 0
 
 

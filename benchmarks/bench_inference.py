@@ -35,10 +35,19 @@ DEFAULT_IMAGE_DIR = REPO.parent / "shared" / "data" / "nih14" / "images"
 def random_checkpoint(arch: str, size: int, folder: Path) -> Path:
     """A random-init model saved as a real checkpoint, so the Predictor path is the production one."""
     spec = get_model_spec(arch)
-    preprocess = PreprocessConfig(cache_size=256, input_size=size, mean=spec.input_mean, std=spec.input_std, in_chans=3)
-    card = ModelCard(architecture=arch, num_classes=NIH14.num_classes, label_space=NIH14.to_dict(),
-                     preprocess=preprocess.to_dict(), in_chans=3)
-    return save_checkpoint(folder / f"{arch}.safetensors", create_model(arch, NIH14.num_classes).state_dict(), card)
+    preprocess = PreprocessConfig(
+        cache_size=256, input_size=size, mean=spec.input_mean, std=spec.input_std, in_chans=3
+    )
+    card = ModelCard(
+        architecture=arch,
+        num_classes=NIH14.num_classes,
+        label_space=NIH14.to_dict(),
+        preprocess=preprocess.to_dict(),
+        in_chans=3,
+    )
+    return save_checkpoint(
+        folder / f"{arch}.safetensors", create_model(arch, NIH14.num_classes).state_dict(), card
+    )
 
 
 def timed(fn) -> float:
@@ -51,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="model .safetensors (default: random-init --arch)")
     parser.add_argument("--arch", default="densenet121")
-    parser.add_argument("--size", type=int, default=224, help="input size for the random-init model")
-    parser.add_argument("--image", help="a PNG/JPEG/DICOM (default: first NIH image in ../shared/data)")
+    parser.add_argument(
+        "--size", type=int, default=224, help="input size for the random-init model"
+    )
+    parser.add_argument(
+        "--image", help="a PNG/JPEG/DICOM (default: first NIH image in ../shared/data)"
+    )
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--method", default="gradcam")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -60,13 +73,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    image_path = Path(args.image) if args.image else next(iter(sorted(DEFAULT_IMAGE_DIR.glob("*.png"))), None)
+    image_path = (
+        Path(args.image)
+        if args.image
+        else next(iter(sorted(DEFAULT_IMAGE_DIR.glob("*.png"))), None)
+    )
     if image_path is None or not image_path.is_file():
         print(f"no image found; pass --image (looked in {DEFAULT_IMAGE_DIR})", file=sys.stderr)
         return 2
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(args.checkpoint) if args.checkpoint else random_checkpoint(args.arch, args.size, Path(tmp))
+        ckpt = (
+            Path(args.checkpoint)
+            if args.checkpoint
+            else random_checkpoint(args.arch, args.size, Path(tmp))
+        )
         predictor = Predictor.from_checkpoint(ckpt, device="cpu")
     model = predictor.model
     tensor = predictor.prepare([load_image(image_path)])
@@ -84,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         predictor.predict([image])
         explain(predictor, image, top_class, method=args.method)
 
-    cases = {"bare forward (prepared tensor)": bare, "Predictor: file -> probabilities": predict,
-             f"Predictor + {args.method}": predict_and_explain}
+    cases = {
+        "bare forward (prepared tensor)": bare,
+        "Predictor: file -> probabilities": predict,
+        f"Predictor + {args.method}": predict_and_explain,
+    }
     for fn in cases.values():  # warm-up (allocator, explanation model copy, lazy imports)
         fn()
     times: dict[str, list[float]] = {name: [] for name in cases}
@@ -95,13 +119,17 @@ def main(argv: list[str] | None = None) -> int:
 
     medians = {name: statistics.median(values) for name, values in times.items()}
     base = medians["bare forward (prepared tensor)"]
-    print(f"model {predictor.architecture} at {predictor.preprocess.input_size}px, image {image_path.name}, "
-          f"{args.runs} runs, torch threads {torch.get_num_threads()}")
+    print(
+        f"model {predictor.architecture} at {predictor.preprocess.input_size}px, image {image_path.name}, "
+        f"{args.runs} runs, torch threads {torch.get_num_threads()}"
+    )
     print(f"{'case':<36}{'median ms':>12}{'ratio':>9}")
     for name, value in medians.items():
         print(f"{name:<36}{value:>12.1f}{value / base:>8.2f}x")
     ratio = medians["Predictor: file -> probabilities"] / base
-    print(f"goal prediction <= 1.30x bare forward: {'met' if ratio <= 1.3 else 'NOT met'} ({ratio:.2f}x)")
+    print(
+        f"goal prediction <= 1.30x bare forward: {'met' if ratio <= 1.3 else 'NOT met'} ({ratio:.2f}x)"
+    )
     return 0
 
 

@@ -43,14 +43,20 @@ def timed(fn) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(DEFAULT_LUNG_CHECKPOINT))
-    parser.add_argument("--image", help="a 256 px radiograph (default: first Montgomery image in ../shared/data)")
+    parser.add_argument(
+        "--image", help="a 256 px radiograph (default: first Montgomery image in ../shared/data)"
+    )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
     args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    image_path = Path(args.image) if args.image else next(iter(sorted(DEFAULT_IMAGE_DIR.glob("*.png"))), None)
+    image_path = (
+        Path(args.image)
+        if args.image
+        else next(iter(sorted(DEFAULT_IMAGE_DIR.glob("*.png"))), None)
+    )
     if image_path is None or not image_path.is_file():
         print(f"no image found; pass --image (looked in {DEFAULT_IMAGE_DIR})", file=sys.stderr)
         return 2
@@ -76,12 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
     cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
     threads = torch.get_num_threads()
-    print(f"image {image_path.name} {pixels.shape[1]}x{pixels.shape[0]} px, network input {cfg.input_size} px, "
-          f"{threads} thread(s), {args.runs} runs")
-    print(f"median forward pass        wall {wall['forward']:7.1f} ms   CPU {cpu['forward']:7.1f} ms")
-    print(f"median file -> mask+check  wall {wall['segment']:7.1f} ms   CPU {cpu['segment']:7.1f} ms  "
-          f"(x{cpu['segment'] / cpu['forward']:.2f} of the forward pass in CPU time)")
-    judged, what = (cpu["segment"], "CPU time, 1 thread") if threads == 1 else (wall["segment"], "wall time")
+    print(
+        f"image {image_path.name} {pixels.shape[1]}x{pixels.shape[0]} px, network input {cfg.input_size} px, "
+        f"{threads} thread(s), {args.runs} runs"
+    )
+    print(
+        f"median forward pass        wall {wall['forward']:7.1f} ms   CPU {cpu['forward']:7.1f} ms"
+    )
+    print(
+        f"median file -> mask+check  wall {wall['segment']:7.1f} ms   CPU {cpu['segment']:7.1f} ms  "
+        f"(x{cpu['segment'] / cpu['forward']:.2f} of the forward pass in CPU time)"
+    )
+    judged, what = (
+        (cpu["segment"], "CPU time, 1 thread") if threads == 1 else (wall["segment"], "wall time")
+    )
     verdict = "met" if judged <= GOAL_MS else "NOT met"
     print(f"goal <= {GOAL_MS:.0f} ms per 256 px image ({what}): {judged:.1f} ms, {verdict}")
     return 0

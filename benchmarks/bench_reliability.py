@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))  # appended: a PYTHONPATH naming another cxr_core (an older version) wins
 
-from tests.reliability import crafted  # the generator lives with the tests
+from tests.reliability import crafted  # noqa: E402 (the generator lives with the tests)
 
 
 def main() -> int:
@@ -30,30 +30,50 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--mutants", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=14)
-    parser.add_argument("--timeout", type=float, default=20.0, help="seconds per file before it counts as a hang")
-    parser.add_argument("--verbose", action="store_true", help="list every file that is not a clear outcome")
+    parser.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds per file before it counts as a hang"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="list every file that is not a clear outcome"
+    )
     args = parser.parse_args()
 
     sources = crafted.real_sources(args.data)
     if "nih.png" not in sources or "kermany.jpeg" not in sources:
         print(f"real radiographs not found under {args.data}", file=sys.stderr)
         return 2
-    print(f"loader: cxr_core.data.imaging.load_image from {importlib.util.find_spec('cxr_core').origin}")
-    with tempfile.TemporaryDirectory() as tmp, crafted.IsolatedLoader(timeout=args.timeout) as loader:
+    print(
+        f"loader: cxr_core.data.imaging.load_image from {importlib.util.find_spec('cxr_core').origin}"
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        crafted.IsolatedLoader(timeout=args.timeout) as loader,
+    ):
         cases = crafted.build_crafted_set(Path(tmp) / "crafted", sources)
         results = crafted.run_crafted(loader, cases)
         counts = crafted.tally(outcome for _, outcome, _ in results)
         wrong = [(c, o, d) for c, o, d in results if c.expect == "refuse" and o != "refused"]
-        print(f"crafted set ({len(cases)} files): " + ", ".join(f"{k} {v}" for k, v in counts.items())
-              + f"; should refuse but did not: {len(wrong)}")
+        print(
+            f"crafted set ({len(cases)} files): "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + f"; should refuse but did not: {len(wrong)}"
+        )
         for case, outcome, detail in results:
-            if args.verbose or (case in [w[0] for w in wrong]) or outcome in ("other", "hang", "padded"):
+            if (
+                args.verbose
+                or (case in [w[0] for w in wrong])
+                or outcome in ("other", "hang", "padded")
+            ):
                 print(f"  {outcome:8s} {case.name}: {case.why} -> {detail[:160]}")
 
-        fuzz = crafted.run_fuzz(loader, crafted.fuzz_originals(sources), args.mutants, args.seed,
-                                Path(tmp) / "fuzz")
+        fuzz = crafted.run_fuzz(
+            loader, crafted.fuzz_originals(sources), args.mutants, args.seed, Path(tmp) / "fuzz"
+        )
         counts = crafted.tally(outcome for _, outcome, _ in fuzz)
-        print(f"fuzz ({args.mutants} mutants, seed {args.seed}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        print(
+            f"fuzz ({args.mutants} mutants, seed {args.seed}): "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+        )
         for name, outcome, detail in fuzz:
             if outcome in ("other", "hang", "padded"):
                 print(f"  {outcome:8s} {name}: {detail[:160]}")

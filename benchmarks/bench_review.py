@@ -1,4 +1,4 @@
-""""Save and next" latency on the Review page with the bundled nih14 model, with and without prefetching.
+""" "Save and next" latency on the Review page with the bundled nih14 model, with and without prefetching.
 
 Drives app_pages/review.py under Streamlit's AppTest (the same script a browser runs): one reader
 starts an unblinded session with the Grad-CAM heatmap on, then for each film calls every
@@ -33,7 +33,9 @@ def drive(films: int, read_s: float, prefetch: bool, classes: list[str]) -> list
     try:
         at = AppTest.from_file(str(REPO / "app_pages" / "review.py"), default_timeout=300)
         at.session_state["cxr_reader"] = "bench"
-        at.session_state["cxr_selected_checkpoint"] = str((REPO / "checkpoints" / "nih14").resolve())
+        at.session_state["cxr_selected_checkpoint"] = str(
+            (REPO / "checkpoints" / "nih14").resolve()
+        )
         at.run()
         at.text_input(key="rev_new_name").input(f"bench {'prefetch' if prefetch else 'on demand'}")
         at.multiselect(key="rev_new_classes").set_value(classes)
@@ -73,9 +75,13 @@ def warm(n: int, class_name: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--films", type=int, default=8)
-    parser.add_argument("--read-s", type=float, default=2.0, help="seconds a reader spends on a film")
+    parser.add_argument(
+        "--read-s", type=float, default=2.0, help="seconds a reader spends on a film"
+    )
     parser.add_argument("--classes", default="Cardiomegaly,Pleural Effusion,Atelectasis")
-    parser.add_argument("--warmup", type=int, default=3, help="heatmaps computed first (the first few are slow)")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="heatmaps computed first (the first few are slow)"
+    )
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="bench_review_")
     os.environ["CXR_REVIEW_DIR"] = folder
@@ -88,10 +94,15 @@ def main() -> int:
         times = drive(args.films, args.read_s, prefetch, classes)
         results[prefetch] = times
         label = "prefetch " if prefetch else "on demand"
-        print(f"{label}: p50 {statistics.median(times):.3f} s · max {max(times):.3f} s · "
-              f"all {', '.join(f'{t:.2f}' for t in times)}")
+        print(
+            f"{label}: p50 {statistics.median(times):.3f} s · max {max(times):.3f} s · "
+            f"all {', '.join(f'{t:.2f}' for t in times)}"
+        )
     ok = statistics.median(results[True]) <= 1.0
-    print(("PASS" if ok else "FAIL") + f": save-and-next p50 with prefetch {statistics.median(results[True]):.3f} s (goal ≤ 1 s)")
+    print(
+        ("PASS" if ok else "FAIL")
+        + f": save-and-next p50 with prefetch {statistics.median(results[True]):.3f} s (goal ≤ 1 s)"
+    )
     return 0 if ok else 1
 
 

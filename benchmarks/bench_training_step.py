@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args(argv)
 
-    steps = {name: make_step(args.arch, args.size, args.batch, *mode) for name, mode in MODES.items()}
+    steps = {
+        name: make_step(args.arch, args.size, args.batch, *mode) for name, mode in MODES.items()
+    }
     for step in steps.values():  # warm-up: oneDNN primitive creation, allocator
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -83,13 +85,17 @@ def main(argv: list[str] | None = None) -> int:
 
     medians = {name: statistics.median(values) for name, values in times.items()}
     base = medians["float32 contiguous"]
-    print(f"{args.arch} at {args.size}px, batch {args.batch}, {args.steps} steps each, torch threads "
-          f"{torch.get_num_threads()}, native bf16: {native_bf16()}")
+    print(
+        f"{args.arch} at {args.size}px, batch {args.batch}, {args.steps} steps each, torch threads "
+        f"{torch.get_num_threads()}, native bf16: {native_bf16()}"
+    )
     print(f"{'mode':<24}{'median s/step':>15}{'images/s':>10}{'speed-up':>10}")
     for name, value in medians.items():
         print(f"{name:<24}{value:>15.3f}{args.batch / value:>10.1f}{base / value:>9.2f}x")
     ratio = base / medians["float32 channels-last"]
-    print(f"goal channels-last >= 1.20x faster than contiguous: {'met' if ratio >= 1.2 else 'NOT met'} ({ratio:.2f}x)")
+    print(
+        f"goal channels-last >= 1.20x faster than contiguous: {'met' if ratio >= 1.2 else 'NOT met'} ({ratio:.2f}x)"
+    )
     return 0
 
 

@@ -27,8 +27,11 @@ from cxr_core.inference.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CXR_SHARED_DATA", REPO.parent / "shared" / "data"))
-DATA = {"nih14": SHARED / "nih14", "pneumonia": SHARED / "pneumonia" / "chest_xray",
-        "pneumonia_type": SHARED / "pneumonia" / "chest_xray"}
+DATA = {
+    "nih14": SHARED / "nih14",
+    "pneumonia": SHARED / "pneumonia" / "chest_xray",
+    "pneumonia_type": SHARED / "pneumonia" / "chest_xray",
+}
 SIZE = 256
 
 
@@ -57,7 +60,9 @@ def _text(rng: np.random.Generator) -> np.ndarray:
 def _natural(rng: np.random.Generator) -> np.ndarray:
     """1/f noise: the power spectrum of natural photographs, without any anatomy."""
     fy, fx = np.meshgrid(np.fft.fftfreq(SIZE), np.fft.fftfreq(SIZE), indexing="ij")
-    spectrum = (rng.normal(size=(SIZE, SIZE)) + 1j * rng.normal(size=(SIZE, SIZE))) / np.maximum(np.hypot(fx, fy), 1 / SIZE)
+    spectrum = (rng.normal(size=(SIZE, SIZE)) + 1j * rng.normal(size=(SIZE, SIZE))) / np.maximum(
+        np.hypot(fx, fy), 1 / SIZE
+    )
     field = np.fft.ifft2(spectrum).real
     return (field - field.min()) / (field.max() - field.min())
 
@@ -75,8 +80,13 @@ SYNTHETIC = {
 
 def _validation_images(name: str, count: int, rng: np.random.Generator) -> list[LoadedImage]:
     shipped, _ = load_predictions(REPO / "checkpoints" / name / "eval" / "val" / "predictions.csv")
-    rows = shipped.iloc[np.sort(rng.choice(len(shipped), size=min(count, len(shipped)), replace=False))]
-    return [load_image(resolve_image_path(p, i, [DATA[name]])) for p, i in zip(rows["path"], rows["image_id"])]
+    rows = shipped.iloc[
+        np.sort(rng.choice(len(shipped), size=min(count, len(shipped)), replace=False))
+    ]
+    return [
+        load_image(resolve_image_path(p, i, [DATA[name]]))
+        for p, i in zip(rows["path"], rows["image_id"])
+    ]
 
 
 def _rates(predictor: Predictor, images: list) -> tuple[int, int, int]:
@@ -97,24 +107,45 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=sorted(DATA), choices=sorted(DATA))
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    validation = {name: _validation_images(name, args.per_kind * 2, rng) for name in ("nih14", "pneumonia")}
+    validation = {
+        name: _validation_images(name, args.per_kind * 2, rng) for name in ("nih14", "pneumonia")
+    }
     validation["pneumonia_type"] = validation["pneumonia"]
     for name in args.models:
-        predictor = Predictor.from_checkpoint(REPO / "checkpoints" / name / "model.safetensors", device="cpu")
+        predictor = Predictor.from_checkpoint(
+            REPO / "checkpoints" / name / "model.safetensors", device="cpu"
+        )
         gate = predictor.card.gate
-        print(f"\n{name}: gate fitted on {gate.get('n_train')} training images, threshold "
-              f"{gate.get('distance_threshold', float('nan')):.3f}, {100 * gate.get('val_flagged_fraction', float('nan')):.1f}% "
-              f"of all {gate.get('n_val')} validation images flagged when fitted")
+        print(
+            f"\n{name}: gate fitted on {gate.get('n_train')} training images, threshold "
+            f"{gate.get('distance_threshold', float('nan')):.3f}, "
+            f"{100 * gate.get('val_flagged_fraction', float('nan')):.1f}% "
+            f"of all {gate.get('n_val')} validation images flagged when fitted"
+        )
         print(f"  {'input':<34} {'refused':>8} {'warned':>8} {'either':>8}")
         other = "pneumonia" if name == "nih14" else "nih14"
-        kinds = {f"validation radiographs ({name})": validation[name],
-                 f"other population ({'pediatric Kermany' if other == 'pneumonia' else 'adult NIH'})": validation[other][: args.per_kind]}
-        kinds.update({kind: [make(rng).astype(np.float32) for _ in range(args.per_kind)] for kind, make in SYNTHETIC.items()})
+        kinds = {
+            f"validation radiographs ({name})": validation[name],
+            f"other population ({'pediatric Kermany' if other == 'pneumonia' else 'adult NIH'})": validation[
+                other
+            ][: args.per_kind],
+        }
+        kinds.update(
+            {
+                kind: [make(rng).astype(np.float32) for _ in range(args.per_kind)]
+                for kind, make in SYNTHETIC.items()
+            }
+        )
         for kind, images in kinds.items():
             refused, warned, total = _rates(predictor, images)
-            print(f"  {kind:<34} {refused / total:>8.0%} {warned / total:>8.0%} {(refused + warned) / total:>8.0%}   (n={total})")
+            print(
+                f"  {kind:<34} {refused / total:>8.0%} {warned / total:>8.0%} "
+                f"{(refused + warned) / total:>8.0%}   (n={total})"
+            )
         val_flagged = gate.get("val_flagged_fraction", 1.0)
-        print(f"  validation flagged at fit time <= 5%: {'met' if val_flagged <= 0.05 else 'NOT met'}")
+        print(
+            f"  validation flagged at fit time <= 5%: {'met' if val_flagged <= 0.05 else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ mass to place and is counted apart (``empty_maps``), not in the means.
 How the issue-18 experiment compared the bundled pneumonia model with its lung-masked twin:
 
     python benchmarks/heatmap_in_lung.py --checkpoint checkpoints/pneumonia/model.safetensors --class Pneumonia
-    python benchmarks/heatmap_in_lung.py --checkpoint runs/experiments/pneumonia_lungmask/model.safetensors --class Pneumonia
+    python benchmarks/heatmap_in_lung.py --class Pneumonia \
+        --checkpoint runs/experiments/pneumonia_lungmask/model.safetensors
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from cxr_core.training.data_setup import build_manifest, data_config_of
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--class", dest="class_name", required=True, help="the class whose evidence is mapped")
+    parser.add_argument(
+        "--class", dest="class_name", required=True, help="the class whose evidence is mapped"
+    )
     parser.add_argument("--n", type=int, default=100, help="validation images (seeded sample)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", default="gradcam")
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     shares, lung_fractions = [], []
     paths = frame["path"].tolist()
     for first in range(0, len(paths), args.batch_size):
-        images = [load_image(p) for p in paths[first:first + args.batch_size]]
+        images = [load_image(p) for p in paths[first : first + args.batch_size]]
         maps = explain_batch(predictor, images, [args.class_name] * len(images), args.method)
         for image, heatmap in zip(images, maps):
             mask = lungs.segment(image.pixels).mask
@@ -63,20 +66,35 @@ def main(argv: list[str] | None = None) -> int:
             lung_fractions.append(float(mask.mean()))
     shares_arr = np.asarray(shares)
     rng = np.random.default_rng(args.seed)
-    boot = [np.nanmean(shares_arr[rng.integers(0, len(shares_arr), len(shares_arr))]) for _ in range(2000)]
-    print(json.dumps({
-        "checkpoint": str(checkpoint),
-        "method": args.method,
-        "class": args.class_name,
-        "images": len(shares),
-        "empty_maps": int(np.isnan(shares_arr).sum()),  # no evidence for the class anywhere: left out of the means
-        "mean_in_lung": float(np.nanmean(shares_arr)),
-        "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-        "by_true_class": {c: {"images": int((truth == i).sum()), "mean_in_lung": float(np.nanmean(shares_arr[truth == i]))}
-                          for i, c in enumerate(val.classes) if np.isfinite(shares_arr[truth == i]).any()},
-        "mean_lung_share_of_image": float(np.mean(lung_fractions)),
-        "seconds": round(time.perf_counter() - started, 1),
-    }))
+    boot = [
+        np.nanmean(shares_arr[rng.integers(0, len(shares_arr), len(shares_arr))])
+        for _ in range(2000)
+    ]
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(checkpoint),
+                "method": args.method,
+                "class": args.class_name,
+                "images": len(shares),
+                "empty_maps": int(
+                    np.isnan(shares_arr).sum()
+                ),  # no evidence for the class anywhere: left out of the means
+                "mean_in_lung": float(np.nanmean(shares_arr)),
+                "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+                "by_true_class": {
+                    c: {
+                        "images": int((truth == i).sum()),
+                        "mean_in_lung": float(np.nanmean(shares_arr[truth == i])),
+                    }
+                    for i, c in enumerate(val.classes)
+                    if np.isfinite(shares_arr[truth == i]).any()
+                },
+                "mean_lung_share_of_image": float(np.mean(lung_fractions)),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
     return 0
 
 

@@ -51,22 +51,47 @@ def probability_bars(summary: FindingsSummary, title: str = "") -> go.Figure:
             colours.append(NEGATIVE)
     labels = [f"{f.name}  {f.probability:.2f}" for f in findings]
     fig = go.Figure()
-    fig.add_bar(x=[f.probability for f in findings], y=labels, orientation="h", marker_color=colours,
-                name="probability", hovertemplate="%{y}<extra></extra>")
+    fig.add_bar(
+        x=[f.probability for f in findings],
+        y=labels,
+        orientation="h",
+        marker_color=colours,
+        name="probability",
+        hovertemplate="%{y}<extra></extra>",
+    )
     if summary.multilabel:
-        fig.add_scatter(x=[f.threshold for f in findings], y=labels, mode="markers", name="threshold",
-                        marker=dict(symbol="line-ns", size=16, line=dict(width=2.5, color="black")),
-                        customdata=[f.threshold for f in findings],
-                        hovertemplate="threshold %{customdata:.3f}<extra></extra>")
-    fig.update_layout(title=title, xaxis=dict(range=[0, 1.0], title="probability", dtick=0.1),
-                      yaxis=dict(tickfont=dict(size=14)), showlegend=False,
-                      height=max(200, 30 * len(findings) + 90), margin=_MARGIN, bargap=0.3)
+        fig.add_scatter(
+            x=[f.threshold for f in findings],
+            y=labels,
+            mode="markers",
+            name="threshold",
+            marker=dict(symbol="line-ns", size=16, line=dict(width=2.5, color="black")),
+            customdata=[f.threshold for f in findings],
+            hovertemplate="threshold %{customdata:.3f}<extra></extra>",
+        )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(range=[0, 1.0], title="probability", dtick=0.1),
+        yaxis=dict(tickfont=dict(size=14)),
+        showlegend=False,
+        height=max(200, 30 * len(findings) + 90),
+        margin=_MARGIN,
+        bargap=0.3,
+    )
     return fig
 
 
-def image_viewer(original: np.ndarray, *, heat: np.ndarray | None = None,
-                 mode: str = "contour", level: float = 0.5, opacity: float = 0.5, titles: Sequence[str] = ("Original",),
-                 height: int = 720, outline: Sequence[np.ndarray] = ()) -> go.Figure:
+def image_viewer(
+    original: np.ndarray,
+    *,
+    heat: np.ndarray | None = None,
+    mode: str = "contour",
+    level: float = 0.5,
+    opacity: float = 0.5,
+    titles: Sequence[str] = ("Original",),
+    height: int = 720,
+    outline: Sequence[np.ndarray] = (),
+) -> go.Figure:
     """Zoomable, pannable radiograph; with ``heat`` a second panel, its axes tied to the first.
 
     ``original`` is the windowed uint8 display image. ``heat`` (values in [0, 1], any grid) is
@@ -78,8 +103,14 @@ def image_viewer(original: np.ndarray, *, heat: np.ndarray | None = None,
     """
     height_px, width_px = original.shape[:2]
     panels = 1 if heat is None else 2
-    fig = make_subplots(rows=1, cols=panels, shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.02,
-                        subplot_titles=list(titles)[:panels])
+    fig = make_subplots(
+        rows=1,
+        cols=panels,
+        shared_xaxes=True,
+        shared_yaxes=True,
+        horizontal_spacing=0.02,
+        subplot_titles=list(titles)[:panels],
+    )
     uri = png_data_uri(original)
     for col in range(1, panels + 1):
         fig.add_trace(go.Image(source=uri, hoverinfo="skip"), row=1, col=col)
@@ -88,32 +119,93 @@ def image_viewer(original: np.ndarray, *, heat: np.ndarray | None = None,
         xs = (np.arange(grid_w) + 0.5) * width_px / grid_w
         ys = (np.arange(grid_h) + 0.5) * height_px / grid_h
         if mode == "contour":
-            fig.add_trace(go.Contour(z=heat, x=xs, y=ys, showscale=False, hoverinfo="skip",
-                                     contours=dict(start=level, end=level, size=1.0, coloring="lines"),
-                                     colorscale=[[0, CONTOUR], [1, CONTOUR]], line=dict(width=3)), row=1, col=2)
+            fig.add_trace(
+                go.Contour(
+                    z=heat,
+                    x=xs,
+                    y=ys,
+                    showscale=False,
+                    hoverinfo="skip",
+                    contours=dict(start=level, end=level, size=1.0, coloring="lines"),
+                    colorscale=[[0, CONTOUR], [1, CONTOUR]],
+                    line=dict(width=3),
+                ),
+                row=1,
+                col=2,
+            )
         else:
             shown = np.where(heat >= HEAT_FLOOR, heat, np.nan)
-            fig.add_trace(go.Heatmap(z=shown, x=xs, y=ys, zmin=0, zmax=1, colorscale="Inferno", opacity=opacity,
-                                     hovertemplate="relative evidence %{z:.2f}<extra></extra>",
-                                     colorbar=dict(title=dict(text="relative<br>evidence"), len=0.7, thickness=14)),
-                          row=1, col=2)
+            fig.add_trace(
+                go.Heatmap(
+                    z=shown,
+                    x=xs,
+                    y=ys,
+                    zmin=0,
+                    zmax=1,
+                    colorscale="Inferno",
+                    opacity=opacity,
+                    hovertemplate="relative evidence %{z:.2f}<extra></extra>",
+                    colorbar=dict(title=dict(text="relative<br>evidence"), len=0.7, thickness=14),
+                ),
+                row=1,
+                col=2,
+            )
     if len(outline):
-        xs = np.concatenate([np.append(p[:, 0], np.nan) for p in outline])  # NaN: lift the pen between lungs
+        xs = np.concatenate(
+            [np.append(p[:, 0], np.nan) for p in outline]
+        )  # NaN: lift the pen between lungs
         ys = np.concatenate([np.append(p[:, 1], np.nan) for p in outline])
         for col in range(1, panels + 1):
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="lung outline", showlegend=False, hoverinfo="skip",
-                                     line=dict(color=LUNG_OUTLINE, width=2)), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    name="lung outline",
+                    showlegend=False,
+                    hoverinfo="skip",
+                    line=dict(color=LUNG_OUTLINE, width=2),
+                ),
+                row=1,
+                col=col,
+            )
     for col in range(1, panels + 1):
         suffix = "" if col == 1 else str(col)
-        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[0, width_px], row=1, col=col,
-                         constrain="domain")
-        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, range=[height_px, 0], row=1, col=col,
-                         scaleanchor=f"x{suffix}", constrain="domain")
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="zoom", uirevision="viewer")
+        fig.update_xaxes(
+            showticklabels=False,
+            showgrid=False,
+            zeroline=False,
+            range=[0, width_px],
+            row=1,
+            col=col,
+            constrain="domain",
+        )
+        fig.update_yaxes(
+            showticklabels=False,
+            showgrid=False,
+            zeroline=False,
+            range=[height_px, 0],
+            row=1,
+            col=col,
+            scaleanchor=f"x{suffix}",
+            constrain="domain",
+        )
+    fig.update_layout(
+        height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="zoom", uirevision="viewer"
+    )
     return fig
 
 
-MARK_COLOURS = ("#00e5ff", "#ffd600", "#ff4081", "#76ff03", "#ff9100", "#d500f9", "#1de9b6", "#ffffff")
+MARK_COLOURS = (
+    "#00e5ff",
+    "#ffd600",
+    "#ff4081",
+    "#76ff03",
+    "#ff9100",
+    "#d500f9",
+    "#1de9b6",
+    "#ffffff",
+)
 """Bright colours that stay visible on a grayscale film (one per finding or per reader)."""
 
 
@@ -128,8 +220,15 @@ class ShownMark:
     hover: str = ""
 
 
-def film_figure(image: np.ndarray, marks: Sequence[ShownMark] = (), *, window: tuple[float, float, float, float] | None
-                = None, selectable: bool = False, drag: str = "pan", height: int = 600) -> go.Figure:
+def film_figure(
+    image: np.ndarray,
+    marks: Sequence[ShownMark] = (),
+    *,
+    window: tuple[float, float, float, float] | None = None,
+    selectable: bool = False,
+    drag: str = "pan",
+    height: int = 600,
+) -> go.Figure:
     """The Review page's film viewer: the image (uint8 gray or RGB, e.g. with a heatmap blended in) and marks.
 
     ``selectable`` lays the invisible click grid of :mod:`dashboard.marks` over the film (trace
@@ -142,94 +241,214 @@ def film_figure(image: np.ndarray, marks: Sequence[ShownMark] = (), *, window: t
     fig = go.Figure(go.Image(source=png_data_uri(image), hoverinfo="skip"))
     if selectable:
         xs, ys = grid(width_px, height_px)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="grid", showlegend=False, hoverinfo="none",
-                                 marker=dict(size=6, opacity=0), selected=dict(marker=dict(opacity=0)),
-                                 unselected=dict(marker=dict(opacity=0))))  # trace GRID_TRACE
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers",
+                name="grid",
+                showlegend=False,
+                hoverinfo="none",
+                marker=dict(size=6, opacity=0),
+                selected=dict(marker=dict(opacity=0)),
+                unselected=dict(marker=dict(opacity=0)),
+            )
+        )  # trace GRID_TRACE
     for shown in marks:
         style = dict(color=shown.colour, width=3, dash="solid" if shown.saved else "dash")
-        hover = dict(hoverinfo="skip") if selectable else dict(hovertext=shown.hover or shown.label, hoverinfo="text")
+        hover = (
+            dict(hoverinfo="skip")
+            if selectable
+            else dict(hovertext=shown.hover or shown.label, hoverinfo="text")
+        )
         if shown.mark.box is not None:
             x0, y0, x1, y1 = shown.mark.box
             xs = np.array([x0, x1, x1, x0, x0]) * width_px
             ys = np.array([y0, y0, y1, y1, y0]) * height_px
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+text", line=style, name=shown.label,
-                                     text=[shown.label, "", "", "", ""], textposition="top right",
-                                     textfont=dict(color=shown.colour, size=13), **hover))
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines+text",
+                    line=style,
+                    name=shown.label,
+                    text=[shown.label, "", "", "", ""],
+                    textposition="top right",
+                    textfont=dict(color=shown.colour, size=13),
+                    **hover,
+                )
+            )
         elif shown.mark.point is not None:
-            fig.add_trace(go.Scatter(x=[shown.mark.point[0] * width_px], y=[shown.mark.point[1] * height_px],
-                                     mode="markers+text", name=shown.label, text=[shown.label],
-                                     textposition="top right", textfont=dict(color=shown.colour, size=13),
-                                     marker=dict(symbol="circle-open" if shown.saved else "circle-open-dot", size=22,
-                                                 line=style, color=shown.colour), **hover))
+            fig.add_trace(
+                go.Scatter(
+                    x=[shown.mark.point[0] * width_px],
+                    y=[shown.mark.point[1] * height_px],
+                    mode="markers+text",
+                    name=shown.label,
+                    text=[shown.label],
+                    textposition="top right",
+                    textfont=dict(color=shown.colour, size=13),
+                    marker=dict(
+                        symbol="circle-open" if shown.saved else "circle-open-dot",
+                        size=22,
+                        line=style,
+                        color=shown.colour,
+                    ),
+                    **hover,
+                )
+            )
     x0, x1, y0, y1 = window or (0.0, float(width_px), 0.0, float(height_px))
     fig.update_xaxes(visible=False, range=[x0, x1], constrain="domain")
     fig.update_yaxes(visible=False, range=[y1, y0], scaleanchor="x", constrain="domain")
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0), dragmode=drag if selectable else "zoom",
-                      hovermode="closest", showlegend=bool(marks) and not selectable,
-                      legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(0,0,0,0.55)",
-                                  font=dict(color="white")))
+    fig.update_layout(
+        height=height,
+        margin=dict(l=0, r=0, t=0, b=0),
+        dragmode=drag if selectable else "zoom",
+        hovermode="closest",
+        showlegend=bool(marks) and not selectable,
+        legend=dict(
+            x=0.01,
+            y=0.99,
+            xanchor="left",
+            yanchor="top",
+            bgcolor="rgba(0,0,0,0.55)",
+            font=dict(color="white"),
+        ),
+    )
     return fig
 
 
-def roc_figure(curves: Mapping[str, Mapping[str, np.ndarray]],
-               points: Mapping[str, tuple[float, float]] | None = None, title: str = "ROC") -> go.Figure:
+def roc_figure(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    points: Mapping[str, tuple[float, float]] | None = None,
+    title: str = "ROC",
+) -> go.Figure:
     """ROC curve per class (``{"fpr","tpr","thresholds"}``) with each class's operating point."""
     fig = go.Figure()
-    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbbbbb"), showlegend=False,
-                    hoverinfo="skip")
+    fig.add_scatter(
+        x=[0, 1],
+        y=[0, 1],
+        mode="lines",
+        line=dict(dash="dot", color="#bbbbbb"),
+        showlegend=False,
+        hoverinfo="skip",
+    )
     for i, (name, roc) in enumerate(curves.items()):
         colour = _colour(i)
-        fig.add_scatter(x=_finite(roc["fpr"]), y=_finite(roc["tpr"]), mode="lines", name=name, line=dict(color=colour),
-                        customdata=_finite(roc["thresholds"]),
-                        hovertemplate=f"{name}<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>")
+        fig.add_scatter(
+            x=_finite(roc["fpr"]),
+            y=_finite(roc["tpr"]),
+            mode="lines",
+            name=name,
+            line=dict(color=colour),
+            customdata=_finite(roc["thresholds"]),
+            hovertemplate=f"{name}<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>",
+        )
         if points and name in points:
             fpr, tpr = points[name]
-            fig.add_scatter(x=[fpr], y=[tpr], mode="markers", marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
-                            name=f"{name} operating point", showlegend=False,
-                            hovertemplate=f"{name} at threshold<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<extra></extra>")
-    fig.update_layout(title=title, xaxis=dict(title="1 - specificity (FPR)", range=[0, 1]),
-                      yaxis=dict(title="sensitivity (TPR)", range=[0, 1.02]), margin=_MARGIN, height=420)
+            fig.add_scatter(
+                x=[fpr],
+                y=[tpr],
+                mode="markers",
+                marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
+                name=f"{name} operating point",
+                showlegend=False,
+                hovertemplate=f"{name} at threshold<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<extra></extra>",
+            )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title="1 - specificity (FPR)", range=[0, 1]),
+        yaxis=dict(title="sensitivity (TPR)", range=[0, 1.02]),
+        margin=_MARGIN,
+        height=420,
+    )
     return fig
 
 
-def pr_figure(curves: Mapping[str, Mapping[str, np.ndarray]],
-              points: Mapping[str, tuple[float, float]] | None = None,
-              prevalence: Mapping[str, float] | None = None, title: str = "Precision-recall") -> go.Figure:
+def pr_figure(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    points: Mapping[str, tuple[float, float]] | None = None,
+    prevalence: Mapping[str, float] | None = None,
+    title: str = "Precision-recall",
+) -> go.Figure:
     """PR curve per class (``{"precision","recall","thresholds"}``); points are (recall, precision)."""
     fig = go.Figure()
     for i, (name, pr) in enumerate(curves.items()):
         colour = _colour(i)
-        fig.add_scatter(x=_finite(pr["recall"]), y=_finite(pr["precision"]), mode="lines", name=name,
-                        line=dict(color=colour), customdata=_finite(pr["thresholds"]),
-                        hovertemplate=f"{name}<br>recall %{{x:.3f}} precision %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>")
+        fig.add_scatter(
+            x=_finite(pr["recall"]),
+            y=_finite(pr["precision"]),
+            mode="lines",
+            name=name,
+            line=dict(color=colour),
+            customdata=_finite(pr["thresholds"]),
+            hovertemplate=f"{name}<br>recall %{{x:.3f}} precision %{{y:.3f}}<br>threshold "
+            f"%{{customdata:.3f}}<extra></extra>",
+        )
         if prevalence and name in prevalence:
-            fig.add_scatter(x=[0, 1], y=[prevalence[name]] * 2, mode="lines", showlegend=False, hoverinfo="skip",
-                            line=dict(dash="dot", color=colour, width=1))
+            fig.add_scatter(
+                x=[0, 1],
+                y=[prevalence[name]] * 2,
+                mode="lines",
+                showlegend=False,
+                hoverinfo="skip",
+                line=dict(dash="dot", color=colour, width=1),
+            )
         if points and name in points:
             recall, precision = points[name]
-            fig.add_scatter(x=[recall], y=[precision], mode="markers", showlegend=False,
-                            marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
-                            hovertemplate=f"{name} at threshold<br>recall %{{x:.3f}} precision %{{y:.3f}}<extra></extra>")
-    fig.update_layout(title=title, xaxis=dict(title="recall (sensitivity)", range=[0, 1]),
-                      yaxis=dict(title="precision (PPV)", range=[0, 1.02]), margin=_MARGIN, height=420)
+            fig.add_scatter(
+                x=[recall],
+                y=[precision],
+                mode="markers",
+                showlegend=False,
+                marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
+                hovertemplate=f"{name} at threshold<br>recall %{{x:.3f}} precision %{{y:.3f}}<extra></extra>",
+            )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title="recall (sensitivity)", range=[0, 1]),
+        yaxis=dict(title="precision (PPV)", range=[0, 1.02]),
+        margin=_MARGIN,
+        height=420,
+    )
     return fig
 
 
-def reliability_figure(bins: Mapping[str, Mapping[str, np.ndarray]], ece: Mapping[str, float]) -> go.Figure:
+def reliability_figure(
+    bins: Mapping[str, Mapping[str, np.ndarray]], ece: Mapping[str, float]
+) -> go.Figure:
     """Observed fraction positive against mean predicted probability, per class; marker size ~ count."""
     fig = go.Figure()
-    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbbbbb"), name="perfect",
-                    hoverinfo="skip")
+    fig.add_scatter(
+        x=[0, 1],
+        y=[0, 1],
+        mode="lines",
+        line=dict(dash="dot", color="#bbbbbb"),
+        name="perfect",
+        hoverinfo="skip",
+    )
     for i, (name, b) in enumerate(bins.items()):
         count = np.asarray(b["count"], dtype=float)
         filled = count > 0
         size = 6 + 14 * np.sqrt(count[filled] / max(count.max(), 1))
-        fig.add_scatter(x=_finite(b["mean_pred"])[filled], y=_finite(b["frac_pos"])[filled], mode="lines+markers",
-                        name=f"{name} (ECE {ece.get(name, np.nan):.3f})", line=dict(color=_colour(i)),
-                        marker=dict(size=size), customdata=count[filled],
-                        hovertemplate=f"{name}<br>predicted %{{x:.3f}}<br>observed %{{y:.3f}}<br>n=%{{customdata:.0f}}<extra></extra>")
-    fig.update_layout(title="Calibration (reliability)", xaxis=dict(title="mean predicted probability", range=[0, 1]),
-                      yaxis=dict(title="fraction positive", range=[0, 1.02]), margin=_MARGIN, height=420)
+        fig.add_scatter(
+            x=_finite(b["mean_pred"])[filled],
+            y=_finite(b["frac_pos"])[filled],
+            mode="lines+markers",
+            name=f"{name} (ECE {ece.get(name, np.nan):.3f})",
+            line=dict(color=_colour(i)),
+            marker=dict(size=size),
+            customdata=count[filled],
+            hovertemplate=f"{name}<br>predicted %{{x:.3f}}<br>observed "
+            f"%{{y:.3f}}<br>n=%{{customdata:.0f}}<extra></extra>",
+        )
+    fig.update_layout(
+        title="Calibration (reliability)",
+        xaxis=dict(title="mean predicted probability", range=[0, 1]),
+        yaxis=dict(title="fraction positive", range=[0, 1.02]),
+        margin=_MARGIN,
+        height=420,
+    )
     return fig
 
 
@@ -237,12 +456,31 @@ def confusion_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str]) 
     """Rows: true class; columns: predicted class; cell text shows count and row share."""
     m = np.asarray(matrix, dtype=float)
     share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    text = [[f"{int(m[i, j])}<br>{share[i, j]:.0%}" for j in range(m.shape[1])] for i in range(m.shape[0])]
-    fig = go.Figure(go.Heatmap(z=share, x=list(classes), y=list(classes), text=text, texttemplate="%{text}",
-                               colorscale="Blues", zmin=0, zmax=1, showscale=False,
-                               hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
-    fig.update_layout(title="Confusion matrix", xaxis=dict(title="predicted", side="bottom"),
-                      yaxis=dict(title="true", autorange="reversed"), margin=_MARGIN, height=120 + 60 * len(classes))
+    text = [
+        [f"{int(m[i, j])}<br>{share[i, j]:.0%}" for j in range(m.shape[1])]
+        for i in range(m.shape[0])
+    ]
+    fig = go.Figure(
+        go.Heatmap(
+            z=share,
+            x=list(classes),
+            y=list(classes),
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Confusion matrix",
+        xaxis=dict(title="predicted", side="bottom"),
+        yaxis=dict(title="true", autorange="reversed"),
+        margin=_MARGIN,
+        height=120 + 60 * len(classes),
+    )
     return fig
 
 
@@ -251,15 +489,29 @@ def training_figure(log: pd.DataFrame, columns: Sequence[str], title: str) -> go
     x = log["epoch"] if "epoch" in log else pd.Series(range(1, len(log) + 1))
     fig = go.Figure()
     for i, col in enumerate(columns):
-        fig.add_scatter(x=x, y=log[col], mode="lines+markers", name=col, line=dict(color=_colour(i)))
-    fig.update_layout(title=title, xaxis=dict(title="epoch", tickmode="linear", tick0=int(x.min()) if len(x) else 0,
-                                              dtick=max(1, int(np.ceil(len(x) / 12))), tickformat="d"),
-                      margin=_MARGIN, height=340)
+        fig.add_scatter(
+            x=x, y=log[col], mode="lines+markers", name=col, line=dict(color=_colour(i))
+        )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(
+            title="epoch",
+            tickmode="linear",
+            tick0=int(x.min()) if len(x) else 0,
+            dtick=max(1, int(np.ceil(len(x) / 12))),
+            tickformat="d",
+        ),
+        margin=_MARGIN,
+        height=340,
+    )
     return fig
 
 
-def auroc_comparison(classes: Sequence[str], series: Mapping[str, Sequence[float]],
-                     errors: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> go.Figure:
+def auroc_comparison(
+    classes: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    errors: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> go.Figure:
     """Grouped bars: per-class AUROC of several checkpoints, with CI whiskers when given."""
     fig = go.Figure()
     for i, (name, values) in enumerate(series.items()):
@@ -267,16 +519,44 @@ def auroc_comparison(classes: Sequence[str], series: Mapping[str, Sequence[float
         error_y = None
         if errors and name in errors:
             low, high = (np.asarray(v, dtype=float) for v in errors[name])
-            error_y = dict(type="data", symmetric=False, array=high - values, arrayminus=values - low)
-        fig.add_bar(x=list(classes), y=values, name=name, marker_color=_colour(i), error_y=error_y,
-                    hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}}<extra></extra>")
-    fig.update_layout(barmode="group", title="Per-class AUROC", yaxis=dict(title="AUROC", range=[0, 1]),
-                      margin=_MARGIN, height=420, legend=dict(orientation="h", y=-0.25))
+            error_y = dict(
+                type="data", symmetric=False, array=high - values, arrayminus=values - low
+            )
+        fig.add_bar(
+            x=list(classes),
+            y=values,
+            name=name,
+            marker_color=_colour(i),
+            error_y=error_y,
+            hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+        )
+    fig.update_layout(
+        barmode="group",
+        title="Per-class AUROC",
+        yaxis=dict(title="AUROC", range=[0, 1]),
+        margin=_MARGIN,
+        height=420,
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
-_PALETTE = ("#1f6fb2", "#e67e22", "#27ae60", "#c0392b", "#8e44ad", "#16a085", "#d35400", "#2c3e50",
-            "#f1c40f", "#7f8c8d", "#e84393", "#00cec9", "#6c5ce7", "#a0522d")
+_PALETTE = (
+    "#1f6fb2",
+    "#e67e22",
+    "#27ae60",
+    "#c0392b",
+    "#8e44ad",
+    "#16a085",
+    "#d35400",
+    "#2c3e50",
+    "#f1c40f",
+    "#7f8c8d",
+    "#e84393",
+    "#00cec9",
+    "#6c5ce7",
+    "#a0522d",
+)
 
 
 def _colour(i: int) -> str:

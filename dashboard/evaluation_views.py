@@ -16,7 +16,9 @@ SOURCE_TEXT = {
 }
 AS_EVALUATED = "as evaluated (report.json)"
 AS_EVALUATED_CAPTION = "the report's own operating points: out of fold where they were cross-fitted"
-RECOMPUTED_CAVEAT = "in sample, so optimistic, on the cases the set was tuned on (the card's: the validation split)"
+RECOMPUTED_CAVEAT = (
+    "in sample, so optimistic, on the cases the set was tuned on (the card's: the validation split)"
+)
 
 
 def threshold_table_options(active_name: str, has_report: bool) -> list[str]:
@@ -45,19 +47,25 @@ def threshold_source_note(report: dict, recomputed_with: str | None = None) -> s
     if recomputed_with is not None:
         fitted_here = ":crossfit-" in str(report.get("thresholds_from", ""))
         if recomputed_with == "card" and fitted_here:
-            return ("Thresholds from: the model card, applied to the same cases they were fitted on — in sample, "
-                    "so sensitivity/PPV/F1 read optimistic; pick “as evaluated” for the out-of-fold numbers.")
-        return (f"Thresholds from: the set “{recomputed_with}”, applied to these cases as is "
-                "(in sample if the set was tuned on them).")
+            return (
+                "Thresholds from: the model card, applied to the same cases they were fitted on — in sample, "
+                "so sensitivity/PPV/F1 read optimistic; pick “as evaluated” for the out-of-fold numbers."
+            )
+        return (
+            f"Thresholds from: the set “{recomputed_with}”, applied to these cases as is "
+            "(in sample if the set was tuned on them)."
+        )
     source = report.get("thresholds_from")
     if not source:
         return "Thresholds from: not recorded (a report written before operating points were cross-fitted)."
     if ":crossfit-" in source:
         split, folds = source.split(":crossfit-")
         rule = report.get("threshold_rule") or "the card's rule"
-        return (f"Thresholds from: {source} — {rule} fitted on {int(folds) - 1} of {folds} patient folds of {split} "
-                "and applied to the held-out fold, so sensitivity, specificity, PPV, NPV and F1 are out of sample; "
-                "the threshold shown is the one fitted on all cases (the card's).")
+        return (
+            f"Thresholds from: {source} — {rule} fitted on {int(folds) - 1} of {folds} patient folds of {split} "
+            "and applied to the held-out fold, so sensitivity, specificity, PPV, NPV and F1 are out of sample; "
+            "the threshold shown is the one fitted on all cases (the card's)."
+        )
     if source.startswith("set:"):
         return f"Thresholds from: the saved set “{source[4:]}”."
     return f"Thresholds from: {SOURCE_TEXT.get(source, source)}."
@@ -67,17 +75,41 @@ def calibration_table(report: dict) -> pd.DataFrame:
     """Per class and macro: ECE and Brier before and after temperature scaling, and the temperature."""
     change = report.get("calibration_change")
     if not change:
-        return pd.DataFrame(columns=["class", "temperature", "ECE before", "ECE after", "Brier before", "Brier after"])
+        return pd.DataFrame(
+            columns=[
+                "class",
+                "temperature",
+                "ECE before",
+                "ECE after",
+                "Brier before",
+                "Brier after",
+            ]
+        )
     temps = change.get("temperature") or []
     names = list(change["per_class"])
     per_class_t = temps if len(temps) == len(names) else [temps[0] if temps else None] * len(names)
-    rows = [{"class": n, "temperature": t, "ECE before": e["ece_before"], "ECE after": e["ece_after"],
-             "Brier before": e["brier_before"], "Brier after": e["brier_after"]}
-            for (n, e), t in zip(change["per_class"].items(), per_class_t)]
+    rows = [
+        {
+            "class": n,
+            "temperature": t,
+            "ECE before": e["ece_before"],
+            "ECE after": e["ece_after"],
+            "Brier before": e["brier_before"],
+            "Brier after": e["brier_after"],
+        }
+        for (n, e), t in zip(change["per_class"].items(), per_class_t)
+    ]
     macro = change["macro"]
-    rows.append({"class": "(macro average)", "temperature": None, "ECE before": macro["before"]["ece"],
-                 "ECE after": macro["after"]["ece"], "Brier before": macro["before"]["brier"],
-                 "Brier after": macro["after"]["brier"]})
+    rows.append(
+        {
+            "class": "(macro average)",
+            "temperature": None,
+            "ECE before": macro["before"]["ece"],
+            "ECE after": macro["after"]["ece"],
+            "Brier before": macro["before"]["brier"],
+            "Brier after": macro["after"]["brier"],
+        }
+    )
     frame = pd.DataFrame(rows)
     numeric = [c for c in frame.columns if c != "class"]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
@@ -87,7 +119,11 @@ def calibration_table(report: dict) -> pd.DataFrame:
 def reliability_bins_of(report: dict, when: str) -> dict[str, dict]:
     """Per class reliability bins ``before`` or ``after`` calibration (empty for older reports)."""
     change = report.get("calibration_change") or {}
-    return {n: e[f"bins_{when}"] for n, e in change.get("per_class", {}).items() if e.get(f"bins_{when}")}
+    return {
+        n: e[f"bins_{when}"]
+        for n, e in change.get("per_class", {}).items()
+        if e.get(f"bins_{when}")
+    }
 
 
 def subgroup_table(report: dict, key: str, statistic: str = "auroc") -> pd.DataFrame:
@@ -98,24 +134,57 @@ def subgroup_table(report: dict, key: str, statistic: str = "auroc") -> pd.DataF
     a subgroup with one positive says little), so the rows worth a look come first.
     """
     section = (report.get("subgroups") or {}).get("by", {}).get(key)
-    columns = ["subgroup", "class", "n", "patients", "positives", statistic, f"{statistic} low", f"{statistic} high",
-               "gap", "gap low", "gap high", "flagged", "low count"]
+    columns = [
+        "subgroup",
+        "class",
+        "n",
+        "patients",
+        "positives",
+        statistic,
+        f"{statistic} low",
+        f"{statistic} high",
+        "gap",
+        "gap low",
+        "gap high",
+        "flagged",
+        "low count",
+    ]
     if not section:
         return pd.DataFrame(columns=columns)
     rows = []
     for value, group in section["subgroups"].items():
         for name, e in group["per_class"].items():
-            ci, gap_ci = e.get(f"{statistic}_ci") or [None, None], e.get(f"{statistic}_gap_ci") or [None, None]
-            rows.append({"subgroup": value, "class": name, "n": group["n"], "patients": group["n_patients"],
-                         "positives": e["n_pos"], statistic: e.get(statistic), f"{statistic} low": ci[0],
-                         f"{statistic} high": ci[1], "gap": e.get(f"{statistic}_gap"), "gap low": gap_ci[0],
-                         "gap high": gap_ci[1], "flagged": bool(e.get(f"{statistic}_gap_flag")),
-                         "low count": bool(e["low_count"])})
+            ci, gap_ci = (
+                e.get(f"{statistic}_ci") or [None, None],
+                e.get(f"{statistic}_gap_ci") or [None, None],
+            )
+            rows.append(
+                {
+                    "subgroup": value,
+                    "class": name,
+                    "n": group["n"],
+                    "patients": group["n_patients"],
+                    "positives": e["n_pos"],
+                    statistic: e.get(statistic),
+                    f"{statistic} low": ci[0],
+                    f"{statistic} high": ci[1],
+                    "gap": e.get(f"{statistic}_gap"),
+                    "gap low": gap_ci[0],
+                    "gap high": gap_ci[1],
+                    "flagged": bool(e.get(f"{statistic}_gap_flag")),
+                    "low count": bool(e["low_count"]),
+                }
+            )
     frame = pd.DataFrame(rows, columns=columns)
     numeric = [statistic, f"{statistic} low", f"{statistic} high", "gap", "gap low", "gap high"]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
-    keys = pd.DataFrame({"counted": ~frame["low count"], "real_flag": frame["flagged"] & ~frame["low count"],
-                         "size": frame["gap"].abs().fillna(-1)})
+    keys = pd.DataFrame(
+        {
+            "counted": ~frame["low count"],
+            "real_flag": frame["flagged"] & ~frame["low count"],
+            "size": frame["gap"].abs().fillna(-1),
+        }
+    )
     order = keys.sort_values(["real_flag", "counted", "size"], ascending=False, kind="stable").index
     return frame.loc[order].reset_index(drop=True)
 
@@ -131,9 +200,14 @@ def subgroup_note(report: dict) -> str:
     """What the subgroup section covers, or why it is empty."""
     section = report.get("subgroups")
     if section is None:
-        return "This report has no subgroup section (written before subgroup reporting); re-run `cxr evaluate --by ...`."
+        return (
+            "This report has no subgroup section (written before subgroup reporting); re-run "
+            "`cxr evaluate --by ...`."
+        )
     if not section.get("by"):
         return section.get("note") or "No subgroups were requested."
-    return ("Gap = subgroup minus overall, with a paired patient-level bootstrap interval; ⚑ flagged when that interval "
-            "excludes zero (no correction for the many comparisons: a prompt to look, not a verdict). "
-            + (section.get("note") or ""))
+    return (
+        "Gap = subgroup minus overall, with a paired patient-level bootstrap interval; ⚑ flagged when that interval "
+        "excludes zero (no correction for the many comparisons: a prompt to look, not a verdict). "
+        + (section.get("note") or "")
+    )

@@ -36,16 +36,21 @@ class Mark:
         return "no mark"
 
 
-def stored(point: tuple[float, float] | None, box: tuple[float, float, float, float] | None) -> Mark | None:
+def stored(
+    point: tuple[float, float] | None, box: tuple[float, float, float, float] | None
+) -> Mark | None:
     """The mark of a saved verdict (its ``point`` and ``box``), None when it has neither."""
     return Mark(point, box) if point is not None or box is not None else None
 
 
 def from_columns(row: Mapping) -> Mark | None:
     """The mark stored in a verdict row (the review store's ``point_*`` and ``box_*`` columns), if any."""
+
     def number(name: str) -> float | None:
         value = row.get(name)
-        return None if value is None or value != value else float(value)  # NaN from a data frame: no value
+        return (
+            None if value is None or value != value else float(value)
+        )  # NaN from a data frame: no value
 
     box = tuple(number(c) for c in ("box_x0", "box_y0", "box_x1", "box_y1"))
     if None not in box:
@@ -59,7 +64,9 @@ def grid(width: int, height: int, n: int = GRID) -> tuple[np.ndarray, np.ndarray
     xs = (np.arange(n) + 0.5) * width / n
     ys = (np.arange(n) + 0.5) * height / n
     gx, gy = np.meshgrid(xs, ys)
-    return gx.ravel().astype(np.float32), gy.ravel().astype(np.float32)  # float32: half the bytes sent per rerun
+    return gx.ravel().astype(np.float32), gy.ravel().astype(
+        np.float32
+    )  # float32: half the bytes sent per rerun
 
 
 def from_selection(selection: Mapping | None, width: int, height: int) -> Mark | None:
@@ -67,7 +74,11 @@ def from_selection(selection: Mapping | None, width: int, height: int) -> Mark |
     the selection holds neither (a cleared selection, a click beside the grid)."""
     if not selection:
         return None
-    boxes = [b for b in selection.get("box") or [] if len(b.get("x") or []) == 2 and len(b.get("y") or []) == 2]
+    boxes = [
+        b
+        for b in selection.get("box") or []
+        if len(b.get("x") or []) == 2 and len(b.get("y") or []) == 2
+    ]
     if boxes:
         xs = sorted(min(max(float(v) / width, 0.0), 1.0) for v in boxes[-1]["x"])
         ys = sorted(min(max(float(v) / height, 0.0), 1.0) for v in boxes[-1]["y"])
@@ -81,8 +92,9 @@ def from_selection(selection: Mapping | None, width: int, height: int) -> Mark |
     return None
 
 
-def zoom_window(width: int, height: int, factor: float, centre: tuple[float, float] = (0.5, 0.5)
-                ) -> tuple[float, float, float, float]:
+def zoom_window(
+    width: int, height: int, factor: float, centre: tuple[float, float] = (0.5, 0.5)
+) -> tuple[float, float, float, float]:
     """(x0, x1, y0, y1) in pixels: the part of the image a ``factor``x zoom shows around ``centre``
     (fractions of width, height), kept inside the image; factor 1 is the whole image."""
     if factor <= 1.0:

@@ -46,8 +46,13 @@ class Prefetcher:
             try:
                 return job()
             finally:
-                logger.debug("job %s: waited %.3f s in the queue, ran %.3f s", key[:1] + key[-2:] if isinstance(key, tuple) else key,
-                             start - queued, time.perf_counter() - start)
+                logger.debug(
+                    "job %s: waited %.3f s in the queue, ran %.3f s",
+                    key[:1] + key[-2:] if isinstance(key, tuple) else key,
+                    start - queued,
+                    time.perf_counter() - start,
+                )
+
         return run
 
     def schedule(self, key: Hashable, job: Callable[[], Any]) -> None:
@@ -78,7 +83,11 @@ class Prefetcher:
                 self._items.pop(key, None)
             raise
         finally:
-            logger.debug("get %s: %.3f s", key[:1] if isinstance(key, tuple) else key, time.perf_counter() - waited)
+            logger.debug(
+                "get %s: %.3f s",
+                key[:1] if isinstance(key, tuple) else key,
+                time.perf_counter() - waited,
+            )
 
     def peek(self, key: Hashable) -> Any:
         """The result for ``key`` if it is done, else None (never waits: safe inside a job)."""

@@ -39,13 +39,23 @@ INTENSITY_NOTE = (
     "either format."
 )
 
-BARS_LEGEND = ("Red: called positive · orange: borderline (either side of the threshold) · gray: not called · "
-               "black tick: the operating threshold.")
-BARS_LEGEND_MULTICLASS = "One class per image: the most probable one is the call; green: a class stating normal."
+BARS_LEGEND = (
+    "Red: called positive · orange: borderline (either side of the threshold) · gray: not called · "
+    "black tick: the operating threshold."
+)
+BARS_LEGEND_MULTICLASS = (
+    "One class per image: the most probable one is the call; green: a class stating normal."
+)
 
 # (label, metadata key) in display order; identifiers only behind the explicit switch.
-DICOM_FIELDS = (("View", "view_position"), ("Age", "patient_age"), ("Sex", "patient_sex"),
-                ("Modality", "modality"), ("Body part", "body_part"), ("Study date", "study_date"))
+DICOM_FIELDS = (
+    ("View", "view_position"),
+    ("Age", "patient_age"),
+    ("Sex", "patient_sex"),
+    ("Modality", "modality"),
+    ("Body part", "body_part"),
+    ("Study date", "study_date"),
+)
 IDENTIFYING_FIELDS = (("Patient ID", "patient_id"),)
 
 
@@ -75,19 +85,27 @@ def top_findings_text(summary: FindingsSummary, k: int = TOP_FINDINGS) -> str:
     return text + (f"; +{more} more" if more else "")
 
 
-def results_table(summaries: Sequence[FindingsSummary], warnings: Sequence[Sequence[str]] | None = None) -> pd.DataFrame:
+def results_table(
+    summaries: Sequence[FindingsSummary], warnings: Sequence[Sequence[str]] | None = None
+) -> pd.DataFrame:
     """One row per image that fits a screen: file, call, top findings, abnormality score, and the
     input gate's warnings (not a chest radiograph, lateral view, unlike the training images)."""
     warnings = warnings if warnings is not None else [()] * len(summaries)
-    return pd.DataFrame([{
-        "file": s.name,
-        "call": call_text(s),
-        "findings": top_findings_text(s),
-        "highest finding": f"{s.abnormality_class} {s.abnormality:.2f} (threshold {s.abnormality_threshold:.2f})"
-        if s.multilabel else f"{s.abnormality_class} {s.abnormality:.2f}",
-        "borderline": len(s.borderline),
-        "warnings": " | ".join(w),
-    } for s, w in zip(summaries, warnings)], columns=["file", "call", "findings", "highest finding", "borderline", "warnings"])
+    return pd.DataFrame(
+        [
+            {
+                "file": s.name,
+                "call": call_text(s),
+                "findings": top_findings_text(s),
+                "highest finding": f"{s.abnormality_class} {s.abnormality:.2f}"
+                + (f" (threshold {s.abnormality_threshold:.2f})" if s.multilabel else ""),
+                "borderline": len(s.borderline),
+                "warnings": " | ".join(w),
+            }
+            for s, w in zip(summaries, warnings)
+        ],
+        columns=["file", "call", "findings", "highest finding", "borderline", "warnings"],
+    )
 
 
 def headline(summary: FindingsSummary) -> str:
@@ -99,20 +117,27 @@ def headline(summary: FindingsSummary) -> str:
         if summary.runner_up:
             text += f", runner-up: {summary.runner_up[0]} ({summary.runner_up[1]:.2f})"
         if summary.near_tie:
-            text += f"  \n:orange[**Near tie**: the two classes differ by {p - summary.runner_up[1]:.2f} " \
-                    f"(≤ {NEAR_TIE_MARGIN:.2f}); read this case yourself.]"
+            text += (
+                f"  \n:orange[**Near tie**: the two classes differ by {p - summary.runner_up[1]:.2f} "
+                f"(≤ {NEAR_TIE_MARGIN:.2f}); read this case yourself.]"
+            )
         return text
     if summary.positives:
         text = "**Positive:** " + ", ".join(
-            f":red[**{f.name}**] ({f.probability:.2f}{', borderline' if f.borderline else ''})" for f in summary.positives)
+            f":red[**{f.name}**] ({f.probability:.2f}{', borderline' if f.borderline else ''})"
+            for f in summary.positives
+        )
     else:
         text = "**No finding called** at the operating thresholds"
     others = [f for f in summary.borderline if not f.positive]
     if others:
         text += "  \n:orange[Borderline, not called:] " + ", ".join(
-            f"{f.name} ({f.probability:.2f} vs {f.threshold:.2f})" for f in others)
-    text += (f"  \nAbnormality score **{summary.abnormality:.2f}** (highest finding: {summary.abnormality_class}, "
-             f"operating threshold {summary.abnormality_threshold:.2f})")
+            f"{f.name} ({f.probability:.2f} vs {f.threshold:.2f})" for f in others
+        )
+    text += (
+        f"  \nAbnormality score **{summary.abnormality:.2f}** (highest finding: {summary.abnormality_class}, "
+        f"operating threshold {summary.abnormality_threshold:.2f})"
+    )
     return text
 
 
@@ -134,7 +159,9 @@ def left_out_note(reasons: Mapping[str, str]) -> str:
     return "Left out: " + "; ".join(left) + "." if left else ""
 
 
-def dicom_fields(meta: Mapping[str, object], *, show_identifiers: bool = False) -> list[tuple[str, str]]:
+def dicom_fields(
+    meta: Mapping[str, object], *, show_identifiers: bool = False
+) -> list[tuple[str, str]]:
     """Header fields worth showing next to the image, de-identified unless ``show_identifiers``.
 
     Names are never read from the file; the patient ID only when the user switches it on.
@@ -156,27 +183,32 @@ def intensity_text(meta: Mapping[str, object]) -> str:
     """How this image's stored values became brightness (from the decoder's metadata)."""
     how = meta.get("voi") or meta.get("scale") or "as stored"
     return f"{meta.get('format', 'image')}, {meta.get('bit_depth', '?')}-bit: {how}" + (
-        ", inverted (MONOCHROME1)" if meta.get("inverted") else "")
+        ", inverted (MONOCHROME1)" if meta.get("inverted") else ""
+    )
 
 
 def lung_masked_text(dilation: float) -> str:
     """Why the heatmap ignores everything outside the lungs for a lung-masked model: it never saw it."""
-    return (f"This model sees only the lungs: before scoring, each film is blacked out outside its lung mask "
-            f"(bundled lung model, grown by {dilation:.0%} of the image side), as in training. The film is shown "
-            "whole here; a film where no lung is found is scored as an almost black image.")
+    return (
+        f"This model sees only the lungs: before scoring, each film is blacked out outside its lung mask "
+        f"(bundled lung model, grown by {dilation:.0%} of the image side), as in training. The film is shown "
+        "whole here; a film where no lung is found is scored as an almost black image."
+    )
 
 
 def lung_area_text(check: LungCheck) -> str:
     """The lung-area fraction of one image next to the range the lung check accepts."""
-    return (f"Lungs: {check.fraction:.1%} of the image (the lung check accepts {check.low:.0%}–{check.high:.0%} "
-            "for a frontal film)")
+    return (
+        f"Lungs: {check.fraction:.1%} of the image (the lung check accepts {check.low:.0%}–{check.high:.0%} "
+        "for a frontal film)"
+    )
 
 
 EMPTY_MAP = "an empty map (no evidence anywhere)"
 
 
 def in_lung_text(share: float) -> str:
-    """"x% of the map inside the lungs" for one heatmap (the share of its mass inside the lung mask)."""
+    """ "x% of the map inside the lungs" for one heatmap (the share of its mass inside the lung mask)."""
     return EMPTY_MAP if math.isnan(share) else f"{share:.0%} of the map inside the lungs"
 
 

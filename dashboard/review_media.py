@@ -31,14 +31,20 @@ def heat_key(model_key: str, path: str, class_name: str, method: str) -> tuple:
 def _image_job(prefetcher: Prefetcher, path: str):
     def job() -> LoadedImage:
         return load_image(path)
+
     return job
 
 
-def _heat_job(prefetcher: Prefetcher, predictor: Predictor, path: str, class_name: str, method: str):
+def _heat_job(
+    prefetcher: Prefetcher, predictor: Predictor, path: str, class_name: str, method: str
+):
     def job() -> np.ndarray:
-        image = prefetcher.peek(image_key(path)) or load_image(path)  # never wait on the queue from a job
+        image = prefetcher.peek(image_key(path)) or load_image(
+            path
+        )  # never wait on the queue from a job
         with prefetcher.model_lock:  # Grad-CAM hooks on a shared model must not overlap
             return explain(predictor, image, class_name, method)
+
     return job
 
 
@@ -46,19 +52,35 @@ def image(prefetcher: Prefetcher, path: str) -> LoadedImage:
     return prefetcher.get(image_key(path), _image_job(prefetcher, path))
 
 
-def heatmap(prefetcher: Prefetcher, predictor: Predictor, model_key: str, path: str, class_name: str,
-            method: str) -> np.ndarray:
-    return prefetcher.get(heat_key(model_key, path, class_name, method),
-                          _heat_job(prefetcher, predictor, path, class_name, method))
+def heatmap(
+    prefetcher: Prefetcher,
+    predictor: Predictor,
+    model_key: str,
+    path: str,
+    class_name: str,
+    method: str,
+) -> np.ndarray:
+    return prefetcher.get(
+        heat_key(model_key, path, class_name, method),
+        _heat_job(prefetcher, predictor, path, class_name, method),
+    )
 
 
-def prefetch(prefetcher: Prefetcher, path: str, predictor: Predictor | None = None, model_key: str = "",
-             class_name: str = "", method: str = "none") -> None:
+def prefetch(
+    prefetcher: Prefetcher,
+    path: str,
+    predictor: Predictor | None = None,
+    model_key: str = "",
+    class_name: str = "",
+    method: str = "none",
+) -> None:
     """Queue the image (first) and, when a method is given, its heatmap."""
     prefetcher.schedule(image_key(path), _image_job(prefetcher, path))
     if predictor is not None and method != "none" and class_name:
-        prefetcher.schedule(heat_key(model_key, path, class_name, method),
-                            _heat_job(prefetcher, predictor, path, class_name, method))
+        prefetcher.schedule(
+            heat_key(model_key, path, class_name, method),
+            _heat_job(prefetcher, predictor, path, class_name, method),
+        )
 
 
 def display(pixels: np.ndarray) -> np.ndarray:

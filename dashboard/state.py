@@ -81,7 +81,9 @@ class LungModel:
     """The lung model every session shares, or why there is none (the Predict page says so)."""
 
     segmenter: LungSegmenter | None
-    key: str = ""  # file and modification time: part of the cache key of everything computed with it
+    key: str = (
+        ""  # file and modification time: part of the cache key of everything computed with it
+    )
     missing: str = ""  # why there is no lung model ("" when there is one)
 
 
@@ -107,7 +109,9 @@ def lung_model() -> LungModel:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading and warming up the model…")
-def _predictor(model_path: str, stamp: float, lung_key: str, _lungs: LungSegmenter | None) -> Predictor:
+def _predictor(
+    model_path: str, stamp: float, lung_key: str, _lungs: LungSegmenter | None
+) -> Predictor:
     return Predictor.from_checkpoint(model_path, lungs=_lungs)
 
 
@@ -145,7 +149,11 @@ def active_thresholds(entry: CheckpointEntry) -> ThresholdSet:
 def viewing_own_set(entry: CheckpointEntry) -> bool:
     """True when this browser session views a set other than the model's default."""
     name = st.session_state.get(VIEW_SET, {}).get(entry.key)
-    return bool(name) and name in entry.threshold_store().names() and name != entry.threshold_store().active_name()
+    return (
+        bool(name)
+        and name in entry.threshold_store().names()
+        and name != entry.threshold_store().active_name()
+    )
 
 
 def view_set(entry: CheckpointEntry, name: str | None) -> None:

@@ -16,19 +16,44 @@ ROW_PX = 35
 HEADER_PX = 38
 """Streamlit's dataframe row and header heights (default theme) in pixels."""
 
-CI_METRICS = (("auroc", "auroc_ci"), ("ap", "ap_ci"), ("sensitivity", "sensitivity_ci"), ("specificity", "specificity_ci"))
+CI_METRICS = (
+    ("auroc", "auroc_ci"),
+    ("ap", "ap_ci"),
+    ("sensitivity", "sensitivity_ci"),
+    ("specificity", "specificity_ci"),
+)
 PLAIN_METRICS = ("ppv", "npv", "f1", "accuracy")
 COUNTS = ("tp", "fp", "tn", "fn", "n_pos", "n_neg")
 
-CLASS_COUNT_TITLES = {"class": "class", "train_positives": "train positives", "val_positives": "val positives",
-                      "val_negatives": "val negatives", "val_auroc": "val AUROC", "low_count": "⚑ low count"}
-MEMBER_TITLES = {"architecture": "architecture", "input_size": "input size", "epochs": "epochs",
-                 "best_epoch": "best epoch", "training_minutes": "training (min)",
-                 "val_macro_auroc": "val macro AUROC alone", "tta": "test-time augmentation",
-                 "checkpoint": "checkpoint"}
-OVERVIEW_TITLES = {"name": "name", "architecture": "architecture", "task": "task", "num_classes": "classes",
-                   "val_macro_auroc": "val macro AUROC", "eval_splits": "evaluated splits", "created": "created",
-                   "folder": "folder", "error": "error"}
+CLASS_COUNT_TITLES = {
+    "class": "class",
+    "train_positives": "train positives",
+    "val_positives": "val positives",
+    "val_negatives": "val negatives",
+    "val_auroc": "val AUROC",
+    "low_count": "⚑ low count",
+}
+MEMBER_TITLES = {
+    "architecture": "architecture",
+    "input_size": "input size",
+    "epochs": "epochs",
+    "best_epoch": "best epoch",
+    "training_minutes": "training (min)",
+    "val_macro_auroc": "val macro AUROC alone",
+    "tta": "test-time augmentation",
+    "checkpoint": "checkpoint",
+}
+OVERVIEW_TITLES = {
+    "name": "name",
+    "architecture": "architecture",
+    "task": "task",
+    "num_classes": "classes",
+    "val_macro_auroc": "val macro AUROC",
+    "eval_splits": "evaluated splits",
+    "created": "created",
+    "folder": "folder",
+    "error": "error",
+}
 
 
 def table_height(rows: int) -> int:
@@ -53,12 +78,21 @@ def metrics_table(report: Mapping) -> pd.DataFrame:
         for metric, ci_key in CI_METRICS:
             ci = e.get(ci_key) or [None, None]
             row |= {metric: e.get(metric), f"{metric}_lo": ci[0], f"{metric}_hi": ci[1]}
-        row |= {m: e.get(m) for m in PLAIN_METRICS} | {c: e.get(c) for c in COUNTS} | {"low_count": e.get("low_count")}
+        row |= (
+            {m: e.get(m) for m in PLAIN_METRICS}
+            | {c: e.get(c) for c in COUNTS}
+            | {"low_count": e.get("low_count")}
+        )
         rows.append(row)
     for label in ("macro", "micro"):
         avg = report.get(label) or {}
-        rows.append({"class": f"({label} average)", **{m: avg.get(m) for m, _ in CI_METRICS},
-                     **{m: avg.get(m) for m in PLAIN_METRICS}})
+        rows.append(
+            {
+                "class": f"({label} average)",
+                **{m: avg.get(m) for m, _ in CI_METRICS},
+                **{m: avg.get(m) for m in PLAIN_METRICS},
+            }
+        )
     frame = pd.DataFrame(rows)
     numeric = [c for c in frame.columns if c not in ("class", "low_count")]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
@@ -92,7 +126,11 @@ def human_date(value: object) -> str:
     else:
         text = str(value).strip()
         try:
-            parsed = datetime.strptime(text, "%Y%m%d") if len(text) == 8 and text.isdigit() else datetime.fromisoformat(text)
+            parsed = (
+                datetime.strptime(text, "%Y%m%d")
+                if len(text) == 8 and text.isdigit()
+                else datetime.fromisoformat(text)
+            )
         except ValueError:
             return text
     if isinstance(parsed, datetime) and (parsed.hour, parsed.minute, parsed.second) != (0, 0, 0):
@@ -110,13 +148,17 @@ def key_values(record: Mapping, prefix: str = "") -> pd.DataFrame:
         if isinstance(value, Mapping):
             for key, inner in value.items():
                 walk(inner, f"{name}.{key}" if name else str(key))
-        elif isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+        elif isinstance(value, (list, tuple)) and all(
+            not isinstance(v, (Mapping, list, tuple)) for v in value
+        ):
             rows.append({"field": name, "value": ", ".join(str(v) for v in value)})
         elif isinstance(value, (list, tuple)):
             for i, inner in enumerate(value):
                 walk(inner, f"{name}[{i}]")
         else:
-            rows.append({"field": name, "value": fmt(value) if isinstance(value, float) else str(value)})
+            rows.append(
+                {"field": name, "value": fmt(value) if isinstance(value, float) else str(value)}
+            )
 
     walk(record, prefix)
     return pd.DataFrame(rows, columns=["field", "value"])

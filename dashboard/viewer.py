@@ -60,7 +60,11 @@ def view_size(shape: tuple[int, ...], max_side: int = MAX_VIEW_SIDE) -> tuple[in
     """(width, height) of the image as sent to the browser."""
     scale = view_scale(shape, max_side)
     height, width = shape[:2]
-    return (width, height) if scale >= 1.0 else (max(1, round(width * scale)), max(1, round(height * scale)))
+    return (
+        (width, height)
+        if scale >= 1.0
+        else (max(1, round(width * scale)), max(1, round(height * scale)))
+    )
 
 
 def resize_for_view(image: np.ndarray, max_side: int = MAX_VIEW_SIDE) -> np.ndarray:
@@ -71,8 +75,9 @@ def resize_for_view(image: np.ndarray, max_side: int = MAX_VIEW_SIDE) -> np.ndar
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
 
 
-def outline_for_view(contours: Sequence[np.ndarray], shape: tuple[int, ...],
-                     max_side: int = MAX_VIEW_SIDE) -> list[np.ndarray]:
+def outline_for_view(
+    contours: Sequence[np.ndarray], shape: tuple[int, ...], max_side: int = MAX_VIEW_SIDE
+) -> list[np.ndarray]:
     """Closed outlines ((x, y) pixel centres of an image of ``shape``, as :func:`lung_contours`
     gives them) in the viewer's coordinates, where displayed pixel k is centred on k.
 
@@ -84,7 +89,9 @@ def outline_for_view(contours: Sequence[np.ndarray], shape: tuple[int, ...],
     out = []
     for points in contours:
         closed = np.vstack([points, points[:1]]).astype(np.float64)
-        out.append(np.column_stack([(closed[:, 0] + 0.5) * sx - 0.5, (closed[:, 1] + 0.5) * sy - 0.5]))
+        out.append(
+            np.column_stack([(closed[:, 0] + 0.5) * sx - 0.5, (closed[:, 1] + 0.5) * sy - 0.5])
+        )
     return out
 
 
@@ -99,7 +106,11 @@ class LungView:
 
 def lung_view(result: LungResult) -> LungView:
     """The outline and PNG of a lung result (tracing and encoding once, not on every redraw)."""
-    return LungView(result, outline_for_view(lung_contours(result.mask), result.mask.shape), mask_png(result.mask))
+    return LungView(
+        result,
+        outline_for_view(lung_contours(result.mask), result.mask.shape),
+        mask_png(result.mask),
+    )
 
 
 def png_data_uri(image: np.ndarray) -> str:

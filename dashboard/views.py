@@ -20,8 +20,12 @@ MODE_LABELS = {
     "blind_all": "Blinded to labels and model (revealed after saving)",
 }
 CALL_LABELS = {"present": "Present", "absent": "Absent", "unsure": "Unsure"}
-VERDICT_LABELS = {"agree": "Agrees with the model", "model_wrong": "Model is wrong", "label_wrong": "Label is wrong",
-                  "unsure": "Unsure"}
+VERDICT_LABELS = {
+    "agree": "Agrees with the model",
+    "model_wrong": "Model is wrong",
+    "label_wrong": "Label is wrong",
+    "unsure": "Unsure",
+}
 REASON_LABELS = {"": "—"}
 
 
@@ -32,7 +36,9 @@ def reason_label(reason: str) -> str:
 def where_text(current: Mark | None, saved: Mark | None) -> str:
     """One finding's "where" under its call: the mark, and whether saving will change it."""
     if current is None:
-        return "Where: " + ("mark cleared, saved without one" if saved is not None else "not marked")
+        return "Where: " + (
+            "mark cleared, saved without one" if saved is not None else "not marked"
+        )
     return f"Where: {current.text()}" + ("" if current == saved else " · not saved yet")
 
 
@@ -47,14 +53,20 @@ REVEAL = "Reveal labels and model output (ends your blinded reading in this sess
 
 def closed_text(blinding: Blinding, reader: str) -> str:
     """Why a blinded session's Agreement, Adjudicate and Corrected metrics views are closed, and what opens them."""
-    why = ("**Closed while you read blinded.** Agreement, Adjudicate, Corrected metrics and the verdicts export "
-           "show every film's dataset label and model output, and the other readers' calls.")
+    why = (
+        "**Closed while you read blinded.** Agreement, Adjudicate, Corrected metrics and the verdicts export "
+        "show every film's dataset label and model output, and the other readers' calls."
+    )
     if not reader:
-        return (f"{why} Enter your name as **Reader** in the sidebar: they open for each reader who has saved "
-                f"calls on all {blinding.films} films of the session.")
-    return (f"{why} You have **{blinding.left} of {blinding.films} films** left to read in this session; they open "
-            "once you have saved your calls on every film. An adjudicator who does not read, or a reader who stops "
-            "here, can reveal them now: you could then no longer save calls on films you have not read.")
+        return (
+            f"{why} Enter your name as **Reader** in the sidebar: they open for each reader who has saved "
+            f"calls on all {blinding.films} films of the session."
+        )
+    return (
+        f"{why} You have **{blinding.left} of {blinding.films} films** left to read in this session; they open "
+        "once you have saved your calls on every film. An adjudicator who does not read, or a reader who stops "
+        "here, can reveal them now: you could then no longer save calls on films you have not read."
+    )
 
 
 def open_text(blinding: Blinding) -> str:
@@ -62,22 +74,33 @@ def open_text(blinding: Blinding) -> str:
     if blinding.mode == "unblinded":
         return ""
     if blinding.revealed_at is not None:
-        return (f"Open to you since you revealed the labels and model output on {human_date(blinding.revealed_at)}"
-                f"{f' with {blinding.left} film(s) unread' if blinding.left else ''}.")
+        return (
+            f"Open to you since you revealed the labels and model output on {human_date(blinding.revealed_at)}"
+            f"{f' with {blinding.left} film(s) unread' if blinding.left else ''}."
+        )
     return "Open to you: you have saved your calls on every film of this blinded session."
 
 
 def revealed_text(revealed_at: str) -> str:
     """On a film read after revealing: why its label and model output show and the call cannot be saved."""
-    return (f"You revealed the labels and model output of this session on {human_date(revealed_at)}, so they show "
-            "here, and calls on findings you had not called before cannot be saved: they would not be blinded. "
-            "Calls you saved before revealing can still be changed.")
+    return (
+        f"You revealed the labels and model output of this session on {human_date(revealed_at)}, so they show "
+        "here, and calls on findings you had not called before cannot be saved: they would not be blinded. "
+        "Calls you saved before revealing can still be changed."
+    )
 
 
 def activation_log(entries: Sequence[Mapping]) -> pd.DataFrame:
     """The thresholds audit log, newest first, with readable titles."""
-    rows = [{"When (UTC)": str(e["when"])[:19].replace("T", " "), "By": e["by"] or "(not recorded)",
-             "From": e["from"], "To": e["to"]} for e in reversed(list(entries))]
+    rows = [
+        {
+            "When (UTC)": str(e["when"])[:19].replace("T", " "),
+            "By": e["by"] or "(not recorded)",
+            "From": e["from"],
+            "To": e["to"],
+        }
+        for e in reversed(list(entries))
+    ]
     return pd.DataFrame(rows, columns=["When (UTC)", "By", "From", "To"])
 
 
@@ -92,28 +115,47 @@ def film_label(index: int, image_id: str, reviewed: bool) -> str:
 def agreement_display(table: pd.DataFrame) -> pd.DataFrame:
     """The kappa table with readable titles; Fleiss rows say 'all readers'. κ and agreement are text, so a
     kappa without a value says why instead of showing an empty 'None' cell."""
-    shown = pd.DataFrame({
-        "Finding": table["class_name"],
-        "Statistic": table["statistic"].map({"cohen": "Cohen's κ", "fleiss": "Fleiss' κ"}),
-        "Between": [f"{a} vs {b}" if s == "cohen" else f"all {n} readers"
-                    for a, b, s, n in zip(table["rater_a"], table["rater_b"], table["statistic"], table["n_raters"])],
-        "Films": table["n_items"],
-        "κ": [kappa_text(k, why) for k, why in zip(table["kappa"], table["undefined"])],
-        "95% CI": [("–" if pd.isna(lo) else f"{lo:.2f} to {hi:.2f}") for lo, hi in zip(table["ci_low"], table["ci_high"])],
-        "Agreement": ["–" if pd.isna(a) else f"{a:.3f}" for a in table["observed_agreement"]],
-    })
+    shown = pd.DataFrame(
+        {
+            "Finding": table["class_name"],
+            "Statistic": table["statistic"].map({"cohen": "Cohen's κ", "fleiss": "Fleiss' κ"}),
+            "Between": [
+                f"{a} vs {b}" if s == "cohen" else f"all {n} readers"
+                for a, b, s, n in zip(
+                    table["rater_a"], table["rater_b"], table["statistic"], table["n_raters"]
+                )
+            ],
+            "Films": table["n_items"],
+            "κ": [kappa_text(k, why) for k, why in zip(table["kappa"], table["undefined"])],
+            "95% CI": [
+                ("–" if pd.isna(lo) else f"{lo:.2f} to {hi:.2f}")
+                for lo, hi in zip(table["ci_low"], table["ci_high"])
+            ],
+            "Agreement": ["–" if pd.isna(a) else f"{a:.3f}" for a in table["observed_agreement"]],
+        }
+    )
     return shown.reset_index(drop=True)
 
 
 def disagreement_display(table: pd.DataFrame) -> pd.DataFrame:
-    shown = pd.DataFrame({
-        "Film": table["image_id"], "Finding": table["class_name"],
-        "Readers' calls": [", ".join(f"{r}: {c}" for r, c in sorted(calls.items())) for calls in table["calls"]],
-        "Dataset label": table["ground_truth"], "Model": table["model_call"], "Probability": table["probability"],
-        "Majority": table["majority"].replace("", "tie"),
-        "Final label": [("–" if pd.isna(v) else ("present" if int(v) == 1 else "absent")) for v in table["adjudicated"]],
-        "Adjudicator": table["adjudicator"],
-    })
+    shown = pd.DataFrame(
+        {
+            "Film": table["image_id"],
+            "Finding": table["class_name"],
+            "Readers' calls": [
+                ", ".join(f"{r}: {c}" for r, c in sorted(calls.items())) for calls in table["calls"]
+            ],
+            "Dataset label": table["ground_truth"],
+            "Model": table["model_call"],
+            "Probability": table["probability"],
+            "Majority": table["majority"].replace("", "tie"),
+            "Final label": [
+                ("–" if pd.isna(v) else ("present" if int(v) == 1 else "absent"))
+                for v in table["adjudicated"]
+            ],
+            "Adjudicator": table["adjudicator"],
+        }
+    )
     return shown.reset_index(drop=True)
 
 
@@ -123,14 +165,20 @@ def _confidence(value) -> str:
 
 def reader_calls_display(rows: pd.DataFrame) -> pd.DataFrame:
     """Each reader's call on one finding of one film (rows of the session's verdict frame), for adjudication."""
-    shown = pd.DataFrame({
-        "Reader": rows["reviewer"],
-        "Call": rows["reader_call"].map(lambda c: CALL_LABELS.get(c, c)),
-        "Confidence": rows["confidence"].map(_confidence),
-        "Reason": rows["reason"].fillna("").map(reason_label),
-        "Note": rows["note"].fillna(""),
-        "Where": [(m.text() if (m := from_columns(r)) is not None else "no mark") for r in rows.to_dict("records")],
-    }, columns=["Reader", "Call", "Confidence", "Reason", "Note", "Where"])
+    shown = pd.DataFrame(
+        {
+            "Reader": rows["reviewer"],
+            "Call": rows["reader_call"].map(lambda c: CALL_LABELS.get(c, c)),
+            "Confidence": rows["confidence"].map(_confidence),
+            "Reason": rows["reason"].fillna("").map(reason_label),
+            "Note": rows["note"].fillna(""),
+            "Where": [
+                (m.text() if (m := from_columns(r)) is not None else "no mark")
+                for r in rows.to_dict("records")
+            ],
+        },
+        columns=["Reader", "Call", "Confidence", "Reason", "Note", "Where"],
+    )
     return shown.reset_index(drop=True)
 
 
@@ -143,14 +191,20 @@ def call_hover(row: Mapping, mark: Mark) -> str:
     return " · ".join(parts) + f"<br>{mark.text()}"
 
 
-CORRECTED_ROWS = (("n_positive", "Positives", "{:.0f}", "{:+.0f}"), ("auroc", "AUROC", "{:.3f}", "{:+.3f}"),
-                  ("sensitivity", "Sensitivity", "{:.3f}", "{:+.3f}"), ("specificity", "Specificity", "{:.3f}", "{:+.3f}"),
-                  ("ppv", "PPV", "{:.3f}", "{:+.3f}"), ("npv", "NPV", "{:.3f}", "{:+.3f}"))
+CORRECTED_ROWS = (
+    ("n_positive", "Positives", "{:.0f}", "{:+.0f}"),
+    ("auroc", "AUROC", "{:.3f}", "{:+.3f}"),
+    ("sensitivity", "Sensitivity", "{:.3f}", "{:+.3f}"),
+    ("specificity", "Specificity", "{:.3f}", "{:+.3f}"),
+    ("ppv", "PPV", "{:.3f}", "{:+.3f}"),
+    ("npv", "NPV", "{:.3f}", "{:+.3f}"),
+)
 
 
 def corrected_display(table: pd.DataFrame) -> pd.DataFrame:
     """Original and corrected metrics side by side, a row per finding and metric: four columns fit
     the screen where a column per metric and label set would scroll sideways; counts stay whole."""
+
     def cell(value: float, pattern: str) -> str:
         return "–" if value is None or pd.isna(value) else pattern.format(value)
 
@@ -159,6 +213,15 @@ def corrected_display(table: pd.DataFrame) -> pd.DataFrame:
         finding = f"{r['class_name']} (threshold {r['threshold']:.3f}; {int(r['n_changed'])} label(s) changed)"
         for key, title, shown, delta in CORRECTED_ROWS:
             before, after = r[f"{key}_original"], r[f"{key}_corrected"]
-            rows.append({"Finding": finding, "Metric": title, "Original labels": cell(before, shown),
-                         "Corrected labels": cell(after, shown), "Change": cell(after - before, delta)})
-    return pd.DataFrame(rows, columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change"])
+            rows.append(
+                {
+                    "Finding": finding,
+                    "Metric": title,
+                    "Original labels": cell(before, shown),
+                    "Corrected labels": cell(after, shown),
+                    "Change": cell(after - before, delta),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change"]
+    )

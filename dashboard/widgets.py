@@ -39,15 +39,21 @@ def _label(entry: CheckpointEntry) -> str:
     if not entry.ok:
         return f"⚠ {entry.name} (unreadable)"
     auroc = entry.summary()["val_macro_auroc"]
-    return f"{entry.name} · {entry.card.architecture}" + (f" · AUROC {auroc:.3f}" if auroc is not None else "")
+    return f"{entry.name} · {entry.card.architecture}" + (
+        f" · AUROC {auroc:.3f}" if auroc is not None else ""
+    )
 
 
 def reader_box() -> str:
     """Sidebar: the reader's name, asked once per browser session and kept in the URL across reloads."""
     state.restore_reader()
-    st.sidebar.text_input("Reader", key=state.READER, placeholder="your name or initials",
-                          help="Stored with every review verdict and threshold change you make. "
-                               "Kept in the page address (?reader=…), so a reload keeps it.")
+    st.sidebar.text_input(
+        "Reader",
+        key=state.READER,
+        placeholder="your name or initials",
+        help="Stored with every review verdict and threshold change you make. "
+        "Kept in the page address (?reader=…), so a reload keeps it.",
+    )
     state.keep_reader_in_url()
     name = state.reader()
     if name:
@@ -68,12 +74,19 @@ def model_picker() -> CheckpointEntry | None:
     else:
         st.sidebar.info("No checkpoint found yet.")
     with st.sidebar.expander("Add a checkpoint folder"):
-        folder = st.text_input("Folder path", key="cxr_new_folder",
-                               placeholder="/path/to/checkpoints", help="A checkpoint folder or a folder of them")
+        folder = st.text_input(
+            "Folder path",
+            key="cxr_new_folder",
+            placeholder="/path/to/checkpoints",
+            help="A checkpoint folder or a folder of them",
+        )
         if st.button("Add folder", key="cxr_add_folder") and folder.strip():
             with cxr_errors():
                 path = str(check_folder(folder.strip()))
-                st.session_state[state.EXTRA_DIRS] = [*st.session_state.get(state.EXTRA_DIRS, []), path]
+                st.session_state[state.EXTRA_DIRS] = [
+                    *st.session_state.get(state.EXTRA_DIRS, []),
+                    path,
+                ]
                 state.rescan()
                 st.rerun()
         if st.button("Rescan folders", key="cxr_rescan"):
@@ -92,7 +105,11 @@ def _card_summary(entry: CheckpointEntry) -> None:
     s = entry.summary()
     st.sidebar.caption(
         f"**{s['architecture']}** · {s['task']} · {s['num_classes']} classes"
-        + (f" · val macro AUROC **{s['val_macro_auroc']:.3f}**" if s["val_macro_auroc"] is not None else "")
+        + (
+            f" · val macro AUROC **{s['val_macro_auroc']:.3f}**"
+            if s["val_macro_auroc"] is not None
+            else ""
+        )
     )
     st.sidebar.caption(", ".join(s["classes"]))
     with cxr_errors():
@@ -101,16 +118,23 @@ def _card_summary(entry: CheckpointEntry) -> None:
         key = f"cxr_view_set@{entry.key}"
         current = st.session_state.get(state.VIEW_SET, {}).get(entry.key)
         options = ["", *names]
-        st.session_state[key] = current if current in names else ""  # follows changes made on other pages
+        st.session_state[key] = (
+            current if current in names else ""
+        )  # follows changes made on other pages
         st.sidebar.selectbox(
-            "Threshold set (this browser)", options, key=key,
+            "Threshold set (this browser)",
+            options,
+            key=key,
             format_func=lambda n: f"model default ({default})" if n == "" else n,
             on_change=lambda: state.view_set(entry, st.session_state[key] or None),
             help="Which set Predict, Performance and Review use for you. Making a set the model's default "
-                 "for everyone is done on the Thresholds page, and is logged.")
+            "for everyone is done on the Thresholds page, and is logged.",
+        )
         in_force = state.active_thresholds(entry).name
-        st.sidebar.caption(f"Thresholds in force: **{in_force}** · "
-                           + ("your choice" if state.viewing_own_set(entry) else "model default"))
+        st.sidebar.caption(
+            f"Thresholds in force: **{in_force}** · "
+            + ("your choice" if state.viewing_own_set(entry) else "model default")
+        )
 
 
 def require_entry(*, need_eval: bool = False) -> CheckpointEntry:

@@ -70,8 +70,13 @@ def build_checkpoint_dir(
     directory = root / name
     directory.mkdir(parents=True, exist_ok=True)
     model = create_model("small_cnn", len(classes), in_chans=1)
-    preprocess = PreprocessConfig(cache_size=IMAGE_SIZE, input_size=IMAGE_SIZE, in_chans=1,
-                                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    preprocess = PreprocessConfig(
+        cache_size=IMAGE_SIZE,
+        input_size=IMAGE_SIZE,
+        in_chans=1,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
 
     data_root = data_root or root.parent / "data"
     image_names = write_images(data_root / "images", n_cases, seed=0)
@@ -88,29 +93,61 @@ def build_checkpoint_dir(
     patients = [f"p{i // 2:03d}" for i in range(n_cases)]
     thresholds = {c: 0.5 for c in classes} if task == "multilabel" else {}
 
-    predictions = pd.DataFrame({"image_id": image_names, "patient_id": patients,
-                                "path": [f"images/{n}" for n in image_names]})
+    predictions = pd.DataFrame(
+        {
+            "image_id": image_names,
+            "patient_id": patients,
+            "path": [f"images/{n}" for n in image_names],
+        }
+    )
     for c, cls in enumerate(classes):
         predictions[f"label:{cls}"] = labels[:, c]
     for c, cls in enumerate(classes):
         predictions[f"prob:{cls}"] = probs[:, c]
-    report = evaluation_report(labels, probs, list(classes), task, thresholds=[0.5] * len(classes) if thresholds else None,
-                               groups=np.array(patients), n_boot=30, min_positives=5)
-    validation = {"split": "val", **headline(report, labels, probs, np.array(patients), n_boot=30, seed=0)}
+    report = evaluation_report(
+        labels,
+        probs,
+        list(classes),
+        task,
+        thresholds=[0.5] * len(classes) if thresholds else None,
+        groups=np.array(patients),
+        n_boot=30,
+        min_positives=5,
+    )
+    validation = {
+        "split": "val",
+        **headline(report, labels, probs, np.array(patients), n_boot=30, seed=0),
+    }
 
     card = ModelCard(
-        architecture="small_cnn", num_classes=len(classes),
+        architecture="small_cnn",
+        num_classes=len(classes),
         label_space={"name": f"{name}_labels", "classes": list(classes), "task": task},
-        preprocess=preprocess.to_dict(), in_chans=1, thresholds=thresholds,
+        preprocess=preprocess.to_dict(),
+        in_chans=1,
+        thresholds=thresholds,
         threshold_method="fixed" if thresholds else "argmax",
-        training={"epochs": 3, "optimizer": "adamw"}, data={"patients": {"val": len(set(patients))}},
-        validation=validation, provenance=f"synthetic test fixture {name}",
+        training={"epochs": 3, "optimizer": "adamw"},
+        data={"patients": {"val": len(set(patients))}},
+        validation=validation,
+        provenance=f"synthetic test fixture {name}",
     )
     save_checkpoint(directory / "model.safetensors", model.state_dict(), card)
     with (directory / "training_log.jsonl").open("w") as handle:
         for epoch in range(1, 4):
-            handle.write(json.dumps({"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch,
-                                     "val": {"macro_auroc": 0.6 + 0.05 * epoch}, "lr": 1e-3, "seconds": 2.0}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "epoch": epoch,
+                        "train_loss": 1.0 / epoch,
+                        "val_loss": 1.1 / epoch,
+                        "val": {"macro_auroc": 0.6 + 0.05 * epoch},
+                        "lr": 1e-3,
+                        "seconds": 2.0,
+                    }
+                )
+                + "\n"
+            )
     if with_eval:
         write_evaluation(directory / "eval" / "val", predictions, report)
     return directory
@@ -122,7 +159,9 @@ def build_catalog(root: Path) -> dict[str, Path]:
     out = {
         "tiny_a": build_checkpoint_dir(ckpts, "tiny_a", seed=1),
         "tiny_b": build_checkpoint_dir(ckpts, "tiny_b", seed=2),
-        "tiny_mc": build_checkpoint_dir(ckpts, "tiny_mc", classes=MULTICLASS_CLASSES, task="multiclass", seed=3),
+        "tiny_mc": build_checkpoint_dir(
+            ckpts, "tiny_mc", classes=MULTICLASS_CLASSES, task="multiclass", seed=3
+        ),
     }
     broken = ckpts / "broken"
     broken.mkdir(parents=True)
@@ -131,8 +170,14 @@ def build_catalog(root: Path) -> dict[str, Path]:
     return out
 
 
-def write_crafted_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], card: dict | str, *,
-                             metadata: dict[str, str] | None = None, digest: bool = True) -> Path:
+def write_crafted_checkpoint(
+    path: Path,
+    state_dict: dict[str, torch.Tensor],
+    card: dict | str,
+    *,
+    metadata: dict[str, str] | None = None,
+    digest: bool = True,
+) -> Path:
     """A safetensors file with any card JSON (bypassing ModelCard's checks), as an attacker or a
     foreign tool could write it; the weights checksum is correct unless ``digest=False``."""
     from safetensors.torch import save_file

@@ -79,7 +79,9 @@ def nih_subset(nih14_root):
         (dest / "images").mkdir(parents=True)
         for name in names:
             (dest / "images" / name).symlink_to(nih14_root / "images" / name)
-        entries[entries["Image Index"].isin(names)].to_csv(dest / "Data_Entry_2017.csv", index=False)
+        entries[entries["Image Index"].isin(names)].to_csv(
+            dest / "Data_Entry_2017.csv", index=False
+        )
         return dest
 
     return make

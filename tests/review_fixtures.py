@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
 
 V0_ROWS = """
 INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position) VALUES
-    ('AB 2024-05-01', '/ckpt/nih_small', 'val', '{"class": "Edema", "order": "highest probability first", "outcomes": ["FP", "FN"]}',
+    ('AB 2024-05-01', '/ckpt/nih_small', 'val',
+     '{"class": "Edema", "order": "highest probability first", "outcomes": ["FP", "FN"]}',
      '2026-12-01T20:05:11.120+00:00', 4),
     ('second', '/ckpt/nih_small', 'test', '{}', '2026-12-01T20:06:00.000+00:00', 0);
 INSERT INTO verdicts VALUES
@@ -132,6 +133,7 @@ def old_database(folder: Path, rows: str = V0_ROWS, schema: str = V0_SCHEMA) -> 
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     return path
+
 
 _V3_VERDICT_COLUMNS = """
     session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,

@@ -50,7 +50,8 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
     typing_only = {
         id(inner)
         for node in ast.walk(tree)
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+        if isinstance(node, ast.If)
+        and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
         for inner in ast.walk(node)
     }
     found: set[str] = set()
@@ -62,7 +63,11 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             # `from pkg import sub` imports the submodule; `from pkg import name` the package itself
-            subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+            subs = [
+                f"{node.module}.{a.name}"
+                for a in node.names
+                if f"{node.module}.{a.name}" in modules
+            ]
             names = subs if len(subs) == len(node.names) else [node.module, *subs]
         for name in names:
             if name in modules:
@@ -93,7 +98,9 @@ def test_no_module_imports_a_layer_above_it_or_a_sibling_package() -> None:
             there = package_of(target)
             if there == here or target == "cxr_core":
                 continue
-            if LAYERS[there] > LAYERS[here] or (LAYERS[there] == LAYERS[here] and there not in ("", "errors")):
+            if LAYERS[there] > LAYERS[here] or (
+                LAYERS[there] == LAYERS[here] and there not in ("", "errors")
+            ):
                 offences.append(f"{module} -> {target}")
     assert not offences, "imports against the layering:\n" + "\n".join(sorted(offences))
 
@@ -107,7 +114,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if colour.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in colour and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -130,14 +137,18 @@ def test_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE_ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE_ROOT)))
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE_ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE_ROOT))
+)
 def test_library_code_logs_instead_of_printing(path: Path) -> None:
     if package_of(module_name(path)) in ("cli", "__main__"):
         return
     calls = [
         node.lineno
         for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "print"
     ]
     assert not calls, f"{path.name} prints on lines {calls}; use logging (the CLI configures it)"
 
@@ -147,7 +158,10 @@ def test_library_never_imports_streamlit() -> None:
         str(p.relative_to(PACKAGE_ROOT))
         for p in PACKAGE_ROOT.rglob("*.py")
         if any(
-            (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "streamlit" for a in n.names))
+            (
+                isinstance(n, ast.Import)
+                and any(a.name.split(".")[0] == "streamlit" for a in n.names)
+            )
             or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "streamlit")
             for n in ast.walk(ast.parse(p.read_text()))
         )

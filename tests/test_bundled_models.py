@@ -22,7 +22,11 @@ from cxr_core.models.checkpoint import load_checkpoint
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints"
 # bundled model -> its training data under ../shared/data
-MODELS = {"nih14": "nih14", "pneumonia": "pneumonia/chest_xray", "pneumonia_type": "pneumonia/chest_xray"}
+MODELS = {
+    "nih14": "nih14",
+    "pneumonia": "pneumonia/chest_xray",
+    "pneumonia_type": "pneumonia/chest_xray",
+}
 MAX_BYTES = 50 * 1024 * 1024
 
 
@@ -61,12 +65,27 @@ def test_evaluate_reproduces_the_model_card(name, shared_data, tmp_path, capsys)
     path = _model(name)
     card = load_checkpoint(path).card
     out = tmp_path / "eval"
-    beside_the_clone = shared_data.resolve() == (BUNDLED.parent.parent / "shared" / "data").resolve()
-    data = [] if beside_the_clone else ["--data", str(shared_data / MODELS[name])]  # CXR_SHARED_DATA elsewhere
-    code = main([
-        "evaluate", "--checkpoint", str(path), "--split", "val", *data,
-        "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
-    ])
+    beside_the_clone = (
+        shared_data.resolve() == (BUNDLED.parent.parent / "shared" / "data").resolve()
+    )
+    data = (
+        [] if beside_the_clone else ["--data", str(shared_data / MODELS[name])]
+    )  # CXR_SHARED_DATA elsewhere
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(path),
+            "--split",
+            "val",
+            *data,
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert "WARNING" not in capsys.readouterr().err  # same files, labels and split as the card's
     report = json.loads((out / "report.json").read_text())
@@ -81,7 +100,10 @@ def test_evaluate_reproduces_the_model_card(name, shared_data, tmp_path, capsys)
             assert got[metric] == pytest.approx(expected[metric], abs=1e-6), (cls, metric)
         # A case within TOLERANCE of its threshold may land on either side on another CPU; no other may.
         n_near_pos, n_near_neg = near[cls]
-        for metric, n_class, n_near in (("sensitivity", "n_pos", n_near_pos), ("specificity", "n_neg", n_near_neg)):
+        for metric, n_class, n_near in (
+            ("sensitivity", "n_pos", n_near_pos),
+            ("specificity", "n_neg", n_near_neg),
+        ):
             if got[metric] is None or expected[metric] is None:
                 assert got[metric] == expected[metric], (cls, metric)
                 continue
@@ -95,7 +117,9 @@ def test_evaluate_reproduces_the_model_card(name, shared_data, tmp_path, capsys)
 TOLERANCE = 1e-4
 
 
-def _cases_near_a_decision(predictions: pd.DataFrame, classes: list[str], report: dict) -> dict[str, tuple[int, int]]:
+def _cases_near_a_decision(
+    predictions: pd.DataFrame, classes: list[str], report: dict
+) -> dict[str, tuple[int, int]]:
     """Per class: (positives, negatives) whose call could flip under last-bit differences.
 
     Multilabel: score within TOLERANCE of any threshold that judged a case (the reported one
@@ -108,7 +132,10 @@ def _cases_near_a_decision(predictions: pd.DataFrame, classes: list[str], report
         top2 = np.sort(probs, axis=1)[:, -2:]
         tied = (top2[:, 1] - top2[:, 0]) < TOLERANCE
         for c, name in enumerate(classes):
-            out[name] = (int(np.sum(tied & (labels[:, c] == 1))), int(np.sum(tied & (labels[:, c] == 0))))
+            out[name] = (
+                int(np.sum(tied & (labels[:, c] == 1))),
+                int(np.sum(tied & (labels[:, c] == 0))),
+            )
         return out
     for c, name in enumerate(classes):
         judged = [report["per_class"][name]["threshold"]]
@@ -118,7 +145,10 @@ def _cases_near_a_decision(predictions: pd.DataFrame, classes: list[str], report
         for t in judged:
             if t is not None:
                 close |= np.abs(probs[:, c] - t) < TOLERANCE
-        out[name] = (int(np.sum(close & (labels[:, c] == 1))), int(np.sum(close & (labels[:, c] == 0))))
+        out[name] = (
+            int(np.sum(close & (labels[:, c] == 1))),
+            int(np.sum(close & (labels[:, c] == 0))),
+        )
     return out
 
 
@@ -129,14 +159,18 @@ def test_near_threshold_cases_are_the_only_ones_1e6_noise_moves():
     report = json.loads((path.parent / "eval" / "val" / "report.json").read_text())
     noisy = frame.copy()
     columns = [f"prob:{c}" for c in classes]
-    noisy[columns] = frame[columns].to_numpy() + np.random.default_rng(0).choice([-1e-6, 1e-6], (len(frame), len(classes)))
+    noisy[columns] = frame[columns].to_numpy() + np.random.default_rng(0).choice(
+        [-1e-6, 1e-6], (len(frame), len(classes))
+    )
     near = _cases_near_a_decision(frame, classes, report)
     for name in classes:
         t = report["per_class"][name]["threshold"]
         close = np.abs(frame[f"prob:{name}"].to_numpy() - t) < TOLERANCE
         flips = (frame[f"prob:{name}"].to_numpy() >= t) != (noisy[f"prob:{name}"].to_numpy() >= t)
         assert not np.any(flips & ~close), name
-        assert int(close.sum()) <= sum(near[name]), name  # the reported threshold is one of those that judged cases
+        assert int(close.sum()) <= sum(near[name]), (
+            name
+        )  # the reported threshold is one of those that judged cases
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -145,7 +179,9 @@ def test_predictor_matches_the_shipped_validation_predictions(name, shared_data)
     shipped, classes = load_predictions(path.parent / "eval" / "val" / "predictions.csv")
     rows = shipped.head(4)
     root = shared_data / MODELS[name]
-    images = [load_image(resolve_image_path(p, i, [root])) for p, i in zip(rows["path"], rows["image_id"])]
+    images = [
+        load_image(resolve_image_path(p, i, [root])) for p, i in zip(rows["path"], rows["image_id"])
+    ]
     predictions = Predictor.from_checkpoint(path, device="cpu").predict(images)
     for (_, row), prediction in zip(rows.iterrows(), predictions):
         for c in classes:
@@ -162,4 +198,6 @@ def test_nih14_card_shows_per_class_counts_and_flags_the_rare_finding():
     assert not table.loc["Pleural Effusion", "low_count"]
     train = card.data["splits"]["train"]["positives"]
     assert all(table.loc[c, "train_positives"] == train[c] for c in card.classes)
-    assert table["val_positives"].sum() == sum(card.validation["per_class"][c]["n_pos"] for c in card.classes)
+    assert table["val_positives"].sum() == sum(
+        card.validation["per_class"][c]["n_pos"] for c in card.classes
+    )

@@ -152,8 +152,13 @@ def read_entry(directory: str | os.PathLike, name: str | None = None) -> Checkpo
     directory = Path(directory)
     run = RunDir(directory)
     model_path = run.model
-    common = dict(name=name or directory.name, dir=directory, model_path=model_path, eval_splits=run.eval_splits(),
-                  has_training_log=run.training_log.is_file())
+    common = dict(
+        name=name or directory.name,
+        dir=directory,
+        model_path=model_path,
+        eval_splits=run.eval_splits(),
+        has_training_log=run.training_log.is_file(),
+    )
     if not model_path.is_file() and run.external.is_file():
         return _external_entry(run, common, name)
     try:
@@ -161,7 +166,9 @@ def read_entry(directory: str | os.PathLike, name: str | None = None) -> Checkpo
     except CXRError as exc:
         return CheckpointEntry(**common, error=str(exc))
     except OSError as exc:
-        return CheckpointEntry(**common, error=f"{model_path} cannot be read ({exc.strerror or exc})")
+        return CheckpointEntry(
+            **common, error=f"{model_path} cannot be read ({exc.strerror or exc})"
+        )
     return CheckpointEntry(**common, card=card)
 
 
@@ -173,7 +180,9 @@ def _external_entry(run: RunDir, common: dict, name: str | None) -> CheckpointEn
     except CXRError as exc:
         return CheckpointEntry(**common, error=f"{run.external}: {exc}")
     except OSError as exc:
-        return CheckpointEntry(**common, error=f"{run.external} cannot be read ({exc.strerror or exc})")
+        return CheckpointEntry(
+            **common, error=f"{run.external} cannot be read ({exc.strerror or exc})"
+        )
     return CheckpointEntry(**common, card=card)
 
 
@@ -199,7 +208,10 @@ def discover_checkpoints(
     counts: dict[str, int] = {}
     for e in entries:
         counts[e.name] = counts.get(e.name, 0) + 1
-    entries = [replace(e, name=f"{e.name} ({e.dir.parent.name})") if counts[e.name] > 1 else e for e in entries]
+    entries = [
+        replace(e, name=f"{e.name} ({e.dir.parent.name})") if counts[e.name] > 1 else e
+        for e in entries
+    ]
     return sorted(entries, key=lambda e: e.name.lower())
 
 
@@ -207,7 +219,9 @@ def check_folder(path: str | os.PathLike) -> Path:
     """A user-given folder that holds at least one checkpoint, or a CheckpointError saying what is wrong."""
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise CheckpointError(f"folder {folder} does not exist; give the full path of a checkpoint folder")
+        raise CheckpointError(
+            f"folder {folder} does not exist; give the full path of a checkpoint folder"
+        )
     if not _candidate_dirs(folder):
         raise CheckpointError(
             f"{folder} holds no checkpoint: expected {folder / MODEL_FILE} or sub-folders each with a {MODEL_FILE} "
@@ -237,7 +251,9 @@ class EvalRun:
 
     def _columns(self, prefix: str) -> np.ndarray:
         if self.predictions is None:
-            raise CheckpointError(f"no predictions.csv in {self.dir}; run `cxr evaluate` to create it")
+            raise CheckpointError(
+                f"no predictions.csv in {self.dir}; run `cxr evaluate` to create it"
+            )
         cols = [f"{prefix}:{c}" for c in self.classes]
         return self.predictions[cols].to_numpy(dtype=np.float64)
 
@@ -248,7 +264,8 @@ def load_eval_run(entry: CheckpointEntry, split: str = "val") -> EvalRun:
     if split not in entry.eval_splits:
         raise CheckpointError(
             f"checkpoint {entry.name} has no evaluation on the '{split}' split (looked in {run_dir}); "
-            f"run `cxr evaluate` for it" + (f" or pick one of: {', '.join(entry.eval_splits)}" if entry.eval_splits else "")
+            f"run `cxr evaluate` for it"
+            + (f" or pick one of: {', '.join(entry.eval_splits)}" if entry.eval_splits else "")
         )
     run = EvalRun(split=split, dir=run_dir, classes=entry.card.classes if entry.card else ())
     pred_path, report_path = RunDir(entry.dir).predictions(split), RunDir(entry.dir).report(split)
@@ -263,7 +280,9 @@ def load_eval_run(entry: CheckpointEntry, split: str = "val") -> EvalRun:
         except (OSError, ValueError) as exc:
             run.warnings.append(f"{report_path} is unreadable ({exc}); re-run `cxr evaluate`")
     else:
-        run.warnings.append(f"{report_path} is missing: metrics are computed from predictions.csv instead")
+        run.warnings.append(
+            f"{report_path} is missing: metrics are computed from predictions.csv instead"
+        )
     return run
 
 
@@ -297,7 +316,9 @@ def _flatten(record: dict, prefix: str = "") -> dict:
     return flat
 
 
-def resolve_image_path(path: str, image_id: str, data_roots: Sequence[str | os.PathLike]) -> Path | None:
+def resolve_image_path(
+    path: str, image_id: str, data_roots: Sequence[str | os.PathLike]
+) -> Path | None:
     """Where an evaluated image can be read now, or None.
 
     ``predictions.csv`` stores the path seen at evaluation time, which may be relative or on
@@ -336,14 +357,18 @@ def class_counts(card: ModelCard) -> pd.DataFrame:
     rows = []
     for cls in card.classes:
         entry = per_class.get(cls, {})
-        rows.append({
-            "class": cls,
-            "train_positives": splits.get("train", {}).get("positives", {}).get(cls),
-            "val_positives": entry.get("n_pos", splits.get("val", {}).get("positives", {}).get(cls)),
-            "val_negatives": entry.get("n_neg"),
-            "val_auroc": entry.get("auroc"),
-            "low_count": cls in excluded,
-        })
+        rows.append(
+            {
+                "class": cls,
+                "train_positives": splits.get("train", {}).get("positives", {}).get(cls),
+                "val_positives": entry.get(
+                    "n_pos", splits.get("val", {}).get("positives", {}).get(cls)
+                ),
+                "val_negatives": entry.get("n_neg"),
+                "val_auroc": entry.get("auroc"),
+                "low_count": cls in excluded,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -351,16 +376,25 @@ def ensemble_members(card: ModelCard) -> pd.DataFrame:
     """One row per member of an ensemble (empty for a single model): what it is, how long it
     trained and how it did alone on the same validation split, so the ensemble's gain shows.
     Columns: architecture, input_size, epochs, best_epoch, training_minutes, val_macro_auroc, tta, checkpoint."""
-    rows = [{
-        "architecture": m.get("architecture"),
-        "input_size": m.get("input_size"),
-        "epochs": m.get("epochs_run"),
-        "best_epoch": m.get("best_epoch"),
-        "training_minutes": round(m["wall_time_s"] / 60, 1) if m.get("wall_time_s") is not None else None,
-        "val_macro_auroc": m.get("val_macro_auroc"),
-        "tta": m.get("val_tta"),
-        "checkpoint": Path(m["checkpoint"]).parent.name if m.get("checkpoint") else None,
-    } for m in (card.training or {}).get("members", [])] if card.members else []
+    rows = (
+        [
+            {
+                "architecture": m.get("architecture"),
+                "input_size": m.get("input_size"),
+                "epochs": m.get("epochs_run"),
+                "best_epoch": m.get("best_epoch"),
+                "training_minutes": round(m["wall_time_s"] / 60, 1)
+                if m.get("wall_time_s") is not None
+                else None,
+                "val_macro_auroc": m.get("val_macro_auroc"),
+                "tta": m.get("val_tta"),
+                "checkpoint": Path(m["checkpoint"]).parent.name if m.get("checkpoint") else None,
+            }
+            for m in (card.training or {}).get("members", [])
+        ]
+        if card.members
+        else []
+    )
     return pd.DataFrame(rows)
 
 
@@ -370,7 +404,9 @@ def evaluation_data(entry: CheckpointEntry) -> tuple[str, str]:
     validation metrics are comparable only when the identities match."""
     data = (entry.card.data if entry.card else None) or {}
     fingerprint = data.get("manifest_fingerprint")
-    identity = f"{fingerprint}|{json.dumps(data.get('split_rule'), sort_keys=True)}" if fingerprint else ""
+    identity = (
+        f"{fingerprint}|{json.dumps(data.get('split_rule'), sort_keys=True)}" if fingerprint else ""
+    )
     return str(data.get("source") or data.get("path") or "unknown data"), identity
 
 
@@ -380,7 +416,9 @@ def same_evaluation_data(first: CheckpointEntry, second: CheckpointEntry) -> boo
     return bool(a) and a == b
 
 
-def per_class_auroc(entry: CheckpointEntry, split: str = "val") -> dict[str, tuple[float, float, float]]:
+def per_class_auroc(
+    entry: CheckpointEntry, split: str = "val"
+) -> dict[str, tuple[float, float, float]]:
     """Class -> (AUROC, CI low, CI high) from the split's report.json, else the card's validation block.
 
     Classes without a defined AUROC are left out; a missing interval is NaN.
@@ -412,7 +450,9 @@ def per_class_auroc(entry: CheckpointEntry, split: str = "val") -> dict[str, tup
 OUTCOMES: tuple[str, ...] = ("TP", "FP", "FN", "TN")
 
 
-def review_cases(run: EvalRun, class_name: str, threshold: float, *, multilabel: bool = True) -> pd.DataFrame:
+def review_cases(
+    run: EvalRun, class_name: str, threshold: float, *, multilabel: bool = True
+) -> pd.DataFrame:
     """Every case of ``run`` with a known label for ``class_name``, and its outcome at ``threshold``.
 
     Multilabel: predicted positive when ``prob >= threshold``. Multiclass: predicted positive when
@@ -421,7 +461,9 @@ def review_cases(run: EvalRun, class_name: str, threshold: float, *, multilabel:
     (TP/FP/FN/TN), margin (prob - threshold).
     """
     if class_name not in run.classes:
-        raise UnknownClassError(f"'{class_name}' is not a class of this evaluation run; its classes are: {', '.join(run.classes)}")
+        raise UnknownClassError(
+            f"'{class_name}' is not a class of this evaluation run; its classes are: {', '.join(run.classes)}"
+        )
     if run.predictions is None:
         raise CheckpointError(f"no predictions.csv in {run.dir}; run `cxr evaluate` to create it")
     c = run.classes.index(class_name)
@@ -429,19 +471,25 @@ def review_cases(run: EvalRun, class_name: str, threshold: float, *, multilabel:
     prob = scores[:, c]
     predicted = prob >= threshold if multilabel else np.argmax(scores, axis=1) == c
     frame = run.predictions
-    cases = pd.DataFrame({
-        "row": np.arange(len(frame)),
-        "image_id": frame["image_id"].astype(str).to_numpy(),
-        "patient_id": frame["patient_id"].astype(str).to_numpy() if "patient_id" in frame else "",
-        "path": frame["path"].fillna("").astype(str).to_numpy() if "path" in frame else "",
-        "label": labels,
-        "prob": prob,
-        "predicted": predicted,
-    })
+    cases = pd.DataFrame(
+        {
+            "row": np.arange(len(frame)),
+            "image_id": frame["image_id"].astype(str).to_numpy(),
+            "patient_id": frame["patient_id"].astype(str).to_numpy()
+            if "patient_id" in frame
+            else "",
+            "path": frame["path"].fillna("").astype(str).to_numpy() if "path" in frame else "",
+            "label": labels,
+            "prob": prob,
+            "predicted": predicted,
+        }
+    )
     cases = cases[~np.isnan(labels)].copy()
     truth = cases["label"] == 1
     cases["outcome"] = np.select(
-        [truth & cases["predicted"], ~truth & cases["predicted"], truth & ~cases["predicted"]], ["TP", "FP", "FN"], "TN"
+        [truth & cases["predicted"], ~truth & cases["predicted"], truth & ~cases["predicted"]],
+        ["TP", "FP", "FN"],
+        "TN",
     )
     cases["margin"] = cases["prob"] - threshold
     return cases.reset_index(drop=True)

@@ -27,7 +27,9 @@ from cxr_core.utils.tasks import Task
 DEFAULT_LUNG_CHECKPOINT = BUNDLED_DIR / "lungs" / MODEL_FILE
 
 
-def lung_mask_settings(checkpoint: str | Path | None = None, dilation: float = DEFAULT_DILATION) -> LungMaskConfig:
+def lung_mask_settings(
+    checkpoint: str | Path | None = None, dilation: float = DEFAULT_DILATION
+) -> LungMaskConfig:
     """The card's lung-mask settings for training with ``checkpoint`` (None: the bundled lung model).
 
     Raises ``ConfigError`` when the file is missing, unreadable or not a segmentation model.
@@ -35,8 +37,11 @@ def lung_mask_settings(checkpoint: str | Path | None = None, dilation: float = D
     path = Path(checkpoint) if checkpoint else DEFAULT_LUNG_CHECKPOINT
     key = "preprocess.lung_checkpoint"
     if not path.is_file():
-        hint = "set it to a lung segmentation checkpoint (.safetensors)" if checkpoint else \
-            "restore checkpoints/lungs from the repository, or set it to a lung segmentation checkpoint"
+        hint = (
+            "set it to a lung segmentation checkpoint (.safetensors)"
+            if checkpoint
+            else "restore checkpoints/lungs from the repository, or set it to a lung segmentation checkpoint"
+        )
         raise ConfigError(f"{key}: the lung model {path} does not exist; {hint}")
     try:
         card = read_model_card(path)
@@ -47,7 +52,9 @@ def lung_mask_settings(checkpoint: str | Path | None = None, dilation: float = D
             f"{key}: {path} is a {card.label_space.get('task')} model, not a lung segmentation model; "
             "use checkpoints/lungs/model.safetensors or a model trained with task: segmentation"
         )
-    return LungMaskConfig(weights_sha256=checkpoint_digest(path), checkpoint=str(path.resolve()), dilation=dilation)
+    return LungMaskConfig(
+        weights_sha256=checkpoint_digest(path), checkpoint=str(path.resolve()), dilation=dilation
+    )
 
 
 def find_lung_checkpoint(settings: LungMaskConfig) -> Path:
@@ -69,8 +76,12 @@ def find_lung_checkpoint(settings: LungMaskConfig) -> Path:
     )
 
 
-def lung_masker_for(preprocess: PreprocessConfig, device: str | torch.device = "cpu") -> LungMasker | None:
+def lung_masker_for(
+    preprocess: PreprocessConfig, device: str | torch.device = "cpu"
+) -> LungMasker | None:
     """The masker ``preprocess`` asks for (None when the model sees whole images)."""
     if preprocess.lung_mask is None:
         return None
-    return LungMasker(load_checkpoint(find_lung_checkpoint(preprocess.lung_mask)), preprocess.lung_mask, device)
+    return LungMasker(
+        load_checkpoint(find_lung_checkpoint(preprocess.lung_mask)), preprocess.lung_mask, device
+    )

@@ -60,15 +60,38 @@ MODES: tuple[str, ...] = ("unblinded", "blind_labels", "blind_all")
 """unblinded: label and model shown; blind_labels: model shown, label hidden until saved;
 blind_all: both hidden until the reader has saved their own finding."""
 REASONS: tuple[str, ...] = (
-    "", "subtle finding", "image quality", "positioning or artefact", "support device",
-    "chronic or prior change", "label ambiguous", "other",
+    "",
+    "subtle finding",
+    "image quality",
+    "positioning or artefact",
+    "support device",
+    "chronic or prior change",
+    "label ambiguous",
+    "other",
 )
 DB_NAME = "review.sqlite3"
 LEGACY_READER = "unnamed (before readers)"
 """The reader of verdicts saved before readers were named (reserved: nobody can save under it)."""
 EXPORT_COLUMNS: tuple[str, ...] = (
-    "session_id", "session_name", "checkpoint", "eval_run", "mode", "image_id", "class_name", "reviewer",
-    "finding", "verdict", "confidence", "reason", "note", "point_x", "point_y", "box_x0", "box_y0", "box_x1", "box_y1",
+    "session_id",
+    "session_name",
+    "checkpoint",
+    "eval_run",
+    "mode",
+    "image_id",
+    "class_name",
+    "reviewer",
+    "finding",
+    "verdict",
+    "confidence",
+    "reason",
+    "note",
+    "point_x",
+    "point_y",
+    "box_x0",
+    "box_y0",
+    "box_x1",
+    "box_y1",
     "updated",
 )
 _BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
@@ -139,8 +162,21 @@ CREATE TABLE IF NOT EXISTS reveals (
 CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, image_id, class_name, reviewer);
 """
 
-_FIELDS = ("session_id", "image_id", "class_name", "reviewer", "finding", "verdict", "confidence", "reason",
-           "note", "point_x", "point_y", *_BOX_COLUMNS, "updated")
+_FIELDS = (
+    "session_id",
+    "image_id",
+    "class_name",
+    "reviewer",
+    "finding",
+    "verdict",
+    "confidence",
+    "reason",
+    "note",
+    "point_x",
+    "point_y",
+    *_BOX_COLUMNS,
+    "updated",
+)
 
 
 def default_review_dir() -> Path:
@@ -157,12 +193,16 @@ def clean_reader(name: object) -> str:
     """A reader's name stripped; an empty one is refused (every verdict must say who gave it)."""
     clean = " ".join(str(name or "").split())
     if not clean:
-        raise ReviewStoreError("a verdict needs the reader's name or initials; enter them before saving")
+        raise ReviewStoreError(
+            "a verdict needs the reader's name or initials; enter them before saving"
+        )
     if len(clean) > 64:
         raise ReviewStoreError(f"reader name '{clean[:20]}…' is longer than 64 characters")
     if clean.casefold() == LEGACY_READER.casefold():
-        raise ReviewStoreError(f"'{LEGACY_READER}' marks verdicts saved before readers were named; "
-                               "enter your own name or initials")
+        raise ReviewStoreError(
+            f"'{LEGACY_READER}' marks verdicts saved before readers were named; "
+            "enter your own name or initials"
+        )
     return clean
 
 
@@ -257,11 +297,16 @@ class ReviewStore:
             conn.execute("PRAGMA journal_mode = WAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
                 return
-            conn.execute("BEGIN IMMEDIATE")  # one migrator at a time; the others see the new version
+            conn.execute(
+                "BEGIN IMMEDIATE"
+            )  # one migrator at a time; the others see the new version
             try:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version < SCHEMA_VERSION:
-                    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    tables = {
+                        r[0]
+                        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    }
                     if "verdicts" in tables and version == 0:
                         self._from_v0(conn)
                     for statement in _TABLES.split(";"):
@@ -270,8 +315,12 @@ class ReviewStore:
                     self._to_v3(conn)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     if "verdicts" in tables:
-                        logger.info("migrated review database %s from schema %d to %d", self.path, version,
-                                    SCHEMA_VERSION)
+                        logger.info(
+                            "migrated review database %s from schema %d to %d",
+                            self.path,
+                            version,
+                            SCHEMA_VERSION,
+                        )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -292,10 +341,16 @@ class ReviewStore:
                 conn.execute(statement)
         old = "session_id, image_id, class_name, reviewer, verdict, note, updated"
         conn.execute(f"INSERT INTO verdicts ({old}) SELECT {old} FROM verdicts_v0")
-        conn.execute(f"INSERT INTO verdict_history ({old}) SELECT {old} FROM verdicts_v0 ORDER BY updated")
+        conn.execute(
+            f"INSERT INTO verdict_history ({old}) SELECT {old} FROM verdicts_v0 ORDER BY updated"
+        )
         moved = conn.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
         conn.execute("DROP TABLE verdicts_v0")
-        logger.info("migrated review database %s from the single-reader layout (%d verdict(s) kept)", self.path, moved)
+        logger.info(
+            "migrated review database %s from the single-reader layout (%d verdict(s) kept)",
+            self.path,
+            moved,
+        )
 
     def _to_v3(self, conn: sqlite3.Connection) -> None:
         """Schema 2 -> 3: a box for "where", and an explicit name for verdicts saved before readers were named."""
@@ -304,22 +359,37 @@ class ReviewStore:
             for column in _BOX_COLUMNS:
                 if column not in columns:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} REAL")
-            renamed = conn.execute(f"UPDATE {table} SET reviewer = ? WHERE TRIM(reviewer) = ''",
-                                   (LEGACY_READER,)).rowcount
+            renamed = conn.execute(
+                f"UPDATE {table} SET reviewer = ? WHERE TRIM(reviewer) = ''", (LEGACY_READER,)
+            ).rowcount
             if renamed and table == "verdicts":
-                logger.info("review database %s: %d verdict(s) saved before readers were named are now by '%s'",
-                            self.path, renamed, LEGACY_READER)
+                logger.info(
+                    "review database %s: %d verdict(s) saved before readers were named are now by '%s'",
+                    self.path,
+                    renamed,
+                    LEGACY_READER,
+                )
 
     def schema_version(self) -> int:
         with self._connect() as conn:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
     # -- sessions ---------------------------------------------------------------------------
-    def create_session(self, name: str, checkpoint: str, eval_run: str, filters: Mapping | None = None, *,
-                       mode: str = "unblinded", classes: Sequence[str] = ()) -> ReviewSession:
+    def create_session(
+        self,
+        name: str,
+        checkpoint: str,
+        eval_run: str,
+        filters: Mapping | None = None,
+        *,
+        mode: str = "unblinded",
+        classes: Sequence[str] = (),
+    ) -> ReviewSession:
         """A new session; ``classes`` are the findings its readers call on every film (empty: all)."""
         if not str(name).strip():
-            raise ReviewStoreError("a review session needs a name (e.g. your initials and the date)")
+            raise ReviewStoreError(
+                "a review session needs a name (e.g. your initials and the date)"
+            )
         if mode not in MODES:
             raise ReviewStoreError(f"reading mode '{mode}' is not one of: {', '.join(MODES)}")
         created = _now()
@@ -327,8 +397,15 @@ class ReviewStore:
             cur = conn.execute(
                 "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, mode, classes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (str(name).strip(), str(checkpoint), str(eval_run), json.dumps(dict(filters or {}), sort_keys=True),
-                 created, mode, json.dumps([str(c) for c in classes])),
+                (
+                    str(name).strip(),
+                    str(checkpoint),
+                    str(eval_run),
+                    json.dumps(dict(filters or {}), sort_keys=True),
+                    created,
+                    mode,
+                    json.dumps([str(c) for c in classes]),
+                ),
             )
             session_id = int(cur.lastrowid)
         return self.session(session_id)
@@ -349,7 +426,9 @@ class ReviewStore:
             rows = conn.execute(query + " ORDER BY id DESC", args).fetchall()
         return [_session(r) for r in rows]
 
-    def save_position(self, session_id: int, position: int, reviewer: str | None = None, image_id: str = "") -> None:
+    def save_position(
+        self, session_id: int, position: int, reviewer: str | None = None, image_id: str = ""
+    ) -> None:
         """Remember where a reader is (by index and by image), so the session resumes there.
 
         Without ``reviewer`` the session's shared legacy position is set.
@@ -357,11 +436,16 @@ class ReviewStore:
         if int(position) < 0:
             raise ReviewStoreError(f"review position must be 0 or more, not {position}")
         with self._connect() as conn:
-            exists = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (int(session_id),)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM sessions WHERE id = ?", (int(session_id),)
+            ).fetchone()
             if exists is None:
                 raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
             if reviewer is None:
-                conn.execute("UPDATE sessions SET position = ? WHERE id = ?", (int(position), int(session_id)))
+                conn.execute(
+                    "UPDATE sessions SET position = ? WHERE id = ?",
+                    (int(position), int(session_id)),
+                )
             else:
                 conn.execute(
                     """INSERT INTO reader_positions (session_id, reviewer, position, image_id, updated)
@@ -373,8 +457,10 @@ class ReviewStore:
     def reader_position(self, session_id: int, reviewer: str) -> tuple[int, str] | None:
         """(index, image id) where ``reviewer`` stopped in a session, or None before their first move."""
         with self._connect() as conn:
-            row = conn.execute("SELECT position, image_id FROM reader_positions WHERE session_id = ? AND reviewer = ?",
-                               (int(session_id), str(reviewer).strip())).fetchone()
+            row = conn.execute(
+                "SELECT position, image_id FROM reader_positions WHERE session_id = ? AND reviewer = ?",
+                (int(session_id), str(reviewer).strip()),
+            ).fetchone()
         return (int(row["position"]), row["image_id"]) if row is not None else None
 
     def update_filters(self, session_id: int, filters: Mapping, position: int = 0) -> None:
@@ -382,16 +468,29 @@ class ReviewStore:
         if int(position) < 0:
             raise ReviewStoreError(f"review position must be 0 or more, not {position}")
         with self._connect() as conn:
-            cur = conn.execute("UPDATE sessions SET filters = ?, position = ? WHERE id = ?",
-                               (json.dumps(dict(filters), sort_keys=True), int(position), int(session_id)))
+            cur = conn.execute(
+                "UPDATE sessions SET filters = ?, position = ? WHERE id = ?",
+                (json.dumps(dict(filters), sort_keys=True), int(position), int(session_id)),
+            )
         if cur.rowcount == 0:
             raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
 
     # -- verdicts ---------------------------------------------------------------------------
-    def record(self, session_id: int, image_id: str, class_name: str, verdict: str | None = None,
-               note: str = "", reviewer: str = "", *, finding: str | None = None, confidence: int | None = None,
-               reason: str = "", point: Sequence[float] | None = None,
-               box: Sequence[float] | None = None) -> Verdict:
+    def record(
+        self,
+        session_id: int,
+        image_id: str,
+        class_name: str,
+        verdict: str | None = None,
+        note: str = "",
+        reviewer: str = "",
+        *,
+        finding: str | None = None,
+        confidence: int | None = None,
+        reason: str = "",
+        point: Sequence[float] | None = None,
+        box: Sequence[float] | None = None,
+    ) -> Verdict:
         """Insert or change ``reviewer``'s verdict on one (session, image, class); every save is kept in history.
 
         ``verdict`` (on the model) and/or ``finding`` (the reader's own call) must be given.
@@ -401,7 +500,9 @@ class ReviewStore:
         """
         reviewer = clean_reader(reviewer)
         if verdict is None and finding is None:
-            raise ReviewStoreError("a verdict needs the reader's call (finding present/absent/unsure) or a verdict")
+            raise ReviewStoreError(
+                "a verdict needs the reader's call (finding present/absent/unsure) or a verdict"
+            )
         if verdict is not None and verdict not in VERDICTS:
             raise ReviewStoreError(f"verdict '{verdict}' is not one of: {', '.join(VERDICTS)}")
         if finding is not None and finding not in FINDINGS:
@@ -409,51 +510,88 @@ class ReviewStore:
         if not str(image_id) or not str(class_name):
             raise ReviewStoreError("a verdict needs both an image id and a class name")
         if confidence is not None:
-            if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or confidence not in range(1, 6):
-                raise ReviewStoreError(f"confidence must be a whole number from 1 to 5, not {confidence!r}")
+            if (
+                isinstance(confidence, bool)
+                or not isinstance(confidence, (int, float))
+                or confidence not in range(1, 6)
+            ):
+                raise ReviewStoreError(
+                    f"confidence must be a whole number from 1 to 5, not {confidence!r}"
+                )
             confidence = int(confidence)
         if reason not in REASONS:
-            raise ReviewStoreError(f"reason '{reason}' is not one of: {', '.join(r for r in REASONS if r)}")
+            raise ReviewStoreError(
+                f"reason '{reason}' is not one of: {', '.join(r for r in REASONS if r)}"
+            )
         px, py = _fractions(point, "point", "(x, y)") if point is not None else (None, None)
         corners: tuple = (None,) * 4
         if box is not None:
             x0, y0, x1, y1 = _fractions(box, "box", "(x0, y0, x1, y1)")
             corners = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
             if corners[0] == corners[2] or corners[1] == corners[3]:
-                raise ReviewStoreError(f"box {tuple(box)} has no area; drag across the region, or click to mark a point")
-        values = (int(session_id), str(image_id), str(class_name), reviewer, finding, verdict, confidence,
-                  str(reason), str(note), px, py, *corners, _now())
+                raise ReviewStoreError(
+                    f"box {tuple(box)} has no area; drag across the region, or click to mark a point"
+                )
+        values = (
+            int(session_id),
+            str(image_id),
+            str(class_name),
+            reviewer,
+            finding,
+            verdict,
+            confidence,
+            str(reason),
+            str(note),
+            px,
+            py,
+            *corners,
+            _now(),
+        )
         columns = ", ".join(_FIELDS)
         marks = ", ".join("?" * len(_FIELDS))
         updates = ", ".join(f"{c} = excluded.{c}" for c in _FIELDS[4:])
         try:
             with self._connect() as conn:
-                conn.execute("BEGIN IMMEDIATE")  # a reveal from another tab cannot slip between check and save
-                self._refuse_unblinded_call(conn, int(session_id), str(image_id), str(class_name), reviewer)
-                conn.execute(f"INSERT INTO verdicts ({columns}) VALUES ({marks}) "
-                             f"ON CONFLICT (session_id, image_id, class_name, reviewer) DO UPDATE SET {updates}", values)
+                conn.execute(
+                    "BEGIN IMMEDIATE"
+                )  # a reveal from another tab cannot slip between check and save
+                self._refuse_unblinded_call(
+                    conn, int(session_id), str(image_id), str(class_name), reviewer
+                )
+                conn.execute(
+                    f"INSERT INTO verdicts ({columns}) VALUES ({marks}) "
+                    f"ON CONFLICT (session_id, image_id, class_name, reviewer) DO UPDATE SET {updates}",
+                    values,
+                )
                 conn.execute(f"INSERT INTO verdict_history ({columns}) VALUES ({marks})", values)
         except sqlite3.IntegrityError:
-            raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}") from None
+            raise ReviewStoreError(
+                f"review session {session_id} does not exist in {self.path}"
+            ) from None
         return _verdict(dict(zip(_FIELDS, values)))
 
     @staticmethod
-    def _refuse_unblinded_call(conn: sqlite3.Connection, session_id: int, image_id: str, class_name: str,
-                               reviewer: str) -> None:
+    def _refuse_unblinded_call(
+        conn: sqlite3.Connection, session_id: int, image_id: str, class_name: str, reviewer: str
+    ) -> None:
         """A new call in a blinded session by a reader who revealed its labels and model output is an error."""
         row = conn.execute(
             """SELECT r.time FROM reveals r JOIN sessions s ON s.id = r.session_id
                WHERE r.session_id = ? AND r.reader = ? AND s.mode != 'unblinded' AND NOT EXISTS (
                    SELECT 1 FROM verdicts v WHERE v.session_id = r.session_id AND v.reviewer = r.reader
                    AND v.image_id = ? AND v.class_name = ?)""",
-            (session_id, reviewer, image_id, class_name)).fetchone()
+            (session_id, reviewer, image_id, class_name),
+        ).fetchone()
         if row is not None:
             raise ReviewStoreError(
                 f"you revealed the labels and model output of this session at {_when(row['time'])}; calls you "
                 f"save now would not be blinded, so your call on {class_name} of {image_id} was not saved "
-                "(calls you saved before revealing can still be changed)")
+                "(calls you saved before revealing can still be changed)"
+            )
 
-    def verdict(self, session_id: int, image_id: str, class_name: str, reviewer: str | None = None) -> Verdict | None:
+    def verdict(
+        self, session_id: int, image_id: str, class_name: str, reviewer: str | None = None
+    ) -> Verdict | None:
         """``reviewer``'s verdict; without a reader, the most recently saved one of any reader."""
         query = "SELECT * FROM verdicts WHERE session_id = ? AND image_id = ? AND class_name = ?"
         args: tuple = (int(session_id), str(image_id), str(class_name))
@@ -473,27 +611,42 @@ class ReviewStore:
             args.append(str(reviewer).strip())
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._connect() as conn:
-            rows = conn.execute(f"SELECT * FROM verdicts{where} ORDER BY session_id, image_id, class_name, reviewer",
-                                args).fetchall()
+            rows = conn.execute(
+                f"SELECT * FROM verdicts{where} ORDER BY session_id, image_id, class_name, reviewer",
+                args,
+            ).fetchall()
         return [_verdict(r) for r in rows]
 
-    def history(self, session_id: int, image_id: str | None = None, class_name: str | None = None,
-                reviewer: str | None = None) -> list[Verdict]:
+    def history(
+        self,
+        session_id: int,
+        image_id: str | None = None,
+        class_name: str | None = None,
+        reviewer: str | None = None,
+    ) -> list[Verdict]:
         """Every save, oldest first (a changed verdict keeps all its earlier versions here)."""
         clauses, args = ["session_id = ?"], [int(session_id)]
-        for column, value in (("image_id", image_id), ("class_name", class_name), ("reviewer", reviewer)):
+        for column, value in (
+            ("image_id", image_id),
+            ("class_name", class_name),
+            ("reviewer", reviewer),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(str(value))
         with self._connect() as conn:
-            rows = conn.execute(f"SELECT * FROM verdict_history WHERE {' AND '.join(clauses)} ORDER BY id", args).fetchall()
+            rows = conn.execute(
+                f"SELECT * FROM verdict_history WHERE {' AND '.join(clauses)} ORDER BY id", args
+            ).fetchall()
         return [_verdict(r) for r in rows]
 
     def readers(self, session_id: int) -> list[str]:
         """Readers with at least one verdict in the session, sorted."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT DISTINCT reviewer FROM verdicts WHERE session_id = ? ORDER BY reviewer",
-                                (int(session_id),)).fetchall()
+            rows = conn.execute(
+                "SELECT DISTINCT reviewer FROM verdicts WHERE session_id = ? ORDER BY reviewer",
+                (int(session_id),),
+            ).fetchall()
         return [r[0] for r in rows]
 
     # -- blinding ---------------------------------------------------------------------------
@@ -505,40 +658,78 @@ class ReviewStore:
         """
         reader = clean_reader(reader)
         with self._connect() as conn:
-            row = conn.execute("SELECT mode FROM sessions WHERE id = ?", (int(session_id),)).fetchone()
+            row = conn.execute(
+                "SELECT mode FROM sessions WHERE id = ?", (int(session_id),)
+            ).fetchone()
             if row is None:
                 raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
             if row["mode"] == "unblinded":
-                raise ReviewStoreError(f"review session {session_id} is unblinded: its labels and model output "
-                                       "are already shown, there is nothing to reveal")
-            conn.execute("INSERT OR IGNORE INTO reveals (session_id, reader, time) VALUES (?, ?, ?)",
-                         (int(session_id), reader, _now()))
-            return conn.execute("SELECT time FROM reveals WHERE session_id = ? AND reader = ?",
-                                (int(session_id), reader)).fetchone()["time"]
+                raise ReviewStoreError(
+                    f"review session {session_id} is unblinded: its labels and model output "
+                    "are already shown, there is nothing to reveal"
+                )
+            conn.execute(
+                "INSERT OR IGNORE INTO reveals (session_id, reader, time) VALUES (?, ?, ?)",
+                (int(session_id), reader, _now()),
+            )
+            return conn.execute(
+                "SELECT time FROM reveals WHERE session_id = ? AND reader = ?",
+                (int(session_id), reader),
+            ).fetchone()["time"]
 
     def revealed_at(self, session_id: int, reader: str) -> str | None:
         """When ``reader`` revealed a blinded session's labels and model output (UTC, ISO 8601), or None."""
         with self._connect() as conn:
-            row = conn.execute("SELECT time FROM reveals WHERE session_id = ? AND reader = ?",
-                               (int(session_id), " ".join(str(reader).split()))).fetchone()
+            row = conn.execute(
+                "SELECT time FROM reveals WHERE session_id = ? AND reader = ?",
+                (int(session_id), " ".join(str(reader).split())),
+            ).fetchone()
         return row["time"] if row is not None else None
 
     # -- adjudication -----------------------------------------------------------------------
-    def adjudicate(self, session_id: int, image_id: str, class_name: str, label: int, adjudicator: str,
-                   note: str = "") -> Adjudication:
+    def adjudicate(
+        self,
+        session_id: int,
+        image_id: str,
+        class_name: str,
+        label: int,
+        adjudicator: str,
+        note: str = "",
+    ) -> Adjudication:
         """Record the final label (1 present, 0 absent) of one finding; earlier entries stay in the table."""
         adjudicator = clean_reader(adjudicator)
         if label not in (0, 1) or isinstance(label, bool):
-            raise ReviewStoreError(f"an adjudicated label is 1 (present) or 0 (absent), not {label!r}")
-        entry = Adjudication(int(session_id), str(image_id), str(class_name), int(label), adjudicator, str(note), _now())
+            raise ReviewStoreError(
+                f"an adjudicated label is 1 (present) or 0 (absent), not {label!r}"
+            )
+        entry = Adjudication(
+            int(session_id),
+            str(image_id),
+            str(class_name),
+            int(label),
+            adjudicator,
+            str(note),
+            _now(),
+        )
         try:
             with self._connect() as conn:
-                conn.execute("INSERT INTO adjudications (session_id, image_id, class_name, label, adjudicator, note, "
-                             "updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (entry.session_id, entry.image_id, entry.class_name, entry.label, entry.adjudicator,
-                              entry.note, entry.updated))
+                conn.execute(
+                    "INSERT INTO adjudications (session_id, image_id, class_name, label, adjudicator, note, "
+                    "updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        entry.session_id,
+                        entry.image_id,
+                        entry.class_name,
+                        entry.label,
+                        entry.adjudicator,
+                        entry.note,
+                        entry.updated,
+                    ),
+                )
         except sqlite3.IntegrityError:
-            raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}") from None
+            raise ReviewStoreError(
+                f"review session {session_id} does not exist in {self.path}"
+            ) from None
         return entry
 
     def adjudications(self, session_id: int) -> list[Adjudication]:
@@ -548,9 +739,21 @@ class ReviewStore:
                 """SELECT * FROM adjudications a WHERE session_id = ? AND id = (
                        SELECT MAX(id) FROM adjudications b WHERE b.session_id = a.session_id
                        AND b.image_id = a.image_id AND b.class_name = a.class_name)
-                   ORDER BY image_id, class_name""", (int(session_id),)).fetchall()
-        return [Adjudication(int(r["session_id"]), r["image_id"], r["class_name"], int(r["label"]), r["adjudicator"],
-                             r["note"], r["updated"]) for r in rows]
+                   ORDER BY image_id, class_name""",
+                (int(session_id),),
+            ).fetchall()
+        return [
+            Adjudication(
+                int(r["session_id"]),
+                r["image_id"],
+                r["class_name"],
+                int(r["label"]),
+                r["adjudicator"],
+                r["note"],
+                r["updated"],
+            )
+            for r in rows
+        ]
 
     # -- export -----------------------------------------------------------------------------
     def export_rows(self, session_id: int | None = None) -> list[dict]:
@@ -561,7 +764,9 @@ class ReviewStore:
         if session_id is not None:
             query, args = query + " WHERE v.session_id = ?", (int(session_id),)
         with self._connect() as conn:
-            rows = conn.execute(query + " ORDER BY v.session_id, v.image_id, v.class_name, v.reviewer", args).fetchall()
+            rows = conn.execute(
+                query + " ORDER BY v.session_id, v.image_id, v.class_name, v.reviewer", args
+            ).fetchall()
         return [{k: r[k] for k in EXPORT_COLUMNS} for r in rows]
 
     def export_csv(self, path: str | os.PathLike, session_id: int | None = None) -> int:
@@ -586,19 +791,40 @@ def _fractions(values: Sequence[float], name: str, form: str) -> tuple[float, ..
     if len(out) != form.count(",") + 1:
         raise wrong
     if any(math.isnan(v) or not 0.0 <= v <= 1.0 for v in out):
-        raise ReviewStoreError(f"{name} {out} lies outside the image; every coordinate must be between 0 and 1")
+        raise ReviewStoreError(
+            f"{name} {out} lies outside the image; every coordinate must be between 0 and 1"
+        )
     return out
 
 
 def _session(row: sqlite3.Row) -> ReviewSession:
-    return ReviewSession(int(row["id"]), row["name"], row["checkpoint"], row["eval_run"],
-                         json.loads(row["filters"] or "{}"), row["created"], int(row["position"]),
-                         row["mode"], tuple(json.loads(row["classes"] or "[]")))
+    return ReviewSession(
+        int(row["id"]),
+        row["name"],
+        row["checkpoint"],
+        row["eval_run"],
+        json.loads(row["filters"] or "{}"),
+        row["created"],
+        int(row["position"]),
+        row["mode"],
+        tuple(json.loads(row["classes"] or "[]")),
+    )
 
 
 def _verdict(row: Mapping | sqlite3.Row) -> Verdict:
     point = (float(row["point_x"]), float(row["point_y"])) if row["point_x"] is not None else None
     box = tuple(float(row[c]) for c in _BOX_COLUMNS) if row["box_x0"] is not None else None
-    return Verdict(int(row["session_id"]), row["image_id"], row["class_name"], row["verdict"], row["note"],
-                   row["reviewer"], row["updated"], row["finding"],
-                   int(row["confidence"]) if row["confidence"] is not None else None, row["reason"], point, box)
+    return Verdict(
+        int(row["session_id"]),
+        row["image_id"],
+        row["class_name"],
+        row["verdict"],
+        row["note"],
+        row["reviewer"],
+        row["updated"],
+        row["finding"],
+        int(row["confidence"]) if row["confidence"] is not None else None,
+        row["reason"],
+        point,
+        box,
+    )

@@ -54,7 +54,7 @@ class RunDir:
         object.__setattr__(self, "path", Path(self.path))
 
     @classmethod
-    def of_checkpoint(cls, checkpoint: str | Path) -> "RunDir":
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunDir:
         return cls(Path(checkpoint).parent)
 
     @property
@@ -103,10 +103,13 @@ class RunDir:
         root = self.path / EVAL_DIR
         if not root.is_dir():
             return ()
-        return tuple(sorted(
-            p.name for p in root.iterdir()
-            if p.is_dir() and ((p / PREDICTIONS_FILE).is_file() or (p / REPORT_FILE).is_file())
-        ))
+        return tuple(
+            sorted(
+                p.name
+                for p in root.iterdir()
+                if p.is_dir() and ((p / PREDICTIONS_FILE).is_file() or (p / REPORT_FILE).is_file())
+            )
+        )
 
 
 def label_column(name: str) -> str:
@@ -117,7 +120,9 @@ def prob_column(name: str) -> str:
     return f"{PROB_PREFIX}{name}"
 
 
-def split_arrays(predictions: pd.DataFrame, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def split_arrays(
+    predictions: pd.DataFrame, class_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels and probabilities of a predictions frame as (n, classes) float arrays, in class order."""
     labels = predictions[[label_column(c) for c in class_names]].to_numpy(dtype=np.float64)
     probs = predictions[[prob_column(c) for c in class_names]].to_numpy(dtype=np.float64)
@@ -128,12 +133,14 @@ def load_predictions(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """A ``predictions.csv`` and its class names (from the ``prob:`` columns, in order)."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"predictions file {path} does not exist; run `cxr evaluate` to create it")
+        raise DatasetError(
+            f"predictions file {path} does not exist; run `cxr evaluate` to create it"
+        )
     try:
         frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "path": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read predictions file {path}: {exc}") from None
-    classes = [c[len(PROB_PREFIX):] for c in frame.columns if c.startswith(PROB_PREFIX)]
+    classes = [c[len(PROB_PREFIX) :] for c in frame.columns if c.startswith(PROB_PREFIX)]
     missing = [c for c in ("image_id", "patient_id", "path") if c not in frame.columns]
     missing += [label_column(c) for c in classes if label_column(c) not in frame.columns]
     if not classes or missing:

@@ -38,7 +38,9 @@ import pandas as pd
 
 try:  # POSIX: serialise save() across threads and processes so no version slips past history/
     import fcntl
-except ImportError:  # pragma: no cover - Windows keeps atomic writes, without the cross-process lock
+except (
+    ImportError
+):  # pragma: no cover - Windows keeps atomic writes, without the cross-process lock
     fcntl = None
 
 from cxr_core.artifacts.run_dir import RunDir
@@ -85,11 +87,15 @@ def validate_name(name: str) -> str:
             "'_', '-' or '.', starting with a letter or digit (no '/', '..' or '.json')"
         )
     if clean.lower() in (CARD_SET, "active", HISTORY_DIR):
-        raise ThresholdSetError(f"'{clean}' is a reserved name; choose another name for the threshold set")
+        raise ThresholdSetError(
+            f"'{clean}' is a reserved name; choose another name for the threshold set"
+        )
     return clean
 
 
-def validate_thresholds(thresholds: Mapping[str, float], classes: Iterable[str]) -> dict[str, float]:
+def validate_thresholds(
+    thresholds: Mapping[str, float], classes: Iterable[str]
+) -> dict[str, float]:
     """Check every class is known and every value is a probability; keep the model's class order."""
     classes = list(classes)
     unknown = [c for c in thresholds if c not in classes]
@@ -105,9 +111,13 @@ def validate_thresholds(thresholds: Mapping[str, float], classes: Iterable[str])
         try:
             value = float(thresholds[cls])
         except (TypeError, ValueError):
-            raise ThresholdSetError(f"threshold for '{cls}' is {thresholds[cls]!r}, not a number between 0 and 1") from None
+            raise ThresholdSetError(
+                f"threshold for '{cls}' is {thresholds[cls]!r}, not a number between 0 and 1"
+            ) from None
         if math.isnan(value) or not 0.0 <= value <= 1.0:
-            raise ThresholdSetError(f"threshold for '{cls}' is {value}; thresholds must lie between 0 and 1")
+            raise ThresholdSetError(
+                f"threshold for '{cls}' is {value}; thresholds must lie between 0 and 1"
+            )
         clean[cls] = value
     return clean
 
@@ -123,14 +133,22 @@ class ThresholdStore:
     ``card_thresholds`` are the model card's thresholds, served as the set named ``card``.
     """
 
-    def __init__(self, checkpoint_dir: str | os.PathLike, classes: Iterable[str],
-                 card_thresholds: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike,
+        classes: Iterable[str],
+        card_thresholds: Mapping[str, float] | None = None,
+    ) -> None:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.folder = RunDir(self.checkpoint_dir).thresholds
         self.classes = tuple(classes)
         card = {c: float(v) for c, v in (card_thresholds or {}).items() if c in self.classes}
-        self._card = ThresholdSet(CARD_SET, {c: card.get(c, 0.5) for c in self.classes},
-                                  method="model card", notes="chosen on the validation split at training time")
+        self._card = ThresholdSet(
+            CARD_SET,
+            {c: card.get(c, 0.5) for c in self.classes},
+            method="model card",
+            notes="chosen on the validation split at training time",
+        )
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{validate_name(name)}.json"
@@ -146,24 +164,43 @@ class ThresholdStore:
             return self._card
         path = self._path(name)
         if not path.is_file():
-            raise ThresholdSetError(f"no threshold set named '{name}' in {self.folder}; saved sets: {', '.join(self.names())}")
+            raise ThresholdSetError(
+                f"no threshold set named '{name}' in {self.folder}; saved sets: {', '.join(self.names())}"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             values = data["thresholds"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ThresholdSetError(f"threshold set file {path} is unreadable ({exc}); delete or fix it") from None
+            raise ThresholdSetError(
+                f"threshold set file {path} is unreadable ({exc}); delete or fix it"
+            ) from None
         merged = {**self._card.thresholds, **validate_thresholds(values, self.classes)}
-        return ThresholdSet(str(data.get("name", name)), merged, str(data.get("method", "")),
-                            str(data.get("notes", "")), str(data.get("created", "")), dict(data.get("extra", {})))
+        return ThresholdSet(
+            str(data.get("name", name)),
+            merged,
+            str(data.get("method", "")),
+            str(data.get("notes", "")),
+            str(data.get("created", "")),
+            dict(data.get("extra", {})),
+        )
 
-    def save(self, name: str, thresholds: Mapping[str, float], *, method: str = "", notes: str = "",
-             extra: Mapping | None = None) -> ThresholdSet:
+    def save(
+        self,
+        name: str,
+        thresholds: Mapping[str, float],
+        *,
+        method: str = "",
+        notes: str = "",
+        extra: Mapping | None = None,
+    ) -> ThresholdSet:
         """Save a set; an existing set of that name is first moved to ``history/``."""
         clean_name = validate_name(name)
         values = validate_thresholds(thresholds, self.classes)
         missing = [c for c in self.classes if c not in values]
         if missing:
-            raise ThresholdSetError(f"threshold set '{clean_name}' lacks values for: {', '.join(missing)}")
+            raise ThresholdSetError(
+                f"threshold set '{clean_name}' lacks values for: {', '.join(missing)}"
+            )
         new = ThresholdSet(clean_name, values, method, notes, _now(), dict(extra or {}))
         path = self._path(clean_name)
         with self._locked():
@@ -211,10 +248,16 @@ class ThresholdStore:
     def set_active(self, name: str, *, by: str = "") -> dict:
         """Make ``name`` the model's default set and append who did it to the audit log; returns the entry."""
         if name != CARD_SET and not self._path(name).is_file():
-            raise ThresholdSetError(f"cannot activate '{name}': no such threshold set in {self.folder}")
+            raise ThresholdSetError(
+                f"cannot activate '{name}': no such threshold set in {self.folder}"
+            )
         with self._locked():
-            entry = {"when": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                     "by": " ".join(str(by).split()), "from": self.active_name(), "to": name}
+            entry = {
+                "when": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "by": " ".join(str(by).split()),
+                "from": self.active_name(),
+                "to": name,
+            }
             write_text_atomically(self.folder / ACTIVE_FILE, name + "\n")
             with open(self.folder / AUDIT_FILE, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
@@ -240,10 +283,14 @@ class ThresholdStore:
     def compare(self, first: str, second: str) -> pd.DataFrame:
         """One row per class: both thresholds and their difference (second - first)."""
         a, b = self.load(first), self.load(second)
-        frame = pd.DataFrame({
-            "class": list(self.classes),
-            first: [a.thresholds[c] for c in self.classes],
-            second if second != first else f"{second} (2)": [b.thresholds[c] for c in self.classes],
-        })
+        frame = pd.DataFrame(
+            {
+                "class": list(self.classes),
+                first: [a.thresholds[c] for c in self.classes],
+                second if second != first else f"{second} (2)": [
+                    b.thresholds[c] for c in self.classes
+                ],
+            }
+        )
         frame["difference"] = frame.iloc[:, 2] - frame.iloc[:, 1]
         return frame

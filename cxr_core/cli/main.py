@@ -19,7 +19,9 @@ from cxr_core.errors import CXRError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cxr", description="Chest X-ray classifiers: data, training, evaluation, explanations.")
+    parser = argparse.ArgumentParser(
+        prog="cxr", description="Chest X-ray classifiers: data, training, evaluation, explanations."
+    )
     parser.add_argument("--version", action="version", version=f"cxr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):

@@ -15,21 +15,43 @@ DEFAULT_SEED = 0
 
 def add_card_data_options(parser: argparse.ArgumentParser, *, formats: bool = True) -> None:
     """--data / --format / --cache-dir: where the card's dataset and image cache are now."""
-    parser.add_argument("--data", default=None, help="dataset folder or label CSV (default: the path in the model card)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="dataset folder or label CSV (default: the path in the model card)",
+    )
     if formats:
-        parser.add_argument("--format", default=None,
-                            help="auto, nih, chexpert, folders, disease-folders (default: as in the card)")
-    parser.add_argument("--cache-dir", default=None, help="image cache folder (default: the training run's)")
+        parser.add_argument(
+            "--format",
+            default=None,
+            help="auto, nih, chexpert, folders, disease-folders (default: as in the card)",
+        )
+    parser.add_argument(
+        "--cache-dir", default=None, help="image cache folder (default: the training run's)"
+    )
 
 
-def add_bootstrap_options(parser: argparse.ArgumentParser, *, seed_help: str = "bootstrap seed") -> None:
+def add_bootstrap_options(
+    parser: argparse.ArgumentParser, *, seed_help: str = "bootstrap seed"
+) -> None:
     """--n-boot / --seed, defaulting to what the card was validated with (see :func:`bootstrap_settings`)."""
-    parser.add_argument("--n-boot", type=int, default=None,
-                        help=f"bootstrap resamples (default: as in the card, else {DEFAULT_N_BOOT})")
-    parser.add_argument("--seed", type=int, default=None, help=f"{seed_help} (default: as in the card, else {DEFAULT_SEED})")
+    parser.add_argument(
+        "--n-boot",
+        type=int,
+        default=None,
+        help=f"bootstrap resamples (default: as in the card, else {DEFAULT_N_BOOT})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"{seed_help} (default: as in the card, else {DEFAULT_SEED})",
+    )
 
 
-def add_compute_options(parser: argparse.ArgumentParser, *, batch_size: int = 64, progress: bool = True) -> None:
+def add_compute_options(
+    parser: argparse.ArgumentParser, *, batch_size: int = 64, progress: bool = True
+) -> None:
     """--batch-size / --device (/ --no-progress)."""
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -37,10 +59,12 @@ def add_compute_options(parser: argparse.ArgumentParser, *, batch_size: int = 64
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def bootstrap_settings(args: argparse.Namespace, card: "ModelCard") -> tuple[int, int]:
+def bootstrap_settings(args: argparse.Namespace, card: ModelCard) -> tuple[int, int]:
     """(n_boot, seed): the command line's, else the card's validation settings, so that a re-run
     reproduces the card's confidence intervals."""
     validation = card.validation or {}
-    n_boot = args.n_boot if args.n_boot is not None else int(validation.get("n_boot") or DEFAULT_N_BOOT)
+    n_boot = (
+        args.n_boot if args.n_boot is not None else int(validation.get("n_boot") or DEFAULT_N_BOOT)
+    )
     seed = args.seed if args.seed is not None else int(validation.get("seed") or DEFAULT_SEED)
     return n_boot, seed

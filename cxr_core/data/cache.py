@@ -45,11 +45,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -102,15 +103,19 @@ class ImageCache:
         self.key: str = index["key"]
         self.size: int = int(index["size"])
         self.image_ids: tuple[str, ...] = tuple(index["image_ids"])
-        self.original_shapes: tuple[tuple[int, int], ...] = tuple((int(h), int(w)) for h, w in index["original_shapes"])
+        self.original_shapes: tuple[tuple[int, int], ...] = tuple(
+            (int(h), int(w)) for h, w in index["original_shapes"]
+        )
         self.manifest_fingerprint: str = index.get("manifest_fingerprint", "")
-        self.transform: str = index.get("transform", "")  # identity of the step applied to the rows ("": none)
+        self.transform: str = index.get(
+            "transform", ""
+        )  # identity of the step applied to the rows ("": none)
         self._array: np.memmap | None = None
 
     # ------------------------------------------------------------------ reading
 
     @classmethod
-    def open(cls, index_path: str | os.PathLike[str]) -> "ImageCache":
+    def open(cls, index_path: str | os.PathLike[str]) -> ImageCache:
         """Open a finished cache from its index JSON; the data file is checked, not read."""
         index_path = Path(index_path)
         try:
@@ -122,7 +127,9 @@ class ImageCache:
                 )
             cache = cls(index_path, index)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DatasetError(f"image cache index {index_path} is unreadable ({exc}); delete it and build the cache again") from exc
+            raise DatasetError(
+                f"image cache index {index_path} is unreadable ({exc}); delete it and build the cache again"
+            ) from exc
         expected = len(cache.image_ids) * cache.size * cache.size
         actual = cache.data_path.stat().st_size if cache.data_path.is_file() else -1
         if actual != expected or len(cache.original_shapes) != len(cache.image_ids):
@@ -140,7 +147,12 @@ class ImageCache:
     def array(self) -> np.memmap:
         """The read-only (N, size, size) memmap, opened on first use in each process."""
         if self._array is None:
-            self._array = np.memmap(self.data_path, dtype=np.uint8, mode="r", shape=(len(self.image_ids), self.size, self.size))
+            self._array = np.memmap(
+                self.data_path,
+                dtype=np.uint8,
+                mode="r",
+                shape=(len(self.image_ids), self.size, self.size),
+            )
         return self._array
 
     def __len__(self) -> int:
@@ -162,7 +174,8 @@ class ImageCache:
         if missing:
             shown = ", ".join(missing[:_MAX_LISTED_FAILURES])
             raise DatasetError(
-                f"{len(missing)} of {len(ids)} images of {manifest.source or 'the manifest'} are not in the image cache "
+                f"{len(missing)} of {len(ids)} images of {manifest.source or 'the manifest'} are "
+                "not in the image cache "
                 f"{self.index_path.name} (first: {shown}); build the cache from this manifest"
             )
         return np.fromiter((position[i] for i in ids), dtype=np.int64, count=len(ids))
@@ -187,7 +200,7 @@ class ImageCache:
         workers: int | None = None,
         progress: bool = True,
         transform: CacheTransform | None = None,
-    ) -> "ImageCache":
+    ) -> ImageCache:
         """The cache of ``manifest`` at ``size`` px: reused when nothing changed, else (re)built.
 
         With ``transform``, the cache of the transformed rows, derived from (and leaving in
@@ -207,7 +220,9 @@ class ImageCache:
         plain = cls._existing(cache_dir, stem, key)
         if plain is None:
             _remove_abandoned_partials(cache_dir, stem)
-            plain = cls._build_new(manifest, cache_dir, stem, key, size, workers or default_workers(), progress)
+            plain = cls._build_new(
+                manifest, cache_dir, stem, key, size, workers or default_workers(), progress
+            )
         if transform is None:
             return plain
         key = derived_key(plain.key, transform.identity)
@@ -219,7 +234,7 @@ class ImageCache:
         return derived
 
     @classmethod
-    def _existing(cls, cache_dir: Path, stem: str, key: str) -> "ImageCache | None":
+    def _existing(cls, cache_dir: Path, stem: str, key: str) -> ImageCache | None:
         index_path = cache_dir / f"{stem}.json"
         if not index_path.is_file():
             return None
@@ -231,14 +246,25 @@ class ImageCache:
 
     @classmethod
     def _derive(
-        cls, plain: "ImageCache", transform: CacheTransform, cache_dir: Path, stem: str, key: str, progress: bool
-    ) -> "ImageCache":
+        cls,
+        plain: ImageCache,
+        transform: CacheTransform,
+        cache_dir: Path,
+        stem: str,
+        key: str,
+        progress: bool,
+    ) -> ImageCache:
         """Apply ``transform`` to every row of ``plain``, in row order, into a new cache file."""
         n, size = len(plain), plain.size
         _check_free_space(cache_dir, n * size * size)
         with _staged(cache_dir, stem) as (partial, publish):
             out = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(n, size, size))
-            with tqdm(total=n, desc=f"{transform.identity.split()[0]}: {n} cached images", unit="img", disable=not progress) as bar:
+            with tqdm(
+                total=n,
+                desc=f"{transform.identity.split()[0]}: {n} cached images",
+                unit="img",
+                disable=not progress,
+            ) as bar:
                 for start in range(0, n, _DERIVE_CHUNK):
                     rows = np.arange(start, min(n, start + _DERIVE_CHUNK))
                     result = np.asarray(transform(plain.get_batch(rows)))
@@ -247,25 +273,34 @@ class ImageCache:
                             f"the cache step {transform.identity!r} returned {result.dtype} {result.shape} for "
                             f"{len(rows)} rows of {size} px; it must return uint8 rows of the same shape"
                         )
-                    out[rows[0]:rows[-1] + 1] = result
+                    out[rows[0] : rows[-1] + 1] = result
                     bar.update(len(rows))
             out.flush()
             del out
             index = json.loads(plain.index_path.read_text())
-            index.update({
-                "key": key,
-                "data_file": f"{stem}.u8",
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "transform": transform.identity,
-                "derived_from": plain.key,
-            })
+            index.update(
+                {
+                    "key": key,
+                    "data_file": f"{stem}.u8",
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "transform": transform.identity,
+                    "derived_from": plain.key,
+                }
+            )
             publish(index)
         return cls.open(cache_dir / f"{stem}.json")
 
     @classmethod
     def _build_new(
-        cls, manifest: Manifest, cache_dir: Path, stem: str, key: str, size: int, workers: int, progress: bool
-    ) -> "ImageCache":
+        cls,
+        manifest: Manifest,
+        cache_dir: Path,
+        stem: str,
+        key: str,
+        size: int,
+        workers: int,
+        progress: bool,
+    ) -> ImageCache:
         n = len(manifest)
         paths = manifest.frame["path"].tolist()
         ids = manifest.frame["image_id"].tolist()
@@ -275,8 +310,10 @@ class ImageCache:
         with _staged(cache_dir, stem) as (partial, publish):
             np.memmap(partial, dtype=np.uint8, mode="w+", shape=(n, size, size)).flush()
             chunk = max(1, min(64, math.ceil(n / (workers * 8))))
-            chunks = [(start, paths[start:start + chunk]) for start in range(0, n, chunk)]
-            bar = tqdm(total=n, desc=f"Caching {n} images at {size}px", unit="img", disable=not progress)
+            chunks = [(start, paths[start : start + chunk]) for start in range(0, n, chunk)]
+            bar = tqdm(
+                total=n, desc=f"Caching {n} images at {size}px", unit="img", disable=not progress
+            )
             with bar, closing(_decode_all(chunks, partial, n, size, workers)) as results:
                 for done, chunk_shapes, chunk_failures in results:
                     for row, shape in chunk_shapes:
@@ -285,19 +322,21 @@ class ImageCache:
                     bar.update(done)
             if failures:
                 raise DatasetError(_failure_message(failures, ids, n, manifest.source))
-            publish({
-                "format_version": FORMAT_VERSION,
-                "key": key,
-                "size": size,
-                "count": n,
-                "dtype": "uint8",
-                "data_file": f"{stem}.u8",
-                "manifest_fingerprint": manifest.fingerprint(),
-                "source": manifest.source,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "image_ids": ids,
-                "original_shapes": [list(s) for s in shapes],
-            })
+            publish(
+                {
+                    "format_version": FORMAT_VERSION,
+                    "key": key,
+                    "size": size,
+                    "count": n,
+                    "dtype": "uint8",
+                    "data_file": f"{stem}.u8",
+                    "manifest_fingerprint": manifest.fingerprint(),
+                    "source": manifest.source,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "image_ids": ids,
+                    "original_shapes": [list(s) for s in shapes],
+                }
+            )
         return cls.open(cache_dir / f"{stem}.json")
 
 
@@ -351,7 +390,9 @@ def list_caches(cache_dir: str | os.PathLike[str]) -> list[CacheEntry]:
     """
     folder = Path(cache_dir)
     if not folder.is_dir():
-        raise ConfigError(f"{folder} is not a folder; pass the cache folder of your runs (data.cache_dir)")
+        raise ConfigError(
+            f"{folder} is not a folder; pass the cache folder of your runs (data.cache_dir)"
+        )
     groups: dict[tuple[str, int], list[Path]] = {}
     for path in folder.iterdir():
         match = _CACHE_FILE.match(path.name)
@@ -365,20 +406,24 @@ def list_caches(cache_dir: str | os.PathLike[str]) -> list[CacheEntry]:
             complete = (folder / index["data_file"]).is_file()
         except (OSError, ValueError, KeyError, TypeError):
             index, complete = {}, False
-        entries.append(CacheEntry(
-            stem=stem,
-            files=tuple(sorted(files)),
-            size=size,
-            images=int(index.get("count", 0)),
-            nbytes=sum(p.stat().st_size for p in files),
-            source=str(index.get("source", "")),
-            last_used=max(p.stat().st_mtime for p in files),
-            complete=complete,
-        ))
+        entries.append(
+            CacheEntry(
+                stem=stem,
+                files=tuple(sorted(files)),
+                size=size,
+                images=int(index.get("count", 0)),
+                nbytes=sum(p.stat().st_size for p in files),
+                source=str(index.get("source", "")),
+                last_used=max(p.stat().st_mtime for p in files),
+                complete=complete,
+            )
+        )
     return sorted(entries, key=lambda e: e.last_used, reverse=True)
 
 
-def prune_caches(cache_dir: str | os.PathLike[str], *, unused_days: float, dry_run: bool = False) -> list[CacheEntry]:
+def prune_caches(
+    cache_dir: str | os.PathLike[str], *, unused_days: float, dry_run: bool = False
+) -> list[CacheEntry]:
     """Delete caches unused for ``unused_days`` days and all debris of killed builds; returns them.
 
     The index goes first, so a cache interrupted mid-deletion is debris, never a valid cache
@@ -392,7 +437,9 @@ def prune_caches(cache_dir: str | os.PathLike[str], *, unused_days: float, dry_r
         for entry in doomed:
             for path in sorted(entry.files, key=lambda p: p.suffix != ".json"):
                 path.unlink(missing_ok=True)
-        remove_stale_temp_files(cache_dir)  # atomic-write debris (killed writers), logged when found
+        remove_stale_temp_files(
+            cache_dir
+        )  # atomic-write debris (killed writers), logged when found
     return doomed
 
 
@@ -418,7 +465,9 @@ def cache_key(manifest: Manifest, size: int) -> str:
 
 def derived_key(plain_key: str, identity: str) -> str:
     """Key of the cache of ``plain_key``'s rows after the step named ``identity``."""
-    return hashlib.sha256(f"cxr-image-cache v{FORMAT_VERSION} derived from {plain_key}\n{identity}\n".encode()).hexdigest()[:20]
+    return hashlib.sha256(
+        f"cxr-image-cache v{FORMAT_VERSION} derived from {plain_key}\n{identity}\n".encode()
+    ).hexdigest()[:20]
 
 
 def _decode_all(
@@ -430,9 +479,16 @@ def _decode_all(
             yield (len(paths), *_decode_chunk(str(data_path), n, size, start, paths))
         return
     context = multiprocessing.get_context(_start_method())
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context,
-                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-        pending = {pool.submit(_decode_chunk, str(data_path), n, size, start, paths): len(paths) for start, paths in chunks}
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(chunks)),
+        mp_context=context,
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
+        pending = {
+            pool.submit(_decode_chunk, str(data_path), n, size, start, paths): len(paths)
+            for start, paths in chunks
+        }
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -464,7 +520,9 @@ def _die_with_parent(parent: int) -> None:
                 return
         except (OSError, AttributeError):
             pass
-    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="cxr-parent-watch").start()
+    threading.Thread(
+        target=_exit_when_orphaned, args=(parent,), daemon=True, name="cxr-parent-watch"
+    ).start()
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -474,7 +532,7 @@ def _exit_when_orphaned(parent: int) -> None:
 
 
 def _start_method() -> str:
-    """"fork" on Linux: a spawned worker spends seconds re-importing torch before decoding anything.
+    """ "fork" on Linux: a spawned worker spends seconds re-importing torch before decoding anything.
 
     A forked child only runs decoding code (file reads, Pillow, pydicom, numpy) that takes no
     lock another thread of the parent could be holding, the same bet torch's DataLoader makes.

@@ -25,8 +25,8 @@ Predictor uses on uploaded files.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -61,12 +61,18 @@ class AugmentConfig:
             raise ConfigError(f"rotation must be between 0 and 180 degrees, not {self.rotation}")
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
-            raise ConfigError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, not {self.crop_scale}")
+            raise ConfigError(
+                f"crop_scale must be (low, high) with 0 < low <= high <= 1, not {self.crop_scale}"
+            )
         rlo, rhi = self.crop_ratio
         if not 0.0 < rlo <= rhi:
-            raise ConfigError(f"crop_ratio must be (low, high) with 0 < low <= high, not {self.crop_ratio}")
+            raise ConfigError(
+                f"crop_ratio must be (low, high) with 0 < low <= high, not {self.crop_ratio}"
+            )
         if not (0.0 <= self.brightness < 1.0 and 0.0 <= self.contrast < 1.0):
-            raise ConfigError(f"brightness and contrast jitter must be in [0, 1), not {self.brightness} and {self.contrast}")
+            raise ConfigError(
+                f"brightness and contrast jitter must be in [0, 1), not {self.brightness} and {self.contrast}"
+            )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -74,7 +80,7 @@ class AugmentConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AugmentConfig":
+    def from_dict(cls, d: dict) -> AugmentConfig:
         check_known_keys(cls, d, "augmentation settings")
         return cls(**d)
 
@@ -87,7 +93,9 @@ def _as_batch(images: torch.Tensor) -> tuple[torch.Tensor, bool]:
         return images.unsqueeze(0), True
     if images.ndim == 4 and images.shape[1] == 1:
         return images, False
-    raise ValueError(f"transforms expect (1, H, W) or (B, 1, H, W) gray images, got shape {tuple(images.shape)}")
+    raise ValueError(
+        f"transforms expect (1, H, W) or (B, 1, H, W) gray images, got shape {tuple(images.shape)}"
+    )
 
 
 class EvalTransform:
@@ -130,7 +138,9 @@ class TrainTransform:
         aug = self.aug
         angle = (torch.rand(batch) * 2 - 1) * math.radians(aug.rotation)
         area = torch.empty(batch).uniform_(*aug.crop_scale) * (height * width)
-        log_ratio = torch.empty(batch).uniform_(math.log(aug.crop_ratio[0]), math.log(aug.crop_ratio[1]))
+        log_ratio = torch.empty(batch).uniform_(
+            math.log(aug.crop_ratio[0]), math.log(aug.crop_ratio[1])
+        )
         crop_w = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=width)
         crop_h = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=height)
         # Crop centre relative to the image centre, uniform over positions that keep the crop inside.
@@ -140,17 +150,36 @@ class TrainTransform:
         brightness = torch.empty(batch).uniform_(1 - aug.brightness, 1 + aug.brightness)
         contrast = torch.empty(batch).uniform_(1 - aug.contrast, 1 + aug.contrast)
         return {
-            "angle": angle, "crop_w": crop_w, "crop_h": crop_h, "centre_x": centre_x, "centre_y": centre_y,
-            "flip": flip, "brightness": brightness, "contrast": contrast,
+            "angle": angle,
+            "crop_w": crop_w,
+            "crop_h": crop_h,
+            "centre_x": centre_x,
+            "centre_y": centre_y,
+            "flip": flip,
+            "brightness": brightness,
+            "contrast": contrast,
         }
 
-    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor], *, out: torch.Tensor | None = None) -> torch.Tensor:
+    def apply(
+        self,
+        images: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        *,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, 1, H, W) uint8 + parameters -> (B, C, S, S) normalised float32 (written to ``out`` if given)."""
-        gray = F.grid_sample(images.to(torch.float32), self.sampling_grid(params, images.shape[2], images.shape[3]),
-                             mode="bilinear", padding_mode="zeros", align_corners=False)
+        gray = F.grid_sample(
+            images.to(torch.float32),
+            self.sampling_grid(params, images.shape[2], images.shape[3]),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )
         return normalise(self.photometric(gray, params), self.cfg, out=out)
 
-    def sampling_grid(self, params: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
+    def sampling_grid(
+        self, params: dict[str, torch.Tensor], height: int, width: int
+    ) -> torch.Tensor:
         """The (B, S, S, 2) ``grid_sample`` grid of the rotation + crop + flip in ``params``.
 
         Public so a segmentation mask can be resampled with exactly the grid of its image.
@@ -161,10 +190,17 @@ class TrainTransform:
         cx, cy = params["centre_x"], params["centre_y"]
         # Output coords (u, v) in [-1, 1] -> crop in the rotated image -> source pixel, in
         # grid_sample's normalised coordinates (align_corners=False: +-1 are the outer pixel edges).
-        t = torch.stack([
-            cos * half_w / (width / 2), -sin * half_h / (width / 2), (cos * cx - sin * cy) / (width / 2),
-            sin * half_w / (height / 2), cos * half_h / (height / 2), (sin * cx + cos * cy) / (height / 2),
-        ], dim=1).view(-1, 6, 1, 1)
+        t = torch.stack(
+            [
+                cos * half_w / (width / 2),
+                -sin * half_h / (width / 2),
+                (cos * cx - sin * cy) / (width / 2),
+                sin * half_w / (height / 2),
+                cos * half_h / (height / 2),
+                (sin * cx + cos * cy) / (height / 2),
+            ],
+            dim=1,
+        ).view(-1, 6, 1, 1)
         side = self.cfg.input_size
         u = self._grid_axis.view(1, 1, side)
         v = self._grid_axis.view(1, side, 1)
@@ -206,7 +242,12 @@ class CXRDataset(Dataset):
     on whole batches; any other callable is applied image by image.
     """
 
-    def __init__(self, manifest: Manifest, cache: ImageCache, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        cache: ImageCache,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
         cfg = getattr(transform, "cfg", None)
         if isinstance(cfg, PreprocessConfig) and cfg.cache_size != cache.size:
             raise ConfigError(
@@ -262,7 +303,9 @@ def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(0).new(storage).resize_(shape)
 
 
-def collate_batch(samples: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_batch(
+    samples: list[tuple[torch.Tensor, torch.Tensor, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DataLoader ``collate_fn`` for :class:`CXRDataset`: (images, targets, indices), no image copy.
 
     When the images are the consecutive rows of one batch tensor (what ``__getitems__``
@@ -275,7 +318,9 @@ def collate_batch(samples: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tupl
         and base.is_contiguous()
         and base.shape[0] == len(images)
         and all(
-            img._base is base and img.shape == base.shape[1:] and img.data_ptr() == base[k].data_ptr()
+            img._base is base
+            and img.shape == base.shape[1:]
+            and img.data_ptr() == base[k].data_ptr()
             for k, img in enumerate(images)
         )
     )

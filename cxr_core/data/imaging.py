@@ -66,12 +66,27 @@ _FORMAT_NAMES = {"MPO": "JPEG"}  # multi-picture JPEGs from cameras: frame 0 is 
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, the weights Pillow's "L" conversion uses
 _DETECTOR_BITS = (8, 10, 12, 14, 16)
 _HELP_FORMATS = "Supported formats: PNG, JPEG, BMP, TIFF and DICOM."
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"),
-               (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
 # Huffman-coded JPEG processes, whose decoders fill a short scan with zeros instead of failing.
-_DICOM_JPEG_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1})
+_DICOM_JPEG_SYNTAXES = frozenset(
+    {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1}
+)
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
-_PNG_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_PNG_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
 # Names of image formats that exist but are refused, so that a folder listing can give them
 # a row with the reason instead of skipping them silently.
 UNSUPPORTED_IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -149,14 +164,20 @@ def load_image(
         pixels = np.zeros_like(pixels)
     if not pixels.flags.writeable:
         pixels = pixels.copy()
-    np.clip(pixels, 0.0, 1.0, out=pixels)  # in place: another full-size copy would raise peak memory
+    np.clip(
+        pixels, 0.0, 1.0, out=pixels
+    )  # in place: another full-size copy would raise peak memory
     return LoadedImage(pixels=pixels, name=label, meta=meta)
 
 
 def _exception_name(exc: BaseException) -> str:
     """``ValueError`` for builtins, ``struct.error`` otherwise: a bare ``error`` says nothing."""
     kind = type(exc)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
 
 
 def _decode(data: bytes, label: str, suffix: str, limits: ImageLimits) -> tuple[np.ndarray, dict]:
@@ -183,14 +204,18 @@ def _read_file(path: Path, label: str, limits: ImageLimits) -> bytes:
                 f"{label}: is a symbolic link to {os.readlink(path)}, which does not exist (a dangling "
                 "link). Fix the link or copy the image itself."
             ) from exc
-        raise ImageLoadError(f"{label}: file not found. Check the path or re-upload the image.") from exc
+        raise ImageLoadError(
+            f"{label}: file not found. Check the path or re-upload the image."
+        ) from exc
     except OSError as exc:
         raise ImageLoadError(f"{label}: cannot be accessed ({exc.strerror or exc}).") from exc
     if stat.S_ISDIR(info.st_mode):
         raise ImageLoadError(f"{label}: is a folder, not an image file.")
     if not stat.S_ISREG(info.st_mode):
         # Opening a named pipe or a device would block or read without end.
-        raise ImageLoadError(f"{label}: is a {_file_kind(info.st_mode)}, not a regular file; only image files can be read.")
+        raise ImageLoadError(
+            f"{label}: is a {_file_kind(info.st_mode)}, not a regular file; only image files can be read."
+        )
     _check_byte_count(info.st_size, label, limits)
     try:
         with path.open("rb") as handle:
@@ -202,8 +227,12 @@ def _read_file(path: Path, label: str, limits: ImageLimits) -> bytes:
 
 
 def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+    for test, kind in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return kind
     return "special file"
@@ -211,7 +240,9 @@ def _file_kind(mode: int) -> str:
 
 def _check_byte_count(size: int, label: str, limits: ImageLimits) -> None:
     if size == 0:
-        raise ImageLoadError(f"{label}: the file is empty (0 bytes); the export or upload did not complete.")
+        raise ImageLoadError(
+            f"{label}: the file is empty (0 bytes); the export or upload did not complete."
+        )
     if size > limits.max_bytes:
         raise ImageLoadError(
             f"{label}: the file is {_size_text(size)}, over the {_size_text(limits.max_bytes)} limit. "
@@ -228,8 +259,15 @@ def _check_pixel_count(width: int, height: int, label: str, limits: ImageLimits)
         )
 
 
-def _check_decoded_bytes(width: int, height: int, channels: int, sample_bytes: int, what: str,
-                         label: str, limits: ImageLimits) -> None:
+def _check_decoded_bytes(
+    width: int,
+    height: int,
+    channels: int,
+    sample_bytes: int,
+    what: str,
+    label: str,
+    limits: ImageLimits,
+) -> None:
     decoded = width * height * channels * sample_bytes
     if decoded > limits.max_decoded_bytes:
         raise ImageLoadError(
@@ -266,8 +304,10 @@ def _not_an_image_message(data: bytes, label: str) -> str:
             if data.startswith(signature):
                 # Pillow reports a header it cannot parse as "not identified"; the magic bytes
                 # show it is a damaged file of a supported format, not a misnamed one.
-                return (f"{label}: starts like a {fmt} file but its header cannot be read; the file is "
-                        "damaged or truncated. Re-export or re-upload it.")
+                return (
+                    f"{label}: starts like a {fmt} file but its header cannot be read; the file is "
+                    "damaged or truncated. Re-export or re-upload it."
+                )
         kind = "not a recognised image"
     return f"{label}: the content is {kind} (the file name may be wrong). {_HELP_FORMATS}"
 
@@ -290,12 +330,16 @@ def _open_pil(data: bytes, label: str, limits: ImageLimits) -> Image.Image | Non
             f"({exc}). Downscale the image."
         ) from exc
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
-        raise ImageLoadError(f"{label}: the image header is damaged ({exc}). Re-export the image.") from exc
+        raise ImageLoadError(
+            f"{label}: the image header is damaged ({exc}). Re-export the image."
+        ) from exc
     _check_pixel_count(image.width, image.height, label, limits)
     return image
 
 
-def _load_pil(image: Image.Image, data: bytes, label: str, limits: ImageLimits) -> tuple[np.ndarray, dict]:
+def _load_pil(
+    image: Image.Image, data: bytes, label: str, limits: ImageLimits
+) -> tuple[np.ndarray, dict]:
     fmt = _FORMAT_NAMES.get(image.format or "", image.format or "unknown")
     frames = getattr(image, "n_frames", 1)
     if frames > 1 and image.format != "MPO":
@@ -307,7 +351,9 @@ def _load_pil(image: Image.Image, data: bytes, label: str, limits: ImageLimits) 
         # libjpeg then outputs the luma plane directly: 1 byte per pixel instead of 4.
         image.draft("L", None)
     channels, sample_bytes = _decoded_layout(image, data)
-    _check_decoded_bytes(image.width, image.height, channels, sample_bytes, f"{fmt} {file_mode}", label, limits)
+    _check_decoded_bytes(
+        image.width, image.height, channels, sample_bytes, f"{fmt} {file_mode}", label, limits
+    )
     try:
         image.load()  # full decode: a truncated file fails here instead of yielding gray rows
         if image.format == "PNG":
@@ -321,8 +367,13 @@ def _load_pil(image: Image.Image, data: bytes, label: str, limits: ImageLimits) 
         raise ImageLoadError(
             f"{label}: the {fmt} file is damaged or truncated ({exc}). Re-export or re-upload it."
         ) from exc
-    missing = (_png_shortfall(data) if fmt == "PNG"
-               else _jpeg_shortfall(data, np.asarray(image)) if fmt == "JPEG" else None)
+    missing = (
+        _png_shortfall(data)
+        if fmt == "PNG"
+        else _jpeg_shortfall(data, np.asarray(image))
+        if fmt == "JPEG"
+        else None
+    )
     if missing:
         raise ImageLoadError(
             f"{label}: the {fmt} file is truncated: {missing}. The decoder would fill the missing part "
@@ -369,14 +420,22 @@ def _png_shortfall(data: bytes) -> str | None:
     channels = _PNG_CHANNELS.get(color)
     if channels is None:
         return None
-    passes = ([((height - y0 + dy - 1) // dy, (width - x0 + dx - 1) // dx) for x0, y0, dx, dy in _PNG_ADAM7]
-              if interlace else [(height, width)])
-    expected = sum(rows * (1 + (cols * channels * depth + 7) // 8) for rows, cols in passes if rows and cols)
+    passes = (
+        [
+            ((height - y0 + dy - 1) // dy, (width - x0 + dx - 1) // dx)
+            for x0, y0, dx, dy in _PNG_ADAM7
+        ]
+        if interlace
+        else [(height, width)]
+    )
+    expected = sum(
+        rows * (1 + (cols * channels * depth + 7) // 8) for rows, cols in passes if rows and cols
+    )
     stream, got, pos, view = zlib.decompressobj(), 0, 8, memoryview(data)
     while pos + 8 <= len(data) and got < expected and not stream.eof:
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if kind == b"IDAT":
-            pending = view[pos + 8:pos + 8 + length]
+            pending = view[pos + 8 : pos + 8 + length]
             while pending and got < expected and not stream.eof:
                 got += len(stream.decompress(pending, 1 << 20))
                 pending = stream.unconsumed_tail
@@ -385,8 +444,10 @@ def _png_shortfall(data: bytes) -> str | None:
         return None
     if not interlace:
         row_bytes = 1 + (width * channels * depth + 7) // 8
-        return (f"its header (IHDR) declares {height:,} rows but the image data holds {got // row_bytes:,} "
-                f"({got:,} of {expected:,} bytes)")
+        return (
+            f"its header (IHDR) declares {height:,} rows but the image data holds {got // row_bytes:,} "
+            f"({got:,} of {expected:,} bytes)"
+        )
     return f"its interlaced image data holds {got:,} of the {expected:,} bytes its header (IHDR) declares"
 
 
@@ -430,15 +491,19 @@ def _jpeg_with_scan_junk(data: bytes) -> bytes | None:
         if marker == 0xD9:
             break
         if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # TEM, RSTn, SOI: markers without a length
-            out += data[pos:pos + 2]
+            out += data[pos : pos + 2]
             pos += 2
             continue
-        segment_end = pos + 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        segment_end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         out += data[pos:segment_end]
         pos = segment_end
         if marker == 0xDA:
             end = data.find(b"\xff", pos)
-            while end != -1 and end + 1 < len(data) and (data[end + 1] == 0x00 or 0xD0 <= data[end + 1] <= 0xD7):
+            while (
+                end != -1
+                and end + 1 < len(data)
+                and (data[end + 1] == 0x00 or 0xD0 <= data[end + 1] <= 0xD7)
+            ):
                 end = data.find(b"\xff", end + 2)
             end = len(data) if end == -1 else end
             out += data[pos:end] + _SCAN_JUNK
@@ -486,8 +551,13 @@ def _pil_to_gray(image: Image.Image, data: bytes, fmt: str, label: str) -> tuple
     if mode == "1":
         return np.asarray(image, dtype=np.float32), {"scale": "bilevel"}
     if mode in ("L", "LA", "La", "RGB", "RGBX", "RGBA", "RGBa"):
-        gray = np.asarray(image if mode == "L" else image.getchannel("L") if mode.startswith("L")
-                          else image.convert("L"))
+        gray = np.asarray(
+            image
+            if mode == "L"
+            else image.getchannel("L")
+            if mode.startswith("L")
+            else image.convert("L")
+        )
         alpha = np.asarray(image.getchannel("A")) if mode in ("LA", "RGBA") else None
         image.close()
         pixels = gray.astype(np.float32)
@@ -508,11 +578,17 @@ def _pil_to_gray(image: Image.Image, data: bytes, fmt: str, label: str) -> tuple
         bits, source = _significant_bits(data, fmt, high)
         pixels = arr.astype(np.float32)  # exact: 16-bit integers fit float32's 24-bit mantissa
         pixels *= np.float32(1.0 / float(2**bits - 1))
-        return pixels, {"scale": f"divided by {2**bits - 1}", "bits_stored": bits, "bits_source": source}
+        return pixels, {
+            "scale": f"divided by {2**bits - 1}",
+            "bits_stored": bits,
+            "bits_source": source,
+        }
     if mode == "F":
         arr = np.asarray(image, dtype=np.float64)
         if not np.isfinite(arr).all():
-            raise ImageLoadError(f"{label}: the floating-point image contains NaN or infinite values.")
+            raise ImageLoadError(
+                f"{label}: the floating-point image contains NaN or infinite values."
+            )
         if arr.min() >= 0.0 and arr.max() <= 1.0:
             return arr, {"scale": "float already in 0..1"}
         return _min_max(arr), {"scale": "min-max"}
@@ -546,7 +622,7 @@ def _png_sbit(data: bytes) -> int | None:
     """Read the PNG sBIT chunk (significant bits), which Pillow does not expose."""
     pos = 8
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if kind == b"sBIT":
             return data[pos + 8] if length >= 1 and pos + 9 <= len(data) else None
         if kind in (b"IDAT", b"IEND"):
@@ -594,7 +670,9 @@ def _load_dicom(
         )
     rows, cols = _int_or(ds.get("Rows"), 0), _int_or(ds.get("Columns"), 0)
     if rows <= 0 or cols <= 0:
-        raise ImageLoadError(f"{label}: the DICOM header has no valid Rows/Columns ({rows}x{cols}).")
+        raise ImageLoadError(
+            f"{label}: the DICOM header has no valid Rows/Columns ({rows}x{cols})."
+        )
     _check_pixel_count(cols, rows, label, limits)
     samples = max(1, _int_or(ds.get("SamplesPerPixel"), 1))
     allocated = _int_or(ds.get("BitsAllocated"), 16)
@@ -630,10 +708,15 @@ def _load_dicom(
         "transfer_syntax": syntax.name,
         "preamble": not force,
     }
-    for key, keyword in (("view_position", "ViewPosition"), ("patient_id", "PatientID"),
-                         ("modality", "Modality"), ("body_part", "BodyPartExamined"),
-                         ("study_date", "StudyDate"), ("patient_age", "PatientAge"),
-                         ("patient_sex", "PatientSex")):
+    for key, keyword in (
+        ("view_position", "ViewPosition"),
+        ("patient_id", "PatientID"),
+        ("modality", "Modality"),
+        ("body_part", "BodyPartExamined"),
+        ("study_date", "StudyDate"),
+        ("patient_age", "PatientAge"),
+        ("patient_sex", "PatientSex"),
+    ):
         meta[key] = _json_safe(ds.get(keyword))
 
     if photometric.startswith("MONOCHROME"):
@@ -652,15 +735,21 @@ def _load_dicom(
         pixels = (arr.astype(np.float64) @ _LUMA) / float(2**bits - 1)
         meta["voi"] = "color to luma"
     else:
-        raise ImageLoadError(f"{label}: DICOM photometric interpretation '{photometric}' is not supported.")
+        raise ImageLoadError(
+            f"{label}: DICOM photometric interpretation '{photometric}' is not supported."
+        )
     return pixels, meta
 
 
-def _dicom_monochrome(arr: np.ndarray, ds: pydicom.Dataset, meta: dict[str, Any], label: str) -> np.ndarray:
+def _dicom_monochrome(
+    arr: np.ndarray, ds: pydicom.Dataset, meta: dict[str, Any], label: str
+) -> np.ndarray:
     """Modality LUT (rescale), then the file's own VOI LUT or window, else min-max."""
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        meta["rescale"] = {"slope": _json_safe(ds.get("RescaleSlope", 1)),
-                           "intercept": _json_safe(ds.get("RescaleIntercept", 0))}
+        meta["rescale"] = {
+            "slope": _json_safe(ds.get("RescaleSlope", 1)),
+            "intercept": _json_safe(ds.get("RescaleIntercept", 0)),
+        }
     values = apply_modality_lut(arr, ds)
     if np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values)):
         values = values.astype(np.int64)  # VOI LUTs index by integer values
@@ -681,11 +770,16 @@ def _dicom_monochrome(arr: np.ndarray, ds: pydicom.Dataset, meta: dict[str, Any]
             meta["voi"] = f"min-max (window ignored: {exc})"
             return _min_max(values)
         meta["voi"] = "window"
-        meta["window"] = {"center": _first(ds.WindowCenter), "width": _first(ds.WindowWidth),
-                          "function": str(ds.get("VOILUTFunction", "LINEAR"))}
+        meta["window"] = {
+            "center": _first(ds.WindowCenter),
+            "width": _first(ds.WindowWidth),
+            "function": str(ds.get("VOILUTFunction", "LINEAR")),
+        }
         return _scale_between(mapped, float(low), float(high))
 
-    pixels, meta["voi"] = scale_by_stored_bits(values.astype(np.float32, copy=False), _int_or(ds.get("BitsStored"), 16))
+    pixels, meta["voi"] = scale_by_stored_bits(
+        values.astype(np.float32, copy=False), _int_or(ds.get("BitsStored"), 16)
+    )
     return pixels
 
 
@@ -699,8 +793,9 @@ def scale_by_stored_bits(values: np.ndarray, bits: int) -> tuple[np.ndarray, str
     return _min_max(values), "min-max (values outside the stored bit depth)"
 
 
-def _apply_voi_lut(values: np.ndarray, item: pydicom.Dataset, ds: pydicom.Dataset,
-                   label: str) -> tuple[np.ndarray, np.ndarray]:
+def _apply_voi_lut(
+    values: np.ndarray, item: pydicom.Dataset, ds: pydicom.Dataset, label: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(mapped values as float32, the LUT's entries): PS3.3 C.11.2.1.1 applied directly.
 
     pydicom's ``apply_voi`` indexes 8-bit LUTs through a uint8 array (entries beyond 255 wrap
@@ -709,7 +804,11 @@ def _apply_voi_lut(values: np.ndarray, item: pydicom.Dataset, ds: pydicom.Datase
     inputs past the last take the last.
     """
     descriptor = item.get("LUTDescriptor")
-    descriptor = list(descriptor) if isinstance(descriptor, (list, pydicom.multival.MultiValue)) else [descriptor]
+    descriptor = (
+        list(descriptor)
+        if isinstance(descriptor, (list, pydicom.multival.MultiValue))
+        else [descriptor]
+    )
     if len(descriptor) != 3 or any(not isinstance(v, int) for v in descriptor):
         raise ImageLoadError(
             f"{label}: the VOI LUT descriptor is {descriptor}; it must hold 3 numbers (entries, first "
@@ -720,7 +819,9 @@ def _apply_voi_lut(values: np.ndarray, item: pydicom.Dataset, ds: pydicom.Datase
     if ds.get("PixelRepresentation", 0) == 1 and first >= 2**15:
         first -= 2**16  # a US-encoded first value for signed pixels
     if not 1 <= bits <= 16:
-        raise ImageLoadError(f"{label}: the VOI LUT declares {bits} bits per entry; only 1..16 are possible.")
+        raise ImageLoadError(
+            f"{label}: the VOI LUT declares {bits} bits per entry; only 1..16 are possible."
+        )
     lut = _lut_entries(item, ds, count, bits)
     if lut.size < count:
         raise ImageLoadError(
@@ -728,7 +829,11 @@ def _apply_voi_lut(values: np.ndarray, item: pydicom.Dataset, ds: pydicom.Datase
             "the file is damaged or truncated. Re-export it."
         )
     lut = lut[:count]
-    index = np.rint(values).astype(np.int64) if np.issubdtype(values.dtype, np.floating) else values.astype(np.int64)
+    index = (
+        np.rint(values).astype(np.int64)
+        if np.issubdtype(values.dtype, np.floating)
+        else values.astype(np.int64)
+    )
     index -= first
     np.clip(index, 0, count - 1, out=index)
     return lut.astype(np.float32)[index], lut  # entries are at most 16-bit: exact in float32
@@ -743,7 +848,7 @@ def _by_row_blocks(func: Any, values: np.ndarray) -> np.ndarray:
     out = np.empty(values.shape, np.float32)
     step = max(1, (1 << 22) // max(1, int(np.prod(values.shape[1:]))))
     for start in range(0, values.shape[0], step):
-        out[start:start + step] = func(values[start:start + step])
+        out[start : start + step] = func(values[start : start + step])
     return out
 
 
@@ -760,10 +865,19 @@ def _lut_entries(item: pydicom.Dataset, ds: pydicom.Dataset, count: int, bits: i
         if bits == 8 and len(data) in (count, count + 1):
             return np.frombuffer(data[:count], np.uint8).astype(np.int64)
         little = ds.original_encoding[1] is not False
-        return np.frombuffer(data[: len(data) // 2 * 2], "<u2" if little else ">u2").astype(np.int64)
-    words = np.asarray(list(data) if isinstance(data, (list, pydicom.multival.MultiValue)) else [data],
-                       dtype=np.int64)
-    if bits == 8 and words.size < count and words.size == (count + 1) // 2 and words.max(initial=0) > 255:
+        return np.frombuffer(data[: len(data) // 2 * 2], "<u2" if little else ">u2").astype(
+            np.int64
+        )
+    words = np.asarray(
+        list(data) if isinstance(data, (list, pydicom.multival.MultiValue)) else [data],
+        dtype=np.int64,
+    )
+    if (
+        bits == 8
+        and words.size < count
+        and words.size == (count + 1) // 2
+        and words.max(initial=0) > 255
+    ):
         return words.astype("<u2").view(np.uint8).astype(np.int64)
     return words
 
@@ -843,7 +957,11 @@ def _transfer_syntax(ds: pydicom.Dataset, label: str) -> UID:
                 "(no file meta header); re-export it as a standard DICOM file."
             )
         implicit, little = ds.original_encoding
-        syntax = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        syntax = (
+            ImplicitVRLittleEndian
+            if implicit
+            else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        )
         meta.TransferSyntaxUID = syntax
         ds.file_meta = meta
     return UID(syntax)

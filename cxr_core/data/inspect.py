@@ -54,7 +54,9 @@ def summarise(manifest: Manifest, *, check_files: bool = True, note: str = "") -
     missing: dict = {"checked": check_files}
     if check_files:
         exists = existing_mask(frame["path"])
-        missing.update(count=int((~exists).sum()), examples=frame.loc[~exists, "path"].head(_EXAMPLES).tolist())
+        missing.update(
+            count=int((~exists).sum()), examples=frame.loc[~exists, "path"].head(_EXAMPLES).tolist()
+        )
     views = frame["view"].replace("", "unknown").value_counts()
     return {
         "source": manifest.source,
@@ -80,7 +82,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(row: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+        )
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
@@ -100,22 +104,42 @@ def format_summary(summary: dict) -> str:
     if summary["note"]:
         lines.append(f"note:        {summary['note']}")
     splits = [s for s in summary["splits"] if s != "all"]
-    lines += ["", *_table(
-        ["split", "images", "patients", "share"],
-        [[s, str(v["images"]), str(v["patients"]), _pct(v["images"] / summary["images"]) if summary["images"] else "-"]
-         for s, v in summary["splits"].items()],
-    )]
+    lines += [
+        "",
+        *_table(
+            ["split", "images", "patients", "share"],
+            [
+                [
+                    s,
+                    str(v["images"]),
+                    str(v["patients"]),
+                    _pct(v["images"] / summary["images"]) if summary["images"] else "-",
+                ]
+                for s, v in summary["splits"].items()
+            ],
+        ),
+    ]
 
     any_unknown = any(e["all"]["unknown"] for e in summary["classes"].values())
-    header = ["class", *(f"{s} pos" for s in splits), "total pos", "prevalence"] + (["unknown"] if any_unknown else [])
+    header = ["class", *(f"{s} pos" for s in splits), "total pos", "prevalence"] + (
+        ["unknown"] if any_unknown else []
+    )
     rows = []
     for cls, entry in summary["classes"].items():
-        row = [cls, *(str(entry[s]["positive"]) for s in splits), str(entry["all"]["positive"]), _pct(entry["all"]["prevalence"])]
+        row = [
+            cls,
+            *(str(entry[s]["positive"]) for s in splits),
+            str(entry["all"]["positive"]),
+            _pct(entry["all"]["prevalence"]),
+        ]
         rows.append(row + ([str(entry["all"]["unknown"])] if any_unknown else []))
     lines += ["", *_table(header, rows)]
 
     ipp = summary["images_per_patient"]
-    lines += ["", f"images per patient: min {ipp['min']}, median {ipp['median']:g}, max {ipp['max']}"]
+    lines += [
+        "",
+        f"images per patient: min {ipp['min']}, median {ipp['median']:g}, max {ipp['max']}",
+    ]
     lines.append("views: " + ", ".join(f"{k} {v}" for k, v in summary["views"].items()))
     missing = summary["missing_files"]
     if not missing["checked"]:
@@ -129,9 +153,12 @@ def format_summary(summary: dict) -> str:
         lines.append("patient leakage: none (no patient has images in more than one split)")
     else:
         shown = "; ".join(
-            f"{e['patient_id']} ({', '.join(f'{s}: {n}' for s, n in e['images_per_split'].items())})" for e in leak["examples"]
+            f"{e['patient_id']} ({', '.join(f'{s}: {n}' for s, n in e['images_per_split'].items())})"
+            for e in leak["examples"]
         )
-        lines.append(f"patient leakage: {leak['patients_in_several_splits']} patient(s) in several splits, e.g. {shown}")
+        lines.append(
+            f"patient leakage: {leak['patients_in_several_splits']} patient(s) in several splits, e.g. {shown}"
+        )
     moved = leak["moved_to_patient_split"]
     if moved["images"]:
         where = ", ".join(f"{n} to {s}" for s, n in moved["images_per_split"].items())

@@ -100,7 +100,7 @@ class LabelSpace:
         return {"name": self.name, "classes": list(self.classes), "task": self.task.value}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LabelSpace":
+    def from_dict(cls, data: dict) -> LabelSpace:
         try:
             return cls(name=str(data["name"]), classes=tuple(data["classes"]), task=data["task"])
         except KeyError as exc:
@@ -110,18 +110,40 @@ class LabelSpace:
 NIH14 = LabelSpace(
     "nih14",
     (
-        "Atelectasis", "Cardiomegaly", "Pleural Effusion", "Infiltration", "Mass", "Nodule",
-        "Pneumonia", "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis",
-        "Pleural Thickening", "Hernia",
+        "Atelectasis",
+        "Cardiomegaly",
+        "Pleural Effusion",
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
+        "Consolidation",
+        "Edema",
+        "Emphysema",
+        "Fibrosis",
+        "Pleural Thickening",
+        "Hernia",
     ),
 )
 
 CHEXPERT14 = LabelSpace(
     "chexpert14",
     (
-        NO_FINDING, "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
-        "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-        "Pleural Other", "Fracture", "Support Devices",
+        NO_FINDING,
+        "Enlarged Cardiomediastinum",
+        "Cardiomegaly",
+        "Lung Opacity",
+        "Lung Lesion",
+        "Edema",
+        "Consolidation",
+        "Pneumonia",
+        "Atelectasis",
+        "Pneumothorax",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Fracture",
+        "Support Devices",
     ),
 )
 
@@ -135,15 +157,34 @@ SIX_DISEASES = LabelSpace(
 XRV18 = LabelSpace(
     "xrv18",
     (
-        "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis",
-        "Pleural Effusion", "Pneumonia", "Pleural Thickening", "Cardiomegaly", "Nodule", "Mass", "Hernia",
-        "Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum",
+        "Atelectasis",
+        "Consolidation",
+        "Infiltration",
+        "Pneumothorax",
+        "Edema",
+        "Emphysema",
+        "Fibrosis",
+        "Pleural Effusion",
+        "Pneumonia",
+        "Pleural Thickening",
+        "Cardiomegaly",
+        "Nodule",
+        "Mass",
+        "Hernia",
+        "Lung Lesion",
+        "Fracture",
+        "Lung Opacity",
+        "Enlarged Cardiomediastinum",
     ),
 )
 
-_KNOWN_CANONICAL: tuple[str, ...] = tuple(dict.fromkeys(NIH14.classes + CHEXPERT14.classes + XRV18.classes))
+_KNOWN_CANONICAL: tuple[str, ...] = tuple(
+    dict.fromkeys(NIH14.classes + CHEXPERT14.classes + XRV18.classes)
+)
 
-KNOWN_LABEL_SPACES: dict[str, LabelSpace] = {ls.name: ls for ls in (NIH14, CHEXPERT14, SIX_DISEASES, XRV18)}
+KNOWN_LABEL_SPACES: dict[str, LabelSpace] = {
+    ls.name: ls for ls in (NIH14, CHEXPERT14, SIX_DISEASES, XRV18)
+}
 
 
 def is_known_finding(name: str) -> bool:
@@ -179,11 +220,17 @@ class ClassMapping:
         return tuple(m for m, _ in self.shared)
 
     def to_dict(self) -> dict:
-        return {"scored": [d for _, d in self.shared], "renamed": {m: d for m, d in self.shared if m != d},
-                "model_only": list(self.model_only), "data_only": list(self.data_only)}
+        return {
+            "scored": [d for _, d in self.shared],
+            "renamed": {m: d for m, d in self.shared if m != d},
+            "model_only": list(self.model_only),
+            "data_only": list(self.data_only),
+        }
 
 
-def match_classes(model_classes: Sequence[str], data_classes: Sequence[str], *, what: str = "the model") -> ClassMapping:
+def match_classes(
+    model_classes: Sequence[str], data_classes: Sequence[str], *, what: str = "the model"
+) -> ClassMapping:
     """Pair ``model_classes`` with ``data_classes`` through :func:`canonical_name`.
 
     Like torchxrayvision's ``relabel_dataset``: ``Effusion`` meets ``Pleural Effusion``;
@@ -193,7 +240,9 @@ def match_classes(model_classes: Sequence[str], data_classes: Sequence[str], *, 
     by_name: dict[str, str] = {}
     for m in model_classes:
         by_name.setdefault(canonical_name(m), m)
-    shared = tuple((by_name[canonical_name(d)], d) for d in data_classes if canonical_name(d) in by_name)
+    shared = tuple(
+        (by_name[canonical_name(d)], d) for d in data_classes if canonical_name(d) in by_name
+    )
     used = {m for m, _ in shared}
     mapping = ClassMapping(
         shared=shared,
@@ -208,10 +257,19 @@ def match_classes(model_classes: Sequence[str], data_classes: Sequence[str], *, 
     if mapping.model_only or mapping.data_only:
         logger.warning(
             "scoring %s on the %d classes it shares with the dataset; not scored: %s",
-            what, len(shared),
-            "; ".join(part for part in (
-                f"predicted but not labelled here: {', '.join(mapping.model_only)}" if mapping.model_only else "",
-                f"labelled but not predicted: {', '.join(mapping.data_only)}" if mapping.data_only else "",
-            ) if part),
+            what,
+            len(shared),
+            "; ".join(
+                part
+                for part in (
+                    f"predicted but not labelled here: {', '.join(mapping.model_only)}"
+                    if mapping.model_only
+                    else "",
+                    f"labelled but not predicted: {', '.join(mapping.data_only)}"
+                    if mapping.data_only
+                    else "",
+                )
+                if part
+            ),
         )
     return mapping

@@ -33,8 +33,12 @@ from cxr_core.errors import ConfigError
 from cxr_core.utils.settings import check_known_keys
 
 LUNG_THRESHOLD = 0.5
-MIN_COMPONENT_PIXELS = 3  # isolated specks (resampling artefacts in the reference masks) are not lungs
-DEFAULT_DILATION = 0.03  # 7 px at a 224 px cache: the pleural edge and the costophrenic angles stay in
+MIN_COMPONENT_PIXELS = (
+    3  # isolated specks (resampling artefacts in the reference masks) are not lungs
+)
+DEFAULT_DILATION = (
+    0.03  # 7 px at a 224 px cache: the pleural edge and the costophrenic angles stay in
+)
 MAX_DILATION = 0.25  # beyond a quarter of the side the "mask" keeps nearly the whole film
 # Bump whenever the masking changes which pixels survive: the version is part of every masked
 # image cache's key, so caches masked the old way are never read as masked the new way.
@@ -60,8 +64,11 @@ class LungMaskConfig:
             raise ConfigError(
                 f"lung masking needs the lung model's weights sha256 (64 hex digits), got {self.weights_sha256!r}"
             )
-        if isinstance(self.dilation, bool) or not isinstance(self.dilation, (int, float)) \
-                or not 0.0 <= self.dilation <= MAX_DILATION:
+        if (
+            isinstance(self.dilation, bool)
+            or not isinstance(self.dilation, (int, float))
+            or not 0.0 <= self.dilation <= MAX_DILATION
+        ):
             raise ConfigError(
                 f"lung mask dilation is a share of the image side in [0, {MAX_DILATION}], got {self.dilation!r}"
             )
@@ -73,14 +80,16 @@ class LungMaskConfig:
 
     def identity(self) -> str:
         """Everything the masked pixels depend on besides the image: part of a masked cache's key."""
-        return (f"lung-mask v{LUNG_MASK_VERSION} weights={self.weights_sha256} dilation={self.dilation!r} "
-                f"threshold={LUNG_THRESHOLD!r} min_component={MIN_COMPONENT_PIXELS}")
+        return (
+            f"lung-mask v{LUNG_MASK_VERSION} weights={self.weights_sha256} dilation={self.dilation!r} "
+            f"threshold={LUNG_THRESHOLD!r} min_component={MIN_COMPONENT_PIXELS}"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LungMaskConfig":
+    def from_dict(cls, d: dict) -> LungMaskConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"lung mask settings must be a mapping, got {d!r}")
         check_known_keys(cls, d, "lung mask settings")
@@ -103,7 +112,7 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     m = np.asarray(mask, dtype=bool)
     if radius <= 0 or not m.any():
         return m.copy()
-    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return ndimage.binary_dilation(m, structure=yy * yy + xx * xx <= radius * radius)
 
 
@@ -124,6 +133,8 @@ def mask_outside(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     arr = np.asarray(images)
     m = np.asarray(masks, dtype=bool)
     if arr.dtype != np.uint8 or arr.shape != m.shape:
-        raise ValueError(f"mask_outside takes uint8 images and boolean masks of one shape, got {arr.dtype} "
-                         f"{arr.shape} and {m.shape}")
+        raise ValueError(
+            f"mask_outside takes uint8 images and boolean masks of one shape, got {arr.dtype} "
+            f"{arr.shape} and {m.shape}"
+        )
     return np.where(m, arr, np.uint8(0))

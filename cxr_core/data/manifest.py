@@ -37,7 +37,7 @@ BASE_COLUMNS: tuple[str, ...] = ("image_id", "path", "patient_id", "view", "spli
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-def _first_rows(frame: pd.DataFrame, mask: "pd.Series | np.ndarray", limit: int = 5) -> str:
+def _first_rows(frame: pd.DataFrame, mask: pd.Series | np.ndarray, limit: int = 5) -> str:
     rows = frame.loc[mask, "image_id"] if "image_id" in frame else frame.index[mask]
     shown = ", ".join(str(r) for r in list(rows)[:limit])
     more = int(np.sum(mask)) - limit
@@ -68,28 +68,37 @@ class Manifest:
         classes = list(self.label_space.classes)
         missing = [c for c in (*BASE_COLUMNS, *classes) if c not in frame.columns]
         if missing:
-            raise DatasetError(f"manifest from {self.source or 'unknown source'} lacks columns: {missing}")
+            raise DatasetError(
+                f"manifest from {self.source or 'unknown source'} lacks columns: {missing}"
+            )
         extra = [c for c in frame.columns if c not in BASE_COLUMNS and c not in classes]
         frame = frame[[*BASE_COLUMNS, *classes, *extra]].reset_index(drop=True).copy()
         for col in ("image_id", "path", "patient_id", "view", "split"):
             frame[col] = frame[col].fillna("").astype(str)
         dup = frame["image_id"].duplicated(keep=False)
         if dup.any():
-            raise DatasetError(f"duplicate image ids in {self.source or 'manifest'}: {_first_rows(frame, dup)}")
+            raise DatasetError(
+                f"duplicate image ids in {self.source or 'manifest'}: {_first_rows(frame, dup)}"
+            )
         bad_split = ~frame["split"].isin(("", *SPLITS))
         if bad_split.any():
-            raise DatasetError(f"unknown split names {sorted(set(frame.loc[bad_split, 'split']))}; use train/val/test")
+            raise DatasetError(
+                f"unknown split names {sorted(set(frame.loc[bad_split, 'split']))}; use train/val/test"
+            )
         labels = frame[classes].apply(pd.to_numeric, errors="coerce").astype("float32")
         invalid = ~(labels.isna() | labels.isin([0.0, 1.0])).all(axis=1)
         if invalid.any():
-            raise DatasetError(f"label values other than 1/0/unknown in rows: {_first_rows(frame, invalid.to_numpy())}")
+            raise DatasetError(
+                f"label values other than 1/0/unknown in rows: {_first_rows(frame, invalid.to_numpy())}"
+            )
         frame[classes] = labels
         if not self.label_space.multilabel:
             ones = labels.sum(axis=1, skipna=True)
             not_onehot = (ones != 1) | labels.isna().any(axis=1)
             if not_onehot.any():
                 raise DatasetError(
-                    f"multiclass rows must carry exactly one class; offending rows: {_first_rows(frame, not_onehot.to_numpy())}"
+                    "multiclass rows must carry exactly one class; offending rows: "
+                    f"{_first_rows(frame, not_onehot.to_numpy())}"
                 )
         return frame
 
@@ -110,7 +119,7 @@ class Manifest:
             raise ValueError("class_indices() is for multiclass manifests")
         return np.argmax(self.labels(), axis=1).astype(np.int64)
 
-    def split(self, name: str) -> "Manifest":
+    def split(self, name: str) -> Manifest:
         if name not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {name!r}")
         sub = self.frame[self.frame["split"] == name]
@@ -118,7 +127,7 @@ class Manifest:
             raise DatasetError(f"{self.source or 'manifest'} has no images in split '{name}'")
         return Manifest(sub, self.label_space, self.source)
 
-    def with_frame(self, frame: pd.DataFrame) -> "Manifest":
+    def with_frame(self, frame: pd.DataFrame) -> Manifest:
         return Manifest(frame, self.label_space, self.source)
 
     def fingerprint(self) -> str:
@@ -144,11 +153,15 @@ class Manifest:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Manifest":
+    def load(cls, path: str | Path) -> Manifest:
         path = Path(path)
         side = path.with_suffix(".labels.json")
         if not path.is_file() or not side.is_file():
             raise DatasetError(f"manifest {path} (and its {side.name}) not found")
         meta = json.loads(side.read_text())
-        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "view": str, "split": str, "path": str}, keep_default_na=True)
+        frame = pd.read_csv(
+            path,
+            dtype={"image_id": str, "patient_id": str, "view": str, "split": str, "path": str},
+            keep_default_na=True,
+        )
         return cls(frame, LabelSpace.from_dict(meta["label_space"]), meta.get("source", ""))

@@ -61,17 +61,27 @@ class PreprocessConfig:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if not (isinstance(self.cache_size, int) and isinstance(self.input_size, int)):
-            raise ConfigError(f"cache_size and input_size must be whole pixel counts, got {self.cache_size!r}, {self.input_size!r}")
+            raise ConfigError(
+                f"cache_size and input_size must be whole pixel counts, got {self.cache_size!r}, {self.input_size!r}"
+            )
         if self.cache_size < 8 or self.input_size < 8:
-            raise ConfigError(f"cache_size ({self.cache_size}) and input_size ({self.input_size}) must be at least 8 pixels")
+            raise ConfigError(
+                f"cache_size ({self.cache_size}) and input_size ({self.input_size}) must be at least 8 pixels"
+            )
         if self.in_chans not in (1, 3):
-            raise ConfigError(f"in_chans must be 1 (gray) or 3 (gray replicated), not {self.in_chans!r}")
+            raise ConfigError(
+                f"in_chans must be 1 (gray) or 3 (gray replicated), not {self.in_chans!r}"
+            )
         if len(self.mean) != 3 or len(self.std) != 3:
-            raise ConfigError(f"mean and std need three values each (one per RGB channel), got {self.mean} and {self.std}")
+            raise ConfigError(
+                f"mean and std need three values each (one per RGB channel), got {self.mean} and {self.std}"
+            )
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"std values must be positive, got {self.std}")
         if self.lung_mask is not None and not isinstance(self.lung_mask, LungMaskConfig):
-            raise ConfigError(f"lung_mask must be lung mask settings or None, not {self.lung_mask!r}")
+            raise ConfigError(
+                f"lung_mask must be lung mask settings or None, not {self.lung_mask!r}"
+            )
 
     def to_dict(self) -> dict:
         """JSON-ready settings; ``lung_mask`` appears only when it is on, so cards of unmasked
@@ -83,7 +93,7 @@ class PreprocessConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
+    def from_dict(cls, d: dict) -> PreprocessConfig:
         check_known_keys(cls, d, "preprocessing settings")
         values = dict(d)
         for key in ("mean", "std"):
@@ -94,7 +104,9 @@ class PreprocessConfig:
         return cls(**values)
 
 
-def range_mean_std(low: float, high: float) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+def range_mean_std(
+    low: float, high: float
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """The ``mean``/``std`` that map gray [0, 1] linearly onto [``low``, ``high``].
 
     Models trained elsewhere often want a value range rather than ImageNet statistics:
@@ -114,9 +126,14 @@ def to_cache_array(pixels: np.ndarray, size: int) -> np.ndarray:
     """
     arr = np.asarray(pixels)
     if arr.ndim != 2 or arr.size == 0:
-        raise ImageLoadError(f"expected a 2-D grayscale pixel array, got shape {arr.shape}; load images with cxr_core.data.imaging.load_image")
+        raise ImageLoadError(
+            f"expected a 2-D grayscale pixel array, got shape {arr.shape}; load images with "
+            "cxr_core.data.imaging.load_image"
+        )
     if not np.issubdtype(arr.dtype, np.floating):
-        raise ImageLoadError(f"expected float pixels in [0, 1], got {arr.dtype}; load images with cxr_core.data.imaging.load_image")
+        raise ImageLoadError(
+            f"expected float pixels in [0, 1], got {arr.dtype}; load images with cxr_core.data.imaging.load_image"
+        )
     arr = np.ascontiguousarray(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0), dtype=np.float32)
     if arr.shape != (size, size):
         resized = Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR)
@@ -124,7 +141,9 @@ def to_cache_array(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
 
-def normalise(gray255: torch.Tensor, cfg: PreprocessConfig, *, out: torch.Tensor | None = None) -> torch.Tensor:
+def normalise(
+    gray255: torch.Tensor, cfg: PreprocessConfig, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, 1, S, S) float gray in 0..255 -> (B, C, S, S) normalised, in one fused pass.
 
     Shared by :func:`eval_tensor` and the training transform so both normalise identically;
@@ -141,7 +160,10 @@ def normalise(gray255: torch.Tensor, cfg: PreprocessConfig, *, out: torch.Tensor
 
 
 def eval_tensor(
-    images_uint8: np.ndarray | torch.Tensor, cfg: PreprocessConfig, *, out: torch.Tensor | None = None
+    images_uint8: np.ndarray | torch.Tensor,
+    cfg: PreprocessConfig,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cache arrays -> network input: (H, W) -> (C, S, S) or (B, H, W) -> (B, C, S, S).
 
@@ -152,23 +174,35 @@ def eval_tensor(
     """
     if isinstance(images_uint8, np.ndarray):
         if images_uint8.dtype != np.uint8:
-            raise ImageLoadError(f"eval_tensor expects uint8 cache arrays, got {images_uint8.dtype}; pass pixels through to_cache_array first")
+            raise ImageLoadError(
+                f"eval_tensor expects uint8 cache arrays, got {images_uint8.dtype}; pass pixels "
+                "through to_cache_array first"
+            )
         x = torch.from_numpy(images_uint8.astype(np.float32))
     elif isinstance(images_uint8, torch.Tensor):
         if images_uint8.dtype != torch.uint8:
-            raise ImageLoadError(f"eval_tensor expects uint8 cache arrays, got {images_uint8.dtype}; pass pixels through to_cache_array first")
+            raise ImageLoadError(
+                f"eval_tensor expects uint8 cache arrays, got {images_uint8.dtype}; pass pixels "
+                "through to_cache_array first"
+            )
         x = images_uint8.to(torch.float32)
     else:
-        raise TypeError(f"eval_tensor expects a numpy array or torch tensor, got {type(images_uint8).__name__}")
+        raise TypeError(
+            f"eval_tensor expects a numpy array or torch tensor, got {type(images_uint8).__name__}"
+        )
     single = x.ndim == 2
     if single:
         x = x.unsqueeze(0)
     if x.ndim != 3:
-        raise ImageLoadError(f"eval_tensor expects (H, W) or (B, H, W) arrays, got shape {tuple(x.shape)}")
+        raise ImageLoadError(
+            f"eval_tensor expects (H, W) or (B, H, W) arrays, got shape {tuple(x.shape)}"
+        )
     x = x.unsqueeze(1)
     side = cfg.input_size
     if tuple(x.shape[-2:]) != (side, side):
-        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(
+            x, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+        )
     if out is not None and single:
         raise ValueError("eval_tensor(out=...) needs a (B, H, W) batch")
     result = normalise(x, cfg, out=out)
@@ -182,6 +216,8 @@ def prepare_image(pixels: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     Predictor (and the image cache) run.
     """
     if cfg.lung_mask is not None:
-        raise ConfigError("this model sees lung-masked images, which needs the lung segmentation model; "
-                          "score images with cxr_core.inference.predictor.Predictor instead of prepare_image")
+        raise ConfigError(
+            "this model sees lung-masked images, which needs the lung segmentation model; "
+            "score images with cxr_core.inference.predictor.Predictor instead of prepare_image"
+        )
     return eval_tensor(to_cache_array(pixels, cfg.cache_size), cfg)

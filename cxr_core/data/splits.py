@@ -60,7 +60,9 @@ def assign_splits(
     :func:`leakage_report` counts.
     """
     if not (0.0 <= val < 1.0 and 0.0 <= test < 1.0 and val + test < 1.0):
-        raise DatasetError(f"split fractions must be >= 0 and leave room for training: val={val}, test={test}")
+        raise DatasetError(
+            f"split fractions must be >= 0 and leave room for training: val={val}, test={test}"
+        )
     frame = manifest.frame.copy()
     if not keep_existing:
         frame.loc[frame["split"] != "test", "split"] = ""
@@ -92,7 +94,9 @@ def assign_splits(
     stratum_size = np.bincount(strata + 1)
     rank = np.where(strata >= 0, stratum_size[strata + 1], np.iinfo(np.int64).max)
     shuffled = np.random.default_rng(seed).permutation(len(patients))
-    order = shuffled[np.argsort(rank[shuffled], kind="stable")]  # rarest strata first, shuffled within
+    order = shuffled[
+        np.argsort(rank[shuffled], kind="stable")
+    ]  # rarest strata first, shuffled within
 
     # Each patient goes to the split furthest behind its share of images, both within the
     # patient's stratum (spreads every class over the splits) and overall (keeps the fractions).
@@ -101,7 +105,9 @@ def assign_splits(
     per_stratum = np.zeros((len(stratum_size), 3))
     overall = np.zeros(3)
     picks = np.empty(len(patients), dtype=np.int64)
-    closed = np.where(fractions > 0, 0.0, -np.inf)  # a split with no share must not win a rounding tie
+    closed = np.where(
+        fractions > 0, 0.0, -np.inf
+    )  # a split with no share must not win a rounding tie
     for i in order:
         have = per_stratum[strata[i] + 1]
         deficit = fractions * have.sum() - have + fractions * overall.sum() - overall + closed
@@ -124,7 +130,12 @@ def _follow_patient(frame: pd.DataFrame) -> np.ndarray:
     if assigned.empty:
         return followed
     rank = {"test": 0, "val": 1, "train": 2}
-    home = assigned.assign(r=assigned["split"].map(rank)).sort_values("r").groupby("patient_id")["split"].first()
+    home = (
+        assigned.assign(r=assigned["split"].map(rank))
+        .sort_values("r")
+        .groupby("patient_id")["split"]
+        .first()
+    )
     pool = (frame["split"] == "").to_numpy()
     joined = frame.loc[pool, "patient_id"].map(home).fillna("").to_numpy()
     frame.loc[pool, "split"] = joined
@@ -152,7 +163,9 @@ def _warn_followed(frame: pd.DataFrame) -> None:
         logger.warning(
             "%d image(s) of %d patient(s) given as training pool were moved to keep each patient in one split (%s): "
             "their patient already has images in that split",
-            counts["images"], counts["patients"], where,
+            counts["images"],
+            counts["patients"],
+            where,
         )
 
 
@@ -183,7 +196,8 @@ def check_leakage(manifest: Manifest) -> None:
     if report["ok"]:
         return
     shown = "; ".join(
-        f"{e['patient_id']} ({', '.join(f'{s}: {n}' for s, n in e['images_per_split'].items())})" for e in report["examples"]
+        f"{e['patient_id']} ({', '.join(f'{s}: {n}' for s, n in e['images_per_split'].items())})"
+        for e in report["examples"]
     )
     more = report["patients_in_several_splits"] - len(report["examples"])
     raise LeakageError(

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -77,7 +77,9 @@ def _id_column(table: pd.DataFrame, path: Path) -> str:
     for name in ID_COLUMNS:
         if name in table.columns:
             return name
-    raise DatasetError(f"{path} has no image column; name one of its columns {', '.join(ID_COLUMNS)}")
+    raise DatasetError(
+        f"{path} has no image column; name one of its columns {', '.join(ID_COLUMNS)}"
+    )
 
 
 def _class_columns(table: pd.DataFrame, id_column: str, path: Path) -> dict[str, str]:
@@ -85,7 +87,12 @@ def _class_columns(table: pd.DataFrame, id_column: str, path: Path) -> dict[str,
     columns: dict[str, str] = {}
     unknown: list[str] = []
     for column in table.columns:
-        if column == id_column or column in ID_COLUMNS or column in IGNORED_COLUMNS or column.startswith(LABEL_PREFIX):
+        if (
+            column == id_column
+            or column in ID_COLUMNS
+            or column in IGNORED_COLUMNS
+            or column.startswith(LABEL_PREFIX)
+        ):
             continue
         name = column.removeprefix(PROB_PREFIX).strip()
         if is_known_finding(name):
@@ -100,9 +107,13 @@ def _class_columns(table: pd.DataFrame, id_column: str, path: Path) -> dict[str,
     canon = [canonical_name(n) for n in columns.values()]
     duplicated = sorted({c for c in canon if canon.count(c) > 1})
     if duplicated:
-        raise DatasetError(f"{path}: several columns score the same finding after harmonising names: {duplicated}")
+        raise DatasetError(
+            f"{path}: several columns score the same finding after harmonising names: {duplicated}"
+        )
     if not columns:
-        raise DatasetError(f"{path} has no probability columns (one column per class, named after the finding)")
+        raise DatasetError(
+            f"{path} has no probability columns (one column per class, named after the finding)"
+        )
     return columns
 
 
@@ -117,7 +128,12 @@ def _match_rows(values: pd.Series, manifest: Manifest, path: Path) -> np.ndarray
     rows, unknown = [], []
     for value in values:
         value = value.strip()
-        row = by_id.get(value, by_path.get(os.path.abspath(value) if value else "", by_name.get(os.path.basename(value))))
+        row = by_id.get(
+            value,
+            by_path.get(
+                os.path.abspath(value) if value else "", by_name.get(os.path.basename(value))
+            ),
+        )
         if row is None:
             unknown.append(value or "(empty)")
         rows.append(-1 if row is None else row)
@@ -129,7 +145,9 @@ def _match_rows(values: pd.Series, manifest: Manifest, path: Path) -> np.ndarray
     rows_arr = np.asarray(rows, dtype=np.int64)
     repeated = pd.Series(rows_arr).duplicated(keep=False).to_numpy()
     if repeated.any():
-        raise DatasetError(f"{path}: several rows score the same image: {_shown(sorted(set(values[repeated].tolist())))}")
+        raise DatasetError(
+            f"{path}: several rows score the same image: {_shown(sorted(set(values[repeated].tolist())))}"
+        )
     return rows_arr
 
 
@@ -137,7 +155,9 @@ def _probabilities(table: pd.DataFrame, column: str, ids: pd.Series, path: Path)
     values = pd.to_numeric(table[column].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
-        raise DatasetError(f"{path}: column '{column}' has missing or non-numeric probabilities for images {_shown(ids[bad].tolist())}")
+        raise DatasetError(
+            f"{path}: column '{column}' has missing or non-numeric probabilities for images {_shown(ids[bad].tolist())}"
+        )
     outside = (values < 0.0) | (values > 1.0)
     if outside.any():
         raise DatasetError(
@@ -147,7 +167,9 @@ def _probabilities(table: pd.DataFrame, column: str, ids: pd.Series, path: Path)
     return values
 
 
-def read_external_predictions(path: str | Path, manifest: Manifest, split: str) -> ExternalPredictions:
+def read_external_predictions(
+    path: str | Path, manifest: Manifest, split: str
+) -> ExternalPredictions:
     """Check ``path`` against ``manifest`` and return its rows of ``split`` in our format.
 
     Errors name the file, the column and the first images at fault: unknown images, images
@@ -160,10 +182,14 @@ def read_external_predictions(path: str | Path, manifest: Manifest, split: str) 
     columns = _class_columns(table, id_column, path)
     ids = table[id_column].astype(str)
     rows = _match_rows(ids, manifest, path)
-    mapping = match_classes(list(columns.values()), manifest.classes, what=f"the predictions in {path.name}")
+    mapping = match_classes(
+        list(columns.values()), manifest.classes, what=f"the predictions in {path.name}"
+    )
     if not manifest.label_space.multilabel and (mapping.model_only or mapping.data_only):
-        raise DatasetError(f"{path}: a single-label dataset needs a probability for each of its classes "
-                           f"{list(manifest.classes)}; the file has {list(columns.values())}")
+        raise DatasetError(
+            f"{path}: a single-label dataset needs a probability for each of its classes "
+            f"{list(manifest.classes)}; the file has {list(columns.values())}"
+        )
     column_of = {name: column for column, name in columns.items()}
     probs = {d: _probabilities(table, column_of[m], ids, path) for m, d in mapping.shared}
 
@@ -181,7 +207,9 @@ def read_external_predictions(path: str | Path, manifest: Manifest, split: str) 
         )
     notes = []
     if (~in_split).any():
-        notes.append(f"{int((~in_split).sum())} rows of images outside the '{split}' split were left out")
+        notes.append(
+            f"{int((~in_split).sum())} rows of images outside the '{split}' split were left out"
+        )
         logger.info("%s: %s", path.name, notes[-1])
     if any(c.startswith(LABEL_PREFIX) for c in table.columns):
         notes.append("label: columns in the file were ignored; labels come from the dataset")
@@ -198,8 +226,13 @@ def read_external_predictions(path: str | Path, manifest: Manifest, split: str) 
     return ExternalPredictions(frame, mapping, path, file_sha256(path), notes)
 
 
-def external_card(name: str, predictions: ExternalPredictions, manifest: Manifest, split: str,
-                  thresholds: Mapping[str, float] | None = None) -> ModelCard:
+def external_card(
+    name: str,
+    predictions: ExternalPredictions,
+    manifest: Manifest,
+    split: str,
+    thresholds: Mapping[str, float] | None = None,
+) -> ModelCard:
     """The model card of an external run: its classes (the shared ones), thresholds and provenance.
 
     Without ``thresholds`` a multilabel run is scored at :data:`DEFAULT_THRESHOLD`; thresholds
@@ -210,17 +243,30 @@ def external_card(name: str, predictions: ExternalPredictions, manifest: Manifes
     given = {canonical_name(k): float(v) for k, v in (thresholds or {}).items()}
     unknown = sorted(set(given) - {canonical_name(c) for c in manifest.classes})
     if unknown:
-        raise UnknownClassError(f"thresholds given for classes the dataset does not have: {unknown}; scored: {classes}")
+        raise UnknownClassError(
+            f"thresholds given for classes the dataset does not have: {unknown}; scored: {classes}"
+        )
     chosen = {c: given.get(c, DEFAULT_THRESHOLD) for c in classes} if multilabel else {}
     return ModelCard(
         architecture=EXTERNAL,
         num_classes=len(classes),
-        label_space={"name": f"external:{name}", "classes": classes, "task": manifest.label_space.task.value},
+        label_space={
+            "name": f"external:{name}",
+            "classes": classes,
+            "task": manifest.label_space.task.value,
+        },
         preprocess={},
         thresholds=chosen,
-        threshold_method=("given" if given else f"default {DEFAULT_THRESHOLD}") if multilabel else "argmax",
-        data={"source": manifest.source, "split": split, "manifest_fingerprint": manifest.fingerprint()},
-        provenance=f"predictions made outside cxr ({name}), read from {predictions.source.name}, sha256 {predictions.sha256}",
+        threshold_method=("given" if given else f"default {DEFAULT_THRESHOLD}")
+        if multilabel
+        else "argmax",
+        data={
+            "source": manifest.source,
+            "split": split,
+            "manifest_fingerprint": manifest.fingerprint(),
+        },
+        provenance=f"predictions made outside cxr ({name}), read from {predictions.source.name}, "
+        f"sha256 {predictions.sha256}",
     )
 
 
@@ -242,10 +288,16 @@ def evaluate_external(
     report = score_predictions(predictions.frame, card, n_boot=n_boot, seed=seed)
     part = manifest.split(split)
     report["evaluation"] = {
-        "predictions_file": str(predictions.source), "sha256": predictions.sha256, "architecture": EXTERNAL,
-        "name": name, "split": split, "source": manifest.source,
-        "manifest_fingerprint_of_split": part.fingerprint(), "thresholds": card.thresholds,
-        "threshold_method": card.threshold_method, "notes": predictions.notes,
+        "predictions_file": str(predictions.source),
+        "sha256": predictions.sha256,
+        "architecture": EXTERNAL,
+        "name": name,
+        "split": split,
+        "source": manifest.source,
+        "manifest_fingerprint_of_split": part.fingerprint(),
+        "thresholds": card.thresholds,
+        "threshold_method": card.threshold_method,
+        "notes": predictions.notes,
     }
     report["label_mapping"] = predictions.mapping.to_dict()
     card.validation = {"split": split, **report["headline"]}

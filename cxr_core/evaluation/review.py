@@ -45,10 +45,21 @@ from cxr_core.utils.csv_safe import write_records_csv
 logger = logging.getLogger(__name__)
 
 LABEL_RATER, MODEL_RATER = "dataset label", "model"
-EXPORT_EXTRA = ("probability", "threshold", "threshold_set", "ground_truth", "model_call", "outcome", "reader_call")
+EXPORT_EXTRA = (
+    "probability",
+    "threshold",
+    "threshold_set",
+    "ground_truth",
+    "model_call",
+    "outcome",
+    "reader_call",
+)
 SESSION_EXPORT_COLUMNS = (*EXPORT_COLUMNS, *EXPORT_EXTRA)
 OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "npv")
-KAPPA_UNDEFINED = {TOO_FEW: "undefined: fewer than 2 shared films", NO_VARIATION: "undefined: every call the same"}
+KAPPA_UNDEFINED = {
+    TOO_FEW: "undefined: fewer than 2 shared films",
+    NO_VARIATION: "undefined: every call the same",
+}
 """What the Review page and ``cxr review agreement`` say instead of a kappa that has no value."""
 
 
@@ -79,11 +90,15 @@ def call_of(verdict: Verdict, label: float | None, model_positive: bool) -> str 
     return None
 
 
-def session_thresholds(session: ReviewSession, fallback: Mapping[str, float], fallback_name: str = "") -> tuple[dict[str, float], str]:
+def session_thresholds(
+    session: ReviewSession, fallback: Mapping[str, float], fallback_name: str = ""
+) -> tuple[dict[str, float], str]:
     """(thresholds, set name) the session's readers saw: stored in the session, else ``fallback``."""
     stored = session.filters.get("thresholds")
     if isinstance(stored, Mapping) and stored:
-        return {str(k): float(v) for k, v in stored.items()}, str(session.filters.get("threshold_set", ""))
+        return {str(k): float(v) for k, v in stored.items()}, str(
+            session.filters.get("threshold_set", "")
+        )
     return {str(k): float(v) for k, v in fallback.items()}, fallback_name
 
 
@@ -93,27 +108,55 @@ def session_classes(session: ReviewSession, run: EvalRun) -> tuple[str, ...]:
     return chosen or tuple(run.classes)
 
 
-def film_cases(run: EvalRun, classes: Sequence[str], thresholds: Mapping[str, float], *,
-               multilabel: bool = True) -> pd.DataFrame:
+def film_cases(
+    run: EvalRun,
+    classes: Sequence[str],
+    thresholds: Mapping[str, float],
+    *,
+    multilabel: bool = True,
+) -> pd.DataFrame:
     """One row per (film, finding) with a known label: image_id, class_name, row, prob, threshold, label,
     model_positive, outcome (TP/FP/FN/TN at the thresholds)."""
     parts = []
     for class_name in classes:
         threshold = float(thresholds.get(class_name, 0.5))
         cases = review_cases(run, class_name, threshold, multilabel=multilabel)
-        parts.append(pd.DataFrame({
-            "image_id": cases["image_id"], "class_name": class_name, "row": cases["row"], "prob": cases["prob"],
-            "threshold": threshold if multilabel else np.nan, "label": cases["label"],
-            "model_positive": cases["predicted"].astype(bool), "outcome": cases["outcome"],
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "image_id": cases["image_id"],
+                    "class_name": class_name,
+                    "row": cases["row"],
+                    "prob": cases["prob"],
+                    "threshold": threshold if multilabel else np.nan,
+                    "label": cases["label"],
+                    "model_positive": cases["predicted"].astype(bool),
+                    "outcome": cases["outcome"],
+                }
+            )
+        )
     if not parts:
-        return pd.DataFrame(columns=["image_id", "class_name", "row", "prob", "threshold", "label", "model_positive",
-                                     "outcome"])
+        return pd.DataFrame(
+            columns=[
+                "image_id",
+                "class_name",
+                "row",
+                "prob",
+                "threshold",
+                "label",
+                "model_positive",
+                "outcome",
+            ]
+        )
     return pd.concat(parts, ignore_index=True)
 
 
-def verdict_frame(verdicts: Sequence[Verdict], export_rows: Sequence[Mapping], cases: pd.DataFrame,
-                  threshold_set: str = "") -> pd.DataFrame:
+def verdict_frame(
+    verdicts: Sequence[Verdict],
+    export_rows: Sequence[Mapping],
+    cases: pd.DataFrame,
+    threshold_set: str = "",
+) -> pd.DataFrame:
     """Export rows (one per reader verdict) with the case's probability, threshold, label, model call,
     outcome and the reader's call; columns :data:`SESSION_EXPORT_COLUMNS`."""
     frame = pd.DataFrame(list(export_rows), columns=list(EXPORT_COLUMNS))
@@ -128,37 +171,62 @@ def verdict_frame(verdicts: Sequence[Verdict], export_rows: Sequence[Mapping], c
         label = float(case["label"]) if case is not None else float("nan")
         model_positive = bool(case["model_positive"]) if case is not None else None
         verdict = keyed.get((row.image_id, row.class_name, row.reviewer))
-        call = call_of(verdict, label, bool(model_positive)) if verdict is not None and case is not None else (
-            verdict.finding if verdict is not None else None)
-        extra.append({
-            "probability": float(case["prob"]) if case is not None else np.nan,
-            "threshold": float(case["threshold"]) if case is not None else np.nan,
-            "threshold_set": threshold_set,
-            "ground_truth": ("present" if label == 1 else "absent") if case is not None else "",
-            "model_call": ("present" if model_positive else "absent") if case is not None else "",
-            "outcome": case["outcome"] if case is not None else "",
-            "reader_call": call or "",
-        })
-    return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1)[list(SESSION_EXPORT_COLUMNS)]
+        call = (
+            call_of(verdict, label, bool(model_positive))
+            if verdict is not None and case is not None
+            else (verdict.finding if verdict is not None else None)
+        )
+        extra.append(
+            {
+                "probability": float(case["prob"]) if case is not None else np.nan,
+                "threshold": float(case["threshold"]) if case is not None else np.nan,
+                "threshold_set": threshold_set,
+                "ground_truth": ("present" if label == 1 else "absent") if case is not None else "",
+                "model_call": ("present" if model_positive else "absent")
+                if case is not None
+                else "",
+                "outcome": case["outcome"] if case is not None else "",
+                "reader_call": call or "",
+            }
+        )
+    return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1)[
+        list(SESSION_EXPORT_COLUMNS)
+    ]
 
 
 def ratings(frame: pd.DataFrame) -> pd.DataFrame:
     """Long ratings (item, class_name, rater, rating) for :func:`agreement_table`: every reader's call,
     plus the dataset label and the model's call on every item a reader called."""
     called = frame[frame["reader_call"].astype(str) != ""]
-    readers = pd.DataFrame({"item": called["image_id"], "class_name": called["class_name"],
-                            "rater": called["reviewer"], "rating": called["reader_call"]})
+    readers = pd.DataFrame(
+        {
+            "item": called["image_id"],
+            "class_name": called["class_name"],
+            "rater": called["reviewer"],
+            "rating": called["reader_call"],
+        }
+    )
     items = called[called["outcome"].astype(str) != ""].drop_duplicates(["image_id", "class_name"])
-    refs = [pd.DataFrame({"item": items["image_id"], "class_name": items["class_name"], "rater": name,
-                          "rating": items[column]}) for name, column in ((LABEL_RATER, "ground_truth"),
-                                                                        (MODEL_RATER, "model_call"))]
+    refs = [
+        pd.DataFrame(
+            {
+                "item": items["image_id"],
+                "class_name": items["class_name"],
+                "rater": name,
+                "rating": items[column],
+            }
+        )
+        for name, column in ((LABEL_RATER, "ground_truth"), (MODEL_RATER, "model_call"))
+    ]
     return pd.concat([readers, *refs], ignore_index=True)
 
 
 def agreement(frame: pd.DataFrame, *, n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
     """Kappa table of a session's verdict frame (readers pairwise and vs label and model; Fleiss for 3+);
     ``undefined`` says in words why a kappa has no value (:data:`KAPPA_UNDEFINED`), '' when it has one."""
-    table = agreement_table(ratings(frame), references=(LABEL_RATER, MODEL_RATER), n_boot=n_boot, seed=seed)
+    table = agreement_table(
+        ratings(frame), references=(LABEL_RATER, MODEL_RATER), n_boot=n_boot, seed=seed
+    )
     table["undefined"] = table["undefined"].map(lambda code: KAPPA_UNDEFINED.get(code, code))
     return table
 
@@ -186,12 +254,33 @@ def disagreements(frame: pd.DataFrame, adjudications: Sequence[Adjudication] = (
         if len(set(calls.values())) <= 1 and (not firm or firm == {truth}):
             continue
         entry = decided.get((image_id, class_name))
-        rows.append({"image_id": image_id, "class_name": class_name, "calls": calls, "ground_truth": truth,
-                     "model_call": group["model_call"].iloc[0], "probability": group["probability"].iloc[0],
-                     "majority": majority_call(calls.values()), "adjudicated": entry.label if entry else None,
-                     "adjudicator": entry.adjudicator if entry else ""})
-    return pd.DataFrame(rows, columns=["image_id", "class_name", "calls", "ground_truth", "model_call", "probability",
-                                       "majority", "adjudicated", "adjudicator"])
+        rows.append(
+            {
+                "image_id": image_id,
+                "class_name": class_name,
+                "calls": calls,
+                "ground_truth": truth,
+                "model_call": group["model_call"].iloc[0],
+                "probability": group["probability"].iloc[0],
+                "majority": majority_call(calls.values()),
+                "adjudicated": entry.label if entry else None,
+                "adjudicator": entry.adjudicator if entry else "",
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "image_id",
+            "class_name",
+            "calls",
+            "ground_truth",
+            "model_call",
+            "probability",
+            "majority",
+            "adjudicated",
+            "adjudicator",
+        ],
+    )
 
 
 def majority_call(calls) -> str:
@@ -201,26 +290,43 @@ def majority_call(calls) -> str:
     return "present" if present > absent else "absent" if absent > present else ""
 
 
-def corrected_labels(frame: pd.DataFrame, adjudications: Sequence[Adjudication] = ()) -> pd.DataFrame:
+def corrected_labels(
+    frame: pd.DataFrame, adjudications: Sequence[Adjudication] = ()
+) -> pd.DataFrame:
     """image_id, class_name, original (1/0), corrected (1/0), source (adjudicated / majority / original),
     for every finding some reader called or an adjudicator decided."""
     decided = {(a.image_id, a.class_name): a.label for a in adjudications}
     rows = []
-    called = frame[(frame["reader_call"].astype(str) != "") & (frame["ground_truth"].astype(str) != "")]
+    called = frame[
+        (frame["reader_call"].astype(str) != "") & (frame["ground_truth"].astype(str) != "")
+    ]
     groups = {key: group for key, group in called.groupby(["image_id", "class_name"], sort=True)}
-    truths = {key: (1 if g["ground_truth"].iloc[0] == "present" else 0) for key, g in groups.items()}
+    truths = {
+        key: (1 if g["ground_truth"].iloc[0] == "present" else 0) for key, g in groups.items()
+    }
     for key in sorted(groups):
         original = truths[key]
         if key in decided:
             rows.append((*key, original, int(decided[key]), "adjudicated"))
             continue
         vote = majority_call(groups[key]["reader_call"])
-        rows.append((*key, original, (1 if vote == "present" else 0) if vote else original, "majority" if vote else "original"))
+        rows.append(
+            (
+                *key,
+                original,
+                (1 if vote == "present" else 0) if vote else original,
+                "majority" if vote else "original",
+            )
+        )
     return pd.DataFrame(rows, columns=["image_id", "class_name", "original", "corrected", "source"])
 
 
-def corrected_metrics(run: EvalRun, thresholds: Mapping[str, float], corrected: pd.DataFrame,
-                      classes: Sequence[str] | None = None) -> pd.DataFrame:
+def corrected_metrics(
+    run: EvalRun,
+    thresholds: Mapping[str, float],
+    corrected: pd.DataFrame,
+    classes: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Per class: AUROC and sensitivity/specificity/PPV/NPV at the threshold, with the dataset labels and
     with the corrected ones, over every case of the run; ``n_changed`` labels differ."""
     labels, scores = run.labels(), run.scores()
@@ -236,11 +342,23 @@ def corrected_metrics(run: EvalRun, thresholds: Mapping[str, float], corrected: 
             changed[j] += 1
         fixed[i, j] = float(row.corrected)
     t = np.array([float(thresholds.get(c, 0.5)) for c in run.classes])
-    before = {"auroc": roc_auc(labels, scores), **threshold_metrics(confusion_counts(labels, scores, t))}
-    after = {"auroc": roc_auc(fixed, scores), **threshold_metrics(confusion_counts(fixed, scores, t))}
-    out = pd.DataFrame({"class_name": list(run.classes), "threshold": t, "n_changed": changed,
-                        "n_positive_original": np.nansum(labels == 1, axis=0).astype(int),
-                        "n_positive_corrected": np.nansum(fixed == 1, axis=0).astype(int)})
+    before = {
+        "auroc": roc_auc(labels, scores),
+        **threshold_metrics(confusion_counts(labels, scores, t)),
+    }
+    after = {
+        "auroc": roc_auc(fixed, scores),
+        **threshold_metrics(confusion_counts(fixed, scores, t)),
+    }
+    out = pd.DataFrame(
+        {
+            "class_name": list(run.classes),
+            "threshold": t,
+            "n_changed": changed,
+            "n_positive_original": np.nansum(labels == 1, axis=0).astype(int),
+            "n_positive_corrected": np.nansum(fixed == 1, axis=0).astype(int),
+        }
+    )
     for name in ("auroc", *OPERATING_METRICS):
         out[f"{name}_original"] = before[name]
         out[f"{name}_corrected"] = after[name]
@@ -258,8 +376,15 @@ def visible(mode: str, saved: bool) -> tuple[bool, bool]:
     return mode == "blind_labels", False
 
 
-def film_queue(cases: pd.DataFrame, mode: str, *, focus: str | None = None, outcomes: Sequence[str] | None = None,
-               order: str = ORDERS[0], seed: int = 0) -> list[str]:
+def film_queue(
+    cases: pd.DataFrame,
+    mode: str,
+    *,
+    focus: str | None = None,
+    outcomes: Sequence[str] | None = None,
+    order: str = ORDERS[0],
+    seed: int = 0,
+) -> list[str]:
     """The films a reader walks through, in order.
 
     Unblinded: films whose ``focus`` finding has one of ``outcomes``, ordered by that finding's
@@ -276,7 +401,11 @@ def film_queue(cases: pd.DataFrame, mode: str, *, focus: str | None = None, outc
         part = part[part["outcome"].isin(list(outcomes))]
     if order not in ORDERS:
         raise ReviewStoreError(f"order '{order}' is not one of: {', '.join(ORDERS)}")
-    key = {ORDERS[0]: -part["prob"], ORDERS[1]: part["prob"], ORDERS[2]: (part["prob"] - part["threshold"]).abs()}[order]
+    key = {
+        ORDERS[0]: -part["prob"],
+        ORDERS[1]: part["prob"],
+        ORDERS[2]: (part["prob"] - part["threshold"]).abs(),
+    }[order]
     part = part.iloc[np.argsort(key.to_numpy(), kind="stable")]
     return list(dict.fromkeys(part["image_id"].astype(str)))
 
@@ -292,7 +421,9 @@ def reviewed_films(verdicts: Sequence[Verdict], reader: str, cases: pd.DataFrame
     if cases.empty:
         return set()
     films = cases["image_id"].astype(str).to_numpy()
-    called = np.fromiter(((f, c) in done for f, c in zip(films, cases["class_name"])), dtype=bool, count=len(films))
+    called = np.fromiter(
+        ((f, c) in done for f, c in zip(films, cases["class_name"])), dtype=bool, count=len(films)
+    )
     missing = set(films[~called])
     return set(films[called]) - missing
 
@@ -317,8 +448,13 @@ class Blinding:
         return self.mode != "unblinded" and self.left > 0 and self.revealed_at is None
 
 
-def reader_blinding(mode: str, cases: pd.DataFrame, verdicts: Sequence[Verdict], reader: str,
-                    revealed_at: str | None = None) -> Blinding:
+def reader_blinding(
+    mode: str,
+    cases: pd.DataFrame,
+    verdicts: Sequence[Verdict],
+    reader: str,
+    revealed_at: str | None = None,
+) -> Blinding:
     """``reader``'s :class:`Blinding` in a session of ``mode`` over ``cases`` (blinded queues hold every film);
     a reader with no name has read nothing."""
     films = set(cases["image_id"].astype(str))
@@ -367,13 +503,19 @@ def load_session(store: ReviewStore, session_id: int) -> SessionData:
     try:
         entry = read_entry(session.checkpoint)
     except OSError as exc:
-        raise CheckpointError(f"review session {session_id} was run on {session.checkpoint}, which cannot be read "
-                              f"({exc})") from None
+        raise CheckpointError(
+            f"review session {session_id} was run on {session.checkpoint}, which cannot be read "
+            f"({exc})"
+        ) from None
     if not entry.ok:
-        raise CheckpointError(f"review session {session_id} was run on {session.checkpoint}: {entry.error}")
+        raise CheckpointError(
+            f"review session {session_id} was run on {session.checkpoint}: {entry.error}"
+        )
     run = load_eval_run(entry, session.eval_run)
     if run.predictions is None:
-        raise CheckpointError(" ".join(run.warnings) or f"no predictions for the {session.eval_run} split")
+        raise CheckpointError(
+            " ".join(run.warnings) or f"no predictions for the {session.eval_run} split"
+        )
     active = entry.threshold_store().active()
     thresholds, name = session_thresholds(session, active.thresholds, active.name)
     multilabel = entry.card.label_space.get("task", "multilabel") == "multilabel"
@@ -383,7 +525,9 @@ def load_session(store: ReviewStore, session_id: int) -> SessionData:
 def session_frame(store: ReviewStore, data: SessionData) -> pd.DataFrame:
     """The session's verdict frame (:func:`verdict_frame`)."""
     sid = data.session.id
-    return verdict_frame(store.verdicts(sid), store.export_rows(sid), data.cases(), data.threshold_set)
+    return verdict_frame(
+        store.verdicts(sid), store.export_rows(sid), data.cases(), data.threshold_set
+    )
 
 
 def export_session(store: ReviewStore, session_id: int | None, path) -> int:
@@ -398,7 +542,11 @@ def export_session(store: ReviewStore, session_id: int | None, path) -> int:
                 raise
             logger.warning("session %s: %s; exported without probabilities and outcomes", sid, exc)
             frames.append(pd.DataFrame(store.export_rows(sid), columns=list(EXPORT_COLUMNS)))
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SESSION_EXPORT_COLUMNS))
+    frame = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(SESSION_EXPORT_COLUMNS))
+    )
     frame = frame.reindex(columns=list(SESSION_EXPORT_COLUMNS))
     rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
     write_records_csv(path, rows, SESSION_EXPORT_COLUMNS)
@@ -406,10 +554,35 @@ def export_session(store: ReviewStore, session_id: int | None, path) -> int:
 
 
 __all__ = [
-    "EXPORT_EXTRA", "KAPPA_UNDEFINED", "LABEL_RATER", "MODEL_RATER", "SESSION_EXPORT_COLUMNS", "Blinding", "SessionData",
-    "kappa_text", "reader_blinding",
-    "ORDERS", "agreement", "call_of", "film_findings", "film_queue", "next_unreviewed", "resume_index",
-    "reviewed_films", "visible", "corrected_labels", "corrected_metrics", "disagreements", "export_session", "film_cases",
-    "load_session", "majority_call", "ratings", "session_classes", "session_frame", "session_thresholds",
-    "verdict_for", "verdict_frame",
+    "EXPORT_EXTRA",
+    "KAPPA_UNDEFINED",
+    "LABEL_RATER",
+    "MODEL_RATER",
+    "SESSION_EXPORT_COLUMNS",
+    "Blinding",
+    "SessionData",
+    "kappa_text",
+    "reader_blinding",
+    "ORDERS",
+    "agreement",
+    "call_of",
+    "film_findings",
+    "film_queue",
+    "next_unreviewed",
+    "resume_index",
+    "reviewed_films",
+    "visible",
+    "corrected_labels",
+    "corrected_metrics",
+    "disagreements",
+    "export_session",
+    "film_cases",
+    "load_session",
+    "majority_call",
+    "ratings",
+    "session_classes",
+    "session_frame",
+    "session_thresholds",
+    "verdict_for",
+    "verdict_frame",
 ]

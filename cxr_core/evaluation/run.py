@@ -11,18 +11,19 @@ scores the predictions with :func:`cxr_core.metrics.evaluation_report`, bootstra
 patients, and writes ``predictions.csv`` + ``report.json`` atomically. Every operating point
 it reports says where its thresholds came from (``thresholds_from``): cross-fitted by patient
 on the split itself (``val:crossfit-5``: each case judged by thresholds fitted on other
-patients), the model card's (``card``) or a saved set (``set:<name>``). Training ends by calling :func:`finalise_checkpoint`, which does the same for
-the best model and writes the resulting headline numbers into its model card, so the card
-and ``eval/val/report.json`` can never disagree.
+patients), the model card's (``card``) or a saved set (``set:<name>``). Training ends by
+calling :func:`finalise_checkpoint`, which does the same for the best model and writes the
+resulting headline numbers into its model card, so the card and ``eval/val/report.json`` can
+never disagree.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,12 +85,29 @@ DEFAULT_OPERATING_POINT = "specificity=0.9"
 CROSSFIT_FOLDS = 5
 DEFAULT_SUBGROUP_KEYS: tuple[str, ...] = ("view", "sex", "age")
 SUBGROUP_ALIASES: dict[str, str] = {
-    "view position": "view", "view": "view", "patient gender": "sex", "gender": "sex", "sex": "sex",
-    "patient age": "age", "age": "age",
+    "view position": "view",
+    "view": "view",
+    "patient gender": "sex",
+    "gender": "sex",
+    "sex": "sex",
+    "patient age": "age",
+    "age": "age",
 }
 HEADLINE_CLASS_KEYS: tuple[str, ...] = (
-    "auroc", "auroc_ci", "n_pos", "n_neg", "threshold", "sensitivity", "specificity", "ppv", "npv", "f1",
-    "tp", "fp", "tn", "fn",
+    "auroc",
+    "auroc_ci",
+    "n_pos",
+    "n_neg",
+    "threshold",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "f1",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
 )
 
 
@@ -104,7 +122,8 @@ def class_mapping(card: ModelCard, manifest: Manifest) -> ClassMapping:
     if not card.get_label_space().multilabel and (mapping.model_only or mapping.data_only):
         raise DatasetError(
             f"the checkpoint predicts {list(card.classes)} but {manifest.source or 'the dataset'} "
-            f"is labelled with {list(manifest.classes)}; evaluate a single-label model on data with the same label space"
+            f"is labelled with {list(manifest.classes)}; evaluate a single-label model on data with "
+            "the same label space"
         )
     return mapping
 
@@ -116,7 +135,9 @@ def card_on_classes(card: ModelCard, mapping: ClassMapping) -> ModelCard:
     renamed = dict(mapping.shared)
     calibration = card.calibration
     temperature = card.temperature()
-    if temperature is not None and card.get_label_space().multilabel:  # one temperature per class: keep the shared ones
+    if (
+        temperature is not None and card.get_label_space().multilabel
+    ):  # one temperature per class: keep the shared ones
         by_class = dict(zip(card.classes, temperature))
         calibration = {**card.calibration, "temperature": [by_class[m] for m in renamed]}
     return replace(
@@ -154,14 +175,26 @@ def predict_split(
     dev = resolve_device(device)
     model = ckpt.build_model().to(dev).eval()
     dataset = CXRDataset(manifest, cache, eval_transform(ckpt.preprocess))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=dev.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=dev.type == "cuda",
+    )
     multilabel = ckpt.label_space.multilabel
     chunks = []
-    for images, _, _ in tqdm(loader, desc=f"predicting {len(dataset)} images", unit="batch", disable=not progress):
+    for images, _, _ in tqdm(
+        loader, desc=f"predicting {len(dataset)} images", unit="batch", disable=not progress
+    ):
         with torch.inference_mode():
-            probs = class_probabilities(model, images.to(dev), multilabel=multilabel, tta=ckpt.card.tta,
-                                        temperature=ckpt.card.temperature() if calibrated else None)
+            probs = class_probabilities(
+                model,
+                images.to(dev),
+                multilabel=multilabel,
+                tta=ckpt.card.tta,
+                temperature=ckpt.card.temperature() if calibrated else None,
+            )
         chunks.append(probs.cpu().numpy())
     probs = np.concatenate(chunks).astype(np.float64)
     frame = manifest.frame[["image_id", "patient_id", "path"]].reset_index(drop=True).copy()
@@ -181,17 +214,24 @@ def check_cache_preprocessing(cache: ImageCache, preprocess: PreprocessConfig) -
     """
     wanted = preprocess.lung_mask.identity() if preprocess.lung_mask is not None else ""
     if cache.transform != wanted:
+
         def said(identity: str) -> str:
             return f"lung-masked images ({identity})" if identity else "whole (unmasked) images"
 
         raise DatasetError(
             f"the image cache {cache.index_path.name} holds {said(cache.transform)}, but the model was trained on "
-            f"{said(wanted)}; build the cache with the model's lung masker (cxr_core.artifacts.lung_model.lung_masker_for)"
+            f"{said(wanted)}; build the cache with the model's lung masker "
+            "(cxr_core.artifacts.lung_model.lung_masker_for)"
         )
 
 
-def calibrate_predictions(predictions: pd.DataFrame, classes: Sequence[str], temperature: Sequence[float] | None,
-                          *, multilabel: bool) -> pd.DataFrame:
+def calibrate_predictions(
+    predictions: pd.DataFrame,
+    classes: Sequence[str],
+    temperature: Sequence[float] | None,
+    *,
+    multilabel: bool,
+) -> pd.DataFrame:
     """A copy of an uncalibrated predictions frame with its ``prob:`` columns temperature-scaled.
 
     Goes through :func:`cxr_core.models.tta.calibrate` on the float32 probabilities, the very
@@ -218,7 +258,11 @@ def subgroup_values(manifest: Manifest, by: Sequence[str]) -> dict[str, np.ndarr
     for key in by:
         column = SUBGROUP_ALIASES.get(str(key).strip().lower(), str(key).strip())
         if column not in frame.columns:
-            extra = [c for c in frame.columns if c not in ("image_id", "path", "patient_id", "split", *manifest.classes)]
+            extra = [
+                c
+                for c in frame.columns
+                if c not in ("image_id", "path", "patient_id", "split", *manifest.classes)
+            ]
             raise DatasetError(
                 f"cannot form subgroups by {key!r}: {manifest.source or 'the dataset'} has no such column "
                 f"(it has: {', '.join(extra) or 'none'})"
@@ -241,7 +285,15 @@ def default_subgroups(manifest: Manifest) -> list[str]:
     return keys
 
 
-def headline(report: dict, labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, *, n_boot: int, seed: int) -> dict:
+def headline(
+    report: dict,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    groups: np.ndarray,
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict:
     """The card's validation section: macro AUROC with a patient-level CI, per-class AUROC and counts.
 
     The macro CI averages, per bootstrap resample, the AUROC of the classes the report's
@@ -255,12 +307,21 @@ def headline(report: dict, labels: np.ndarray, probs: np.ndarray, groups: np.nda
     included = [names.index(c) for c in macro["classes_included"]]
     macro_ci = None
     if n_boot > 0 and included:
-        dist = bootstrap_cis(labels[:, included], probs[:, included], ["auroc"], groups=groups,
-                             n_boot=n_boot, seed=seed)["auroc"].distribution
+        dist = bootstrap_cis(
+            labels[:, included],
+            probs[:, included],
+            ["auroc"],
+            groups=groups,
+            n_boot=n_boot,
+            seed=seed,
+        )["auroc"].distribution
         per_resample = dist[np.isfinite(dist).all(axis=1)].mean(axis=1)
         if per_resample.size:
             alpha = report["settings"]["alpha"]
-            macro_ci = [float(np.quantile(per_resample, alpha / 2)), float(np.quantile(per_resample, 1 - alpha / 2))]
+            macro_ci = [
+                float(np.quantile(per_resample, alpha / 2)),
+                float(np.quantile(per_resample, 1 - alpha / 2)),
+            ]
     out = {
         "n_images": report["n_cases"],
         "n_patients": int(len(set(groups.tolist()))),
@@ -280,7 +341,9 @@ def headline(report: dict, labels: np.ndarray, probs: np.ndarray, groups: np.nda
     if "thresholds_from" in report:
         out["thresholds_from"] = report["thresholds_from"]
         out["threshold_rule"] = report.get("threshold_rule", "")
-        out.update({f"macro_{k}": macro.get(k) for k in ("sensitivity", "specificity", "ppv", "npv", "f1")})
+        out.update(
+            {f"macro_{k}": macro.get(k) for k in ("sensitivity", "specificity", "ppv", "npv", "f1")}
+        )
     if "calibration_change" in report:
         change = report["calibration_change"]
         out["temperature"] = change["temperature"]
@@ -306,7 +369,9 @@ def _replace_operating_point(report: dict, fit: CrossFitThresholds, labels: np.n
             value = float(fit.metrics[k][c])
             entry[k] = None if np.isnan(value) else int(round(value))
         for metric in ("sensitivity", "specificity", "ppv", "npv", "f1"):
-            entry[f"{metric}_ci"] = [fit.cis[metric].low[c], fit.cis[metric].high[c]] if fit.cis else None
+            entry[f"{metric}_ci"] = (
+                [fit.cis[metric].low[c], fit.cis[metric].high[c]] if fit.cis else None
+            )
         entry["n_undecided"] = int(fit.n_undecided[c])
     included = report["macro"]["classes_included"]
     for metric in METRIC_NAMES:
@@ -325,13 +390,23 @@ def _replace_operating_point(report: dict, fit: CrossFitThresholds, labels: np.n
 def _n_folds(groups: np.ndarray) -> int:
     n_patients = len(set(groups.tolist()))
     if n_patients < 2:
-        raise DatasetError("out-of-sample operating points need at least 2 patients in the split; got "
-                           f"{n_patients}")
+        raise DatasetError(
+            "out-of-sample operating points need at least 2 patients in the split; got "
+            f"{n_patients}"
+        )
     return min(CROSSFIT_FOLDS, n_patients)
 
 
-def _calibration_section(labels: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, groups: np.ndarray,
-                         card: ModelCard, split: str, *, seed: int) -> dict:
+def _calibration_section(
+    labels: np.ndarray,
+    raw: np.ndarray,
+    calibrated: np.ndarray,
+    groups: np.ndarray,
+    card: ModelCard,
+    split: str,
+    *,
+    seed: int,
+) -> dict:
     """ECE and Brier before/after temperature scaling, per class and macro (nan-mean over classes).
 
     On the split the temperature was fitted on, "after" is out of fold (each case scaled by a
@@ -341,7 +416,9 @@ def _calibration_section(labels: np.ndarray, raw: np.ndarray, calibrated: np.nda
     names = list(card.classes)
     fitted_on = card.calibration.get("fitted_on") if card.calibration else None
     if fitted_on == split:
-        fit = crossfit_temperature(labels, raw, groups, task, n_folds=_n_folds(groups), seed=seed, split=split)
+        fit = crossfit_temperature(
+            labels, raw, groups, task, n_folds=_n_folds(groups), seed=seed, split=split
+        )
         before, after, source, after_probs = fit.before, fit.after, fit.source, fit.calibrated
     else:
         change = calibration_change(labels, raw, calibrated)
@@ -350,36 +427,69 @@ def _calibration_section(labels: np.ndarray, raw: np.ndarray, calibrated: np.nda
     bins_before, bins_after = reliability_bins(labels, raw), reliability_bins(labels, after_probs)
 
     def macro(values: dict[str, np.ndarray]) -> dict:
-        return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()}
+        return {
+            k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+            for k, v in values.items()
+        }
 
-    return to_jsonable({
-        "method": CALIBRATION_METHOD if card.calibration else "none",
-        "temperature": card.temperature(),
-        "source": source,
-        "per_class": {n: {"ece_before": before["ece"][c], "ece_after": after["ece"][c],
-                          "brier_before": before["brier"][c], "brier_after": after["brier"][c],
-                          "bins_before": bins_before[c], "bins_after": bins_after[c]}
-                      for c, n in enumerate(names)},
-        "macro": {"before": macro(before), "after": macro(after)},
-    })
+    return to_jsonable(
+        {
+            "method": CALIBRATION_METHOD if card.calibration else "none",
+            "temperature": card.temperature(),
+            "source": source,
+            "per_class": {
+                n: {
+                    "ece_before": before["ece"][c],
+                    "ece_after": after["ece"][c],
+                    "brier_before": before["brier"][c],
+                    "brier_after": after["brier"][c],
+                    "bins_before": bins_before[c],
+                    "bins_after": bins_after[c],
+                }
+                for c, n in enumerate(names)
+            },
+            "macro": {"before": macro(before), "after": macro(after)},
+        }
+    )
 
 
-def _subgroup_section(predictions: pd.DataFrame, subgroups: dict[str, np.ndarray] | None, thresholds: np.ndarray,
-                      names: list[str], multilabel: bool, *, n_boot: int, seed: int) -> dict:
+def _subgroup_section(
+    predictions: pd.DataFrame,
+    subgroups: dict[str, np.ndarray] | None,
+    thresholds: np.ndarray,
+    names: list[str],
+    multilabel: bool,
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict:
     section: dict = {"keys": list(subgroups or {}), "by": {}}
     if not subgroups:
         section["note"] = "no subgroup information (view, sex, age) in this dataset's manifest"
         return section
     if not multilabel:
-        section["note"] = ("multiclass model: subgroup sensitivity/specificity are left undefined (its calls are the "
-                           "argmax, not a threshold); AUROC is one-vs-rest")
+        section["note"] = (
+            "multiclass model: subgroup sensitivity/specificity are left undefined (its calls are the "
+            "argmax, not a threshold); AUROC is one-vs-rest"
+        )
     else:
-        section["note"] = "sensitivity/specificity at the report's thresholds (in sample for the split they were fitted on)"
+        section["note"] = (
+            "sensitivity/specificity at the report's thresholds (in sample for the split they were fitted on)"
+        )
     labels, probs = split_arrays(predictions, names)
     groups = predictions["patient_id"].astype(str).to_numpy()
     for key, values in subgroups.items():
-        section["by"][key] = subgroup_report(labels, probs, values, groups, thresholds, names, key=key,
-                                             n_boot=max(n_boot, 1), seed=seed)
+        section["by"][key] = subgroup_report(
+            labels,
+            probs,
+            values,
+            groups,
+            thresholds,
+            names,
+            key=key,
+            n_boot=max(n_boot, 1),
+            seed=seed,
+        )
     return section
 
 
@@ -417,8 +527,16 @@ def score_predictions(
     elif isinstance(thresholds, (str, ThresholdSpec)):
         spec = parse_threshold_spec(thresholds)
         rule = str(spec)
-        fit = crossfit_thresholds(labels, probs, groups, spec, n_folds=_n_folds(groups), seed=seed, split=split,
-                                  n_boot=n_boot)
+        fit = crossfit_thresholds(
+            labels,
+            probs,
+            groups,
+            spec,
+            n_folds=_n_folds(groups),
+            seed=seed,
+            split=split,
+            n_boot=n_boot,
+        )
         vector = [float(t) if np.isfinite(t) else DEFAULT_THRESHOLD for t in fit.final_thresholds]
         source = fit.source
     else:
@@ -426,15 +544,21 @@ def score_predictions(
         vector = [float(chosen.get(c, DEFAULT_THRESHOLD)) for c in classes] if chosen else None
         source = thresholds_from or ("card" if thresholds is None else "given")
         rule = card.threshold_method if thresholds is None else ""
-    report = evaluation_report(labels, probs, classes, task, thresholds=vector, groups=groups, n_boot=n_boot, seed=seed)
+    report = evaluation_report(
+        labels, probs, classes, task, thresholds=vector, groups=groups, n_boot=n_boot, seed=seed
+    )
     if fit is not None:
         _replace_operating_point(report, fit, labels)
         report["operating_point"] = to_jsonable(fit.to_dict(classes))
     report["thresholds_from"] = source
     report["threshold_rule"] = rule
-    report["calibration_change"] = _calibration_section(labels, raw, probs, groups, card, split, seed=seed)
+    report["calibration_change"] = _calibration_section(
+        labels, raw, probs, groups, card, split, seed=seed
+    )
     t = np.array(vector if vector is not None else [np.nan] * len(classes), dtype=np.float64)
-    report["subgroups"] = _subgroup_section(predictions, subgroups, t, classes, multilabel, n_boot=n_boot, seed=seed)
+    report["subgroups"] = _subgroup_section(
+        predictions, subgroups, t, classes, multilabel, n_boot=n_boot, seed=seed
+    )
     report = to_jsonable(report)
     report["headline"] = headline(report, labels, probs, groups, n_boot=n_boot, seed=seed)
     return report
@@ -484,8 +608,15 @@ def finalise_checkpoint(
     ckpt.card = card
     multilabel = card.get_label_space().multilabel
     task = card.label_space["task"]
-    raw = predict_split(ckpt, val_manifest, cache, batch_size=batch_size, device=device, progress=progress,
-                        calibrated=False)
+    raw = predict_split(
+        ckpt,
+        val_manifest,
+        cache,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        calibrated=False,
+    )
     labels, raw_probs = split_arrays(raw, card.classes)
     fitted = fit_temperature(labels, raw_probs, task)
     temperature = [float(t) if np.isfinite(t) else 1.0 for t in fitted]
@@ -498,8 +629,16 @@ def finalise_checkpoint(
     predictions = calibrate_predictions(raw, card.classes, temperature, multilabel=multilabel)
     spec = parse_threshold_spec(operating_point or DEFAULT_OPERATING_POINT) if multilabel else None
     keys = default_subgroups(val_manifest) if subgroups is None else list(subgroups)
-    report = score_predictions(predictions, card, n_boot=n_boot, seed=seed, thresholds=spec, split="val",
-                               uncalibrated=raw, subgroups=subgroup_values(val_manifest, keys))
+    report = score_predictions(
+        predictions,
+        card,
+        n_boot=n_boot,
+        seed=seed,
+        thresholds=spec,
+        split="val",
+        uncalibrated=raw,
+        subgroups=subgroup_values(val_manifest, keys),
+    )
     if multilabel:
         final = report["operating_point"]["per_class"]
         fallback = [c for c in card.classes if final[c]["threshold"] is None]
@@ -517,7 +656,9 @@ def finalise_checkpoint(
         "manifest_fingerprint": card.data.get("manifest_fingerprint", ""),
     }
     report["evaluation"] = _evaluation_info(best_path, card, "val", val_manifest)
-    save_checkpoint(best_path, ckpt.state_dict, card, half=half, gate=ckpt.gate)  # a re-stamp keeps the input gate
+    save_checkpoint(
+        best_path, ckpt.state_dict, card, half=half, gate=ckpt.gate
+    )  # a re-stamp keeps the input gate
     write_evaluation(out_dir, predictions, report)
     if multilabel:
         _save_max_f1_preset(best_path, card, labels, split_arrays(predictions, card.classes)[1])
@@ -525,15 +666,23 @@ def finalise_checkpoint(
     return report
 
 
-def _save_max_f1_preset(checkpoint_path: Path, card: ModelCard, labels: np.ndarray, probs: np.ndarray) -> None:
+def _save_max_f1_preset(
+    checkpoint_path: Path, card: ModelCard, labels: np.ndarray, probs: np.ndarray
+) -> None:
     """Max-F1 thresholds on all validation cases (calibrated scores), kept as the named set ``max_f1``."""
     chosen = select_thresholds(labels, probs, MAX_F1)
-    values = {c: float(np.clip(t, 0.0, 1.0)) if np.isfinite(t) else DEFAULT_THRESHOLD
-              for c, t in zip(card.classes, chosen)}
+    values = {
+        c: float(np.clip(t, 0.0, 1.0)) if np.isfinite(t) else DEFAULT_THRESHOLD
+        for c, t in zip(card.classes, chosen)
+    }
     store = ThresholdStore(checkpoint_path.parent, card.classes, card.thresholds)
-    store.save(MAX_F1, values, method=MAX_F1,
-               notes="maximum F1 per finding on all validation cases (calibrated); calls more findings than the "
-                     "card's default operating point")
+    store.save(
+        MAX_F1,
+        values,
+        method=MAX_F1,
+        notes="maximum F1 per finding on all validation cases (calibrated); calls more findings than the "
+        "card's default operating point",
+    )
 
 
 def refresh_card(
@@ -560,16 +709,34 @@ def refresh_card(
             f"with {list(manifest.classes)}; a card is re-stamped on the data it was validated on"
         )
     part = manifest.split("val")
-    cache = open_cache_for(manifest, part, cache_dir, ckpt.preprocess.cache_size, progress=progress,
-                           transform=lung_masker_for(ckpt.preprocess, device))
+    cache = open_cache_for(
+        manifest,
+        part,
+        cache_dir,
+        ckpt.preprocess.cache_size,
+        progress=progress,
+        transform=lung_masker_for(ckpt.preprocess, device),
+    )
     return finalise_checkpoint(
-        checkpoint_path, ckpt.card, part, cache, RunDir.of_checkpoint(checkpoint_path).eval_dir("val"),
-        n_boot=n_boot, seed=seed, batch_size=batch_size, device=device, half=ckpt.card.weights_dtype == "float16",
-        progress=progress, operating_point=operating_point, subgroups=subgroups,
+        checkpoint_path,
+        ckpt.card,
+        part,
+        cache,
+        RunDir.of_checkpoint(checkpoint_path).eval_dir("val"),
+        n_boot=n_boot,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        half=ckpt.card.weights_dtype == "float16",
+        progress=progress,
+        operating_point=operating_point,
+        subgroups=subgroups,
     )
 
 
-def _evaluation_info(checkpoint_path: Path, card: ModelCard, split: str, manifest: Manifest) -> dict:
+def _evaluation_info(
+    checkpoint_path: Path, card: ModelCard, split: str, manifest: Manifest
+) -> dict:
     return {
         "checkpoint": str(checkpoint_path),
         "architecture": card.architecture,
@@ -583,7 +750,12 @@ def _evaluation_info(checkpoint_path: Path, card: ModelCard, split: str, manifes
 
 
 def open_cache_for(
-    manifest: Manifest, split_manifest: Manifest, cache_dir: str | Path, size: int, *, progress: bool = True,
+    manifest: Manifest,
+    split_manifest: Manifest,
+    cache_dir: str | Path,
+    size: int,
+    *,
+    progress: bool = True,
     transform: CacheTransform | None = None,
 ) -> ImageCache:
     """The training run's cache of the whole manifest when it exists, else a cache of the split alone.
@@ -631,15 +803,32 @@ def evaluate_checkpoint(
     mapping = class_mapping(ckpt.card, manifest)
     card = card_on_classes(ckpt.card, mapping)
     part = manifest.split(split)
-    cache = open_cache_for(manifest, part, cache_dir, ckpt.preprocess.cache_size, progress=progress,
-                           transform=lung_masker_for(ckpt.preprocess, device))
-    raw = predict_split(ckpt, part, cache, batch_size=batch_size, device=device, progress=progress, calibrated=False)
-    predictions = calibrate_predictions(raw, card.classes, card.temperature(),
-                                        multilabel=card.get_label_space().multilabel)
+    cache = open_cache_for(
+        manifest,
+        part,
+        cache_dir,
+        ckpt.preprocess.cache_size,
+        progress=progress,
+        transform=lung_masker_for(ckpt.preprocess, device),
+    )
+    raw = predict_split(
+        ckpt, part, cache, batch_size=batch_size, device=device, progress=progress, calibrated=False
+    )
+    predictions = calibrate_predictions(
+        raw, card.classes, card.temperature(), multilabel=card.get_label_space().multilabel
+    )
     chosen, source = resolve_operating_point(checkpoint_path, card, split, thresholds)
-    report = score_predictions(predictions, card, n_boot=n_boot, seed=seed, thresholds=chosen,
-                               thresholds_from=source, split=split, uncalibrated=raw,
-                               subgroups=subgroup_values(part, subgroups or []))
+    report = score_predictions(
+        predictions,
+        card,
+        n_boot=n_boot,
+        seed=seed,
+        thresholds=chosen,
+        thresholds_from=source,
+        split=split,
+        uncalibrated=raw,
+        subgroups=subgroup_values(part, subgroups or []),
+    )
     report["evaluation"] = _evaluation_info(checkpoint_path, ckpt.card, split, part)
     report["label_mapping"] = mapping.to_dict()
     write_evaluation(out_dir, predictions, report)
@@ -653,7 +842,9 @@ def resolve_operating_point(
     if not card.get_label_space().multilabel:
         return None, ARGMAX
     validation = card.validation or {}
-    crossfitted = str(validation.get("thresholds_from", "")).startswith(f"{validation.get('split')}:crossfit")
+    crossfitted = str(validation.get("thresholds_from", "")).startswith(
+        f"{validation.get('split')}:crossfit"
+    )
     if thresholds is None:
         if split == validation.get("split") and crossfitted:
             return parse_threshold_spec(card.threshold_method), ""

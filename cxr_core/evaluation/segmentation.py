@@ -41,11 +41,15 @@ def is_segmentation_card(card: ModelCard) -> bool:
 
 def format_segmentation_report(report: dict) -> str:
     """The report as a few lines of text for the terminal."""
-    lines = [f"{report.get('split', '')}: {report['n_images']} images, {report['n_patients']} patients; "
-             f"95% CIs from {report['n_boot']} patient-level bootstrap resamples"]
+    lines = [
+        f"{report.get('split', '')}: {report['n_images']} images, {report['n_patients']} patients; "
+        f"95% CIs from {report['n_boot']} patient-level bootstrap resamples"
+    ]
     for name, m in report["metrics"].items():
         unit = " px" if name == "hd95" else ""
-        lines.append(f"  {name:5s} {m['mean']:.4f}{unit}  (95% CI {m['ci_low']:.4f}-{m['ci_high']:.4f}, n={m['n']})")
+        lines.append(
+            f"  {name:5s} {m['mean']:.4f}{unit}  (95% CI {m['ci_low']:.4f}-{m['ci_high']:.4f}, n={m['n']})"
+        )
     return "\n".join(lines)
 
 
@@ -60,13 +64,15 @@ def score_split(
     """Per-image scores and the report of predicted probabilities against ``pairs.masks``."""
     pred = probs >= threshold
     scores = per_image_scores(pred, pairs.masks)
-    frame = pd.DataFrame({
-        "image_id": list(pairs.ids),
-        "patient_id": list(pairs.patients),
-        **scores,
-        "pred_fraction": pred.mean(axis=(1, 2)),
-        "true_fraction": pairs.masks.mean(axis=(1, 2)),
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": list(pairs.ids),
+            "patient_id": list(pairs.patients),
+            **scores,
+            "pred_fraction": pred.mean(axis=(1, 2)),
+            "true_fraction": pairs.masks.mean(axis=(1, 2)),
+        }
+    )
     summary = segmentation_summary(scores, list(pairs.patients), n_boot=n_boot, seed=seed)
     report = {
         "task": Task.SEGMENTATION.value,
@@ -108,19 +114,24 @@ def evaluate_segmentation(
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     if not is_segmentation_card(ckpt.card):
-        raise CheckpointError(f"{ckpt.path} is not a segmentation model (task {ckpt.card.label_space.get('task')!r})")
+        raise CheckpointError(
+            f"{ckpt.path} is not a segmentation model (task {ckpt.card.label_space.get('task')!r})"
+        )
     card_data = ckpt.card.data
     root = Path(data) if data is not None else Path(card_data.get("path", ""))
     if not root.is_dir():
         raise DatasetError(
-            f"the image+mask folder {root} the model was trained on is not there; pass --data <folder with images/ and masks/>"
+            f"the image+mask folder {root} the model was trained on is not there; pass --data "
+            "<folder with images/ and masks/>"
         )
     preprocess = ckpt.preprocess
     pairs = load_mask_folders(root, size=preprocess.cache_size)
     if split != SPLIT_ALL:
         wanted = card_data.get(f"{split}_ids")
         if not wanted:
-            raise DatasetError(f"the model card records no {split!r} split; use --split all or one of: train, val")
+            raise DatasetError(
+                f"the model card records no {split!r} split; use --split all or one of: train, val"
+            )
         index = {name: i for i, name in enumerate(pairs.ids)}
         missing = [w for w in wanted if w not in index]
         if missing:
@@ -131,11 +142,21 @@ def evaluate_segmentation(
         pairs = pairs.subset([index[w] for w in wanted])
     model = ckpt.build_model().to(resolve_device(device))
     probs = predict_mask_probs(model, pairs.images, preprocess)
-    frame, report = score_split(probs, pairs, n_boot=n_boot, seed=int(ckpt.card.training.get("seed", 0)))
+    frame, report = score_split(
+        probs, pairs, n_boot=n_boot, seed=int(ckpt.card.training.get("seed", 0))
+    )
     report.update({"split": split, "checkpoint": str(ckpt.path), "data": str(root)})
-    folder = Path(out_dir) if out_dir is not None else RunDir.of_checkpoint(ckpt.path).eval_dir(split)
+    folder = (
+        Path(out_dir) if out_dir is not None else RunDir.of_checkpoint(ckpt.path).eval_dir(split)
+    )
     write_split(folder, frame, report)
-    logger.info("segmentation evaluation of %s on %s (%d images) written to %s", ckpt.path, split, len(pairs), folder)
+    logger.info(
+        "segmentation evaluation of %s on %s (%d images) written to %s",
+        ckpt.path,
+        split,
+        len(pairs),
+        folder,
+    )
     return frame, report
 
 

@@ -61,7 +61,9 @@ def burned_in_text_mask(pixels: np.ndarray) -> np.ndarray:
     A film without such marks gets an all-False mask.
     """
     if pixels.ndim != 2 or min(pixels.shape) < 1:
-        raise ValueError(f"burned_in_text_mask needs one gray (H, W) image, got shape {pixels.shape}")
+        raise ValueError(
+            f"burned_in_text_mask needs one gray (H, W) image, got shape {pixels.shape}"
+        )
     work = _to_work_size(np.clip(np.asarray(pixels, dtype=np.float64), 0.0, 1.0))
     found = _marks(work)
     return _to_shape(found, pixels.shape)
@@ -73,16 +75,27 @@ def _to_work_size(pixels: np.ndarray) -> np.ndarray:
     if scale == 1.0:
         return pixels
     if scale < 1.0:
-        pixels = ndimage.uniform_filter(pixels, size=max(1, int(round(1.0 / scale))), mode="nearest")
+        pixels = ndimage.uniform_filter(
+            pixels, size=max(1, int(round(1.0 / scale))), mode="nearest"
+        )
     shape = tuple(max(1, int(round(side * scale))) for side in pixels.shape)
-    return ndimage.zoom(pixels, (shape[0] / pixels.shape[0], shape[1] / pixels.shape[1]), order=1, mode="nearest",
-                        grid_mode=True)
+    return ndimage.zoom(
+        pixels,
+        (shape[0] / pixels.shape[0], shape[1] / pixels.shape[1]),
+        order=1,
+        mode="nearest",
+        grid_mode=True,
+    )
 
 
 def _to_shape(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour mapping of a working-size mask onto the image's own pixel grid."""
-    rows = np.minimum((np.arange(shape[0]) + 0.5) * mask.shape[0] // shape[0], mask.shape[0] - 1).astype(int)
-    cols = np.minimum((np.arange(shape[1]) + 0.5) * mask.shape[1] // shape[1], mask.shape[1] - 1).astype(int)
+    rows = np.minimum(
+        (np.arange(shape[0]) + 0.5) * mask.shape[0] // shape[0], mask.shape[0] - 1
+    ).astype(int)
+    cols = np.minimum(
+        (np.arange(shape[1]) + 0.5) * mask.shape[1] // shape[1], mask.shape[1] - 1
+    ).astype(int)
     return mask[np.ix_(rows, cols)]
 
 
@@ -102,11 +115,18 @@ def _marks(work: np.ndarray) -> np.ndarray:
         rows, cols = box[0].stop - box[0].start, box[1].stop - box[1].start
         centre_y = (box[0].start + box[0].stop) / 2.0 / height
         centre_x = (box[1].start + box[1].stop) / 2.0 / width
-        if (rows > MAX_HEIGHT * height or cols > MAX_WIDTH * width or mark.sum() < MIN_PIXELS
-                or min(centre_y, 1.0 - centre_y, centre_x, 1.0 - centre_x) >= PERIPHERY):
+        if (
+            rows > MAX_HEIGHT * height
+            or cols > MAX_WIDTH * width
+            or mark.sum() < MIN_PIXELS
+            or min(centre_y, 1.0 - centre_y, centre_x, 1.0 - centre_x) >= PERIPHERY
+        ):
             continue
         contrast = top_hat[box][mark]
-        if (contrast.max() >= MIN_CONTRAST and edge[box][region].max() >= MIN_EDGE
-                and thin[box][mark].sum() >= MIN_THIN_SHARE * contrast.sum()):
+        if (
+            contrast.max() >= MIN_CONTRAST
+            and edge[box][region].max() >= MIN_EDGE
+            and thin[box][mark].sum() >= MIN_THIN_SHARE * contrast.sum()
+        ):
             keep[box] |= mark
     return ndimage.binary_dilation(keep, iterations=GROW) if keep.any() else keep

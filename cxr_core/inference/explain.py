@@ -69,7 +69,9 @@ class SignCorrectedEigenCAM(EigenCAM):
     highlights the background instead. Orientation follows Seg-Eigen-CAM (Chung & Ying 2025, eq. 13).
     """
 
-    def get_cam_image(self, input_tensor, target_layer, target_category, activations, grads, eigen_smooth):
+    def get_cam_image(
+        self, input_tensor, target_layer, target_category, activations, grads, eigen_smooth
+    ):
         return get_2d_projection_with_sign_correction(activations)
 
 
@@ -115,11 +117,15 @@ def method_class(method: str) -> type[BaseCAM]:
     try:
         return METHODS[method.lower()]
     except KeyError:
-        raise ConfigError(f"unknown explanation method '{method}'; choose one of: {', '.join(METHODS)}") from None
+        raise ConfigError(
+            f"unknown explanation method '{method}'; choose one of: {', '.join(METHODS)}"
+        ) from None
 
 
 @contextmanager
-def _cam_session(cam_class: type[BaseCAM], model: nn.Module, layers: list[nn.Module]) -> Iterator[BaseCAM]:
+def _cam_session(
+    cam_class: type[BaseCAM], model: nn.Module, layers: list[nn.Module]
+) -> Iterator[BaseCAM]:
     cam = cam_class(model=model, target_layers=layers)
     if cam_class is ScoreCAM:
         cam.batch_size = _SCORECAM_BATCH
@@ -171,7 +177,9 @@ def explain_batch(
     Runs on the predictor's explanation copy of the model, one call at a time.
     """
     if len(images) != len(class_names):
-        raise ValueError(f"explain_batch needs one class per image: {len(images)} images, {len(class_names)} classes")
+        raise ValueError(
+            f"explain_batch needs one class per image: {len(images)} images, {len(class_names)} classes"
+        )
     if not images:
         return []
     cam_class = method_class(method)
@@ -182,19 +190,33 @@ def explain_batch(
         layers = resolve_layers(predictor, model, layer)
         with _graph_starts_at(layers), _cam_session(cam_class, model, layers) as cam:
             maps = cam(input_tensor=batch, targets=[ClassLogitTarget(i) for i in indices])
-    text: dict[int, np.ndarray] = {}  # one detection per image, however many of its classes are explained
+    text: dict[
+        int, np.ndarray
+    ] = {}  # one detection per image, however many of its classes are explained
     if mask_text:
         for image, gray in zip(images, pixels):
             if id(image) not in text:
                 text[id(image)] = burned_in_text_mask(gray)
-    return [mask_border(_to_shape(m, gray.shape), border, text.get(id(image)))
-            for m, gray, image in zip(maps, pixels, images)]
+    return [
+        mask_border(_to_shape(m, gray.shape), border, text.get(id(image)))
+        for m, gray, image in zip(maps, pixels, images)
+    ]
 
 
-def explain(predictor: Predictor, image: ImageInput, class_name: str, method: str = "gradcam", *,
-            layer: str | None = None, border: float = DEFAULT_BORDER, mask_text: bool = DEFAULT_MASK_TEXT) -> Heatmap:
+def explain(
+    predictor: Predictor,
+    image: ImageInput,
+    class_name: str,
+    method: str = "gradcam",
+    *,
+    layer: str | None = None,
+    border: float = DEFAULT_BORDER,
+    mask_text: bool = DEFAULT_MASK_TEXT,
+) -> Heatmap:
     """Heatmap of where ``class_name`` draws its evidence in ``image`` (float32, image resolution, [0, 1])."""
-    return explain_batch(predictor, [image], [class_name], method, layer=layer, border=border, mask_text=mask_text)[0]
+    return explain_batch(
+        predictor, [image], [class_name], method, layer=layer, border=border, mask_text=mask_text
+    )[0]
 
 
 def resolve_layers(predictor: Predictor, model: nn.Module, layer: str | None) -> list[nn.Module]:
@@ -213,7 +235,9 @@ def resolve_layers(predictor: Predictor, model: nn.Module, layer: str | None) ->
         ) from None
 
 
-def mask_border(heatmap: Heatmap, fraction: float = DEFAULT_BORDER, exclude: np.ndarray | None = None) -> Heatmap:
+def mask_border(
+    heatmap: Heatmap, fraction: float = DEFAULT_BORDER, exclude: np.ndarray | None = None
+) -> Heatmap:
     """Zero the outer ``fraction`` of each side and the ``exclude`` pixels; rescale the rest to [0, 1].
 
     So a peak on a collimator edge or a burned-in label cannot set the scale (or the pointing
@@ -222,15 +246,19 @@ def mask_border(heatmap: Heatmap, fraction: float = DEFAULT_BORDER, exclude: np.
     ``fraction`` 0 without ``exclude`` returns the map unchanged.
     """
     if not 0.0 <= fraction < 0.5:
-        raise ConfigError(f"the masked border must be a fraction of the image side in [0, 0.5), not {fraction}")
+        raise ConfigError(
+            f"the masked border must be a fraction of the image side in [0, 0.5), not {fraction}"
+        )
     if exclude is not None and exclude.shape != heatmap.shape:
-        raise ValueError(f"the excluded region has shape {exclude.shape}, the heatmap {heatmap.shape}")
+        raise ValueError(
+            f"the excluded region has shape {exclude.shape}, the heatmap {heatmap.shape}"
+        )
     if fraction == 0.0 and (exclude is None or not exclude.any()):
         return heatmap
     height, width = heatmap.shape
     dy, dx = int(round(height * fraction)), int(round(width * fraction))
     kept = np.zeros(heatmap.shape, dtype=bool)
-    kept[dy:height - dy, dx:width - dx] = True
+    kept[dy : height - dy, dx : width - dx] = True
     if exclude is not None:
         kept &= ~exclude
     out = np.zeros_like(heatmap, dtype=np.float32)
@@ -251,7 +279,9 @@ def _to_shape(cam: np.ndarray, shape: tuple[int, int]) -> Heatmap:
     return np.clip(cam, 0.0, 1.0).astype(np.float32)
 
 
-def overlay(gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colormap: str = "jet") -> np.ndarray:
+def overlay(
+    gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colormap: str = "jet"
+) -> np.ndarray:
     """Heatmap coloured with ``colormap`` blended over the radiograph: uint8 (H, W, 3) RGB.
 
     A heatmap of a different size (e.g. from a downscaled copy) is resized to the image.
@@ -259,13 +289,17 @@ def overlay(gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colormap: 
     import matplotlib
 
     if gray.ndim != 2 or heatmap.ndim != 2:
-        raise ValueError(f"overlay needs two 2-D arrays, got shapes {gray.shape} and {heatmap.shape}")
+        raise ValueError(
+            f"overlay needs two 2-D arrays, got shapes {gray.shape} and {heatmap.shape}"
+        )
     if not 0.0 <= opacity <= 1.0:
         raise ConfigError(f"overlay opacity must lie between 0 and 1, not {opacity}")
     try:
         cmap = matplotlib.colormaps[colormap]
     except KeyError:
-        raise ConfigError(f"unknown colormap '{colormap}'; try jet, inferno, viridis or turbo") from None
+        raise ConfigError(
+            f"unknown colormap '{colormap}'; try jet, inferno, viridis or turbo"
+        ) from None
     heat = _to_shape(heatmap, gray.shape)
     base = np.clip(gray.astype(np.float32), 0.0, 1.0)[..., None]
     colour = cmap(heat)[..., :3].astype(np.float32)
@@ -273,7 +307,9 @@ def overlay(gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colormap: 
     return np.round(blended * 255.0).astype(np.uint8)
 
 
-def overlay_png(gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colormap: str = "jet") -> bytes:
+def overlay_png(
+    gray: np.ndarray, heatmap: Heatmap, opacity: float = 0.4, colormap: str = "jet"
+) -> bytes:
     """:func:`overlay` encoded as PNG bytes (for download buttons and ``cxr predict --heatmaps``)."""
     buffer = io.BytesIO()
     Image.fromarray(overlay(gray, heatmap, opacity, colormap)).save(buffer, format="PNG")
@@ -296,18 +332,25 @@ def forward_seconds(predictor: Predictor, repeats: int = 3) -> float:
 def _channels(predictor: Predictor, layers: list[nn.Module]) -> int:
     """Total output channels of the target layers, seen in one forward pass of a blank image."""
     seen: list[int] = []
-    handles = [layer.register_forward_hook(lambda m, i, out: seen.append(int(out.shape[1]))) for layer in layers]
+    handles = [
+        layer.register_forward_hook(lambda m, i, out: seen.append(int(out.shape[1])))
+        for layer in layers
+    ]
     size = predictor.preprocess.input_size
     try:
         with torch.inference_mode():
-            predictor.model(torch.zeros(1, predictor.preprocess.in_chans, size, size, device=predictor.device))
+            predictor.model(
+                torch.zeros(1, predictor.preprocess.in_chans, size, size, device=predictor.device)
+            )
     finally:
         for handle in handles:
             handle.remove()
     return max(sum(seen), 1)
 
 
-def estimate_seconds(predictor: Predictor, method: str, forward_s: float, layer: str | None = None) -> float:
+def estimate_seconds(
+    predictor: Predictor, method: str, forward_s: float, layer: str | None = None
+) -> float:
     """Rough time of one explanation: Score-CAM runs one forward pass per channel of the target
     layer(s); the gradient methods and EigenCAM about two passes (forward plus a short backward)."""
     method_class(method)
@@ -328,7 +371,11 @@ def interactive_methods(predictor: Predictor, forward_s: float) -> dict[str, str
     ensemble = isinstance(predictor.model, Ensemble)
     channels = _channels(predictor, predictor.target_layers(predictor.model))
     for method in METHODS:
-        estimate = forward_s * channels if method == "scorecam" else estimate_seconds(predictor, method, forward_s)
+        estimate = (
+            forward_s * channels
+            if method == "scorecam"
+            else estimate_seconds(predictor, method, forward_s)
+        )
         if method == "scorecam" and ensemble:
             out[method] = f"not offered for ensembles (estimated {estimate:.0f} s)"
         elif method == "scorecam" and estimate > SLOW_SECONDS:
@@ -338,24 +385,37 @@ def interactive_methods(predictor: Predictor, forward_s: float) -> dict[str, str
     return out
 
 
-def contour_overlay(gray: np.ndarray, heatmap: Heatmap, level: float = 0.5, colour: tuple[int, int, int] = (255, 64, 0),
-                    thickness: int = 2, max_side: int | None = None) -> np.ndarray:
+def contour_overlay(
+    gray: np.ndarray,
+    heatmap: Heatmap,
+    level: float = 0.5,
+    colour: tuple[int, int, int] = (255, 64, 0),
+    thickness: int = 2,
+    max_side: int | None = None,
+) -> np.ndarray:
     """The radiograph with the outline of {heatmap ≥ level} drawn on it: uint8 (H, W, 3) RGB.
 
     Unlike a colour wash, the film stays readable everywhere outside the thin line.
     ``max_side`` downsamples first (small multiples).
     """
     if gray.ndim != 2 or heatmap.ndim != 2:
-        raise ValueError(f"contour_overlay needs two 2-D arrays, got shapes {gray.shape} and {heatmap.shape}")
+        raise ValueError(
+            f"contour_overlay needs two 2-D arrays, got shapes {gray.shape} and {heatmap.shape}"
+        )
     if not 0.0 < level < 1.0:
         raise ConfigError(f"the contour level must lie strictly between 0 and 1, not {level}")
     base = np.clip(gray.astype(np.float32), 0.0, 1.0)
     if max_side and max(base.shape) > max_side:
         scale = max_side / max(base.shape)
-        base = cv2.resize(base, (max(1, round(base.shape[1] * scale)), max(1, round(base.shape[0] * scale))),
-                          interpolation=cv2.INTER_AREA)
+        base = cv2.resize(
+            base,
+            (max(1, round(base.shape[1] * scale)), max(1, round(base.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA,
+        )
     heat = _to_shape(heatmap, base.shape)
     rgb = np.repeat(np.round(base * 255.0).astype(np.uint8)[..., None], 3, axis=2)
-    contours, _ = cv2.findContours((heat >= level).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(
+        (heat >= level).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     cv2.drawContours(rgb, contours, -1, colour, thickness, lineType=cv2.LINE_AA)
     return rgb

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ from cxr_core.utils.atomic import write_atomically
 logger = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
-METADATA_KEY = "cxr_export"  # ONNX metadata_props key; TorchScript extra file is METADATA_KEY + ".json"
+METADATA_KEY = (
+    "cxr_export"  # ONNX metadata_props key; TorchScript extra file is METADATA_KEY + ".json"
+)
 ONNX_OPSET = 18  # the first opset whose Resize has the antialias attribute the ensemble needs
 INPUT_NAME, OUTPUT_NAME = "input", "probabilities"
 PARITY_TOLERANCE = 1e-4
@@ -42,16 +44,30 @@ PARITY_TOLERANCE = 1e-4
 class ScoringGraph(nn.Module):
     """Preprocessed batch (B, C, S, S) -> (B, K) probabilities, as :meth:`Predictor.probabilities_of`."""
 
-    def __init__(self, model: nn.Module, *, multilabel: bool, tta: str, temperature: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        multilabel: bool,
+        tta: str,
+        temperature: list[float] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.multilabel = multilabel
         self.tta = tta
-        self.temperature = temperature  # the card's calibration, applied as the Predictor applies it
+        self.temperature = (
+            temperature  # the card's calibration, applied as the Predictor applies it
+        )
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(self.model, batch, multilabel=self.multilabel, tta=self.tta,
-                                   temperature=self.temperature)
+        return class_probabilities(
+            self.model,
+            batch,
+            multilabel=self.multilabel,
+            tta=self.tta,
+            temperature=self.temperature,
+        )
 
 
 def export_metadata(predictor: Predictor) -> dict:
@@ -66,11 +82,15 @@ def export_metadata(predictor: Predictor) -> dict:
         "temperature": predictor.card.temperature() if predictor.card is not None else None,
         "preprocess": predictor.preprocess.to_dict(),
         "input": "float32 (batch, in_chans, input_size, input_size): cxr_core.data.preprocessing.eval_tensor of the "
-                 "uint8 image resized to cache_size (to_cache_array); gray 0..255 normalised with mean/std"
-                 + ("; BEFORE that, every pixel outside the lungs set to 0 by the lung model preprocess.lung_mask "
-                    "names (cxr_core.models.lung_mask.LungMasker): that step is not part of this graph"
-                    if predictor.lung_masker is not None else ""),
-        "output": "float32 (batch, classes) probabilities: " + ("sigmoid" if predictor.label_space.multilabel else "softmax"),
+        "uint8 image resized to cache_size (to_cache_array); gray 0..255 normalised with mean/std"
+        + (
+            "; BEFORE that, every pixel outside the lungs set to 0 by the lung model preprocess.lung_mask "
+            "names (cxr_core.models.lung_mask.LungMasker): that step is not part of this graph"
+            if predictor.lung_masker is not None
+            else ""
+        ),
+        "output": "float32 (batch, classes) probabilities: "
+        + ("sigmoid" if predictor.label_space.multilabel else "softmax"),
         "architecture": predictor.architecture,
         "provenance": card.provenance if card is not None else "",
     }
@@ -80,17 +100,25 @@ def scoring_graph(predictor: Predictor) -> ScoringGraph:
     """The predictor's model wrapped with its activation and test-time augmentation, on the CPU."""
     model = predictor.model.to("cpu").eval()
     temperature = predictor.card.temperature() if predictor.card is not None else None
-    return ScoringGraph(model, multilabel=predictor.label_space.multilabel, tta=predictor.tta,
-                        temperature=temperature).eval()
+    return ScoringGraph(
+        model,
+        multilabel=predictor.label_space.multilabel,
+        tta=predictor.tta,
+        temperature=temperature,
+    ).eval()
 
 
 def _example(predictor: Predictor, batch: int = 2) -> torch.Tensor:
     cfg = predictor.preprocess
     generator = torch.Generator().manual_seed(0)
-    return torch.rand(batch, cfg.in_chans, cfg.input_size, cfg.input_size, generator=generator) * 4 - 2
+    return (
+        torch.rand(batch, cfg.in_chans, cfg.input_size, cfg.input_size, generator=generator) * 4 - 2
+    )
 
 
-def _export_torchscript(graph: ScoringGraph, example: torch.Tensor, metadata: dict, out: Path) -> None:
+def _export_torchscript(
+    graph: ScoringGraph, example: torch.Tensor, metadata: dict, out: Path
+) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(graph, example, check_trace=False)
     extra = {f"{METADATA_KEY}.json": json.dumps(metadata)}
@@ -105,9 +133,17 @@ def _export_onnx(graph: ScoringGraph, example: torch.Tensor, metadata: dict, out
 
     def write(tmp: Path) -> None:
         with torch.no_grad():
-            torch.onnx.export(graph, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_shapes={"batch": {0: torch.export.Dim("batch")}}, opset_version=ONNX_OPSET,
-                              dynamo=True, verbose=False)
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"batch": {0: torch.export.Dim("batch")}},
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                verbose=False,
+            )
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
@@ -124,7 +160,11 @@ def load_exported(path: str | Path) -> tuple[object, dict]:
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         metadata = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
-        return (lambda batch: session.run(None, {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]), metadata
+        return (
+            lambda batch: session.run(
+                None, {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+            )[0]
+        ), metadata
     extra = {f"{METADATA_KEY}.json": ""}
     module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     metadata = json.loads(extra[f"{METADATA_KEY}.json"])
@@ -144,7 +184,11 @@ def check_parity(path: str | Path, predictor: Predictor, batch: torch.Tensor) ->
 
 
 def export_checkpoint(
-    checkpoint: str | Path, fmt: str, out: str | Path, *, parity_batch: Sequence[np.ndarray] | None = None,
+    checkpoint: str | Path,
+    fmt: str,
+    out: str | Path,
+    *,
+    parity_batch: Sequence[np.ndarray] | None = None,
     tta: str | None = None,
 ) -> tuple[Path, float | None]:
     """Export ``checkpoint``'s scoring path to ``out`` in ``fmt`` (``onnx`` or ``torchscript``).
@@ -171,5 +215,10 @@ def export_checkpoint(
                 f"the exported {fmt} graph differs from the Predictor by {delta:.2e} (> {PARITY_TOLERANCE:g}) on "
                 f"{len(parity_batch)} real images; it was not kept"
             )
-        logger.info("%s: max |Δp| against the Predictor on %d images = %.2e", out.name, len(parity_batch), delta)
+        logger.info(
+            "%s: max |Δp| against the Predictor on %d images = %.2e",
+            out.name,
+            len(parity_batch),
+            delta,
+        )
     return out, delta

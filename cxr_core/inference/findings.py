@@ -77,7 +77,9 @@ class FindingsSummary:
         return tuple(f for f in self.findings if f.borderline)
 
 
-def borderline_band(threshold: float, band: float = BORDERLINE_BAND, fraction: float = BORDERLINE_FRACTION) -> float:
+def borderline_band(
+    threshold: float, band: float = BORDERLINE_BAND, fraction: float = BORDERLINE_FRACTION
+) -> float:
     """Half-width of the borderline zone around ``threshold``: ``fraction`` of it, at most ``band``."""
     return min(band, fraction * threshold)
 
@@ -87,8 +89,13 @@ def is_borderline(probability: float, threshold: float, band: float = BORDERLINE
     return abs(probability - threshold) <= borderline_band(threshold, band) + 1e-12
 
 
-def summarise_findings(prediction: Prediction, *, multilabel: bool, band: float = BORDERLINE_BAND,
-                       tie_margin: float = NEAR_TIE_MARGIN) -> FindingsSummary:
+def summarise_findings(
+    prediction: Prediction,
+    *,
+    multilabel: bool,
+    band: float = BORDERLINE_BAND,
+    tie_margin: float = NEAR_TIE_MARGIN,
+) -> FindingsSummary:
     """Order, call and flag the findings of one :class:`Prediction` (see the module docstring)."""
     probs = prediction.probabilities
     ranked = sorted(probs, key=lambda c: (-probs[c], c))
@@ -99,11 +106,14 @@ def summarise_findings(prediction: Prediction, *, multilabel: bool, band: float 
             probability=probs[c],
             threshold=float(prediction.thresholds.get(c, np.nan)),
             positive=c in prediction.positive,
-            borderline=multilabel and is_borderline(probs[c], float(prediction.thresholds.get(c, np.nan)), band),
+            borderline=multilabel
+            and is_borderline(probs[c], float(prediction.thresholds.get(c, np.nan)), band),
         )
         for c in ranked
     ]
-    findings.sort(key=lambda f: (not (f.positive and f.name not in NORMAL_CLASSES), -f.probability, f.name))
+    findings.sort(
+        key=lambda f: (not (f.positive and f.name not in NORMAL_CLASSES), -f.probability, f.name)
+    )
     disease = [c for c in ranked if c not in NORMAL_CLASSES] or ranked
     worst = disease[0]
     return FindingsSummary(
@@ -120,8 +130,14 @@ def summarise_findings(prediction: Prediction, *, multilabel: bool, band: float 
     )
 
 
-def export_frame(predictions: Sequence[Prediction], *, model: str, checkpoint_digest: str, threshold_set: str,
-                 multilabel: bool) -> pd.DataFrame:
+def export_frame(
+    predictions: Sequence[Prediction],
+    *,
+    model: str,
+    checkpoint_digest: str,
+    threshold_set: str,
+    multilabel: bool,
+) -> pd.DataFrame:
     """One row per image: file, calls, every probability and threshold, and the model that made them.
 
     Columns: ``file, model, checkpoint_sha256, threshold_set, positive, borderline,
@@ -140,6 +156,8 @@ def export_frame(predictions: Sequence[Prediction], *, model: str, checkpoint_di
             "borderline": "; ".join(f.name for f in summary.borderline),
         }
         row |= {f"prob:{c}": v for c, v in p.probabilities.items()}
-        row |= {f"threshold:{c}": (p.thresholds.get(c) if multilabel else None) for c in p.probabilities}
+        row |= {
+            f"threshold:{c}": (p.thresholds.get(c) if multilabel else None) for c in p.probabilities
+        }
         rows.append(row)
     return pd.DataFrame(rows)

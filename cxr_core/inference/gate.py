@@ -69,7 +69,9 @@ _AGE_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0, "": 
 def check_quality(pixels: np.ndarray, name: str, meta: dict[str, Any] | None = None) -> None:
     """Refuse an image that cannot be a radiograph, with a message saying what is wrong."""
     if pixels.ndim != 2:
-        raise UnsuitableImageError(f"{name}: expected a 2-D gray image, got an array of shape {pixels.shape}.")
+        raise UnsuitableImageError(
+            f"{name}: expected a 2-D gray image, got an array of shape {pixels.shape}."
+        )
     height, width = pixels.shape
     if min(height, width) < MIN_SIDE:
         raise UnsuitableImageError(
@@ -83,7 +85,9 @@ def check_quality(pixels: np.ndarray, name: str, meta: dict[str, Any] | None = N
             "Check that this is the right file."
         )
     if meta and meta.get("constant"):
-        raise UnsuitableImageError(f"{name}: the image is blank (every pixel has the same value); nothing to assess.")
+        raise UnsuitableImageError(
+            f"{name}: the image is blank (every pixel has the same value); nothing to assess."
+        )
     step = max(1, max(height, width) // 512)  # percentiles on a subsample: fast on 3000-px films
     low, high = np.percentile(pixels[::step, ::step], [1, 99])
     if high - low < MIN_SPREAD:
@@ -128,7 +132,7 @@ class FeatureTap:
         for head in heads:
             head.register_forward_pre_hook(self._hook)
 
-    def __deepcopy__(self, memo: dict) -> "FeatureTap":
+    def __deepcopy__(self, memo: dict) -> FeatureTap:
         # A deep copy of the model (the Grad-CAM replica) copies its hooks and with them this
         # tap; thread-local state cannot be copied, and sharing the tap is safe: a thread only
         # collects inside run(), which the replica is never called from.
@@ -149,7 +153,9 @@ class FeatureTap:
         finally:
             self._local.buffer = None
         if len(captured) != self._count:
-            raise RuntimeError(f"expected features from {self._count} classifier heads, got {len(captured)}")
+            raise RuntimeError(
+                f"expected features from {self._count} classifier heads, got {len(captured)}"
+            )
         return result, torch.cat(captured, dim=1).cpu().numpy().astype(np.float64)
 
 
@@ -170,7 +176,9 @@ class FeatureReference:
         centred = np.asarray(features, dtype=np.float64) - self.mean
         projected = centred @ self.components
         residual = centred - projected @ self.components.T
-        squared = (projected**2 / self.variances).sum(axis=1) + (residual**2).sum(axis=1) / self.residual_variance
+        squared = (projected**2 / self.variances).sum(axis=1) + (residual**2).sum(
+            axis=1
+        ) / self.residual_variance
         return np.sqrt(squared / self.mean.size)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
@@ -181,20 +189,39 @@ class FeatureReference:
         }
 
     @classmethod
-    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], section: dict) -> "FeatureReference":
+    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], section: dict) -> FeatureReference:
         try:
-            mean, comps, variances = (tensors[k].double().numpy() for k in ("mean", "components", "variances"))
-            residual, threshold = float(section["residual_variance"]), float(section["distance_threshold"])
+            mean, comps, variances = (
+                tensors[k].double().numpy() for k in ("mean", "components", "variances")
+            )
+            residual, threshold = (
+                float(section["residual_variance"]),
+                float(section["distance_threshold"]),
+            )
         except KeyError as exc:
-            raise CheckpointError(f"the input-gate statistics lack {exc}; re-run `cxr gate fit`") from None
-        if comps.shape != (mean.size, variances.size) or not (variances > 0).all() or not residual > 0 \
-                or not np.isfinite(threshold) or threshold <= 0:
-            raise CheckpointError("the input-gate statistics are inconsistent; re-run `cxr gate fit`")
+            raise CheckpointError(
+                f"the input-gate statistics lack {exc}; re-run `cxr gate fit`"
+            ) from None
+        if (
+            comps.shape != (mean.size, variances.size)
+            or not (variances > 0).all()
+            or not residual > 0
+            or not np.isfinite(threshold)
+            or threshold <= 0
+        ):
+            raise CheckpointError(
+                "the input-gate statistics are inconsistent; re-run `cxr gate fit`"
+            )
         return cls(mean, comps, variances, residual, threshold)
 
 
-def fit_reference(train: np.ndarray, validation: np.ndarray, *, dims: int = 64,
-                  quantile: float = VALIDATION_QUANTILE) -> tuple[FeatureReference, np.ndarray]:
+def fit_reference(
+    train: np.ndarray,
+    validation: np.ndarray,
+    *,
+    dims: int = 64,
+    quantile: float = VALIDATION_QUANTILE,
+) -> tuple[FeatureReference, np.ndarray]:
     """Statistics of ``train`` features, thresholded at ``quantile`` of ``validation`` distances.
 
     Returns the reference and the validation distances. The top ``dims`` directions come from
@@ -203,8 +230,10 @@ def fit_reference(train: np.ndarray, validation: np.ndarray, *, dims: int = 64,
     """
     train = np.asarray(train, dtype=np.float64)
     if train.shape[0] < 2 or validation.shape[0] < 1:
-        raise ConfigError(f"fitting the input gate needs >= 2 training and >= 1 validation images, got "
-                          f"{train.shape[0]} and {validation.shape[0]}")
+        raise ConfigError(
+            f"fitting the input gate needs >= 2 training and >= 1 validation images, got "
+            f"{train.shape[0]} and {validation.shape[0]}"
+        )
     mean = train.mean(axis=0)
     _, singular, vt = np.linalg.svd(train - mean, full_matrices=False)
     eig = singular**2 / (train.shape[0] - 1)
@@ -214,8 +243,12 @@ def fit_reference(train: np.ndarray, validation: np.ndarray, *, dims: int = 64,
     residual = max(rest, float(eig[k - 1]) * 1e-3, 1e-12)  # floor: the residual may vanish (N << F)
     unthresholded = FeatureReference(mean, vt[:k].T.copy(), eig[:k].copy(), residual, np.inf)
     val_distances = unthresholded.distances(validation)
-    threshold = float(np.quantile(val_distances, quantile, method="higher"))  # at most 5% strictly above
-    return FeatureReference(mean, vt[:k].T.copy(), eig[:k].copy(), residual, threshold), val_distances
+    threshold = float(
+        np.quantile(val_distances, quantile, method="higher")
+    )  # at most 5% strictly above
+    return FeatureReference(
+        mean, vt[:k].T.copy(), eig[:k].copy(), residual, threshold
+    ), val_distances
 
 
 # --------------------------------------------------------------------------- the gate
@@ -224,22 +257,33 @@ def fit_reference(train: np.ndarray, validation: np.ndarray, *, dims: int = 64,
 class InputGate:
     """What a Predictor checks about each image, built from one model card (and its statistics)."""
 
-    def __init__(self, card: ModelCard | None = None, reference: FeatureReference | None = None,
-                 lungs: LungSegmenter | None = None) -> None:
+    def __init__(
+        self,
+        card: ModelCard | None = None,
+        reference: FeatureReference | None = None,
+        lungs: LungSegmenter | None = None,
+    ) -> None:
         """``lungs``: the lung model whose input check joins the image warnings (None: no lung check)."""
         # New cards record the training ages in their data section; older ones (the bundled
         # models) get them from `cxr gate fit`, which reads them off the training manifest.
-        age = (card.data.get("age_range") or card.gate.get("age_range")) if card is not None else None
+        age = (
+            (card.data.get("age_range") or card.gate.get("age_range")) if card is not None else None
+        )
         try:
-            self.age_range: tuple[float, float] | None = (float(age[0]), float(age[1])) if age else None
+            self.age_range: tuple[float, float] | None = (
+                (float(age[0]), float(age[1])) if age else None
+            )
         except (TypeError, ValueError, IndexError, KeyError):
-            raise CheckpointError(f"the model card's training age range {age!r} is not [youngest, oldest]") from None
+            raise CheckpointError(
+                f"the model card's training age range {age!r} is not [youngest, oldest]"
+            ) from None
         self.reference = reference
         self.lungs = lungs
 
     @classmethod
-    def of_checkpoint(cls, card: ModelCard, tensors: dict[str, torch.Tensor],
-                      lungs: LungSegmenter | None = None) -> "InputGate":
+    def of_checkpoint(
+        cls, card: ModelCard, tensors: dict[str, torch.Tensor], lungs: LungSegmenter | None = None
+    ) -> InputGate:
         """The gate a checkpoint's card and stored statistics describe (metadata checks only when unfitted)."""
         if not card.gate or not tensors:
             return cls(card, None, lungs)
@@ -253,7 +297,9 @@ class InputGate:
         """
         return self.lungs.segment(pixels) if self.lungs is not None else None
 
-    def image_warnings(self, image: LoadedImage | np.ndarray, lungs: LungResult | None = None) -> list[str]:
+    def image_warnings(
+        self, image: LoadedImage | np.ndarray, lungs: LungResult | None = None
+    ) -> list[str]:
         """Warnings about one image itself: its header, then its lungs (``lungs`` from :meth:`segment_lungs`)."""
         warning = lungs.check.warning if lungs is not None else None
         return self.metadata_warnings(image) + ([warning] if warning else [])
@@ -266,17 +312,29 @@ class InputGate:
         out = []
         modality = str(meta.get("modality") or "").strip().upper()
         if modality and modality not in CHEST_MODALITIES:
-            out.append(f"DICOM Modality is {modality}, not a radiograph (CR/DX): this model only reads chest X-rays.")
+            out.append(
+                f"DICOM Modality is {modality}, not a radiograph (CR/DX): this model only reads chest X-rays."
+            )
         body_part = str(meta.get("body_part") or "").strip().upper()
         if body_part and body_part not in CHEST_BODY_PARTS:
-            out.append(f"DICOM BodyPartExamined is {body_part}, not CHEST: this model only reads chest X-rays.")
+            out.append(
+                f"DICOM BodyPartExamined is {body_part}, not CHEST: this model only reads chest X-rays."
+            )
         view = str(meta.get("view_position") or "").strip().upper()
         if view in LATERAL_VIEWS:
-            out.append(f"lateral view ({view}): the model was trained on frontal (PA/AP) films only.")
+            out.append(
+                f"lateral view ({view}): the model was trained on frontal (PA/AP) films only."
+            )
         age = dicom_age_years(meta.get("patient_age"))
-        if age is not None and self.age_range is not None and not self.age_range[0] <= age <= self.age_range[1]:
-            out.append(f"patient age {age:g} years is outside the training ages "
-                       f"({self.age_range[0]:g}-{self.age_range[1]:g} years).")
+        if (
+            age is not None
+            and self.age_range is not None
+            and not self.age_range[0] <= age <= self.age_range[1]
+        ):
+            out.append(
+                f"patient age {age:g} years is outside the training ages "
+                f"({self.age_range[0]:g}-{self.age_range[1]:g} years)."
+            )
         return out
 
     def distribution_warnings(self, features: np.ndarray) -> list[list[str]]:
@@ -284,10 +342,16 @@ class InputGate:
         if self.reference is None:
             return [[] for _ in range(len(features))]
         distances = self.reference.distances(features)
-        return [[f"unlike the training images (feature distance {d / self.reference.threshold:.1f}x the "
-                 "threshold 95% of validation images stay under): it may not be a chest radiograph of the "
-                 "kind this model learned from; do not rely on its findings."] if d > self.reference.threshold else []
-                for d in distances]
+        return [
+            [
+                f"unlike the training images (feature distance {d / self.reference.threshold:.1f}x the "
+                "threshold 95% of validation images stay under): it may not be a chest radiograph of the "
+                "kind this model learned from; do not rely on its findings."
+            ]
+            if d > self.reference.threshold
+            else []
+            for d in distances
+        ]
 
 
 def fit_gate(
@@ -351,8 +415,13 @@ def fit_checkpoint_gate(
     """
     ckpt = load_checkpoint(checkpoint)
     preprocess = ckpt.preprocess
-    cache = ImageCache.build(manifest, cache_dir, preprocess.cache_size, progress=progress,
-                             transform=lung_masker_for(preprocess, device))  # the images the model saw
+    cache = ImageCache.build(
+        manifest,
+        cache_dir,
+        preprocess.cache_size,
+        progress=progress,
+        transform=lung_masker_for(preprocess, device),
+    )  # the images the model saw
     dev = resolve_device(device)
     model = ckpt.build_model().to(dev)
     train = manifest.split("train")
@@ -363,11 +432,18 @@ def fit_checkpoint_gate(
     def batches(split: str) -> Iterator[torch.Tensor]:
         rows = cache.rows_for(splits[split])
         for start in range(0, len(rows), batch_size):
-            yield eval_tensor(cache.get_batch(rows[start:start + batch_size]), preprocess).to(dev)
+            yield eval_tensor(cache.get_batch(rows[start : start + batch_size]), preprocess).to(dev)
 
     ages = train.frame["age"].to_numpy(dtype=np.float64) if "age" in train.frame else np.array([])
-    card, tensors, _ = fit_gate(ckpt.card, model, head_modules(ckpt.card, model), batches, ages=ages, dims=dims)
+    card, tensors, _ = fit_gate(
+        ckpt.card, model, head_modules(ckpt.card, model), batches, ages=ages, dims=dims
+    )
     stamp_checkpoint(checkpoint, card, tensors)
-    logger.info("input gate of %s: threshold %.3f, %.1f%% of %d validation images flagged",
-                checkpoint, card.gate["distance_threshold"], 100 * card.gate["val_flagged_fraction"], card.gate["n_val"])
+    logger.info(
+        "input gate of %s: threshold %.3f, %.1f%% of %d validation images flagged",
+        checkpoint,
+        card.gate["distance_threshold"],
+        100 * card.gate["val_flagged_fraction"],
+        card.gate["n_val"],
+    )
     return card.gate

@@ -43,7 +43,8 @@ MASK_SETTINGS = ("border", "mask_text")
 
 
 def harmonise_finding(name: str) -> str:
-    """Box-file finding name → canonical class name (``Effusion`` → ``Pleural Effusion``, ``Infiltrate`` → ``Infiltration``)."""
+    """Box-file finding name → canonical class name (``Effusion`` → ``Pleural Effusion``,
+    ``Infiltrate`` → ``Infiltration``)."""
     return _BOX_ALIASES.get(name.strip().lower(), canonical_name(name))
 
 
@@ -70,16 +71,22 @@ def load_bboxes(path: str | os.PathLike[str]) -> pd.DataFrame:
             try:
                 x, y, w, h = (float(v) for v in fields[2:6])
             except ValueError:
-                raise DatasetError(f"{path}, line {line_no}: box values {fields[2:6]} are not four numbers") from None
+                raise DatasetError(
+                    f"{path}, line {line_no}: box values {fields[2:6]} are not four numbers"
+                ) from None
             if w <= 0 or h <= 0:
-                raise DatasetError(f"{path}, line {line_no}: box width/height must be positive, got w={w}, h={h}")
+                raise DatasetError(
+                    f"{path}, line {line_no}: box width/height must be positive, got w={w}, h={h}"
+                )
             rows.append((fields[0].strip(), harmonise_finding(fields[1]), x, y, w, h))
     if not rows:
         raise DatasetError(f"{path}: contains no boxes")
     return pd.DataFrame(rows, columns=list(BOX_COLUMNS))
 
 
-def scale_box(box: Sequence[float], shape: tuple[int, int], original_size: int = NIH_ORIGINAL_SIZE) -> tuple[float, ...]:
+def scale_box(
+    box: Sequence[float], shape: tuple[int, int], original_size: int = NIH_ORIGINAL_SIZE
+) -> tuple[float, ...]:
     """(x, y, w, h) from ``original_size`` pixel space to an image of ``shape`` (H, W)."""
     x, y, w, h = box
     sy, sx = shape[0] / original_size, shape[1] / original_size
@@ -165,7 +172,7 @@ def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate_localisation(
-    predictor: "Predictor",
+    predictor: Predictor,
     boxes: pd.DataFrame,
     images_dir: str | os.PathLike[str],
     *,
@@ -177,7 +184,7 @@ def evaluate_localisation(
     batch_size: int = 8,
     original_size: int = NIH_ORIGINAL_SIZE,
     progress: bool = True,
-    lungs: "LungSegmenter | None" = None,
+    lungs: LungSegmenter | None = None,
 ) -> LocalisationResult:
     """Explain each boxed finding the model knows and score the heatmap against the box.
 
@@ -190,7 +197,12 @@ def evaluate_localisation(
     :func:`~cxr_core.inference.explain.mask_border`, with or without the image's burned-in text;
     default: the dashboard's masking only), so comparing maskings costs no extra heatmaps.
     """
-    from cxr_core.inference.explain import DEFAULT_BORDER, DEFAULT_MASK_TEXT, explain_batch, mask_border
+    from cxr_core.inference.explain import (
+        DEFAULT_BORDER,
+        DEFAULT_MASK_TEXT,
+        explain_batch,
+        mask_border,
+    )
 
     borders = tuple(borders) if borders else (DEFAULT_BORDER,)
     text_settings = tuple(dict.fromkeys(mask_text)) if mask_text else (DEFAULT_MASK_TEXT,)
@@ -213,29 +225,44 @@ def evaluate_localisation(
     lung_masks: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(pairs), desc=f"{method} heatmaps", unit="map", disable=not progress)
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         images = [load_image(images_dir / image_id) for (image_id, _), _ in chunk]
-        maps = explain_batch(predictor, images, [finding for (_, finding), _ in chunk], method, layer=layer,
-                             border=0.0, mask_text=False)
+        maps = explain_batch(
+            predictor,
+            images,
+            [finding for (_, finding), _ in chunk],
+            method,
+            layer=layer,
+            border=0.0,
+            mask_text=False,
+        )
         for ((image_id, finding), index), raw, image in zip(chunk, maps, images):
             if lungs is not None and image_id not in lung_masks:
                 lung_masks[image_id] = lungs.segment(image.pixels).mask
             text = burned_in_text_mask(image.pixels) if any(text_settings) else None
             for border, masked_text in ((b, t) for b in borders for t in text_settings):
                 heatmap = mask_border(raw, border, text if masked_text else None)
-                in_lung = {"in_lung": heatmap_mass_in_mask(heatmap, lung_masks[image_id])} if lungs is not None else {}
+                in_lung = (
+                    {"in_lung": heatmap_mass_in_mask(heatmap, lung_masks[image_id])}
+                    if lungs is not None
+                    else {}
+                )
                 for _, box_row in usable.loc[index].iterrows():
-                    box = scale_box((box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size)
-                    records.append({
-                        "image_id": image_id,
-                        "finding": finding,
-                        "border": float(border),
-                        "mask_text": bool(masked_text),
-                        "hit": pointing_hit(heatmap, box),
-                        "center_hit": center_hit(heatmap.shape, box),
-                        "iou": heatmap_iou(heatmap, box, level),
-                        **in_lung,
-                    })
+                    box = scale_box(
+                        (box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size
+                    )
+                    records.append(
+                        {
+                            "image_id": image_id,
+                            "finding": finding,
+                            "border": float(border),
+                            "mask_text": bool(masked_text),
+                            "hit": pointing_hit(heatmap, box),
+                            "center_hit": center_hit(heatmap.shape, box),
+                            "iou": heatmap_iou(heatmap, box, level),
+                            **in_lung,
+                        }
+                    )
         bar.update(len(chunk))
     bar.close()
     per_box = pd.DataFrame(records)

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 # What counts as lung is defined once, in cxr_core.data.lung_mask (lung-masked classifiers use
 # the same threshold and speck rule); the bundled lung model's path in cxr_core.artifacts.lung_model.
-from cxr_core.artifacts.lung_model import DEFAULT_LUNG_CHECKPOINT
+from cxr_core.artifacts.lung_model import DEFAULT_LUNG_CHECKPOINT  # noqa: F401 (re-exported)
 from cxr_core.data.lung_mask import LUNG_THRESHOLD, MIN_COMPONENT_PIXELS, drop_specks
 from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import CheckpointError
@@ -98,7 +98,10 @@ def check_lung_fraction(fraction: float, reference: dict) -> LungCheck:
     Accepted: ``[LOW_FACTOR * min, HIGH_FACTOR * max]`` of the training masks' lung fractions.
     """
     try:
-        low, high = LOW_FACTOR * float(reference["min"]), min(1.0, HIGH_FACTOR * float(reference["max"]))
+        low, high = (
+            LOW_FACTOR * float(reference["min"]),
+            min(1.0, HIGH_FACTOR * float(reference["max"])),
+        )
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(
             "the lung model's card has no training lung-area range (data.mask_fraction); retrain it with cxr train"
@@ -134,7 +137,9 @@ def check_lungs(mask: np.ndarray, reference: dict) -> LungCheck:
     """The input check of one predicted lung mask: its area (:func:`check_lung_fraction`), then its layout."""
     check = check_lung_fraction(lung_area_fraction(mask), reference)
     if check.ok and not two_lungs_side_by_side(drop_specks(np.asarray(mask, dtype=bool))):
-        return LungCheck(fraction=check.fraction, status=STATUS_LAYOUT, low=check.low, high=check.high)
+        return LungCheck(
+            fraction=check.fraction, status=STATUS_LAYOUT, low=check.low, high=check.high
+        )
     return check
 
 
@@ -150,7 +155,11 @@ def heatmap_mass_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
         raise ValueError(f"heatmap and mask must be 2-D, got {h.shape} and {m.shape}")
     if h.shape != m.shape:
         t = torch.from_numpy(h)[None, None]
-        h = F.interpolate(t, size=m.shape, mode="bilinear", align_corners=False)[0, 0].clamp_(min=0).numpy()
+        h = (
+            F.interpolate(t, size=m.shape, mode="bilinear", align_corners=False)[0, 0]
+            .clamp_(min=0)
+            .numpy()
+        )
     total = float(h.sum())
     return float(h[m].sum() / total) if total > 0 else float("nan")
 
@@ -169,7 +178,9 @@ def heatmap_within_mask(heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if h.ndim != 2 or m.ndim != 2:
         raise ValueError(f"heatmap and mask must be 2-D, got {h.shape} and {m.shape}")
     if m.shape != h.shape:
-        share = F.interpolate(torch.from_numpy(m.astype(np.float32))[None, None], size=h.shape, mode="area")[0, 0]
+        share = F.interpolate(
+            torch.from_numpy(m.astype(np.float32))[None, None], size=h.shape, mode="area"
+        )[0, 0]
         m = share.numpy() >= 0.5
     out = np.zeros_like(h)
     if m.any():
@@ -180,19 +191,33 @@ def heatmap_within_mask(heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-_MOORE = ((0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1))  # clockwise from east (row, col)
+_MOORE = (
+    (0, 1),
+    (1, 1),
+    (1, 0),
+    (1, -1),
+    (0, -1),
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+)  # clockwise from east (row, col)
 
 
 def _trace(component: np.ndarray) -> np.ndarray:
     """Moore-neighbour tracing of one 8-connected component's outer border, as (row, col) points."""
     padded = np.pad(component, 1)
     rows, cols = np.nonzero(padded)
-    start = (int(rows[0]), int(cols[0]))  # top-most, then left-most pixel: its west neighbour is background
+    start = (
+        int(rows[0]),
+        int(cols[0]),
+    )  # top-most, then left-most pixel: its west neighbour is background
     points = [start]
     current, direction = start, 6  # we arrived "from the west"
     for _ in range(4 * padded.size):
         for k in range(8):
-            d = (direction + 6 + k) % 8  # start looking just counter-clockwise of where we came from
+            d = (
+                direction + 6 + k
+            ) % 8  # start looking just counter-clockwise of where we came from
             r, c = current[0] + _MOORE[d][0], current[1] + _MOORE[d][1]
             if padded[r, c]:
                 current, direction = (r, c), d
@@ -253,7 +278,7 @@ class LungSegmenter:
         self.reference = dict(checkpoint.card.data.get("mask_fraction", {}))
 
     @classmethod
-    def from_path(cls, path: str | Path, device: str | torch.device = "cpu") -> "LungSegmenter":
+    def from_path(cls, path: str | Path, device: str | torch.device = "cpu") -> LungSegmenter:
         return cls(load_checkpoint(path), device)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
@@ -263,13 +288,17 @@ class LungSegmenter:
             probs = predict_mask_probs(self.model, cache[None], self.preprocess)[0]
             if probs.shape != pixels.shape:
                 t = torch.from_numpy(probs)[None, None]
-                probs = F.interpolate(t, size=pixels.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+                probs = F.interpolate(t, size=pixels.shape, mode="bilinear", align_corners=False)[
+                    0, 0
+                ].numpy()
         return probs
 
     def segment(self, pixels: np.ndarray) -> LungResult:
         """Mask (specks removed), lung-area fraction and input check of one radiograph."""
         mask = drop_specks(self.probabilities(pixels) >= LUNG_THRESHOLD)
-        return LungResult(mask=mask, fraction=float(mask.mean()), check=check_lungs(mask, self.reference))
+        return LungResult(
+            mask=mask, fraction=float(mask.mean()), check=check_lungs(mask, self.reference)
+        )
 
 
 def mask_png(mask: np.ndarray) -> bytes:
@@ -277,4 +306,3 @@ def mask_png(mask: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(buffer, format="PNG")
     return buffer.getvalue()
-

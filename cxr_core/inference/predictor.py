@@ -61,7 +61,9 @@ class Prediction:
     positive: list[str]
     thresholds: dict[str, float]
     name: str = ""
-    warnings: list[str] = field(default_factory=list)  # from the input gate: why not to trust these numbers
+    warnings: list[str] = field(
+        default_factory=list
+    )  # from the input gate: why not to trust these numbers
 
 
 @dataclass
@@ -72,7 +74,9 @@ class FileResult:
     prediction: Prediction | None = None
     error: str = ""
     image: LoadedImage | None = field(default=None, repr=False)
-    lungs: LungResult | None = field(default=None, repr=False)  # the gate's lung mask, when it has a lung model
+    lungs: LungResult | None = field(
+        default=None, repr=False
+    )  # the gate's lung mask, when it has a lung model
 
     @property
     def warnings(self) -> list[str]:
@@ -126,7 +130,8 @@ class Predictor:
         the ``lung_masker`` of its lung model."""
         if (preprocess.lung_mask is not None) != (lung_masker is not None):
             raise ConfigError(
-                "the preprocessing asks for lung masking but no lung masker was given" if lung_masker is None
+                "the preprocessing asks for lung masking but no lung masker was given"
+                if lung_masker is None
                 else "a lung masker was given for a model that sees whole images"
             )
         self.lung_masker = lung_masker
@@ -134,7 +139,9 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.gate = gate if gate is not None else InputGate(card)
         if self.gate.reference is not None and not feature_heads:
-            raise ConfigError("an input gate with feature statistics needs the model's classifier heads")
+            raise ConfigError(
+                "an input gate with feature statistics needs the model's classifier heads"
+            )
         self._tap = FeatureTap(feature_heads) if self.gate.reference is not None else None
         self.label_space = label_space
         self.preprocess = preprocess
@@ -159,7 +166,7 @@ class Predictor:
         tta: str | None = None,
         warmup: bool = True,
         lungs: LungSegmenter | None = None,
-    ) -> "Predictor":
+    ) -> Predictor:
         """Load, check and warm up a checkpoint; refuse anything that does not fit.
 
         ``tta=None`` scores images the way the model card's validation numbers were computed.
@@ -168,7 +175,9 @@ class Predictor:
         Raises ``CheckpointError`` naming the file and the mismatch (wrong architecture or
         classes, unregistered architecture, missing preprocessing, corrupt file).
         """
-        ckpt = load_checkpoint(path, expect_architecture=expect_architecture, expect_classes=expect_classes)
+        ckpt = load_checkpoint(
+            path, expect_architecture=expect_architecture, expect_classes=expect_classes
+        )
         card = ckpt.card
         if card.label_space.get("task") == Task.SEGMENTATION.value:
             raise CheckpointError(
@@ -220,7 +229,9 @@ class Predictor:
             cls = self.classes[self.label_space.index(name)]
             value = float(value)
             if not 0.0 <= value <= 1.0:  # also refuses NaN
-                raise ConfigError(f"{origin} threshold for '{cls}' is {value}; thresholds must lie between 0 and 1.")
+                raise ConfigError(
+                    f"{origin} threshold for '{cls}' is {value}; thresholds must lie between 0 and 1."
+                )
             merged[cls] = value
         return merged
 
@@ -256,7 +267,9 @@ class Predictor:
 
     def prepare(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """(B, C, S, S) network input for images, exactly as evaluation would build it."""
-        return self.tensor_from_cache_arrays([self.cache_array(im, i) for i, im in enumerate(images)])
+        return self.tensor_from_cache_arrays(
+            [self.cache_array(im, i) for i, im in enumerate(images)]
+        )
 
     def probabilities_of(self, batch: torch.Tensor) -> np.ndarray:
         """(B, C) probabilities for a prepared batch; sigmoid (multilabel) or softmax (multiclass),
@@ -265,18 +278,29 @@ class Predictor:
 
     def _score(self, batch: torch.Tensor) -> tuple[np.ndarray, list[list[str]]]:
         """Probabilities and the input gate's feature-distance warnings, from one forward pass."""
+
         def forward() -> torch.Tensor:
             with torch.inference_mode():
-                return class_probabilities(self.model, batch, multilabel=self.label_space.multilabel, tta=self.tta,
-                                           temperature=self.card.temperature() if self.card is not None else None)
+                return class_probabilities(
+                    self.model,
+                    batch,
+                    multilabel=self.label_space.multilabel,
+                    tta=self.tta,
+                    temperature=self.card.temperature() if self.card is not None else None,
+                )
 
         if self._tap is None:
             return forward().cpu().numpy(), [[] for _ in range(len(batch))]
         probs, features = self._tap.run(forward)
         return probs.cpu().numpy(), self.gate.distribution_warnings(features)
 
-    def assess(self, images: Sequence[ImageInput], *, batch_size: int = 16,
-               lungs: Sequence[LungResult | None] | None = None) -> tuple[np.ndarray, list[list[str]]]:
+    def assess(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int = 16,
+        lungs: Sequence[LungResult | None] | None = None,
+    ) -> tuple[np.ndarray, list[list[str]]]:
         """(N, C) probabilities and, per image, the input gate's warnings (header, lungs, features).
 
         ``lungs``: each image's :meth:`segment_lungs` result when the caller already has it (the
@@ -285,22 +309,32 @@ class Predictor:
         """
         _check_batch_size(batch_size)
         if lungs is not None and len(lungs) != len(images):
-            raise ValueError(f"assess needs one lung result per image: {len(images)} images, {len(lungs)} results")
+            raise ValueError(
+                f"assess needs one lung result per image: {len(images)} images, {len(lungs)} results"
+            )
         out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
         warnings: list[list[str]] = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             arrays = [self.cache_array(im, start + i) for i, im in enumerate(chunk)]
-            found_lungs = lungs[start:start + batch_size] if lungs is not None else \
-                [self.segment_lungs(im, start + i) for i, im in enumerate(chunk)]
+            found_lungs = (
+                lungs[start : start + batch_size]
+                if lungs is not None
+                else [self.segment_lungs(im, start + i) for i, im in enumerate(chunk)]
+            )
             probs, found = self._score(self.tensor_from_cache_arrays(arrays))
             out.append(probs)
-            warnings.extend(self.gate.image_warnings(im, lung) + w for im, lung, w in zip(chunk, found_lungs, found))
+            warnings.extend(
+                self.gate.image_warnings(im, lung) + w
+                for im, lung, w in zip(chunk, found_lungs, found)
+            )
         return np.concatenate(out), warnings
 
     # ------------------------------------------------------------------ predictions
 
-    def predict_probabilities(self, images: Sequence[ImageInput], *, batch_size: int = 16) -> np.ndarray:
+    def predict_probabilities(
+        self, images: Sequence[ImageInput], *, batch_size: int = 16
+    ) -> np.ndarray:
         """(N, C) float32 probabilities in the order of ``images`` and ``classes``."""
         return self.assess(images, batch_size=batch_size)[0]
 
@@ -333,7 +367,10 @@ class Predictor:
         """Probabilities and positive findings for each image (thread-safe)."""
         used = self.resolve_thresholds(thresholds)
         probs, warnings = self.assess(images, batch_size=batch_size)
-        names = [im.name if isinstance(im, LoadedImage) else f"image #{i + 1}" for i, im in enumerate(images)]
+        names = [
+            im.name if isinstance(im, LoadedImage) else f"image #{i + 1}"
+            for i, im in enumerate(images)
+        ]
         return self.to_predictions(probs, names, used, warnings)
 
     def iter_predict_files(
@@ -357,8 +394,12 @@ class Predictor:
         paths = [os.fspath(p) for p in paths]
         # Decoding runs up to two batches ahead of the model, bounding memory on huge folders.
         ahead = 2 * batch_size
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cxr-decode") as pool:
-            pending: list[Future] = [pool.submit(self._decode, p, keep_images) for p in paths[:ahead]]
+        with ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="cxr-decode"
+        ) as pool:
+            pending: list[Future] = [
+                pool.submit(self._decode, p, keep_images) for p in paths[:ahead]
+            ]
             next_index = len(pending)
             done = 0
             while done < len(paths):
@@ -372,7 +413,9 @@ class Predictor:
                 if ok:
                     probs, found = self._score(self.tensor_from_cache_arrays([d[1] for d in ok]))
                     warnings = [meta + w for (_, _, meta), w in zip(ok, found)]
-                    preds = iter(self.to_predictions(probs, [d[0].path for d in ok], used, warnings))
+                    preds = iter(
+                        self.to_predictions(probs, [d[0].path for d in ok], used, warnings)
+                    )
                 for result, array, _ in decoded:
                     if array is not None:
                         result.prediction = next(preds)
@@ -388,9 +431,15 @@ class Predictor:
         workers: int = 2,
     ) -> list[FileResult]:
         """All of :meth:`iter_predict_files` as a list (images not kept)."""
-        return list(self.iter_predict_files(paths, thresholds=thresholds, batch_size=batch_size, workers=workers))
+        return list(
+            self.iter_predict_files(
+                paths, thresholds=thresholds, batch_size=batch_size, workers=workers
+            )
+        )
 
-    def _decode(self, path: str, keep_image: bool) -> tuple[FileResult, np.ndarray | None, list[str]]:
+    def _decode(
+        self, path: str, keep_image: bool
+    ) -> tuple[FileResult, np.ndarray | None, list[str]]:
         try:
             image = load_image(path)
             array = self.cache_array(image)
@@ -399,8 +448,11 @@ class Predictor:
         except (OSError, ValueError) as exc:
             return FileResult(path, error=f"{path}: could not be read ({exc})."), None, []
         lungs = self.segment_lungs(image)
-        return (FileResult(path, image=image if keep_image else None, lungs=lungs), array,
-                self.gate.image_warnings(image, lungs))
+        return (
+            FileResult(path, image=image if keep_image else None, lungs=lungs),
+            array,
+            self.gate.image_warnings(image, lungs),
+        )
 
     # ------------------------------------------------------------------ explanations
 
@@ -425,7 +477,9 @@ def _check_batch_size(batch_size: int) -> None:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
 
 
-def collect_image_paths(inputs: Iterable[str | os.PathLike[str]], extensions: Iterable[str]) -> list[Path]:
+def collect_image_paths(
+    inputs: Iterable[str | os.PathLike[str]], extensions: Iterable[str]
+) -> list[Path]:
     """Files as given plus entries named like images found recursively in folders, sorted per folder.
 
     Inside folders every entry with one of ``extensions`` or a known unsupported image
@@ -442,7 +496,9 @@ def collect_image_paths(inputs: Iterable[str | os.PathLike[str]], extensions: It
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in listed)
             if not inside:
-                raise ImageLoadError(f"{path}: the folder contains no images ({', '.join(sorted(exts))}).")
+                raise ImageLoadError(
+                    f"{path}: the folder contains no images ({', '.join(sorted(exts))})."
+                )
             found.extend(inside)
         elif path.exists() or path.is_symlink():  # a dangling link gets its row like any other file
             found.append(path)

@@ -59,7 +59,9 @@ def check_scores(y_score: object, what: str = "y_score") -> np.ndarray:
     return scores
 
 
-def check_pair(y_true: object, y_score: object, what: str = "y_score") -> tuple[np.ndarray, np.ndarray]:
+def check_pair(
+    y_true: object, y_score: object, what: str = "y_score"
+) -> tuple[np.ndarray, np.ndarray]:
     """Checked (labels, scores), both (N, C) float64 with N >= 1."""
     labels = check_labels(y_true)
     scores = check_scores(y_score, what)

@@ -27,8 +27,19 @@ from sklearn.metrics import cohen_kappa_score
 from cxr_core.errors import MetricInputError
 
 RATING_COLUMNS = ("item", "class_name", "rater", "rating")
-AGREEMENT_COLUMNS = ("class_name", "statistic", "rater_a", "rater_b", "n_items", "n_raters", "kappa", "ci_low",
-                     "ci_high", "observed_agreement", "undefined")
+AGREEMENT_COLUMNS = (
+    "class_name",
+    "statistic",
+    "rater_a",
+    "rater_b",
+    "n_items",
+    "n_raters",
+    "kappa",
+    "ci_low",
+    "ci_high",
+    "observed_agreement",
+    "undefined",
+)
 COHEN, FLEISS = "cohen", "fleiss"
 TOO_FEW, NO_VARIATION = "too_few", "no_variation"
 """Why a kappa is undefined: fewer than two items rated by all its raters; every rating the same category."""
@@ -44,8 +55,11 @@ def _undefined(kappa: float, n_items: int) -> str:
 def _codes(a: Sequence, b: Sequence) -> tuple[np.ndarray, np.ndarray, int]:
     categories = sorted(set(map(str, a)) | set(map(str, b)))
     index = {c: i for i, c in enumerate(categories)}
-    return (np.array([index[str(x)] for x in a], dtype=int), np.array([index[str(x)] for x in b], dtype=int),
-            len(categories))
+    return (
+        np.array([index[str(x)] for x in a], dtype=int),
+        np.array([index[str(x)] for x in b], dtype=int),
+        len(categories),
+    )
 
 
 def _cohen_from_codes(x: np.ndarray, y: np.ndarray, k: int) -> float:
@@ -55,13 +69,17 @@ def _cohen_from_codes(x: np.ndarray, y: np.ndarray, k: int) -> float:
     matrix = np.bincount(x * k + y, minlength=k * k).reshape(k, k) / n
     observed = np.trace(matrix)
     expected = float(matrix.sum(axis=1) @ matrix.sum(axis=0))
-    return float("nan") if expected >= 1.0 - 1e-12 else float((observed - expected) / (1.0 - expected))
+    return (
+        float("nan") if expected >= 1.0 - 1e-12 else float((observed - expected) / (1.0 - expected))
+    )
 
 
 def cohen_kappa(a: Sequence, b: Sequence) -> float:
     """Cohen's kappa of two raters over the same items (sklearn), NaN when undefined."""
     if len(a) != len(b):
-        raise MetricInputError(f"two raters must rate the same items; got {len(a)} and {len(b)} ratings")
+        raise MetricInputError(
+            f"two raters must rate the same items; got {len(a)} and {len(b)} ratings"
+        )
     x, y, k = _codes(a, b)
     if len(x) < 2 or np.isnan(_cohen_from_codes(x, y, k)):
         return float("nan")
@@ -80,20 +98,27 @@ def fleiss_kappa(counts: np.ndarray) -> float:
         raise MetricInputError("Fleiss' kappa needs an (items x categories) table of counts")
     raters = table.sum(axis=1)
     if not np.allclose(raters, raters[0]) or raters[0] < 2:
-        raise MetricInputError("Fleiss' kappa needs the same number (two or more) of raters for every item")
+        raise MetricInputError(
+            "Fleiss' kappa needs the same number (two or more) of raters for every item"
+        )
     m, n_items = raters[0], table.shape[0]
     p_cat = table.sum(axis=0) / (n_items * m)
     p_item = ((table * table).sum(axis=1) - m) / (m * (m - 1))
     observed, expected = p_item.mean(), float((p_cat * p_cat).sum())
-    return float("nan") if expected >= 1.0 - 1e-12 else float((observed - expected) / (1.0 - expected))
+    return (
+        float("nan") if expected >= 1.0 - 1e-12 else float((observed - expected) / (1.0 - expected))
+    )
 
 
 def fleiss_table(ratings: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """Counts table of items rated by every rater present (wide: item x rater -> rating)."""
     wide = ratings.pivot(index="item", columns="rater", values="rating").dropna()
     categories = sorted(set(wide.to_numpy().ravel().astype(str)))
-    counts = np.stack([(wide.astype(str) == c).sum(axis=1).to_numpy() for c in categories], axis=1) if len(wide) else \
-        np.zeros((0, len(categories)))
+    counts = (
+        np.stack([(wide.astype(str) == c).sum(axis=1).to_numpy() for c in categories], axis=1)
+        if len(wide)
+        else np.zeros((0, len(categories)))
+    )
     return counts, categories
 
 
@@ -105,8 +130,15 @@ def _percentiles(draws: list[float]) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _pair_row(class_name: str, a: str, b: str, x: pd.Series, y: pd.Series, n_boot: int,
-              rng: np.random.Generator) -> dict:
+def _pair_row(
+    class_name: str,
+    a: str,
+    b: str,
+    x: pd.Series,
+    y: pd.Series,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> dict:
     both = pd.concat([x.rename("a"), y.rename("b")], axis=1).dropna()
     cx, cy, k = _codes(both["a"].tolist(), both["b"].tolist())
     kappa = cohen_kappa(both["a"].tolist(), both["b"].tolist())
@@ -117,13 +149,24 @@ def _pair_row(class_name: str, a: str, b: str, x: pd.Series, y: pd.Series, n_boo
             draws.append(_cohen_from_codes(cx[pick], cy[pick], k))
     low, high = _percentiles(draws)
     observed = float((cx == cy).mean()) if len(cx) else float("nan")
-    return {"class_name": class_name, "statistic": COHEN, "rater_a": a, "rater_b": b, "n_items": int(len(cx)),
-            "n_raters": 2, "kappa": kappa, "ci_low": low, "ci_high": high, "observed_agreement": observed,
-            "undefined": _undefined(kappa, len(cx))}
+    return {
+        "class_name": class_name,
+        "statistic": COHEN,
+        "rater_a": a,
+        "rater_b": b,
+        "n_items": int(len(cx)),
+        "n_raters": 2,
+        "kappa": kappa,
+        "ci_low": low,
+        "ci_high": high,
+        "observed_agreement": observed,
+        "undefined": _undefined(kappa, len(cx)),
+    }
 
 
-def agreement_table(ratings: pd.DataFrame, *, references: Sequence[str] = (), n_boot: int = 500,
-                    seed: int = 0) -> pd.DataFrame:
+def agreement_table(
+    ratings: pd.DataFrame, *, references: Sequence[str] = (), n_boot: int = 500, seed: int = 0
+) -> pd.DataFrame:
     """Per class: Cohen's kappa for every pair of raters (readers with each other and with each reference),
     and Fleiss' kappa over the readers when there are three or more.
 
@@ -149,12 +192,32 @@ def agreement_table(ratings: pd.DataFrame, *, references: Sequence[str] = (), n_
         if len(readers) >= 3:
             counts, _ = fleiss_table(part[part["rater"].isin(readers)])
             kappa = fleiss_kappa(counts) if len(counts) >= 2 else float("nan")
-            draws = [fleiss_kappa(counts[rng.integers(0, len(counts), len(counts))])
-                     for _ in range(n_boot)] if len(counts) >= 2 else []
+            draws = (
+                [
+                    fleiss_kappa(counts[rng.integers(0, len(counts), len(counts))])
+                    for _ in range(n_boot)
+                ]
+                if len(counts) >= 2
+                else []
+            )
             low, high = _percentiles(draws)
             complete = wide[readers].dropna().astype(str)
-            observed = float((complete.nunique(axis=1) == 1).mean()) if len(complete) else float("nan")
-            rows.append({"class_name": class_name, "statistic": FLEISS, "rater_a": "", "rater_b": "",
-                         "n_items": int(len(counts)), "n_raters": len(readers), "kappa": kappa, "ci_low": low,
-                         "ci_high": high, "observed_agreement": observed, "undefined": _undefined(kappa, len(counts))})
+            observed = (
+                float((complete.nunique(axis=1) == 1).mean()) if len(complete) else float("nan")
+            )
+            rows.append(
+                {
+                    "class_name": class_name,
+                    "statistic": FLEISS,
+                    "rater_a": "",
+                    "rater_b": "",
+                    "n_items": int(len(counts)),
+                    "n_raters": len(readers),
+                    "kappa": kappa,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "observed_agreement": observed,
+                    "undefined": _undefined(kappa, len(counts)),
+                }
+            )
     return pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))

@@ -67,7 +67,9 @@ def group_index(groups: object, n_cases: int) -> tuple[np.ndarray, int]:
         raise MetricInputError(
             f"got {ids.shape[0]} patient IDs for {n_cases} cases; give one patient ID per case (row)"
         )
-    missing = np.array([v is None or v == "" or (isinstance(v, float) and np.isnan(v)) for v in ids], dtype=bool)
+    missing = np.array(
+        [v is None or v == "" or (isinstance(v, float) and np.isnan(v)) for v in ids], dtype=bool
+    )
     if missing.any():
         row = int(np.nonzero(missing)[0][0])
         raise MetricInputError(
@@ -96,7 +98,9 @@ def resample_weights(
         size = min(chunk, n_boot - first)
         draws = rng.integers(0, n_units, size=(size, n_units))
         flat = (draws + (np.arange(size) * n_units)[:, None]).reshape(-1)
-        counts = np.bincount(flat, minlength=size * n_units).reshape(size, n_units).astype(np.float64)
+        counts = (
+            np.bincount(flat, minlength=size * n_units).reshape(size, n_units).astype(np.float64)
+        )
         yield counts if inverse is None else counts[:, inverse]
 
 
@@ -156,7 +160,9 @@ def _cumulative(weights: np.ndarray) -> np.ndarray:
     return out[: n_rows + 1]
 
 
-def _weighted_ranking(case_weights: np.ndarray, ranking: _ClassRanking, wanted: set[str]) -> dict[str, np.ndarray]:
+def _weighted_ranking(
+    case_weights: np.ndarray, ranking: _ClassRanking, wanted: set[str]
+) -> dict[str, np.ndarray]:
     """AUROC/AP of one class for each resample; ``case_weights`` is (cases, resamples)."""
     pos_w = case_weights[ranking.positives]
     neg_cum = _cumulative(case_weights[ranking.negatives])
@@ -164,17 +170,23 @@ def _weighted_ranking(case_weights: np.ndarray, ranking: _ClassRanking, wanted: 
     out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         if AUROC in wanted:
-            wins = np.sum(pos_w * (neg_cum[ranking.neg_below] + neg_cum[ranking.neg_upto]), axis=0) / 2
+            wins = (
+                np.sum(pos_w * (neg_cum[ranking.neg_below] + neg_cum[ranking.neg_upto]), axis=0) / 2
+            )
             out[AUROC] = np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
         if AVERAGE_PRECISION in wanted:
             tp = n_pos - _cumulative(pos_w)[ranking.pos_below]
             called = tp + (n_neg - neg_cum[ranking.neg_below])
             precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
-            out[AVERAGE_PRECISION] = np.where(n_pos > 0, np.sum(pos_w * precision, axis=0) / n_pos, np.nan)
+            out[AVERAGE_PRECISION] = np.where(
+                n_pos > 0, np.sum(pos_w * precision, axis=0) / n_pos, np.nan
+            )
     return out
 
 
-def _percentile_interval(distribution: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _percentile_interval(
+    distribution: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_classes = distribution.shape[1]
     low, high = np.full(n_classes, np.nan), np.full(n_classes, np.nan)
     used = np.sum(~np.isnan(distribution), axis=0)
@@ -188,7 +200,9 @@ def _check_settings(n_boot: int, alpha: float) -> None:
     if int(n_boot) < 1:
         raise MetricInputError(f"n_boot must be at least 1 resample; got {n_boot}")
     if not 0.0 < alpha < 1.0:
-        raise MetricInputError(f"alpha must be between 0 and 1 (0.05 gives 95% intervals); got {alpha}")
+        raise MetricInputError(
+            f"alpha must be between 0 and 1 (0.05 gives 95% intervals); got {alpha}"
+        )
 
 
 def bootstrap_cis(
@@ -215,7 +229,9 @@ def bootstrap_cis(
     _check_settings(n_boot, alpha)
     unknown = [name for name in statistics if name not in STATISTICS]
     if unknown:
-        raise MetricInputError(f"unknown bootstrap statistic(s) {unknown}; choose from {', '.join(STATISTICS)}")
+        raise MetricInputError(
+            f"unknown bootstrap statistic(s) {unknown}; choose from {', '.join(STATISTICS)}"
+        )
     labels, scores = check_pair(y_true, y_score)
     n_cases, n_classes = labels.shape
     wanted_ranking = {name for name in statistics if name in RANKING_STATISTICS}
@@ -223,7 +239,8 @@ def bootstrap_cis(
     if wanted_threshold:
         if (thresholds is None) == (decisions is None):
             raise MetricInputError(
-                f"{', '.join(wanted_threshold)} need either thresholds or decisions (not both) to define a positive call"
+                f"{', '.join(wanted_threshold)} need either thresholds or decisions (not both) to "
+                "define a positive call"
             )
         if decisions is None:
             t = class_thresholds(thresholds, n_classes)
@@ -249,10 +266,19 @@ def bootstrap_cis(
                 parts[name].append(np.where(undefined, np.nan, derived[name]))
         if BRIER in statistics:
             total = weights @ known
-            parts[BRIER].append(np.divide(weights @ squared_error, total, out=np.full(total.shape, np.nan), where=total > 0))
+            parts[BRIER].append(
+                np.divide(
+                    weights @ squared_error,
+                    total,
+                    out=np.full(total.shape, np.nan),
+                    where=total > 0,
+                )
+            )
         if wanted_ranking:
             case_weights = np.ascontiguousarray(weights.T)
-            per_class = [_weighted_ranking(case_weights, ranking, wanted_ranking) for ranking in rankings]
+            per_class = [
+                _weighted_ranking(case_weights, ranking, wanted_ranking) for ranking in rankings
+            ]
             for name in wanted_ranking:
                 parts[name].append(np.stack([values[name] for values in per_class], axis=1))
         bar.update(weights.shape[0])
@@ -287,11 +313,21 @@ def bootstrap_ci(
     """
     if isinstance(statistic, str):
         return bootstrap_cis(
-            y_true, y_score, [statistic], thresholds=thresholds, decisions=decisions, groups=groups,
-            n_boot=n_boot, seed=seed, alpha=alpha, progress=progress,
+            y_true,
+            y_score,
+            [statistic],
+            thresholds=thresholds,
+            decisions=decisions,
+            groups=groups,
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
+            progress=progress,
         )[statistic]
     if not callable(statistic):
-        raise MetricInputError(f"statistic must be a name from {STATISTICS} or a function; got {statistic!r}")
+        raise MetricInputError(
+            f"statistic must be a name from {STATISTICS} or a function; got {statistic!r}"
+        )
     _check_settings(n_boot, alpha)
     labels, scores = check_pair(y_true, y_score)
     rows = np.arange(labels.shape[0])
@@ -300,7 +336,9 @@ def bootstrap_ci(
     for weights in resample_weights(labels.shape[0], groups, n_boot=int(n_boot), seed=seed):
         for w in weights.astype(np.int64):
             picked = np.repeat(rows, w)
-            values.append(np.asarray(statistic(labels[picked], scores[picked]), dtype=np.float64).reshape(-1))
+            values.append(
+                np.asarray(statistic(labels[picked], scores[picked]), dtype=np.float64).reshape(-1)
+            )
         bar.update(weights.shape[0])
     bar.close()
     distribution = np.stack(values)

@@ -21,9 +21,13 @@ BinStrategy = Literal["uniform", "quantile"]
 BIN_STRATEGIES: tuple[str, ...] = ("uniform", "quantile")
 
 
-def _check(y_true: object, y_prob: object, n_bins: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    y_true: object, y_prob: object, n_bins: int, strategy: str
+) -> tuple[np.ndarray, np.ndarray]:
     if strategy not in BIN_STRATEGIES:
-        raise MetricInputError(f"unknown binning strategy {strategy!r}; choose 'uniform' or 'quantile'")
+        raise MetricInputError(
+            f"unknown binning strategy {strategy!r}; choose 'uniform' or 'quantile'"
+        )
     if int(n_bins) < 1:
         raise MetricInputError(f"n_bins must be at least 1; got {n_bins}")
     labels, probs = check_pair(y_true, y_prob, what="y_prob")
@@ -31,13 +35,16 @@ def _check(y_true: object, y_prob: object, n_bins: int, strategy: str) -> tuple[
     if outside.any():
         row, col = (int(v[0]) for v in np.nonzero(outside))
         raise MetricInputError(
-            f"calibration needs probabilities in [0, 1]; class column {col} row {row} holds {float(probs[row, col]):g}. "
+            f"calibration needs probabilities in [0, 1]; class column {col} row {row} holds "
+            f"{float(probs[row, col]):g}. "
             "Apply the sigmoid/softmax to model outputs first."
         )
     return labels, probs
 
 
-def _bins_one_class(labels: np.ndarray, probs: np.ndarray, n_bins: int, strategy: str) -> dict[str, np.ndarray]:
+def _bins_one_class(
+    labels: np.ndarray, probs: np.ndarray, n_bins: int, strategy: str
+) -> dict[str, np.ndarray]:
     known = ~np.isnan(labels)
     y, p = labels[known], probs[known]
     if strategy == "quantile" and p.size:
@@ -68,7 +75,10 @@ def reliability_bins(
     class's own probabilities, so bins hold (roughly) equal numbers of cases.
     """
     labels, probs = _check(y_true, y_prob, n_bins, strategy)
-    return [_bins_one_class(labels[:, c], probs[:, c], int(n_bins), strategy) for c in range(labels.shape[1])]
+    return [
+        _bins_one_class(labels[:, c], probs[:, c], int(n_bins), strategy)
+        for c in range(labels.shape[1])
+    ]
 
 
 def expected_calibration_error(

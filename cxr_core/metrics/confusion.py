@@ -123,7 +123,10 @@ class SortedScores:
         """tp, fp, tn, fn per class (each (C,)) for one threshold per class (or one for all)."""
         t = class_thresholds(thresholds, self.n_classes)
         below = np.fromiter(
-            (np.searchsorted(self.sorted_scores[c], t[c], side="left") for c in range(self.n_classes)),
+            (
+                np.searchsorted(self.sorted_scores[c], t[c], side="left")
+                for c in range(self.n_classes)
+            ),
             dtype=np.intp,
             count=self.n_classes,
         )
@@ -152,7 +155,9 @@ def threshold_metrics(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """
     missing = [name for name in COUNT_NAMES if name not in counts]
     if missing:
-        raise MetricInputError(f"counts lack {', '.join(missing)}; pass the dict from confusion_counts()")
+        raise MetricInputError(
+            f"counts lack {', '.join(missing)}; pass the dict from confusion_counts()"
+        )
     tp, fp, tn, fn = (np.asarray(counts[name], dtype=np.float64) for name in COUNT_NAMES)
     out = {
         "sensitivity": _ratio(tp, tp + fn),
@@ -169,7 +174,9 @@ def threshold_metrics(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _check_indices(values: object, n_classes: int, what: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise MetricInputError(f"{what} must be a 1-D array of class indices; got shape {arr.shape}")
+        raise MetricInputError(
+            f"{what} must be a 1-D array of class indices; got shape {arr.shape}"
+        )
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise MetricInputError(f"{what} must hold whole class indices 0..{n_classes - 1}")
@@ -188,8 +195,12 @@ def confusion_matrix(y_idx: object, pred_idx: object, n_classes: int) -> np.ndar
     truth = _check_indices(y_idx, n_classes, "true class indices")
     pred = _check_indices(pred_idx, n_classes, "predicted class indices")
     if truth.shape != pred.shape:
-        raise MetricInputError(f"{truth.size} true classes but {pred.size} predictions; they must pair up")
-    return np.bincount(truth * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+        raise MetricInputError(
+            f"{truth.size} true classes but {pred.size} predictions; they must pair up"
+        )
+    return np.bincount(truth * n_classes + pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
 
 
 def balanced_accuracy(y_idx: object, pred_idx: object, n_classes: int) -> float:

@@ -104,13 +104,20 @@ class CrossFitThresholds:
         """Per class: final threshold, out-of-fold metrics and counts, fold thresholds; plus the source."""
         per_class = {}
         for c, name in enumerate(class_names):
-            entry = {"threshold": self.final_thresholds[c], "fold_thresholds": self.fold_thresholds[:, c].tolist()}
+            entry = {
+                "threshold": self.final_thresholds[c],
+                "fold_thresholds": self.fold_thresholds[:, c].tolist(),
+            }
             entry.update({key: values[c] for key, values in self.metrics.items()})
             entry.update({f"{key}_ci": [ci.low[c], ci.high[c]] for key, ci in self.cis.items()})
             entry["n_undecided"] = int(self.n_undecided[c])
             per_class[name] = entry
-        return {"rule": str(self.spec), "source": self.source, "n_folds": int(self.fold_thresholds.shape[0]),
-                "per_class": per_class}
+        return {
+            "rule": str(self.spec),
+            "source": self.source,
+            "n_folds": int(self.fold_thresholds.shape[0]),
+            "per_class": per_class,
+        }
 
 
 def crossfit_thresholds(
@@ -147,9 +154,18 @@ def crossfit_thresholds(
     metrics = threshold_metrics(decision_counts(scored_labels, decisions))
     n_undecided = np.sum(~np.isnan(labels) & ~decided, axis=0)
     cis = (
-        bootstrap_cis(scored_labels, scores, METRIC_NAMES, decisions=decisions, groups=groups,
-                      n_boot=n_boot, seed=seed, alpha=alpha)
-        if n_boot > 0 else {}
+        bootstrap_cis(
+            scored_labels,
+            scores,
+            METRIC_NAMES,
+            decisions=decisions,
+            groups=groups,
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
+        )
+        if n_boot > 0
+        else {}
     )
     return CrossFitThresholds(
         spec=rule,

@@ -130,11 +130,15 @@ def _one_class(y_true: object, y_score: object) -> tuple[np.ndarray, np.ndarray]
     return labels[known, 0], scores[known, 0]
 
 
-def _operating_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _operating_points(
+    labels: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tps, fps, thresholds) at each distinct score, highest first (sklearn's binary curve)."""
     order = np.argsort(scores, kind="stable")[::-1]
     scores, labels = scores[order], labels[order]
-    last_of_group = np.r_[np.nonzero(np.diff(scores))[0], scores.size - 1] if scores.size else np.array([], int)
+    last_of_group = (
+        np.r_[np.nonzero(np.diff(scores))[0], scores.size - 1] if scores.size else np.array([], int)
+    )
     tps = np.cumsum(labels)[last_of_group]
     fps = last_of_group + 1 - tps
     return tps, fps.astype(np.float64), scores[last_of_group]
@@ -194,7 +198,9 @@ def _downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     return keep[picked]
 
 
-def curves(y_true: object, y_score: object, max_points: int = 200) -> list[dict[str, dict[str, np.ndarray]]]:
+def curves(
+    y_true: object, y_score: object, max_points: int = 200
+) -> list[dict[str, dict[str, np.ndarray]]]:
     """Per class ``{"roc": {fpr, tpr, thresholds}, "pr": {precision, recall, thresholds}}``.
 
     Each curve has at most ``max_points`` points, chosen so the plotted shape is kept and every
@@ -213,8 +219,16 @@ def curves(y_true: object, y_score: object, max_points: int = 200) -> list[dict[
         pr_keep = _downsample(recall, precision, max_points)
         out.append(
             {
-                "roc": {"fpr": fpr[roc_keep], "tpr": tpr[roc_keep], "thresholds": roc_thr[roc_keep]},
-                "pr": {"precision": precision[pr_keep], "recall": recall[pr_keep], "thresholds": pr_thr[pr_keep]},
+                "roc": {
+                    "fpr": fpr[roc_keep],
+                    "tpr": tpr[roc_keep],
+                    "thresholds": roc_thr[roc_keep],
+                },
+                "pr": {
+                    "precision": precision[pr_keep],
+                    "recall": recall[pr_keep],
+                    "thresholds": pr_thr[pr_keep],
+                },
             }
         )
     return out

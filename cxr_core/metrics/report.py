@@ -39,10 +39,25 @@ from cxr_core.metrics.ranking import curves, ranking_metrics
 
 DEFAULT_THRESHOLD = 0.5
 ARGMAX = "argmax"
-CI_STATISTICS: tuple[str, ...] = (AUROC, AVERAGE_PRECISION, "sensitivity", "specificity", "ppv", "npv", "f1", BRIER)
+CI_STATISTICS: tuple[str, ...] = (
+    AUROC,
+    AVERAGE_PRECISION,
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "f1",
+    BRIER,
+)
 _CI_KEYS = {
-    AUROC: "auroc_ci", AVERAGE_PRECISION: "ap_ci", "sensitivity": "sensitivity_ci", "specificity": "specificity_ci",
-    "ppv": "ppv_ci", "npv": "npv_ci", "f1": "f1_ci", BRIER: "brier_ci",
+    AUROC: "auroc_ci",
+    AVERAGE_PRECISION: "ap_ci",
+    "sensitivity": "sensitivity_ci",
+    "specificity": "specificity_ci",
+    "ppv": "ppv_ci",
+    "npv": "npv_ci",
+    "f1": "f1_ci",
+    BRIER: "brier_ci",
 }
 AVERAGED_METRICS: tuple[str, ...] = ("auroc", "ap") + METRIC_NAMES + (BRIER,)
 
@@ -107,7 +122,9 @@ def _micro(labels: np.ndarray, probs: np.ndarray, counts: dict[str, np.ndarray])
     known = ~np.isnan(labels)
     used = ~np.isnan(counts["tp"])
     defined = known & used[None, :]
-    flat_auroc, flat_ap = ranking_metrics(labels[known], probs[known]) if known.any() else ([np.nan], [np.nan])
+    flat_auroc, flat_ap = (
+        ranking_metrics(labels[known], probs[known]) if known.any() else ([np.nan], [np.nan])
+    )
     pooled = threshold_metrics({name: np.sum(counts[name][used]) for name in counts})
     micro = {"auroc": flat_auroc[0], "ap": flat_ap[0]}
     micro.update({name: pooled[name] for name in METRIC_NAMES})
@@ -152,11 +169,15 @@ def evaluation_report(
     if int(min_positives) < 1:
         raise MetricInputError(f"min_positives must be at least 1; got {min_positives}")
     if int(n_boot) < 0:
-        raise MetricInputError(f"n_boot must be 0 (no intervals) or a positive number of resamples; got {n_boot}")
+        raise MetricInputError(
+            f"n_boot must be 0 (no intervals) or a positive number of resamples; got {n_boot}"
+        )
     multiclass = _multiclass_section(labels, probs, names) if task == "multiclass" else None
     if multiclass is not None:
         if thresholds is not None:
-            logger.warning("thresholds do not apply to a multiclass model (it calls the argmax class); ignoring them")
+            logger.warning(
+                "thresholds do not apply to a multiclass model (it calls the argmax class); ignoring them"
+            )
         t = np.full(len(names), np.nan)
         decisions = {"decisions": argmax_decisions(probs)}
         counts = decision_counts(labels, decisions["decisions"])
@@ -169,9 +190,19 @@ def evaluation_report(
     derived = threshold_metrics(counts)
     brier = brier_score(labels, probs)
     cis = (
-        bootstrap_cis(labels, probs, CI_STATISTICS, **decisions, groups=groups,
-                      n_boot=n_boot, seed=seed, alpha=alpha, progress=progress)
-        if n_boot > 0 else {}
+        bootstrap_cis(
+            labels,
+            probs,
+            CI_STATISTICS,
+            **decisions,
+            groups=groups,
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
+            progress=progress,
+        )
+        if n_boot > 0
+        else {}
     )
     ece = expected_calibration_error(labels, probs, n_bins=n_bins)
     bins = reliability_bins(labels, probs, n_bins=n_bins)
@@ -189,13 +220,17 @@ def evaluation_report(
         entry.update({k: _count(float(derived[k][c])) for k in ("tp", "fp", "tn", "fn")})
         for stat, key in _CI_KEYS.items():
             entry[key] = [cis[stat].low[c], cis[stat].high[c]] if cis else None
-        entry["bootstrap_resamples_used"] = {stat: cis[stat].n_used[c] for stat in CI_STATISTICS} if cis else None
-        entry.update({
-            "n_pos": int(n_pos[c]),
-            "n_neg": int(n_neg[c]),
-            "n_unknown": int(labels.shape[0] - n_pos[c] - n_neg[c]),
-            "low_count": bool(low_count[c]),
-        })
+        entry["bootstrap_resamples_used"] = (
+            {stat: cis[stat].n_used[c] for stat in CI_STATISTICS} if cis else None
+        )
+        entry.update(
+            {
+                "n_pos": int(n_pos[c]),
+                "n_neg": int(n_neg[c]),
+                "n_unknown": int(labels.shape[0] - n_pos[c] - n_neg[c]),
+                "low_count": bool(low_count[c]),
+            }
+        )
         per_class[name] = entry
 
     included = [name for c, name in enumerate(names) if not low_count[c]]
@@ -208,7 +243,9 @@ def evaluation_report(
         macro["accuracy"] = multiclass["accuracy"]
     macro["classes_included"] = included
     macro["classes_excluded"] = [name for c, name in enumerate(names) if low_count[c]]
-    macro["exclusion_rule"] = f"classes with fewer than {int(min_positives)} known positives or negatives"
+    macro["exclusion_rule"] = (
+        f"classes with fewer than {int(min_positives)} known positives or negatives"
+    )
 
     micro = _micro(labels, probs, counts)
     if multiclass is not None:
@@ -219,8 +256,11 @@ def evaluation_report(
         "n_cases": int(labels.shape[0]),
         "settings": {
             "thresholds": (
-                ARGMAX if multiclass is not None
-                else "given" if thresholds is not None else f"default {DEFAULT_THRESHOLD}"
+                ARGMAX
+                if multiclass is not None
+                else "given"
+                if thresholds is not None
+                else f"default {DEFAULT_THRESHOLD}"
             ),
             "n_boot": int(n_boot),
             "seed": int(seed),
@@ -234,7 +274,8 @@ def evaluation_report(
         "macro": macro,
         "micro": micro,
         "calibration": {
-            name: {"ece": ece[c], "brier": brier[c], "bins": bins[c]} for c, name in enumerate(names)
+            name: {"ece": ece[c], "brier": brier[c], "bins": bins[c]}
+            for c, name in enumerate(names)
         },
         "curves": {name: class_curves[c] for c, name in enumerate(names)},
     }
@@ -259,25 +300,62 @@ def format_report(report: dict) -> str:
     Also prints, when the report carries them (``cxr_core.evaluation.run`` adds them), where the
     thresholds came from, ECE/Brier before and after calibration and flagged subgroup gaps.
     """
-    headers = ["class", "n_pos", "n_neg", "AUROC [CI]", "AP", "thr", "sens [CI]", "spec [CI]", "PPV [CI]",
-               "NPV [CI]", "F1 [CI]", "Brier [CI]"]
+    headers = [
+        "class",
+        "n_pos",
+        "n_neg",
+        "AUROC [CI]",
+        "AP",
+        "thr",
+        "sens [CI]",
+        "spec [CI]",
+        "PPV [CI]",
+        "NPV [CI]",
+        "F1 [CI]",
+        "Brier [CI]",
+    ]
     rows = []
     for name, e in report["per_class"].items():
-        rows.append([
-            name + (" *" if e["low_count"] else ""), str(e["n_pos"]), str(e["n_neg"]),
-            _fmt_ci(e["auroc"], e["auroc_ci"]), _fmt(e["ap"]), _fmt(e["threshold"]),
-            _fmt_ci(e["sensitivity"], e["sensitivity_ci"]), _fmt_ci(e["specificity"], e["specificity_ci"]),
-            _fmt_ci(e["ppv"], e.get("ppv_ci")), _fmt_ci(e["npv"], e.get("npv_ci")), _fmt_ci(e["f1"], e.get("f1_ci")),
-            _fmt_ci(e.get("brier"), e.get("brier_ci")),
-        ])
+        rows.append(
+            [
+                name + (" *" if e["low_count"] else ""),
+                str(e["n_pos"]),
+                str(e["n_neg"]),
+                _fmt_ci(e["auroc"], e["auroc_ci"]),
+                _fmt(e["ap"]),
+                _fmt(e["threshold"]),
+                _fmt_ci(e["sensitivity"], e["sensitivity_ci"]),
+                _fmt_ci(e["specificity"], e["specificity_ci"]),
+                _fmt_ci(e["ppv"], e.get("ppv_ci")),
+                _fmt_ci(e["npv"], e.get("npv_ci")),
+                _fmt_ci(e["f1"], e.get("f1_ci")),
+                _fmt_ci(e.get("brier"), e.get("brier_ci")),
+            ]
+        )
     for label, avg in (("macro", report["macro"]), ("micro", report["micro"])):
-        rows.append([label, "", "", _fmt(avg["auroc"]), _fmt(avg["ap"]), "", _fmt(avg["sensitivity"]),
-                     _fmt(avg["specificity"]), _fmt(avg["ppv"]), _fmt(avg["npv"]), _fmt(avg["f1"]),
-                     _fmt(avg.get("brier"))])
+        rows.append(
+            [
+                label,
+                "",
+                "",
+                _fmt(avg["auroc"]),
+                _fmt(avg["ap"]),
+                "",
+                _fmt(avg["sensitivity"]),
+                _fmt(avg["specificity"]),
+                _fmt(avg["ppv"]),
+                _fmt(avg["npv"]),
+                _fmt(avg["f1"]),
+                _fmt(avg.get("brier")),
+            ]
+        )
     widths = [max(len(r[i]) for r in [headers] + rows) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(cells, widths))
+        )
 
     settings = report["settings"]
     confidence = round(100 * (1 - settings["alpha"]))
@@ -293,8 +371,14 @@ def format_report(report: dict) -> str:
     out += [line(r) for r in rows[-2:]]
     if report.get("thresholds_from"):
         rule = f" ({report['threshold_rule']})" if report.get("threshold_rule") else ""
-        out.append(f"thresholds from: {report['thresholds_from']}{rule}"
-                   + ("; sens/spec/PPV/NPV/F1 are out of fold" if ":crossfit-" in report["thresholds_from"] else ""))
+        out.append(
+            f"thresholds from: {report['thresholds_from']}{rule}"
+            + (
+                "; sens/spec/PPV/NPV/F1 are out of fold"
+                if ":crossfit-" in report["thresholds_from"]
+                else ""
+            )
+        )
     change = report.get("calibration_change")
     if change:
         before, after = change["macro"]["before"], change["macro"]["after"]
@@ -305,24 +389,39 @@ def format_report(report: dict) -> str:
             + (f"; T = {', '.join(f'{t:.2f}' for t in temps)}" if temps else "")
         )
     for key, sub in (report.get("subgroups") or {}).get("by", {}).items():
-        flags = [f"{value}: {cls} AUROC gap {_fmt_ci(e['auroc_gap'], e['auroc_gap_ci'])}"
-                 for value, group in sub["subgroups"].items() for cls, e in group["per_class"].items()
-                 if e["auroc_gap_flag"] and not e["low_count"]]
-        out.append(f"subgroups by {key}: {len(sub['subgroups'])} groups; "
-                   + (f"AUROC gaps whose CI excludes 0: {'; '.join(flags)}" if flags else "no AUROC gap whose CI excludes 0")
-                   + " (low-count subgroups not listed)")
+        flags = [
+            f"{value}: {cls} AUROC gap {_fmt_ci(e['auroc_gap'], e['auroc_gap_ci'])}"
+            for value, group in sub["subgroups"].items()
+            for cls, e in group["per_class"].items()
+            if e["auroc_gap_flag"] and not e["low_count"]
+        ]
+        out.append(
+            f"subgroups by {key}: {len(sub['subgroups'])} groups; "
+            + (
+                f"AUROC gaps whose CI excludes 0: {'; '.join(flags)}"
+                if flags
+                else "no AUROC gap whose CI excludes 0"
+            )
+            + " (low-count subgroups not listed)"
+        )
     excluded = report["macro"]["classes_excluded"]
     if excluded:
         rule = report["macro"]["exclusion_rule"]
         out.append(f"* low count, left out of macro averages ({rule}): {', '.join(excluded)}")
     if "multiclass" in report:
         mc = report["multiclass"]
-        out.append(f"accuracy {_fmt(mc['accuracy'])}, balanced accuracy {_fmt(mc['balanced_accuracy'])} "
-                   f"({mc['prediction_rule']} over {mc['n_cases']} cases)")
+        out.append(
+            f"accuracy {_fmt(mc['accuracy'])}, balanced accuracy {_fmt(mc['balanced_accuracy'])} "
+            f"({mc['prediction_rule']} over {mc['n_cases']} cases)"
+        )
         names = report["class_names"]
         width = max(len(n) for n in names + ["true \\ predicted"])
-        cell = max(max(len(n) for n in names), max(len(str(v)) for r in mc["confusion_matrix"] for v in r))
-        out.append("true \\ predicted".ljust(width) + "  " + "  ".join(n.rjust(cell) for n in names))
+        cell = max(
+            max(len(n) for n in names), max(len(str(v)) for r in mc["confusion_matrix"] for v in r)
+        )
+        out.append(
+            "true \\ predicted".ljust(width) + "  " + "  ".join(n.rjust(cell) for n in names)
+        )
         for name, counts in zip(names, mc["confusion_matrix"]):
             out.append(name.ljust(width) + "  " + "  ".join(str(v).rjust(cell) for v in counts))
     return "\n".join(out)

@@ -30,7 +30,9 @@ _CONNECTIVITY = ndimage.generate_binary_structure(2, 1)
 def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, t = np.asarray(pred), np.asarray(target)
     if p.shape != t.shape:
-        raise MetricInputError(f"prediction mask {p.shape} and reference mask {t.shape} differ in shape")
+        raise MetricInputError(
+            f"prediction mask {p.shape} and reference mask {t.shape} differ in shape"
+        )
     if p.ndim < 2:
         raise MetricInputError(f"masks must be (H, W) or (N, H, W) arrays, got shape {p.shape}")
     return p.astype(bool), t.astype(bool)
@@ -75,7 +77,9 @@ def hd95(pred: np.ndarray, target: np.ndarray, spacing: float = 1.0) -> float:
     return float(np.percentile(np.concatenate([to_t[bp], to_p[bt]]), 95))
 
 
-def per_image_scores(pred: np.ndarray, target: np.ndarray, spacing: float = 1.0) -> dict[str, np.ndarray]:
+def per_image_scores(
+    pred: np.ndarray, target: np.ndarray, spacing: float = 1.0
+) -> dict[str, np.ndarray]:
     """Dice, IoU and HD95 of each of (N, H, W) mask pairs."""
     p, t = _pair(pred, target)
     if p.ndim != 3:
@@ -135,4 +139,7 @@ def segmentation_summary(
     seed: int = 0,
 ) -> dict[str, MeanCI]:
     """Mean and CI of each metric in ``scores`` (as returned by :func:`per_image_scores`)."""
-    return {name: mean_with_ci(values, groups, n_boot=n_boot, alpha=alpha, seed=seed) for name, values in scores.items()}
+    return {
+        name: mean_with_ci(values, groups, n_boot=n_boot, alpha=alpha, seed=seed)
+        for name, values in scores.items()
+    }

@@ -46,7 +46,9 @@ def age_band(age: object) -> np.ndarray:
     values = np.asarray(age, dtype=object).reshape(-1)
     numbers = np.array([_as_number(v) for v in values], dtype=np.float64)
     valid = np.isfinite(numbers) & (numbers >= 0)
-    bands = np.asarray(AGE_BANDS, dtype=object)[np.searchsorted(_AGE_EDGES, np.where(valid, numbers, 0), side="right")]
+    bands = np.asarray(AGE_BANDS, dtype=object)[
+        np.searchsorted(_AGE_EDGES, np.where(valid, numbers, 0), side="right")
+    ]
     return np.where(valid, bands, UNKNOWN).astype(object)
 
 
@@ -60,14 +62,22 @@ def _as_number(value: object) -> float:
 def _subgroup_labels(subgroups: object, n_cases: int) -> np.ndarray:
     keys = np.asarray(subgroups, dtype=object).reshape(-1)
     if keys.shape[0] != n_cases:
-        raise MetricInputError(f"got {keys.shape[0]} subgroup values for {n_cases} cases; give one per case (row)")
-    missing = np.array([v is None or v == "" or (isinstance(v, float) and np.isnan(v)) for v in keys], dtype=bool)
+        raise MetricInputError(
+            f"got {keys.shape[0]} subgroup values for {n_cases} cases; give one per case (row)"
+        )
+    missing = np.array(
+        [v is None or v == "" or (isinstance(v, float) and np.isnan(v)) for v in keys], dtype=bool
+    )
     return np.where(missing, UNKNOWN, keys.astype(str)).astype(object)
 
 
 def _point(labels: np.ndarray, scores: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
     derived = threshold_metrics(confusion_counts(labels, scores, t))
-    return {AUROC: roc_auc(labels, scores), "sensitivity": derived["sensitivity"], "specificity": derived["specificity"]}
+    return {
+        AUROC: roc_auc(labels, scores),
+        "sensitivity": derived["sensitivity"],
+        "specificity": derived["specificity"],
+    }
 
 
 def _interval(values: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +115,9 @@ def subgroup_report(
     labels, scores = check_pair(y_true, y_score)
     names = [str(n) for n in class_names]
     if len(names) != labels.shape[1]:
-        raise MetricInputError(f"{len(names)} class names for {labels.shape[1]} label/score columns")
+        raise MetricInputError(
+            f"{len(names)} class names for {labels.shape[1]} label/score columns"
+        )
     if int(n_boot) < 1:
         raise MetricInputError(f"subgroup gaps need bootstrap resamples; got n_boot={n_boot}")
     t = class_thresholds(thresholds, labels.shape[1])
@@ -124,20 +136,29 @@ def subgroup_report(
         boot = bootstrap_cis(masked, scores, SUBGROUP_STATISTICS, thresholds=t, **settings)
         n_pos = np.sum(labels[inside] == 1, axis=0)
         n_neg = np.sum(labels[inside] == 0, axis=0)
-        per_class = {name: {"n_pos": int(n_pos[c]), "n_neg": int(n_neg[c]),
-                            "low_count": bool(min(n_pos[c], n_neg[c]) < min_positives)}
-                     for c, name in enumerate(names)}
+        per_class = {
+            name: {
+                "n_pos": int(n_pos[c]),
+                "n_neg": int(n_neg[c]),
+                "low_count": bool(min(n_pos[c], n_neg[c]) < min_positives),
+            }
+            for c, name in enumerate(names)
+        }
         for stat in SUBGROUP_STATISTICS:
-            gap_low, gap_high = _interval(boot[stat].distribution - overall[stat].distribution, alpha)
+            gap_low, gap_high = _interval(
+                boot[stat].distribution - overall[stat].distribution, alpha
+            )
             gap = point[stat] - overall_point[stat]
             for c, name in enumerate(names):
-                per_class[name].update({
-                    stat: point[stat][c],
-                    f"{stat}_ci": [boot[stat].low[c], boot[stat].high[c]],
-                    f"{stat}_gap": gap[c],
-                    f"{stat}_gap_ci": [gap_low[c], gap_high[c]],
-                    f"{stat}_gap_flag": bool(gap_low[c] > 0 or gap_high[c] < 0),
-                })
+                per_class[name].update(
+                    {
+                        stat: point[stat][c],
+                        f"{stat}_ci": [boot[stat].low[c], boot[stat].high[c]],
+                        f"{stat}_gap": gap[c],
+                        f"{stat}_gap_ci": [gap_low[c], gap_high[c]],
+                        f"{stat}_gap_flag": bool(gap_low[c] > 0 or gap_high[c] < 0),
+                    }
+                )
         out_groups[value] = {
             "n": int(inside.sum()),
             "n_patients": int(np.unique(patient[inside]).size),
@@ -148,28 +169,45 @@ def subgroup_report(
         name: {
             "threshold": t[c],
             **{stat: overall_point[stat][c] for stat in SUBGROUP_STATISTICS},
-            **{f"{stat}_ci": [overall[stat].low[c], overall[stat].high[c]] for stat in SUBGROUP_STATISTICS},
+            **{
+                f"{stat}_ci": [overall[stat].low[c], overall[stat].high[c]]
+                for stat in SUBGROUP_STATISTICS
+            },
         }
         for c, name in enumerate(names)
     }
-    return to_jsonable({
-        "key": key,
-        "settings": {"n_boot": int(n_boot), "seed": int(seed), "alpha": float(alpha), "bootstrap_unit": "patient",
-                     "gap": "subgroup minus overall; paired percentile bootstrap over patients",
-                     "min_positives": int(min_positives)},
-        "overall": {"n": int(labels.shape[0]), "n_patients": int(np.unique(patient).size), "per_class": overall_classes},
-        "subgroups": out_groups,
-    })
+    return to_jsonable(
+        {
+            "key": key,
+            "settings": {
+                "n_boot": int(n_boot),
+                "seed": int(seed),
+                "alpha": float(alpha),
+                "bootstrap_unit": "patient",
+                "gap": "subgroup minus overall; paired percentile bootstrap over patients",
+                "min_positives": int(min_positives),
+            },
+            "overall": {
+                "n": int(labels.shape[0]),
+                "n_patients": int(np.unique(patient).size),
+                "per_class": overall_classes,
+            },
+            "subgroups": out_groups,
+        }
+    )
 
 
 def subgroup_report_from_predictions(
-    predictions: pd.DataFrame, subgroups: str | Sequence[object], thresholds: object, **options: object
+    predictions: pd.DataFrame,
+    subgroups: str | Sequence[object],
+    thresholds: object,
+    **options: object,
 ) -> dict:
     """:func:`subgroup_report` of a predictions frame (``label:<class>``, ``prob:<class>``,
     ``patient_id`` columns, as ``predictions.csv``); ``subgroups`` is one of its columns (e.g.
     merged in from the manifest) or one value per row. ``options`` go to :func:`subgroup_report`.
     """
-    classes = [c[len("prob:"):] for c in predictions.columns if str(c).startswith("prob:")]
+    classes = [c[len("prob:") :] for c in predictions.columns if str(c).startswith("prob:")]
     missing = [f"label:{c}" for c in classes if f"label:{c}" not in predictions] + (
         [] if "patient_id" in predictions else ["patient_id"]
     )
@@ -180,7 +218,9 @@ def subgroup_report_from_predictions(
         )
     if isinstance(subgroups, str):
         if subgroups not in predictions:
-            raise MetricInputError(f"the predictions have no column {subgroups!r} to form subgroups from")
+            raise MetricInputError(
+                f"the predictions have no column {subgroups!r} to form subgroups from"
+            )
         options.setdefault("key", subgroups)
         subgroups = predictions[subgroups].to_numpy(dtype=object)
     return subgroup_report(

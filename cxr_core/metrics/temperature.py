@@ -51,12 +51,16 @@ def to_logits(scores: object, task: Task, inputs: Inputs = "probabilities") -> n
     if inputs == "logits":
         return values
     if np.any((values < 0) | (values > 1)):
-        raise MetricInputError("probabilities must lie in [0, 1]; pass inputs='logits' for raw model outputs")
+        raise MetricInputError(
+            "probabilities must lie in [0, 1]; pass inputs='logits' for raw model outputs"
+        )
     clipped = np.clip(values, EPS, 1 - EPS)
     return np.log(clipped) - np.log1p(-clipped) if task == "multilabel" else np.log(clipped)
 
 
-def apply_temperature(scores: object, temperature: object, task: Task, inputs: Inputs = "probabilities") -> np.ndarray:
+def apply_temperature(
+    scores: object, temperature: object, task: Task, inputs: Inputs = "probabilities"
+) -> np.ndarray:
     """Calibrated probabilities (N, C): ``sigmoid(logit / T)`` per class or ``softmax(logits / T)``."""
     logits = to_logits(scores, task, inputs)
     t = np.asarray(temperature, dtype=np.float64).reshape(-1)
@@ -64,9 +68,8 @@ def apply_temperature(scores: object, temperature: object, task: Task, inputs: I
     if t.size == 1 and task == "multilabel":
         t = np.full(expected, t[0])
     if t.size != expected or not np.all(np.isfinite(t) & (t > 0)):
-        raise MetricInputError(
-            f"{task} temperature scaling takes {'one positive temperature per class' if task == 'multilabel' else 'one positive temperature'}; got {t.tolist()}"
-        )
+        wanted = "one positive temperature" + (" per class" if task == "multilabel" else "")
+        raise MetricInputError(f"{task} temperature scaling takes {wanted}; got {t.tolist()}")
     return expit(logits / t) if task == "multilabel" else softmax(logits / t[0], axis=1)
 
 
@@ -82,15 +85,21 @@ def _multiclass_nll(z: np.ndarray, y: np.ndarray, t: float) -> float:
 
 def _minimise(nll, bounds: tuple[float, float]) -> float:
     # Searching log T treats halving and doubling alike; xatol 1e-6 in log T is far below any visible effect.
-    result = minimize_scalar(lambda log_t: nll(np.exp(log_t)), bounds=np.log(bounds), method="bounded",
-                             options={"xatol": 1e-6})
+    result = minimize_scalar(
+        lambda log_t: nll(np.exp(log_t)),
+        bounds=np.log(bounds),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(np.exp(result.x))
 
 
 def _known_multiclass(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     known = ~np.isnan(labels).any(axis=1)
     if np.any(labels[known].sum(axis=1) != 1):
-        raise MetricInputError("multiclass labels must mark exactly one class per case (one-hot rows)")
+        raise MetricInputError(
+            "multiclass labels must mark exactly one class per case (one-hot rows)"
+        )
     return known, np.argmax(labels[known], axis=1)
 
 
@@ -123,9 +132,13 @@ def fit_temperature(
     return out
 
 
-def _apply_or_keep(scores: np.ndarray, temperature: np.ndarray, task: Task, inputs: Inputs) -> np.ndarray:
+def _apply_or_keep(
+    scores: np.ndarray, temperature: np.ndarray, task: Task, inputs: Inputs
+) -> np.ndarray:
     """Like :func:`apply_temperature`, leaving a class without a fitted T (NaN) at T = 1."""
-    return apply_temperature(scores, np.where(np.isnan(temperature), 1.0, temperature), task, inputs)
+    return apply_temperature(
+        scores, np.where(np.isnan(temperature), 1.0, temperature), task, inputs
+    )
 
 
 @dataclass(frozen=True)
@@ -147,10 +160,15 @@ class CrossFitTemperature:
     source: str
 
 
-def calibration_change(y_true: object, before: object, after: object, n_bins: int = 10) -> dict[str, dict[str, np.ndarray]]:
+def calibration_change(
+    y_true: object, before: object, after: object, n_bins: int = 10
+) -> dict[str, dict[str, np.ndarray]]:
     """Per-class ECE and Brier of two sets of probabilities for the same cases (before/after)."""
     return {
-        name: {"ece": expected_calibration_error(y_true, probs, n_bins=n_bins), "brier": brier_score(y_true, probs)}
+        name: {
+            "ece": expected_calibration_error(y_true, probs, n_bins=n_bins),
+            "brier": brier_score(y_true, probs),
+        }
         for name, probs in (("before", before), ("after", after))
     }
 

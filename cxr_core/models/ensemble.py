@@ -32,12 +32,18 @@ class MemberSpec:
     dropout: float = 0.0
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MemberSpec":
+    def from_dict(cls, data: dict) -> MemberSpec:
         try:
-            return cls(str(data["architecture"]), int(data["input_size"]), int(data.get("in_chans", 3)),
-                       float(data.get("dropout", 0.0)))
+            return cls(
+                str(data["architecture"]),
+                int(data["input_size"]),
+                int(data.get("in_chans", 3)),
+                float(data.get("dropout", 0.0)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"ensemble member entry {data!r} is incomplete ({exc}); the model card is damaged") from None
+            raise CheckpointError(
+                f"ensemble member entry {data!r} is incomplete ({exc}); the model card is damaged"
+            ) from None
 
 
 class Ensemble(nn.Module):
@@ -46,15 +52,22 @@ class Ensemble(nn.Module):
     def __init__(self, members: Sequence[nn.Module], input_sizes: Sequence[int]) -> None:
         super().__init__()
         if not members or len(members) != len(input_sizes):
-            raise ValueError(f"an ensemble needs one input size per member, got {len(members)} members and {len(input_sizes)} sizes")
+            raise ValueError(
+                f"an ensemble needs one input size per member, got {len(members)} members and {len(input_sizes)} sizes"
+            )
         self.members = nn.ModuleList(members)
         self.input_sizes = tuple(int(s) for s in input_sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = []
         for member, size in zip(self.members, self.input_sizes):
-            view = x if tuple(x.shape[-2:]) == (size, size) else F.interpolate(
-                x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            view = (
+                x
+                if tuple(x.shape[-2:]) == (size, size)
+                else F.interpolate(
+                    x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+                )
+            )
             logits.append(member(view))
         return torch.stack(logits).mean(dim=0)
 
@@ -68,7 +81,10 @@ def build_ensemble(members: Sequence[dict], num_classes: int) -> Ensemble:
             f"ensemble members use architectures {unknown}, which this version of cxr_core does not have "
             f"(available: {', '.join(list_models())}); upgrade cxr_core"
         )
-    models = [create_model(s.architecture, num_classes, in_chans=s.in_chans, dropout=s.dropout) for s in specs]
+    models = [
+        create_model(s.architecture, num_classes, in_chans=s.in_chans, dropout=s.dropout)
+        for s in specs
+    ]
     return Ensemble(models, [s.input_size for s in specs])
 
 
@@ -76,5 +92,7 @@ def ensemble_target_layers(model: nn.Module, members: Sequence[dict]) -> list[nn
     """Each member's Grad-CAM layer; pytorch-grad-cam averages their maps at input resolution."""
     if not isinstance(model, Ensemble):
         raise CheckpointError("the model card describes an ensemble, but the model is not one")
-    return [get_model_spec(MemberSpec.from_dict(m).architecture).target_layer(member)
-            for member, m in zip(model.members, members)]
+    return [
+        get_model_spec(MemberSpec.from_dict(m).architecture).target_layer(member)
+        for member, m in zip(model.members, members)
+    ]

@@ -16,7 +16,7 @@ so the training loop calls :func:`freeze_bn_stats` after each ``model.train()``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -30,7 +30,9 @@ def _matches(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def _trainable_prefixes(model: nn.Module, name: str, policy: str | Sequence[str]) -> list[str] | None:
+def _trainable_prefixes(
+    model: nn.Module, name: str, policy: str | Sequence[str]
+) -> list[str] | None:
     """Prefixes of the parameters that train, or ``None`` for all of them."""
     spec = get_model_spec(name)
     if isinstance(policy, str):
@@ -44,9 +46,13 @@ def _trainable_prefixes(model: nn.Module, name: str, policy: str | Sequence[str]
             try:
                 n = int(text.removeprefix("last:"))
             except ValueError:
-                raise ConfigError(f"fine-tune policy {policy!r}: N in 'last:N' must be a whole number") from None
+                raise ConfigError(
+                    f"fine-tune policy {policy!r}: N in 'last:N' must be a whole number"
+                ) from None
             if not 1 <= n <= len(blocks):
-                raise ConfigError(f"fine-tune policy {policy!r}: {name} has {len(blocks)} blocks, so N must be 1..{len(blocks)}")
+                raise ConfigError(
+                    f"fine-tune policy {policy!r}: {name} has {len(blocks)} blocks, so N must be 1..{len(blocks)}"
+                )
             return [spec.head, *(p for block_name, _ in blocks[-n:] for p in block_name.split("+"))]
         prefixes = [p.strip() for p in text.split(",") if p.strip()]
     else:

@@ -29,14 +29,28 @@ from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import save_checkpoint
 from cxr_core.models.registry import create_model, get_model_spec
-from cxr_core.models.weights import StateDict, densenet_legacy_keys, describe_misfit, read_state_dict
+from cxr_core.models.weights import (
+    StateDict,
+    densenet_legacy_keys,
+    describe_misfit,
+    read_state_dict,
+)
 
 logger = logging.getLogger(__name__)
 
 # Wrappers other code puts around a network's own names: DataParallel/DDP, CheXNet's
 # ``self.densenet121``, torchxrayvision's ``ResNet.model``, Lightning-style ``model``/``net``.
-_WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "model.", "densenet121.", "resnet50.", "net.", "backbone.")
-OPERATING_POINTS_KEY = "op_threshs"  # torchxrayvision's per-class operating points, a buffer in its state dict
+_WRAPPER_PREFIXES: tuple[str, ...] = (
+    "module.",
+    "model.",
+    "densenet121.",
+    "resnet50.",
+    "net.",
+    "backbone.",
+)
+OPERATING_POINTS_KEY = (
+    "op_threshs"  # torchxrayvision's per-class operating points, a buffer in its state dict
+)
 _OPTIONAL_SUFFIX = "num_batches_tracked"
 
 # torchxrayvision: 1-channel 224 px input, gray mapped onto [-1024, 1024] (xrv.datasets.normalize).
@@ -52,11 +66,18 @@ class KeyMapReport:
     in_chans: int
     num_outputs: int
     operating_points: dict[str, float] = field(default_factory=dict)
-    defaulted: tuple[str, ...] = ()  # tensors absent from the file that only count batches (BatchNorm bookkeeping)
+    defaulted: tuple[
+        str, ...
+    ] = ()  # tensors absent from the file that only count batches (BatchNorm bookkeeping)
 
     def to_dict(self) -> dict:
-        return {"steps": list(self.steps), "in_chans": self.in_chans, "num_outputs": self.num_outputs,
-                "operating_points": dict(self.operating_points), "defaulted": list(self.defaulted)}
+        return {
+            "steps": list(self.steps),
+            "in_chans": self.in_chans,
+            "num_outputs": self.num_outputs,
+            "operating_points": dict(self.operating_points),
+            "defaulted": list(self.defaulted),
+        }
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,11 @@ def _strip_wrappers(state: StateDict, target: set[str], steps: list[str]) -> Sta
         changed = False
         keys = [k for k in state if k != OPERATING_POINTS_KEY]
         for prefix in _WRAPPER_PREFIXES:
-            if keys and all(k.startswith(prefix) for k in keys) and not any(k.startswith(prefix) for k in target):
+            if (
+                keys
+                and all(k.startswith(prefix) for k in keys)
+                and not any(k.startswith(prefix) for k in target)
+            ):
                 state = {k.removeprefix(prefix): v for k, v in state.items()}
                 steps.append(f"removed the prefix '{prefix}' from every key")
                 changed = True
@@ -93,12 +118,16 @@ def _rename_head(state: StateDict, head: str, target: set[str], steps: list[str]
         weight = state.get(f"{theirs}.weight")
         if weight is not None and weight.ndim == 2 and f"{theirs}.weight" not in target:
             steps.append(f"renamed the head {theirs}.* to {ours}.*")
-            return {(ours + k[len(theirs):] if k in (f"{theirs}.weight", f"{theirs}.bias") else k): v
-                    for k, v in state.items()}
+            return {
+                (ours + k[len(theirs) :] if k in (f"{theirs}.weight", f"{theirs}.bias") else k): v
+                for k, v in state.items()
+            }
     return state
 
 
-def map_state_dict(state: StateDict, architecture: str, classes: tuple[str, ...]) -> tuple[StateDict, KeyMapReport]:
+def map_state_dict(
+    state: StateDict, architecture: str, classes: tuple[str, ...]
+) -> tuple[StateDict, KeyMapReport]:
     """``state`` renamed to ``architecture``'s keys and checked against it, tensor by tensor.
 
     Raises :class:`CheckpointError` listing missing, unexpected and wrongly shaped tensors (by
@@ -124,7 +153,9 @@ def map_state_dict(state: StateDict, architecture: str, classes: tuple[str, ...]
     stem = state.get(f"{spec.first_conv}.weight")
     in_chans = int(stem.shape[1]) if stem is not None and stem.ndim == 4 else 3
     if in_chans not in (1, 3):
-        raise CheckpointError(f"the stem {spec.first_conv}.weight takes {in_chans} input channels; only 1 (gray) or 3 are supported")
+        raise CheckpointError(
+            f"the stem {spec.first_conv}.weight takes {in_chans} input channels; only 1 (gray) or 3 are supported"
+        )
     head_key = f"{spec.head}.1.weight"
     head = state.get(head_key)
     outputs = int(head.shape[0]) if head is not None and head.ndim == 2 else -1
@@ -138,8 +169,11 @@ def map_state_dict(state: StateDict, architecture: str, classes: tuple[str, ...]
         target = create_model(architecture, len(classes), in_chans=in_chans).state_dict()
     missing = [k for k in target if k not in state and not k.endswith(_OPTIONAL_SUFFIX)]
     unexpected = [k for k in state if k not in target]
-    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in state.items()
-                  if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}"
+        for k, v in state.items()
+        if k in target and tuple(v.shape) != tuple(target[k].shape)
+    ]
     if missing or unexpected or mismatched:
         raise CheckpointError(
             f"the weights do not fit a {architecture} model after mapping their keys "
@@ -162,23 +196,35 @@ def _operating_points(points: torch.Tensor | None, classes: tuple[str, ...]) -> 
         return {}
     values = points.detach().float().reshape(-1).tolist()
     if len(values) != len(classes):
-        raise CheckpointError(f"'{OPERATING_POINTS_KEY}' holds {len(values)} values but the model has {len(classes)} outputs")
+        raise CheckpointError(
+            f"'{OPERATING_POINTS_KEY}' holds {len(values)} values but the model has {len(classes)} outputs"
+        )
     return {c: float(v) for c, v in zip(classes, values) if math.isfinite(v) and 0.0 <= v <= 1.0}
 
 
-def preset_preprocess(name: str, *, in_chans: int, input_size: int | None = None, cache_size: int | None = None) -> PreprocessConfig:
+def preset_preprocess(
+    name: str, *, in_chans: int, input_size: int | None = None, cache_size: int | None = None
+) -> PreprocessConfig:
     """Preprocessing for a named family of models: ``imagenet`` (ImageNet mean/std) or ``xrv``
     (torchxrayvision: 1-channel 224 px, gray mapped onto [-1024, 1024])."""
     if name == "imagenet":
         size = input_size or 224
-        return PreprocessConfig(cache_size=cache_size or max(256, size), input_size=size, in_chans=in_chans)
+        return PreprocessConfig(
+            cache_size=cache_size or max(256, size), input_size=size, in_chans=in_chans
+        )
     if name == "xrv":
         if in_chans != 1:
-            raise ConfigError("torchxrayvision models take 1-channel input, but these weights have a 3-channel stem")
+            raise ConfigError(
+                "torchxrayvision models take 1-channel input, but these weights have a 3-channel stem"
+            )
         mean, std = range_mean_std(*XRV_RANGE)
         size = input_size or 224
-        return PreprocessConfig(cache_size=cache_size or max(256, size), input_size=size, mean=mean, std=std, in_chans=1)
-    raise ConfigError(f"unknown preprocessing preset {name!r}; choose one of: {', '.join(PREPROCESS_PRESETS)}")
+        return PreprocessConfig(
+            cache_size=cache_size or max(256, size), input_size=size, mean=mean, std=std, in_chans=1
+        )
+    raise ConfigError(
+        f"unknown preprocessing preset {name!r}; choose one of: {', '.join(PREPROCESS_PRESETS)}"
+    )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -208,10 +254,15 @@ def import_weights(
     """
     weights = Path(weights)
     state, report = map_state_dict(read_state_dict(weights), architecture, label_space.classes)
-    config = (preset_preprocess(preprocess, in_chans=report.in_chans, input_size=input_size)
-              if isinstance(preprocess, str) else preprocess)
+    config = (
+        preset_preprocess(preprocess, in_chans=report.in_chans, input_size=input_size)
+        if isinstance(preprocess, str)
+        else preprocess
+    )
     if config.in_chans != report.in_chans:
-        raise ConfigError(f"the preprocessing gives {config.in_chans}-channel input but the weights' stem takes {report.in_chans}")
+        raise ConfigError(
+            f"the preprocessing gives {config.in_chans}-channel input but the weights' stem takes {report.in_chans}"
+        )
     model = create_model(architecture, label_space.num_classes, in_chans=report.in_chans)
     model.load_state_dict({**model.state_dict(), **state}, strict=True)
     digest = file_sha256(weights)
@@ -222,12 +273,20 @@ def import_weights(
         preprocess=config.to_dict(),
         in_chans=report.in_chans,
         thresholds=dict(report.operating_points),
-        threshold_method=f"imported operating points ({OPERATING_POINTS_KEY})" if report.operating_points else "",
+        threshold_method=f"imported operating points ({OPERATING_POINTS_KEY})"
+        if report.operating_points
+        else "",
         training={"imported": {"source": str(weights), "sha256": digest, **report.to_dict()}},
         provenance=f"imported from {weights.name}, sha256 {digest}",
     )
     path = save_checkpoint(out_file, model.state_dict(), card)
     for step in report.steps:
         logger.info("%s: %s", weights.name, step)
-    logger.info("imported %s as a %s with %d classes -> %s", weights.name, architecture, label_space.num_classes, path)
+    logger.info(
+        "imported %s as a %s with %d classes -> %s",
+        weights.name,
+        architecture,
+        label_space.num_classes,
+        path,
+    )
     return ImportResult(path=Path(path), card=card, report=report)

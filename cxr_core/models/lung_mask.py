@@ -38,7 +38,9 @@ class LungMasker:
     without gradients and keeps no state on the object.
     """
 
-    def __init__(self, checkpoint: Checkpoint, settings: LungMaskConfig, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, settings: LungMaskConfig, device: str | torch.device = "cpu"
+    ) -> None:
         self.settings = settings
         self.preprocess = checkpoint.preprocess
         self.model = lung_model(checkpoint, device, purpose="lung masking needs")
@@ -54,7 +56,9 @@ class LungMasker:
         out = np.empty(arr.shape, dtype=bool)
         with _one_thread():
             for i in range(arr.shape[0]):
-                probs = predict_mask_probs(self.model, arr[i:i + 1], self.preprocess, batch_size=1)[0]
+                probs = predict_mask_probs(
+                    self.model, arr[i : i + 1], self.preprocess, batch_size=1
+                )[0]
                 out[i] = lung_mask_of(probs, self.settings)
         return out
 
@@ -64,13 +68,17 @@ class LungMasker:
         return mask_outside(arr, self.masks(arr))
 
 
-def lung_model(checkpoint: Checkpoint, device: str | torch.device, *, purpose: str = "pass") -> torch.nn.Module:
+def lung_model(
+    checkpoint: Checkpoint, device: str | torch.device, *, purpose: str = "pass"
+) -> torch.nn.Module:
     """The segmentation network of a lung checkpoint, on ``device`` in eval mode; a classifier
     checkpoint given by mistake is refused with what to pass instead."""
     task = checkpoint.card.label_space.get("task")
     if task != Task.SEGMENTATION.value:
-        raise CheckpointError(f"{checkpoint.path} is a {task} model, not a lung segmentation model; "
-                              f"{purpose} the lung checkpoint (checkpoints/lungs/model.safetensors)")
+        raise CheckpointError(
+            f"{checkpoint.path} is a {task} model, not a lung segmentation model; "
+            f"{purpose} the lung checkpoint (checkpoints/lungs/model.safetensors)"
+        )
     return checkpoint.build_model().to(resolve_device(device)).eval()
 
 
@@ -89,5 +97,7 @@ def _one_thread() -> Iterator[None]:
 def _batch(images: np.ndarray) -> np.ndarray:
     arr = np.asarray(images)
     if arr.ndim != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"lung masking takes uint8 cache arrays (B, S, S), got {arr.dtype} {arr.shape}")
+        raise ValueError(
+            f"lung masking takes uint8 cache arrays (B, S, S), got {arr.dtype} {arr.shape}"
+        )
     return arr

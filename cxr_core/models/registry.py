@@ -7,9 +7,9 @@ and :func:`get_model_spec`, so adding an architecture never touches an if-chain 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
@@ -51,7 +51,9 @@ _REGISTRY: dict[str, ModelSpec] = {}
 DEFAULT_MODEL = "densenet121"
 
 
-def register_model(name: str, **spec_fields) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(
+    name: str, **spec_fields
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering ``builder(num_classes, dropout) -> nn.Module`` under ``name``."""
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -98,7 +100,9 @@ def create_model(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, not {num_classes!r}")
     if in_chans not in (1, 3):
-        raise ConfigError(f"in_chans must be 1 (gray) or 3 (gray replicated to RGB), not {in_chans!r}")
+        raise ConfigError(
+            f"in_chans must be 1 (gray) or 3 (gray replicated to RGB), not {in_chans!r}"
+        )
     if not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), not {dropout!r}")
     model = spec.builder(num_classes, float(dropout))

@@ -26,14 +26,22 @@ from cxr_core.models import weights as weights_io
 from cxr_core.models.architectures import LITE_STAGES, EfficientNetLite
 from cxr_core.models.registry import register_model
 
-_LITE0_SKIPS = (1, 2, 3, 5, 7)  # encoder stages whose output feeds the decoder: strides 2, 4, 8, 16, 32
+_LITE0_SKIPS = (
+    1,
+    2,
+    3,
+    5,
+    7,
+)  # encoder stages whose output feeds the decoder: strides 2, 4, 8, 16, 32
 _LITE0_SKIP_CHANNELS = (16, 24, 40, 112, 320)
 _LITE0_DECODER = (96, 64, 48, 32)  # decoder widths at strides 16, 8, 4, 2
 _SMALL_WIDTHS = (16, 32, 64, 128, 256)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class DecoderBlock(nn.Module):
@@ -51,7 +59,14 @@ class DecoderBlock(nn.Module):
 class UNetDecoder(nn.Module):
     """Decoder blocks from the deepest feature map up, then a 1x1 convolution to the logits."""
 
-    def __init__(self, deepest: int, skips: tuple[int, ...], widths: tuple[int, ...], num_classes: int, dropout: float) -> None:
+    def __init__(
+        self,
+        deepest: int,
+        skips: tuple[int, ...],
+        widths: tuple[int, ...],
+        num_classes: int,
+        dropout: float,
+    ) -> None:
         super().__init__()
         blocks = []
         cin = deepest
@@ -78,7 +93,9 @@ class LiteUNet(nn.Module):
         lite = EfficientNetLite(1, 0.0, LITE_STAGES["lite0"])
         self.encoder = nn.Sequential(*list(lite.features.children())[: _LITE0_SKIPS[-1] + 1])
         skips = tuple(reversed(_LITE0_SKIP_CHANNELS[:-1]))
-        self.decoder = UNetDecoder(_LITE0_SKIP_CHANNELS[-1], skips, _LITE0_DECODER, num_classes, dropout)
+        self.decoder = UNetDecoder(
+            _LITE0_SKIP_CHANNELS[-1], skips, _LITE0_DECODER, num_classes, dropout
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features: list[torch.Tensor] = []
@@ -132,7 +149,11 @@ def _lite0_encoder_imagenet() -> dict[str, torch.Tensor]:
     return out
 
 
-_LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)  # what the TensorFlow-trained Lite weights expect
+_LITE_MEAN = (
+    127.0 / 255,
+    127.0 / 255,
+    127.0 / 255,
+)  # what the TensorFlow-trained Lite weights expect
 _LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 
 
@@ -143,7 +164,8 @@ _LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
     blocks=_decoder_blocks,
     first_conv="encoder.0.0",
     default_input_size=256,
-    description="U-Net with an EfficientNet-Lite0 encoder (~3.0M params), ImageNet encoder weights available offline; segmentation",
+    description="U-Net with an EfficientNet-Lite0 encoder (~3.0M params), ImageNet encoder weights "
+    "available offline; segmentation",
     imagenet=_lite0_encoder_imagenet,
     input_mean=_LITE_MEAN,
     input_std=_LITE_STD,
@@ -179,14 +201,16 @@ def predict_mask_probs(
     """
     arr = np.asarray(images)
     if arr.ndim != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"predict_mask_probs takes (N, H, W) uint8 images, got {arr.dtype} {arr.shape}")
+        raise ValueError(
+            f"predict_mask_probs takes (N, H, W) uint8 images, got {arr.dtype} {arr.shape}"
+        )
     model.eval()
     device = next(model.parameters()).device
     out = np.empty(arr.shape, dtype=np.float32)
     for first in range(0, arr.shape[0], batch_size):
-        x = eval_tensor(arr[first:first + batch_size], cfg).to(device)
+        x = eval_tensor(arr[first : first + batch_size], cfg).to(device)
         logits = model(x)[:, :1].float()
         if tuple(logits.shape[-2:]) != arr.shape[1:]:
             logits = F.interpolate(logits, size=arr.shape[1:], mode="bilinear", align_corners=False)
-        out[first:first + batch_size] = torch.sigmoid(logits)[:, 0].cpu().numpy()
+        out[first : first + batch_size] = torch.sigmoid(logits)[:, 0].cpu().numpy()
     return out

@@ -9,7 +9,6 @@ function applies the card's temperature scaling (calibration), for the same reas
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 
 import torch
@@ -26,7 +25,9 @@ TTA_MODES: tuple[str, ...] = ("none", "hflip")
 def check_tta(mode: str) -> str:
     """``mode`` if it is a known test-time augmentation, else a ConfigError listing them."""
     if mode not in TTA_MODES:
-        raise ConfigError(f"unknown test-time augmentation {mode!r}; choose one of: {', '.join(TTA_MODES)}")
+        raise ConfigError(
+            f"unknown test-time augmentation {mode!r}; choose one of: {', '.join(TTA_MODES)}"
+        )
     return mode
 
 
@@ -40,7 +41,9 @@ def activate(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
 EPS = 1e-7
 
 
-def calibrate(probs: torch.Tensor, temperature: Sequence[float] | None, *, multilabel: bool) -> torch.Tensor:
+def calibrate(
+    probs: torch.Tensor, temperature: Sequence[float] | None, *, multilabel: bool
+) -> torch.Tensor:
     """Temperature-scaled probabilities: ``sigmoid(logit(p) / T_c)`` per class (multilabel) or
     ``softmax(log(p) / T)`` (multiclass); ``temperature`` None returns ``probs`` unchanged.
 
@@ -54,9 +57,9 @@ def calibrate(probs: torch.Tensor, temperature: Sequence[float] | None, *, multi
     expected = probs.shape[1] if multilabel else 1
     # Checked on the Python floats, not on a tensor, so the graph stays traceable for export.
     if len(values) != expected or not all(math.isfinite(v) and v > 0 for v in values):
+        wanted = "one positive temperature" + (" per class" if multilabel else "")
         raise ConfigError(
-            f"temperature scaling needs {'one positive temperature per class' if multilabel else 'one positive temperature'}"
-            f" ({expected}); got {list(temperature)}"
+            f"temperature scaling needs {wanted} ({expected}); got {list(temperature)}"
         )
     t = torch.tensor(values, dtype=torch.float32, device=probs.device)
     clipped = probs.float().clamp(EPS, 1 - EPS)

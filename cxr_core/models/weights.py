@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
@@ -63,7 +64,9 @@ def read_state_dict(path: str | Path) -> StateDict:
     """Tensors of a ``.pth``/``.pt`` (weights only, no code) or ``.safetensors`` file."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsUnavailableError(f"weights file {path} does not exist; check the path or use --weights none")
+        raise WeightsUnavailableError(
+            f"weights file {path} does not exist; check the path or use --weights none"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -72,7 +75,9 @@ def read_state_dict(path: str | Path) -> StateDict:
         elif path.suffix in (".pth", ".pt", ".bin"):
             obj = torch.load(path, map_location="cpu", weights_only=True)
         else:
-            raise ConfigError(f"weights file {path} is neither .pth/.pt nor .safetensors; convert it or use --weights none")
+            raise ConfigError(
+                f"weights file {path} is neither .pth/.pt nor .safetensors; convert it or use --weights none"
+            )
     except (ConfigError, WeightsUnavailableError):
         raise
     except Exception as exc:  # corrupt, truncated or code-carrying pickle
@@ -88,10 +93,14 @@ def _unwrap(obj: object, path: Path) -> StateDict:
         for key in _WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):
                 return _unwrap(obj[key], path)
-    raise CheckpointError(f"{path} holds no model weights (expected a dict of tensors or a 'state_dict' entry)")
+    raise CheckpointError(
+        f"{path} holds no model weights (expected a dict of tensors or a 'state_dict' entry)"
+    )
 
 
-def torchvision_imagenet(weights: Sequence["WeightsEnum"], remap: Callable[[StateDict], StateDict] | None = None) -> Callable[[], StateDict]:
+def torchvision_imagenet(
+    weights: Sequence[WeightsEnum], remap: Callable[[StateDict], StateDict] | None = None
+) -> Callable[[], StateDict]:
     """A loader for torchvision ImageNet weights already present in the torch hub cache.
 
     ``weights`` are the acceptable variants, preferred first; any one on disk is used.
@@ -119,7 +128,9 @@ def torchvision_imagenet(weights: Sequence["WeightsEnum"], remap: Callable[[Stat
 
 def densenet_legacy_keys(state: StateDict) -> StateDict:
     """Rename ``denselayerN.norm.1`` style keys of torchvision's 2017 DenseNet files."""
-    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+    pattern = re.compile(
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+    )
     renamed = {}
     for key, value in state.items():
         match = pattern.match(key)
@@ -136,27 +147,43 @@ def lite_key_map(keys: Sequence[str], stage_repeats: Sequence[int]) -> dict[str,
     ``features.8`` head conv, ``classifier.1`` linear. Unknown keys raise, so a silent
     partial load is impossible.
     """
-    stage_of: list[tuple[int, int]] = [(s + 1, j) for s, n in enumerate(stage_repeats) for j in range(n)]
+    stage_of: list[tuple[int, int]] = [
+        (s + 1, j) for s, n in enumerate(stage_repeats) for j in range(n)
+    ]
     top = {
-        "_conv_stem": "features.0.0", "_bn0": "features.0.1",
-        "_conv_head": f"features.{len(stage_repeats) + 1}.0", "_bn1": f"features.{len(stage_repeats) + 1}.1",
+        "_conv_stem": "features.0.0",
+        "_bn0": "features.0.1",
+        "_conv_head": f"features.{len(stage_repeats) + 1}.0",
+        "_bn1": f"features.{len(stage_repeats) + 1}.1",
         "_fc": "classifier.1",
     }
-    has_expand = {int(k.split(".")[1]) for k in keys if k.startswith("_blocks.") and "._expand_conv." in k}
+    has_expand = {
+        int(k.split(".")[1]) for k in keys if k.startswith("_blocks.") and "._expand_conv." in k
+    }
     mapping: dict[str, str] = {}
     for key in keys:
         parts = key.split(".")
         if parts[0] in top and len(parts) == 2:
             mapping[key] = f"{top[parts[0]]}.{parts[1]}"
             continue
-        if parts[0] != "_blocks" or len(parts) != 4 or not parts[1].isdigit() or int(parts[1]) >= len(stage_of):
+        if (
+            parts[0] != "_blocks"
+            or len(parts) != 4
+            or not parts[1].isdigit()
+            or int(parts[1]) >= len(stage_of)
+        ):
             raise CheckpointError(f"unexpected tensor {key!r} in the EfficientNet-Lite weight file")
         index = int(parts[1])
         stage, j = stage_of[index]
         offset = 1 if index in has_expand else 0
-        layer = {"_expand_conv": "0.0", "_bn0": "0.1",
-                 "_depthwise_conv": f"{offset}.0", "_bn1": f"{offset}.1",
-                 "_project_conv": f"{offset + 1}.0", "_bn2": f"{offset + 1}.1"}.get(parts[2])
+        layer = {
+            "_expand_conv": "0.0",
+            "_bn0": "0.1",
+            "_depthwise_conv": f"{offset}.0",
+            "_bn1": f"{offset}.1",
+            "_project_conv": f"{offset + 1}.0",
+            "_bn2": f"{offset + 1}.1",
+        }.get(parts[2])
         if layer is None:
             raise CheckpointError(f"unexpected tensor {key!r} in the EfficientNet-Lite weight file")
         mapping[key] = f"features.{stage}.{j}.block.{layer}.{parts[3]}"
@@ -175,7 +202,9 @@ def lite_package_file(variant: str) -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / file_name
     if not path.is_file():
-        raise WeightsUnavailableError(f"the package {dist} is installed but {path} is missing; reinstall it")
+        raise WeightsUnavailableError(
+            f"the package {dist} is installed but {path} is missing; reinstall it"
+        )
     return path
 
 
@@ -194,17 +223,25 @@ def lite_imagenet(variant: str, stage_repeats: Sequence[int]) -> Callable[[], St
     return load
 
 
-def resolve_weights(spec: "ModelSpec", weights: str | Path | None) -> StateDict | None:
+def resolve_weights(spec: ModelSpec, weights: str | Path | None) -> StateDict | None:
     """Turn a ``--weights`` value into a state dict (``None`` for random init)."""
     if weights is None or (isinstance(weights, str) and weights.strip().lower() in ("", "none")):
         return None
     if isinstance(weights, str) and weights.strip().lower() == "imagenet":
         if spec.imagenet is None:
-            raise WeightsUnavailableError(f"{spec.name} has no ImageNet weights; use --weights none or a local file")
+            raise WeightsUnavailableError(
+                f"{spec.name} has no ImageNet weights; use --weights none or a local file"
+            )
         return spec.imagenet()
     path = Path(weights).expanduser()
-    if not path.exists() and isinstance(weights, str) and not any(sep in weights for sep in ("/", "\\", ".")):
-        raise ConfigError(f"--weights {weights!r} is neither 'none', 'imagenet' nor an existing file")
+    if (
+        not path.exists()
+        and isinstance(weights, str)
+        and not any(sep in weights for sep in ("/", "\\", "."))
+    ):
+        raise ConfigError(
+            f"--weights {weights!r} is neither 'none', 'imagenet' nor an existing file"
+        )
     return read_state_dict(path)
 
 
@@ -220,12 +257,16 @@ def adapt_first_conv(model: nn.Module, path: str, in_chans: int) -> None:
     if conv.in_channels == in_chans:
         return
     if in_chans != 1:
-        raise ConfigError(f"only 1-channel adaptation of a 3-channel stem is supported, not {in_chans}")
+        raise ConfigError(
+            f"only 1-channel adaptation of a 3-channel stem is supported, not {in_chans}"
+        )
     conv.weight = nn.Parameter(conv.weight.detach().sum(dim=1, keepdim=True))
     conv.in_channels = 1
 
 
-def load_weights(model: nn.Module, spec: "ModelSpec", state: Mapping[str, torch.Tensor], source: str = "weights") -> LoadResult:
+def load_weights(
+    model: nn.Module, spec: ModelSpec, state: Mapping[str, torch.Tensor], source: str = "weights"
+) -> LoadResult:
     """Copy ``state`` into ``model``: backbone strictly, head only where names and shapes match.
 
     A head of another size (ImageNet's 1000 classes, a checkpoint trained on other labels)
@@ -245,7 +286,12 @@ def load_weights(model: nn.Module, spec: "ModelSpec", state: Mapping[str, torch.
             (skipped_head if is_head else unexpected).append(key)
             continue
         want = target[key].shape
-        if value.shape != want and key == f"{spec.first_conv}.weight" and value.ndim == 4 and want[1] == 1:
+        if (
+            value.shape != want
+            and key == f"{spec.first_conv}.weight"
+            and value.ndim == 4
+            and want[1] == 1
+        ):
             value = value.sum(dim=1, keepdim=True)
         if value.shape != want:
             if is_head:
@@ -254,7 +300,11 @@ def load_weights(model: nn.Module, spec: "ModelSpec", state: Mapping[str, torch.
                 mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(want)}")
             continue
         merged[key] = value
-    missing = [k for k in target if not k.startswith(head) and k not in state and not k.endswith(_OPTIONAL_SUFFIX)]
+    missing = [
+        k
+        for k in target
+        if not k.startswith(head) and k not in state and not k.endswith(_OPTIONAL_SUFFIX)
+    ]
     if missing or unexpected or mismatched:
         raise CheckpointError(
             f"{source} does not fit a {spec.name} model ({describe_misfit(missing, unexpected, mismatched)}); "
@@ -265,7 +315,9 @@ def load_weights(model: nn.Module, spec: "ModelSpec", state: Mapping[str, torch.
     return LoadResult(loaded=loaded, skipped_head=tuple(skipped_head))
 
 
-def check_fit(expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], path: Path) -> None:
+def check_fit(
+    expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], path: Path
+) -> None:
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong_shape = [
@@ -280,7 +332,9 @@ def check_fit(expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Ten
         )
 
 
-def describe_misfit(missing: Sequence[str], unexpected: Sequence[str], wrong_shape: Sequence[str], limit: int = 8) -> str:
+def describe_misfit(
+    missing: Sequence[str], unexpected: Sequence[str], wrong_shape: Sequence[str], limit: int = 8
+) -> str:
     """How a weight file fails to fit a model, in one line: loading a checkpoint and loading
     pretrained weights report it alike, whatever the number of keys involved."""
 

@@ -31,11 +31,14 @@ from cxr_core.utils.settings import check_known_keys
 class DataConfig:
     path: str = ""
     format: str = "auto"
-    adapter: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the dataset adapter
+    adapter: dict[str, Any] = field(
+        default_factory=dict
+    )  # extra keyword arguments for the dataset adapter
     val: float = 0.15
     test: float = 0.0
     split_seed: int = 0
-    keep_splits: bool = True  # keep splits the dataset defines (e.g. the NIH official test list); False re-deals train/val
+    # keep splits the dataset defines (e.g. the NIH official test list); False re-deals train/val
+    keep_splits: bool = True
     cache_dir: str = ".cxr_cache"
     cache_size: int = 256
 
@@ -43,21 +46,23 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "small_cnn"
-    weights: Union[str, None] = None  # None | "imagenet" | path to a .safetensors checkpoint
+    weights: str | None = None  # None | "imagenet" | path to a .safetensors checkpoint
     in_chans: int = 3
     dropout: float = 0.0
-    finetune: Union[str, list[str]] = "all"  # "all" | "head" | "last:N" | list of parameter prefixes
+    finetune: str | list[str] = "all"  # "all" | "head" | "last:N" | list of parameter prefixes
 
 
 @dataclass
 class PreprocessSection:
     input_size: int = 224
-    mean: Union[list[float], None] = None  # None: the normalisation the architecture's pretrained weights expect
-    std: Union[list[float], None] = None
+    mean: list[float] | None = (
+        None  # None: the normalisation the architecture's pretrained weights expect
+    )
+    std: list[float] | None = None
     # Black out everything outside the lungs (found by a lung segmentation model on the cached
     # image) before the classifier sees it, in training and at inference (cxr_core.data.lung_mask).
     lung_mask: bool = False
-    lung_checkpoint: Union[str, None] = None  # the lung model; None: the bundled checkpoints/lungs
+    lung_checkpoint: str | None = None  # the lung model; None: the bundled checkpoints/lungs
     lung_dilation: float = DEFAULT_DILATION  # share of the image side the lung mask grows by
 
 
@@ -77,7 +82,7 @@ class OptimConfig:
     grad_accum: int = 1
     # Images per optimizer step over all processes. When set, batch_size is derived from it
     # (global / (processes * grad_accum)), so lr and warm-up keep their meaning on any number of GPUs.
-    global_batch_size: Union[int, None] = None
+    global_batch_size: int | None = None
 
 
 @dataclass
@@ -91,7 +96,9 @@ class ScheduleConfig:
 
 @dataclass
 class EarlyStoppingConfig:
-    patience: Union[int, None] = 5  # epochs without improvement of the monitored metric; None: never stop early
+    patience: int | None = (
+        5  # epochs without improvement of the monitored metric; None: never stop early
+    )
     min_delta: float = 0.0
 
 
@@ -118,31 +125,38 @@ SEGMENTATION_LOSS = "dice_bce"
 
 @dataclass
 class TrainConfig:
-    task: str = TASK_CLASSIFICATION  # classification (cxr_core.training.loop) | segmentation (cxr_core.training.segmentation)
+    # classification (cxr_core.training.loop) | segmentation (cxr_core.training.segmentation)
+    task: str = TASK_CLASSIFICATION
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessSection = field(default_factory=PreprocessSection)
-    augment: dict[str, Any] = field(default_factory=dict)  # keyword arguments of cxr_core.data.dataset.AugmentConfig
+    augment: dict[str, Any] = field(
+        default_factory=dict
+    )  # keyword arguments of cxr_core.data.dataset.AugmentConfig
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    ema: Union[EMAConfig, None] = None
+    ema: EMAConfig | None = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     epochs: int = 10
     seed: int = 0
-    num_workers: Union[int, str] = 2  # DataLoader workers per process, or auto: from the CPU cores this process may use
+    num_workers: int | str = (
+        2  # DataLoader workers per process, or auto: from the CPU cores this process may use
+    )
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on GPUs with native bf16, else fp16; float32 on CPU) | bf16 | fp16 | off
     channels_last: bool = True  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
     out_dir: str = "runs/train"
-    half_weights: bool = False  # store model.safetensors as float16 (bundled models must be <= 50 MB)
+    half_weights: bool = (
+        False  # store model.safetensors as float16 (bundled models must be <= 50 MB)
+    )
     provenance: str = ""
     intended_use: str = ""
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "TrainConfig":
+    def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> TrainConfig:
         if data.get("amp") is False:  # YAML 1.1 reads a bare `amp: off` as false
             data = {**data, "amp": "off"}
         config = _build(cls, data, "")
@@ -150,7 +164,7 @@ class TrainConfig:
         return config.resolved(base_dir) if base_dir is not None else config
 
     @classmethod
-    def from_yaml(cls, path: str | Path, *, base_dir: str | Path | None = None) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, *, base_dir: str | Path | None = None) -> TrainConfig:
         """Read a YAML config; relative paths resolve against ``base_dir`` (default: current directory)."""
         data = _read_yaml(path)
         try:
@@ -164,7 +178,7 @@ class TrainConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def resolved(self, base_dir: str | Path) -> "TrainConfig":
+    def resolved(self, base_dir: str | Path) -> TrainConfig:
         """A copy whose data path, cache dir, output dir and weight file are absolute."""
         base = Path(base_dir)
 
@@ -183,42 +197,125 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        _need(bool(self.data.path), "data.path", "is required (folder or label file of the dataset)")
-        _need(0.0 <= self.data.val < 1.0, "data.val", f"fraction must be in [0, 1), got {self.data.val}")
-        _need(0.0 <= self.data.test < 1.0, "data.test", f"fraction must be in [0, 1), got {self.data.test}")
-        _need(self.data.val + self.data.test < 1.0, "data.val", "val + test fractions leave no training images")
-        _need(self.data.val > 0.0, "data.val", "must be > 0: model selection and thresholds need a validation split")
-        _need(self.data.cache_size >= 16, "data.cache_size", f"must be >= 16 pixels, got {self.data.cache_size}")
-        _need(self.preprocess.input_size >= 16, "preprocess.input_size", f"must be >= 16, got {self.preprocess.input_size}")
+        _need(
+            bool(self.data.path), "data.path", "is required (folder or label file of the dataset)"
+        )
+        _need(
+            0.0 <= self.data.val < 1.0,
+            "data.val",
+            f"fraction must be in [0, 1), got {self.data.val}",
+        )
+        _need(
+            0.0 <= self.data.test < 1.0,
+            "data.test",
+            f"fraction must be in [0, 1), got {self.data.test}",
+        )
+        _need(
+            self.data.val + self.data.test < 1.0,
+            "data.val",
+            "val + test fractions leave no training images",
+        )
+        _need(
+            self.data.val > 0.0,
+            "data.val",
+            "must be > 0: model selection and thresholds need a validation split",
+        )
+        _need(
+            self.data.cache_size >= 16,
+            "data.cache_size",
+            f"must be >= 16 pixels, got {self.data.cache_size}",
+        )
+        _need(
+            self.preprocess.input_size >= 16,
+            "preprocess.input_size",
+            f"must be >= 16, got {self.preprocess.input_size}",
+        )
         _need(
             self.preprocess.input_size <= self.data.cache_size,
             "preprocess.input_size",
-            f"({self.preprocess.input_size}) cannot exceed data.cache_size ({self.data.cache_size}); upsampling cached images loses detail silently",
+            f"({self.preprocess.input_size}) cannot exceed data.cache_size "
+            f"({self.data.cache_size}); upsampling cached images loses detail silently",
         )
-        _need(self.model.in_chans in (1, 3), "model.in_chans", f"must be 1 or 3, got {self.model.in_chans}")
-        _need(0.0 <= self.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.model.dropout}")
-        for key, stats in (("preprocess.mean", self.preprocess.mean), ("preprocess.std", self.preprocess.std)):
-            _need(stats is None or len(stats) == 3, key, "needs 3 values (one per RGB channel; gray input uses the first)")
-        _need(self.task in TRAINING_TASKS, "task", f"must be {' or '.join(TRAINING_TASKS)}, not {self.task!r}")
+        _need(
+            self.model.in_chans in (1, 3),
+            "model.in_chans",
+            f"must be 1 or 3, got {self.model.in_chans}",
+        )
+        _need(
+            0.0 <= self.model.dropout < 1.0,
+            "model.dropout",
+            f"must be in [0, 1), got {self.model.dropout}",
+        )
+        for key, stats in (
+            ("preprocess.mean", self.preprocess.mean),
+            ("preprocess.std", self.preprocess.std),
+        ):
+            _need(
+                stats is None or len(stats) == 3,
+                key,
+                "needs 3 values (one per RGB channel; gray input uses the first)",
+            )
+        _need(
+            self.task in TRAINING_TASKS,
+            "task",
+            f"must be {' or '.join(TRAINING_TASKS)}, not {self.task!r}",
+        )
         _check_lung_mask(self.preprocess, self.task)
         if self.task == TASK_SEGMENTATION:
-            _need(self.loss.kind in ("auto", SEGMENTATION_LOSS), "loss.kind",
-                  f"a segmentation model trains with auto or {SEGMENTATION_LOSS} (Dice + BCE), not {self.loss.kind!r}")
-            _need(self.data.format in ("auto", "masks"), "data.format",
-                  f"segmentation reads image+mask folders: use masks (or auto), not {self.data.format!r}")
+            _need(
+                self.loss.kind in ("auto", SEGMENTATION_LOSS),
+                "loss.kind",
+                f"a segmentation model trains with auto or {SEGMENTATION_LOSS} (Dice + BCE), not {self.loss.kind!r}",
+            )
+            _need(
+                self.data.format in ("auto", "masks"),
+                "data.format",
+                f"segmentation reads image+mask folders: use masks (or auto), not {self.data.format!r}",
+            )
         else:
-            _need(self.loss.kind in ("auto", "bce", "ce", "focal"), "loss.kind", f"must be auto, bce, ce or focal, not {self.loss.kind!r}")
-        _need(self.optim.name in ("adam", "adamw", "nadam"), "optim.name", f"must be adam, adamw or nadam, not {self.optim.name!r}")
+            _need(
+                self.loss.kind in ("auto", "bce", "ce", "focal"),
+                "loss.kind",
+                f"must be auto, bce, ce or focal, not {self.loss.kind!r}",
+            )
+        _need(
+            self.optim.name in ("adam", "adamw", "nadam"),
+            "optim.name",
+            f"must be adam, adamw or nadam, not {self.optim.name!r}",
+        )
         _need(self.optim.lr > 0, "optim.lr", f"must be > 0, got {self.optim.lr}")
-        _need(self.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.optim.weight_decay}")
-        _need(self.optim.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.optim.batch_size}")
-        _need(self.optim.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.optim.grad_accum}")
+        _need(
+            self.optim.weight_decay >= 0,
+            "optim.weight_decay",
+            f"must be >= 0, got {self.optim.weight_decay}",
+        )
+        _need(
+            self.optim.batch_size >= 1,
+            "optim.batch_size",
+            f"must be >= 1, got {self.optim.batch_size}",
+        )
+        _need(
+            self.optim.grad_accum >= 1,
+            "optim.grad_accum",
+            f"must be >= 1, got {self.optim.grad_accum}",
+        )
         gb = self.optim.global_batch_size
-        _need(gb is None or gb >= self.optim.grad_accum, "optim.global_batch_size",
-              f"must be null or at least optim.grad_accum ({self.optim.grad_accum}), got {gb}")
-        _need(self.schedule.name in ("plateau", "cosine", "constant"), "schedule.name", f"must be plateau, cosine or constant, not {self.schedule.name!r}")
+        _need(
+            gb is None or gb >= self.optim.grad_accum,
+            "optim.global_batch_size",
+            f"must be null or at least optim.grad_accum ({self.optim.grad_accum}), got {gb}",
+        )
+        _need(
+            self.schedule.name in ("plateau", "cosine", "constant"),
+            "schedule.name",
+            f"must be plateau, cosine or constant, not {self.schedule.name!r}",
+        )
         _need(self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
-        _need(0.0 < self.schedule.factor < 1.0, "schedule.factor", f"must be in (0, 1), got {self.schedule.factor}")
+        _need(
+            0.0 < self.schedule.factor < 1.0,
+            "schedule.factor",
+            f"must be in (0, 1), got {self.schedule.factor}",
+        )
         _need(self.schedule.patience >= 0, "schedule.patience", "must be >= 0")
         _need(self.schedule.min_lr >= 0, "schedule.min_lr", "must be >= 0")
         es = self.early_stopping.patience
@@ -226,20 +323,32 @@ class TrainConfig:
         _need(self.ema is None or 0.0 < self.ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
         _check_eval(self.eval)
         _need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        _need(self.num_workers == "auto" or (isinstance(self.num_workers, int) and self.num_workers >= 0),
-              "num_workers", f"must be auto or a whole number >= 0, not {self.num_workers!r}")
+        _need(
+            self.num_workers == "auto"
+            or (isinstance(self.num_workers, int) and self.num_workers >= 0),
+            "num_workers",
+            f"must be auto or a whole number >= 0, not {self.num_workers!r}",
+        )
         _need(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "device",
             f"must be auto, cpu, cuda or cuda:N, not {self.device!r}",
         )
-        _need(self.amp in ("auto", "bf16", "fp16", "off"), "amp", f"must be auto, bf16, fp16 or off, not {self.amp!r}")
+        _need(
+            self.amp in ("auto", "bf16", "fp16", "off"),
+            "amp",
+            f"must be auto, bf16, fp16 or off, not {self.amp!r}",
+        )
         _need(bool(self.out_dir), "out_dir", "is required")
         if isinstance(self.model.finetune, str):
             ok = self.model.finetune in ("all", "head") or (
                 self.model.finetune.startswith("last:") and self.model.finetune[5:].isdigit()
             )
-            _need(ok, "model.finetune", f"must be all, head, last:N or a list of parameter prefixes, not {self.model.finetune!r}")
+            _need(
+                ok,
+                "model.finetune",
+                f"must be all, head, last:N or a list of parameter prefixes, not {self.model.finetune!r}",
+            )
         if self.augment:
             from cxr_core.data.dataset import AugmentConfig
 
@@ -258,17 +367,23 @@ class EnsembleConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0  # bootstrap seed of the final validation
     out_dir: str = "runs/ensemble"
-    half_weights: bool = False  # store the combined weights as float16 (bundled models must be <= 50 MB)
+    half_weights: bool = (
+        False  # store the combined weights as float16 (bundled models must be <= 50 MB)
+    )
     provenance: str = ""
     intended_use: str = ""
 
     @classmethod
-    def from_yaml(cls, path: str | Path, *, base_dir: str | Path | None = None) -> "EnsembleConfig":
+    def from_yaml(cls, path: str | Path, *, base_dir: str | Path | None = None) -> EnsembleConfig:
         """Read a recipe; member configs and out_dir resolve against ``base_dir`` (default: cwd)."""
         data = _read_yaml(path)
         try:
             config = _build(cls, data, "")
-            _need(len(config.members) >= 2, "members", f"an ensemble needs at least two member configs, got {len(config.members)}")
+            _need(
+                len(config.members) >= 2,
+                "members",
+                f"an ensemble needs at least two member configs, got {len(config.members)}",
+            )
             _check_eval(config.eval)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -289,17 +404,28 @@ def _need(ok: bool, key: str, message: str) -> None:
 def _check_lung_mask(section: PreprocessSection, task: str) -> None:
     """Lung settings only mean something for a classifier that asks for lung masking."""
     if not section.lung_mask:
-        for key, value, default in (("lung_checkpoint", section.lung_checkpoint, None),
-                                    ("lung_dilation", section.lung_dilation, DEFAULT_DILATION)):
-            _need(value == default, f"preprocess.{key}",
-                  "is set but preprocess.lung_mask is false; set lung_mask: true to mask the lungs, or remove it")
+        for key, value, default in (
+            ("lung_checkpoint", section.lung_checkpoint, None),
+            ("lung_dilation", section.lung_dilation, DEFAULT_DILATION),
+        ):
+            _need(
+                value == default,
+                f"preprocess.{key}",
+                "is set but preprocess.lung_mask is false; set lung_mask: true to mask the lungs, or remove it",
+            )
         return
-    _need(task != TASK_SEGMENTATION, "preprocess.lung_mask",
-          "masks the lungs before a classifier; a segmentation model (such as the lung model itself) must see "
-          "whole images, so set it to false for task: segmentation")
-    _need(0.0 <= section.lung_dilation <= MAX_DILATION, "preprocess.lung_dilation",
-          f"is the share of the image side the lung mask grows by, in [0, {MAX_DILATION}]; got {section.lung_dilation} "
-          f"(default {DEFAULT_DILATION})")
+    _need(
+        task != TASK_SEGMENTATION,
+        "preprocess.lung_mask",
+        "masks the lungs before a classifier; a segmentation model (such as the lung model itself) must see "
+        "whole images, so set it to false for task: segmentation",
+    )
+    _need(
+        0.0 <= section.lung_dilation <= MAX_DILATION,
+        "preprocess.lung_dilation",
+        f"is the share of the image side the lung mask grows by, in [0, {MAX_DILATION}]; got {section.lung_dilation} "
+        f"(default {DEFAULT_DILATION})",
+    )
 
 
 def _check_eval(section: EvalConfig) -> None:
@@ -327,8 +453,16 @@ def _read_yaml(path: str | Path) -> dict:
 
 
 _SECTION_TYPES = {
-    DataConfig, ModelConfig, PreprocessSection, LossConfig, OptimConfig, ScheduleConfig,
-    EarlyStoppingConfig, EMAConfig, EvalConfig, TrainConfig,
+    DataConfig,
+    ModelConfig,
+    PreprocessSection,
+    LossConfig,
+    OptimConfig,
+    ScheduleConfig,
+    EarlyStoppingConfig,
+    EMAConfig,
+    EvalConfig,
+    TrainConfig,
 }
 
 
@@ -393,7 +527,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
-def load_config(path: str | Path, *, overrides: dict | None = None, base_dir: str | Path | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path, *, overrides: dict | None = None, base_dir: str | Path | None = None
+) -> TrainConfig:
     """Read a YAML config and apply dotted overrides such as ``{"epochs": 3, "out_dir": "runs/x"}``."""
     config = TrainConfig.from_yaml(path, base_dir=base_dir)
     if not overrides:

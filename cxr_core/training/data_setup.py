@@ -60,7 +60,8 @@ def check_label_coverage(manifest: Manifest) -> None:
     elif int((positives > 0).sum()) < 2:
         present = [c for c, n in zip(classes, positives) if n > 0]
         raise DatasetError(
-            f"{manifest.source or 'the dataset'} has images of {len(present)} class(es) only ({', '.join(present) or 'none'}); "
+            f"{manifest.source or 'the dataset'} has images of {len(present)} class(es) only "
+            f"({', '.join(present) or 'none'}); "
             "a classifier needs at least two classes with images. Add the other class folder(s)."
         )
     train = manifest.frame["split"].to_numpy() == "train"
@@ -68,13 +69,21 @@ def check_label_coverage(manifest: Manifest) -> None:
         missing = [c for c, n in zip(classes, (labels[train] == 1).sum(axis=0)) if n == 0]
         if missing:
             elsewhere = {c: int(n) for c, n in zip(classes, positives) if c in missing}
-            logger.warning("No training images of %s (%s image(s) in the other splits): the model cannot learn "
-                           "these classes and will only guess them.", ", ".join(missing),
-                           ", ".join(f"{c}: {n}" for c, n in elsewhere.items()))
+            logger.warning(
+                "No training images of %s (%s image(s) in the other splits): the model cannot learn "
+                "these classes and will only guess them.",
+                ", ".join(missing),
+                ", ".join(f"{c}: {n}" for c, n in elsewhere.items()),
+            )
 
 
 def data_config_of(
-    card: "ModelCard", *, checkpoint: str | Path, path: str | None = None, fmt: str | None = None, cache_dir: str | None = None
+    card: ModelCard,
+    *,
+    checkpoint: str | Path,
+    path: str | None = None,
+    fmt: str | None = None,
+    cache_dir: str | None = None,
 ) -> DataConfig:
     """The data section a model was trained with, found again from where the checkpoint is now.
 
@@ -87,14 +96,20 @@ def data_config_of(
     try:
         data = DataConfig(**stored)
     except TypeError as exc:
-        raise ConfigError(f"{checkpoint}: the data section of its model card is not understood ({exc})") from None
+        raise ConfigError(
+            f"{checkpoint}: the data section of its model card is not understood ({exc})"
+        ) from None
     if path is not None:
         data.path = str(Path(path).resolve())
     elif data.path and not Path(data.path).exists():
         found = _moved_along(card, Path(checkpoint), data.path)
         if found is not None and found.exists():
-            logger.warning("The card's data %s is not here; using %s, where it sits relative to the "
-                           "checkpoint as when the model was trained.", data.path, found)
+            logger.warning(
+                "The card's data %s is not here; using %s, where it sits relative to the "
+                "checkpoint as when the model was trained.",
+                data.path,
+                found,
+            )
             data.path = str(found)
             data.cache_dir = str(_moved_along(card, Path(checkpoint), data.cache_dir))
         else:
@@ -111,10 +126,12 @@ def data_config_of(
     return data
 
 
-def _moved_along(card: "ModelCard", checkpoint: Path, stored: str) -> Path | None:
+def _moved_along(card: ModelCard, checkpoint: Path, stored: str) -> Path | None:
     """Where a training-time path is if it moved along with the checkpoint (None: not known)."""
     config = card.training.get("config", {})
-    written_to = config.get("out_dir") or config.get("ensemble", {}).get("out_dir")  # a run's or an ensemble's
+    written_to = config.get("out_dir") or config.get("ensemble", {}).get(
+        "out_dir"
+    )  # a run's or an ensemble's
     if not written_to:
         return None
     return Path(os.path.normpath(checkpoint.resolve().parent / os.path.relpath(stored, written_to)))
@@ -137,7 +154,9 @@ def split_summary(manifest: Manifest) -> dict:
             "patients": int(sub["patient_id"].nunique()),
             "positives": {c: int(p) for c, p in zip(classes, positives)},
             "known": {c: int(k) for c, k in zip(classes, known)},
-            "prevalence": {c: (float(p / k) if k else None) for c, p, k in zip(classes, positives, known)},
+            "prevalence": {
+                c: (float(p / k) if k else None) for c, p, k in zip(classes, positives, known)
+            },
         }
     return out
 
@@ -148,7 +167,12 @@ def data_card(data: DataConfig, manifest: Manifest) -> dict:
         "path": data.path,
         "format": data.format,
         "adapter": dict(data.adapter),
-        "split_rule": {"val": data.val, "test": data.test, "seed": data.split_seed, "keep_existing": data.keep_splits},
+        "split_rule": {
+            "val": data.val,
+            "test": data.test,
+            "seed": data.split_seed,
+            "keep_existing": data.keep_splits,
+        },
         "manifest_fingerprint": manifest.fingerprint(),
         "label_space": manifest.label_space.to_dict(),
         "splits": split_summary(manifest),

@@ -110,12 +110,16 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
         preference = "cuda" if torch.cuda.is_available() else "cpu"
     if preference.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device: '{preference}' requested but no CUDA GPU is available; use device: auto or cpu")
+            raise ConfigError(
+                f"device: '{preference}' requested but no CUDA GPU is available; use device: auto or cpu"
+            )
         if preference == "cuda":
             return torch.device("cuda", gpu_index(local_rank, torch.cuda.device_count()))
         device = torch.device(preference)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {preference} does not exist; this machine shows {torch.cuda.device_count()} GPU(s)")
+            raise ConfigError(
+                f"device: {preference} does not exist; this machine shows {torch.cuda.device_count()} GPU(s)"
+            )
         return device
     return torch.device("cpu")
 
@@ -138,7 +142,9 @@ def init_distributed(device_preference: str) -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     if device_preference.startswith("cuda:"):
-        raise ConfigError("device: with torchrun use 'auto' or 'cuda'; each process takes the GPU of its LOCAL_RANK")
+        raise ConfigError(
+            "device: with torchrun use 'auto' or 'cuda'; each process takes the GPU of its LOCAL_RANK"
+        )
     device = resolve_device(device_preference, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -149,8 +155,14 @@ def init_distributed(device_preference: str) -> DistContext:
         if device.type == "cuda":
             kwargs["device_id"] = device
         dist.init_process_group(**kwargs)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
-                       local_world_size=local_world_size, owns_group=owns)
+    return DistContext(
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+        device=device,
+        local_world_size=local_world_size,
+        owns_group=owns,
+    )
 
 
 def shutdown_distributed(ctx: DistContext, *, failed: bool = False) -> None:

@@ -48,13 +48,15 @@ def _check_compatible(paths: Sequence[Path], ckpts: Sequence[Checkpoint]) -> Non
         if card.label_space != first.label_space:
             raise ConfigError(
                 f"{path} predicts {list(card.classes)} ({card.label_space.get('task')}), but {first_path} predicts "
-                f"{list(first.classes)} ({first.label_space.get('task')}); ensemble members must predict the same classes"
+                f"{list(first.classes)} ({first.label_space.get('task')}); ensemble members must "
+                "predict the same classes"
             )
         if card.data.get("manifest_fingerprint") != first.data.get("manifest_fingerprint"):
             raise ConfigError(
                 f"{path} was trained on other data or another split than {first_path} (manifest fingerprints "
                 f"{card.data.get('manifest_fingerprint')} vs {first.data.get('manifest_fingerprint')}); one member's "
-                "training images could then sit in the ensemble's validation split. Train the members on the same data and split."
+                "training images could then sit in the ensemble's validation split. Train the "
+                "members on the same data and split."
             )
         for key in _SHARED_PREPROCESS:
             if card.preprocess.get(key) != first.preprocess.get(key):
@@ -121,8 +123,14 @@ def combine_checkpoints(
         )
     val = manifest.split("val")
     preprocess = dict(first.preprocess, input_size=max(c.preprocess.input_size for c in ckpts))
-    cache = open_cache_for(manifest, val, data.cache_dir, preprocess["cache_size"], progress=progress,
-                           transform=lung_masker_for(ckpts[0].preprocess, device))
+    cache = open_cache_for(
+        manifest,
+        val,
+        data.cache_dir,
+        preprocess["cache_size"],
+        progress=progress,
+        transform=lung_masker_for(ckpts[0].preprocess, device),
+    )
     summaries = [_member_summary(p, c.card) for p, c in zip(paths, ckpts)]
     card = ModelCard(
         architecture=ENSEMBLE,
@@ -131,8 +139,14 @@ def combine_checkpoints(
         preprocess=preprocess,
         in_chans=first.in_chans,
         tta=tta,
-        members=[dataclasses.asdict(MemberSpec(c.card.architecture, c.preprocess.input_size, c.card.in_chans,
-                                               c.card.dropout)) for c in ckpts],
+        members=[
+            dataclasses.asdict(
+                MemberSpec(
+                    c.card.architecture, c.preprocess.input_size, c.card.in_chans, c.card.dropout
+                )
+            )
+            for c in ckpts
+        ],
         training={
             "config": {"data": dataclasses.asdict(data), "ensemble": recipe or {}},
             "members": summaries,
@@ -142,12 +156,27 @@ def combine_checkpoints(
         provenance=provenance or first.provenance,
         intended_use=intended_use or first.intended_use,
     )
-    state = {f"members.{i}.{key}": value for i, c in enumerate(ckpts) for key, value in c.state_dict.items()}
+    state = {
+        f"members.{i}.{key}": value
+        for i, c in enumerate(ckpts)
+        for key, value in c.state_dict.items()
+    }
     out.mkdir(parents=True, exist_ok=True)
     target = save_checkpoint(RunDir(out).model, state, card, half=half)
-    report = finalise_checkpoint(target, card, val, cache, RunDir(out).eval_dir("val"), n_boot=n_boot, seed=seed,
-                                 batch_size=batch_size, device=device, half=half, progress=progress,
-                                 operating_point=operating_point)
+    report = finalise_checkpoint(
+        target,
+        card,
+        val,
+        cache,
+        RunDir(out).eval_dir("val"),
+        n_boot=n_boot,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        half=half,
+        progress=progress,
+        operating_point=operating_point,
+    )
     if recipe:
         write_text_atomically(out / "config.yaml", yaml.safe_dump(recipe, sort_keys=False))
     return report
@@ -156,7 +185,9 @@ def combine_checkpoints(
 def _refuse_finished(out: Path) -> None:
     target = RunDir(out).model
     if target.is_file() and read_model_card(target).validation:
-        raise ConfigError(f"{target} already holds a validated model; remove it or choose another output folder")
+        raise ConfigError(
+            f"{target} already holds a validated model; remove it or choose another output folder"
+        )
 
 
 def _settings(config: dict) -> dict | None:
@@ -185,7 +216,11 @@ def _trained_member(config: TrainConfig, progress: bool, ctx: DistContext) -> Pa
                     "remove the folder or point the member's out_dir elsewhere"
                 )
             if ctx.is_main:
-                logger.info("member %s: already trained (val macro AUROC %.4f), reused", out, card.validation.get("macro_auroc"))
+                logger.info(
+                    "member %s: already trained (val macro AUROC %.4f), reused",
+                    out,
+                    card.validation.get("macro_auroc"),
+                )
             return best
     train(config, resume=RunDir(out).state.is_file(), progress=progress)
     return best
@@ -205,12 +240,25 @@ def train_ensemble(config: EnsembleConfig, *, progress: bool = True) -> dict | N
     ctx = init_distributed(members_config[0].device)
     try:
         members = [_trained_member(member, progress, ctx) for member in members_config]
-        report = combine_checkpoints(
-            members, config.out_dir, tta=config.eval.tta, n_boot=config.eval.n_boot, seed=config.seed,
-            batch_size=config.eval.batch_size, provenance=config.provenance, intended_use=config.intended_use,
-            recipe=config.to_dict(), half=config.half_weights, device=ctx.device, progress=progress,
-            operating_point=config.eval.operating_point,
-        ) if ctx.is_main else None
+        report = (
+            combine_checkpoints(
+                members,
+                config.out_dir,
+                tta=config.eval.tta,
+                n_boot=config.eval.n_boot,
+                seed=config.seed,
+                batch_size=config.eval.batch_size,
+                provenance=config.provenance,
+                intended_use=config.intended_use,
+                recipe=config.to_dict(),
+                half=config.half_weights,
+                device=ctx.device,
+                progress=progress,
+                operating_point=config.eval.operating_point,
+            )
+            if ctx.is_main
+            else None
+        )
         ctx.barrier()
     except BaseException:
         shutdown_distributed(ctx, failed=True)

@@ -97,7 +97,6 @@ logger = logging.getLogger(__name__)
 MAX_AUTO_WORKERS = 8
 
 
-
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -137,13 +136,19 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
     if amp == "bf16":
         if not native_bf16:
-            logger.warning("amp: bf16 on %s (compute capability %s) is emulated and slower than fp16; "
-                           "amp: auto would choose fp16", device, torch.cuda.get_device_capability(device))
+            logger.warning(
+                "amp: bf16 on %s (compute capability %s) is emulated and slower than fp16; "
+                "amp: auto would choose fp16",
+                device,
+                torch.cuda.get_device_capability(device),
+            )
         return torch.bfloat16
     return torch.bfloat16 if native_bf16 else torch.float16
 
 
-def process_batch_size(batch_size: int, grad_accum: int, global_batch_size: int | None, world_size: int) -> int:
+def process_batch_size(
+    batch_size: int, grad_accum: int, global_batch_size: int | None, world_size: int
+) -> int:
     """Images per process and forward pass, so that the optimizer step sees the intended batch.
 
     Without ``global_batch_size`` that is ``batch_size`` (the global batch then grows with the
@@ -167,11 +172,15 @@ def loader_workers(setting: int | str, local_world_size: int) -> int:
     training loop itself (at most :data:`MAX_AUTO_WORKERS`; more only add memory)."""
     if setting != "auto":
         return int(setting)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     return max(0, min(MAX_AUTO_WORKERS, cores // max(local_world_size, 1) - 1))
 
 
-def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, *, saved_amp: str, amp: str) -> None:
+def load_scaler_state(
+    scaler: torch.amp.GradScaler, saved: dict, *, saved_amp: str, amp: str
+) -> None:
     """Restore the fp16 loss scale when both runs use it; say what happens when they differ.
 
     A disabled scaler saves ``{}``, and an enabled one refuses ``{}``: resuming fp16 after bf16
@@ -180,9 +189,15 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, *, saved_amp: s
     if scaler.is_enabled() and saved:
         scaler.load_state_dict(saved)
     elif scaler.is_enabled():
-        logger.warning("resuming an amp %s run with amp %s: the fp16 loss scale starts afresh", saved_amp, amp)
+        logger.warning(
+            "resuming an amp %s run with amp %s: the fp16 loss scale starts afresh", saved_amp, amp
+        )
     elif saved:
-        logger.warning("resuming an amp %s run with amp %s: its fp16 loss scale is no longer used", saved_amp, amp)
+        logger.warning(
+            "resuming an amp %s run with amp %s: its fp16 loss scale is no longer used",
+            saved_amp,
+            amp,
+        )
 
 
 def build_preprocess(config: TrainConfig) -> PreprocessConfig:
@@ -203,7 +218,9 @@ def build_preprocess(config: TrainConfig) -> PreprocessConfig:
 def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ConfigError(f"model.finetune {config.model.finetune!r} leaves no trainable parameters")
+        raise ConfigError(
+            f"model.finetune {config.model.finetune!r} leaves no trainable parameters"
+        )
     o = config.optim
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
@@ -227,8 +244,14 @@ class _EMA:
         for p in self.model.parameters():
             p.requires_grad_(False)
         pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
-        self._floats = ([s for s, _ in pairs if s.is_floating_point()], [c for s, c in pairs if s.is_floating_point()])
-        self._others = ([s for s, _ in pairs if not s.is_floating_point()], [c for s, c in pairs if not s.is_floating_point()])
+        self._floats = (
+            [s for s, _ in pairs if s.is_floating_point()],
+            [c for s, c in pairs if s.is_floating_point()],
+        )
+        self._others = (
+            [s for s, _ in pairs if not s.is_floating_point()],
+            [c for s, c in pairs if not s.is_floating_point()],
+        )
 
     @torch.no_grad()
     def update(self) -> None:
@@ -247,12 +270,16 @@ class _LossTally:
     """
 
     def __init__(self, device: torch.device) -> None:
-        self.totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss x images, images, non-finite batches
+        self.totals = torch.zeros(
+            3, dtype=torch.float64, device=device
+        )  # loss x images, images, non-finite batches
 
     def add(self, loss: torch.Tensor, images: int) -> None:
         loss = loss.detach().double()
         finite = torch.isfinite(loss)
-        self.totals += torch.stack([torch.where(finite, loss * images, 0.0), finite.double() * images, (~finite).double()])
+        self.totals += torch.stack(
+            [torch.where(finite, loss * images, 0.0), finite.double() * images, (~finite).double()]
+        )
 
     def result(self, ctx: DistContext) -> tuple[float, int, int]:
         """(mean loss over finite batches of all ranks, their images, non-finite batches)."""
@@ -275,7 +302,9 @@ def _monitored(multilabel: bool, labels: np.ndarray, probs: np.ndarray) -> tuple
         value = float(balanced_accuracy(truth, pred, labels.shape[1]))
         extra["val_balanced_accuracy"] = value
         extra["val_accuracy"] = float(np.mean(truth == pred)) if truth.size else float("nan")
-        extra["val_macro_auroc"] = float(np.nanmean(auroc)) if np.isfinite(auroc).any() else float("nan")
+        extra["val_macro_auroc"] = (
+            float(np.nanmean(auroc)) if np.isfinite(auroc).any() else float("nan")
+        )
     extra["val_auroc"] = auroc
     return value, extra
 
@@ -313,18 +342,32 @@ class Trainer:
         self.cache = self._build_cache(self.manifest, lung_masker_for(self.preprocess, self.device))
 
         aug = AugmentConfig.from_dict(c.augment)
-        self.train_set = CXRDataset(self.train_manifest, self.cache, train_transform(self.preprocess, aug))
+        self.train_set = CXRDataset(
+            self.train_manifest, self.cache, train_transform(self.preprocess, aug)
+        )
         self.val_set = CXRDataset(self.val_manifest, self.cache, eval_transform(self.preprocess))
-        self.sampler = EpochSampler(len(self.train_set), seed=c.seed, rank=self.ctx.rank, world_size=self.ctx.world_size)
-        self.batch_size = process_batch_size(c.optim.batch_size, c.optim.grad_accum, c.optim.global_batch_size,
-                                             self.ctx.world_size)
+        self.sampler = EpochSampler(
+            len(self.train_set), seed=c.seed, rank=self.ctx.rank, world_size=self.ctx.world_size
+        )
+        self.batch_size = process_batch_size(
+            c.optim.batch_size, c.optim.grad_accum, c.optim.global_batch_size, self.ctx.world_size
+        )
         self.global_batch_size = self.batch_size * c.optim.grad_accum * self.ctx.world_size
         if self.ctx.is_main:
-            per_process = "from optim.global_batch_size" if c.optim.global_batch_size else "optim.batch_size, per process"
+            per_process = (
+                "from optim.global_batch_size"
+                if c.optim.global_batch_size
+                else "optim.batch_size, per process"
+            )
             (logger.warning if self.ctx.enabled and not c.optim.global_batch_size else logger.info)(
                 "global batch %d images per optimizer step = %d per process (%s) x %d process(es) x grad_accum %d, "
                 "at optim.lr %g as configured (not rescaled)",
-                self.global_batch_size, self.batch_size, per_process, self.ctx.world_size, c.optim.grad_accum, c.optim.lr,
+                self.global_batch_size,
+                self.batch_size,
+                per_process,
+                self.ctx.world_size,
+                c.optim.grad_accum,
+                c.optim.lr,
             )
         cuda = self.device.type == "cuda"
         workers = loader_workers(c.num_workers, self.ctx.local_world_size)
@@ -336,16 +379,27 @@ class Trainer:
             "collate_fn": collate_batch,
         }
         self.train_loader = DataLoader(
-            SeededItems(self.train_set, c.seed), batch_size=self.batch_size, sampler=self.sampler,
-            generator=torch.Generator().manual_seed(c.seed), **loader_kw,
+            SeededItems(self.train_set, c.seed),
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            generator=torch.Generator().manual_seed(c.seed),
+            **loader_kw,
         )
         self.val_loader = DataLoader(
-            Subset(self.val_set, self.ctx.shard(len(self.val_set))), batch_size=c.eval.batch_size, shuffle=False, **loader_kw
+            Subset(self.val_set, self.ctx.shard(len(self.val_set))),
+            batch_size=c.eval.batch_size,
+            shuffle=False,
+            **loader_kw,
         )
 
         torch.manual_seed(c.seed)  # identical initial weights on every rank and every run
-        model = create_model(c.model.name, self.label_space.num_classes, weights=c.model.weights,
-                             in_chans=c.model.in_chans, dropout=c.model.dropout)
+        model = create_model(
+            c.model.name,
+            self.label_space.num_classes,
+            weights=c.model.weights,
+            in_chans=c.model.in_chans,
+            dropout=c.model.dropout,
+        )
         self.trainable = apply_finetune(model, c.model.name, c.model.finetune)
         model.to(self.device)
         if self.channels_last:
@@ -359,13 +413,18 @@ class Trainer:
             self.ddp = model
 
         labels = self.train_manifest.labels()
-        pos_weight = pos_weight_from_labels(labels) if (c.loss.pos_weight and self.multilabel) else None
+        pos_weight = (
+            pos_weight_from_labels(labels) if (c.loss.pos_weight and self.multilabel) else None
+        )
         class_weight = (
             class_weights_from_labels(labels, self.label_space.num_classes)
-            if (c.loss.class_weight and not self.multilabel) else None
+            if (c.loss.class_weight and not self.multilabel)
+            else None
         )
         kind = c.loss.kind if c.loss.kind != "auto" else ("bce" if self.multilabel else "ce")
-        self.criterion = build_loss(self.label_space.task, kind, pos_weight=pos_weight, class_weight=class_weight).to(self.device)
+        self.criterion = build_loss(
+            self.label_space.task, kind, pos_weight=pos_weight, class_weight=class_weight
+        ).to(self.device)
 
         self.optimizer = _build_optimizer(c, model)
         steps_per_epoch = math.ceil(len(self.train_loader) / c.optim.grad_accum)
@@ -397,7 +456,9 @@ class Trainer:
         size = self.config.data.cache_size
         ctx = self.ctx
         if ctx.is_main:
-            cache = ImageCache.build(manifest, cache_dir, size, progress=self.progress, transform=masker)
+            cache = ImageCache.build(
+                manifest, cache_dir, size, progress=self.progress, transform=masker
+            )
         ctx.barrier()
         if ctx.local_rank == 0 and not ctx.is_main:
             cache = ImageCache.build(manifest, cache_dir, size, progress=False, transform=masker)
@@ -431,7 +492,9 @@ class Trainer:
 
     def resume(self) -> None:
         state = load_train_state(self.out_dir)
-        if state["architecture"] != self.config.model.name or list(state["classes"]) != list(self.label_space.classes):
+        if state["architecture"] != self.config.model.name or list(state["classes"]) != list(
+            self.label_space.classes
+        ):
             raise CheckpointError(
                 f"cannot resume: {self.out_dir} holds a {state['architecture']} run over {state['classes']}, "
                 f"but the config asks for {self.config.model.name} over {list(self.label_space.classes)}"
@@ -443,6 +506,7 @@ class Trainer:
             )
         lung_mask = self.preprocess.lung_mask.identity() if self.preprocess.lung_mask else ""
         if state.get("lung_mask", "") != lung_mask:
+
             def said(identity: str) -> str:
                 return f"lung masking ({identity})" if identity else "no lung masking"
 
@@ -454,11 +518,15 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         if self.ema:
             if not state["ema"]:
-                raise CheckpointError("cannot resume: the config enables ema but the interrupted run had none")
+                raise CheckpointError(
+                    "cannot resume: the config enables ema but the interrupted run had none"
+                )
             self.ema.model.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        load_scaler_state(self.scaler, state["scaler"], saved_amp=state.get("amp", "?"), amp=self._amp_name())
+        load_scaler_state(
+            self.scaler, state["scaler"], saved_amp=state.get("amp", "?"), amp=self._amp_name()
+        )
         self.start_epoch = int(state["epoch"]) + 1
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
@@ -467,8 +535,12 @@ class Trainer:
         ranks = state.get("rng_ranks") or [state["rng"]]
         if len(ranks) != self.ctx.world_size:
             if self.ctx.is_main:
-                logger.warning("resuming a %s-process run with %d processes; the sample order and random draws "
-                               "change from here on", state["world_size"], self.ctx.world_size)
+                logger.warning(
+                    "resuming a %s-process run with %d processes; the sample order and random draws "
+                    "change from here on",
+                    state["world_size"],
+                    self.ctx.world_size,
+                )
             restore_rng(ranks[min(self.ctx.rank, len(ranks) - 1)], self.device)
         else:
             restore_rng(ranks[self.ctx.rank], self.device)
@@ -504,15 +576,25 @@ class Trainer:
         tally = _LossTally(self.device)
         seen = 0
         self.optimizer.zero_grad(set_to_none=True)
-        bar = tqdm(self.train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{c.epochs} train",
-                   unit="batch", disable=not self.progress, leave=False)
+        bar = tqdm(
+            self.train_loader,
+            total=n_batches,
+            desc=f"epoch {epoch + 1}/{c.epochs} train",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+        )
         for step, (images, targets, _) in enumerate(bar):
             group_start = step - step % accum
             group_size = min(accum, n_batches - group_start)
             boundary = step + 1 == group_start + group_size
             images = self._to_device(images)
             targets = targets.to(self.device, non_blocking=True)
-            sync = self.ddp.no_sync() if (self.ctx.enabled and not boundary) else contextlib.nullcontext()
+            sync = (
+                self.ddp.no_sync()
+                if (self.ctx.enabled and not boundary)
+                else contextlib.nullcontext()
+            )
             with sync:
                 with self._autocast():
                     logits = self.ddp(images)
@@ -549,19 +631,27 @@ class Trainer:
         model.eval()
         rows, outputs = [], []
         loss_sum, count = 0.0, 0
-        for images, targets, index in tqdm(self.val_loader, desc="validation", unit="batch",
-                                           disable=not self.progress, leave=False):
+        for images, targets, index in tqdm(
+            self.val_loader, desc="validation", unit="batch", disable=not self.progress, leave=False
+        ):
             with self._autocast():
                 logits = model(self._to_device(images)).float()
-            loss_sum += self.criterion(logits, targets.to(self.device, non_blocking=True)).double() * images.shape[0]
+            loss_sum += (
+                self.criterion(logits, targets.to(self.device, non_blocking=True)).double()
+                * images.shape[0]
+            )
             count += images.shape[0]
             rows.append(index.numpy())
             outputs.append(activate(logits, self.multilabel).to("cpu", non_blocking=True))
         if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()  # the non-blocking copies above have landed
+            torch.cuda.current_stream(
+                self.device
+            ).synchronize()  # the non-blocking copies above have landed
         local = (
             np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
-            torch.cat(outputs).numpy() if outputs else np.zeros((0, self.label_space.num_classes), dtype=np.float32),
+            torch.cat(outputs).numpy()
+            if outputs
+            else np.zeros((0, self.label_space.num_classes), dtype=np.float32),
             float(loss_sum),
             count,
         )
@@ -593,7 +683,9 @@ class Trainer:
                 "best_metric": _finite_or_none(self.best_metric),
                 "stopped_early": stopped_early,
                 "wall_time_s": round(self.elapsed, 1),
-                "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+                "device": str(self.device)
+                if self.device.type == "cpu"
+                else torch.cuda.get_device_name(self.device),
                 "world_size": self.ctx.world_size,
                 "global_batch_size": self.global_batch_size,
                 "amp": self._amp_name(),
@@ -602,7 +694,8 @@ class Trainer:
             },
             data=data_card(c.data, self.manifest),
             validation=validation,
-            provenance=c.provenance or f"Trained with cxr_core on {self.manifest.source or c.data.path}.",
+            provenance=c.provenance
+            or f"Trained with cxr_core on {self.manifest.source or c.data.path}.",
             **({"intended_use": c.intended_use} if c.intended_use else {}),
             versions=software_versions(),
         )
@@ -629,7 +722,11 @@ class Trainer:
         if self.ctx.is_main:
             write_text_atomically(self.run_dir.config, c.to_yaml())
         stopped_early = False
-        last_epoch = c.epochs if stop_after_epochs is None else min(c.epochs, self.start_epoch + stop_after_epochs)
+        last_epoch = (
+            c.epochs
+            if stop_after_epochs is None
+            else min(c.epochs, self.start_epoch + stop_after_epochs)
+        )
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, last_epoch):
             started = time.perf_counter()
@@ -638,7 +735,9 @@ class Trainer:
             probs, val_loss = self.predict_val()
             value, extra = _monitored(self.multilabel, self.val_manifest.labels(), probs)
             self.schedule.step_epoch(value)
-            improved = math.isfinite(value) and value > self.best_metric + c.early_stopping.min_delta
+            improved = (
+                math.isfinite(value) and value > self.best_metric + c.early_stopping.min_delta
+            )
             if improved:
                 self.best_metric, self.best_epoch, self.bad_epochs = value, epoch, 0
             else:
@@ -653,14 +752,29 @@ class Trainer:
                     "val_loss": val_loss,
                     "monitor": self.monitor,
                     **{k: _finite_or_none(v) for k, v in extra.items() if k != "val_auroc"},
-                    "val_auroc": {cls: _finite_or_none(a) for cls, a in zip(self.label_space.classes, extra["val_auroc"])},
+                    "val_auroc": {
+                        cls: _finite_or_none(a)
+                        for cls, a in zip(self.label_space.classes, extra["val_auroc"])
+                    },
                     "lr": self.schedule.lr,
                     "seconds": round(seconds, 2),
-                    "images_per_s": round(n_images / train_seconds, 1) if train_seconds > 0 else None,
+                    "images_per_s": round(n_images / train_seconds, 1)
+                    if train_seconds > 0
+                    else None,
                     "best": improved,
-                    **({"nonfinite_batches": self.nonfinite_batches} if self.scaler.is_enabled() else {}),
+                    **(
+                        {"nonfinite_batches": self.nonfinite_batches}
+                        if self.scaler.is_enabled()
+                        else {}
+                    ),
                 }
-                card = self._card(epoch + 1, False, {"note": "provisional: epoch-level metrics; final numbers are written when training ends"})
+                card = self._card(
+                    epoch + 1,
+                    False,
+                    {
+                        "note": "provisional: epoch-level metrics; final numbers are written when training ends"
+                    },
+                )
                 if improved:
                     save_checkpoint(self.run_dir.model, self._weights(), card, half=c.half_weights)
                 save_checkpoint(self.run_dir.last, self._weights(), card)
@@ -678,7 +792,9 @@ class Trainer:
                 break
         epochs_run = epoch + 1
         completed = stopped_early or epochs_run >= c.epochs
-        report = self._finish(epochs_run, stopped_early) if (self.ctx.is_main and completed) else None
+        report = (
+            self._finish(epochs_run, stopped_early) if (self.ctx.is_main and completed) else None
+        )
         self.ctx.barrier()
         return TrainResult(
             out_dir=self.out_dir,
@@ -706,15 +822,27 @@ class Trainer:
             )
         card = self._card(epochs_run, stopped_early, {})
         return finalise_checkpoint(
-            best, card, self.val_manifest, self.cache, self.run_dir.eval_dir("val"),
-            n_boot=c.eval.n_boot, seed=c.seed, batch_size=c.eval.batch_size,
-            device=self.device, half=c.half_weights, progress=self.progress,
+            best,
+            card,
+            self.val_manifest,
+            self.cache,
+            self.run_dir.eval_dir("val"),
+            n_boot=c.eval.n_boot,
+            seed=c.seed,
+            batch_size=c.eval.batch_size,
+            device=self.device,
+            half=c.half_weights,
+            progress=self.progress,
             operating_point=c.eval.operating_point,
         )
 
 
 def train(
-    config: TrainConfig, *, resume: bool = False, progress: bool = True, stop_after_epochs: int | None = None
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
 ) -> TrainResult:
     """Train as configured; ``resume=True`` continues exactly from ``out_dir/train_state.pt``.
 

@@ -22,7 +22,11 @@ LossKind = Literal["bce", "ce", "focal"]
 
 
 def _as_array(labels: object) -> np.ndarray:
-    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels, dtype=np.float64)
+    arr = (
+        labels.detach().cpu().numpy()
+        if isinstance(labels, torch.Tensor)
+        else np.asarray(labels, dtype=np.float64)
+    )
     return arr.astype(np.float64)
 
 
@@ -34,7 +38,9 @@ def pos_weight_from_labels(labels: object, max_weight: float = 50.0) -> torch.Te
     """
     arr = _as_array(labels)
     if arr.ndim != 2:
-        raise ConfigError(f"labels for pos_weight must be an (images, classes) matrix, got shape {arr.shape}")
+        raise ConfigError(
+            f"labels for pos_weight must be an (images, classes) matrix, got shape {arr.shape}"
+        )
     known = ~np.isnan(arr)
     n_pos = np.where(known, arr == 1, False).sum(axis=0).astype(np.float64)
     n_neg = np.where(known, arr == 0, False).sum(axis=0).astype(np.float64)
@@ -43,8 +49,10 @@ def pos_weight_from_labels(labels: object, max_weight: float = 50.0) -> torch.Te
     return torch.tensor(np.clip(ratio, 1.0 / max_weight, max_weight), dtype=torch.float32)
 
 
-def class_weights_from_labels(labels: object, num_classes: int | None = None, max_weight: float = 50.0) -> torch.Tensor:
-    """"Balanced" class weights ``n_samples / (n_classes * n_c)`` for cross-entropy.
+def class_weights_from_labels(
+    labels: object, num_classes: int | None = None, max_weight: float = 50.0
+) -> torch.Tensor:
+    """ "Balanced" class weights ``n_samples / (n_classes * n_c)`` for cross-entropy.
 
     ``labels`` is one-hot (N, C) (rows with NaN are skipped) or class indices (N,). Same
     formula as scikit-learn's ``compute_class_weight("balanced")``; an absent class gets
@@ -60,7 +68,9 @@ def class_weights_from_labels(labels: object, num_classes: int | None = None, ma
         if num_classes is None:
             num_classes = int(idx.max()) + 1 if idx.size else 0
     else:
-        raise ConfigError(f"labels for class weights must be one-hot (N, C) or indices (N,), got shape {arr.shape}")
+        raise ConfigError(
+            f"labels for class weights must be one-hot (N, C) or indices (N,), got shape {arr.shape}"
+        )
     if not num_classes:
         raise ConfigError("cannot compute class weights: no labelled images")
     counts = np.bincount(idx, minlength=num_classes).astype(np.float64)
@@ -80,12 +90,17 @@ class MaskedBCEWithLogitsLoss(nn.Module):
 
     def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.register_buffer("pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
+        self.register_buffer(
+            "pos_weight",
+            None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32),
+        )
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         known = ~torch.isnan(targets)
         filled = torch.where(known, targets, torch.zeros_like(targets)).to(logits.dtype)
-        loss = F.binary_cross_entropy_with_logits(logits, filled, pos_weight=self.pos_weight, reduction="none")
+        loss = F.binary_cross_entropy_with_logits(
+            logits, filled, pos_weight=self.pos_weight, reduction="none"
+        )
         return _masked_mean(loss, known)
 
 
@@ -96,7 +111,9 @@ class FocalLoss(nn.Module):
     positives by ``alpha`` and negatives by ``1 - alpha``. ``gamma=0, alpha=None`` is BCE.
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: float | None = None, pos_weight: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, gamma: float = 2.0, alpha: float | None = None, pos_weight: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         if gamma < 0:
             raise ConfigError(f"focal loss gamma must be >= 0, not {gamma}")
@@ -104,12 +121,17 @@ class FocalLoss(nn.Module):
             raise ConfigError(f"focal loss alpha must be in [0, 1], not {alpha}")
         self.gamma = float(gamma)
         self.alpha = alpha
-        self.register_buffer("pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
+        self.register_buffer(
+            "pos_weight",
+            None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32),
+        )
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         known = ~torch.isnan(targets)
         t = torch.where(known, targets, torch.zeros_like(targets)).to(logits.dtype)
-        bce = F.binary_cross_entropy_with_logits(logits, t, pos_weight=self.pos_weight, reduction="none")
+        bce = F.binary_cross_entropy_with_logits(
+            logits, t, pos_weight=self.pos_weight, reduction="none"
+        )
         p = torch.sigmoid(logits)
         p_t = p * t + (1 - p) * (1 - t)
         loss = bce * (1 - p_t).pow(self.gamma) if self.gamma else bce
@@ -129,16 +151,25 @@ class MaskedCrossEntropyLoss(nn.Module):
 
     def __init__(self, class_weight: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32))
+        self.register_buffer(
+            "class_weight",
+            None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32),
+        )
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.ndim == logits.ndim:
             known = ~torch.isnan(targets).any(dim=1)
-            index = torch.where(known, torch.nan_to_num(targets).argmax(dim=1), torch.full_like(known, -100, dtype=torch.long))
+            index = torch.where(
+                known,
+                torch.nan_to_num(targets).argmax(dim=1),
+                torch.full_like(known, -100, dtype=torch.long),
+            )
         else:
             index = targets.long()
         known = index != -100
-        losses = F.cross_entropy(logits, index, weight=self.class_weight, ignore_index=-100, reduction="none")
+        losses = F.cross_entropy(
+            logits, index, weight=self.class_weight, ignore_index=-100, reduction="none"
+        )
         weights = known.to(losses.dtype)
         if self.class_weight is not None:
             weights = weights * self.class_weight.to(losses.dtype)[index.clamp(min=0)]
@@ -164,7 +195,9 @@ def build_loss(
     if task == Task.MULTICLASS:
         if kind == "ce":
             return MaskedCrossEntropyLoss(class_weight)
-        raise ConfigError(f"loss {kind!r} does not fit a multiclass task (exactly one class per image); use 'ce'")
+        raise ConfigError(
+            f"loss {kind!r} does not fit a multiclass task (exactly one class per image); use 'ce'"
+        )
     raise ConfigError(f"unknown task {task!r}; use one of {', '.join(t.value for t in Task)}")
 
 
@@ -177,7 +210,9 @@ class DiceBCELoss(nn.Module):
     ``smooth`` = 1 pixel so an empty mask predicted empty scores 1 instead of 0/0.
     """
 
-    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1.0) -> None:
+    def __init__(
+        self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1.0
+    ) -> None:
         super().__init__()
         self.dice_weight = dice_weight
         self.bce_weight = bce_weight

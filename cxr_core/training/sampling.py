@@ -12,7 +12,7 @@ the number of workers or the world size.
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sized
+from collections.abc import Iterator, Sized
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class EpochSampler(Sampler):
         order = torch.randperm(self.n, generator=g).tolist()
         total = self.per_rank * self.world_size
         order += order[: total - len(order)]
-        for index in order[self.rank:total:self.world_size]:
+        for index in order[self.rank : total : self.world_size]:
             yield (self.epoch, index)
 
     def __len__(self) -> int:

@@ -79,7 +79,9 @@ class LRSchedule:
         """After each validation, with the monitored metric (higher is better)."""
         if self.kind != "plateau" or not math.isfinite(metric):
             return
-        improved = not math.isfinite(self.best) or metric > self.best + abs(self.best) * self.threshold
+        improved = (
+            not math.isfinite(self.best) or metric > self.best + abs(self.best) * self.threshold
+        )
         if improved:
             self.best = metric
             self.bad_epochs = 0

@@ -33,7 +33,11 @@ from cxr_core.data.dataset import AugmentConfig, TrainTransform
 from cxr_core.data.formats.masks import MaskSet, load_mask_folders
 from cxr_core.data.preprocessing import PreprocessConfig, normalise
 from cxr_core.errors import ConfigError, DatasetError
-from cxr_core.evaluation.segmentation import SEGMENTATION_THRESHOLD, evaluate_model_arrays, write_split
+from cxr_core.evaluation.segmentation import (
+    SEGMENTATION_THRESHOLD,
+    evaluate_model_arrays,
+    write_split,
+)
 from cxr_core.models.card import ModelCard, software_versions
 from cxr_core.models.checkpoint import save_checkpoint
 from cxr_core.models.registry import create_model, get_model_spec, list_models
@@ -51,7 +55,11 @@ logger = logging.getLogger(__name__)
 LUNG_CLASS = "lung"
 LABEL_SPACE_NAME = "lungs"
 MONITOR = "val_dice"
-MASK_ADAPTER_OPTIONS = ("images_dir", "masks_dir", "foreground")  # keyword arguments of load_mask_folders
+MASK_ADAPTER_OPTIONS = (
+    "images_dir",
+    "masks_dir",
+    "foreground",
+)  # keyword arguments of load_mask_folders
 
 
 @dataclass
@@ -70,7 +78,9 @@ class SegmentationResult:
     completed: bool = True
 
 
-def split_by_patient(patients: tuple[str, ...] | list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_by_patient(
+    patients: tuple[str, ...] | list[str], val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the training and validation images; all images of a patient on one side.
 
     ``round(val_fraction * patients)`` patients (at least one) are drawn without replacement
@@ -78,10 +88,14 @@ def split_by_patient(patients: tuple[str, ...] | list[str], val_fraction: float,
     """
     unique = sorted(set(patients))
     if len(unique) < 2:
-        raise DatasetError(f"a patient-level validation split needs at least 2 patients, got {len(unique)}")
+        raise DatasetError(
+            f"a patient-level validation split needs at least 2 patients, got {len(unique)}"
+        )
     n_val = min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
     rng = np.random.default_rng(seed)
-    val_patients = set(rng.choice(np.array(unique, dtype=object), size=n_val, replace=False).tolist())
+    val_patients = set(
+        rng.choice(np.array(unique, dtype=object), size=n_val, replace=False).tolist()
+    )
     is_val = np.array([p in val_patients for p in patients])
     return np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
 
@@ -99,20 +113,36 @@ class PairAugment:
         self.cfg = cfg
         self.transform = TrainTransform(cfg, aug)
 
-    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images and bool masks, (B, 1, H, W) each -> normalised input and 0/1 float masks (B, ·, S, S)."""
         batch, _, height, width = images.shape
         params = self.transform.sample_params(batch, height, width)
         grid = self.transform.sampling_grid(params, height, width)
-        gray = F.grid_sample(images.to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        moved = F.grid_sample(masks.to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        gray = F.grid_sample(
+            images.to(torch.float32),
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )
+        moved = F.grid_sample(
+            masks.to(torch.float32),
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )
         x = normalise(self.transform.photometric(gray, params), self.cfg)
         return x, (moved >= 0.5).to(torch.float32)
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     o = config.optim
-    kind = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam, "adamw": torch.optim.AdamW}[o.name]
+    kind = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam, "adamw": torch.optim.AdamW}[
+        o.name
+    ]
     return kind(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
 
@@ -124,17 +154,34 @@ def mask_fraction_range(masks: np.ndarray) -> dict[str, float]:
     """
     fractions = np.asarray(masks, dtype=bool).mean(axis=(1, 2))
     p1, p50, p99 = np.percentile(fractions, [1, 50, 99])
-    return {"min": float(fractions.min()), "p01": float(p1), "median": float(p50), "p99": float(p99), "max": float(fractions.max())}
+    return {
+        "min": float(fractions.min()),
+        "p01": float(p1),
+        "median": float(p50),
+        "p99": float(p99),
+        "max": float(fractions.max()),
+    }
 
 
-def _card(config: TrainConfig, preprocess: PreprocessConfig, pairs: MaskSet, train_idx: np.ndarray,
-          val_idx: np.ndarray, training: dict, validation: dict) -> ModelCard:
+def _card(
+    config: TrainConfig,
+    preprocess: PreprocessConfig,
+    pairs: MaskSet,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    training: dict,
+    validation: dict,
+) -> ModelCard:
     return ModelCard(
         architecture=config.model.name,
         num_classes=1,
         in_chans=config.model.in_chans,
         dropout=config.model.dropout,
-        label_space={"name": LABEL_SPACE_NAME, "classes": [LUNG_CLASS], "task": Task.SEGMENTATION.value},
+        label_space={
+            "name": LABEL_SPACE_NAME,
+            "classes": [LUNG_CLASS],
+            "task": Task.SEGMENTATION.value,
+        },
         preprocess=preprocess.to_dict(),
         thresholds={LUNG_CLASS: SEGMENTATION_THRESHOLD},
         threshold_method="fixed 0.5 per pixel",
@@ -177,23 +224,39 @@ def train_segmentation(config: TrainConfig, *, progress: bool = True) -> Segment
         )
     unknown = sorted(set(config.data.adapter) - set(MASK_ADAPTER_OPTIONS))
     if unknown:
-        raise ConfigError(f"data.adapter: unknown option(s) {unknown} for image+mask folders; known: {', '.join(MASK_ADAPTER_OPTIONS)}")
+        raise ConfigError(
+            f"data.adapter: unknown option(s) {unknown} for image+mask folders; known: "
+            f"{', '.join(MASK_ADAPTER_OPTIONS)}"
+        )
     pairs = load_mask_folders(config.data.path, size=config.data.cache_size, **config.data.adapter)
     train_idx, val_idx = split_by_patient(pairs.patients, config.data.val, config.data.split_seed)
     train_pairs, val_pairs = pairs.subset(train_idx), pairs.subset(val_idx)
-    logger.info("%d training and %d validation pairs (patient-level split)", len(train_pairs), len(val_pairs))
+    logger.info(
+        "%d training and %d validation pairs (patient-level split)",
+        len(train_pairs),
+        len(val_pairs),
+    )
 
     preprocess = build_preprocess(config)
     augment = PairAugment(preprocess, AugmentConfig.from_dict(config.augment))
-    model = create_model(config.model.name, 1, weights=config.model.weights, in_chans=config.model.in_chans,
-                         dropout=config.model.dropout).to(device)
+    model = create_model(
+        config.model.name,
+        1,
+        weights=config.model.weights,
+        in_chans=config.model.in_chans,
+        dropout=config.model.dropout,
+    ).to(device)
     optimizer = _optimizer(config, model)
     batch_size = config.optim.batch_size
     steps = math.ceil(len(train_pairs) / batch_size)
     schedule = LRSchedule(
-        optimizer, kind=config.schedule.name, total_steps=steps * config.epochs,
-        warmup_steps=round(config.schedule.warmup_epochs * steps), patience=config.schedule.patience,
-        factor=config.schedule.factor, min_lr=config.schedule.min_lr,
+        optimizer,
+        kind=config.schedule.name,
+        total_steps=steps * config.epochs,
+        warmup_steps=round(config.schedule.warmup_epochs * steps),
+        patience=config.schedule.patience,
+        factor=config.schedule.factor,
+        min_lr=config.schedule.min_lr,
     )
     loss_fn = DiceBCELoss()
     images = torch.from_numpy(train_pairs.images).unsqueeze(1)
@@ -208,7 +271,7 @@ def train_segmentation(config: TrainConfig, *, progress: bool = True) -> Segment
         order = torch.randperm(len(train_pairs), generator=generator)
         total, seen = 0.0, 0
         for first in range(0, len(order), batch_size):
-            index = order[first:first + batch_size]
+            index = order[first : first + batch_size]
             x, y = augment(images[index], masks[index])
             loss = loss_fn(model(x.to(device)), y.to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -221,17 +284,34 @@ def train_segmentation(config: TrainConfig, *, progress: bool = True) -> Segment
         dice = report["metrics"]["dice"]["mean"]
         schedule.step_epoch(dice)
         row = {
-            "epoch": epoch, "train_loss": total / seen, MONITOR: dice,
-            "val_iou": report["metrics"]["iou"]["mean"], "val_hd95": report["metrics"]["hd95"]["mean"],
-            "lr": schedule.lr, "elapsed_s": round(time.perf_counter() - started, 1),
+            "epoch": epoch,
+            "train_loss": total / seen,
+            MONITOR: dice,
+            "val_iou": report["metrics"]["iou"]["mean"],
+            "val_hd95": report["metrics"]["hd95"]["mean"],
+            "lr": schedule.lr,
+            "elapsed_s": round(time.perf_counter() - started, 1),
         }
         history.append(row)
         write_text_atomically(run.training_log, "\n".join(json.dumps(r) for r in history) + "\n")
         if progress:
-            logger.info("epoch %d/%d  loss %.4f  val Dice %.4f  IoU %.4f  HD95 %.2f px  (%.0f s)", epoch,
-                           config.epochs, row["train_loss"], dice, row["val_iou"], row["val_hd95"], row["elapsed_s"])
+            logger.info(
+                "epoch %d/%d  loss %.4f  val Dice %.4f  IoU %.4f  HD95 %.2f px  (%.0f s)",
+                epoch,
+                config.epochs,
+                row["train_loss"],
+                dice,
+                row["val_iou"],
+                row["val_hd95"],
+                row["elapsed_s"],
+            )
         if dice > best_dice + config.early_stopping.min_delta:
-            best_state, best_dice, best_epoch, bad_epochs = copy.deepcopy(model.state_dict()), dice, epoch, 0
+            best_state, best_dice, best_epoch, bad_epochs = (
+                copy.deepcopy(model.state_dict()),
+                dice,
+                epoch,
+                0,
+            )
         else:
             bad_epochs += 1
             if patience is not None and bad_epochs >= patience:
@@ -239,21 +319,39 @@ def train_segmentation(config: TrainConfig, *, progress: bool = True) -> Segment
                 break
 
     model.load_state_dict(best_state)
-    frame, report = evaluate_model_arrays(model, preprocess, val_pairs, n_boot=config.eval.n_boot, seed=config.seed)
+    frame, report = evaluate_model_arrays(
+        model, preprocess, val_pairs, n_boot=config.eval.n_boot, seed=config.seed
+    )
     report.update({"split": "val", "checkpoint": str(run.model), "data": config.data.path})
     write_split(run.eval_dir("val"), frame, report)
     wall = time.perf_counter() - started
     training = {
-        "epochs_run": len(history), "best_epoch": best_epoch, "monitor": MONITOR, "best_metric": best_dice,
-        "stopped_early": stopped_early, "wall_time_s": round(wall, 1), "device": str(device),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "monitor": MONITOR,
+        "best_metric": best_dice,
+        "stopped_early": stopped_early,
+        "wall_time_s": round(wall, 1),
+        "device": str(device),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "threads": torch.get_num_threads(),
     }
-    validation = {"split": "val", **{name: m for name, m in report["metrics"].items()},
-                  "n_images": report["n_images"], "n_patients": report["n_patients"], "n_boot": report["n_boot"]}
+    validation = {
+        "split": "val",
+        **{name: m for name, m in report["metrics"].items()},
+        "n_images": report["n_images"],
+        "n_patients": report["n_patients"],
+        "n_boot": report["n_boot"],
+    }
     card = _card(config, preprocess, pairs, train_idx, val_idx, training, validation)
     save_checkpoint(run.model, model.state_dict(), card, half=config.half_weights)
     return SegmentationResult(
-        out_dir=run.path, best_checkpoint=run.model, best_epoch=best_epoch, best_metric=best_dice,
-        epochs_run=len(history), stopped_early=stopped_early, wall_time_s=wall, report=report,
+        out_dir=run.path,
+        best_checkpoint=run.model,
+        best_epoch=best_epoch,
+        best_metric=best_dice,
+        epochs_run=len(history),
+        stopped_early=stopped_early,
+        wall_time_s=wall,
+        report=report,
     )

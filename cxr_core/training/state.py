@@ -42,7 +42,11 @@ def capture_rng(device: torch.device | None = None) -> dict[str, Any]:
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached),
         },
-        "python": {"version": int(py_version), "internal": list(py_internal), "gauss_next": py_gauss},
+        "python": {
+            "version": int(py_version),
+            "internal": list(py_internal),
+            "gauss_next": py_gauss,
+        },
         "cuda": torch.cuda.get_rng_state(device).cpu() if cuda else None,
     }
 
@@ -56,12 +60,20 @@ def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> No
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
     np.random.set_state(
-        (n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        (
+            n["kind"],
+            n["keys"].cpu().numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
     )
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     cuda = state.get("cuda")
-    if isinstance(cuda, (list, tuple)):  # states written before per-rank capture held every visible GPU's
+    if isinstance(
+        cuda, (list, tuple)
+    ):  # states written before per-rank capture held every visible GPU's
         cuda = cuda[0] if cuda else None
     if cuda is not None and device is not None and device.type == "cuda":
         torch.cuda.set_rng_state(cuda.cpu(), device)
@@ -89,12 +101,18 @@ def load_train_state(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / STATE_FILE
     if not path.is_file():
         raise CheckpointError(
-            f"cannot resume: {path} does not exist. Start without --resume, or point --out at the folder of the interrupted run"
+            f"cannot resume: {path} does not exist. Start without --resume, or point --out at the "
+            "folder of the interrupted run"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means the file is unusable; say which
-        raise CheckpointError(f"cannot resume from {path}: the file is corrupted or not a training state ({exc})") from None
+        raise CheckpointError(
+            f"cannot resume from {path}: the file is corrupted or not a training state ({exc})"
+        ) from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise CheckpointError(f"cannot resume from {path}: unsupported training-state version {state.get('version') if isinstance(state, dict) else '?'}")
+        raise CheckpointError(
+            f"cannot resume from {path}: unsupported training-state version "
+            f"{state.get('version') if isinstance(state, dict) else '?'}"
+        )
     return state

@@ -12,8 +12,8 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def remove_stale_temp_files(folder: str | Path, *, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+def remove_stale_temp_files(
+    folder: str | Path, *, older_than_s: float = STALE_AFTER_S
+) -> list[Path]:
     """Delete temporary files of :func:`write_atomically` left in ``folder`` by killed writers.
 
     Only names of the writer's pattern older than ``older_than_s`` are touched, so a write in
@@ -84,7 +86,10 @@ def remove_stale_temp_files(folder: str | Path, *, older_than_s: float = STALE_A
         if not TEMP_NAME.match(entry.name):
             continue
         try:
-            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            if (
+                entry.is_file(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_mtime < cutoff
+            ):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:

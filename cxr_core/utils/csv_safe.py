@@ -66,7 +66,9 @@ class SafeCSVWriter:
             self.writerow(row)
 
 
-def write_csv_rows(path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Iterable[Any]]) -> None:
+def write_csv_rows(
+    path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Iterable[Any]]
+) -> None:
     """Write ``header`` and ``rows`` to ``path`` (UTF-8) through :class:`SafeCSVWriter`."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = SafeCSVWriter(handle)
@@ -78,24 +80,34 @@ def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` with text cells and column names neutralised; numeric columns untouched."""
     out = frame.copy()
     for column in out.columns:
-        if not pd.api.types.is_numeric_dtype(out[column]) and not pd.api.types.is_bool_dtype(out[column]):
+        if not pd.api.types.is_numeric_dtype(out[column]) and not pd.api.types.is_bool_dtype(
+            out[column]
+        ):
             out[column] = out[column].astype(object).map(neutralise_cell)
     out.columns = [neutralise_cell(c) for c in out.columns]
     return out
 
 
-def write_frame_csv(frame: pd.DataFrame, path: str | os.PathLike[str] | TextIO, *, index: bool = False) -> None:
+def write_frame_csv(
+    frame: pd.DataFrame, path: str | os.PathLike[str] | TextIO, *, index: bool = False
+) -> None:
     """``frame.to_csv`` with formula cells neutralised and CR/LF inside fields quoted."""
-    neutralise_frame(frame).to_csv(path, index=index, quoting=csv.QUOTE_MINIMAL, lineterminator=LINE_TERMINATOR)
+    neutralise_frame(frame).to_csv(
+        path, index=index, quoting=csv.QUOTE_MINIMAL, lineterminator=LINE_TERMINATOR
+    )
 
 
-def _write_records(handle: TextIO, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+def _write_records(
+    handle: TextIO, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
     writer = SafeCSVWriter(handle)
     writer.writerow(columns)
     writer.writerows([row.get(c) for c in columns] for row in rows)
 
 
-def write_records_csv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+def write_records_csv(
+    path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
     """Dict rows as a formula-safe CSV file with ``columns`` in order (missing keys are empty cells)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,14 @@ def resolve_device(preference: str | torch.device = "auto", local_rank: int = 0)
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device: '{name}' requested but no CUDA GPU is available; use device: auto or cpu")
+            raise ConfigError(
+                f"device: '{name}' requested but no CUDA GPU is available; use device: auto or cpu"
+            )
         if name == "cuda":
             return torch.device("cuda", local_rank)
     try:
         return torch.device(name)
     except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"device {name!r} is not a torch device ({exc}); use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(
+            f"device {name!r} is not a torch device ({exc}); use auto, cpu, cuda or cuda:N"
+        ) from None

@@ -21,4 +21,6 @@ def check_known_keys(cls: type, data: Mapping, what: str, prefix: str = "") -> N
     known = sorted(f.name for f in fields(cls))
     unknown = sorted(k for k in data if k not in known)
     if unknown:
-        raise ConfigError(f"unknown {what} {', '.join(repr(prefix + k) for k in unknown)}; allowed: {', '.join(known)}")
+        raise ConfigError(
+            f"unknown {what} {', '.join(repr(prefix + k) for k in unknown)}; allowed: {', '.join(known)}"
+        )

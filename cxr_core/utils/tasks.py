@@ -18,9 +18,11 @@ class Task(str, Enum):
         return self.value
 
     @classmethod
-    def parse(cls, value: object) -> "Task":
+    def parse(cls, value: object) -> Task:
         """The task named by ``value``; ValueError naming the known kinds otherwise."""
         try:
             return cls(value)
         except ValueError:
-            raise ValueError(f"task must be one of {', '.join(repr(t.value) for t in cls)}, not {value!r}") from None
+            raise ValueError(
+                f"task must be one of {', '.join(repr(t.value) for t in cls)}, not {value!r}"
+            ) from None

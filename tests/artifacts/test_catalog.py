@@ -38,8 +38,14 @@ def test_discovery_lists_all_and_keeps_broken_ones(catalog):
     entries = discover_checkpoints([catalog["root"] / "checkpoints"])
     assert [e.name for e in entries] == ["broken", "tiny_a", "tiny_b", "tiny_mc"]
     broken, tiny_a = entries[0], entries[1]
-    assert not broken.ok and "pickle" in broken.error and broken.summary() == {"name": "broken", "error": broken.error}
-    assert tiny_a.ok and tiny_a.has_eval and tiny_a.eval_splits == ("val",) and tiny_a.has_training_log
+    assert (
+        not broken.ok
+        and "pickle" in broken.error
+        and broken.summary() == {"name": "broken", "error": broken.error}
+    )
+    assert (
+        tiny_a.ok and tiny_a.has_eval and tiny_a.eval_splits == ("val",) and tiny_a.has_training_log
+    )
     summary = tiny_a.summary()
     card = read_model_card(catalog["tiny_a"] / "model.safetensors")
     assert summary["architecture"] == "small_cnn" and summary["classes"] == list(MULTILABEL_CLASSES)
@@ -50,9 +56,20 @@ def test_discovery_lists_all_and_keeps_broken_ones(catalog):
 def test_discovery_accepts_checkpoint_dirs_skips_missing_and_dedupes(catalog, tmp_path):
     other = tmp_path / "elsewhere"
     shutil.copytree(catalog["tiny_a"], other / "tiny_a")
-    entries = discover_checkpoints([catalog["tiny_b"], catalog["tiny_b"], tmp_path / "missing", other,
-                                    catalog["root"] / "checkpoints" / "tiny_a"])
-    assert sorted(e.name for e in entries) == ["tiny_a (checkpoints)", "tiny_a (elsewhere)", "tiny_b"]
+    entries = discover_checkpoints(
+        [
+            catalog["tiny_b"],
+            catalog["tiny_b"],
+            tmp_path / "missing",
+            other,
+            catalog["root"] / "checkpoints" / "tiny_a",
+        ]
+    )
+    assert sorted(e.name for e in entries) == [
+        "tiny_a (checkpoints)",
+        "tiny_a (elsewhere)",
+        "tiny_b",
+    ]
     assert len({e.key for e in entries}) == 3
 
 
@@ -111,9 +128,16 @@ def test_review_cases_outcomes_match_sklearn(catalog):
     cases = review_cases(run, "Cardiomegaly", 0.45)
     known = ~np.isnan(run.labels()[:, 1])
     assert len(cases) == int(known.sum()) == 59
-    tn, fp, fn, tp = confusion_matrix(run.labels()[known, 1], run.scores()[known, 1] >= 0.45).ravel()
+    tn, fp, fn, tp = confusion_matrix(
+        run.labels()[known, 1], run.scores()[known, 1] >= 0.45
+    ).ravel()
     counts = cases["outcome"].value_counts()
-    assert (counts.get("TP", 0), counts.get("FP", 0), counts.get("FN", 0), counts.get("TN", 0)) == (tp, fp, fn, tn)
+    assert (counts.get("TP", 0), counts.get("FP", 0), counts.get("FN", 0), counts.get("TN", 0)) == (
+        tp,
+        fp,
+        fn,
+        tn,
+    )
     row = cases.iloc[0]
     assert run.predictions.iloc[int(row["row"])]["image_id"] == row["image_id"]
     assert row["margin"] == pytest.approx(row["prob"] - 0.45)
@@ -134,7 +158,9 @@ def test_resolve_image_path(catalog, tmp_path):
     assert resolve_image_path(str(image), "img_000.png", []) == image
     assert resolve_image_path("images/img_000.png", "img_000.png", []) is None
     assert resolve_image_path("images/img_000.png", "img_000.png", [data]) == image
-    assert resolve_image_path("/other/machine/nih/images/img_000.png", "x", [tmp_path, data]) == image
+    assert (
+        resolve_image_path("/other/machine/nih/images/img_000.png", "x", [tmp_path, data]) == image
+    )
     assert resolve_image_path("", "img_000.png", [data / "images"]) == image
     assert resolve_image_path("images/missing.png", "missing.png", [data]) is None
 
@@ -161,7 +187,14 @@ def test_checkpoint_digest_is_the_recorded_weights_digest_else_the_file_hash(cat
 def test_class_counts_and_comparable_evaluations(catalog):
     entry = read_entry(catalog["tiny_a"])
     counts = class_counts(entry.card)
-    assert list(counts.columns) == ["class", "train_positives", "val_positives", "val_negatives", "val_auroc", "low_count"]
+    assert list(counts.columns) == [
+        "class",
+        "train_positives",
+        "val_positives",
+        "val_negatives",
+        "val_auroc",
+        "low_count",
+    ]
     assert list(counts["class"]) == list(entry.card.classes)
     from dataclasses import replace
 
@@ -169,9 +202,17 @@ def test_class_counts_and_comparable_evaluations(catalog):
         return replace(entry, card=replace(entry.card, data=data))
 
     nih = with_data(source="NIH", manifest_fingerprint="f5fb", split_rule={"seed": 0, "val": 0.15})
-    assert same_evaluation_data(nih, with_data(source="NIH copy", manifest_fingerprint="f5fb",
-                                               split_rule={"val": 0.15, "seed": 0}))
-    assert not same_evaluation_data(nih, with_data(source="NIH", manifest_fingerprint="f5fb", split_rule={"seed": 1}))
+    assert same_evaluation_data(
+        nih,
+        with_data(
+            source="NIH copy", manifest_fingerprint="f5fb", split_rule={"val": 0.15, "seed": 0}
+        ),
+    )
+    assert not same_evaluation_data(
+        nih, with_data(source="NIH", manifest_fingerprint="f5fb", split_rule={"seed": 1})
+    )
     assert not same_evaluation_data(nih, with_data(source="Kermany", manifest_fingerprint="f243"))
-    assert not same_evaluation_data(with_data(source="a"), with_data(source="a"))  # unknown data: not comparable
+    assert not same_evaluation_data(
+        with_data(source="a"), with_data(source="a")
+    )  # unknown data: not comparable
     assert evaluation_data(nih)[0] == "NIH"

@@ -28,7 +28,10 @@ def test_settings_name_the_bundled_lung_model_by_its_weights():
 
 
 def test_settings_refuse_a_missing_file_a_classifier_and_a_non_checkpoint(tmp_path):
-    with pytest.raises(ConfigError, match=r"preprocess.lung_checkpoint: the lung model .*nowhere.safetensors does not exist"):
+    with pytest.raises(
+        ConfigError,
+        match=r"preprocess.lung_checkpoint: the lung model .*nowhere.safetensors does not exist",
+    ):
         lung_mask_settings(tmp_path / "nowhere.safetensors")
     with pytest.raises(ConfigError, match="is a multiclass model, not a lung segmentation model"):
         lung_mask_settings(PNEUMONIA)
@@ -48,8 +51,12 @@ def test_the_recorded_lung_model_is_found_where_it_was_then_in_the_bundle(tmp_pa
 
 
 def test_other_weights_are_never_substituted(tmp_path):
-    settings = LungMaskConfig(weights_sha256="ab" * 32, checkpoint=str(tmp_path / "gone.safetensors"))
-    with pytest.raises(CheckpointError, match=r"sha256 abababababab\.\.\..*gone.safetensors nor .*lungs"):
+    settings = LungMaskConfig(
+        weights_sha256="ab" * 32, checkpoint=str(tmp_path / "gone.safetensors")
+    )
+    with pytest.raises(
+        CheckpointError, match=r"sha256 abababababab\.\.\..*gone.safetensors nor .*lungs"
+    ):
         find_lung_checkpoint(settings)
     with pytest.raises(CheckpointError, match="sha256"):
         lung_masker_for(PreprocessConfig(lung_mask=settings))

@@ -34,7 +34,9 @@ def test_default_folder_from_env(tmp_path, monkeypatch):
 
 
 def test_session_round_trip_and_position(store):
-    s = store.create_session("AB 2024-05-01", "nih_small", "val", {"class": "Cardiomegaly", "outcome": "FP"})
+    s = store.create_session(
+        "AB 2024-05-01", "nih_small", "val", {"class": "Cardiomegaly", "outcome": "FP"}
+    )
     assert s.position == 0 and s.filters == {"class": "Cardiomegaly", "outcome": "FP"}
     store.save_position(s.id, 17)
     assert store.session(s.id).position == 17
@@ -52,7 +54,9 @@ def test_session_round_trip_and_position(store):
 def test_verdict_upsert_and_survives_reopen(store, tmp_path):
     s = store.create_session("r1", "ckpt", "val")
     store.record(s.id, "img1.png", "Cardiomegaly", "agree", note="clear", reviewer="AB")
-    store.record(s.id, "img1.png", "Cardiomegaly", "label_wrong", note="label missed it", reviewer="AB")
+    store.record(
+        s.id, "img1.png", "Cardiomegaly", "label_wrong", note="label missed it", reviewer="AB"
+    )
     store.record(s.id, "img1.png", "Pneumonia", "unsure", reviewer="AB")
     reopened = ReviewStore(tmp_path / "reviews")
     v = reopened.verdict(s.id, "img1.png", "Cardiomegaly")
@@ -76,7 +80,14 @@ def test_concurrent_threads_all_land(store):
 
     def writer(worker: int) -> None:
         for i in range(25):
-            store.record(s.id, f"img{worker}_{i}.png", "Edema", "agree", note=f"w{worker}", reviewer=f"R{worker}")
+            store.record(
+                s.id,
+                f"img{worker}_{i}.png",
+                "Edema",
+                "agree",
+                note=f"w{worker}",
+                reviewer=f"R{worker}",
+            )
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
     for t in threads:
@@ -101,12 +112,17 @@ def test_concurrent_processes_all_land(store):
     """Separate OS processes (as several dashboard servers would be) writing to one database."""
     s = store.create_session("procs", "ckpt", "val")
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(store.folder), str(s.id), str(w)], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(store.folder), str(s.id), str(w)],
+            stderr=subprocess.PIPE,
+        )
         for w in range(3)
     ]
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
-    assert {v.image_id for v in store.verdicts(s.id)} == {f"p{w}_{i}.png" for w in range(3) for i in range(20)}
+    assert {v.image_id for v in store.verdicts(s.id)} == {
+        f"p{w}_{i}.png" for w in range(3) for i in range(20)
+    }
 
 
 def test_export_csv_round_trip(store, tmp_path):
@@ -120,7 +136,10 @@ def test_export_csv_round_trip(store, tmp_path):
     with out.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == list(EXPORT_COLUMNS)
-    assert [(r["image_id"], r["class_name"], r["verdict"]) for r in rows] == [("a.png", "Edema", "agree"), ("b.png", "Mass", "model_wrong")]
+    assert [(r["image_id"], r["class_name"], r["verdict"]) for r in rows] == [
+        ("a.png", "Edema", "agree"),
+        ("b.png", "Mass", "model_wrong"),
+    ]
     assert rows[0]["note"] == 'comma, "quote"\nnewline'
     assert rows[0]["session_name"] == "export" and rows[0]["eval_run"] == "val"
     assert store.export_csv(tmp_path / "all.csv") == 3
@@ -151,29 +170,51 @@ def test_readers_never_overwrite_each_other_and_history_keeps_every_change(store
     store.record(s.id, "img1.png", "Edema", "unsure", reviewer="CD")
     assert store.verdict(s.id, "img1.png", "Edema", "A").verdict == "model_wrong"
     assert store.verdict(s.id, "img1.png", "Edema", "CD").verdict == "unsure"
-    store.record(s.id, "img1.png", "Edema", reviewer="A", finding="present", confidence=4, reason="subtle finding",
-                 note="left base", point=(0.25, 0.75))
+    store.record(
+        s.id,
+        "img1.png",
+        "Edema",
+        reviewer="A",
+        finding="present",
+        confidence=4,
+        reason="subtle finding",
+        note="left base",
+        point=(0.25, 0.75),
+    )
     mine = store.verdict(s.id, "img1.png", "Edema", "A")
     assert (mine.finding, mine.verdict, mine.confidence, mine.reason, mine.point) == (
-        "present", None, 4, "subtle finding", (0.25, 0.75))
+        "present",
+        None,
+        4,
+        "subtle finding",
+        (0.25, 0.75),
+    )
     assert store.readers(s.id) == ["A", "CD"]
     assert len(store.verdicts(s.id)) == 2 and len(store.verdicts(s.id, reviewer="A")) == 1
-    assert [v.verdict for v in store.history(s.id, "img1.png", "Edema", "A")] == ["model_wrong", None]
+    assert [v.verdict for v in store.history(s.id, "img1.png", "Edema", "A")] == [
+        "model_wrong",
+        None,
+    ]
     assert len(store.history(s.id)) == 3
     rows = store.export_rows(s.id)
     assert [(r["reviewer"], r["verdict"], r["finding"], r["mode"]) for r in rows] == [
-        ("A", None, "present", "blind_all"), ("CD", "unsure", None, "blind_all")]
+        ("A", None, "present", "blind_all"),
+        ("CD", "unsure", None, "blind_all"),
+    ]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({}, "reader's call"),
-    ({"finding": "maybe"}, "finding 'maybe'"),
-    ({"finding": "present", "confidence": 6}, "confidence"),
-    ({"finding": "present", "confidence": True}, "confidence"),
-    ({"finding": "present", "reason": "hunch"}, "reason 'hunch'"),
-    ({"finding": "present", "point": (1.5, 0.2)}, "outside the image"),
-    ({"finding": "present", "point": "here"}, "fractions"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "reader's call"),
+        ({"finding": "maybe"}, "finding 'maybe'"),
+        ({"finding": "present", "confidence": 6}, "confidence"),
+        ({"finding": "present", "confidence": True}, "confidence"),
+        ({"finding": "present", "reason": "hunch"}, "reason 'hunch'"),
+        ({"finding": "present", "point": (1.5, 0.2)}, "outside the image"),
+        ({"finding": "present", "point": "here"}, "fractions"),
+    ],
+)
 def test_bad_verdict_fields_are_refused(store, kwargs, match):
     s = store.create_session("r1", "ckpt", "val")
     with pytest.raises(ReviewStoreError, match=match):
@@ -198,7 +239,9 @@ def test_adjudication_latest_entry_counts(store):
     store.adjudicate(s.id, "img1.png", "Edema", 0, "ADJ", note="second look")
     store.adjudicate(s.id, "img2.png", "Edema", 1, "ADJ")
     assert [(a.image_id, a.label, a.note) for a in store.adjudications(s.id)] == [
-        ("img1.png", 0, "second look"), ("img2.png", 1, "")]
+        ("img1.png", 0, "second look"),
+        ("img2.png", 1, ""),
+    ]
     with pytest.raises(ReviewStoreError, match="1 \\(present\\) or 0"):
         store.adjudicate(s.id, "img1.png", "Edema", 2, "ADJ")
     with pytest.raises(ReviewStoreError, match="reader's name"):
@@ -207,13 +250,13 @@ def test_adjudication_latest_entry_counts(store):
 
 def test_export_is_formula_safe(store, tmp_path):
     s = store.create_session("export", "ckpt", "val")
-    store.record(s.id, "=HYPERLINK(\"x\")", "Edema", "agree", note="+1 -2 @x", reviewer="=cmd|")
+    store.record(s.id, '=HYPERLINK("x")', "Edema", "agree", note="+1 -2 @x", reviewer="=cmd|")
     store.record(s.id, "b.png", "Edema", "agree", note="\tTabbed\r\nlines", reviewer="AB")
     out = tmp_path / "v.csv"
     store.export_csv(out, s.id)
     with out.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert rows[0]["image_id"] == "'=HYPERLINK(\"x\")" and rows[0]["reviewer"] == "'=cmd|"
+    assert rows[0]["image_id"] == '\'=HYPERLINK("x")' and rows[0]["reviewer"] == "'=cmd|"
     assert rows[0]["note"] == "'+1 -2 @x"
     assert rows[1]["note"] == "'\tTabbed\r\nlines"
 
@@ -234,19 +277,52 @@ def test_a_locked_database_is_a_review_store_error(store):
 
 # --------------------------------------------------------------------------- migration
 
+
 def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
     folder = tmp_path / "old"
     old_database(folder)
     store = ReviewStore(folder)
     assert store.schema_version() == SCHEMA_VERSION == 4
     first = store.session(1)
-    assert (first.name, first.position, first.mode, first.classes) == ("AB 2024-05-01", 4, "unblinded", ())
+    assert (first.name, first.position, first.mode, first.classes) == (
+        "AB 2024-05-01",
+        4,
+        "unblinded",
+        (),
+    )
     assert first.filters["class"] == "Edema"
-    got = [(v.session_id, v.image_id, v.class_name, v.verdict, v.note, v.reviewer, v.updated) for v in store.verdicts()]
+    got = [
+        (v.session_id, v.image_id, v.class_name, v.verdict, v.note, v.reviewer, v.updated)
+        for v in store.verdicts()
+    ]
     assert got == [
-        (1, "00000001_000.png", "Edema", "model_wrong", "no edema", "A", "2026-12-01T20:09:59.001+00:00"),
-        (1, "00000002_000.png", "Edema", "agree", "", LEGACY_READER, "2026-12-01T20:10:30.000+00:00"),
-        (2, "00000003_000.png", "Mass", "label_wrong", "mass RUL", "CD", "2026-12-01T20:11:00.000+00:00"),
+        (
+            1,
+            "00000001_000.png",
+            "Edema",
+            "model_wrong",
+            "no edema",
+            "A",
+            "2026-12-01T20:09:59.001+00:00",
+        ),
+        (
+            1,
+            "00000002_000.png",
+            "Edema",
+            "agree",
+            "",
+            LEGACY_READER,
+            "2026-12-01T20:10:30.000+00:00",
+        ),
+        (
+            2,
+            "00000003_000.png",
+            "Mass",
+            "label_wrong",
+            "mass RUL",
+            "CD",
+            "2026-12-01T20:11:00.000+00:00",
+        ),
     ]
     assert len(store.history(1)) == 2  # the old verdicts start the history
     assert [v.reviewer for v in store.history(1)] == ["A", LEGACY_READER]
@@ -254,10 +330,15 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
     assert [r["reviewer"] for r in store.export_rows(1)] == ["A", LEGACY_READER]
     # a second reader can now add their own verdict to a migrated case without replacing A's
     store.record(1, "00000001_000.png", "Edema", "unsure", reviewer="CD")
-    assert {v.reviewer: v.verdict for v in store.verdicts(1) if v.image_id == "00000001_000.png"} == {
-        "A": "model_wrong", "CD": "unsure"}
-    with pytest.raises(ReviewStoreError, match="before readers were named"):  # nobody can change them
-        store.record(1, "00000002_000.png", "Edema", "model_wrong", reviewer=" Unnamed (before  readers) ")
+    assert {
+        v.reviewer: v.verdict for v in store.verdicts(1) if v.image_id == "00000001_000.png"
+    } == {"A": "model_wrong", "CD": "unsure"}
+    with pytest.raises(
+        ReviewStoreError, match="before readers were named"
+    ):  # nobody can change them
+        store.record(
+            1, "00000002_000.png", "Edema", "model_wrong", reviewer=" Unnamed (before  readers) "
+        )
     again = ReviewStore(folder)  # opening a migrated file again changes nothing
     assert len(again.verdicts()) == 4 and again.schema_version() == 4
 
@@ -266,7 +347,10 @@ def test_migration_by_two_processes_at_once_loses_nothing(tmp_path):
     folder = tmp_path / "old"
     old_database(folder)
     code = "import sys; from cxr_core.artifacts.review_store import ReviewStore; ReviewStore(sys.argv[1])"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(folder)], stderr=subprocess.PIPE) for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(folder)], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert len(ReviewStore(folder).verdicts()) == 3
@@ -281,14 +365,24 @@ def test_schema_2_database_migrates_to_boxes_and_names_its_unnamed_verdicts(tmp_
     by_reader = {v.reviewer: v for v in store.verdicts(1)}
     assert set(by_reader) == {LEGACY_READER, "CD"}
     assert (by_reader[LEGACY_READER].verdict, by_reader[LEGACY_READER].updated) == (
-        "agree", "2026-12-01T20:10:30.000+00:00")
+        "agree",
+        "2026-12-01T20:10:30.000+00:00",
+    )
     cd = by_reader["CD"]
     assert (cd.finding, cd.confidence, cd.reason, cd.note, cd.point, cd.box) == (
-        "absent", 4, "subtle finding", "clear bases", (0.25, 0.75), None)
+        "absent",
+        4,
+        "subtle finding",
+        "clear bases",
+        (0.25, 0.75),
+        None,
+    )
     assert [v.reviewer for v in store.history(1)] == [LEGACY_READER, "CD"]
     assert store.reader_position(1, "CD") == (1, "00000002_000.png")
     assert [(a.label, a.adjudicator) for a in store.adjudications(1)] == [(0, "ADJ")]
-    store.record(1, "00000002_000.png", "Edema", reviewer="CD", finding="present", box=(0.6, 0.5, 0.2, 0.1))
+    store.record(
+        1, "00000002_000.png", "Edema", reviewer="CD", finding="present", box=(0.6, 0.5, 0.2, 0.1)
+    )
     assert store.verdict(1, "00000002_000.png", "Edema", "CD").box == (0.2, 0.1, 0.6, 0.5)
     assert [v.box for v in store.history(1, reviewer="CD")] == [None, (0.2, 0.1, 0.6, 0.5)]
     assert len(store.verdicts(1)) == 2
@@ -304,11 +398,17 @@ def test_box_round_trip_export_and_validation(store, tmp_path):
     store.export_csv(out, s.id)
     with out.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["box_x0"], r["box_y0"], r["box_x1"], r["box_y1"]) for r in rows] == [("0.1", "0.2", "0.4", "0.5"),
-                                                                                   ("", "", "", "")]
+    assert [(r["box_x0"], r["box_y0"], r["box_x1"], r["box_y1"]) for r in rows] == [
+        ("0.1", "0.2", "0.4", "0.5"),
+        ("", "", "", ""),
+    ]
     assert (rows[1]["point_x"], rows[1]["point_y"]) == ("0.3", "0.6")
-    for bad, match in (((0.1, 0.2, 0.1, 0.5), "no area"), ((0.1, 0.2, 1.4, 0.5), "outside the image"),
-                       ((0.1, 0.2, 0.3), "fractions"), ("box", "fractions")):
+    for bad, match in (
+        ((0.1, 0.2, 0.1, 0.5), "no area"),
+        ((0.1, 0.2, 1.4, 0.5), "outside the image"),
+        ((0.1, 0.2, 0.3), "fractions"),
+        ("box", "fractions"),
+    ):
         with pytest.raises(ReviewStoreError, match=match):
             store.record(s.id, "c.png", "Mass", reviewer="AB", finding="present", box=bad)
     assert store.verdict(s.id, "c.png", "Mass", "AB") is None
@@ -334,7 +434,10 @@ def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
     """A file written by schema 3: every verdict, history entry, position and adjudication is there, unchanged."""
     folder = tmp_path / "v3"
     path = old_database(folder, V3_ROWS, V3_SCHEMA)
-    before = {t: _rows(path, t) for t in ("sessions", "verdicts", "verdict_history", "reader_positions", "adjudications")}
+    before = {
+        t: _rows(path, t)
+        for t in ("sessions", "verdicts", "verdict_history", "reader_positions", "adjudications")
+    }
     assert len(before["verdicts"]) == 5 and len(before["verdict_history"]) == 6
     store = ReviewStore(folder)
     assert store.schema_version() == 4
@@ -342,7 +445,11 @@ def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
     assert _rows(path, "reveals") == []
     ab = {v.class_name: v for v in store.verdicts(1, reviewer="AB")}
     assert (ab["Edema"].finding, ab["Edema"].confidence, ab["Edema"].note, ab["Edema"].point) == (
-        "present", 5, "bat wings", (0.4, 0.6))
+        "present",
+        5,
+        "bat wings",
+        (0.4, 0.6),
+    )
     assert store.verdict(1, "b.png", "Mass", "CD").box == (0.6, 0.1, 0.8, 0.3)
     assert [v.finding for v in store.history(1, "a.png", "Edema", "AB")] == ["absent", "present"]
     assert store.readers(2) == [LEGACY_READER]
@@ -364,7 +471,9 @@ def test_reveal_is_recorded_per_reader_and_persists(store, tmp_path):
     assert store.revealed_at(s.id, "AB") == first and first.endswith("+00:00")
     assert store.reveal(s.id, "AB") == first  # the first reveal is the one kept
     assert store.revealed_at(s.id, "CD") is None  # other readers stay blinded
-    assert ReviewStore(tmp_path / "reviews").revealed_at(s.id, "AB") == first  # in the database, not in memory
+    assert (
+        ReviewStore(tmp_path / "reviews").revealed_at(s.id, "AB") == first
+    )  # in the database, not in memory
     other = store.create_session("blind 2", "ckpt", "val", mode="blind_all")
     assert store.revealed_at(other.id, "AB") is None  # per session too
     with pytest.raises(ReviewStoreError, match="enter your own name"):
@@ -378,15 +487,23 @@ def test_after_a_reveal_new_calls_are_refused_and_earlier_ones_can_change(store)
     store.record(s.id, "a.png", "Edema", reviewer="AB", finding="present")
     when = store.reveal(s.id, "AB")
     shown = when[:19].replace("T", " ") + " UTC"
-    for image_id, class_name in (("b.png", "Edema"), ("a.png", "Mass")):  # a film not read, a finding not called
-        with pytest.raises(ReviewStoreError, match=f"you revealed the labels and model output of this session at "
-                                                   f"{shown}; calls you save now would not be blinded"):
+    for image_id, class_name in (
+        ("b.png", "Edema"),
+        ("a.png", "Mass"),
+    ):  # a film not read, a finding not called
+        with pytest.raises(
+            ReviewStoreError,
+            match=f"you revealed the labels and model output of this session at "
+            f"{shown}; calls you save now would not be blinded",
+        ):
             store.record(s.id, image_id, class_name, reviewer="AB", finding="absent")
     assert [(v.image_id, v.class_name) for v in store.verdicts(s.id)] == [("a.png", "Edema")]
     assert len(store.history(s.id)) == 1  # a refused call leaves no trace
     store.record(s.id, "a.png", "Edema", reviewer="AB", finding="absent", note="on reflection")
     assert [v.finding for v in store.history(s.id, "a.png", "Edema", "AB")] == ["present", "absent"]
-    store.record(s.id, "b.png", "Edema", reviewer="CD", finding="present")  # another reader is still blinded
+    store.record(
+        s.id, "b.png", "Edema", reviewer="CD", finding="present"
+    )  # another reader is still blinded
     store.adjudicate(s.id, "a.png", "Edema", 1, "AB")  # deciding is what a reveal is for
 
 

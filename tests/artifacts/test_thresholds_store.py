@@ -35,7 +35,11 @@ def test_save_load_round_trip_keeps_class_order(store, tmp_path):
     loaded = store.load("screening")
     assert loaded.thresholds == values
     assert list(loaded.thresholds) == list(CLASSES)
-    assert (loaded.method, loaded.notes, loaded.created) == ("sensitivity", "sens >= 0.9", saved.created)
+    assert (loaded.method, loaded.notes, loaded.created) == (
+        "sensitivity",
+        "sens >= 0.9",
+        saved.created,
+    )
     on_disk = json.loads((tmp_path / "ckpt" / "thresholds" / "screening.json").read_text())
     assert on_disk["thresholds"] == values
     assert store.names() == [CARD_SET, "screening"]
@@ -63,9 +67,13 @@ def test_no_temp_files_left_and_concurrent_saves_stay_valid(store, tmp_path):
         t.join()
     assert store.load("shared").thresholds["Cardiomegaly"] in (0.1, 0.2, 0.3)
     assert not list((tmp_path / "ckpt" / "thresholds").glob(".*.tmp"))
-    versions = [json.loads(p.read_text())["thresholds"]["Cardiomegaly"] for p in store.history("shared")]
+    versions = [
+        json.loads(p.read_text())["thresholds"]["Cardiomegaly"] for p in store.history("shared")
+    ]
     assert len(versions) == 29  # every overwritten version kept
-    assert sorted(versions + [store.load("shared").thresholds["Cardiomegaly"]]) == sorted([0.1, 0.2, 0.3] * 10)
+    assert sorted(versions + [store.load("shared").thresholds["Cardiomegaly"]]) == sorted(
+        [0.1, 0.2, 0.3] * 10
+    )
 
 
 def test_unknown_class_rejected(store):
@@ -84,7 +92,10 @@ def test_missing_class_rejected(store):
         store.save("x", {"Atelectasis": 0.5, "Cardiomegaly": 0.5})
 
 
-@pytest.mark.parametrize("name", ["../evil", "a/b", "..", "", " ", "x.json", ".hidden", "card", "active", "a\\b", "x" * 65])
+@pytest.mark.parametrize(
+    "name",
+    ["../evil", "a/b", "..", "", " ", "x.json", ".hidden", "card", "active", "a\\b", "x" * 65],
+)
 def test_unsafe_or_reserved_names_rejected(store, name, tmp_path):
     with pytest.raises(ThresholdSetError):
         store.save(name, CARD)
@@ -132,7 +143,10 @@ def test_activation_is_recorded_in_the_audit_log(store):
     assert (first["by"], first["from"], first["to"]) == ("Dr A", CARD_SET, "screening")
     store.set_active(CARD_SET, by="CD")
     log = store.activations()
-    assert [(e["by"], e["from"], e["to"]) for e in log] == [("Dr A", CARD_SET, "screening"), ("CD", "screening", CARD_SET)]
+    assert [(e["by"], e["from"], e["to"]) for e in log] == [
+        ("Dr A", CARD_SET, "screening"),
+        ("CD", "screening", CARD_SET),
+    ]
     assert log[0]["when"] <= log[1]["when"]
     with pytest.raises(ThresholdSetError):
         store.set_active("missing", by="CD")

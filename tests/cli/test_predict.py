@@ -24,8 +24,14 @@ from cxr_core.models.checkpoint import save_checkpoint
 def checkpoint(tmp_path_factory):
     torch.manual_seed(1)
     preprocess = PreprocessConfig(cache_size=64, input_size=48, in_chans=1)
-    card = ModelCard(architecture="small_cnn", num_classes=14, label_space=NIH14.to_dict(),
-                     preprocess=preprocess.to_dict(), in_chans=1, thresholds={c: 0.5 for c in NIH14.classes})
+    card = ModelCard(
+        architecture="small_cnn",
+        num_classes=14,
+        label_space=NIH14.to_dict(),
+        preprocess=preprocess.to_dict(),
+        in_chans=1,
+        thresholds={c: 0.5 for c in NIH14.classes},
+    )
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
     return save_checkpoint(path, create_model("small_cnn", 14, in_chans=1).state_dict(), card)
 
@@ -45,7 +51,18 @@ def folder(nih14_root, tmp_path):
 
 def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", "2"])
+    code = main(
+        [
+            "predict",
+            str(folder),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+        ]
+    )
     assert code == 0
     frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert list(frame.columns) == ["path", *NIH14.classes, "findings", "warnings", "error"]
@@ -59,7 +76,9 @@ def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
     for _, row in good.iterrows():
         expected = predictor.predict([load_image(row["path"])])[0]
         got = np.array([float(row[c]) for c in NIH14.classes])
-        np.testing.assert_allclose(got, [expected.probabilities[c] for c in NIH14.classes], atol=1e-7)
+        np.testing.assert_allclose(
+            got, [expected.probabilities[c] for c in NIH14.classes], atol=1e-7
+        )
         assert row["findings"] == ";".join(expected.positive)
     assert "1 unreadable or refused" in capsys.readouterr().err
 
@@ -67,8 +86,21 @@ def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
 def test_predict_writes_heatmaps_for_a_named_class(checkpoint, folder, tmp_path):
     out = tmp_path / "out"
     files = sorted(folder.glob("0*.png"))
-    code = main(["predict", *map(str, files), "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--heatmaps", "--class", "Effusion", "--method", "gradcam++"])
+    code = main(
+        [
+            "predict",
+            *map(str, files),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--heatmaps",
+            "--class",
+            "Effusion",
+            "--method",
+            "gradcam++",
+        ]
+    )
     assert code == 0
     written = sorted(p.name for p in (out / "heatmaps").iterdir())
     assert written == [f"{p.stem}__Pleural_Effusion.png" for p in files]
@@ -77,7 +109,15 @@ def test_predict_writes_heatmaps_for_a_named_class(checkpoint, folder, tmp_path)
 
 
 def test_predict_refuses_unknown_class_and_method(checkpoint, folder, tmp_path, capsys):
-    args = ["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--heatmaps"]
+    args = [
+        "predict",
+        str(folder),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "o"),
+        "--heatmaps",
+    ]
     assert main([*args, "--class", "Fracture"]) == 2
     assert "Fracture" in capsys.readouterr().err
     assert main([*args, "--method", "saliency"]) == 2

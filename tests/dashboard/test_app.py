@@ -86,11 +86,19 @@ def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
     no_exceptions(at)
     picker = at.sidebar.selectbox(key=SELECTED)
     assert picker.options[0] == "⚠ broken (unreadable)"
-    assert [o.split(" · ")[:2] for o in picker.options[1:]] == [["tiny_a", "small_cnn"], ["tiny_b", "small_cnn"],
-                                                              ["tiny_mc", "small_cnn"]]
-    assert picker.value == str(catalog["tiny_a"].resolve())  # first readable one, not the broken one
+    assert [o.split(" · ")[:2] for o in picker.options[1:]] == [
+        ["tiny_a", "small_cnn"],
+        ["tiny_b", "small_cnn"],
+        ["tiny_mc", "small_cnn"],
+    ]
+    assert picker.value == str(
+        catalog["tiny_a"].resolve()
+    )  # first readable one, not the broken one
     card = read_model_card(catalog["tiny_a"] / "model.safetensors")
-    assert any(f"val macro AUROC **{card.validation['macro_auroc']:.3f}**" in c.value for c in at.sidebar.caption)
+    assert any(
+        f"val macro AUROC **{card.validation['macro_auroc']:.3f}**" in c.value
+        for c in at.sidebar.caption
+    )
     assert at.file_uploader(key="predict_files") is not None
     assert "Upload one or more" in at.info[0].value
 
@@ -109,7 +117,9 @@ def test_no_checkpoint_explains_how_to_train(env, tmp_path, monkeypatch):
 def test_sidebar_adds_a_checkpoint_folder(env, catalog, tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(tmp_path / "empty"))
     # The picker alone: after its first run AppTest would run the router's page without it (see module doc).
-    at = AppTest.from_string("from dashboard.widgets import model_picker\nmodel_picker()", default_timeout=TIMEOUT).run()
+    at = AppTest.from_string(
+        "from dashboard.widgets import model_picker\nmodel_picker()", default_timeout=TIMEOUT
+    ).run()
     assert at.sidebar.info[0].value == "No checkpoint found yet."
     at.text_input(key="cxr_new_folder").input(str(tmp_path / "typo")).run()
     at.button(key="cxr_add_folder").click().run()
@@ -127,7 +137,9 @@ def test_checkpoint_without_evaluation_says_how_to_evaluate(env, tmp_path, monke
     for name in ("performance", "thresholds", "review"):
         at = page(name, ckpt).run()
         no_exceptions(at)
-        assert f"cxr evaluate --checkpoint {ckpt.resolve() / 'model.safetensors'}" in at.info[0].value
+        assert (
+            f"cxr evaluate --checkpoint {ckpt.resolve() / 'model.safetensors'}" in at.info[0].value
+        )
     at = page("models", ckpt).run()
     no_exceptions(at)
     assert "second checkpoint" in at.info[0].value
@@ -146,7 +158,9 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     names = write_images(tmp_path / "up", 2, seed=5)
     good = [(n, (tmp_path / "up" / n).read_bytes(), "image/png") for n in names]
     at = page("predict", catalog["tiny_a"]).run()
-    at.file_uploader(key="predict_files").set_value([good[0], ("notes.png", b"not an image at all", "image/png"), good[1]])
+    at.file_uploader(key="predict_files").set_value(
+        [good[0], ("notes.png", b"not an image at all", "image/png"), good[1]]
+    )
     at.run()
     no_exceptions(at)
     assert len(at.error) == 1 and "notes.png" in at.error[0].value
@@ -163,14 +177,22 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     for row, pred in zip(table.itertuples(index=False), expected):
         summary = summarise_findings(pred, multilabel=True)
         assert row.findings == top_findings_text(summary) and row.call == call_text(summary)
-        assert [f.name for f in summary.positives] == [c for c in sorted(pred.positive, key=lambda c: -pred.probabilities[c])]
+        assert [f.name for f in summary.positives] == [
+            c for c in sorted(pred.positive, key=lambda c: -pred.probabilities[c])
+        ]
     assert at.download_button(key="predict_csv") is not None
     ident = f"0_{_digest(good[0][1])}"
     first = summarise_findings(expected[0], multilabel=True)
-    assert at.selectbox(key=f"cam_class_{ident}").value == first.findings[0].name  # the top finding is explained
+    assert (
+        at.selectbox(key=f"cam_class_{ident}").value == first.findings[0].name
+    )  # the top finding is explained
     method = at.selectbox(key=f"cam_method_{ident}")
-    assert method.value == "gradcam++" and len(method.options) == 6  # a 64-px CNN: Score-CAM is quick enough
-    assert all(label.split(" (")[1].endswith(" s)") for label in method.options)  # each with its estimate
+    assert (
+        method.value == "gradcam++" and len(method.options) == 6
+    )  # a 64-px CNN: Score-CAM is quick enough
+    assert all(
+        label.split(" (")[1].endswith(" s)") for label in method.options
+    )  # each with its estimate
     assert at.slider(key=f"cam_level_{ident}").value == 0.5  # contour overlay by default
     assert at.selectbox(key="predict_pick").options == [f"1. {names[0]}", f"2. {names[1]}"]
 
@@ -184,13 +206,19 @@ def _digest(data: bytes) -> str:
 def test_predict_multiclass_calls_the_most_probable_class(env, catalog, tmp_path):
     names = write_images(tmp_path / "up", 1, seed=7)
     at = page("predict", catalog["tiny_mc"]).run()
-    at.file_uploader(key="predict_files").set_value((names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png"))
+    at.file_uploader(key="predict_files").set_value(
+        (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png")
+    )
     at.run()
     no_exceptions(at)
     row = shown_table(at, "highest finding").iloc[0]
     markdown = " ".join(m.value for m in at.markdown)
     top = row["call"].split(" (")[0]
-    assert top in ("Normal", "Pneumonia") and "**Most probable: :" in markdown and f"[{top}]**" in markdown
+    assert (
+        top in ("Normal", "Pneumonia")
+        and "**Most probable: :" in markdown
+        and f"[{top}]**" in markdown
+    )
     p_top = float(row["call"].split("(")[1].split(")")[0])
     assert p_top >= 0.5  # two classes: the most probable has at least half the probability
 
@@ -205,10 +233,15 @@ def test_predict_uses_the_active_threshold_set(env, catalog, tmp_path):
     try:
         names = write_images(tmp_path / "up", 1, seed=9)
         at = page("predict", store_dir).run()
-        at.file_uploader(key="predict_files").set_value((names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png"))
+        at.file_uploader(key="predict_files").set_value(
+            (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png")
+        )
         at.run()
         no_exceptions(at)
-        assert shown_table(at, "highest finding")["call"].item() == f"{len(store.classes)} findings called"
+        assert (
+            shown_table(at, "highest finding")["call"].item()
+            == f"{len(store.classes)} findings called"
+        )
         assert "everything" in at.caption[0].value
     finally:
         store.set_active("card")
@@ -226,7 +259,9 @@ def test_performance_numbers_match_sklearn(env, catalog):
     aurocs = []
     for cls in classes:
         known = frame[f"label:{cls}"].notna()
-        aurocs.append(roc_auc_score(frame.loc[known, f"label:{cls}"], frame.loc[known, f"prob:{cls}"]))
+        aurocs.append(
+            roc_auc_score(frame.loc[known, f"label:{cls}"], frame.loc[known, f"prob:{cls}"])
+        )
     assert metric(at, "Macro AUROC") == f"{np.mean(aurocs):.3f}"
     table = shown_table(at, "auroc")
     assert list(table["class"][:3]) == classes
@@ -253,20 +288,34 @@ def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypat
     known = frame[frame[f"label:{cls}"].notna()]
     in_sample = recall_score(known[f"label:{cls}"], known[f"prob:{cls}"] >= card.thresholds[cls])
     out_of_fold = report["per_class"][cls]["sensitivity"]
-    assert f"{in_sample:.3f}" != f"{out_of_fold:.3f}"  # otherwise the test could not tell the two apart
+    assert (
+        f"{in_sample:.3f}" != f"{out_of_fold:.3f}"
+    )  # otherwise the test could not tell the two apart
 
     at = page("performance", ckpt).run()
     no_exceptions(at)
     radio = at.radio(key="perf_threshold_source")
     assert radio.value == "as evaluated (report.json)" and len(radio.options) == 2
-    assert shown_table(at, "auroc").set_index("class").loc[cls, "sensitivity"].startswith(f"{out_of_fold:.3f} (")
+    assert (
+        shown_table(at, "auroc")
+        .set_index("class")
+        .loc[cls, "sensitivity"]
+        .startswith(f"{out_of_fold:.3f} (")
+    )
     notes = " ".join(c.value for c in at.caption)
     assert "are out of sample" in notes and "in sample" not in notes.replace("out of sample", "")
 
     radio.set_value(radio.options[1]).run()
     no_exceptions(at)
-    assert shown_table(at, "auroc").set_index("class").loc[cls, "sensitivity"].startswith(f"{in_sample:.3f} (")
-    assert any("applied to the same cases they were fitted on — in sample" in c.value for c in at.caption)
+    assert (
+        shown_table(at, "auroc")
+        .set_index("class")
+        .loc[cls, "sensitivity"]
+        .startswith(f"{in_sample:.3f} (")
+    )
+    assert any(
+        "applied to the same cases they were fitted on — in sample" in c.value for c in at.caption
+    )
 
 
 def test_performance_multiclass_shows_confusion_matrix(env, catalog):
@@ -274,7 +323,9 @@ def test_performance_multiclass_shows_confusion_matrix(env, catalog):
     no_exceptions(at)
     assert any(h.value == "Confusion matrix" for h in at.subheader)
     report = json.loads((catalog["tiny_mc"] / "eval" / "val" / "report.json").read_text())
-    assert f"accuracy {report['multiclass']['accuracy']:.3f}" in " ".join(c.value for c in at.caption)
+    assert f"accuracy {report['multiclass']['accuracy']:.3f}" in " ".join(
+        c.value for c in at.caption
+    )
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -307,22 +358,35 @@ def test_threshold_preset_save_and_activate(env, catalog):
     for cls in ("Atelectasis", "Cardiomegaly", "Pleural Effusion"):
         known = frame[f"label:{cls}"].notna()
         value = at.slider(key=f"thr::tiny_b::{cls}").value
-        assert recall_score(frame.loc[known, f"label:{cls}"], frame.loc[known, f"prob:{cls}"] >= value) >= 0.9
+        assert (
+            recall_score(frame.loc[known, f"label:{cls}"], frame.loc[known, f"prob:{cls}"] >= value)
+            >= 0.9
+        )
     at.text_input(key="thr_save_name").input("screening").run()
     at.button(key="thr_save").click().run()
     no_exceptions(at)
     saved = json.loads((ckpt / "thresholds" / "screening.json").read_text())
-    assert saved["thresholds"]["Atelectasis"] == pytest.approx(at.slider(key="thr::tiny_b::Atelectasis").value)
+    assert saved["thresholds"]["Atelectasis"] == pytest.approx(
+        at.slider(key="thr::tiny_b::Atelectasis").value
+    )
     assert "sensitivity" in saved["method"].lower()
     at.selectbox(key="thr_pick").set_value("screening").run()
-    assert at.button(key="thr_activate").disabled  # no reader named yet: the change could not be logged
+    assert at.button(
+        key="thr_activate"
+    ).disabled  # no reader named yet: the change could not be logged
     at.session_state[READER] = "Dr A"
     at.run()
     at.button(key="thr_activate").click().run()
     no_exceptions(at)
     assert (ckpt / "thresholds" / "active.txt").read_text().strip() == "screening"
-    assert "Model default: **screening** · in force in this browser: **screening**" in at.caption[0].value
-    entry = [json.loads(line) for line in (ckpt / "thresholds" / "activations.jsonl").read_text().splitlines()][-1]
+    assert (
+        "Model default: **screening** · in force in this browser: **screening**"
+        in at.caption[0].value
+    )
+    entry = [
+        json.loads(line)
+        for line in (ckpt / "thresholds" / "activations.jsonl").read_text().splitlines()
+    ][-1]
     assert (entry["by"], entry["from"], entry["to"]) == ("Dr A", "card", "screening")
     audit = shown_table(at, "By")
     assert audit.iloc[0].tolist()[1:] == ["Dr A", "card", "screening"]
@@ -389,10 +453,14 @@ def start_session(at: AppTest, name: str, mode: str, classes: list[str] | None =
 
 
 def call(at: AppTest, class_name: str, value: str, confidence: int | None = None) -> None:
-    radio = next(r for r in at.radio if r.key.startswith("rev_call@") and r.key.endswith(f"@{class_name}"))
+    radio = next(
+        r for r in at.radio if r.key.startswith("rev_call@") and r.key.endswith(f"@{class_name}")
+    )
     radio.set_value(value)
     if confidence is not None:
-        next(s for s in at.selectbox if s.key == radio.key.replace("rev_call@", "rev_conf@")).set_value(confidence)
+        next(
+            s for s in at.selectbox if s.key == radio.key.replace("rev_call@", "rev_conf@")
+        ).set_value(confidence)
 
 
 def press(at: AppTest, label: str) -> AppTest:
@@ -429,30 +497,49 @@ def test_review_two_readers_never_overwrite_each_other(env, catalog):
     mine = {v.class_name: v for v in store.verdicts(session.id, reviewer="AB")}
     assert (mine["Atelectasis"].finding, mine["Atelectasis"].confidence) == ("present", 4)
     assert mine["Atelectasis"].verdict in {"agree", "model_wrong", "label_wrong"}
-    assert store.reader_position(session.id, "AB") == (1, store.reader_position(session.id, "AB")[1])
+    assert store.reader_position(session.id, "AB") == (
+        1,
+        store.reader_position(session.id, "AB")[1],
+    )
 
-    other = as_reader("CD", catalog["tiny_a"]).run()  # a second browser, another reader, same session
+    other = as_reader(
+        "CD", catalog["tiny_a"]
+    ).run()  # a second browser, another reader, same session
     other.selectbox(key="rev_session_pick").set_value(session.id).run()
     no_exceptions(other)
     assert first in film_markdown(other)  # CD starts at their own position
-    assert all(r.value is None for r in other.radio if r.key.startswith("rev_call@"))  # AB's calls not shown
+    assert all(
+        r.value is None for r in other.radio if r.key.startswith("rev_call@")
+    )  # AB's calls not shown
     call(other, "Atelectasis", "unsure")
     call(other, "Cardiomegaly", "absent")
     press(other, "Save")
-    both = {v.reviewer: v.finding for v in store.verdicts(session.id) if v.image_id == first and v.class_name == "Atelectasis"}
+    both = {
+        v.reviewer: v.finding
+        for v in store.verdicts(session.id)
+        if v.image_id == first and v.class_name == "Atelectasis"
+    }
     assert both == {"AB": "present", "CD": "unsure"}
     assert "✓ reviewed by you" in film_markdown(other)
     assert any("your call **Unsure**" in c.value for c in other.caption)
     call(other, "Atelectasis", "absent")  # CD changes their own call; history keeps both
     press(other, "Save")
-    assert [v.finding for v in store.history(session.id, first, "Atelectasis", "CD")] == ["unsure", "absent"]
+    assert [v.finding for v in store.history(session.id, first, "Atelectasis", "CD")] == [
+        "unsure",
+        "absent",
+    ]
     assert store.verdict(session.id, first, "Atelectasis", "AB").finding == "present"
 
     other.radio(key="rev_view").set_value("Agreement").run()
     no_exceptions(other)
-    assert not [b for b in other.button if b.key == "rev_reveal"]  # unblinded: open after one film, as before
+    assert not [
+        b for b in other.button if b.key == "rev_reveal"
+    ]  # unblinded: open after one film, as before
     table = shown_table(other, "Between")
-    assert "AB vs CD" in table["Between"].tolist() and "AB vs dataset label" in table["Between"].tolist()
+    assert (
+        "AB vs CD" in table["Between"].tolist()
+        and "AB vs dataset label" in table["Between"].tolist()
+    )
     csv_text = other.get("download_button")[0].proto.label
     assert "Export" in csv_text
     rows = store.export_rows(session.id)
@@ -461,7 +548,9 @@ def test_review_two_readers_never_overwrite_each_other(env, catalog):
     fresh = as_reader("AB", catalog["tiny_a"]).run()  # AB reloads: resumes on their second film
     fresh.selectbox(key="rev_session_pick").set_value(session.id).run()
     assert first not in film_markdown(fresh)
-    fresh.selectbox(key="rev_order").set_value("lowest probability first").run()  # a filter change keeps the film
+    fresh.selectbox(key="rev_order").set_value(
+        "lowest probability first"
+    ).run()  # a filter change keeps the film
     no_exceptions(fresh)
     assert store.reader_position(session.id, "AB")[1] in film_markdown(fresh)
 
@@ -475,7 +564,9 @@ def test_review_blinded_mode_reveals_after_saving(env, catalog):
     assert not [s for s in at.selectbox if s.key == "rev_focus"]  # no outcome filters
     at.select_slider(key="rev_zoom").set_value(2.0).run()
     no_exceptions(at)
-    assert at.select_slider(key="rev_zoom").value == 2.0 and not at.slider(key="rev_zoom_x").disabled
+    assert (
+        at.select_slider(key="rev_zoom").value == 2.0 and not at.slider(key="rev_zoom_x").disabled
+    )
     call(at, "Atelectasis", "present")
     press(at, "Save")
     text = " ".join(m.value for m in at.markdown)
@@ -492,7 +583,9 @@ SESSION_VIEWS = ("Agreement", "Adjudicate", "Corrected metrics")
 
 
 def page_text(at: AppTest) -> str:
-    return " ".join(e.value for kind in (at.markdown, at.caption, at.info, at.warning, at.error) for e in kind)
+    return " ".join(
+        e.value for kind in (at.markdown, at.caption, at.info, at.warning, at.error) for e in kind
+    )
 
 
 def assert_closed(at: AppTest, left: int, films: int) -> None:
@@ -503,10 +596,14 @@ def assert_closed(at: AppTest, left: int, films: int) -> None:
         text = page_text(at)
         assert "Closed while you read blinded" in at.info[0].value, name
         assert f"You have **{left} of {films} films** left to read" in at.info[0].value, name
-        assert not at.dataframe and not at.get("download_button") and not at.get("plotly_chart"), name
+        assert not at.dataframe and not at.get("download_button") and not at.get("plotly_chart"), (
+            name
+        )
         for hidden in ("dataset label **", "model **", "Corrected label"):
             assert hidden not in text, (name, hidden)
-        assert at.button(key="rev_reveal").label == REVEAL and not at.button(key="rev_reveal").disabled
+        assert (
+            at.button(key="rev_reveal").label == REVEAL and not at.button(key="rev_reveal").disabled
+        )
 
 
 def test_review_blinded_session_views_open_only_after_a_reveal(env, catalog):
@@ -514,23 +611,36 @@ def test_review_blinded_session_views_open_only_after_a_reveal(env, catalog):
     at = as_reader("AB", catalog["tiny_a"]).run()
     start_session(at, "blind", "blind_all", ["Atelectasis"])
     (session,) = store.sessions()
-    films = sorted({str(f) for f in predictions(catalog["tiny_a"]).dropna(subset=["label:Atelectasis"])["image_id"]})
+    films = sorted(
+        {
+            str(f)
+            for f in predictions(catalog["tiny_a"]).dropna(subset=["label:Atelectasis"])["image_id"]
+        }
+    )
     first = film_markdown(at).split("`")[1]
     call(at, "Atelectasis", "present")
     press(at, "Save")
-    store.record(session.id, first, "Atelectasis", reviewer="CD", finding="present")  # another reader's call
+    store.record(
+        session.id, first, "Atelectasis", reviewer="CD", finding="present"
+    )  # another reader's call
     assert_closed(at, len(films) - 1, len(films))
     assert store.revealed_at(session.id, "AB") is None
 
     press(at, REVEAL)  # still on Corrected metrics
     when = store.revealed_at(session.id, "AB")
-    assert when is not None and shown_table(at, "Corrected labels").iloc[0]["Finding"].startswith("Atelectasis")
+    assert when is not None and shown_table(at, "Corrected labels").iloc[0]["Finding"].startswith(
+        "Atelectasis"
+    )
     assert "Open to you since you revealed the labels and model output on" in page_text(at)
     at.radio(key="rev_view").set_value("Agreement").run()
-    assert "AB vs CD" in shown_table(at, "Between")["Between"].tolist() and at.get("download_button")
+    assert "AB vs CD" in shown_table(at, "Between")["Between"].tolist() and at.get(
+        "download_button"
+    )
 
     at.radio(key="rev_view").set_value("Read").run()
-    press(at, "Next unreviewed")  # a film AB had not read: shown, but a call on it could not be blinded
+    press(
+        at, "Next unreviewed"
+    )  # a film AB had not read: shown, but a call on it could not be blinded
     text = page_text(at)
     assert "You revealed the labels and model output of this session on" in text
     assert "model 0." in text and ("label present" in text or "label absent" in text)
@@ -538,10 +648,15 @@ def test_review_blinded_session_views_open_only_after_a_reveal(env, catalog):
     assert at.button(key="rev_save").disabled and at.button(key="rev_save_next").disabled
     picker = at.selectbox(key="rev_film_pick")
     picker.set_value(next(i for i, label in enumerate(picker.options) if first in label)).run()
-    assert first in film_markdown(at) and not at.button(key="rev_save").disabled  # own earlier call: may change
+    assert (
+        first in film_markdown(at) and not at.button(key="rev_save").disabled
+    )  # own earlier call: may change
     call(at, "Atelectasis", "absent")
     press(at, "Save")
-    assert [v.finding for v in store.history(session.id, first, "Atelectasis", "AB")] == ["present", "absent"]
+    assert [v.finding for v in store.history(session.id, first, "Atelectasis", "AB")] == [
+        "present",
+        "absent",
+    ]
 
     again = as_reader("AB", catalog["tiny_a"]).run()  # a reload: the reveal is in the database
     again.selectbox(key="rev_session_pick").set_value(session.id).run()
@@ -551,10 +666,15 @@ def test_review_blinded_session_views_open_only_after_a_reveal(env, catalog):
     other = as_reader("CD", catalog["tiny_a"]).run()  # per reader: CD is still blinded
     other.selectbox(key="rev_session_pick").set_value(session.id).run()
     assert_closed(other, len(films) - 1, len(films))
-    nobody = page("review", catalog["tiny_a"]).run()  # no reader name: closed, and nobody to reveal for
+    nobody = page(
+        "review", catalog["tiny_a"]
+    ).run()  # no reader name: closed, and nobody to reveal for
     nobody.selectbox(key="rev_session_pick").set_value(session.id).run()
     nobody.radio(key="rev_view").set_value("Agreement").run()
-    assert "Enter your name as **Reader**" in nobody.info[0].value and nobody.button(key="rev_reveal").disabled
+    assert (
+        "Enter your name as **Reader**" in nobody.info[0].value
+        and nobody.button(key="rev_reveal").disabled
+    )
 
 
 def test_review_blinded_session_views_open_once_every_film_is_read(env, catalog):
@@ -564,7 +684,10 @@ def test_review_blinded_session_views_open_once_every_film_is_read(env, catalog)
     (session,) = store.sessions()
     last = film_markdown(at).split("`")[1]
     frame = predictions(catalog["tiny_a"])
-    known = {c: set(frame.loc[frame[f"label:{c}"].notna(), "image_id"].astype(str)) for c in ("Atelectasis", "Cardiomegaly")}
+    known = {
+        c: set(frame.loc[frame[f"label:{c}"].notna(), "image_id"].astype(str))
+        for c in ("Atelectasis", "Cardiomegaly")
+    }
     films = sorted(known["Atelectasis"] | known["Cardiomegaly"])
     for film in films:
         for class_name in ("Atelectasis", "Cardiomegaly"):
@@ -578,7 +701,9 @@ def test_review_blinded_session_views_open_once_every_film_is_read(env, catalog)
     at.radio(key="rev_view").set_value("Agreement").run()
     no_exceptions(at)
     assert "Open to you: you have saved your calls on every film" in page_text(at)
-    assert "AB vs dataset label" in shown_table(at, "Between")["Between"].tolist() and at.get("download_button")
+    assert "AB vs dataset label" in shown_table(at, "Between")["Between"].tolist() and at.get(
+        "download_button"
+    )
     assert store.revealed_at(session.id, "AB") is None  # opened by reading, not by a reveal
 
 
@@ -603,7 +728,10 @@ def test_review_adjudication_and_corrected_metrics(env, catalog):
     at.radio(key="rev_view").set_value("Adjudicate").run()
     press(at, REVEAL)  # B adjudicates before reading the other films
     listed = shown_table(at, "Readers' calls")
-    assert listed.iloc[0]["Readers' calls"] == "A: present, B: absent" and listed.iloc[0]["Majority"] == "tie"
+    assert (
+        listed.iloc[0]["Readers' calls"] == "A: present, B: absent"
+        and listed.iloc[0]["Majority"] == "tie"
+    )
     at.radio(key="rev_adj_label").set_value("present")
     press(at, "Record final label")
     (decided,) = store.adjudications(session.id)
@@ -615,7 +743,9 @@ def test_review_adjudication_and_corrected_metrics(env, catalog):
     frame = predictions(catalog["tiny_a"])
     known = frame["label:Atelectasis"].notna()
     assert float(atelectasis.loc["AUROC", "Original labels"]) == pytest.approx(
-        roc_auc_score(frame.loc[known, "label:Atelectasis"], frame.loc[known, "prob:Atelectasis"]), abs=5e-4)
+        roc_auc_score(frame.loc[known, "label:Atelectasis"], frame.loc[known, "prob:Atelectasis"]),
+        abs=5e-4,
+    )
     truth = frame.set_index("image_id").loc[film, "label:Atelectasis"]
     changed = 0 if truth == 1 else 1
     assert f"{changed} label(s) changed" in atelectasis["Finding"].iloc[0]
@@ -634,7 +764,9 @@ def plotly_traces(at: AppTest, key_prefix: str) -> list[dict]:
         for axis in ("x", "y"):
             if isinstance(trace.get(axis), dict):
                 encoded = trace[axis]
-                trace[axis] = np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"]).tolist()
+                trace[axis] = np.frombuffer(
+                    base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"]
+                ).tolist()
     return traces
 
 
@@ -652,32 +784,51 @@ def test_review_mark_on_the_film_is_saved_with_the_call_and_drawn(env, catalog):
     (session,) = store.sessions()
     film = film_markdown(at).split("`")[1]
     form_key = f"{session.id}@AB@{film}"
-    assert at.selectbox(key="rev_mark_class").value == "Atelectasis" and at.radio(key="rev_mark_by").value == "point"
+    assert (
+        at.selectbox(key="rev_mark_class").value == "Atelectasis"
+        and at.radio(key="rev_mark_by").value == "point"
+    )
     traces = plotly_traces(at, "rev_where")
-    assert [t["type"] for t in traces] == ["image", "scatter"]  # the film and its click grid, no mark yet
-    at.session_state["rev_marks"] = {(form_key, "Atelectasis"): Mark(point=(0.25, 0.75)),
-                                     (form_key, "Cardiomegaly"): Mark(box=(0.5, 0.1, 0.9, 0.4))}
+    assert [t["type"] for t in traces] == [
+        "image",
+        "scatter",
+    ]  # the film and its click grid, no mark yet
+    at.session_state["rev_marks"] = {
+        (form_key, "Atelectasis"): Mark(point=(0.25, 0.75)),
+        (form_key, "Cardiomegaly"): Mark(box=(0.5, 0.1, 0.9, 0.4)),
+    }
     at.run()
-    assert where_captions(at) == ["Where: point 25% across, 75% down · not saved yet",
-                                  "Where: box 50–90% across, 10–40% down · not saved yet"]
+    assert where_captions(at) == [
+        "Where: point 25% across, 75% down · not saved yet",
+        "Where: box 50–90% across, 10–40% down · not saved yet",
+    ]
     call(at, "Atelectasis", "present")
     call(at, "Cardiomegaly", "absent")
     press(at, "Save")
     mine = {v.class_name: v for v in store.verdicts(session.id, reviewer="AB")}
     assert (mine["Atelectasis"].point, mine["Atelectasis"].box) == ((0.25, 0.75), None)
     assert (mine["Cardiomegaly"].point, mine["Cardiomegaly"].box) == (None, (0.5, 0.1, 0.9, 0.4))
-    assert where_captions(at) == ["Where: point 25% across, 75% down", "Where: box 50–90% across, 10–40% down"]
+    assert where_captions(at) == [
+        "Where: point 25% across, 75% down",
+        "Where: box 50–90% across, 10–40% down",
+    ]
     traces = plotly_traces(at, "rev_where")
     width = IMAGE_SIZE  # the fixture films are square
     assert len(traces[1]["x"]) == 64 * 64 and max(traces[1]["x"]) < width
     drawn = {t["name"]: t for t in traces[2:]}
     assert set(drawn) == {"Atelectasis", "Cardiomegaly"}
-    assert drawn["Atelectasis"]["x"] == [0.25 * width] and drawn["Atelectasis"]["marker"]["line"]["dash"] == "solid"
+    assert (
+        drawn["Atelectasis"]["x"] == [0.25 * width]
+        and drawn["Atelectasis"]["marker"]["line"]["dash"] == "solid"
+    )
     at.button(key="rev_clear_mark").click().run()  # clears the focused finding's mark (Atelectasis)
     assert where_captions(at)[0] == "Where: mark cleared, saved without one"
     press(at, "Save")
     assert store.verdict(session.id, film, "Atelectasis", "AB").point is None
-    assert [v.point for v in store.history(session.id, film, "Atelectasis", "AB")] == [(0.25, 0.75), None]
+    assert [v.point for v in store.history(session.id, film, "Atelectasis", "AB")] == [
+        (0.25, 0.75),
+        None,
+    ]
     assert store.verdict(session.id, film, "Cardiomegaly", "AB").box == (0.5, 0.1, 0.9, 0.4)  # kept
 
 
@@ -688,27 +839,55 @@ def test_review_adjudication_shows_the_film_with_each_readers_mark(env, catalog)
     (session,) = store.sessions()
     film = film_markdown(at).split("`")[1]
     for cls in ("Atelectasis", "Cardiomegaly"):
-        store.record(session.id, film, cls, reviewer="A", finding="present", confidence=4, point=(0.25, 0.5))
-        store.record(session.id, film, cls, reviewer="B", finding="absent", box=(0.5, 0.5, 0.75, 0.75), note="clear")
+        store.record(
+            session.id, film, cls, reviewer="A", finding="present", confidence=4, point=(0.25, 0.5)
+        )
+        store.record(
+            session.id,
+            film,
+            cls,
+            reviewer="B",
+            finding="absent",
+            box=(0.5, 0.5, 0.75, 0.75),
+            note="clear",
+        )
     at.radio(key="rev_view").set_value("Adjudicate").run()
     press(at, REVEAL)  # an adjudicator who never reads
-    assert at.selectbox(key="rev_adj_pick").options == [f"{film} · Atelectasis", f"{film} · Cardiomegaly"]
+    assert at.selectbox(key="rev_adj_pick").options == [
+        f"{film} · Atelectasis",
+        f"{film} · Cardiomegaly",
+    ]
     calls_shown = shown_table(at, "Where")
     assert calls_shown[["Reader", "Call", "Confidence", "Where"]].values.tolist() == [
-        ["A", "Present", "4", "point 25% across, 50% down"], ["B", "Absent", "—", "box 50–75% across, 50–75% down"]]
+        ["A", "Present", "4", "point 25% across, 50% down"],
+        ["B", "Absent", "—", "box 50–75% across, 50–75% down"],
+    ]
     traces = plotly_traces(at, "rev_adj_film")
-    assert [t["type"] for t in traces] == ["image", "scatter", "scatter"]  # no click grid: nothing to select here
+    assert [t["type"] for t in traces] == [
+        "image",
+        "scatter",
+        "scatter",
+    ]  # no click grid: nothing to select here
     marks_by = {t["name"]: t for t in traces[1:]}
     quarter = IMAGE_SIZE / 4
-    assert marks_by["A"]["x"] == [quarter] and marks_by["B"]["x"] == [2 * quarter, 3 * quarter, 3 * quarter,
-                                                                      2 * quarter, 2 * quarter]
-    assert "A: Present · confidence 4" in marks_by["A"]["hovertext"] and "clear" in marks_by["B"]["hovertext"]
+    assert marks_by["A"]["x"] == [quarter] and marks_by["B"]["x"] == [
+        2 * quarter,
+        3 * quarter,
+        3 * quarter,
+        2 * quarter,
+        2 * quarter,
+    ]
+    assert (
+        "A: Present · confidence 4" in marks_by["A"]["hovertext"]
+        and "clear" in marks_by["B"]["hovertext"]
+    )
     # the second finding is picked, then decided: the adjudication lands on it, not on the first one listed
     at.selectbox(key="rev_adj_pick").set_value(1).run()
     at.radio(key="rev_adj_label").set_value("present")
     press(at, "Record final label")
     assert [(a.class_name, a.label, a.adjudicator) for a in store.adjudications(session.id)] == [
-        ("Cardiomegaly", 1, "ADJ")]
+        ("Cardiomegaly", 1, "ADJ")
+    ]
 
 
 def test_review_migrated_verdicts_show_under_an_explicit_reader_name(env, catalog):
@@ -719,11 +898,17 @@ def test_review_migrated_verdicts_show_under_an_explicit_reader_name(env, catalo
     frame = predictions(catalog["tiny_a"])
     films = frame["image_id"].astype(str).tolist()[:6]
     old = ["agree" if i % 2 else "model_wrong" for i in range(6)]
-    old_database(env / "review", "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position) VALUES "
-                 f"('before readers', '{catalog['tiny_a'].resolve()}', 'val', '{{}}', '2026-12-01T20:05:11.120+00:00', 0);"
-                 "INSERT INTO verdicts VALUES " + ", ".join(
-                     f"(1, '{f}', 'Atelectasis', '{v}', '', '', '2026-12-01T20:1{i}:00.000+00:00')"
-                     for i, (f, v) in enumerate(zip(films, old))) + ";")
+    old_database(
+        env / "review",
+        "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position) VALUES "
+        f"('before readers', '{catalog['tiny_a'].resolve()}', 'val', '{{}}', '2026-12-01T20:05:11.120+00:00', 0);"
+        "INSERT INTO verdicts VALUES "
+        + ", ".join(
+            f"(1, '{f}', 'Atelectasis', '{v}', '', '', '2026-12-01T20:1{i}:00.000+00:00')"
+            for i, (f, v) in enumerate(zip(films, old))
+        )
+        + ";",
+    )
     store = ReviewStore(env / "review")
     for f in films:
         store.record(1, f, "Atelectasis", reviewer="CD", finding="present")
@@ -738,7 +923,10 @@ def test_review_migrated_verdicts_show_under_an_explicit_reader_name(env, catalo
     at.radio(key="rev_view").set_value("Adjudicate").run()
     no_exceptions(at)
     listed = shown_table(at, "Readers' calls")
-    assert len(listed) >= 1 and listed["Readers' calls"].str.contains(f"{LEGACY_READER}: ", regex=False).all()
+    assert (
+        len(listed) >= 1
+        and listed["Readers' calls"].str.contains(f"{LEGACY_READER}: ", regex=False).all()
+    )
     assert LEGACY_READER in shown_table(at, "Where")["Reader"].tolist()
 
 
@@ -765,7 +953,9 @@ def test_models_page_cards_and_comparison(env, catalog):
     report_b = json.loads((catalog["tiny_b"] / "eval" / "val" / "report.json").read_text())
     for row in table.itertuples(index=False):
         assert row.tiny_a == pytest.approx(report_a["per_class"][row[0]]["auroc"])
-        assert row.difference == pytest.approx(report_b["per_class"][row[0]]["auroc"] - report_a["per_class"][row[0]]["auroc"])
+        assert row.difference == pytest.approx(
+            report_b["per_class"][row[0]]["auroc"] - report_a["per_class"][row[0]]["auroc"]
+        )
     at.selectbox(key="models_cmp_b").set_value("tiny_mc").run()
     no_exceptions(at)
     assert any("share no classes" in w.value for w in at.warning)
@@ -785,9 +975,11 @@ def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog
     blank = io.BytesIO()
     Image.fromarray(np.zeros((128, 128), np.uint8)).save(blank, format="PNG")
     _dicom(tmp_path / "head.dcm", Modality="CT", BodyPartExamined="HEAD")
-    uploads = [(names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png"),
-               ("blank.png", blank.getvalue(), "image/png"),
-               ("head.dcm", (tmp_path / "head.dcm").read_bytes(), "application/dicom")]
+    uploads = [
+        (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png"),
+        ("blank.png", blank.getvalue(), "image/png"),
+        ("head.dcm", (tmp_path / "head.dcm").read_bytes(), "application/dicom"),
+    ]
     at = page("predict", catalog["tiny_a"]).run()
     at.file_uploader(key="predict_files").set_value(uploads)
     at.run()
@@ -796,13 +988,24 @@ def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog
     table = shown_table(at, "warnings")
     assert list(table["file"]) == [names[0], "head.dcm"]
     # the synthetic blob is no chest film: the lung check's warning is the gate's only one for it
-    assert table["warnings"].tolist()[0].startswith("This image does not look like a frontal chest radiograph")
+    assert (
+        table["warnings"]
+        .tolist()[0]
+        .startswith("This image does not look like a frontal chest radiograph")
+    )
     assert " | " not in table["warnings"].tolist()[0]
-    assert "Modality is CT" in table["warnings"].tolist()[1] and "BodyPartExamined is HEAD" in table["warnings"].tolist()[1]
-    at.selectbox(key="predict_pick").set_value("2. head.dcm").run()  # the reading view shows the picked image's warnings
+    assert (
+        "Modality is CT" in table["warnings"].tolist()[1]
+        and "BodyPartExamined is HEAD" in table["warnings"].tolist()[1]
+    )
+    at.selectbox(key="predict_pick").set_value(
+        "2. head.dcm"
+    ).run()  # the reading view shows the picked image's warnings
     no_exceptions(at)
     shown = [w.value for w in at.warning]
-    assert any("Modality is CT" in w for w in shown) and any("BodyPartExamined is HEAD" in w for w in shown)
+    assert any("Modality is CT" in w for w in shown) and any(
+        "BodyPartExamined is HEAD" in w for w in shown
+    )
 
 
 def test_predict_dicom_shows_header_fields_without_identifiers_by_default(env, catalog, tmp_path):
@@ -817,14 +1020,21 @@ def test_predict_dicom_shows_header_fields_without_identifiers_by_default(env, c
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        meta.MediaStorageSOPInstanceUID,
+    )
     ds.Modality, ds.ViewPosition, ds.PatientAge, ds.PatientSex = "DX", "PA", "063Y", "F"
     ds.StudyDate, ds.PatientID, ds.PatientName = "20240131", "SECRET-ID-42", "Doe^Jane"
-    ds.set_pixel_data(np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8), "MONOCHROME2", 8)
+    ds.set_pixel_data(
+        np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8), "MONOCHROME2", 8
+    )
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     at = page("predict", catalog["tiny_a"]).run()
-    at.file_uploader(key="predict_files").set_value(("study.dcm", buffer.getvalue(), "application/dicom"))
+    at.file_uploader(key="predict_files").set_value(
+        ("study.dcm", buffer.getvalue(), "application/dicom")
+    )
     at.run()
     no_exceptions(at)
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
@@ -875,14 +1085,20 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
     at.file_uploader(key="predict_files").set_value((source.name, data, "image/png"))
     at.run()
     no_exceptions(at)
-    assert shown_table(at, "warnings")["warnings"].tolist() == [""] and not at.warning  # a frontal film passes
+    assert (
+        shown_table(at, "warnings")["warnings"].tolist() == [""] and not at.warning
+    )  # a frontal film passes
     image = load_image(source)
     lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT).segment(image.pixels)
     captions = " ".join(c.value for c in at.caption)
     assert f"Lungs: {lungs.fraction:.1%} of the image" in captions
     ident = f"0_{_digest(data)}"
     assert at.download_button(key=f"lung_png_{ident}") is not None
-    assert [t["type"] for t in viewer_traces(at)] == ["image", "image", "contour"]  # outline off by default
+    assert [t["type"] for t in viewer_traces(at)] == [
+        "image",
+        "image",
+        "contour",
+    ]  # outline off by default
 
     at.toggle(key=f"lung_show_{ident}").set_value(True).run()
     no_exceptions(at)
@@ -892,11 +1108,18 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
     assert len(polygons) == 2
     expected_x = np.concatenate([np.append(p[:, 0], np.nan) for p in polygons])
     np.testing.assert_array_equal(plotted(outlines[0]["x"]), expected_x)
-    np.testing.assert_array_equal(plotted(outlines[1]["y"]), np.concatenate([np.append(p[:, 1], np.nan) for p in polygons]))
+    np.testing.assert_array_equal(
+        plotted(outlines[1]["y"]), np.concatenate([np.append(p[:, 1], np.nan) for p in polygons])
+    )
 
     class_name = at.selectbox(key=f"cam_class_{ident}").value
-    heat = explain(Predictor.from_checkpoint(catalog["tiny_a"] / "model.safetensors"), image, class_name,
-                   DEFAULT_METHOD, layer=DEFAULT_LAYER)  # 256 px: the page keeps it at that grid
+    heat = explain(
+        Predictor.from_checkpoint(catalog["tiny_a"] / "model.safetensors"),
+        image,
+        class_name,
+        DEFAULT_METHOD,
+        layer=DEFAULT_LAYER,
+    )  # 256 px: the page keeps it at that grid
     share = heatmap_mass_in_mask(heat, lungs.mask)
     shown = next(c.value for c in at.caption if "of the map inside the lungs" in c.value)
     assert abs(int(shown.split("%")[0]) - 100 * share) <= 0.5 + 1e-6
@@ -905,13 +1128,17 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
     at.toggle(key=f"lung_norm_{ident}").set_value(True).run()
     no_exceptions(at)
     contour = next(t for t in viewer_traces(at) if t["type"] == "contour")
-    np.testing.assert_allclose(plotted(contour["z"]), heatmap_within_mask(heat, lungs.mask), atol=1e-5)
+    np.testing.assert_allclose(
+        plotted(contour["z"]), heatmap_within_mask(heat, lungs.mask), atol=1e-5
+    )
     assert not plotted(contour["z"])[~lungs.mask].any()  # nothing outside the lungs
     assert any("rescaled within the lungs" in c.value for c in at.caption)
 
 
 def test_predict_works_without_the_lung_model_and_says_so(env, catalog, tmp_path, monkeypatch):
-    monkeypatch.setattr("cxr_core.inference.lungs.DEFAULT_LUNG_CHECKPOINT", tmp_path / "lungs" / "model.safetensors")
+    monkeypatch.setattr(
+        "cxr_core.inference.lungs.DEFAULT_LUNG_CHECKPOINT", tmp_path / "lungs" / "model.safetensors"
+    )
     names = write_images(tmp_path / "up", 1, seed=13)
     data = (tmp_path / "up" / names[0]).read_bytes()
     at = page("predict", catalog["tiny_a"]).run()
@@ -919,8 +1146,11 @@ def test_predict_works_without_the_lung_model_and_says_so(env, catalog, tmp_path
     at.run()
     no_exceptions(at)
     assert shown_table(at, "warnings")["warnings"].tolist() == [""]  # no lung model: no lung check
-    assert any(c.value.startswith("No lung outline, lung area or in-lung share") and str(tmp_path) in c.value
-               for c in at.caption)
+    assert any(
+        c.value.startswith("No lung outline, lung area or in-lung share")
+        and str(tmp_path) in c.value
+        for c in at.caption
+    )
     assert not [t.key for t in at.toggle if t.key and t.key.startswith("lung_")]
     assert not any("inside the lungs" in c.value for c in at.caption)
     assert [t["type"] for t in viewer_traces(at)] == ["image", "image", "contour"]

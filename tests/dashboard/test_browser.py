@@ -28,9 +28,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-PAGES = (("performance", "Performance"), ("thresholds", "Thresholds"), ("review", "Review"), ("models", "Models"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGES = (
+    ("performance", "Performance"),
+    ("thresholds", "Thresholds"),
+    ("review", "Review"),
+    ("models", "Models"),
+)
 
 
 _REVIEW_DIRS: dict[str, Path] = {}
@@ -82,13 +93,34 @@ def browser_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _serve(root: Path, log_name: str):
     """A freshly started ``streamlit run`` on a free port, with the repository's own config."""
     port = _free_port()
-    env = {**os.environ, "CXR_CHECKPOINT_DIRS": str(root / "checkpoints"), "CXR_REVIEW_DIR": str(root / "review"),
-           "CXR_DATA_ROOT": str(root / "data"), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "CXR_CHECKPOINT_DIRS": str(root / "checkpoints"),
+        "CXR_REVIEW_DIR": str(root / "review"),
+        "CXR_DATA_ROOT": str(root / "data"),
+        "OMP_NUM_THREADS": "1",
+    }
     log = (root / log_name).open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
@@ -135,7 +167,9 @@ INNER_SCROLL_JS = """() => Array.from(document.querySelectorAll('[data-testid="s
 })"""
 
 
-def test_page_url_as_first_request_gets_the_router(browser_root: Path, screenshot_dir: Path) -> None:
+def test_page_url_as_first_request_gets_the_router(
+    browser_root: Path, screenshot_dir: Path
+) -> None:
     """On a server nobody has visited, /performance shows the router's picker and disclaimer, not a file list."""
     from playwright.sync_api import sync_playwright
 
@@ -147,16 +181,22 @@ def test_page_url_as_first_request_gets_the_router(browser_root: Path, screensho
             page.get_by_role("heading", name="Performance").first.wait_for(timeout=120_000)
             _settle(page)
             sidebar = page.locator('[data-testid="stSidebar"]')
-            sidebar.get_by_text("Checkpoint", exact=True).wait_for(timeout=60_000)  # the model picker
+            sidebar.get_by_text("Checkpoint", exact=True).wait_for(
+                timeout=60_000
+            )  # the model picker
             assert sidebar.get_by_text("not a medical device", exact=False).count() == 1
             nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
-            assert "Thresholds" in nav and "streamlit app" not in nav.lower()  # the router's titles, no file list
+            assert (
+                "Thresholds" in nav and "streamlit app" not in nav.lower()
+            )  # the router's titles, no file list
             page.screenshot(path=str(screenshot_dir / "0_fresh_performance.png"), full_page=True)
         finally:
             browser.close()
 
 
-def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, screenshot_dir: Path) -> None:
+def test_upload_predict_and_visit_every_page(
+    dashboard_url: str, xray: Path, screenshot_dir: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -174,20 +214,29 @@ def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, scr
             assert table.is_visible()
             assert page.get_by_role("heading", name=xray.name).count() == 1
             assert page.locator('[data-testid="stException"]').count() == 0
-            page.wait_for_function(f"() => {PLOTS_JS}.some(p => p.data.some(t => t.type === 'contour'))",
-                                   timeout=120_000)  # the default overlay outlines the map
-            bars = page.evaluate(f"() => {PLOTS_JS}.map(p => p.data.find(t => t.type === 'bar')).filter(Boolean)"
-                                 ".map(t => t.x)")
+            page.wait_for_function(
+                f"() => {PLOTS_JS}.some(p => p.data.some(t => t.type === 'contour'))",
+                timeout=120_000,
+            )  # the default overlay outlines the map
+            bars = page.evaluate(
+                f"() => {PLOTS_JS}.map(p => p.data.find(t => t.type === 'bar')).filter(Boolean)"
+                ".map(t => t.x)"
+            )
             assert len(bars) == 1 and len(bars[0]) == 3
             top_first = bars[0][::-1]  # plotly draws the first bar at the bottom
-            assert top_first == sorted(top_first, reverse=True), "findings not sorted by probability"
+            assert top_first == sorted(top_first, reverse=True), (
+                "findings not sorted by probability"
+            )
             page.screenshot(path=str(screenshot_dir / "1_predict.png"), full_page=True)
             assert page.get_by_text("of the map inside the lungs", exact=False).count() == 1
             outlined = f"() => {PLOTS_JS}.some(p => p.data.some(t => t.name === 'lung outline'))"
             assert not page.evaluate(outlined)  # off by default
             page.locator('[data-testid="stCheckbox"]', has_text="Lung outline").click()
-            page.wait_for_function(f"() => {PLOTS_JS}.some(p => p.data.filter(t => t.name === 'lung outline')"
-                                   ".map(t => t.xaxis).join() === 'x,x2')", timeout=60_000)  # on both panels
+            page.wait_for_function(
+                f"() => {PLOTS_JS}.some(p => p.data.filter(t => t.name === 'lung outline')"
+                ".map(t => t.xaxis).join() === 'x,x2')",
+                timeout=60_000,
+            )  # on both panels
             _settle(page)
             page.screenshot(path=str(screenshot_dir / "1_predict_lungs.png"), full_page=True)
 
@@ -195,18 +244,32 @@ def test_upload_predict_and_visit_every_page(dashboard_url: str, xray: Path, scr
                 page.goto(f"{dashboard_url}/{path}", wait_until="domcontentloaded")
                 page.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
                 _settle(page)
-                assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
+                assert page.locator('[data-testid="stException"]').count() == 0, (
+                    f"exception on {title}"
+                )
                 if path == "performance":
-                    page.wait_for_function("() => document.querySelectorAll("
-                                           "'[data-testid=\"stDataFrame\"] .dvn-scroller').length >= 2", timeout=120_000)
+                    page.wait_for_function(
+                        "() => document.querySelectorAll("
+                        "'[data-testid=\"stDataFrame\"] .dvn-scroller').length >= 2",
+                        timeout=120_000,
+                    )
                     page.wait_for_timeout(1000)
                     scrolling = page.evaluate(INNER_SCROLL_JS)
-                    assert len(scrolling) >= 2 and None not in scrolling[:2], f"grid scroller not found: {scrolling}"
+                    assert len(scrolling) >= 2 and None not in scrolling[:2], (
+                        f"grid scroller not found: {scrolling}"
+                    )
                     assert not any(scrolling[:2]), f"per-class tables scroll inside: {scrolling}"
                 page.screenshot(path=str(screenshot_dir / f"{i}_{path}.png"), full_page=True)
         finally:
             browser.close()
-    for name in ("1_predict", "1_predict_lungs", "2_performance", "3_thresholds", "4_review", "5_models"):
+    for name in (
+        "1_predict",
+        "1_predict_lungs",
+        "2_performance",
+        "3_thresholds",
+        "4_review",
+        "5_models",
+    ):
         assert (screenshot_dir / f"{name}.png").stat().st_size > 10_000
 
 
@@ -229,8 +292,9 @@ def _film(page) -> str:
     return page.locator("p", has_text="Image").filter(has_text="patient").first.inner_text()
 
 
-def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: str, screenshot_dir: Path,
-                                                                tmp_path: Path) -> None:
+def test_two_readers_record_different_verdicts_on_the_same_film(
+    dashboard_url: str, screenshot_dir: Path, tmp_path: Path
+) -> None:
     """Two browser contexts as two named readers: both verdicts are kept, exported and in the kappa table."""
     from playwright.sync_api import sync_playwright
 
@@ -255,11 +319,16 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
             assert "reviewed by you" in _film(a)
             a.screenshot(path=str(screenshot_dir / "review_reader_ab.png"), full_page=True)
             a.keyboard.press("Alt+ArrowRight")  # keyboard flow: next film
-            a.wait_for_function("(old) => !document.body.innerText.includes(old)", arg=first.split("·")[0].strip(),
-                                timeout=60_000)
+            a.wait_for_function(
+                "(old) => !document.body.innerText.includes(old)",
+                arg=first.split("·")[0].strip(),
+                timeout=60_000,
+            )
             _settle(a)
 
-            b = browser.new_context(viewport={"width": 1400, "height": 1800}, accept_downloads=True).new_page()
+            b = browser.new_context(
+                viewport={"width": 1400, "height": 1800}, accept_downloads=True
+            ).new_page()
             _open_review(b, dashboard_url, "CD")
             b.locator('[data-testid="stSelectbox"]', has_text="Review session").click()
             b.get_by_role("option", name="two readers", exact=False).click()
@@ -268,8 +337,11 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
             _call_all(b, "Absent", 3)
             start = time.perf_counter()
             b.get_by_role("button", name="Save and next").click()
-            b.wait_for_function("(old) => !document.body.innerText.includes(old)", arg=first.split("·")[0].strip(),
-                                timeout=60_000)
+            b.wait_for_function(
+                "(old) => !document.body.innerText.includes(old)",
+                arg=first.split("·")[0].strip(),
+                timeout=60_000,
+            )
             latency = time.perf_counter() - start
             _settle(b)
             b.screenshot(path=str(screenshot_dir / "review_reader_cd.png"), full_page=True)
@@ -277,7 +349,11 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
             b.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=90_000)
             _settle(b)
             assert b.locator('[data-testid="stException"]').count() == 0
-            cells = b.locator('[data-testid="stDataFrame"]').first.locator('[role="gridcell"]').all_inner_texts()
+            cells = (
+                b.locator('[data-testid="stDataFrame"]')
+                .first.locator('[role="gridcell"]')
+                .all_inner_texts()
+            )
             assert "AB vs CD" in cells, cells[:20]  # both readers in the page's kappa table
             assert not {"None", "nan", "NaN"} & set(cells), cells  # an undefined kappa says why
             b.screenshot(path=str(screenshot_dir / "review_agreement.png"), full_page=True)
@@ -295,18 +371,50 @@ def test_two_readers_record_different_verdicts_on_the_same_film(dashboard_url: s
     print(f"save-and-next in the browser: {latency:.2f} s")
     film = first.split("·")[0].replace("Image", "", 1).strip()
     on_film = [r for r in exported if r["image_id"] == film]
-    assert {(r["reviewer"], r["reader_call"]) for r in on_film} == {("AB", "present"), ("CD", "absent")}
-    assert len(on_film) == 6 and all(r["probability"] and r["outcome"] for r in on_film)  # the page's export
+    assert {(r["reviewer"], r["reader_call"]) for r in on_film} == {
+        ("AB", "present"),
+        ("CD", "absent"),
+    }
+    assert len(on_film) == 6 and all(
+        r["probability"] and r["outcome"] for r in on_film
+    )  # the page's export
     store = ReviewStore(_review_dir(dashboard_url))
     session = next(s for s in store.sessions() if s.name == "two readers")
     calls = {v.reviewer: v.finding for v in store.verdicts(session.id) if v.image_id in first}
     assert calls == {"AB": "present", "CD": "absent"}
     out = tmp_path / "export.csv"
-    assert main(["review", "export", "--db", str(store.folder), "--session", str(session.id), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "export",
+                "--db",
+                str(store.folder),
+                "--session",
+                str(session.id),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     assert ",AB," in text and ",CD," in text
-    assert main(["review", "agreement", "--db", str(store.folder), "--session", str(session.id), "--csv",
-                 str(tmp_path / "kappa.csv")]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "agreement",
+                "--db",
+                str(store.folder),
+                "--session",
+                str(session.id),
+                "--csv",
+                str(tmp_path / "kappa.csv"),
+            ]
+        )
+        == 0
+    )
     kappa = (tmp_path / "kappa.csv").read_text()
     assert "AB,CD" in kappa
 
@@ -340,7 +448,8 @@ def _click_film(page, fx: float, fy: float) -> None:
 
 
 def test_blinded_reader_sees_label_and_model_only_after_saving_and_marks_where_by_click(
-        dashboard_url: str, screenshot_dir: Path) -> None:
+    dashboard_url: str, screenshot_dir: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     from cxr_core.artifacts.review_store import ReviewStore
@@ -353,7 +462,13 @@ def test_blinded_reader_sees_label_and_model_only_after_saving_and_marks_where_b
             _start_session(page, "blinded", "Blinded to labels and model")
             text = _main_text(page)
             assert "Blinded: the model's output and the dataset label appear" in text
-            for hidden in ("model 0.", "threshold 0.", "label present", "label absent", "Outcome of the focus"):
+            for hidden in (
+                "model 0.",
+                "threshold 0.",
+                "label present",
+                "label absent",
+                "Outcome of the focus",
+            ):
                 assert hidden not in text, hidden
             assert page.get_by_text("Heatmap", exact=True).count() == 0
             assert "Heatmap hidden until you save" in text
@@ -372,12 +487,21 @@ def test_blinded_reader_sees_label_and_model_only_after_saving_and_marks_where_b
             names = page.evaluate(f"() => {PLOTS_JS}[0].data.map(t => t.name || '')")
             assert "Atelectasis" in names, names  # the saved mark is drawn on the film
             page.screenshot(path=str(screenshot_dir / "review_blind_all_after_save.png"))
-            page.get_by_text("Agreement", exact=True).first.click()  # one film read of many: still closed
-            page.get_by_text("Closed while you read blinded", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text(
+                "Agreement", exact=True
+            ).first.click()  # one film read of many: still closed
+            page.get_by_text("Closed while you read blinded", exact=False).first.wait_for(
+                timeout=60_000
+            )
             _settle(page)
             assert page.locator('[data-testid="stDataFrame"]').count() == 0
             assert page.get_by_role("button", name="Export verdicts (CSV)").count() == 0
-            assert page.get_by_role("button", name="Reveal labels and model output", exact=False).count() == 1
+            assert (
+                page.get_by_role(
+                    "button", name="Reveal labels and model output", exact=False
+                ).count()
+                == 1
+            )
             page.screenshot(path=str(screenshot_dir / "review_blind_all_agreement_closed.png"))
 
             labels = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()

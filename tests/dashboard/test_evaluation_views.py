@@ -34,19 +34,29 @@ def scored() -> tuple[dict, pd.DataFrame]:
     shift = np.where(sex == "F", 0.2, 1.5)[:, None]  # the model separates women's cases far worse
     logits = shift * (2 * labels - 1) + rng.normal(0, 1, labels.shape)
     probs = 1 / (1 + np.exp(-logits))
-    frame = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
-                          "path": [f"x/{i}.png" for i in range(n)]})
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"i{i}" for i in range(n)],
+            "patient_id": [f"p{i // 2}" for i in range(n)],
+            "path": [f"x/{i}.png" for i in range(n)],
+        }
+    )
     for c, name in enumerate(CLASSES):
         frame[f"label:{name}"] = labels[:, c]
     for c, name in enumerate(CLASSES):
         frame[f"prob:{name}"] = probs[:, c]
-    card = ModelCard(architecture="small_cnn", num_classes=2,
-                     label_space={"name": "toy", "classes": list(CLASSES), "task": "multilabel"},
-                     preprocess=PreprocessConfig(input_size=32, cache_size=32).to_dict(),
-                     calibration={"method": "temperature", "temperature": [1.3, 0.8], "fitted_on": "val"},
-                     validation={"split": "val", "thresholds_from": "val:crossfit-5"}, threshold_method="max_f1")
-    report = score_predictions(frame, card, n_boot=200, seed=0, thresholds="max_f1", split="val",
-                               subgroups={"sex": sex})
+    card = ModelCard(
+        architecture="small_cnn",
+        num_classes=2,
+        label_space={"name": "toy", "classes": list(CLASSES), "task": "multilabel"},
+        preprocess=PreprocessConfig(input_size=32, cache_size=32).to_dict(),
+        calibration={"method": "temperature", "temperature": [1.3, 0.8], "fitted_on": "val"},
+        validation={"split": "val", "thresholds_from": "val:crossfit-5"},
+        threshold_method="max_f1",
+    )
+    report = score_predictions(
+        frame, card, n_boot=200, seed=0, thresholds="max_f1", split="val", subgroups={"sex": sex}
+    )
     frame["sex"] = sex
     return report, frame
 
@@ -66,9 +76,16 @@ def test_threshold_table_opens_on_the_report_and_marks_the_recomputation_in_samp
     options = threshold_table_options("card", has_report=True)
     assert options == [AS_EVALUATED, "active set “card” (recomputed)"]
     captions = threshold_table_captions(options)
-    assert "out of fold" in captions[0] and "in sample" in captions[1] and "optimistic" in captions[1]
-    only = threshold_table_options("screening", has_report=False)  # nothing else to show without a report
-    assert only == ["active set “screening” (recomputed)"] and "in sample" in threshold_table_captions(only)[0]
+    assert (
+        "out of fold" in captions[0] and "in sample" in captions[1] and "optimistic" in captions[1]
+    )
+    only = threshold_table_options(
+        "screening", has_report=False
+    )  # nothing else to show without a report
+    assert (
+        only == ["active set “screening” (recomputed)"]
+        and "in sample" in threshold_table_captions(only)[0]
+    )
 
 
 def test_calibration_table_matches_the_report(scored):
@@ -79,7 +96,8 @@ def test_calibration_table_matches_the_report(scored):
     assert table.loc["Edema", "temperature"] == 0.8
     assert table.loc["Mass", "ECE before"] == change["per_class"]["Mass"]["ece_before"]
     assert table.loc["(macro average)", "Brier after"] == pytest.approx(
-        np.mean([change["per_class"][c]["brier_after"] for c in CLASSES]))
+        np.mean([change["per_class"][c]["brier_after"] for c in CLASSES])
+    )
     assert set(reliability_bins_of(report, "before")) == set(CLASSES)
     assert calibration_table({}).empty
 
@@ -98,14 +116,51 @@ def test_subgroup_table_flags_the_worse_group_first(scored):
 
 
 def test_low_count_flags_sort_after_counted_ones():
-    group = lambda n_pos, gap, flag: {"n_pos": n_pos, "low_count": n_pos < 10, "auroc": 0.5, "auroc_ci": [0.4, 0.6],  # noqa: E731
-                                      "auroc_gap": gap, "auroc_gap_ci": [gap - 0.1, gap + 0.1], "auroc_gap_flag": flag}
-    report = {"subgroups": {"by": {"view": {"subgroups": {
-        "AP": {"n": 50, "n_patients": 40, "per_class": {"Hernia": group(1, -0.6, True), "Mass": group(20, 0.02, False)}},
-        "PA": {"n": 60, "n_patients": 50, "per_class": {"Hernia": group(2, 0.05, False), "Mass": group(25, -0.2, True)}},
-    }}}}}
+    def group(n_pos, gap, flag):
+        return {
+            "n_pos": n_pos,
+            "low_count": n_pos < 10,
+            "auroc": 0.5,
+            "auroc_ci": [0.4, 0.6],
+            "auroc_gap": gap,
+            "auroc_gap_ci": [gap - 0.1, gap + 0.1],
+            "auroc_gap_flag": flag,
+        }
+
+    report = {
+        "subgroups": {
+            "by": {
+                "view": {
+                    "subgroups": {
+                        "AP": {
+                            "n": 50,
+                            "n_patients": 40,
+                            "per_class": {
+                                "Hernia": group(1, -0.6, True),
+                                "Mass": group(20, 0.02, False),
+                            },
+                        },
+                        "PA": {
+                            "n": 60,
+                            "n_patients": 50,
+                            "per_class": {
+                                "Hernia": group(2, 0.05, False),
+                                "Mass": group(25, -0.2, True),
+                            },
+                        },
+                    }
+                }
+            }
+        }
+    }
     table = subgroup_table(report, "view")
-    assert list(zip(table["subgroup"], table["class"])) == [("PA", "Mass"), ("AP", "Mass"), ("AP", "Hernia"), ("PA", "Hernia")]
+    assert list(zip(table["subgroup"], table["class"])) == [
+        ("PA", "Mass"),
+        ("AP", "Mass"),
+        ("AP", "Hernia"),
+        ("PA", "Hernia"),
+    ]
     assert flagged_count(table) == (1, 1)
-    assert "no subgroup information" in subgroup_note({"subgroups": {"keys": [], "by": {},
-                                                                      "note": "no subgroup information (view, sex, age)"}})
+    assert "no subgroup information" in subgroup_note(
+        {"subgroups": {"keys": [], "by": {}, "note": "no subgroup information (view, sex, age)"}}
+    )

@@ -24,15 +24,33 @@ def external_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("external_dash")
     ours = build_checkpoint_dir(root / "checkpoints", "ours")
     frame, classes = load_predictions(ours / "eval" / "val" / "predictions.csv")
-    manifest = Manifest(pd.DataFrame({
-        "image_id": frame["image_id"], "path": [str(root / "data" / p) for p in frame["path"]],
-        "patient_id": frame["patient_id"], "view": "", "split": "val",
-        **{c: frame[f"label:{c}"] for c in classes},
-    }), LabelSpace("fixture", tuple(classes)), "fixture")
+    manifest = Manifest(
+        pd.DataFrame(
+            {
+                "image_id": frame["image_id"],
+                "path": [str(root / "data" / p) for p in frame["path"]],
+                "patient_id": frame["patient_id"],
+                "view": "",
+                "split": "val",
+                **{c: frame[f"label:{c}"] for c in classes},
+            }
+        ),
+        LabelSpace("fixture", tuple(classes)),
+        "fixture",
+    )
     vendor = frame[["image_id"]].assign(**{c: frame[f"prob:{c}"] for c in classes})
     vendor.to_csv(root / "vendor.csv", index=False)
-    return evaluate_external(root / "vendor.csv", manifest, "val", root / "checkpoints" / "vendor-x", name="vendor-x",
-                             n_boot=20) and root
+    return (
+        evaluate_external(
+            root / "vendor.csv",
+            manifest,
+            "val",
+            root / "checkpoints" / "vendor-x",
+            name="vendor-x",
+            n_boot=20,
+        )
+        and root
+    )
 
 
 @pytest.fixture
@@ -53,7 +71,9 @@ def page(name: str, run: Path) -> AppTest:
 def test_pages_work_on_external_predictions(env, name):
     at = page(name, env)
     assert not at.exception, [e.value for e in at.exception]
-    if name == "review":  # the heatmap choice appears once a film is shown; for external runs it offers none
+    if (
+        name == "review"
+    ):  # the heatmap choice appears once a film is shown; for external runs it offers none
         assert all(s.options == ["none"] for s in at.selectbox if s.label == "Heatmap")
 
 

@@ -20,13 +20,24 @@ def magic_expressions(source: str) -> list[tuple[int, str]]:
         for i, node in enumerate(body):
             if isinstance(node, ast.Expr):
                 value = node.value
-                docstring = i == 0 and docstring_allowed and isinstance(value, ast.Constant) and isinstance(value.value, str)
-                if not (docstring or isinstance(value, (ast.Call, ast.Yield, ast.YieldFrom, ast.Await))):
+                docstring = (
+                    i == 0
+                    and docstring_allowed
+                    and isinstance(value, ast.Constant)
+                    and isinstance(value.value, str)
+                )
+                if not (
+                    docstring or isinstance(value, (ast.Call, ast.Yield, ast.YieldFrom, ast.Await))
+                ):
                     found.append((node.lineno, ast.unparse(value)[:60]))
             for name in ("body", "orelse", "finalbody"):
                 inner = getattr(node, name, None)
                 if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
-                    visit(inner, name == "body" and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+                    visit(
+                        inner,
+                        name == "body"
+                        and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)),
+                    )
             for handler in getattr(node, "handlers", []):
                 visit(handler.body, False)
 
@@ -35,7 +46,10 @@ def magic_expressions(source: str) -> list[tuple[int, str]]:
 
 
 def test_the_checker_finds_a_stray_string():
-    assert magic_expressions('"""doc"""\nX = 1\n"""about X"""\nwith a:\n    b\n    f()\n') == [(3, "'about X'"), (5, "b")]
+    assert magic_expressions('"""doc"""\nX = 1\n"""about X"""\nwith a:\n    b\n    f()\n') == [
+        (3, "'about X'"),
+        (5, "b"),
+    ]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

@@ -28,10 +28,18 @@ from cxr_core.errors import DatasetError
 SIZE = 64
 
 
-def make_manifest(paths: list[Path], label_space: LabelSpace = NIH14, split: str = "train") -> Manifest:
+def make_manifest(
+    paths: list[Path], label_space: LabelSpace = NIH14, split: str = "train"
+) -> Manifest:
     rows = []
     for i, path in enumerate(paths):
-        row = {"image_id": path.name, "path": str(path), "patient_id": f"p{i // 2}", "view": "PA", "split": split}
+        row = {
+            "image_id": path.name,
+            "path": str(path),
+            "patient_id": f"p{i // 2}",
+            "view": "PA",
+            "split": split,
+        }
         row.update({c: float((i + k) % 3 == 0) for k, c in enumerate(label_space.classes)})
         rows.append(row)
     return Manifest(pd.DataFrame(rows), label_space, source="test manifest")
@@ -72,7 +80,13 @@ def nih_paths(nih14_root) -> list[Path]:
 @pytest.fixture(scope="module")
 def nih_cache(nih_paths, tmp_path_factory) -> ImageCache:
     """30 real NIH images, decoded by two worker processes."""
-    return ImageCache.build(make_manifest(nih_paths), tmp_path_factory.mktemp("nih_cache"), SIZE, workers=2, progress=False)
+    return ImageCache.build(
+        make_manifest(nih_paths),
+        tmp_path_factory.mktemp("nih_cache"),
+        SIZE,
+        workers=2,
+        progress=False,
+    )
 
 
 def test_build_from_real_images_in_parallel(nih_cache, nih_paths):
@@ -81,7 +95,9 @@ def test_build_from_real_images_in_parallel(nih_cache, nih_paths):
     for i in (0, 13, 29):
         expected = to_cache_array(load_image(nih_paths[i]).pixels, SIZE)
         np.testing.assert_array_equal(nih_cache[i], expected)
-    np.testing.assert_array_equal(nih_cache.get_batch([29, 0]), np.stack([nih_cache[29], nih_cache[0]]))
+    np.testing.assert_array_equal(
+        nih_cache.get_batch([29, 0]), np.stack([nih_cache[29], nih_cache[0]])
+    )
     index = json.loads(nih_cache.index_path.read_text())
     assert index["image_ids"] == [p.name for p in nih_paths]
     assert index["original_shapes"] == [[256, 256]] * 30
@@ -92,7 +108,9 @@ def test_build_from_real_images_in_parallel(nih_cache, nih_paths):
 def test_unchanged_manifest_reuses_the_cache_without_decoding(nih_cache, nih_paths, monkeypatch):
     before = nih_cache.data_path.stat()
     calls = count_decodes(monkeypatch)
-    again = ImageCache.build(make_manifest(nih_paths), nih_cache.index_path.parent, SIZE, workers=1, progress=False)
+    again = ImageCache.build(
+        make_manifest(nih_paths), nih_cache.index_path.parent, SIZE, workers=1, progress=False
+    )
     after = again.data_path.stat()
     assert calls == []
     assert again.data_path == nih_cache.data_path
@@ -103,7 +121,9 @@ def test_labels_and_splits_do_not_force_a_rebuild(nih_cache, nih_paths, monkeypa
     calls = count_decodes(monkeypatch)
     relabelled = make_manifest(nih_paths, split="val")
     relabelled.frame["Hernia"] = 1.0
-    again = ImageCache.build(relabelled, nih_cache.index_path.parent, SIZE, workers=1, progress=False)
+    again = ImageCache.build(
+        relabelled, nih_cache.index_path.parent, SIZE, workers=1, progress=False
+    )
     assert calls == [] and again.data_path == nih_cache.data_path
 
 
@@ -239,12 +259,19 @@ def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
 
 def test_listing_shows_each_cache_and_opening_marks_it_used(tmp_path):
     folder = tmp_path / "cache"
-    cache = ImageCache.build(make_manifest(write_pngs(tmp_path / "images", 3)), folder, SIZE, workers=1, progress=False)
+    cache = ImageCache.build(
+        make_manifest(write_pngs(tmp_path / "images", 3)), folder, SIZE, workers=1, progress=False
+    )
     week_ago = time.time() - 7 * 86400
     for path in folder.iterdir():
         os.utime(path, (week_ago, week_ago))
     (entry,) = cache_module.list_caches(folder)
-    assert (entry.size, entry.images, entry.source, entry.complete) == (SIZE, 3, "test manifest", True)
+    assert (entry.size, entry.images, entry.source, entry.complete) == (
+        SIZE,
+        3,
+        "test manifest",
+        True,
+    )
     assert entry.nbytes == 3 * SIZE * SIZE + cache.index_path.stat().st_size
     assert entry.last_used == pytest.approx(week_ago, abs=1)
     ImageCache.open(cache.index_path)
@@ -257,11 +284,15 @@ def test_prune_deletes_unused_caches_and_debris_only(tmp_path, capsys):
     folder = tmp_path / "cache"
     old_manifest = make_manifest(write_pngs(tmp_path / "old", 2))
     old = ImageCache.build(old_manifest, folder, SIZE, workers=1, progress=False)
-    recent = ImageCache.build(make_manifest(write_pngs(tmp_path / "recent", 3)), folder, SIZE, workers=1, progress=False)
+    recent = ImageCache.build(
+        make_manifest(write_pngs(tmp_path / "recent", 3)), folder, SIZE, workers=1, progress=False
+    )
     month_ago = time.time() - 30 * 86400
     for path in (old.index_path, old.data_path):
         os.utime(path, (month_ago, month_ago))
-    orphan = folder / "cache-32px-0123456789abcdef0123.u8"  # killed between writing the data and its index
+    orphan = (
+        folder / "cache-32px-0123456789abcdef0123.u8"
+    )  # killed between writing the data and its index
     orphan.write_bytes(b"\x00" * 32)
     dead = folder / f"cache-32px-0123456789abcdef0123.json.partial-{2**22 + 7}-abcd1234"
     dead.write_text("{")
@@ -275,7 +306,9 @@ def test_prune_deletes_unused_caches_and_debris_only(tmp_path, capsys):
     assert old.index_path.stem in out and "interrupted build" in out and "2 cache(s)" in out
     assert cache_files(folder) == sorted([recent.index_path.name, recent.data_path.name])
     np.testing.assert_array_equal(ImageCache.open(recent.index_path)[0], recent[0])
-    assert ImageCache.build(old_manifest, folder, SIZE, workers=1, progress=False).key == old.key  # rebuilt on demand
+    assert (
+        ImageCache.build(old_manifest, folder, SIZE, workers=1, progress=False).key == old.key
+    )  # rebuilt on demand
 
     assert main(["cache", "list", "--dir", str(folder)]) == 0
     assert "2 cache(s)" in capsys.readouterr().out  # the recent one and the rebuilt one
@@ -305,7 +338,9 @@ def test_a_transformed_cache_never_shares_a_file_with_the_plain_one(tmp_path, mo
     folder = tmp_path / "cache"
     plain = ImageCache.build(manifest, folder, SIZE, workers=1, progress=False)
     calls: list[int] = []
-    masked = ImageCache.build(manifest, folder, SIZE, workers=1, progress=False, transform=_Step(128, calls))
+    masked = ImageCache.build(
+        manifest, folder, SIZE, workers=1, progress=False, transform=_Step(128, calls)
+    )
     assert sum(calls) == 70 and max(calls) == 64  # every row once, in chunks
     assert masked.key != plain.key and masked.data_path != plain.data_path
     assert (plain.transform, masked.transform) == ("", "keep-above 128")
@@ -316,12 +351,17 @@ def test_a_transformed_cache_never_shares_a_file_with_the_plain_one(tmp_path, mo
 
     decodes = count_decodes(monkeypatch)
     calls.clear()
-    again = ImageCache.build(manifest, folder, SIZE, workers=1, progress=False, transform=_Step(128, calls))
+    again = ImageCache.build(
+        manifest, folder, SIZE, workers=1, progress=False, transform=_Step(128, calls)
+    )
     assert decodes == [] and calls == [] and again.data_path == masked.data_path
     other = ImageCache.build(manifest, folder, SIZE, workers=1, progress=False, transform=_Step(64))
     assert decodes == [] and other.data_path not in (plain.data_path, masked.data_path)
     assert len({p for p in cache_files(folder) if p.endswith(".json")}) == 3
-    assert ImageCache.build(manifest, folder, SIZE, workers=1, progress=False).data_path == plain.data_path
+    assert (
+        ImageCache.build(manifest, folder, SIZE, workers=1, progress=False).data_path
+        == plain.data_path
+    )
 
 
 def test_a_transform_that_changes_the_shape_is_refused(tmp_path):
@@ -331,6 +371,10 @@ def test_a_transform_that_changes_the_shape_is_refused(tmp_path):
 
     manifest = make_manifest(write_pngs(tmp_path / "images", 3))
     with pytest.raises(DatasetError, match="same shape"):
-        ImageCache.build(manifest, tmp_path / "cache", SIZE, workers=1, progress=False, transform=Cropping(0))
+        ImageCache.build(
+            manifest, tmp_path / "cache", SIZE, workers=1, progress=False, transform=Cropping(0)
+        )
     assert [p for p in cache_files(tmp_path / "cache") if "partial" in p] == []
-    assert len([p for p in cache_files(tmp_path / "cache") if p.endswith(".json")]) == 1  # only the plain cache
+    assert (
+        len([p for p in cache_files(tmp_path / "cache") if p.endswith(".json")]) == 1
+    )  # only the plain cache

@@ -65,7 +65,9 @@ def test_workers_die_when_the_building_process_is_killed(tmp_path):
         cache.ImageCache.build(manifest, {str(tmp_path / "cache")!r}, 32, workers=2, progress=False)
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
     workers: list[int] = []
     try:
         assert proc.stdout.readline().strip() == "building"
@@ -79,7 +81,9 @@ def test_workers_die_when_the_building_process_is_killed(tmp_path):
         deadline = time.monotonic() + 5
         while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [w for w in workers if _alive(w)], "decoding workers outlived their killed parent"
+        assert not [w for w in workers if _alive(w)], (
+            "decoding workers outlived their killed parent"
+        )
     finally:
         if proc.poll() is None:
             proc.kill()

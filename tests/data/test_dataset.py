@@ -30,7 +30,13 @@ from cxr_core.errors import ConfigError, DatasetError
 def make_manifest(paths: list[Path], label_space: LabelSpace) -> Manifest:
     rows = []
     for i, path in enumerate(paths):
-        row = {"image_id": path.name, "path": str(path), "patient_id": f"p{i // 2}", "view": "PA", "split": "train"}
+        row = {
+            "image_id": path.name,
+            "path": str(path),
+            "patient_id": f"p{i // 2}",
+            "view": "PA",
+            "split": "train",
+        }
         row.update({c: float((i + k) % 3 == 0) for k, c in enumerate(label_space.classes)})
         rows.append(row)
     return Manifest(pd.DataFrame(rows), label_space, source="test manifest")
@@ -47,18 +53,32 @@ def write_pngs(folder: Path, count: int, shape: tuple[int, int]) -> list[Path]:
 
 CFG = PreprocessConfig(cache_size=64, input_size=48)
 # Identity normalisation on one channel: outputs are plain 0..255 gray, easy to compare.
-RAW = PreprocessConfig(cache_size=64, input_size=64, in_chans=1, mean=(0.0, 0.0, 0.0), std=(1 / 255, 1.0, 1.0))
+RAW = PreprocessConfig(
+    cache_size=64, input_size=64, in_chans=1, mean=(0.0, 0.0, 0.0), std=(1 / 255, 1.0, 1.0)
+)
 
 
-def params(batch: int, *, angle=0.0, w=64.0, h=64.0, cx=0.0, cy=0.0, flip=1.0) -> dict[str, torch.Tensor]:
+def params(
+    batch: int, *, angle=0.0, w=64.0, h=64.0, cx=0.0, cy=0.0, flip=1.0
+) -> dict[str, torch.Tensor]:
     full = lambda v: torch.full((batch,), float(v))  # noqa: E731
-    return {"angle": full(angle), "crop_w": full(w), "crop_h": full(h), "centre_x": full(cx), "centre_y": full(cy),
-            "flip": full(flip), "brightness": full(1), "contrast": full(1)}
+    return {
+        "angle": full(angle),
+        "crop_w": full(w),
+        "crop_h": full(h),
+        "centre_x": full(cx),
+        "centre_y": full(cy),
+        "flip": full(flip),
+        "brightness": full(1),
+        "contrast": full(1),
+    }
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.randint(
+        0, 256, (3, 1, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +123,23 @@ def test_train_crop_matches_torchvision_resized_crop(images):
     t = train_transform(RAW, AugmentConfig())
     # A 32 x 48 crop centred 8 px right of and 2 px above the image centre, scaled to 64 x 64.
     ours = t.apply(images, params(3, w=32, h=48, cx=8, cy=-2))
-    theirs = TF.resized_crop(images.to(torch.float32), top=6, left=24, height=48, width=32, size=[64, 64], antialias=False)
+    theirs = TF.resized_crop(
+        images.to(torch.float32),
+        top=6,
+        left=24,
+        height=48,
+        width=32,
+        size=[64, 64],
+        antialias=False,
+    )
     # Inside the crop both interpolate the same pixels; at its rim torchvision repeats the edge.
     assert float((ours - theirs)[..., 2:-2, 2:-2].abs().max()) < 1e-3
 
 
 def test_train_transform_is_random_per_image_and_seed_reproducible():
-    same = torch.randint(0, 256, (1, 1, 64, 64), dtype=torch.uint8).expand(4, 1, 64, 64).contiguous()
+    same = (
+        torch.randint(0, 256, (1, 1, 64, 64), dtype=torch.uint8).expand(4, 1, 64, 64).contiguous()
+    )
     t = train_transform(CFG, AugmentConfig(brightness=0.2, contrast=0.2, hflip=True))
     torch.manual_seed(5)
     first = t(same)
@@ -166,7 +196,9 @@ def test_batched_fetch_equals_single_items(small_cache):
     for (image, target, index), i in zip(dataset.__getitems__(order), order):
         single = dataset[i]
         assert index == i and torch.equal(image, single[0])
-        assert torch.equal(target, single[1]) or (torch.isnan(target) == torch.isnan(single[1])).all()
+        assert (
+            torch.equal(target, single[1]) or (torch.isnan(target) == torch.isnan(single[1])).all()
+        )
 
 
 def test_split_of_the_manifest_maps_to_the_right_cache_rows(small_cache):
@@ -196,7 +228,11 @@ def test_dataset_refuses_mismatched_cache(small_cache):
     manifest, cache = small_cache
     with pytest.raises(ConfigError, match="cache_size=256"):
         CXRDataset(manifest, cache, eval_transform(PreprocessConfig()))
-    stranger = manifest.with_frame(pd.concat([manifest.frame.iloc[:2], manifest.frame.iloc[:1].assign(image_id="elsewhere.png")]))
+    stranger = manifest.with_frame(
+        pd.concat(
+            [manifest.frame.iloc[:2], manifest.frame.iloc[:1].assign(image_id="elsewhere.png")]
+        )
+    )
     with pytest.raises(DatasetError, match="elsewhere.png"):
         CXRDataset(stranger, cache, eval_transform(CFG))
 
@@ -206,8 +242,14 @@ def test_dataloader_training_batches_are_seed_reproducible_across_workers(small_
     dataset = CXRDataset(manifest, cache, train_transform(CFG, AugmentConfig()))
 
     def epoch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2, collate_fn=collate_batch,
-                            generator=torch.Generator().manual_seed(seed))
+        loader = DataLoader(
+            dataset,
+            batch_size=4,
+            shuffle=True,
+            num_workers=2,
+            collate_fn=collate_batch,
+            generator=torch.Generator().manual_seed(seed),
+        )
         batches = list(loader)
         return torch.cat([b[0] for b in batches]), torch.cat([b[2] for b in batches])
 
@@ -228,8 +270,12 @@ def test_collate_batch_passes_the_batch_tensor_through(small_cache):
     assert images.data_ptr() == samples[0][0].data_ptr()  # no copy
     ref_images, ref_targets, ref_index = default_collate(samples)
     assert torch.equal(images, ref_images) and torch.equal(index, ref_index)
-    assert torch.equal(torch.isnan(targets), torch.isnan(ref_targets)) and bool(torch.isnan(targets[2, 1]))
+    assert torch.equal(torch.isnan(targets), torch.isnan(ref_targets)) and bool(
+        torch.isnan(targets[2, 1])
+    )
     # Separately built samples (per-item transforms) are stacked as default_collate would.
     loose = [dataset[2], dataset[0]]
     stacked = collate_batch(loose)
-    assert torch.equal(stacked[0], torch.stack([loose[0][0], loose[1][0]])) and stacked[2].tolist() == [2, 0]
+    assert torch.equal(stacked[0], torch.stack([loose[0][0], loose[1][0]])) and stacked[
+        2
+    ].tolist() == [2, 0]

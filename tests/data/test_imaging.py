@@ -42,7 +42,9 @@ RNG = np.random.default_rng(1234)
 
 def png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(arr, mode=mode).save(buf, "PNG") if mode else Image.fromarray(arr).save(buf, "PNG")
+    Image.fromarray(arr, mode=mode).save(buf, "PNG") if mode else Image.fromarray(arr).save(
+        buf, "PNG"
+    )
     return buf.getvalue()
 
 
@@ -53,14 +55,23 @@ def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
 
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims a size; its image data is a token, as in a decompression bomb."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def with_sbit(png: bytes, bits: int) -> bytes:
@@ -195,7 +206,9 @@ def test_interlaced_png_short_data(tmp_path):
     Image.fromarray(arr).save(buf, "PNG", interlace=1)
     path = tmp_path / "adam7.png"
     path.write_bytes(buf.getvalue())
-    np.testing.assert_allclose(load_image(path).pixels, arr / 255.0, atol=1e-6)  # complete: accepted
+    np.testing.assert_allclose(
+        load_image(path).pixels, arr / 255.0, atol=1e-6
+    )  # complete: accepted
     path.write_bytes(png_lying_height(buf.getvalue()))
     expect_error(path, "adam7.png", "interlaced", "truncated")
 
@@ -245,15 +258,25 @@ def test_real_radiographs_with_lying_headers_are_refused(tmp_path, nih14_root, p
     png = min((nih14_root / "images").glob("*.png")).read_bytes()
     jpeg = min((pneumonia_root / "train" / "PNEUMONIA").glob("*.jpeg")).read_bytes()
     height = Image.open(io.BytesIO(jpeg)).height
-    cases = {"nih_tall.png": png_lying_height(png), "kermany_tall.jpeg": jpeg_with_size(jpeg, height=2 * height),
-             "kermany_half.jpeg": jpeg[: len(jpeg) // 2] + b"\xff\xd9"}
+    cases = {
+        "nih_tall.png": png_lying_height(png),
+        "kermany_tall.jpeg": jpeg_with_size(jpeg, height=2 * height),
+        "kermany_half.jpeg": jpeg[: len(jpeg) // 2] + b"\xff\xd9",
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         expect_error(tmp_path / name, name, "truncated")
 
 
-@pytest.mark.parametrize("fmt,ext,says", [("PNG", ".png", "starts like a PNG file"), ("TIFF", ".tif", "starts like a TIFF"),
-                                           ("BMP", ".bmp", "starts like a BMP"), ("JPEG", ".jpg", "header is damaged")])
+@pytest.mark.parametrize(
+    "fmt,ext,says",
+    [
+        ("PNG", ".png", "starts like a PNG file"),
+        ("TIFF", ".tif", "starts like a TIFF"),
+        ("BMP", ".bmp", "starts like a BMP"),
+        ("JPEG", ".jpg", "header is damaged"),
+    ],
+)
 def test_damaged_header_of_a_supported_format_is_named(tmp_path, fmt, ext, says):
     buf = io.BytesIO()
     Image.fromarray(RNG.integers(0, 255, (32, 32), dtype=np.uint8)).save(buf, fmt)
@@ -289,8 +312,12 @@ def test_recognised_but_unsupported_formats(tmp_path, fmt, ext):
 def test_decoded_bytes_limit_counts_channels_and_sample_size(tmp_path):
     path = tmp_path / "rgba16.png"
     ihdr = struct.pack(">IIBBBBB", 7000, 8000, 16, 6, 0, 0, 0)  # 56 MP: under the pixel limit
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-                     + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
     expect_error(path, "rgba16.png", "4 channel(s) x 2 byte(s)", "limit on decoded data")
     rgba = RNG.integers(0, 256, (20, 30, 4), dtype=np.uint8)
     (tmp_path / "rgba.png").write_bytes(png_bytes(rgba))
@@ -307,7 +334,9 @@ def test_jpeg_rgb_decoded_to_luma_keeps_file_mode(tmp_path):
     img = load_image(path)
     assert img.meta["mode"] == "RGB" and img.pixels.dtype == np.float32
     with Image.open(path) as raw:
-        np.testing.assert_allclose(img.pixels, np.asarray(raw.convert("L")) / 255.0, atol=1.01 / 255)
+        np.testing.assert_allclose(
+            img.pixels, np.asarray(raw.convert("L")) / 255.0, atol=1.01 / 255
+        )
 
 
 def test_decoder_exception_becomes_image_load_error(tmp_path, monkeypatch):
@@ -333,7 +362,9 @@ def test_8bit_png_exact_and_metadata(tmp_path):
     assert isinstance(img, LoadedImage) and img.name == str(path)
     assert img.pixels.dtype == np.float32 and img.pixels.shape == (40, 50)
     np.testing.assert_allclose(img.pixels, arr / 255.0, atol=1e-7)
-    assert img.meta["format"] == "PNG" and img.meta["size"] == [50, 40] and img.meta["bit_depth"] == 8
+    assert (
+        img.meta["format"] == "PNG" and img.meta["size"] == [50, 40] and img.meta["bit_depth"] == 8
+    )
     json.dumps(img.meta)
 
 
@@ -433,7 +464,9 @@ def test_exif_rotated_jpeg(tmp_path):
     path.write_bytes(jpeg_bytes(Image.fromarray(stored), exif=exif.tobytes()))
     img = load_image(path)
     assert img.pixels.shape == (40, 20) and img.meta["orientation"] == 6
-    assert img.pixels[:8, -8:].mean() > 0.9 and img.pixels[:8, :8].mean() < 0.1  # top-left -> top-right
+    assert (
+        img.pixels[:8, -8:].mean() > 0.9 and img.pixels[:8, :8].mean() < 0.1
+    )  # top-left -> top-right
 
 
 def test_bilevel_bmp(tmp_path):
@@ -470,7 +503,16 @@ def test_constant_image_is_zeros(tmp_path):
 
 
 def test_supported_extensions():
-    assert SUPPORTED_EXTENSIONS == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+    assert SUPPORTED_EXTENSIONS == {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".dcm",
+        ".dicom",
+    }
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -483,8 +525,14 @@ def test_dicom_monochrome2_min_max_and_metadata(tmp_path):
     np.testing.assert_allclose(img.pixels, arr / 4095.0, atol=1e-6)
     meta = img.meta
     assert meta["format"] == "DICOM" and meta["photometric_interpretation"] == "MONOCHROME2"
-    assert meta["patient_id"] == "P0042" and meta["view_position"] == "PA" and meta["modality"] == "DX"
-    assert meta["voi"].startswith("divided by 4095") and meta["inverted"] is False and meta["size"] == [48, 32]
+    assert (
+        meta["patient_id"] == "P0042" and meta["view_position"] == "PA" and meta["modality"] == "DX"
+    )
+    assert (
+        meta["voi"].startswith("divided by 4095")
+        and meta["inverted"] is False
+        and meta["size"] == [48, 32]
+    )
     json.dumps(meta)
 
 
@@ -569,7 +617,9 @@ def test_dicom_8bit_voi_lut_with_4096_entries(tmp_path, vr):
 
 
 def test_dicom_16bit_voi_lut_with_offset_clamps_outside_inputs(tmp_path):
-    arr = np.array([[0, 999, 1000, 1001, 1100, 1255, 1256, 4000]], dtype=np.uint16).repeat(2, axis=0)
+    arr = np.array([[0, 999, 1000, 1001, 1100, 1255, 1256, 4000]], dtype=np.uint16).repeat(
+        2, axis=0
+    )
     ds = dicom_dataset(arr)
     lut = [60000 - 200 * i for i in range(256)]  # decreasing, inputs 1000..1255
     ds.VOILUTSequence = Sequence([voi_item([256, 1000, 16], lut)])
@@ -579,11 +629,15 @@ def test_dicom_16bit_voi_lut_with_offset_clamps_outside_inputs(tmp_path):
     np.testing.assert_allclose(img.pixels[0], expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("entries,vr", [(list(range(100)), "US"), (b"\x00\x01" * 100, "OW")], ids=["US", "OW"])
+@pytest.mark.parametrize(
+    "entries,vr", [(list(range(100)), "US"), (b"\x00\x01" * 100, "OW")], ids=["US", "OW"]
+)
 def test_dicom_voi_lut_shorter_than_descriptor(tmp_path, entries, vr):
     ds = dicom_dataset(gradient12())
     ds.VOILUTSequence = Sequence([voi_item([4096, 0, 16], entries, vr)])
-    expect_error(save_dicom(ds, tmp_path / "short.dcm"), "short.dcm", "holds 100 entries", "declares 4,096")
+    expect_error(
+        save_dicom(ds, tmp_path / "short.dcm"), "short.dcm", "holds 100 entries", "declares 4,096"
+    )
 
 
 def test_dicom_voi_lut_descriptor_with_two_values(tmp_path):
@@ -595,14 +649,22 @@ def test_dicom_voi_lut_descriptor_with_two_values(tmp_path):
 def test_dicom_values_wider_than_bits_stored(tmp_path):
     ds = dicom_dataset(gradient12())  # values up to 4095
     ds.BitsStored, ds.HighBit = 8, 7
-    expect_error(save_dicom(ds, tmp_path / "bits8.dcm"), "bits8.dcm", "BitsStored = 8", "need 12 bits", "4,095")
+    expect_error(
+        save_dicom(ds, tmp_path / "bits8.dcm"),
+        "bits8.dcm",
+        "BitsStored = 8",
+        "need 12 bits",
+        "4,095",
+    )
 
 
 def test_dicom_signed_values_without_sign_extension(tmp_path):
     values = np.linspace(-2000, 2000, 32 * 48).astype(np.int16).reshape(32, 48)
     ds = dicom_dataset(values)
     ds.BitsStored, ds.HighBit = 12, 11
-    ds.PixelData = (values.view(np.uint16) & 0x0FFF).tobytes()  # 12-bit two's complement, high bits 0
+    ds.PixelData = (
+        values.view(np.uint16) & 0x0FFF
+    ).tobytes()  # 12-bit two's complement, high bits 0
     img = load_image(save_dicom(ds, tmp_path / "signed.dcm"))
     np.testing.assert_allclose(img.pixels, (values + 2000) / 4000.0, atol=1e-6)
 
@@ -614,9 +676,16 @@ def test_dicom_jpeg_baseline_decodes_and_truncated_frames_are_refused(tmp_path):
     assert img.meta["transfer_syntax"] == "JPEG Baseline (Process 1)"
     assert np.abs(img.pixels - gray / 255.0).mean() < 0.02
     half = frame[: len(frame) // 2]
-    expect_error(save_dicom(jpeg_dicom(gray, half), tmp_path / "half.dcm"), "half.dcm", "no end-of-image marker")
-    expect_error(save_dicom(jpeg_dicom(gray, half + b"\xff\xd9"), tmp_path / "half_eoi.dcm"),
-                 "half_eoi.dcm", "JPEG frame is truncated")
+    expect_error(
+        save_dicom(jpeg_dicom(gray, half), tmp_path / "half.dcm"),
+        "half.dcm",
+        "no end-of-image marker",
+    )
+    expect_error(
+        save_dicom(jpeg_dicom(gray, half + b"\xff\xd9"), tmp_path / "half_eoi.dcm"),
+        "half_eoi.dcm",
+        "JPEG frame is truncated",
+    )
 
 
 def test_dicom_with_unknown_transfer_syntax_uid(tmp_path):
@@ -644,7 +713,9 @@ def test_dicom_multiframe_rejected(tmp_path):
 def test_dicom_pixel_limit_from_header_before_decoding(tmp_path):
     ds = dicom_dataset(gradient12())
     ds.Rows, ds.Columns = 65535, 65535  # pixel data is far too short: decoding would fail
-    expect_error(save_dicom(ds, tmp_path / "huge.dcm"), "huge.dcm", "4,294,836,225 pixels", "pixel limit")
+    expect_error(
+        save_dicom(ds, tmp_path / "huge.dcm"), "huge.dcm", "4,294,836,225 pixels", "pixel limit"
+    )
 
 
 def test_dicom_truncated_pixel_data(tmp_path):
@@ -684,7 +755,9 @@ def test_dicom_as_bytes_with_name(tmp_path):
 
 
 def test_dicom_constant_is_zeros(tmp_path):
-    img = load_image(save_dicom(dicom_dataset(np.full((8, 8), 900, np.uint16)), tmp_path / "flat.dcm"))
+    img = load_image(
+        save_dicom(dicom_dataset(np.full((8, 8), 900, np.uint16)), tmp_path / "flat.dcm")
+    )
     assert img.meta["constant"] is True and not img.pixels.any()
 
 
@@ -719,8 +792,9 @@ def test_missing_decoder_plugin_names_package(tmp_path, monkeypatch):
     ds = dicom_dataset(gradient12())
     ds.compress(RLELossless)
     path = save_dicom(ds, tmp_path / "rle.dcm")
-    missing = SimpleNamespace(is_available=False,
-                              missing_dependencies=["pylibjpeg - requires pylibjpeg-rle>=2.0"])
+    missing = SimpleNamespace(
+        is_available=False, missing_dependencies=["pylibjpeg - requires pylibjpeg-rle>=2.0"]
+    )
     monkeypatch.setattr(imaging, "get_decoder", lambda syntax: missing)
     expect_error(path, "rle.dcm", "RLE Lossless", "pylibjpeg-rle")
 
@@ -758,7 +832,9 @@ def test_real_kermany_jpeg_rgb_to_gray(pneumonia_root):
     with Image.open(path) as raw:
         assert raw.mode == "RGB"
         assert img.pixels.shape == (raw.height, raw.width)
-        np.testing.assert_allclose(img.pixels, np.asarray(raw.convert("L")) / 255.0, atol=1.01 / 255)
+        np.testing.assert_allclose(
+            img.pixels, np.asarray(raw.convert("L")) / 255.0, atol=1.01 / 255
+        )
 
 
 def test_real_covid_png(covid_root):

@@ -11,14 +11,26 @@ from cxr_core.errors import UnknownClassError
 
 
 def test_xrv_outputs_meet_nih_labels():
-    xrv_spelling = [c.replace("Pleural Effusion", "Effusion").replace("Pleural Thickening", "Pleural_Thickening")
-                    for c in XRV18.classes]
+    xrv_spelling = [
+        c.replace("Pleural Effusion", "Effusion").replace(
+            "Pleural Thickening", "Pleural_Thickening"
+        )
+        for c in XRV18.classes
+    ]
     mapping = match_classes(xrv_spelling, NIH14.classes)
     assert mapping.data_classes == NIH14.classes
     assert dict(mapping.shared)["Effusion"] == "Pleural Effusion"
-    assert mapping.model_only == ("Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum")
+    assert mapping.model_only == (
+        "Lung Lesion",
+        "Fracture",
+        "Lung Opacity",
+        "Enlarged Cardiomediastinum",
+    )
     assert mapping.data_only == () and not mapping.identical
-    assert mapping.to_dict()["renamed"] == {"Effusion": "Pleural Effusion", "Pleural_Thickening": "Pleural Thickening"}
+    assert mapping.to_dict()["renamed"] == {
+        "Effusion": "Pleural Effusion",
+        "Pleural_Thickening": "Pleural Thickening",
+    }
 
 
 def test_unmatched_classes_are_logged_and_no_overlap_refused(caplog):
@@ -33,5 +45,9 @@ def test_unmatched_classes_are_logged_and_no_overlap_refused(caplog):
 
 
 def test_known_findings_catch_typos():
-    assert is_known_finding("pleural_effusion") and is_known_finding("Lung Opacity") and is_known_finding("COVID19")
+    assert (
+        is_known_finding("pleural_effusion")
+        and is_known_finding("Lung Opacity")
+        and is_known_finding("COVID19")
+    )
     assert not is_known_finding("Pneumonai") and not is_known_finding("score")

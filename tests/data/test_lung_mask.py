@@ -41,7 +41,9 @@ def test_masking_keeps_the_dilated_lungs_and_blacks_out_the_rest():
     np.testing.assert_array_equal(mask, expected)
     assert not mask[2, 2] and not mask[0, 0]
     assert mask[8, 7] and not mask[7, 7]  # 2 px above the left lung kept, 3 px not
-    assert mask[9, 4] and not mask[8, 3]  # the corner grows round (distance sqrt(2) yes, sqrt(8) no)
+    assert (
+        mask[9, 4] and not mask[8, 3]
+    )  # the corner grows round (distance sqrt(2) yes, sqrt(8) no)
 
     image = np.arange(1600, dtype=np.int64).reshape(40, 40) % 251 + 1  # no zeros of its own
     image = image.astype(np.uint8)
@@ -77,17 +79,22 @@ def test_the_dilation_is_a_share_of_the_image_side():
 def test_identity_names_everything_the_masked_pixels_depend_on():
     a = LungMaskConfig(weights_sha256=SHA, checkpoint="/x/lungs.safetensors")
     assert f"v{LUNG_MASK_VERSION}" in a.identity() and SHA in a.identity()
-    assert a.identity() == LungMaskConfig(weights_sha256=SHA, checkpoint="/moved/elsewhere").identity()
+    assert (
+        a.identity() == LungMaskConfig(weights_sha256=SHA, checkpoint="/moved/elsewhere").identity()
+    )
     assert a.identity() != LungMaskConfig(weights_sha256="cd" * 32).identity()
     assert a.identity() != LungMaskConfig(weights_sha256=SHA, dilation=0.05).identity()
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"weights_sha256": "abc"}, "64 hex digits"),
-    ({"weights_sha256": SHA, "dilation": -0.01}, "share of the image side"),
-    ({"weights_sha256": SHA, "dilation": 0.5}, "share of the image side"),
-    ({"weights_sha256": SHA, "dilation": True}, "share of the image side"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"weights_sha256": "abc"}, "64 hex digits"),
+        ({"weights_sha256": SHA, "dilation": -0.01}, "share of the image side"),
+        ({"weights_sha256": SHA, "dilation": 0.5}, "share of the image side"),
+        ({"weights_sha256": SHA, "dilation": True}, "share of the image side"),
+    ],
+)
 def test_bad_lung_mask_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         LungMaskConfig(**kwargs)
@@ -97,9 +104,15 @@ def test_preprocessing_round_trips_lung_mask_and_omits_it_when_off():
     plain = PreprocessConfig(cache_size=224, input_size=160)
     assert "lung_mask" not in plain.to_dict()  # cards of unmasked models read as before
     assert PreprocessConfig.from_dict(plain.to_dict()) == plain
-    masked = PreprocessConfig(cache_size=224, input_size=160, lung_mask=LungMaskConfig(SHA, "/l.safetensors", 0.04))
+    masked = PreprocessConfig(
+        cache_size=224, input_size=160, lung_mask=LungMaskConfig(SHA, "/l.safetensors", 0.04)
+    )
     d = masked.to_dict()
-    assert d["lung_mask"] == {"weights_sha256": SHA, "checkpoint": "/l.safetensors", "dilation": 0.04}
+    assert d["lung_mask"] == {
+        "weights_sha256": SHA,
+        "checkpoint": "/l.safetensors",
+        "dilation": 0.04,
+    }
     assert PreprocessConfig.from_dict(d) == masked
     with pytest.raises(ConfigError, match="lung mask settings 'margin'"):
         PreprocessConfig.from_dict({**d, "lung_mask": {**d["lung_mask"], "margin": 3}})

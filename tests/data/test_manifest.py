@@ -9,7 +9,10 @@ from cxr_core.data.formats import load_dataset
 
 
 def _folders(root: Path) -> Path:
-    for cls, names in {"NORMAL": ["IM-0001-0001.jpeg", "IM-0002-0001.jpeg"], "PNEUMONIA": ["person1_bacteria_1.jpeg"]}.items():
+    for cls, names in {
+        "NORMAL": ["IM-0001-0001.jpeg", "IM-0002-0001.jpeg"],
+        "PNEUMONIA": ["person1_bacteria_1.jpeg"],
+    }.items():
         (root / cls).mkdir(parents=True)
         for name in names:
             (root / cls / name).write_bytes(b"not decoded by the adapter")

@@ -47,7 +47,9 @@ def test_float_precision_is_kept_until_the_single_rounding():
     expected = np.rint(np.linspace(0.0, 1.0, 1000)[5::10] * 255)
     assert small.shape == (100, 100)
     assert np.abs(small[50, 1:-1].astype(int) - expected[1:-1]).max() <= 1
-    assert (small == small[0]).all()  # every row equal: no vertical artefacts from the non-square input
+    assert (
+        small == small[0]
+    ).all()  # every row equal: no vertical artefacts from the non-square input
 
 
 def test_constant_and_out_of_range_pixels():
@@ -56,7 +58,10 @@ def test_constant_and_out_of_range_pixels():
     np.testing.assert_array_equal(clipped, [[0, 255], [0, 0]])
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4, 3), np.float32), np.zeros((0, 5), np.float32), np.zeros((8, 8), np.uint8)])
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((4, 4, 3), np.float32), np.zeros((0, 5), np.float32), np.zeros((8, 8), np.uint8)],
+)
 def test_to_cache_array_refuses_non_gray_float_input(bad):
     with pytest.raises(ImageLoadError):
         to_cache_array(bad, 8)
@@ -90,7 +95,9 @@ def test_eval_tensor_resize_is_antialiased_and_size_preserving_when_equal():
     cfg = PreprocessConfig(in_chans=1, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_size=100)
     out = eval_tensor(checker, cfg)[0]
     assert abs(float(out.mean()) - 0.5) < 0.01 and float(out.std()) < 0.1
-    same = eval_tensor(checker, PreprocessConfig(in_chans=1, mean=(0.0,) * 3, std=(1.0,) * 3, input_size=256))[0]
+    same = eval_tensor(
+        checker, PreprocessConfig(in_chans=1, mean=(0.0,) * 3, std=(1.0,) * 3, input_size=256)
+    )[0]
     np.testing.assert_allclose(same.numpy(), checker / 255.0, atol=1e-6)
 
 

@@ -35,12 +35,27 @@ def setup(nih_subset, tmp_path_factory) -> dict:
     data = nih_subset(base / "nih40", 40)
     torch.manual_seed(0)
     model = create_model("small_cnn", 14, in_chans=1)
-    preprocess = PreprocessConfig(cache_size=64, input_size=64, in_chans=1, mean=(0.5,) * 3, std=(0.25,) * 3)
-    data_section = {"path": str(data), "val": 0.5, "cache_dir": str(base / "cache"), "cache_size": 64}
+    preprocess = PreprocessConfig(
+        cache_size=64, input_size=64, in_chans=1, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
+    data_section = {
+        "path": str(data),
+        "val": 0.5,
+        "cache_dir": str(base / "cache"),
+        "cache_size": 64,
+    }
     thresholds = {c: round(0.3 + 0.02 * i, 3) for i, c in enumerate(NIH14.classes)}
-    card = ModelCard(architecture="small_cnn", num_classes=14, label_space=NIH14.to_dict(), preprocess=preprocess.to_dict(),
-                     in_chans=1, thresholds=thresholds, threshold_method="fixed",
-                     training={"config": {"data": data_section}}, validation={"n_boot": 40, "seed": 3})
+    card = ModelCard(
+        architecture="small_cnn",
+        num_classes=14,
+        label_space=NIH14.to_dict(),
+        preprocess=preprocess.to_dict(),
+        in_chans=1,
+        thresholds=thresholds,
+        threshold_method="fixed",
+        training={"config": {"data": data_section}},
+        validation={"n_boot": 40, "seed": 3},
+    )
     checkpoint = save_checkpoint(base / "ours" / "model.safetensors", model.state_dict(), card)
     manifest = build_manifest(DataConfig(**data_section))
     return {"base": base, "data": data, "checkpoint": checkpoint, "manifest": manifest}
@@ -53,27 +68,68 @@ def third_party_csv(checkpoint: Path, data: Path, out: Path) -> Path:
     files = sorted((data / "images").glob("*.png"))
     random.Random(5).shuffle(files)
     results = predictor.predict_files(files, batch_size=8)
-    rows = [{"Image Index": Path(r.path).name,
-             **{NIH_SPELLING.get(c, c): p for c, p in r.prediction.probabilities.items()}, "Fracture": 0.01}
-            for r in results]
+    rows = [
+        {
+            "Image Index": Path(r.path).name,
+            **{NIH_SPELLING.get(c, c): p for c, p in r.prediction.probabilities.items()},
+            "Fracture": 0.01,
+        }
+        for r in results
+    ]
     pd.DataFrame(rows).to_csv(out, index=False)
     return out
 
 
 def test_external_predictions_give_our_own_report(setup, capsys):
     base = setup["base"]
-    assert main(["evaluate", "--checkpoint", str(setup["checkpoint"]), "--split", "val", "--out", str(base / "ours_val"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(setup["checkpoint"]),
+                "--split",
+                "val",
+                "--out",
+                str(base / "ours_val"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     csv = third_party_csv(setup["checkpoint"], setup["data"], base / "vendor_x.csv")
-    assert main(["evaluate", "--predictions", str(csv), "--like", str(setup["checkpoint"]), "--split", "val",
-                 "--n-boot", "40", "--seed", "3", "--name", "vendor-x", "--out", str(base / "runs" / "vendor-x")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--predictions",
+                str(csv),
+                "--like",
+                str(setup["checkpoint"]),
+                "--split",
+                "val",
+                "--n-boot",
+                "40",
+                "--seed",
+                "3",
+                "--name",
+                "vendor-x",
+                "--out",
+                str(base / "runs" / "vendor-x"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "Fracture" in err
 
     ours = json.loads((base / "ours_val" / "report.json").read_text())
     theirs = json.loads((base / "runs" / "vendor-x" / "eval" / "val" / "report.json").read_text())
     assert theirs["label_mapping"]["model_only"] == ["Fracture"]
-    assert theirs["label_mapping"]["renamed"] == {"Effusion": "Pleural Effusion", "Pleural_Thickening": "Pleural Thickening"}
+    assert theirs["label_mapping"]["renamed"] == {
+        "Effusion": "Pleural Effusion",
+        "Pleural_Thickening": "Pleural Thickening",
+    }
     assert theirs["evaluation"]["notes"][0].startswith("20 rows of images outside the 'val' split")
     assert theirs["per_class"].keys() == ours["per_class"].keys()
     for cls, expected in ours["per_class"].items():
@@ -85,13 +141,25 @@ def test_external_predictions_give_our_own_report(setup, capsys):
                 assert got == pytest.approx(value, abs=1e-7, nan_ok=True), (cls, key)
             else:
                 assert got == value, (cls, key)
-    for key in ("macro_auroc", "macro_auroc_ci", "n_images", "n_patients", "macro_classes_included"):
+    for key in (
+        "macro_auroc",
+        "macro_auroc_ci",
+        "n_images",
+        "n_patients",
+        "macro_classes_included",
+    ):
         assert theirs["headline"][key] == pytest.approx(ours["headline"][key], abs=1e-9), key
     ours_frame = pd.read_csv(base / "ours_val" / "predictions.csv")
     theirs_frame = pd.read_csv(base / "runs" / "vendor-x" / "eval" / "val" / "predictions.csv")
     assert list(theirs_frame.columns) == list(ours_frame.columns)
     assert (theirs_frame["image_id"] == ours_frame["image_id"]).all()
-    assert np.abs(theirs_frame.filter(like="prob:").to_numpy() - ours_frame.filter(like="prob:").to_numpy()).max() < 1e-5
+    assert (
+        np.abs(
+            theirs_frame.filter(like="prob:").to_numpy()
+            - ours_frame.filter(like="prob:").to_numpy()
+        ).max()
+        < 1e-5
+    )
 
     entries = {e.name: e for e in discover_checkpoints([base / "runs"])}
     entry = entries["external: vendor-x"]
@@ -111,22 +179,47 @@ def _write(path: Path, frame: pd.DataFrame) -> Path:
 def _valid_frame(manifest) -> pd.DataFrame:
     frame = pd.DataFrame({"image_id": manifest.frame["image_id"]})
     for i, c in enumerate(NIH14.classes):
-        frame[c] = np.linspace(0.05, 0.95, len(frame))[::-1 if i % 2 else 1]
+        frame[c] = np.linspace(0.05, 0.95, len(frame))[:: -1 if i % 2 else 1]
     return frame
 
 
-@pytest.mark.parametrize("change, error, message", [
-    (lambda f, val: f.assign(image_id=f["image_id"].where(f.index != 3, "nobody.png")), DatasetError,
-     r"not in the dataset.*nobody\.png"),
-    (lambda f, val: f[f["image_id"] != val[0]], DatasetError, r"no prediction for 1 of the 20 'val' images"),
-    (lambda f, val: f.assign(Mass=f["Mass"].where(f["image_id"] != val[1], np.nan)), DatasetError,
-     r"'Mass' has missing or non-numeric probabilities for images " + val_placeholder),
-    (lambda f, val: f.assign(Mass=f["Mass"] * 3), DatasetError, r"'Mass' has values outside \[0, 1\]"),
-    (lambda f, val: f.assign(Pneumonai=0.2), UnknownClassError, r"Pneumonai"),
-    (lambda f, val: pd.concat([f, f.iloc[:1]]), DatasetError, r"several rows score the same image"),
-    (lambda f, val: f.rename(columns={"image_id": "study"}), DatasetError, r"no image column"),
-    (lambda f, val: f.rename(columns={"Edema": "edema", "Mass": "Edema"}), DatasetError, r"same finding"),
-])
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (
+            lambda f, val: f.assign(image_id=f["image_id"].where(f.index != 3, "nobody.png")),
+            DatasetError,
+            r"not in the dataset.*nobody\.png",
+        ),
+        (
+            lambda f, val: f[f["image_id"] != val[0]],
+            DatasetError,
+            r"no prediction for 1 of the 20 'val' images",
+        ),
+        (
+            lambda f, val: f.assign(Mass=f["Mass"].where(f["image_id"] != val[1], np.nan)),
+            DatasetError,
+            r"'Mass' has missing or non-numeric probabilities for images " + val_placeholder,
+        ),
+        (
+            lambda f, val: f.assign(Mass=f["Mass"] * 3),
+            DatasetError,
+            r"'Mass' has values outside \[0, 1\]",
+        ),
+        (lambda f, val: f.assign(Pneumonai=0.2), UnknownClassError, r"Pneumonai"),
+        (
+            lambda f, val: pd.concat([f, f.iloc[:1]]),
+            DatasetError,
+            r"several rows score the same image",
+        ),
+        (lambda f, val: f.rename(columns={"image_id": "study"}), DatasetError, r"no image column"),
+        (
+            lambda f, val: f.rename(columns={"Edema": "edema", "Mass": "Edema"}),
+            DatasetError,
+            r"same finding",
+        ),
+    ],
+)
 def test_bad_files_are_refused_clearly(setup, tmp_path, change, error, message):
     manifest = setup["manifest"]
     val = manifest.frame.loc[manifest.frame["split"] == "val", "image_id"].tolist()
@@ -139,7 +232,9 @@ def test_paths_and_prob_prefix_are_accepted(setup, tmp_path):
     manifest = setup["manifest"]
     frame = _valid_frame(manifest)
     frame.insert(0, "path", manifest.frame["path"].to_numpy())
-    frame = frame.drop(columns="image_id").rename(columns={c: f"prob:{c}" for c in NIH14.classes[:3]})
+    frame = frame.drop(columns="image_id").rename(
+        columns={c: f"prob:{c}" for c in NIH14.classes[:3]}
+    )
     frame["label:Mass"] = 1.0
     result = read_external_predictions(_write(tmp_path / "p.csv", frame), manifest, "val")
     assert len(result.frame) == 20 and result.mapping.data_classes == NIH14.classes

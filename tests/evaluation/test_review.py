@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +9,16 @@ import pytest
 from cxr_core.artifacts.catalog import EvalRun
 from cxr_core.artifacts.review_store import ReviewStore, Verdict
 from cxr_core.evaluation.review import (
-    SESSION_EXPORT_COLUMNS, agreement, call_of, corrected_labels, corrected_metrics, disagreements, film_cases,
-    majority_call, verdict_for, verdict_frame,
+    SESSION_EXPORT_COLUMNS,
+    agreement,
+    call_of,
+    corrected_labels,
+    corrected_metrics,
+    disagreements,
+    film_cases,
+    majority_call,
+    verdict_for,
+    verdict_frame,
 )
 
 PROBS = [0.9, 0.8, 0.7, 0.4, 0.3, 0.2]
@@ -20,9 +27,17 @@ LABELS = [1, 0, 1, 1, 0, 0]
 
 @pytest.fixture
 def run(tmp_path) -> EvalRun:
-    frame = pd.DataFrame({"image_id": [f"img{i}" for i in range(6)], "patient_id": [f"p{i}" for i in range(6)],
-                          "path": "", "prob:Edema": PROBS, "label:Edema": LABELS,
-                          "prob:Mass": [0.1] * 6, "label:Mass": [0, 0, 0, 0, 0, np.nan]})
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"img{i}" for i in range(6)],
+            "patient_id": [f"p{i}" for i in range(6)],
+            "path": "",
+            "prob:Edema": PROBS,
+            "label:Edema": LABELS,
+            "prob:Mass": [0.1] * 6,
+            "label:Mass": [0, 0, 0, 0, 0, np.nan],
+        }
+    )
     return EvalRun("val", tmp_path, ("Edema", "Mass"), frame)
 
 
@@ -49,12 +64,20 @@ def test_majority_call():
 
 def session(tmp_path, run):
     store = ReviewStore(tmp_path / "db")
-    s = store.create_session("team", str(run.dir), "val", {"thresholds": {"Edema": 0.5, "Mass": 0.5}},
-                             mode="blind_all", classes=["Edema"])
-    calls = {"img0": {"A": "present", "B": "present", "C": "present"},
-             "img1": {"A": "present", "B": "present", "C": "absent"},
-             "img3": {"A": "absent", "B": "present"},
-             "img4": {"A": "unsure"}}
+    s = store.create_session(
+        "team",
+        str(run.dir),
+        "val",
+        {"thresholds": {"Edema": 0.5, "Mass": 0.5}},
+        mode="blind_all",
+        classes=["Edema"],
+    )
+    calls = {
+        "img0": {"A": "present", "B": "present", "C": "present"},
+        "img1": {"A": "present", "B": "present", "C": "absent"},
+        "img3": {"A": "absent", "B": "present"},
+        "img4": {"A": "unsure"},
+    }
     for image_id, by_reader in calls.items():
         for reader, call in by_reader.items():
             store.record(s.id, image_id, "Edema", reviewer=reader, finding=call, confidence=3)
@@ -69,8 +92,15 @@ def test_verdict_frame_has_probability_threshold_outcome_and_truth(tmp_path, run
     assert list(frame.columns) == list(SESSION_EXPORT_COLUMNS)
     assert len(frame) == 9
     row = frame[(frame["image_id"] == "img1") & (frame["reviewer"] == "C")].iloc[0]
-    assert (row["probability"], row["threshold"], row["ground_truth"], row["model_call"], row["outcome"],
-            row["reader_call"], row["mode"]) == (0.8, 0.5, "absent", "present", "FP", "absent", "blind_all")
+    assert (
+        row["probability"],
+        row["threshold"],
+        row["ground_truth"],
+        row["model_call"],
+        row["outcome"],
+        row["reader_call"],
+        row["mode"],
+    ) == (0.8, 0.5, "absent", "present", "FP", "absent", "blind_all")
 
 
 def test_disagreements_and_corrected_labels(tmp_path, run):
@@ -82,21 +112,40 @@ def test_disagreements_and_corrected_labels(tmp_path, run):
     assert listed.iloc[1]["adjudicated"] == 0 and listed.iloc[1]["adjudicator"] == "ADJ"
     corrected = corrected_labels(frame, store.adjudications(s.id))
     assert [tuple(r) for r in corrected.itertuples(index=False)] == [
-        ("img0", "Edema", 1, 1, "majority"), ("img1", "Edema", 0, 1, "majority"),
-        ("img3", "Edema", 1, 0, "adjudicated"), ("img4", "Edema", 0, 0, "original")]
+        ("img0", "Edema", 1, 1, "majority"),
+        ("img1", "Edema", 0, 1, "majority"),
+        ("img3", "Edema", 1, 0, "adjudicated"),
+        ("img4", "Edema", 0, 0, "original"),
+    ]
 
 
 def test_corrected_metrics_by_hand(tmp_path, run):
     store, s, frame = session(tmp_path, run)
-    table = corrected_metrics(run, {"Edema": 0.5, "Mass": 0.5}, corrected_labels(frame, store.adjudications(s.id)),
-                              ["Edema"])
+    table = corrected_metrics(
+        run,
+        {"Edema": 0.5, "Mass": 0.5},
+        corrected_labels(frame, store.adjudications(s.id)),
+        ["Edema"],
+    )
     row = table.iloc[0]
     # original: called img0-2; TP img0, img2; FP img1; FN img3; TN img4, img5; AUROC 7/9 by counting pairs
     assert row["auroc_original"] == pytest.approx(7 / 9)
-    assert (row["sensitivity_original"], row["specificity_original"], row["ppv_original"]) == pytest.approx((2 / 3,) * 3)
+    assert (
+        row["sensitivity_original"],
+        row["specificity_original"],
+        row["ppv_original"],
+    ) == pytest.approx((2 / 3,) * 3)
     # corrected labels [1, 1, 1, 0, 0, 0]: every call right
-    assert row["n_changed"] == 2 and row["n_positive_original"] == 3 and row["n_positive_corrected"] == 3
-    assert (row["auroc_corrected"], row["sensitivity_corrected"], row["specificity_corrected"]) == (1.0, 1.0, 1.0)
+    assert (
+        row["n_changed"] == 2
+        and row["n_positive_original"] == 3
+        and row["n_positive_corrected"] == 3
+    )
+    assert (row["auroc_corrected"], row["sensitivity_corrected"], row["specificity_corrected"]) == (
+        1.0,
+        1.0,
+        1.0,
+    )
     assert table["class_name"].tolist() == ["Edema"]
 
 
@@ -104,16 +153,24 @@ def test_agreement_of_a_session(tmp_path, run):
     store, s, frame = session(tmp_path, run)
     table = agreement(frame, n_boot=50)
     pairs = list(zip(table["rater_a"], table["rater_b"], table["statistic"]))
-    assert ("A", "B", "cohen") in pairs and ("A", "dataset label", "cohen") in pairs and ("C", "model", "cohen") in pairs
+    assert (
+        ("A", "B", "cohen") in pairs
+        and ("A", "dataset label", "cohen") in pairs
+        and ("C", "model", "cohen") in pairs
+    )
     assert ("", "", "fleiss") in pairs
     ab = table[(table["rater_a"] == "A") & (table["rater_b"] == "B")].iloc[0]
     assert ab["n_items"] == 3  # img0, img1, img3 (img4 only A called)
     from sklearn.metrics import cohen_kappa_score
-    assert ab["kappa"] == pytest.approx(cohen_kappa_score(["present", "present", "absent"], ["present", "present", "present"]))
+
+    assert ab["kappa"] == pytest.approx(
+        cohen_kappa_score(["present", "present", "absent"], ["present", "present", "present"])
+    )
 
 
 def test_visibility_by_mode():
     from cxr_core.evaluation.review import visible
+
     assert visible("unblinded", False) == (True, True)
     assert visible("blind_labels", False) == (True, False)
     assert visible("blind_all", False) == (False, False)
@@ -122,18 +179,28 @@ def test_visibility_by_mode():
 
 def test_film_queue_orders_and_blinds(run):
     from cxr_core.evaluation.review import ORDERS, film_queue
+
     cases = film_cases(run, ["Edema", "Mass"], {"Edema": 0.5, "Mass": 0.5})
     assert film_queue(cases, "unblinded", focus="Edema", outcomes=["FP", "FN"]) == ["img1", "img3"]
-    assert film_queue(cases, "unblinded", focus="Edema", outcomes=["TP", "FP", "FN", "TN"], order=ORDERS[1]) == [
-        "img5", "img4", "img3", "img2", "img1", "img0"]
-    assert film_queue(cases, "unblinded", focus="Edema", outcomes=["TP", "FP", "FN", "TN"], order=ORDERS[2])[0] == "img3"
+    assert film_queue(
+        cases, "unblinded", focus="Edema", outcomes=["TP", "FP", "FN", "TN"], order=ORDERS[1]
+    ) == ["img5", "img4", "img3", "img2", "img1", "img0"]
+    assert (
+        film_queue(
+            cases, "unblinded", focus="Edema", outcomes=["TP", "FP", "FN", "TN"], order=ORDERS[2]
+        )[0]
+        == "img3"
+    )
     blind = film_queue(cases, "blind_all", focus="Edema", outcomes=["FP"], seed=3)
-    assert sorted(blind) == [f"img{i}" for i in range(6)]  # filters ignored: they would leak the label
+    assert sorted(blind) == [
+        f"img{i}" for i in range(6)
+    ]  # filters ignored: they would leak the label
     assert blind == film_queue(cases, "blind_labels", seed=3)
 
 
 def test_progress_next_unreviewed_and_resume(tmp_path, run):
     from cxr_core.evaluation.review import next_unreviewed, resume_index, reviewed_films
+
     store, s, frame = session(tmp_path, run)
     cases = film_cases(run, ["Edema"], {"Edema": 0.5})
     assert reviewed_films(store.verdicts(s.id), "A", cases) == {"img0", "img1", "img3", "img4"}
@@ -151,6 +218,7 @@ def test_progress_next_unreviewed_and_resume(tmp_path, run):
 
 def test_blinding_closes_the_session_views_until_every_film_is_called_or_revealed(tmp_path, run):
     from cxr_core.evaluation.review import reader_blinding
+
     store, s, _ = session(tmp_path, run)
     cases = film_cases(run, ["Edema"], {"Edema": 0.5})
     a = reader_blinding("blind_all", cases, store.verdicts(s.id), "A")
@@ -161,7 +229,9 @@ def test_blinding_closes_the_session_views_until_every_film_is_called_or_reveale
     done = reader_blinding("blind_all", cases, store.verdicts(s.id), "A")
     assert (done.left, done.closed) == (0, False)
     when = store.reveal(s.id, "C")
-    revealed = reader_blinding("blind_all", cases, store.verdicts(s.id), "C", store.revealed_at(s.id, "C"))
+    revealed = reader_blinding(
+        "blind_all", cases, store.verdicts(s.id), "C", store.revealed_at(s.id, "C")
+    )
     assert (revealed.left, revealed.revealed_at, revealed.closed) == (4, when, False)
     nobody = reader_blinding("blind_all", cases, store.verdicts(s.id), "")
     assert (nobody.left, nobody.closed) == (6, True)  # a reader without a name has read nothing

@@ -25,19 +25,35 @@ def trained(kermany_subset, tmp_path_factory) -> dict:
     """One epoch of small_cnn on 48 real Kermany radiographs (24 per class), 64 px, scored with flip TTA."""
     base = tmp_path_factory.mktemp("evaluation")
     data = kermany_subset(base / "kermany48")
-    config = TrainConfig.from_dict({
-        "data": {"path": str(data), "val": 0.4, "cache_dir": str(base / "cache"), "cache_size": 64},
-        "model": {"name": "small_cnn", "in_chans": 1},
-        "preprocess": {"input_size": 64},
-        "optim": {"batch_size": 8},
-        "eval": {"n_boot": 100, "tta": "hflip"},
-        "epochs": 1, "num_workers": 0, "device": "cpu", "out_dir": str(base / "run"),
-    })
+    config = TrainConfig.from_dict(
+        {
+            "data": {
+                "path": str(data),
+                "val": 0.4,
+                "cache_dir": str(base / "cache"),
+                "cache_size": 64,
+            },
+            "model": {"name": "small_cnn", "in_chans": 1},
+            "preprocess": {"input_size": 64},
+            "optim": {"batch_size": 8},
+            "eval": {"n_boot": 100, "tta": "hflip"},
+            "epochs": 1,
+            "num_workers": 0,
+            "device": "cpu",
+            "out_dir": str(base / "run"),
+        }
+    )
     train(config, progress=False)
     run = base / "run"
     saved = base / "training_eval"
     shutil.copytree(run / "eval" / "val", saved)
-    return {"config": config, "data": data, "run": run, "training_eval": saved, "checkpoint": run / "model.safetensors"}
+    return {
+        "config": config,
+        "data": data,
+        "run": run,
+        "training_eval": saved,
+        "checkpoint": run / "model.safetensors",
+    }
 
 
 def test_cli_reproduces_the_model_card(trained, capsys):
@@ -48,7 +64,15 @@ def test_cli_reproduces_the_model_card(trained, capsys):
 
     card = load_checkpoint(trained["checkpoint"]).card
     report = json.loads((trained["run"] / "eval" / "val" / "report.json").read_text())
-    for key in ("macro_auroc", "macro_auroc_ci", "balanced_accuracy", "accuracy", "per_class", "n_images", "n_patients"):
+    for key in (
+        "macro_auroc",
+        "macro_auroc_ci",
+        "balanced_accuracy",
+        "accuracy",
+        "per_class",
+        "n_images",
+        "n_patients",
+    ):
         assert report["headline"][key] == card.validation[key], key
     before = pd.read_csv(trained["training_eval"] / "predictions.csv")
     after = pd.read_csv(trained["run"] / "eval" / "val" / "predictions.csv")
@@ -67,7 +91,9 @@ def test_probabilities_equal_the_predictor(trained):
     for (_, row), prediction in zip(rows.iterrows(), predictions):
         for c in classes:
             assert prediction.probabilities[c] == pytest.approx(row[f"prob:{c}"], abs=1e-5)
-    plain = Predictor.from_checkpoint(trained["checkpoint"], device="cpu", tta="none").predict_probabilities(images)
+    plain = Predictor.from_checkpoint(
+        trained["checkpoint"], device="cpu", tta="none"
+    ).predict_probabilities(images)
     assert np.abs(plain - predictor.predict_probabilities(images)).max() > 1e-4
 
 
@@ -76,14 +102,29 @@ def test_changed_data_warns_and_keeps_the_training_evaluation(trained, tmp_path,
     shutil.copytree(trained["data"], changed)
     extra = next((changed / "NORMAL").glob("*.jpeg"))
     shutil.copy(extra, changed / "NORMAL" / "zz_extra_copy.jpeg")
-    assert main(["evaluate", "--checkpoint", str(trained["checkpoint"]), "--data", str(changed), "--no-progress",
-                 "--n-boot", "20"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(trained["checkpoint"]),
+                "--data",
+                str(changed),
+                "--no-progress",
+                "--n-boot",
+                "20",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "WARNING" in err and "fingerprint" in err
     written = [p for p in (trained["run"] / "eval").iterdir() if p.name.startswith("val-data-")]
     assert len(written) == 1 and (written[0] / "report.json").is_file()
     before = pd.read_csv(trained["training_eval"] / "predictions.csv")
-    pd.testing.assert_frame_equal(before, pd.read_csv(trained["run"] / "eval" / "val" / "predictions.csv"))
+    pd.testing.assert_frame_equal(
+        before, pd.read_csv(trained["run"] / "eval" / "val" / "predictions.csv")
+    )
 
 
 def test_a_moved_project_finds_its_data_and_reproduces_the_card(trained, tmp_path, capsys):
@@ -94,7 +135,9 @@ def test_a_moved_project_finds_its_data_and_reproduces_the_card(trained, tmp_pat
     hidden = trained["data"].with_name("hidden")
     trained["data"].rename(hidden)  # the card's absolute data path no longer exists
     try:
-        code = main(["evaluate", "--checkpoint", str(moved / "run" / "model.safetensors"), "--no-progress"])
+        code = main(
+            ["evaluate", "--checkpoint", str(moved / "run" / "model.safetensors"), "--no-progress"]
+        )
         refused = main(["evaluate", "--checkpoint", str(trained["checkpoint"]), "--no-progress"])
     finally:
         hidden.rename(trained["data"])
@@ -112,14 +155,23 @@ def test_a_moved_project_finds_its_data_and_reproduces_the_card(trained, tmp_pat
 
 def test_library_evaluation_of_other_split_and_refusals(trained, tmp_path):
     manifest = build_manifest(trained["config"].data)
-    report = evaluate_checkpoint(trained["checkpoint"], manifest, "train", tmp_path / "train_eval",
-                                 n_boot=0, cache_dir=trained["config"].data.cache_dir, progress=False)
+    report = evaluate_checkpoint(
+        trained["checkpoint"],
+        manifest,
+        "train",
+        tmp_path / "train_eval",
+        n_boot=0,
+        cache_dir=trained["config"].data.cache_dir,
+        progress=False,
+    )
     frame, classes = load_predictions(tmp_path / "train_eval" / "predictions.csv")
     assert len(frame) == report["n_cases"] == int((manifest.frame["split"] == "train").sum())
     assert report["headline"]["macro_auroc_ci"] is None  # n_boot=0: no interval claimed
     assert np.allclose(frame[[f"prob:{c}" for c in classes]].sum(axis=1), 1.0, atol=1e-5)
     with pytest.raises(DatasetError, match="test"):
-        evaluate_checkpoint(trained["checkpoint"], manifest, "test", tmp_path / "t", n_boot=0, progress=False)
+        evaluate_checkpoint(
+            trained["checkpoint"], manifest, "test", tmp_path / "t", n_boot=0, progress=False
+        )
 
     bad = tmp_path / "bad.csv"
     bad.write_text("image_id,prob:A\nx,0.5\n")
@@ -136,4 +188,6 @@ def test_label_space_mismatch_is_refused(trained, tmp_path):
     config = trained["config"].data
     manifest = build_manifest(type(config)(**{**config.__dict__, "path": str(other)}))
     with pytest.raises(DatasetError, match="label space"):
-        evaluate_checkpoint(trained["checkpoint"], manifest, "val", tmp_path / "out", n_boot=0, progress=False)
+        evaluate_checkpoint(
+            trained["checkpoint"], manifest, "val", tmp_path / "out", n_boot=0, progress=False
+        )

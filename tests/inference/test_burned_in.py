@@ -19,13 +19,15 @@ def _film(rng: np.random.Generator) -> np.ndarray:
     film = 0.35 + 0.25 * yy + 0.1 * np.abs(xx - 0.5)
     for cy, cx in LUNG_CENTRES:
         inside = ((yy - cy) / 0.3) ** 2 + ((xx - cx) / 0.13) ** 2
-        film -= 0.2 * np.exp(-inside ** 2) * (0.8 + 0.2 * np.cos(yy * 60))
+        film -= 0.2 * np.exp(-(inside**2)) * (0.8 + 0.2 * np.cos(yy * 60))
     return np.clip(film + rng.normal(0, 0.02, film.shape), 0, 1)
 
 
 def _lungs() -> np.ndarray:
     yy, xx = np.mgrid[:SIDE, :SIDE] / SIDE
-    return np.logical_or.reduce([((yy - cy) / 0.3) ** 2 + ((xx - cx) / 0.13) ** 2 <= 1 for cy, cx in LUNG_CENTRES])
+    return np.logical_or.reduce(
+        [((yy - cy) / 0.3) ** 2 + ((xx - cx) / 0.13) ** 2 <= 1 for cy, cx in LUNG_CENTRES]
+    )
 
 
 def _with_text(film: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +41,14 @@ def _with_text(film: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     word = ImageFont.load_default(size=14)
     draw.text((30, 40), "PORTABLE", fill=255, font=word, stroke_width=1, stroke_fill=255)
     draw.text((400, 30), "AP", fill=255, font=word, stroke_width=1, stroke_fill=255)
-    draw.text((460, 240), "L", fill=255, font=ImageFont.load_default(size=24), stroke_width=1, stroke_fill=255)
+    draw.text(
+        (460, 240),
+        "L",
+        fill=255,
+        font=ImageFont.load_default(size=24),
+        stroke_width=1,
+        stroke_fill=255,
+    )
     ink = np.asarray(canvas) / 255.0
     return np.maximum(film, 0.97 * ink), ink > 0.5
 
@@ -54,7 +63,11 @@ def test_synthetic_text_is_found_and_the_lungs_are_not():
     assert not (mask & _lungs()).any()
     assert mask.mean() < 0.02
     # each word on its own (not only the large marker)
-    for rows, cols in ((slice(35, 65), slice(25, 120)), (slice(25, 55), slice(395, 430)), (slice(235, 275), slice(455, 480))):
+    for rows, cols in (
+        (slice(35, 65), slice(25, 120)),
+        (slice(25, 55), slice(395, 430)),
+        (slice(235, 275), slice(455, 480)),
+    ):
         assert mask[rows, cols][ink[rows, cols]].mean() >= 0.9
     assert not burned_in_text_mask(film).any()  # gradient, lungs and noise alone are not text
 
@@ -88,7 +101,9 @@ def test_real_nih_text_is_covered_and_little_else(nih14_root, name):
     mask = burned_in_text_mask(pixels)
     for (top, bottom), (left, right) in NIH_TEXT[name]:
         box = pixels[top:bottom, left:right]
-        strokes = np.abs(box - np.median(box)) > 0.15  # the characters (and their dark outlines) against the film
+        strokes = (
+            np.abs(box - np.median(box)) > 0.15
+        )  # the characters (and their dark outlines) against the film
         assert mask[top:bottom, left:right][strokes].mean() >= 0.95, (name, top, left)
     assert mask.mean() < 0.03
     assert not mask[96:176, 64:192].any()  # the middle of the chest

@@ -69,7 +69,9 @@ def predictor() -> Predictor:
     return Predictor(
         BrightDarkNet(),
         label_space=LabelSpace("planted", ("Bright", "Dark")),
-        preprocess=PreprocessConfig(cache_size=64, input_size=64, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1),
+        preprocess=PreprocessConfig(
+            cache_size=64, input_size=64, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1
+        ),
         target_layer=lambda m: m.features[2],
         device="cpu",
     )
@@ -88,7 +90,10 @@ def _peak(heatmap: np.ndarray) -> tuple[int, int]:
 
 
 def _in_square(point: tuple[int, int]) -> bool:
-    return SQUARE[0].start <= point[0] < SQUARE[0].stop and SQUARE[1].start <= point[1] < SQUARE[1].stop
+    return (
+        SQUARE[0].start <= point[0] < SQUARE[0].stop
+        and SQUARE[1].start <= point[1] < SQUARE[1].stop
+    )
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -126,14 +131,21 @@ def test_gradcam_equals_the_library_reference_on_registered_models(arch):
     torch.manual_seed(0)
     spec = get_model_spec(arch)
     model = create_model(arch, 14)
-    pred = Predictor(model, label_space=NIH14, preprocess=PreprocessConfig(cache_size=64, input_size=64),
-                     target_layer=spec.target_layer, device="cpu")
+    pred = Predictor(
+        model,
+        label_space=NIH14,
+        preprocess=PreprocessConfig(cache_size=64, input_size=64),
+        target_layer=spec.target_layer,
+        device="cpu",
+    )
     img = np.random.default_rng(5).random((64, 64)).astype(np.float32)
     ours = explain(pred, img, "Mass", border=0.0)
     reference = create_model(arch, 14)
     reference.load_state_dict(model.state_dict())
     with GradCAM(model=reference.eval(), target_layers=[spec.target_layer(reference)]) as cam:
-        expected = cam(input_tensor=pred.prepare([img]), targets=[ClassLogitTarget(NIH14.index("Mass"))])[0]
+        expected = cam(
+            input_tensor=pred.prepare([img]), targets=[ClassLogitTarget(NIH14.index("Mass"))]
+        )[0]
     assert expected.max() > 0.5
     np.testing.assert_allclose(ours, expected, atol=1e-5)
 
@@ -158,8 +170,12 @@ def test_eigencam_orients_the_component_towards_the_salient_region():
     for seed in range(40):
         rng = np.random.default_rng(seed)
         acts = np.abs(rng.standard_normal((1, 16, 7, 7))).astype(np.float32) * 0.3
-        acts[0, :, 1:3, 4:6] += rng.random(16)[:, None, None].astype(np.float32) * 3  # post-ReLU-like, one hot spot
-        corrected = SignCorrectedEigenCAM.get_cam_image(None, None, None, None, acts, None, False)[0]
+        acts[0, :, 1:3, 4:6] += (
+            rng.random(16)[:, None, None].astype(np.float32) * 3
+        )  # post-ReLU-like, one hot spot
+        corrected = SignCorrectedEigenCAM.get_cam_image(None, None, None, None, acts, None, False)[
+            0
+        ]
         assert peak_inside(corrected), f"seed {seed}"
         plain_misses += not peak_inside(get_2d_projection(acts)[0])
     assert plain_misses > 0
@@ -167,7 +183,9 @@ def test_eigencam_orients_the_component_towards_the_salient_region():
 
 def test_batch_matches_single_calls_and_uses_one_class_per_image(predictor, image):
     flipped = np.ascontiguousarray(image[::-1])
-    maps = explain_batch(predictor, [image, flipped, image], ["Bright", "Bright", "Dark"], "gradcam")
+    maps = explain_batch(
+        predictor, [image, flipped, image], ["Bright", "Bright", "Dark"], "gradcam"
+    )
     assert np.allclose(maps[0], explain(predictor, image, "Bright"), atol=1e-5)
     assert np.allclose(maps[1], explain(predictor, flipped, "Bright"), atol=1e-5)
     assert np.allclose(maps[2], explain(predictor, image, "Dark"), atol=1e-5)
@@ -189,7 +207,10 @@ def test_bad_class_and_method_are_refused(predictor, image):
 
 def test_concurrent_explanations_match_sequential(predictor, image):
     rng = np.random.default_rng(1)
-    images = [np.clip(image + 0.05 * rng.standard_normal(image.shape), 0, 1).astype(np.float32) for _ in range(4)]
+    images = [
+        np.clip(image + 0.05 * rng.standard_normal(image.shape), 0, 1).astype(np.float32)
+        for _ in range(4)
+    ]
     expected = [explain(predictor, im, "Bright") for im in images]
     expected_probs = predictor.predict(images)
     results: dict[int, tuple] = {}
@@ -208,7 +229,9 @@ def test_concurrent_explanations_match_sequential(predictor, image):
     for i in range(4):
         assert np.allclose(results[i][0], expected[i], atol=1e-6)
         # a batch of one vs the batch of four: the kernels may differ in the last bits
-        assert results[i][1].probabilities == pytest.approx(expected_probs[i].probabilities, rel=1e-5, abs=1e-6)
+        assert results[i][1].probabilities == pytest.approx(
+            expected_probs[i].probabilities, rel=1e-5, abs=1e-6
+        )
 
 
 def test_overlay_blends_colormap_over_gray():
@@ -258,7 +281,9 @@ def test_mask_border_leaves_excluded_pixels_out_of_the_scale():
     assert masked[text].max() == 0.0 and masked[:5].max() == 0.0
     assert _peak(masked) == (35, 20) and masked[35, 20] == pytest.approx(1.0)
     assert masked[31, 16] == pytest.approx(0.8)  # 0.4 of a 0..0.5 range
-    assert mask_border(heat, 0.1)[35, 20] == pytest.approx(0.5)  # without it the text sets the scale
+    assert mask_border(heat, 0.1)[35, 20] == pytest.approx(
+        0.5
+    )  # without it the text sets the scale
     no_frame = mask_border(heat, 0.0, text)
     assert no_frame[text].max() == 0.0 and no_frame[35, 20] == pytest.approx(1.0)
     assert mask_border(heat, 0.0, np.zeros(heat.shape, bool)) is heat
@@ -271,7 +296,9 @@ def test_burned_in_text_is_left_out_of_the_map_by_default():
     predictor = Predictor(  # at full resolution, so the network sees the characters
         BrightDarkNet(),
         label_space=LabelSpace("planted", ("Bright", "Dark")),
-        preprocess=PreprocessConfig(cache_size=256, input_size=256, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1),
+        preprocess=PreprocessConfig(
+            cache_size=256, input_size=256, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1
+        ),
         target_layer=lambda m: m.features[2],
         device="cpu",
     )
@@ -279,8 +306,14 @@ def test_burned_in_text_is_left_out_of_the_map_by_default():
     film = np.clip(0.2 + 0.03 * rng.standard_normal((256, 256)), 0, 1)
     film[100:160, 110:170] = 0.9
     ink = Image.fromarray(np.zeros(film.shape, np.uint8))
-    ImageDraw.Draw(ink).text((30, 30), "AP", fill=255, font=ImageFont.load_default(size=14), stroke_width=1,
-                             stroke_fill=255)
+    ImageDraw.Draw(ink).text(
+        (30, 30),
+        "AP",
+        fill=255,
+        font=ImageFont.load_default(size=14),
+        stroke_width=1,
+        stroke_fill=255,
+    )
     marked = np.maximum(film, 0.97 * (np.asarray(ink) / 255.0)).astype(np.float32)
     text = burned_in_text_mask(marked)
     assert text[np.asarray(ink) > 127].all() and not text[100:160, 110:170].any()
@@ -310,9 +343,16 @@ def test_contour_overlay_outlines_the_region_and_keeps_the_film_elsewhere(image)
     gray = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
     drawn = np.any(out != gray[..., None], axis=2)
     rows, cols = np.nonzero(drawn)
-    assert 19 <= rows.min() <= 20 and 39 <= rows.max() <= 40 and 59 <= cols.min() <= 60 and 84 <= cols.max() <= 85
+    assert (
+        19 <= rows.min() <= 20
+        and 39 <= rows.max() <= 40
+        and 59 <= cols.min() <= 60
+        and 84 <= cols.max() <= 85
+    )
     assert not drawn[23:37, 63:82].any()  # the outline only: inside is not filled
-    np.testing.assert_array_equal(out[:10, :50, 1], gray[:10, :50])  # untouched film away from the line
+    np.testing.assert_array_equal(
+        out[:10, :50, 1], gray[:10, :50]
+    )  # untouched film away from the line
     assert contour_overlay(image, heat, max_side=40).shape == (32, 40, 3)
     with pytest.raises(ConfigError, match="level"):
         contour_overlay(image, heat, level=1.0)
@@ -320,7 +360,9 @@ def test_contour_overlay_outlines_the_region_and_keeps_the_film_elsewhere(image)
 
 def test_score_cam_is_estimated_by_channels_and_withheld_when_slow(predictor):
     assert estimate_seconds(predictor, "gradcam", 0.1) == pytest.approx(0.2)
-    assert estimate_seconds(predictor, "scorecam", 0.1) == pytest.approx(0.8)  # 8 channels at the target layer
+    assert estimate_seconds(predictor, "scorecam", 0.1) == pytest.approx(
+        0.8
+    )  # 8 channels at the target layer
     offered = interactive_methods(predictor, forward_s=0.01)
     assert offered["scorecam"] == "" and offered["gradcam"] == ""
     slow = interactive_methods(predictor, forward_s=2.0)
@@ -328,6 +370,11 @@ def test_score_cam_is_estimated_by_channels_and_withheld_when_slow(predictor):
 
     from cxr_core.models.ensemble import Ensemble
 
-    ensemble = Predictor(Ensemble([BrightDarkNet()], [predictor.preprocess.input_size]), label_space=predictor.label_space,
-                         preprocess=predictor.preprocess, target_layer=lambda m: m.members[0].features[2], device="cpu")
+    ensemble = Predictor(
+        Ensemble([BrightDarkNet()], [predictor.preprocess.input_size]),
+        label_space=predictor.label_space,
+        preprocess=predictor.preprocess,
+        target_layer=lambda m: m.members[0].features[2],
+        device="cpu",
+    )
     assert "ensembles" in interactive_methods(ensemble, forward_s=0.001)["scorecam"]

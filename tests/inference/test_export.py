@@ -33,8 +33,24 @@ def _arrays(paths, checkpoint) -> list[np.ndarray]:
 def test_torchscript_matches_the_predictor_and_carries_metadata(tmp_path, nih_paths, capsys):
     checkpoint = build_checkpoint_dir(tmp_path, "tiny", with_eval=False) / "model.safetensors"
     out = tmp_path / "tiny.pt"
-    assert main(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out),
-                 "--tta", "hflip", "--check-images", *map(str, nih_paths)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(checkpoint),
+                "--format",
+                "torchscript",
+                "--out",
+                str(out),
+                "--tta",
+                "hflip",
+                "--check-images",
+                *map(str, nih_paths),
+            ]
+        )
+        == 0
+    )
     assert "max |Δp| against the Predictor on 4 images" in capsys.readouterr().out
     run, metadata = load_exported(out)
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu", tta="hflip")
@@ -55,7 +71,12 @@ def test_a_graph_that_misses_parity_is_not_kept(tmp_path, nih_paths, monkeypatch
     checkpoint = build_checkpoint_dir(tmp_path, "tiny", with_eval=False) / "model.safetensors"
     monkeypatch.setattr(export_module, "check_parity", lambda *a, **k: 3e-3)
     with pytest.raises(ConfigError, match="differs from the Predictor by 3.00e-03"):
-        export_checkpoint(checkpoint, "torchscript", tmp_path / "x.pt", parity_batch=_arrays(nih_paths, checkpoint))
+        export_checkpoint(
+            checkpoint,
+            "torchscript",
+            tmp_path / "x.pt",
+            parity_batch=_arrays(nih_paths, checkpoint),
+        )
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(ConfigError, match="unknown export format"):
         export_checkpoint(checkpoint, "tflite", tmp_path / "x.tflite")
@@ -65,11 +86,16 @@ def test_a_graph_that_misses_parity_is_not_kept(tmp_path, nih_paths, monkeypatch
 def test_onnx_of_the_bundled_ensemble_matches_the_predictor(tmp_path, nih_paths):
     """EfficientNet-Lite0 + Lite2 at 224/256 px with flip TTA: the antialiased member resize exports too."""
     pytest.importorskip("onnxruntime")
-    out, delta = export_checkpoint(BUNDLED_NIH, "onnx", tmp_path / "nih14.onnx", parity_batch=_arrays(nih_paths, BUNDLED_NIH))
+    out, delta = export_checkpoint(
+        BUNDLED_NIH, "onnx", tmp_path / "nih14.onnx", parity_batch=_arrays(nih_paths, BUNDLED_NIH)
+    )
     assert delta is not None and delta <= PARITY_TOLERANCE
     run, metadata = load_exported(out)
     predictor = Predictor.from_checkpoint(BUNDLED_NIH, device="cpu")
     assert metadata["classes"] == list(predictor.classes) and metadata["architecture"] == "ensemble"
     images = [load_image(p) for p in nih_paths]
     batch = predictor.prepare(images)
-    assert np.abs(run(batch.numpy()[:3]) - predictor.predict_probabilities(images)[:3]).max() <= PARITY_TOLERANCE
+    assert (
+        np.abs(run(batch.numpy()[:3]) - predictor.predict_probabilities(images)[:3]).max()
+        <= PARITY_TOLERANCE
+    )

@@ -21,8 +21,10 @@ def multilabel(probs: dict[str, float], thresholds: dict[str, float]) -> Predict
 
 
 def test_positives_first_then_by_probability():
-    p = multilabel({"Mass": 0.30, "Effusion": 0.90, "Nodule": 0.20, "Hernia": 0.95},
-                   {"Mass": 0.25, "Effusion": 0.50, "Nodule": 0.10, "Hernia": 0.99})
+    p = multilabel(
+        {"Mass": 0.30, "Effusion": 0.90, "Nodule": 0.20, "Hernia": 0.95},
+        {"Mass": 0.25, "Effusion": 0.50, "Nodule": 0.10, "Hernia": 0.99},
+    )
     s = summarise_findings(p, multilabel=True)
     assert [f.name for f in s.findings] == ["Effusion", "Mass", "Nodule", "Hernia"]
     assert [f.name for f in s.positives] == ["Effusion", "Mass", "Nodule"]
@@ -35,28 +37,40 @@ def test_borderline_band_either_side_of_the_threshold():
     t = 0.154
     band = borderline_band(t)
     assert band == pytest.approx(BORDERLINE_FRACTION * t)  # 0.031: a fraction of a low threshold
-    p = multilabel({"Mass": t, "Nodule": t - band, "Effusion": t + band + 0.001, "Edema": t - band - 0.001},
-                   {c: t for c in ("Mass", "Nodule", "Effusion", "Edema")})
+    p = multilabel(
+        {"Mass": t, "Nodule": t - band, "Effusion": t + band + 0.001, "Edema": t - band - 0.001},
+        {c: t for c in ("Mass", "Nodule", "Effusion", "Edema")},
+    )
     s = summarise_findings(p, multilabel=True)
     flags = {f.name: f.borderline for f in s.findings}
     assert flags == {"Mass": True, "Nodule": True, "Effusion": False, "Edema": False}
     assert [f.name for f in s.borderline] == ["Mass", "Nodule"]
     assert borderline_band(0.5) == BORDERLINE_BAND  # capped for high thresholds
     assert is_borderline(0.5, 0.52, band=0.02) and not is_borderline(0.5, 0.53, band=0.02)
-    assert not is_borderline(0.07, 0.09)  # 0.02 away from a 0.09 threshold is outside its 0.018 band
+    assert not is_borderline(
+        0.07, 0.09
+    )  # 0.02 away from a 0.09 threshold is outside its 0.018 band
 
 
 def test_nothing_called_is_not_abnormal():
-    s = summarise_findings(multilabel({"Mass": 0.1, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.5}), multilabel=True)
+    s = summarise_findings(
+        multilabel({"Mass": 0.1, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.5}), multilabel=True
+    )
     assert s.positives == () and s.abnormal is False
     assert s.abnormality == pytest.approx(0.2) and s.abnormality_class == "Nodule"
 
 
 def test_multiclass_normal_is_not_a_positive_finding_and_near_ties_are_flagged():
-    normal = Prediction({"Normal": 0.99, "Pneumonia": 0.01}, ["Normal"], {"Normal": 0.5, "Pneumonia": 0.5}, "n.png")
+    normal = Prediction(
+        {"Normal": 0.99, "Pneumonia": 0.01}, ["Normal"], {"Normal": 0.5, "Pneumonia": 0.5}, "n.png"
+    )
     s = summarise_findings(normal, multilabel=False)
     assert s.positives == () and s.abnormal is False
-    assert s.most_probable == ("Normal", 0.99) and s.runner_up == ("Pneumonia", 0.01) and not s.near_tie
+    assert (
+        s.most_probable == ("Normal", 0.99)
+        and s.runner_up == ("Pneumonia", 0.01)
+        and not s.near_tie
+    )
     assert all(not f.borderline for f in s.findings)  # thresholds do not decide multiclass calls
 
     tie = Prediction({"Normal": 0.0, "Bacterial": 0.55, "Viral": 0.45}, ["Bacterial"], {}, "t.png")
@@ -68,15 +82,40 @@ def test_multiclass_normal_is_not_a_positive_finding_and_near_ties_are_flagged()
 
 
 def test_export_frame_records_model_digest_and_thresholds():
-    preds = [multilabel({"Mass": 0.6, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.18}),  # Nodule within 0.036
-             multilabel({"Mass": 0.1, "Nodule": 0.9}, {"Mass": 0.5, "Nodule": 0.18})]
-    frame = export_frame(preds, model="nih14", checkpoint_digest="abc123", threshold_set="youden", multilabel=True)
-    assert list(frame.columns) == ["file", "model", "checkpoint_sha256", "threshold_set", "positive", "borderline",
-                                   "prob:Mass", "prob:Nodule", "threshold:Mass", "threshold:Nodule"]
+    preds = [
+        multilabel(
+            {"Mass": 0.6, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.18}
+        ),  # Nodule within 0.036
+        multilabel({"Mass": 0.1, "Nodule": 0.9}, {"Mass": 0.5, "Nodule": 0.18}),
+    ]
+    frame = export_frame(
+        preds, model="nih14", checkpoint_digest="abc123", threshold_set="youden", multilabel=True
+    )
+    assert list(frame.columns) == [
+        "file",
+        "model",
+        "checkpoint_sha256",
+        "threshold_set",
+        "positive",
+        "borderline",
+        "prob:Mass",
+        "prob:Nodule",
+        "threshold:Mass",
+        "threshold:Nodule",
+    ]
     assert frame["positive"].tolist() == ["Mass; Nodule", "Nodule"]
     assert frame["borderline"].tolist() == ["Nodule", ""]
     assert frame["threshold:Nodule"].tolist() == [0.18, 0.18] and set(frame["model"]) == {"nih14"}
-    multi = export_frame([Prediction({"Normal": 0.7, "Pneumonia": 0.3}, ["Normal"], {"Normal": 0.5, "Pneumonia": 0.5})],
-                         model="pneumonia", checkpoint_digest="d", threshold_set="youden", multilabel=False)
+    multi = export_frame(
+        [
+            Prediction(
+                {"Normal": 0.7, "Pneumonia": 0.3}, ["Normal"], {"Normal": 0.5, "Pneumonia": 0.5}
+            )
+        ],
+        model="pneumonia",
+        checkpoint_digest="d",
+        threshold_set="youden",
+        multilabel=False,
+    )
     assert multi.loc[0, "threshold_set"] == "argmax" and multi.loc[0, "positive"] == "Normal"
     assert multi["threshold:Normal"].isna().all()

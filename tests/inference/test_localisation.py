@@ -60,36 +60,59 @@ def test_harmonised_names():
 
 
 def test_summary_rates():
-    per_box = pd.DataFrame({
-        "finding": ["Mass", "Mass", "Nodule"],
-        "border": [0.0, 0.0, 0.0],
-        "hit": [True, False, True],
-        "center_hit": [False, False, True],
-        "iou": [0.5, 0.1, 0.3],
-    })
+    per_box = pd.DataFrame(
+        {
+            "finding": ["Mass", "Mass", "Nodule"],
+            "border": [0.0, 0.0, 0.0],
+            "hit": [True, False, True],
+            "center_hit": [False, False, True],
+            "iou": [0.5, 0.1, 0.3],
+        }
+    )
     summary = summarise(per_box).set_index("class")
     assert summary.loc["Mass", "n_boxes"] == 2 and summary.loc["Mass", "hit_rate"] == 0.5
     assert summary.loc["Mass", "mean_iou"] == pytest.approx(0.3)
-    assert summary.loc["All", "n_boxes"] == 3 and summary.loc["All", "hit_rate"] == pytest.approx(2 / 3)
+    assert summary.loc["All", "n_boxes"] == 3 and summary.loc["All", "hit_rate"] == pytest.approx(
+        2 / 3
+    )
     assert summary.loc["All", "center_hit_rate"] == pytest.approx(1 / 3)
 
 
 def test_summary_is_per_border():
-    per_box = pd.DataFrame({"finding": ["Mass"] * 4, "border": [0.0, 0.0, 0.1, 0.1],
-                            "hit": [False, False, True, False], "center_hit": [False] * 4, "iou": [0.0, 0.2, 0.4, 0.0]})
+    per_box = pd.DataFrame(
+        {
+            "finding": ["Mass"] * 4,
+            "border": [0.0, 0.0, 0.1, 0.1],
+            "hit": [False, False, True, False],
+            "center_hit": [False] * 4,
+            "iou": [0.0, 0.2, 0.4, 0.0],
+        }
+    )
     summary = summarise(per_box)
     total = summary[summary["class"] == "All"].set_index("border")
     assert total.loc[0.0, "hit_rate"] == 0.0 and total.loc[0.1, "hit_rate"] == 0.5
-    assert total.loc[0.0, "mean_iou"] == pytest.approx(0.1) and total.loc[0.1, "mean_iou"] == pytest.approx(0.2)
+    assert total.loc[0.0, "mean_iou"] == pytest.approx(0.1) and total.loc[
+        0.1, "mean_iou"
+    ] == pytest.approx(0.2)
 
 
 def test_summary_is_per_border_and_text_masking():
-    per_box = pd.DataFrame({"finding": ["Mass"] * 4, "border": [0.1] * 4, "mask_text": [False, True, False, True],
-                            "hit": [False, True, False, False], "center_hit": [False] * 4, "iou": [0.0, 0.6, 0.2, 0.2]})
+    per_box = pd.DataFrame(
+        {
+            "finding": ["Mass"] * 4,
+            "border": [0.1] * 4,
+            "mask_text": [False, True, False, True],
+            "hit": [False, True, False, False],
+            "center_hit": [False] * 4,
+            "iou": [0.0, 0.6, 0.2, 0.2],
+        }
+    )
     total = summarise(per_box).query("`class` == 'All'").set_index("mask_text")
     assert list(total["border"]) == [0.1, 0.1] and list(total["n_boxes"]) == [2, 2]
     assert total.loc[False, "hit_rate"] == 0.0 and total.loc[True, "hit_rate"] == 0.5
-    assert total.loc[False, "mean_iou"] == pytest.approx(0.1) and total.loc[True, "mean_iou"] == pytest.approx(0.4)
+    assert total.loc[False, "mean_iou"] == pytest.approx(0.1) and total.loc[
+        True, "mean_iou"
+    ] == pytest.approx(0.4)
 
 
 def test_parse_real_bbox_list(nih14_root):
@@ -97,7 +120,14 @@ def test_parse_real_bbox_list(nih14_root):
     assert list(boxes.columns) == ["image_id", "finding", "x", "y", "w", "h"]
     assert len(boxes) == 780
     assert set(boxes["finding"]) == {
-        "Atelectasis", "Cardiomegaly", "Pleural Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
+        "Atelectasis",
+        "Cardiomegaly",
+        "Pleural Effusion",
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
     }
     first = boxes.iloc[0]
     assert first.image_id == "00013118_008.png" and first.finding == "Atelectasis"
@@ -140,16 +170,21 @@ def test_evaluate_localisation_end_to_end(tmp_path):
     img2 = np.full((64, 64), 50, np.uint8)
     img2[40:56, 8:24] = 250
     Image.fromarray(img2).save(tmp_path / "b.png")
-    boxes = pd.DataFrame([
-        ("a.png", "Mass", 40 * 16, 8 * 16, 16 * 16, 12 * 16),  # on the blob
-        ("b.png", "Mass", 0, 0, 16 * 16, 16 * 16),  # wrong corner
-        ("b.png", "Pneumothorax", 0, 0, 10, 10),  # not a model class
-        ("missing.png", "Mass", 0, 0, 10, 10),  # image absent
-    ], columns=["image_id", "finding", "x", "y", "w", "h"])
+    boxes = pd.DataFrame(
+        [
+            ("a.png", "Mass", 40 * 16, 8 * 16, 16 * 16, 12 * 16),  # on the blob
+            ("b.png", "Mass", 0, 0, 16 * 16, 16 * 16),  # wrong corner
+            ("b.png", "Pneumothorax", 0, 0, 10, 10),  # not a model class
+            ("missing.png", "Mass", 0, 0, 10, 10),  # image absent
+        ],
+        columns=["image_id", "finding", "x", "y", "w", "h"],
+    )
     predictor = Predictor(
         _BrightNet(),
         label_space=LabelSpace("toy", ("Mass", "Other")),
-        preprocess=PreprocessConfig(cache_size=64, input_size=64, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1),
+        preprocess=PreprocessConfig(
+            cache_size=64, input_size=64, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1
+        ),
         target_layer=lambda m: m.features[2],
         device="cpu",
     )
@@ -173,26 +208,41 @@ def test_text_masking_is_scored_on_the_same_maps(tmp_path):
     film = np.clip(0.3 + 0.03 * rng.standard_normal((256, 256)), 0, 1)
     film[120:180, 100:160] = 0.8  # the finding: dimmer than the label, but large
     ink = Image.fromarray(np.zeros(film.shape, np.uint8))
-    ImageDraw.Draw(ink).text((30, 30), "PORTABLE", fill=255, font=ImageFont.load_default(size=14), stroke_width=1,
-                             stroke_fill=255)
+    ImageDraw.Draw(ink).text(
+        (30, 30),
+        "PORTABLE",
+        fill=255,
+        font=ImageFont.load_default(size=14),
+        stroke_width=1,
+        stroke_fill=255,
+    )
     film = np.maximum(film, 0.97 * np.asarray(ink) / 255.0)
     Image.fromarray(np.round(film * 255).astype(np.uint8)).save(tmp_path / "a.png")
-    boxes = pd.DataFrame([("a.png", "Mass", 100 * 4, 120 * 4, 60 * 4, 60 * 4)], columns=["image_id", "finding", "x", "y", "w", "h"])
+    boxes = pd.DataFrame(
+        [("a.png", "Mass", 100 * 4, 120 * 4, 60 * 4, 60 * 4)],
+        columns=["image_id", "finding", "x", "y", "w", "h"],
+    )
     predictor = Predictor(
         _BrightNet(),
         label_space=LabelSpace("toy", ("Mass", "Other")),
-        preprocess=PreprocessConfig(cache_size=256, input_size=256, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1),
+        preprocess=PreprocessConfig(
+            cache_size=256, input_size=256, mean=(0.5,) * 3, std=(0.25,) * 3, in_chans=1
+        ),
         target_layer=lambda m: m.features[2],
         device="cpu",
     )
-    result = evaluate_localisation(predictor, boxes, tmp_path, mask_text=[False, True], progress=False)
+    result = evaluate_localisation(
+        predictor, boxes, tmp_path, mask_text=[False, True], progress=False
+    )
     per_box = result.per_box.set_index("mask_text")
     assert len(per_box) == 2 and set(per_box["border"]) == {0.08}
     assert not per_box.loc[False, "hit"] and per_box.loc[True, "hit"]
     summary = result.summary[result.summary["class"] == "All"].set_index("mask_text")
     assert summary.loc[False, "hit_rate"] == 0.0 and summary.loc[True, "hit_rate"] == 1.0
     default = evaluate_localisation(predictor, boxes, tmp_path, progress=False).per_box
-    assert default["mask_text"].tolist() == [True] and default["hit"].tolist() == [True]  # the dashboard's masking
+    assert default["mask_text"].tolist() == [True] and default["hit"].tolist() == [
+        True
+    ]  # the dashboard's masking
 
 
 def test_explain_eval_cli_on_real_boxes(nih14_root, tmp_path, capsys):
@@ -213,14 +263,36 @@ def test_explain_eval_cli_on_real_boxes(nih14_root, tmp_path, capsys):
     expected_rows = boxes[boxes["image_id"].isin(chosen["image_id"])]
     torch.manual_seed(0)
     preprocess = PreprocessConfig(cache_size=64, input_size=64, in_chans=1)
-    card = ModelCard(architecture="small_cnn", num_classes=14, label_space=NIH14.to_dict(),
-                     preprocess=preprocess.to_dict(), in_chans=1)
-    ckpt = save_checkpoint(tmp_path / "m.safetensors", create_model("small_cnn", 14, in_chans=1).state_dict(), card)
+    card = ModelCard(
+        architecture="small_cnn",
+        num_classes=14,
+        label_space=NIH14.to_dict(),
+        preprocess=preprocess.to_dict(),
+        in_chans=1,
+    )
+    ckpt = save_checkpoint(
+        tmp_path / "m.safetensors", create_model("small_cnn", 14, in_chans=1).state_dict(), card
+    )
 
     out = tmp_path / "per_box.csv"
-    code = main(["explain-eval", "--checkpoint", str(ckpt), "--images", str(images),
-                 "--bbox", str(nih14_root / "BBox_List_2017.csv"), "--method", "gradcam", "--out", str(out),
-                 "--mask-text", "off", "on"])
+    code = main(
+        [
+            "explain-eval",
+            "--checkpoint",
+            str(ckpt),
+            "--images",
+            str(images),
+            "--bbox",
+            str(nih14_root / "BBox_List_2017.csv"),
+            "--method",
+            "gradcam",
+            "--out",
+            str(out),
+            "--mask-text",
+            "off",
+            "on",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr()
     assert "center_hit_rate" in printed.out and "All" in printed.out
@@ -229,10 +301,15 @@ def test_explain_eval_cli_on_real_boxes(nih14_root, tmp_path, capsys):
     assert "image not found" in printed.err
     per_box = pd.read_csv(out)
     assert len(per_box) == 2 * len(expected_rows)  # each box scored without and with the text mask
-    assert per_box.groupby("mask_text").size().to_dict() == {False: len(expected_rows), True: len(expected_rows)}
+    assert per_box.groupby("mask_text").size().to_dict() == {
+        False: len(expected_rows),
+        True: len(expected_rows),
+    }
     assert per_box["iou"].between(0, 1).all()
     # the centre pointer is a property of the boxes alone: check it independently
     for _, row in per_box.iterrows():
-        box = expected_rows[(expected_rows.image_id == row.image_id) & (expected_rows.finding == row.finding)].iloc[0]
+        box = expected_rows[
+            (expected_rows.image_id == row.image_id) & (expected_rows.finding == row.finding)
+        ].iloc[0]
         x, y, w, h = box.x / 4, box.y / 4, box.w / 4, box.h / 4  # 1024 -> 256 px
         assert row.center_hit == (x <= 128 <= x + w and y <= 128 <= y + h)

@@ -29,7 +29,15 @@ REFERENCE = {"min": 0.12, "max": 0.30}
 
 @pytest.mark.parametrize(
     ("fraction", "status"),
-    [(0.0, "none"), (0.004, "none"), (0.05, "tiny"), (0.06, "ok"), (0.2, "ok"), (0.44, "ok"), (0.46, "most_of_image")],
+    [
+        (0.0, "none"),
+        (0.004, "none"),
+        (0.05, "tiny"),
+        (0.06, "ok"),
+        (0.2, "ok"),
+        (0.44, "ok"),
+        (0.46, "most_of_image"),
+    ],
 )
 def test_lung_fraction_check_uses_the_training_range(fraction, status):
     check = check_lung_fraction(fraction, REFERENCE)
@@ -65,19 +73,21 @@ def test_heatmap_mass_in_mask_is_the_share_of_the_total():
 
 
 def test_heatmap_within_mask_rescales_over_the_lungs_and_zeroes_the_rest():
-    heat = np.array([[0.9, 0.2, 0.4, 1.0],
-                     [0.1, 0.3, 0.5, 0.7]], np.float32)
-    mask = np.array([[0, 1, 1, 0],
-                     [0, 1, 1, 0]], bool)  # inside: 0.2, 0.4, 0.3, 0.5
+    heat = np.array([[0.9, 0.2, 0.4, 1.0], [0.1, 0.3, 0.5, 0.7]], np.float32)
+    mask = np.array([[0, 1, 1, 0], [0, 1, 1, 0]], bool)  # inside: 0.2, 0.4, 0.3, 0.5
     out = heatmap_within_mask(heat, mask)
     np.testing.assert_allclose(out, [[0, 0, 2 / 3, 0], [0, 1 / 3, 1, 0]], atol=1e-6)
     # a mask at a finer grid (the image's size): a cell is lung when at least half of it is
     fine = np.kron(mask, np.ones((4, 4), bool))
-    fine[:, 4] = False  # column 1 keeps 3 of 4 columns: still lung; a quarter-lung cell would not be
+    fine[:, 4] = (
+        False  # column 1 keeps 3 of 4 columns: still lung; a quarter-lung cell would not be
+    )
     fine[:, 15] = True
     np.testing.assert_allclose(heatmap_within_mask(heat, fine), out, atol=1e-6)
     assert not heatmap_within_mask(heat, np.zeros_like(mask)).any()  # no lung: nothing to show
-    assert not heatmap_within_mask(np.full((2, 4), 0.5, np.float32), mask).any()  # flat inside the lungs
+    assert not heatmap_within_mask(
+        np.full((2, 4), 0.5, np.float32), mask
+    ).any()  # flat inside the lungs
     with pytest.raises(ValueError, match="2-D"):
         heatmap_within_mask(heat[None], mask)
 
@@ -90,8 +100,9 @@ def test_contours_trace_each_component_along_its_border():
     contours = lung_contours(mask)
     assert len(contours) == 2
     rect = contours[0]
-    assert set(map(tuple, rect)) == {(x, y) for y in range(5, 20) for x in range(4, 14)
-                                     if y in (5, 19) or x in (4, 13)}
+    assert set(map(tuple, rect)) == {
+        (x, y) for y in range(5, 20) for x in range(4, 14) if y in (5, 19) or x in (4, 13)
+    }
     for poly in contours:
         steps = np.abs(np.diff(np.vstack([poly, poly[:1]]), axis=0)).max(axis=1)
         assert steps.max() == 1  # consecutive points are 8-neighbours, and the polygon closes
@@ -139,8 +150,20 @@ def test_cli_predict_writes_lung_masks_and_fractions(montgomery_root, tmp_path):
     Image.fromarray(np.rot90(np.asarray(Image.open(sources[0])))).save(turned)
     classifier = Path(DEFAULT_LUNG_CHECKPOINT).parent.parent / "pneumonia" / "model.safetensors"
     out = tmp_path / "out"
-    code = main(["predict", *map(str, sources), str(turned), "--checkpoint", str(classifier), "--out", str(out),
-                 "--lungs", "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            *map(str, sources),
+            str(turned),
+            "--checkpoint",
+            str(classifier),
+            "--out",
+            str(out),
+            "--lungs",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     rows = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
     assert [Path(r["path"]).name for r in rows] == [p.name for p in sources] + [turned.name]
@@ -150,10 +173,14 @@ def test_cli_predict_writes_lung_masks_and_fractions(montgomery_root, tmp_path):
         assert 0.1 < float(row["lung_fraction"]) < 0.35 and row["lung_warning"] == ""
         assert NOT_FRONTAL_WARNING not in row["warnings"]
     # the lung check is one of the input gate's warnings: the turned film has it in both columns
-    assert "side by side" in rows[2]["lung_warning"] and rows[2]["lung_warning"] in rows[2]["warnings"].split(" | ")
+    assert "side by side" in rows[2]["lung_warning"] and rows[2]["lung_warning"] in rows[2][
+        "warnings"
+    ].split(" | ")
 
 
-def test_explain_eval_reports_the_heatmap_mass_inside_the_lungs(segmenter, nih14_root, tmp_path, capsys):
+def test_explain_eval_reports_the_heatmap_mass_inside_the_lungs(
+    segmenter, nih14_root, tmp_path, capsys
+):
     import shutil
 
     import pandas as pd
@@ -176,12 +203,33 @@ def test_explain_eval_reports_the_heatmap_mass_inside_the_lungs(segmenter, nih14
         shutil.copy(nih14_root / "images" / name, images / name)
     torch.manual_seed(0)
     preprocess = PreprocessConfig(cache_size=64, input_size=64, in_chans=1)
-    card = ModelCard(architecture="small_cnn", num_classes=14, label_space=NIH14.to_dict(),
-                     preprocess=preprocess.to_dict(), in_chans=1)
-    ckpt = save_checkpoint(tmp_path / "m.safetensors", create_model("small_cnn", 14, in_chans=1).state_dict(), card)
+    card = ModelCard(
+        architecture="small_cnn",
+        num_classes=14,
+        label_space=NIH14.to_dict(),
+        preprocess=preprocess.to_dict(),
+        in_chans=1,
+    )
+    ckpt = save_checkpoint(
+        tmp_path / "m.safetensors", create_model("small_cnn", 14, in_chans=1).state_dict(), card
+    )
     out = tmp_path / "per_box.csv"
-    code = main(["explain-eval", "--checkpoint", str(ckpt), "--images", str(images), "--bbox",
-                 str(nih14_root / "BBox_List_2017.csv"), "--out", str(out), "--lungs", "--device", "cpu"])
+    code = main(
+        [
+            "explain-eval",
+            "--checkpoint",
+            str(ckpt),
+            "--images",
+            str(images),
+            "--bbox",
+            str(nih14_root / "BBox_List_2017.csv"),
+            "--out",
+            str(out),
+            "--lungs",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0 and "mean_in_lung" in capsys.readouterr().out
     per_box = pd.read_csv(out)
     scored = per_box.dropna(subset=["in_lung"])  # NaN: an all-zero heatmap has no mass to place
@@ -197,7 +245,7 @@ def test_explain_eval_reports_the_heatmap_mass_inside_the_lungs(segmenter, nih14
 def _two_blobs(dx: int, dy: int, second: int = 20) -> np.ndarray:
     mask = np.zeros((100, 100), bool)
     mask[30:60, 20:40] = True  # 30 x 20 = 600 px
-    mask[30 + dy: 30 + dy + second, 20 + dx: 40 + dx] = True
+    mask[30 + dy : 30 + dy + second, 20 + dx : 40 + dx] = True
     return mask
 
 
@@ -206,7 +254,9 @@ def test_the_layout_check_wants_two_lungs_side_by_side():
     assert check_lungs(_two_blobs(dx=40, dy=0, second=30), reference).ok
     stacked = check_lungs(_two_blobs(dx=0, dy=45, second=30), reference)
     assert stacked.status == "not_two_lungs" and "side by side" in stacked.warning
-    assert check_lungs(_two_blobs(dx=40, dy=0, second=4), reference).status == "not_two_lungs"  # one lung and a scrap
+    assert (
+        check_lungs(_two_blobs(dx=40, dy=0, second=4), reference).status == "not_two_lungs"
+    )  # one lung and a scrap
     one = np.zeros((100, 100), bool)
     one[20:70, 20:60] = True
     assert check_lungs(one, reference).status == "not_two_lungs"

@@ -49,7 +49,9 @@ def write_checkpoint(path: Path, label_space: LabelSpace = NIH14, **card_fields)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.safetensors", thresholds={"Mass": 0.3})
+    return write_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "model.safetensors", thresholds={"Mass": 0.3}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +70,32 @@ def nih_images(nih_paths):
 
 
 def test_probabilities_equal_evaluation(checkpoint, predictor, nih_paths, nih_images, tmp_path):
-    frame = pd.DataFrame({
-        "image_id": [p.name for p in nih_paths],
-        "path": [str(p) for p in nih_paths],
-        "patient_id": [p.name[:8] for p in nih_paths],
-        "view": "PA",
-        "split": "test",
-        **{cls: 0.0 for cls in NIH14.classes},
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": [p.name for p in nih_paths],
+            "path": [str(p) for p in nih_paths],
+            "patient_id": [p.name[:8] for p in nih_paths],
+            "view": "PA",
+            "split": "test",
+            **{cls: 0.0 for cls in NIH14.classes},
+        }
+    )
     manifest = Manifest(frame, NIH14, "test")
-    cache = ImageCache.build(manifest, tmp_path / "cache", PREPROCESS.cache_size, workers=1, progress=False)
-    evaluated = predict_split(checkpoint, manifest, cache, batch_size=4, device="cpu", progress=False)
+    cache = ImageCache.build(
+        manifest, tmp_path / "cache", PREPROCESS.cache_size, workers=1, progress=False
+    )
+    evaluated = predict_split(
+        checkpoint, manifest, cache, batch_size=4, device="cpu", progress=False
+    )
     expected = evaluated[[f"prob:{c}" for c in NIH14.classes]].to_numpy()
 
     got = predictor.predict_probabilities(nih_images, batch_size=5)
     assert got.shape == (6, 14)
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
     from_files = predictor.predict_files(nih_paths, batch_size=4)
-    got_files = np.array([[r.prediction.probabilities[c] for c in NIH14.classes] for r in from_files])
+    got_files = np.array(
+        [[r.prediction.probabilities[c] for c in NIH14.classes] for r in from_files]
+    )
     np.testing.assert_allclose(got_files, expected, atol=1e-6, rtol=0)
     # also the spread is real (a constant output would make the comparison vacuous)
     assert np.ptp(expected) > 1e-3
@@ -125,12 +135,16 @@ def test_tta_averages_with_horizontal_flip(checkpoint, predictor, nih_images):
     image = nih_images[1].pixels
     flipped = np.ascontiguousarray(image[:, ::-1])
     plain, mirrored = predictor.predict_probabilities([image, flipped])
-    np.testing.assert_allclose(tta.predict_probabilities([image])[0], (plain + mirrored) / 2, atol=1e-6)
+    np.testing.assert_allclose(
+        tta.predict_probabilities([image])[0], (plain + mirrored) / 2, atol=1e-6
+    )
 
 
 def test_multiclass_uses_softmax_and_argmax(tmp_path, nih_images):
     space = LabelSpace("pneumonia", ("Normal", "Pneumonia"), task="multiclass")
-    pred = Predictor.from_checkpoint(write_checkpoint(tmp_path / "mc.safetensors", space), device="cpu")
+    pred = Predictor.from_checkpoint(
+        write_checkpoint(tmp_path / "mc.safetensors", space), device="cpu"
+    )
     results = pred.predict(nih_images[:3])
     for r in results:
         assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
@@ -168,7 +182,9 @@ def test_predict_files_reports_bad_files_and_keeps_order(predictor, nih_paths, t
     assert "broken.png" in results[1].error and results[1].prediction is None
     assert "not found" in results[3].error
     direct = predictor.predict_probabilities([load_image(p) for p in nih_paths[:3]])
-    got = np.array([[r.prediction.probabilities[c] for c in NIH14.classes] for r in results if r.prediction])
+    got = np.array(
+        [[r.prediction.probabilities[c] for c in NIH14.classes] for r in results if r.prediction]
+    )
     np.testing.assert_allclose(got, direct, atol=1e-6)
 
 
@@ -194,13 +210,22 @@ def test_collect_image_paths_lists_entries_that_cannot_be_read(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "x.png").mkdir()
     found = collect_image_paths([tmp_path], {".png"})
-    assert [p.name for p in found] == ["link.png", "pipe.png", "scan.gif", "scan.jp2", "scan.webp", "x.png"]
+    assert [p.name for p in found] == [
+        "link.png",
+        "pipe.png",
+        "scan.gif",
+        "scan.jp2",
+        "scan.webp",
+        "x.png",
+    ]
     reasons = []
     for path in found:
         with pytest.raises(ImageLoadError) as info:
             load_image(path)
         reasons.append(str(info.value))
-    assert ["dangling" in reasons[0], "named pipe" in reasons[1], "folder" in reasons[5]] == [True] * 3
+    assert ["dangling" in reasons[0], "named pipe" in reasons[1], "folder" in reasons[5]] == [
+        True
+    ] * 3
     assert collect_image_paths([tmp_path / "link.png"], {".png"}) == [tmp_path / "link.png"]
 
 
@@ -209,8 +234,12 @@ def test_mismatched_checkpoints_are_refused(checkpoint, tmp_path):
         Predictor.from_checkpoint(checkpoint, expect_architecture="densenet121")
     with pytest.raises(CheckpointError, match="were expected"):
         Predictor.from_checkpoint(checkpoint, expect_classes=["Normal", "Pneumonia"])
-    assert Predictor.from_checkpoint(checkpoint, expect_architecture="small_cnn",
-                                     expect_classes=NIH14.classes, warmup=False).classes == NIH14.classes
+    assert (
+        Predictor.from_checkpoint(
+            checkpoint, expect_architecture="small_cnn", expect_classes=NIH14.classes, warmup=False
+        ).classes
+        == NIH14.classes
+    )
 
 
 def test_corrupt_and_inconsistent_checkpoints_are_refused(checkpoint, tmp_path):
@@ -230,20 +259,34 @@ def test_corrupt_and_inconsistent_checkpoints_are_refused(checkpoint, tmp_path):
     # a card naming an architecture this version does not know
     card_path = tmp_path / "unknown_arch.safetensors"
     model = create_model("small_cnn", 14, in_chans=1)
-    card = ModelCard(architecture="resnet9000", num_classes=14, label_space=NIH14.to_dict(),
-                     preprocess=PREPROCESS.to_dict(), in_chans=1)
+    card = ModelCard(
+        architecture="resnet9000",
+        num_classes=14,
+        label_space=NIH14.to_dict(),
+        preprocess=PREPROCESS.to_dict(),
+        in_chans=1,
+    )
     save_checkpoint(card_path, model.state_dict(), card)
     with pytest.raises(CheckpointError, match="resnet9000.*available"):
         Predictor.from_checkpoint(card_path)
 
     # preprocessing that feeds 3 channels to a 1-channel model, or none at all: refused on load
     card = replace(card, architecture="small_cnn")
-    for preprocess, message in ((replace(PREPROCESS, in_chans=3).to_dict(), "channel"), ({}, "no preprocessing")):
-        write_crafted_checkpoint(card_path, model.state_dict(), card.to_dict() | {"preprocess": preprocess})
+    for preprocess, message in (
+        (replace(PREPROCESS, in_chans=3).to_dict(), "channel"),
+        ({}, "no preprocessing"),
+    ):
+        write_crafted_checkpoint(
+            card_path, model.state_dict(), card.to_dict() | {"preprocess": preprocess}
+        )
         with pytest.raises(CheckpointError, match=message):
             Predictor.from_checkpoint(card_path)
     # written by a newer cxr_core with an incompatible format
-    save_checkpoint(card_path, model.state_dict(), replace(card, preprocess=PREPROCESS.to_dict(), format_version=99))
+    save_checkpoint(
+        card_path,
+        model.state_dict(),
+        replace(card, preprocess=PREPROCESS.to_dict(), format_version=99),
+    )
     with pytest.raises(CheckpointError, match="newer"):
         Predictor.from_checkpoint(card_path)
 
@@ -254,13 +297,25 @@ def test_a_lung_masked_model_needs_its_own_lung_model(tmp_path):
 
     from cxr_core.data.lung_mask import LungMaskConfig
 
-    masked = replace(PREPROCESS, lung_mask=LungMaskConfig(weights_sha256="ab" * 32, checkpoint=str(tmp_path / "gone")))
+    masked = replace(
+        PREPROCESS,
+        lung_mask=LungMaskConfig(weights_sha256="ab" * 32, checkpoint=str(tmp_path / "gone")),
+    )
     torch.manual_seed(0)
     model = create_model("small_cnn", NIH14.num_classes, in_chans=1)
-    card = ModelCard(architecture="small_cnn", num_classes=NIH14.num_classes, label_space=NIH14.to_dict(),
-                     preprocess=masked.to_dict(), in_chans=1)
+    card = ModelCard(
+        architecture="small_cnn",
+        num_classes=NIH14.num_classes,
+        label_space=NIH14.to_dict(),
+        preprocess=masked.to_dict(),
+        in_chans=1,
+    )
     path = save_checkpoint(tmp_path / "model.safetensors", model.state_dict(), card)
-    with pytest.raises(CheckpointError, match="lung-masked images made by the lung model with weights sha256 abab"):
+    with pytest.raises(
+        CheckpointError, match="lung-masked images made by the lung model with weights sha256 abab"
+    ):
         Predictor.from_checkpoint(path, device="cpu")
     with pytest.raises(ConfigError, match="asks for lung masking but no lung masker"):
-        Predictor(model, label_space=NIH14, preprocess=masked, target_layer=lambda m: m, device="cpu")
+        Predictor(
+            model, label_space=NIH14, preprocess=masked, target_layer=lambda m: m, device="cpu"
+        )

@@ -9,7 +9,14 @@ from sklearn.metrics import cohen_kappa_score
 
 from cxr_core.errors import MetricInputError
 from cxr_core.metrics.agreement import (
-    AGREEMENT_COLUMNS, NO_VARIATION, TOO_FEW, _codes, _cohen_from_codes, agreement_table, cohen_kappa, fleiss_kappa,
+    AGREEMENT_COLUMNS,
+    NO_VARIATION,
+    TOO_FEW,
+    _codes,
+    _cohen_from_codes,
+    agreement_table,
+    cohen_kappa,
+    fleiss_kappa,
     fleiss_table,
 )
 
@@ -48,19 +55,33 @@ def test_fleiss_matches_statsmodels(seed):
     inter_rater = pytest.importorskip("statsmodels.stats.inter_rater")
     rng = np.random.default_rng(seed)
     r = random_ratings(rng, 50, 3 + seed % 3, 0.35)
-    long = pd.DataFrame([(i, k, v[i]) for k, v in r.items() for i in range(50)], columns=["item", "rater", "rating"])
+    long = pd.DataFrame(
+        [(i, k, v[i]) for k, v in r.items() for i in range(50)], columns=["item", "rater", "rating"]
+    )
     counts, categories = fleiss_table(long)
     assert counts.sum(axis=1).tolist() == [len(r)] * 50
     table, _ = inter_rater.aggregate_raters(np.stack([r[k] for k in sorted(r)], axis=1))
-    assert fleiss_kappa(counts) == pytest.approx(inter_rater.fleiss_kappa(table, method="fleiss"), abs=1e-12)
+    assert fleiss_kappa(counts) == pytest.approx(
+        inter_rater.fleiss_kappa(table, method="fleiss"), abs=1e-12
+    )
 
 
 def test_fleiss_textbook_example():
     """Fleiss (1971) as worked in the literature: 10 items, 14 raters, 5 categories, kappa 0.210."""
-    counts = np.array([
-        [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-        [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
-    ])
+    counts = np.array(
+        [
+            [0, 0, 0, 0, 14],
+            [0, 2, 6, 4, 2],
+            [0, 0, 3, 5, 6],
+            [0, 3, 9, 2, 0],
+            [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0],
+            [3, 2, 6, 3, 0],
+            [2, 5, 3, 2, 2],
+            [6, 5, 2, 1, 0],
+            [0, 2, 2, 3, 7],
+        ]
+    )
     assert fleiss_kappa(counts) == pytest.approx(0.2099, abs=1e-4)
     with pytest.raises(MetricInputError, match="same number"):
         fleiss_kappa([[1, 1], [2, 1]])
@@ -68,8 +89,13 @@ def test_fleiss_textbook_example():
 
 def long_frame(ratings: dict[str, dict[str, list]]) -> pd.DataFrame:
     """{class: {rater: [rating per item]}} -> the long table."""
-    rows = [(f"img{i}", c, rater, v) for c, by_rater in ratings.items() for rater, values in by_rater.items()
-            for i, v in enumerate(values) if v is not None]
+    rows = [
+        (f"img{i}", c, rater, v)
+        for c, by_rater in ratings.items()
+        for rater, values in by_rater.items()
+        for i, v in enumerate(values)
+        if v is not None
+    ]
     return pd.DataFrame(rows, columns=["item", "class_name", "rater", "rating"])
 
 
@@ -77,13 +103,28 @@ def test_agreement_table_pairs_references_and_fleiss():
     rng = np.random.default_rng(7)
     edema = random_ratings(rng, 40, 3, 0.3)
     label = np.where(rng.random(40) < 0.5, "present", "absent")
-    ratings = long_frame({"Edema": {**edema, "label": list(label)},
-                          "Mass": {"R0": ["present", "absent", "present", None], "R1": ["present", "absent", "absent", "absent"]}})
+    ratings = long_frame(
+        {
+            "Edema": {**edema, "label": list(label)},
+            "Mass": {
+                "R0": ["present", "absent", "present", None],
+                "R1": ["present", "absent", "absent", "absent"],
+            },
+        }
+    )
     table = agreement_table(ratings, references=("label",), n_boot=200, seed=1)
     assert list(table.columns) == list(AGREEMENT_COLUMNS)
     edema_rows = table[table["class_name"] == "Edema"]
     pairs = [(a, b) for a, b in zip(edema_rows["rater_a"], edema_rows["rater_b"])]
-    assert pairs == [("R0", "R1"), ("R0", "R2"), ("R1", "R2"), ("R0", "label"), ("R1", "label"), ("R2", "label"), ("", "")]
+    assert pairs == [
+        ("R0", "R1"),
+        ("R0", "R2"),
+        ("R1", "R2"),
+        ("R0", "label"),
+        ("R1", "label"),
+        ("R2", "label"),
+        ("", ""),
+    ]
     r01 = edema_rows.iloc[0]
     assert r01["kappa"] == pytest.approx(cohen_kappa_score(edema["R0"], edema["R1"]))
     assert r01["ci_low"] <= r01["kappa"] <= r01["ci_high"]
@@ -91,20 +132,37 @@ def test_agreement_table_pairs_references_and_fleiss():
     assert fleiss["statistic"] == "fleiss" and fleiss["n_raters"] == 3 and fleiss["n_items"] == 40
     mass = table[table["class_name"] == "Mass"].iloc[0]  # only items both rated count
     assert mass["n_items"] == 3
-    assert mass["kappa"] == pytest.approx(cohen_kappa_score(["present", "absent", "present"], ["present", "absent", "absent"]))
+    assert mass["kappa"] == pytest.approx(
+        cohen_kappa_score(["present", "absent", "present"], ["present", "absent", "absent"])
+    )
     assert mass["observed_agreement"] == pytest.approx(2 / 3)
     assert set(table["undefined"]) == {""}  # every kappa here is a number
 
 
 def test_agreement_table_says_why_a_kappa_is_undefined():
-    ratings = long_frame({
-        "Edema": {"A": ["absent"] * 4, "B": ["absent"] * 4, "C": ["absent"] * 4},  # one category throughout
-        "Mass": {"A": ["present", None, "absent"], "B": [None, "present", "absent"]},  # one shared item
-        "Hernia": {"A": ["present", "absent", "absent"], "B": ["absent", "absent", "present"]},
-    })
-    table = agreement_table(ratings, n_boot=50).set_index(["class_name", "statistic", "rater_a", "rater_b"])
+    ratings = long_frame(
+        {
+            "Edema": {
+                "A": ["absent"] * 4,
+                "B": ["absent"] * 4,
+                "C": ["absent"] * 4,
+            },  # one category throughout
+            "Mass": {
+                "A": ["present", None, "absent"],
+                "B": [None, "present", "absent"],
+            },  # one shared item
+            "Hernia": {"A": ["present", "absent", "absent"], "B": ["absent", "absent", "present"]},
+        }
+    )
+    table = agreement_table(ratings, n_boot=50).set_index(
+        ["class_name", "statistic", "rater_a", "rater_b"]
+    )
     edema = table.loc[("Edema", "cohen", "A", "B")]
-    assert np.isnan(edema["kappa"]) and edema["undefined"] == NO_VARIATION and edema["observed_agreement"] == 1.0
+    assert (
+        np.isnan(edema["kappa"])
+        and edema["undefined"] == NO_VARIATION
+        and edema["observed_agreement"] == 1.0
+    )
     fleiss = table.loc[("Edema", "fleiss", "", "")]
     assert np.isnan(fleiss["kappa"]) and fleiss["undefined"] == NO_VARIATION
     mass = table.loc[("Mass", "cohen", "A", "B")]

@@ -42,6 +42,7 @@ def sklearn_per_class(metric):
             y = labels[known, c]
             out.append(metric(y, scores[known, c]) if 0 < y.sum() < y.size else np.nan)
         return np.array(out)
+
     return statistic
 
 
@@ -49,11 +50,19 @@ def sklearn_per_class(metric):
 def test_vectorised_distributions_equal_sklearn_on_resampled_data(groups):
     labels, scores = random_case(1, n=300)
     ids = np.random.default_rng(0).integers(0, 120, 300) if groups else None
-    fast = bootstrap_cis(labels, scores, ["auroc", "average_precision"], groups=ids, n_boot=25, seed=4)
-    slow_auc = bootstrap_ci(labels, scores, sklearn_per_class(roc_auc_score), groups=ids, n_boot=25, seed=4)
-    slow_ap = bootstrap_ci(labels, scores, sklearn_per_class(average_precision_score), groups=ids, n_boot=25, seed=4)
+    fast = bootstrap_cis(
+        labels, scores, ["auroc", "average_precision"], groups=ids, n_boot=25, seed=4
+    )
+    slow_auc = bootstrap_ci(
+        labels, scores, sklearn_per_class(roc_auc_score), groups=ids, n_boot=25, seed=4
+    )
+    slow_ap = bootstrap_ci(
+        labels, scores, sklearn_per_class(average_precision_score), groups=ids, n_boot=25, seed=4
+    )
     np.testing.assert_allclose(fast["auroc"].distribution, slow_auc.distribution, atol=1e-10)
-    np.testing.assert_allclose(fast["average_precision"].distribution, slow_ap.distribution, atol=1e-10)
+    np.testing.assert_allclose(
+        fast["average_precision"].distribution, slow_ap.distribution, atol=1e-10
+    )
 
 
 def test_threshold_statistics_equal_direct_computation():
@@ -63,9 +72,11 @@ def test_threshold_statistics_equal_direct_computation():
     fast = bootstrap_cis(labels, scores, names, thresholds=thresholds, n_boot=20, seed=1)
     for name in names:
         slow = bootstrap_ci(
-            labels, scores,
+            labels,
+            scores,
             lambda y, s, name=name: threshold_metrics(confusion_counts(y, s, thresholds))[name],
-            n_boot=20, seed=1,
+            n_boot=20,
+            seed=1,
         )
         np.testing.assert_allclose(fast[name].distribution, slow.distribution, atol=1e-12)
 
@@ -76,11 +87,15 @@ def test_interval_contains_estimate_and_is_seeded():
     point = roc_auc(labels, scores)
     assert np.all(low < point) and np.all(point < high)
     again = bootstrap_ci(labels, scores, "auroc", n_boot=300, seed=7)
-    np.testing.assert_array_equal(again.distribution, bootstrap_ci(labels, scores, "auroc", n_boot=300, seed=7).distribution)
+    np.testing.assert_array_equal(
+        again.distribution, bootstrap_ci(labels, scores, "auroc", n_boot=300, seed=7).distribution
+    )
     other = bootstrap_ci(labels, scores, "auroc", n_boot=300, seed=8)
     assert not np.array_equal(other.low, again.low)
     ap_low, ap_high = bootstrap_ci(labels, scores, "average_precision", n_boot=300, seed=7)
-    assert np.all(ap_low < average_precision(labels, scores)) and np.all(average_precision(labels, scores) < ap_high)
+    assert np.all(ap_low < average_precision(labels, scores)) and np.all(
+        average_precision(labels, scores) < ap_high
+    )
     assert again.alpha == 0.05 and again.n_boot == 300 and again.seed == 7
 
 
@@ -94,9 +109,14 @@ def test_patient_grouping_resamples_patients_not_images():
     """Every patient imaged three times: grouping by patient must undo the triplication."""
     labels, scores = random_case(6, n=400)
     copies = 3
-    triple_labels, triple_scores = np.repeat(labels, copies, axis=0), np.repeat(scores, copies, axis=0)
+    triple_labels, triple_scores = (
+        np.repeat(labels, copies, axis=0),
+        np.repeat(scores, copies, axis=0),
+    )
     patients = np.repeat([f"p{i:04d}" for i in range(400)], copies)
-    by_patient = bootstrap_ci(triple_labels, triple_scores, "auroc", groups=patients, n_boot=200, seed=3)
+    by_patient = bootstrap_ci(
+        triple_labels, triple_scores, "auroc", groups=patients, n_boot=200, seed=3
+    )
     original = bootstrap_ci(labels, scores, "auroc", n_boot=200, seed=3)
     np.testing.assert_allclose(by_patient.distribution, original.distribution, atol=1e-12)
     by_image = bootstrap_ci(triple_labels, triple_scores, "auroc", n_boot=200, seed=3)
@@ -132,7 +152,9 @@ def test_bad_arguments_raise():
     with pytest.raises(MetricInputError, match="need either thresholds or decisions"):
         bootstrap_ci(labels, scores, "sensitivity", n_boot=5)
     with pytest.raises(MetricInputError, match="not both"):
-        bootstrap_ci(labels, scores, "sensitivity", thresholds=0.5, decisions=scores >= 0.5, n_boot=5)
+        bootstrap_ci(
+            labels, scores, "sensitivity", thresholds=0.5, decisions=scores >= 0.5, n_boot=5
+        )
     with pytest.raises(MetricInputError, match="decisions have shape"):
         bootstrap_ci(labels, scores, "f1", decisions=np.ones((50, 2), dtype=bool), n_boot=5)
     with pytest.raises(MetricInputError, match="unknown bootstrap statistic"):
@@ -146,7 +168,9 @@ def test_ppv_npv_f1_from_decisions_equal_sklearn_on_resampled_patients():
     rng = np.random.default_rng(2)
     called = rng.random(labels.shape) < 0.3  # calls no single threshold describes
     ids = rng.integers(0, 100, 300).astype(str)
-    fast = bootstrap_cis(labels, scores, ["ppv", "npv", "f1"], decisions=called, groups=ids, n_boot=30, seed=5)
+    fast = bootstrap_cis(
+        labels, scores, ["ppv", "npv", "f1"], decisions=called, groups=ids, n_boot=30, seed=5
+    )
     metrics = {
         "ppv": lambda y, c: precision_score(y, c, zero_division=np.nan),
         "npv": lambda y, c: precision_score(1 - y, ~c, zero_division=np.nan),
@@ -155,9 +179,12 @@ def test_ppv_npv_f1_from_decisions_equal_sklearn_on_resampled_patients():
     for name, metric in metrics.items():
         # The same resamples of the rows, with the calls passed as 0/1 scores so they are resampled too.
         slow = bootstrap_ci(
-            labels, called.astype(float),
+            labels,
+            called.astype(float),
             sklearn_per_class(lambda y, s, metric=metric: metric(y, s > 0.5)),
-            groups=ids, n_boot=30, seed=5,
+            groups=ids,
+            n_boot=30,
+            seed=5,
         )
         np.testing.assert_allclose(fast[name].distribution, slow.distribution, atol=1e-12)
 
@@ -167,5 +194,7 @@ def test_brier_distribution_equals_sklearn_on_resampled_data():
     probs = scores / scores.max()
     ids = np.random.default_rng(3).integers(0, 80, 200)
     fast = bootstrap_ci(labels, probs, "brier", groups=ids, n_boot=25, seed=2)
-    slow = bootstrap_ci(labels, probs, sklearn_per_class(brier_score_loss), groups=ids, n_boot=25, seed=2)
+    slow = bootstrap_ci(
+        labels, probs, sklearn_per_class(brier_score_loss), groups=ids, n_boot=25, seed=2
+    )
     np.testing.assert_allclose(fast.distribution, slow.distribution, atol=1e-12)

@@ -7,7 +7,12 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
-from cxr_core.metrics import MetricInputError, brier_score, expected_calibration_error, reliability_bins
+from cxr_core.metrics import (
+    MetricInputError,
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+)
 
 
 def test_ece_hand_computed():
@@ -34,7 +39,9 @@ def test_bins_equal_sklearn_calibration_curve(seed, strategy):
     out = reliability_bins(labels, probs, n_bins=8, strategy=strategy)
     for c in range(3):
         known = ~np.isnan(labels[:, c])
-        frac, mean = calibration_curve(labels[known, c], probs[known, c], n_bins=8, strategy=strategy)
+        frac, mean = calibration_curve(
+            labels[known, c], probs[known, c], n_bins=8, strategy=strategy
+        )
         filled = out[c]["count"] > 0
         np.testing.assert_allclose(out[c]["frac_pos"][filled], frac, atol=1e-12)
         np.testing.assert_allclose(out[c]["mean_pred"][filled], mean, atol=1e-12)
@@ -52,7 +59,7 @@ def test_well_calibrated_model_has_small_ece_and_overconfident_large():
     probs = rng.random((20000, 1))
     labels = (rng.random((20000, 1)) < probs).astype(float)
     assert expected_calibration_error(labels, probs)[0] < 0.02
-    assert expected_calibration_error(labels, probs ** 3)[0] > 0.1
+    assert expected_calibration_error(labels, probs**3)[0] > 0.1
 
 
 def test_class_without_known_labels_is_nan_and_bad_input_raises():
@@ -72,5 +79,7 @@ def test_brier_score_equals_sklearn_per_class():
     got = brier_score(labels, probs)
     for c in range(2):
         known = ~np.isnan(labels[:, c])
-        assert got[c] == pytest.approx(brier_score_loss(labels[known, c], probs[known, c]), abs=1e-12)
+        assert got[c] == pytest.approx(
+            brier_score_loss(labels[known, c], probs[known, c]), abs=1e-12
+        )
     assert np.isnan(got[2])

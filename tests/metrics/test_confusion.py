@@ -34,8 +34,15 @@ def test_counts_and_metrics_equal_sklearn(seed):
         known = ~np.isnan(labels[:, c])
         truth, called = labels[known, c], scores[known, c] >= thresholds[c]
         tn, fp, fn, tp = sk_confusion_matrix(truth, called, labels=[0, 1]).ravel()
-        assert (metrics["tp"][c], metrics["fp"][c], metrics["tn"][c], metrics["fn"][c]) == (tp, fp, tn, fn)
-        precision, recall, f1, _ = precision_recall_fscore_support(truth, called, average="binary", zero_division=np.nan)
+        assert (metrics["tp"][c], metrics["fp"][c], metrics["tn"][c], metrics["fn"][c]) == (
+            tp,
+            fp,
+            tn,
+            fn,
+        )
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            truth, called, average="binary", zero_division=np.nan
+        )
         assert metrics["sensitivity"][c] == pytest.approx(recall)
         assert metrics["ppv"][c] == pytest.approx(precision, nan_ok=True)
         assert metrics["f1"][c] == pytest.approx(f1, nan_ok=True)
@@ -54,11 +61,15 @@ def test_sorted_scores_match_direct_counts_for_any_threshold(seed):
         fast, direct = sorted_scores.at(thresholds), confusion_counts(labels, scores, thresholds)
         for name in ("tp", "fp", "tn", "fn"):
             np.testing.assert_array_equal(fast[name], direct[name])
-    np.testing.assert_array_equal(sorted_scores.n_pos + sorted_scores.n_neg + sorted_scores.n_unknown, 300)
+    np.testing.assert_array_equal(
+        sorted_scores.n_pos + sorted_scores.n_neg + sorted_scores.n_unknown, 300
+    )
     called_all = sorted_scores.at(-1.0)
     np.testing.assert_array_equal(called_all["tp"], sorted_scores.n_pos)
     metrics = sorted_scores.metrics_at(0.5)
-    np.testing.assert_array_equal(metrics["f1"], threshold_metrics(confusion_counts(labels, scores, 0.5))["f1"])
+    np.testing.assert_array_equal(
+        metrics["f1"], threshold_metrics(confusion_counts(labels, scores, 0.5))["f1"]
+    )
 
 
 def test_score_equal_to_threshold_is_positive():
@@ -80,8 +91,10 @@ def test_undefined_metrics_are_nan():
 
 def test_nan_threshold_gives_nan_counts_not_all_negative():
     labels, scores = random_case(0)
-    for counts in (confusion_counts(labels, scores, [0.5, np.nan, 0.5, 0.5]),
-                   SortedScores(labels, scores).at([0.5, np.nan, 0.5, 0.5])):
+    for counts in (
+        confusion_counts(labels, scores, [0.5, np.nan, 0.5, 0.5]),
+        SortedScores(labels, scores).at([0.5, np.nan, 0.5, 0.5]),
+    ):
         assert np.isnan(counts["tp"][1]) and np.isnan(counts["tn"][1])
         assert not np.isnan(counts["tp"][0])
 
@@ -98,7 +111,9 @@ def test_threshold_count_must_match_classes():
 def test_multiclass_matrix_and_balanced_accuracy_equal_sklearn(seed):
     rng = np.random.default_rng(seed)
     truth, pred = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
-    np.testing.assert_array_equal(confusion_matrix(truth, pred, 4), sk_confusion_matrix(truth, pred, labels=range(4)))
+    np.testing.assert_array_equal(
+        confusion_matrix(truth, pred, 4), sk_confusion_matrix(truth, pred, labels=range(4))
+    )
     assert balanced_accuracy(truth, pred, 4) == pytest.approx(balanced_accuracy_score(truth, pred))
 
 
@@ -106,7 +121,9 @@ def test_balanced_accuracy_skips_absent_classes_like_sklearn():
     truth, pred = np.array([0, 0, 1, 1, 1]), np.array([0, 2, 1, 1, 0])
     assert balanced_accuracy(truth, pred, 3) == pytest.approx((0.5 + 2 / 3) / 2)
     with pytest.warns(UserWarning):
-        assert balanced_accuracy(truth, pred, 3) == pytest.approx(balanced_accuracy_score(truth, pred))
+        assert balanced_accuracy(truth, pred, 3) == pytest.approx(
+            balanced_accuracy_score(truth, pred)
+        )
 
 
 def test_bad_class_indices_raise():

@@ -37,8 +37,13 @@ def test_no_case_is_judged_by_a_threshold_fitted_on_it(spec):
     for i in np.random.default_rng(0).choice(len(labels), 25, replace=False):
         others = result.folds != result.folds[i]
         assert not others[i]
-        np.testing.assert_array_equal(result.case_thresholds[i], select_thresholds(labels[others], scores[others], method, value))
-    np.testing.assert_array_equal(result.final_thresholds, select_thresholds(labels, scores, method, value))
+        np.testing.assert_array_equal(
+            result.case_thresholds[i],
+            select_thresholds(labels[others], scores[others], method, value),
+        )
+    np.testing.assert_array_equal(
+        result.final_thresholds, select_thresholds(labels, scores, method, value)
+    )
     assert result.source == "val:crossfit-5" and str(result.spec) == spec
 
 
@@ -97,9 +102,21 @@ def test_bad_crossfit_arguments():
 def test_out_of_fold_intervals_resample_patients_with_the_calls_fixed():
     labels, scores, patients = patient_case(5)
     result = crossfit_thresholds(labels, scores, patients, "youden", n_folds=5, n_boot=100, seed=1)
-    direct = bootstrap_cis(labels, scores, ["sensitivity", "f1"], decisions=result.decisions, groups=patients,
-                           n_boot=100, seed=1)
+    direct = bootstrap_cis(
+        labels,
+        scores,
+        ["sensitivity", "f1"],
+        decisions=result.decisions,
+        groups=patients,
+        n_boot=100,
+        seed=1,
+    )
     for name in ("sensitivity", "f1"):
         np.testing.assert_array_equal(result.cis[name].low, direct[name].low)
-        assert np.all(result.cis[name].low <= result.metrics[name]) and np.all(result.metrics[name] <= result.cis[name].high)
-    assert result.to_dict(["A", "B", "C"])["per_class"]["A"]["ppv_ci"] == [result.cis["ppv"].low[0], result.cis["ppv"].high[0]]
+        assert np.all(result.cis[name].low <= result.metrics[name]) and np.all(
+            result.metrics[name] <= result.cis[name].high
+        )
+    assert result.to_dict(["A", "B", "C"])["per_class"]["A"]["ppv_ci"] == [
+        result.cis["ppv"].low[0],
+        result.cis["ppv"].high[0],
+    ]

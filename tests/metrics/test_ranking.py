@@ -25,7 +25,9 @@ from cxr_core.metrics import (
 )
 
 
-def random_case(seed: int, n: int = 400, n_classes: int = 5, decimals: int | None = 1, unknown: float = 0.1):
+def random_case(
+    seed: int, n: int = 400, n_classes: int = 5, decimals: int | None = 1, unknown: float = 0.1
+):
     rng = np.random.default_rng(seed)
     labels = (rng.random((n, n_classes)) < rng.uniform(0.05, 0.5, n_classes)).astype(float)
     scores = rng.random((n, n_classes)) + 0.4 * labels
@@ -42,16 +44,24 @@ def test_auroc_and_ap_equal_sklearn_per_class(seed, decimals):
     auroc, ap = roc_auc(labels, scores), average_precision(labels, scores)
     for c in range(labels.shape[1]):
         known = ~np.isnan(labels[:, c])
-        assert auroc[c] == pytest.approx(roc_auc_score(labels[known, c], scores[known, c]), abs=1e-10)
-        assert ap[c] == pytest.approx(average_precision_score(labels[known, c], scores[known, c]), abs=1e-10)
+        assert auroc[c] == pytest.approx(
+            roc_auc_score(labels[known, c], scores[known, c]), abs=1e-10
+        )
+        assert ap[c] == pytest.approx(
+            average_precision_score(labels[known, c], scores[known, c]), abs=1e-10
+        )
     shared_auroc, shared_ap = ranking_metrics(labels, scores)
     np.testing.assert_allclose(shared_auroc, auroc, rtol=0, atol=0)
     np.testing.assert_allclose(shared_ap, ap, rtol=0, atol=0)
 
 
 def test_undefined_classes_are_nan_not_half():
-    labels = np.array([[1, 0, 1, np.nan], [1, 0, 0, np.nan], [1, 0, 1, np.nan], [1, 0, 0, np.nan]], dtype=float)
-    scores = np.array([[0.9, 0.1, 0.8, 0.5], [0.2, 0.3, 0.1, 0.5], [0.4, 0.6, 0.7, 0.5], [0.5, 0.2, 0.3, 0.5]])
+    labels = np.array(
+        [[1, 0, 1, np.nan], [1, 0, 0, np.nan], [1, 0, 1, np.nan], [1, 0, 0, np.nan]], dtype=float
+    )
+    scores = np.array(
+        [[0.9, 0.1, 0.8, 0.5], [0.2, 0.3, 0.1, 0.5], [0.4, 0.6, 0.7, 0.5], [0.5, 0.2, 0.3, 0.5]]
+    )
     auroc, ap = roc_auc(labels, scores), average_precision(labels, scores)
     assert np.isnan(auroc[0]) and np.isnan(auroc[1]) and np.isnan(auroc[3])
     assert auroc[2] == 1.0
@@ -74,7 +84,9 @@ def test_all_scores_tied():
     scores = np.full(8, 0.3)
     assert roc_auc(labels, scores)[0] == 0.5 == roc_auc_score(labels, scores)
     assert average_precision(labels, scores)[0] == pytest.approx(0.25)
-    assert average_precision(labels, scores)[0] == pytest.approx(average_precision_score(labels, scores))
+    assert average_precision(labels, scores)[0] == pytest.approx(
+        average_precision_score(labels, scores)
+    )
 
 
 def test_one_vs_rest_on_one_hot_matches_sklearn_multiclass():
@@ -83,7 +95,9 @@ def test_one_vs_rest_on_one_hot_matches_sklearn_multiclass():
     probs = rng.dirichlet([1, 1, 1], 300) + 0.4 * np.eye(3)[classes]
     probs /= probs.sum(axis=1, keepdims=True)
     ours = roc_auc(np.eye(3)[classes], probs)
-    assert ours.mean() == pytest.approx(roc_auc_score(classes, probs, multi_class="ovr", average="macro"), abs=1e-10)
+    assert ours.mean() == pytest.approx(
+        roc_auc_score(classes, probs, multi_class="ovr", average="macro"), abs=1e-10
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -92,7 +106,9 @@ def test_curves_equal_sklearn_points(seed):
     for c in range(2):
         known = ~np.isnan(labels[:, c])
         fpr, tpr, thr = roc_curve(labels[:, c], scores[:, c])
-        sk_fpr, sk_tpr, sk_thr = sk_roc_curve(labels[known, c], scores[known, c], drop_intermediate=False)
+        sk_fpr, sk_tpr, sk_thr = sk_roc_curve(
+            labels[known, c], scores[known, c], drop_intermediate=False
+        )
         np.testing.assert_allclose(fpr, sk_fpr, atol=1e-12)
         np.testing.assert_allclose(tpr, sk_tpr, atol=1e-12)
         np.testing.assert_array_equal(thr, sk_thr)
@@ -118,7 +134,12 @@ def test_curves_downsample_but_keep_shape_and_true_thresholds():
     for c, entry in enumerate(out):
         roc = entry["roc"]
         assert 2 < roc["fpr"].size <= 60
-        assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0.0, 0.0, 1.0, 1.0)
+        assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (
+            0.0,
+            0.0,
+            1.0,
+            1.0,
+        )
         assert np.all(np.diff(roc["fpr"]) >= 0)
         area = np.sum(np.diff(roc["fpr"]) * (roc["tpr"][1:] + roc["tpr"][:-1]) / 2)
         assert area == pytest.approx(aurocs[c], abs=0.01)

@@ -35,7 +35,11 @@ def multilabel_case(seed: int = 0, n: int = 500):
 def report():
     labels, probs = multilabel_case()
     patients = np.random.default_rng(1).integers(0, 200, labels.shape[0]).astype(str)
-    return labels, probs, evaluation_report(labels, probs, NAMES, "multilabel", groups=patients, n_boot=150, seed=3)
+    return (
+        labels,
+        probs,
+        evaluation_report(labels, probs, NAMES, "multilabel", groups=patients, n_boot=150, seed=3),
+    )
 
 
 def test_report_is_strict_json(report):
@@ -74,21 +78,37 @@ def test_low_count_classes_are_flagged_and_left_out_of_macro(report):
         np.mean([rep["per_class"][n]["auroc"] for n in ("Atelectasis", "Cardiomegaly")])
     )
     never = rep["per_class"]["Never Seen"]
-    assert never["auroc"] is None and never["auroc_ci"] == [None, None] and never["sensitivity"] is None
+    assert (
+        never["auroc"] is None
+        and never["auroc_ci"] == [None, None]
+        and never["sensitivity"] is None
+    )
 
 
 def test_micro_pools_all_known_labels(report):
     labels, probs, rep = report
     known = ~np.isnan(labels)
-    assert rep["micro"]["auroc"] == pytest.approx(roc_auc_score(labels[known], probs[known]), abs=1e-10)
+    assert rep["micro"]["auroc"] == pytest.approx(
+        roc_auc_score(labels[known], probs[known]), abs=1e-10
+    )
     assert rep["micro"]["tp"] == sum(rep["per_class"][n]["tp"] for n in NAMES)
 
 
 def test_settings_calibration_and_curves_are_recorded(report):
     _, _, rep = report
-    assert rep["settings"]["n_boot"] == 150 and rep["settings"]["seed"] == 3 and rep["settings"]["alpha"] == 0.05
-    assert rep["settings"]["bootstrap_unit"] == "patient" and rep["settings"]["thresholds"] == "default 0.5"
-    assert set(rep["calibration"]) == set(NAMES) and len(rep["calibration"]["Atelectasis"]["bins"]["count"]) == 10
+    assert (
+        rep["settings"]["n_boot"] == 150
+        and rep["settings"]["seed"] == 3
+        and rep["settings"]["alpha"] == 0.05
+    )
+    assert (
+        rep["settings"]["bootstrap_unit"] == "patient"
+        and rep["settings"]["thresholds"] == "default 0.5"
+    )
+    assert (
+        set(rep["calibration"]) == set(NAMES)
+        and len(rep["calibration"]["Atelectasis"]["bins"]["count"]) == 10
+    )
     roc = rep["curves"]["Atelectasis"]["roc"]
     assert roc["thresholds"][0] is None  # +inf start point
     assert len(roc["fpr"]) <= 200 and roc["fpr"][-1] == 1.0
@@ -96,7 +116,9 @@ def test_settings_calibration_and_curves_are_recorded(report):
 
 def test_given_thresholds_and_no_bootstrap():
     labels, probs = multilabel_case(2)
-    rep = evaluation_report(labels, probs, NAMES, "multilabel", thresholds=[0.3, 0.4, 0.5, 0.6], n_boot=0)
+    rep = evaluation_report(
+        labels, probs, NAMES, "multilabel", thresholds=[0.3, 0.4, 0.5, 0.6], n_boot=0
+    )
     assert rep["per_class"]["Cardiomegaly"]["threshold"] == 0.4
     assert rep["per_class"]["Cardiomegaly"]["auroc_ci"] is None
     assert rep["settings"]["thresholds"] == "given"
@@ -109,7 +131,9 @@ def test_multiclass_section_matches_sklearn():
     probs /= probs.sum(axis=1, keepdims=True)
     labels = np.eye(3)[truth]
     labels[:5] = np.nan  # unknown cases are left out
-    rep = evaluation_report(labels, probs, ["Normal", "Bacterial", "Viral"], "multiclass", n_boot=50)
+    rep = evaluation_report(
+        labels, probs, ["Normal", "Bacterial", "Viral"], "multiclass", n_boot=50
+    )
     mc = rep["multiclass"]
     pred = probs.argmax(axis=1)
     assert mc["n_cases"] == 235 and mc["n_unknown"] == 5
@@ -128,7 +152,9 @@ def test_multiclass_rows_are_one_vs_rest_of_the_argmax():
     probs /= probs.sum(axis=1, keepdims=True)
     patients = (np.arange(300) // 2).astype(str)
     names = ["Normal", "Bacterial", "Viral"]
-    rep = evaluation_report(np.eye(3)[truth], probs, names, "multiclass", groups=patients, n_boot=40)
+    rep = evaluation_report(
+        np.eye(3)[truth], probs, names, "multiclass", groups=patients, n_boot=40
+    )
     pred = probs.argmax(axis=1)
     matrix = np.array(rep["multiclass"]["confusion_matrix"])
     assert (probs.max(axis=1) < 0.5).any()
@@ -141,8 +167,15 @@ def test_multiclass_rows_are_one_vs_rest_of_the_argmax():
         assert entry["threshold"] is None and entry["accuracy"] is None
         assert entry["sensitivity_ci"][0] <= entry["sensitivity"] <= entry["sensitivity_ci"][1]
     accuracy = np.mean(truth == pred)
-    assert rep["multiclass"]["accuracy"] == rep["macro"]["accuracy"] == rep["micro"]["accuracy"] == pytest.approx(accuracy)
-    assert rep["micro"]["sensitivity"] == pytest.approx(accuracy)  # pooled one-vs-rest recall of argmax calls
+    assert (
+        rep["multiclass"]["accuracy"]
+        == rep["macro"]["accuracy"]
+        == rep["micro"]["accuracy"]
+        == pytest.approx(accuracy)
+    )
+    assert rep["micro"]["sensitivity"] == pytest.approx(
+        accuracy
+    )  # pooled one-vs-rest recall of argmax calls
     assert rep["settings"]["thresholds"] == "argmax"
 
 
@@ -150,7 +183,9 @@ def test_multiclass_ignores_given_thresholds_with_a_warning(caplog):
     truth = np.arange(30) % 3
     probs = np.full((30, 3), 0.2) + 0.4 * np.eye(3)[truth]
     with caplog.at_level("WARNING", logger="cxr_core.metrics.report"):
-        rep = evaluation_report(np.eye(3)[truth], probs, ["a", "b", "c"], "multiclass", thresholds=0.9, n_boot=0)
+        rep = evaluation_report(
+            np.eye(3)[truth], probs, ["a", "b", "c"], "multiclass", thresholds=0.9, n_boot=0
+        )
     assert "do not apply to a multiclass model" in caplog.text
     assert rep["per_class"]["a"]["sensitivity"] == 1.0
 
@@ -160,7 +195,9 @@ def test_format_report_is_an_aligned_table(report):
     text = format_report(rep)
     lines = text.splitlines()
     table = lines[1 : 1 + 2 + len(NAMES) + 3]
-    assert len({len(line.rstrip()) for line in table if not line.startswith(("macro", "micro"))}) == 1
+    assert (
+        len({len(line.rstrip()) for line in table if not line.startswith(("macro", "micro"))}) == 1
+    )
     assert "Hernia *" in text and "left out of macro averages" in text
     assert "patient-level bootstrap" in lines[0]
 

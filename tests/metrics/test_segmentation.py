@@ -42,7 +42,13 @@ def test_two_empty_masks_agree_perfectly_and_one_empty_scores_zero():
 
 def _border_points(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(mask, 1)
-    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    interior = (
+        padded[1:-1, 1:-1]
+        & padded[:-2, 1:-1]
+        & padded[2:, 1:-1]
+        & padded[1:-1, :-2]
+        & padded[1:-1, 2:]
+    )
     return np.argwhere(mask & ~interior).astype(float)
 
 
@@ -74,7 +80,12 @@ def test_shapes_must_match():
 
 def test_constant_scores_have_a_degenerate_interval():
     ci = mean_with_ci(np.full(10, 0.9), n_boot=200)
-    assert (ci.mean, ci.low, ci.high, ci.n) == (pytest.approx(0.9), pytest.approx(0.9), pytest.approx(0.9), 10)
+    assert (ci.mean, ci.low, ci.high, ci.n) == (
+        pytest.approx(0.9),
+        pytest.approx(0.9),
+        pytest.approx(0.9),
+        10,
+    )
 
 
 def test_patient_level_interval_treats_a_patient_s_images_as_one_unit():
@@ -82,7 +93,10 @@ def test_patient_level_interval_treats_a_patient_s_images_as_one_unit():
     by_image = mean_with_ci(values, None, n_boot=500, seed=7)
     # Every patient twice with the same value: resampling patients must give the interval of the
     # 30 distinct values, whereas resampling the 60 images would narrow it.
-    doubled, patients = np.repeat(values, 2), np.repeat([f"p{i:02d}" for i in range(30)], 2)  # ids sort like the values
+    doubled, patients = (
+        np.repeat(values, 2),
+        np.repeat([f"p{i:02d}" for i in range(30)], 2),
+    )  # ids sort like the values
     by_patient = mean_with_ci(doubled, patients, n_boot=500, seed=7)
     assert (by_patient.low, by_patient.high) == pytest.approx((by_image.low, by_image.high))
     naive = mean_with_ci(doubled, None, n_boot=500, seed=7)

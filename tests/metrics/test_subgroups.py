@@ -37,7 +37,9 @@ def case(seed: int = 0, n_patients: int = 200):
 @pytest.fixture(scope="module")
 def report():
     labels, scores, view, patients = case()
-    rep = subgroup_report(labels, scores, view, patients, [0.4, 0.5], NAMES, key="View Position", n_boot=200, seed=1)
+    rep = subgroup_report(
+        labels, scores, view, patients, [0.4, 0.5], NAMES, key="View Position", n_boot=200, seed=1
+    )
     return labels, scores, view, patients, rep
 
 
@@ -73,9 +75,13 @@ def test_gap_interval_is_the_paired_bootstrap_of_subgroup_minus_overall(report):
         for w in weights:
             overall = roc_auc_score(labels[known, c], scores[known, c], sample_weight=w[known])
             sub = known & rows
-            gaps.append(roc_auc_score(labels[sub, c], scores[sub, c], sample_weight=w[sub]) - overall)
+            gaps.append(
+                roc_auc_score(labels[sub, c], scores[sub, c], sample_weight=w[sub]) - overall
+            )
     expected = np.percentile(gaps, [2.5, 97.5])
-    np.testing.assert_allclose(rep["subgroups"]["AP"]["per_class"]["Effusion"]["auroc_gap_ci"], expected, atol=1e-12)
+    np.testing.assert_allclose(
+        rep["subgroups"]["AP"]["per_class"]["Effusion"]["auroc_gap_ci"], expected, atol=1e-12
+    )
 
 
 def test_a_weak_subgroup_is_flagged_and_the_whole_is_not(report):
@@ -85,15 +91,31 @@ def test_a_weak_subgroup_is_flagged_and_the_whole_is_not(report):
     labels, scores, _, patients = case(1)
     whole = subgroup_report(labels, scores, ["all"] * len(labels), patients, 0.5, NAMES, n_boot=50)
     entry = whole["subgroups"]["all"]["per_class"]["Nodule"]
-    assert entry["auroc_gap"] == 0 and entry["auroc_gap_ci"] == [0, 0] and not entry["auroc_gap_flag"]
+    assert (
+        entry["auroc_gap"] == 0 and entry["auroc_gap_ci"] == [0, 0] and not entry["auroc_gap_flag"]
+    )
     assert entry["auroc_ci"] == whole["overall"]["per_class"]["Nodule"]["auroc_ci"]
 
 
 def test_age_bands():
     ages = [0, 17.9, 18, 39, 40, 59.5, 60, 79, 80, 104, None, "", "n/a", -1, np.nan, "42"]
     assert age_band(ages).tolist() == [
-        "<18", "<18", "18-39", "18-39", "40-59", "40-59", "60-79", "60-79", ">=80", ">=80",
-        "unknown", "unknown", "unknown", "unknown", "unknown", "40-59",
+        "<18",
+        "<18",
+        "18-39",
+        "18-39",
+        "40-59",
+        "40-59",
+        "60-79",
+        "60-79",
+        ">=80",
+        ">=80",
+        "unknown",
+        "unknown",
+        "unknown",
+        "unknown",
+        "unknown",
+        "40-59",
     ]
 
 
@@ -111,8 +133,13 @@ def test_report_from_a_predictions_frame_equals_the_array_call(report):
     for c, name in enumerate(NAMES):
         frame[f"label:{name}"] = labels[:, c]
         frame[f"prob:{name}"] = scores[:, c]
-    assert subgroup_report_from_predictions(frame, "View Position", [0.4, 0.5], n_boot=200, seed=1) == rep
+    assert (
+        subgroup_report_from_predictions(frame, "View Position", [0.4, 0.5], n_boot=200, seed=1)
+        == rep
+    )
     with pytest.raises(MetricInputError, match="no column 'Sex'"):
         subgroup_report_from_predictions(frame, "Sex", 0.5, n_boot=5)
     with pytest.raises(MetricInputError, match="missing \\['patient_id'\\]"):
-        subgroup_report_from_predictions(frame.drop(columns="patient_id"), "View Position", 0.5, n_boot=5)
+        subgroup_report_from_predictions(
+            frame.drop(columns="patient_id"), "View Position", 0.5, n_boot=5
+        )

@@ -50,7 +50,9 @@ def test_multilabel_temperature_is_the_grid_minimum_of_the_nll():
         y, z = labels[known, c], logits[known, c]
         grid = binary_nll_grid(y, z)
         best = GRID[np.argmin(grid)]
-        assert grid[np.argmin(grid)] == pytest.approx(log_loss(y, expit(z / best)), rel=1e-9)  # the grid is sklearn's NLL
+        assert grid[np.argmin(grid)] == pytest.approx(
+            log_loss(y, expit(z / best)), rel=1e-9
+        )  # the grid is sklearn's NLL
         assert fitted[c] == pytest.approx(best, rel=2e-3)
         assert log_loss(y, expit(z / fitted[c])) <= log_loss(y, expit(z / best)) + 1e-9
     assert fitted == pytest.approx([3.0, 0.5, 1.0], rel=0.2)  # it undoes the distortion
@@ -67,7 +69,9 @@ def test_multiclass_temperature_is_the_grid_minimum_of_the_nll():
     assert fitted.shape == (1,)
     grid = multiclass_nll_grid(truth[7:], logits[7:])
     best = GRID[np.argmin(grid)]
-    assert grid.min() == pytest.approx(log_loss(truth[7:], softmax(logits[7:] / best, axis=1)), rel=1e-9)
+    assert grid.min() == pytest.approx(
+        log_loss(truth[7:], softmax(logits[7:] / best, axis=1)), rel=1e-9
+    )
     assert fitted[0] == pytest.approx(best, rel=2e-3)
     assert log_loss(truth[7:], softmax(logits[7:] / fitted[0], axis=1)) <= grid.min() + 1e-9
     assert fitted[0] == pytest.approx(2.5, rel=0.2)
@@ -82,7 +86,8 @@ def test_probabilities_and_logits_give_the_same_fit_and_output():
     t_logits = fit_temperature(labels, logits, "multilabel", inputs="logits")
     np.testing.assert_allclose(t_probs, t_logits, rtol=1e-4)
     np.testing.assert_allclose(
-        apply_temperature(probs, t_logits, "multilabel"), apply_temperature(logits, t_logits, "multilabel", "logits"),
+        apply_temperature(probs, t_logits, "multilabel"),
+        apply_temperature(logits, t_logits, "multilabel", "logits"),
         atol=1e-6,
     )
     np.testing.assert_allclose(apply_temperature(probs, 1.0, "multilabel"), probs, atol=1e-6)
@@ -98,14 +103,24 @@ def test_crossfit_temperature_is_out_of_fold_and_improves_calibration():
     assert (pd.Series(result.folds).groupby(patients).nunique() == 1).all()
     for k in range(5):
         others = result.folds != k
-        np.testing.assert_allclose(result.fold_temperatures[k], fit_temperature(labels[others], probs[others], "multilabel"))
         np.testing.assert_allclose(
-            result.calibrated[~others], apply_temperature(probs[~others], result.fold_temperatures[k], "multilabel"),
+            result.fold_temperatures[k],
+            fit_temperature(labels[others], probs[others], "multilabel"),
         )
-    np.testing.assert_allclose(result.final_temperature, fit_temperature(labels, probs, "multilabel"))
-    np.testing.assert_allclose(result.before["ece"], expected_calibration_error(labels, probs), atol=1e-6)
+        np.testing.assert_allclose(
+            result.calibrated[~others],
+            apply_temperature(probs[~others], result.fold_temperatures[k], "multilabel"),
+        )
+    np.testing.assert_allclose(
+        result.final_temperature, fit_temperature(labels, probs, "multilabel")
+    )
+    np.testing.assert_allclose(
+        result.before["ece"], expected_calibration_error(labels, probs), atol=1e-6
+    )
     np.testing.assert_allclose(result.after["brier"], brier_score(labels, result.calibrated))
-    assert np.all(result.after["ece"] < result.before["ece"]) and np.all(result.after["brier"] < result.before["brier"])
+    assert np.all(result.after["ece"] < result.before["ece"]) and np.all(
+        result.after["brier"] < result.before["brier"]
+    )
     assert result.source == "val:crossfit-5"
 
 
@@ -114,7 +129,9 @@ def test_crossfit_temperature_multiclass_and_calibration_change():
     z = rng.normal(0, 1.0, (600, 3))
     truth = np.array([rng.choice(3, p=p) for p in softmax(z, axis=1)])
     patients = (np.arange(600) // 3).astype(str)
-    result = crossfit_temperature(np.eye(3)[truth], 3 * z, patients, "multiclass", inputs="logits", n_folds=3)
+    result = crossfit_temperature(
+        np.eye(3)[truth], 3 * z, patients, "multiclass", inputs="logits", n_folds=3
+    )
     assert result.fold_temperatures.shape == (3, 1)
     np.testing.assert_allclose(result.calibrated.sum(axis=1), 1.0)
     change = calibration_change(np.eye(3)[truth], softmax(3 * z, axis=1), result.calibrated)

@@ -31,7 +31,9 @@ def random_case(seed: int, n: int = 250, n_classes: int = 3):
 
 def metric_at(labels, scores, c, threshold, name):
     known = ~np.isnan(labels[:, c])
-    return threshold_metrics(confusion_counts(labels[known, c], scores[known, c], threshold))[name][0]
+    return threshold_metrics(confusion_counts(labels[known, c], scores[known, c], threshold))[name][
+        0
+    ]
 
 
 def known_scores(labels, scores, c):
@@ -102,7 +104,9 @@ def test_max_f1_is_the_best_observed_threshold(seed):
         precision, recall, thr = precision_recall_curve(labels[known, c], scores[known, c])
         with np.errstate(invalid="ignore"):
             f1 = np.nan_to_num(2 * precision[:-1] * recall[:-1] / (precision[:-1] + recall[:-1]))
-        best = thr[np.nonzero(np.isclose(f1, f1.max(), rtol=0, atol=1e-12))[0][-1]]  # highest among equals
+        best = thr[
+            np.nonzero(np.isclose(f1, f1.max(), rtol=0, atol=1e-12))[0][-1]
+        ]  # highest among equals
         assert observed(scores, c, chosen[c]) == best
         assert_midway(scores, c, chosen[c])
         assert metric_at(labels, scores, c, chosen[c], "f1") == pytest.approx(f1.max())
@@ -115,7 +119,9 @@ def test_youden_matches_sklearn_roc_argmax(seed):
     for c in range(labels.shape[1]):
         known = ~np.isnan(labels[:, c])
         fpr, tpr, thr = sk_roc_curve(labels[known, c], scores[known, c], drop_intermediate=False)
-        assert observed(scores, c, chosen[c]) == thr[np.argmax(tpr - fpr)]  # thresholds descend: first max is highest
+        assert (
+            observed(scores, c, chosen[c]) == thr[np.argmax(tpr - fpr)]
+        )  # thresholds descend: first max is highest
         assert_midway(scores, c, chosen[c])
 
 
@@ -138,7 +144,9 @@ def test_unknown_labels_do_not_supply_candidates():
 def test_fixed_and_validation():
     labels, scores = random_case(0)
     np.testing.assert_array_equal(select_thresholds(labels, scores, "fixed", 0.3), [0.3, 0.3, 0.3])
-    np.testing.assert_array_equal(select_thresholds(labels, scores, "fixed", [0.1, 0.2, 0.3]), [0.1, 0.2, 0.3])
+    np.testing.assert_array_equal(
+        select_thresholds(labels, scores, "fixed", [0.1, 0.2, 0.3]), [0.1, 0.2, 0.3]
+    )
     with pytest.raises(MetricInputError, match="unknown threshold method"):
         select_thresholds(labels, scores, "median")
     with pytest.raises(MetricInputError, match="needs a value"):

@@ -23,16 +23,21 @@ def test_calibration_round_trips_and_old_cards_are_uncalibrated():
     old = card.to_dict()
     del old["calibration"]
     assert ModelCard.from_dict(old).temperature() is None
-    assert _card("multiclass", calibration={"method": "temperature", "temperature": [2.0]}).temperature() == [2.0]
+    assert _card(
+        "multiclass", calibration={"method": "temperature", "temperature": [2.0]}
+    ).temperature() == [2.0]
 
 
-@pytest.mark.parametrize("task, calibration, message", [
-    ("multilabel", {"method": "temperature", "temperature": [1.0]}, "2 positive finite"),
-    ("multiclass", {"method": "temperature", "temperature": [1.0, 1.0]}, "one for the model"),
-    ("multilabel", {"method": "temperature", "temperature": [1.0, 0.0]}, "positive"),
-    ("multilabel", {"method": "temperature", "temperature": [1.0, float("nan")]}, "finite"),
-    ("multilabel", {"method": "platt", "temperature": [1.0, 1.0]}, "must be"),
-])
+@pytest.mark.parametrize(
+    "task, calibration, message",
+    [
+        ("multilabel", {"method": "temperature", "temperature": [1.0]}, "2 positive finite"),
+        ("multiclass", {"method": "temperature", "temperature": [1.0, 1.0]}, "one for the model"),
+        ("multilabel", {"method": "temperature", "temperature": [1.0, 0.0]}, "positive"),
+        ("multilabel", {"method": "temperature", "temperature": [1.0, float("nan")]}, "finite"),
+        ("multilabel", {"method": "platt", "temperature": [1.0, 1.0]}, "must be"),
+    ],
+)
 def test_bad_calibration_is_refused(task, calibration, message):
     with pytest.raises(CheckpointError, match=message):
         _card(task, calibration=calibration)

@@ -52,7 +52,9 @@ def model() -> torch.nn.Module:
 def test_round_trip_weights_card_and_outputs(model, tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors", model.state_dict(), _card())
     ckpt = load_checkpoint(path, expect_architecture="small_cnn", expect_classes=CLASSES)
-    assert ckpt.card.to_dict() == json.loads(json.dumps(_card().to_dict() | {"created": ckpt.card.created}))
+    assert ckpt.card.to_dict() == json.loads(
+        json.dumps(_card().to_dict() | {"created": ckpt.card.created})
+    )
     assert ckpt.card.format_version == FORMAT_VERSION
     assert ckpt.label_space == LabelSpace("test", CLASSES)
     assert ckpt.preprocess == PreprocessConfig(cache_size=64, input_size=64, in_chans=1)
@@ -69,7 +71,9 @@ def test_round_trip_weights_card_and_outputs(model, tmp_path):
 def test_header_length_starting_with_the_pickle_byte_still_loads(model, tmp_path):
     """A safetensors header length whose low byte is 0x80 (the pickle protocol marker) is not a pickle."""
     for pad in range(256):
-        path = save_checkpoint(tmp_path / "m.safetensors", model.state_dict(), _card(provenance="x" * pad))
+        path = save_checkpoint(
+            tmp_path / "m.safetensors", model.state_dict(), _card(provenance="x" * pad)
+        )
         if path.read_bytes()[:1] == b"\x80":
             break
     else:
@@ -128,7 +132,9 @@ class _Payload:
 def test_malicious_pickles_are_refused_and_never_executed(tmp_path):
     proof = tmp_path / "proof_marker"
     pickle.loads(pickle.dumps(_Payload(proof)))
-    assert proof.exists(), "the payload must really execute when unpickled, or this test proves nothing"
+    assert proof.exists(), (
+        "the payload must really execute when unpickled, or this test proves nothing"
+    )
 
     marker = tmp_path / "attack_marker"
     raw = tmp_path / "evil.pth"
@@ -162,7 +168,10 @@ def test_truncated_corrupted_and_foreign_files(model, tmp_path):
     with pytest.raises(CheckpointError, match="checksum"):
         load_checkpoint(corrupted)
 
-    for name, content in (("empty.safetensors", b""), ("text.safetensors", b"hello world, not weights")):
+    for name, content in (
+        ("empty.safetensors", b""),
+        ("text.safetensors", b"hello world, not weights"),
+    ):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(CheckpointError):
             load_checkpoint(tmp_path / name)
@@ -178,8 +187,11 @@ def test_missing_card_and_newer_format(model, tmp_path):
 
     future = _card().to_dict() | {"format_version": FORMAT_VERSION + 1}
     newer = tmp_path / "newer.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(newer),
-              metadata={CARD_KEY: json.dumps(future)})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(newer),
+        metadata={CARD_KEY: json.dumps(future)},
+    )
     with pytest.raises(CheckpointError, match="newer"):
         load_checkpoint(newer)
 
@@ -203,11 +215,16 @@ def test_expectations_and_weights_that_do_not_fit(model, tmp_path):
     bad = save_checkpoint(tmp_path / "bad.safetensors", state, _card())
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(bad)
-    assert f"1 missing tensors [{dropped}]" in str(err.value) and "1 unexpected tensors [extra.weight]" in str(err.value)
+    assert f"1 missing tensors [{dropped}]" in str(
+        err.value
+    ) and "1 unexpected tensors [extra.weight]" in str(err.value)
 
     wrong_head = create_model("small_cnn", 5, in_chans=1).state_dict()
     mismatch = save_checkpoint(tmp_path / "shape.safetensors", wrong_head, _card())
-    with pytest.raises(CheckpointError, match=r"2 tensors of another shape \[classifier.1.weight \(5, 256\) vs \(3, 256\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"2 tensors of another shape \[classifier.1.weight \(5, 256\) vs \(3, 256\)",
+    ):
         load_checkpoint(mismatch)
 
 

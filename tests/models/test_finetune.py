@@ -51,13 +51,19 @@ def test_last_n_blocks(small, n):
     blocks = get_model_spec("small_cnn").blocks(small)
     expected = sum(_count(m) for _, m in blocks[-n:]) + _count(small.classifier)
     assert apply_finetune(small, "small_cnn", f"last:{n}") == expected
-    assert all(p.requires_grad == (i >= len(blocks) - n) for i, (_, m) in enumerate(blocks) for p in m.parameters())
+    assert all(
+        p.requires_grad == (i >= len(blocks) - n)
+        for i, (_, m) in enumerate(blocks)
+        for p in m.parameters()
+    )
 
 
 def test_last_n_on_grouped_densenet_blocks():
     model = create_model("densenet121", 2)
     n = apply_finetune(model, "densenet121", "last:1")
-    assert n == _count(model.features.denseblock4) + _count(model.features.norm5) + _count(model.classifier)
+    assert n == _count(model.features.denseblock4) + _count(model.features.norm5) + _count(
+        model.classifier
+    )
 
 
 @pytest.mark.parametrize("policy", ["last:0", "last:6", "last:x", ["layer9"], "heads", "", []])

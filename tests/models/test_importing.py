@@ -43,7 +43,10 @@ class CheXNet(nn.Module):
 
 def _legacy(state: dict) -> OrderedDict:
     """Keys as torchvision wrote them in 2017 (``norm.1``), which CheXNet files carry."""
-    return OrderedDict((re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k), v) for k, v in state.items())
+    return OrderedDict(
+        (re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k), v)
+        for k, v in state.items()
+    )
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -61,14 +64,31 @@ def test_torchvision_densenet_pth_predicts_like_the_original(tmp_path, nih_image
     torch.manual_seed(0)
     original = _randomise_bn(torchvision.models.densenet121(weights=None, num_classes=14))
     torch.save(original.state_dict(), tmp_path / "densenet121.pth")
-    assert main(["import", "--weights", str(tmp_path / "densenet121.pth"), "--arch", "densenet121",
-                 "--classes", "nih14", "--out", str(tmp_path / "imported")]) == 0
+    assert (
+        main(
+            [
+                "import",
+                "--weights",
+                str(tmp_path / "densenet121.pth"),
+                "--arch",
+                "densenet121",
+                "--classes",
+                "nih14",
+                "--out",
+                str(tmp_path / "imported"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "renamed the head classifier.* to classifier.1.*" in out
 
     checkpoint = tmp_path / "imported" / "model.safetensors"
     card = load_checkpoint(checkpoint).card
-    assert card.provenance == f"imported from densenet121.pth, sha256 {file_sha256(tmp_path / 'densenet121.pth')}"
+    assert (
+        card.provenance
+        == f"imported from densenet121.pth, sha256 {file_sha256(tmp_path / 'densenet121.pth')}"
+    )
     assert card.classes == NIH14.classes and card.in_chans == 3
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     batch = predictor.prepare(nih_images)
@@ -85,8 +105,15 @@ def test_chexnet_dataparallel_layout_with_legacy_keys(tmp_path, nih_images):
     original = _randomise_bn(CheXNet(), seed=1)
     wrapped = {f"module.{k}": v for k, v in _legacy(original.state_dict()).items()}
     assert "module.densenet121.features.denseblock1.denselayer1.norm.1.weight" in wrapped
-    torch.save({"epoch": 7, "best_loss": 0.15, "state_dict": wrapped}, tmp_path / "m-25012018.pth.tar.pth")
-    result = import_weights(tmp_path / "m-25012018.pth.tar.pth", "densenet121", NIH14, tmp_path / "out" / "model.safetensors")
+    torch.save(
+        {"epoch": 7, "best_loss": 0.15, "state_dict": wrapped}, tmp_path / "m-25012018.pth.tar.pth"
+    )
+    result = import_weights(
+        tmp_path / "m-25012018.pth.tar.pth",
+        "densenet121",
+        NIH14,
+        tmp_path / "out" / "model.safetensors",
+    )
     assert any("densenet121." in s for s in result.report.steps)
     assert any("classifier.0.* to classifier.1.*" in s for s in result.report.steps)
     assert any("norm.1 -> norm1" in s for s in result.report.steps)
@@ -106,15 +133,25 @@ def test_torchxrayvision_densenet_range_and_operating_points(tmp_path, nih_image
     points[:5] = torch.tensor([0.07, 0.04, 0.1, 0.01, 0.02])
     state["op_threshs"] = points
     torch.save(state, tmp_path / "xrv.pt")
-    result = import_weights(tmp_path / "xrv.pt", "densenet121", XRV18, tmp_path / "out" / "model.safetensors", preprocess="xrv")
+    result = import_weights(
+        tmp_path / "xrv.pt",
+        "densenet121",
+        XRV18,
+        tmp_path / "out" / "model.safetensors",
+        preprocess="xrv",
+    )
     card = result.card
     assert card.in_chans == 1 and card.get_preprocess().input_size == 224
-    assert card.thresholds == pytest.approx({c: float(p) for c, p in zip(XRV18.classes[:5], points[:5])})
+    assert card.thresholds == pytest.approx(
+        {c: float(p) for c, p in zip(XRV18.classes[:5], points[:5])}
+    )
 
     # The preprocessing is torchxrayvision's own normalisation of an 8-bit image to [-1024, 1024].
     pixels = np.asarray(nih_images[0].pixels * 255).round().astype(np.uint8)[:224, :224]
     ours = eval_tensor(pixels, card.get_preprocess())[0].numpy()
-    np.testing.assert_allclose(ours, xrv.datasets.normalize(pixels.astype(np.float32), 255), atol=2e-3)
+    np.testing.assert_allclose(
+        ours, xrv.datasets.normalize(pixels.astype(np.float32), 255), atol=2e-3
+    )
 
     predictor = Predictor.from_checkpoint(result.path, device="cpu")
     batch = predictor.prepare(nih_images)
@@ -138,26 +175,46 @@ def test_torchxrayvision_resnet_layout(tmp_path):
 
 def test_mismatches_are_refused_with_the_layer_named(tmp_path):
     state = torchvision.models.densenet121(weights=None, num_classes=14).state_dict()
-    with pytest.raises(CheckpointError, match=r"classifier\.1\.weight has 14 outputs but 18 classes"):
+    with pytest.raises(
+        CheckpointError, match=r"classifier\.1\.weight has 14 outputs but 18 classes"
+    ):
         map_state_dict(state, "densenet121", XRV18.classes)
     bad = dict(state)
     bad["features.denseblock1.denselayer1.conv1.weight"] = torch.zeros(128, 64, 3, 3)
-    with pytest.raises(CheckpointError, match=r"tensors of another shape \[features\.denseblock1\.denselayer1\.conv1\.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensors of another shape \[features\.denseblock1\.denselayer1\.conv1\.weight",
+    ):
         map_state_dict(bad, "densenet121", NIH14.classes)
     partial = {k: v for k, v in state.items() if not k.startswith("features.denseblock4")}
-    with pytest.raises(CheckpointError, match=r"missing tensors \[features\.denseblock4\.denselayer1"):
+    with pytest.raises(
+        CheckpointError, match=r"missing tensors \[features\.denseblock4\.denselayer1"
+    ):
         map_state_dict(partial, "densenet121", NIH14.classes)
     with pytest.raises(CheckpointError, match=r"unexpected tensors \[features\.conv0\.weight"):
         map_state_dict(state, "resnet50", NIH14.classes)
 
 
 def test_code_carrying_pickles_and_3_channel_xrv_are_refused(tmp_path):
-    torch.save({"state_dict": torchvision.models.resnet18(weights=None)}, tmp_path / "whole_module.pth")
+    torch.save(
+        {"state_dict": torchvision.models.resnet18(weights=None)}, tmp_path / "whole_module.pth"
+    )
     with pytest.raises(CheckpointError, match="cannot read weights"):
-        import_weights(tmp_path / "whole_module.pth", "resnet50", NIH14, tmp_path / "o" / "model.safetensors")
-    torch.save(torchvision.models.densenet121(weights=None, num_classes=14).state_dict(), tmp_path / "rgb.pth")
+        import_weights(
+            tmp_path / "whole_module.pth", "resnet50", NIH14, tmp_path / "o" / "model.safetensors"
+        )
+    torch.save(
+        torchvision.models.densenet121(weights=None, num_classes=14).state_dict(),
+        tmp_path / "rgb.pth",
+    )
     with pytest.raises(ConfigError, match="1-channel"):
-        import_weights(tmp_path / "rgb.pth", "densenet121", NIH14, tmp_path / "o" / "model.safetensors", preprocess="xrv")
+        import_weights(
+            tmp_path / "rgb.pth",
+            "densenet121",
+            NIH14,
+            tmp_path / "o" / "model.safetensors",
+            preprocess="xrv",
+        )
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
@@ -165,8 +222,13 @@ def test_bare_safetensors_imports(tmp_path):
     from safetensors.torch import save_file
 
     model = torchvision.models.resnet50(weights=None, num_classes=14).eval()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "bare.safetensors"))
-    result = import_weights(tmp_path / "bare.safetensors", "resnet50", NIH14, tmp_path / "o" / "model.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(tmp_path / "bare.safetensors"),
+    )
+    result = import_weights(
+        tmp_path / "bare.safetensors", "resnet50", NIH14, tmp_path / "o" / "model.safetensors"
+    )
     rebuilt = load_checkpoint(result.path).build_model()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from cxr_core.artifacts.catalog import checkpoint_digest
 from cxr_core.data.lung_mask import LungMaskConfig
 from cxr_core.errors import CheckpointError
 from cxr_core.metrics.segmentation import dice_score
-from cxr_core.artifacts.catalog import checkpoint_digest
 from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.models.lung_mask import LungMasker
 
@@ -25,8 +25,12 @@ LUNGS = BUNDLED / "lungs" / "model.safetensors"
 def films(montgomery_root) -> tuple[np.ndarray, np.ndarray]:
     """Four real Montgomery films at 256 px (uint8) and their manual lung masks."""
     names = sorted(p.name for p in (montgomery_root / "images").glob("*.png"))[:4]
-    images = np.stack([np.asarray(Image.open(montgomery_root / "images" / n).convert("L")) for n in names])
-    masks = np.stack([np.asarray(Image.open(montgomery_root / "masks" / n).convert("L")) > 127 for n in names])
+    images = np.stack(
+        [np.asarray(Image.open(montgomery_root / "images" / n).convert("L")) for n in names]
+    )
+    masks = np.stack(
+        [np.asarray(Image.open(montgomery_root / "masks" / n).convert("L")) > 127 for n in names]
+    )
     return images, masks
 
 
@@ -36,7 +40,9 @@ def lungs():
 
 
 def masker(ckpt, dilation: float) -> LungMasker:
-    return LungMasker(ckpt, LungMaskConfig(weights_sha256=checkpoint_digest(LUNGS), dilation=dilation))
+    return LungMasker(
+        ckpt, LungMaskConfig(weights_sha256=checkpoint_digest(LUNGS), dilation=dilation)
+    )
 
 
 def test_masks_find_the_manual_lungs_and_the_dilation_only_adds(films, lungs):
@@ -68,7 +74,7 @@ def test_masks_do_not_depend_on_the_batch_or_the_callers_threads(films, lungs):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        alone = np.stack([m.masks(images[i:i + 1])[0] for i in range(len(images))])
+        alone = np.stack([m.masks(images[i : i + 1])[0] for i in range(len(images))])
     finally:
         torch.set_num_threads(before)
     np.testing.assert_array_equal(together, alone)

@@ -134,7 +134,10 @@ def test_unknown_model_lists_available():
         get_model_spec("alexnet")
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"num_classes": 2, "in_chans": 4}, {"num_classes": 2, "dropout": 1.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"num_classes": 0}, {"num_classes": 2, "in_chans": 4}, {"num_classes": 2, "dropout": 1.0}],
+)
 def test_bad_arguments_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         create_model("small_cnn", **kwargs)

@@ -39,7 +39,9 @@ def test_lite0_unet_encoder_starts_from_the_imagenet_classifier_weights():
             a = unet.get_parameter(f"encoder.{stage}.{suffix}")
             b = classifier.get_parameter(f"features.{stage}.{suffix}")
             torch.testing.assert_close(a, b)
-    assert get_model_spec("unet_lite0").head == "decoder"  # the decoder starts fresh, like a new head
+    assert (
+        get_model_spec("unet_lite0").head == "decoder"
+    )  # the decoder starts fresh, like a new head
 
 
 def test_predict_mask_probs_returns_probabilities_at_the_image_size():
@@ -51,13 +53,17 @@ def test_predict_mask_probs_returns_probabilities_at_the_image_size():
     assert probs.shape == (3, 80, 80) and probs.dtype == np.float32
     assert 0.0 <= probs.min() and probs.max() <= 1.0
     one = predict_mask_probs(model, images[1:2], cfg)
-    np.testing.assert_allclose(one[0], probs[1], atol=1e-5)  # an image's mask does not depend on its batch
+    np.testing.assert_allclose(
+        one[0], probs[1], atol=1e-5
+    )  # an image's mask does not depend on its batch
 
 
 def test_segmentation_checkpoint_round_trips(tmp_path):
     model = create_model("unet_small", 1, in_chans=1)
     card = ModelCard(
-        architecture="unet_small", num_classes=1, in_chans=1,
+        architecture="unet_small",
+        num_classes=1,
+        in_chans=1,
         label_space={"name": "lungs", "classes": ["lung"], "task": "segmentation"},
         preprocess=PreprocessConfig(cache_size=64, input_size=64, in_chans=1).to_dict(),
     )
@@ -78,8 +84,14 @@ def test_bundled_lung_model_is_small_documented_and_reaches_its_dice():
     report = json.loads((BUNDLED.parent / "eval" / "val" / "report.json").read_text())
     assert report["metrics"]["dice"] == card.validation["dice"]
     assert card.validation["dice"]["mean"] >= 0.95
-    assert card.validation["dice"]["ci_low"] < card.validation["dice"]["mean"] < card.validation["dice"]["ci_high"]
-    assert report["bootstrap_unit"] == "patient" and report["n_patients"] == len(card.data["val_ids"])
+    assert (
+        card.validation["dice"]["ci_low"]
+        < card.validation["dice"]["mean"]
+        < card.validation["dice"]["ci_high"]
+    )
+    assert report["bootstrap_unit"] == "patient" and report["n_patients"] == len(
+        card.data["val_ids"]
+    )
 
 
 @pytest.mark.slow
@@ -87,7 +99,11 @@ def test_evaluate_reproduces_the_bundled_lung_card(montgomery_root, tmp_path):
     from cxr_core.evaluation.segmentation import evaluate_segmentation
 
     card = load_checkpoint(BUNDLED).card
-    _, report = evaluate_segmentation(BUNDLED, data=montgomery_root, out_dir=tmp_path, n_boot=card.validation["n_boot"])
+    _, report = evaluate_segmentation(
+        BUNDLED, data=montgomery_root, out_dir=tmp_path, n_boot=card.validation["n_boot"]
+    )
     for metric in ("dice", "iou", "hd95"):
         for key in ("mean", "ci_low", "ci_high"):
-            assert report["metrics"][metric][key] == pytest.approx(card.validation[metric][key], abs=1e-6), (metric, key)
+            assert report["metrics"][metric][key] == pytest.approx(
+                card.validation[metric][key], abs=1e-6
+            ), (metric, key)

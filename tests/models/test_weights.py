@@ -98,7 +98,9 @@ def test_lite0_imagenet_loads_the_wheel_tensors_exactly():
             assert ours[dst].shape[0] == 4  # fresh head for our classes
         else:
             assert torch.equal(ours[dst], theirs[src]), dst
-    assert float(ours["features.0.1.running_var"].mean()) == pytest.approx(float(theirs["_bn0.running_var"].mean()))
+    assert float(ours["features.0.1.running_var"].mean()) == pytest.approx(
+        float(theirs["_bn0.running_var"].mean())
+    )
 
 
 def _sample_image(name: str, size: int = 224) -> torch.Tensor:
@@ -107,7 +109,9 @@ def _sample_image(name: str, size: int = 224) -> torch.Tensor:
     img = Image.fromarray(load_sample_image(name))
     w, h = img.size
     s = min(w, h)
-    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size), Image.BICUBIC)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize(
+        (size, size), Image.BICUBIC
+    )
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float()[None] / 255
     spec = get_model_spec("efficientnet_lite0")
     mean = torch.tensor(spec.input_mean)[:, None, None]
@@ -142,8 +146,13 @@ def test_lite_imagenet_classifies_natural_photos(variant):
 def test_local_weights_round_trip_pth_and_safetensors(tmp_path):
     torch.manual_seed(5)
     source = create_model("small_cnn", 3).eval()
-    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "w.pth")
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}},
+        tmp_path / "w.pth",
+    )
+    save_file(
+        {k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors")
+    )
     x = torch.rand(2, 3, 64, 64)
     expected = source(x)
     for name in ("w.pth", "w.safetensors"):
@@ -154,7 +163,10 @@ def test_local_weights_round_trip_pth_and_safetensors(tmp_path):
 def test_fp16_file_and_one_channel_model_from_rgb_weights(tmp_path):
     torch.manual_seed(6)
     source = create_model("small_cnn", 3).eval()
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in source.state_dict().items()}, str(tmp_path / "h.safetensors"))
+    save_file(
+        {k: v.half() if v.is_floating_point() else v for k, v in source.state_dict().items()},
+        str(tmp_path / "h.safetensors"),
+    )
     gray = create_model("small_cnn", 3, in_chans=1, weights=str(tmp_path / "h.safetensors")).eval()
     x = torch.rand(2, 1, 64, 64)
     torch.testing.assert_close(gray(x), source(x.repeat(1, 3, 1, 1)), rtol=2e-2, atol=2e-2)

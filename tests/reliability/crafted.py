@@ -17,17 +17,15 @@ Outcomes:
 
 from __future__ import annotations
 
-import types
-
-import sys
-
 import dataclasses
 import importlib
 import io
 import multiprocessing as mp
 import os
 import struct
+import sys
 import traceback
+import types
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -58,17 +56,22 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
     """One PNG chunk with a correct CRC, so only the intended lie is in the file."""
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     """(type, payload) of every chunk; stops at the first chunk that does not fit."""
     chunks, pos = [], 8
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if pos + 12 + length > len(data):
             break
-        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        chunks.append((kind, data[pos + 8 : pos + 8 + length]))
         pos += 12 + length
     return chunks
 
@@ -109,7 +112,7 @@ def jpeg_sof_offset(data: bytes) -> int | None:
             return pos
         if marker == 0xDA:
             return None
-        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
     return None
 
 
@@ -118,11 +121,13 @@ def jpeg_with_size(data: bytes, height: int | None = None, width: int | None = N
     sof = jpeg_sof_offset(data)
     if sof is None:
         return data
-    old_h, old_w = struct.unpack(">HH", data[sof + 5:sof + 9])
-    return data[:sof + 5] + struct.pack(">HH", height or old_h, width or old_w) + data[sof + 9:]
+    old_h, old_w = struct.unpack(">HH", data[sof + 5 : sof + 9])
+    return data[: sof + 5] + struct.pack(">HH", height or old_h, width or old_w) + data[sof + 9 :]
 
 
-def dicom_dataset(arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **tags: object) -> Dataset:
+def dicom_dataset(
+    arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **tags: object
+) -> Dataset:
     """A conformant single-frame secondary-capture DICOM holding ``arr``; ``tags`` add or override
     attributes (Modality DX and ViewPosition PA by default)."""
     meta = FileMetaDataset()
@@ -133,7 +138,12 @@ def dicom_dataset(arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int =
     ds.file_meta = meta
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    for key, value in {"Modality": "DX", "ViewPosition": "PA", "PatientID": "CRAFTED", **tags}.items():
+    for key, value in {
+        "Modality": "DX",
+        "ViewPosition": "PA",
+        "PatientID": "CRAFTED",
+        **tags,
+    }.items():
         setattr(ds, key, value)
     ds.set_pixel_data(arr, photometric, bits)
     return ds
@@ -184,7 +194,9 @@ def real_sources(shared_data: Path) -> dict[str, bytes]:
     picks = {
         "nih.png": sorted((shared_data / "nih14" / "images").glob("*.png"))[:1],
         "covid.png": sorted((shared_data / "covid19" / "Covid-19").glob("*.png"))[:1],
-        "kermany.jpeg": sorted((shared_data / "pneumonia" / "chest_xray" / "train" / "PNEUMONIA").glob("*.jpeg"))[:1],
+        "kermany.jpeg": sorted(
+            (shared_data / "pneumonia" / "chest_xray" / "train" / "PNEUMONIA").glob("*.jpeg")
+        )[:1],
     }
     return {name: paths[0].read_bytes() for name, paths in picks.items() if paths}
 
@@ -199,13 +211,18 @@ def real_dicoms(sources: dict[str, bytes]) -> dict[str, bytes]:
     JPEG 2000 and native with a VOI LUT."""
     gray = gray_of(sources.get("nih.png") or next(iter(sources.values())))
     gray12 = to_12bit(gray)
-    built = {"native12.dcm": dicom_bytes(dicom_dataset(gray12)), "jpeg_baseline.dcm": dicom_bytes(jpeg_dicom(gray))}
+    built = {
+        "native12.dcm": dicom_bytes(dicom_dataset(gray12)),
+        "jpeg_baseline.dcm": dicom_bytes(jpeg_dicom(gray)),
+    }
     for name, syntax in (("rle.dcm", RLELossless), ("j2k.dcm", JPEG2000Lossless)):
         ds = dicom_dataset(gray12)
         ds.compress(syntax)
         built[name] = dicom_bytes(ds)
     lut = dicom_dataset(gray12)
-    lut.VOILUTSequence = Sequence([voi_lut_item([4096, 0, 16], [min(v, 3000) * 20 for v in range(4096)])])
+    lut.VOILUTSequence = Sequence(
+        [voi_lut_item([4096, 0, 16], [min(v, 3000) * 20 for v in range(4096)])]
+    )
     built["voi_lut.dcm"] = dicom_bytes(lut)
     return built
 
@@ -213,9 +230,11 @@ def real_dicoms(sources: dict[str, bytes]) -> dict[str, bytes]:
 def derived_rasters(sources: dict[str, bytes]) -> dict[str, bytes]:
     """Other encodings of a real radiograph: 16-bit, interlaced and RGBA PNG, progressive JPEG."""
     gray = gray_of(sources["nih.png"])
-    out = {"nih16.png": png_bytes(to_12bit(gray)),
-           "nih_rgba.png": png_bytes(np.dstack([gray, gray, gray, np.full_like(gray, 255)])),
-           "nih_progressive.jpeg": jpeg_bytes(Image.fromarray(gray), progressive=True)}
+    out = {
+        "nih16.png": png_bytes(to_12bit(gray)),
+        "nih_rgba.png": png_bytes(np.dstack([gray, gray, gray, np.full_like(gray, 255)])),
+        "nih_progressive.jpeg": jpeg_bytes(Image.fromarray(gray), progressive=True),
+    }
     buf = io.BytesIO()
     Image.fromarray(gray).save(buf, "PNG", interlace=1)
     out["nih_interlaced.png"] = buf.getvalue()
@@ -241,55 +260,134 @@ def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
     gray_jpeg = jpeg_bytes(Image.fromarray(gray))
 
     # truncated or lying rasters
-    add("png_ihdr_double_height.png", png_lying_height(png), "refuse", "IHDR declares 2x the rows in the data")
-    add("png_ihdr_8x_height.png", png_lying_height(png, 8), "refuse", "IHDR declares 8x the rows in the data")
+    add(
+        "png_ihdr_double_height.png",
+        png_lying_height(png),
+        "refuse",
+        "IHDR declares 2x the rows in the data",
+    )
+    add(
+        "png_ihdr_8x_height.png",
+        png_lying_height(png, 8),
+        "refuse",
+        "IHDR declares 8x the rows in the data",
+    )
     add("png_half_file.png", png[: len(png) // 2], "refuse", "file cut in half")
     add("png_no_iend.png", png[:-12], "refuse", "IEND chunk missing")
-    add("png_idat_half_stream.png",
+    add(
+        "png_idat_half_stream.png",
         png_from_chunks([(k, v[: len(v) // 2] if k == b"IDAT" else v) for k, v in png_chunks(png)]),
-        "refuse", "IDAT zlib stream cut in half, CRCs recomputed")
-    add("jpeg_sof_double_height.jpg", jpeg_with_size(jpeg, height=2 * Image.open(io.BytesIO(jpeg)).height),
-        "refuse", "SOF declares 2x the rows in the scan")
-    add("jpeg_sof_2000_rows.jpg", jpeg_with_size(gray_jpeg, height=2000), "refuse", "SOF declares 2,000 rows")
-    add("jpeg_half_plus_eoi.jpg", jpeg[: len(jpeg) // 2] + b"\xff\xd9", "refuse", "scan cut in half, EOI appended")
+        "refuse",
+        "IDAT zlib stream cut in half, CRCs recomputed",
+    )
+    add(
+        "jpeg_sof_double_height.jpg",
+        jpeg_with_size(jpeg, height=2 * Image.open(io.BytesIO(jpeg)).height),
+        "refuse",
+        "SOF declares 2x the rows in the scan",
+    )
+    add(
+        "jpeg_sof_2000_rows.jpg",
+        jpeg_with_size(gray_jpeg, height=2000),
+        "refuse",
+        "SOF declares 2,000 rows",
+    )
+    add(
+        "jpeg_half_plus_eoi.jpg",
+        jpeg[: len(jpeg) // 2] + b"\xff\xd9",
+        "refuse",
+        "scan cut in half, EOI appended",
+    )
     add("jpeg_half.jpg", jpeg[: len(jpeg) // 2], "refuse", "file cut in half")
     progressive = jpeg_bytes(Image.fromarray(gray), progressive=True)
-    add("jpeg_progressive_half_plus_eoi.jpg", progressive[: len(progressive) // 2] + b"\xff\xd9", "refuse",
-        "progressive JPEG cut inside a scan, EOI appended")
+    add(
+        "jpeg_progressive_half_plus_eoi.jpg",
+        progressive[: len(progressive) // 2] + b"\xff\xd9",
+        "refuse",
+        "progressive JPEG cut inside a scan, EOI appended",
+    )
 
     # DICOM pixel data problems
-    add("dicom_jpeg_half_data.dcm",
-        dicom_bytes(jpeg_dicom(gray, gray_jpeg[: len(gray_jpeg) // 2])), "refuse", "baseline JPEG frame cut in half")
-    add("dicom_jpeg_half_plus_eoi.dcm",
-        dicom_bytes(jpeg_dicom(gray, gray_jpeg[: len(gray_jpeg) // 2] + b"\xff\xd9")), "refuse",
-        "baseline JPEG frame cut in half, EOI appended")
-    add("dicom_jpeg_lying_rows.dcm", _dicom_jpeg_lying_rows(gray, gray_jpeg), "refuse",
-        "JPEG frame and DICOM Rows declare 2x the rows in the scan")
+    add(
+        "dicom_jpeg_half_data.dcm",
+        dicom_bytes(jpeg_dicom(gray, gray_jpeg[: len(gray_jpeg) // 2])),
+        "refuse",
+        "baseline JPEG frame cut in half",
+    )
+    add(
+        "dicom_jpeg_half_plus_eoi.dcm",
+        dicom_bytes(jpeg_dicom(gray, gray_jpeg[: len(gray_jpeg) // 2] + b"\xff\xd9")),
+        "refuse",
+        "baseline JPEG frame cut in half, EOI appended",
+    )
+    add(
+        "dicom_jpeg_lying_rows.dcm",
+        _dicom_jpeg_lying_rows(gray, gray_jpeg),
+        "refuse",
+        "JPEG frame and DICOM Rows declare 2x the rows in the scan",
+    )
     native = dicom_dataset(gray12)
     raw = bytes(native.PixelData)
     native.PixelData = raw[: len(raw) // 2]
-    add("dicom_native_half_data.dcm", dicom_bytes(native), "refuse", "native pixel data half as long as Rows x Columns")
+    add(
+        "dicom_native_half_data.dcm",
+        dicom_bytes(native),
+        "refuse",
+        "native pixel data half as long as Rows x Columns",
+    )
     bits8 = dicom_dataset(gray12)
     bits8.BitsStored, bits8.HighBit = 8, 7
-    add("dicom_bitsstored8_on_12bit.dcm", dicom_bytes(bits8), "refuse", "BitsStored 8, values up to 4095")
+    add(
+        "dicom_bitsstored8_on_12bit.dcm",
+        dicom_bytes(bits8),
+        "refuse",
+        "BitsStored 8, values up to 4095",
+    )
     bits10 = dicom_dataset(gray12)
     bits10.BitsStored, bits10.HighBit = 10, 9
-    add("dicom_bitsstored10_on_12bit.dcm", dicom_bytes(bits10), "refuse", "BitsStored 10, values up to 4095")
+    add(
+        "dicom_bitsstored10_on_12bit.dcm",
+        dicom_bytes(bits10),
+        "refuse",
+        "BitsStored 10, values up to 4095",
+    )
     short = dicom_dataset(gray12)
     short.VOILUTSequence = Sequence([voi_lut_item([4096, 0, 16], list(range(100)))])
-    add("dicom_voi_lut_short.dcm", dicom_bytes(short), "refuse", "VOI LUT has 100 entries, descriptor says 4096")
+    add(
+        "dicom_voi_lut_short.dcm",
+        dicom_bytes(short),
+        "refuse",
+        "VOI LUT has 100 entries, descriptor says 4096",
+    )
     short_ow = dicom_dataset(gray12)
     short_ow.VOILUTSequence = Sequence([voi_lut_item([4096, 0, 16], b"\x00\x01" * 50, vr="OW")])
-    add("dicom_voi_lut_short_ow.dcm", dicom_bytes(short_ow), "refuse", "OW VOI LUT with 50 of 4096 entries")
+    add(
+        "dicom_voi_lut_short_ow.dcm",
+        dicom_bytes(short_ow),
+        "refuse",
+        "OW VOI LUT with 50 of 4096 entries",
+    )
     empty_lut = dicom_dataset(gray12)
     empty_lut.VOILUTSequence = Sequence([voi_lut_item([4096, 0, 16], [])])
     add("dicom_voi_lut_empty.dcm", dicom_bytes(empty_lut), "refuse", "VOI LUT without entries")
     lut8 = dicom_dataset(gray12)
-    lut8.VOILUTSequence = Sequence([voi_lut_item([4096, 0, 8], [v * 255 // 4095 for v in range(4096)])])
-    add("dicom_voi_lut_8bit_4096.dcm", dicom_bytes(lut8), "any", "8-bit VOI LUT with 4096 entries (valid)")
+    lut8.VOILUTSequence = Sequence(
+        [voi_lut_item([4096, 0, 8], [v * 255 // 4095 for v in range(4096)])]
+    )
+    add(
+        "dicom_voi_lut_8bit_4096.dcm",
+        dicom_bytes(lut8),
+        "any",
+        "8-bit VOI LUT with 4096 entries (valid)",
+    )
     bad_desc = dicom_dataset(gray12)
     bad_desc.VOILUTSequence = Sequence([voi_lut_item([4096, 0], list(range(4096)))])
-    add("dicom_voi_lut_two_value_descriptor.dcm", dicom_bytes(bad_desc), "refuse", "LUT descriptor with 2 values")
+    add(
+        "dicom_voi_lut_two_value_descriptor.dcm",
+        dicom_bytes(bad_desc),
+        "refuse",
+        "LUT descriptor with 2 values",
+    )
     frames = dicom_dataset(np.stack([gray12] * 3))
     add("dicom_multiframe.dcm", dicom_bytes(frames), "refuse", "3 frames")
     for name, encoded in real_dicoms(sources).items():
@@ -297,24 +395,49 @@ def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
             ds = pydicom.dcmread(io.BytesIO(encoded))
             frame = next(generate_frames(ds.PixelData, number_of_frames=1))
             ds.PixelData = encapsulate([frame[: len(frame) * 9 // 10]])
-            add(f"dicom_{Path(name).stem}_cut_frame.dcm", dicom_bytes(ds), "refuse", "compressed frame cut to 90%")
-    for fmt, ext, options in (("BMP", ".bmp", {}), ("TIFF", ".tif", {}), ("TIFF", ".tiff", {"compression": "tiff_lzw"})):
+            add(
+                f"dicom_{Path(name).stem}_cut_frame.dcm",
+                dicom_bytes(ds),
+                "refuse",
+                "compressed frame cut to 90%",
+            )
+    for fmt, ext, options in (
+        ("BMP", ".bmp", {}),
+        ("TIFF", ".tif", {}),
+        ("TIFF", ".tiff", {"compression": "tiff_lzw"}),
+    ):
         buf = io.BytesIO()
         Image.fromarray(gray).save(buf, fmt, **options)
-        add(f"{fmt.lower()}_{options.get('compression', 'raw')}_cut{ext}", buf.getvalue()[: len(buf.getvalue()) * 2 // 3],
-            "refuse", f"{fmt} cut to two thirds")
+        add(
+            f"{fmt.lower()}_{options.get('compression', 'raw')}_cut{ext}",
+            buf.getvalue()[: len(buf.getvalue()) * 2 // 3],
+            "refuse",
+            f"{fmt} cut to two thirds",
+        )
     bmp = io.BytesIO()
     Image.fromarray(gray).save(bmp, "BMP")
     data = bmp.getvalue()
-    add("bmp_double_height.bmp", data[:22] + struct.pack("<i", 2 * h) + data[26:], "refuse", "BMP header declares 2x the rows")
+    add(
+        "bmp_double_height.bmp",
+        data[:22] + struct.pack("<i", 2 * h) + data[26:],
+        "refuse",
+        "BMP header declares 2x the rows",
+    )
     png16 = png_bytes(gray12)
-    add("png16_ihdr_double_height.png", png_lying_height(png16), "refuse", "16-bit PNG, IHDR declares 2x the rows")
+    add(
+        "png16_ihdr_double_height.png",
+        png_lying_height(png16),
+        "refuse",
+        "16-bit PNG, IHDR declares 2x the rows",
+    )
     huge = dicom_dataset(gray12)
     huge.Rows, huge.Columns = 65535, 65535
     add("dicom_huge_rows.dcm", dicom_bytes(huge), "refuse", "Rows/Columns 65535 with 256x256 data")
     rows_lie = dicom_dataset(gray12)
     rows_lie.Rows = 2 * h
-    add("dicom_rows_double.dcm", dicom_bytes(rows_lie), "refuse", "Rows declares 2x the native data")
+    add(
+        "dicom_rows_double.dcm", dicom_bytes(rows_lie), "refuse", "Rows declares 2x the native data"
+    )
     no_pixels = dicom_dataset(gray12)
     del no_pixels.PixelData
     add("dicom_no_pixel_data.dcm", dicom_bytes(no_pixels), "refuse", "no PixelData element")
@@ -335,28 +458,56 @@ def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
 
     # degenerate sizes, empty and random content
     add("one_pixel.png", png_bytes(np.array([[128]], np.uint8)), "any", "1x1 pixel")
-    add("one_by_100000.png", png_bytes((np.arange(100_000) % 256).astype(np.uint8)[None, :]), "any", "1x100000")
-    add("100000_by_one.png", png_bytes((np.arange(100_000) % 256).astype(np.uint8)[:, None]), "any", "100000x1")
+    add(
+        "one_by_100000.png",
+        png_bytes((np.arange(100_000) % 256).astype(np.uint8)[None, :]),
+        "any",
+        "1x100000",
+    )
+    add(
+        "100000_by_one.png",
+        png_bytes((np.arange(100_000) % 256).astype(np.uint8)[:, None]),
+        "any",
+        "100000x1",
+    )
     add("zero_byte.png", b"", "refuse", "0 bytes")
     add("zero_byte.dcm", b"", "refuse", "0 bytes")
     add("empty_png_signature.png", PNG_SIGNATURE, "refuse", "PNG signature and nothing else")
     rng = np.random.default_rng(14)
-    add("random.png", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "refuse", "random bytes")
-    add("random.dcm", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "refuse", "random bytes")
-    add("random_with_dicm.dcm", b"\x00" * 128 + b"DICM" + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-        "refuse", "DICM marker then random bytes")
-    add("png_signature_random.png", PNG_SIGNATURE + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-        "refuse", "PNG signature then random bytes")
+    add(
+        "random.png", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "refuse", "random bytes"
+    )
+    add(
+        "random.dcm", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "refuse", "random bytes"
+    )
+    add(
+        "random_with_dicm.dcm",
+        b"\x00" * 128 + b"DICM" + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "refuse",
+        "DICM marker then random bytes",
+    )
+    add(
+        "png_signature_random.png",
+        PNG_SIGNATURE + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "refuse",
+        "PNG signature then random bytes",
+    )
     add("huge_dims.png", _png_header_only(100_000, 100_000), "refuse", "IHDR 100000x100000")
-    add("huge_dims_under_pixel_limit_rgba16.png", _png_header_only(7_000, 8_000, bit_depth=16, color=6), "refuse",
-        "56 MP RGBA 16-bit declared with token data (limit on decoded bytes)")
+    add(
+        "huge_dims_under_pixel_limit_rgba16.png",
+        _png_header_only(7_000, 8_000, bit_depth=16, color=6),
+        "refuse",
+        "56 MP RGBA 16-bit declared with token data (limit on decoded bytes)",
+    )
     add("jpeg_huge_dims.jpg", jpeg_with_size(gray_jpeg, 65000, 65000), "refuse", "SOF 65000x65000")
     return cases
 
 
 def _png_header_only(width: int, height: int, bit_depth: int = 8, color: int = 0) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color, 0, 0, 0)
-    return png_from_chunks([(b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\x00" * 64)), (b"IEND", b"")])
+    return png_from_chunks(
+        [(b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\x00" * 64)), (b"IEND", b"")]
+    )
 
 
 def _dicom_jpeg_lying_rows(gray: np.ndarray, jpeg: bytes) -> bytes:
@@ -389,25 +540,29 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
         return f"truncate@{cut}", bytes(buf[:cut])
     if op == 3:
         i, k = int(rng.integers(0, n)), int(rng.integers(1, 257))
-        return f"delete{k}@{i}", bytes(buf[:i] + buf[i + k:])
+        return f"delete{k}@{i}", bytes(buf[:i] + buf[i + k :])
     if op == 4:
         i, k = int(rng.integers(0, n)), int(rng.integers(1, 257))
-        return f"insert{k}@{i}", bytes(buf[:i]) + rng.integers(0, 256, k, dtype=np.uint8).tobytes() + bytes(buf[i:])
+        return f"insert{k}@{i}", bytes(buf[:i]) + rng.integers(
+            0, 256, k, dtype=np.uint8
+        ).tobytes() + bytes(buf[i:])
     if op == 5:
         i = int(rng.integers(0, max(1, min(n, 512))))  # headers live near the start
-        buf[i:i + 2] = struct.pack(">H", int(rng.choice([0, 1, 2, 255, 256, 4096, 32767, 65535])))
+        buf[i : i + 2] = struct.pack(">H", int(rng.choice([0, 1, 2, 255, 256, 4096, 32767, 65535])))
         return f"header-u16@{i}", bytes(buf[:n])
     if op == 6:
         i, k = int(rng.integers(0, n)), int(rng.integers(1, 4097))
         j = int(rng.integers(0, n))
-        return f"copy{k}@{i}->{j}", bytes(buf[:j] + buf[i:i + k] + buf[j:])
+        return f"copy{k}@{i}->{j}", bytes(buf[:j] + buf[i : i + k] + buf[j:])
     if op == 7 and data.startswith(PNG_SIGNATURE):
         return f"png-height-x{(f := int(rng.integers(2, 5)))}", png_lying_height(data, f)
     if op == 7 and data.startswith(b"\xff\xd8"):
         sof = jpeg_sof_offset(data)
         if sof is not None:
-            h0 = struct.unpack(">H", data[sof + 5:sof + 7])[0]
-            return "jpeg-height-lie", jpeg_with_size(data, height=max(1, h0 * int(rng.integers(2, 9)) // 2))
+            h0 = struct.unpack(">H", data[sof + 5 : sof + 7])[0]
+            return "jpeg-height-lie", jpeg_with_size(
+                data, height=max(1, h0 * int(rng.integers(2, 9)) // 2)
+            )
     if op == 8 or op == 7:
         cut = int(rng.integers(n // 4, n))
         tail = b"\xff\xd9" if data.startswith(b"\xff\xd8") else data[-12:]
@@ -455,8 +610,18 @@ def _png_shortfall(data: bytes) -> str | None:
     if channels is None:
         return None
     if interlace:
-        passes = [((height - y0 + dy - 1) // dy, (width - x0 + dx - 1) // dx) for x0, y0, dx, dy in
-                  ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))]
+        passes = [
+            ((height - y0 + dy - 1) // dy, (width - x0 + dx - 1) // dx)
+            for x0, y0, dx, dy in (
+                (0, 0, 8, 8),
+                (4, 0, 8, 8),
+                (0, 4, 4, 8),
+                (2, 0, 4, 4),
+                (0, 2, 2, 4),
+                (1, 0, 2, 2),
+                (0, 1, 1, 2),
+            )
+        ]
     else:
         passes = [(height, width)]
     expected = sum(r * (1 + (c * channels * depth + 7) // 8) for r, c in passes if r and c)
@@ -501,13 +666,15 @@ def _jpeg_with_scan_junk(data: bytes) -> bytes | None:
         marker = data[pos + 1]
         if marker == 0xD9:
             break
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         segment_end = pos + 2 + length
         out += data[pos:segment_end]
         pos = segment_end
         if marker == 0xDA:
             end = pos
-            while end + 1 < len(data) and not (data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))):
+            while end + 1 < len(data) and not (
+                data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))
+            ):
                 end += 1
             out += data[pos:end] + junk
             pos, found = end, True
@@ -521,10 +688,20 @@ def _dicom_shortfall(data: bytes) -> str | None:
         return None
     syntax = ds.file_meta.TransferSyntaxUID
     if not syntax.is_compressed:
-        needed = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
-                  * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) + 7) // 8
+        needed = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("SamplesPerPixel", 1))
+            * int(ds.get("NumberOfFrames", 1) or 1)
+            * int(ds.BitsAllocated)
+            + 7
+        ) // 8
         have = len(ds.PixelData)
-        return None if have >= needed else f"DICOM native pixel data holds {have:,} of {needed:,} bytes"
+        return (
+            None
+            if have >= needed
+            else f"DICOM native pixel data holds {have:,} of {needed:,} bytes"
+        )
     if syntax in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"):
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
         if not frame.rstrip(b"\x00").endswith(b"\xff\xd9"):
@@ -561,8 +738,12 @@ class IsolatedLoader:
     file is counted as a hang and the rest of the run goes on.
     """
 
-    def __init__(self, loader: str = "cxr_core.data.imaging:load_image", error: str = "cxr_core.errors:CXRError",
-                 timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        loader: str = "cxr_core.data.imaging:load_image",
+        error: str = "cxr_core.errors:CXRError",
+        timeout: float = 20.0,
+    ) -> None:
         self.loader, self.error, self.timeout = loader, error, timeout
         self._ctx = mp.get_context("spawn")
         self._proc = None
@@ -570,7 +751,9 @@ class IsolatedLoader:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_worker, args=(child, self.loader, self.error), daemon=True)
+        self._proc = self._ctx.Process(
+            target=_worker, args=(child, self.loader, self.error), daemon=True
+        )
         # A spawned child re-runs the parent's __main__; inside a test session that may be a
         # Streamlit page script left there by AppTest, so the child starts from a bare one.
         main = sys.modules.get("__main__")
@@ -626,8 +809,9 @@ def run_crafted(loader: IsolatedLoader, cases: list[Case]) -> list[tuple[Case, s
     return [(case, *classify(loader, case.path)) for case in cases]
 
 
-def run_fuzz(loader: IsolatedLoader, originals: dict[str, bytes], count: int, seed: int,
-             workdir: Path) -> list[tuple[str, str, str]]:
+def run_fuzz(
+    loader: IsolatedLoader, originals: dict[str, bytes], count: int, seed: int, workdir: Path
+) -> list[tuple[str, str, str]]:
     """Write each mutant to ``workdir`` (one at a time) and classify it."""
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -647,4 +831,3 @@ def tally(outcomes: Iterable[str]) -> dict[str, int]:
 def fuzz_originals(sources: dict[str, bytes]) -> dict[str, bytes]:
     """Real PNG and JPEG radiographs, other encodings of one and DICOMs built from it."""
     return {**sources, **derived_rasters(sources), **real_dicoms(sources)}
-

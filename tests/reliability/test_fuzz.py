@@ -73,7 +73,9 @@ def test_oracle_sees_padding_the_lenient_decoders_hide(sources):
 def test_isolated_loader_reports_hangs_and_other_exceptions(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    with crafted.IsolatedLoader(loader="builtins:open", error="builtins:LookupError", timeout=2.0) as isolated:
+    with crafted.IsolatedLoader(
+        loader="builtins:open", error="builtins:LookupError", timeout=2.0
+    ) as isolated:
         assert isolated.run(fifo)[0] == "hang"  # open() on a FIFO without writer blocks
         outcome, detail = isolated.run(tmp_path)  # the worker was restarted after the hang
         assert outcome == "other" and "IsADirectoryError" in detail

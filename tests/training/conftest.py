@@ -19,7 +19,9 @@ def blob_image(rng: np.random.Generator, left: bool) -> np.ndarray:
     cx = rng.integers(10, 24) if left else rng.integers(40, 54)
     cy = rng.integers(16, 48)
     blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 40.0)
-    return (np.clip(0.3 + 0.6 * blob + rng.normal(0, 0.05, blob.shape), 0, 1) * 255).astype(np.uint8)
+    return (np.clip(0.3 + 0.6 * blob + rng.normal(0, 0.05, blob.shape), 0, 1) * 255).astype(
+        np.uint8
+    )
 
 
 def write_class_folders(root: Path, per_class: int = 20, seed: int = 0) -> Path:
@@ -30,7 +32,9 @@ def write_class_folders(root: Path, per_class: int = 20, seed: int = 0) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             patient = c * 1000 + i // 2
-            Image.fromarray(blob_image(rng, left=c == 0), mode="L").save(folder / f"person{patient}_{i % 2}.png")
+            Image.fromarray(blob_image(rng, left=c == 0), mode="L").save(
+                folder / f"person{patient}_{i % 2}.png"
+            )
     return root
 
 
@@ -50,7 +54,12 @@ def write_disease_folders(root: Path, per_folder: int = 12, seed: int = 0) -> Pa
 
 def tiny_config(data_path: Path, out_dir: Path, cache_dir: Path, **overrides) -> TrainConfig:
     data = {
-        "data": {"path": str(data_path), "val": 0.25, "cache_dir": str(cache_dir), "cache_size": SIZE},
+        "data": {
+            "path": str(data_path),
+            "val": 0.25,
+            "cache_dir": str(cache_dir),
+            "cache_size": SIZE,
+        },
         "model": {"name": "small_cnn", "in_chans": 1},
         "preprocess": {"input_size": SIZE},
         "augment": {"rotation": 10.0, "crop_scale": [0.8, 1.0]},

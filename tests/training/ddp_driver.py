@@ -27,6 +27,7 @@ def _fail_on_rank_1(original):
         if self.ctx.rank == 1:
             raise CXRError("injected failure on rank 1")
         return original(self, epoch)
+
     return train_epoch
 
 
@@ -34,9 +35,15 @@ def _record(original):
     def predict_val(self):
         result = original(self)
         model = self.ema.model if self.ema else self.model
-        torch.save({"buffers": {k: v.clone() for k, v in model.named_buffers()}, "batch_size": self.batch_size},
-                   os.path.join(self.config.out_dir, f"rank{self.ctx.rank}.pt"))
+        torch.save(
+            {
+                "buffers": {k: v.clone() for k, v in model.named_buffers()},
+                "batch_size": self.batch_size,
+            },
+            os.path.join(self.config.out_dir, f"rank{self.ctx.rank}.pt"),
+        )
         return result
+
     return predict_val
 
 
@@ -47,6 +54,7 @@ def _diverge(original):
             np.random.rand()
             random.random()
         return original(self, epoch)
+
     return train_epoch
 
 

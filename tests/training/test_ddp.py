@@ -32,12 +32,27 @@ def _torchrun(config, tmp_path, *args, driver_mode: str | None = None, timeout: 
     config_path.write_text(yaml.safe_dump(config.to_dict()))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     if driver_mode is None:
-        cmd = [*launcher, "-m", "cxr_core", "train", "--config", str(config_path), "--no-progress", *args]
+        cmd = [
+            *launcher,
+            "-m",
+            "cxr_core",
+            "train",
+            "--config",
+            str(config_path),
+            "--no-progress",
+            *args,
+        ]
     else:
         cmd = [*launcher, str(DRIVER), str(config_path), driver_mode, *args]
     # Own process group, so that a hung job's workers are killed with the launcher, not orphaned.
-    with subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        cmd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -66,7 +81,9 @@ def test_torchrun_two_processes_on_cpu(class_folders, cache_dir, tmp_path, make_
     # The epoch's metric came from the two ranks' gathered shards; the final report from rank 0
     # predicting everything. They agree only if the gather lost and duplicated nothing.
     report = json.loads((out / "eval" / "val" / "report.json").read_text())
-    assert rows[0]["val_balanced_accuracy"] == pytest.approx(report["multiclass"]["balanced_accuracy"], abs=1e-12)
+    assert rows[0]["val_balanced_accuracy"] == pytest.approx(
+        report["multiclass"]["balanced_accuracy"], abs=1e-12
+    )
     for name, auroc in rows[0]["val_auroc"].items():
         assert auroc == pytest.approx(report["per_class"][name]["auroc"], abs=1e-9)
     assert not [p for p in out.rglob("*.tmp")]
@@ -88,10 +105,14 @@ def test_ranks_validate_with_rank_0_batchnorm_statistics_and_split_the_global_ba
         assert torch.equal(value, ranks[1]["buffers"][key]), key  # each rank's last batch differed
     saved = load_file(str(out / "last.safetensors"))
     for key in running:
-        assert torch.equal(saved[key], ranks[0]["buffers"][key]), key  # and they are the checkpoint's
+        assert torch.equal(saved[key], ranks[0]["buffers"][key]), (
+            key
+        )  # and they are the checkpoint's
 
 
-def test_one_failing_rank_ends_the_job_within_seconds_with_its_error(class_folders, cache_dir, tmp_path, make_config):
+def test_one_failing_rank_ends_the_job_within_seconds_with_its_error(
+    class_folders, cache_dir, tmp_path, make_config
+):
     config = make_config(class_folders, tmp_path / "fail", cache_dir, epochs=1)
     started = time.monotonic()
     done = _torchrun(config, tmp_path, driver_mode="fail-rank-1", timeout=120)
@@ -102,13 +123,19 @@ def test_one_failing_rank_ends_the_job_within_seconds_with_its_error(class_folde
 
 
 @pytest.mark.slow
-def test_two_process_resume_is_bit_identical_with_per_rank_random_state(class_folders, cache_dir, tmp_path, make_config):
+def test_two_process_resume_is_bit_identical_with_per_rank_random_state(
+    class_folders, cache_dir, tmp_path, make_config
+):
     # The ranks' generators differ (on GPUs each has its own CUDA generator); resuming every rank
     # with rank 0's states, as before, changed rank 1's dropout and so the averaged gradients.
     settings = {"epochs": 2, "model__dropout": 0.3, "ema__decay": 0.9}
     straight = make_config(class_folders, tmp_path / "straight", cache_dir, **settings)
     chunked = make_config(class_folders, tmp_path / "chunked", cache_dir, **settings)
-    for config, args in ((straight, ()), (chunked, ("--stop-after", "1")), (chunked, ("--resume",))):
+    for config, args in (
+        (straight, ()),
+        (chunked, ("--stop-after", "1")),
+        (chunked, ("--resume",)),
+    ):
         done = _torchrun(config, tmp_path, *args, driver_mode="diverge")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     a = load_file(str(tmp_path / "straight" / "last.safetensors"))

@@ -33,7 +33,11 @@ def _member_config(base, name: str, size: int, seed: int, data, extra: dict | No
         "preprocess": {"input_size": size},
         "optim": {"batch_size": 8},
         "eval": {"n_boot": 50},
-        "epochs": 1, "seed": seed, "num_workers": 0, "device": "cpu", "out_dir": str(base / "runs" / name),
+        "epochs": 1,
+        "seed": seed,
+        "num_workers": 0,
+        "device": "cpu",
+        "out_dir": str(base / "runs" / name),
         **(extra or {}),
     }
 
@@ -49,21 +53,39 @@ def recipe(kermany_subset, tmp_path_factory) -> dict:
         path.write_text(yaml.safe_dump(_member_config(base, name, size, seed, data)))
         members.append(str(path))
     config = base / "ensemble.yaml"
-    config.write_text(yaml.safe_dump({"members": members, "eval": {"n_boot": 50, "tta": "hflip"},
-                                      "out_dir": str(base / "ensemble"), "provenance": "48 Kermany images"}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "members": members,
+                "eval": {"n_boot": 50, "tta": "hflip"},
+                "out_dir": str(base / "ensemble"),
+                "provenance": "48 Kermany images",
+            }
+        )
+    )
     assert main(["ensemble", "--config", str(config), "--no-progress"]) == 0
-    return {"base": base, "data": data, "config": config, "out": base / "ensemble",
-            "checkpoint": base / "ensemble" / "model.safetensors",
-            "members": [base / "runs" / name / "model.safetensors" for name in MEMBER_SIZES]}
+    return {
+        "base": base,
+        "data": data,
+        "config": config,
+        "out": base / "ensemble",
+        "checkpoint": base / "ensemble" / "model.safetensors",
+        "members": [base / "runs" / name / "model.safetensors" for name in MEMBER_SIZES],
+    }
 
 
 def test_card_describes_members_and_cli_evaluate_reproduces_it(recipe, capsys):
     card = load_checkpoint(recipe["checkpoint"]).card
     assert card.architecture == "ensemble" and card.tta == "hflip"
-    assert [(m["architecture"], m["input_size"]) for m in card.members] == [("small_cnn", 64), ("small_cnn", 48)]
+    assert [(m["architecture"], m["input_size"]) for m in card.members] == [
+        ("small_cnn", 64),
+        ("small_cnn", 48),
+    ]
     assert card.preprocess["input_size"] == 64
     assert card.provenance == "48 Kermany images" and card.validation["n_boot"] == 50
-    assert [m["checkpoint"] for m in card.training["members"]] == [str(p) for p in recipe["members"]]
+    assert [m["checkpoint"] for m in card.training["members"]] == [
+        str(p) for p in recipe["members"]
+    ]
     assert (recipe["out"] / "config.yaml").is_file()
     members = ensemble_members(card)
     assert list(members["input_size"]) == [64, 48] and list(members["checkpoint"]) == ["a", "b"]
@@ -89,7 +111,11 @@ def test_logits_are_the_mean_of_the_members_at_their_own_input_sizes(recipe):
         with torch.no_grad():
             member_logits.append(predictor.model(predictor.prepare([image])))
     with torch.no_grad():
-        combined = ensemble(Predictor.from_checkpoint(recipe["checkpoint"], device="cpu", warmup=False).prepare([image]))
+        combined = ensemble(
+            Predictor.from_checkpoint(recipe["checkpoint"], device="cpu", warmup=False).prepare(
+                [image]
+            )
+        )
     torch.testing.assert_close(combined, torch.stack(member_logits).mean(0), atol=1e-5, rtol=1e-4)
     assert (member_logits[0] - member_logits[1]).abs().max() > 1e-3  # the members really differ
 
@@ -107,13 +133,17 @@ def test_predictor_matches_the_validation_predictions_and_explains(recipe):
     assert heatmap.shape == images[0].pixels.shape and np.isfinite(heatmap).all()
     assert heatmap.min() >= 0 and 0.9 < heatmap.max() <= 1.0
     assert len(predictor.target_layers(predictor.model)) == 2
-    singles = [explain(Predictor.from_checkpoint(p, device="cpu", warmup=False), images[0], "Pneumonia")
-               for p in recipe["members"]]
+    singles = [
+        explain(Predictor.from_checkpoint(p, device="cpu", warmup=False), images[0], "Pneumonia")
+        for p in recipe["members"]
+    ]
     mean_of_members = np.mean(singles, axis=0)
     assert np.corrcoef(heatmap.ravel(), mean_of_members.ravel())[0, 1] > 0.8
 
 
-def test_second_run_keeps_the_finished_ensemble_and_reuses_trained_members(recipe, capsys, tmp_path):
+def test_second_run_keeps_the_finished_ensemble_and_reuses_trained_members(
+    recipe, capsys, tmp_path
+):
     stamps = [p.stat().st_mtime_ns for p in recipe["members"]]
     with pytest.raises(ConfigError, match="already holds a validated model"):
         main_raising(["ensemble", "--config", str(recipe["config"]), "--no-progress"])
@@ -127,15 +157,28 @@ def test_second_run_keeps_the_finished_ensemble_and_reuses_trained_members(recip
     assert again["macro_auroc"] == first["macro_auroc"] and again["per_class"] == first["per_class"]
 
 
-def test_half_storage_halves_the_file_and_the_card_scores_the_stored_weights(recipe, tmp_path, capsys):
+def test_half_storage_halves_the_file_and_the_card_scores_the_stored_weights(
+    recipe, tmp_path, capsys
+):
     out = tmp_path / "half"
-    report = combine_checkpoints(recipe["members"], out, tta="hflip", n_boot=50, half=True, progress=False)
+    report = combine_checkpoints(
+        recipe["members"], out, tta="hflip", n_boot=50, half=True, progress=False
+    )
     full, half = recipe["checkpoint"].stat().st_size, (out / "model.safetensors").stat().st_size
     assert half < 0.55 * full
     card = load_checkpoint(out / "model.safetensors").card
-    assert card.weights_dtype == "float16" and card.validation["macro_auroc"] == report["headline"]["macro_auroc"]
+    assert (
+        card.weights_dtype == "float16"
+        and card.validation["macro_auroc"] == report["headline"]["macro_auroc"]
+    )
     # float16 rounding moves probabilities a little, not the ranking
-    assert abs(card.validation["macro_auroc"] - load_checkpoint(recipe["checkpoint"]).card.validation["macro_auroc"]) < 0.02
+    assert (
+        abs(
+            card.validation["macro_auroc"]
+            - load_checkpoint(recipe["checkpoint"]).card.validation["macro_auroc"]
+        )
+        < 0.02
+    )
     assert main(["evaluate", "--checkpoint", str(out / "model.safetensors"), "--no-progress"]) == 0
     after = json.loads((out / "eval" / "val" / "report.json").read_text())
     assert after["headline"]["macro_auroc_ci"] == card.validation["macro_auroc_ci"]
@@ -151,17 +194,46 @@ def main_raising(argv: list[str]) -> None:
 def test_members_that_do_not_belong_together_are_refused(recipe, tmp_path):
     base, data = recipe["base"], recipe["data"]
     # trained on another split of the same images
-    other_split = TrainConfig.from_dict(_member_config(base, "other_split", 48, 0, data, {"data": {
-        "path": str(data), "val": 0.3, "cache_dir": str(base / "cache"), "cache_size": 64}}))
+    other_split = TrainConfig.from_dict(
+        _member_config(
+            base,
+            "other_split",
+            48,
+            0,
+            data,
+            {
+                "data": {
+                    "path": str(data),
+                    "val": 0.3,
+                    "cache_dir": str(base / "cache"),
+                    "cache_size": 64,
+                }
+            },
+        )
+    )
     train(other_split, progress=False)
     with pytest.raises(ConfigError, match="other data or another split"):
-        combine_checkpoints([recipe["members"][0], base / "runs" / "other_split" / "model.safetensors"], tmp_path / "x")
+        combine_checkpoints(
+            [recipe["members"][0], base / "runs" / "other_split" / "model.safetensors"],
+            tmp_path / "x",
+        )
     # normalised differently
-    other_norm = TrainConfig.from_dict(_member_config(base, "other_norm", 48, 0, data, {
-        "preprocess": {"input_size": 48, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}))
+    other_norm = TrainConfig.from_dict(
+        _member_config(
+            base,
+            "other_norm",
+            48,
+            0,
+            data,
+            {"preprocess": {"input_size": 48, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
+        )
+    )
     train(other_norm, progress=False)
     with pytest.raises(ConfigError, match="normalisation"):
-        combine_checkpoints([recipe["members"][0], base / "runs" / "other_norm" / "model.safetensors"], tmp_path / "y")
+        combine_checkpoints(
+            [recipe["members"][0], base / "runs" / "other_norm" / "model.safetensors"],
+            tmp_path / "y",
+        )
     with pytest.raises(ConfigError, match="itself an ensemble"):
         combine_checkpoints([recipe["checkpoint"], recipe["members"][0]], tmp_path / "z")
     with pytest.raises(ConfigError, match="at least two"):
@@ -177,11 +249,17 @@ def test_recipe_errors_and_damaged_member_entries(recipe, tmp_path):
     with pytest.raises(ConfigError, match="eval.tta"):
         main_raising(["ensemble", "--config", str(bad)])
     # a member folder holding a different run than the recipe describes is not silently reused
-    changed = yaml.safe_load(open(load_checkpoint(recipe["checkpoint"]).card.training["config"]["ensemble"]["members"][0]))
+    changed = yaml.safe_load(
+        open(
+            load_checkpoint(recipe["checkpoint"]).card.training["config"]["ensemble"]["members"][0]
+        )
+    )
     changed["seed"] = 7
     moved = tmp_path / "member_changed.yaml"
     moved.write_text(yaml.safe_dump(changed))
-    bad.write_text(yaml.safe_dump({"members": [str(moved), str(moved)], "out_dir": str(tmp_path / "e")}))
+    bad.write_text(
+        yaml.safe_dump({"members": [str(moved), str(moved)], "out_dir": str(tmp_path / "e")})
+    )
     with pytest.raises(ConfigError, match="different config"):
         main_raising(["ensemble", "--config", str(bad)])
     with pytest.raises(CheckpointError, match="upgrade"):

@@ -46,8 +46,8 @@ CPU_CTX = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("c
     [
         ((8, 0), "auto", torch.bfloat16),  # A100: native bf16
         ((9, 0), "auto", torch.bfloat16),  # H100
-        ((7, 0), "auto", torch.float16),   # V100: bf16 only emulated
-        ((7, 5), "auto", torch.float16),   # T4
+        ((7, 0), "auto", torch.float16),  # V100: bf16 only emulated
+        ((7, 5), "auto", torch.float16),  # T4
         ((7, 5), "fp16", torch.float16),
         ((8, 6), "fp16", torch.float16),
         ((7, 5), "bf16", torch.bfloat16),  # asked for explicitly: honoured, with a warning
@@ -130,13 +130,17 @@ def test_no_collective_while_unwinding(monkeypatch):
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(distributed.dist, "barrier", lambda *a, **k: calls.append("barrier"))
     monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
-    ctx = DistContext(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"), owns_group=True)
+    ctx = DistContext(
+        rank=1, world_size=2, local_rank=1, device=torch.device("cpu"), owns_group=True
+    )
     shutdown_distributed(ctx, failed=True)
     assert calls == []
     shutdown_distributed(ctx)
     assert calls == ["barrier", "destroy"]
     calls.clear()
-    shutdown_distributed(DistContext(rank=1, world_size=2, local_rank=1, device=torch.device("cpu")))
+    shutdown_distributed(
+        DistContext(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    )
     assert calls == []  # a joined group (an ensemble's) is left to its owner
 
 
@@ -161,10 +165,19 @@ def test_cache_is_built_once_per_node_in_turn(monkeypatch):
             events.append("barrier")
 
     trainer = Trainer.__new__(Trainer)
-    trainer.config, trainer.progress = type("C", (), {"data": type("D", (), {"cache_dir": "c", "cache_size": 64})})(), False
-    expected = {(0, 0): ["build", "barrier", "barrier"],       # rank 0 first
-                (4, 0): ["barrier", "build", "barrier"],       # then the first process of node 2 (node-local caches)
-                (5, 1): ["barrier", "barrier", "build"]}       # then everyone else finds a finished cache
+    trainer.config, trainer.progress = (
+        type("C", (), {"data": type("D", (), {"cache_dir": "c", "cache_size": 64})})(),
+        False,
+    )
+    expected = {
+        (0, 0): ["build", "barrier", "barrier"],  # rank 0 first
+        (4, 0): [
+            "barrier",
+            "build",
+            "barrier",
+        ],  # then the first process of node 2 (node-local caches)
+        (5, 1): ["barrier", "barrier", "build"],
+    }  # then everyone else finds a finished cache
     for (rank, local_rank), order in expected.items():
         events.clear()
         trainer.ctx = Ctx(rank, local_rank)
@@ -178,8 +191,12 @@ def test_scaler_state_across_amp_settings(caplog):
     load_scaler_state(fresh, saved, saved_amp="float16", amp="float16")
     assert fresh.get_scale() == 1024.0
     with caplog.at_level(logging.WARNING):
-        load_scaler_state(torch.amp.GradScaler("cpu", enabled=True), {}, saved_amp="bfloat16", amp="float16")
-        load_scaler_state(torch.amp.GradScaler("cpu", enabled=False), saved, saved_amp="float16", amp="bfloat16")
+        load_scaler_state(
+            torch.amp.GradScaler("cpu", enabled=True), {}, saved_amp="bfloat16", amp="float16"
+        )
+        load_scaler_state(
+            torch.amp.GradScaler("cpu", enabled=False), saved, saved_amp="float16", amp="bfloat16"
+        )
     assert "starts afresh" in caplog.text and "no longer used" in caplog.text
 
 
@@ -198,24 +215,33 @@ def _one_nan_batch(trainer):
         calls.append(1)
         loss = criterion(logits, targets)
         return loss * float("nan") if len(calls) == 2 else loss
+
     trainer.criterion = nan_on_second_batch
 
 
-def test_an_overflowing_fp16_batch_is_skipped_not_fatal(class_folders, cache_dir, tmp_path, make_config):
+def test_an_overflowing_fp16_batch_is_skipped_not_fatal(
+    class_folders, cache_dir, tmp_path, make_config
+):
     config = make_config(class_folders, tmp_path / "run", cache_dir, epochs=1)
     trainer = Trainer(config, CPU_CTX, progress=False)
     trainer.setup()
-    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True)  # the fp16 path: skips the step, lowers the scale
+    trainer.scaler = torch.amp.GradScaler(
+        "cpu", enabled=True
+    )  # the fp16 path: skips the step, lowers the scale
     before = trainer.scaler.get_scale()
     _one_nan_batch(trainer)
     loss, _ = trainer.train_epoch(0)
-    assert np.isfinite(loss) and trainer.nonfinite_batches == 1 and trainer.scaler.get_scale() < before
+    assert (
+        np.isfinite(loss) and trainer.nonfinite_batches == 1 and trainer.scaler.get_scale() < before
+    )
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
     trainer = Trainer(config, CPU_CTX, progress=False)
     trainer.setup()  # float32: the NaN update is applied, so the run stops
     _one_nan_batch(trainer)
-    with pytest.raises(TrainingDivergedError, match="non-finite in 3 batch"):  # the NaN weights poison the rest
+    with pytest.raises(
+        TrainingDivergedError, match="non-finite in 3 batch"
+    ):  # the NaN weights poison the rest
         trainer.train_epoch(0)
 
 
@@ -231,7 +257,9 @@ def test_rng_snapshot_round_trip():
     assert snapshot["cuda"] is None
 
 
-def test_resume_loads_everything_to_the_cpu(class_folders, cache_dir, tmp_path, make_config, monkeypatch):
+def test_resume_loads_everything_to_the_cpu(
+    class_folders, cache_dir, tmp_path, make_config, monkeypatch
+):
     """A GPU-located state (here: ``meta``, what map_location=cuda would give) could not be restored."""
     config = make_config(class_folders, tmp_path / "run", cache_dir, model__dropout=0.2)
     train(config, progress=False, stop_after_epochs=1)
@@ -242,9 +270,15 @@ def test_resume_loads_everything_to_the_cpu(class_folders, cache_dir, tmp_path, 
         seen.append(map_location)
         loaded = real_load(path, map_location="cpu", **kwargs)
         if str(map_location) != "cpu":  # what a device other than the CPU would have produced
-            loaded = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in loaded.items()}
-            loaded["rng"] = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in loaded["rng"].items()}
+            loaded = {
+                k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in loaded.items()
+            }
+            loaded["rng"] = {
+                k: (v.to("meta") if isinstance(v, torch.Tensor) else v)
+                for k, v in loaded["rng"].items()
+            }
         return loaded
+
     monkeypatch.setattr(state_module.torch, "load", load)
     trainer = Trainer(config, CPU_CTX, progress=False)
     trainer.setup()
@@ -276,23 +310,34 @@ def test_ema_update_matches_the_per_tensor_formula():
             p.add_(torch.randn_like(p))
     model.train()(torch.randn(2, 1, 8, 8))  # moves the BN statistics and num_batches_tracked
     for key, current in model.state_dict().items():
-        expected[key] = expected[key].lerp(current, 0.1) if current.is_floating_point() else current.clone()
+        expected[key] = (
+            expected[key].lerp(current, 0.1) if current.is_floating_point() else current.clone()
+        )
     ema.update()
     for key, value in ema.model.state_dict().items():
         assert torch.equal(value, expected[key]), key
 
 
 def test_each_rank_captures_and_restores_its_own_cuda_generator(monkeypatch):
-    states = {0: torch.full((16,), 0, dtype=torch.uint8), 1: torch.full((16,), 1, dtype=torch.uint8)}
+    states = {
+        0: torch.full((16,), 0, dtype=torch.uint8),
+        1: torch.full((16,), 1, dtype=torch.uint8),
+    }
     restored = {}
-    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[torch.device(device).index])
-    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.update({device.index: state}))
+    monkeypatch.setattr(
+        torch.cuda, "get_rng_state", lambda device: states[torch.device(device).index]
+    )
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state", lambda state, device: restored.update({device.index: state})
+    )
     snapshot = capture_rng(torch.device("cuda", 1))
     assert torch.equal(snapshot["cuda"], states[1])
     restore_rng({**snapshot, "torch": torch.get_rng_state()}, torch.device("cuda", 1))
     assert list(restored) == [1] and restored[1].device.type == "cpu"
     restored.clear()
-    restore_rng({**snapshot, "cuda": [states[0], states[1]]}, torch.device("cuda", 0))  # a state from before rng_ranks
+    restore_rng(
+        {**snapshot, "cuda": [states[0], states[1]]}, torch.device("cuda", 0)
+    )  # a state from before rng_ranks
     assert torch.equal(restored[0], states[0])
 
 
@@ -302,14 +347,18 @@ def test_ensemble_under_torchrun_combines_on_rank_0_only(monkeypatch, tmp_path):
 
     recipe = EnsembleConfig(members=["a.yaml", "b.yaml"], out_dir=str(tmp_path / "ens"))
     monkeypatch.setattr(ensembling, "load_config", lambda path: type("C", (), {"device": "cpu"})())
-    monkeypatch.setattr(ensembling, "_trained_member", lambda config, progress, ctx: tmp_path / "member")
+    monkeypatch.setattr(
+        ensembling, "_trained_member", lambda config, progress, ctx: tmp_path / "member"
+    )
     monkeypatch.setattr(ensembling, "combine_checkpoints", lambda *a, **k: {"combined": True})
     monkeypatch.setattr(distributed.dist, "barrier", lambda *a, **k: None)
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
     destroyed = []
     monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: destroyed.append(1))
     for rank, expected in ((0, {"combined": True}), (1, None)):
-        ctx = DistContext(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"), owns_group=True)
+        ctx = DistContext(
+            rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"), owns_group=True
+        )
         monkeypatch.setattr(ensembling, "init_distributed", lambda device, ctx=ctx: ctx)
         assert ensembling.train_ensemble(recipe, progress=False) == expected
     assert destroyed == [1, 1]  # one process group for all members, left once at the end

@@ -28,7 +28,14 @@ def batch():
     torch.manual_seed(0)
     logits = torch.randn(6, 4, requires_grad=True)
     targets = torch.tensor(
-        [[1, 0, NAN, 1], [0, NAN, NAN, 0], [1, 1, 0, NAN], [NAN, 0, 1, 1], [0, 0, 0, 0], [1, NAN, 1, 0]]
+        [
+            [1, 0, NAN, 1],
+            [0, NAN, NAN, 0],
+            [1, 1, 0, NAN],
+            [NAN, 0, 1, 1],
+            [0, 0, 0, 0],
+            [1, NAN, 1, 0],
+        ]
     )
     return logits, targets
 
@@ -44,7 +51,9 @@ def test_masked_bce_with_pos_weight(batch):
     logits, targets = batch
     pw = torch.tensor([2.0, 0.5, 3.0, 1.0])
     known = ~torch.isnan(targets)
-    full = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(targets), pos_weight=pw, reduction="none")
+    full = F.binary_cross_entropy_with_logits(
+        logits, torch.nan_to_num(targets), pos_weight=pw, reduction="none"
+    )
     torch.testing.assert_close(MaskedBCEWithLogitsLoss(pw)(logits, targets), full[known].mean())
 
 
@@ -66,7 +75,9 @@ def test_all_unknown_gives_zero_loss_and_gradients(loss):
 
 
 def test_pos_weight_counts_known_entries_and_clips():
-    labels = np.array([[1, 0, NAN, 0], [0, 0, NAN, 0], [0, 1, NAN, 0], [0, NAN, 1, 0], [0, 0, 0, 0]])
+    labels = np.array(
+        [[1, 0, NAN, 0], [0, 0, NAN, 0], [0, 1, NAN, 0], [0, NAN, 1, 0], [0, 0, 0, 0]]
+    )
     pw = pos_weight_from_labels(labels, max_weight=10.0)
     assert pw.dtype == torch.float32
     # class 0: 1 pos / 4 neg; class 1: 1 pos / 3 neg; class 2: 1 pos / 1 neg; class 3: no positive -> max
@@ -82,18 +93,29 @@ def test_class_weights_match_sklearn_balanced():
     idx = np.array([0] * 50 + [1] * 30 + [2] * 5)
     onehot = np.eye(3)[idx]
     expected = compute_class_weight("balanced", classes=np.arange(3), y=idx)
-    torch.testing.assert_close(class_weights_from_labels(onehot), torch.tensor(expected, dtype=torch.float32))
-    torch.testing.assert_close(class_weights_from_labels(idx, num_classes=3), torch.tensor(expected, dtype=torch.float32))
+    torch.testing.assert_close(
+        class_weights_from_labels(onehot), torch.tensor(expected, dtype=torch.float32)
+    )
+    torch.testing.assert_close(
+        class_weights_from_labels(idx, num_classes=3), torch.tensor(expected, dtype=torch.float32)
+    )
     with_unknown = np.vstack([onehot, [[NAN, NAN, NAN]]])
-    torch.testing.assert_close(class_weights_from_labels(with_unknown), torch.tensor(expected, dtype=torch.float32))
+    torch.testing.assert_close(
+        class_weights_from_labels(with_unknown), torch.tensor(expected, dtype=torch.float32)
+    )
     assert class_weights_from_labels(idx, num_classes=4)[3].item() == 50.0
 
 
 def test_focal_with_gamma_zero_is_bce(batch):
     logits, targets = batch
     pw = torch.tensor([2.0, 1.0, 1.0, 0.5])
-    torch.testing.assert_close(FocalLoss(gamma=0.0)(logits, targets), MaskedBCEWithLogitsLoss()(logits, targets))
-    torch.testing.assert_close(FocalLoss(gamma=0.0, pos_weight=pw)(logits, targets), MaskedBCEWithLogitsLoss(pw)(logits, targets))
+    torch.testing.assert_close(
+        FocalLoss(gamma=0.0)(logits, targets), MaskedBCEWithLogitsLoss()(logits, targets)
+    )
+    torch.testing.assert_close(
+        FocalLoss(gamma=0.0, pos_weight=pw)(logits, targets),
+        MaskedBCEWithLogitsLoss(pw)(logits, targets),
+    )
 
 
 def test_focal_formula_on_one_entry():
@@ -102,8 +124,12 @@ def test_focal_formula_on_one_entry():
     expected_pos = -alpha * (1 - p) ** gamma * math.log(p)
     expected_neg = -(1 - alpha) * p**gamma * math.log(1 - p)
     loss = FocalLoss(gamma=gamma, alpha=alpha)
-    assert loss(torch.tensor([[logit]]), torch.tensor([[1.0]])).item() == pytest.approx(expected_pos, rel=1e-5)
-    assert loss(torch.tensor([[logit]]), torch.tensor([[0.0]])).item() == pytest.approx(expected_neg, rel=1e-5)
+    assert loss(torch.tensor([[logit]]), torch.tensor([[1.0]])).item() == pytest.approx(
+        expected_pos, rel=1e-5
+    )
+    assert loss(torch.tensor([[logit]]), torch.tensor([[0.0]])).item() == pytest.approx(
+        expected_neg, rel=1e-5
+    )
     easy, hard = torch.tensor([[4.0]]), torch.tensor([[-1.0]])
     one = torch.tensor([[1.0]])
     ratio_easy = FocalLoss(gamma=2)(easy, one) / MaskedBCEWithLogitsLoss()(easy, one)
@@ -117,11 +143,18 @@ def test_cross_entropy_one_hot_indices_weights_and_unknown_rows():
     idx = torch.tensor([0, 2, 1, 2, 0])
     onehot = F.one_hot(idx, 3).float()
     w = torch.tensor([1.0, 2.0, 0.5])
-    torch.testing.assert_close(MaskedCrossEntropyLoss()(logits, onehot), F.cross_entropy(logits, idx))
-    torch.testing.assert_close(MaskedCrossEntropyLoss(w)(logits, idx), F.cross_entropy(logits, idx, weight=w))
+    torch.testing.assert_close(
+        MaskedCrossEntropyLoss()(logits, onehot), F.cross_entropy(logits, idx)
+    )
+    torch.testing.assert_close(
+        MaskedCrossEntropyLoss(w)(logits, idx), F.cross_entropy(logits, idx, weight=w)
+    )
     onehot[1] = NAN
     keep = torch.tensor([0, 2, 3, 4])
-    torch.testing.assert_close(MaskedCrossEntropyLoss(w)(logits, onehot), F.cross_entropy(logits[keep], idx[keep], weight=w))
+    torch.testing.assert_close(
+        MaskedCrossEntropyLoss(w)(logits, onehot),
+        F.cross_entropy(logits[keep], idx[keep], weight=w),
+    )
 
 
 def test_build_loss():
@@ -132,7 +165,12 @@ def test_build_loss():
     assert isinstance(ce, MaskedCrossEntropyLoss) and ce.class_weight.tolist() == [1.0, 3.0]
     bce = build_loss("multilabel", pos_weight=torch.tensor([2.0]))
     assert bce.pos_weight.tolist() == [2.0]
-    for task, kind in [("multilabel", "ce"), ("multiclass", "bce"), ("multiclass", "focal"), ("regression", "bce")]:
+    for task, kind in [
+        ("multilabel", "ce"),
+        ("multiclass", "bce"),
+        ("multiclass", "focal"),
+        ("regression", "bce"),
+    ]:
         with pytest.raises(ConfigError):
             build_loss(task, kind)
     with pytest.raises(ConfigError):

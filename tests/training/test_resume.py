@@ -18,9 +18,13 @@ def _weights(path):
     return load_file(str(path))
 
 
-def test_resume_is_bit_identical_to_uninterrupted_run(class_folders, cache_dir, tmp_path, make_config):
+def test_resume_is_bit_identical_to_uninterrupted_run(
+    class_folders, cache_dir, tmp_path, make_config
+):
     # Dropout, augmentation, cosine warm-up and EMA all draw on state that must survive the restart.
-    settings = dict(model__dropout=0.2, schedule__name="cosine", schedule__warmup_epochs=0.5, ema__decay=0.9)
+    settings = dict(
+        model__dropout=0.2, schedule__name="cosine", schedule__warmup_epochs=0.5, ema__decay=0.9
+    )
     straight = make_config(class_folders, tmp_path / "straight", cache_dir, **settings)
     chunked = make_config(class_folders, tmp_path / "chunked", cache_dir, **settings)
 
@@ -42,8 +46,14 @@ def test_resume_is_bit_identical_to_uninterrupted_run(class_folders, cache_dir, 
         assert torch.equal(state_a["model"][key], state_b["model"][key])
     assert state_a["schedule"] == state_b["schedule"]
 
-    log_a = [json.loads(line) for line in (tmp_path / "straight" / "training_log.jsonl").read_text().splitlines()]
-    log_b = [json.loads(line) for line in (tmp_path / "chunked" / "training_log.jsonl").read_text().splitlines()]
+    log_a = [
+        json.loads(line)
+        for line in (tmp_path / "straight" / "training_log.jsonl").read_text().splitlines()
+    ]
+    log_b = [
+        json.loads(line)
+        for line in (tmp_path / "chunked" / "training_log.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in log_b] == [0, 1]
     assert [r["train_loss"] for r in log_a] == [r["train_loss"] for r in log_b]
     assert [r["val_loss"] for r in log_a] == [r["val_loss"] for r in log_b]
@@ -73,11 +83,19 @@ def test_resume_refusals(class_folders, cache_dir, tmp_path, make_config):
         train(config, resume=True, progress=False)
 
 
-def test_weights_do_not_depend_on_the_number_of_workers(class_folders, cache_dir, tmp_path, make_config):
+def test_weights_do_not_depend_on_the_number_of_workers(
+    class_folders, cache_dir, tmp_path, make_config
+):
     runs = {}
     for workers in (0, 2):
-        config = make_config(class_folders, tmp_path / f"w{workers}", cache_dir, epochs=1, num_workers=workers,
-                             model__dropout=0.2)
+        config = make_config(
+            class_folders,
+            tmp_path / f"w{workers}",
+            cache_dir,
+            epochs=1,
+            num_workers=workers,
+            model__dropout=0.2,
+        )
         train(config, progress=False)
         runs[workers] = _weights(tmp_path / f"w{workers}" / "last.safetensors")
     for key in runs[0]:

@@ -17,14 +17,30 @@ from cxr_core.utils.csv_safe import (
 )
 
 
-@pytest.mark.parametrize("cell", ["=1+2.png", "+cmd|' /C calc'!A0", "-1+2", "@SUM(A1:A9)", "\tx.png", "\rx.png",
-                                  "-", "+", "=", "-inf", "--5"])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "=1+2.png",
+        "+cmd|' /C calc'!A0",
+        "-1+2",
+        "@SUM(A1:A9)",
+        "\tx.png",
+        "\rx.png",
+        "-",
+        "+",
+        "=",
+        "-inf",
+        "--5",
+    ],
+)
 def test_formula_cells_get_an_apostrophe(cell):
     assert neutralise_cell(cell) == "'" + cell
 
 
-@pytest.mark.parametrize("cell", ["-0.5", "+3", "-1e-3", "0.25", "-.5", "12", "a.png", "", "note = fine",
-                                  "'=already quoted"])
+@pytest.mark.parametrize(
+    "cell",
+    ["-0.5", "+3", "-1e-3", "0.25", "-.5", "12", "a.png", "", "note = fine", "'=already quoted"],
+)
 def test_plain_numbers_and_text_are_unchanged(cell):
     assert neutralise_cell(cell) == cell
 
@@ -36,21 +52,29 @@ def test_non_strings_are_unchanged(value):
 
 def test_written_csv_never_starts_a_cell_with_a_formula(tmp_path):
     path = tmp_path / "predictions.csv"
-    write_csv_rows(path, ["path", "Effusion", "note"], [["=1+2.png", -0.5, "@note"], ["b.png", 0.25, "ok"]])
+    write_csv_rows(
+        path, ["path", "Effusion", "note"], [["=1+2.png", -0.5, "@note"], ["b.png", 0.25, "ok"]]
+    )
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
-    assert rows == [["path", "Effusion", "note"], ["'=1+2.png", "-0.5", "'@note"], ["b.png", "0.25", "ok"]]
+    assert rows == [
+        ["path", "Effusion", "note"],
+        ["'=1+2.png", "-0.5", "'@note"],
+        ["b.png", "0.25", "ok"],
+    ]
     frame = pd.read_csv(path)
     assert not frame["path"].str.startswith(("=", "+", "-", "@")).any()
     assert frame["Effusion"].dtype == np.float64 and frame["Effusion"].tolist() == [-0.5, 0.25]
 
 
 def test_frame_with_cr_and_lf_in_notes_reads_back_row_for_row(tmp_path):
-    frame = pd.DataFrame({
-        "path": ["=1+2.png", "a.png", "b.png", "c.png"],
-        "probability": [0.9, -0.5, 0.1, 0.0],
-        "note": ["line1\rline2", "line1\nline2", "line1\r\nline2", 'say "hi", then =go'],
-    })
+    frame = pd.DataFrame(
+        {
+            "path": ["=1+2.png", "a.png", "b.png", "c.png"],
+            "probability": [0.9, -0.5, 0.1, 0.0],
+            "note": ["line1\rline2", "line1\nline2", "line1\r\nline2", 'say "hi", then =go'],
+        }
+    )
     plain = io.StringIO()
     frame.to_csv(plain, index=False)
     assert len(pd.read_csv(io.StringIO(plain.getvalue()))) != len(frame)  # why the helper exists

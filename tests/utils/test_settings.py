@@ -31,7 +31,10 @@ def test_every_settings_reader_refuses_a_typo():
         AugmentConfig.from_dict({"hflp": True})
     with pytest.raises(ConfigError, match="unknown preprocessing settings 'input_sise'"):
         PreprocessConfig.from_dict({"input_sise": 224})
-    with pytest.raises(ConfigError, match="unknown setting 'model.nme'; allowed: dropout, finetune, in_chans, name, weights"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown setting 'model.nme'; allowed: dropout, finetune, in_chans, name, weights",
+    ):
         TrainConfig.from_dict({"data": {"path": "x"}, "model": {"nme": "small_cnn"}})
     with pytest.raises(ConfigError, match="unknown setting 'epoch'; allowed: .*epochs"):
         TrainConfig.from_dict({"data": {"path": "x"}, "epoch": 3})

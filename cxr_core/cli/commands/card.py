@@ -22,11 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
     add_card_data_options(p)
-    p.add_argument("--operating-point", default=None,
-                   help="multilabel threshold rule stored in the card: specificity=0.9 (default), max_f1, youden, "
-                   "sensitivity=0.9, ...")
-    p.add_argument("--by", action="append", default=None,
-                   help="subgroup key (repeatable; default: view, sex and age where the data have them)")
+    p.add_argument(
+        "--operating-point",
+        default=None,
+        help="multilabel threshold rule stored in the card: specificity=0.9 (default), max_f1, youden, "
+        "sensitivity=0.9, ...",
+    )
+    p.add_argument(
+        "--by",
+        action="append",
+        default=None,
+        help="subgroup key (repeatable; default: view, sex and age where the data have them)",
+    )
     add_bootstrap_options(p, seed_help="bootstrap and fold seed")
     add_compute_options(p)
     p.set_defaults(handler=run)
@@ -41,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
-    data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
+    data = data_config_of(
+        card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir
+    )
     manifest = build_manifest(data)
     expected = card.data.get("manifest_fingerprint")
     if expected and manifest.fingerprint() != expected:

@@ -31,5 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.no_progress:
         print(format_report(report))
-    print(f"ensemble checkpoint: {config.out_dir}/model.safetensors\nvalidation report: {config.out_dir}/eval/val")
+    print(
+        f"ensemble checkpoint: {config.out_dir}/model.safetensors\nvalidation report: {config.out_dir}/eval/val"
+    )
     return 0

@@ -33,25 +33,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="model .safetensors file")
-    source.add_argument("--predictions", help="CSV of probabilities made by another tool (see the README)")
-    p.add_argument("--name", default=None, help="with --predictions: the model's name in the dashboard "
-                   "(default: the file name)")
-    p.add_argument("--like", default=None, help="with --predictions: a checkpoint whose data splits and thresholds "
-                   "to use, to compare with it on exactly the same images")
-    p.add_argument("--val", type=float, default=None, help="validation fraction when the dataset defines no split "
-                   "(default: as in the card, else 0.15), e.g. for an imported model")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the patient split (default: as in the card, else 0)")
+    source.add_argument(
+        "--predictions", help="CSV of probabilities made by another tool (see the README)"
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="with --predictions: the model's name in the dashboard (default: the file name)",
+    )
+    p.add_argument(
+        "--like",
+        default=None,
+        help="with --predictions: a checkpoint whose data splits and thresholds "
+        "to use, to compare with it on exactly the same images",
+    )
+    p.add_argument(
+        "--val",
+        type=float,
+        default=None,
+        help="validation fraction when the dataset defines no split "
+        "(default: as in the card, else 0.15), e.g. for an imported model",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the patient split (default: as in the card, else 0)",
+    )
     add_card_data_options(p)
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
-    p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval/<split>, "
-                   "or eval/<split>-data-<fingerprint> when the data differ from the card's)")
-    p.add_argument("--thresholds", default=None,
-                   help="operating point: a rule cross-fitted on this split by patient (max_f1, youden, "
-                   "sensitivity=0.9, specificity=0.95), 'card', or the name of a saved threshold set "
-                   "(default: as the card was made: cross-fitted again on its validation split, the card's on others); "
-                   "with --predictions: a JSON file {class: threshold} (default: --like's, else 0.5)")
-    p.add_argument("--by", action="append", default=[], metavar="KEY",
-                   help="subgroup report by a manifest column, repeatable: 'View Position' (view), sex, age (in bands)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: <checkpoint folder>/eval/<split>, "
+        "or eval/<split>-data-<fingerprint> when the data differ from the card's)",
+    )
+    p.add_argument(
+        "--thresholds",
+        default=None,
+        help="operating point: a rule cross-fitted on this split by patient (max_f1, youden, "
+        "sensitivity=0.9, specificity=0.95), 'card', or the name of a saved threshold set "
+        "(default: as the card was made: cross-fitted again on its validation split, the card's on others); "
+        "with --predictions: a JSON file {class: threshold} (default: --like's, else 0.5)",
+    )
+    p.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="subgroup report by a manifest column, repeatable: 'View Position' (view), sex, age (in bands)",
+    )
     add_bootstrap_options(p)
     add_compute_options(p)
     p.set_defaults(handler=run)
@@ -63,24 +94,38 @@ def run(args: argparse.Namespace) -> int:
     from cxr_core.artifacts.run_dir import RunDir
     from cxr_core.cli.options import bootstrap_settings
     from cxr_core.evaluation.run import evaluate_checkpoint
-    from cxr_core.evaluation.segmentation import evaluate_segmentation, format_segmentation_report, is_segmentation_card
+    from cxr_core.evaluation.segmentation import (
+        evaluate_segmentation,
+        format_segmentation_report,
+        is_segmentation_card,
+    )
     from cxr_core.models.checkpoint import read_model_card
     from cxr_core.training.data_setup import build_manifest, data_config_of
 
     checkpoint = Path(args.checkpoint)
     card = read_model_card(checkpoint)
     if is_segmentation_card(card):
-        pairs = data_config_of(card, checkpoint=checkpoint, path=args.data)  # follows a moved clone + data
+        pairs = data_config_of(
+            card, checkpoint=checkpoint, path=args.data
+        )  # follows a moved clone + data
         _, report = evaluate_segmentation(
-            checkpoint, data=pairs.path, split=args.split, device=args.device, out_dir=args.out,
+            checkpoint,
+            data=pairs.path,
+            split=args.split,
+            device=args.device,
+            out_dir=args.out,
             n_boot=bootstrap_settings(args, card)[0],
         )
         print(format_segmentation_report(report))
         return 0
     if args.split == "all":
-        print("--split all is for segmentation checkpoints; use train, val or test", file=sys.stderr)
+        print(
+            "--split all is for segmentation checkpoints; use train, val or test", file=sys.stderr
+        )
         return 2
-    data = data_config_of(card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
+    data = data_config_of(
+        card, checkpoint=checkpoint, path=args.data, fmt=args.format, cache_dir=args.cache_dir
+    )
     _override_split(data, args)
     manifest = build_manifest(data)
     expected = card.data.get("manifest_fingerprint")
@@ -133,11 +178,15 @@ def run_external(args: argparse.Namespace) -> int:
     from cxr_core.training.data_setup import build_manifest, data_config_of
 
     if not args.out:
-        raise ConfigError("--predictions needs --out, the folder of the new run (the dashboard lists it as a model)")
+        raise ConfigError(
+            "--predictions needs --out, the folder of the new run (the dashboard lists it as a model)"
+        )
     thresholds = None
     if args.like:
         card = read_model_card(args.like)
-        data = data_config_of(card, checkpoint=args.like, path=args.data, fmt=args.format, cache_dir=args.cache_dir)
+        data = data_config_of(
+            card, checkpoint=args.like, path=args.data, fmt=args.format, cache_dir=args.cache_dir
+        )
         thresholds = dict(card.thresholds)
     elif not args.data:
         raise ConfigError("--predictions needs --data, the dataset the predictions are for")
@@ -158,13 +207,23 @@ def run_external(args: argparse.Namespace) -> int:
         predicted = {canonical_name(c) for c in manifest.classes}
         thresholds = {c: t for c, t in thresholds.items() if canonical_name(c) in predicted}
     name = args.name or Path(args.predictions).stem
-    report = evaluate_external(args.predictions, manifest, args.split, args.out, name=name, thresholds=thresholds,
-                               n_boot=args.n_boot if args.n_boot is not None else DEFAULT_N_BOOT,
-                               seed=args.seed if args.seed is not None else DEFAULT_SEED)
+    report = evaluate_external(
+        args.predictions,
+        manifest,
+        args.split,
+        args.out,
+        name=name,
+        thresholds=thresholds,
+        n_boot=args.n_boot if args.n_boot is not None else DEFAULT_N_BOOT,
+        seed=args.seed if args.seed is not None else DEFAULT_SEED,
+    )
     print(format_report(report))
     mapping = report["label_mapping"]
     if mapping["model_only"] or mapping["data_only"]:
-        print(f"not scored: predicted but not labelled here {mapping['model_only']}; "
-              f"labelled but not predicted {mapping['data_only']}", file=sys.stderr)
+        print(
+            f"not scored: predicted but not labelled here {mapping['model_only']}; "
+            f"labelled but not predicted {mapping['data_only']}",
+            file=sys.stderr,
+        )
     print(f"wrote {args.out} (listed in the dashboard as 'external: {name}')")
     return 0

@@ -20,20 +20,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, help="folder holding the boxed images (by file name)")
     p.add_argument("--bbox", required=True, help="NIH BBox_List_2017.csv")
     p.add_argument("--method", default="gradcam", help="explanation method (default gradcam)")
-    p.add_argument("--layer", help="module to read, a dotted path inside the model or each ensemble member "
-                   "(e.g. features.5); default: the architecture's registered layer")
-    p.add_argument("--border", type=float, nargs="+", help="fraction(s) of each image side masked out of the map, "
-                   "each scored on the same maps (0 = none; default: the dashboard's)")
-    p.add_argument("--mask-text", choices=("on", "off"), nargs="+", help="leave burned-in text and markers out "
-                   "of the map too (on) or not (off); 'off on' scores both on the same maps (default: the dashboard's, on)")
-    p.add_argument("--sample", type=int, help="score a seeded random sample of N boxes (quick runs)")
+    p.add_argument(
+        "--layer",
+        help="module to read, a dotted path inside the model or each ensemble member "
+        "(e.g. features.5); default: the architecture's registered layer",
+    )
+    p.add_argument(
+        "--border",
+        type=float,
+        nargs="+",
+        help="fraction(s) of each image side masked out of the map, "
+        "each scored on the same maps (0 = none; default: the dashboard's)",
+    )
+    p.add_argument(
+        "--mask-text",
+        choices=("on", "off"),
+        nargs="+",
+        help="leave burned-in text and markers out "
+        "of the map too (on) or not (off); 'off on' scores both on the same maps (default: the dashboard's, on)",
+    )
+    p.add_argument(
+        "--sample", type=int, help="score a seeded random sample of N boxes (quick runs)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --sample")
-    p.add_argument("--level", type=float, default=0.5, help="heatmap level (fraction of its maximum) for IoU")
-    p.add_argument("--original-size", type=int, default=1024, help="pixel size the box coordinates refer to")
+    p.add_argument(
+        "--level", type=float, default=0.5, help="heatmap level (fraction of its maximum) for IoU"
+    )
+    p.add_argument(
+        "--original-size", type=int, default=1024, help="pixel size the box coordinates refer to"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", help="optional CSV file for the per-box results")
-    p.add_argument("--lungs", nargs="?", const="bundled", default=None, metavar="CHECKPOINT",
-                   help="lung model for the in-lung share of heatmap mass (default model: the bundled checkpoints/lungs)")
+    p.add_argument(
+        "--lungs",
+        nargs="?",
+        const="bundled",
+        default=None,
+        metavar="CHECKPOINT",
+        help="lung model for the in-lung share of heatmap mass (default model: the bundled checkpoints/lungs)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(handler=run)
 
@@ -55,14 +80,26 @@ def run(args: argparse.Namespace) -> int:
     if args.lungs is not None:
         from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
 
-        lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs, device=args.device)
+        lungs = LungSegmenter.from_path(
+            DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs, device=args.device
+        )
     result = evaluate_localisation(
-        predictor, boxes, args.images, method=args.method, layer=args.layer, borders=args.border,
-        mask_text=[value == "on" for value in args.mask_text] if args.mask_text else None, level=args.level,
-        batch_size=args.batch_size, original_size=args.original_size, lungs=lungs,
+        predictor,
+        boxes,
+        args.images,
+        method=args.method,
+        layer=args.layer,
+        borders=args.border,
+        mask_text=[value == "on" for value in args.mask_text] if args.mask_text else None,
+        level=args.level,
+        batch_size=args.batch_size,
+        original_size=args.original_size,
+        lungs=lungs,
     )
-    print(f"{args.method} at {args.layer or 'the registered layer'}, {len(boxes)} boxes of {args.bbox} "
-          f"(IoU at level {args.level})")
+    print(
+        f"{args.method} at {args.layer or 'the registered layer'}, {len(boxes)} boxes of {args.bbox} "
+        f"(IoU at level {args.level})"
+    )
     print(result.format_table())
     for reason, count in result.skipped.items():
         if count:

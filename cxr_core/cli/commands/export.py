@@ -20,10 +20,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("--out", required=True, help="output file (.onnx or .pt)")
-    p.add_argument("--tta", choices=TTA_MODES, default=None, help="test-time augmentation to build in "
-                   "(default: the model card's)")
-    p.add_argument("--check-images", nargs="+", default=None, metavar="PATH",
-                   help="image files or folders to check parity with the Predictor on (the first 16 images)")
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default=None,
+        help="test-time augmentation to build in (default: the model card's)",
+    )
+    p.add_argument(
+        "--check-images",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="image files or folders to check parity with the Predictor on (the first 16 images)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -39,6 +48,15 @@ def run(args: argparse.Namespace) -> int:
         cache_size = read_model_card(args.checkpoint).get_preprocess().cache_size
         paths = collect_image_paths(args.check_images, SUPPORTED_EXTENSIONS)[:16]
         arrays = [to_cache_array(load_image(p).pixels, cache_size) for p in paths]
-    out, delta = export_checkpoint(args.checkpoint, args.format, args.out, parity_batch=arrays, tta=args.tta)
-    print(f"wrote {out}" + (f" (max |Δp| against the Predictor on {len(arrays)} images: {delta:.2e})" if delta is not None else ""))
+    out, delta = export_checkpoint(
+        args.checkpoint, args.format, args.out, parity_batch=arrays, tta=args.tta
+    )
+    print(
+        f"wrote {out}"
+        + (
+            f" (max |Δp| against the Predictor on {len(arrays)} images: {delta:.2e})"
+            if delta is not None
+            else ""
+        )
+    )
     return 0

@@ -36,10 +36,13 @@ _SEX = {"female": "F", "male": "M"}
 
 
 def is_chexpert_header(columns: list[str]) -> bool:
-    return "Path" in columns and sum(c in columns for c in CHEXPERT14.classes) >= len(CHEXPERT14.classes) // 2
+    return (
+        "Path" in columns
+        and sum(c in columns for c in CHEXPERT14.classes) >= len(CHEXPERT14.classes) // 2
+    )
 
 
-def _policies(policy: "str | Mapping[str, str]") -> dict[str, str]:
+def _policies(policy: str | Mapping[str, str]) -> dict[str, str]:
     """Per-class policy; a mapping names the exceptions, ``default`` (else U-Ones) covers the rest."""
     if isinstance(policy, str):
         chosen = {cls: policy for cls in CHEXPERT14.classes}
@@ -66,8 +69,12 @@ def _default_root(csv_path: Path, first_path: str) -> Path:
 def _read_labels(csv_path: Path, classes: list[str]) -> pd.DataFrame:
     """Fast float parse; on failure re-read as text to name the rows holding non-numbers."""
     try:
-        return read_label_csv(csv_path, "CheXpert label file", dtype={c: "float64" for c in classes} | {"Path": str},
-                              keep_default_na=True)
+        return read_label_csv(
+            csv_path,
+            "CheXpert label file",
+            dtype={c: "float64" for c in classes} | {"Path": str},
+            keep_default_na=True,
+        )
     except ValueError:
         raw = read_label_csv(csv_path, "CheXpert label file", dtype=str, keep_default_na=True)
     numeric = raw[classes].apply(pd.to_numeric, errors="coerce")
@@ -76,7 +83,8 @@ def _read_labels(csv_path: Path, classes: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame({"image_id": raw["Path"]})
     cols = [c for c, col_bad in zip(classes, bad.any(axis=0)) if col_bad]
     raise DatasetError(
-        f"{csv_path.name}: label values other than 1.0, 0.0, -1.0 or blank in column(s) {cols} at {csv_rows(frame, rows)}"
+        f"{csv_path.name}: label values other than 1.0, 0.0, -1.0 or blank in column(s) {cols} at "
+        f"{csv_rows(frame, rows)}"
     )
 
 
@@ -84,7 +92,7 @@ def load_chexpert(
     csv_path: str | Path,
     root: str | Path | None = None,
     *,
-    policy: "str | Mapping[str, str]" = "ones",
+    policy: str | Mapping[str, str] = "ones",
     blank: Literal["zero", "unknown"] = "zero",
     frontal_only: bool = False,
     check_files: bool = True,
@@ -105,7 +113,8 @@ def load_chexpert(
     absent = [c for c in REQUIRED_COLUMNS if c not in header]
     if absent:
         raise DatasetError(
-            f"{csv_path.name} lacks the column(s) {absent}; expected CheXpert columns {list(REQUIRED_COLUMNS)}, found {header}"
+            f"{csv_path.name} lacks the column(s) {absent}; expected CheXpert columns "
+            f"{list(REQUIRED_COLUMNS)}, found {header}"
         )
     classes = list(CHEXPERT14.classes)
     raw = _read_labels(csv_path, classes)
@@ -117,13 +126,17 @@ def load_chexpert(
     if invalid.any():
         cols = [c for c, col_bad in zip(classes, invalid.any(axis=0)) if col_bad]
         raise DatasetError(
-            f"{csv_path.name}: label values other than 1.0, 0.0, -1.0 or blank in column(s) {cols} at {csv_rows(frame, invalid.any(axis=1))}"
+            f"{csv_path.name}: label values other than 1.0, 0.0, -1.0 or blank in column(s) {cols} "
+            f"at {csv_rows(frame, invalid.any(axis=1))}"
         )
     if (rel == "").any():
         raise DatasetError(f"{csv_path.name}: empty 'Path' at {csv_rows(frame, rel == '')}")
     dup = rel.duplicated(keep=False)
     if dup.any():
-        raise DatasetError(f"{csv_path.name}: the same image Path appears more than once at {csv_rows(frame, dup)}; remove duplicate rows")
+        raise DatasetError(
+            f"{csv_path.name}: the same image Path appears more than once at "
+            f"{csv_rows(frame, dup)}; remove duplicate rows"
+        )
 
     values = original.copy()
     values[np.isnan(original)] = 0.0 if blank == "zero" else np.nan
@@ -140,11 +153,21 @@ def load_chexpert(
     frame["patient_id"] = patient
     if frontal_only and "Frontal/Lateral" in raw:
         keep = (raw["Frontal/Lateral"].fillna("").str.strip() == "Frontal").to_numpy()
-        raw, frame, values = raw[keep].reset_index(drop=True), frame[keep].reset_index(drop=True), values[keep]
+        raw, frame, values = (
+            raw[keep].reset_index(drop=True),
+            frame[keep].reset_index(drop=True),
+            values[keep],
+        )
     rel = frame["image_id"]
-    base = Path(root) if root is not None else _default_root(csv_path, rel.iloc[0] if len(rel) else "")
+    base = (
+        Path(root) if root is not None else _default_root(csv_path, rel.iloc[0] if len(rel) else "")
+    )
     frame["path"] = str(base.resolve()) + "/" + rel
-    lateral = raw["Frontal/Lateral"].fillna("").str.strip() == "Lateral" if "Frontal/Lateral" in raw else False
+    lateral = (
+        raw["Frontal/Lateral"].fillna("").str.strip() == "Lateral"
+        if "Frontal/Lateral" in raw
+        else False
+    )
     ap_pa = raw["AP/PA"].fillna("").str.strip().str.upper() if "AP/PA" in raw else ""
     frame["view"] = np.where(lateral, "LATERAL", ap_pa)
     held_out = rel.str.contains(r"(?:^|/)(?:valid|test)/", regex=True)
@@ -155,10 +178,16 @@ def load_chexpert(
     if "Sex" in raw:
         frame["sex"] = raw["Sex"].fillna("").str.strip().str.lower().map(_SEX).fillna("")
 
-    source = f"CheXpert ({csv_path}; uncertain -> {_describe(policies)}; blank -> {'0' if blank == 'zero' else 'unknown'})"
+    source = (
+        f"CheXpert ({csv_path}; uncertain -> {_describe(policies)}; blank -> "
+        f"{'0' if blank == 'zero' else 'unknown'})"
+    )
     if check_files:
         frame, dropped = apply_missing_policy(
-            frame, missing, where=str(csv_path), hint="pass missing='drop' (cxr data inspect --missing drop)"
+            frame,
+            missing,
+            where=str(csv_path),
+            hint="pass missing='drop' (cxr data inspect --missing drop)",
         )
         if dropped:
             source += f"; {dropped} rows without an image file dropped"
@@ -170,4 +199,3 @@ def _describe(policies: dict[str, str]) -> str:
     default = counts.index[0]
     exceptions = [f"{cls}: {p}" for cls, p in policies.items() if p != default]
     return default + (f" ({', '.join(exceptions)})" if exceptions else "")
-

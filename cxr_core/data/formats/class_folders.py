@@ -28,7 +28,13 @@ from cxr_core.errors import DatasetError
 from cxr_core.utils.tasks import Task
 
 SPLIT_FOLDERS: dict[str, str] = {
-    "train": "", "training": "", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test",
+    "train": "",
+    "training": "",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
 }
 KERMANY3: tuple[str, ...] = ("Normal", "Bacterial Pneumonia", "Viral Pneumonia")
 
@@ -53,19 +59,24 @@ def _class_folders(root: Path) -> list[tuple[str, Path]]:
     """(split, class folder) pairs, recognising the optional split parents."""
     top = subfolders(root)
     if not top:
-        raise DatasetError(f"{root} has no sub-folders; expected one folder per class (e.g. NORMAL/, PNEUMONIA/)")
+        raise DatasetError(
+            f"{root} has no sub-folders; expected one folder per class (e.g. NORMAL/, PNEUMONIA/)"
+        )
     split_dirs = [p for p in top if p.name.lower() in SPLIT_FOLDERS]
     if not split_dirs:
         return [("", p) for p in top]
     others = [p.name for p in top if p not in split_dirs]
     if others:
         raise DatasetError(
-            f"{root} mixes split folders ({', '.join(p.name for p in split_dirs)}) with other folders ({', '.join(others)}); "
+            f"{root} mixes split folders ({', '.join(p.name for p in split_dirs)}) with other "
+            f"folders ({', '.join(others)}); "
             "put every class folder inside train/, val/ or test/"
         )
     pairs = [(SPLIT_FOLDERS[s.name.lower()], c) for s in split_dirs for c in subfolders(s)]
     if not pairs:
-        raise DatasetError(f"the split folders in {root} hold no class folders (expected e.g. train/NORMAL/)")
+        raise DatasetError(
+            f"the split folders in {root} hold no class folders (expected e.g. train/NORMAL/)"
+        )
     return pairs
 
 
@@ -73,7 +84,11 @@ def _kermany3_class(stems: pd.Series, folder_class: pd.Series, files: pd.Series)
     """Bacterial vs viral pneumonia is only written in Kermany file names (``person1_bacteria_1``)."""
     name = stems.str.lower()
     cls = np.select(
-        [name.str.contains(r"_bacteria", regex=True), name.str.contains(r"_virus", regex=True), folder_class == "Normal"],
+        [
+            name.str.contains(r"_bacteria", regex=True),
+            name.str.contains(r"_virus", regex=True),
+            folder_class == "Normal",
+        ],
         ["Bacterial Pneumonia", "Viral Pneumonia", "Normal"],
         default="",
     )
@@ -98,7 +113,9 @@ def load_class_folders(
     Folder names go through :func:`canonical_name` (``No_findings`` -> ``No Finding``). Hidden files
     are ignored; other non-image files are skipped and their count is noted in ``Manifest.source``.
     """
-    root = Path(os.path.abspath(root))  # absolute but not resolved: a dataset of symlinks keeps its own paths
+    root = Path(
+        os.path.abspath(root)
+    )  # absolute but not resolved: a dataset of symlinks keeps its own paths
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     if label_from not in ("folder", "kermany3"):
@@ -114,9 +131,13 @@ def load_class_folders(
         cls = canonical_name(folder.name)
         records.extend((str(p), split, cls) for p in images)
     if not records:
-        raise DatasetError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in the class folders of {root}")
+        raise DatasetError(
+            f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in the class folders of {root}"
+        )
     if empty:
-        raise DatasetError(f"class folder(s) without any image: {first_items(empty)}; remove them or add images")
+        raise DatasetError(
+            f"class folder(s) without any image: {first_items(empty)}; remove them or add images"
+        )
 
     frame = pd.DataFrame.from_records(records, columns=["path", "split", "class"])
     rel = frame["path"].map(lambda p: Path(p).relative_to(root).as_posix())
@@ -129,10 +150,14 @@ def load_class_folders(
     wanted = [canonical_name(c) for c in classes] if classes is not None else found
     not_wanted = sorted(set(found) - set(wanted))
     if not_wanted:
-        raise DatasetError(f"{root} has images of class(es) {not_wanted} not in classes={list(wanted)}; add them or remove the folders")
+        raise DatasetError(
+            f"{root} has images of class(es) {not_wanted} not in classes={list(wanted)}; add them or remove the folders"
+        )
     without_images = [c for c in wanted if c not in found]
     if without_images:
-        raise DatasetError(f"class(es) {without_images} have no images in {root}; check the folder names ({', '.join(found)})")
+        raise DatasetError(
+            f"class(es) {without_images} have no images in {root}; check the folder names ({', '.join(found)})"
+        )
 
     onehot = pd.DataFrame({c: (frame["class"] == c).astype("float32") for c in wanted})
     out = pd.DataFrame(
@@ -148,4 +173,3 @@ def load_class_folders(
     name = "kermany3" if label_from == "kermany3" else "class_folders"
     source = f"class folders ({root})" + (f"; {skipped} non-image files skipped" if skipped else "")
     return Manifest(out, LabelSpace(name, tuple(wanted), task), source)
-

@@ -40,7 +40,9 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
     if path.is_file():
         fmt = _csv_format(path) if path.name.lower().endswith((".csv", ".csv.gz")) else None
         if fmt is None:
-            raise DatasetError(f"{path.name} is neither an NIH Data_Entry nor a CheXpert CSV; {_ASK}")
+            raise DatasetError(
+                f"{path.name} is neither an NIH Data_Entry nor a CheXpert CSV; {_ASK}"
+            )
         return fmt, path
     for name in CSV_NAMES:
         if (path / name).is_file():
@@ -50,7 +52,9 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
             return "chexpert", path / name
     folders = subfolders(path)
     if not folders:
-        raise DatasetError(f"{path} holds no label CSV and no sub-folders, so it is not a dataset; {_ASK}")
+        raise DatasetError(
+            f"{path} holds no label CSV and no sub-folders, so it is not a dataset; {_ASK}"
+        )
     if any(is_disease_folder(f) for f in subfolders(dataset_folder(path))):
         return "disease-folders", path
     if any(_has_image(f) for f in folders):
@@ -69,7 +73,9 @@ def load_dataset(path: str | Path, fmt: str = "auto", **kw: Any) -> Manifest:
     if fmt == "auto":
         fmt, target = detect_format(path)
     elif fmt not in FORMATS:
-        raise DatasetError(f"unknown dataset format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
+        raise DatasetError(
+            f"unknown dataset format {fmt!r}; use auto or one of {', '.join(FORMATS)}"
+        )
     else:
         target = path
     if fmt == "nih":
@@ -78,7 +84,10 @@ def load_dataset(path: str | Path, fmt: str = "auto", **kw: Any) -> Manifest:
         return load_nih(target, **kw)
     if fmt == "chexpert":
         if target.is_dir():
-            target = next((target / n for n in _CHEXPERT_CSV_NAMES if (target / n).is_file()), target / "train.csv")
+            target = next(
+                (target / n for n in _CHEXPERT_CSV_NAMES if (target / n).is_file()),
+                target / "train.csv",
+            )
         return load_chexpert(target, **kw)
     if fmt == "folders":
         return load_class_folders(target, **kw)

@@ -42,14 +42,20 @@ def is_disease_folder(folder: Path) -> bool:
 def dataset_folder(root: Path) -> Path:
     """``root`` itself, or its single ``Dataset/`` child as the layout is usually shipped."""
     children = subfolders(root)
-    if len(children) == 1 and not is_disease_folder(children[0]) and any(is_disease_folder(c) for c in subfolders(children[0])):
+    if (
+        len(children) == 1
+        and not is_disease_folder(children[0])
+        and any(is_disease_folder(c) for c in subfolders(children[0]))
+    ):
         return children[0]
     return root
 
 
 def load_disease_folders(root: str | Path) -> Manifest:
     """Read ``<Disease>/disease`` and ``<Disease>/no_finding`` folders into one multilabel manifest."""
-    root = Path(os.path.abspath(root))  # absolute but not resolved: a dataset of symlinks keeps its own paths
+    root = Path(
+        os.path.abspath(root)
+    )  # absolute but not resolved: a dataset of symlinks keeps its own paths
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     base = dataset_folder(root)
@@ -58,7 +64,9 @@ def load_disease_folders(root: str | Path) -> Manifest:
         raise DatasetError(f"no <Disease>/disease or <Disease>/no_finding folders found in {root}")
     strays = [d.name for d in subfolders(base) if d not in diseases]
     if strays:
-        raise DatasetError(f"folder(s) {strays} in {base} lack disease/ and no_finding/ sub-folders; remove them or file their images")
+        raise DatasetError(
+            f"folder(s) {strays} in {base} lack disease/ and no_finding/ sub-folders; remove them or file their images"
+        )
 
     records: list[tuple[str, str, str, float]] = []
     skipped = 0
@@ -67,7 +75,9 @@ def load_disease_folders(root: str | Path) -> Manifest:
         for sub in subfolders(folder):
             value = _polarity(sub.name)
             if value is None:
-                raise DatasetError(f"{sub} is neither disease/ nor no_finding/; rename or remove it")
+                raise DatasetError(
+                    f"{sub} is neither disease/ nor no_finding/; rename or remove it"
+                )
             images, n_other = list_images(sub)
             skipped += n_other
             records.extend((p.name, str(p), disease, value) for p in images)
@@ -79,8 +89,12 @@ def load_disease_folders(root: str | Path) -> Manifest:
     conflicts = long.groupby(["image_id", "disease"])["value"].nunique() > 1
     if conflicts.any():
         bad = [f"{img} ({dis})" for img, dis in conflicts[conflicts].index]
-        raise DatasetError(f"image(s) filed under both disease/ and no_finding/ of the same disease: {first_items(bad)}")
-    labels = long.pivot_table(index="image_id", columns="disease", values="value", aggfunc="first").reindex(columns=classes)
+        raise DatasetError(
+            f"image(s) filed under both disease/ and no_finding/ of the same disease: {first_items(bad)}"
+        )
+    labels = long.pivot_table(
+        index="image_id", columns="disease", values="value", aggfunc="first"
+    ).reindex(columns=classes)
     paths = long.groupby("image_id")["path"].first()  # records are sorted, so the first folder wins
     frame = pd.DataFrame(
         {
@@ -92,5 +106,7 @@ def load_disease_folders(root: str | Path) -> Manifest:
         }
     )
     frame = pd.concat([frame, labels.reset_index(drop=True).astype(np.float32)], axis=1)
-    source = f"disease folders ({base})" + (f"; {skipped} non-image files skipped" if skipped else "")
+    source = f"disease folders ({base})" + (
+        f"; {skipped} non-image files skipped" if skipped else ""
+    )
     return Manifest(frame, LabelSpace(LABEL_SPACE_NAME, tuple(classes), Task.MULTILABEL), source)

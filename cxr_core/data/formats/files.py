@@ -29,13 +29,17 @@ Missing = Literal["error", "drop"]
 
 # File-name conventions that carry the patient, so images of one patient never straddle splits.
 _PATIENT_PATTERNS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"^(person\d+)_", re.IGNORECASE),  # Kermany: person123_bacteria_456, person1_virus_2_3
+    re.compile(
+        r"^(person\d+)_", re.IGNORECASE
+    ),  # Kermany: person123_bacteria_456, person1_virus_2_3
     # Kermany normals: IM-<patient>-<study>[-<image>]. The trailing numbers count a patient's
     # studies and images (IM-0467-0001-0001 and IM-0467-0001-0002 are two views of one study),
     # so only IM-<patient> names the patient. NORMAL2- names are a second series whose numbers
     # restart: NORMAL2-IM-0467 is not IM-0467 and keeps its prefix.
     re.compile(r"^((?:NORMAL2-)?IM-\d+)(?:-\d+)+$", re.IGNORECASE),
-    re.compile(r"^(\d{8})_\d{3}$"),  # NIH ChestX-ray14 file names reused by other sets: 00001280_004
+    re.compile(
+        r"^(\d{8})_\d{3}$"
+    ),  # NIH ChestX-ray14 file names reused by other sets: 00001280_004
 )
 
 _EXISTENCE_PROGRESS_FROM = 20_000
@@ -72,28 +76,41 @@ def first_items(items: Iterable[object], total: int | None = None, limit: int = 
     return shown + (f" (and {more} more)" if more > 0 else "")
 
 
-def csv_rows(frame: pd.DataFrame, mask: "pd.Series | np.ndarray", limit: int = 5) -> str:
+def csv_rows(frame: pd.DataFrame, mask: pd.Series | np.ndarray, limit: int = 5) -> str:
     """Spreadsheet row numbers (header = row 1) plus image ids of the rows selected by ``mask``."""
     mask = np.asarray(mask, dtype=bool)
     positions = np.flatnonzero(mask)
     ids = frame["image_id"].to_numpy()[positions] if "image_id" in frame else [""] * len(positions)
-    items = [f"row {p + 2} ({i})" if i != "" else f"row {p + 2}" for p, i in zip(positions[:limit], ids[:limit])]
+    items = [
+        f"row {p + 2} ({i})" if i != "" else f"row {p + 2}"
+        for p, i in zip(positions[:limit], ids[:limit])
+    ]
     return first_items(items, total=len(positions), limit=limit)
 
 
-def existing_mask(paths: "pd.Series | list[str]", *, desc: str = "checking image files") -> np.ndarray:
+def existing_mask(
+    paths: pd.Series | list[str], *, desc: str = "checking image files"
+) -> np.ndarray:
     """Which paths exist; shows progress when there are enough to take noticeable time."""
     paths = list(paths)
     show = len(paths) >= _EXISTENCE_PROGRESS_FROM
     return np.fromiter(
-        (os.path.isfile(p) for p in tqdm(paths, desc=desc, unit="file", disable=not show, leave=False)),
+        (
+            os.path.isfile(p)
+            for p in tqdm(paths, desc=desc, unit="file", disable=not show, leave=False)
+        ),
         dtype=bool,
         count=len(paths),
     )
 
 
 def apply_missing_policy(
-    frame: pd.DataFrame, missing: Missing, *, where: str, hint: str, exists: np.ndarray | None = None
+    frame: pd.DataFrame,
+    missing: Missing,
+    *,
+    where: str,
+    hint: str,
+    exists: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Enforce the missing-image policy on ``frame['path']``; returns the kept rows and how many were dropped.
 
@@ -116,7 +133,9 @@ def apply_missing_policy(
         )
     kept = frame.loc[exists].reset_index(drop=True)
     if kept.empty:
-        raise DatasetError(f"none of the {len(frame)} images listed in {where} is on disk; check the image folder")
+        raise DatasetError(
+            f"none of the {len(frame)} images listed in {where} is on disk; check the image folder"
+        )
     return kept, n_missing
 
 
@@ -150,7 +169,9 @@ _READ_FAILURES = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipF
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
-def read_label_csv(path: Path, what: str, *, header_only: bool = False, **read_csv_args: object) -> pd.DataFrame:
+def read_label_csv(
+    path: Path, what: str, *, header_only: bool = False, **read_csv_args: object
+) -> pd.DataFrame:
     """``pd.read_csv`` whose every failure is a DatasetError naming the file and, where known, the row.
 
     Covers what exported label files really contain: bytes that are not UTF-8 (a spreadsheet
@@ -185,8 +206,10 @@ def read_label_csv(path: Path, what: str, *, header_only: bool = False, **read_c
 def _encoding_message(path: Path, what: str, exc: UnicodeDecodeError) -> str:
     row = _first_undecodable_row(path)
     where = f"row {row}" if row is not None else f"byte {exc.start}"
-    return (f"{what} {path}: {where} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
-            "re-save the file as UTF-8 (in a spreadsheet: CSV UTF-8)")
+    return (
+        f"{what} {path}: {where} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+        "re-save the file as UTF-8 (in a spreadsheet: CSV UTF-8)"
+    )
 
 
 def _first_undecodable_row(path: Path) -> int | None:
@@ -201,7 +224,6 @@ def _first_undecodable_row(path: Path) -> int | None:
     except (*_READ_FAILURES, UnicodeDecodeError):
         return None
     return None
-
 
 
 def csv_header(csv: Path, what: str) -> list[str]:

@@ -20,7 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr_core.data.formats.files import first_items, is_hidden, is_image_file, patient_id_from_filename
+from cxr_core.data.formats.files import (
+    first_items,
+    is_hidden,
+    is_image_file,
+    patient_id_from_filename,
+)
 from cxr_core.data.imaging import load_image
 from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import DatasetError
@@ -42,7 +47,7 @@ class MaskSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: Sequence[int] | np.ndarray) -> "MaskSet":
+    def subset(self, index: Sequence[int] | np.ndarray) -> MaskSet:
         idx = np.asarray(index, dtype=np.int64)
         return MaskSet(
             root=self.root,
@@ -72,7 +77,9 @@ def read_mask(path: str | Path, foreground: Sequence[int] | None = None) -> np.n
                 )
             values = np.asarray(img.convert("I") if img.mode in ("I;16",) else img)
     except OSError as exc:
-        raise DatasetError(f"mask {path} cannot be read as an image ({exc}); replace the file") from None
+        raise DatasetError(
+            f"mask {path} cannot be read as an image ({exc}); replace the file"
+        ) from None
     if foreground is None:
         return values != 0
     return np.isin(values, np.asarray(list(foreground)))
@@ -129,15 +136,21 @@ def load_mask_folders(
             )
         side = size if size is not None else pixels.shape[0]
         if size is None and pixels.shape[0] != pixels.shape[1]:
-            raise DatasetError(f"image {images[name]} is not square ({pixels.shape[1]}x{pixels.shape[0]}); pass size=")
+            raise DatasetError(
+                f"image {images[name]} is not square ({pixels.shape[1]}x{pixels.shape[0]}); pass size="
+            )
         out_images.append(to_cache_array(pixels, side))
         if mask.shape != (side, side):
-            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.Resampling.NEAREST)
+            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                (side, side), Image.Resampling.NEAREST
+            )
             mask = np.asarray(resized) > 127
         out_masks.append(mask)
     shapes = {a.shape for a in out_images}
     if len(shapes) != 1:
-        raise DatasetError(f"images in {image_folder} have different sizes {sorted(shapes)}; pass size= to resize them")
+        raise DatasetError(
+            f"images in {image_folder} have different sizes {sorted(shapes)}; pass size= to resize them"
+        )
     return MaskSet(
         root=root,
         ids=tuple(ids),

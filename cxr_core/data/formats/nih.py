@@ -26,7 +26,10 @@ from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
 
 CSV_NAMES: tuple[str, ...] = (
-    "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv.gz", "Data_Entry_2017_v2020.csv.gz",
+    "Data_Entry_2017.csv",
+    "Data_Entry_2017_v2020.csv",
+    "Data_Entry_2017.csv.gz",
+    "Data_Entry_2017_v2020.csv.gz",
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("Image Index", "Finding Labels", "Patient ID")
 _OPTIONAL_COLUMNS: tuple[str, ...] = ("View Position", "Patient Age", "Patient Gender")
@@ -36,7 +39,9 @@ def find_nih_csv(root: Path) -> Path:
     for name in CSV_NAMES:
         if (root / name).is_file():
             return root / name
-    raise DatasetError(f"no NIH label file ({', '.join(CSV_NAMES[:2])}) in {root}; pass csv= the Data_Entry CSV")
+    raise DatasetError(
+        f"no NIH label file ({', '.join(CSV_NAMES[:2])}) in {root}; pass csv= the Data_Entry CSV"
+    )
 
 
 def _read_csv(csv: Path) -> pd.DataFrame:
@@ -62,12 +67,18 @@ def _finding_matrix(findings: pd.Series, frame: pd.DataFrame, csv: Path) -> pd.D
     findings = findings.str.strip()
     blank = (findings == "").to_numpy()
     if blank.any():
-        raise DatasetError(f"{csv.name}: empty 'Finding Labels' (write 'No Finding' for normal images) at {csv_rows(frame, blank)}")
+        raise DatasetError(
+            f"{csv.name}: empty 'Finding Labels' (write 'No Finding' for normal images) at {csv_rows(frame, blank)}"
+        )
     codes, uniques = pd.factorize(findings)
     dummies = pd.Series(uniques).str.get_dummies(sep="|")
     canon = {col: canonical_name(col) for col in dummies.columns}  # strips spaces around "|"
     flags = dummies.to_numpy(dtype=bool)[codes]
-    unknown = [col for col, name in canon.items() if name not in NIH14.classes and name not in (NO_FINDING, "")]
+    unknown = [
+        col
+        for col, name in canon.items()
+        if name not in NIH14.classes and name not in (NO_FINDING, "")
+    ]
     if unknown:
         rows = flags[:, [dummies.columns.get_loc(c) for c in unknown]].any(axis=1)
         raise DatasetError(
@@ -75,19 +86,29 @@ def _finding_matrix(findings: pd.Series, frame: pd.DataFrame, csv: Path) -> pd.D
             f"NIH findings are: {', '.join(NIH14.classes)}, or 'No Finding'"
         )
 
-    def any_of(name: str) -> np.ndarray:  # "Effusion" and "Pleural Effusion" spelled both ways merge
+    def any_of(
+        name: str,
+    ) -> np.ndarray:  # "Effusion" and "Pleural Effusion" spelled both ways merge
         cols = [i for i, col in enumerate(dummies.columns) if canon[col] == name]
         return flags[:, cols].any(axis=1)
 
-    labels = pd.DataFrame({cls: any_of(cls) for cls in NIH14.classes}, index=findings.index).astype("float32")
+    labels = pd.DataFrame({cls: any_of(cls) for cls in NIH14.classes}, index=findings.index).astype(
+        "float32"
+    )
     contradictory = any_of(NO_FINDING) & labels.to_numpy().any(axis=1)
     if contradictory.any():
-        raise DatasetError(f"{csv.name}: 'No Finding' listed together with findings at {csv_rows(frame, contradictory)}")
+        raise DatasetError(
+            f"{csv.name}: 'No Finding' listed together with findings at {csv_rows(frame, contradictory)}"
+        )
     return labels
 
 
 def _read_list(path: Path) -> set[str]:
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()} if path.is_file() else set()
+    return (
+        {line.strip() for line in path.read_text().splitlines() if line.strip()}
+        if path.is_file()
+        else set()
+    )
 
 
 def _official_split(image_ids: pd.Series, root: Path) -> pd.Series:
@@ -95,11 +116,15 @@ def _official_split(image_ids: pd.Series, root: Path) -> pd.Series:
     train_val = _read_list(root / "train_val_list.txt")
     both = test & train_val
     if both:
-        raise DatasetError(f"images listed in both test_list.txt and train_val_list.txt in {root}: {first_items(sorted(both))}")
+        raise DatasetError(
+            f"images listed in both test_list.txt and train_val_list.txt in {root}: {first_items(sorted(both))}"
+        )
     return pd.Series(np.where(image_ids.isin(test), "test", ""), index=image_ids.index)
 
 
-def _image_paths(names: pd.Series, root: Path, images_dir: Path | None, check_files: bool) -> tuple[pd.Series, np.ndarray | None]:
+def _image_paths(
+    names: pd.Series, root: Path, images_dir: Path | None, check_files: bool
+) -> tuple[pd.Series, np.ndarray | None]:
     """Absolute paths and which exist (None when not checked); the folders are indexed once so the
     official ``images_001/images/...`` layout works as well as a flat ``images/`` folder."""
     base = images_dir if images_dir is not None else root / "images"
@@ -112,7 +137,9 @@ def _image_paths(names: pd.Series, root: Path, images_dir: Path | None, check_fi
     else:
         folders = sorted(p for p in root.glob("images*") if p.is_dir())
     if not folders:
-        raise DatasetError(f"no image folder found: expected {base} or images_001/... under {root}; pass images_dir=")
+        raise DatasetError(
+            f"no image folder found: expected {base} or images_001/... under {root}; pass images_dir="
+        )
     index = index_images(folders)
     fallback = str(folders[0].resolve()) + "/" + names  # where a missing image would have been
     found = names.map(index)
@@ -141,10 +168,15 @@ def load_nih(
     names = raw["Image Index"].str.strip()
     frame = pd.DataFrame({"image_id": names})
     if (names == "").any():
-        raise DatasetError(f"{csv_path.name}: empty 'Image Index' at {csv_rows(frame, names == '')}")
+        raise DatasetError(
+            f"{csv_path.name}: empty 'Image Index' at {csv_rows(frame, names == '')}"
+        )
     dup = names.duplicated(keep=False)
     if dup.any():
-        raise DatasetError(f"{csv_path.name}: the same 'Image Index' appears more than once at {csv_rows(frame, dup)}; remove duplicate rows")
+        raise DatasetError(
+            f"{csv_path.name}: the same 'Image Index' appears more than once at "
+            f"{csv_rows(frame, dup)}; remove duplicate rows"
+        )
     labels = _finding_matrix(raw["Finding Labels"], frame, csv_path)
 
     images = Path(images_dir) if images_dir is not None else None
@@ -157,14 +189,20 @@ def load_nih(
     frame["split"] = _official_split(names, root)
     frame = pd.concat([frame, labels], axis=1)
     if "Patient Age" in raw:  # older releases write "058Y"
-        frame["age"] = pd.to_numeric(raw["Patient Age"].str.extract(r"(\d+)", expand=False), errors="coerce")
+        frame["age"] = pd.to_numeric(
+            raw["Patient Age"].str.extract(r"(\d+)", expand=False), errors="coerce"
+        )
     if "Patient Gender" in raw:
         frame["sex"] = raw["Patient Gender"].str.strip().str.upper().str[:1]
 
     source = f"NIH ChestX-ray14 ({csv_path})"
     if check_files:
         frame, dropped = apply_missing_policy(
-            frame, missing, where=str(csv_path), hint="pass missing='drop' (cxr data inspect --missing drop)", exists=exists
+            frame,
+            missing,
+            where=str(csv_path),
+            hint="pass missing='drop' (cxr data inspect --missing drop)",
+            exists=exists,
         )
         if dropped:
             source += f"; {dropped} rows without an image file dropped"

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-NIH_HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"
+)
 
 
 def write_image(path: Path, size: int = 16, seed: int = 0) -> Path:
@@ -28,14 +30,20 @@ def make_image():
 def nih_dir(tmp_path: Path):
     """Build an NIH-style folder from CSV rows (without header); images are written for every row."""
 
-    def build(rows: list[str], *, images: bool = True, header: str = NIH_HEADER, layout: str = "images") -> Path:
+    def build(
+        rows: list[str], *, images: bool = True, header: str = NIH_HEADER, layout: str = "images"
+    ) -> Path:
         root = tmp_path / "nih"
         root.mkdir(exist_ok=True)
         (root / "Data_Entry_2017.csv").write_text("\n".join([header, *rows]) + "\n")
         if images:
             for i, row in enumerate(rows):
                 name = row.split(",")[0]
-                folder = root / "images" if layout == "images" else root / f"images_{1 + i % 2:03d}" / "images"
+                folder = (
+                    root / "images"
+                    if layout == "images"
+                    else root / f"images_{1 + i % 2:03d}" / "images"
+                )
                 write_image(folder / name, seed=i)
         return root
 

@@ -46,17 +46,28 @@ def test_real_csv_parses_fast_and_matches_raw_counts(real_csv: Path, raw: pd.Dat
     for j, cls in enumerate(CLASSES):  # U-Ones: positives = 1.0 plus -1.0; blank -> 0
         assert labels[:, j].sum() == ((raw[cls] == 1) | (raw[cls] == -1)).sum(), cls
     assert not np.isnan(labels).any()
-    assert m.frame["view"].value_counts().to_dict() == {"AP": 161_590, "LATERAL": 32_387, "PA": 29_420, "LL": 16, "RL": 1}
+    assert m.frame["view"].value_counts().to_dict() == {
+        "AP": 161_590,
+        "LATERAL": 32_387,
+        "PA": 29_420,
+        "LL": 16,
+        "RL": 1,
+    }
     assert set(m.frame["sex"]) <= {"F", "M", ""}
 
 
 def test_policies_and_blank_on_real_rows(real_csv: Path, raw: pd.DataFrame) -> None:
     policy = {"default": "zeros", "Atelectasis": "ignore", "Edema": "ones"}
-    m = load_chexpert(real_csv, policy=policy, blank="unknown", frontal_only=True, check_files=False)
+    m = load_chexpert(
+        real_csv, policy=policy, blank="unknown", frontal_only=True, check_files=False
+    )
     frontal = raw[raw["Frontal/Lateral"] == "Frontal"].reset_index(drop=True)
     assert len(m) == len(frontal) == 191_027
     f = m.frame
-    assert f["Atelectasis"].isna().sum() == (frontal["Atelectasis"].isna() | (frontal["Atelectasis"] == -1)).sum()
+    assert (
+        f["Atelectasis"].isna().sum()
+        == (frontal["Atelectasis"].isna() | (frontal["Atelectasis"] == -1)).sum()
+    )
     assert f["Edema"].sum() == frontal["Edema"].isin([1, -1]).sum()
     assert f["Cardiomegaly"].sum() == (frontal["Cardiomegaly"] == 1).sum()
     assert f["Cardiomegaly"].isna().sum() == frontal["Cardiomegaly"].isna().sum()
@@ -69,9 +80,20 @@ def test_sample_with_images(sample: Path, tmp_path: Path) -> None:
     first = m.frame.iloc[0]
     assert first["image_id"] == "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
     assert first["path"] == str(tmp_path / first["image_id"])
-    assert (first["patient_id"], first["view"], first["sex"], first["age"]) == ("patient00001", "AP", "F", 68)
-    assert first["No Finding"] == 1.0 and first["Support Devices"] == 1.0 and first["Pleural Effusion"] == 0.0
-    second = m.frame.iloc[1]  # -1.0 Cardiomegaly -> 1 under U-Ones, 0 under U-Zeros, NaN under ignore
+    assert (first["patient_id"], first["view"], first["sex"], first["age"]) == (
+        "patient00001",
+        "AP",
+        "F",
+        68,
+    )
+    assert (
+        first["No Finding"] == 1.0
+        and first["Support Devices"] == 1.0
+        and first["Pleural Effusion"] == 0.0
+    )
+    second = m.frame.iloc[
+        1
+    ]  # -1.0 Cardiomegaly -> 1 under U-Ones, 0 under U-Zeros, NaN under ignore
     assert second["Cardiomegaly"] == 1.0
     assert load_chexpert(sample, policy="zeros").frame.iloc[1]["Cardiomegaly"] == 0.0
     assert np.isnan(load_chexpert(sample, policy="ignore").frame.iloc[1]["Cardiomegaly"])
@@ -83,7 +105,9 @@ def test_sample_with_images(sample: Path, tmp_path: Path) -> None:
 def test_missing_image_is_named(sample: Path, tmp_path: Path) -> None:
     gone = tmp_path / "CheXpert-v1.0-small/train/patient00003/study1/view1_frontal.jpg"
     gone.unlink()
-    with pytest.raises(DatasetError, match=r"1 of 20 images .*patient00003/study1/view1_frontal\.jpg"):
+    with pytest.raises(
+        DatasetError, match=r"1 of 20 images .*patient00003/study1/view1_frontal\.jpg"
+    ):
         load_chexpert(sample)
     assert len(load_chexpert(sample, missing="drop")) == 19
 
@@ -97,14 +121,18 @@ def _edit(csv: Path, row: int, column: str, value: str) -> None:
 @pytest.mark.parametrize("value", ["2.0", "maybe"])
 def test_bad_label_value_names_row_and_column(sample: Path, value: str) -> None:
     _edit(sample, 4, "Edema", value)
-    with pytest.raises(DatasetError, match=r"\['Edema'\] at row 6 \(CheXpert-v1.0-small/train/patient00003/"):
+    with pytest.raises(
+        DatasetError, match=r"\['Edema'\] at row 6 \(CheXpert-v1.0-small/train/patient00003/"
+    ):
         load_chexpert(sample)
 
 
 def test_missing_column(sample: Path) -> None:
     frame = pd.read_csv(sample).drop(columns=["Fracture"])
     frame.to_csv(sample, index=False)
-    with pytest.raises(DatasetError, match=r"lacks the column\(s\) \['Fracture'\].*found \['Path', 'Sex'"):
+    with pytest.raises(
+        DatasetError, match=r"lacks the column\(s\) \['Fracture'\].*found \['Path', 'Sex'"
+    ):
         load_chexpert(sample)
 
 

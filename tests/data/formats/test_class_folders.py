@@ -26,7 +26,9 @@ def test_real_pneumonia(pneumonia_root: Path) -> None:
     assert f.loc["train/NORMAL/IM-0467-0001-0001.jpeg", "patient_id"] == "IM-0467"
     assert f.loc["train/NORMAL/IM-0467-0001-0002.jpeg", "patient_id"] == "IM-0467"
     assert m.frame["patient_id"].nunique() == 2846  # 1,211 NORMAL + 1,635 PNEUMONIA patients
-    assert m.frame.loc[m.frame["patient_id"] == m.frame["image_id"].map(lambda i: Path(i).stem)].empty
+    assert m.frame.loc[
+        m.frame["patient_id"] == m.frame["image_id"].map(lambda i: Path(i).stem)
+    ].empty
     assert Path(f.loc["train/NORMAL/IM-0115-0001.jpeg", "path"]).is_file()
 
 
@@ -48,7 +50,11 @@ def test_real_covid(covid_root: Path) -> None:
     assert _counts(m) == {"COVID-19": 124, "No Finding": 375, "Pneumonia": 406}
     # NIH-derived file names carry the patient: 00000061_012 and 00000061_015 are one patient.
     f = m.frame.set_index("image_id")
-    assert f.loc["Pneumonia/00000061_012.png", "patient_id"] == f.loc["Pneumonia/00000061_015.png", "patient_id"] == "00000061"
+    assert (
+        f.loc["Pneumonia/00000061_012.png", "patient_id"]
+        == f.loc["Pneumonia/00000061_015.png", "patient_id"]
+        == "00000061"
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,7 +69,10 @@ def test_real_covid(covid_root: Path) -> None:
         ("im-0467-0001-0002", "im-0467"),
         ("NORMAL2-IM-1427-0001", "NORMAL2-IM-1427"),
         ("NORMAL2-IM-0467-0001-0001", "NORMAL2-IM-0467"),
-        ("IM-0467", "IM-0467"),  # no study number: not the convention, the stem stays its own patient
+        (
+            "IM-0467",
+            "IM-0467",
+        ),  # no study number: not the convention, the stem stays its own patient
         ("00001280_004", "00001280"),
         ("01E392EE-69F9-4E33", "01E392EE-69F9-4E33"),
     ],
@@ -82,7 +91,9 @@ def test_split_parents_hidden_and_other_files(tmp_path: Path, make_image) -> Non
     m = load_class_folders(tmp_path, classes=["pneumonia", "normal"])
     assert m.classes == ("Pneumonia", "Normal")
     assert sorted(m.frame["split"]) == ["", "", "test", "test", "val", "val"]
-    assert m.frame.set_index("image_id").loc["val/PNEUMONIA/person3P_virus_1.png", "Pneumonia"] == 1.0
+    assert (
+        m.frame.set_index("image_id").loc["val/PNEUMONIA/person3P_virus_1.png", "Pneumonia"] == 1.0
+    )
     assert "1 non-image files skipped" in m.source
     assert detect_format(tmp_path) == ("folders", tmp_path)
 

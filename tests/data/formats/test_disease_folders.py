@@ -29,12 +29,30 @@ def test_merges_files_across_diseases(dataset: Path) -> None:
     assert m.label_space.name == "disease_folders" and m.label_space.multilabel
     assert m.classes == ("Cardiomegaly", "Pleural Effusion")
     f = m.frame.set_index("image_id")
-    assert sorted(f.index) == ["00000001_000.png", "00000001_001.png", "00000002_000.png", "00000003_000.png"]
-    assert (f.loc["00000001_000.png", "Cardiomegaly"], f.loc["00000001_000.png", "Pleural Effusion"]) == (1.0, 1.0)
-    assert (f.loc["00000002_000.png", "Cardiomegaly"], f.loc["00000002_000.png", "Pleural Effusion"]) == (0.0, 1.0)
-    assert math.isnan(f.loc["00000003_000.png", "Cardiomegaly"]) and f.loc["00000003_000.png", "Pleural Effusion"] == 0.0
+    assert sorted(f.index) == [
+        "00000001_000.png",
+        "00000001_001.png",
+        "00000002_000.png",
+        "00000003_000.png",
+    ]
+    assert (
+        f.loc["00000001_000.png", "Cardiomegaly"],
+        f.loc["00000001_000.png", "Pleural Effusion"],
+    ) == (1.0, 1.0)
+    assert (
+        f.loc["00000002_000.png", "Cardiomegaly"],
+        f.loc["00000002_000.png", "Pleural Effusion"],
+    ) == (0.0, 1.0)
+    assert (
+        math.isnan(f.loc["00000003_000.png", "Cardiomegaly"])
+        and f.loc["00000003_000.png", "Pleural Effusion"] == 0.0
+    )
     assert math.isnan(f.loc["00000001_001.png", "Pleural Effusion"])
-    assert f.loc["00000001_001.png", "patient_id"] == f.loc["00000001_000.png", "patient_id"] == "00000001"
+    assert (
+        f.loc["00000001_001.png", "patient_id"]
+        == f.loc["00000001_000.png", "patient_id"]
+        == "00000001"
+    )
     assert Path(f.loc["00000001_000.png", "path"]).parent.name in ("disease", "no_finding")
     assert Path(f.loc["00000001_000.png", "path"]).is_file()
 
@@ -47,7 +65,10 @@ def test_detected_from_parent_or_dataset_folder(dataset: Path) -> None:
 
 def test_conflicting_filing_is_an_error(dataset: Path, make_image) -> None:
     make_image(dataset / "Dataset" / "Effusion" / "no_finding" / "00000001_000.png")
-    with pytest.raises(DatasetError, match=r"both disease/ and no_finding/ .*00000001_000\.png \(Pleural Effusion\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"both disease/ and no_finding/ .*00000001_000\.png \(Pleural Effusion\)",
+    ):
         load_disease_folders(dataset)
 
 

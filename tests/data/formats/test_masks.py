@@ -9,15 +9,19 @@ from cxr_core.data.formats.masks import load_mask_folders, read_mask
 from cxr_core.errors import DatasetError
 
 
-def _pair(root, name: str, size: int = 32, mask_size: int | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+def _pair(
+    root, name: str, size: int = 32, mask_size: int | None = None, mask: np.ndarray | None = None
+) -> np.ndarray:
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(root / "images" / f"{name}.png")
+    Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(
+        root / "images" / f"{name}.png"
+    )
     side = mask_size or size
     if mask is None:
         mask = np.zeros((side, side), np.uint8)
-        mask[side // 4: side // 2, side // 4: 3 * side // 4] = 255
+        mask[side // 4 : side // 2, side // 4 : 3 * side // 4] = 255
     Image.fromarray(mask).save(root / "masks" / f"{name}.png")
     return mask
 
@@ -38,7 +42,9 @@ def test_resizing_keeps_masks_binary(tmp_path):
     _pair(tmp_path, "a", size=64)
     pairs = load_mask_folders(tmp_path, size=32)
     assert pairs.masks.shape == (1, 32, 32) and pairs.masks.dtype == bool
-    assert pairs.masks.mean() == pytest.approx(0.125)  # a 16x32 block of 64x64, halved in each direction
+    assert pairs.masks.mean() == pytest.approx(
+        0.125
+    )  # a 16x32 block of 64x64, halved in each direction
 
 
 def test_label_maps_count_the_listed_labels(tmp_path):

@@ -12,15 +12,37 @@ from cxr_core.errors import DatasetError
 
 # Per-finding counts of the 2,074-image subset in ../shared/data/nih14 (shared data README).
 SUBSET_COUNTS = {
-    "Infiltration": 643, "Pleural Effusion": 581, "Atelectasis": 550, "Pneumonia": 539, "Mass": 319,
-    "Nodule": 298, "Pneumothorax": 279, "Cardiomegaly": 277, "Consolidation": 260, "Edema": 236,
-    "Pleural Thickening": 223, "Emphysema": 151, "Fibrosis": 123, "Hernia": 40,
+    "Infiltration": 643,
+    "Pleural Effusion": 581,
+    "Atelectasis": 550,
+    "Pneumonia": 539,
+    "Mass": 319,
+    "Nodule": 298,
+    "Pneumothorax": 279,
+    "Cardiomegaly": 277,
+    "Consolidation": 260,
+    "Edema": 236,
+    "Pleural Thickening": 223,
+    "Emphysema": 151,
+    "Fibrosis": 123,
+    "Hernia": 40,
 }
 # Published label statistics of the full ChestX-ray14 release (Wang et al. 2017, NIH release notes).
 FULL_COUNTS = {
-    "Infiltration": 19894, "Pleural Effusion": 13317, "Atelectasis": 11559, "Nodule": 6331, "Mass": 5782,
-    "Pneumothorax": 5302, "Consolidation": 4667, "Pleural Thickening": 3385, "Cardiomegaly": 2776,
-    "Emphysema": 2516, "Edema": 2303, "Fibrosis": 1686, "Pneumonia": 1431, "Hernia": 227,
+    "Infiltration": 19894,
+    "Pleural Effusion": 13317,
+    "Atelectasis": 11559,
+    "Nodule": 6331,
+    "Mass": 5782,
+    "Pneumothorax": 5302,
+    "Consolidation": 4667,
+    "Pleural Thickening": 3385,
+    "Cardiomegaly": 2776,
+    "Emphysema": 2516,
+    "Edema": 2303,
+    "Fibrosis": 1686,
+    "Pneumonia": 1431,
+    "Hernia": 227,
 }
 
 
@@ -39,7 +61,13 @@ def test_real_subset_counts(nih14_root: Path) -> None:
     assert set(m.frame["view"]) == {"PA", "AP"}
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in m.frame["path"].head(50))
     first = m.frame.iloc[0]
-    assert (first["image_id"], first["patient_id"], first["sex"], first["age"], first["Hernia"]) == ("00000003_001.png", "3", "F", 74, 1.0)
+    assert (
+        first["image_id"],
+        first["patient_id"],
+        first["sex"],
+        first["age"],
+        first["Hernia"],
+    ) == ("00000003_001.png", "3", "F", 74, 1.0)
 
 
 def test_full_csv_parses_to_published_counts(nih14_root: Path, labels_root: Path) -> None:
@@ -52,7 +80,10 @@ def test_full_csv_parses_to_published_counts(nih14_root: Path, labels_root: Path
 
 def test_full_csv_with_image_subset(nih14_root: Path, labels_root: Path) -> None:
     csv = labels_root / "Data_Entry_2017_v2020.csv.gz"
-    with pytest.raises(DatasetError, match=r"110046 of 112120 images .* not on disk: .*00000001_000\.png.*missing='drop'"):
+    with pytest.raises(
+        DatasetError,
+        match=r"110046 of 112120 images .* not on disk: .*00000001_000\.png.*missing='drop'",
+    ):
         load_nih(nih14_root, csv=csv)
     dropped = load_nih(nih14_root, csv=csv, missing="drop")
     assert len(dropped) == 2074
@@ -61,7 +92,9 @@ def test_full_csv_with_image_subset(nih14_root: Path, labels_root: Path) -> None
     # The v2020 relabelling changed a few findings, so compare identity and patients, not labels.
     assert sorted(dropped.frame["image_id"]) == sorted(local.frame["image_id"])
     patients = local.frame.set_index("image_id")["patient_id"]
-    assert dropped.frame.set_index("image_id")["patient_id"].equals(patients.reindex(dropped.frame["image_id"]))
+    assert dropped.frame.set_index("image_id")["patient_id"].equals(
+        patients.reindex(dropped.frame["image_id"])
+    )
 
 
 def test_official_lists_layout_and_names(nih_dir) -> None:
@@ -78,7 +111,10 @@ def test_official_lists_layout_and_names(nih_dir) -> None:
     m = load_nih(root)
     f = m.frame.set_index("image_id")
     assert list(f["split"]) == ["", "", "test"]
-    assert f.loc["00000001_000.png", "Pleural Effusion"] == 1.0 and f.loc["00000001_000.png", "Pleural Thickening"] == 1.0
+    assert (
+        f.loc["00000001_000.png", "Pleural Effusion"] == 1.0
+        and f.loc["00000001_000.png", "Pleural Thickening"] == 1.0
+    )
     assert m.labels()[1].sum() == 0
     assert f.loc["00000001_000.png", "age"] == 58
     assert f.loc["00000002_000.png", "view"] == "PA"
@@ -87,21 +123,37 @@ def test_official_lists_layout_and_names(nih_dir) -> None:
 
 
 def test_missing_column_lists_found_and_expected(nih_dir) -> None:
-    root = nih_dir(["a.png,Mass,0,1,40,F,PA"], header="Image Index,Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position")
-    with pytest.raises(DatasetError, match=r"lacks the column\(s\) \['Finding Labels'\].*found \['Image Index', 'Labels'"):
+    root = nih_dir(
+        ["a.png,Mass,0,1,40,F,PA"],
+        header="Image Index,Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position",
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"lacks the column\(s\) \['Finding Labels'\].*found \['Image Index', 'Labels'",
+    ):
         load_nih(root)
 
 
 def test_unknown_finding_names_the_row(nih_dir) -> None:
     root = nih_dir(["a.png,Mass,0,1,40,F,PA", "b.png,Mass|Tumour,0,2,40,F,PA"])
-    with pytest.raises(DatasetError, match=r"unknown finding label\(s\) \['Tumour'\] at row 3 \(b\.png\)"):
+    with pytest.raises(
+        DatasetError, match=r"unknown finding label\(s\) \['Tumour'\] at row 3 \(b\.png\)"
+    ):
         load_nih(root)
 
 
 def test_duplicate_image_index(nih_dir) -> None:
     root = nih_dir(["a.png,Mass,0,1,40,F,PA", "b.png,Mass,0,2,40,F,PA"], images=False)
     (root / "Data_Entry_2017.csv").write_text(
-        "\n".join(["Image Index,Finding Labels,Patient ID", "a.png,Mass,1", "b.png,Edema,2", "a.png,Edema,1"]) + "\n"
+        "\n".join(
+            [
+                "Image Index,Finding Labels,Patient ID",
+                "a.png,Mass,1",
+                "b.png,Edema,2",
+                "a.png,Edema,1",
+            ]
+        )
+        + "\n"
     )
     with pytest.raises(DatasetError, match=r"more than once at row 2 \(a\.png\), row 4 \(a\.png\)"):
         load_nih(root, check_files=False)
@@ -110,7 +162,9 @@ def test_duplicate_image_index(nih_dir) -> None:
 def test_blank_and_contradictory_findings(nih_dir) -> None:
     with pytest.raises(DatasetError, match=r"empty 'Finding Labels'.*row 3 \(b\.png\)"):
         load_nih(nih_dir(["a.png,Mass,0,1,40,F,PA", "b.png,,0,2,40,F,PA"]))
-    with pytest.raises(DatasetError, match=r"'No Finding' listed together with findings at row 2 \(a\.png\)"):
+    with pytest.raises(
+        DatasetError, match=r"'No Finding' listed together with findings at row 2 \(a\.png\)"
+    ):
         load_nih(nih_dir(["a.png,No Finding|Mass,0,1,40,F,PA"]))
 
 
@@ -120,13 +174,18 @@ def test_missing_image_is_named(nih_dir) -> None:
     with pytest.raises(DatasetError, match=r"1 of 2 images .* not on disk: .*images/b\.png"):
         load_nih(root)
     m = load_nih(root, missing="drop")
-    assert list(m.frame["image_id"]) == ["a.png"] and "1 rows without an image file dropped" in m.source
+    assert (
+        list(m.frame["image_id"]) == ["a.png"]
+        and "1 rows without an image file dropped" in m.source
+    )
 
 
 def test_labels_only_without_images(nih_dir) -> None:
     root = nih_dir(["a.png,Mass,0,1,,,"], images=False)
     m = load_nih(root, check_files=False)
     assert m.frame.loc[0, "path"] == str((root / "images" / "a.png").resolve())
-    assert math.isnan(m.frame.loc[0, "age"]) and np.array_equal(m.labels()[0], np.eye(14, dtype=np.float32)[NIH14.index("Mass")])
+    assert math.isnan(m.frame.loc[0, "age"]) and np.array_equal(
+        m.labels()[0], np.eye(14, dtype=np.float32)[NIH14.index("Mass")]
+    )
     with pytest.raises(DatasetError, match="no image folder found"):
         load_nih(root)

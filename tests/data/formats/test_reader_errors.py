@@ -12,15 +12,22 @@ from cxr_core.data.formats.files import read_label_csv
 from cxr_core.data.labels import CHEXPERT14
 from cxr_core.errors import DatasetError
 
-ROWS = ["00000001_000.png,No Finding,0,1,58,M,PA", "00000002_000.png,Hernia,0,2,81,F,PA",
-        "00000003_000.png,Mass,0,3,30,F,AP"]
+ROWS = [
+    "00000001_000.png,No Finding,0,1,58,M,PA",
+    "00000002_000.png,Hernia,0,2,81,F,PA",
+    "00000003_000.png,Mass,0,3,30,F,AP",
+]
 
 
 def test_non_utf8_bytes_in_an_nih_row(nih_dir):
     root = nih_dir(ROWS)
     csv = root / "Data_Entry_2017.csv"
-    csv.write_bytes(csv.read_bytes().replace(b"Hernia,0,2,81,F", "Hernia,0,2,81,F\xe9".encode("latin-1")))
-    with pytest.raises(DatasetError, match=r"Data_Entry_2017.csv: row 3 is not UTF-8 text \(byte 0xe9\)"):
+    csv.write_bytes(
+        csv.read_bytes().replace(b"Hernia,0,2,81,F", "Hernia,0,2,81,F\xe9".encode("latin-1"))
+    )
+    with pytest.raises(
+        DatasetError, match=r"Data_Entry_2017.csv: row 3 is not UTF-8 text \(byte 0xe9\)"
+    ):
         load_nih(root)
 
 
@@ -41,13 +48,20 @@ def test_header_only_csv(nih_dir):
 
 def _chexpert_csv(path, rows):
     header = ",".join(["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT14.classes])
-    lines = [header] + [",".join([r, "Male", "60", "Frontal", "PA", *(["1.0"] + [""] * 13)]) for r in rows]
+    lines = [header] + [
+        ",".join([r, "Male", "60", "Frontal", "PA", *(["1.0"] + [""] * 13)]) for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
 def test_chexpert_encoding_and_corrupt_gzip(tmp_path):
-    text = _chexpert_csv(tmp_path, ["CheXpert-v1.0/train/patient1/study1/view1_frontal.jpg",
-                                    "CheXpert-v1.0/train/patient2/study1/view1_frontal.jpg"])
+    text = _chexpert_csv(
+        tmp_path,
+        [
+            "CheXpert-v1.0/train/patient1/study1/view1_frontal.jpg",
+            "CheXpert-v1.0/train/patient2/study1/view1_frontal.jpg",
+        ],
+    )
     csv = tmp_path / "train.csv"
     csv.write_bytes(text.encode().replace(b"patient2", b"patient\xff2"))
     with pytest.raises(DatasetError, match=r"CheXpert label file .*train.csv: row 3 is not UTF-8"):
@@ -74,4 +88,6 @@ def test_reader_still_lets_callers_name_non_numeric_values(tmp_path):
     csv.write_text("a,b\n1,2\n3,oops\n")
     with pytest.raises(ValueError):
         read_label_csv(csv, "test file", dtype={"b": "float64"})
-    pd.testing.assert_frame_equal(read_label_csv(csv, "test file", dtype=str), pd.read_csv(csv, dtype=str))
+    pd.testing.assert_frame_equal(
+        read_label_csv(csv, "test file", dtype=str), pd.read_csv(csv, dtype=str)
+    )
