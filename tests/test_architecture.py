@@ -180,3 +180,42 @@ def test_exception_classes_live_in_errors() -> None:
                 if any(b.endswith(("Error", "Exception")) for b in bases):
                     outside.append(f"{path.relative_to(PACKAGE_ROOT)}:{node.name}")
     assert not outside, f"exception types outside errors.py: {outside}"
+
+
+# The dashboard sits above the library: app_pages/ (layout) -> dashboard/ (Streamlit helpers and
+# view-models) -> cxr_core. Nothing lower imports anything higher.
+REPO_ROOT = PACKAGE_ROOT.parent
+APP_TIERS = {"cxr_core": 0, "dashboard": 1, "app_pages": 2, "streamlit_app": 3}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def app_files() -> dict[Path, str]:
+    files = {p: "cxr_core" for p in PACKAGE_ROOT.rglob("*.py")}
+    files.update({p: "dashboard" for p in (REPO_ROOT / "dashboard").rglob("*.py")})
+    files.update({p: "app_pages" for p in (REPO_ROOT / "app_pages").rglob("*.py")})
+    files[REPO_ROOT / "streamlit_app.py"] = "streamlit_app"
+    return files
+
+
+def test_dashboard_tiers_import_downwards_only() -> None:
+    offences = []
+    for path, tier in app_files().items():
+        for name in top_level_imports(path) & set(APP_TIERS):
+            if APP_TIERS[name] > APP_TIERS[tier] or (name == tier == "app_pages"):
+                offences.append(f"{path.relative_to(REPO_ROOT)} imports {name}")
+    assert not offences, "pages -> dashboard -> cxr_core only:\n" + "\n".join(sorted(offences))
+
+
+def test_tier_check_sees_an_upward_import(tmp_path: Path) -> None:
+    upward = tmp_path / "bad.py"
+    upward.write_text("import dashboard.state\nfrom app_pages import review\n")
+    assert top_level_imports(upward) & set(APP_TIERS) == {"dashboard", "app_pages"}
