@@ -10,7 +10,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cxr_core.data.imaging import SUPPORTED_EXTENSIONS
 from cxr_core.models.tta import TTA_MODES
 from cxr_core.utils.csv_safe import SafeCSVWriter
 
@@ -85,13 +84,15 @@ def _heatmap_names(paths: list[Path]) -> dict[Path, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cxr_core.data.formats.files import list_image_files
     from cxr_core.inference.explain import explain_batch, method_class, overlay_png
     from cxr_core.inference.lungs import mask_png
-    from cxr_core.inference.predictor import Predictor, collect_image_paths
+    from cxr_core.inference.predictor import Predictor
 
     if args.heatmaps:
         method_class(args.method)  # an unknown method fails before the model is loaded
-    paths = collect_image_paths(args.paths, SUPPORTED_EXTENSIONS)
+    listing = list_image_files(args.paths)
+    paths = listing.images
     lungs = None
     if args.lungs is not None:
         from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
     print(
         f"wrote {out / 'predictions.csv'}: {len(paths)} images, {errors} unreadable or refused, "
-        f"{warned} with warnings",
+        f"{warned} with warnings" + (f"; {listing.summary()} (no row)" if listing.skipped else ""),
         file=sys.stderr,
     )
     return 1 if errors == len(paths) else 0
