@@ -504,7 +504,43 @@ def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
         "56 MP RGBA 16-bit declared with token data (limit on decoded bytes)",
     )
     add("jpeg_huge_dims.jpg", jpeg_with_size(gray_jpeg, 65000, 65000), "refuse", "SOF 65000x65000")
+    add(
+        "jpeg_desynchronised.jpeg",
+        desynchronised_jpeg(jpeg),
+        "refuse",
+        "one bit flipped in the scan: libjpeg desynchronises, fills blocks and only warns",
+    )
+    add(
+        "dicom_zeroed_band.dcm",
+        _dicom_zeroed_band(gray12),
+        "refuse",
+        "native DICOM (no checksum) with 40 rows of pixel data zeroed",
+    )
     return cases
+
+
+def desynchronised_jpeg(jpeg: bytes) -> bytes:
+    """The first one-bit flip inside the scan that leaves the scan length intact (the truncation
+    oracle sees nothing) but makes libjpeg-turbo warn about corrupt data."""
+    import simplejpeg
+
+    for offset in range(len(jpeg) // 3, len(jpeg) - 16, 37):
+        flipped = bytearray(jpeg)
+        flipped[offset] ^= 0x04
+        if _jpeg_shortfall(bytes(flipped)) is not None:
+            continue
+        try:
+            simplejpeg.decode_jpeg(bytes(flipped), colorspace="GRAY", strict=True)
+        except ValueError as exc:
+            if str(exc).startswith("Corrupt JPEG data"):
+                return bytes(flipped)
+    raise AssertionError("no desynchronising flip found")
+
+
+def _dicom_zeroed_band(gray12: np.ndarray) -> bytes:
+    pixels = gray12.copy()
+    pixels[100:140] = 0
+    return dicom_bytes(dicom_dataset(pixels))
 
 
 def _png_header_only(width: int, height: int, bit_depth: int = 8, color: int = 0) -> bytes:

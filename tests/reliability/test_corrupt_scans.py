@@ -12,7 +12,6 @@ from PIL import Image
 
 from cxr_core.data.imaging import load_image
 from cxr_core.data.imaging.integrity import interior_flat_run, jpeg_corruption
-from cxr_core.data.imaging.truncation import jpeg_shortfall
 from cxr_core.errors import CorruptImageError, CXRError
 from tests.reliability import crafted
 
@@ -51,19 +50,8 @@ def test_desynchronised_jpeg_mutants_are_refused_not_scored(originals):
             pytest.fail(f"{name} was accepted with flat bands")
 
 
-def _flip_that_only_the_decoder_sees(jpeg: bytes) -> bytes:
-    """A one-bit flip inside the scan that the truncation check does not notice (the decoder
-    desynchronises, fills blocks and only warns)."""
-    for offset in range(len(jpeg) // 3, len(jpeg) - 16, 37):
-        flipped = bytearray(jpeg)
-        flipped[offset] ^= 0x04
-        if jpeg_shortfall(bytes(flipped)) is None and jpeg_corruption(bytes(flipped)):
-            return bytes(flipped)
-    raise AssertionError("no such flip found")
-
-
 def test_one_flipped_bit_in_a_real_jpeg_is_named_by_the_decoder(originals):
-    data = _flip_that_only_the_decoder_sees(originals["kermany.jpeg"])
+    data = crafted.desynchronised_jpeg(originals["kermany.jpeg"])
     assert jpeg_corruption(data).startswith("Corrupt JPEG data")
     with pytest.raises(CorruptImageError, match="flipped.jpeg: the JPEG data is damaged"):
         load_image(data, name="flipped.jpeg")
