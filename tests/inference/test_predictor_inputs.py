@@ -81,3 +81,12 @@ def test_valid_arrays_of_every_real_dtype_are_still_scored(predictor):
     ):
         (prediction,) = predictor.predict([image])
         assert all(np.isfinite(v) for v in prediction.probabilities.values())
+
+
+def test_explain_accepts_a_path_like_the_image_it_names(predictor, nih_path):
+    from cxr_core.inference.explain import explain
+
+    by_path = explain(predictor, nih_path, "Mass")
+    by_image = explain(predictor, load_image(nih_path), "Mass")
+    assert by_path.shape == by_image.shape == load_image(nih_path).pixels.shape
+    np.testing.assert_allclose(by_path, by_image, atol=1e-6)
