@@ -85,6 +85,13 @@ def test_padding_at_the_edges_is_not_damage(originals):
     banded[150:200] = 17
     assert interior_flat_run(banded / 255.0)[:2] == (150, 200)
     assert interior_flat_run(banded.T / 255.0) == (0, 0, 0.0)  # columns: no interior band
+    buffer = io.BytesIO()
+    Image.fromarray(banded).save(buffer, "PNG")  # a drawing: PNG has its own checksums
+    assert load_image(buffer.getvalue(), name="drawing.png").pixels.shape == (400, 300)
+    buffer = io.BytesIO()
+    Image.fromarray(banded).save(buffer, "TIFF")  # no checksum: the band is taken as damage
+    with pytest.raises(CorruptImageError, match="rows 151-200 of 400"):
+        load_image(buffer.getvalue(), name="banded.tif")
 
 
 def _real_images(shared_data: Path, per_set: int | None) -> list[Path]:

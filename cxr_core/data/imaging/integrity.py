@@ -11,7 +11,10 @@ emits a warning that Pillow discards. Two checks refuse such files:
   revision) describe harmless header quirks and are let through.
 - :func:`check_flat_runs`: a run of flat rows (or columns) of one value *inside* the image,
   with content on both sides, of at least :data:`MIN_INTERIOR_RUN_FRACTION` of the image: what
-  zeroed or desynchronised data leaves in formats without a checksum (native DICOM). Detector
+  zeroed or desynchronised data leaves where nothing else would tell, in the formats without a
+  checksum or a decoder that reports damage (DICOM, whose native pixel data has neither, BMP and
+  TIFF; :data:`FLAT_RUN_FORMATS`). PNG carries CRCs and a zlib checksum, and JPEG has the check
+  above, so a PNG drawing with flat bands (a synthetic test image) is left alone. Detector
   noise makes every row of a real film vary, so such a band is damage, or a synthetic image
   (a document, a test pattern) that is no radiograph either. Flat bands touching an edge are
   how films are padded to a square or letterboxed (up to 40% of the rows of some NIH films),
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 MIN_INTERIOR_RUN_FRACTION = 1 / 8
 MIN_INTERIOR_RUN = 8  # pixels: below this a flat band is too thin to change what a model sees
+FLAT_RUN_FORMATS = frozenset({"DICOM", "BMP", "TIFF"})
 _CORRUPTION_WARNINGS = (
     "Corrupt JPEG data",
     "Premature end of JPEG file",

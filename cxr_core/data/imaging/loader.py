@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cxr_core.data.imaging.dicom import load_dicom
-from cxr_core.data.imaging.integrity import check_flat_runs
+from cxr_core.data.imaging.integrity import FLAT_RUN_FORMATS, check_flat_runs
 from cxr_core.data.imaging.limits import DEFAULT_LIMITS, ImageLimits, check_byte_count, read_file
 from cxr_core.data.imaging.raster import load_pil, open_pil
 from cxr_core.data.imaging.sniff import (
@@ -97,7 +97,7 @@ def load_image(
     if meta["constant"]:
         # A uniform image carries no anatomy; zeros keep every later normalisation finite.
         pixels = np.zeros_like(pixels)
-    else:
+    elif meta.get("format") in FLAT_RUN_FORMATS:
         check_flat_runs(pixels, label)
     if not pixels.flags.writeable:
         pixels = pixels.copy()
