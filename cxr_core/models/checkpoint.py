@@ -140,7 +140,9 @@ def stamp_checkpoint(path: str | Path, card: ModelCard, gate: dict[str, torch.Te
 def sign_checkpoint(path: str | Path) -> ModelCard:
     """Sign the card of a checkpoint written before cards were signed (or knowingly edited):
     the card is checked as on every load, the weights against their checksum, and the file
-    rewritten with the card as it is and its checksum (``cxr card sign``)."""
+    rewritten with the card as cxr reads it (fields an older card lacks written with their
+    defaults, e.g. an empty ``gate``) and its checksum (``cxr card sign``). The weight and gate
+    tensors are kept byte for byte."""
     path = Path(path)
     old = _load(path, signed=False)
     _rewrite(path, old.card, old.gate)
