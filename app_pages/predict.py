@@ -10,6 +10,7 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.artifacts.catalog import checkpoint_digest
+from cxr_core.artifacts.prediction_table import prediction_table_text
 from cxr_core.data.imaging import ImageLimits, LoadedImage, load_image
 from cxr_core.errors import CXRError
 from cxr_core.inference.explain import (
@@ -26,12 +27,11 @@ from cxr_core.inference.explain import (
 )
 from cxr_core.inference.findings import (
     FindingsSummary,
-    export_frame,
     summarise_findings,
 )
 from cxr_core.inference.lungs import LungSegmenter, heatmap_mass_in_mask, heatmap_within_mask
 from cxr_core.inference.predictor import Predictor
-from cxr_core.utils.csv_safe import frame_csv_text
+from cxr_core.inference.table_rows import upload_rows
 from dashboard import charts, reading, state, viewer
 from dashboard.tables import table_height
 from dashboard.widgets import cxr_errors, require_entry
@@ -383,21 +383,23 @@ st.dataframe(
         "warnings": st.column_config.TextColumn(width=160),
     },
 )
-export = export_frame(
+export = upload_rows(
     predictions,
+    images,
+    multilabel=multilabel,
     model=entry.name,
     checkpoint_digest=_digest(model_key, str(entry.model_path)),
     threshold_set=active.name,
-    multilabel=multilabel,
 )
 st.download_button(
     "Download all probabilities (CSV)",
-    frame_csv_text(export),
+    prediction_table_text(predictor.classes, export),
     file_name="predictions.csv",
     mime="text/csv",
     key="predict_csv",
     icon=":material/download:",
-    help="Every class's probability and threshold, the call, the model and its checkpoint SHA-256.",
+    help="Every class's probability and threshold, the call, the input gate's outcome and warnings, the model "
+    "and its checkpoint SHA-256.",
 )
 
 names = [f"{i + 1}. {im.name}" for i, im in enumerate(images)]

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cxr_core.artifacts.lung_model import lung_masker_for
+from cxr_core.artifacts.prediction_table import PROB_PREFIX, frame_rows, write_prediction_table
 from cxr_core.artifacts.run_dir import (
     PREDICTIONS_FILE,
     REPORT_FILE,
@@ -71,7 +72,7 @@ from cxr_core.metrics import (
 from cxr_core.models.card import CALIBRATION_METHOD, ModelCard
 from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cxr_core.models.tta import calibrate, class_probabilities
-from cxr_core.utils.atomic import write_atomically, write_text_atomically
+from cxr_core.utils.atomic import write_text_atomically
 from cxr_core.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -566,7 +567,10 @@ def score_predictions(
 
 def write_evaluation(out_dir: str | Path, predictions: pd.DataFrame, report: dict) -> Path:
     out_dir = Path(out_dir)
-    write_atomically(out_dir / PREDICTIONS_FILE, lambda tmp: predictions.to_csv(tmp, index=False))
+    classes = [
+        c.removeprefix(PROB_PREFIX) for c in predictions.columns if c.startswith(PROB_PREFIX)
+    ]
+    write_prediction_table(out_dir / PREDICTIONS_FILE, classes, frame_rows(predictions, classes))
     text = json.dumps(to_jsonable(report), indent=1, allow_nan=False)
     write_text_atomically(out_dir / REPORT_FILE, text)
     return out_dir
