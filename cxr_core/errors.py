@@ -61,3 +61,11 @@ class TrainingDivergedError(CXRError):
 
 class UnsuitableImageError(ImageLoadError):
     """An image was read but cannot be a radiograph (blank, near-constant, too small, absurd shape)."""
+
+
+class ReportError(CXRError):
+    """A DICOM result object or PDF report cannot be made for an input (not DICOM, no study to attach to)."""
+
+
+class PacsError(CXRError):
+    """The PACS (DICOMweb server) cannot be reached, refuses the credentials, or answers with an error."""

@@ -56,6 +56,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="also segment the lungs (default model: the bundled checkpoints/lungs)",
     )
+    p.add_argument(
+        "--dicom-out",
+        default=None,
+        metavar="DIR",
+        help="also write DICOM results for DICOM inputs: an SR of the findings, a Secondary Capture of the "
+        "called findings' overlay, a SEG of the lung mask with --lungs (DIR/<file>/, listed in DIR/index.csv)",
+    )
+    p.add_argument(
+        "--pdf-out", default=None, metavar="DIR", help="also write a one-page PDF report per image"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
         "--workers", type=int, default=2, help="threads decoding images while the model runs"
@@ -88,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from cxr_core.inference.explain import explain_batch, method_class, overlay_png
     from cxr_core.inference.lungs import mask_png
     from cxr_core.inference.predictor import Predictor, collect_image_paths
+    from cxr_core.reporting.export import exporter_for
 
     if args.heatmaps:
         method_class(args.method)  # an unknown method fails before the model is loaded
@@ -102,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(
         args.checkpoint, device=args.device, tta=args.tta, lungs=lungs
     )
+    exporter = exporter_for(predictor, args.checkpoint, args.dicom_out, args.pdf_out, lungs)
     classes = predictor.classes
     explain_class = None
     if args.heatmaps and args.class_name != ALL_POSITIVE:
@@ -122,9 +134,14 @@ def run(args: argparse.Namespace) -> int:
         writer = SafeCSVWriter(handle)
         writer.writerow(["path", *classes, "findings", "warnings", *lung_columns, "error"])
         results = predictor.iter_predict_files(
-            paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps
+            paths,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            keep_images=args.heatmaps or exporter is not None,
         )
         for result in results:
+            if exporter is not None:
+                exporter.export(result)
             if result.prediction is None:
                 errors += 1
                 writer.writerow(
@@ -175,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
                 result.image = result.lungs = None
             handle.flush()
             bar.update(1)
+    if exporter is not None:
+        exporter.close()
     print(
         f"wrote {out / 'predictions.csv'}: {len(paths)} images, {errors} unreadable or refused, "
         f"{warned} with warnings",
