@@ -21,7 +21,6 @@ from pydicom.dataset import Dataset
 
 from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.errors import CXRError, ReportError
-from cxr_core.inference.explain import DEFAULT_METHOD
 from cxr_core.inference.lungs import LungSegmenter
 from cxr_core.inference.predictor import FileResult, Predictor
 from cxr_core.reporting.dicom_sc import build_sc
@@ -30,12 +29,7 @@ from cxr_core.reporting.dicom_source import not_dicom_message, read_source_heade
 from cxr_core.reporting.dicom_sr import build_sr
 from cxr_core.reporting.outcome import derive_gate_outcome
 from cxr_core.reporting.pdf import build_pdf
-from cxr_core.reporting.study import (
-    ModelIdentity,
-    StudyResult,
-    ThresholdSource,
-    build_study_result,
-)
+from cxr_core.reporting.study import ReportContext, StudyResult, build_study_result
 from cxr_core.utils.atomic import write_atomically
 from cxr_core.utils.csv_safe import write_csv_rows
 
@@ -104,26 +98,15 @@ class StudyExporter:
     def __init__(
         self,
         predictor: Predictor,
-        checkpoint: str | os.PathLike[str],
+        context: ReportContext,
         *,
         dicom_out: str | os.PathLike[str] | None = None,
         pdf_out: str | os.PathLike[str] | None = None,
-        lungs: LungSegmenter | None = None,
-        method: str = DEFAULT_METHOD,
     ) -> None:
-        if predictor.card is None:
-            raise ReportError("reports need a model card: load the Predictor from a checkpoint")
         self.predictor = predictor
-        self.model = ModelIdentity.of_checkpoint(checkpoint, predictor.card)
-        self.thresholds = ThresholdSource("card", predictor.card.threshold_method)
-        self.lung_model = (
-            ModelIdentity.of_checkpoint(lungs.checkpoint.path, lungs.checkpoint.card)
-            if lungs is not None
-            else None
-        )
+        self.context = context
         self.dicom_out = Path(dicom_out) if dicom_out else None
         self.pdf_out = Path(pdf_out) if pdf_out else None
-        self.method = method
         self.rows: list[dict[str, str]] = []
         self._stems: set[str] = set()
 
@@ -150,15 +133,12 @@ class StudyExporter:
         )
         study = build_study_result(
             self.predictor,
+            self.context,
             name=Path(result.path).name,
             prediction=result.prediction,
             outcome=outcome,
-            model=self.model,
-            thresholds=self.thresholds,
             image=image,
             lung_mask=result.lungs.mask if result.lungs is not None else None,
-            lung_model=self.lung_model,
-            method=self.method,
         )
         return study, image
 
@@ -226,7 +206,8 @@ def exporter_for(
     """The exporter of a ``cxr predict`` run, or None when it asks for neither DICOM nor PDF."""
     if not dicom_out and not pdf_out:
         return None
-    return StudyExporter(predictor, checkpoint, dicom_out=dicom_out, pdf_out=pdf_out, lungs=lungs)
+    context = ReportContext.of_run(predictor, checkpoint, lungs=lungs)
+    return StudyExporter(predictor, context, dicom_out=dicom_out, pdf_out=pdf_out)
 
 
 def _not_dicom(path: str, image: LoadedImage | None) -> str:

@@ -16,8 +16,10 @@ import numpy as np
 
 from cxr_core.artifacts.catalog import checkpoint_digest
 from cxr_core.data.imaging import LoadedImage
+from cxr_core.errors import ReportError
 from cxr_core.inference.explain import DEFAULT_METHOD, explain_batch
 from cxr_core.inference.findings import NORMAL_CLASSES
+from cxr_core.inference.lungs import LungSegmenter
 from cxr_core.inference.predictor import Prediction, Predictor
 from cxr_core.models.card import ModelCard
 from cxr_core.reporting.outcome import GateOutcome
@@ -137,18 +139,51 @@ def called_heatmaps(
     return dict(zip(names, maps))
 
 
+@dataclass(frozen=True)
+class ReportContext:
+    """What every film of one run is reported with: the model, where its thresholds came from,
+    the lung model (when it runs) and the heatmap method of the overlays."""
+
+    model: ModelIdentity
+    thresholds: ThresholdSource
+    lung_model: ModelIdentity | None = None
+    method: str = DEFAULT_METHOD
+
+    @classmethod
+    def of_run(
+        cls,
+        predictor: Predictor,
+        checkpoint: str | os.PathLike[str],
+        *,
+        lungs: LungSegmenter | None = None,
+        thresholds: ThresholdSource | None = None,
+        name: str | None = None,
+    ) -> ReportContext:
+        """The context of a run of ``predictor`` (loaded from ``checkpoint``) at the card's
+        thresholds unless ``thresholds`` names another set."""
+        if predictor.card is None:
+            raise ReportError("reports need a model card: load the Predictor from a checkpoint")
+        card = predictor.card
+        return cls(
+            model=ModelIdentity.of_checkpoint(checkpoint, card, name=name),
+            thresholds=thresholds or ThresholdSource("card", card.threshold_method),
+            lung_model=(
+                ModelIdentity.of_checkpoint(lungs.checkpoint.path, lungs.checkpoint.card)
+                if lungs is not None
+                else None
+            ),
+        )
+
+
 def build_study_result(
     predictor: Predictor,
+    context: ReportContext,
     *,
     name: str,
     prediction: Prediction | None,
     outcome: GateOutcome,
-    model: ModelIdentity,
-    thresholds: ThresholdSource,
     image: LoadedImage | None = None,
     lung_mask: np.ndarray | None = None,
-    lung_model: ModelIdentity | None = None,
-    method: str = DEFAULT_METHOD,
 ) -> StudyResult:
     """A film's :class:`StudyResult`, with a heatmap of each called finding when ``image`` is given."""
     multilabel = predictor.label_space.multilabel
@@ -156,15 +191,15 @@ def build_study_result(
         name=name,
         outcome=outcome,
         findings=finding_calls(prediction, outcome, multilabel=multilabel),
-        model=model,
-        thresholds=thresholds,
+        model=context.model,
+        thresholds=context.thresholds,
         multilabel=multilabel,
         image=image,
-        heatmap_method=method,
+        heatmap_method=context.method,
         lung_mask=lung_mask,
-        lung_model=lung_model if lung_mask is not None else None,
+        lung_model=context.lung_model if lung_mask is not None else None,
     )
     if image is None:
         return result
-    heatmaps = called_heatmaps(predictor, image, [f.name for f in result.called], method)
-    return replace(result, heatmaps=heatmaps)
+    names = [f.name for f in result.called]
+    return replace(result, heatmaps=called_heatmaps(predictor, image, names, context.method))
