@@ -17,12 +17,16 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
+from cxr_core.artifacts.catalog import checkpoint_digest
 from cxr_core.cli.main import main
 from cxr_core.errors import PacsError
 from cxr_core.inference.predictor import Predictor
 from cxr_core.pacs.client import PacsClient
 from cxr_core.pacs.config import load_pacs_config
+from cxr_core.pacs.worklist import pacs_items
 from cxr_core.reporting.scoring import score_film
+from cxr_core.triage.cache import ScoreCache
+from cxr_core.triage.job import WorklistJob
 from tests.dicom_fixtures import new_ids, write_film
 from tests.orthanc_fixture import running_orthanc
 from tests.report_fixtures import ALWAYS_CALLED, tiny_nih14_checkpoint
@@ -191,3 +195,23 @@ def test_https_with_the_hospital_ca(tmp_path, films, capsys, monkeypatch):
                     environ={"CXR_PACS_PASSWORD": "nope"},
                 )
             ).check()
+
+
+def test_pacs_worklist_fetches_each_film_once(orthanc, films, checkpoint, tmp_path, monkeypatch):
+    client = _client(orthanc)
+    client.store([pydicom.dcmread(path) for path in films["paths"].values()])
+    items = pacs_items(client, date="20240101-20241231")
+    assert sorted(i.patient_id for i in items) == [
+        "P001",
+        "P002",
+        "P003",
+    ]  # the films, not our objects
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    cache = ScoreCache(tmp_path / "cache", checkpoint_digest(checkpoint))
+    first = WorklistJob(predictor, items, cache).start()
+    assert first.wait(120) and first.snapshot().done == 3
+    fetched = []
+    monkeypatch.setattr(PacsClient, "retrieve", lambda self, film: fetched.append(film) or b"")
+    again = WorklistJob(predictor, pacs_items(client, date="20240101-20241231"), cache).start()
+    assert again.wait(120)
+    assert fetched == [] and all(e.cached for e in again.snapshot().entries)
