@@ -16,7 +16,7 @@ from dashboard.tables import table_height
 from dashboard.widgets import cxr_errors, require_entry
 from dashboard.worklist_handover import open_in_reading_view
 
-LIVE_SECONDS = 0.75  # how often the table redraws while films are being scored
+LIVE_SECONDS = 1.0  # how often the table redraws while films are being scored
 
 
 def _open_folder() -> None:
@@ -36,8 +36,6 @@ def _source_controls() -> None:
         left, right = st.columns([4, 1], vertical_alignment="bottom")
         left.text_input("Folder on the server", key="wl_folder", placeholder="/data/exports/today")
         right.button("Open", key="wl_open_folder", on_click=_open_folder, type="primary")
-        if st.query_params.get(worklist.FOLDER_PARAM) and worklist.opened() is None:
-            _open_folder()  # a reload (or a bookmark) reopens the folder: scores come from the cache
     elif source == "Upload":
         files = st.file_uploader(
             f"Films (PNG, JPEG, DICOM; up to {worklist.MAX_UPLOADS})",
@@ -84,7 +82,7 @@ def _worklist_view(job: WorklistJob, predictor: Predictor, live: bool) -> None:
         st.rerun()  # everything scored: redraw once more without the timer
     st.progress(progress.done / max(progress.total, 1), text=worklist.progress_text(progress))
     classes = list(predictor.classes)
-    f1, f2, f3 = st.columns(3)
+    f1, f2, f3 = st.columns([1, 1, 1.4])
     critical = f1.multiselect(
         "Critical findings",
         classes,
@@ -104,8 +102,9 @@ def _worklist_view(job: WorklistJob, predictor: Predictor, live: bool) -> None:
     rows = triage_rows(progress.entries, predictor, thresholds, predictor.card.thresholds, critical)
     shown = filter_rows(rows, findings=findings, outcomes=outcomes)
     frame = worklist.display_frame(shown)
+    # While scoring, a plain table: styling every row on every redraw would slow the scoring down.
     event = st.dataframe(
-        frame.style.apply(worklist.row_styles(shown), axis=1),
+        frame if live else frame.style.apply(worklist.row_styles(shown), axis=1),
         hide_index=True,
         key="wl_table",
         on_select="rerun",
@@ -113,12 +112,17 @@ def _worklist_view(job: WorklistJob, predictor: Predictor, live: bool) -> None:
         height=min(table_height(len(frame)), 640),
         column_config={
             "rank": st.column_config.NumberColumn("#", width=40),
-            "critical": st.column_config.TextColumn(width=130),
-            "film": st.column_config.TextColumn(width=200),
+            "critical": st.column_config.TextColumn(width=125),
             "abnormality": st.column_config.ProgressColumn(
-                "abnormality", min_value=0.0, max_value=1.0, format="%.2f", width=110
+                "abnormality", min_value=0.0, max_value=1.0, format="%.2f", width=105
             ),
-            "note": st.column_config.TextColumn(width=260),
+            "top finding": st.column_config.TextColumn(width=125),
+            "film": st.column_config.TextColumn(width=150),
+            "patient": st.column_config.TextColumn(width=75),
+            "date": st.column_config.TextColumn(width=90),
+            "called": st.column_config.TextColumn(width=220),
+            "outcome": st.column_config.TextColumn(width=100),
+            "note": st.column_config.TextColumn(width=320),
         },
     )
     picked = event.selection.rows if event is not None else []
@@ -150,12 +154,16 @@ st.caption(
     f"Model **{entry.name}** · thresholds **{state.active_thresholds(entry).name}** · films are scored once "
     "and cached on the server, so reopening a worklist shows its scores at once."
 )
-_source_controls()
+if st.query_params.get(worklist.FOLDER_PARAM) and worklist.opened() is None:
+    st.session_state["wl_folder"] = st.query_params[worklist.FOLDER_PARAM]
+    _open_folder()  # a reload (or a bookmark) reopens the folder: its scores come from the cache
+opened = worklist.opened()
+with st.expander(f"Films: {opened.label}" if opened else "Open films", expanded=opened is None):
+    _source_controls()
 opened = worklist.opened()
 if opened is None:
     st.info("Open a folder, upload films or query the PACS to build a worklist.")
     st.stop()
-st.subheader(opened.label)
 job = worklist.job_for(predictor, entry, lungs, opened.items)
 if job.snapshot().finished:
     still_view(job, predictor, False)

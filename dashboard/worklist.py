@@ -24,7 +24,7 @@ from cxr_core.errors import ConfigError
 from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT
 from cxr_core.inference.predictor import Predictor
 from cxr_core.pacs.config import PacsConfig, load_pacs_config
-from cxr_core.reporting.outcome import OUTCOME_LABELS, SCORED
+from cxr_core.reporting.outcome import OUT_OF_DOMAIN, REFUSED, SCORED, UNREADABLE
 from cxr_core.triage.cache import ScoreCache, default_cache_dir
 from cxr_core.triage.items import WorklistItem, item_keys
 from cxr_core.triage.job import WorklistJob, WorklistProgress
@@ -122,8 +122,17 @@ def progress_text(progress: WorklistProgress) -> str:
     return text + f"; the rest are being scored ({progress.elapsed_s:.0f} s so far)."
 
 
+SHORT_OUTCOMES = {
+    SCORED: "scored",
+    OUT_OF_DOMAIN: "out of domain",
+    REFUSED: "refused",
+    UNREADABLE: "unreadable",
+}
+
+
 def outcome_label(outcome: str) -> str:
-    return OUTCOME_LABELS[outcome]
+    """The outcome in one or two words (filters, table cells); the reason says the rest."""
+    return SHORT_OUTCOMES[outcome]
 
 
 def display_frame(rows: Sequence[TriageRow]) -> pd.DataFrame:

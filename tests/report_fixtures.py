@@ -21,8 +21,11 @@ from cxr_core.models.checkpoint import save_checkpoint
 ALWAYS_CALLED = ("Pneumothorax", "Cardiomegaly")
 
 
-def tiny_nih14_checkpoint(folder: Path, name: str = "tiny_nih14") -> Path:
-    """``folder/name/model.safetensors``: an untrained 14-finding model with fixed calls."""
+def tiny_nih14_checkpoint(
+    folder: Path, name: str = "tiny_nih14", thresholds: dict[str, float] | None = None
+) -> Path:
+    """``folder/name/model.safetensors``: an untrained 14-finding model with fixed calls (or
+    the given ``thresholds``)."""
     torch.manual_seed(3)
     preprocess = PreprocessConfig(cache_size=64, input_size=64, in_chans=1)
     card = ModelCard(
@@ -31,7 +34,7 @@ def tiny_nih14_checkpoint(folder: Path, name: str = "tiny_nih14") -> Path:
         label_space=NIH14.to_dict(),
         preprocess=preprocess.to_dict(),
         in_chans=1,
-        thresholds={c: (0.0 if c in ALWAYS_CALLED else 1.0) for c in NIH14.classes},
+        thresholds=thresholds or {c: (0.0 if c in ALWAYS_CALLED else 1.0) for c in NIH14.classes},
         threshold_method="fixed for tests",
         provenance="untrained test fixture",
         data={"age_range": [18.0, 90.0]},

@@ -113,6 +113,7 @@ class WorklistJob:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._started = 0.0
+        self._ended: float | None = None
         self._first: float | None = None
         self._thread = threading.Thread(target=self._run, name="cxr-worklist", daemon=True)
 
@@ -143,15 +144,18 @@ class WorklistJob:
                 self._entries.append(WorklistEntry(item, score, cached))
                 if self._first is None:
                     self._first = time.perf_counter() - self._started
+        self._ended = time.perf_counter()
 
     def snapshot(self) -> WorklistProgress:
         with self._lock:
             entries = tuple(self._entries)
             first = self._first
+        finished = not self._thread.is_alive() and self._started > 0
+        end = self._ended if finished and self._ended is not None else time.perf_counter()
         return WorklistProgress(
             entries=entries,
             total=len(self.items),
-            finished=not self._thread.is_alive() and self._started > 0,
-            elapsed_s=time.perf_counter() - self._started if self._started else 0.0,
+            finished=finished,
+            elapsed_s=end - self._started if self._started else 0.0,
             first_entry_s=first,
         )

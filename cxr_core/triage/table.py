@@ -37,11 +37,11 @@ _OUTCOME_ORDER = {SCORED: 0, OUT_OF_DOMAIN: 1, REFUSED: 2, UNREADABLE: 3}
 COLUMNS = (
     "rank",
     "critical",
+    "abnormality",
+    "top finding",
     "film",
     "patient",
     "date",
-    "abnormality",
-    "top finding",
     "called",
     "outcome",
     "note",
