@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import worklist
 from dashboard.worklist_handover import HANDOVER, HandedOverFilm
+from tests.dicom_fixtures import new_ids, write_film
 from tests.report_fixtures import tiny_nih14_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,14 +82,19 @@ def test_no_pacs_configured_says_how(setup, env):
     assert any("No PACS is configured" in i.value for i in at.info)
 
 
-def test_predict_page_reads_a_handed_over_film(setup, env):
+@pytest.mark.parametrize("kind", ["png", "dicom"])
+def test_predict_page_reads_a_handed_over_film(setup, env, kind, tmp_path):
     png = sorted(setup["films"].glob("*.png"))[0]
+    film = png if kind == "png" else write_film(png, tmp_path / "film.dcm", new_ids("P9", "A9"))
     at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "predict.py"), default_timeout=TIMEOUT)
     at.session_state["cxr_selected_checkpoint"] = str(setup["checkpoint"].parent.resolve())
-    at.session_state[HANDOVER] = HandedOverFilm(png.name, png.read_bytes())
+    at.session_state[HANDOVER] = HandedOverFilm(film.name, film.read_bytes())
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(png.name in s.value for s in at.subheader)
+    assert any(film.name in s.value for s in at.subheader)
     assert any("Opened from the worklist" in c.value for c in at.caption)
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Report (PDF)" in labels
+    assert ("DICOM results (SR, overlay, SEG)" in labels) == (kind == "dicom")
+    if kind == "png":
+        assert any("is not a DICOM file" in c.value for c in at.caption)

@@ -8,8 +8,10 @@ highdicom, sit in its film's study, and give back every number exactly as predic
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import zipfile
 
 import highdicom as hd
 import numpy as np
@@ -23,9 +25,15 @@ from pydicom.sr.codedict import codes
 from cxr_core.artifacts.catalog import checkpoint_digest
 from cxr_core.cli.main import main
 from cxr_core.data.labels import NIH14
+from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
+from cxr_core.inference.predictor import Predictor
 from cxr_core.models.checkpoint import read_model_card
 from cxr_core.reporting import codes as cxr_codes
+from cxr_core.reporting.dicom_source import read_source_header
+from cxr_core.reporting.export import dicom_objects, dicom_zip
 from cxr_core.reporting.overlay import PALETTE
+from cxr_core.reporting.scoring import film_study_result, score_film
+from cxr_core.reporting.study import ReportContext
 from tests.dicom_fixtures import film_dataset, new_ids, write_film
 from tests.report_fixtures import ALWAYS_CALLED, tiny_nih14_checkpoint
 
@@ -218,3 +226,20 @@ def test_pdf_report_per_film(run):
     assert pages == 1 and "refused" in text and "blank" in text
     pages, text = _pdf_text(run["out"] / "pdf" / "plain.pdf")
     assert pages == 1 and "Not a DICOM file" in text
+
+
+def test_download_zip_holds_the_same_objects_as_the_cli(run):
+    """The dashboard's path (one film's bytes -> score -> objects -> ZIP) gives the CLI's objects."""
+    lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT, device="cpu")
+    predictor = Predictor.from_checkpoint(run["checkpoint"], device="cpu", lungs=lungs)
+    context = ReportContext.of_run(predictor, run["checkpoint"], lungs=lungs)
+    data = (run["films"] / "adult.dcm").read_bytes()
+    result = film_study_result(predictor, context, score_film(predictor, data, "adult.dcm"))
+    archive = zipfile.ZipFile(
+        io.BytesIO(dicom_zip(dicom_objects(result, read_source_header(data))))
+    )
+    assert sorted(archive.namelist()) == ["findings_sr.dcm", "lungs_seg.dcm", "overlay_sc.dcm"]
+    for name in archive.namelist():
+        zipped = pydicom.dcmread(io.BytesIO(archive.read(name)))
+        written = pydicom.dcmread(run["out"] / "dicom" / "adult" / name)
+        assert zipped.SOPInstanceUID == written.SOPInstanceUID, name
