@@ -17,6 +17,8 @@ from dashboard.widgets import cxr_errors, require_entry
 from dashboard.worklist_handover import open_in_reading_view
 
 LIVE_SECONDS = 1.0  # how often the table redraws while films are being scored
+SHOWN = "wl_shown_keys"  # the films in the order the reader last saw them
+PICKED = "wl_picked_key"  # the film the reader selected
 
 
 def _open_folder() -> None:
@@ -74,14 +76,8 @@ def _pacs_controls() -> None:
             worklist.open_items(f"{len(found)} PACS films", found)
 
 
-def _worklist_view(job: WorklistJob, predictor: Predictor, live: bool) -> None:
-    """Runs as a fragment: progress, filters and table redraw without the rest of the page."""
-    entry = state.selected_entry()
-    progress = job.snapshot()
-    if live and progress.finished:
-        st.rerun()  # everything scored: redraw once more without the timer
-    st.progress(progress.done / max(progress.total, 1), text=worklist.progress_text(progress))
-    classes = list(predictor.classes)
+def _filters(classes: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Critical findings, findings a film must call, gate outcomes shown (this reader's choice)."""
     f1, f2, f3 = st.columns([1, 1, 1.4])
     critical = f1.multiselect(
         "Critical findings",
@@ -98,16 +94,42 @@ def _worklist_view(job: WorklistJob, predictor: Predictor, live: bool) -> None:
         key="wl_outcomes",
         format_func=worklist.outcome_label,
     )
+    return critical, findings, outcomes
+
+
+def _remember_pick() -> None:
+    """The film the reader selected, by key: rows move while films are still being scored, so
+    the row index is read against the rows the reader saw when clicking."""
+    rows = st.session_state["wl_table"].selection.rows
+    shown = st.session_state.get(SHOWN, [])
+    st.session_state[PICKED] = shown[rows[0]] if rows and rows[0] < len(shown) else None
+
+
+def _open_selected(job: WorklistJob, row) -> None:
+    item = next(i for i in job.items if i.key == row.key)
+    if st.button(f"Open {row.name} in the reading view", type="primary", key="wl_read"):
+        with cxr_errors():
+            open_in_reading_view(item.name, item.read())
+
+
+def _worklist_view(job: WorklistJob, predictor: Predictor, live: bool) -> None:
+    """Runs as a fragment: progress, filters and table redraw without the rest of the page."""
+    entry = state.selected_entry()
+    progress = job.snapshot()
+    if live and progress.finished:
+        st.rerun()  # everything scored: redraw once more without the timer
+    st.progress(progress.done / max(progress.total, 1), text=worklist.progress_text(progress))
+    critical, findings, outcomes = _filters(list(predictor.classes))
     thresholds = state.active_thresholds(entry).thresholds
     rows = triage_rows(progress.entries, predictor, thresholds, predictor.card.thresholds, critical)
     shown = filter_rows(rows, findings=findings, outcomes=outcomes)
     frame = worklist.display_frame(shown)
-    # While scoring, a plain table: styling every row on every redraw would slow the scoring down.
-    event = st.dataframe(
+    # While scoring, a plain table (redrawn every second); tinted rows once every film is scored.
+    st.dataframe(
         frame if live else frame.style.apply(worklist.row_styles(shown), axis=1),
         hide_index=True,
         key="wl_table",
-        on_select="rerun",
+        on_select=_remember_pick,
         selection_mode="single-row",
         height=min(table_height(len(frame)), 640),
         column_config={
@@ -125,17 +147,14 @@ def _worklist_view(job: WorklistJob, predictor: Predictor, live: bool) -> None:
             "note": st.column_config.TextColumn(width=320),
         },
     )
-    picked = event.selection.rows if event is not None else []
+    st.session_state[SHOWN] = [r.key for r in shown]
     st.caption(
         f"{len(shown)} of {len(rows)} films shown · most abnormal first, critical findings on top; films "
         "the input gate kept from being called come last. Select a row to open it in the reading view."
     )
-    if picked:
-        row = shown[picked[0]]
-        item = next(i for i in job.items if i.key == row.key)
-        if st.button(f"Open {row.name} in the reading view", type="primary", key="wl_read"):
-            with cxr_errors():
-                open_in_reading_view(item.name, item.read())
+    picked = next((r for r in shown if r.key == st.session_state.get(PICKED)), None)
+    if picked is not None:
+        _open_selected(job, picked)
 
 
 live_view = st.fragment(_worklist_view, run_every=LIVE_SECONDS)

@@ -68,3 +68,10 @@ def test_insecure_tls_is_warned_about(caplog):
     caplog.set_level(logging.WARNING)
     PacsClient(load_pacs_config(url="https://h/dw", overrides={"verify_tls": False}, environ={}))
     assert "TLS certificate checks are OFF" in caplog.text
+
+
+def test_score_needs_a_selection_of_studies(capsys):
+    from cxr_core.cli.main import main
+
+    assert main(["pacs", "score", "--url", "http://127.0.0.1:9/dw", "--checkpoint", "x"]) == 2
+    assert "say which studies to score" in capsys.readouterr().err

@@ -124,7 +124,7 @@ def test_store_query_score_and_find_results(orthanc, films, pacs_env, checkpoint
 
 
 @pytest.mark.slow
-def test_scoring_again_stores_nothing_new(orthanc, films, pacs_env, checkpoint, capsys):
+def test_scoring_again_stores_nothing_new(orthanc, films, pacs_env, checkpoint, capsys, tmp_path):
     client = _client(orthanc)
     study = films["ids"]["feb"].study_uid
     client.store([pydicom.dcmread(films["paths"]["feb"])])
@@ -134,6 +134,10 @@ def test_scoring_again_stores_nothing_new(orthanc, films, pacs_env, checkpoint, 
     assert main([*args, "--checkpoint", str(checkpoint)]) == 0
     assert sorted(f.sop_uid for f in client.find_films(study, modalities=None)) == first
     assert len(first) == 4  # the film, its SR, overlay and lung SEG
+    out = tmp_path / "retrieved"
+    assert main(["pacs", "retrieve", *pacs_env, "--study", study, "--out", str(out)]) == 0
+    retrieved = {pydicom.dcmread(p).SOPInstanceUID for p in out.glob("*.dcm")}
+    assert retrieved == set(first)
     capsys.readouterr()
 
 

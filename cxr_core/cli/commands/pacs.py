@@ -128,12 +128,15 @@ def run_query(args: argparse.Namespace) -> int:
 
 
 def run_retrieve(args: argparse.Namespace) -> int:
+    from cxr_core.utils.atomic import write_atomically
+
     client = _client(args)
     films = client.find_films(args.study, modalities=None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for film in films:
-        (out / f"{film.sop_uid}.dcm").write_bytes(client.retrieve(film))
+        data = client.retrieve(film)
+        write_atomically(out / f"{film.sop_uid}.dcm", lambda tmp, d=data: tmp.write_bytes(d))
     print(f"retrieved {len(films)} instance(s) of study {args.study} into {out}")
     return 0
 
@@ -158,10 +161,16 @@ def run_store(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from cxr_core.errors import ConfigError
     from cxr_core.inference.predictor import Predictor
     from cxr_core.pacs.roundtrip import RoundTripOptions, score_and_store_study
     from cxr_core.reporting.study import ReportContext
 
+    if not (args.study or args.date or args.patient or args.limit):
+        raise ConfigError(
+            "say which studies to score: --study UID, or --date / --patient / --limit "
+            "(scoring every chest study of a PACS is never what is meant)"
+        )
     client = _client(args)
     lungs = None
     if args.lungs is not None:
