@@ -147,10 +147,16 @@ def _story(result: StudyResult, source: Dataset | None) -> list:
     ]
     if result.image is not None:
         scale = display_scale(result.image.pixels.shape)
-        film, overlay = film_rgb(result.image.pixels, scale), outlined_film(result, scale)
-        story.append(Table([[_panel(film), _panel(overlay)]]))
-        caption = OUTLINE_MEANING.format(method=result.heatmap_method, level=OUTLINE_LEVEL)
-        story.append(Paragraph(_text("Left: the film. Right: " + caption), small))
+        film = _panel(film_rgb(result.image.pixels, scale))
+        if result.called:
+            story.append(Table([[film, _panel(outlined_film(result, scale))]]))
+            caption = "Left: the film. Right: " + OUTLINE_MEANING.format(
+                method=result.heatmap_method, level=OUTLINE_LEVEL
+            )
+        else:
+            story.append(Table([[film]]))
+            caption = "The film. No finding is called, so there is no overlay."
+        story.append(Paragraph(_text(caption), small))
     heading = styles["Heading4"]
     story += [
         Paragraph("Findings", heading),
