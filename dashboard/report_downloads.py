@@ -103,7 +103,7 @@ def report_downloads(
         right.caption(why or "DICOM results need the original DICOM file.")
         return
     right.download_button(
-        "DICOM results (SR, overlay, SEG)",
+        "DICOM results (ZIP)",
         data=lambda: dicom_zip(dicom_objects(study(), header)),
         file_name=f"{stem}_dicom_results.zip",
         mime="application/zip",

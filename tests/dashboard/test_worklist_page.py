@@ -95,6 +95,6 @@ def test_predict_page_reads_a_handed_over_film(setup, env, kind, tmp_path):
     assert any("Opened from the worklist" in c.value for c in at.caption)
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Report (PDF)" in labels
-    assert ("DICOM results (SR, overlay, SEG)" in labels) == (kind == "dicom")
+    assert ("DICOM results (ZIP)" in labels) == (kind == "dicom")
     if kind == "png":
         assert any("is not a DICOM file" in c.value for c in at.caption)
