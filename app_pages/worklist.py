@@ -45,7 +45,7 @@ def _source_controls() -> None:
             key="wl_uploads",
         )
         if files and st.button("Score these films", key="wl_open_upload", type="primary"):
-            batch = [(f.name, f.getvalue()) for f in files[: worklist.MAX_UPLOADS]]
+            batch = [(f.name, f.getvalue) for f in files[: worklist.MAX_UPLOADS]]
             worklist.open_items(f"{len(batch)} uploaded films", upload_items(batch))
     else:
         _pacs_controls()

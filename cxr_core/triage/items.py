@@ -54,16 +54,17 @@ def folder_items(folder: str | os.PathLike[str]) -> list[WorklistItem]:
     ]
 
 
-def upload_items(files: Iterable[tuple[str, bytes]]) -> list[WorklistItem]:
-    """An uploaded batch: (file name, bytes) pairs; the key is the content hash, so the same file
-    uploaded twice is one film."""
+def upload_items(files: Iterable[tuple[str, Callable[[], bytes]]]) -> list[WorklistItem]:
+    """An uploaded batch: (file name, function returning its bytes) pairs.
+
+    The key is the content hash, so the same file uploaded twice is one film. Each file is read
+    once here, to hash it, and again only when scored: the items keep the reader, not a copy of
+    the bytes (the upload widget holds them already).
+    """
     items: dict[str, WorklistItem] = {}
-    for name, data in files:
-        key = hashlib.sha256(data).hexdigest()
-        items.setdefault(
-            key,
-            WorklistItem(key=key, name=name, read=lambda d=data: d, source=SOURCE_UPLOAD),
-        )
+    for name, read in files:
+        key = hashlib.sha256(read()).hexdigest()
+        items.setdefault(key, WorklistItem(key=key, name=name, read=read, source=SOURCE_UPLOAD))
     return list(items.values())
 
 

@@ -95,7 +95,7 @@ def test_reopened_worklist_is_not_rescored(setup, tmp_path, monkeypatch):
     assert all(e.cached for e in second.entries) and second.done == 12
     for a, b in zip(first.entries, second.entries):
         assert a.score == b.score  # exactly what was stored
-    renamed = [(f"copy of {p.name}", p.read_bytes()) for p in sorted(setup["films"].glob("0*.png"))]
+    renamed = [(f"copy of {p.name}", p.read_bytes) for p in sorted(setup["films"].glob("0*.png"))]
     uploaded = _run(setup, upload_items(renamed + renamed[:2]), tmp_path / "cache")
     assert uploaded.done == 8 and all(e.cached for e in uploaded.entries)  # same bytes, same score
 
