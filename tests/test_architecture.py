@@ -1,7 +1,8 @@
 """The package layout is the architecture: imports only go down the data flow, never in a circle.
 
 Layers, lowest first (a module may import its own layer's package and anything lower):
-errors -> utils -> data, metrics -> models -> artifacts -> evaluation, inference -> training -> cli.
+errors -> utils -> data, metrics -> models -> artifacts -> evaluation, inference -> training, reporting
+-> triage -> pacs -> cli.
 Packages that share a layer stay independent of each other.
 """
 
@@ -25,8 +26,11 @@ LAYERS: dict[str, int] = {
     "evaluation": 5,
     "inference": 5,
     "training": 6,
-    "cli": 7,
-    "__main__": 8,  # python -m cxr_core: the entry point above everything
+    "reporting": 6,  # DICOM SR / SC / SEG and PDF of a scored film
+    "triage": 7,  # the worklist: films scored in the background, cached, sorted
+    "pacs": 8,  # DICOMweb: query, retrieve, score, store back
+    "cli": 9,
+    "__main__": 10,  # python -m cxr_core: the entry point above everything
 }
 
 

@@ -57,6 +57,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="also segment the lungs (default model: the bundled checkpoints/lungs)",
     )
+    p.add_argument(
+        "--dicom-out",
+        default=None,
+        metavar="DIR",
+        help="also write DICOM results for DICOM inputs: an SR of the findings, a Secondary Capture of the "
+        "called findings' overlay, a SEG of the lung mask with --lungs (DIR/<file>/, listed in DIR/index.csv)",
+    )
+    p.add_argument(
+        "--pdf-out", default=None, metavar="DIR", help="also write a one-page PDF report per image"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
         "--workers", type=int, default=2, help="threads decoding images while the model runs"
@@ -90,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from cxr_core.data.formats.files import list_image_files
     from cxr_core.inference.explain import method_class
     from cxr_core.inference.predictor import Predictor
+    from cxr_core.reporting.export import exporter_for
 
     if args.heatmaps:
         method_class(args.method)  # an unknown method fails before the model is loaded
@@ -105,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(
         args.checkpoint, device=args.device, tta=args.tta, lungs=lungs
     )
+    exporter = exporter_for(predictor, args.checkpoint, args.dicom_out, args.pdf_out, lungs)
     explain_class = None
     if args.heatmaps and args.class_name != ALL_POSITIVE:
         explain_class = predictor.classes[predictor.label_space.index(args.class_name)]
@@ -114,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if lungs is not None:
         (out / "lungs").mkdir(exist_ok=True)
     counts: Counter[str] = Counter()
-    rows = _rows(args, predictor, paths, out, explain_class, lungs is not None, counts)
+    rows = _rows(args, predictor, paths, out, explain_class, lungs is not None, counts, exporter)
     write_prediction_table(
         out / "predictions.csv",
         predictor.classes,
@@ -123,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         thresholds=predictor.label_space.multilabel,
         extra=LUNG_COLUMNS if lungs is not None else (),
     )
+    if exporter is not None:
+        exporter.close()
     skipped = f"; {listing.summary()} (no row)" if listing.skipped else ""
     print(
         f"wrote {out / 'predictions.csv'}: {len(paths)} images, {counts['not scored']} unreadable or "
@@ -135,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
 LUNG_COLUMNS = ("lung_fraction", "lung_warning")
 
 
-def _rows(args, predictor, paths, out, explain_class, with_lungs, counts) -> Iterator:
-    """One table row per file, as the predictor yields them, writing heatmaps and lung masks."""
+def _rows(args, predictor, paths, out, explain_class, with_lungs, counts, exporter) -> Iterator:
+    """One table row per file, as the predictor yields them, writing heatmaps, lung masks and
+    (with an exporter) DICOM results and PDF reports."""
     from cxr_core.inference.explain import explain_batch, overlay_png
     from cxr_core.inference.lungs import mask_png
     from cxr_core.inference.table_rows import file_row
@@ -144,9 +159,14 @@ def _rows(args, predictor, paths, out, explain_class, with_lungs, counts) -> Ite
     names = _heatmap_names(paths)
     multilabel = predictor.label_space.multilabel
     results = predictor.iter_predict_files(
-        paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps
+        paths,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        keep_images=args.heatmaps or exporter is not None,
     )
     for result in tqdm(results, total=len(paths), desc="predict", unit="img"):
+        if exporter is not None:
+            exporter.export(result)
         extra = dict.fromkeys(LUNG_COLUMNS, "") if with_lungs else {}
         pred = result.prediction
         counts["not scored" if pred is None else "warned" if pred.warnings else "plain"] += 1
