@@ -27,16 +27,23 @@ short-lived connection. A database that stays locked past the timeout is a
 
 Schema versions (``PRAGMA user_version``): 0 is the first, single-reader layout (one verdict
 per session, image and class); 2 added readers, history, positions and adjudications; 3 added
-a box for "where"; 4 (this one) adds ``reveals``. Older files are migrated in place on open,
+a box for "where"; 4 added ``reveals``; 5 (this one) adds ``users`` and ``audit_log``
+(:mod:`cxr_core.artifacts.user_store`, :mod:`cxr_core.artifacts.audit_log`, which declare them).
+Older files are migrated in place on open,
 inside one transaction, keeping every verdict. Verdicts saved before readers were named have an empty
 reader; the migration names them :data:`LEGACY_READER`, a name no reader can take, so they
 stay visible as one reader in every table and export and nobody can change them.
+
+Who acts: a store opened for the dashboard acts for its signed-in user (:meth:`ReviewStore.acting`);
+one opened without an actor (the command line, a script) acts for the process's operator, an
+admin (:func:`cxr_core.access.roles.operator`), as whoever holds the file holds its data anyway.
 
 The file lives in ``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -48,12 +55,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cxr_core.access.roles import Actor, operator
+from cxr_core.artifacts import audit_log, user_store
+from cxr_core.artifacts.audit_log import AuditLog
+from cxr_core.artifacts.user_store import UserStore
 from cxr_core.errors import ReviewStoreError
 from cxr_core.utils.csv_safe import write_records_csv
+from cxr_core.utils.paths import state_dir
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 VERDICTS: tuple[str, ...] = ("agree", "model_wrong", "label_wrong", "unsure")
 FINDINGS: tuple[str, ...] = ("present", "absent", "unsure")
 MODES: tuple[str, ...] = ("unblinded", "blind_labels", "blind_all")
@@ -162,6 +174,9 @@ CREATE TABLE IF NOT EXISTS reveals (
 CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, image_id, class_name, reviewer);
 """
 
+_AUTH_TABLES = f"{user_store.TABLE};{audit_log.TABLE}"
+"""Who may do what, and who did: the users (with roles) and the append-only audit log."""
+
 _FIELDS = (
     "session_id",
     "image_id",
@@ -180,9 +195,8 @@ _FIELDS = (
 
 
 def default_review_dir() -> Path:
-    """``$CXR_REVIEW_DIR`` when set, else ``~/.cxr``."""
-    env = os.environ.get("CXR_REVIEW_DIR", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cxr"
+    """``$CXR_REVIEW_DIR`` when set, else ``~/.cxr`` (the install's state folder)."""
+    return state_dir()
 
 
 def _now() -> str:
@@ -252,10 +266,19 @@ class Adjudication:
 class ReviewStore:
     """Sessions, verdicts, their history and adjudications in one SQLite file (created on first use)."""
 
-    def __init__(self, folder: str | os.PathLike | None = None, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike | None = None,
+        *,
+        timeout_s: float = 30.0,
+        actor: Actor | None = None,
+    ) -> None:
         self.folder = Path(folder).expanduser() if folder is not None else default_review_dir()
         self.path = self.folder / DB_NAME
         self.timeout_s = timeout_s
+        self.actor = actor if actor is not None else operator()
+        self.audit = AuditLog(self._connect)
+        self.users = UserStore(self._connect, self.audit)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._migrate()
@@ -263,6 +286,12 @@ class ReviewStore:
             raise ReviewStoreError(
                 f"cannot open the review database {self.path} ({exc}); set CXR_REVIEW_DIR to a writable folder"
             ) from None
+
+    def acting(self, actor: Actor) -> ReviewStore:
+        """This store acting for ``actor``: their role is checked and their name audited on every change."""
+        bound = copy.copy(self)
+        bound.actor = actor
+        return bound
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -313,6 +342,11 @@ class ReviewStore:
                         if statement.strip():
                             conn.execute(statement)
                     self._to_v3(conn)
+                    for statement in _AUTH_TABLES.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    for guard in audit_log.GUARDS:
+                        conn.execute(guard)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     if "verdicts" in tables:
                         logger.info(

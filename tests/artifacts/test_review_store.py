@@ -282,7 +282,7 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
     folder = tmp_path / "old"
     old_database(folder)
     store = ReviewStore(folder)
-    assert store.schema_version() == SCHEMA_VERSION == 4
+    assert store.schema_version() == SCHEMA_VERSION == 5
     first = store.session(1)
     assert (first.name, first.position, first.mode, first.classes) == (
         "AB 2024-05-01",
@@ -340,7 +340,7 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
             1, "00000002_000.png", "Edema", "model_wrong", reviewer=" Unnamed (before  readers) "
         )
     again = ReviewStore(folder)  # opening a migrated file again changes nothing
-    assert len(again.verdicts()) == 4 and again.schema_version() == 4
+    assert len(again.verdicts()) == 4 and again.schema_version() == 5
 
 
 def test_migration_by_two_processes_at_once_loses_nothing(tmp_path):
@@ -361,7 +361,7 @@ def test_schema_2_database_migrates_to_boxes_and_names_its_unnamed_verdicts(tmp_
     folder = tmp_path / "v2"
     old_database(folder, V2_ROWS, V2_SCHEMA)
     store = ReviewStore(folder)
-    assert store.schema_version() == 4
+    assert store.schema_version() == 5
     by_reader = {v.reviewer: v for v in store.verdicts(1)}
     assert set(by_reader) == {LEGACY_READER, "CD"}
     assert (by_reader[LEGACY_READER].verdict, by_reader[LEGACY_READER].updated) == (
@@ -440,7 +440,7 @@ def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
     }
     assert len(before["verdicts"]) == 5 and len(before["verdict_history"]) == 6
     store = ReviewStore(folder)
-    assert store.schema_version() == 4
+    assert store.schema_version() == 5
     assert {t: _rows(path, t) for t in before} == before
     assert _rows(path, "reveals") == []
     ab = {v.class_name: v for v in store.verdicts(1, reviewer="AB")}
@@ -461,7 +461,7 @@ def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
     store.reveal(1, "AB")
     with pytest.raises(ReviewStoreError, match="would not be blinded"):
         store.record(1, "b.png", "Mass", reviewer="AB", finding="absent")
-    assert ReviewStore(folder).schema_version() == 4 and len(store.verdicts()) == 6
+    assert ReviewStore(folder).schema_version() == 5 and len(store.verdicts()) == 6
 
 
 def test_reveal_is_recorded_per_reader_and_persists(store, tmp_path):
