@@ -5,7 +5,8 @@ The same identifier always gives the same pseudonym on one install (exports stay
 files and over time), nobody without the key can compute or reverse it (a plain hash of a
 patient ID could be recomputed from a list of IDs), and an install's owner can still find a
 film by hashing its ID again. The key is 32 random bytes, hex-encoded in
-``$CXR_PSEUDONYM_KEY`` (a file path) or ``<state folder>/pseudonym.key``, created on first use
+``$CXR_PSEUDONYM_KEY`` (a file path) or ``pseudonym.key`` beside the review database (the state
+folder, ``$CXR_REVIEW_DIR`` or ``~/.cxr``), created on first use
 with permissions 0600; it never appears in a message, a log line or a ``repr``. Servers that
 share one review database should share the key file too, or their exports will not link.
 """
@@ -44,10 +45,13 @@ IDENTIFYING_COLUMNS: tuple[str, ...] = (
 """Columns an export replaces by pseudonyms (those it has)."""
 
 
-def key_path() -> Path:
-    """Where this install's pseudonym key is (``$CXR_PSEUDONYM_KEY`` or the state folder's)."""
+def key_path(folder: str | os.PathLike[str] | None = None) -> Path:
+    """Where this install's pseudonym key is: ``$CXR_PSEUDONYM_KEY``, else ``folder`` (the review
+    database's) or the state folder."""
     env = os.environ.get(KEY_ENV, "").strip()
-    return Path(env).expanduser() if env else state_dir() / KEY_FILE
+    if env:
+        return Path(env).expanduser()
+    return (Path(folder).expanduser() if folder is not None else state_dir()) / KEY_FILE
 
 
 def _create_key(path: Path) -> None:
@@ -104,7 +108,7 @@ class Pseudonymiser:
 
     @classmethod
     def for_install(cls, path: str | os.PathLike[str] | None = None) -> Pseudonymiser:
-        """The install's pseudonymiser; its key is created on first use."""
+        """The pseudonymiser with the key at ``path`` (default :func:`key_path`), created on first use."""
         where = Path(path) if path is not None else key_path()
         if not where.is_file():
             _create_key(where)

@@ -63,7 +63,9 @@ ACTIONS: dict[str, tuple[str, str]] = {
 
 VIA_LOCAL = "local"  # the single user of an install with no sign-in (127.0.0.1 only)
 VIA_CLI = "cli"  # the operator of the command line
+VIA_CLI_AS = "cli_as"  # the command line run as a listed user (--as NAME), with their role
 SIGN_IN_VIAS = ("oidc", "password", "proxy")
+IDENTIFIED_VIAS = (*SIGN_IN_VIAS, VIA_CLI_AS)
 
 
 def check_role(role: str) -> str:
@@ -95,7 +97,7 @@ def role_table() -> list[dict[str, str]]:
 @dataclass(frozen=True)
 class Actor:
     """Who an action is done as: a name (the reader name stored with their work), a role, and how
-    they came in (``local``, ``cli`` or one of :data:`SIGN_IN_VIAS`)."""
+    they came in (``local``, ``cli``, ``cli_as`` or one of :data:`SIGN_IN_VIAS`)."""
 
     name: str
     role: str
@@ -106,9 +108,10 @@ class Actor:
         check_role(self.role)
 
     @property
-    def signed_in(self) -> bool:
-        """True for a user who signed in: their name is who they are, not something they typed."""
-        return self.via in SIGN_IN_VIAS
+    def identified(self) -> bool:
+        """True for a user whose name is who they are (signed in, or a listed user named with
+        ``--as``), not a name someone typed."""
+        return self.via in IDENTIFIED_VIAS
 
     def may(self, action: str) -> bool:
         return allows(self.role, action)
@@ -128,10 +131,10 @@ class Actor:
         """The name work is saved under: a signed-in user's own, whatever ``name`` was asked for.
 
         A local install's single user and the command line's operator may name any reader (they
-        hold the database file anyway); a signed-in user asking for another name is refused.
+        hold the database file anyway); an identified user asking for another name is refused.
         """
         clean = " ".join(str(name or "").split())
-        if not self.signed_in:
+        if not self.identified:
             return clean
         if clean and clean.casefold() != self.name.casefold():
             raise AccessDeniedError(

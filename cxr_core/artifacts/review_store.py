@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cxr_core.access.pseudonym import Pseudonymiser, key_path
 from cxr_core.access.roles import Actor, operator
 from cxr_core.artifacts import audit_log, user_store
 from cxr_core.artifacts.audit_log import AuditLog
@@ -286,6 +287,10 @@ class ReviewStore:
             raise ReviewStoreError(
                 f"cannot open the review database {self.path} ({exc}); set CXR_REVIEW_DIR to a writable folder"
             ) from None
+
+    def pseudonymiser(self) -> Pseudonymiser:
+        """The install's pseudonymiser: its key beside this database unless ``$CXR_PSEUDONYM_KEY`` names one."""
+        return Pseudonymiser.for_install(key_path(self.folder))
 
     def acting(self, actor: Actor) -> ReviewStore:
         """This store acting for ``actor``: their role is checked and their name audited on every change."""

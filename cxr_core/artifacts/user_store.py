@@ -176,7 +176,7 @@ class UserStore:
     def set_password(self, actor: Actor, name: str, password: str) -> None:
         """Set a local account's password: an admin for anyone, a signed-in user for themselves."""
         name = clean_user_name(name)
-        if not (actor.signed_in and actor.name.casefold() == name.casefold()):
+        if not (actor.identified and actor.name.casefold() == name.casefold()):
             actor.require(roles.MANAGE_USERS)
         digest = passwords.hash_password(password)
         with self._connect() as conn:
@@ -261,3 +261,12 @@ class UserStore:
                 f"(cxr users add {name} --role reader --no-password)"
             )
         return Actor(user.name if user is not None else name, role, via, client)
+
+    def named(self, name: str) -> Actor:
+        """The command line run as a listed user (``--as NAME``): their name and role, nothing more."""
+        user = self.get(name)
+        if user is None:
+            raise AccessDeniedError(
+                f"there is no user named {clean_user_name(name)} (cxr users list shows them)"
+            )
+        return Actor(user.name, user.role, roles.VIA_CLI_AS)

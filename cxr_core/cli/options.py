@@ -68,3 +68,31 @@ def bootstrap_settings(args: argparse.Namespace, card: ModelCard) -> tuple[int, 
     )
     seed = args.seed if args.seed is not None else int(validation.get("seed") or DEFAULT_SEED)
     return n_boot, seed
+
+
+def add_actor_options(parser: argparse.ArgumentParser, *, db_required: bool = False) -> None:
+    """--db / --as: which review database, and whose role the command runs with."""
+    parser.add_argument(
+        "--db",
+        required=db_required,
+        default=None,
+        help="folder holding review.sqlite3 (the dashboard's CXR_REVIEW_DIR"
+        + ("" if db_required else "; default: CXR_REVIEW_DIR, else ~/.cxr")
+        + ")",
+    )
+    parser.add_argument(
+        "--as",
+        dest="as_user",
+        default=None,
+        metavar="USER",
+        help="run with USER's role (as listed by `cxr users list`) and see what they would; "
+        "default: you, the operator, as admin",
+    )
+
+
+def acting_store(args: argparse.Namespace):
+    """The review database of ``--db`` acting for ``--as USER``, else for the operator (an admin)."""
+    from cxr_core.artifacts.review_store import ReviewStore
+
+    store = ReviewStore(args.db)
+    return store.acting(store.users.named(args.as_user)) if args.as_user else store

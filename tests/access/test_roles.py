@@ -47,7 +47,7 @@ def test_an_unknown_role_is_refused() -> None:
         Actor("x", "superuser", "oidc")
 
 
-def test_a_signed_in_user_works_under_their_own_name_only() -> None:
+def test_a_identified_user_works_under_their_own_name_only() -> None:
     alice = Actor("Alice", "admin", "oidc")
     assert alice.as_self("", "a call") == "Alice"
     assert alice.as_self("  alice ", "a call") == "Alice"
@@ -60,7 +60,7 @@ def test_a_signed_in_user_works_under_their_own_name_only() -> None:
 def test_the_local_user_and_the_operator_may_name_any_reader() -> None:
     assert local_user("  Dr  A ").as_self("Bob", "a call") == "Bob"
     assert local_user().role == operator().role == "admin"
-    assert not local_user().signed_in and not operator().signed_in
+    assert not local_user().identified and not operator().identified
     assert operator("ops").name == "ops" and operator().via == "cli"
 
 
