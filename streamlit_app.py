@@ -1,18 +1,21 @@
 """Dashboard entry point: page router plus the sidebar model picker shared by every page.
 
 Run with ``streamlit run streamlit_app.py``. Checkpoints are looked for in ``checkpoints/``
-(or the folders in ``CXR_CHECKPOINT_DIRS``); review verdicts go to ``CXR_REVIEW_DIR``.
+(or the folders in ``CXR_CHECKPOINT_DIRS``); review verdicts go to ``CXR_REVIEW_DIR``. Before any
+page runs, :func:`dashboard.auth.require_user` signs the user in (or, on a local install with no
+sign-in, refuses every other computer); the Users and Audit log pages are listed for admins only.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from cxr_core.access import roles
 from cxr_core.errors import CXRError
+from dashboard.auth import require_user
 from dashboard.widgets import PAGE_ICON, model_picker, reader_box
 
 st.set_page_config(page_title="CXR classifier dashboard", page_icon=str(PAGE_ICON), layout="wide")
-
 PAGES = [
     st.Page("app_pages/predict.py", title="Predict", icon=":material/upload_file:", default=True),
     st.Page("app_pages/performance.py", title="Performance", icon=":material/monitoring:"),
@@ -21,6 +24,11 @@ PAGES = [
     st.Page("app_pages/worklist.py", title="Worklist", icon=":material/format_list_numbered:"),
     st.Page("app_pages/models.py", title="Models", icon=":material/description:"),
 ]
+user = require_user(PAGES)  # nobody signed in: the sign-in page, and nothing below runs
+if user.may(roles.MANAGE_USERS):
+    PAGES.append(st.Page("app_pages/users.py", title="Users", icon=":material/group:"))
+if user.may(roles.READ_AUDIT):
+    PAGES.append(st.Page("app_pages/audit.py", title="Audit log", icon=":material/history:"))
 
 page = st.navigation(PAGES)
 reader_box()

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import streamlit as st
 
+from cxr_core.access import roles
 from cxr_core.artifacts.catalog import checkpoint_digest
-from cxr_core.artifacts.prediction_table import prediction_table_text
 from cxr_core.data.imaging import ImageLimits, LoadedImage, load_image
 from cxr_core.errors import CXRError
 from cxr_core.inference.explain import (
@@ -355,6 +355,8 @@ for upload in files:
         st.error(str(exc), icon=":material/error:")
 if not images:
     st.stop()
+for image, digest in zip(images, digests):
+    state.film_viewed(image.name, "Predict", sha1=digest[:12])
 
 lung_views = None
 if lung_model.segmenter is not None:
@@ -394,9 +396,18 @@ export = upload_rows(
     checkpoint_digest=_digest(model_key, str(entry.model_path)),
     threshold_set=active.name,
 )
+keep_names = st.toggle(
+    "Keep file names in the download",
+    key="predict_csv_names",
+    disabled=not state.may(roles.VIEW_PATIENT_DATA),
+    help="Off: each file name is replaced by this install's pseudonym (the same file, the same "
+    "pseudonym), as file names can identify patients.",
+)
 st.download_button(
     "Download all probabilities (CSV)",
-    prediction_table_text(predictor.classes, export),
+    lambda: state.released_table(
+        predictor.classes, export, identifiable=keep_names, what="Predict page download"
+    ),
     file_name="predictions.csv",
     mime="text/csv",
     key="predict_csv",
@@ -419,19 +430,21 @@ for warning in predictions[position].warnings:
 left, right = st.columns([1, 1], gap="medium")
 with left:
     st.markdown(reading.headline(summary))
+    may_identify = state.may(roles.VIEW_PATIENT_DATA)
     fields = reading.dicom_fields(
-        image.meta, show_identifiers=st.session_state.get(f"ids_{ident}", False)
+        image.meta, show_identifiers=may_identify and st.session_state.get(f"ids_{ident}", False)
     )
     if image.meta.get("format") == "DICOM":
         st.markdown(
             "**DICOM header** · "
             + (" · ".join(f"{k}: {v}" for k, v in fields) or "no view, age, sex or date")
         )
-        st.toggle(
-            "Show patient identifiers",
-            key=f"ids_{ident}",
-            help="Off by default: only the patient ID can be shown (names are never read from the file).",
-        )
+        if may_identify:
+            st.toggle(
+                "Show patient identifiers",
+                key=f"ids_{ident}",
+                help="Off by default: only the patient ID can be shown (names are never read from the file).",
+            )
     st.caption(reading.intensity_text(image.meta))
     st.caption(
         reading.lung_area_text(lung_views[position].result.check)

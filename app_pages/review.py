@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from cxr_core.access import roles
 from cxr_core.artifacts.catalog import OUTCOMES, resolve_image_path
 from cxr_core.artifacts.review_store import FINDINGS, MODES, REASONS, ReviewStore
 from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
@@ -582,7 +583,12 @@ where = {
 left, right = st.columns([3, 2], gap="large")
 with right:
     st.markdown(
-        f"**Image** `{image_id}` · **patient** `{record.get('patient_id', '')}`"
+        f"**Image** `{image_id}`"
+        + (
+            f" · **patient** `{record.get('patient_id', '')}`"
+            if state.may(roles.VIEW_PATIENT_DATA)
+            else ""
+        )
         + (" · :green[✓ reviewed by you]" if done else "")
     )
     if revealed and not done:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from cxr_core.artifacts.catalog import CheckpointEntry, check_folder
 from cxr_core.errors import CXRError
-from dashboard import state
+from dashboard import auth, state
 from dashboard.tables import fmt  # noqa: F401 - pages import it from here
 
 PAGE_ICON = Path(__file__).resolve().parent / "assets" / "page_icon.png"
@@ -45,7 +45,19 @@ def _label(entry: CheckpointEntry) -> str:
 
 
 def reader_box() -> str:
-    """Sidebar: the reader's name, asked once per browser session and kept in the URL across reloads."""
+    """Sidebar: who is reading. Signed in: the user, their role and the sign-out button (a
+    ``?reader=`` in the URL is dropped). A local install: the name, asked once per browser session
+    and kept in the URL across reloads, and a note that only this computer can open the dashboard."""
+    config = state.auth_config()
+    if config.signs_in:
+        if state.READER_PARAM in st.query_params:
+            del st.query_params[state.READER_PARAM]
+        auth.user_box(config, state.actor())
+        return state.reader()
+    st.sidebar.caption(
+        ":material/computer: Single-user local install: no sign-in, so only this computer "
+        "(127.0.0.1) can open it."
+    )
     state.restore_reader()
     st.sidebar.text_input(
         "Reader",

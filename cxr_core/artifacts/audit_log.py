@@ -29,7 +29,7 @@ from cxr_core.access.pseudonym import Pseudonymiser
 from cxr_core.access.roles import Actor
 from cxr_core.errors import ReviewStoreError
 from cxr_core.utils.atomic import write_text_atomically
-from cxr_core.utils.csv_safe import write_records_csv
+from cxr_core.utils.csv_safe import records_csv_text
 
 SIGN_IN = "sign_in"
 SIGN_IN_FAILED = "sign_in_failed"
@@ -238,6 +238,19 @@ class AuditLog:
             ).fetchall()
         return [_entry(r) for r in rows]
 
+    def read(
+        self,
+        actor: Actor,
+        *,
+        since: str | None = None,
+        user: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """:meth:`entries` for someone allowed to read the audit log (admins), else refused."""
+        actor.require(roles.READ_AUDIT)
+        return self.entries(since=since, user=user, action=action, limit=limit)
+
     def failed_sign_ins(self, name_key: str, minutes: float) -> tuple[int, str]:
         """(failed password sign-ins on a name in the last ``minutes`` since its last good one, time
         of the latest failure), for locking an account that is being guessed at. Sign-in events
@@ -256,6 +269,42 @@ class AuditLog:
             ).fetchone()
         return int(row[0]), row[1] or ""
 
+    def export_text(
+        self,
+        actor: Actor,
+        *,
+        pseudonymiser: Pseudonymiser | None,
+        since: str | None = None,
+        fmt: str = "csv",
+        where: str = "a download",
+    ) -> tuple[str, int]:
+        """(the log oldest first as CSV or JSON lines, its number of events), for an admin; films
+        pseudonymised unless ``pseudonymiser`` is None (which needs the right to see patient
+        identifiers). The export itself is audited, with ``where`` it went."""
+        if pseudonymiser is None:
+            actor.require(roles.VIEW_PATIENT_DATA)
+        if fmt not in ("csv", "jsonl"):
+            raise ReviewStoreError(f"audit export format '{fmt}' is not one of: csv, jsonl")
+        records = [asdict(e) for e in reversed(self.read(actor, since=since))]
+        if pseudonymiser is not None:
+            records = pseudonymiser.records(records, ("film",))
+        if fmt == "csv":
+            flat = [{**r, "detail": json.dumps(r["detail"], sort_keys=True)} for r in records]
+            text = records_csv_text(flat, COLUMNS)
+        else:
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        self.record(
+            actor,
+            AUDIT_EXPORTED,
+            target=where,
+            detail={
+                "rows": len(records),
+                "format": fmt,
+                "pseudonymised": pseudonymiser is not None,
+            },
+        )
+        return text, len(records)
+
     def export(
         self,
         actor: Actor,
@@ -265,31 +314,9 @@ class AuditLog:
         since: str | None = None,
         fmt: str = "csv",
     ) -> int:
-        """Write the log (oldest first) as CSV or JSON lines; films pseudonymised unless
-        ``pseudonymiser`` is None (which needs the right to see patient identifiers)."""
-        actor.require(roles.READ_AUDIT)
-        if pseudonymiser is None:
-            actor.require(roles.VIEW_PATIENT_DATA)
-        if fmt not in ("csv", "jsonl"):
-            raise ReviewStoreError(f"audit export format '{fmt}' is not one of: csv, jsonl")
-        records = [asdict(e) for e in reversed(self.entries(since=since))]
-        if pseudonymiser is not None:
-            records = pseudonymiser.records(records, ("film",))
-        if fmt == "csv":
-            flat = [{**r, "detail": json.dumps(r["detail"], sort_keys=True)} for r in records]
-            write_records_csv(path, flat, COLUMNS)
-        else:
-            write_text_atomically(
-                path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-            )
-        self.record(
-            actor,
-            AUDIT_EXPORTED,
-            target=str(path),
-            detail={
-                "rows": len(records),
-                "format": fmt,
-                "pseudonymised": pseudonymiser is not None,
-            },
+        """Write :meth:`export_text` to ``path`` (atomically); returns the number of events."""
+        text, n = self.export_text(
+            actor, pseudonymiser=pseudonymiser, since=since, fmt=fmt, where=str(path)
         )
-        return len(records)
+        write_text_atomically(path, text)
+        return n
