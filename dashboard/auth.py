@@ -94,17 +94,24 @@ def require_user(pages: Sequence[StreamlitPage] = ()) -> Actor:
             icon=":material/error:",
         )
         st.stop()
-    actor = _current_user(config, address, headers)
+    actor = _current_user(config, address, headers, pages)
     if actor is None:
-        if pages:
-            st.navigation(list(pages), position="hidden")  # keeps the URL; no page is run
-        _sign_in_page(config)
+        _sign_in_page(config, pages)
         st.stop()
     last = st.session_state.get(LAST_ACTIVE)
     if last is not None and config.idle_expired(last, time.time()):
-        sign_out(config, f"signed out after {config.idle_minutes:g} minutes without activity")
+        why = f"signed out after {_duration(config.idle_seconds)} without activity"
+        sign_out(config, why, pages)
     st.session_state[LAST_ACTIVE] = time.time()
     return actor
+
+
+def _duration(seconds: float) -> str:
+    """``10 minutes``, ``1 minute`` or, below a minute, ``3 seconds``."""
+    if seconds < 60:
+        return f"{seconds:.0f} second{'s' if round(seconds) != 1 else ''}"
+    minutes = seconds / 60
+    return f"{minutes:g} minute{'s' if minutes != 1 else ''}"
 
 
 def _refuse_client(config: AuthConfig, address: str) -> None:
@@ -135,7 +142,9 @@ def _refuse_client(config: AuthConfig, address: str) -> None:
     st.stop()
 
 
-def _current_user(config: AuthConfig, address: str, headers: dict[str, str]) -> Actor | None:
+def _current_user(
+    config: AuthConfig, address: str, headers: dict[str, str], pages: Sequence[StreamlitPage]
+) -> Actor | None:
     """The signed-in user with their role as it is now, or None when nobody is signed in."""
     users = state.users()
     signed = st.session_state.get(state.ACTOR)
@@ -152,7 +161,7 @@ def _current_user(config: AuthConfig, address: str, headers: dict[str, str]) -> 
             actor = _proxy_user(config, address, headers)
     except SignInError as exc:
         if config.mode == "local":  # the account was removed while signed in
-            sign_out(config, "signed out: your account was removed")
+            sign_out(config, "signed out: your account was removed", pages)
         st.session_state.pop(state.ACTOR, None)
         _no_role_page(config, str(exc))
     if actor is None:
@@ -195,8 +204,12 @@ def _heading() -> None:
         st.info(f"You were {note}.", icon=":material/logout:")
 
 
-def _sign_in_page(config: AuthConfig) -> None:
-    """What a visitor who is not signed in sees: nothing but the way to sign in."""
+def _sign_in_page(config: AuthConfig, pages: Sequence[StreamlitPage] = ()) -> None:
+    """What a visitor who is not signed in sees: nothing but the way to sign in. The router's
+    ``pages`` are declared hidden: the address asked for is kept, no page runs or is listed (a menu
+    drawn by an earlier run is replaced by none)."""
+    if pages:
+        st.navigation(list(pages), position="hidden")
     _heading()
     if config.mode == "local":
         _password_form(config)
@@ -253,8 +266,8 @@ def _no_role_page(config: AuthConfig, why: str) -> None:
     st.stop()
 
 
-def sign_out(config: AuthConfig, why: str = "signed out") -> None:
-    """End this browser session's sign-in (audited), forget everything it held, and show the sign-in page."""
+def _forget(config: AuthConfig, why: str) -> None:
+    """Audit the sign-out and forget everything this browser session held."""
     signed = st.session_state.get(state.ACTOR)
     if isinstance(signed, Actor):
         state.audit_log().record(
@@ -265,18 +278,43 @@ def sign_out(config: AuthConfig, why: str = "signed out") -> None:
     st.session_state[SIGN_OUT_NOTE] = why
     if config.mode == "proxy":
         st.session_state[SIGNED_OUT] = True
+
+
+def sign_out(
+    config: AuthConfig, why: str = "signed out", pages: Sequence[StreamlitPage] = ()
+) -> None:
+    """End this browser session's sign-in (audited), forget everything it held, and show the sign-in
+    page. Called before the router draws its menu (idle sign-out, a removed account)."""
+    _forget(config, why)
     if config.mode == "oidc":
         st.logout()  # clears the identity cookie; the provider's own sign-out follows
         st.stop()
-    st.rerun()
+    # Drawn in this very run: a rerun would replay the browser's widget values against the
+    # forgotten state, and their callbacks would run for nobody.
+    _sign_in_page(config, pages)
+    st.stop()
+
+
+def _sign_out_clicked(config: AuthConfig) -> None:
+    """The sign-out button's callback: it runs before the script, so the run it starts finds nobody
+    signed in and draws the sign-in page without the menu. With single sign-on the identity cookie
+    is cleared by Streamlit's logout, which leaves for the provider's sign-out page."""
+    _forget(config, "signed out")
+    if config.mode == "oidc":
+        st.logout()
 
 
 def user_box(config: AuthConfig, actor: Actor) -> None:
     """Sidebar: who is signed in, with which role, and the sign-out button; watches for idleness."""
     how = {"oidc": "single sign-on", "password": "local account", "proxy": "sign-in proxy"}
     st.sidebar.markdown(f"Signed in as **{actor.name}**  \n{actor.role} · {how.get(actor.via, '')}")
-    if st.sidebar.button("Sign out", key="cxr_sign_out", icon=":material/logout:"):
-        sign_out(config)
+    st.sidebar.button(
+        "Sign out",
+        key="cxr_sign_out",
+        icon=":material/logout:",
+        on_click=_sign_out_clicked,
+        args=(config,),
+    )
     _idle_watch(config)
 
 
@@ -286,7 +324,7 @@ def _idle_watch(config: AuthConfig) -> None:
 
     def watch() -> None:
         last = st.session_state.get(LAST_ACTIVE)
-        if last is not None and config.idle_expired(last, time.time()):
+        if last is not None and state.auth_config().idle_expired(last, time.time()):
             st.rerun(scope="app")
 
     with st.sidebar:

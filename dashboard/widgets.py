@@ -138,7 +138,7 @@ def _card_summary(entry: CheckpointEntry) -> None:
             options,
             key=key,
             format_func=lambda n: f"model default ({default})" if n == "" else n,
-            on_change=lambda: state.view_set(entry, st.session_state[key] or None),
+            on_change=lambda: state.view_set(entry, st.session_state.get(key) or None),
             help="Which set Predict, Performance and Review use for you. Making a set the model's default "
             "for everyone is done on the Thresholds page, and is logged.",
         )
