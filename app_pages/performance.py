@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun, load_training_log
-from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
-from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores, evaluation_report
+from cxr_core.artifacts.catalog import CheckpointEntry, load_training_log
+from cxr_core.evaluation.saved_runs import BOOTSTRAP_AT_OTHER_THRESHOLDS
+from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores
 from cxr_core.utils.csv_safe import frame_csv_text
-from dashboard import charts, state
+from dashboard import charts, evaluation_cache, state
 from dashboard.evaluation_views import (
     AS_EVALUATED,
     threshold_source_note,
@@ -30,29 +28,6 @@ from dashboard.tables import (
     with_ci,
 )
 from dashboard.widgets import require_entry, split_picker
-
-BOOTSTRAP_AT_ACTIVE = 200
-
-
-@st.cache_data(
-    max_entries=16,
-    show_spinner="Recomputing metrics and bootstrap intervals at the active thresholds…",
-)
-def _report_at(run_key: str, thresholds: tuple[float, ...], task: str, _run: EvalRun) -> dict:
-    groups = (
-        _run.predictions["patient_id"].astype(str).to_numpy()
-        if "patient_id" in _run.predictions
-        else None
-    )
-    return evaluation_report(
-        _run.labels(),
-        _run.scores(),
-        list(_run.classes),
-        task,
-        thresholds=np.array(thresholds),
-        groups=groups,
-        n_boot=BOOTSTRAP_AT_ACTIVE,
-    )
 
 
 def _training_section(entry: CheckpointEntry) -> None:
@@ -110,16 +85,18 @@ if has_predictions and multilabel:
         key="perf_threshold_source",
     )
     if choice != AS_EVALUATED:
-        run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
-        report = _report_at(run_key, tuple(active.thresholds[c] for c in run.classes), task, run)
+        report = evaluation_cache.report_at(
+            run, tuple(active.thresholds[c] for c in run.classes), task
+        )
         source = (
             f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, "
-            f"{BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
+            f"{BOOTSTRAP_AT_OTHER_THRESHOLDS} patient-level bootstrap resamples"
         )
         recomputed_with = active.name
 elif report is None and has_predictions:
-    run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
-    report = _report_at(run_key, tuple(DEFAULT_THRESHOLD for _ in run.classes), task, run)
+    report = evaluation_cache.report_at(
+        run, tuple(DEFAULT_THRESHOLD for _ in run.classes) if multilabel else None, task
+    )
     source = f"{len(run.predictions)} {split} predictions"
 if report is None:
     st.warning("This evaluation run has neither a readable report.json nor predictions.csv.")
@@ -127,15 +104,15 @@ if report is None:
 
 st.caption(
     f"Numbers from {source}. 95% confidence intervals in brackets; "
-    f"⚑ low-count classes (< {report['settings']['min_positives']} positives or negatives) are left "
+    f"⚑ low-count classes (< {report.settings.min_positives} positives or negatives) are left "
     "out of macro averages."
 )
-macro = report.get("macro", {})
+macro = report.macro
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Macro AUROC", fmt(macro.get("auroc")))
-m2.metric("Macro AP", fmt(macro.get("ap")))
-m3.metric("Cases", report.get("n_cases", "–"))
-m4.metric("Low-count classes", len(macro.get("classes_excluded", [])))
+m1.metric("Macro AUROC", fmt(macro.auroc))
+m2.metric("Macro AP", fmt(macro.ap))
+m3.metric("Cases", report.n_cases)
+m4.metric("Low-count classes", len(macro.classes_excluded))
 
 st.caption(threshold_source_note(run.report or report, recomputed_with))
 table = metrics_table(report)
@@ -179,26 +156,24 @@ st.download_button(
     key="perf_csv",
     icon=":material/download:",
 )
-if macro.get("classes_excluded"):
-    st.caption("Left out of macro averages: " + ", ".join(macro["classes_excluded"]))
+if macro.classes_excluded:
+    st.caption("Left out of macro averages: " + ", ".join(macro.classes_excluded))
 
-if "multiclass" in report:
-    mc = report["multiclass"]
+if report.multiclass is not None:
+    mc = report.multiclass
     st.subheader("Confusion matrix")
     st.caption(
-        f"Most probable class over {mc['n_cases']} cases · accuracy {fmt(mc['accuracy'])} · "
-        f"balanced accuracy {fmt(mc['balanced_accuracy'])}"
+        f"Most probable class over {mc.n_cases} cases · accuracy {fmt(mc.accuracy)} · "
+        f"balanced accuracy {fmt(mc.balanced_accuracy)}"
     )
     st.plotly_chart(
-        charts.confusion_figure(mc["confusion_matrix"], report["class_names"]), key="perf_confusion"
+        charts.confusion_figure(mc.confusion_matrix, report.class_names), key="perf_confusion"
     )
 
 st.subheader("ROC and precision-recall curves")
-classes = list(report["class_names"])
+classes = list(report.class_names)
 default = (
-    classes
-    if len(classes) <= 6
-    else [c for c in classes if not report["per_class"][c]["low_count"]][:5]
+    classes if len(classes) <= 6 else [c for c in classes if not report.per_class[c].low_count][:5]
 )
 picked = st.multiselect("Classes", classes, default=default, key=f"perf_curve_classes@{entry.name}")
 points_roc, points_pr = {}, {}
@@ -210,21 +185,19 @@ if has_predictions and multilabel:
         points_roc[c] = (1 - m["specificity"][i], m["sensitivity"][i])
         points_pr[c] = (m["sensitivity"][i], m["ppv"][i])
     st.caption(f"Markers: operating points at the active thresholds (“{active.name}”).")
-curves = report.get("curves", {})
-prevalence = {
-    c: e["n_pos"] / max(e["n_pos"] + e["n_neg"], 1) for c, e in report["per_class"].items()
-}
+curves = report.curves
+prevalence = {c: e.n_pos / max(e.n_pos + e.n_neg, 1) for c, e in report.per_class.items()}
 left, right = st.columns(2)
 left.plotly_chart(
     charts.roc_figure(
-        {c: curves[c]["roc"] for c in picked if c in curves},
+        {c: curves[c].roc for c in picked if c in curves},
         {c: points_roc[c] for c in picked if c in points_roc},
     ),
     key="perf_roc",
 )
 right.plotly_chart(
     charts.pr_figure(
-        {c: curves[c]["pr"] for c in picked if c in curves},
+        {c: curves[c].pr for c in picked if c in curves},
         {c: points_pr[c] for c in picked if c in points_pr},
         {c: prevalence[c] for c in picked},
     ),
@@ -232,14 +205,11 @@ right.plotly_chart(
 )
 
 st.subheader("Calibration")
-calibration = report.get("calibration", {})
-ece = {
-    c: (calibration[c]["ece"] if calibration[c]["ece"] is not None else float("nan"))
-    for c in calibration
-}
+calibration = report.calibration
+ece = {c: (e.ece if e.ece is not None else float("nan")) for c, e in calibration.items()}
 left, right = st.columns([2, 1])
 left.plotly_chart(
-    charts.reliability_figure({c: calibration[c]["bins"] for c in picked if c in calibration}, ece),
+    charts.reliability_figure({c: calibration[c].bins for c in picked if c in calibration}, ece),
     key="perf_calibration",
 )
 right.dataframe(
@@ -260,11 +230,11 @@ st.subheader("Training curves")
 _training_section(entry)
 
 with st.expander("Raw report (JSON)"):
-    st.json({k: v for k, v in report.items() if k != "curves"}, expanded=1)
+    st.json({k: v for k, v in report.to_dict().items() if k != "curves"}, expanded=1)
     st.caption("Curve points are left out of the view above; the download holds the full report.")
     st.download_button(
         "Download report (JSON)",
-        json.dumps(report, indent=2),
+        report.to_json(indent=2),
         file_name=f"{entry.name}_{split}_report.json",
         mime="application/json",
         key="perf_json",

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cxr_core.inference.findings import NORMAL_CLASSES, FindingsSummary
+from cxr_core.metrics.report_types import PrCurve, ReliabilityBins, RocCurve
 from dashboard.marks import Mark, grid
 from dashboard.viewer import png_data_uri
 
@@ -23,6 +24,12 @@ HEAT_FLOOR = 0.2
 NEGATIVE = "#7f8c8d"
 ACCENT = "#1f6fb2"
 _MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def _series(curve: object, name: str) -> np.ndarray:
+    """One array of a curve: a report's record (``RocCurve``, ``PrCurve``) or a dict of arrays as
+    :func:`cxr_core.metrics.curves` returns it, with undefined points as NaN."""
+    return _finite(curve[name] if isinstance(curve, Mapping) else getattr(curve, name))
 
 
 def _finite(values: object) -> np.ndarray:
@@ -319,7 +326,7 @@ def film_figure(
 
 
 def roc_figure(
-    curves: Mapping[str, Mapping[str, np.ndarray]],
+    curves: Mapping[str, RocCurve | Mapping[str, np.ndarray]],
     points: Mapping[str, tuple[float, float]] | None = None,
     title: str = "ROC",
 ) -> go.Figure:
@@ -336,12 +343,12 @@ def roc_figure(
     for i, (name, roc) in enumerate(curves.items()):
         colour = _colour(i)
         fig.add_scatter(
-            x=_finite(roc["fpr"]),
-            y=_finite(roc["tpr"]),
+            x=_series(roc, "fpr"),
+            y=_series(roc, "tpr"),
             mode="lines",
             name=name,
             line=dict(color=colour),
-            customdata=_finite(roc["thresholds"]),
+            customdata=_series(roc, "thresholds"),
             hovertemplate=f"{name}<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>",
         )
         if points and name in points:
@@ -366,7 +373,7 @@ def roc_figure(
 
 
 def pr_figure(
-    curves: Mapping[str, Mapping[str, np.ndarray]],
+    curves: Mapping[str, PrCurve | Mapping[str, np.ndarray]],
     points: Mapping[str, tuple[float, float]] | None = None,
     prevalence: Mapping[str, float] | None = None,
     title: str = "Precision-recall",
@@ -376,12 +383,12 @@ def pr_figure(
     for i, (name, pr) in enumerate(curves.items()):
         colour = _colour(i)
         fig.add_scatter(
-            x=_finite(pr["recall"]),
-            y=_finite(pr["precision"]),
+            x=_series(pr, "recall"),
+            y=_series(pr, "precision"),
             mode="lines",
             name=name,
             line=dict(color=colour),
-            customdata=_finite(pr["thresholds"]),
+            customdata=_series(pr, "thresholds"),
             hovertemplate=f"{name}<br>recall %{{x:.3f}} precision %{{y:.3f}}<br>threshold "
             f"%{{customdata:.3f}}<extra></extra>",
         )
@@ -414,9 +421,7 @@ def pr_figure(
     return fig
 
 
-def reliability_figure(
-    bins: Mapping[str, Mapping[str, np.ndarray]], ece: Mapping[str, float]
-) -> go.Figure:
+def reliability_figure(bins: Mapping[str, ReliabilityBins], ece: Mapping[str, float]) -> go.Figure:
     """Observed fraction positive against mean predicted probability, per class; marker size ~ count."""
     fig = go.Figure()
     fig.add_scatter(
@@ -428,12 +433,12 @@ def reliability_figure(
         hoverinfo="skip",
     )
     for i, (name, b) in enumerate(bins.items()):
-        count = np.asarray(b["count"], dtype=float)
+        count = np.asarray(b.count, dtype=float)
         filled = count > 0
         size = 6 + 14 * np.sqrt(count[filled] / max(count.max(), 1))
         fig.add_scatter(
-            x=_finite(b["mean_pred"])[filled],
-            y=_finite(b["frac_pos"])[filled],
+            x=_finite(b.mean_pred)[filled],
+            y=_finite(b.frac_pos)[filled],
             mode="lines+markers",
             name=f"{name} (ECE {ece.get(name, np.nan):.3f})",
             line=dict(color=_colour(i)),

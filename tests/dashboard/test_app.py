@@ -282,12 +282,12 @@ def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypat
     frame = predictions(ckpt)
     card = read_model_card(ckpt / "model.safetensors")
     report = score_predictions(frame, card, n_boot=30, seed=0, thresholds="max_f1", split="val")
-    assert report["thresholds_from"] == "val:crossfit-5"
+    assert report.thresholds_from == "val:crossfit-5"
     write_evaluation(ckpt / "eval" / "val", frame, report)
     cls = "Atelectasis"
     known = frame[frame[f"label:{cls}"].notna()]
     in_sample = recall_score(known[f"label:{cls}"], known[f"prob:{cls}"] >= card.thresholds[cls])
-    out_of_fold = report["per_class"][cls]["sensitivity"]
+    out_of_fold = report.per_class[cls].sensitivity
     assert (
         f"{in_sample:.3f}" != f"{out_of_fold:.3f}"
     )  # otherwise the test could not tell the two apart

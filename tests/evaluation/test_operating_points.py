@@ -308,13 +308,11 @@ def test_saved_set_is_used_as_is(nih_run, tmp_path):
         progress=False,
         thresholds="card",
     )
-    assert report["thresholds_from"] == "card"
+    assert report.thresholds_from == "card"
     frame, classes = load_predictions(tmp_path / "predictions.csv")
     for name in classes:
         y, p = frame[f"label:{name}"].to_numpy(), frame[f"prob:{name}"].to_numpy()
-        assert report["per_class"][name]["fp"] == int(
-            np.sum((y == 0) & (p >= card.thresholds[name]))
-        )
+        assert report.per_class[name].fp == int(np.sum((y == 0) & (p >= card.thresholds[name])))
 
 
 def test_card_counts_survive_1e6_noise(nih_run):
@@ -367,7 +365,7 @@ def test_refresh_restamps_the_card_and_keeps_the_weights(nih_run, tmp_path):
     assert written["threshold_rule"] == "youden" and list(written["subgroups"]["by"]) == ["sex"]
     assert (
         written["headline"]["macro_auroc"]
-        == report["headline"]["macro_auroc"]
+        == report.headline["macro_auroc"]
         == card.validation["macro_auroc"]
     )
     assert "max_f1" in ThresholdStore(copy, card.classes).names()

@@ -165,8 +165,8 @@ def test_library_evaluation_of_other_split_and_refusals(trained, tmp_path):
         progress=False,
     )
     frame, classes = load_predictions(tmp_path / "train_eval" / "predictions.csv")
-    assert len(frame) == report["n_cases"] == int((manifest.frame["split"] == "train").sum())
-    assert report["headline"]["macro_auroc_ci"] is None  # n_boot=0: no interval claimed
+    assert len(frame) == report.n_cases == int((manifest.frame["split"] == "train").sum())
+    assert report.headline["macro_auroc_ci"] is None  # n_boot=0: no interval claimed
     assert np.allclose(frame[[f"prob:{c}" for c in classes]].sum(axis=1), 1.0, atol=1e-5)
     with pytest.raises(DatasetError, match="test"):
         evaluate_checkpoint(

@@ -218,7 +218,7 @@ def run_external(args: argparse.Namespace) -> int:
         seed=args.seed if args.seed is not None else DEFAULT_SEED,
     )
     print(format_report(report))
-    mapping = report["label_mapping"]
+    mapping = report.label_mapping
     if mapping["model_only"] or mapping["data_only"]:
         print(
             f"not scored: predicted but not labelled here {mapping['model_only']}; "
