@@ -47,6 +47,7 @@ from cxr_core.metrics.ranking import (
 )
 from cxr_core.metrics.report import (
     DEFAULT_THRESHOLD,
+    MIN_POSITIVES,
     evaluation_report,
     to_jsonable,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "MAX_F1",
     "METHOD_LABELS",
     "METRIC_NAMES",
+    "MIN_POSITIVES",
     "MetricInputError",
     "OperatingPoint",
     "SENSITIVITY",

@@ -44,6 +44,9 @@ from cxr_core.metrics.ranking import curves, ranking_metrics
 from cxr_core.metrics.report_types import EvaluationReport
 
 DEFAULT_THRESHOLD = 0.5
+MIN_POSITIVES = 10
+"""Known positives (and negatives) a class needs before its metrics count: fewer are flagged low-count
+and left out of macro averages (an AUROC over 9 positives moves by 0.1 with one film)."""
 ARGMAX = "argmax"
 CI_STATISTICS: tuple[str, ...] = (
     AUROC,
@@ -269,7 +272,7 @@ def evaluation_report(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    min_positives: int = 10,
+    min_positives: int = MIN_POSITIVES,
     n_bins: int = 10,
     max_curve_points: int = 200,
     progress: bool = False,
