@@ -43,7 +43,8 @@ approximation, with continuity correction, is poor for few discordant pairs)."""
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """One statistic of two paired sets, per class: each value, ``first - second`` and its interval.
+    """One statistic of two paired sets, per class: each value with its own interval
+    (``first_low`` ...), ``first - second`` and the difference's interval (``low``/``high``).
 
     ``n_used`` counts the resamples where both were defined; ``low``/``high`` are NaN when none was.
     """
@@ -54,6 +55,10 @@ class PairedDifference:
     low: np.ndarray
     high: np.ndarray
     n_used: np.ndarray
+    first_low: np.ndarray
+    first_high: np.ndarray
+    second_low: np.ndarray
+    second_high: np.ndarray
 
 
 def _points(
@@ -124,7 +129,16 @@ def paired_bootstrap(
     for name in statistics:
         low, high, used = _interval(boot[0][name].distribution - boot[1][name].distribution, alpha)
         out[name] = PairedDifference(
-            point_a[name], point_b[name], point_a[name] - point_b[name], low, high, used
+            point_a[name],
+            point_b[name],
+            point_a[name] - point_b[name],
+            low,
+            high,
+            used,
+            boot[0][name].low,
+            boot[0][name].high,
+            boot[1][name].low,
+            boot[1][name].high,
         )
     return out
 
