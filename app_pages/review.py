@@ -28,6 +28,7 @@ from cxr_core.evaluation.review import (
     resume_index,
     reviewed_films,
     session_classes,
+    session_films,
     session_thresholds,
     verdict_for,
     verdict_frame,
@@ -249,9 +250,14 @@ def _reveal(store: ReviewStore, session_id: int, reader: str) -> None:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _film_cases(
-    run_key: str, classes: tuple[str, ...], thresholds: tuple, multilabel: bool, _run
+    run_key: str,
+    classes: tuple[str, ...],
+    thresholds: tuple,
+    multilabel: bool,
+    _run,
+    films: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
-    return film_cases(_run, classes, dict(thresholds), multilabel=multilabel)
+    return film_cases(_run, classes, dict(thresholds), multilabel=multilabel, films=films)
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing agreement and bootstrap intervals…")
@@ -322,11 +328,24 @@ with st.container(border=True):
     thresholds, set_name = session_thresholds(session, in_force.thresholds, in_force.name)
     classes = session_classes(session, run)
     run_key = f"{run.dir}:{len(run.predictions)}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
-    cases = _film_cases(run_key, tuple(classes), tuple(sorted(thresholds.items())), multilabel, run)
+    cases = _film_cases(
+        run_key,
+        tuple(classes),
+        tuple(sorted(thresholds.items())),
+        multilabel,
+        run,
+        session_films(session),
+    )
     st.caption(
         f"**{views.MODE_LABELS[session.mode]}** · findings: {', '.join(classes)} · thresholds "
         f"“{set_name}” · readers so far: {', '.join(store.readers(session.id)) or 'none'} · "
         f"database: {store.path}"
+        + (
+            f" · {len(session_films(session))} films sent from the Performance page "
+            f"({session.filters.get('from', '')})"
+            if session_films(session)
+            else ""
+        )
     )
 if not reader:
     st.warning(

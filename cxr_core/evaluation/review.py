@@ -106,6 +106,16 @@ def session_thresholds(
     return {str(k): float(v) for k, v in fallback.items()}, fallback_name
 
 
+FILMS_FILTER = "films"
+"""Session filter key: the films a session was started on (a gallery's selection); absent = every film."""
+
+
+def session_films(session: ReviewSession) -> tuple[str, ...] | None:
+    """The films a session covers: those it was started on, or None for every film of its run."""
+    films = session.filters.get(FILMS_FILTER)
+    return tuple(str(f) for f in films) if isinstance(films, list) and films else None
+
+
 def session_classes(session: ReviewSession, run: EvalRun) -> tuple[str, ...]:
     """The findings a session's readers call: its own list, else every class of the run."""
     chosen = tuple(c for c in session.classes if c in run.classes)
@@ -118,13 +128,17 @@ def film_cases(
     thresholds: Mapping[str, float],
     *,
     multilabel: bool = True,
+    films: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per (film, finding) with a known label: image_id, class_name, row, prob, threshold, label,
-    model_positive, outcome (TP/FP/FN/TN at the thresholds)."""
+    model_positive, outcome (TP/FP/FN/TN at the thresholds); only ``films`` when given."""
     parts = []
+    keep = set(films) if films is not None else None
     for class_name in classes:
         threshold = float(thresholds.get(class_name, 0.5))
         cases = review_cases(run, class_name, threshold, multilabel=multilabel)
+        if keep is not None:
+            cases = cases[cases["image_id"].isin(keep)]
         parts.append(
             pd.DataFrame(
                 {
@@ -561,7 +575,13 @@ class SessionData:
     classes: tuple[str, ...]
 
     def cases(self) -> pd.DataFrame:
-        return film_cases(self.run, self.classes, self.thresholds, multilabel=self.multilabel)
+        return film_cases(
+            self.run,
+            self.classes,
+            self.thresholds,
+            multilabel=self.multilabel,
+            films=session_films(self.session),
+        )
 
 
 def load_session(store: ReviewStore, session_id: int) -> SessionData:
@@ -624,6 +644,7 @@ __all__ = [
     "CORRECTED_COLUMNS",
     "CORRECTED_METRICS",
     "EXPORT_EXTRA",
+    "FILMS_FILTER",
     "KAPPA_UNDEFINED",
     "LABEL_RATER",
     "MODEL_RATER",
@@ -650,6 +671,7 @@ __all__ = [
     "majority_call",
     "ratings",
     "session_classes",
+    "session_films",
     "session_frame",
     "session_thresholds",
     "verdict_for",

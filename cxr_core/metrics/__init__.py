@@ -37,6 +37,7 @@ from cxr_core.metrics.crossfit import (
     crossfit_thresholds,
     patient_folds,
 )
+from cxr_core.metrics.curve_bands import ClassBands, CurveBand, curve_bands
 from cxr_core.metrics.ranking import (
     average_precision,
     curves,
@@ -95,9 +96,11 @@ __all__ = [
     "BIN_STRATEGIES",
     "BootstrapCI",
     "CalibrationChange",
+    "ClassBands",
     "ClassMetrics",
     "CrossFitTemperature",
     "CrossFitThresholds",
+    "CurveBand",
     "DEFAULT_THRESHOLD",
     "EDGE_MARGIN",
     "EvaluationReport",
@@ -132,6 +135,7 @@ __all__ = [
     "confusion_matrix",
     "crossfit_temperature",
     "crossfit_thresholds",
+    "curve_bands",
     "curves",
     "decision_counts",
     "evaluation_report",
