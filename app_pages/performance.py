@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import numpy as np
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
 from cxr_core.artifacts.catalog import CheckpointEntry, load_training_log
+from cxr_core.evaluation import saved_runs
 from cxr_core.evaluation.saved_runs import BOOTSTRAP_AT_OTHER_THRESHOLDS
-from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores
+from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.utils.csv_safe import frame_csv_text
-from dashboard import charts, evaluation_cache, state
+from dashboard import charts, evaluation_cache, gallery_view, state
 from dashboard.evaluation_views import (
     AS_EVALUATED,
     threshold_source_note,
     threshold_table_captions,
     threshold_table_options,
 )
+from dashboard.performance_tables import curve_legend, per_class_tables
 from dashboard.subgroup_view import render_calibration_change, render_subgroups
-from dashboard.tables import (
-    CI_METRICS,
-    COUNTS,
-    PLAIN_METRICS,
-    fmt,
-    metrics_table,
-    table_height,
-    with_ci,
-)
+from dashboard.tables import fmt, metrics_table, table_height
+from dashboard.truth_view import render_second_truth
 from dashboard.widgets import require_entry, split_picker
 
 
@@ -69,7 +65,7 @@ for warning in run.warnings:
     st.caption(f"⚠ {warning}")
 label_space = entry.card.get_label_space()
 task, multilabel = label_space.task, label_space.multilabel
-active = state.active_thresholds(entry)
+active = state.active_thresholds(entry) if multilabel else None
 has_predictions = run.predictions is not None
 
 report = run.report
@@ -102,10 +98,12 @@ if report is None:
     st.warning("This evaluation run has neither a readable report.json nor predictions.csv.")
     st.stop()
 
+clicks = st.session_state.get(gallery_view.CLICKS, 0)  # a new gallery clears every selection
 st.caption(
     f"Numbers from {source}. 95% confidence intervals in brackets; "
     f"⚑ low-count classes (< {report.settings.min_positives} positives or negatives) are left "
     "out of macro averages."
+    + (" Click a row, a count or a curve to see the films behind it." if has_predictions else "")
 )
 macro = report.macro
 m1, m2, m3, m4 = st.columns(4)
@@ -115,42 +113,55 @@ m3.metric("Cases", report.n_cases)
 m4.metric("Low-count classes", len(macro.classes_excluded))
 
 st.caption(threshold_source_note(run.report or report, recomputed_with))
-table = metrics_table(report)
-averages = table["class"].str.startswith("(")
-shown = with_ci(table)
-number_format = {
-    m: st.column_config.NumberColumn(format="%.3f") for m in (*PLAIN_METRICS, "threshold")
-}
-per_class = shown[~averages]
+tables = per_class_tables(report)
+selectable = {"on_select": "ignore"}
 st.markdown("**Discrimination and operating point** (95% CI)")
+key = f"perf_table@{clicks}"
 st.dataframe(
-    per_class[["class", "threshold", *(m for m, _ in CI_METRICS), "low_count"]],
+    tables["discrimination"],
     hide_index=True,
-    key="perf_table",
-    height=table_height(len(per_class)),
-    column_config={**number_format, "low_count": st.column_config.CheckboxColumn("⚑ low count")},
+    key=key,
+    height=table_height(len(tables["discrimination"])),
+    **(
+        dict(
+            on_select=partial(gallery_view.open_from, key, "row", report),
+            selection_mode="single-row",
+        )
+        if has_predictions
+        else selectable
+    ),
 )
-st.markdown("**Predictive values and counts** at the same thresholds")
+st.markdown(
+    "**Predictive values and counts** at the same thresholds"
+    + (" · click a TP, FP, FN or TN count to see those films" if has_predictions else "")
+)
+key = f"perf_table_counts@{clicks}"
 st.dataframe(
-    per_class[["class", *PLAIN_METRICS, *COUNTS]],
+    tables["predictive"],
     hide_index=True,
-    key="perf_table_counts",
-    height=table_height(len(per_class)),
-    column_config=number_format,
+    key=key,
+    height=table_height(len(tables["predictive"])),
+    **(
+        dict(
+            on_select=partial(gallery_view.open_from, key, "cell", report),
+            selection_mode="single-cell",
+        )
+        if has_predictions
+        else selectable
+    ),
 )
 st.caption(
     "Averages over classes: macro is the unweighted mean over the classes not flagged; micro pools every decision."
 )
 st.dataframe(
-    shown[averages][["class", *(m for m, _ in CI_METRICS), *PLAIN_METRICS]],
+    tables["averages"],
     hide_index=True,
     key="perf_table_averages",
-    column_config=number_format,
-    height=table_height(int(averages.sum())),
+    height=table_height(len(tables["averages"])),
 )
 st.download_button(
     "Download metrics (CSV)",
-    frame_csv_text(table),
+    frame_csv_text(metrics_table(report)),
     file_name=f"{entry.name}_{split}_metrics.csv",
     mime="text/csv",
     key="perf_csv",
@@ -165,9 +176,16 @@ if report.multiclass is not None:
     st.caption(
         f"Most probable class over {mc.n_cases} cases · accuracy {fmt(mc.accuracy)} · "
         f"balanced accuracy {fmt(mc.balanced_accuracy)}"
+        + (" · click a cell to see its films" if has_predictions else "")
     )
+    key = f"perf_confusion@{clicks}"
     st.plotly_chart(
-        charts.confusion_figure(mc.confusion_matrix, report.class_names), key="perf_confusion"
+        charts.confusion_figure(mc.confusion_matrix, report.class_names),
+        key=key,
+        on_select=partial(gallery_view.open_from, key, "confusion", list(report.class_names))
+        if has_predictions
+        else "ignore",
+        selection_mode="points",
     )
 
 st.subheader("ROC and precision-recall curves")
@@ -176,33 +194,46 @@ default = (
     classes if len(classes) <= 6 else [c for c in classes if not report.per_class[c].low_count][:5]
 )
 picked = st.multiselect("Classes", classes, default=default, key=f"perf_curve_classes@{entry.name}")
-points_roc, points_pr = {}, {}
+points, marked = {}, {}
 if has_predictions and multilabel:
-    m = SortedScores(run.labels(), run.scores()).metrics_at(
-        np.array([active.thresholds[c] for c in run.classes])
+    marked = {c: active.thresholds[c] for c in run.classes}
+    points = saved_runs.operating_points(run, [marked[c] for c in run.classes])
+    st.caption(
+        f"Markers: operating points at the active thresholds (“{active.name}”). Shaded: 95% "
+        f"patient-level bootstrap band ({evaluation_cache.BANDS_RESAMPLES} resamples). Click a "
+        "point to see the films that threshold gets wrong."
     )
-    for i, c in enumerate(run.classes):
-        points_roc[c] = (1 - m["specificity"][i], m["sensitivity"][i])
-        points_pr[c] = (m["sensitivity"][i], m["ppv"][i])
-    st.caption(f"Markers: operating points at the active thresholds (“{active.name}”).")
+bands = evaluation_cache.bands(run) if has_predictions else {}
 curves = report.curves
 prevalence = {c: e.n_pos / max(e.n_pos + e.n_neg, 1) for c, e in report.per_class.items()}
+shown = [c for c in picked if c in curves]
 left, right = st.columns(2)
-left.plotly_chart(
-    charts.roc_figure(
-        {c: curves[c].roc for c in picked if c in curves},
-        {c: points_roc[c] for c in picked if c in points_roc},
-    ),
-    key="perf_roc",
-)
-right.plotly_chart(
-    charts.pr_figure(
-        {c: curves[c].pr for c in picked if c in curves},
-        {c: points_pr[c] for c in picked if c in points_pr},
-        {c: prevalence[c] for c in picked},
-    ),
-    key="perf_pr",
-)
+for column, kind in ((left, "roc"), (right, "pr")):
+    key = f"perf_{kind}@{clicks}"
+    figure = (
+        charts.roc_figure(
+            {c: curves[c].roc for c in shown},
+            {c: points[c][:2] for c in shown if c in points},
+            bands=bands,
+            labels=curve_legend(report, "auroc"),
+            thresholds=marked,
+        )
+        if kind == "roc"
+        else charts.pr_figure(
+            {c: curves[c].pr for c in shown},
+            {c: points[c][2:] for c in shown if c in points},
+            {c: prevalence[c] for c in shown},
+            bands=bands,
+            labels=curve_legend(report, "ap"),
+            thresholds=marked,
+        )
+    )
+    column.plotly_chart(
+        figure,
+        key=key,
+        on_select=partial(gallery_view.open_from, key, "curve") if has_predictions else "ignore",
+        selection_mode="points",
+    )
 
 st.subheader("Calibration")
 calibration = report.calibration
@@ -213,12 +244,14 @@ left.plotly_chart(
     key="perf_calibration",
 )
 right.dataframe(
-    pd.DataFrame({"class": list(ece), "ECE": list(ece.values())}),
+    pd.DataFrame({"class": list(ece), "ECE": [fmt(v, 4) for v in ece.values()]}),
     hide_index=True,
     key="perf_ece",
-    column_config={"ECE": st.column_config.NumberColumn(format="%.4f")},
     height=table_height(len(ece)),
 )
+
+if has_predictions:
+    render_second_truth(entry, run, report, multilabel)
 
 if run.report:
     with st.expander("Before / after temperature scaling"):
@@ -239,4 +272,16 @@ with st.expander("Raw report (JSON)"):
         mime="application/json",
         key="perf_json",
         icon=":material/download:",
+    )
+
+if has_predictions:
+    gallery_view.show_gallery(
+        gallery_view.GalleryContext(
+            entry,
+            run,
+            report,
+            multilabel,
+            dict(active.thresholds) if active else {},
+            active.name if active else "argmax",
+        )
     )

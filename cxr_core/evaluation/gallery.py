@@ -179,6 +179,17 @@ def _open_to(
     ).closed
 
 
+def open_sessions(
+    store: ReviewStore, checkpoint: str, run: EvalRun, *, viewer: str = "", multilabel: bool = True
+) -> list[ReviewSession]:
+    """The review sessions of this checkpoint and split whose calls ``viewer`` may see (newest first)."""
+    return [
+        s
+        for s in store.sessions(checkpoint)
+        if s.eval_run == run.split and _open_to(store, s, run, viewer, multilabel)
+    ]
+
+
 def reader_calls(
     store: ReviewStore,
     checkpoint: str,
@@ -192,9 +203,7 @@ def reader_calls(
     split ("A: present · B: absent"), from the sessions open to ``viewer`` (blinded sessions stay
     closed to a reader still reading them, as on the Review page)."""
     merged: dict[str, dict[str, str]] = {}
-    for session in store.sessions(checkpoint):
-        if session.eval_run != run.split or not _open_to(store, session, run, viewer, multilabel):
-            continue
+    for session in open_sessions(store, checkpoint, run, viewer=viewer, multilabel=multilabel):
         for image_id, calls in _session_calls(store, session, run, class_name, multilabel).items():
             merged.setdefault(image_id, {}).update(calls)
     return {

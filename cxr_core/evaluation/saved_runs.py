@@ -18,6 +18,7 @@ from cxr_core.evaluation.operating import report_decisions
 from cxr_core.metrics import (
     DEFAULT_THRESHOLD,
     EvaluationReport,
+    SortedScores,
     argmax_decisions,
     evaluation_report,
 )
@@ -73,3 +74,22 @@ def run_decisions(
     if groups is None:
         groups = np.arange(len(labels)).astype(str)
     return report_decisions(report, labels, scores, groups)
+
+
+def operating_points(
+    run: EvalRun, thresholds: Sequence[float]
+) -> dict[str, tuple[float, float, float, float]]:
+    """Per class (FPR, TPR, recall, precision) at ``thresholds`` (run class order): where the
+    curves' operating-point markers go."""
+    metrics = SortedScores(run.labels(), run.scores()).metrics_at(
+        np.asarray(thresholds, dtype=np.float64)
+    )
+    return {
+        c: (
+            1 - metrics["specificity"][i],
+            metrics["sensitivity"][i],
+            metrics["sensitivity"][i],
+            metrics["ppv"][i],
+        )
+        for i, c in enumerate(run.classes)
+    }
