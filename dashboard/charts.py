@@ -631,6 +631,36 @@ def auroc_comparison(
     return fig
 
 
+def delta_figure(forest: Mapping[str, Sequence[float]], title: str, axis: str) -> go.Figure:
+    """Forest plot: per finding the difference (first minus second) with its 95% interval, and
+    the line of no difference; a finding whose interval crosses the line may differ by chance."""
+    names = list(forest["names"])[::-1]
+    delta = np.asarray(forest["delta"], dtype=float)[::-1]
+    low = np.asarray(forest["low"], dtype=float)[::-1]
+    high = np.asarray(forest["high"], dtype=float)[::-1]
+    crosses = (low <= 0) & (high >= 0)
+    fig = go.Figure()
+    fig.add_scatter(
+        x=delta,
+        y=names,
+        mode="markers",
+        marker=dict(size=10, color=[NEGATIVE if c else ACCENT for c in crosses]),
+        error_x=dict(type="data", symmetric=False, array=high - delta, arrayminus=delta - low),
+        customdata=np.stack([low, high], axis=1) if len(names) else None,
+        hovertemplate="%{y}<br>difference %{x:+.3f}<br>95% CI %{customdata[0]:+.3f} to "
+        "%{customdata[1]:+.3f}<extra></extra>",
+        showlegend=False,
+    )
+    fig.add_vline(x=0, line=dict(color="#999999", dash="dot"))
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title=axis, zeroline=False),
+        margin=_MARGIN,
+        height=max(220, 28 * len(names) + 110),
+    )
+    return fig
+
+
 _PALETTE = (
     "#1f6fb2",
     "#e67e22",

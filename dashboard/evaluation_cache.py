@@ -16,7 +16,8 @@ import streamlit as st
 from cxr_core.artifacts.catalog import EvalRun
 from cxr_core.artifacts.review_store import ReviewStore
 from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
-from cxr_core.evaluation import saved_runs, truth
+from cxr_core.evaluation import compare, saved_runs, truth
+from cxr_core.evaluation.compare import ComparisonReport
 from cxr_core.evaluation.truth import TruthComparison
 from cxr_core.metrics import ClassBands, EvaluationReport, curve_bands
 
@@ -133,3 +134,20 @@ def truth_of_session(
         report,
         lambda: truth.labels_from_session(run, store, session_id),
     )
+
+
+COMPARISON_RESAMPLES = 1000
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing the two models on the same images…")
+def _comparison(keys: tuple, names: tuple, _runs: tuple, _multilabel: tuple) -> ComparisonReport:
+    scored = [compare.scored_run(n, r, m) for n, r, m in zip(names, _runs, _multilabel)]
+    return compare.compare_runs(*scored, n_boot=COMPARISON_RESAMPLES)
+
+
+def comparison(
+    names: tuple[str, str], runs: tuple[EvalRun, EvalRun], multilabel: tuple[bool, bool]
+) -> ComparisonReport:
+    """:func:`cxr_core.evaluation.compare.compare_runs` of two saved runs, cached per run version;
+    raises :class:`~cxr_core.errors.NotPairedError` for runs not on the same images and labels."""
+    return _comparison(tuple(run_key(r) for r in runs), names, runs, multilabel)

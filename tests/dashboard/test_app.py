@@ -8,6 +8,8 @@ Numbers shown are checked against scikit-learn.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -1025,11 +1027,48 @@ def test_models_page_cards_and_comparison(env, catalog):
         assert row.difference == pytest.approx(
             report_b["per_class"][row[0]]["auroc"] - report_a["per_class"][row[0]]["auroc"]
         )
+    # same images, labels drawn with another seed: the paired comparison is refused, and says why
+    assert any("different label sources" in e.value for e in at.error)
+    assert any("No paired comparison" in w.value for w in at.warning)
     at.selectbox(key="models_cmp_b").set_value("tiny_mc").run()
     no_exceptions(at)
     assert any("share no classes" in w.value for w in at.warning)
     # fixture cards record no dataset manifest, so no comparison is presented as like-for-like
     assert any("Not a like-for-like comparison" in w.value for w in at.warning)
+
+
+def test_models_page_pairs_two_runs_on_the_same_images(env, catalog, tmp_path, monkeypatch):
+    """A second model scored on tiny_a's very images and labels: ΔAUROC, DeLong, McNemar per finding."""
+    from cxr_core.metrics import evaluation_report
+
+    other = tmp_path / "more" / "tiny_noisy"
+    shutil.copytree(catalog["tiny_a"], other)
+    frame = predictions(catalog["tiny_a"])
+    probs = [c for c in frame.columns if c.startswith("prob:")]
+    noise = np.random.default_rng(9).normal(0, 0.25, (len(frame), len(probs)))
+    frame[probs] = np.clip(frame[probs].to_numpy() + noise, 0.001, 0.999)
+    frame.to_csv(other / "eval" / "val" / "predictions.csv", index=False)
+    classes = [c[len("prob:") :] for c in probs]
+    labels = frame[[f"label:{c}" for c in classes]].to_numpy()
+    report = evaluation_report(labels, frame[probs].to_numpy(), classes, "multilabel", n_boot=20)
+    (other / "eval" / "val" / "report.json").write_text(report.to_json())
+    roots = [str(catalog["root"] / "checkpoints"), str(other.parent)]
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", os.pathsep.join(roots))
+    at = page("models", catalog["tiny_a"]).run()
+    at.selectbox(key="models_cmp_b").set_value("tiny_noisy").run()
+    no_exceptions(at)
+    table = shown_table(at, "ΔAUROC (95% CI)").set_index("Finding")
+    original = predictions(catalog["tiny_a"])
+    known = original["label:Cardiomegaly"].notna()
+    y = original.loc[known, "label:Cardiomegaly"]
+    delta = roc_auc_score(y, original.loc[known, "prob:Cardiomegaly"]) - roc_auc_score(
+        y, frame.loc[known, "prob:Cardiomegaly"]
+    )
+    cell = table.loc["Cardiomegaly", "ΔAUROC (95% CI)"]
+    assert cell.startswith(f"{delta:+.3f} (") and " to " in cell
+    assert table.loc["Cardiomegaly", "DeLong p"] != "–"
+    assert len(shown_table(at, "McNemar p (sens.)")) == len(classes)
+    assert any("Paired comparison on the same 60 val images" in c.value for c in at.caption)
 
 
 def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog, tmp_path):
