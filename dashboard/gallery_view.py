@@ -151,7 +151,8 @@ def _heatmap(context: GalleryContext, selection: GallerySelection, film: pd.Seri
     st.button("Back to all films", key="gal_back", on_click=st.session_state.pop, args=(FILM, None))
 
 
-def _grid(films: pd.DataFrame, calls: dict[str, str]) -> None:
+def film_grid(films: pd.DataFrame, calls: dict[str, str]) -> None:
+    """Thumbnails in rows of :data:`COLUMNS`, each with its caption and a Heatmap button."""
     folder = default_thumbnail_dir()
     for start in range(0, len(films), COLUMNS):
         cells = st.columns(COLUMNS)
@@ -234,6 +235,6 @@ def _dialog(context: GalleryContext) -> None:
                 format_func=lambda p: f"{p * PAGE_SIZE + 1}–{min((p + 1) * PAGE_SIZE, len(films))}",
                 key=PAGE,
             )
-        _grid(films.iloc[page * PAGE_SIZE : (page + 1) * PAGE_SIZE], readers)
+        film_grid(films.iloc[page * PAGE_SIZE : (page + 1) * PAGE_SIZE], readers)
         if len(films):
             _send_form(context, selection, films)
