@@ -120,14 +120,10 @@ def _card(entry: CheckpointEntry) -> None:
     )
     counts = class_counts(card)
     st.dataframe(
-        titled(counts, CLASS_COUNT_TITLES),
+        titled(comparison_views.class_counts_display(counts), CLASS_COUNT_TITLES),
         hide_index=True,
         key=f"card_counts_{entry.key}",
         height=table_height(len(counts)),
-        column_config={
-            "val AUROC": st.column_config.NumberColumn(format="%.3f"),
-            "⚑ low count": st.column_config.CheckboxColumn(),
-        },
     )
     tabs = st.tabs(
         ["Data", "Training", "Validation", "Preprocessing", "Versions", "Full card (JSON)"]

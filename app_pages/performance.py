@@ -132,7 +132,8 @@ st.dataframe(
     ),
 )
 st.markdown(
-    "**Predictive values and counts** at the same thresholds"
+    "**Predictive values and counts** "
+    + ("at the same thresholds" if multilabel else "of the same calls")
     + (" · click a TP, FP, FN or TN count to see those films" if has_predictions else "")
 )
 key = f"perf_table_counts@{clicks}"

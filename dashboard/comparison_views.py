@@ -92,3 +92,14 @@ def forest(report: ComparisonReport, metric: str = "auroc") -> dict[str, list]:
         out["low"].append(ci[0])
         out["high"].append(ci[1])
     return out
+
+
+def class_counts_display(counts: pd.DataFrame) -> pd.DataFrame:
+    """A card's images per class as text: counts whole, AUROC to three decimals, "–" where the card
+    does not say (no "None" cells), ⚑ on classes with too few validation positives or negatives."""
+    shown = pd.DataFrame({"class": counts["class"]})
+    for column in ("train_positives", "val_positives", "val_negatives"):
+        shown[column] = ["–" if pd.isna(v) else str(int(v)) for v in counts[column]]
+    shown["val_auroc"] = [fmt(v) for v in counts["val_auroc"]]
+    shown["low_count"] = ["⚑" if flag else "" for flag in counts["low_count"]]
+    return shown

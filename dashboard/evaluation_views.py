@@ -57,7 +57,7 @@ def threshold_source_note(report: EvaluationReport, recomputed_with: str | None 
             f"Thresholds from: the set “{recomputed_with}”, applied to these cases as is "
             "(in sample if the set was tuned on them)."
         )
-    source = report.thresholds_from
+    source = report.thresholds_from or ("argmax" if report.multiclass is not None else "")
     if not source:
         return "Thresholds from: not recorded (a report written before operating points were cross-fitted)."
     if ":crossfit-" in source:

@@ -64,8 +64,13 @@ def selection_from_confusion(
     return None
 
 
-def film_caption(film: Mapping, calls: str = "") -> str:
-    """Under a thumbnail: probability, label, outcome (and the readers' calls when there are any)."""
-    label = LABEL_WORDS.get(float(film["label"]), "unknown")
-    text = f"p {fmt(film['prob'], 2)} · label {label} · {film['outcome']}"
+def film_caption(film: Mapping, calls: str = "", class_name: str = "") -> str:
+    """Under a thumbnail: the film, its probability for ``class_name``, its label and outcome (in a
+    multiclass cell, what it was called), and the readers' calls when there are any."""
+    p = f"p({class_name})" if class_name else "p"
+    if str(film["outcome"]).startswith("called "):
+        what = f"true {class_name} · {film['outcome']}"
+    else:
+        what = f"label {LABEL_WORDS.get(float(film['label']), 'unknown')} · {film['outcome']}"
+    text = f"{film['image_id']}  \n{p} {fmt(film['prob'], 2)} · {what}"
     return text + (f"  \nreaders: {calls}" if calls else "")

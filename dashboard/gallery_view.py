@@ -123,7 +123,7 @@ def _outcome_filter(selection: GallerySelection) -> GallerySelection:
 def _heatmap(context: GalleryContext, selection: GallerySelection, film: pd.Series) -> None:
     """The chosen film full width: as it is and with the map of where the finding's evidence lies."""
     path = _film_path(film)
-    st.markdown(f"**{film['image_id']}** · {film_caption(film)}")
+    st.markdown(film_caption(film, class_name=selection.class_name).replace("  \n", " · ", 1))
     if path is None:
         st.warning("This film is not where the run saw it; set the data folder on the Review page.")
         return
@@ -151,7 +151,7 @@ def _heatmap(context: GalleryContext, selection: GallerySelection, film: pd.Seri
     st.button("Back to all films", key="gal_back", on_click=st.session_state.pop, args=(FILM, None))
 
 
-def film_grid(films: pd.DataFrame, calls: dict[str, str]) -> None:
+def film_grid(films: pd.DataFrame, calls: dict[str, str], class_name: str = "") -> None:
     """Thumbnails in rows of :data:`COLUMNS`, each with its caption and a Heatmap button."""
     folder = default_thumbnail_dir()
     for start in range(0, len(films), COLUMNS):
@@ -163,7 +163,7 @@ def film_grid(films: pd.DataFrame, calls: dict[str, str]) -> None:
                 cell.image(str(small), width="stretch")
             else:
                 cell.caption(f"{film['image_id']}: image not found")
-            cell.caption(film_caption(film, calls.get(film["image_id"], "")))
+            cell.caption(film_caption(film, calls.get(film["image_id"], ""), class_name))
             cell.button(
                 "Heatmap",
                 key=f"gal_heat@{film['image_id']}",
@@ -235,6 +235,8 @@ def _dialog(context: GalleryContext) -> None:
                 format_func=lambda p: f"{p * PAGE_SIZE + 1}–{min((p + 1) * PAGE_SIZE, len(films))}",
                 key=PAGE,
             )
-        film_grid(films.iloc[page * PAGE_SIZE : (page + 1) * PAGE_SIZE], readers)
+        film_grid(
+            films.iloc[page * PAGE_SIZE : (page + 1) * PAGE_SIZE], readers, selection.class_name
+        )
         if len(films):
             _send_form(context, selection, films)

@@ -92,7 +92,7 @@ def _multiclass_cell(run: EvalRun, selection: GallerySelection, c: int) -> pd.Da
             "prob": scores[rows, c],
             "label": 1.0,
             "called": correct,
-            "outcome": "TP" if correct else "FN",
+            "outcome": f"called {selection.predicted}",
             "wrongness": 1.0 - scores[rows, c],
         }
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,13 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core.artifacts.review_store import ReviewStore
 from cxr_core.models.checkpoint import read_model_card
-from tests.checkpoint_fixtures import IMAGE_SIZE, build_catalog, build_checkpoint_dir, write_images
+from tests.checkpoint_fixtures import (
+    IMAGE_SIZE,
+    build_catalog,
+    build_checkpoint_dir,
+    noisy_copy,
+    write_images,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
@@ -1039,19 +1044,9 @@ def test_models_page_cards_and_comparison(env, catalog):
 
 def test_models_page_pairs_two_runs_on_the_same_images(env, catalog, tmp_path, monkeypatch):
     """A second model scored on tiny_a's very images and labels: ΔAUROC, DeLong, McNemar per finding."""
-    from cxr_core.metrics import evaluation_report
-
-    other = tmp_path / "more" / "tiny_noisy"
-    shutil.copytree(catalog["tiny_a"], other)
-    frame = predictions(catalog["tiny_a"])
-    probs = [c for c in frame.columns if c.startswith("prob:")]
-    noise = np.random.default_rng(9).normal(0, 0.25, (len(frame), len(probs)))
-    frame[probs] = np.clip(frame[probs].to_numpy() + noise, 0.001, 0.999)
-    frame.to_csv(other / "eval" / "val" / "predictions.csv", index=False)
-    classes = [c[len("prob:") :] for c in probs]
-    labels = frame[[f"label:{c}" for c in classes]].to_numpy()
-    report = evaluation_report(labels, frame[probs].to_numpy(), classes, "multilabel", n_boot=20)
-    (other / "eval" / "val" / "report.json").write_text(report.to_json())
+    other = noisy_copy(catalog["tiny_a"], tmp_path / "more" / "tiny_noisy")
+    frame = predictions(other)
+    classes = [c[len("prob:") :] for c in frame.columns if c.startswith("prob:")]
     roots = [str(catalog["root"] / "checkpoints"), str(other.parent)]
     monkeypatch.setenv("CXR_CHECKPOINT_DIRS", os.pathsep.join(roots))
     at = page("models", catalog["tiny_a"]).run()

@@ -61,3 +61,14 @@ def test_curve_legend_carries_the_value_and_its_interval():
     )
     assert legend["Hernia"] == "Hernia · AUROC –"
     assert performance_tables.curve_legend(rep, "ap")["Edema"].startswith("Edema · AP 0.")
+
+
+def test_thumbnail_captions_say_what_the_film_is():
+    film = {"image_id": "f1.png", "prob": 0.834, "label": 0.0, "outcome": "FP"}
+    assert gallery_model.film_caption(film, "A: present · B: absent", "Edema") == (
+        "f1.png  \np(Edema) 0.83 · label absent · FP  \nreaders: A: present · B: absent"
+    )
+    cell = {"image_id": "f2.png", "prob": 0.3, "label": 1.0, "outcome": "called Pneumonia"}
+    assert gallery_model.film_caption(cell, class_name="Normal") == (
+        "f2.png  \np(Normal) 0.30 · true Normal · called Pneumonia"
+    )

@@ -77,6 +77,7 @@ def test_a_multiclass_cell_holds_the_confusion_matrix_count(runs):
         for j, predicted in enumerate(run.classes):
             films = gallery_films(run, GallerySelection(true, predicted=predicted), calls)
             assert len(films) == matrix[i][j]
+            assert (films["outcome"] == f"called {predicted}").all()
             if len(films):
                 assert films["wrongness"].is_monotonic_decreasing
 
