@@ -526,6 +526,7 @@ if view == "Corrected metrics":
         f"fewer than {MIN_POSITIVES} films (positives for sensitivity, films called positive for PPV, …) "
         "shows “not enough films”."
     )
+    st.caption(views.corrected_note(table))
     shown = views.corrected_display(table)
     st.dataframe(
         shown, hide_index=True, key="rev_corrected", height=tables.table_height(len(shown))

@@ -220,7 +220,7 @@ def _corrected_cell(row: Mapping, side: str) -> str:
         return f"{value:.0f}"
     if pd.isna(value):
         return f"{NOT_ENOUGH} (n={int(row[f'{side}_n'])})"
-    return f"{value:.3f} ({_interval(row[f'{side}_low'], row[f'{side}_high'])})"
+    return f"{value:.3f} ({row[f'{side}_low']:.2f}–{row[f'{side}_high']:.2f})"
 
 
 def _change_cell(row: Mapping) -> str:
@@ -228,24 +228,33 @@ def _change_cell(row: Mapping) -> str:
         return f"{row['change']:+.0f}"
     if pd.isna(row["change"]):
         return "–"
-    return f"{row['change']:+.3f} ({_interval(row['change_low'], row['change_high'], '{:+.2f}')})"
+    return f"{row['change']:+.3f} ({row['change_low']:+.2f}, {row['change_high']:+.2f})"
 
 
 def corrected_display(table: pd.DataFrame) -> pd.DataFrame:
     """Original and corrected metrics side by side, a row per finding and metric (:data:`~cxr_core.
     evaluation.review.CORRECTED_COLUMNS`), each as "value (95% CI)" or "not enough films (n=…)":
-    four columns fit the screen where a column per metric and label set would scroll sideways."""
+    five narrow columns fit a 1024 px screen where a column per metric and label set would scroll."""
     rows = [
         {
-            "Finding": f"{r['class_name']} (threshold {r['threshold']:.3f}; {int(r['n_changed'])} "
-            "label(s) changed)",
+            "Finding": r["class_name"],
             "Metric": CORRECTED_TITLES.get(r["metric"], r["metric"]),
             "Original labels": _corrected_cell(r, "original"),
             "Corrected labels": _corrected_cell(r, "corrected"),
-            "Change": _change_cell(r),
+            "Change (95% CI)": _change_cell(r),
         }
         for r in table.to_dict("records")
     ]
     return pd.DataFrame(
-        rows, columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change"]
+        rows,
+        columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change (95% CI)"],
+    )
+
+
+def corrected_note(table: pd.DataFrame) -> str:
+    """Each finding's threshold and how many of its labels the readers changed, in one line."""
+    firsts = table.drop_duplicates("class_name")
+    return " · ".join(
+        f"{r['class_name']}: threshold {r['threshold']:.3f}, {int(r['n_changed'])} label(s) changed"
+        for r in firsts.to_dict("records")
     )

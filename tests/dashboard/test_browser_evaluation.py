@@ -209,8 +209,8 @@ def test_rows_and_curve_points_open_galleries_and_a_gallery_becomes_a_review_ses
             dialog.get_by_label("Session name").fill("Atelectasis errors at 0.5")
             dialog.get_by_role("button", name="Start the review session").click()
             _gallery(page, "started with")
-            (session,) = ReviewStore(root / "review").sessions()
-            assert session.name == "Atelectasis errors at 0.5"
+            sessions = ReviewStore(root / "review").sessions()
+            session = next(s for s in sessions if s.name == "Atelectasis errors at 0.5")
             assert len(session_films(session)) == films > 0
         finally:
             browser.close()
@@ -288,6 +288,59 @@ def test_models_page_compares_two_runs_on_the_same_images(url: str, shots: Path)
                 _idle(page)
                 assert page.get_by_text("different label sources", exact=False).count() >= 1
                 page.screenshot(path=str(shots / f"eval_models_refused_{size}.png"), full_page=True)
+                page.close()
+        finally:
+            browser.close()
+
+
+def _session_with_calls(root: Path, name: str, films: int) -> None:
+    """An unblinded session on tiny_a in which readers A and B called ``films`` films."""
+    import pandas as pd
+
+    from cxr_core.artifacts.review_store import ReviewStore
+
+    frame = pd.read_csv(root / "checkpoints" / "tiny_a" / "eval" / "val" / "predictions.csv")
+    store = ReviewStore(root / "review")
+    checkpoint = str((root / "checkpoints" / "tiny_a").resolve())
+    session = store.create_session(name, checkpoint, "val", classes=["Atelectasis"])
+    for i, image_id in enumerate(frame["image_id"].astype(str)[:films]):
+        store.record(session.id, image_id, "Atelectasis", reviewer="A", finding="present")
+        call = "present" if i % 3 else "absent"
+        store.record(session.id, image_id, "Atelectasis", reviewer="B", finding=call)
+
+
+def test_review_agreement_and_corrected_metrics_say_not_enough_films(
+    url: str, root: Path, shots: Path
+) -> None:
+    """Three films called: no kappa, "not enough films"; corrected metrics with their intervals."""
+    from playwright.sync_api import sync_playwright
+
+    _session_with_calls(root, "three films", 3)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            for size, viewport in SIZES.items():
+                page = browser.new_page(viewport=viewport)
+                _open(page, url, "review?reader=A", "Review")
+                page.get_by_label("Review session").click()
+                page.get_by_role("option", name="three films", exact=False).click()
+                _idle(page)
+                page.get_by_text("Agreement", exact=True).click()
+                page.get_by_text("not enough films (fewer than 10 shared)").first.wait_for(
+                    state="attached", timeout=180_000
+                )  # a cell of the grid (its accessible copy; the grid itself is drawn)
+                _idle(page)
+                assert (
+                    "0.000 (0.00 to 0.00)"
+                    not in page.locator('[data-testid="stMain"]').inner_text()
+                )
+                page.screenshot(path=str(shots / f"eval_review_agreement_{size}.png"))
+                page.get_by_text("Corrected metrics", exact=True).click()
+                page.get_by_text("patient-level bootstrap intervals", exact=False).wait_for(
+                    timeout=180_000
+                )
+                _idle(page)
+                page.screenshot(path=str(shots / f"eval_review_corrected_{size}.png"))
                 page.close()
         finally:
             browser.close()

@@ -118,12 +118,13 @@ def test_disagreement_and_corrected_display():
     out = views.corrected_display(metrics).set_index("Metric")
     assert out.loc["Positives"].tolist()[1:] == ["3", "5", "+2"]  # counts stay whole numbers
     assert out.loc["AUROC"].tolist()[1:] == [
-        "0.500 (0.40 to 0.60)",
-        "0.625 (0.50 to 0.75)",
-        "+0.125 (+0.05 to +0.20)",
+        "0.500 (0.40–0.60)",
+        "0.625 (0.50–0.75)",
+        "+0.125 (+0.05, +0.20)",
     ]
-    assert out.loc["PPV"].tolist()[1:] == ["not enough films (n=4)", "0.500 (0.30 to 0.70)", "–"]
-    assert set(out["Finding"]) == {"Edema (threshold 0.500; 2 label(s) changed)"}
+    assert out.loc["PPV"].tolist()[1:] == ["not enough films (n=4)", "0.500 (0.30–0.70)", "–"]
+    assert set(out["Finding"]) == {"Edema"}
+    assert views.corrected_note(metrics) == "Edema: threshold 0.500, 2 label(s) changed"
     assert views.progress_text(3, 10, "AB") == "3 of 10 reviewed by you"
     assert views.film_label(0, "img", True) == "✓ 1 · img"
 
