@@ -252,7 +252,7 @@ def format_truth(comparison: TruthComparison) -> str:
     """Plain-text table: per finding and metric, the value under each truth and the change [CI]."""
 
     def num(v: float | None, pattern: str = "{:.3f}") -> str:
-        return "not enough films" if v is None else pattern.format(v)
+        return "not enough films" if v is None or pd.isna(v) else pattern.format(v)
 
     table = truth_table(comparison)
     lines = [

@@ -118,4 +118,5 @@ def test_review_session_labels_cover_only_the_films_readers_called(run):
     e = comparison.per_class["Mass"]
     assert e.n_images == 8 and e.n_disagree == 8
     assert e.auroc_primary is None and e.delta_auroc is None  # 8 films: not enough
-    assert "not enough films" in format_truth(comparison)
+    text = format_truth(comparison)
+    assert "not enough films" in text and "nan" not in text
