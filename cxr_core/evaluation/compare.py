@@ -33,7 +33,12 @@ from cxr_core.errors import NotPairedError
 from cxr_core.evaluation.run import evaluate_checkpoint
 from cxr_core.evaluation.saved_runs import run_decisions
 from cxr_core.metrics import MIN_POSITIVES, to_jsonable
-from cxr_core.metrics.paired import delong_test, mcnemar_tests, paired_bootstrap
+from cxr_core.metrics.paired import (
+    MCNEMAR_EXACT_BELOW,
+    delong_test,
+    mcnemar_tests,
+    paired_bootstrap,
+)
 from cxr_core.metrics.report_types import Interval, plain, record_from_dict
 from cxr_core.utils.atomic import write_atomically, write_text_atomically
 from cxr_core.utils.csv_safe import write_frame_csv
@@ -255,18 +260,22 @@ def compare_runs(
             first.name: [c for c in first.classes if c not in classes],
             second.name: [c for c in second.classes if c not in classes],
         },
-        settings={
-            "n_boot": int(n_boot),
-            "seed": int(seed),
-            "alpha": float(alpha),
-            "bootstrap_unit": "patient" if groups is not None else "image",
-            "difference": "first minus second",
-            "delong": "DeLong (1988), images treated as independent",
-            "mcnemar": "on known positives (sensitivity) and known negatives (specificity); exact "
-            "binomial below 25 discordant images",
-            "min_positives": MIN_POSITIVES,
-        },
+        settings=_settings(n_boot, seed, alpha, groups is not None),
     )
+
+
+def _settings(n_boot: int, seed: int, alpha: float, by_patient: bool) -> dict[str, Any]:
+    return {
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "alpha": float(alpha),
+        "bootstrap_unit": "patient" if by_patient else "image",
+        "difference": "first minus second",
+        "delong": "DeLong (1988), images treated as independent",
+        "mcnemar": "on known positives (sensitivity) and known negatives (specificity); exact "
+        f"binomial below {MCNEMAR_EXACT_BELOW} discordant images",
+        "min_positives": MIN_POSITIVES,
+    }
 
 
 TABLE_COLUMNS = (

@@ -619,15 +619,10 @@ def finalise_checkpoint(
         calibrated=False,
     )
     labels, raw_probs = split_arrays(raw, card.classes)
-    fitted = fit_temperature(labels, raw_probs, task)
-    temperature = [float(t) if np.isfinite(t) else 1.0 for t in fitted]
-    card.calibration = {
-        "method": CALIBRATION_METHOD,
-        "temperature": temperature,
-        "fitted_on": "val",
-        "fit": "negative log-likelihood on all validation cases; classes without positives and negatives keep 1.0",
-    }
-    predictions = calibrate_predictions(raw, card.classes, temperature, multilabel=multilabel)
+    card.calibration = _fitted_calibration(labels, raw_probs, task)
+    predictions = calibrate_predictions(
+        raw, card.classes, card.calibration["temperature"], multilabel=multilabel
+    )
     spec = parse_threshold_spec(operating_point or DEFAULT_OPERATING_POINT) if multilabel else None
     keys = default_subgroups(val_manifest) if subgroups is None else list(subgroups)
     report = score_predictions(
@@ -640,22 +635,7 @@ def finalise_checkpoint(
         uncalibrated=raw,
         subgroups=subgroup_values(val_manifest, keys),
     )
-    if multilabel:
-        final = report.operating_point.per_class
-        fallback = [c for c in card.classes if final[c].threshold is None]
-        card.thresholds = {c: report.per_class[c].threshold for c in card.classes}
-        card.threshold_method = str(spec)
-    else:
-        fallback = []
-        card.thresholds = {}
-        card.threshold_method = ARGMAX
-    card.validation = {
-        "split": "val",
-        **report.headline,
-        "threshold_method": card.threshold_method,
-        "threshold_fallback_classes": fallback,
-        "manifest_fingerprint": card.data.get("manifest_fingerprint", ""),
-    }
+    _stamp_card(card, report, str(spec) if multilabel else ARGMAX)
     report.evaluation = _evaluation_info(best_path, card, "val", val_manifest)
     save_checkpoint(
         best_path, ckpt.state_dict, card, half=half, gate=ckpt.gate
@@ -665,6 +645,36 @@ def finalise_checkpoint(
         _save_max_f1_preset(best_path, card, labels, split_arrays(predictions, card.classes)[1])
     logger.info("%s", format_report(report))
     return report
+
+
+def _fitted_calibration(labels: np.ndarray, raw_probs: np.ndarray, task: str) -> dict:
+    """The card's calibration block: temperatures fitted on all validation cases (1.0 where undefined)."""
+    fitted = fit_temperature(labels, raw_probs, task)
+    return {
+        "method": CALIBRATION_METHOD,
+        "temperature": [float(t) if np.isfinite(t) else 1.0 for t in fitted],
+        "fitted_on": "val",
+        "fit": "negative log-likelihood on all validation cases; classes without positives and negatives keep 1.0",
+    }
+
+
+def _stamp_card(card: ModelCard, report: EvaluationReport, method: str) -> None:
+    """The card's thresholds (fitted on all validation cases) and validation block, from the report."""
+    fallback = []
+    if report.multilabel:
+        final = report.operating_point.per_class
+        fallback = [c for c in card.classes if final[c].threshold is None]
+        card.thresholds = {c: report.per_class[c].threshold for c in card.classes}
+    else:
+        card.thresholds = {}
+    card.threshold_method = method
+    card.validation = {
+        "split": "val",
+        **report.headline,
+        "threshold_method": card.threshold_method,
+        "threshold_fallback_classes": fallback,
+        "manifest_fingerprint": card.data.get("manifest_fingerprint", ""),
+    }
 
 
 def _save_max_f1_preset(

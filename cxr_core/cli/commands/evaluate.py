@@ -83,6 +83,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY",
         help="subgroup report by a manifest column, repeatable: 'View Position' (view), sex, age (in bands)",
     )
+    _add_truth_options(p)
+    add_bootstrap_options(p)
+    add_compute_options(p)
+    p.set_defaults(handler=run)
+
+
+def _add_truth_options(p: argparse.ArgumentParser) -> None:
     truth = p.add_mutually_exclusive_group()
     truth.add_argument(
         "--truth",
@@ -103,9 +110,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--review-db", default=None, help="with --truth-session: folder holding review.sqlite3"
     )
-    add_bootstrap_options(p)
-    add_compute_options(p)
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
