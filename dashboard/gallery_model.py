@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from cxr_core.artifacts.catalog import OUTCOMES
 from cxr_core.evaluation.gallery import GallerySelection
 from cxr_core.metrics import EvaluationReport
 from dashboard.performance_tables import OUTCOME_COLUMNS
@@ -30,12 +29,12 @@ def selection_from_row(report: EvaluationReport, row: int) -> GallerySelection |
 
 
 def selection_from_cell(report: EvaluationReport, row: int, column: str) -> GallerySelection | None:
-    """A counts cell (TP / FP / FN / TN of a finding): those films; any other cell: the whole row."""
+    """A count cell (TP / FP / FN / TN of a finding): those films. Other cells of that table open
+    nothing (a finding's row, in the table above, opens all its films)."""
     names = list(report.per_class)
-    if not 0 <= row < len(names):
+    if not 0 <= row < len(names) or column not in OUTCOME_COLUMNS.values():
         return None
-    outcome = column if column in OUTCOME_COLUMNS.values() else None
-    return GallerySelection(names[row], (outcome,) if outcome else OUTCOMES)
+    return GallerySelection(names[row], (column,))
 
 
 def selection_from_curve(points: Sequence[Mapping]) -> GallerySelection | None:

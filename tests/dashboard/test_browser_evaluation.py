@@ -195,6 +195,18 @@ def test_rows_and_curve_points_open_galleries_and_a_gallery_becomes_a_review_ses
 
             page = browser.new_page(viewport=SIZES["1440"])
             _open(page, url, "performance", "Performance")
+            counts = page.locator('[data-testid="stDataFrame"]').nth(1)
+            counts.scroll_into_view_if_needed()
+            box = counts.bounding_box()
+            # Cardiomegaly's last cell (n_neg: opens nothing), then two cells left: its FN count
+            page.mouse.click(box["x"] + box["width"] - 12, box["y"] + 38 + 35 + 17)
+            _idle(page)
+            page.keyboard.press("ArrowLeft")
+            page.keyboard.press("ArrowLeft")
+            _gallery(page, "Cardiomegaly: false negatives at the report's operating point")
+            page.screenshot(path=str(shots / "eval_gallery_from_count_cell_1440.png"))
+            page.keyboard.press("Escape")
+            page.locator(DIALOG).wait_for(state="detached", timeout=60_000)
             page.wait_for_function(
                 "() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
                 ".some(p => p.data.some(t => t.name === 'Atelectasis operating point'))",

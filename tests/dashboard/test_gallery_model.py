@@ -29,7 +29,7 @@ def test_row_cell_curve_and_confusion_clicks_name_their_films():
     assert gallery_model.selection_from_row(rep, 7) is None
     fp = gallery_model.selection_from_cell(rep, 0, "FP")
     assert (fp.class_name, fp.outcomes) == ("Mass", ("FP",))
-    assert gallery_model.selection_from_cell(rep, 0, "ppv").outcomes == ("TP", "FP", "FN", "TN")
+    assert gallery_model.selection_from_cell(rep, 0, "ppv") is None  # not a count
     point = gallery_model.selection_from_curve([{"customdata": [0.42, "Edema"], "x": 0.1}])
     assert (point.class_name, point.threshold, point.outcomes) == ("Edema", 0.42, ("FP", "FN"))
     assert gallery_model.selection_from_curve([{"customdata": [None, "Edema"]}]) is None
