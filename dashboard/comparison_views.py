@@ -63,16 +63,17 @@ def discrimination_table(report: ComparisonReport) -> pd.DataFrame:
 
 def operating_table(report: ComparisonReport) -> pd.DataFrame:
     """Per finding at each model's own operating point: sensitivity and specificity of both, the
-    differences with paired CIs, McNemar's p, and how many films only one model got right."""
+    differences with paired CIs, McNemar's p, and how many positives only one model got right
+    (first / second)."""
     rows = [
         {
             "Finding": name + (" ⚑" if e.low_count else ""),
-            "Sensitivity": f"{fmt(e.sensitivity_first)} vs {fmt(e.sensitivity_second)}",
-            "ΔSensitivity (95% CI)": _delta(e.delta_sensitivity, e.delta_sensitivity_ci),
+            "Sens.": f"{fmt(e.sensitivity_first)} vs {fmt(e.sensitivity_second)}",
+            "ΔSens. (95% CI)": _delta(e.delta_sensitivity, e.delta_sensitivity_ci),
             "McNemar p (sens.)": _p(e.mcnemar_sensitivity_p),
-            "Positives right by one only": f"{e.sensitivity_only_first} / {e.sensitivity_only_second}",
-            "Specificity": f"{fmt(e.specificity_first)} vs {fmt(e.specificity_second)}",
-            "ΔSpecificity (95% CI)": _delta(e.delta_specificity, e.delta_specificity_ci),
+            "Right by one only": f"{e.sensitivity_only_first} / {e.sensitivity_only_second}",
+            "Spec.": f"{fmt(e.specificity_first)} vs {fmt(e.specificity_second)}",
+            "ΔSpec. (95% CI)": _delta(e.delta_specificity, e.delta_specificity_ci),
             "McNemar p (spec.)": _p(e.mcnemar_specificity_p),
         }
         for name, e in report.per_class.items()

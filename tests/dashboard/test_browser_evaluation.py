@@ -292,8 +292,15 @@ def test_models_page_compares_two_runs_on_the_same_images(url: str, shots: Path)
                     timeout=180_000,
                 )  # the forest plot
                 assert page.locator('[data-testid="stException"]').count() == 0
-                page.get_by_text("Discrimination", exact=True).scroll_into_view_if_needed()
+                # the paired view's last element: the run that drew it has finished
+                page.get_by_role("button", name="Download the table (CSV)").wait_for(
+                    timeout=180_000
+                )
+                _idle(page)
+                tables = page.locator('[data-testid="stDataFrame"]')
+                tables.nth(tables.count() - 2).evaluate("e => e.scrollIntoView({block: 'start'})")
                 page.screenshot(path=str(shots / f"eval_models_paired_{size}.png"))
+                second.evaluate("e => e.scrollIntoView({block: 'center'})")
                 second.click()
                 page.get_by_role("option", name="tiny_b").click()
                 page.get_by_text("No paired comparison", exact=False).wait_for(timeout=180_000)
