@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -81,6 +82,15 @@ class DistContext:
     def shard(self, n: int) -> list[int]:
         """This rank's disjoint, unpadded share of ``range(n)``."""
         return list(range(self.rank, n, self.world_size))
+
+
+def reassemble(shards: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Rows the ranks computed for their shards (``(indices, rows)`` each), in the set's order."""
+    index = np.concatenate([np.asarray(s[0], dtype=np.int64) for s in shards])
+    rows = np.concatenate([s[1] for s in shards])
+    ordered = np.empty_like(rows)
+    ordered[index] = rows
+    return ordered
 
 
 def launched_by_torchrun() -> bool:
