@@ -15,8 +15,8 @@ import pytest
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "cxr_core"
 
 LAYERS: dict[str, int] = {
-    "": 0,  # cxr_core/__init__.py (version only)
     "errors": 0,
+    "version": 0,
     "utils": 1,
     "data": 2,
     "metrics": 2,
@@ -27,6 +27,9 @@ LAYERS: dict[str, int] = {
     "training": 6,
     "cli": 7,
     "__main__": 8,  # python -m cxr_core: the entry point above everything
+    # cxr_core/__init__.py: the public API (Predictor, explain, load_image, evaluate_checkpoint,
+    # train), re-exported lazily from the layers below; nothing in the library imports it.
+    "": 9,
 }
 
 
@@ -42,22 +45,15 @@ def project_modules() -> dict[str, Path]:
 
 
 def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
-    """Project modules imported anywhere in a file (top level or inside functions).
+    """Project modules imported anywhere in a file (top level, inside functions, or under
+    ``if TYPE_CHECKING:``).
 
-    Imports under ``if TYPE_CHECKING:`` are for annotations only and never run, so they are skipped.
+    Imports for annotations only never run, but they still tie two modules together: a circle
+    through one is a circle a reader has to untangle, and the next refactoring makes it real.
     """
     tree = ast.parse(path.read_text(), filename=str(path))
-    typing_only = {
-        id(inner)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If)
-        and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
-        for inner in ast.walk(node)
-    }
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -96,10 +92,10 @@ def test_no_module_imports_a_layer_above_it_or_a_sibling_package() -> None:
         here = package_of(module)
         for target in targets:
             there = package_of(target)
-            if there == here or target == "cxr_core":
+            if there == here:
                 continue
             if LAYERS[there] > LAYERS[here] or (
-                LAYERS[there] == LAYERS[here] and there not in ("", "errors")
+                LAYERS[there] == LAYERS[here] and there not in ("errors", "version")
             ):
                 offences.append(f"{module} -> {target}")
     assert not offences, "imports against the layering:\n" + "\n".join(sorted(offences))
@@ -130,6 +126,17 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycles() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_import_check_sees_imports_made_for_annotations_only(tmp_path: Path) -> None:
+    source = tmp_path / "typed.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from cxr_core.models.registry import create_model\n"
+    )
+    modules = {"cxr_core.models.registry": source}
+    assert imports_of(source, modules) == {"cxr_core.models.registry"}
 
 
 def test_cycle_finder_finds_a_cycle() -> None:
