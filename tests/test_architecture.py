@@ -226,3 +226,62 @@ def test_tier_check_sees_an_upward_import(tmp_path: Path) -> None:
     upward = tmp_path / "bad.py"
     upward.write_text("import dashboard.state\nfrom app_pages import review\n")
     assert top_level_imports(upward) & set(APP_TIERS) == {"dashboard", "app_pages"}
+
+
+# A function over 80 lines does several things; name them. Functions that engineers split in
+# parallel branches are listed here, each with whose branch splits it, until those branches land
+# (the lead removes the entries at merge; the list only ever shrinks).
+MAX_FUNCTION_LINES = 80
+SPLIT_ELSEWHERE = {
+    "data/imaging.py:_load_dicom",  # integrity: data/imaging.py split along its concerns
+    "data/formats/chexpert.py:load_chexpert",  # datasets: format registry and adapters
+    "metrics/report.py:evaluation_report",  # eval-views: typed evaluation report
+    "metrics/report.py:format_report",  # eval-views
+    "metrics/subgroups.py:subgroup_report",  # eval-views: small-sample statistics
+    "metrics/bootstrap.py:bootstrap_cis",  # eval-views
+    "models/card.py:ModelCard.__post_init__",  # integrity: cards signed as a whole
+    "artifacts/review_store.py:ReviewStore.record",  # review-workstation: drafts
+}
+
+
+def function_lengths(path: Path) -> dict[str, int]:
+    """``Class.method`` / ``function`` -> lines from its ``def`` to its last line, nested ones too."""
+    lengths: dict[str, int] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lengths[prefix + child.name] = child.end_lineno - child.lineno + 1
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+
+    visit(ast.parse(path.read_text(), filename=str(path)), "")
+    return lengths
+
+
+def long_functions() -> dict[str, int]:
+    return {
+        f"{path.relative_to(PACKAGE_ROOT)}:{name}": n
+        for path in PACKAGE_ROOT.rglob("*.py")
+        for name, n in function_lengths(path).items()
+        if n > MAX_FUNCTION_LINES
+    }
+
+
+def test_no_library_function_is_longer_than_80_lines() -> None:
+    found = long_functions()
+    too_long = {name: n for name, n in found.items() if name not in SPLIT_ELSEWHERE}
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines; split them: {too_long}"
+    done = sorted(SPLIT_ELSEWHERE - set(found))
+    assert not done, f"these are short now; remove them from SPLIT_ELSEWHERE: {done}"
+
+
+def test_function_lengths_count_methods_and_nested_functions(tmp_path: Path) -> None:
+    source = tmp_path / "shapes.py"
+    body = "\n".join(f"        x{i} = {i}" for i in range(81))
+    source.write_text(
+        f"class A:\n    def long(self):\n{body}\n        def inner():\n            pass\n"
+    )
+    lengths = function_lengths(source)
+    assert lengths == {"A.long": 84, "A.long.inner": 2}

@@ -84,14 +84,10 @@ def _heatmap_names(paths: list[Path]) -> dict[Path, str]:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    from cxr_core.inference.explain import explain_batch, method_class, overlay_png
-    from cxr_core.inference.lungs import mask_png
-    from cxr_core.inference.predictor import Predictor, collect_image_paths
+def _load_predictor(args: argparse.Namespace):
+    """The checkpoint's Predictor, with the lung model ``--lungs`` names."""
+    from cxr_core.inference.predictor import Predictor
 
-    if args.heatmaps:
-        method_class(args.method)  # an unknown method fails before the model is loaded
-    paths = collect_image_paths(args.paths, SUPPORTED_EXTENSIONS)
     lungs = None
     if args.lungs is not None:
         from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
@@ -99,9 +95,46 @@ def run(args: argparse.Namespace) -> int:
         lungs = LungSegmenter.from_path(
             DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs, device=args.device
         )
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, tta=args.tta, lungs=lungs
-    )
+    return Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta, lungs=lungs)
+
+
+def _prediction_row(result, classes, lung_mask_path: Path | None) -> list:
+    """A scored file's row; its lung mask (segmented by the input gate, whose warnings include
+    its check) is written to ``lung_mask_path``."""
+    from cxr_core.inference.lungs import mask_png
+
+    pred = result.prediction
+    lung_values = []
+    if result.lungs is not None and lung_mask_path is not None:
+        lung_mask_path.write_bytes(mask_png(result.lungs.mask))
+        lung_values = [repr(round(result.lungs.fraction, 6)), result.lungs.check.warning or ""]
+    return [
+        result.path,
+        *(repr(pred.probabilities[c]) for c in classes),
+        ";".join(pred.positive),
+        " | ".join(pred.warnings),
+        *lung_values,
+        "",
+    ]
+
+
+def _write_heatmaps(predictor, result, targets, method: str, heat_dir: Path, name: str) -> None:
+    from cxr_core.inference.explain import explain_batch, overlay_png
+
+    maps = explain_batch(predictor, [result.image] * len(targets), targets, method)
+    for cls, heatmap in zip(targets, maps):
+        png = overlay_png(result.image.pixels, heatmap)
+        (heat_dir / f"{name}__{_slug(cls)}.png").write_bytes(png)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxr_core.inference.explain import method_class
+    from cxr_core.inference.predictor import collect_image_paths
+
+    if args.heatmaps:
+        method_class(args.method)  # an unknown method fails before the model is loaded
+    paths = collect_image_paths(args.paths, SUPPORTED_EXTENSIONS)
+    predictor = _load_predictor(args)
     classes = predictor.classes
     explain_class = None
     if args.heatmaps and args.class_name != ALL_POSITIVE:
@@ -110,9 +143,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     heat_dir, lung_dir = out / "heatmaps", out / "lungs"
     (heat_dir if args.heatmaps else out).mkdir(parents=True, exist_ok=True)
-    if lungs is not None:
+    with_lungs = args.lungs is not None
+    if with_lungs:
         lung_dir.mkdir(exist_ok=True)
-    lung_columns = ["lung_fraction", "lung_warning"] if lungs is not None else []
+    lung_columns = ["lung_fraction", "lung_warning"] if with_lungs else []
     names = _heatmap_names(paths)
     errors = warned = 0
     with (
@@ -125,53 +159,18 @@ def run(args: argparse.Namespace) -> int:
             paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps
         )
         for result in results:
+            name = names[Path(result.path)]
             if result.prediction is None:
                 errors += 1
-                writer.writerow(
-                    [
-                        result.path,
-                        *([""] * len(classes)),
-                        "",
-                        "",
-                        *([""] * len(lung_columns)),
-                        result.error,
-                    ]
-                )
+                blank = [""] * (len(classes) + 2 + len(lung_columns))
+                writer.writerow([result.path, *blank, result.error])
             else:
-                pred = result.prediction
-                if pred.warnings:
-                    warned += 1
-                lung_values = []
-                if (
-                    result.lungs is not None
-                ):  # segmented by the input gate, whose warnings include its check
-                    (lung_dir / f"{names[Path(result.path)]}.png").write_bytes(
-                        mask_png(result.lungs.mask)
-                    )
-                    lung_values = [
-                        repr(round(result.lungs.fraction, 6)),
-                        result.lungs.check.warning or "",
-                    ]
-                writer.writerow(
-                    [
-                        result.path,
-                        *(repr(pred.probabilities[c]) for c in classes),
-                        ";".join(pred.positive),
-                        " | ".join(pred.warnings),
-                        *lung_values,
-                        "",
-                    ]
-                )
+                warned += bool(result.prediction.warnings)
+                lung_path = lung_dir / f"{name}.png" if with_lungs else None
+                writer.writerow(_prediction_row(result, classes, lung_path))
                 if args.heatmaps:
-                    targets = [explain_class] if explain_class else pred.positive
-                    maps = explain_batch(
-                        predictor, [result.image] * len(targets), targets, args.method
-                    )
-                    for cls, heatmap in zip(targets, maps):
-                        png = overlay_png(result.image.pixels, heatmap)
-                        (heat_dir / f"{names[Path(result.path)]}__{_slug(cls)}.png").write_bytes(
-                            png
-                        )
+                    targets = [explain_class] if explain_class else result.prediction.positive
+                    _write_heatmaps(predictor, result, targets, args.method, heat_dir, name)
                 result.image = result.lungs = None
             handle.flush()
             bar.update(1)
