@@ -43,6 +43,7 @@ from cxr_core.artifacts.run_dir import (
 from cxr_core.artifacts.thresholds_store import CARD_SET, ThresholdStore
 from cxr_core.data.cache import CacheTransform, ImageCache, cache_key, derived_key
 from cxr_core.data.dataset import CXRDataset, eval_transform
+from cxr_core.data.formats import load_dataset
 from cxr_core.data.labels import ClassMapping, match_classes
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig
@@ -789,7 +790,7 @@ def open_cache_for(
 
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
-    manifest: Manifest,
+    manifest: Manifest | str | Path,
     split: str,
     out_dir: str | Path,
     *,
@@ -804,12 +805,16 @@ def evaluate_checkpoint(
 ) -> dict:
     """Predict ``split`` of ``manifest``, score it and write the report.
 
+    ``manifest`` may also be a dataset folder or label file, read by its format's adapter with
+    the splits the dataset itself defines (a ``test/`` folder, NIH's official test list).
     ``thresholds``: None = as the card was made (cross-fitted again on the card's own
     validation split, which reproduces the card; the card's thresholds on any other split),
     ``"card"``, a threshold spec (cross-fitted on this split) or the name of a threshold set
     saved next to the checkpoint. ``subgroups``: manifest keys (``view``, ``sex``, ``age``).
     """
     checkpoint_path = Path(checkpoint_path)
+    if not isinstance(manifest, Manifest):
+        manifest = load_dataset(manifest)
     ckpt = load_checkpoint(checkpoint_path)
     mapping = class_mapping(ckpt.card, manifest)
     card = card_on_classes(ckpt.card, mapping)
