@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxr_core.training import load_config, train
+    from cxr_core.training.config import load_config
+    from cxr_core.training.engine import train
 
     overrides: dict = {}
     if args.max_epochs is not None:
