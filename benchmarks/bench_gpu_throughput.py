@@ -22,8 +22,8 @@ import time
 import torch
 
 from cxr_core.training.config import load_config
-from cxr_core.training.distributed import init_distributed, shutdown_distributed
 from cxr_core.training.engine import Engine
+from cxr_core.utils.distributed import init_distributed, shutdown_distributed
 
 
 class _TimedLoader:

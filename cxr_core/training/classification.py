@@ -32,11 +32,11 @@ from cxr_core.models.lung_mask import LungMasker
 from cxr_core.models.tta import activate
 from cxr_core.training.config import TASK_CLASSIFICATION, DataConfig, TrainConfig
 from cxr_core.training.data_setup import build_manifest, data_card, require_monitorable
-from cxr_core.training.distributed import reassemble
 from cxr_core.training.inputs import build_preprocess
 from cxr_core.training.losses import build_loss, class_weights_from_labels, pos_weight_from_labels
 from cxr_core.training.runtime import Runtime
 from cxr_core.training.task import TrainingTask, Validation, finite_or_none, register_task
+from cxr_core.utils.distributed import reassemble
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ from cxr_core.training import classification as _classification  # noqa: F401  (
 from cxr_core.training import segmentation as _segmentation  # noqa: F401  (registers the task)
 from cxr_core.training.amp import load_scaler_state
 from cxr_core.training.config import TrainConfig, load_config
-from cxr_core.training.distributed import DistContext, init_distributed, shutdown_distributed
 from cxr_core.training.ema import EMA
 from cxr_core.training.handlers import (
     BestCheckpoint,
@@ -60,6 +59,7 @@ from cxr_core.training.state import (
 from cxr_core.training.steps import LossTally, accumulation_group
 from cxr_core.training.task import TrainingTask, Validation, finite_or_none, get_task
 from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.utils.distributed import DistContext, init_distributed, shutdown_distributed
 
 logger = logging.getLogger(__name__)
 

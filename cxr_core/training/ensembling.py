@@ -37,9 +37,9 @@ from cxr_core.training.config import (
     load_config,
 )
 from cxr_core.training.data_setup import build_manifest, data_config_of
-from cxr_core.training.distributed import DistContext, init_distributed, shutdown_distributed
 from cxr_core.training.engine import train
 from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.utils.distributed import DistContext, init_distributed, shutdown_distributed
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from cxr_core.data.dataset import collate_batch
 from cxr_core.errors import ConfigError
 from cxr_core.training.amp import amp_name, resolve_amp
 from cxr_core.training.config import TrainConfig
-from cxr_core.training.distributed import DistContext
 from cxr_core.training.sampling import worker_init
+from cxr_core.utils.distributed import DistContext
 
 MAX_AUTO_WORKERS = 8
 

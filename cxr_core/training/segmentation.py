@@ -41,11 +41,11 @@ from cxr_core.models.card import ModelCard, software_versions
 from cxr_core.models.checkpoint import load_checkpoint, save_checkpoint
 from cxr_core.models.segmentation import predict_mask_probs
 from cxr_core.training.config import TASK_SEGMENTATION, DataConfig, TrainConfig
-from cxr_core.training.distributed import reassemble
 from cxr_core.training.inputs import build_preprocess
 from cxr_core.training.losses import DiceBCELoss
 from cxr_core.training.runtime import Runtime
 from cxr_core.training.task import TrainingTask, Validation, finite_or_none, register_task
+from cxr_core.utils.distributed import reassemble
 from cxr_core.utils.tasks import Task
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cxr_core.training.distributed import DistContext
+from cxr_core.utils.distributed import DistContext
 
 
 def accumulation_group(step: int, n_batches: int, accum: int) -> tuple[int, bool]:

@@ -18,10 +18,10 @@ from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.training import TrainConfig, train
 from cxr_core.training.amp import resolve_amp
-from cxr_core.training.distributed import init_distributed, shutdown_distributed
 from cxr_core.training.engine import Engine
 from cxr_core.training.sampling import EpochSampler
 from cxr_core.training.schedule import LRSchedule
+from cxr_core.utils.distributed import init_distributed, shutdown_distributed
 
 
 def _log(out_dir) -> list[dict]:

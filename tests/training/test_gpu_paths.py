@@ -16,23 +16,19 @@ import torch
 from torch import nn
 
 from cxr_core.errors import ConfigError, TrainingDivergedError
-from cxr_core.training import distributed, train
 from cxr_core.training import state as state_module
+from cxr_core.training import train
 from cxr_core.training.amp import load_scaler_state, resolve_amp
 from cxr_core.training.classification import build_cache_in_turn
-from cxr_core.training.distributed import (
-    DistContext,
-    gpu_index,
-    init_distributed,
-    resolve_device,
-    shutdown_distributed,
-)
 from cxr_core.training.ema import EMA
 from cxr_core.training.engine import Engine
 from cxr_core.training.runtime import Runtime, loader_workers, process_batch_size
 from cxr_core.training.sampling import SeededItems
 from cxr_core.training.state import capture_rng, restore_rng
 from cxr_core.training.steps import LossTally
+from cxr_core.utils import distributed
+from cxr_core.utils.device import gpu_index, resolve_device
+from cxr_core.utils.distributed import DistContext, init_distributed, shutdown_distributed
 
 CUDA0 = torch.device("cuda", 0)
 CPU_CTX = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -333,7 +329,8 @@ def test_ensemble_under_torchrun_combines_on_rank_0_only(monkeypatch, tmp_path):
     from cxr_core.training.config import EnsembleConfig
 
     recipe = EnsembleConfig(members=["a.yaml", "b.yaml"], out_dir=str(tmp_path / "ens"))
-    monkeypatch.setattr(ensembling, "load_config", lambda path: type("C", (), {"device": "cpu"})())
+    member = type("C", (), {"device": "cpu", "task": "classification"})()
+    monkeypatch.setattr(ensembling, "load_config", lambda path: member)
     monkeypatch.setattr(
         ensembling, "_trained_member", lambda config, progress, ctx: tmp_path / "member"
     )
