@@ -70,6 +70,8 @@ PROVISIONAL = {
 
 @dataclass
 class TrainResult:
+    """What :func:`train` reports: where the run is, how it went, and its final validation."""
+
     out_dir: Path
     best_checkpoint: Path
     last_checkpoint: Path

@@ -187,15 +187,14 @@ class SegmentationTask(TrainingTask):
         c = self.config
         self.preprocess = build_preprocess(c)
         self.pairs = load_pairs(c.data)
-        self.train_idx, val_idx = split_by_patient(
+        self.train_idx, self.val_idx = split_by_patient(
             self.pairs.patients, c.data.val, c.data.split_seed
         )
-        self.val_idx = val_idx
-        self.val_pairs = self.pairs.subset(val_idx)
+        self.val_pairs = self.pairs.subset(self.val_idx)
         logger.info(
             "%d training and %d validation pairs (patient-level split)",
             len(self.train_idx),
-            len(val_idx),
+            len(self.val_idx),
         )
         augment = PairAugment(self.preprocess, AugmentConfig.from_dict(c.augment))
         return PairDataset(self.pairs.subset(self.train_idx), augment)
