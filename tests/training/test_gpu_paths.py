@@ -205,12 +205,23 @@ def _one_nan_batch(engine):
     engine.parts.criterion = nan_on_second_batch
 
 
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
 def test_an_overflowing_fp16_batch_is_skipped_not_fatal(
-    class_folders, cache_dir, tmp_path, make_config
+    task,
+    class_folders,
+    mask_folders,
+    cache_dir,
+    tmp_path,
+    make_config,
+    make_segmentation_config,
 ):
-    config = make_config(class_folders, tmp_path / "run", cache_dir, epochs=1)
+    if task == "classification":  # 30 training images: 4 batches of 8
+        config, batches = make_config(class_folders, tmp_path / "run", cache_dir, epochs=1), 4
+    else:  # 9 training pairs: 3 batches of 4
+        config, batches = make_segmentation_config(mask_folders, tmp_path / "run", epochs=1), 3
     engine = Engine(config, CPU_CTX, progress=False)
     engine.setup()
+    assert len(engine.loader) == batches
     # the fp16 path: skips the step, lowers the scale
     engine.parts.scaler = torch.amp.GradScaler("cpu", enabled=True)
     before = engine.parts.scaler.get_scale()
@@ -223,8 +234,8 @@ def test_an_overflowing_fp16_batch_is_skipped_not_fatal(
     engine = Engine(config, CPU_CTX, progress=False)
     engine.setup()  # float32: the NaN update is applied, so the run stops
     _one_nan_batch(engine)
-    # the NaN weights poison the rest
-    with pytest.raises(TrainingDivergedError, match="non-finite in 3 batch"):
+    # the NaN weights poison the rest: the second batch and every one after it
+    with pytest.raises(TrainingDivergedError, match=f"non-finite in {batches - 1} batch"):
         engine.train_epoch(0)
 
 
