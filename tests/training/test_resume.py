@@ -67,6 +67,7 @@ def _same_weights(a_dir, b_dir) -> None:
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
 
 
+@pytest.mark.slow  # three processes: ~40 s of CPU
 def test_classification_resume_after_sigkill_is_bit_identical(
     class_folders, cache_dir, tmp_path, make_config, killed_and_resumed
 ):

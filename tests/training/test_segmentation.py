@@ -162,6 +162,7 @@ def test_segmentation_resume_is_bit_identical_to_uninterrupted_run(
     assert resumed.report["metrics"] == full.report["metrics"]
 
 
+@pytest.mark.slow  # three processes: ~40 s of CPU
 def test_segmentation_resume_after_sigkill_is_bit_identical(
     mask_folders, tmp_path, make_segmentation_config, killed_and_resumed
 ):
