@@ -213,7 +213,14 @@ if paired is not None:
         ),
     ):
         st.markdown(f"**{title}**")
-        st.dataframe(table, hide_index=True, key=key, height=table_height(len(table)))
+        st.dataframe(
+            table,
+            hide_index=True,
+            key=key,
+            height=table_height(len(table)),
+            # the finding stays in view while a 1024 px screen scrolls to the other columns
+            column_config={"Finding": st.column_config.TextColumn(pinned=True)},
+        )
     left, right = st.columns(2)
     left.download_button(
         "Download the comparison (JSON)",

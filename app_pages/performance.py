@@ -115,6 +115,8 @@ m4.metric("Low-count classes", len(macro.classes_excluded))
 st.caption(threshold_source_note(run.report or report, recomputed_with))
 tables = per_class_tables(report)
 selectable = {"on_select": "ignore"}
+# the class stays in view while a 1024 px screen scrolls to the other columns
+PINNED_CLASS = {"class": st.column_config.TextColumn(pinned=True)}
 st.markdown("**Discrimination and operating point** (95% CI)")
 key = f"perf_table@{clicks}"
 st.dataframe(
@@ -122,6 +124,7 @@ st.dataframe(
     hide_index=True,
     key=key,
     height=table_height(len(tables["discrimination"])),
+    column_config=PINNED_CLASS,
     **(
         dict(
             on_select=partial(gallery_view.open_from, key, "row", report),
@@ -142,6 +145,7 @@ st.dataframe(
     hide_index=True,
     key=key,
     height=table_height(len(tables["predictive"])),
+    column_config=PINNED_CLASS,
     **(
         dict(
             on_select=partial(gallery_view.open_from, key, "cell", report),

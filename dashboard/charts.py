@@ -523,7 +523,8 @@ def reliability_figure(bins: Mapping[str, ReliabilityBins], ece: Mapping[str, fl
         xaxis=dict(title="mean predicted probability", range=[0, 1]),
         yaxis=dict(title="fraction positive", range=[0, 1.02]),
         margin=_MARGIN,
-        height=420,
+        height=460,
+        legend=dict(orientation="h", y=-0.22, x=0),  # below, so the plot keeps its width at 1024 px
     )
     return fig
 
