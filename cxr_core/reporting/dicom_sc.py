@@ -12,7 +12,6 @@ from __future__ import annotations
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-import cxr_core
 from cxr_core.errors import ReportError
 from cxr_core.reporting.codes import MANUFACTURER
 from cxr_core.reporting.dicom_source import (
@@ -23,6 +22,7 @@ from cxr_core.reporting.dicom_source import (
 )
 from cxr_core.reporting.overlay import burned_in_overlay
 from cxr_core.reporting.study import StudyResult
+from cxr_core.version import __version__
 
 SERIES_DESCRIPTION = "cxr AI overlay - research, not for diagnosis"
 DEFAULT_ORIENTATION = ("L", "F")  # a frontal chest film seen as usual: patient's left on the right
@@ -54,7 +54,7 @@ def build_sc(result: StudyResult, source: Dataset) -> hd.sc.SCImage:
         series_description=SERIES_DESCRIPTION,
         content_qualification=hd.ContentQualificationValues.RESEARCH,
         manufacturer_model_name=result.model.name[:64],
-        software_versions=f"cxr {cxr_core.__version__}",
+        software_versions=f"cxr {__version__}",
         device_serial_number=result.model.weights_sha256[:64],
     )
     sc.BurnedInAnnotation = "YES"

@@ -14,7 +14,6 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
-import cxr_core
 from cxr_core.errors import ReportError
 from cxr_core.reporting import codes
 from cxr_core.reporting.dicom_source import (
@@ -24,6 +23,7 @@ from cxr_core.reporting.dicom_source import (
     series_uid,
 )
 from cxr_core.reporting.study import StudyResult
+from cxr_core.version import __version__
 
 SERIES_DESCRIPTION = "cxr AI lung segmentation - research"
 SEGMENT_LABEL = "Lungs"
@@ -75,7 +75,7 @@ def build_seg(result: StudyResult, source: Dataset) -> hd.seg.Segmentation:
         instance_number=instance_number(source),
         manufacturer=codes.MANUFACTURER,
         manufacturer_model_name=result.lung_model.name[:64],
-        software_versions=f"cxr {cxr_core.__version__}",
+        software_versions=f"cxr {__version__}",
         device_serial_number=result.lung_model.weights_sha256[:64],
         series_description=SERIES_DESCRIPTION,
         content_qualification=hd.ContentQualificationValues.RESEARCH,

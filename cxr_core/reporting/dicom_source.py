@@ -23,9 +23,9 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-import cxr_core
 from cxr_core.errors import ReportError
 from cxr_core.reporting.study import StudyResult
+from cxr_core.version import __version__
 
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 _UID_NAMESPACE = uuid.UUID(
@@ -86,7 +86,7 @@ def result_uid(source: Dataset, result: StudyResult, kind: str) -> str:
         result.model.weights_sha256,
         json.dumps([calls, result.outcome.outcome, result.outcome.scored_anyway]),
         result.lung_model.weights_sha256 if result.lung_model is not None else "",
-        cxr_core.__version__,
+        __version__,
         kind,
     )
 
