@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cxr_core.access import roles
 from cxr_core.access.pseudonym import Pseudonymiser, key_path
 from cxr_core.access.roles import Actor, operator
 from cxr_core.artifacts import audit_log, user_store
@@ -298,6 +299,26 @@ class ReviewStore:
         bound.actor = actor
         return bound
 
+    def _acting_as(self, action: str, name: object, what: str) -> str:
+        """The reader name ``what`` is saved under, once the actor's role allows ``action``: a
+        signed-in user's own name (another is refused), else ``name`` as given (a local install's
+        single user, the command line's operator)."""
+        self.actor.require(action)
+        return clean_reader(self.actor.as_self(str(name or ""), what))
+
+    def _audit(
+        self, conn: sqlite3.Connection, action: str, session_id: int, film: str = "", **detail
+    ) -> None:
+        """One audit event inside the change's own transaction: both land, or neither."""
+        audit_log.write_entry(
+            conn,
+            self.actor,
+            action,
+            film=film,
+            target=f"review session {session_id}",
+            detail=detail,
+        )
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A fresh connection per call: commits on success, rolls back on error, always closes."""
@@ -425,6 +446,7 @@ class ReviewStore:
         classes: Sequence[str] = (),
     ) -> ReviewSession:
         """A new session; ``classes`` are the findings its readers call on every film (empty: all)."""
+        self.actor.require(roles.CREATE_SESSION)
         if not str(name).strip():
             raise ReviewStoreError(
                 "a review session needs a name (e.g. your initials and the date)"
@@ -447,6 +469,9 @@ class ReviewStore:
                 ),
             )
             session_id = int(cur.lastrowid)
+            self._audit(
+                conn, audit_log.SESSION_CREATED, session_id, name=str(name).strip(), mode=mode
+            )
         return self.session(session_id)
 
     def session(self, session_id: int) -> ReviewSession:
@@ -474,6 +499,8 @@ class ReviewStore:
         """
         if int(position) < 0:
             raise ReviewStoreError(f"review position must be 0 or more, not {position}")
+        if reviewer is not None:
+            reviewer = self.actor.as_self(reviewer, "a reading position")
         with self._connect() as conn:
             exists = conn.execute(
                 "SELECT 1 FROM sessions WHERE id = ?", (int(session_id),)
@@ -504,6 +531,7 @@ class ReviewStore:
 
     def update_filters(self, session_id: int, filters: Mapping, position: int = 0) -> None:
         """Store a session's filters (readers' own positions are kept, by image)."""
+        self.actor.require(roles.CREATE_SESSION)
         if int(position) < 0:
             raise ReviewStoreError(f"review position must be 0 or more, not {position}")
         with self._connect() as conn:
@@ -511,6 +539,8 @@ class ReviewStore:
                 "UPDATE sessions SET filters = ?, position = ? WHERE id = ?",
                 (json.dumps(dict(filters), sort_keys=True), int(position), int(session_id)),
             )
+            if cur.rowcount:
+                self._audit(conn, audit_log.SESSION_CHANGED, int(session_id), filters=dict(filters))
         if cur.rowcount == 0:
             raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
 
@@ -537,7 +567,7 @@ class ReviewStore:
         the image's width and height. In a blinded session a reader who has revealed the session's labels
         and model output (:meth:`reveal`) can change the calls they saved before, but not add one.
         """
-        reviewer = clean_reader(reviewer)
+        reviewer = self._acting_as(roles.CALL, reviewer, "a call")
         if verdict is None and finding is None:
             raise ReviewStoreError(
                 "a verdict needs the reader's call (finding present/absent/unsure) or a verdict"
@@ -603,6 +633,16 @@ class ReviewStore:
                     values,
                 )
                 conn.execute(f"INSERT INTO verdict_history ({columns}) VALUES ({marks})", values)
+                self._audit(
+                    conn,
+                    audit_log.CALL_SAVED,
+                    int(session_id),
+                    str(image_id),
+                    reader=reviewer,
+                    finding_of=str(class_name),
+                    call=finding,
+                    verdict=verdict,
+                )
         except sqlite3.IntegrityError:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
@@ -695,7 +735,7 @@ class ReviewStore:
 
         From then on :meth:`record` refuses their calls on findings they had not called yet.
         """
-        reader = clean_reader(reader)
+        reader = self._acting_as(roles.REVEAL, reader, "a reveal")
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT mode FROM sessions WHERE id = ?", (int(session_id),)
@@ -707,10 +747,12 @@ class ReviewStore:
                     f"review session {session_id} is unblinded: its labels and model output "
                     "are already shown, there is nothing to reveal"
                 )
-            conn.execute(
+            added = conn.execute(
                 "INSERT OR IGNORE INTO reveals (session_id, reader, time) VALUES (?, ?, ?)",
                 (int(session_id), reader, _now()),
-            )
+            ).rowcount
+            if added:
+                self._audit(conn, audit_log.REVEAL, int(session_id), reader=reader)
             return conn.execute(
                 "SELECT time FROM reveals WHERE session_id = ? AND reader = ?",
                 (int(session_id), reader),
@@ -736,7 +778,7 @@ class ReviewStore:
         note: str = "",
     ) -> Adjudication:
         """Record the final label (1 present, 0 absent) of one finding; earlier entries stay in the table."""
-        adjudicator = clean_reader(adjudicator)
+        adjudicator = self._acting_as(roles.ADJUDICATE, adjudicator, "an adjudication")
         if label not in (0, 1) or isinstance(label, bool):
             raise ReviewStoreError(
                 f"an adjudicated label is 1 (present) or 0 (absent), not {label!r}"
@@ -764,6 +806,14 @@ class ReviewStore:
                         entry.note,
                         entry.updated,
                     ),
+                )
+                self._audit(
+                    conn,
+                    audit_log.ADJUDICATE,
+                    entry.session_id,
+                    entry.image_id,
+                    finding_of=entry.class_name,
+                    label=entry.label,
                 )
         except sqlite3.IntegrityError:
             raise ReviewStoreError(
@@ -809,7 +859,11 @@ class ReviewStore:
         return [{k: r[k] for k in EXPORT_COLUMNS} for r in rows]
 
     def export_csv(self, path: str | os.PathLike, session_id: int | None = None) -> int:
-        """Write verdicts to a CSV file (formula-safe); returns the number of rows written."""
+        """Write verdicts to a CSV file (formula-safe, identifiable: for those whose role may export
+        and see patient identifiers; pseudonymised exports go through
+        :func:`cxr_core.evaluation.review.export_session`); returns the number of rows written."""
+        self.actor.require(roles.EXPORT)
+        self.actor.require(roles.VIEW_PATIENT_DATA)
         rows = self.export_rows(session_id)
         write_records_csv(path, rows, EXPORT_COLUMNS)
         return len(rows)
