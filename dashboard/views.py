@@ -104,12 +104,16 @@ def activation_log(entries: Sequence[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["When (UTC)", "By", "From", "To"])
 
 
-def progress_text(n_done: int, n_total: int, reader: str) -> str:
-    return f"{n_done} of {n_total} reviewed by {'you' if reader else 'this reader'}"
+def film_label(index: int, image_id: str, reviewed: bool, draft: bool = False) -> str:
+    """A film in the film picker: ✓ read (all calls saved), ✎ unsaved calls kept as a draft, ○ neither."""
+    mark = "✎" if draft else ("✓" if reviewed else "○")
+    return f"{mark} {index + 1} · {image_id}"
 
 
-def film_label(index: int, image_id: str, reviewed: bool) -> str:
-    return f"{'✓' if reviewed else '○'} {index + 1} · {image_id}"
+def read_progress(index: int, n_films: int, n_read: int, n_drafts: int) -> str:
+    """Where the reader is: film 12 / 100 · 11 read · 2 with unsaved drafts."""
+    text = f"Film {index + 1} / {n_films} · {n_read} read"
+    return text + (f" · {n_drafts} with drafts" if n_drafts else "")
 
 
 def agreement_display(table: pd.DataFrame) -> pd.DataFrame:

@@ -648,7 +648,12 @@ class ReviewStore:
             row = conn.execute(query + " ORDER BY updated DESC LIMIT 1", args).fetchone()
         return _verdict(row) if row is not None else None
 
-    def verdicts(self, session_id: int | None = None, reviewer: str | None = None) -> list[Verdict]:
+    def verdicts(
+        self,
+        session_id: int | None = None,
+        reviewer: str | None = None,
+        image_id: str | None = None,
+    ) -> list[Verdict]:
         clauses, args = [], []
         if session_id is not None:
             clauses.append("session_id = ?")
@@ -656,6 +661,9 @@ class ReviewStore:
         if reviewer is not None:
             clauses.append("reviewer = ?")
             args.append(str(reviewer).strip())
+        if image_id is not None:
+            clauses.append("image_id = ?")
+            args.append(str(image_id))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._connect() as conn:
             rows = conn.execute(
