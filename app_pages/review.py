@@ -220,8 +220,7 @@ reader = state.reader()
 
 sessions = [s for s in store.sessions(checkpoint_id) if s.eval_run == split]
 labels = {NEW: "New session…"} | {
-    s.id: f"{s.name} · {views.MODE_LABELS[s.mode].split(' (')[0]} · {s.created[:16].replace('T', ' ')}"
-    for s in sessions
+    s.id: views.session_label(s.id, s.name, s.mode, s.created) for s in sessions
 }
 if st.session_state.get(SESSION) not in labels:
     st.session_state[SESSION] = NEW
@@ -528,24 +527,23 @@ def _grid(reading: review_read.Reading, show_model: bool, show_label: bool) -> N
 
 
 left, right = st.columns(review_read.column_weights(viewport, show_model), gap="small")
+film_line = f"**Image** `{image_id}` · **patient** `{record.get('patient_id', '')}`" + (
+    " · :green[✓ reviewed by you]" if done else ""
+)
 with right:
-    st.markdown(
-        f"**Image** `{image_id}` · **patient** `{record.get('patient_id', '')}`"
-        + (" · :green[✓ reviewed by you]" if done else "")
-    )
     if revealed and not done:
         st.warning(views.revealed_text(blinding.revealed_at), icon=":material/visibility:")
     elif not show_model:
-        st.caption(
-            "Blinded: the model's output and the dataset label appear once you have saved your calls."
-        )
+        st.caption("Blinded: the model's output and the label appear once you save.")
     elif not show_label:
-        st.caption("Blinded to labels: the dataset label appears once you have saved your calls.")
+        st.caption("Blinded to labels: the label appears once you save.")
     _grid(reading, show_model, show_label)
 
 with left:
     path = _film_path(record, image_id, state.data_roots())
-    if path is not None:
+    if path is None:
+        st.markdown(film_line)
+    else:
         with cxr_errors():
             prefetcher = state.prefetcher()
             st.session_state.setdefault(METHOD_PREF, list(METHODS)[0])
@@ -640,11 +638,11 @@ with left:
                 config={"displaylogo": False, "scrollZoom": False},
                 on_select=lambda: review_read.on_mark(reading, chart_key, width, height),
             )
+            st.markdown(film_line)
             st.caption(
-                f"{image_id}"
-                + (f" · {method} of {heat_class}" if method != "none" else "")
-                + (f" · {factor:g}× zoom" if factor > 1 else "")
-                + f" · **{views.mark_hint(by, 'the highlighted finding')}**"
+                (f"{method} of {heat_class} · " if method != "none" else "")
+                + (f"{factor:g}× zoom · " if factor > 1 else "")
+                + f"**{views.mark_hint(by, 'the highlighted finding')}**"
             )
             if index + 1 < len(queue):  # the next film is computed while this one is read
                 following = run.predictions.iloc[

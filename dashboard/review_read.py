@@ -41,8 +41,8 @@ NO_READER = (
 )
 FILM_HEIGHT = 430
 """Film height (px) before the browser has reported the window: fits a 1024 x 768 screen."""
-CAPTION_ROOM = 46
-"""Below the film: its caption and the page's bottom margin (px)."""
+CAPTION_ROOM = 72
+"""Below the film: the film's line (image, patient), the caption and the page's bottom margin (px)."""
 
 
 def _pos_key(session_id: int, reader: str) -> str:

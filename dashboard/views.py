@@ -104,6 +104,12 @@ def activation_log(entries: Sequence[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["When (UTC)", "By", "From", "To"])
 
 
+def session_label(session_id: int, name: str, mode: str, created: str) -> str:
+    """A session in the session picker; the number keeps two sessions of one name and minute apart
+    (Streamlit tells a picker's options apart by their text)."""
+    return f"#{session_id} {name} · {MODE_LABELS[mode].split(' (')[0]} · {created[:16].replace('T', ' ')}"
+
+
 def film_label(index: int, image_id: str, reviewed: bool, draft: bool = False) -> str:
     """A film in the film picker: ✓ read (all calls saved), ✎ unsaved calls kept as a draft, ○ neither."""
     mark = "✎" if draft else ("✓" if reviewed else "○")

@@ -93,7 +93,7 @@ const ACTIONS = {
   down: () => moveFocus(local.focus + 1, true),
   up: () => moveFocus(local.focus - 1, true),
   confidence: (key) => edit(grid.data.rows[local.focus], "confidence", key === "0" ? null : Number(key)),
-  note: () => grid.els.note.focus(),
+  note: () => grid.els.details.note.focus(),
   clear_mark: () => act("clear_mark", { finding: grid.data.rows[local.focus].name }),
   save: () => act("save"),
   save_next: () => act("save_next"),
@@ -364,6 +364,7 @@ function paint() {
   if (!grid) return;
   const { data, els } = grid;
   const unsaved = data.rows.some((row) => row.unsaved || pending(row));
+  els.root.dataset.film = data.film;
   els.status.replaceChildren(
     el("span", { class: "progress" }, data.progress),
     el("span", { class: `pill ${unsaved ? "draft" : data.state}` }, unsaved ? data.draft_text : data.state_text),
@@ -390,8 +391,11 @@ function report() {
   };
   const last = probeMount.data.viewport || {};
   if (["width", "height", "top", "column"].some((k) => Math.abs((last[k] || 0) - seen[k]) > 8)) {
+    delete host.dataset.viewport;
     probeMount.data = { ...probeMount.data, viewport: seen };
     probeMount.setStateValue("viewport", seen);
+  } else {
+    host.dataset.viewport = "ready"; // the page is laid out for this window
   }
 }
 
