@@ -75,9 +75,9 @@ def _film_height(shape: tuple[int, ...]) -> int:
 def _data_root_input() -> list[str]:
     """The data-root box (predictions may store another machine's paths); returns the folders searched."""
     st.session_state.setdefault(state.DATA_ROOT, os.pathsep.join(state.data_roots()))
-    st.session_state.setdefault("rev_data_root", st.session_state[state.DATA_ROOT])
     st.text_input(
         f"Data root (folder(s) holding the evaluated images; separate several with '{os.pathsep}')",
+        value=st.session_state[state.DATA_ROOT],
         key="rev_data_root",
         on_change=lambda: st.session_state.update(
             {state.DATA_ROOT: st.session_state["rev_data_root"]}
@@ -198,7 +198,7 @@ def _agreement(stamp: tuple, _frame: pd.DataFrame) -> pd.DataFrame:
 
 
 st.html(PAGE_CSS)
-title_row = st.columns([1, 3.2], vertical_alignment="center")
+title_row = st.columns([1.3, 3.2], vertical_alignment="center")
 title_row[0].title("Review")
 entry = require_entry(need_eval=True)
 store = state.review_store()
@@ -459,10 +459,10 @@ if session.mode == "unblinded":
         if st.session_state.get("rev_focus") not in classes:
             st.session_state["rev_focus"] = classes[0]
         focus = st.selectbox("Focus finding", classes, key="rev_focus")
-        st.session_state.setdefault("rev_outcomes", list(OUTCOMES))
         outcomes = st.multiselect(
             "Outcome of the focus finding",
             OUTCOMES,
+            default=list(OUTCOMES),
             key="rev_outcomes",
             help="TP/FP/FN/TN at the session's thresholds"
             if multilabel

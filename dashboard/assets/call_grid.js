@@ -228,7 +228,10 @@ function buildDetails(data) {
   }
   const reason = el("select", { "aria-label": "Reason" });
   for (const [code, text] of data.reasons) reason.append(el("option", { value: code }, text));
-  reason.addEventListener("change", () => edit(grid.data.rows[local.focus], "reason", reason.value));
+  reason.addEventListener("change", () => {
+    edit(grid.data.rows[local.focus], "reason", reason.value);
+    reason.blur(); // a reason is picked, not typed: the reading keys work again at once
+  });
   const note = el("input", { type: "text", "aria-label": "Note", placeholder: "note (key E)" });
   const sendNote = () => {
     clearTimeout(noteTimer);
