@@ -620,8 +620,10 @@ with left:
                     reading.calls(), charts.MARK_COLOURS
                 )
             ]
+            armed = reading.armed()
             chart_key = (
-                f"rev_where@{reading.token}@{by}@{st.session_state.get(review_read.MARK_SEQ, 0)}"
+                f"rev_where@{reading.token}@{by}@{armed}"
+                f"@{st.session_state.get(review_read.MARK_SEQ, 0)}"
             )
             call_grid.viewport_probe(review_read.PROBE, viewport)
             st.plotly_chart(
@@ -629,20 +631,24 @@ with left:
                     shown,
                     drawn,
                     window=marks.zoom_window(width, height, factor, (zx / 100, zy / 100)),
-                    selectable=True,
-                    drag="select" if by == "box" else "pan",
+                    selectable=armed is not None,
+                    drag="select" if armed and by == "box" else "pan",
                     height=review_read.film_height(viewport, shown.shape, viewer.MAX_VIEW_HEIGHT),
                 ),
                 key=chart_key,
                 selection_mode=("points", "box"),
                 config={"displaylogo": False, "scrollZoom": False},
-                on_select=lambda: review_read.on_mark(reading, chart_key, width, height),
+                on_select=(
+                    (lambda: review_read.on_mark(reading, chart_key, width, height))
+                    if armed
+                    else "ignore"
+                ),
             )
             st.markdown(film_line)
             st.caption(
                 (f"{method} of {heat_class} · " if method != "none" else "")
                 + (f"{factor:g}× zoom · " if factor > 1 else "")
-                + f"**{views.mark_hint(by, 'the highlighted finding')}**"
+                + f"**{views.mark_hint(by, armed)}**"
             )
             if index + 1 < len(queue):  # the next film is computed while this one is read
                 following = run.predictions.iloc[

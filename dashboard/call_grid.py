@@ -10,10 +10,10 @@ build step, no ``components.v1.html``).
 
 Events: the ``edits`` state holds every change since the film was shown (``{"token", "seq",
 "edits": {finding: {field: value}}}``), so a lost or merged rerun loses nothing; the ``action``
-trigger (``{"name", "token", "edits", ...}``) saves or moves; the ``focus`` state names the
-highlighted finding, the one a click on the film marks. A second mount with ``probe`` data
-reports the window's size and its own place on the page (``viewport`` state), so the page can
-size the film to the screen.
+trigger (``{"name", "token", "edits", ...}``) saves, moves, or arms marking where a finding is
+(``arm``/``disarm`` with its ``finding``: the film then takes a click or a box drag). A second
+mount with ``probe`` data reports the window's size and its own place on the page (``viewport``
+state), so the page can size the film to the screen.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ KEYS: tuple[Key, ...] = (
         "Confidence 1–5 of the highlighted call (0: none)",
     ),
     Key(("e",), "note", "Type a note on the highlighted finding (Enter or Esc when done)"),
+    Key(("w",), "mark", "Mark where the highlighted finding is: click the film, or drag a box"),
     Key(("x",), "clear_mark", "Clear the highlighted finding's mark on the film"),
     Key(("Enter",), "save_next", "Save and go to the next film"),
     Key(("s",), "save", "Save, staying on this film"),
@@ -56,11 +57,12 @@ KEYS: tuple[Key, ...] = (
     Key(("ArrowLeft",), "prev", "Previous film"),
     Key(("o",), "next_open", "Next film you have not read"),
     Key(("?",), "help", "Show or hide this list"),
+    Key(("Escape",), "close", "Close this list; stop marking; leave the note or reason field"),
 )
 HELP_NOTE = (
     "Keys work whenever you are not typing in a text field, also right after a click on a call. "
-    "To mark where, highlight the finding (click its name or its Where button, or move with ↑/↓), then click "
-    "the film for a point, or choose Box and drag. Calls you have not saved are kept as your "
+    "To mark where, press W on the highlighted finding (or its Where button), then click the film "
+    "for a point, or choose Box and drag. Calls you have not saved are kept as your "
     "draft (✎) when you leave the film, reload or close the page; only you see them, and they "
     "count nowhere until you save."
 )
@@ -115,7 +117,6 @@ def call_grid(
         data=payload,
         on_edits_change=on_edits,
         on_action_change=on_action,
-        on_focus_change=_ignore,
     )
 
 

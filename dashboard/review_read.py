@@ -33,6 +33,7 @@ PROBE = "rev_viewport"
 MESSAGE = "rev_grid_message"
 RERUN = "rev_grid_rerun"
 MARK_SEQ = "rev_mark_seq"
+MARK_FOR = "rev_mark_for"
 URL_READ = "rev_url_read"
 URL_FILM = "rev_url_film"
 SESSION_PARAM, FILM_PARAM = "session", "film"
@@ -149,15 +150,18 @@ class Reading:
             revealed=self.revealed,
         )
 
-    def focus(self, calls: Sequence[FindingCall]) -> FindingCall:
-        """The highlighted finding: the one the reader moved to on this film, else the first still to call."""
-        named = (st.session_state.get(GRID) or {}).get("focus")
-        if isinstance(named, Mapping) and named.get("token") == self.token:
-            found = [c for c in calls if c.class_name == named.get("name")]
-            if found:
-                return found[0]
+    @staticmethod
+    def focus(calls: Sequence[FindingCall]) -> FindingCall:
+        """The finding highlighted when the film opens: the first still to call."""
         open_ = [c for c in calls if c.call.finding is None and not c.frozen]
         return (open_ or list(calls))[0]
+
+    def armed(self) -> str | None:
+        """The finding whose "where" the film takes next (a click or a box drag), if the reader armed one.
+
+        Only then does the film carry its click grid, which is costly to draw on every film."""
+        token, finding = st.session_state.get(MARK_FOR) or (None, None)
+        return finding if token == self.token and finding in self.classes else None
 
 
 def _mark_of(source) -> marks.Mark | None:
@@ -224,6 +228,7 @@ def grid_data(
         "film": reading.image_id,
         "rows": [_row(reading, c, cases[c.class_name], show_model, show_label) for c in calls],
         "focus": reading.focus(calls).class_name,
+        "armed": reading.armed(),
         "show_model": show_model,
         "show_label": show_label,
         "readonly": readonly,
@@ -289,8 +294,25 @@ def on_action(reading: Reading) -> None:
     elif name == "clear_mark" and calls:
         target = [c for c in calls if c.class_name == event.get("finding")]
         _change_mark(reading, target[0] if target else reading.focus(calls), None)
+    elif name == "arm" and calls:
+        _arm(reading, calls, event.get("finding"))
+    elif name == "disarm":
+        st.session_state.pop(MARK_FOR, None)
     elif name in ("prev", "next", "next_open"):
         _move(reading, name)
+
+
+def _arm(reading: Reading, calls: Sequence[FindingCall], finding: object) -> None:
+    """Let the next click or box drag on the film mark where ``finding`` is."""
+    target = [c for c in calls if c.class_name == finding]
+    if not target:
+        return
+    if target[0].frozen:
+        st.session_state[MESSAGE] = (
+            f"{finding} cannot be marked: you revealed this blinded session before calling it."
+        )
+        return
+    st.session_state[MARK_FOR] = (reading.token, target[0].class_name)
 
 
 def _move(reading: Reading, name: str) -> None:
@@ -346,17 +368,20 @@ def _change_mark(reading: Reading, target: FindingCall, mark: marks.Mark | None)
 
 
 def on_mark(reading: Reading, chart_key: str, width: int, height: int) -> None:
-    """Film callback: a click or a box drag marks where the highlighted finding is (kept as a draft)."""
+    """Film callback: a click or a box drag marks where the armed finding is (kept as a draft);
+    marking then stops, so the next films are drawn without the click grid."""
     mark = marks.from_selection(
         (st.session_state.get(chart_key) or {}).get("selection"), width, height
     )
-    if mark is None:
+    finding = reading.armed()
+    if mark is None or finding is None:
         return
     if not reading.reader:
         st.session_state[MESSAGE] = NO_READER
         return
-    calls = reading.calls()
-    _change_mark(reading, reading.focus(calls), mark)
+    target = [c for c in reading.calls() if c.class_name == finding]
+    _change_mark(reading, target[0], mark)
+    st.session_state.pop(MARK_FOR, None)
     st.session_state[MARK_SEQ] = st.session_state.get(MARK_SEQ, 0) + 1
 
 

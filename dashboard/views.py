@@ -42,10 +42,12 @@ def where_text(current: Mark | None, saved: Mark | None) -> str:
     return f"Where: {current.text()}" + ("" if current == saved else " · not saved yet")
 
 
-def mark_hint(by: str, class_name: str) -> str:
-    """What to do on the film to mark ``class_name``."""
+def mark_hint(by: str, class_name: str | None) -> str:
+    """What to do on the film to mark where ``class_name`` is (None: nothing armed yet)."""
+    if class_name is None:
+        return "To mark where a finding is: W, or its where button in the grid"
     action = "Drag a box" if by == "box" else "Click"
-    return f"{action} on the film to mark where you see {class_name}"
+    return f"{action} on the film to mark where you see {class_name} (Esc: stop)"
 
 
 REVEAL = "Reveal labels and model output (ends your blinded reading in this session)"

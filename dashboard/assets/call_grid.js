@@ -6,8 +6,8 @@
 //
 // What the reader changes is sent at once as the "edits" state (every change since the film was
 // shown, so a lost or merged rerun loses nothing: the page keeps it as a draft); actions (save,
-// move) are triggers that carry the same edits. The "focus" state names the highlighted finding,
-// which a click on the film marks. The "viewport" state (a probe mount) reports the window size.
+// move, mark where) are triggers that carry the same edits. The "viewport" state (a probe mount)
+// reports the window size and the film's place.
 
 const TEXT_INPUTS = new Set(["text", "search", "email", "number", "password", "tel", "url", ""]);
 const CALLS = [
@@ -17,7 +17,6 @@ const CALLS = [
 ];
 let grid = null; // the mounted grid: {component, data, els}
 const local = { token: null, edits: {}, focus: 0, seq: 0, help: false };
-let focusTimer = null;
 let noteTimer = null;
 
 function typing(target) {
@@ -51,27 +50,22 @@ function act(name, extra) {
   grid.component.setTriggerValue("action", { name, ...snapshot(), ...(extra || {}) });
 }
 
-function moveFocus(index, send) {
+function moveFocus(index) {
   if (!grid) return;
-  const rows = grid.data.rows;
-  local.focus = Math.max(0, Math.min(rows.length - 1, index));
+  local.focus = Math.max(0, Math.min(grid.data.rows.length - 1, index));
   paint();
-  if (send) {
-    clearTimeout(focusTimer);
-    const token = local.token;
-    focusTimer = setTimeout(() => {
-      if (grid && local.token === token) {
-        grid.component.setStateValue("focus", { token, name: rows[local.focus].name });
-      }
-    }, 250);
-  }
+}
+
+function closeOrStop() {
+  if (local.help) toggleHelp(false);
+  else if (grid.data.armed) act("disarm");
 }
 
 function call(index, finding, advance) {
   const row = grid.data.rows[index];
   if (!row) return;
   edit(row, "finding", finding);
-  moveFocus(advance ? index + 1 : index, true);
+  moveFocus(advance ? index + 1 : index);
 }
 
 function restAbsent() {
@@ -90,11 +84,15 @@ const ACTIONS = {
   absent: () => call(local.focus, "absent", true),
   unsure: () => call(local.focus, "unsure", true),
   rest_absent: () => restAbsent(),
-  down: () => moveFocus(local.focus + 1, true),
-  up: () => moveFocus(local.focus - 1, true),
+  down: () => moveFocus(local.focus + 1),
+  up: () => moveFocus(local.focus - 1),
   confidence: (key) => edit(grid.data.rows[local.focus], "confidence", key === "0" ? null : Number(key)),
   note: () => grid.els.details.note.focus(),
   clear_mark: () => act("clear_mark", { finding: grid.data.rows[local.focus].name }),
+  mark: () => act(grid.data.armed === grid.data.rows[local.focus].name ? "disarm" : "arm", {
+    finding: grid.data.rows[local.focus].name,
+  }),
+  close: () => closeOrStop(),
   save: () => act("save"),
   save_next: () => act("save_next"),
   next: () => act("next"),
@@ -107,10 +105,9 @@ function onKey(event) {
   if (!grid || !grid.els.root.isConnected) return;
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const target = event.composedPath()[0];
-  if (event.key === "Escape") {
-    if (local.help) toggleHelp(false);
-    else if (typing(target) && grid.els.root.contains(target)) target.blur();
-    else return;
+  if (event.key === "Escape" && typing(target)) {
+    if (!event.composedPath().includes(grid.els.root)) return;
+    target.blur(); // leave the note or the reason: the reading keys work again
     event.preventDefault();
     event.stopPropagation();
     return;
@@ -122,7 +119,7 @@ function onKey(event) {
   }
   const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
   const bound = grid.data.keys.find((k) => k.keys.includes(key) || k.keys.includes(event.key));
-  if (!bound || (local.help && bound.action !== "help")) return;
+  if (!bound || (local.help && !["help", "close"].includes(bound.action))) return;
   event.preventDefault();
   event.stopPropagation();
   ACTIONS[bound.action](event.key);
@@ -186,12 +183,15 @@ function buildRows(data) {
         type: "button",
         class: "where",
         "aria-label": `${row.name} where`,
-        title: "Where: highlight this finding, then click the film (or drag a box); X clears",
-        onclick: () => moveFocus(i, true),
+        title: "Mark where: then click the film, or drag a box (key W; X clears, Esc stops)",
+        onclick: () => {
+          moveFocus(i);
+          act("arm", { finding: row.name });
+        },
       },
       "",
     );
-    const cells = [el("span", { class: "name", onclick: () => moveFocus(i, true) }, row.name), ...buttons, where];
+    const cells = [el("span", { class: "name", onclick: () => moveFocus(i) }, row.name), ...buttons, where];
     if (data.show_model) cells.push(el("span", { class: "model", title: row.model_title }, row.model));
     if (data.show_label) cells.push(el("span", { class: "label" }, row.label));
     if (data.show_model && data.show_label) cells.push(el("span", { class: "outcome" }, row.outcome));
@@ -336,6 +336,8 @@ function paintRows() {
     where.replaceChildren(icon(row.mark));
     where.classList.toggle("marked", Boolean(row.mark));
     where.classList.toggle("unsaved-mark", Boolean(row.mark_unsaved));
+    where.classList.toggle("armed", data.armed === row.name);
+    where.setAttribute("aria-pressed", String(data.armed === row.name));
   });
 }
 

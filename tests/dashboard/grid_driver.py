@@ -1,8 +1,8 @@
 """Drive the Review page's call grid (a components-v2 component, ``dashboard/call_grid.py``) under AppTest.
 
 AppTest runs no JavaScript, so these helpers send what ``call_grid.js`` sends from the browser:
-the ``edits`` state (every change since the film was shown), the ``focus`` state and ``action``
-triggers carrying the edits. They also read the data the page gives the grid, which is what the
+the ``edits`` state (every change since the film was shown) and ``action`` triggers carrying
+the edits. They also read the data the page gives the grid, which is what the
 reader sees in each row.
 """
 
@@ -38,7 +38,7 @@ def _state(at: AppTest) -> dict:
         value = at.session_state[GRID]
     except KeyError:
         return {}
-    return {k: v for k, v in dict(value or {}).items() if k in ("edits", "focus")}
+    return {k: v for k, v in dict(value or {}).items() if k == "edits"}
 
 
 def _run(at: AppTest, state: dict, trigger: tuple[str, dict] | None = None) -> AppTest:
@@ -80,14 +80,8 @@ def call(at: AppTest, finding: str, value: str, confidence: int | None = None) -
     return edit(at, {finding: fields})
 
 
-def focus(at: AppTest, finding: str) -> AppTest:
-    """The reader highlights a finding (the one a click on the film marks)."""
-    state = {**_state(at), "focus": {"token": data(at)["token"], "name": finding}}
-    return _run(at, state)
-
-
 def act(at: AppTest, name: str, **extra) -> AppTest:
-    """The reader presses an action (save, save_next, prev, next, next_open, clear_mark)."""
+    """The reader presses an action (save, save_next, prev, next, next_open, clear_mark, arm, disarm)."""
     token = data(at)["token"]
     seq, edits = _edits(at, token)
     value = {"name": name, "token": token, "seq": seq, "edits": edits, **extra}

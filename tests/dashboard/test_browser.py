@@ -22,7 +22,6 @@ import pytest
 from tests.checkpoint_fixtures import build_catalog
 from tests.dashboard.browser_support import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     WAIT_MS,
     Server,
     act,
@@ -82,98 +81,83 @@ INNER_SCROLL_JS = """() => Array.from(document.querySelectorAll('[data-testid="s
 
 
 def test_page_url_as_first_request_gets_the_router(
-    browser_root: Path, screenshot_dir: Path
+    browser_root: Path, browser, screenshot_dir: Path
 ) -> None:
     """On a server nobody has visited, /performance shows the router's picker and disclaimer, not a file list."""
-    from playwright.sync_api import sync_playwright
 
-    with serve(browser_root, "fresh.log") as fresh, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = new_page(browser, 1440, 900)
-            page.goto(f"{fresh.url}/performance", wait_until="domcontentloaded")
-            page.get_by_role("heading", name="Performance").first.wait_for(timeout=WAIT_MS)
-            settle(page)
-            sidebar = page.locator('[data-testid="stSidebar"]')
-            sidebar.get_by_text("Checkpoint", exact=True).wait_for(timeout=WAIT_MS)  # the picker
-            assert sidebar.get_by_text("not a medical device", exact=False).count() == 1
-            nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
-            assert (
-                "Thresholds" in nav and "streamlit app" not in nav.lower()
-            )  # the router's titles, no file list
-            page.screenshot(path=str(screenshot_dir / "0_fresh_performance.png"), full_page=True)
-        finally:
-            browser.close()
+    with serve(browser_root, "fresh.log") as fresh:
+        page = new_page(browser, 1440, 900)
+        page.goto(f"{fresh.url}/performance", wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Performance").first.wait_for(timeout=WAIT_MS)
+        settle(page)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text("Checkpoint", exact=True).wait_for(timeout=WAIT_MS)  # the picker
+        assert sidebar.get_by_text("not a medical device", exact=False).count() == 1
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert (
+            "Thresholds" in nav and "streamlit app" not in nav.lower()
+        )  # the router's titles, no file list
+        page.screenshot(path=str(screenshot_dir / "0_fresh_performance.png"), full_page=True)
 
 
 def test_upload_predict_and_visit_every_page(
-    server: Server, xray: Path, screenshot_dir: Path
+    server: Server, browser, xray: Path, screenshot_dir: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = new_page(browser, 1400, 2200)
-            page.goto(server.url + "/", wait_until="domcontentloaded")
-            page.get_by_role("heading", name="Predict").wait_for(timeout=WAIT_MS)
-            settle(page)
-            page.locator("input[type=file]").first.set_input_files(str(xray))
-            page.get_by_role("heading", name="Results").wait_for(timeout=WAIT_MS)
-            table = page.locator('[data-testid="stDataFrame"]').first
-            table.wait_for(timeout=WAIT_MS)
-            settle(page)
-            assert table.is_visible()
-            assert page.get_by_role("heading", name=xray.name).count() == 1
-            assert page.locator('[data-testid="stException"]').count() == 0
-            page.wait_for_function(
-                f"() => {PLOTS_JS}.some(p => p.data.some(t => t.type === 'contour'))",
-                timeout=WAIT_MS,
-            )  # the default overlay outlines the map
-            bars = page.evaluate(
-                f"() => {PLOTS_JS}.map(p => p.data.find(t => t.type === 'bar')).filter(Boolean)"
-                ".map(t => t.x)"
-            )
-            assert len(bars) == 1 and len(bars[0]) == 3
-            top_first = bars[0][::-1]  # plotly draws the first bar at the bottom
-            assert top_first == sorted(top_first, reverse=True), (
-                "findings not sorted by probability"
-            )
-            page.screenshot(path=str(screenshot_dir / "1_predict.png"), full_page=True)
-            assert page.get_by_text("of the map inside the lungs", exact=False).count() == 1
-            outlined = f"() => {PLOTS_JS}.some(p => p.data.some(t => t.name === 'lung outline'))"
-            assert not page.evaluate(outlined)  # off by default
-            page.locator('[data-testid="stCheckbox"]', has_text="Lung outline").click()
-            page.wait_for_function(
-                f"() => {PLOTS_JS}.some(p => p.data.filter(t => t.name === 'lung outline')"
-                ".map(t => t.xaxis).join() === 'x,x2')",
-                timeout=WAIT_MS,
-            )  # on both panels
-            settle(page)
-            page.screenshot(path=str(screenshot_dir / "1_predict_lungs.png"), full_page=True)
+    page = new_page(browser, 1400, 2200)
+    page.goto(server.url + "/", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Predict").wait_for(timeout=WAIT_MS)
+    settle(page)
+    page.locator("input[type=file]").first.set_input_files(str(xray))
+    page.get_by_role("heading", name="Results").wait_for(timeout=WAIT_MS)
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for(timeout=WAIT_MS)
+    settle(page)
+    assert table.is_visible()
+    assert page.get_by_role("heading", name=xray.name).count() == 1
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.wait_for_function(
+        f"() => {PLOTS_JS}.some(p => p.data.some(t => t.type === 'contour'))",
+        timeout=WAIT_MS,
+    )  # the default overlay outlines the map
+    bars = page.evaluate(
+        f"() => {PLOTS_JS}.map(p => p.data.find(t => t.type === 'bar')).filter(Boolean)"
+        ".map(t => t.x)"
+    )
+    assert len(bars) == 1 and len(bars[0]) == 3
+    top_first = bars[0][::-1]  # plotly draws the first bar at the bottom
+    assert top_first == sorted(top_first, reverse=True), "findings not sorted by probability"
+    page.screenshot(path=str(screenshot_dir / "1_predict.png"), full_page=True)
+    assert page.get_by_text("of the map inside the lungs", exact=False).count() == 1
+    outlined = f"() => {PLOTS_JS}.some(p => p.data.some(t => t.name === 'lung outline'))"
+    assert not page.evaluate(outlined)  # off by default
+    page.locator('[data-testid="stCheckbox"]', has_text="Lung outline").click()
+    page.wait_for_function(
+        f"() => {PLOTS_JS}.some(p => p.data.filter(t => t.name === 'lung outline')"
+        ".map(t => t.xaxis).join() === 'x,x2')",
+        timeout=WAIT_MS,
+    )  # on both panels
+    settle(page)
+    page.screenshot(path=str(screenshot_dir / "1_predict_lungs.png"), full_page=True)
 
-            for i, (path, title) in enumerate(PAGES, start=2):
-                page.goto(f"{server.url}/{path}", wait_until="domcontentloaded")
-                page.get_by_role("heading", name=title).first.wait_for(timeout=WAIT_MS)
-                settle(page)
-                assert page.locator('[data-testid="stException"]').count() == 0, (
-                    f"exception on {title}"
-                )
-                if path == "performance":
-                    page.wait_for_function(
-                        "() => document.querySelectorAll("
-                        "'[data-testid=\"stDataFrame\"] .dvn-scroller').length >= 2",
-                        timeout=WAIT_MS,
-                    )
-                    _wait_for_layout(page, INNER_SCROLL_JS)
-                    scrolling = page.evaluate(INNER_SCROLL_JS)
-                    assert len(scrolling) >= 2 and None not in scrolling[:2], (
-                        f"grid scroller not found: {scrolling}"
-                    )
-                    assert not any(scrolling[:2]), f"per-class tables scroll inside: {scrolling}"
-                page.screenshot(path=str(screenshot_dir / f"{i}_{path}.png"), full_page=True)
-        finally:
-            browser.close()
+    for i, (path, title) in enumerate(PAGES, start=2):
+        page.goto(f"{server.url}/{path}", wait_until="domcontentloaded")
+        page.get_by_role("heading", name=title).first.wait_for(timeout=WAIT_MS)
+        settle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
+        if path == "performance":
+            page.wait_for_function(
+                "() => document.querySelectorAll("
+                "'[data-testid=\"stDataFrame\"] .dvn-scroller').length >= 2",
+                timeout=WAIT_MS,
+            )
+            _wait_for_layout(page, INNER_SCROLL_JS)
+            scrolling = page.evaluate(INNER_SCROLL_JS)
+            assert len(scrolling) >= 2 and None not in scrolling[:2], (
+                f"grid scroller not found: {scrolling}"
+            )
+            assert not any(scrolling[:2]), f"per-class tables scroll inside: {scrolling}"
+        page.screenshot(path=str(screenshot_dir / f"{i}_{path}.png"), full_page=True)
     for name in (
         "1_predict",
         "1_predict_lungs",
@@ -255,67 +239,61 @@ def _start_session(page, name: str, mode_label: str | None = None) -> None:
 
 
 def test_two_readers_record_different_verdicts_on_the_same_film(
-    server: Server, screenshot_dir: Path, tmp_path: Path
+    server: Server, browser, screenshot_dir: Path, tmp_path: Path
 ) -> None:
     """Two browser contexts as two named readers: both verdicts are kept, exported and in the kappa table."""
-    from playwright.sync_api import sync_playwright
 
     from cxr_core.artifacts.review_store import ReviewStore
     from cxr_core.cli.main import main
 
     store = ReviewStore(server.review_dir)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            a = new_page(browser, 1400, 1800)
-            _open_review(a, server.url, "AB")
-            assert "AB" in a.locator('[data-testid="stSidebar"]').inner_text()
-            _start_session(a, "two readers")
-            first = _film(a)
-            _call_all(a, "present")
-            a.get_by_role("button", name="Save", exact=True).click()
-            a.get_by_text("reviewed by you", exact=False).first.wait_for(timeout=WAIT_MS)
-            settle(a)
-            a.screenshot(path=str(screenshot_dir / "review_reader_ab.png"), full_page=True)
-            a.keyboard.press("ArrowRight")  # keyboard flow: next film
-            _next_film(a, first)
+    a = new_page(browser, 1400, 1800)
+    _open_review(a, server.url, "AB")
+    assert "AB" in a.locator('[data-testid="stSidebar"]').inner_text()
+    _start_session(a, "two readers")
+    first = _film(a)
+    _call_all(a, "present")
+    a.get_by_role("button", name="Save", exact=True).click()
+    a.get_by_text("reviewed by you", exact=False).first.wait_for(timeout=WAIT_MS)
+    settle(a)
+    a.screenshot(path=str(screenshot_dir / "review_reader_ab.png"), full_page=True)
+    a.keyboard.press("ArrowRight")  # keyboard flow: next film
+    _next_film(a, first)
 
-            b = new_page(browser, 1400, 1800, accept_downloads=True)
-            _open_review(b, server.url, "CD")
-            b.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first.click()
-            act(b, lambda: b.get_by_role("option", name="two readers", exact=False).click())
-            assert _film(b) == first
-            assert _grid_head(b)[-3:] == ["Model", "Label", ""]  # unblinded
-            _call_all(b, "absent")
-            start = time.perf_counter()
-            b.get_by_role("button", name="Save and next").click()
-            _next_film(b, first)
-            latency = time.perf_counter() - start
-            b.screenshot(path=str(screenshot_dir / "review_reader_cd.png"), full_page=True)
-            act(b, lambda: b.get_by_text("Agreement", exact=True).first.click())
-            cell = b.locator('[data-testid="stDataFrame"]').first.locator('[role="gridcell"]')
-            cell.first.wait_for(state="attached", timeout=WAIT_MS)
-            settle(b)
-            assert b.locator('[data-testid="stException"]').count() == 0
-            cells = (
-                b.locator('[data-testid="stDataFrame"]')
-                .first.locator('[role="gridcell"]')
-                .all_inner_texts()
-            )
-            assert "AB vs CD" in cells, cells[:20]  # both readers in the page's kappa table
-            assert not {"None", "nan", "NaN"} & set(cells), cells  # an undefined kappa says why
-            b.screenshot(path=str(screenshot_dir / "review_agreement.png"), full_page=True)
-            with b.expect_download() as download:
-                b.get_by_role("button", name="Export verdicts (CSV)").click()
-            with open(download.value.path(), newline="", encoding="utf-8") as handle:
-                exported = list(csv.DictReader(handle))
-            assert "reader=CD" in b.url
-            b.reload(wait_until="domcontentloaded")  # the reader is kept across a reload
-            b.get_by_role("heading", name="Review").first.wait_for(timeout=WAIT_MS)
-            settle(b)
-            assert "Reading as CD" in b.locator('[data-testid="stSidebar"]').inner_text()
-        finally:
-            browser.close()
+    b = new_page(browser, 1400, 1800, accept_downloads=True)
+    _open_review(b, server.url, "CD")
+    b.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first.click()
+    act(b, lambda: b.get_by_role("option", name="two readers", exact=False).click())
+    assert _film(b) == first
+    assert _grid_head(b)[-3:] == ["Model", "Label", ""]  # unblinded
+    _call_all(b, "absent")
+    start = time.perf_counter()
+    b.get_by_role("button", name="Save and next").click()
+    _next_film(b, first)
+    latency = time.perf_counter() - start
+    b.screenshot(path=str(screenshot_dir / "review_reader_cd.png"), full_page=True)
+    act(b, lambda: b.get_by_text("Agreement", exact=True).first.click())
+    cell = b.locator('[data-testid="stDataFrame"]').first.locator('[role="gridcell"]')
+    cell.first.wait_for(state="attached", timeout=WAIT_MS)
+    settle(b)
+    assert b.locator('[data-testid="stException"]').count() == 0
+    cells = (
+        b.locator('[data-testid="stDataFrame"]')
+        .first.locator('[role="gridcell"]')
+        .all_inner_texts()
+    )
+    assert "AB vs CD" in cells, cells[:20]  # both readers in the page's kappa table
+    assert not {"None", "nan", "NaN"} & set(cells), cells  # an undefined kappa says why
+    b.screenshot(path=str(screenshot_dir / "review_agreement.png"), full_page=True)
+    with b.expect_download() as download:
+        b.get_by_role("button", name="Export verdicts (CSV)").click()
+    with open(download.value.path(), newline="", encoding="utf-8") as handle:
+        exported = list(csv.DictReader(handle))
+    assert "reader=CD" in b.url
+    b.reload(wait_until="domcontentloaded")  # the reader is kept across a reload
+    b.get_by_role("heading", name="Review").first.wait_for(timeout=WAIT_MS)
+    settle(b)
+    assert "Reading as CD" in b.locator('[data-testid="stSidebar"]').inner_text()
     print(f"save-and-next in the browser: {latency:.2f} s")
     on_film = [r for r in exported if r["image_id"] == first]
     assert {(r["reviewer"], r["reader_call"]) for r in on_film} == {
@@ -364,62 +342,61 @@ def _grid_head(page) -> list[str]:
 
 
 def test_blinded_reader_sees_label_and_model_only_after_saving_and_marks_where_by_click(
-    server: Server, screenshot_dir: Path
+    server: Server, browser, screenshot_dir: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
 
     from cxr_core.artifacts.review_store import ReviewStore
 
     store = ReviewStore(server.review_dir)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = new_page(browser, 1440, 900)
-            _open_review(page, server.url, "EF")
-            _start_session(page, "blinded", "Blinded to labels and model")
-            assert "Blinded: the model's output and the label appear once you save" in (
-                page.locator('[data-testid="stMain"]').inner_text()
-            )
-            assert page.locator(".call-grid .model, .call-grid .label").count() == 0
-            assert _grid_head(page) == ["Finding", "P", "A", "U", "Where"]
-            page.get_by_role("button", name="View").click()
-            page.get_by_text("Heatmap hidden until you save", exact=False).wait_for(timeout=WAIT_MS)
-            page.keyboard.press("Escape")
-            page.screenshot(path=str(screenshot_dir / "review_blind_all_before_save.png"))
+    page = new_page(browser, 1440, 900)
+    _open_review(page, server.url, "EF")
+    _start_session(page, "blinded", "Blinded to labels and model")
+    assert "Blinded: the model's output and the label appear once you save" in (
+        page.locator('[data-testid="stMain"]').inner_text()
+    )
+    assert page.locator(".call-grid .model, .call-grid .label").count() == 0
+    assert _grid_head(page) == ["Finding", "P", "A", "U", "Where"]
+    page.get_by_role("button", name="View").click()
+    page.get_by_text("Heatmap hidden until you save", exact=False).wait_for(timeout=WAIT_MS)
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(screenshot_dir / "review_blind_all_before_save.png"))
 
-            session = next(s for s in store.sessions() if s.name == "blinded")
-            _click_film(page, 0.25, 0.75)  # "where" for the highlighted finding, Atelectasis
-            page.get_by_text("Where: point", exact=False).first.wait_for(timeout=WAIT_MS)
-            wait_until(lambda: store.drafts(session.id, "EF"), "the mark to be kept as a draft")
-            settle(page)
-            _call_all(page, "present")
-            page.get_by_role("button", name="Save", exact=True).click()
-            page.get_by_text("reviewed by you", exact=False).first.wait_for(timeout=WAIT_MS)
-            settle(page)
-            models = page.locator(".call-grid .row[data-name] .model").all_inner_texts()
-            assert len(models) == 3 and all(m.startswith("0.") for m in models)
-            assert page.locator(".call-grid .row[data-name] .label").count() == 3
-            names = page.evaluate(f"() => {PLOTS_JS}[0].data.map(t => t.name || '')")
-            assert "Atelectasis" in names, names  # the saved mark is drawn on the film
-            page.screenshot(path=str(screenshot_dir / "review_blind_all_after_save.png"))
-            act(page, lambda: page.get_by_text("Agreement", exact=True).first.click())
-            page.get_by_text("Closed while you read blinded", exact=False).first.wait_for(
-                timeout=WAIT_MS
-            )  # one film read of many: still closed
-            assert page.locator('[data-testid="stDataFrame"]').count() == 0
-            assert page.get_by_role("button", name="Export verdicts (CSV)").count() == 0
-            reveal = page.get_by_role("button", name="Reveal labels and model output", exact=False)
-            assert reveal.count() == 1
-            page.screenshot(path=str(screenshot_dir / "review_blind_all_agreement_closed.png"))
+    session = next(s for s in store.sessions() if s.name == "blinded")
+    act(page, lambda: page.get_by_role("button", name="Atelectasis where").click())
+    page.wait_for_function(
+        f"() => {PLOTS_JS}.some(p => p.data.some(t => t.name === 'grid'))", timeout=WAIT_MS
+    )  # armed: the film takes a click for Atelectasis
+    settle(page)
+    _click_film(page, 0.25, 0.75)
+    page.get_by_text("Where: point", exact=False).first.wait_for(timeout=WAIT_MS)
+    wait_until(lambda: store.drafts(session.id, "EF"), "the mark to be kept as a draft")
+    settle(page)
+    _call_all(page, "present")
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.get_by_text("reviewed by you", exact=False).first.wait_for(timeout=WAIT_MS)
+    settle(page)
+    models = page.locator(".call-grid .row[data-name] .model").all_inner_texts()
+    assert len(models) == 3 and all(m.startswith("0.") for m in models)
+    assert page.locator(".call-grid .row[data-name] .label").count() == 3
+    names = page.evaluate(f"() => {PLOTS_JS}[0].data.map(t => t.name || '')")
+    assert "Atelectasis" in names, names  # the saved mark is drawn on the film
+    page.screenshot(path=str(screenshot_dir / "review_blind_all_after_save.png"))
+    act(page, lambda: page.get_by_text("Agreement", exact=True).first.click())
+    page.get_by_text("Closed while you read blinded", exact=False).first.wait_for(
+        timeout=WAIT_MS
+    )  # one film read of many: still closed
+    assert page.locator('[data-testid="stDataFrame"]').count() == 0
+    assert page.get_by_role("button", name="Export verdicts (CSV)").count() == 0
+    reveal = page.get_by_role("button", name="Reveal labels and model output", exact=False)
+    assert reveal.count() == 1
+    page.screenshot(path=str(screenshot_dir / "review_blind_all_agreement_closed.png"))
 
-            labels = new_page(browser, 1440, 900)
-            _open_review(labels, server.url, "GH")
-            _start_session(labels, "labels hidden", "Blinded to labels (model")
-            assert labels.locator(".call-grid .row[data-name] .model").count() == 3
-            assert labels.locator(".call-grid .row[data-name] .label").count() == 0
-            labels.screenshot(path=str(screenshot_dir / "review_blind_labels_before_save.png"))
-        finally:
-            browser.close()
+    labels = new_page(browser, 1440, 900)
+    _open_review(labels, server.url, "GH")
+    _start_session(labels, "labels hidden", "Blinded to labels (model")
+    assert labels.locator(".call-grid .row[data-name] .model").count() == 3
+    assert labels.locator(".call-grid .row[data-name] .label").count() == 0
+    labels.screenshot(path=str(screenshot_dir / "review_blind_labels_before_save.png"))
     (marked,) = [v for v in store.verdicts(session.id, reviewer="EF") if v.point is not None]
     assert marked.class_name == "Atelectasis" and marked.box is None
     # a click lands on the nearest point of the 64 x 64 grid: within one cell of where it was aimed

@@ -20,7 +20,6 @@ from cxr_core.artifacts.review_store import ReviewStore
 from tests.checkpoint_fixtures import build_checkpoint_dir
 from tests.dashboard.browser_support import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     WAIT_MS,
     act,
     new_page,
@@ -67,16 +66,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(root: Path):
     with serve(root, "review_server.log") as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -478,15 +478,23 @@ def test_review_mark_on_the_film_is_a_draft_saved_with_the_call_and_drawn(env, c
     (session,) = store.sessions()
     first = film(at)
     assert at.radio(key="rev_mark_by").value == "point"
+    assert [t["type"] for t in plotly_traces(at, "rev_where")] == ["image"]  # no click grid yet
+    assert grid.data(at)["focus"] == "Atelectasis" and grid.data(at)["armed"] is None
+    grid.act(at, "arm", finding="Atelectasis")  # W, or the row's where button
     traces = plotly_traces(at, "rev_where")
     assert [t["type"] for t in traces] == ["image", "scatter"]  # the film and its click grid
     width = IMAGE_SIZE  # the fixture films are square
     assert len(traces[1]["x"]) == 64 * 64 and max(traces[1]["x"]) < width
-    assert grid.data(at)["focus"] == "Atelectasis"
+    assert grid.data(at)["armed"] == "Atelectasis" and "Atelectasis (Esc: stop)" in page_text(at)
     select_on_film(at, {"points": [{"curve_number": 1, "x": 16.0, "y": 48.0}], "box": []})
-    grid.focus(at, "Cardiomegaly")
+    assert grid.data(at)["armed"] is None  # one mark, then the film is drawn without the grid
+    assert [t["type"] for t in plotly_traces(at, "rev_where")][:1] == ["image"]
     at.radio(key="rev_mark_by").set_value("box").run()
+    grid.act(at, "arm", finding="Cardiomegaly")
     select_on_film(at, {"points": [], "box": [{"x": [57.6, 32.0], "y": [6.4, 25.6]}]})
+    grid.act(at, "arm", finding="Atelectasis")
+    grid.act(at, "disarm")  # Esc
+    assert grid.data(at)["armed"] is None
     rows = grid.rows(at)
     assert rows["Atelectasis"]["where"] == "Where: point 25% across, 75% down · not saved yet"
     assert rows["Cardiomegaly"]["where"] == "Where: box 50–90% across, 10–40% down · not saved yet"
@@ -499,7 +507,7 @@ def test_review_mark_on_the_film_is_a_draft_saved_with_the_call_and_drawn(env, c
     assert (mine["Atelectasis"].point, mine["Atelectasis"].box) == ((0.25, 0.75), None)
     assert mine["Cardiomegaly"].box == pytest.approx((0.5, 0.1, 0.9, 0.4))
     assert grid.rows(at)["Atelectasis"]["where"] == "Where: point 25% across, 75% down"
-    drawn = {t["name"]: t for t in plotly_traces(at, "rev_where")[2:]}
+    drawn = {t["name"]: t for t in plotly_traces(at, "rev_where")[1:]}  # no grid: not armed
     assert set(drawn) == {"Atelectasis", "Cardiomegaly"}
     assert drawn["Atelectasis"]["x"] == [0.25 * width]
     assert drawn["Atelectasis"]["marker"]["line"]["dash"] == "solid"  # saved: solid
