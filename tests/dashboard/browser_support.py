@@ -2,9 +2,9 @@
 hold on a busy machine.
 
 Nothing here sleeps for a fixed time. Every wait is for something the page or the server shows:
-the server's health endpoint, an element, a text, the app's run state, a database row. The page
-counts Streamlit's finished script runs (``window.__cxrRuns``, set up by :data:`RUN_COUNTER`), so
-a test can wait for the run an action started to finish instead of guessing how long it takes.
+the server's health endpoint, an element, a text, the app's run state, a database row, or the
+``script_finished`` message the server sends at the end of each script run (read off the page's
+websocket by :func:`act`, so a run too quick to show in the page still counts).
 """
 
 from __future__ import annotations
@@ -33,21 +33,6 @@ CHROMIUM_ARGS = [
 WAIT_MS = 180_000
 """Upper bound of any one wait: generous, because a busy machine is slow, not broken."""
 
-RUN_COUNTER = """
-(() => {
-  window.__cxrRuns = 0;
-  const watch = () => new MutationObserver((changes) => {
-    for (const change of changes) {
-      if (change.target.dataset.testScriptState === "notRunning" && change.oldValue !== "notRunning") {
-        window.__cxrRuns += 1;
-      }
-    }
-  }).observe(document.documentElement, {
-    subtree: true, attributes: true, attributeOldValue: true, attributeFilter: ["data-test-script-state"],
-  });
-  if (document.documentElement) watch(); else document.addEventListener("DOMContentLoaded", watch);
-})();
-"""
 IDLE = (
     "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
     " return !!app && app.dataset.testScriptState === 'notRunning'"
@@ -81,6 +66,7 @@ class Server:
     url: str
     log: Path
     review_dir: Path
+    pid: int
 
     def output(self) -> str:
         """Everything the server has printed so far (stdout and stderr)."""
@@ -100,9 +86,9 @@ def serve(
 ) -> Iterator[Server]:
     """A freshly started ``streamlit run`` on a free port, with the repository's own config.
 
-    Without sign-in settings in ``extra_env`` (``CXR_AUTH_CONFIG``), the app is a local install.
-    ``address`` is what the server binds to, ``host`` what the tests connect to (``localhost`` for
-    sign-in through an identity provider, whose redirect address must match).
+    Without sign-in settings in ``extra_env`` (``CXR_AUTH_CONFIG``) the app is a single-user local
+    install. ``address`` is what the server binds to, ``host`` what the browser opens (``localhost``
+    for sign-in through an identity provider, whose redirect address must match).
     """
     port = port or free_port()
     env = {
@@ -138,9 +124,8 @@ def serve(
         stderr=subprocess.STDOUT,
     )
     try:
-        url = f"http://{host}:{port}"
         wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
-        yield Server(url, log, root / "review")
+        yield Server(f"http://{host}:{port}", log, root / "review", proc.pid)
     finally:
         proc.terminate()
         try:
@@ -151,31 +136,51 @@ def serve(
         handle.close()
 
 
+OPEN_PAGES: list = []
+"""Pages opened by :func:`new_page` in the running test (``tests/dashboard/conftest.py`` saves a
+screenshot of each when the test fails)."""
+
+
+def _keep_stream(page, ws) -> None:
+    if ws.url.endswith("/_stcore/stream"):
+        page._cxr_stream = ws  # the latest: a reload opens a new one
+
+
 def new_page(browser, width: int, height: int, **options):
-    """A page in a fresh browser context (its own cookies and Streamlit session) that counts script runs."""
+    """A page in a fresh browser context (its own cookies and Streamlit session); :func:`act` reads
+    its connection to the server."""
     context = browser.new_context(viewport={"width": width, "height": height}, **options)
-    context.add_init_script(RUN_COUNTER)
-    return context.new_page()
+    page = context.new_page()
+    page.on("websocket", lambda ws: _keep_stream(page, ws))
+    OPEN_PAGES.append(page)
+    return page
 
 
-def runs(page) -> int:
-    return int(page.evaluate("() => window.__cxrRuns || 0"))
+def _script_finished(payload) -> bool:
+    """Is this websocket frame the server's message that a script run has ended?"""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    if isinstance(payload, str):
+        return False
+    msg = ForwardMsg()
+    msg.ParseFromString(payload)
+    return msg.WhichOneof("type") == "script_finished"
 
 
-def settle(page, since: int | None = None, timeout_ms: int = WAIT_MS) -> None:
-    """Wait until the app is idle: no script run going, nothing stale, connected; with ``since`` (a
-    :func:`runs` count taken before an action), also until a run started after it has finished."""
-    if since is not None:
-        page.wait_for_function("(n) => (window.__cxrRuns || 0) > n", arg=since, timeout=timeout_ms)
+def settle(page, timeout_ms: int = WAIT_MS) -> None:
+    """Wait until the app is idle: no script run going, nothing stale, connected."""
     page.wait_for_function(IDLE, timeout=timeout_ms)
 
 
 def act(page, action: Callable[[], object], timeout_ms: int = WAIT_MS) -> None:
-    """Do something that reruns the app (a click, a key), then wait for that run to finish."""
-    settle(page, timeout_ms=timeout_ms)
-    before = runs(page)
-    action()
-    settle(page, before, timeout_ms)
+    """Do something that reruns the app (a click, a key), wait for the server to say that a run has
+    finished after it, then for the page to be idle."""
+    settle(page, timeout_ms)
+    with page._cxr_stream.expect_event(
+        "framereceived", predicate=_script_finished, timeout=timeout_ms
+    ):
+        action()
+    settle(page, timeout_ms)
 
 
 def wait_until(check: Callable[[], object], what: str, timeout_s: float = WAIT_MS / 1000) -> object:

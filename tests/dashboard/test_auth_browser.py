@@ -23,7 +23,6 @@ from cxr_core.models.checkpoint import read_model_card
 from tests.checkpoint_fixtures import build_catalog
 from tests.dashboard.browser_support import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     WAIT_MS,
     act,
     free_port,
@@ -68,16 +67,6 @@ def _site(catalog: Path, tmp_path_factory, name: str, settings: str) -> Path:
         (root / part).symlink_to(catalog / part)
     (root / "auth.yaml").write_text(settings)
     return root
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
