@@ -525,6 +525,7 @@ drafted = draft_films(store.drafts(session.id, reader)) if reader else set()
 index = review_read.position(store, session.id, reader, queue)
 image_id = queue[index]
 review_read.keep_in_url(session.id, image_id)
+state.film_viewed(image_id, "Review", session=session.id)  # audited once per film and session
 st.session_state["rev_film_pick"] = index
 picks[1].selectbox(
     f"Film (of {len(queue)}; ✓ read, ✎ unsaved draft)",

@@ -32,6 +32,7 @@ from tests.dashboard.browser_support import (
     settle,
     wait_until,
 )
+from tests.dashboard.test_review_browser import params, session_id_of, start_session, wait_for_film
 from tests.oidc_fixture import oidc_provider, streamlit_secrets
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -74,10 +75,13 @@ def shots(tmp_path: Path) -> Path:
     return screenshot_folder(tmp_path / "screens")
 
 
-def _screens(page, folder: Path, name: str) -> None:
+def _screens(page, folder: Path, name: str, show=None) -> None:
+    """Screenshots at each size, with ``show`` (a locator, e.g. a refusal) scrolled into view."""
     for width, height in SIZES:
         page.set_viewport_size({"width": width, "height": height})
         settle(page)
+        if show is not None:
+            show.scroll_into_view_if_needed()
         page.screenshot(path=str(folder / f"{name}_{width}.png"), full_page=True)
 
 
@@ -157,9 +161,10 @@ def _sso_sign_in(page, url: str, sub: str, path: str = "/models") -> None:
 def test_sso_visitor_not_signed_in_gets_only_the_sign_in_page(sso, browser, shots) -> None:
     url, _, _ = sso
     page = new_page(browser, 1440, 900)
-    page.goto(url + "/predict")
+    page.goto(url + "/review")  # a bookmark of a page with films
     page.get_by_role("button", name="Sign in").wait_for(timeout=WAIT_MS)
     _assert_nothing_but_sign_in(page)
+    assert page.get_by_text("Page not found").count() == 0  # the address is kept for after
     _screens(page, shots, "sso_sign_in")
     page.context.close()
 
@@ -183,7 +188,7 @@ def test_sso_roles_differ_in_two_browsers_and_each_step_is_audited(sso, browser,
         "alice@example.org (reader) may not make a threshold set the model's default for everyone: "
         "that needs the role admin" in refusal.first.inner_text()
     )
-    _screens(reader, shots, "sso_refused_default")
+    _screens(reader, shots, "sso_refused_default", refusal.first)
     _make_default(admin, "screening")
     admin.get_by_text("is now the default threshold set").wait_for(timeout=WAIT_MS)
 
@@ -250,8 +255,10 @@ def local(catalog, tmp_path_factory) -> Iterator[tuple[str, ReviewStore, Path]]:
         yield server.url, store, root
 
 
-def _password_sign_in(page, url: str, name: str, password: str = PASSWORD) -> None:
-    page.goto(url + "/models")
+def _password_sign_in(
+    page, url: str, name: str, password: str = PASSWORD, path: str = "/models"
+) -> None:
+    page.goto(url + path)
     page.get_by_role("textbox", name="Name").fill(name)
     page.get_by_role("textbox", name="Password").fill(password)
     act(page, lambda: page.get_by_role("button", name="Sign in").click())
@@ -262,7 +269,7 @@ def test_local_visitor_gets_only_the_form_and_a_wrong_password_nothing(
 ) -> None:
     url, store, _ = local
     page = new_page(browser, 1440, 900)
-    page.goto(url + "/predict")
+    page.goto(url + "/review")
     page.get_by_role("textbox", name="Password").wait_for(timeout=WAIT_MS)
     _assert_nothing_but_sign_in(page)
     _screens(page, shots, "local_sign_in")
@@ -286,8 +293,9 @@ def test_local_roles_differ_in_two_browsers_and_each_step_is_audited(local, brow
         name.fill("mine")
         act(page, lambda name=name: name.press("Enter"))
         act(page, lambda page=page: page.get_by_role("button", name="Save set").click())
-    viewer.get_by_text("vic (viewer) may not save a threshold set").wait_for(timeout=WAIT_MS)
-    _screens(viewer, shots, "local_refused_save")
+    refusal = viewer.get_by_text("vic (viewer) may not save a threshold set")
+    refusal.wait_for(timeout=WAIT_MS)
+    _screens(viewer, shots, "local_refused_save", refusal)
     reader.get_by_text("Saved “mine”").wait_for(timeout=WAIT_MS)
     saved = store.audit.entries(action="thresholds_saved")
     assert [(e.actor, e.target) for e in saved] == [("rita", "tiny_a/mine")]
@@ -299,6 +307,47 @@ def test_local_roles_differ_in_two_browsers_and_each_step_is_audited(local, brow
     assert actions.index(("thresholds_saved", "rita")) < actions.index(("sign_out", "rita"))
     viewer.context.close()
     reader.context.close()
+
+
+def test_review_calls_are_the_signed_in_readers_own_and_a_viewer_may_not_call(
+    local, browser, shots
+) -> None:
+    """An admin starts a session; a reader opens a film by link naming another reader and calls it:
+    the calls are hers; a viewer opening the same film is refused by the store, on the page."""
+    url, store, _ = local
+    admin = new_page(browser, 1440, 900)
+    _password_sign_in(admin, url, "root", path="/review")
+    start_session(admin, "team read")
+    sid, film = session_id_of(admin), params(admin)["film"]
+    link = f"/review?session={sid}&film={film}&reader=bob"
+
+    reader = new_page(browser, 1440, 900)
+    _password_sign_in(reader, url, "rita", path=link)
+    wait_for_film(reader, film)
+    assert "reader=bob" not in reader.url
+    reader.keyboard.press("n")  # every finding absent
+    reader.keyboard.press("s")  # save, stay
+    classes = store.session(sid).classes
+    wait_until(lambda: len(store.verdicts(sid, reviewer="rita")) == len(classes), "rita's calls")
+    assert store.verdicts(sid, reviewer="bob") == []
+
+    viewer = new_page(browser, 1024, 768)
+    _password_sign_in(viewer, url, "vic", path=link)
+    wait_for_film(viewer, film)
+    viewer.keyboard.press("n")
+    viewer.get_by_text("vic (viewer) may not call films").first.wait_for(timeout=WAIT_MS)
+    _screens(viewer, shots, "local_refused_call")
+    assert store.drafts(sid, "vic") == [] and store.verdicts(sid, reviewer="vic") == []
+
+    calls = store.audit.entries(action="call_saved")
+    assert {(e.actor, e.role, e.film) for e in calls} == {("rita", "reader", film)}
+    assert sorted(e.detail["finding_of"] for e in calls) == sorted(classes)
+    created = store.audit.entries(action="session_created")[0]
+    assert (created.actor, created.target) == ("root", f"review session {sid}")
+    viewed = {(e.actor, e.film) for e in store.audit.entries(action="film_viewed")}
+    assert {("rita", film), ("vic", film)} <= viewed
+    for page in (admin, reader, viewer):
+        page.context.close()
 
 
 def test_an_idle_screen_is_cleared_without_a_click(local, browser) -> None:
