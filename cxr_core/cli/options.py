@@ -24,7 +24,7 @@ def add_card_data_options(parser: argparse.ArgumentParser, *, formats: bool = Tr
         parser.add_argument(
             "--format",
             default=None,
-            help="auto, nih, chexpert, folders, disease-folders (default: as in the card)",
+            help="auto or a format name (cxr data inspect --help lists them; default: as in the card)",
         )
     parser.add_argument(
         "--cache-dir", default=None, help="image cache folder (default: the training run's)"

@@ -30,7 +30,8 @@ from torch import nn
 
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.data.dataset import AugmentConfig, TrainTransform
-from cxr_core.data.formats.masks import MaskSet, load_mask_folders
+from cxr_core.data.formats import load_mask_set
+from cxr_core.data.formats.masks import MaskSet
 from cxr_core.data.preprocessing import PreprocessConfig, normalise
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation.segmentation import (
@@ -55,11 +56,6 @@ logger = logging.getLogger(__name__)
 LUNG_CLASS = "lung"
 LABEL_SPACE_NAME = "lungs"
 MONITOR = "val_dice"
-MASK_ADAPTER_OPTIONS = (
-    "images_dir",
-    "masks_dir",
-    "foreground",
-)  # keyword arguments of load_mask_folders
 
 
 @dataclass
@@ -188,7 +184,7 @@ def _card(
         training={"config": config.to_dict(), "seed": config.seed, **training},
         data={
             "path": config.data.path,
-            "format": "masks",
+            "format": config.data.format,
             "n_images": len(pairs),
             "n_patients": len(set(pairs.patients)),
             "split": {"unit": "patient", "val": config.data.val, "seed": config.data.split_seed},
@@ -222,13 +218,9 @@ def train_segmentation(config: TrainConfig, *, progress: bool = True) -> Segment
             f"model.name: {config.model.name} is a classifier; a segmentation config needs one of "
             f"{', '.join(list_models(segmentation=True))}"
         )
-    unknown = sorted(set(config.data.adapter) - set(MASK_ADAPTER_OPTIONS))
-    if unknown:
-        raise ConfigError(
-            f"data.adapter: unknown option(s) {unknown} for image+mask folders; known: "
-            f"{', '.join(MASK_ADAPTER_OPTIONS)}"
-        )
-    pairs = load_mask_folders(config.data.path, size=config.data.cache_size, **config.data.adapter)
+    pairs = load_mask_set(
+        config.data.path, config.data.format, size=config.data.cache_size, **config.data.adapter
+    )
     train_idx, val_idx = split_by_patient(pairs.patients, config.data.val, config.data.split_seed)
     train_pairs, val_pairs = pairs.subset(train_idx), pairs.subset(val_idx)
     logger.info(

@@ -155,16 +155,20 @@ def test_training_writes_a_checkpoint_that_evaluate_reproduces(tmp_path):
 
 
 def test_an_unknown_adapter_option_is_a_config_error(tmp_path):
-    config = TrainConfig.from_dict(
-        {
-            "task": "segmentation",
-            "data": {"path": str(tmp_path), "adapter": {"mask_dir": "m"}},
-            "model": {"name": "unet_small"},
-            "out_dir": str(tmp_path / "run"),
-        }
-    )
-    with pytest.raises(ConfigError, match="mask_dir"):
-        train_segmentation(config, progress=False)
+    config = {
+        "task": "segmentation",
+        "data": {"path": str(tmp_path), "adapter": {"mask_dir": "m"}},
+        "model": {"name": "unet_small"},
+        "out_dir": str(tmp_path / "run"),
+    }
+    with pytest.raises(
+        ConfigError, match="data.adapter.*mask_dir.*masks_dir"
+    ):  # named format: at load
+        TrainConfig.from_dict({**config, "data": {**config["data"], "format": "masks"}})
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(ConfigError, match="mask_dir"):  # detected format: when the data is read
+        train_segmentation(TrainConfig.from_dict(config), progress=False)
 
 
 def test_a_classifier_in_a_segmentation_config_is_a_config_error(tmp_path):

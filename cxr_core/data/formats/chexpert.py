@@ -23,6 +23,8 @@ from cxr_core.data.formats.files import (
     csv_rows,
     read_label_csv,
 )
+from cxr_core.data.formats.locate import label_csv_header
+from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import CHEXPERT14
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
@@ -31,6 +33,7 @@ Policy = Literal["ones", "zeros", "ignore"]
 POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore")
 REQUIRED_COLUMNS: tuple[str, ...] = ("Path", *CHEXPERT14.classes)
 _OPTIONAL_COLUMNS: tuple[str, ...] = ("Sex", "Age", "Frontal/Lateral", "AP/PA")
+CSV_NAMES: tuple[str, ...] = ("train.csv", "valid.csv", "train.csv.gz")
 _PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
 _SEX = {"female": "F", "male": "M"}
 
@@ -199,3 +202,19 @@ def _describe(policies: dict[str, str]) -> str:
     default = counts.index[0]
     exceptions = [f"{cls}: {p}" for cls, p in policies.items() if p != default]
     return default + (f" ({', '.join(exceptions)})" if exceptions else "")
+
+
+def _recognise(path: Path) -> Path | None:
+    candidates = [path] if path.is_file() else [path / name for name in CSV_NAMES]
+    return next((c for c in candidates if is_chexpert_header(label_csv_header(c))), None)
+
+
+FORMAT = DatasetFormat(
+    name="chexpert",
+    summary="CheXpert: train.csv / valid.csv (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 observations "
+    "1 / 0 / -1 uncertain / blank), images under the CSV's parent",
+    looks_for="a CSV with a Path column and the CheXpert observation columns (train.csv, valid.csv)",
+    recognise=_recognise,
+    load=load_chexpert,
+    options=("root", "policy", "blank", "frontal_only", "check_files", "missing"),
+)

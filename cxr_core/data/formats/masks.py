@@ -26,6 +26,7 @@ from cxr_core.data.formats.files import (
     is_image_file,
     patient_id_from_filename,
 )
+from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.imaging import load_image
 from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import DatasetError
@@ -158,3 +159,17 @@ def load_mask_folders(
         images=np.stack(out_images),
         masks=np.stack(out_masks),
     )
+
+
+def _recognise(path: Path) -> Path | None:
+    return path if (path / IMAGES_DIR).is_dir() and (path / MASKS_DIR).is_dir() else None
+
+
+FORMAT = DatasetFormat(
+    name="masks",
+    summary="image + mask folders: images/<name> with its mask at masks/<name> (binary or label map)",
+    looks_for=f"a folder holding {IMAGES_DIR}/ and {MASKS_DIR}/ with masks named like their images",
+    recognise=_recognise,
+    load_masks=load_mask_folders,
+    mask_options=("images_dir", "masks_dir", "foreground"),
+)
