@@ -6,7 +6,22 @@ are special cases of others come first (the NIH expert labels are an NIH file wi
 columns; a TB set's ``images/`` + ``masks/`` is also a plain image+mask folder).
 """
 
-from cxr_core.data.formats import chexpert, class_folders, disease_folders, masks, nih
+from cxr_core.data.formats import (
+    chexpert,
+    class_folders,
+    covid_radiography,
+    disease_folders,
+    masks,
+    mimic,
+    nih,
+    nih_expert,
+    nlm_tb,
+    openi,
+    padchest,
+    rsna,
+    siim,
+    vindr,
+)
 from cxr_core.data.formats.chexpert import load_chexpert
 from cxr_core.data.formats.class_folders import load_class_folders
 from cxr_core.data.formats.disease_folders import load_disease_folders
@@ -24,8 +39,17 @@ from cxr_core.data.formats.registry import (
 )
 
 for _adapter in (
+    nih_expert,
     nih,
     chexpert,
+    mimic,
+    padchest,
+    rsna,
+    siim,
+    vindr,
+    openi,
+    nlm_tb,
+    covid_radiography,
     disease_folders,
     class_folders,
     masks,

@@ -45,7 +45,7 @@ def is_chexpert_header(columns: list[str]) -> bool:
     )
 
 
-def _policies(policy: str | Mapping[str, str]) -> dict[str, str]:
+def resolve_policies(policy: str | Mapping[str, str]) -> dict[str, str]:
     """Per-class policy; a mapping names the exceptions, ``default`` (else U-Ones) covers the rest."""
     if isinstance(policy, str):
         chosen = {cls: policy for cls in CHEXPERT14.classes}
@@ -59,6 +59,19 @@ def _policies(policy: str | Mapping[str, str]) -> dict[str, str]:
     if bad:
         raise DatasetError(f"unknown uncertainty policy {bad}; use one of {', '.join(POLICIES)}")
     return chosen
+
+
+def apply_policies(
+    original: np.ndarray, classes: list[str], policies: dict[str, str], blank: str
+) -> np.ndarray:
+    """CheXpert-labeller values (1, 0, -1, NaN = blank) -> 1 / 0 / NaN under the per-class
+    uncertainty policies and the blank rule (MIMIC-CXR's labels are the same labeller's)."""
+    values = original.copy()
+    values[np.isnan(original)] = 0.0 if blank == "zero" else np.nan
+    uncertain_to = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}
+    for j, cls in enumerate(classes):
+        values[original[:, j] == -1.0, j] = uncertain_to[policies[cls]]
+    return values
 
 
 def _default_root(csv_path: Path, first_path: str) -> Path:
@@ -111,7 +124,7 @@ def load_chexpert(
         raise DatasetError(f"CheXpert label file {csv_path} does not exist")
     if blank not in ("zero", "unknown"):
         raise DatasetError(f"blank must be 'zero' or 'unknown', not {blank!r}")
-    policies = _policies(policy)
+    policies = resolve_policies(policy)
     header = csv_header(csv_path, "CheXpert label file")
     absent = [c for c in REQUIRED_COLUMNS if c not in header]
     if absent:
@@ -141,11 +154,7 @@ def load_chexpert(
             f"{csv_rows(frame, dup)}; remove duplicate rows"
         )
 
-    values = original.copy()
-    values[np.isnan(original)] = 0.0 if blank == "zero" else np.nan
-    uncertain_to = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}
-    for j, cls in enumerate(classes):
-        values[original[:, j] == -1.0, j] = uncertain_to[policies[cls]]
+    values = apply_policies(original, classes, policies, blank)
 
     patient = rel.str.extract(_PATIENT, expand=False)
     if patient.isna().any():
@@ -182,7 +191,7 @@ def load_chexpert(
         frame["sex"] = raw["Sex"].fillna("").str.strip().str.lower().map(_SEX).fillna("")
 
     source = (
-        f"CheXpert ({csv_path}; uncertain -> {_describe(policies)}; blank -> "
+        f"CheXpert ({csv_path}; uncertain -> {describe_policies(policies)}; blank -> "
         f"{'0' if blank == 'zero' else 'unknown'})"
     )
     if check_files:
@@ -197,7 +206,7 @@ def load_chexpert(
     return Manifest(frame, CHEXPERT14, source)
 
 
-def _describe(policies: dict[str, str]) -> str:
+def describe_policies(policies: dict[str, str]) -> str:
     counts = pd.Series(policies).value_counts()
     default = counts.index[0]
     exceptions = [f"{cls}: {p}" for cls, p in policies.items() if p != default]

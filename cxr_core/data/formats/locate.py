@@ -22,6 +22,7 @@ from cxr_core.data.formats.files import (
     apply_missing_policy,
     csv_header,
     is_image_file,
+    read_label_csv,
     walk_files,
 )
 from cxr_core.errors import DatasetError
@@ -117,9 +118,12 @@ def label_file(path: Path, names: Sequence[str], what: str) -> Path:
 LABEL_FILE_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz")
 
 
-def label_csv_header(path: Path) -> list[str]:
-    """The column names of a label CSV (plain or compressed); [] for anything else, so format
-    recognition can ask every file without failing on a folder or an image."""
+def label_csv_header(path: Path, *, strip: bool = True) -> list[str]:
+    """The column names of a label CSV (plain or compressed; stripped of spaces unless ``strip`` is
+    false); [] for anything else, so format recognition can ask every file without failing on a
+    folder or an image."""
     if not (path.is_file() and path.name.lower().endswith(LABEL_FILE_SUFFIXES)):
         return []
-    return csv_header(path, "CSV label file")
+    if strip:
+        return csv_header(path, "CSV label file")
+    return [str(c) for c in read_label_csv(path, "CSV label file", header_only=True).columns]

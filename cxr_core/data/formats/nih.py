@@ -126,7 +126,7 @@ def _official_split(image_ids: pd.Series, root: Path) -> pd.Series:
     return pd.Series(np.where(image_ids.isin(test), "test", ""), index=image_ids.index)
 
 
-def _image_paths(
+def image_paths(
     names: pd.Series, root: Path, images_dir: Path | None, check_files: bool
 ) -> tuple[pd.Series, np.ndarray | None]:
     """Absolute paths and which exist (None when not checked); the folders are indexed once so the
@@ -184,7 +184,7 @@ def load_nih(
     labels = _finding_matrix(raw["Finding Labels"], frame, csv_path)
 
     images = Path(images_dir) if images_dir is not None else None
-    frame["path"], exists = _image_paths(names, root, images, check_files)
+    frame["path"], exists = image_paths(names, root, images, check_files)
     frame["patient_id"] = raw["Patient ID"].str.strip()
     no_patient = frame["patient_id"] == ""
     if no_patient.any():
@@ -236,7 +236,7 @@ def load_nih_boxes(
         raise DatasetError(f"no NIH box list ({', '.join(BOX_LIST_NAMES)}) in {root}; pass bbox=")
     boxes = read_nih_box_list(box_file)
     images = Path(images_dir) if images_dir is not None else None
-    boxes["path"], _ = _image_paths(boxes["image_id"], root, images, check_files=True)
+    boxes["path"], _ = image_paths(boxes["image_id"], root, images, check_files=True)
     boxes["reader"] = ""
     boxes["width"] = boxes["height"] = float(NIH_BOX_SIZE)
     return box_table(boxes, str(box_file))

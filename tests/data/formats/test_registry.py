@@ -47,7 +47,10 @@ def test_detection_on_the_real_layouts(shared_data):
     assert detect_format(labels / "chexpert_train.csv.gz")[0] == "chexpert"
     assert detect_format(labels / "Data_Entry_2017_v2020.csv.gz")[0] == "nih"
     montgomery = shared_data / "lungmasks" / "montgomery"
-    assert detect_format(montgomery, "masks") == ("masks", montgomery)
+    assert detect_format(montgomery, "masks") == (
+        "nlm-tb",
+        montgomery,
+    )  # TB names: the more specific
 
 
 def test_an_unknown_layout_lists_what_each_format_looks_for(tmp_path):
