@@ -312,6 +312,7 @@ def format_report(report: dict) -> str:
         "PPV [CI]",
         "NPV [CI]",
         "F1 [CI]",
+        "acc",
         "Brier [CI]",
     ]
     rows = []
@@ -329,6 +330,9 @@ def format_report(report: dict) -> str:
                 _fmt_ci(e["ppv"], e.get("ppv_ci")),
                 _fmt_ci(e["npv"], e.get("npv_ci")),
                 _fmt_ci(e["f1"], e.get("f1_ci")),
+                _fmt(
+                    e.get("accuracy")
+                ),  # per class at its threshold ("-" for multiclass: see below)
                 _fmt_ci(e.get("brier"), e.get("brier_ci")),
             ]
         )
@@ -346,6 +350,7 @@ def format_report(report: dict) -> str:
                 _fmt(avg["ppv"]),
                 _fmt(avg["npv"]),
                 _fmt(avg["f1"]),
+                _fmt(avg.get("accuracy")),
                 _fmt(avg.get("brier")),
             ]
         )
