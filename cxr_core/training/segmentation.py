@@ -173,13 +173,13 @@ def _card(
         num_classes=1,
         in_chans=config.model.in_chans,
         dropout=config.model.dropout,
-        label_space={
-            "name": LABEL_SPACE_NAME,
-            "classes": [LUNG_CLASS],
+        label_space={  # what the masks outline: the lungs, or a finding (SIIM-ACR: pneumothorax)
+            "name": LABEL_SPACE_NAME if pairs.target == LUNG_CLASS else f"{pairs.target}_masks",
+            "classes": [pairs.target],
             "task": Task.SEGMENTATION.value,
         },
         preprocess=preprocess.to_dict(),
-        thresholds={LUNG_CLASS: SEGMENTATION_THRESHOLD},
+        thresholds={pairs.target: SEGMENTATION_THRESHOLD},
         threshold_method="fixed 0.5 per pixel",
         training={"config": config.to_dict(), "seed": config.seed, **training},
         data={

@@ -6,14 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
+from cxr_core.cli.options import parse_adapter_options
 from cxr_core.data.formats import AUTO, detect_format, get_format, list_formats, load_dataset
 from cxr_core.data.inspect import format_summary, summarise
 from cxr_core.data.manifest import select_classes, select_views
 from cxr_core.data.merge import merge_manifests
 from cxr_core.data.splits import assign_splits
-from cxr_core.errors import DatasetError
+from cxr_core.errors import ConfigError
 
 # Named command-line flags -> the adapter option they set (given only when the user gives the flag).
 _FLAG_OPTIONS = ("missing", "policy", "blank", "frontal_only", "label_from")
@@ -131,30 +130,17 @@ def chexpert_policy(text: str) -> str | dict[str, str]:
     return out
 
 
-def parse_options(items: list[str]) -> dict:
-    """``["labels=physician", "pediatric=false"]`` -> {"labels": "physician", "pediatric": False}."""
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise DatasetError(
-                f"--option {item!r} is not KEY=VALUE (e.g. --option consensus=majority)"
-            )
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
-
-
 def adapter_options(fmt: str, args: argparse.Namespace) -> dict:
     """The adapter keyword options the command line sets for ``fmt``: --option pairs plus the named
     flags the user gave; a flag the format does not take is refused rather than ignored."""
     known = get_format(fmt).options
-    options = parse_options(args.option)
+    options = parse_adapter_options(args.option)
     for flag in _FLAG_OPTIONS:
         value = getattr(args, flag)
         if value is None:
             continue
         if flag not in known:
-            raise DatasetError(
+            raise ConfigError(
                 f"--{flag.replace('_', '-')} does not apply to the {fmt} format; its options are: "
                 f"{', '.join(known) or 'none'}"
             )

@@ -17,8 +17,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mass inside the lungs (mean_in_lung).",
     )
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
-    p.add_argument("--images", required=True, help="folder holding the boxed images (by file name)")
-    p.add_argument("--bbox", required=True, help="NIH BBox_List_2017.csv")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bbox", help="NIH BBox_List_2017.csv (with --images)")
+    source.add_argument(
+        "--boxes",
+        help="a dataset whose format has boxes (NIH folder, RSNA Pneumonia, VinDr-CXR label file or "
+        "folder); its images are found as cxr data inspect finds them",
+    )
+    p.add_argument("--images", help="with --bbox: folder holding the boxed images (by file name)")
+    p.add_argument(
+        "--format", default="auto", help="with --boxes: the dataset's format (default: detect)"
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --boxes: a box option of the format, repeatable (VinDr-CXR: boxes=per_reader, "
+        "consensus=majority; images_dir=FOLDER)",
+    )
     p.add_argument("--method", default="gradcam", help="explanation method (default gradcam)")
     p.add_argument(
         "--layer",
@@ -72,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
     method_class(args.method)
     if not 0.0 < args.level <= 1.0:
         raise ConfigError(f"--level must lie in (0, 1], not {args.level}")
-    boxes = load_bboxes(args.bbox)
+    if args.bbox and not args.images:
+        raise ConfigError(
+            "--bbox names images by file name: pass --images, the folder holding them"
+        )
+    boxes = load_bboxes(args.bbox) if args.bbox else _box_table(args)
     if args.sample and args.sample < len(boxes):
         boxes = boxes.sample(n=args.sample, random_state=args.seed).sort_index()
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
@@ -97,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         lungs=lungs,
     )
     print(
-        f"{args.method} at {args.layer or 'the registered layer'}, {len(boxes)} boxes of {args.bbox} "
+        f"{args.method} at {args.layer or 'the registered layer'}, {len(boxes)} boxes of {args.bbox or args.boxes} "
         f"(IoU at level {args.level})"
     )
     print(result.format_table())
@@ -108,3 +129,10 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         result.per_box.to_csv(args.out, index=False)
     return 0
+
+
+def _box_table(args: argparse.Namespace):
+    from cxr_core.cli.options import parse_adapter_options
+    from cxr_core.data.formats import load_box_table
+
+    return load_box_table(args.boxes, args.format, **parse_adapter_options(args.option))
