@@ -18,7 +18,7 @@ from cxr_core.training.config import load_config
 SEEDS = Path(__file__).resolve().parents[2] / "configs" / "seeds"
 RECIPES = sorted(SEEDS.glob("0*.yaml"))
 # What the shared-data twin of a recipe may change: where the data is and what it is called there,
-# the weights this machine has, and the size of the run.
+# the weights this machine has, and the size of the run (input, epochs, batch).
 ALLOWED = {
     "data.path",
     "data.format",
@@ -27,6 +27,7 @@ ALLOWED = {
     "data.val",
     "model.weights",
     "preprocess.input_size",
+    "optim.batch_size",
     "epochs",
     "out_dir",
     "provenance",
