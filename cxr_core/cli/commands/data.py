@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="test share of all images, on top of any official test set",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
+    _add_adapter_flags(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=_inspect)
+
+
+def _add_adapter_flags(p: argparse.ArgumentParser) -> None:
+    """The named flags that set adapter options (each refused for a format without that option)."""
     p.add_argument(
         "--missing",
         choices=("error", "drop"),
@@ -100,8 +107,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="read the label file without looking for the images (no missing-file check)",
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(handler=_inspect)
 
 
 def _names(text: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""``cxr explain-eval``: score heatmaps against NIH bounding boxes (pointing game, IoU)."""
+"""``cxr explain-eval``: score heatmaps against radiologists' boxes (NIH, RSNA Pneumonia, VinDr-CXR;
+pointing game, IoU)."""
 
 from __future__ import annotations
 
@@ -17,25 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mass inside the lungs (mean_in_lung).",
     )
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--bbox", help="NIH BBox_List_2017.csv (with --images)")
-    source.add_argument(
-        "--boxes",
-        help="a dataset whose format has boxes (NIH folder, RSNA Pneumonia, VinDr-CXR label file or "
-        "folder); its images are found as cxr data inspect finds them",
-    )
-    p.add_argument("--images", help="with --bbox: folder holding the boxed images (by file name)")
-    p.add_argument(
-        "--format", default="auto", help="with --boxes: the dataset's format (default: detect)"
-    )
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --boxes: a box option of the format, repeatable (VinDr-CXR: boxes=per_reader, "
-        "consensus=majority; images_dir=FOLDER)",
-    )
+    _add_box_source(p)
     p.add_argument("--method", default="gradcam", help="explanation method (default gradcam)")
     p.add_argument(
         "--layer",
@@ -64,7 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--level", type=float, default=0.5, help="heatmap level (fraction of its maximum) for IoU"
     )
     p.add_argument(
-        "--original-size", type=int, default=1024, help="pixel size the box coordinates refer to"
+        "--original-size",
+        type=int,
+        default=1024,
+        help="with --bbox: pixel size the box coordinates refer to (--boxes tables carry their own)",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", help="optional CSV file for the per-box results")
@@ -78,6 +64,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(handler=run)
+
+
+def _add_box_source(p: argparse.ArgumentParser) -> None:
+    """NIH's box list with its image folder, or any dataset whose format has boxes."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bbox", help="NIH BBox_List_2017.csv (with --images)")
+    source.add_argument(
+        "--boxes",
+        help="a dataset whose format has boxes (NIH folder, RSNA Pneumonia, VinDr-CXR label file or "
+        "folder); its images are found as cxr data inspect finds them",
+    )
+    p.add_argument("--images", help="with --bbox: folder holding the boxed images (by file name)")
+    p.add_argument(
+        "--format", default="auto", help="with --boxes: the dataset's format (default: detect)"
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --boxes: a box option of the format, repeatable (VinDr-CXR: boxes=per_reader, "
+        "consensus=majority; images_dir=FOLDER)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -103,18 +103,6 @@ def first_existing(root: Path, names: Sequence[str]) -> Path | None:
     return next((root / n for n in names if (root / n).is_file()), None)
 
 
-def label_file(path: Path, names: Sequence[str], what: str) -> Path:
-    """``path`` itself when it is a file, else the first of ``names`` inside it."""
-    if path.is_file():
-        return path
-    found = first_existing(path, names)
-    if found is None:
-        raise DatasetError(
-            f"no {what} ({', '.join(names[:3])}) in {path}; pass the label file itself"
-        )
-    return found
-
-
 LABEL_FILE_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz")
 
 

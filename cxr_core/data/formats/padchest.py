@@ -169,6 +169,26 @@ def _label_matrix(labels: pd.Series, image_ids: pd.Series, csv: Path) -> pd.Data
     return pd.DataFrame(values, columns=list(PADCHEST.classes), index=labels.index)
 
 
+def _read_rows(csv: Path, labels: str, pediatric: bool) -> pd.DataFrame:
+    """The label file's rows, kept by labelling method and pediatric flag, with a ``pediatric`` column."""
+    if labels not in METHODS:
+        raise DatasetError(f"labels must be one of {', '.join(METHODS)}, not {labels!r}")
+    header = label_csv_header(csv)
+    absent = [c for c in REQUIRED_COLUMNS if c not in header]
+    if absent:
+        raise DatasetError(
+            f"{csv.name} lacks {absent}; PadChest label files have {', '.join(REQUIRED_COLUMNS)}"
+        )
+    raw = read_label_csv(csv, "PadChest label file", dtype=str, keep_default_na=True)
+    raw.columns = header
+    flag = raw.get("Pediatric", pd.Series("", index=raw.index)).fillna("").str.strip().str.upper()
+    raw["pediatric"] = flag == "PED"
+    keep = pd.Series(True, index=raw.index) if pediatric else ~raw["pediatric"]
+    if METHODS[labels]:
+        keep &= raw["MethodLabel"].str.strip() == METHODS[labels]
+    return raw[keep].reset_index(drop=True)
+
+
 def load_padchest(
     csv: str | Path,
     *,
@@ -180,36 +200,13 @@ def load_padchest(
 ) -> Manifest:
     """Every image of the label file (``labels``: all, physician or rnn; ``pediatric``: keep them)."""
     csv = Path(csv)
-    if labels not in METHODS:
-        raise DatasetError(f"labels must be one of {', '.join(METHODS)}, not {labels!r}")
-    header = label_csv_header(csv)
-    absent = [c for c in REQUIRED_COLUMNS if c not in header]
-    if absent:
-        raise DatasetError(
-            f"{csv.name} lacks {absent}; PadChest label files have {', '.join(REQUIRED_COLUMNS)}"
-        )
-    raw = read_label_csv(csv, "PadChest label file", dtype=str, keep_default_na=True)
-    raw.columns = header
-    keep = pd.Series(True, index=raw.index)
-    if METHODS[labels]:
-        keep &= raw["MethodLabel"].str.strip() == METHODS[labels]
-    raw["pediatric"] = (
-        raw.get("Pediatric", pd.Series("", index=raw.index)).fillna("").str.strip().str.upper()
-        == "PED"
-    )
-    if not pediatric:
-        keep &= ~raw["pediatric"]
-    raw = raw[keep].reset_index(drop=True)
+    raw = _read_rows(csv, labels, pediatric)
+    projection = raw["Projection"].fillna("").str.strip().str.upper()
     frame = pd.DataFrame(
         {
             "image_id": raw["ImageID"].str.strip(),
             "patient_id": raw["PatientID"].str.strip(),
-            "view": raw["Projection"]
-            .fillna("")
-            .str.strip()
-            .str.upper()
-            .map(VIEWS)
-            .fillna("EXCLUDE"),
+            "view": projection.map(VIEWS).fillna(projection),
             "split": "",
         }
     )
