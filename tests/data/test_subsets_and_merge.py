@@ -97,6 +97,10 @@ def test_config_merges_sources_and_subsets_after_the_split(nih14_root, covid_roo
         TrainConfig.from_dict({"data": {"path": str(nih14_root), "classes": ["Pneumonia"]}}).data
     )
     assert sub.frame["split"].tolist() == full.frame["split"].tolist()  # same patients in val
+    pa = build_manifest(
+        TrainConfig.from_dict({"data": {"path": str(nih14_root), "views": ["PA"]}}).data
+    )
+    assert len(pa) == 1064 and set(pa.frame["view"]) == {"PA"}
 
 
 def test_cli_inspect_merges_paths_and_counts_per_source(nih14_root, covid_root, capsys):
