@@ -11,8 +11,8 @@ from PIL import Image
 
 from cxr_core.cli.main import main
 from cxr_core.models.checkpoint import read_model_card
+from cxr_core.training import train
 from cxr_core.training.config import TrainConfig
-from cxr_core.training.segmentation import train_segmentation
 
 
 def _config(data, fmt: str, out, **data_extra) -> TrainConfig:
@@ -47,7 +47,7 @@ def test_siim_pneumothorax_masks_train_and_evaluate(labels_root, tmp_path, capsy
         Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8)).save(
             folder / "dicom-images-train" / f"{image}.png"
         )
-    result = train_segmentation(_config(folder, "siim-acr", tmp_path / "run"), progress=False)
+    result = train(_config(folder, "siim-acr", tmp_path / "run"), progress=False)
     card = read_model_card(result.best_checkpoint)
     assert card.classes == ("pneumothorax",) and card.label_space["name"] == "pneumothorax_masks"
     assert card.data["format"] == "siim-acr" and len(card.data["val_ids"]) == 2
@@ -84,9 +84,7 @@ def test_covid_radiography_lung_masks_train(tmp_path):
                         .repeat(size, 0)
                     )
                 Image.fromarray(pixels).save(root / cls / sub / f"{cls}-{i}.png")
-    result = train_segmentation(
-        _config(tmp_path, "covid-radiography", tmp_path / "run"), progress=False
-    )
+    result = train(_config(tmp_path, "covid-radiography", tmp_path / "run"), progress=False)
     card = read_model_card(result.best_checkpoint)
     assert card.classes == ("lung",) and card.label_space["name"] == "lungs"
     assert 0.4 < card.data["mask_fraction"]["median"] < 0.6

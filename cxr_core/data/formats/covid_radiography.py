@@ -20,14 +20,8 @@ import pandas as pd
 
 from cxr_core.data.formats.class_folders import list_images, subfolders
 from cxr_core.data.formats.files import first_items, patient_id_from_filename
-from cxr_core.data.formats.masks import (
-    IMAGES_DIR,
-    LUNG_TARGET,
-    MASKS_DIR,
-    MaskSet,
-    build_mask_set,
-    read_mask,
-)
+from cxr_core.data.formats.mask_set import LUNG_TARGET, MaskSet
+from cxr_core.data.formats.masks import IMAGES_DIR, MASKS_DIR, build_mask_set, read_mask
 from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import LabelSpace, canonical_name
 from cxr_core.data.manifest import Manifest

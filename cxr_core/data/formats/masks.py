@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,40 +25,14 @@ from cxr_core.data.formats.files import (
     is_image_file,
     patient_id_from_filename,
 )
+from cxr_core.data.formats.mask_set import LUNG_TARGET, MaskSet
 from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.imaging import load_image
 from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import DatasetError
 
-LUNG_TARGET = "lung"
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
-
-
-@dataclass(frozen=True)
-class MaskSet:
-    """Images as uint8 ``(N, S, S)``, masks as bool ``(N, S, S)``, one id and patient per pair."""
-
-    root: Path
-    ids: tuple[str, ...]
-    patients: tuple[str, ...]
-    images: np.ndarray
-    masks: np.ndarray
-    target: str = LUNG_TARGET  # what the masks outline: "lung", or a finding such as "pneumothorax"
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def subset(self, index: Sequence[int] | np.ndarray) -> MaskSet:
-        idx = np.asarray(index, dtype=np.int64)
-        return MaskSet(
-            root=self.root,
-            ids=tuple(self.ids[i] for i in idx),
-            patients=tuple(self.patients[i] for i in idx),
-            images=self.images[idx],
-            masks=self.masks[idx],
-            target=self.target,
-        )
 
 
 def _list_images(folder: Path) -> dict[str, Path]:

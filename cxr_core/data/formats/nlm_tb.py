@@ -22,7 +22,8 @@ import pandas as pd
 
 from cxr_core.data.formats.class_folders import list_images
 from cxr_core.data.formats.files import first_items
-from cxr_core.data.formats.masks import LUNG_TARGET, MaskSet, build_mask_set, read_mask
+from cxr_core.data.formats.mask_set import LUNG_TARGET, MaskSet
+from cxr_core.data.formats.masks import build_mask_set, read_mask
 from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.manifest import Manifest

@@ -20,7 +20,7 @@ from cxr_core.errors import ConfigError, DatasetError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cxr_core.data.formats.masks import MaskSet
+    from cxr_core.data.formats.mask_set import MaskSet
     from cxr_core.data.manifest import Manifest
 
 AUTO = "auto"

@@ -23,7 +23,8 @@ import pandas as pd
 from cxr_core.data.formats.dicom_headers import read_dicom_headers, with_header_columns
 from cxr_core.data.formats.files import Missing, csv_rows, read_label_csv
 from cxr_core.data.formats.locate import attach_paths, first_existing, label_csv_header
-from cxr_core.data.formats.masks import MaskSet, build_mask_set
+from cxr_core.data.formats.mask_set import MaskSet
+from cxr_core.data.formats.masks import build_mask_set
 from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.manifest import Manifest
