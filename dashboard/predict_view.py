@@ -1,0 +1,367 @@
+"""The Predict page's parts, drawn from :mod:`dashboard.predict_batch` readings.
+
+The reading view puts the findings beside the film viewer on the first screen: a film picker,
+then two columns (findings | viewer); the batch table, its CSV and the notes come below. Every
+film's outcome is drawn by :func:`findings_panel` alone, so a new outcome has one place to go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import streamlit as st
+
+from cxr_core.data.imaging import LoadedImage
+from cxr_core.inference.explain import (
+    CLASS_AGNOSTIC,
+    DEFAULT_METHOD,
+    LOCALISATION_NOTE,
+    contour_overlay,
+)
+from cxr_core.inference.findings import FindingsSummary, export_frame
+from cxr_core.inference.lungs import heatmap_within_mask
+from cxr_core.utils.csv_safe import frame_csv_text
+from dashboard import charts, predict_batch, reading, viewer
+from dashboard.predict_batch import FilmReading, PredictContext, Upload
+from dashboard.widgets import cxr_errors
+
+PICK = "predict_pick"
+FILES = "predict_files"
+MAX_MB = predict_batch.LIMITS.max_bytes // (1024 * 1024)
+SMALL_MULTIPLES = 6
+CONTROL_PX = 215
+"""Width of the heatmap row's pickers: the longest labels fit; the row wraps on narrow screens."""
+BAR_PX = 22
+"""Height of one finding's bar: 14 findings fit beside the viewer on a 900 px screen."""
+OUTCOME_MARKS = {"scored": "", "refused": " · refused", "unreadable": " · unreadable"}
+
+
+def model_text(ctx: PredictContext) -> str:
+    """The model and thresholds the findings come from, in one line."""
+    predictor = ctx.predictor
+    text = f"Model **{ctx.entry.name}** ({predictor.architecture}, {len(predictor.classes)} classes) · "
+    text += (
+        f"thresholds: **{ctx.threshold_set}**"
+        if ctx.multilabel
+        else "single most probable class (multiclass)"
+    )
+    if predictor.preprocess.lung_mask is not None:
+        text += " · sees the lungs only (see How to read these results)"
+    return text
+
+
+def how_to_read(ctx: PredictContext) -> str:
+    """The notes behind the page's marks and numbers."""
+    notes = [reading.BANDS_NOTE, reading.INTENSITY_NOTE]
+    if ctx.predictor.preprocess.lung_mask is not None:
+        notes.append(reading.lung_masked_text(ctx.predictor.preprocess.lung_mask.dilation))
+    return "\n\n".join(notes)
+
+
+def uploader() -> list:
+    """The file uploader; folded away once films are there, so the reading view starts high."""
+    count = len(st.session_state.get(FILES) or [])
+    label = f"Films ({count}): add or remove" if count else "Upload films"
+    with st.expander(label, expanded=not count, icon=":material/upload_file:"):
+        return st.file_uploader(
+            f"Chest X-rays (PNG, JPEG, BMP, TIFF or DICOM; up to {MAX_MB} MB each)",
+            accept_multiple_files=True,
+            key=FILES,
+            max_upload_size=MAX_MB,
+        )
+
+
+def film_picker(batch: Sequence[Upload]) -> int:
+    """The film on screen: a picker over the batch with previous / next buttons."""
+    labels = [f"{i + 1}/{len(batch)} · {u.name}" for i, u in enumerate(batch)]
+    if len(batch) == 1:
+        return 0
+    if st.session_state.get(PICK) not in labels:
+        st.session_state[PICK] = labels[0]
+
+    def step(by: int) -> None:
+        st.session_state[PICK] = labels[(labels.index(st.session_state[PICK]) + by) % len(labels)]
+
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.selectbox("Film", labels, key=PICK, label_visibility="collapsed")
+        st.button("◀", key="predict_prev", on_click=step, args=(-1,), help="Previous film")
+        st.button("▶", key="predict_next", on_click=step, args=(1,), help="Next film")
+    return labels.index(st.session_state[PICK])
+
+
+def _bars(summary: FindingsSummary, multilabel: bool) -> None:
+    """The probability bars of the trusted findings (the distrusted ones are listed apart)."""
+    trusted = dataclasses.replace(
+        summary, findings=tuple(f for f in summary.findings if not f.flag)
+    )
+    figure = charts.probability_bars(trusted)
+    figure.update_layout(
+        height=max(160, BAR_PX * len(trusted.findings) + 70),
+        yaxis=dict(tickfont=dict(size=13)),
+        margin=dict(l=8, r=8, t=8, b=8),
+        bargap=0.25,
+    )
+    st.plotly_chart(figure, key="predict_bars", config={"displayModeBar": False})
+    st.caption(reading.BARS_LEGEND if multilabel else reading.BARS_LEGEND_MULTICLASS)
+
+
+def findings_panel(film: FilmReading, ctx: PredictContext) -> None:
+    """One film's outcome and findings: warnings, calls, bars, distrusted classes, header fields."""
+    st.markdown(f"#### {film.name}")
+    if film.outcome != predict_batch.SCORED:
+        st.error(film.reason, icon=":material/error:")
+        return
+    for warning in film.warnings:
+        st.warning(warning, icon=":material/warning:")
+    st.markdown(reading.headline(film.summary))
+    if film.summary.flagged:
+        st.markdown(reading.not_trusted_lines(film.summary))
+    _bars(film.summary, ctx.multilabel)
+    image = film.image
+    ident = film.upload.ident
+    if image.meta.get("format") == "DICOM":
+        shown = st.session_state.get(f"ids_{ident}", False)
+        fields = reading.dicom_fields(image.meta, show_identifiers=shown)
+        st.markdown(
+            "**DICOM header** · "
+            + (" · ".join(f"{k}: {v}" for k, v in fields) or "no view, age, sex or date")
+        )
+        st.toggle(
+            "Show patient identifiers",
+            key=f"ids_{ident}",
+            help="Off by default: only the patient ID can be shown (names are never read from the file).",
+        )
+    st.caption(reading.intensity_text(image.meta))
+    st.caption(
+        reading.lung_area_text(film.lungs.result.check)
+        if film.lungs is not None
+        else reading.no_lungs_text(ctx.lungs.missing)
+    )
+
+
+def _heat_controls(film: FilmReading, ctx: PredictContext) -> dict:
+    """The heatmap row above the viewer (on/off, class, method) and its less used settings."""
+    ident = film.upload.ident
+    offered_reasons, estimates = predict_batch.methods(ctx.model_key, ctx.predictor)
+    offered = [m for m, reason in offered_reasons.items() if not reason]
+    classes = [f.name for f in film.summary.findings]
+    row = st.container(horizontal=True, vertical_alignment="center", key=f"cam_row_{ident}")
+    show = row.toggle("Heatmap", value=True, key=f"cam_show_{ident}")
+    class_box, method_box = row.empty(), row.empty()
+    method = method_box.selectbox(
+        "Method",
+        offered,
+        index=offered.index(DEFAULT_METHOD) if DEFAULT_METHOD in offered else 0,
+        key=f"cam_method_{ident}",
+        disabled=not show,
+        label_visibility="collapsed",
+        width=CONTROL_PX,
+        format_func=lambda m: reading.method_label(m, estimates),
+        help="Heatmap method (estimated time on this machine). "
+        + (reading.left_out_note(offered_reasons) or ""),
+    )
+    agnostic = method in CLASS_AGNOSTIC
+    class_name = class_box.selectbox(
+        "Explain class",
+        classes,
+        index=0,
+        key=f"cam_class_{ident}",
+        disabled=not show or agnostic,
+        label_visibility="collapsed",
+        width=CONTROL_PX,
+        format_func=lambda c: f"Explain: {c}",
+        help="EigenCAM ignores the class: the same map for every class." if agnostic else None,
+    )
+    with row.popover("More", help="Overlay style and the lungs"):
+        mode = (
+            st.segmented_control(
+                "Overlay", ["contour", "heat"], default="contour", key=f"cam_mode_{ident}"
+            )
+            or "contour"
+        )
+        outline = st.slider("Outline level", 0.1, 0.9, 0.5, 0.05, key=f"cam_level_{ident}")
+        opacity = st.slider("Heat opacity", 0.1, 1.0, 0.5, 0.05, key=f"cam_opacity_{ident}")
+        lung_outline = within = False
+        if film.lungs is not None:
+            lung_outline = st.toggle("Lung outline", key=f"lung_show_{ident}")
+            within = st.toggle(
+                "Normalise within lungs",
+                key=f"lung_norm_{ident}",
+                help="Rescale the heatmap over the lungs alone and hide it outside them, so a peak "
+                "on the mediastinum or a film edge does not set the scale inside the lungs.",
+            )
+            st.download_button(
+                "Download lung mask (PNG)",
+                film.lungs.png,
+                file_name=f"{Path(film.name).stem}_lungs.png",
+                mime="image/png",
+                key=f"lung_png_{ident}",
+                on_click="ignore",
+                icon=":material/download:",
+                help="0 outside, 255 inside the lungs, at the image's own size.",
+            )
+    return dict(
+        show=show,
+        method=method,
+        class_name=class_name,
+        agnostic=agnostic,
+        mode=mode,
+        outline=outline,
+        opacity=opacity,
+        lung_outline=lung_outline,
+        within=within,
+    )
+
+
+def _viewer_panel(film: FilmReading, ctx: PredictContext) -> None:
+    """Runs as a fragment: the heatmap controls redraw only the viewer. Window, level, zoom,
+    pan, invert and full screen act in the browser (:mod:`dashboard.viewer`)."""
+    if film.outcome != predict_batch.SCORED:
+        if film.image is not None:
+            display = predict_batch.display(film.upload.digest, film.image)
+            viewer.show_viewer(
+                viewer.viewer_payload(film.upload.ident, display), key="predict_viewer"
+            )
+        return
+    o = _heat_controls(film, ctx)
+    image, digest = film.image, film.upload.digest
+    heat, in_lungs, titles = None, None, ("Original",)
+    if o["show"]:
+        with cxr_errors():
+            heat = predict_batch.heatmap(
+                ctx.model_key, digest, o["class_name"], o["method"], ctx.predictor, image
+            )
+            target = "class-agnostic" if o["agnostic"] else o["class_name"]
+            titles = (
+                "Original",
+                f"{o['method']} · {target} · {o['mode']}"
+                + (" · within lungs" if o["within"] else ""),
+            )
+            if film.lungs is not None:
+                mask = film.lungs.result.mask
+                in_lungs = predict_batch.in_lungs(
+                    ctx.model_key, ctx.lungs.key, digest, o["class_name"], o["method"], heat, mask
+                )
+                heat = heatmap_within_mask(heat, mask) if o["within"] else heat
+    display = predict_batch.display(digest, image)
+    payload = viewer.viewer_payload(
+        film.upload.ident,
+        display,
+        heat=heat,
+        heat_style=dict(mode=o["mode"], level=o["outline"], opacity=o["opacity"]),
+        lungs=film.lungs.outline if film.lungs is not None and o["lung_outline"] else (),
+        titles=titles,
+    )
+    viewer.show_viewer(payload, key="predict_viewer")
+    _viewer_notes(film, image, heat is not None, in_lungs, o)
+    _small_multiples(film, ctx, o)
+
+
+viewer_panel = st.fragment(_viewer_panel)
+
+
+def _viewer_notes(
+    film: FilmReading, image: LoadedImage, heat: bool, in_lungs: float | None, o: dict
+) -> None:
+    scale = viewer.view_scale(image.pixels.shape)
+    st.caption(
+        f"{image.pixels.shape[1]}×{image.pixels.shape[0]} px"
+        + (f", shown at {scale:.0%}" if scale < 1 else ", full resolution")
+        + " · both panels zoom and pan together; window/level on the film's full bit depth."
+    )
+    if in_lungs is not None:
+        st.caption(
+            reading.in_lung_caption(in_lungs, film.lungs.result.fraction, within=o["within"])
+        )
+    if heat:
+        st.caption(LOCALISATION_NOTE)
+
+
+def _small_multiples(film: FilmReading, ctx: PredictContext, o: dict) -> None:
+    """One small map per called finding, when switched on."""
+    positives = [f.name for f in film.summary.positives][:SMALL_MULTIPLES]
+    ident = film.upload.ident
+    if not (positives and o["show"] and not o["agnostic"]) or not st.toggle(
+        f"Outline every called finding ({len(positives)})",
+        key=f"cam_all_{ident}",
+        help="One small map per called finding, computed when switched on.",
+    ):
+        return
+    columns = st.columns(min(len(positives), 3))
+    probabilities = {f.name: f.probability for f in film.summary.findings}
+    for i, name in enumerate(positives):
+        with cxr_errors():
+            small = predict_batch.heatmap(
+                ctx.model_key, film.upload.digest, name, o["method"], ctx.predictor, film.image
+            )
+            caption = f"{name} ({probabilities[name]:.2f})"
+            if film.lungs is not None:
+                mask = film.lungs.result.mask
+                share = predict_batch.in_lungs(
+                    ctx.model_key, ctx.lungs.key, film.upload.digest, name, o["method"], small, mask
+                )
+                caption += " · " + reading.in_lung_text(share)
+                small = heatmap_within_mask(small, mask) if o["within"] else small
+            columns[i % len(columns)].image(
+                contour_overlay(film.image.pixels, small, o["outline"], max_side=360),
+                caption=caption,
+                width="stretch",
+            )
+
+
+RESULT_COLUMNS = {
+    "file": st.column_config.TextColumn(width="medium"),
+    "outcome": st.column_config.TextColumn(width="small"),
+    "abnormality": st.column_config.NumberColumn(
+        "abnormality", format="%.2f", width="small", help="Sort by it to read the worst first"
+    ),
+    "called": st.column_config.TextColumn(width="large"),
+    "borderline": st.column_config.NumberColumn("≈", width="small", help="Borderline calls"),
+    "not trusted": st.column_config.TextColumn(width="small"),
+    "warnings": st.column_config.TextColumn(width="large"),
+}
+ROW_PX = 66
+"""Rows tall enough for three lines: a long warning wraps instead of running off the table."""
+
+
+def _table(readings: Sequence[FilmReading], slot) -> None:
+    frame = reading.results_table(readings)
+    slot.dataframe(
+        frame,
+        hide_index=True,
+        key="predict_table",
+        height=36 + ROW_PX * max(len(frame), 1) + 3,
+        row_height=ROW_PX,
+        column_config=RESULT_COLUMNS,
+    )
+
+
+def batch_section(batch: Sequence[Upload], ctx: PredictContext, film: FilmReading, at: int) -> None:
+    """The batch table (filled in as films are scored) and the page's CSV of every film."""
+    st.markdown(f"#### Batch · {len(batch)} film{'s' if len(batch) > 1 else ''}")
+    slot = st.empty()
+    readings = predict_batch.read_batch(
+        batch, ctx, {at: film}, on_progress=lambda r: _table(r, slot)
+    )
+    _table(readings, slot)
+    scored = [r.prediction for r in readings if r.prediction is not None]
+    export = export_frame(
+        scored,
+        model=ctx.entry.name,
+        checkpoint_digest=predict_batch.checkpoint_sha256(ctx.model_key, str(ctx.entry.model_path)),
+        threshold_set=ctx.threshold_set,
+        multilabel=ctx.multilabel,
+        flagged=ctx.flagged,
+    )
+    st.download_button(
+        "Download all probabilities (CSV)",
+        frame_csv_text(export),
+        file_name="predictions.csv",
+        mime="text/csv",
+        key="predict_csv",
+        icon=":material/download:",
+        help="Every class's probability and threshold, the calls, distrusted classes, the input "
+        "gate's warnings, the model and its checkpoint SHA-256.",
+    )
