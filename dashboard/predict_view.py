@@ -31,8 +31,8 @@ PICK = "predict_pick"
 FILES = "predict_files"
 MAX_MB = predict_batch.LIMITS.max_bytes // (1024 * 1024)
 SMALL_MULTIPLES = 6
-CONTROL_PX = 215
-"""Width of the heatmap row's pickers: the longest labels fit; the row wraps on narrow screens."""
+CONTROL_PX = 240
+"""Width of the heatmap row's class picker: the longest label fits; the row wraps if it must."""
 BAR_PX = 22
 """Height of one finding's bar: 14 findings fit beside the viewer on a 900 px screen."""
 OUTCOME_MARKS = {"scored": "", "refused": " · refused", "unreadable": " · unreadable"}
@@ -100,6 +100,7 @@ def _bars(summary: FindingsSummary, multilabel: bool) -> None:
     figure.update_layout(
         height=max(160, BAR_PX * len(trusted.findings) + 70),
         yaxis=dict(tickfont=dict(size=13)),
+        xaxis=dict(range=[0, 1.0], title="probability", dtick=0.25),
         margin=dict(l=8, r=8, t=8, b=8),
         bargap=0.25,
     )
@@ -149,17 +150,15 @@ def _heat_controls(film: FilmReading, ctx: PredictContext) -> dict:
     classes = [f.name for f in film.summary.findings]
     row = st.container(horizontal=True, vertical_alignment="center", key=f"cam_row_{ident}")
     show = row.toggle("Heatmap", value=True, key=f"cam_show_{ident}")
-    class_box, method_box = row.empty(), row.empty()
-    method = method_box.selectbox(
+    class_box, more = row.empty(), row.popover("More", help="Heatmap method, overlay, the lungs")
+    method = more.selectbox(
         "Method",
         offered,
         index=offered.index(DEFAULT_METHOD) if DEFAULT_METHOD in offered else 0,
         key=f"cam_method_{ident}",
         disabled=not show,
-        label_visibility="collapsed",
-        width=CONTROL_PX,
         format_func=lambda m: reading.method_label(m, estimates),
-        help="Heatmap method (estimated time on this machine). "
+        help="With its estimated time on this machine. "
         + (reading.left_out_note(offered_reasons) or ""),
     )
     agnostic = method in CLASS_AGNOSTIC
@@ -174,7 +173,7 @@ def _heat_controls(film: FilmReading, ctx: PredictContext) -> dict:
         format_func=lambda c: f"Explain: {c}",
         help="EigenCAM ignores the class: the same map for every class." if agnostic else None,
     )
-    with row.popover("More", help="Overlay style and the lungs"):
+    with more:
         mode = (
             st.segmented_control(
                 "Overlay", ["contour", "heat"], default="contour", key=f"cam_mode_{ident}"
@@ -312,18 +311,26 @@ def _small_multiples(film: FilmReading, ctx: PredictContext, o: dict) -> None:
 
 
 RESULT_COLUMNS = {
-    "file": st.column_config.TextColumn(width="medium"),
-    "outcome": st.column_config.TextColumn(width="small"),
+    "file": st.column_config.TextColumn(width=100),
+    "outcome": st.column_config.TextColumn(width=72),
     "abnormality": st.column_config.NumberColumn(
-        "abnormality", format="%.2f", width="small", help="Sort by it to read the worst first"
+        "score",
+        format="%.2f",
+        width=52,
+        help="Abnormality score: the highest probability of any trusted finding. Sort by it to "
+        "read the worst first.",
     ),
-    "called": st.column_config.TextColumn(width="large"),
-    "borderline": st.column_config.NumberColumn("≈", width="small", help="Borderline calls"),
-    "not trusted": st.column_config.TextColumn(width="small"),
-    "warnings": st.column_config.TextColumn(width="large"),
+    "called": st.column_config.TextColumn(width=112),
+    "borderline": st.column_config.NumberColumn("≈", width=32, help="Borderline calls"),
+    "not trusted": st.column_config.TextColumn(width=80),
+    "warnings": st.column_config.TextColumn(
+        width=172, help="The input gate's warnings in short; the film's view and the CSV say why"
+    ),
 }
-ROW_PX = 66
-"""Rows tall enough for three lines: a long warning wraps instead of running off the table."""
+"""Column widths that fit a 1,024 px screen with the sidebar open (620 px); wider screens stretch
+them. Long texts wrap in the tall rows."""
+ROW_PX = 88
+"""Rows tall enough for four lines: a warning's headline wraps instead of running off the table."""
 
 
 def _table(readings: Sequence[FilmReading], slot) -> None:

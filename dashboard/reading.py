@@ -83,9 +83,9 @@ def not_trusted_lines(summary: FindingsSummary) -> str:
     if not summary.flagged:
         return ""
     return ":gray[**Not trusted, never called:**]  \n" + "  \n".join(
-        f":gray[{f.name} {f.probability:.2f}"
-        + (" ≥" if f.above_threshold else " <")
-        + f" threshold {f.threshold:.2f} · {f.flag}]"
+        f":gray[{f.name} {f.probability:.3f}, "
+        + ("at or above" if f.above_threshold else "below")
+        + f" its threshold {f.threshold:.3f} · {f.flag}]"
         for f in summary.flagged
     )
 
@@ -114,10 +114,22 @@ RESULT_COLUMNS = [
 ]
 
 
+SHORT_WARNING = 70
+
+
+def short_warning(text: str, name: str = "", limit: int = SHORT_WARNING) -> str:
+    """A warning's headline for the batch table: the gate and the decoder write "what: why" (after
+    the file's ``name`` and a colon, which the table's row already says), so the part before the
+    first colon, else the first sentence; the film's reading view and the CSV carry the whole text."""
+    text = text[len(name) + 2 :] if name and text.startswith(f"{name}: ") else text
+    head = text.split(": ", 1)[0] if ": " in text else text.split(". ", 1)[0]
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
 def results_table(readings: Sequence) -> pd.DataFrame:
     """One row per film (:class:`dashboard.predict_batch.FilmReading`): outcome, the numeric
     abnormality score (sortable), the calls, borderline count, distrusted classes above their
-    threshold, and the input gate's warnings (a refused or unreadable file: why)."""
+    threshold, and the input gate's warnings (a refused or unreadable file: why) by their headlines."""
     rows = []
     for r in readings:
         s = r.summary
@@ -129,7 +141,10 @@ def results_table(readings: Sequence) -> pd.DataFrame:
                 "called": called_text(s) if s is not None else "",
                 "borderline": len(s.borderline) if s is not None else None,
                 "not trusted": not_trusted_text(s) if s is not None else "",
-                "warnings": " | ".join(r.warnings) if s is not None else r.reason,
+                "warnings": " | ".join(
+                    short_warning(w, r.name)
+                    for w in (r.warnings if s is not None else [r.reason] if r.reason else [])
+                ),
             }
         )
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -9,6 +9,9 @@
 // r reset, f full screen, + / - zoom. State is kept per film (header.id) across Python reruns.
 
 const STATES = new WeakMap();
+const FULL_ICON =
+  '<svg width="14" height="14" viewBox="0 0 14 14" fill="none" stroke="currentColor" stroke-width="2"' +
+  ' aria-hidden="true"><path d="M1 5V1h4M9 1h4v4M13 9v4H9M5 13H1V9"/></svg>';
 const VIEWS = new Map(); // film id -> {zoom, cx, cy, level, width}: survives heatmap redraws
 const ZOOM_STEP = 1.2;
 const MAX_ZOOM = 40;
@@ -41,25 +44,31 @@ function el(tag, attrs = {}, children = []) {
   return node;
 }
 
+function button(label, text, title) {
+  return el("button", { type: "button", "aria-label": label, title: title || label, text });
+}
+
 function build(parent) {
   const presets = el("select", { "aria-label": "Window preset", class: "preset" });
   const level = el("input", { type: "number", "aria-label": "Level", class: "num" });
   const width = el("input", { type: "number", "aria-label": "Width", class: "num" });
-  const invert = el("input", { type: "checkbox", "aria-label": "Invert" });
   const panels = el("select", { "aria-label": "Panels", class: "panels-pick" }, [
-    el("option", { value: "both", text: "Film + heatmap" }),
-    el("option", { value: "film", text: "Film only" }),
-    el("option", { value: "overlay", text: "Overlay only" }),
+    el("option", { value: "both", text: "Film + map" }),
+    el("option", { value: "film", text: "Film" }),
+    el("option", { value: "overlay", text: "Overlay" }),
   ]);
-  const reset = el("button", { type: "button", class: "reset", text: "Reset" });
-  const zoomIn = el("button", { type: "button", class: "zoom-in", title: "Zoom in (+)", text: "+" });
-  const zoomOut = el("button", { type: "button", class: "zoom-out", title: "Zoom out (-)", text: "−" });
-  const full = el("button", { type: "button", class: "full", text: "Full screen" });
+  const invert = button("Invert", "◐", "Invert (i)");
+  invert.setAttribute("aria-pressed", "false");
+  const zoomOut = button("Zoom out", "−", "Zoom out (-)");
+  const zoomIn = button("Zoom in", "+", "Zoom in (+)");
+  const reset = button("Reset", "⟲", "Reset zoom, pan and window (r)");
+  const full = button("Full screen", "", "Full screen (f)");
+  full.innerHTML = FULL_ICON;
   const toolbar = el("div", { class: "toolbar" }, [
     presets,
-    el("label", { class: "field" }, [el("span", { text: "L" }), level]),
-    el("label", { class: "field" }, [el("span", { text: "W" }), width]),
-    el("label", { class: "field" }, [invert, el("span", { text: "Invert" })]),
+    el("label", { class: "field", title: "Level: the window's centre" }, [el("span", { text: "L" }), level]),
+    el("label", { class: "field", title: "Width of the window" }, [el("span", { text: "W" }), width]),
+    invert,
     panels,
     zoomOut,
     zoomIn,
@@ -242,7 +251,7 @@ function layout(st) {
   const shown = shownPanels(st);
   st.panelB.panel.style.display = shown.length > 1 ? "" : "none";
   st.panelA.label.textContent = shown[0][1] ? header.titles[1] || "" : header.titles[0];
-  const full = document.fullscreenElement === st.ui.root;
+  const full = isFull(st);
   const gap = 6;
   const width = (st.ui.stage.clientWidth - gap * (shown.length - 1)) / shown.length;
   const tools = st.ui.toolbar.offsetHeight + st.ui.readout.offsetHeight + 12;
@@ -277,16 +286,17 @@ function rounded(value) {
 
 function syncControls(st) {
   const { ui, view } = st;
-  if (document.activeElement !== ui.level) ui.level.value = rounded(view.level);
-  if (document.activeElement !== ui.width) ui.width.value = rounded(view.width);
-  ui.invert.checked = st.invert;
+  const focused = ui.root.getRootNode().activeElement; // the document only sees the shadow host
+  if (focused !== ui.level) ui.level.value = rounded(view.level);
+  if (focused !== ui.width) ui.width.value = rounded(view.width);
+  ui.invert.setAttribute("aria-pressed", String(st.invert));
   const d = ui.root.dataset;
   d.film = st.film.header.id;
   d.zoom = view.zoom.toFixed(3);
   d.level = view.level.toFixed(1);
   d.width = view.width.toFixed(1);
   d.invert = String(st.invert);
-  d.fullscreen = String(document.fullscreenElement === ui.root);
+  d.fullscreen = String(isFull(st));
 }
 
 function defaultView(header) {
@@ -406,8 +416,13 @@ function resetAll(st) {
   draw(st);
 }
 
+// Inside the component's shadow root the document reports its host as the full-screen element.
+function isFull(st) {
+  return st.ui.root.getRootNode().fullscreenElement === st.ui.root;
+}
+
 function toggleFull(st) {
-  if (document.fullscreenElement === st.ui.root) document.exitFullscreen();
+  if (isFull(st)) document.exitFullscreen();
   else st.ui.root.requestFullscreen().catch(() => {});
 }
 
@@ -436,8 +451,8 @@ function attach(st) {
   };
   ui.level.addEventListener("change", typed);
   ui.width.addEventListener("change", typed);
-  ui.invert.addEventListener("change", () => {
-    st.invert = ui.invert.checked;
+  ui.invert.addEventListener("click", () => {
+    st.invert = !st.invert;
     st.dirtyFilm = true;
     draw(st);
   });
@@ -458,7 +473,9 @@ function attach(st) {
     }
   });
   const onFull = () => {
-    ui.full.textContent = document.fullscreenElement === ui.root ? "Exit full screen" : "Full screen";
+    const label = isFull(st) ? "Exit full screen" : "Full screen";
+    ui.full.setAttribute("aria-label", label);
+    ui.full.title = `${label} (f)`;
     layout(st);
   };
   document.addEventListener("fullscreenchange", onFull);

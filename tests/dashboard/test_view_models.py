@@ -58,8 +58,12 @@ def test_results_table_has_a_numeric_score_the_calls_and_the_gates_warnings():
     assert table.loc[1, "called"] == "none called"
     assert table["warnings"].tolist()[1:3] == [
         "the image looks unlike the training images",
-        "bad.png: not an image",
+        "not an image",  # the row names the file; the reading view shows the whole text
     ]
+    long = "DICOM Modality is CT, not a radiograph (CR/DX): this model only reads chest X-rays."
+    assert reading.short_warning(long) == "DICOM Modality is CT, not a radiograph (CR/DX)"
+    assert reading.short_warning("No colon here. Second sentence.") == "No colon here"
+    assert len(reading.short_warning("x" * 200)) == reading.SHORT_WARNING
     assert table["outcome"].tolist() == ["scored", "scored", "unreadable", "scoring…"]
 
 
@@ -83,7 +87,7 @@ def test_headline_names_only_called_findings_and_distrusted_ones_apart():
     assert "Effusion" not in text and "Hernia" not in text  # uncalled and distrusted: unnamed
     assert ":red[**Mass**]" in text and ":red[**Hernia" not in text
     apart = reading.not_trusted_lines(effusion)
-    assert "Hernia 0.09 ≥ threshold 0.05 · low count (7 validation positives" in apart
+    assert "Hernia 0.090, at or above its threshold 0.050 · low count (7 validation" in apart
     assert ":red[" not in apart
     called = _multilabel({"Mass": 0.8, "Nodule": 0.1}, {"Mass": 0.5, "Nodule": 0.2})
     assert "Abnormality score **0.80** (Mass, called)" in reading.headline(called)
