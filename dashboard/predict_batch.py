@@ -225,7 +225,7 @@ def display(digest: str, _image: LoadedImage) -> viewer.FilmDisplay:
     return viewer.film_display(_image)
 
 
-@st.cache_data(max_entries=256, show_spinner="Computing the heatmap…")
+@st.cache_data(max_entries=256, show_spinner=False)
 def heatmap(
     model_key: str,
     digest: str,

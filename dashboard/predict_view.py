@@ -142,19 +142,26 @@ def findings_panel(film: FilmReading, ctx: PredictContext) -> None:
     )
 
 
+def default_method(ctx: PredictContext) -> str:
+    """The heatmap method a film opens with: the default one when this machine offers it."""
+    reasons, _ = predict_batch.methods(ctx.model_key, ctx.predictor)
+    offered = [m for m, reason in reasons.items() if not reason]
+    return DEFAULT_METHOD if DEFAULT_METHOD in offered else offered[0]
+
+
 def _heat_controls(film: FilmReading, ctx: PredictContext) -> dict:
     """The heatmap row above the viewer (on/off, class, method) and its less used settings."""
     ident = film.upload.ident
     offered_reasons, estimates = predict_batch.methods(ctx.model_key, ctx.predictor)
     offered = [m for m, reason in offered_reasons.items() if not reason]
-    classes = [f.name for f in film.summary.findings]
+    classes = [f.name for f in film.summary.findings]  # the first, the most probable, by default
     row = st.container(horizontal=True, vertical_alignment="center", key=f"cam_row_{ident}")
     show = row.toggle("Heatmap", value=True, key=f"cam_show_{ident}")
     class_box, more = row.empty(), row.popover("More", help="Heatmap method, overlay, the lungs")
     method = more.selectbox(
         "Method",
         offered,
-        index=offered.index(DEFAULT_METHOD) if DEFAULT_METHOD in offered else 0,
+        index=offered.index(default_method(ctx)),
         key=f"cam_method_{ident}",
         disabled=not show,
         format_func=lambda m: reading.method_label(m, estimates),
@@ -228,7 +235,7 @@ def _viewer_panel(film: FilmReading, ctx: PredictContext) -> None:
     image, digest = film.image, film.upload.digest
     heat, in_lungs, titles = None, None, ("Original",)
     if o["show"]:
-        with cxr_errors():
+        with cxr_errors(), st.spinner("Computing the heatmap…"):
             heat = predict_batch.heatmap(
                 ctx.model_key, digest, o["class_name"], o["method"], ctx.predictor, image
             )
@@ -372,3 +379,22 @@ def batch_section(batch: Sequence[Upload], ctx: PredictContext, film: FilmReadin
         help="Every class's probability and threshold, the calls, distrusted classes, the input "
         "gate's warnings, the model and its checkpoint SHA-256.",
     )
+    _prefetch_heatmaps(readings, ctx, at)
+
+
+def _prefetch_heatmaps(readings: Sequence[FilmReading], ctx: PredictContext, at: int) -> None:
+    """After the batch: every other film's opening heatmap (its most probable finding, the default
+    method), so switching films shows the map at once instead of computing it then. A click
+    meanwhile interrupts this; the film then picked computes its own map."""
+    method = default_method(ctx)
+    for i, r in enumerate(readings):
+        if i != at and r.summary is not None:
+            with cxr_errors():
+                predict_batch.heatmap(
+                    ctx.model_key,
+                    r.upload.digest,
+                    r.summary.findings[0].name,
+                    method,
+                    ctx.predictor,
+                    r.image,
+                )
