@@ -181,43 +181,41 @@ def _heat_controls(film: FilmReading, ctx: PredictContext) -> dict:
         help="EigenCAM ignores the class: the same map for every class." if agnostic else None,
     )
     with more:
-        mode = (
-            st.segmented_control(
-                "Overlay", ["contour", "heat"], default="contour", key=f"cam_mode_{ident}"
-            )
-            or "contour"
+        settings = _overlay_settings(film, ident)
+    return dict(show=show, method=method, class_name=class_name, agnostic=agnostic, **settings)
+
+
+def _overlay_settings(film: FilmReading, ident: str) -> dict:
+    """The "More" menu's overlay and lung settings (and the lung-mask download)."""
+    mode = (
+        st.segmented_control(
+            "Overlay", ["contour", "heat"], default="contour", key=f"cam_mode_{ident}"
         )
-        outline = st.slider("Outline level", 0.1, 0.9, 0.5, 0.05, key=f"cam_level_{ident}")
-        opacity = st.slider("Heat opacity", 0.1, 1.0, 0.5, 0.05, key=f"cam_opacity_{ident}")
-        lung_outline = within = False
-        if film.lungs is not None:
-            lung_outline = st.toggle("Lung outline", key=f"lung_show_{ident}")
-            within = st.toggle(
-                "Normalise within lungs",
-                key=f"lung_norm_{ident}",
-                help="Rescale the heatmap over the lungs alone and hide it outside them, so a peak "
-                "on the mediastinum or a film edge does not set the scale inside the lungs.",
-            )
-            st.download_button(
-                "Download lung mask (PNG)",
-                film.lungs.png,
-                file_name=f"{Path(film.name).stem}_lungs.png",
-                mime="image/png",
-                key=f"lung_png_{ident}",
-                on_click="ignore",
-                icon=":material/download:",
-                help="0 outside, 255 inside the lungs, at the image's own size.",
-            )
+        or "contour"
+    )
+    outline = st.slider("Outline level", 0.1, 0.9, 0.5, 0.05, key=f"cam_level_{ident}")
+    opacity = st.slider("Heat opacity", 0.1, 1.0, 0.5, 0.05, key=f"cam_opacity_{ident}")
+    lung_outline = within = False
+    if film.lungs is not None:
+        lung_outline = st.toggle("Lung outline", key=f"lung_show_{ident}")
+        within = st.toggle(
+            "Normalise within lungs",
+            key=f"lung_norm_{ident}",
+            help="Rescale the heatmap over the lungs alone and hide it outside them, so a peak "
+            "on the mediastinum or a film edge does not set the scale inside the lungs.",
+        )
+        st.download_button(
+            "Download lung mask (PNG)",
+            film.lungs.png,
+            file_name=f"{Path(film.name).stem}_lungs.png",
+            mime="image/png",
+            key=f"lung_png_{ident}",
+            on_click="ignore",
+            icon=":material/download:",
+            help="0 outside, 255 inside the lungs, at the image's own size.",
+        )
     return dict(
-        show=show,
-        method=method,
-        class_name=class_name,
-        agnostic=agnostic,
-        mode=mode,
-        outline=outline,
-        opacity=opacity,
-        lung_outline=lung_outline,
-        within=within,
+        mode=mode, outline=outline, opacity=opacity, lung_outline=lung_outline, within=within
     )
 
 
