@@ -97,12 +97,24 @@ class FilmReading:
         return list(self.prediction.warnings) if self.prediction is not None else []
 
 
+DIGESTS = "predict_digests"  # {upload's file_id: SHA-1 of its bytes}, per browser session
+
+
 def uploads(files: Sequence) -> list[Upload]:
-    """The page's uploaded files (Streamlit ``UploadedFile``) as digests and bytes, in upload order."""
+    """The page's uploaded files (Streamlit ``UploadedFile``) as digests and bytes, in upload order.
+
+    Each file is hashed once per upload (its ``file_id``): hashing eight 10 MB DICOMs again on
+    every rerun would cost a switch between films a sixth of a second.
+    """
+    known = st.session_state.setdefault(DIGESTS, {})
     out = []
     for file in files:
         data = file.getvalue()
-        out.append(Upload(file.name, hashlib.sha1(data).hexdigest(), data))
+        digest = known.get(file.file_id) or hashlib.sha1(data).hexdigest()
+        known[file.file_id] = digest
+        out.append(Upload(file.name, digest, data))
+    for stale in set(known) - {file.file_id for file in files}:
+        del known[stale]
     return out
 
 

@@ -343,7 +343,6 @@ def _table(readings: Sequence[FilmReading], slot) -> None:
     slot.dataframe(
         frame,
         hide_index=True,
-        key="predict_table",
         height=36 + ROW_PX * max(len(frame), 1) + 3,
         row_height=ROW_PX,
         column_config=RESULT_COLUMNS,
