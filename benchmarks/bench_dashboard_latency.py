@@ -64,6 +64,7 @@ GOALS = {
     "save and next → next film": 0.5,
 }
 KINDS = ("png", "dcm")
+PARTS = ("predict", "pages", "slider", "review")
 PAGES = (
     ("predict", "Predict"),
     ("performance", "Performance"),
@@ -83,9 +84,9 @@ REVIEW = {
     "checkpoint": "nih14_films",  # the sidebar's Checkpoint option holding the big films
     "session name": "Session name",  # text box
     "start": "Start",  # button
-    "call": "Absent",  # the first finding's call
+    "call": "Absent",  # each finding's call (every finding must be called to move on)
     "save and next": "Save and next",  # button
-    "film text": "Image {image_id}",  # text shown once a film is on screen
+    "film caption": ("Image", "patient"),  # the paragraph naming the film on screen
 }
 
 
@@ -247,15 +248,16 @@ def measure_slider(page, url: str, runs: int, results: dict) -> None:
     page.get_by_role("heading", name="Thresholds").first.wait_for(timeout=WAIT_MS)
     _idle(page)
     slider = page.get_by_role("slider").first
-    metric = page.locator('[data-testid="stMetricValue"]').first
+    # "<class> at threshold <t>" above the numbers: redrawn with them, and changed by every step
+    shown = page.locator('[data-testid="stMarkdown"]', has_text="at threshold").first
     for _ in range(runs):
-        before = metric.inner_text()
+        before = shown.inner_text()
         start = time.perf_counter()
         slider.focus(timeout=WAIT_MS)
         page.keyboard.press("PageUp")
         page.wait_for_function(
             "([m, b]) => m.innerText !== b",
-            arg=[metric.element_handle(), before],
+            arg=[shown.element_handle(), before],
             timeout=WAIT_MS,
             polling=20,
         )
@@ -263,20 +265,22 @@ def measure_slider(page, url: str, runs: int, results: dict) -> None:
         _idle(page)
 
 
-def _review_film(page, names: list[str], old: str = "") -> str:
-    """The film now on the Review page (waiting until one other than ``old`` is shown)."""
-    handle = page.wait_for_function(
-        "([names, old]) => { const t = document.querySelector('[data-testid=stMain]')?.innerText"
-        " || ''; return names.find(n => n !== old && t.includes(n) && !(old && t.includes(old))); }",
-        arg=[names, old],
+def _review_film(page, old: str = "") -> str:
+    """The caption of the film now on the Review page, once it differs from ``old``."""
+    first, second = REVIEW["film caption"]
+    caption = page.locator("p", has_text=first).filter(has_text=second).first
+    page.wait_for_function(
+        "([el, old]) => el.innerText && el.innerText !== old",
+        arg=[caption.element_handle(timeout=WAIT_MS), old],
         timeout=WAIT_MS,
         polling=20,
     )
-    return handle.json_value()
+    return caption.inner_text()
 
 
-def measure_review(page, url: str, films: list[Path], runs: int, results: dict) -> None:
-    """Save and next on the Review page, over the big films of ``nih14_films``."""
+def measure_review(page, url: str, runs: int, results: dict) -> None:
+    """Save and next on the Review page, over the big films of ``nih14_films``: every finding
+    called (not timed), then the time from the click to the next film's caption."""
     page.goto(f"{url}/review?reader=bench", wait_until="domcontentloaded")
     page.get_by_role("heading", name="Review").first.wait_for(timeout=WAIT_MS)
     _idle(page)
@@ -287,15 +291,15 @@ def measure_review(page, url: str, films: list[Path], runs: int, results: dict) 
     page.get_by_label(REVIEW["session name"]).press("Enter")
     _idle(page)
     page.get_by_role("button", name=REVIEW["start"]).click()
-    names = [f.name for f in films]
-    shown = _review_film(page, names)
+    shown = _review_film(page)
     _idle(page)
     for _ in range(runs):
-        page.get_by_text(REVIEW["call"], exact=True).first.click()
-        _idle(page)
+        calls = page.get_by_text(REVIEW["call"], exact=True)
+        for i in range(calls.count()):
+            calls.nth(i).click()
         start = time.perf_counter()
         page.get_by_role("button", name=REVIEW["save and next"]).click()
-        shown = _review_film(page, names, shown)
+        shown = _review_film(page, shown)
         results["save and next → next film"].append(time.perf_counter() - start)
         _idle(page)
 
@@ -325,7 +329,9 @@ def _serve(app_dir: str, root: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"streamlit did not start on {url}")
 
 
-def prepare(app_dir: str, images: list[Path], root: Path, runs: int) -> dict[str, list[Path]]:
+def prepare(
+    app_dir: str, images: list[Path], root: Path, runs: int, predict: bool = True
+) -> dict[str, list[Path]]:
     """The films (none seen by the server yet) and the checkpoint folder the server reads: Review's
     films come from the NIH model's validation images, Predict's from the others."""
     run = Path(app_dir) / "checkpoints" / "nih14" / "eval" / "val" / "predictions.csv"
@@ -334,9 +340,9 @@ def prepare(app_dir: str, images: list[Path], root: Path, runs: int) -> dict[str
     by_name = {image.name: image for image in images}
     review_sources = [by_name[n] for n in validation if n in by_name][: runs + 2]
     others = [image for image in images if image.name not in set(validation)]
-    per_kind = runs + BATCH * runs
+    per_kind = runs + BATCH * runs if predict else 0
     films: dict[str, list[Path]] = {}
-    for k, kind in enumerate(KINDS):
+    for k, kind in enumerate(KINDS if predict else ()):
         folder = root / kind
         folder.mkdir()
         films[kind] = [
@@ -360,7 +366,29 @@ def prepare(app_dir: str, images: list[Path], root: Path, runs: int) -> dict[str
     return films
 
 
-def run_all(url: str, films: dict[str, list[Path]], runs: int, skip_pages: bool) -> dict:
+def measure_predict(page, url: str, films: dict[str, list[Path]], runs: int, results: dict) -> None:
+    """Predict on each film kind: single new films (findings, heatmap, another class), then
+    8-film uploads (first findings, switching films); the first film warms the server."""
+    cold = time.perf_counter()
+    measure_new_film(page, url, films["warm-up"][0], {k: [] for k in _keys("png")}, "png")
+    print(
+        f"cold server → first film's heatmap: {time.perf_counter() - cold:.1f} s (model load included)"
+    )
+    for kind in KINDS:
+        results |= {k: [] for k in _keys(kind)}
+        singles, batches = films[kind][:runs], films[kind][runs:]
+        for i, film in enumerate(singles):
+            measure_new_film(page, url, film, results, kind)
+            measure_class_change(page, film, results, kind, i)
+            print(f"  {kind} film {i + 1}: " + _latest(results, kind), flush=True)
+        for r in range(runs):
+            batch = batches[r * BATCH : (r + 1) * BATCH]
+            measure_batch(page, url, batch, results, kind, switches=1 if r else BATCH - 1)
+            print(f"  {kind} batch {r + 1}: " + _latest(results, kind), flush=True)
+        print(_summary(results, kind), flush=True)
+
+
+def run_all(url: str, films: dict[str, list[Path]], runs: int, parts: set[str]) -> dict:
     from playwright.sync_api import sync_playwright
 
     results: dict[str, list[float]] = {}
@@ -368,30 +396,17 @@ def run_all(url: str, films: dict[str, list[Path]], runs: int, skip_pages: bool)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        cold = time.perf_counter()
-        measure_new_film(page, url, films["warm-up"][0], {k: [] for k in _keys("png")}, "png")
-        print(
-            f"cold server → first film's heatmap: {time.perf_counter() - cold:.1f} s (model load included)"
-        )
-        for kind in KINDS:
-            results |= {k: [] for k in _keys(kind)}
-            singles, batches = films[kind][:runs], films[kind][runs:]
-            for i, film in enumerate(singles):
-                measure_new_film(page, url, film, results, kind)
-                measure_class_change(page, film, results, kind, i)
-                print(f"  {kind} film {i + 1}: " + _latest(results, kind), flush=True)
-            for r in range(runs):
-                batch = batches[r * BATCH : (r + 1) * BATCH]
-                measure_batch(page, url, batch, results, kind, switches=1 if r else BATCH - 1)
-                print(f"  {kind} batch {r + 1}: " + _latest(results, kind), flush=True)
-            print(_summary(results, kind), flush=True)
-        if not skip_pages:
+        if "predict" in parts:
+            measure_predict(page, url, films, runs, results)
+        if "pages" in parts:
             measure_pages(page, url, runs, per_page)
-        results["page first render"] = [statistics.median(v) for v in per_page.values() if v]
-        results["threshold slider → numbers"] = []
-        measure_slider(page, url, runs, results)
-        results["save and next → next film"] = []
-        measure_review(page, url, films["review"], runs, results)
+            results["page first render"] = [statistics.median(v) for v in per_page.values()]
+        if "slider" in parts:
+            results["threshold slider → numbers"] = []
+            measure_slider(page, url, runs, results)
+        if "review" in parts:
+            results["save and next → next film"] = []
+            measure_review(page, url, runs, results)
         browser.close()
     for title, values in per_page.items():
         if values:
@@ -433,9 +448,14 @@ def main() -> int:
     parser.add_argument("--images", default=os.path.join(shared, "nih14", "images"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
-        "--skip-pages", action="store_true", help="measure only the interactions, not page loads"
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {', '.join(PARTS)} (default: all)",
     )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"unknown parts {sorted(parts - set(PARTS))}; choose from {', '.join(PARTS)}")
     if args.runs < 5:
         parser.error("--runs must be at least 5: every figure is a median of 5 or more")
     images = sorted(Path(args.images).glob("*.png"))
@@ -446,14 +466,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        films = prepare(args.app_dir, images, root, args.runs)
+        films = prepare(args.app_dir, images, root, args.runs, predict="predict" in parts)
         print(
             f"made {sum(len(v) for v in films.values())} films of {FILM_SHAPE[0]} × {FILM_SHAPE[1]} px "
             f"in {time.perf_counter() - started:.0f} s"
         )
         proc, url = _serve(args.app_dir, root)
         try:
-            results = run_all(url, films, args.runs, args.skip_pages)
+            results = run_all(url, films, args.runs, parts)
         finally:
             proc.terminate()
             try:
