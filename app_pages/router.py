@@ -2,8 +2,8 @@
 changed default threshold set. ``streamlit_app.py`` serves it.
 
 Every page has its own address: ``/predict``, ``/performance``, ``/thresholds``, ``/review``,
-``/models``; the bare root opens Predict at ``/predict``, so a link to Predict looks like the
-others and the menu marks it.
+``/worklist``, ``/models``; the bare root opens Predict at ``/predict``, so a link to Predict looks
+like the others and the menu marks it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ PAGES = [
     st.Page("performance.py", title="Performance", icon=":material/monitoring:"),
     st.Page("thresholds.py", title="Thresholds", icon=":material/tune:"),
     st.Page("review.py", title="Review", icon=":material/fact_check:"),
+    st.Page("worklist.py", title="Worklist", icon=":material/format_list_numbered:"),
     st.Page("models.py", title="Models", icon=":material/description:"),
 ]
 

@@ -22,6 +22,7 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.artifacts.catalog import CheckpointEntry, checkpoint_digest
+from cxr_core.artifacts.thresholds_store import ThresholdSet
 from cxr_core.data.imaging import ImageLimits, LoadedImage, load_image
 from cxr_core.errors import CXRError, UnsuitableImageError
 from cxr_core.inference.class_flags import flagged_classes
@@ -58,6 +59,10 @@ class Upload:
     def ident(self) -> str:
         return self.digest[:12]
 
+    def getvalue(self) -> bytes:
+        """The bytes, as Streamlit's ``UploadedFile`` gives them (for the report downloads)."""
+        return self.data
+
 
 @dataclass(frozen=True)
 class PredictContext:
@@ -70,6 +75,7 @@ class PredictContext:
     thresholds: dict[str, float]
     threshold_set: str
     flagged: Mapping[str, str]
+    active: ThresholdSet  # the reader's set in force (its name is ``threshold_set``)
 
     @property
     def multilabel(self) -> bool:
@@ -100,8 +106,14 @@ class FilmReading:
 DIGESTS = "predict_digests"  # {upload's file_id: SHA-1 of its bytes}, per browser session
 
 
+def _file_key(file) -> str:
+    """Streamlit's id of one upload; a film handed over by the Worklist has none, its name serves."""
+    return getattr(file, "file_id", None) or f"handed over:{file.name}"
+
+
 def uploads(files: Sequence) -> list[Upload]:
-    """The page's uploaded files (Streamlit ``UploadedFile``) as digests and bytes, in upload order.
+    """The page's films (Streamlit ``UploadedFile`` or the Worklist's hand-over) as digests and
+    bytes, in upload order.
 
     Each file is hashed once per upload (its ``file_id``): hashing eight 10 MB DICOMs again on
     every rerun would cost a switch between films a sixth of a second.
@@ -110,10 +122,10 @@ def uploads(files: Sequence) -> list[Upload]:
     out = []
     for file in files:
         data = file.getvalue()
-        digest = known.get(file.file_id) or hashlib.sha1(data).hexdigest()
-        known[file.file_id] = digest
+        digest = known.get(_file_key(file)) or hashlib.sha1(data).hexdigest()
+        known[_file_key(file)] = digest
         out.append(Upload(file.name, digest, data))
-    for stale in set(known) - {file.file_id for file in files}:
+    for stale in set(known) - {_file_key(file) for file in files}:
         del known[stale]
     return out
 
@@ -130,6 +142,7 @@ def context(entry: CheckpointEntry) -> PredictContext:
         thresholds=predictor.resolve_thresholds(active.thresholds),
         threshold_set=active.name,
         flagged=flagged_classes(entry.card),
+        active=active,
     )
 
 

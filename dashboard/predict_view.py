@@ -13,6 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from cxr_core.artifacts.prediction_table import PredictionRow, prediction_table_text
 from cxr_core.data.imaging import LoadedImage
 from cxr_core.inference.explain import (
     CLASS_AGNOSTIC,
@@ -20,12 +21,14 @@ from cxr_core.inference.explain import (
     LOCALISATION_NOTE,
     contour_overlay,
 )
-from cxr_core.inference.findings import FindingsSummary, export_frame
+from cxr_core.inference.findings import FindingsSummary
 from cxr_core.inference.lungs import heatmap_within_mask
-from cxr_core.utils.csv_safe import frame_csv_text
+from cxr_core.inference.table_rows import upload_rows
 from dashboard import charts, predict_batch, reading, viewer
 from dashboard.predict_batch import FilmReading, PredictContext, Upload
+from dashboard.report_downloads import report_downloads
 from dashboard.widgets import cxr_errors
+from dashboard.worklist_handover import films_from_worklist
 
 PICK = "predict_pick"
 FILES = "predict_files"
@@ -65,12 +68,13 @@ def uploader() -> list:
     count = len(st.session_state.get(FILES) or [])
     label = f"Films ({count}): add or remove" if count else "Upload films"
     with st.expander(label, expanded=not count, icon=":material/upload_file:"):
-        return st.file_uploader(
+        files = st.file_uploader(
             f"Chest X-rays (PNG, JPEG, BMP, TIFF or DICOM; up to {MAX_MB} MB each)",
             accept_multiple_files=True,
             key=FILES,
             max_upload_size=MAX_MB,
         )
+    return files or films_from_worklist()
 
 
 def film_picker(batch: Sequence[Upload]) -> int:
@@ -139,6 +143,16 @@ def findings_panel(film: FilmReading, ctx: PredictContext) -> None:
         reading.lung_area_text(film.lungs.result.check)
         if film.lungs is not None
         else reading.no_lungs_text(ctx.lungs.missing)
+    )
+    report_downloads(
+        ctx.predictor,
+        ctx.entry,
+        ctx.active,
+        [film.upload],
+        film.upload.digest,
+        image,
+        film.prediction,
+        film.lungs.result if film.lungs is not None else None,
     )
 
 
@@ -357,26 +371,41 @@ def batch_section(batch: Sequence[Upload], ctx: PredictContext, film: FilmReadin
         batch, ctx, {at: film}, on_progress=lambda r: _table(r, slot)
     )
     _table(readings, slot)
-    scored = [r.prediction for r in readings if r.prediction is not None]
-    export = export_frame(
-        scored,
-        model=ctx.entry.name,
-        checkpoint_digest=predict_batch.checkpoint_sha256(ctx.model_key, str(ctx.entry.model_path)),
-        threshold_set=ctx.threshold_set,
-        multilabel=ctx.multilabel,
-        flagged=ctx.flagged,
-    )
     st.download_button(
         "Download all probabilities (CSV)",
-        frame_csv_text(export),
+        prediction_table_text(ctx.predictor.classes, _export_rows(readings, ctx)),
         file_name="predictions.csv",
         mime="text/csv",
         key="predict_csv",
         icon=":material/download:",
         help="Every class's probability and threshold, the calls, distrusted classes, the input "
-        "gate's warnings, the model and its checkpoint SHA-256.",
+        "gate's outcome and warnings, the model and its checkpoint SHA-256.",
     )
     _prefetch_heatmaps(readings, ctx, at)
+
+
+def _export_rows(readings: Sequence[FilmReading], ctx: PredictContext) -> list[PredictionRow]:
+    """The batch as rows of the one prediction table, in upload order: scored films with their
+    numbers, refused and unreadable ones with why (films not scored yet are left out)."""
+    scored = [r for r in readings if r.prediction is not None]
+    rows = upload_rows(
+        [r.prediction for r in scored],
+        [r.image for r in scored],
+        multilabel=ctx.multilabel,
+        model=ctx.entry.name,
+        checkpoint_digest=predict_batch.checkpoint_sha256(ctx.model_key, str(ctx.entry.model_path)),
+        threshold_set=ctx.threshold_set,
+        flagged=ctx.flagged,
+    )
+    by_film = dict(zip((id(r) for r in scored), rows))
+    out = []
+    for r in readings:
+        if r.prediction is not None:
+            out.append(by_film[id(r)])
+        elif r.outcome in (predict_batch.REFUSED, predict_batch.UNREADABLE):
+            error = r.reason if r.outcome == predict_batch.UNREADABLE else ""
+            out.append(PredictionRow(r.name, outcome=r.outcome, reason=r.reason, error=error))
+    return out
 
 
 def _prefetch_heatmaps(readings: Sequence[FilmReading], ctx: PredictContext, at: int) -> None:

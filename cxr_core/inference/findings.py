@@ -157,19 +157,16 @@ def export_frame(
     checkpoint_digest: str,
     threshold_set: str,
     multilabel: bool,
-    flagged: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per image: file, calls, every probability and threshold, and the model that made them.
 
-    Columns: ``file, model, checkpoint_sha256, threshold_set, positive, borderline, flagged,
-    warnings, prob:<class>…, threshold:<class>…``; ``flagged`` names the distrusted classes at or
-    above their threshold (not called), ``warnings`` the input gate's warnings joined by " | ".
-    Multiclass rows record ``argmax`` as the threshold set and leave thresholds empty, because
-    the call is the most probable class.
+    Columns: ``file, model, checkpoint_sha256, threshold_set, positive, borderline,
+    prob:<class>…, threshold:<class>…``. Multiclass rows record ``argmax`` as the threshold set
+    and leave thresholds empty, because the call is the most probable class.
     """
     rows = []
     for p in predictions:
-        summary = summarise_findings(p, multilabel=multilabel, flagged=flagged)
+        summary = summarise_findings(p, multilabel=multilabel)
         row: dict = {
             "file": p.name,
             "model": model,
@@ -177,8 +174,6 @@ def export_frame(
             "threshold_set": threshold_set if multilabel else "argmax",
             "positive": "; ".join(f.name for f in summary.findings if f.positive),
             "borderline": "; ".join(f.name for f in summary.borderline),
-            "flagged": "; ".join(f.name for f in summary.flagged if f.above_threshold),
-            "warnings": " | ".join(p.warnings),
         }
         row |= {f"prob:{c}": v for c, v in p.probabilities.items()}
         row |= {

@@ -433,9 +433,9 @@ def test_predict_at_1024_keeps_viewer_and_warnings_on_screen_and_in_the_csv(
         with page.expect_download() as download:
             page.get_by_role("button", name="Download all probabilities (CSV)").click()
         with open(download.value.path(), newline="", encoding="utf-8") as handle:
-            rows = {r["file"]: r for r in csv.DictReader(handle)}
+            rows = {r["image_id"]: r for r in csv.DictReader(handle)}
         assert "Modality is CT" in rows["head.dcm"]["warnings"]
-        assert FLAGGED not in rows[films[0].name]["positive"]
+        assert FLAGGED not in rows[films[0].name]["findings"]
     finally:
         context.close()
 

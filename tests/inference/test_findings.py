@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from cxr_core.data.imaging import LoadedImage
 from cxr_core.inference.findings import (
     BORDERLINE_BAND,
     BORDERLINE_FRACTION,
@@ -14,6 +16,7 @@ from cxr_core.inference.findings import (
     summarise_findings,
 )
 from cxr_core.inference.predictor import Prediction
+from cxr_core.inference.table_rows import upload_rows
 
 
 def multilabel(probs: dict[str, float], thresholds: dict[str, float]) -> Prediction:
@@ -98,8 +101,6 @@ def test_export_frame_records_model_digest_and_thresholds():
         "threshold_set",
         "positive",
         "borderline",
-        "flagged",
-        "warnings",
         "prob:Mass",
         "prob:Nodule",
         "threshold:Mass",
@@ -145,16 +146,18 @@ def test_a_flagged_class_is_shown_apart_never_called_and_never_the_abnormality_s
         flagged=flags,
     )
     assert not alone.positives and alone.abnormal is False and alone.abnormality_class == "Mass"
-    frame = export_frame(
+    image = LoadedImage(np.zeros((4, 4), np.float32), "a.png", {})
+    (row,) = upload_rows(
         [p],
+        [image],
+        multilabel=True,
         model="m",
         checkpoint_digest="d",
         threshold_set="card",
-        multilabel=True,
         flagged=flags,
     )
-    assert frame.loc[0, "positive"] == "Mass" and frame.loc[0, "flagged"] == "Hernia"
-    assert frame.loc[0, "warnings"] == "lateral view"
+    assert list(row.findings) == ["Mass"] and row.extra["not_trusted"] == "Hernia"
+    assert list(row.warnings) == ["lateral view"] and row.extra["borderline"] == "Mass; Effusion"
 
 
 def test_flagged_classes_read_the_cards_own_warnings():
