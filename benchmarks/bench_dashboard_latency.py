@@ -70,6 +70,7 @@ PAGES = (
     ("performance", "Performance"),
     ("thresholds", "Thresholds"),
     ("review", "Review"),
+    ("worklist", "Worklist"),
     ("models", "Models"),
 )
 IDLE_JS = (

@@ -44,6 +44,7 @@ PAGES = (
     ("performance", "Performance"),
     ("thresholds", "Thresholds"),
     ("review", "Review"),
+    ("worklist", "Worklist"),
     ("models", "Models"),
 )
 WAIT_MS = 180_000
