@@ -20,6 +20,7 @@ Every new-film measurement uses films the server has not seen. Prints each media
 "NOT met". Needs Debian's chromium and the playwright package.
 
     python benchmarks/bench_dashboard_latency.py --runs 5
+    python benchmarks/bench_dashboard_latency.py --parts predict --kinds dcm   # one part, one kind
 """
 
 from __future__ import annotations
@@ -331,7 +332,7 @@ def _serve(app_dir: str, root: Path) -> tuple[subprocess.Popen, str]:
 
 
 def prepare(
-    app_dir: str, images: list[Path], root: Path, runs: int, predict: bool = True
+    app_dir: str, images: list[Path], root: Path, runs: int, kinds: tuple[str, ...] = KINDS
 ) -> dict[str, list[Path]]:
     """The films (none seen by the server yet) and the checkpoint folder the server reads: Review's
     films come from the NIH model's validation images, Predict's from the others."""
@@ -341,9 +342,9 @@ def prepare(
     by_name = {image.name: image for image in images}
     review_sources = [by_name[n] for n in validation if n in by_name][: runs + 2]
     others = [image for image in images if image.name not in set(validation)]
-    per_kind = runs + BATCH * runs if predict else 0
+    per_kind = runs + BATCH * runs
     films: dict[str, list[Path]] = {}
-    for k, kind in enumerate(KINDS if predict else ()):
+    for k, kind in enumerate(kinds):
         folder = root / kind
         folder.mkdir()
         films[kind] = [
@@ -354,7 +355,7 @@ def prepare(
     films["review"] = [
         make_film(s, root / "review_films" / f"{s.stem}_big.png") for s in review_sources
     ]
-    warm = others[len(KINDS) * per_kind]
+    warm = others[len(kinds) * per_kind]
     films["warm-up"] = [make_film(warm, root / f"{warm.stem}_warm.png")]
     bundled = Path(app_dir) / "checkpoints"
     nih14 = root / "checkpoints" / "nih14"
@@ -375,7 +376,7 @@ def measure_predict(page, url: str, films: dict[str, list[Path]], runs: int, res
     print(
         f"cold server → first film's heatmap: {time.perf_counter() - cold:.1f} s (model load included)"
     )
-    for kind in KINDS:
+    for kind in (k for k in KINDS if k in films):
         results |= {k: [] for k in _keys(kind)}
         singles, batches = films[kind][:runs], films[kind][runs:]
         for i, film in enumerate(singles):
@@ -453,21 +454,31 @@ def main() -> int:
         default=",".join(PARTS),
         help=f"comma-separated subset of {', '.join(PARTS)} (default: all)",
     )
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"film kinds Predict is timed on, a subset of {', '.join(KINDS)} (default: both)",
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    kinds = tuple(k for k in KINDS if k in args.kinds.split(","))
+    if not kinds or set(args.kinds.split(",")) - set(KINDS):
+        parser.error(f"--kinds: choose from {', '.join(KINDS)}")
+    if "predict" not in parts:
+        kinds = ()
     if parts - set(PARTS):
         parser.error(f"unknown parts {sorted(parts - set(PARTS))}; choose from {', '.join(PARTS)}")
     if args.runs < 5:
         parser.error("--runs must be at least 5: every figure is a median of 5 or more")
     images = sorted(Path(args.images).glob("*.png"))
-    needed = len(KINDS) * (args.runs + BATCH * args.runs) + 1 + 312  # + the validation images
+    needed = len(kinds) * (args.runs + BATCH * args.runs) + 1 + 312  # + the validation images
     if len(images) < needed:
         print(f"need at least {needed} PNG images in {args.images}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        films = prepare(args.app_dir, images, root, args.runs, predict="predict" in parts)
+        films = prepare(args.app_dir, images, root, args.runs, kinds)
         print(
             f"made {sum(len(v) for v in films.values())} films of {FILM_SHAPE[0]} × {FILM_SHAPE[1]} px "
             f"in {time.perf_counter() - started:.0f} s"
