@@ -20,25 +20,22 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.checkpoint_fixtures import build_catalog
+from tests.dashboard.browser_support import (
+    CHROMIUM,
+    WAIT_MS,
+    screenshot_folder,
+    serve,
+    settle,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PAGES = (
     ("predict", "Predict"),
     ("performance", "Performance"),
@@ -47,14 +44,9 @@ PAGES = (
     ("worklist", "Worklist"),
     ("models", "Models"),
 )
-WAIT_MS = 180_000
 FLAGGED = "Cardiomegaly"
 RAMP = (1792, 2304)  # stored values across the 12-bit ramp film, left to right
 
-IDLE_JS = """() => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  return app !== null && app.dataset.testScriptState === 'notRunning';
-}"""
 # Visible elements whose text is cut: CSS ellipsis or clipping with more text than room, and
 # inputs (a select box shows its value in one) whose value is wider than the box.
 TRUNCATED_JS = """() => {
@@ -79,49 +71,6 @@ ROOT_JS = (
     "document.querySelector('[data-testid=stBidiComponentIsolated]')"
     ".shadowRoot.querySelector('.cxr-viewer')"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def _serve(root: Path):
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CXR_CHECKPOINT_DIRS": str(root / "checkpoints"),
-        "CXR_REVIEW_DIR": str(root / "review"),
-        "CXR_DATA_ROOT": str(root / "data"),
-        "OMP_NUM_THREADS": "1",
-    }
-    log = (root / "streamlit.log").open("w")
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py"]
-    command += ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"streamlit did not start: {(root / 'streamlit.log').read_text()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.3)  # polling the server's start, not waiting on the app under test
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _flag_class(checkpoint: Path, name: str) -> None:
@@ -160,31 +109,13 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("predict_browser")
     catalog = build_catalog(root)
     _flag_class(catalog["tiny_a"], FLAGGED)
-    with _serve(root) as url:
-        yield url, catalog
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with serve(root, "streamlit.log") as running:
+        yield running.url, catalog
 
 
 @pytest.fixture
 def screenshots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("CXR_SCREENSHOT_DIR", tmp_path / "screens"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _idle(page) -> None:
-    """Streamlit's script run has finished, as its app root says (``data-test-script-state``);
-    called after waiting for the state an action leads to."""
-    page.wait_for_function(IDLE_JS, timeout=WAIT_MS)
+    return screenshot_folder(tmp_path / "screens")
 
 
 def _problems(page) -> list:
@@ -204,7 +135,7 @@ def _problems(page) -> list:
 def _open(page, url: str, title: str) -> None:
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=WAIT_MS)
-    _idle(page)
+    settle(page)
 
 
 def _ident(path: Path) -> str:
@@ -229,7 +160,7 @@ def _upload(page, url: str, films: list[Path]) -> None:
     _drawn(page, films[0])
     # drawn once the whole batch is scored
     page.get_by_role("button", name="Download all probabilities (CSV)").wait_for(timeout=WAIT_MS)
-    _idle(page)
+    settle(page)
 
 
 def _check_page(page, name: str, shots: Path) -> None:
@@ -256,7 +187,7 @@ def test_every_page_has_its_own_address_and_loads_clean_at_two_sizes(
             page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
             page.wait_for_url(f"{url}/{path}*", timeout=WAIT_MS)
             page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=WAIT_MS)
-            _idle(page)
+            settle(page)
             _check_page(page, f"1440_{path}", screenshots)
         assert seen == []
         for path, title in PAGES:
@@ -297,11 +228,11 @@ def _pick_set(page, name: str) -> None:
     from playwright.sync_api import expect
 
     box = page.locator('[data-testid="stMain"]').get_by_role("combobox", name="Set", exact=True)
-    _idle(page)
+    settle(page)
     box.click()
     page.get_by_role("option", name=name, exact=True).click()
     expect(box).to_have_value(name, timeout=WAIT_MS)
-    _idle(page)
+    settle(page)
 
 
 def _pixel_row(page, y_fraction: float) -> list[int]:
@@ -403,7 +334,7 @@ def test_predict_reads_beside_a_linked_full_bit_depth_viewer(
         _invert_and_full_screen(page, screenshots)
         page.get_by_role("button", name="▶").click()  # the 12-bit ramp
         _drawn(page, films[1])
-        _idle(page)
+        settle(page)
         _window_on_stored_values(page)
         page.screenshot(path=str(screenshots / "predict_ramp_window.png"))
         assert seen == []
@@ -461,19 +392,19 @@ def test_two_readers_keep_their_sets_and_are_told_of_a_new_default(
         _pick_set(b, "mine")
         b.get_by_role("button", name="Use for me").click()
         b.get_by_text("in force for you: mine").first.wait_for(timeout=WAIT_MS)
-        _idle(b)
+        settle(b)
 
         _open(a, f"{url}/thresholds?reader=A", "Thresholds")
         _pick_set(a, "screening")
         a.get_by_role("button", name="Make default for everyone").click()
         a.get_by_text("is now the default threshold set", exact=False).wait_for(timeout=WAIT_MS)
-        _idle(a)
+        settle(a)
         assert a.get_by_text("changed since you last saw it").count() == 0  # A made it
 
         b.reload(wait_until="domcontentloaded")
         notice = b.get_by_text("changed since you last saw it", exact=False).first
         notice.wait_for(timeout=WAIT_MS)
-        _idle(b)
+        settle(b)
         text = b.locator('[data-testid="stMain"]').inner_text()
         assert "A made screening the default" in text and "(was card)" in text
         assert "your own set mine, which is unchanged" in text
@@ -483,7 +414,7 @@ def test_two_readers_keep_their_sets_and_are_told_of_a_new_default(
         notice.wait_for(state="detached", timeout=WAIT_MS)
         b.reload(wait_until="domcontentloaded")
         b.get_by_role("heading", name="Thresholds").first.wait_for(timeout=WAIT_MS)
-        _idle(b)
+        settle(b)
         assert b.get_by_text("changed since you last saw it").count() == 0
         assert "Thresholds in force: mine" in _sidebar(b)
     finally:
