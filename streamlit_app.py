@@ -1,40 +1,24 @@
-"""Dashboard entry point: page router plus the sidebar model picker shared by every page.
+"""Dashboard entry point: ``streamlit run streamlit_app.py``.
 
-Run with ``streamlit run streamlit_app.py``. Checkpoints are looked for in ``checkpoints/``
-(or the folders in ``CXR_CHECKPOINT_DIRS``); review verdicts go to ``CXR_REVIEW_DIR``. Before any
-page runs, :func:`dashboard.auth.require_user` signs the user in (or, on a local install with no
-sign-in, refuses every other computer); the Users and Audit log pages are listed for admins only.
+Streamlit serves ``app_pages/router.py`` (the page router and the sidebar every page shares;
+before any page runs it signs the user in, :func:`dashboard.auth.require_user`). This file adds
+two pieces of middleware to the web server: :class:`dashboard.client_guard.ClientGuard` first,
+refusing connections the sign-in settings do not accept before Streamlit sees them (a local
+install: any other computer or a proxy; proxy mode: any address but the trusted proxies), then
+:class:`dashboard.server.PageRootMiddleware`, so a page URL opened directly (``/performance``, a
+bookmark) connects at once instead of after two 404s. Checkpoints are looked for in
+``checkpoints/`` (or the folders in ``CXR_CHECKPOINT_DIRS``); review verdicts go to
+``CXR_REVIEW_DIR``.
 """
 
 from __future__ import annotations
 
 import streamlit as st
+from starlette.middleware import Middleware
 
-from cxr_core.access import roles
-from cxr_core.errors import CXRError
-from dashboard.auth import require_user
-from dashboard.widgets import PAGE_ICON, model_picker, reader_box
+from dashboard.client_guard import ClientGuard
+from dashboard.server import PageRootMiddleware
 
-st.set_page_config(page_title="CXR classifier dashboard", page_icon=str(PAGE_ICON), layout="wide")
-PAGES = [
-    st.Page("app_pages/predict.py", title="Predict", icon=":material/upload_file:", default=True),
-    st.Page("app_pages/performance.py", title="Performance", icon=":material/monitoring:"),
-    st.Page("app_pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
-    st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:"),
-    st.Page("app_pages/worklist.py", title="Worklist", icon=":material/format_list_numbered:"),
-    st.Page("app_pages/models.py", title="Models", icon=":material/description:"),
-]
-user = require_user(PAGES)  # nobody signed in: the sign-in page, and nothing below runs
-if user.may(roles.MANAGE_USERS):
-    PAGES.append(st.Page("app_pages/users.py", title="Users", icon=":material/group:"))
-if user.may(roles.READ_AUDIT):
-    PAGES.append(st.Page("app_pages/audit.py", title="Audit log", icon=":material/history:"))
-
-page = st.navigation(PAGES)
-reader_box()
-model_picker()
-st.sidebar.caption("Research and education only: not a medical device, not for diagnosis.")
-try:
-    page.run()
-except CXRError as exc:
-    st.error(str(exc), icon=":material/error:")
+app = st.App(
+    "app_pages/router.py", middleware=[Middleware(ClientGuard), Middleware(PageRootMiddleware)]
+)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+import yaml
+
+from cxr_core.errors import ConfigError
+
 if TYPE_CHECKING:  # the parsers are built before any command runs: keep torch out of `cxr --help`
     from cxr_core.models.card import ModelCard
 
@@ -24,7 +28,7 @@ def add_card_data_options(parser: argparse.ArgumentParser, *, formats: bool = Tr
         parser.add_argument(
             "--format",
             default=None,
-            help="auto, nih, chexpert, folders, disease-folders (default: as in the card)",
+            help="auto or a format name (cxr data inspect --help lists them; default: as in the card)",
         )
     parser.add_argument(
         "--cache-dir", default=None, help="image cache folder (default: the training run's)"
@@ -96,3 +100,16 @@ def acting_store(args: argparse.Namespace):
 
     store = ReviewStore(args.db)
     return store.acting(store.users.named(args.as_user)) if args.as_user else store
+
+
+def parse_adapter_options(items: list[str]) -> dict:
+    """``["labels=physician", "pediatric=false"]`` -> {"labels": "physician", "pediatric": False}."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--option {item!r} is not KEY=VALUE (e.g. --option consensus=majority)"
+            )
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out

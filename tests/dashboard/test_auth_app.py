@@ -40,7 +40,7 @@ def team(catalog, tmp_path, monkeypatch) -> ReviewStore:
 
 
 def router() -> AppTest:
-    return AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=120)
+    return AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=120)
 
 
 def sign_in(at: AppTest, name: str, password: str) -> AppTest:

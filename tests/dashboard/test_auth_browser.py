@@ -358,7 +358,7 @@ def test_an_idle_screen_is_cleared_without_a_click(local, browser) -> None:
     try:
         # A full run reads the new time: it signs out at once if 3 s have passed since the sign-in,
         # or draws the idle watcher that clears the screen when they have, without a click.
-        page.locator('[data-testid="stSidebarNav"]').get_by_text("Performance", exact=True).click()
+        page.locator('[data-testid="stSidebarNav"]').get_by_text("Models", exact=True).click()
         page.get_by_text("without activity").wait_for(timeout=WAIT_MS)
         _assert_nothing_but_sign_in(page)
     finally:
