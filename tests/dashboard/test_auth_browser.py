@@ -385,6 +385,15 @@ def _other_address() -> str:
     return address
 
 
+def _refused(page, url: str, why: str) -> None:
+    """The web server itself refuses the connection (403, the reason, no app, no film)."""
+    response = page.goto(url)
+    assert response is not None and response.status == 403
+    text = page.locator("body").inner_text()
+    assert why in text and "tiny_a" not in page.content()
+    assert page.locator('[data-testid="stApp"]').count() == 0
+
+
 @pytest.fixture(scope="module")
 def open_server(catalog, tmp_path_factory) -> Iterator[tuple[str, int, Path, ReviewStore]]:
     root = _site(catalog, tmp_path_factory, "auth_open", "mode: none\n")
@@ -408,15 +417,12 @@ def test_a_local_install_refuses_other_computers_and_proxies(open_server, browse
     here.get_by_role("heading", name="Models").first.wait_for(timeout=WAIT_MS)
     assert "Single-user local install" in _sidebar_text(here)
     away = new_page(browser, 1440, 900)
-    away.goto(f"http://{_other_address()}:{port}/models")
-    away.get_by_text("single-user local install").first.wait_for(timeout=WAIT_MS)
-    settle(away)
-    assert away.locator('[data-testid="stSidebarNav"]').count() == 0
-    assert "tiny_a" not in away.content()
-    _screens(away, shots, "local_install_refused")
+    _refused(away, f"http://{_other_address()}:{port}/models", "single-user local install")
+    for width, height in SIZES:
+        away.set_viewport_size({"width": width, "height": height})
+        away.screenshot(path=str(shots / f"local_install_refused_{width}.png"))
     proxied = new_page(browser, 1440, 900, extra_http_headers={"X-Forwarded-For": "203.0.113.8"})
-    proxied.goto(url + "/models")
-    proxied.get_by_text("single-user local install").first.wait_for(timeout=WAIT_MS)
+    _refused(proxied, url + "/models", "single-user local install")
     for page in (here, away, proxied):
         page.context.close()
 
@@ -436,9 +442,9 @@ def test_proxy_mode_believes_its_trusted_proxy_only(open_server, browser) -> Non
         assert "pat@example.org" in _sidebar_text(via_proxy)
         assert "viewer · sign-in proxy" in _sidebar_text(via_proxy)
         forged = new_page(browser, 1440, 900, extra_http_headers=header)
-        forged.goto(f"http://{_other_address()}:{port}/models")
-        forged.get_by_text("only through its sign-in proxy").first.wait_for(timeout=WAIT_MS)
-        settle(forged)
+        _refused(
+            forged, f"http://{_other_address()}:{port}/models", "only through its sign-in proxy"
+        )
         assert "pat@example.org" not in forged.content()
         signed = store.audit.entries(action="sign_in")[0]
         assert (signed.actor, signed.via, signed.role) == ("pat@example.org", "proxy", "viewer")
