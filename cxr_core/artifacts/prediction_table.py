@@ -27,6 +27,7 @@ label:<class>..., prob:<class>...``).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.errors import DatasetError
+from cxr_core.utils.atomic import write_atomically
 from cxr_core.utils.csv_safe import read_table, table_text, write_table
 
 LABEL_PREFIX = "label:"
@@ -142,6 +144,40 @@ def write_prediction_table(
     """
     header, rows = _layout(rows, classes, labels, thresholds, extra)
     return write_table(path, header, (_record(r, classes) for r in rows))
+
+
+def merge_prediction_tables(
+    path: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]
+) -> Path:
+    """One table of the rows of ``parts`` in their order, each part a table written by
+    :func:`write_prediction_table` with the same header (same classes and columns).
+
+    The parts' rows are copied as written, byte for byte, streamed and atomically: a
+    million-row table is never held in memory, and the result is the file one writer would
+    have written. A part with another header is refused (a DatasetError naming it).
+    """
+    if not parts:
+        raise DatasetError("no prediction tables to merge")
+    header = _header_line(parts[0])
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as out:
+            out.write(header)
+            for part in parts:
+                with open(part, "rb") as handle:
+                    if handle.readline() != header:
+                        raise DatasetError(
+                            f"{part} has another header than {parts[0]}; only tables of the same "
+                            "classes and columns can be merged"
+                        )
+                    shutil.copyfileobj(handle, out, 1 << 20)
+
+    return write_atomically(Path(path), write)
+
+
+def _header_line(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.readline()
 
 
 def prediction_table_text(classes: Sequence[str], rows: Iterable[PredictionRow]) -> str:
