@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -47,6 +47,7 @@ OUTCOMES = ("scored", "out_of_domain", "refused", "unreadable")
 ID_COLUMNS = ("image_id", "path", "patient_id")
 GATE_COLUMNS = ("outcome", "scored_anyway", "reason")
 FINDINGS_SEPARATOR = "; "
+_ROWS_AT_ONCE = 10_000  # frame rows turned into row objects at a time by frame_rows
 WARNINGS_SEPARATOR = " | "
 
 
@@ -186,13 +187,16 @@ def prediction_table_text(classes: Sequence[str], rows: Iterable[PredictionRow])
     return table_text(header, (_record(r, classes) for r in rows))
 
 
-def frame_rows(frame: pd.DataFrame, classes: Sequence[str]) -> list[PredictionRow]:
+def frame_rows(frame: pd.DataFrame, classes: Sequence[str]) -> Iterator[PredictionRow]:
     """Rows of a frame in the evaluation layout (``image_id``, ``patient_id``, ``path``,
-    ``label:<class>``, ``prob:<class>`` and optionally ``threshold:<class>``): scored images."""
-    rows = []
-    for record in frame.to_dict("records"):
-        rows.append(
-            PredictionRow(
+    ``label:<class>``, ``prob:<class>`` and optionally ``threshold:<class>``): scored images.
+
+    Yielded a slice of the frame at a time, so a million-row evaluation is written without
+    a million row objects in memory.
+    """
+    for start in range(0, len(frame), _ROWS_AT_ONCE):
+        for record in frame.iloc[start : start + _ROWS_AT_ONCE].to_dict("records"):
+            yield PredictionRow(
                 image_id=str(record["image_id"]),
                 path=str(record.get("path", "")),
                 patient_id=str(record.get("patient_id", "")),
@@ -200,8 +204,16 @@ def frame_rows(frame: pd.DataFrame, classes: Sequence[str]) -> list[PredictionRo
                 probabilities=_by_class(record, PROB_PREFIX, classes),
                 thresholds=_by_class(record, THRESHOLD_PREFIX, classes),
             )
-        )
-    return rows
+
+
+def frame_layout(frame: pd.DataFrame) -> dict[str, bool]:
+    """Which optional column groups a frame in the evaluation layout has, as the ``labels`` and
+    ``thresholds`` arguments of :func:`write_prediction_table` (so it can stream the rows)."""
+    columns = [str(c) for c in frame.columns]
+    return {
+        "labels": any(c.startswith(LABEL_PREFIX) for c in columns),
+        "thresholds": any(c.startswith(THRESHOLD_PREFIX) for c in columns),
+    }
 
 
 def _by_class(record: Mapping[str, Any], prefix: str, classes: Sequence[str]) -> dict[str, float]:
@@ -219,6 +231,12 @@ class PredictionTable:
     def scored(self) -> pd.DataFrame:
         """Rows with probabilities (scored, or out of domain)."""
         return self.frame[self.frame["outcome"].isin(("scored", "out_of_domain"))]
+
+
+def read_outcomes(source: str | os.PathLike[str]) -> pd.DataFrame:
+    """Only the ``outcome`` and ``warnings`` columns of a table in the current format, as text:
+    what a run's summary counts, read without typing a million rows of probabilities."""
+    return read_table(source, usecols=["outcome", "warnings"], dtype=str, keep_default_na=False)
 
 
 def read_prediction_table(source: str | os.PathLike[str] | TextIO) -> PredictionTable:

@@ -281,6 +281,21 @@ def _write_lines(tmp: Path, items: Iterable[Any]) -> None:
             handle.write(json.dumps(item) + "\n")
 
 
+def log_done(what: str, ranks: Ranks, items: int, seconds: float) -> None:
+    """``rank R/N: K files in S s (X files/s)``: a rank's own rate, start-up and merging left out."""
+    rate = items / seconds if seconds > 0 else float("nan")
+    logger.info(
+        "rank %d/%d: %d %s in %.1f s (%.2f %s/s)",
+        ranks.rank,
+        ranks.world_size,
+        items,
+        what,
+        seconds,
+        rate,
+        what,
+    )
+
+
 def log_share(what: str, ranks: Ranks, plan: Plan) -> None:
     """``rank R/N: K of M files``: each rank says how much of the run it does in this launch."""
     logger.info(

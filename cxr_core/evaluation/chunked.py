@@ -12,6 +12,7 @@ folder, so the next evaluation of the same split decodes nothing.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from cxr_core.artifacts.shards import (
     WorkDir,
     chunk_size,
     file_size,
+    log_done,
     log_share,
 )
 from cxr_core.data.cache import CacheTransform, ImageCache, cache_key, derived_key
@@ -194,6 +196,7 @@ def predict_split_chunked(
     plan = work.read_plan(ranks.world_size)
     log_share("images", ranks, plan)
     mine = plan.chunks_of(ranks.rank)
+    started = time.perf_counter()
     if mine:
         images = _Images(manifest, part, cache_dir, size, masker)
         model = ckpt.build_model().to(dev).eval()
@@ -206,6 +209,7 @@ def predict_split_chunked(
             write_atomically(work.chunk_path(chunk), lambda tmp, p=probs: _save(tmp, p))
             bar.update(bounds[1] - bounds[0])
         bar.close()
+    log_done("images", ranks, plan.items_of(ranks.rank), time.perf_counter() - started)
     ranks.barrier()
     if ranks.rank != 0:
         return None

@@ -30,7 +30,12 @@ import pandas as pd
 import torch
 
 from cxr_core.artifacts.lung_model import lung_masker_for
-from cxr_core.artifacts.prediction_table import PROB_PREFIX, frame_rows, write_prediction_table
+from cxr_core.artifacts.prediction_table import (
+    PROB_PREFIX,
+    frame_layout,
+    frame_rows,
+    write_prediction_table,
+)
 from cxr_core.artifacts.run_dir import (
     PREDICTIONS_FILE,
     REPORT_FILE,
@@ -558,7 +563,13 @@ def write_evaluation(out_dir: str | Path, predictions: pd.DataFrame, report: dic
     classes = [
         c.removeprefix(PROB_PREFIX) for c in predictions.columns if c.startswith(PROB_PREFIX)
     ]
-    write_prediction_table(out_dir / PREDICTIONS_FILE, classes, frame_rows(predictions, classes))
+    write_prediction_table(
+        out_dir / PREDICTIONS_FILE,
+        classes,
+        frame_rows(predictions, classes),
+        extra=(),
+        **frame_layout(predictions),
+    )
     text = json.dumps(to_jsonable(report), indent=1, allow_nan=False)
     write_text_atomically(out_dir / REPORT_FILE, text)
     return out_dir

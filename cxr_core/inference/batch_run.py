@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from cxr_core.artifacts.prediction_table import (
     PredictionRow,
     merge_prediction_tables,
-    read_prediction_table,
+    read_outcomes,
     write_prediction_table,
 )
 from cxr_core.artifacts.shards import (
@@ -34,6 +35,7 @@ from cxr_core.artifacts.shards import (
     WorkDir,
     chunk_size,
     file_size,
+    log_done,
     log_share,
 )
 from cxr_core.data.formats.files import list_image_files
@@ -103,11 +105,13 @@ def predict_to_table(
     paths = list(work.inputs())
     chunks = [(c, plan.bounds[c]) for c in plan.chunks_of(ranks.rank)]
     writer = _ChunkWriter(predictor, paths, out, explain, batch_size, workers)
+    started = time.perf_counter()
     with tqdm(
         total=plan.items_of(ranks.rank), desc="predict", unit="img", disable=not progress
     ) as bar:
         for chunk, (start, stop) in chunks:
             writer.write(work.chunk_path(chunk), paths[start:stop], bar)
+    log_done("files", ranks, plan.items_of(ranks.rank), time.perf_counter() - started)
     ranks.barrier()
     if ranks.rank != 0:
         return None
@@ -244,7 +248,7 @@ def _outcome_counts(parts: Sequence[Path]) -> Counter[str]:
     """Files not scored (refused or unreadable) and scored with warnings, chunk by chunk."""
     counts: Counter[str] = Counter()
     for part in parts:
-        frame = read_prediction_table(part).frame
+        frame = read_outcomes(part)
         not_scored = frame["outcome"].isin(NOT_SCORED)
         counts["not scored"] += int(not_scored.sum())
         counts["warned"] += int(((frame["warnings"] != "") & ~not_scored).sum())

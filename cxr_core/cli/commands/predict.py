@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cxr_core.models.tta import TTA_MODES
+from cxr_core.utils.tasks import TTA_MODES
 
 ALL_POSITIVE = "all-positive"
 

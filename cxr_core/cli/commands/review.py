@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from cxr_core.artifacts.review_store import ReviewStore
-from cxr_core.evaluation.review import (
-    agreement,
-    export_session,
-    kappa_text,
-    load_session,
-    session_frame,
-)
-from cxr_core.utils.csv_safe import write_frame_csv
+if TYPE_CHECKING:  # loaded by the handlers only: `cxr --help` and other commands stay light
+    from cxr_core.artifacts.review_store import ReviewStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,10 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _store(folder: str) -> ReviewStore:
+    from cxr_core.artifacts.review_store import ReviewStore
+
     return ReviewStore(folder)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from cxr_core.evaluation.review import export_session
+
     store = _store(args.db)
     n = export_session(store, args.session, args.out)
     print(f"wrote {n} verdict row(s) to {args.out}")
@@ -67,6 +63,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_agreement(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cxr_core.evaluation.review import agreement, kappa_text, load_session, session_frame
+    from cxr_core.utils.csv_safe import write_frame_csv
+
     store = _store(args.db)
     data = load_session(store, args.session)
     table = agreement(session_frame(store, data), n_boot=args.bootstrap, seed=args.seed)
