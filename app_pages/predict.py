@@ -33,8 +33,10 @@ from cxr_core.inference.lungs import LungSegmenter, heatmap_mass_in_mask, heatma
 from cxr_core.inference.predictor import Predictor
 from cxr_core.inference.table_rows import upload_rows
 from dashboard import charts, reading, state, viewer
+from dashboard.report_downloads import report_downloads
 from dashboard.tables import table_height
 from dashboard.widgets import cxr_errors, require_entry
+from dashboard.worklist_handover import films_from_worklist
 
 LIMITS = ImageLimits()
 MAX_MB = LIMITS.max_bytes // (1024 * 1024)
@@ -334,6 +336,7 @@ files = st.file_uploader(
     key="predict_files",
     max_upload_size=MAX_MB,
 )
+files = files or films_from_worklist()
 if not files:
     st.info("Upload one or more frontal chest radiographs to see the model's findings.")
     st.stop()
@@ -434,6 +437,16 @@ with left:
         reading.lung_area_text(lung_views[position].result.check)
         if lung_views is not None
         else reading.no_lungs_text(lung_model.missing)
+    )
+    report_downloads(
+        predictor,
+        entry,
+        active,
+        files,
+        digest,
+        image,
+        predictions[position],
+        lung_views[position].result if lung_views is not None else None,
     )
 with right:
     st.plotly_chart(

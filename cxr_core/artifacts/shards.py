@@ -20,7 +20,7 @@ other inputs or settings starts over. Chunks are dealt to ranks by their bytes o
 counts when film sizes vary.
 
 This module needs only what the processes share, a rank, a world size and a barrier
-(:class:`Ranks`); :class:`cxr_core.training.distributed.DistContext` is one, and
+(:class:`Ranks`); :class:`cxr_core.utils.distributed.DistContext` is one, and
 :data:`SINGLE_PROCESS` stands for a run without torchrun.
 """
 

@@ -1,7 +1,7 @@
 """The processes of a ``cxr predict`` / ``cxr evaluate`` run: one, or those ``torchrun`` started.
 
 Prediction and evaluation join the process group the training engine uses
-(:mod:`cxr_core.training.distributed`: Gloo on CPU, NCCL with one GPU per process). A process
+(:mod:`cxr_core.utils.distributed`: Gloo on CPU, NCCL with one GPU per process). A process
 whose run raises leaves at once without any further collective, so ``torchrun`` sees it exit
 with its error and stops the others instead of letting them wait at a barrier.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cxr_core.training.distributed import DistContext, init_distributed, shutdown_distributed
+from cxr_core.utils.distributed import DistContext, init_distributed, shutdown_distributed
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,18 +80,24 @@ def predict_to_table(
     explain: Explanations | None = None,
     identity: Mapping[str, Any] | None = None,
     progress: bool = True,
+    each_result: Callable[[FileResult], None] | None = None,
+    resume: bool = True,
 ) -> RunSummary | None:
     """Predict the files in ``inputs`` (files and folders, see :func:`list_image_files`) into
     ``OUT/predictions.csv``; returns the summary on rank 0 and None on the other ranks.
 
     ``identity`` names what else the predictions depend on (checkpoint files, settings): a
     rerun with another identity, other files or files changed on disk starts over instead of
-    resuming.
+    resuming. ``each_result`` is called with every file's result, its image kept (DICOM and
+    PDF deliverables); ``resume=False`` starts over even when finished chunks are there, for
+    work outside the table that a skipped chunk would miss.
     """
     out = Path(out_dir)
     work = WorkDir(out, ".csv")
     listing = None
     if ranks.rank == 0:
+        if not resume:
+            work.discard()
         listing = list_image_files(inputs)
         paths = [os.fspath(p) for p in listing.images]
         sizes = [file_size(p) for p in paths]
@@ -104,7 +110,7 @@ def predict_to_table(
     log_share("files", ranks, plan)
     paths = list(work.inputs())
     chunks = [(c, plan.bounds[c]) for c in plan.chunks_of(ranks.rank)]
-    writer = _ChunkWriter(predictor, paths, out, explain, batch_size, workers)
+    writer = _ChunkWriter(predictor, paths, out, explain, batch_size, workers, each_result)
     started = time.perf_counter()
     with tqdm(
         total=plan.items_of(ranks.rank), desc="predict", unit="img", disable=not progress
@@ -162,8 +168,10 @@ class _ChunkWriter:
         explain: Explanations | None,
         batch_size: int,
         workers: int,
+        each_result: Callable[[FileResult], None] | None = None,
     ) -> None:
         self.predictor = predictor
+        self.each_result = each_result
         self.out = out
         self.explain = explain
         self.batch_size = batch_size
@@ -192,9 +200,11 @@ class _ChunkWriter:
             paths,
             batch_size=self.batch_size,
             workers=self.workers,
-            keep_images=self.explain is not None,
+            keep_images=self.explain is not None or self.each_result is not None,
         )
         for result in results:
+            if self.each_result is not None:
+                self.each_result(result)
             extra = self._lung_mask(result)
             self._heatmaps(result)
             yield file_row(result, multilabel=multilabel, extra=extra)

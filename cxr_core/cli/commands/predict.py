@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxr_core.errors import ConfigError
 from cxr_core.utils.tasks import TTA_MODES
 
 ALL_POSITIVE = "all-positive"
@@ -23,10 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "are listed in the warnings column. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
         "the image's size) and the columns lung_fraction (share of the image inside the lungs) and lung_warning "
         "(set when the image does not look like a frontal chest radiograph: lung area outside the range of frontal "
-        "films, or not two lungs side by side); the lung warning is also one of the gate's warnings. "
-        "Finished work is kept in OUT/.cxr-work/ until the table is written, so the same command run again after "
-        "an interruption resumes where it stopped. Under torchrun (torchrun --nproc-per-node N -m cxr_core "
-        "predict ...) the files are shared among the processes, one GPU each, and rank 0 writes the table.",
+        "films, or not two lungs side by side); the lung warning is also one of the gate's warnings.",
     )
     p.add_argument(
         "paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)"
@@ -55,6 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="also segment the lungs (default model: the bundled checkpoints/lungs)",
     )
+    p.add_argument(
+        "--dicom-out",
+        default=None,
+        metavar="DIR",
+        help="also write DICOM results for DICOM inputs: an SR of the findings, a Secondary Capture of the "
+        "called findings' overlay, a SEG of the lung mask with --lungs (DIR/<file>/, listed in DIR/index.csv)",
+    )
+    p.add_argument(
+        "--pdf-out", default=None, metavar="DIR", help="also write a one-page PDF report per image"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
         "--workers", type=int, default=2, help="threads decoding images while the model runs"
@@ -75,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from cxr_core.inference.batch_run import Explanations, predict_to_table
     from cxr_core.inference.explain import method_class
     from cxr_core.inference.predictor import Predictor
+    from cxr_core.reporting.export import exporter_for
 
     if args.heatmaps:
         method_class(args.method)  # an unknown method fails before the model is loaded
@@ -97,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
             predictor.label_space.index(
                 explain.class_name
             )  # an unknown class fails before any work
+        exporter = exporter_for(predictor, args.checkpoint, args.dicom_out, args.pdf_out, lungs)
+        if exporter is not None and ctx.world_size > 1:
+            raise ConfigError(
+                "--dicom-out and --pdf-out write one index of the whole run: start this cxr "
+                "predict as one process (without torchrun), or score with torchrun first and "
+                "without those options"
+            )
         identity = {
             "checkpoint": str(Path(args.checkpoint).resolve()),
             "tta": predictor.tta,
@@ -112,7 +128,11 @@ def run(args: argparse.Namespace) -> int:
             explain=explain,
             identity=identity,
             progress=ctx.is_main,
+            each_result=exporter.export if exporter is not None else None,
+            resume=exporter is None,
         )
+        if exporter is not None:
+            exporter.close()
     if summary is None:  # another process writes the table and the summary
         return 0
     skipped = f"; {summary.skipped} (no row)" if summary.skipped else ""
