@@ -9,6 +9,12 @@ if TYPE_CHECKING:  # loaded by the handlers only: `cxr --help` and other command
     from cxr_core.artifacts.review_store import ReviewStore
 
 
+DB_HELP = (
+    "the review database: a folder holding review.sqlite3, or a PostgreSQL URL "
+    "(postgresql://user@host:5432/db); default: $CXR_REVIEW_DB, else $CXR_REVIEW_DIR, else ~/.cxr"
+)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "review",
@@ -23,9 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "outcome (TP/FP/FN/TN), the ground truth, the reader, the reading mode and the time. "
         "Cells a spreadsheet would run as formulas are prefixed with an apostrophe.",
     )
-    e.add_argument(
-        "--db", required=True, help="folder holding review.sqlite3 (the dashboard's CXR_REVIEW_DIR)"
-    )
+    e.add_argument("--db", default=None, help=DB_HELP)
     e.add_argument("--session", type=int, default=None, help="session id (default: every session)")
     e.add_argument("--out", required=True, help="CSV file to write")
     e.set_defaults(handler=run_export)
@@ -37,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "more readers; 95%% bootstrap intervals over films. A kappa without a value says "
         "why: fewer than 2 films called by both, or every call the same.",
     )
-    a.add_argument("--db", required=True, help="folder holding review.sqlite3")
+    a.add_argument("--db", default=None, help=DB_HELP)
     a.add_argument("--session", type=int, required=True, help="session id")
     a.add_argument(
         "--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals (0: none)"
@@ -47,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.set_defaults(handler=run_agreement)
 
 
-def _store(folder: str) -> ReviewStore:
+def _store(folder: str | None) -> ReviewStore:
     from cxr_core.artifacts.review_store import ReviewStore
 
     return ReviewStore(folder)
