@@ -185,16 +185,24 @@ class Database:
     def connect(self) -> Iterator[Connection]:
         """One transaction: commits on success, rolls back on error."""
         raw = self._open()
-        healthy = False
+        ended = (
+            "driver"  # what ended the transaction: "ok", "caller" (the store's error) or "driver"
+        )
         try:
             with self._translated_errors():
-                yield Connection(raw, self.postgres)
-                raw.commit()
-            healthy = True
+                try:
+                    yield Connection(raw, self.postgres)
+                    raw.commit()
+                    ended = "ok"
+                except self._driver_errors:
+                    raise
+                except BaseException:
+                    ended = "caller"
+                    raise
         finally:
-            if not healthy:
+            if ended != "ok":
                 self._rollback(raw)
-            self._release(raw, healthy)
+            self._release(raw, broken=ended == "driver")
 
     def migrate(self, store: str, target: int, upgrade: Callable[[Connection, int], None]) -> int:
         """Bring ``store``'s tables to schema ``target``: ``upgrade(conn, version)`` runs in one
@@ -239,15 +247,21 @@ class Database:
             raw.execute("PRAGMA foreign_keys = ON")
             return raw
 
-    def _release(self, raw: Any, healthy: bool) -> None:
+    def _release(self, raw: Any, broken: bool) -> None:
         """Keep a PostgreSQL connection for the next call (a new one costs a server process);
-        SQLite files are opened per call, which is cheap and never shares one across threads."""
-        if self.postgres and healthy and not raw.closed:
+        SQLite files are opened per call, which is cheap and never shares one across threads.
+        After a driver error the idle connections go too: the server may have restarted."""
+        if self.postgres and not broken and not raw.closed:
             with self._lock:
                 if len(self._idle) < _IDLE_CONNECTIONS:
                     self._idle.append(raw)
                     return
         raw.close()
+        if self.postgres and broken:
+            with self._lock:
+                idle, self._idle = self._idle, []
+            for other in idle:
+                other.close()
 
     @staticmethod
     def _rollback(raw: Any) -> None:

@@ -576,3 +576,25 @@ def test_an_older_postgres_schema_migrates_keeping_every_row(postgres_db):
     assert reopened.schema_version() == SCHEMA_VERSION
     assert len(reopened.verdicts(s.id)) == 5 and reopened.verdicts(s.id)[0].box == (0, 0, 1, 1)
     assert reopened.reveal(s.id, "AB")
+
+
+def test_postgres_connections_cut_by_the_server_cost_one_call_at_most(postgres_db):
+    """Kept connections the server ended (a restart, an idle timeout): one call may fail with a
+    clear error, and the next ones open new connections."""
+    import psycopg
+
+    store = ReviewStore(postgres_db)
+    s = store.create_session("cut", "ckpt", "val")
+    store.record(s.id, "a.png", "Edema", "agree", reviewer="AB")  # leaves a kept connection
+    with psycopg.connect(postgres_db, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    failures = 0
+    for i in range(3):
+        try:
+            store.record(s.id, f"{i}.png", "Edema", "agree", reviewer="AB")
+        except ReviewStoreError:
+            failures += 1
+    assert failures <= 1 and len(store.verdicts(s.id)) == 4 - failures
