@@ -13,9 +13,10 @@ between the engines lives here, and nowhere else:
   PostgreSQL ``REAL`` has only 24 bits);
 - :meth:`Connection.lock_writes`: one writer at a time for check-then-write transactions
   (SQLite ``BEGIN IMMEDIATE``, PostgreSQL a transaction-scoped advisory lock);
-- the schema version (SQLite ``PRAGMA user_version`` of the file, PostgreSQL a row per store in
-  ``cxr_schema``, so several stores can share one database) and :meth:`Database.migrate`, which
-  upgrades under one lock, so two servers starting together migrate once;
+- the schema version, a row per store in ``cxr_schema`` on both engines (so several stores can
+  share one database or file; review files from before it keep their ``PRAGMA user_version``,
+  which is read when the row is missing and kept up to date) and :meth:`Database.migrate`,
+  which upgrades under one lock, so two servers starting together migrate once;
 - listing tables and columns (for migrations), and the engine's integrity error.
 
 A new table is a ``CREATE TABLE IF NOT EXISTS`` in the store's schema text and a new schema
@@ -84,9 +85,10 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
 class Connection:
     """One transaction's connection, the same methods on both engines."""
 
-    def __init__(self, raw: Any, postgres: bool) -> None:
+    def __init__(self, raw: Any, postgres: bool, pragma_store: str | None = None) -> None:
         self.raw = raw
         self.postgres = postgres
+        self.pragma_store = pragma_store  # the store whose SQLite files keep PRAGMA user_version
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement in the shared SQL; returns the cursor (rows, ``rowcount``)."""
@@ -129,22 +131,28 @@ class Connection:
 
     def version(self, store: str) -> int:
         """The store's schema version (0 before its first migration)."""
-        if not self.postgres:
+        if VERSION_TABLE in self.tables():
+            row = self.execute(
+                f"SELECT version FROM {VERSION_TABLE} WHERE store = ?", (store,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+        if not self.postgres and store == self.pragma_store:
             return int(self.raw.execute("PRAGMA user_version").fetchone()[0])
-        row = self.execute(
-            f"SELECT version FROM {VERSION_TABLE} WHERE store = ?", (store,)
-        ).fetchone()
-        return int(row[0]) if row is not None else 0
+        return 0
 
     def set_version(self, store: str, version: int) -> None:
-        if not self.postgres:
-            self.raw.execute(f"PRAGMA user_version = {int(version)}")
-            return
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
+            "(store TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
         self.execute(
             f"INSERT INTO {VERSION_TABLE} (store, version) VALUES (?, ?) "
             "ON CONFLICT (store) DO UPDATE SET version = excluded.version",
             (store, int(version)),
         )
+        if not self.postgres and store == self.pragma_store:
+            self.raw.execute(f"PRAGMA user_version = {int(version)}")
 
 
 class Database:
@@ -152,6 +160,8 @@ class Database:
 
     ``error`` is the store's exception class: a database that cannot be reached, or stays
     locked past ``timeout_s``, raises it with a message saying so (never a driver's error).
+    ``pragma_store``: the store whose older SQLite files hold their version in ``PRAGMA
+    user_version`` (the review store's).
     """
 
     def __init__(
@@ -161,8 +171,10 @@ class Database:
         *,
         name: str = "database",
         timeout_s: float = 30.0,
+        pragma_store: str | None = None,
     ) -> None:
         self.postgres = is_database_url(target)
+        self.pragma_store = pragma_store
         self.name = name
         self.target = str(target)
         self.error = error
@@ -191,7 +203,7 @@ class Database:
         try:
             with self._translated_errors():
                 try:
-                    yield Connection(raw, self.postgres)
+                    yield Connection(raw, self.postgres, self.pragma_store)
                     raw.commit()
                     ended = "ok"
                 except self._driver_errors:
@@ -209,16 +221,9 @@ class Database:
         transaction under the write lock, once, whoever else opens the database at the same
         time; returns the version found (``target`` when there was nothing to do)."""
         with self.connect() as conn:
-            if self.postgres:
-                conn.lock_writes()
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
-                    "(store TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-                )
-            elif conn.version(store) >= target:
+            if conn.version(store) >= target:
                 return target
-            else:
-                conn.lock_writes()
+            conn.lock_writes()
             version = conn.version(store)
             if version < target:
                 upgrade(conn, version)

@@ -30,7 +30,7 @@ sharing review sessions: ``ReviewStore("postgresql://user@host/db")``, ``CXR_REV
 ``--db`` of ``cxr review``. The tables and statements below are written once, in the SQL both
 engines share; :mod:`cxr_core.artifacts.database` holds every difference between them.
 
-Schema versions (SQLite ``PRAGMA user_version``, PostgreSQL the ``cxr_schema`` row of ``review``):
+Schema versions (the ``cxr_schema`` row of ``review``; older SQLite files: ``PRAGMA user_version``):
 0 is the first, single-reader layout (one verdict per session, image and class); 2 added
 readers, history, positions and adjudications; 3 added
 a box for "where"; 4 (this one) adds ``reveals``. Older files are migrated in place on open,
@@ -275,14 +275,22 @@ class ReviewStore:
         if is_database_url(target):
             self.folder = None
             self._db = Database(
-                target, ReviewStoreError, name="review database", timeout_s=timeout_s
+                target,
+                ReviewStoreError,
+                name="review database",
+                timeout_s=timeout_s,
+                pragma_store="review",
             )
         else:
             self.folder = Path(target).expanduser()
             if self.folder.suffix == Path(DB_NAME).suffix:  # CXR_REVIEW_DB may name the file
                 self.folder = self.folder.parent
             self._db = Database(
-                self.folder / DB_NAME, ReviewStoreError, name="review database", timeout_s=timeout_s
+                self.folder / DB_NAME,
+                ReviewStoreError,
+                name="review database",
+                timeout_s=timeout_s,
+                pragma_store="review",
             )
         self.path: Path | str = self.folder / DB_NAME if self.folder is not None else self._db.where
         try:

@@ -90,3 +90,18 @@ def test_postgres_url_in_the_environment_keeps_sets_in_the_database(
     other = ThresholdStore(tmp_path / "b" / "nih14", CLASSES, CARD)
     assert other.load("ward").thresholds == dict.fromkeys(CLASSES, 0.7)
     assert not (tmp_path / "a" / "nih14" / "thresholds").exists()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_threshold_sets_and_reviews_share_one_database(engine, request, tmp_path):
+    """Each store keeps its own schema version, so both create their tables in one database."""
+    from cxr_core.artifacts.review_store import SCHEMA_VERSION, ReviewStore
+
+    target = request.getfixturevalue("postgres_db") if engine == "postgres" else None
+    reviews = ReviewStore(target or tmp_path / "db")
+    db = target or str(tmp_path / "db" / "review.sqlite3")
+    store = ThresholdStore(tmp_path / "nih14", CLASSES, CARD, db=db)
+    store.save("ward", dict.fromkeys(CLASSES, 0.7))
+    again = ReviewStore(reviews.target)
+    assert again.schema_version() == SCHEMA_VERSION and again.sessions() == []
+    assert ThresholdStore(tmp_path / "nih14", CLASSES, CARD, db=db).names() == [CARD_SET, "ward"]
