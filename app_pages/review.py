@@ -28,12 +28,15 @@ from cxr_core.evaluation.review import (
     resume_index,
     reviewed_films,
     session_classes,
+    session_films,
     session_thresholds,
     verdict_for,
     verdict_frame,
     visible,
 )
 from cxr_core.inference.explain import METHODS, overlay
+from cxr_core.metrics import MIN_POSITIVES
+from cxr_core.metrics.agreement import MIN_FILMS
 from cxr_core.utils.csv_safe import records_csv_text
 from dashboard import charts, marks, review_media, state, tables, viewer, views
 
@@ -247,14 +250,26 @@ def _reveal(store: ReviewStore, session_id: int, reader: str) -> None:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _film_cases(
-    run_key: str, classes: tuple[str, ...], thresholds: tuple, multilabel: bool, _run
+    run_key: str,
+    classes: tuple[str, ...],
+    thresholds: tuple,
+    multilabel: bool,
+    _run,
+    films: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
-    return film_cases(_run, classes, dict(thresholds), multilabel=multilabel)
+    return film_cases(_run, classes, dict(thresholds), multilabel=multilabel, films=films)
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing agreement and bootstrap intervals…")
 def _agreement(stamp: tuple, _frame: pd.DataFrame) -> pd.DataFrame:
     return agreement(_frame, n_boot=500, seed=0)
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing corrected metrics and bootstrap intervals…")
+def _corrected_metrics(
+    stamp: tuple, _run, thresholds: dict, _corrected: pd.DataFrame, classes: tuple[str, ...]
+) -> pd.DataFrame:
+    return corrected_metrics(_run, thresholds, _corrected, classes)
 
 
 st.title("Review")
@@ -313,11 +328,24 @@ with st.container(border=True):
     thresholds, set_name = session_thresholds(session, in_force.thresholds, in_force.name)
     classes = session_classes(session, run)
     run_key = f"{run.dir}:{len(run.predictions)}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
-    cases = _film_cases(run_key, tuple(classes), tuple(sorted(thresholds.items())), multilabel, run)
+    cases = _film_cases(
+        run_key,
+        tuple(classes),
+        tuple(sorted(thresholds.items())),
+        multilabel,
+        run,
+        session_films(session),
+    )
     st.caption(
         f"**{views.MODE_LABELS[session.mode]}** · findings: {', '.join(classes)} · thresholds "
         f"“{set_name}” · readers so far: {', '.join(store.readers(session.id)) or 'none'} · "
         f"database: {store.path}"
+        + (
+            f" · {len(session_films(session))} films sent from the Performance page "
+            f"({session.filters.get('from', '')})"
+            if session_films(session)
+            else ""
+        )
     )
 if not reader:
     st.warning(
@@ -370,8 +398,9 @@ if view == "Agreement":
     st.caption(
         "Cohen's κ for each pair of readers and of each reader with the dataset label and with the model at "
         "the session's thresholds; Fleiss' κ when three or more readers called a finding. 95% bootstrap "
-        "intervals over films. Agreement: share of films with the same call (Fleiss: unanimous). κ has no value "
-        "when fewer than 2 films were called by both, or when every call was the same."
+        "intervals over films. Agreement: share of films with the same call (Fleiss: unanimous). Under "
+        f"{MIN_FILMS} films called by every rater compared there is no κ, agreement or interval (not enough "
+        "films); κ also has no value when every call was the same."
     )
     st.dataframe(
         views.agreement_display(table),
@@ -481,13 +510,23 @@ if view == "Corrected metrics":
     if corrected.empty:
         st.info("No reader call yet: nothing to correct.")
         st.stop()
-    table = corrected_metrics(run, thresholds, corrected, classes)
+    table = _corrected_metrics(
+        (run_key, session.id, int(pd.util.hash_pandas_object(corrected, index=False).sum())),
+        run,
+        thresholds,
+        corrected,
+        tuple(classes),
+    )
     counts = corrected["source"].value_counts()
     st.caption(
         f"Corrected label = the adjudicated one ({int(counts.get('adjudicated', 0))}), else the readers' "
         f"majority ({int(counts.get('majority', 0))}; ties and unsure calls keep the dataset label). Metrics over "
-        f"all {len(run.predictions)} {split} cases at the session's thresholds “{set_name}”."
+        f"all {len(run.predictions)} {split} cases at the session's thresholds “{set_name}”, with 95% "
+        "patient-level bootstrap intervals; the change's interval is paired (same resamples). A metric over "
+        f"fewer than {MIN_POSITIVES} films (positives for sensitivity, films called positive for PPV, …) "
+        "shows “not enough films”."
     )
+    st.caption(views.corrected_note(table))
     shown = views.corrected_display(table)
     st.dataframe(
         shown, hide_index=True, key="rev_corrected", height=tables.table_height(len(shown))

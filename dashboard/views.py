@@ -127,14 +127,26 @@ def agreement_display(table: pd.DataFrame) -> pd.DataFrame:
             ],
             "Films": table["n_items"],
             "κ": [kappa_text(k, why) for k, why in zip(table["kappa"], table["undefined"])],
-            "95% CI": [
-                ("–" if pd.isna(lo) else f"{lo:.2f} to {hi:.2f}")
-                for lo, hi in zip(table["ci_low"], table["ci_high"])
+            "κ 95% CI": [_interval(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"])],
+            "Agreement": [
+                NOT_ENOUGH if pd.isna(a) else f"{a:.3f}" for a in table["observed_agreement"]
             ],
-            "Agreement": ["–" if pd.isna(a) else f"{a:.3f}" for a in table["observed_agreement"]],
+            "Agreement 95% CI": [
+                _interval(lo, hi)
+                for lo, hi in zip(table["agreement_ci_low"], table["agreement_ci_high"])
+            ],
         }
     )
     return shown.reset_index(drop=True)
+
+
+NOT_ENOUGH = "not enough films"
+
+
+def _interval(low: float, high: float, pattern: str = "{:.2f}") -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "–"
+    return f"{pattern.format(low)} to {pattern.format(high)}"
 
 
 def disagreement_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -191,37 +203,58 @@ def call_hover(row: Mapping, mark: Mark) -> str:
     return " · ".join(parts) + f"<br>{mark.text()}"
 
 
-CORRECTED_ROWS = (
-    ("n_positive", "Positives", "{:.0f}", "{:+.0f}"),
-    ("auroc", "AUROC", "{:.3f}", "{:+.3f}"),
-    ("sensitivity", "Sensitivity", "{:.3f}", "{:+.3f}"),
-    ("specificity", "Specificity", "{:.3f}", "{:+.3f}"),
-    ("ppv", "PPV", "{:.3f}", "{:+.3f}"),
-    ("npv", "NPV", "{:.3f}", "{:+.3f}"),
-)
+CORRECTED_TITLES = {
+    "n_positive": "Positives",
+    "auroc": "AUROC",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
+}
+
+
+def _corrected_cell(row: Mapping, side: str) -> str:
+    """One side (original / corrected) of a metric: value (95% CI), or why there is none."""
+    value = row[side]
+    if row["metric"] == "n_positive":
+        return f"{value:.0f}"
+    if pd.isna(value):
+        return f"{NOT_ENOUGH} (n={int(row[f'{side}_n'])})"
+    return f"{value:.3f} ({row[f'{side}_low']:.2f}–{row[f'{side}_high']:.2f})"
+
+
+def _change_cell(row: Mapping) -> str:
+    if row["metric"] == "n_positive":
+        return f"{row['change']:+.0f}"
+    if pd.isna(row["change"]):
+        return "–"
+    return f"{row['change']:+.3f} ({row['change_low']:+.2f}, {row['change_high']:+.2f})"
 
 
 def corrected_display(table: pd.DataFrame) -> pd.DataFrame:
-    """Original and corrected metrics side by side, a row per finding and metric: four columns fit
-    the screen where a column per metric and label set would scroll sideways; counts stay whole."""
-
-    def cell(value: float, pattern: str) -> str:
-        return "–" if value is None or pd.isna(value) else pattern.format(value)
-
-    rows = []
-    for r in table.to_dict("records"):
-        finding = f"{r['class_name']} (threshold {r['threshold']:.3f}; {int(r['n_changed'])} label(s) changed)"
-        for key, title, shown, delta in CORRECTED_ROWS:
-            before, after = r[f"{key}_original"], r[f"{key}_corrected"]
-            rows.append(
-                {
-                    "Finding": finding,
-                    "Metric": title,
-                    "Original labels": cell(before, shown),
-                    "Corrected labels": cell(after, shown),
-                    "Change": cell(after - before, delta),
-                }
-            )
+    """Original and corrected metrics side by side, a row per finding and metric (:data:`~cxr_core.
+    evaluation.review.CORRECTED_COLUMNS`), each as "value (95% CI)" or "not enough films (n=…)":
+    five narrow columns fit a 1024 px screen where a column per metric and label set would scroll."""
+    rows = [
+        {
+            "Finding": r["class_name"],
+            "Metric": CORRECTED_TITLES.get(r["metric"], r["metric"]),
+            "Original labels": _corrected_cell(r, "original"),
+            "Corrected labels": _corrected_cell(r, "corrected"),
+            "Change (95% CI)": _change_cell(r),
+        }
+        for r in table.to_dict("records")
+    ]
     return pd.DataFrame(
-        rows, columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change"]
+        rows,
+        columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change (95% CI)"],
+    )
+
+
+def corrected_note(table: pd.DataFrame) -> str:
+    """Each finding's threshold and how many of its labels the readers changed, in one line."""
+    firsts = table.drop_duplicates("class_name")
+    return " · ".join(
+        f"{r['class_name']}: threshold {r['threshold']:.3f}, {int(r['n_changed'])} label(s) changed"
+        for r in firsts.to_dict("records")
     )

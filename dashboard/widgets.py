@@ -112,6 +112,8 @@ def _card_summary(entry: CheckpointEntry) -> None:
         )
     )
     st.sidebar.caption(", ".join(s["classes"]))
+    if not entry.card.get_label_space().multilabel:
+        return  # a multiclass model calls its most probable class: no threshold set to pick
     with cxr_errors():
         store = entry.threshold_store()
         names, default = store.names(), store.active_name()

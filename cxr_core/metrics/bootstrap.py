@@ -268,6 +268,31 @@ def _masked(values: np.ndarray, mask: np.ndarray | None) -> Iterator[np.ndarray]
         yield values[:, c] if mask is None else values[:, c] & mask[:, c]
 
 
+def _ranking_values(
+    weights: np.ndarray, inverse: np.ndarray | None, rankings: list, wanted: set[str]
+) -> dict[str, np.ndarray]:
+    """(resamples, C) AUROC / AP of one chunk of resamples given as draw counts per unit."""
+    case_weights = np.ascontiguousarray((weights if inverse is None else weights[:, inverse]).T)
+    per_class = [_weighted_ranking(case_weights, ranking, wanted) for ranking in rankings]
+    return {name: np.stack([values[name] for values in per_class], axis=1) for name in wanted}
+
+
+def _brier_sums(
+    labels: np.ndarray, scores: np.ndarray, inverse: np.ndarray | None, n_units: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(units, C) sums of squared errors and of known labels over each unit's cases."""
+    n_classes = labels.shape[1]
+    known = ~np.isnan(labels)
+    squared = (
+        np.where(known[:, c], (scores[:, c] - np.nan_to_num(labels[:, c])) ** 2, 0.0)
+        for c in range(n_classes)
+    )
+    return (
+        _unit_sums(squared, n_classes, inverse, n_units, np.float64),
+        _unit_sums(iter(known.T), n_classes, inverse, n_units, np.float64),
+    )
+
+
 def bootstrap_cis(
     y_true: object,
     y_score: object,
@@ -296,7 +321,7 @@ def bootstrap_cis(
             f"unknown bootstrap statistic(s) {unknown}; choose from {', '.join(STATISTICS)}"
         )
     labels, scores = check_pair(y_true, y_score)
-    n_cases, n_classes = labels.shape
+    n_cases = labels.shape[0]
     wanted_ranking = {name for name in statistics if name in RANKING_STATISTICS}
     wanted_threshold = [name for name in statistics if name in THRESHOLD_STATISTICS]
     inverse, n_units = _units(groups, n_cases)
@@ -305,15 +330,9 @@ def bootstrap_cis(
             labels, scores, thresholds, decisions, wanted_threshold
         )
         # 0/1 sums are whole numbers below 2**24, exact in float32 (half the memory of float64)
-        indicators = _unit_sums(counts, 4 * n_classes, inverse, n_units, np.float32)
+        indicators = _unit_sums(counts, 4 * labels.shape[1], inverse, n_units, np.float32)
     if BRIER in statistics:
-        known = ~np.isnan(labels)
-        squared = (
-            np.where(known[:, c], (scores[:, c] - np.nan_to_num(labels[:, c])) ** 2, 0.0)
-            for c in range(n_classes)
-        )
-        squared_error = _unit_sums(squared, n_classes, inverse, n_units, np.float64)
-        known = _unit_sums(iter(known.T), n_classes, inverse, n_units, np.float64)
+        squared_error, known = _brier_sums(labels, scores, inverse, n_units)
     rankings = _class_rankings(labels, scores) if wanted_ranking else []
     parts: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
 
@@ -336,15 +355,8 @@ def bootstrap_cis(
                 )
             )
         if wanted_ranking:
-            case_weights = np.ascontiguousarray(
-                (weights if inverse is None else weights[:, inverse]).T
-            )
-            per_class = [
-                _weighted_ranking(case_weights, ranking, wanted_ranking) for ranking in rankings
-            ]
-            del case_weights
-            for name in wanted_ranking:
-                parts[name].append(np.stack([values[name] for values in per_class], axis=1))
+            for name, values in _ranking_values(weights, inverse, rankings, wanted_ranking).items():
+                parts[name].append(values)
         bar.update(weights.shape[0])
     bar.close()
 

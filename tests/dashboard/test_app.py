@@ -8,6 +8,7 @@ Numbers shown are checked against scikit-learn.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,13 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core.artifacts.review_store import ReviewStore
 from cxr_core.models.checkpoint import read_model_card
-from tests.checkpoint_fixtures import IMAGE_SIZE, build_catalog, build_checkpoint_dir, write_images
+from tests.checkpoint_fixtures import (
+    IMAGE_SIZE,
+    build_catalog,
+    build_checkpoint_dir,
+    noisy_copy,
+    write_images,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
@@ -268,8 +275,10 @@ def test_performance_numbers_match_sklearn(env, catalog):
     first = frame[frame["label:Atelectasis"].notna()]
     sens = recall_score(first["label:Atelectasis"], first["prob:Atelectasis"] >= 0.5)
     assert table["sensitivity"][0].startswith(f"{sens:.3f} (")  # value plus its 95% CI
-    assert {"perf_roc", "perf_pr", "perf_calibration", "perf_loss"} <= element_keys(at.main)
+    keys = {k.split("@")[0] for k in element_keys(at.main)}
+    assert {"perf_roc", "perf_pr", "perf_calibration", "perf_loss", "perf_truth"} <= keys
     assert at.download_button(key="perf_csv") is not None
+    assert not [c for c in at.caption if "⚠" in c.value]
 
 
 def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypatch):
@@ -282,12 +291,12 @@ def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypat
     frame = predictions(ckpt)
     card = read_model_card(ckpt / "model.safetensors")
     report = score_predictions(frame, card, n_boot=30, seed=0, thresholds="max_f1", split="val")
-    assert report["thresholds_from"] == "val:crossfit-5"
+    assert report.thresholds_from == "val:crossfit-5"
     write_evaluation(ckpt / "eval" / "val", frame, report)
     cls = "Atelectasis"
     known = frame[frame[f"label:{cls}"].notna()]
     in_sample = recall_score(known[f"label:{cls}"], known[f"prob:{cls}"] >= card.thresholds[cls])
-    out_of_fold = report["per_class"][cls]["sensitivity"]
+    out_of_fold = report.per_class[cls].sensitivity
     assert (
         f"{in_sample:.3f}" != f"{out_of_fold:.3f}"
     )  # otherwise the test could not tell the two apart
@@ -318,7 +327,7 @@ def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypat
     )
 
 
-def test_performance_multiclass_shows_confusion_matrix(env, catalog):
+def test_performance_multiclass_shows_confusion_matrix_and_no_none(env, catalog):
     at = page("performance", catalog["tiny_mc"]).run()
     no_exceptions(at)
     assert any(h.value == "Confusion matrix" for h in at.subheader)
@@ -326,6 +335,71 @@ def test_performance_multiclass_shows_confusion_matrix(env, catalog):
     assert f"accuracy {report['multiclass']['accuracy']:.3f}" in " ".join(
         c.value for c in at.caption
     )
+    for table in at.dataframe:
+        cells = table.value.astype(str).to_numpy().ravel().tolist()
+        assert not {"None", "nan", "NaN", "<NA>"} & set(cells), table.value.columns
+        assert "threshold" not in table.value.columns  # the argmax class is called: no threshold
+    assert "perf_threshold_source" not in {r.key for r in at.radio}
+
+
+def test_sidebar_offers_a_threshold_set_only_for_multilabel_models(env, catalog):
+    for name, offered in (("tiny_a", True), ("tiny_mc", False)):
+        at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+        at.session_state[SELECTED] = str(catalog[name].resolve())
+        at.run()
+        no_exceptions(at)
+        pickers = [s.key for s in at.sidebar.selectbox if s.key.startswith("cxr_view_set@")]
+        assert bool(pickers) == offered, name
+        captions = " ".join(c.value for c in at.sidebar.caption)
+        assert ("Thresholds in force" in captions) == offered
+
+
+def open_gallery_at(checkpoint: Path, selection) -> AppTest:
+    at = page("performance", checkpoint)
+    at.session_state["perf_gallery"] = selection
+    return at.run()
+
+
+def test_performance_gallery_holds_the_films_of_a_count_most_wrong_first(env, catalog):
+    from cxr_core.evaluation.gallery import GallerySelection
+
+    report = json.loads((catalog["tiny_a"] / "eval" / "val" / "report.json").read_text())
+    at = open_gallery_at(catalog["tiny_a"], GallerySelection("Atelectasis", ("TN",)))
+    no_exceptions(at)
+    films = [b.key.split("@", 1)[1] for b in at.button if b.key and b.key.startswith("gal_heat@")]
+    assert len(films) == min(report["per_class"]["Atelectasis"]["tn"], 50) > 0
+    frame = predictions(catalog["tiny_a"]).set_index("image_id")
+    probs = frame.loc[films, "prob:Atelectasis"].to_numpy()
+    assert list(probs) == sorted(probs, reverse=True)  # negatives: the highest probability first
+    assert (frame.loc[films, "label:Atelectasis"] == 0).all()
+    assert any("Atelectasis: true negatives" in c.value for c in at.caption)
+    # AppTest does not redraw a dialog after a click inside it (the browser test clicks for real):
+    # the state the "Heatmap" button sets, then a run
+    at.session_state["perf_gallery_film"] = films[0]
+    at.run()
+    no_exceptions(at)
+    captions = [c.value for c in at.caption] + [m.value for m in at.markdown]
+    assert any(films[0] in text for text in captions)
+    keys = {b.key for b in at.button}
+    assert "gal_back" in keys and f"gal_heat@{films[1]}" not in keys  # one film, its heatmap
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert any("where the evidence for Atelectasis lies" in c for c in captions), captions
+
+
+def test_performance_gallery_sends_its_films_to_a_review_session(env, catalog):
+    from cxr_core.evaluation.gallery import GallerySelection
+    from cxr_core.evaluation.review import session_films
+
+    at = open_gallery_at(catalog["tiny_a"], GallerySelection("Cardiomegaly", ("FN", "FP")))
+    films = [b.key.split("@", 1)[1] for b in at.button if b.key and b.key.startswith("gal_heat@")]
+    at.text_input(key="gal_send_name").input("errors of Cardiomegaly")
+    at.selectbox(key="gal_mode").set_value("blind_all")
+    at.button[[b.label for b in at.button].index("Start the review session")].click().run()
+    no_exceptions(at)
+    (session,) = ReviewStore(env / "review").sessions()
+    assert session.name == "errors of Cardiomegaly" and session.mode == "blind_all"
+    assert set(session_films(session)) == set(films) and session.classes == ("Cardiomegaly",)
+    assert any("started with" in s.value for s in at.success)
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -739,16 +813,20 @@ def test_review_adjudication_and_corrected_metrics(env, catalog):
     at.radio(key="rev_view").set_value("Corrected metrics").run()
     no_exceptions(at)
     table = shown_table(at, "Corrected labels")
-    atelectasis = table[table["Finding"].str.startswith("Atelectasis")].set_index("Metric")
+    atelectasis = table[table["Finding"] == "Atelectasis"].set_index("Metric")
     frame = predictions(catalog["tiny_a"])
     known = frame["label:Atelectasis"].notna()
-    assert float(atelectasis.loc["AUROC", "Original labels"]) == pytest.approx(
+    auroc = atelectasis.loc["AUROC", "Original labels"]  # "0.812 (0.70 to 0.90)": value (95% CI)
+    assert float(auroc.split(" (")[0]) == pytest.approx(
         roc_auc_score(frame.loc[known, "label:Atelectasis"], frame.loc[known, "prob:Atelectasis"]),
         abs=5e-4,
     )
+    assert "–" in auroc
     truth = frame.set_index("image_id").loc[film, "label:Atelectasis"]
     changed = 0 if truth == 1 else 1
-    assert f"{changed} label(s) changed" in atelectasis["Finding"].iloc[0]
+    assert any(
+        f"Atelectasis: threshold 0.500, {changed} label(s) changed" in c.value for c in at.caption
+    )
     positives = atelectasis.loc["Positives"]
     assert int(positives["Corrected labels"]) - int(positives["Original labels"]) == changed
 
@@ -956,11 +1034,38 @@ def test_models_page_cards_and_comparison(env, catalog):
         assert row.difference == pytest.approx(
             report_b["per_class"][row[0]]["auroc"] - report_a["per_class"][row[0]]["auroc"]
         )
+    # same images, labels drawn with another seed: the paired comparison is refused, and says why
+    assert any("different label sources" in e.value for e in at.error)
+    assert any("No paired comparison" in w.value for w in at.warning)
     at.selectbox(key="models_cmp_b").set_value("tiny_mc").run()
     no_exceptions(at)
     assert any("share no classes" in w.value for w in at.warning)
     # fixture cards record no dataset manifest, so no comparison is presented as like-for-like
     assert any("Not a like-for-like comparison" in w.value for w in at.warning)
+
+
+def test_models_page_pairs_two_runs_on_the_same_images(env, catalog, tmp_path, monkeypatch):
+    """A second model scored on tiny_a's very images and labels: ΔAUROC, DeLong, McNemar per finding."""
+    other = noisy_copy(catalog["tiny_a"], tmp_path / "more" / "tiny_noisy")
+    frame = predictions(other)
+    classes = [c[len("prob:") :] for c in frame.columns if c.startswith("prob:")]
+    roots = [str(catalog["root"] / "checkpoints"), str(other.parent)]
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", os.pathsep.join(roots))
+    at = page("models", catalog["tiny_a"]).run()
+    at.selectbox(key="models_cmp_b").set_value("tiny_noisy").run()
+    no_exceptions(at)
+    table = shown_table(at, "ΔAUROC (95% CI)").set_index("Finding")
+    original = predictions(catalog["tiny_a"])
+    known = original["label:Cardiomegaly"].notna()
+    y = original.loc[known, "label:Cardiomegaly"]
+    delta = roc_auc_score(y, original.loc[known, "prob:Cardiomegaly"]) - roc_auc_score(
+        y, frame.loc[known, "prob:Cardiomegaly"]
+    )
+    cell = table.loc["Cardiomegaly", "ΔAUROC (95% CI)"]
+    assert cell.startswith(f"{delta:+.3f} (") and " to " in cell
+    assert table.loc["Cardiomegaly", "DeLong p"] != "–"
+    assert len(shown_table(at, "McNemar p (sens.)")) == len(classes)
+    assert any("Paired comparison on the same 60 val images" in c.value for c in at.caption)
 
 
 def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from cxr_core.inference.findings import summarise_findings
 from cxr_core.inference.predictor import Prediction
+from cxr_core.metrics import EvaluationReport
 from dashboard import reading, tables, viewer
 
 
@@ -157,19 +158,24 @@ def test_human_dates():
 
 
 def test_metrics_table_keeps_intervals_and_averages():
-    report = {
-        "per_class": {
-            "Mass": {
-                "threshold": 0.5,
-                "auroc": 0.8,
-                "auroc_ci": [0.7, 0.9],
-                "tp": 3,
-                "low_count": False,
-            }
-        },
-        "macro": {"auroc": 0.8},
-        "micro": {"auroc": 0.75},
-    }
+    report = EvaluationReport.from_dict(
+        {
+            "task": "multilabel",
+            "class_names": ["Mass"],
+            "n_cases": 10,
+            "per_class": {
+                "Mass": {
+                    "threshold": 0.5,
+                    "auroc": 0.8,
+                    "auroc_ci": [0.7, 0.9],
+                    "tp": 3,
+                    "low_count": False,
+                }
+            },
+            "macro": {"auroc": 0.8},
+            "micro": {"auroc": 0.75},
+        }
+    )
     frame = tables.metrics_table(report)
     assert list(frame["class"]) == ["Mass", "(macro average)", "(micro average)"]
     shown = tables.with_ci(frame)
