@@ -42,10 +42,12 @@ def where_text(current: Mark | None, saved: Mark | None) -> str:
     return f"Where: {current.text()}" + ("" if current == saved else " · not saved yet")
 
 
-def mark_hint(by: str, class_name: str) -> str:
-    """What to do on the film to mark ``class_name``."""
+def mark_hint(by: str, class_name: str | None) -> str:
+    """What to do on the film to mark where ``class_name`` is (None: nothing armed yet)."""
+    if class_name is None:
+        return "To mark where a finding is: W, or its where button in the grid"
     action = "Drag a box" if by == "box" else "Click"
-    return f"{action} on the film to mark where you see {class_name}"
+    return f"{action} on the film to mark where you see {class_name} (Esc: stop)"
 
 
 REVEAL = "Reveal labels and model output (ends your blinded reading in this session)"
@@ -104,12 +106,22 @@ def activation_log(entries: Sequence[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["When (UTC)", "By", "From", "To"])
 
 
-def progress_text(n_done: int, n_total: int, reader: str) -> str:
-    return f"{n_done} of {n_total} reviewed by {'you' if reader else 'this reader'}"
+def session_label(session_id: int, name: str, mode: str, created: str) -> str:
+    """A session in the session picker; the number keeps two sessions of one name and minute apart
+    (Streamlit tells a picker's options apart by their text)."""
+    return f"#{session_id} {name} · {MODE_LABELS[mode].split(' (')[0]} · {created[:16].replace('T', ' ')}"
 
 
-def film_label(index: int, image_id: str, reviewed: bool) -> str:
-    return f"{'✓' if reviewed else '○'} {index + 1} · {image_id}"
+def film_label(index: int, image_id: str, reviewed: bool, draft: bool = False) -> str:
+    """A film in the film picker: ✓ read (all calls saved), ✎ unsaved calls kept as a draft, ○ neither."""
+    mark = "✎" if draft else ("✓" if reviewed else "○")
+    return f"{mark} {index + 1} · {image_id}"
+
+
+def read_progress(index: int, n_films: int, n_read: int, n_drafts: int) -> str:
+    """Where the reader is: film 12 / 100 · 11 read · 2 with unsaved drafts."""
+    text = f"Film {index + 1} / {n_films} · {n_read} read"
+    return text + (f" · {n_drafts} with drafts" if n_drafts else "")
 
 
 def agreement_display(table: pd.DataFrame) -> pd.DataFrame:

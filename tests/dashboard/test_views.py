@@ -125,8 +125,14 @@ def test_disagreement_and_corrected_display():
     assert out.loc["PPV"].tolist()[1:] == ["not enough films (n=4)", "0.500 (0.30–0.70)", "–"]
     assert set(out["Finding"]) == {"Edema"}
     assert views.corrected_note(metrics) == "Edema: threshold 0.500, 2 label(s) changed"
-    assert views.progress_text(3, 10, "AB") == "3 of 10 reviewed by you"
+    assert views.read_progress(11, 100, 11, 0) == "Film 12 / 100 · 11 read"
+    assert views.read_progress(0, 100, 11, 2) == "Film 1 / 100 · 11 read · 2 with drafts"
+    assert views.session_label(3, "chest", "blind_all", "2027-01-10T08:05:00.000+00:00") == (
+        "#3 chest · Blinded to labels and model · 2027-01-10 08:05"
+    )
     assert views.film_label(0, "img", True) == "✓ 1 · img"
+    assert views.film_label(4, "img", False) == "○ 5 · img"
+    assert views.film_label(4, "img", True, draft=True) == "✎ 5 · img"  # a changed call shows first
 
 
 def test_blinding_texts_say_why_a_view_is_closed_and_why_it_is_open():

@@ -111,7 +111,10 @@ def _add_truth_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--truth-format", default="auto", help="format of --truth (default: detected)")
     p.add_argument(
-        "--review-db", default=None, help="with --truth-session: folder holding review.sqlite3"
+        "--review-db",
+        default=None,
+        help="with --truth-session: the review database, a folder holding review.sqlite3 or a "
+        "PostgreSQL URL (default: $CXR_REVIEW_DB, else $CXR_REVIEW_DIR, else ~/.cxr)",
     )
 
 
