@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from cxr_core.inference.findings import NORMAL_CLASSES, FindingsSummary
 from cxr_core.metrics.curve_bands import CurveBand
@@ -19,9 +18,6 @@ from dashboard.viewer import png_data_uri
 POSITIVE = "#c0392b"
 BORDERLINE = "#e67e22"
 NORMAL = "#27ae60"
-CONTOUR = "#ff4000"
-LUNG_OUTLINE = "#00d8ff"  # cyan: apart from the orange heatmap outline and the inferno colours
-HEAT_FLOOR = 0.2
 NEGATIVE = "#7f8c8d"
 ACCENT = "#1f6fb2"
 _MARGIN = dict(l=10, r=10, t=40, b=10)
@@ -85,121 +81,6 @@ def probability_bars(summary: FindingsSummary, title: str = "") -> go.Figure:
         height=max(200, 30 * len(findings) + 90),
         margin=_MARGIN,
         bargap=0.3,
-    )
-    return fig
-
-
-def image_viewer(
-    original: np.ndarray,
-    *,
-    heat: np.ndarray | None = None,
-    mode: str = "contour",
-    level: float = 0.5,
-    opacity: float = 0.5,
-    titles: Sequence[str] = ("Original",),
-    height: int = 720,
-    outline: Sequence[np.ndarray] = (),
-) -> go.Figure:
-    """Zoomable, pannable radiograph; with ``heat`` a second panel, its axes tied to the first.
-
-    ``original`` is the windowed uint8 display image. ``heat`` (values in [0, 1], any grid) is
-    drawn over a copy of it: ``contour`` outlines the region at or above ``level``; ``heat``
-    colours values at or above ``HEAT_FLOOR`` with a colour scale (lower ones stay clear, so the
-    film is not tinted everywhere). ``outline``: closed (x, y) polygons in display pixels (the
-    lungs, :func:`dashboard.viewer.outline_for_view`), drawn on top of every panel, so the reader
-    sees where the map lies relative to the lungs.
-    """
-    height_px, width_px = original.shape[:2]
-    panels = 1 if heat is None else 2
-    fig = make_subplots(
-        rows=1,
-        cols=panels,
-        shared_xaxes=True,
-        shared_yaxes=True,
-        horizontal_spacing=0.02,
-        subplot_titles=list(titles)[:panels],
-    )
-    uri = png_data_uri(original)
-    for col in range(1, panels + 1):
-        fig.add_trace(go.Image(source=uri, hoverinfo="skip"), row=1, col=col)
-    if heat is not None:
-        grid_h, grid_w = heat.shape
-        xs = (np.arange(grid_w) + 0.5) * width_px / grid_w
-        ys = (np.arange(grid_h) + 0.5) * height_px / grid_h
-        if mode == "contour":
-            fig.add_trace(
-                go.Contour(
-                    z=heat,
-                    x=xs,
-                    y=ys,
-                    showscale=False,
-                    hoverinfo="skip",
-                    contours=dict(start=level, end=level, size=1.0, coloring="lines"),
-                    colorscale=[[0, CONTOUR], [1, CONTOUR]],
-                    line=dict(width=3),
-                ),
-                row=1,
-                col=2,
-            )
-        else:
-            shown = np.where(heat >= HEAT_FLOOR, heat, np.nan)
-            fig.add_trace(
-                go.Heatmap(
-                    z=shown,
-                    x=xs,
-                    y=ys,
-                    zmin=0,
-                    zmax=1,
-                    colorscale="Inferno",
-                    opacity=opacity,
-                    hovertemplate="relative evidence %{z:.2f}<extra></extra>",
-                    colorbar=dict(title=dict(text="relative<br>evidence"), len=0.7, thickness=14),
-                ),
-                row=1,
-                col=2,
-            )
-    if len(outline):
-        xs = np.concatenate(
-            [np.append(p[:, 0], np.nan) for p in outline]
-        )  # NaN: lift the pen between lungs
-        ys = np.concatenate([np.append(p[:, 1], np.nan) for p in outline])
-        for col in range(1, panels + 1):
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=ys,
-                    mode="lines",
-                    name="lung outline",
-                    showlegend=False,
-                    hoverinfo="skip",
-                    line=dict(color=LUNG_OUTLINE, width=2),
-                ),
-                row=1,
-                col=col,
-            )
-    for col in range(1, panels + 1):
-        suffix = "" if col == 1 else str(col)
-        fig.update_xaxes(
-            showticklabels=False,
-            showgrid=False,
-            zeroline=False,
-            range=[0, width_px],
-            row=1,
-            col=col,
-            constrain="domain",
-        )
-        fig.update_yaxes(
-            showticklabels=False,
-            showgrid=False,
-            zeroline=False,
-            range=[height_px, 0],
-            row=1,
-            col=col,
-            scaleanchor=f"x{suffix}",
-            constrain="domain",
-        )
-    fig.update_layout(
-        height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="zoom", uirevision="viewer"
     )
     return fig
 

@@ -25,6 +25,7 @@ from tests.checkpoint_fixtures import (
     noisy_copy,
     write_images,
 )
+from tests.dashboard.viewer_data import shown_viewer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
@@ -52,6 +53,13 @@ def page(name: str, checkpoint: Path | None = None) -> AppTest:
     at = AppTest.from_file(str(REPO_ROOT / "app_pages" / f"{name}.py"), default_timeout=TIMEOUT)
     if checkpoint is not None:
         at.session_state[SELECTED] = str(checkpoint.resolve())
+    return at
+
+
+def router(checkpoint: Path) -> AppTest:
+    """The whole app (router, sidebar, notice) opened at its root, with ``checkpoint`` chosen."""
+    at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT)
+    at.session_state[SELECTED] = str(checkpoint.resolve())
     return at
 
 
@@ -88,7 +96,9 @@ def predictions(checkpoint: Path) -> pd.DataFrame:
 
 
 def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(
+        str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT
+    ).run()
     no_exceptions(at)
     picker = at.sidebar.selectbox(key=SELECTED)
     assert picker.options[0] == "⚠ broken (unreadable)"
@@ -111,7 +121,9 @@ def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
 
 def test_no_checkpoint_explains_how_to_train(env, tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(tmp_path / "empty"))
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(
+        str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT
+    ).run()
     no_exceptions(at)
     assert any("cxr train --config configs/" in i.value for i in at.info)
     for name in ("performance", "thresholds", "review", "models"):
@@ -169,25 +181,29 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     )
     at.run()
     no_exceptions(at)
-    assert len(at.error) == 1 and "notes.png" in at.error[0].value
-    table = shown_table(at, "highest finding")
-    assert list(table["file"]) == names
-    # the summary text follows the Predictor's own probabilities at the card's 0.5 thresholds
+    assert not at.error  # the film on screen is readable; the bad file is a row of the batch
+    table = shown_table(at, "abnormality")
+    assert list(table["file"]) == [names[0], "notes.png", names[1]]
+    assert list(table["outcome"]) == ["scored", "unreadable", "scored"]
+    assert table["warnings"][1].startswith("the content is text, not an image")
+    assert np.isnan(table["abnormality"][1])
+    # the calls follow the Predictor's own probabilities at the card's 0.5 thresholds
     from cxr_core.data.imaging import load_image
     from cxr_core.inference.findings import summarise_findings
     from cxr_core.inference.predictor import Predictor
-    from dashboard.reading import call_text, top_findings_text
+    from dashboard.reading import called_text
 
     predictor = Predictor.from_checkpoint(catalog["tiny_a"] / "model.safetensors")
     expected = predictor.predict([load_image(b, name=n) for n, b, _ in good])
-    for row, pred in zip(table.itertuples(index=False), expected):
+    for row, pred in zip(table.drop(index=1).itertuples(index=False), expected):
         summary = summarise_findings(pred, multilabel=True)
-        assert row.findings == top_findings_text(summary) and row.call == call_text(summary)
+        assert row.called == called_text(summary)
+        assert row.abnormality == pytest.approx(summary.abnormality, abs=1e-6)
         assert [f.name for f in summary.positives] == [
             c for c in sorted(pred.positive, key=lambda c: -pred.probabilities[c])
         ]
     assert at.download_button(key="predict_csv") is not None
-    ident = f"0_{_digest(good[0][1])}"
+    ident = _digest(good[0][1])
     first = summarise_findings(expected[0], multilabel=True)
     assert (
         at.selectbox(key=f"cam_class_{ident}").value == first.findings[0].name
@@ -200,7 +216,11 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
         label.split(" (")[1].endswith(" s)") for label in method.options
     )  # each with its estimate
     assert at.slider(key=f"cam_level_{ident}").value == 0.5  # contour overlay by default
-    assert at.selectbox(key="predict_pick").options == [f"1. {names[0]}", f"2. {names[1]}"]
+    picks = [f"1/3 · {names[0]}", "2/3 · notes.png", f"3/3 · {names[1]}"]
+    assert at.selectbox(key="predict_pick").options == picks
+    at.button(key="predict_next").click().run()  # the next film: the unreadable one, and why
+    assert at.selectbox(key="predict_pick").value == picks[1]
+    assert len(at.error) == 1 and "notes.png" in at.error[0].value
 
 
 def _digest(data: bytes) -> str:
@@ -217,15 +237,14 @@ def test_predict_multiclass_calls_the_most_probable_class(env, catalog, tmp_path
     )
     at.run()
     no_exceptions(at)
-    row = shown_table(at, "highest finding").iloc[0]
+    row = shown_table(at, "abnormality").iloc[0]
     markdown = " ".join(m.value for m in at.markdown)
-    top = row["call"].split(" (")[0]
+    top, p_top = row["called"].split(" ")[0], float(row["called"].split(" ")[1])
     assert (
         top in ("Normal", "Pneumonia")
         and "**Most probable: :" in markdown
         and f"[{top}]**" in markdown
     )
-    p_top = float(row["call"].split("(")[1].split(")")[0])
     assert p_top >= 0.5  # two classes: the most probable has at least half the probability
 
 
@@ -244,10 +263,8 @@ def test_predict_uses_the_active_threshold_set(env, catalog, tmp_path):
         )
         at.run()
         no_exceptions(at)
-        assert (
-            shown_table(at, "highest finding")["call"].item()
-            == f"{len(store.classes)} findings called"
-        )
+        called = shown_table(at, "abnormality")["called"].item()
+        assert len(store.classes) == 3 and len(called.split("; ")) == 3  # every class called
         assert "everything" in at.caption[0].value
     finally:
         store.set_active("card")
@@ -343,7 +360,7 @@ def test_performance_multiclass_shows_confusion_matrix_and_no_none(env, catalog)
 
 def test_sidebar_offers_a_threshold_set_only_for_multilabel_models(env, catalog):
     for name, offered in (("tiny_a", True), ("tiny_mc", False)):
-        at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+        at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT)
         at.session_state[SELECTED] = str(catalog[name].resolve())
         at.run()
         no_exceptions(at)
@@ -452,10 +469,7 @@ def test_threshold_preset_save_and_activate(env, catalog):
     at.button(key="thr_activate").click().run()
     no_exceptions(at)
     assert (ckpt / "thresholds" / "active.txt").read_text().strip() == "screening"
-    assert (
-        "Model default: **screening** · in force in this browser: **screening**"
-        in at.caption[0].value
-    )
+    assert "Model default: **screening** · in force for you: **screening**" in at.caption[0].value
     entry = [
         json.loads(line)
         for line in (ckpt / "thresholds" / "activations.jsonl").read_text().splitlines()
@@ -470,6 +484,7 @@ def test_threshold_preset_save_and_activate(env, catalog):
     assert (compared["sensitivity (second)"] >= 0.9).all()
     (ckpt / "thresholds" / "active.txt").unlink()
     (ckpt / "thresholds" / "activations.jsonl").unlink()
+    (ckpt / "thresholds" / "readers.json").unlink()
 
 
 def test_viewing_a_threshold_set_is_per_browser_session(env, catalog, tmp_path):
@@ -483,7 +498,7 @@ def test_viewing_a_threshold_set_is_per_browser_session(env, catalog, tmp_path):
         mine.selectbox(key="thr_pick").set_value("everything").run()
         mine.button(key="thr_view").click().run()
         no_exceptions(mine)
-        assert "in force in this browser: **everything**" in mine.caption[0].value
+        assert "in force for you: **everything**" in mine.caption[0].value
         assert store.active_name() == "card" and store.activations() == []
         names = write_images(tmp_path / "up", 1, seed=9)
         upload = (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png")
@@ -499,6 +514,57 @@ def test_viewing_a_threshold_set_is_per_browser_session(env, catalog, tmp_path):
         assert "card" in other.caption[0].value
     finally:
         (ckpt / "thresholds" / "everything.json").unlink()
+
+
+def test_a_readers_set_survives_reloads_and_another_readers_default_change(env, catalog):
+    """Reader B keeps their own set across new sessions; reader A's default change is reported to
+    B (who, what) on every page until B acknowledges it, and leaves B's choice alone."""
+    ckpt = catalog["tiny_b"]
+    from cxr_core.artifacts.catalog import read_entry
+
+    store = read_entry(ckpt).threshold_store()
+    store.save("mine", dict.fromkeys(store.classes, 0.3))
+    store.save("screening", dict.fromkeys(store.classes, 0.1))
+
+    def as_reader(name: str, script: str = "thresholds") -> AppTest:
+        at = page(script, ckpt) if script != "router" else router(ckpt)
+        at.session_state[READER] = name
+        return at.run()
+
+    try:
+        b = as_reader("B")
+        b.selectbox(key="thr_pick").set_value("mine").run()
+        b.button(key="thr_view").click().run()
+        no_exceptions(b)
+        assert "in force for you: **mine**" in as_reader("B").caption[0].value  # a reload
+        a = as_reader("A")
+        a.selectbox(key="thr_pick").set_value("screening").run()
+        a.button(key="thr_activate").click().run()
+        no_exceptions(a)
+        assert not [w for w in as_reader("A", "router").warning if "changed" in w.value]
+
+        again = as_reader("B", "router")
+        no_exceptions(again)
+        (notice,) = [w.value for w in again.warning if "default threshold set" in w.value]
+        assert "**A** made **screening** the default" in notice and "(was **card**)" in notice
+        assert "Atelectasis 0.500 → 0.100" in notice  # what changed
+        assert "your own set **mine**, which is unchanged" in notice
+        assert "thresholds: **mine**" in " ".join(c.value for c in again.caption)
+        again.button(key="cxr_default_ack").click().run()
+        assert not [w for w in again.warning if "default threshold set" in w.value]
+        assert not [
+            w for w in as_reader("B", "router").warning if "default threshold set" in w.value
+        ]
+        assert store.reader_choice("B").set_name == "mine"
+    finally:
+        for name in (
+            "mine.json",
+            "screening.json",
+            "active.txt",
+            "activations.jsonl",
+            "readers.json",
+        ):
+            (ckpt / "thresholds" / name).unlink(missing_ok=True)
 
 
 def test_multiclass_model_has_no_thresholds_to_tune(env, catalog):
@@ -580,9 +646,11 @@ def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog
     at.file_uploader(key="predict_files").set_value(uploads)
     at.run()
     no_exceptions(at)
-    assert len(at.error) == 1 and "blank.png: the image is blank" in at.error[0].value
     table = shown_table(at, "warnings")
-    assert list(table["file"]) == [names[0], "head.dcm"]
+    assert list(table["file"]) == [names[0], "blank.png", "head.dcm"]
+    assert list(table["outcome"]) == ["scored", "refused", "scored"]
+    assert table["warnings"][1].startswith("the image is blank")
+    table = table.drop(index=1).reset_index(drop=True)
     # the synthetic blob is no chest film: the lung check's warning is the gate's only one for it
     assert (
         table["warnings"]
@@ -595,7 +663,7 @@ def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog
         and "BodyPartExamined is HEAD" in table["warnings"].tolist()[1]
     )
     at.selectbox(key="predict_pick").set_value(
-        "2. head.dcm"
+        "3/3 · head.dcm"
     ).run()  # the reading view shows the picked image's warnings
     no_exceptions(at)
     shown = [w.value for w in at.warning]
@@ -643,23 +711,6 @@ def test_predict_dicom_shows_header_fields_without_identifiers_by_default(env, c
     assert "Doe" not in " ".join(m.value for m in at.markdown)
 
 
-def viewer_traces(at: AppTest) -> list[dict]:
-    """The traces of the Predict page's image viewer (the plotly chart that shows an image)."""
-    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    return next(spec["data"] for spec in specs if any(t["type"] == "image" for t in spec["data"]))
-
-
-def plotted(value) -> np.ndarray:
-    """A trace's array as plotly serialises numpy (base64 with dtype and shape) or as a plain list."""
-    import base64
-
-    if isinstance(value, dict):
-        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        shape = value.get("shape")
-        return array.reshape([int(n) for n in str(shape).split(",")]) if shape else array
-    return np.asarray(value, dtype=float)
-
-
 def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
     """Lung area, outline on both panels, in-lung share of the heatmap and the within-lungs map, each
     checked against the library computed here independently."""
@@ -688,25 +739,19 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
     lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT).segment(image.pixels)
     captions = " ".join(c.value for c in at.caption)
     assert f"Lungs: {lungs.fraction:.1%} of the image" in captions
-    ident = f"0_{_digest(data)}"
+    ident = _digest(data)
     assert at.download_button(key=f"lung_png_{ident}") is not None
-    assert [t["type"] for t in viewer_traces(at)] == [
-        "image",
-        "image",
-        "contour",
-    ]  # outline off by default
+    header, pixels, heat_shown = shown_viewer(at)
+    assert header["heat"]["mode"] == "contour" and header["lungs"] == []  # outline off by default
+    np.testing.assert_array_equal(pixels, np.rint(image.pixels * 255))  # 256 px: shown as is
 
     at.toggle(key=f"lung_show_{ident}").set_value(True).run()
     no_exceptions(at)
-    outlines = [t for t in viewer_traces(at) if t.get("name") == "lung outline"]
-    assert [t["xaxis"] for t in outlines] == ["x", "x2"]  # on the original and on the overlay
+    header = shown_viewer(at)[0]  # one outline list, drawn on every panel
     polygons = outline_for_view(lung_contours(lungs.mask), image.pixels.shape)
-    assert len(polygons) == 2
-    expected_x = np.concatenate([np.append(p[:, 0], np.nan) for p in polygons])
-    np.testing.assert_array_equal(plotted(outlines[0]["x"]), expected_x)
-    np.testing.assert_array_equal(
-        plotted(outlines[1]["y"]), np.concatenate([np.append(p[:, 1], np.nan) for p in polygons])
-    )
+    assert len(polygons) == 2 and len(header["lungs"]) == 2
+    for shown, polygon in zip(header["lungs"], polygons):
+        np.testing.assert_allclose(np.reshape(shown, (-1, 2)), polygon, atol=0.05)
 
     class_name = at.selectbox(key=f"cam_class_{ident}").value
     heat = explain(
@@ -716,6 +761,7 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
         DEFAULT_METHOD,
         layer=DEFAULT_LAYER,
     )  # 256 px: the page keeps it at that grid
+    np.testing.assert_array_equal(heat_shown, np.rint(np.clip(heat, 0, 1) * 255))
     share = heatmap_mass_in_mask(heat, lungs.mask)
     shown = next(c.value for c in at.caption if "of the map inside the lungs" in c.value)
     assert abs(int(shown.split("%")[0]) - 100 * share) <= 0.5 + 1e-6
@@ -723,11 +769,11 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
 
     at.toggle(key=f"lung_norm_{ident}").set_value(True).run()
     no_exceptions(at)
-    contour = next(t for t in viewer_traces(at) if t["type"] == "contour")
-    np.testing.assert_allclose(
-        plotted(contour["z"]), heatmap_within_mask(heat, lungs.mask), atol=1e-5
-    )
-    assert not plotted(contour["z"])[~lungs.mask].any()  # nothing outside the lungs
+    header, _, within = shown_viewer(at)
+    expected = np.rint(heatmap_within_mask(heat, lungs.mask) * 255)
+    assert np.abs(within.astype(int) - expected).max() <= 1
+    assert not within[~lungs.mask].any()  # nothing outside the lungs
+    assert header["titles"][1].endswith("within lungs")
     assert any("rescaled within the lungs" in c.value for c in at.caption)
 
 
@@ -749,4 +795,5 @@ def test_predict_works_without_the_lung_model_and_says_so(env, catalog, tmp_path
     )
     assert not [t.key for t in at.toggle if t.key and t.key.startswith("lung_")]
     assert not any("inside the lungs" in c.value for c in at.caption)
-    assert [t["type"] for t in viewer_traces(at)] == ["image", "image", "contour"]
+    header, _, heat = shown_viewer(at)
+    assert header["lungs"] == [] and heat is not None

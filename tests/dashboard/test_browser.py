@@ -1,7 +1,7 @@
 """The real dashboard in a real browser: `streamlit run` + Debian's headless Chromium via playwright.
 
-Uploads a real NIH radiograph on Predict, waits for the results table, switches the lung outline
-on, then opens every page and saves a screenshot of each (to $CXR_SCREENSHOT_DIR, default pytest's
+Uploads a real NIH radiograph on Predict, waits for the batch table and the findings, then
+opens every page and saves a screenshot of each (to $CXR_SCREENSHOT_DIR, default pytest's
 tmp_path) so a person can look at what the dashboard shows. On Review: two browser contexts read
 the same film as two named readers (both calls reach the page's agreement table and its export),
 and a blinded reader sees neither label nor model output until saving, marks "where" by
@@ -109,17 +109,13 @@ def test_upload_predict_and_visit_every_page(
     page.get_by_role("heading", name="Predict").wait_for(timeout=WAIT_MS)
     settle(page)
     page.locator("input[type=file]").first.set_input_files(str(xray))
-    page.get_by_role("heading", name="Results").wait_for(timeout=WAIT_MS)
+    page.get_by_role("heading", name="Batch · 1 film").wait_for(timeout=WAIT_MS)
     table = page.locator('[data-testid="stDataFrame"]').first
     table.wait_for(timeout=WAIT_MS)
     settle(page)
     assert table.is_visible()
     assert page.get_by_role("heading", name=xray.name).count() == 1
     assert page.locator('[data-testid="stException"]').count() == 0
-    page.wait_for_function(
-        f"() => {PLOTS_JS}.some(p => p.data.some(t => t.type === 'contour'))",
-        timeout=WAIT_MS,
-    )  # the default overlay outlines the map
     bars = page.evaluate(
         f"() => {PLOTS_JS}.map(p => p.data.find(t => t.type === 'bar')).filter(Boolean)"
         ".map(t => t.x)"
@@ -128,17 +124,8 @@ def test_upload_predict_and_visit_every_page(
     top_first = bars[0][::-1]  # plotly draws the first bar at the bottom
     assert top_first == sorted(top_first, reverse=True), "findings not sorted by probability"
     page.screenshot(path=str(screenshot_dir / "1_predict.png"), full_page=True)
-    assert page.get_by_text("of the map inside the lungs", exact=False).count() == 1
-    outlined = f"() => {PLOTS_JS}.some(p => p.data.some(t => t.name === 'lung outline'))"
-    assert not page.evaluate(outlined)  # off by default
-    page.locator('[data-testid="stCheckbox"]', has_text="Lung outline").click()
-    page.wait_for_function(
-        f"() => {PLOTS_JS}.some(p => p.data.filter(t => t.name === 'lung outline')"
-        ".map(t => t.xaxis).join() === 'x,x2')",
-        timeout=WAIT_MS,
-    )  # on both panels
-    settle(page)
-    page.screenshot(path=str(screenshot_dir / "1_predict_lungs.png"), full_page=True)
+    # The film viewer itself (linked panels, window/level, lungs) is tested in
+    # test_browser_predict.py.
 
     for i, (path, title) in enumerate(PAGES, start=2):
         page.goto(f"{server.url}/{path}", wait_until="domcontentloaded")
@@ -160,7 +147,6 @@ def test_upload_predict_and_visit_every_page(
         page.screenshot(path=str(screenshot_dir / f"{i}_{path}.png"), full_page=True)
     for name in (
         "1_predict",
-        "1_predict_lungs",
         "2_performance",
         "3_thresholds",
         "4_review",

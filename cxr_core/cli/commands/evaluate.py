@@ -29,10 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "per class) on the classes it shares with --data, and writes OUT/external.json + OUT/eval/<split>/ so "
         "the dashboard lists it as a model. A segmentation checkpoint (the lung model) is scored on its "
         "image+mask folder instead: OUT/scores.csv (Dice, IoU, HD95 per image) and OUT/report.json (means "
-        "with patient-level bootstrap CIs); --split all scores every pair. Predictions are kept in OUT/.cxr-work/ "
-        "until the report is written, so the same command run again after an interruption resumes; under torchrun "
-        "(torchrun --nproc-per-node N -m cxr_core evaluate ...) the split's images are shared among the processes "
-        "and rank 0 scores them.",
+        "with patient-level bootstrap CIs); --split all scores every pair. Predictions wait in OUT/.cxr-work/ (a rerun "
+        "resumes); under torchrun the processes share the split's images and rank 0 scores them.",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="model .safetensors file")
@@ -64,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seed of the patient split (default: as in the card, else 0)",
     )
     add_card_data_options(p)
+    p.add_argument(
+        "--classes",
+        type=_class_names,
+        default=None,
+        help="score only these classes (comma-separated, any known spelling); the split is dealt as "
+        "in training, so the images are the same",
+    )
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     p.add_argument(
         "--out",
@@ -111,10 +116,7 @@ def _add_truth_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--truth-format", default="auto", help="format of --truth (default: detected)")
     p.add_argument(
-        "--review-db",
-        default=None,
-        help="with --truth-session: the review database, a folder holding review.sqlite3 or a "
-        "PostgreSQL URL (default: $CXR_REVIEW_DB, else $CXR_REVIEW_DIR, else ~/.cxr)",
+        "--review-db", default=None, help="with --truth-session: its folder or PostgreSQL URL"
     )
 
 
@@ -199,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _second_truth(args: argparse.Namespace, out: Path, report, primary: str, n_boot, seed) -> None:
     """With --truth / --truth-session: the same predictions and calls scored against it too."""
     if args.truth is None and args.truth_session is None:
@@ -225,7 +231,11 @@ def _second_truth(args: argparse.Namespace, out: Path, report, primary: str, n_b
 
 
 def _override_split(data, args: argparse.Namespace) -> None:
-    for key, value in (("val", args.val), ("split_seed", args.split_seed)):
+    for key, value in (
+        ("val", args.val),
+        ("split_seed", args.split_seed),
+        ("classes", args.classes),
+    ):
         if value is not None:
             setattr(data, key, value)
 
