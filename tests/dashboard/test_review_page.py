@@ -274,10 +274,10 @@ def test_a_run_that_ends_above_the_session_picker_keeps_the_link_and_the_film(
     session and film the address names, not fall back to "New session…" and take them out of the
     address (a reload then opened "New session…"); only the reader's own choice of it does that."""
     store = ReviewStore(env / "review")
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT)
     at.session_state[SELECTED] = str(catalog["tiny_a"].resolve())
     at.query_params["reader"] = "AB"
-    at.switch_page("app_pages/review.py").run()
+    at.switch_page("review.py").run()
     start_session(at, "kept", "blind_all", ["Atelectasis"])
     (session,) = store.sessions()
     grid.act(at, "next")
