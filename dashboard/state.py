@@ -19,7 +19,7 @@ import streamlit as st
 
 from cxr_core.artifacts import catalog as model_catalog
 from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
-from cxr_core.artifacts.review_store import ReviewStore, default_review_dir
+from cxr_core.artifacts.review_store import ReviewStore, default_review_db
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.artifacts.thresholds_store import ThresholdSet
 from cxr_core.errors import CheckpointError
@@ -234,8 +234,9 @@ def _review_store(folder: str) -> ReviewStore:
 
 
 def review_store() -> ReviewStore:
-    """The review database in ``CXR_REVIEW_DIR`` (default ``~/.cxr``)."""
-    return _review_store(str(default_review_dir()))
+    """The review database: ``CXR_REVIEW_DB`` (a PostgreSQL URL or a file) when set, else
+    ``review.sqlite3`` in ``CXR_REVIEW_DIR`` (default ``~/.cxr``)."""
+    return _review_store(default_review_db())
 
 
 def data_roots() -> list[str]:

@@ -26,23 +26,26 @@ restart loses nothing; saving the film (:meth:`ReviewStore.save_film`) turns the
 the same transaction. A draft is private to its reader and never a verdict: agreement, export,
 corrected labels and progress read only ``verdicts``.
 
-Several readers (browser sessions, threads of one server, separate processes) may write at
-once, so the database runs in WAL mode with a busy timeout and every call opens its own
-short-lived connection. A database that stays locked past the timeout is a
-:class:`~cxr_core.errors.ReviewStoreError`, never a raw ``sqlite3`` error.
+Several readers (browser sessions, threads of one server, separate processes, several servers)
+may write at once: every call is one short transaction, and checks that a write depends on (a
+reveal) hold the database's write lock. A database that stays locked past the timeout, or
+cannot be reached, is a :class:`~cxr_core.errors.ReviewStoreError`, never a driver's error.
 
-Schema versions (``PRAGMA user_version``): 0 is the first, single-reader layout (one verdict
-per session, image and class); 2 added readers, history, positions and adjudications; 3 added
-a box for "where"; 4 added ``reveals``; 5 (this one) adds ``drafts``. Older files are migrated in place on open,
+The database is a SQLite file (the default) or a PostgreSQL server, for several dashboard servers
+sharing review sessions: ``ReviewStore("postgresql://user@host/db")``, ``CXR_REVIEW_DB``, or
+``--db`` of ``cxr review``. The tables and statements below are written once, in the SQL both
+engines share; :mod:`cxr_core.artifacts.database` holds every difference between them.
+
+Schema versions (the ``cxr_schema`` row of ``review``; older SQLite files: ``PRAGMA user_version``):
+0 is the first, single-reader layout (one verdict per session, image and class); 2 added
+readers, history, positions and adjudications; 3 added a box for "where"; 4 added ``reveals``;
+5 (this one) adds ``drafts``. Older databases are migrated in place on open,
 inside one transaction, keeping every verdict. Verdicts saved before readers were named have an empty
 reader; the migration names them :data:`LEGACY_READER`, a name no reader can take, so they
 stay visible as one reader in every table and export and nobody can change them.
 
-Statements other than the schema set-up (``PRAGMA``) use only SQL that SQLite and PostgreSQL share
-(``INSERT … ON CONFLICT … DO UPDATE``, no SQLite-only functions), so a server database can stand
-behind the same methods.
-
-The file lives in ``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
+Where: ``$CXR_REVIEW_DB`` when set (a PostgreSQL URL or a SQLite file), else the file
+``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
 """
 
 from __future__ import annotations
@@ -51,13 +54,13 @@ import json
 import logging
 import math
 import os
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cxr_core.artifacts.database import Connection, Database, is_database_url
 from cxr_core.errors import ReviewStoreError
 from cxr_core.utils.csv_safe import write_records_csv
 
@@ -235,6 +238,13 @@ def default_review_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cxr"
 
 
+def default_review_db() -> str:
+    """``$CXR_REVIEW_DB`` when set (a PostgreSQL URL or a SQLite file), else the folder
+    :func:`default_review_dir`."""
+    env = os.environ.get("CXR_REVIEW_DB", "").strip()
+    return env or str(default_review_dir())
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -337,92 +347,74 @@ class ReviewStore:
     """Sessions, verdicts, their history and adjudications in one SQLite file (created on first use)."""
 
     def __init__(self, folder: str | os.PathLike | None = None, *, timeout_s: float = 30.0) -> None:
-        self.folder = Path(folder).expanduser() if folder is not None else default_review_dir()
-        self.path = self.folder / DB_NAME
+        """``folder``: the folder of ``review.sqlite3``, or a PostgreSQL URL (``postgresql://…``);
+        None: :func:`default_review_db`."""
+        target = str(folder) if folder is not None else default_review_db()
+        self.target = target  # what opens this database again: a folder or a URL
         self.timeout_s = timeout_s
+        if is_database_url(target):
+            self.folder = None
+            self._db = Database(
+                target,
+                ReviewStoreError,
+                name="review database",
+                timeout_s=timeout_s,
+                pragma_store="review",
+            )
+        else:
+            self.folder = Path(target).expanduser()
+            if self.folder.suffix == Path(DB_NAME).suffix:  # CXR_REVIEW_DB may name the file
+                self.folder = self.folder.parent
+            self._db = Database(
+                self.folder / DB_NAME,
+                ReviewStoreError,
+                name="review database",
+                timeout_s=timeout_s,
+                pragma_store="review",
+            )
+        self.path: Path | str = self.folder / DB_NAME if self.folder is not None else self._db.where
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._migrate()
-        except (OSError, sqlite3.Error) as exc:
+            if self.folder is not None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            self._db.migrate("review", SCHEMA_VERSION, self._upgrade)
+        except (OSError, ReviewStoreError, self._db.driver_error) as exc:
             raise ReviewStoreError(
-                f"cannot open the review database {self.path} ({exc}); set CXR_REVIEW_DIR to a writable folder"
+                f"cannot open the review database {self.path} ({exc}); set CXR_REVIEW_DIR to a "
+                "writable folder, or CXR_REVIEW_DB to a reachable PostgreSQL database"
             ) from None
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A fresh connection per call: commits on success, rolls back on error, always closes."""
-        try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout_s)
-        except sqlite3.Error as exc:
-            raise ReviewStoreError(f"cannot open the review database {self.path} ({exc})") from None
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            with conn:
-                yield conn
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise ReviewStoreError(
-                    f"the review database {self.path} stayed locked by another writer for {self.timeout_s:g} s; "
-                    "nothing was saved, try again"
-                ) from None
-            raise ReviewStoreError(f"the review database {self.path} failed: {exc}") from None
-        finally:
-            conn.close()
+    def _connect(self) -> Iterator[Connection]:
+        """One transaction per call: commits on success, rolls back on error."""
+        with self._db.connect() as conn:
+            yield conn
 
     # -- schema -----------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        """Create the tables, or bring an older file up to :data:`SCHEMA_VERSION` in one transaction."""
-        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-                return
-            conn.execute(
-                "BEGIN IMMEDIATE"
-            )  # one migrator at a time; the others see the new version
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version < SCHEMA_VERSION:
-                    tables = {
-                        r[0]
-                        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                    }
-                    if "verdicts" in tables and version == 0:
-                        self._from_v0(conn)
-                    for statement in _TABLES.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    self._to_v3(conn)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    if "verdicts" in tables:
-                        logger.info(
-                            "migrated review database %s from schema %d to %d",
-                            self.path,
-                            version,
-                            SCHEMA_VERSION,
-                        )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
+    def _upgrade(self, conn: Connection, version: int) -> None:
+        """Create the tables, or bring older ones up to :data:`SCHEMA_VERSION` (inside the
+        migration's one transaction, under the write lock)."""
+        tables = conn.tables()
+        if "verdicts" in tables and version == 0:
+            self._from_v0(conn)
+        conn.executescript(_TABLES)
+        self._to_v3(conn)
+        if "verdicts" in tables:
+            logger.info(
+                "migrated review database %s from schema %d to %d",
+                self.path,
+                version,
+                SCHEMA_VERSION,
+            )
 
-    def _from_v0(self, conn: sqlite3.Connection) -> None:
+    def _from_v0(self, conn: Connection) -> None:
         """Single-reader layout -> per-reader verdicts; every old verdict becomes one row and one history entry."""
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
+        columns = conn.columns("sessions")
         if "mode" not in columns:
             conn.execute("ALTER TABLE sessions ADD COLUMN mode TEXT NOT NULL DEFAULT 'unblinded'")
         if "classes" not in columns:
             conn.execute("ALTER TABLE sessions ADD COLUMN classes TEXT NOT NULL DEFAULT '[]'")
         conn.execute("ALTER TABLE verdicts RENAME TO verdicts_v0")
-        for statement in _TABLES.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        conn.executescript(_TABLES)
         old = "session_id, image_id, class_name, reviewer, verdict, note, updated"
         conn.execute(f"INSERT INTO verdicts ({old}) SELECT {old} FROM verdicts_v0")
         conn.execute(
@@ -436,10 +428,10 @@ class ReviewStore:
             moved,
         )
 
-    def _to_v3(self, conn: sqlite3.Connection) -> None:
+    def _to_v3(self, conn: Connection) -> None:
         """Schema 2 -> 3: a box for "where", and an explicit name for verdicts saved before readers were named."""
         for table in ("verdicts", "verdict_history"):
-            columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            columns = conn.columns(table)
             for column in _BOX_COLUMNS:
                 if column not in columns:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} REAL")
@@ -456,7 +448,7 @@ class ReviewStore:
 
     def schema_version(self) -> int:
         with self._connect() as conn:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+            return conn.version("review")
 
     # -- sessions ---------------------------------------------------------------------------
     def create_session(
@@ -480,7 +472,7 @@ class ReviewStore:
         with self._connect() as conn:
             cur = conn.execute(
                 "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, mode, classes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     str(name).strip(),
                     str(checkpoint),
@@ -491,7 +483,7 @@ class ReviewStore:
                     json.dumps([str(c) for c in classes]),
                 ),
             )
-            session_id = int(cur.lastrowid)
+            session_id = int(cur.fetchone()[0])
         return self.session(session_id)
 
     def session(self, session_id: int) -> ReviewSession:
@@ -603,15 +595,13 @@ class ReviewStore:
         ]
         try:
             with self._connect() as conn:
-                conn.execute(
-                    "BEGIN IMMEDIATE"
-                )  # a reveal from another tab cannot slip between check and save
+                conn.lock_writes()  # a reveal from another tab cannot slip between check and save
                 for values in rows:
                     self._refuse_unblinded_call(conn, values[0], values[1], values[2], reviewer)
                     conn.execute(_UPSERT_VERDICT, values)
                     conn.execute(_INSERT_HISTORY, values)
                     conn.execute(_DELETE_DRAFT, values[:4])
-        except sqlite3.IntegrityError:
+        except self._db.integrity_error:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
             ) from None
@@ -619,7 +609,7 @@ class ReviewStore:
 
     @staticmethod
     def _refuse_unblinded_call(
-        conn: sqlite3.Connection, session_id: int, image_id: str, class_name: str, reviewer: str
+        conn: Connection, session_id: int, image_id: str, class_name: str, reviewer: str
     ) -> None:
         """A new call in a blinded session by a reader who revealed its labels and model output is an error."""
         row = conn.execute(
@@ -727,7 +717,7 @@ class ReviewStore:
         try:
             with self._connect() as conn:
                 conn.execute(_UPSERT_DRAFT, values)
-        except sqlite3.IntegrityError:
+        except self._db.integrity_error:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
             ) from None
@@ -760,6 +750,7 @@ class ReviewStore:
         """
         reader = clean_reader(reader)
         with self._connect() as conn:
+            conn.lock_writes()  # no call of this reader is half-way between its check and save
             row = conn.execute(
                 "SELECT mode FROM sessions WHERE id = ?", (int(session_id),)
             ).fetchone()
@@ -829,7 +820,7 @@ class ReviewStore:
                         entry.updated,
                     ),
                 )
-        except sqlite3.IntegrityError:
+        except self._db.integrity_error:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
             ) from None
@@ -952,7 +943,7 @@ def _checked(call: Call, need_call: bool) -> tuple:
     )
 
 
-def _session(row: sqlite3.Row) -> ReviewSession:
+def _session(row: Mapping) -> ReviewSession:
     return ReviewSession(
         int(row["id"]),
         row["name"],
@@ -966,14 +957,14 @@ def _session(row: sqlite3.Row) -> ReviewSession:
     )
 
 
-def _mark(row: Mapping | sqlite3.Row) -> tuple[tuple | None, tuple | None]:
+def _mark(row: Mapping) -> tuple[tuple | None, tuple | None]:
     """(point, box) of a stored row."""
     point = (float(row["point_x"]), float(row["point_y"])) if row["point_x"] is not None else None
     box = tuple(float(row[c]) for c in _BOX_COLUMNS) if row["box_x0"] is not None else None
     return point, box
 
 
-def _draft(row: Mapping | sqlite3.Row) -> Draft:
+def _draft(row: Mapping) -> Draft:
     point, box = _mark(row)
     return Draft(
         int(row["session_id"]),
@@ -990,7 +981,7 @@ def _draft(row: Mapping | sqlite3.Row) -> Draft:
     )
 
 
-def _verdict(row: Mapping | sqlite3.Row) -> Verdict:
+def _verdict(row: Mapping) -> Verdict:
     point, box = _mark(row)
     return Verdict(
         int(row["session_id"]),

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # loaded by the handlers only: `cxr --help` and other commands stay light
+    from cxr_core.artifacts.review_store import ReviewStore
 
-from cxr_core.artifacts.review_store import ReviewStore
-from cxr_core.evaluation.review import (
-    agreement,
-    export_session,
-    kappa_text,
-    load_session,
-    session_frame,
+
+DB_HELP = (
+    "the review database: a folder holding review.sqlite3, or a PostgreSQL URL "
+    "(postgresql://user@host:5432/db); default: $CXR_REVIEW_DB, else $CXR_REVIEW_DIR, else ~/.cxr"
 )
-from cxr_core.utils.csv_safe import write_frame_csv
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,9 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "outcome (TP/FP/FN/TN), the ground truth, the reader, the reading mode and the time. "
         "Cells a spreadsheet would run as formulas are prefixed with an apostrophe.",
     )
-    e.add_argument(
-        "--db", required=True, help="folder holding review.sqlite3 (the dashboard's CXR_REVIEW_DIR)"
-    )
+    e.add_argument("--db", default=None, help=DB_HELP)
     e.add_argument("--session", type=int, default=None, help="session id (default: every session)")
     e.add_argument("--out", required=True, help="CSV file to write")
     e.set_defaults(handler=run_export)
@@ -46,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'called by every rater compared there is no kappa, agreement or interval ("not enough '
         'films"); a kappa can also have no value because every call was the same.',
     )
-    a.add_argument("--db", required=True, help="folder holding review.sqlite3")
+    a.add_argument("--db", default=None, help=DB_HELP)
     a.add_argument("--session", type=int, required=True, help="session id")
     a.add_argument(
         "--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals (0: none)"
@@ -56,11 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.set_defaults(handler=run_agreement)
 
 
-def _store(folder: str) -> ReviewStore:
+def _store(folder: str | None) -> ReviewStore:
+    from cxr_core.artifacts.review_store import ReviewStore
+
     return ReviewStore(folder)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from cxr_core.evaluation.review import export_session
+
     store = _store(args.db)
     n = export_session(store, args.session, args.out)
     print(f"wrote {n} verdict row(s) to {args.out}")
@@ -68,6 +68,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_agreement(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cxr_core.evaluation.review import agreement, kappa_text, load_session, session_frame
+    from cxr_core.utils.csv_safe import write_frame_csv
+
     store = _store(args.db)
     data = load_session(store, args.session)
     table = agreement(session_frame(store, data), n_boot=args.bootstrap, seed=args.seed)
