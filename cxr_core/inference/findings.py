@@ -5,7 +5,12 @@ hides calls that sit on the threshold. :func:`summarise_findings` orders finding
 first, then by probability), marks borderline calls, gives one case-level abnormality score,
 and for single-label (multiclass) models names the most probable class and the runner-up,
 flagging near ties. :func:`export_frame` is the full per-image matrix with everything needed
-to reproduce the calls (model, checkpoint digest, threshold set and values).
+to reproduce the calls (model, checkpoint digest, threshold set and values) and the input
+gate's outcome of each image.
+
+The gate's outcome shapes the summary: a refused image has no findings at all; an
+out-of-domain one keeps its probabilities in reading order but calls nothing and marks nothing
+borderline (``calls_withheld``) until the user scores it anyway.
 
 Bands (absolute probability differences, documented in the dashboard):
 
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.data.labels import NO_FINDING
+from cxr_core.inference.outcome import OUT_OF_DOMAIN, SCORED
 from cxr_core.inference.predictor import Prediction
 
 BORDERLINE_BAND = 0.05
@@ -55,6 +61,8 @@ class FindingsSummary:
     class it belongs to and that class's threshold (its operating point); ``abnormal`` is whether
     any disease finding is called. Multiclass: ``most_probable`` and ``runner_up`` are
     ``(class, probability)``; ``near_tie`` flags a gap of at most ``NEAR_TIE_MARGIN``.
+    ``outcome``, ``reason`` and ``scored_anyway`` are the input gate's, as in the prediction;
+    a refused image has no findings and NaN scores.
     """
 
     name: str
@@ -67,6 +75,14 @@ class FindingsSummary:
     most_probable: tuple[str, float]
     runner_up: tuple[str, float] | None
     near_tie: bool
+    outcome: str = SCORED
+    reason: str = ""
+    scored_anyway: bool = False
+
+    @property
+    def calls_withheld(self) -> bool:
+        """Out of domain and not scored anyway: the probabilities are for reference only."""
+        return self.outcome == OUT_OF_DOMAIN and not self.scored_anyway
 
     @property
     def positives(self) -> tuple[Finding, ...]:
@@ -98,6 +114,17 @@ def summarise_findings(
 ) -> FindingsSummary:
     """Order, call and flag the findings of one :class:`Prediction` (see the module docstring)."""
     probs = prediction.probabilities
+    gate = {
+        "outcome": prediction.outcome,
+        "reason": prediction.reason,
+        "scored_anyway": prediction.scored_anyway,
+    }
+    if not probs:  # refused: nothing to order or call
+        nan = float("nan")
+        return FindingsSummary(
+            prediction.name, multilabel, (), nan, "", nan, False, ("", nan), None, False, **gate
+        )
+    withheld = prediction.outcome == OUT_OF_DOMAIN and not prediction.scored_anyway
     ranked = sorted(probs, key=lambda c: (-probs[c], c))
     top, second = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     findings = [
@@ -107,6 +134,7 @@ def summarise_findings(
             threshold=float(prediction.thresholds.get(c, np.nan)),
             positive=c in prediction.positive,
             borderline=multilabel
+            and not withheld
             and is_borderline(probs[c], float(prediction.thresholds.get(c, np.nan)), band),
         )
         for c in ranked
@@ -127,6 +155,7 @@ def summarise_findings(
         most_probable=(top, probs[top]),
         runner_up=(second, probs[second]) if second is not None else None,
         near_tie=second is not None and probs[top] - probs[second] <= tie_margin + 1e-12,
+        **gate,
     )
 
 
@@ -140,24 +169,29 @@ def export_frame(
 ) -> pd.DataFrame:
     """One row per image: file, calls, every probability and threshold, and the model that made them.
 
-    Columns: ``file, model, checkpoint_sha256, threshold_set, positive, borderline,
-    prob:<class>…, threshold:<class>…``. Multiclass rows record ``argmax`` as the threshold set
-    and leave thresholds empty, because the call is the most probable class.
+    Columns: ``file, outcome, scored_anyway, reason, warnings, model, checkpoint_sha256,
+    threshold_set, positive, borderline, prob:<class>…, threshold:<class>…``. Multiclass rows
+    record ``argmax`` as the threshold set and leave thresholds empty, because the call is the
+    most probable class; refused rows leave the probabilities empty.
     """
     rows = []
     for p in predictions:
         summary = summarise_findings(p, multilabel=multilabel)
         row: dict = {
             "file": p.name,
+            "outcome": p.outcome,
+            "scored_anyway": p.scored_anyway,
+            "reason": p.reason,
+            "warnings": " | ".join(p.warnings),
             "model": model,
             "checkpoint_sha256": checkpoint_digest,
             "threshold_set": threshold_set if multilabel else "argmax",
             "positive": "; ".join(f.name for f in summary.findings if f.positive),
             "borderline": "; ".join(f.name for f in summary.borderline),
         }
-        row |= {f"prob:{c}": v for c, v in p.probabilities.items()}
+        row |= {f"prob:{c}": p.probabilities.get(c) for c in p.thresholds}
         row |= {
-            f"threshold:{c}": (p.thresholds.get(c) if multilabel else None) for c in p.probabilities
+            f"threshold:{c}": (p.thresholds.get(c) if multilabel else None) for c in p.thresholds
         }
         rows.append(row)
     return pd.DataFrame(rows)

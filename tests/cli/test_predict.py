@@ -65,11 +65,20 @@ def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
     )
     assert code == 0
     frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    assert list(frame.columns) == ["path", *NIH14.classes, "findings", "warnings", "error"]
+    assert list(frame.columns) == [
+        "path",
+        *NIH14.classes,
+        "findings",
+        "outcome",
+        "scored_anyway",
+        "reason",
+        "warnings",
+        "error",
+    ]
     assert len(frame) == 4
     bad = frame[frame["path"].str.endswith("corrupt.png")].iloc[0]
     assert "corrupt.png" in bad["error"] and "damaged or truncated" in bad["error"]
-    assert bad["Mass"] == ""
+    assert bad["Mass"] == "" and bad["outcome"] == "unreadable" and bad["reason"] == bad["error"]
     good = frame[frame["error"] == ""]
     assert len(good) == 3
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
@@ -80,7 +89,7 @@ def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
             got, [expected.probabilities[c] for c in NIH14.classes], atol=1e-7
         )
         assert row["findings"] == ";".join(expected.positive)
-    assert "1 unreadable or refused" in capsys.readouterr().err
+    assert "4 images: 3 scored, 0 out of domain, 0 refused, 1 unreadable" in capsys.readouterr().err
 
 
 def test_predict_writes_heatmaps_for_a_named_class(checkpoint, folder, tmp_path):

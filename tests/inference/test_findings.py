@@ -13,6 +13,7 @@ from cxr_core.inference.findings import (
     is_borderline,
     summarise_findings,
 )
+from cxr_core.inference.outcome import OUT_OF_DOMAIN, REFUSED
 from cxr_core.inference.predictor import Prediction
 
 
@@ -93,6 +94,10 @@ def test_export_frame_records_model_digest_and_thresholds():
     )
     assert list(frame.columns) == [
         "file",
+        "outcome",
+        "scored_anyway",
+        "reason",
+        "warnings",
         "model",
         "checkpoint_sha256",
         "threshold_set",
@@ -119,3 +124,39 @@ def test_export_frame_records_model_digest_and_thresholds():
     )
     assert multi.loc[0, "threshold_set"] == "argmax" and multi.loc[0, "positive"] == "Normal"
     assert multi["threshold:Normal"].isna().all()
+
+
+def test_outcomes_shape_the_summary_and_the_export():
+    thresholds = {"Mass": 0.5, "Nodule": 0.18}
+    probs = {"Mass": 0.6, "Nodule": 0.2}
+    withheld = Prediction(
+        probs, [], thresholds, "child.png", ["unlike the training films"], OUT_OF_DOMAIN, "unlike"
+    )
+    summary = summarise_findings(withheld, multilabel=True)
+    assert summary.calls_withheld and summary.positives == () and summary.borderline == ()
+    assert [f.name for f in summary.findings] == ["Mass", "Nodule"]  # still in reading order
+    anyway = Prediction(
+        probs, ["Mass", "Nodule"], thresholds, "child.png", [], OUT_OF_DOMAIN, "unlike", True
+    )
+    scored = summarise_findings(anyway, multilabel=True)
+    assert not scored.calls_withheld and [f.name for f in scored.positives] == ["Mass", "Nodule"]
+    assert [f.name for f in scored.borderline] == ["Nodule"]
+    refused = Prediction.refused("photo.jpeg", "not a chest radiograph", thresholds)
+    empty = summarise_findings(refused, multilabel=True)
+    assert (
+        empty.outcome == REFUSED
+        and empty.findings == ()
+        and empty.reason == "not a chest radiograph"
+    )
+    frame = export_frame(
+        [withheld, anyway, refused],
+        model="nih14",
+        checkpoint_digest="d",
+        threshold_set="youden",
+        multilabel=True,
+    )
+    assert frame["outcome"].tolist() == [OUT_OF_DOMAIN, OUT_OF_DOMAIN, REFUSED]
+    assert frame["scored_anyway"].tolist() == [False, True, False]
+    assert frame["positive"].tolist() == ["", "Mass; Nodule", ""]
+    assert frame["prob:Mass"].tolist()[:2] == [0.6, 0.6] and frame["prob:Mass"].isna().tolist()[2]
+    assert frame.loc[2, "reason"] == "not a chest radiograph"

@@ -11,20 +11,25 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cxr_core.data.imaging import SUPPORTED_EXTENSIONS
+from cxr_core.inference.outcome import OUTCOME_LABELS, OUTCOMES, REFUSED, UNREADABLE
 from cxr_core.models.tta import TTA_MODES
 from cxr_core.utils.csv_safe import SafeCSVWriter
 
 ALL_POSITIVE = "all-positive"
+OUTCOME_COLUMNS = ("outcome", "scored_anyway", "reason")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict",
         help="predict findings for image files or folders",
-        description="Writes OUT/predictions.csv (path, one probability column per class, findings, warnings, error); "
-        "unreadable or refused files (blank, too small) get their error in their row and the run goes on; "
-        "the input gate's warnings (not a chest radiograph, lateral view, age or image unlike the training data) "
-        "are listed in the warnings column. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
+        description="Writes OUT/predictions.csv (path, one probability column per class, findings, outcome, "
+        "scored_anyway, reason, warnings, error). Every file gets a row and one outcome: scored; out_of_domain "
+        "(a chest film unlike the training data: another population, a lateral view, an age outside the "
+        "training ages; probabilities written, findings left empty unless --score-anyway); refused (not a "
+        "chest radiograph: another modality or body part, blank, noise, a photo or document; no probabilities); "
+        "unreadable (the file could not be decoded; the error column says why). The run goes on past every "
+        "file. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
         "the image's size) and the columns lung_fraction (share of the image inside the lungs) and lung_warning "
         "(set when the image does not look like a frontal chest radiograph: lung area outside the range of frontal "
         "films, or not two lungs side by side); the lung warning is also one of the gate's warnings.",
@@ -56,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="also segment the lungs (default model: the bundled checkpoints/lungs)",
     )
+    p.add_argument(
+        "--score-anyway",
+        action="store_true",
+        help="also call the findings of out-of-domain films (recorded as scored_anyway in their rows)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
         "--workers", type=int, default=2, help="threads decoding images while the model runs"
@@ -84,9 +94,46 @@ def _heatmap_names(paths: list[Path]) -> dict[Path, str]:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    from cxr_core.inference.explain import explain_batch, method_class, overlay_png
+def _row(result, classes: tuple[str, ...], lung_dir: Path | None, names: dict[Path, str]) -> list:
+    """One CSV row: probabilities only when the gate let the model's numbers through."""
     from cxr_core.inference.lungs import mask_png
+
+    pred = result.prediction
+    has_probs = pred is not None and bool(pred.probabilities)
+    probabilities = [repr(pred.probabilities[c]) if has_probs else "" for c in classes]
+    lung_values = []
+    if lung_dir is not None:
+        lung_values = ["", ""]
+        if (
+            result.lungs is not None
+        ):  # segmented by the input gate, whose verdict includes its check
+            (lung_dir / f"{names[Path(result.path)]}.png").write_bytes(mask_png(result.lungs.mask))
+            lung_values = [repr(round(result.lungs.fraction, 6)), result.lungs.check.warning or ""]
+    return [
+        result.path,
+        *probabilities,
+        ";".join(pred.positive) if pred is not None else "",
+        result.outcome,
+        str(pred.scored_anyway).lower() if pred is not None else "false",
+        result.reason,
+        " | ".join(result.warnings),
+        *lung_values,
+        result.error,
+    ]
+
+
+def _write_heatmaps(predictor, result, targets: list[str], method: str, stem: Path) -> None:
+    """One overlay PNG per explained class, named ``<stem>__<class>.png``."""
+    from cxr_core.inference.explain import explain_batch, overlay_png
+
+    maps = explain_batch(predictor, [result.image] * len(targets), targets, method)
+    for cls, heatmap in zip(targets, maps):
+        png = overlay_png(result.image.pixels, heatmap)
+        stem.with_name(f"{stem.name}__{_slug(cls)}.png").write_bytes(png)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxr_core.inference.explain import method_class
     from cxr_core.inference.predictor import Predictor, collect_image_paths
 
     if args.heatmaps:
@@ -114,70 +161,37 @@ def run(args: argparse.Namespace) -> int:
         lung_dir.mkdir(exist_ok=True)
     lung_columns = ["lung_fraction", "lung_warning"] if lungs is not None else []
     names = _heatmap_names(paths)
-    errors = warned = 0
+    counts: Counter[str] = Counter()
     with (
         open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle,
         tqdm(total=len(paths), desc="predict", unit="img") as bar,
     ):
         writer = SafeCSVWriter(handle)
-        writer.writerow(["path", *classes, "findings", "warnings", *lung_columns, "error"])
+        writer.writerow(
+            ["path", *classes, "findings", *OUTCOME_COLUMNS, "warnings", *lung_columns, "error"]
+        )
         results = predictor.iter_predict_files(
-            paths, batch_size=args.batch_size, workers=args.workers, keep_images=args.heatmaps
+            paths,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            keep_images=args.heatmaps,
+            score_anyway=args.score_anyway,
         )
         for result in results:
-            if result.prediction is None:
-                errors += 1
-                writer.writerow(
-                    [
-                        result.path,
-                        *([""] * len(classes)),
-                        "",
-                        "",
-                        *([""] * len(lung_columns)),
-                        result.error,
-                    ]
+            counts[result.outcome] += 1
+            writer.writerow(_row(result, classes, lung_dir if lungs is not None else None, names))
+            if args.heatmaps and result.image is not None and result.prediction.probabilities:
+                targets = [explain_class] if explain_class else result.prediction.positive
+                _write_heatmaps(
+                    predictor, result, targets, args.method, heat_dir / names[Path(result.path)]
                 )
-            else:
-                pred = result.prediction
-                if pred.warnings:
-                    warned += 1
-                lung_values = []
-                if (
-                    result.lungs is not None
-                ):  # segmented by the input gate, whose warnings include its check
-                    (lung_dir / f"{names[Path(result.path)]}.png").write_bytes(
-                        mask_png(result.lungs.mask)
-                    )
-                    lung_values = [
-                        repr(round(result.lungs.fraction, 6)),
-                        result.lungs.check.warning or "",
-                    ]
-                writer.writerow(
-                    [
-                        result.path,
-                        *(repr(pred.probabilities[c]) for c in classes),
-                        ";".join(pred.positive),
-                        " | ".join(pred.warnings),
-                        *lung_values,
-                        "",
-                    ]
-                )
-                if args.heatmaps:
-                    targets = [explain_class] if explain_class else pred.positive
-                    maps = explain_batch(
-                        predictor, [result.image] * len(targets), targets, args.method
-                    )
-                    for cls, heatmap in zip(targets, maps):
-                        png = overlay_png(result.image.pixels, heatmap)
-                        (heat_dir / f"{names[Path(result.path)]}__{_slug(cls)}.png").write_bytes(
-                            png
-                        )
-                result.image = result.lungs = None
+            result.image = result.lungs = None
             handle.flush()
             bar.update(1)
     print(
-        f"wrote {out / 'predictions.csv'}: {len(paths)} images, {errors} unreadable or refused, "
-        f"{warned} with warnings",
+        f"wrote {out / 'predictions.csv'}: {len(paths)} images: "
+        + ", ".join(f"{counts[o]} {OUTCOME_LABELS[o]}" for o in OUTCOMES),
         file=sys.stderr,
     )
+    errors = counts[REFUSED] + counts[UNREADABLE]
     return 1 if errors == len(paths) else 0
