@@ -30,9 +30,10 @@ from cxr_core.inference.findings import (
     summarise_findings,
 )
 from cxr_core.inference.lungs import LungSegmenter, heatmap_mass_in_mask, heatmap_within_mask
+from cxr_core.inference.outcome import GateVerdict
 from cxr_core.inference.predictor import Predictor
 from cxr_core.utils.csv_safe import frame_csv_text
-from dashboard import charts, reading, state, viewer
+from dashboard import charts, outcome_view, reading, state, viewer
 from dashboard.tables import table_height
 from dashboard.widgets import cxr_errors, require_entry
 
@@ -62,7 +63,7 @@ def _assess(
     _predictor: Predictor,
     _images: list[LoadedImage],
     _views: list[viewer.LungView] | None,
-) -> tuple[np.ndarray, list[list[str]]]:
+) -> tuple[np.ndarray, list[GateVerdict]]:
     return _predictor.assess(
         _images, lungs=[v.result for v in _views] if _views is not None else None
     )
@@ -344,8 +345,9 @@ for upload in files:
     data = upload.getvalue()
     digest = hashlib.sha1(data).hexdigest()
     try:
-        image = _decode(digest, upload.name, data)
-        predictor.cache_array(image)  # the input gate refuses blank or too-small images here
+        image = _decode(
+            digest, upload.name, data
+        )  # the input gate's refusals come with the results
         images.append(image)
         digests.append(digest)
     except CXRError as exc:
@@ -358,17 +360,21 @@ if lung_model.segmenter is not None:
     lung_views = [
         _lungs(lung_model.key, d, lung_model.segmenter, im) for d, im in zip(digests, images)
     ]
-probabilities, warnings = _assess(
+probabilities, verdicts = _assess(
     model_key, lung_model.key, tuple(digests), predictor, images, lung_views
 )
 thresholds = predictor.resolve_thresholds(active.thresholds)
 predictions = predictor.to_predictions(
-    probabilities, [im.name for im in images], thresholds, warnings
+    probabilities,
+    [im.name for im in images],
+    thresholds,
+    verdicts,
+    score_anyway=outcome_view.score_anyway_choices(model_key, digests),
 )
 summaries = [summarise_findings(p, multilabel=multilabel) for p in predictions]
 
 st.subheader("Results")
-results = reading.results_table(summaries, [p.warnings for p in predictions])
+results = outcome_view.results_table(predictions, summaries)
 st.dataframe(
     results,
     hide_index=True,
@@ -376,6 +382,7 @@ st.dataframe(
     height=table_height(len(results)),
     column_config={
         "file": st.column_config.TextColumn(width=150),
+        "outcome": st.column_config.TextColumn(width=110),
         "call": st.column_config.TextColumn(width=125),
         "findings": st.column_config.TextColumn(width=270),
         "highest finding": st.column_config.TextColumn(width=190),
@@ -409,11 +416,13 @@ ident = f"{position}_{digest[:12]}"  # the same file uploaded twice still gets i
 
 st.divider()
 st.subheader(image.name)
-for warning in predictions[position].warnings:
-    st.warning(warning, icon=":material/warning:")
+outcome_view.outcome_banner(predictions[position], model_key=model_key, digest=digest, ident=ident)
+if not predictions[position].probabilities:
+    outcome_view.refused_image(image)
+    st.stop()
 left, right = st.columns([1, 1], gap="medium")
 with left:
-    st.markdown(reading.headline(summary))
+    st.markdown(outcome_view.headline(summary))
     fields = reading.dicom_fields(
         image.meta, show_identifiers=st.session_state.get(f"ids_{ident}", False)
     )
