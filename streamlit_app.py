@@ -18,6 +18,7 @@ PAGES = [
     st.Page("app_pages/performance.py", title="Performance", icon=":material/monitoring:"),
     st.Page("app_pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
     st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:"),
+    st.Page("app_pages/worklist.py", title="Worklist", icon=":material/format_list_numbered:"),
     st.Page("app_pages/models.py", title="Models", icon=":material/description:"),
 ]
 

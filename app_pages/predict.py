@@ -10,6 +10,7 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.artifacts.catalog import checkpoint_digest
+from cxr_core.artifacts.prediction_table import prediction_table_text
 from cxr_core.data.imaging import ImageLimits, LoadedImage, load_image
 from cxr_core.errors import CXRError
 from cxr_core.inference.explain import (
@@ -26,16 +27,17 @@ from cxr_core.inference.explain import (
 )
 from cxr_core.inference.findings import (
     FindingsSummary,
-    export_frame,
     summarise_findings,
 )
 from cxr_core.inference.lungs import LungSegmenter, heatmap_mass_in_mask, heatmap_within_mask
 from cxr_core.inference.outcome import GateVerdict
 from cxr_core.inference.predictor import Predictor
-from cxr_core.utils.csv_safe import frame_csv_text
+from cxr_core.inference.table_rows import upload_rows
 from dashboard import charts, outcome_view, reading, state, viewer
+from dashboard.report_downloads import report_downloads
 from dashboard.tables import table_height
 from dashboard.widgets import cxr_errors, require_entry
+from dashboard.worklist_handover import films_from_worklist
 
 LIMITS = ImageLimits()
 MAX_MB = LIMITS.max_bytes // (1024 * 1024)
@@ -335,6 +337,7 @@ files = st.file_uploader(
     key="predict_files",
     max_upload_size=MAX_MB,
 )
+files = files or films_from_worklist()
 if not files:
     st.info("Upload one or more frontal chest radiographs to see the model's findings.")
     st.stop()
@@ -390,21 +393,23 @@ st.dataframe(
         "warnings": st.column_config.TextColumn(width=160),
     },
 )
-export = export_frame(
+export = upload_rows(
     predictions,
+    images,
+    multilabel=multilabel,
     model=entry.name,
     checkpoint_digest=_digest(model_key, str(entry.model_path)),
     threshold_set=active.name,
-    multilabel=multilabel,
 )
 st.download_button(
     "Download all probabilities (CSV)",
-    frame_csv_text(export),
+    prediction_table_text(predictor.classes, export),
     file_name="predictions.csv",
     mime="text/csv",
     key="predict_csv",
     icon=":material/download:",
-    help="Every class's probability and threshold, the call, the model and its checkpoint SHA-256.",
+    help="Every class's probability and threshold, the call, the input gate's outcome and warnings, the model "
+    "and its checkpoint SHA-256.",
 )
 
 names = [f"{i + 1}. {im.name}" for i, im in enumerate(images)]
@@ -441,6 +446,16 @@ with left:
         reading.lung_area_text(lung_views[position].result.check)
         if lung_views is not None
         else reading.no_lungs_text(lung_model.missing)
+    )
+    report_downloads(
+        predictor,
+        entry,
+        active,
+        files,
+        digest,
+        image,
+        predictions[position],
+        lung_views[position].result if lung_views is not None else None,
     )
 with right:
     st.plotly_chart(

@@ -1,6 +1,6 @@
 """Training throughput as the training loop runs it: images/s and the share spent waiting for data.
 
-A GPU that waits for the DataLoader is wasted; this times ``Trainer.train_epoch`` itself
+A GPU that waits for the DataLoader is wasted; this times ``Engine.train_epoch`` itself
 (same loaders, collation, pinned memory, autocast, GradScaler and EMA as ``cxr train``) for a
 fixed number of steps and reports how long the loop was blocked fetching the next batch.
 A data-wait share above ~10% says: more workers (``num_workers``) or a smaller cache size;
@@ -22,8 +22,8 @@ import time
 import torch
 
 from cxr_core.training.config import load_config
-from cxr_core.training.distributed import init_distributed, shutdown_distributed
-from cxr_core.training.loop import Trainer, loader_workers
+from cxr_core.training.engine import Engine
+from cxr_core.utils.distributed import init_distributed, shutdown_distributed
 
 
 class _TimedLoader:
@@ -50,17 +50,17 @@ def measure(config_path: str, *, steps: int, warmup: int, overrides: dict) -> di
         config = load_config(config_path, overrides={**overrides, "out_dir": out, "ema": None})
         ctx = init_distributed(config.device)
         try:
-            trainer = Trainer(config, ctx, progress=False)
-            trainer.setup()
-            loader = trainer.train_loader
-            trainer.train_loader = _TimedLoader(loader, warmup)
-            trainer.train_epoch(0)  # workers started, cuDNN autotuned, allocator warm
+            engine = Engine(config, ctx, progress=False)
+            engine.setup()
+            loader = engine.loader
+            engine.loader = _TimedLoader(loader, warmup)
+            engine.train_epoch(0)  # workers started, cuDNN autotuned, allocator warm
             timed = _TimedLoader(loader, steps)
-            trainer.train_loader = timed
+            engine.loader = timed
             if ctx.device.type == "cuda":
                 torch.cuda.synchronize(ctx.device)
             start = time.perf_counter()
-            _, images = trainer.train_epoch(
+            _, images = engine.train_epoch(
                 1
             )  # train_epoch reads its loss once at the end: the GPU has finished
             seconds = time.perf_counter() - start
@@ -70,11 +70,11 @@ def measure(config_path: str, *, steps: int, warmup: int, overrides: dict) -> di
         "device": str(ctx.device)
         if ctx.device.type == "cpu"
         else torch.cuda.get_device_name(ctx.device),
-        "amp": trainer._amp_name(),
+        "amp": engine.runtime.amp,
         "architecture": config.model.name,
         "input_size": config.preprocess.input_size,
-        "batch_size": trainer.batch_size,
-        "num_workers": loader_workers(config.num_workers, ctx.local_world_size),
+        "batch_size": engine.batch_size,
+        "num_workers": engine.runtime.workers,
         "steps": len(timed),
         "images_per_s": round(images / seconds, 1),
         "data_wait_share": round(timed.wait / seconds, 3),

@@ -40,13 +40,14 @@ import cv2
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from cxr_core.data.imaging import SUPPORTED_EXTENSIONS, LoadedImage, load_image
+from cxr_core.data.formats.files import list_image_files
+from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.errors import CXRError, UnsuitableImageError
 from cxr_core.inference.domain import LayerGaussian, LayerTap, feature_layers, member_heads
 from cxr_core.inference.gate import InputGate, check_quality, header_refusal
 from cxr_core.inference.gate_fit import DOMAIN_QUANTILE, reference_images
 from cxr_core.inference.outcome import OUT_OF_DOMAIN, REFUSED, SCORED
-from cxr_core.inference.predictor import Predictor, collect_image_paths
+from cxr_core.inference.predictor import Predictor
 from cxr_core.models.checkpoint import read_model_card
 from cxr_core.training.data_setup import build_manifest, data_config_of
 
@@ -125,9 +126,7 @@ def model_sets(
     """The sets one model is measured on, by label (reference films left out)."""
     own = MODEL_DATA[model]
     other = [
-        p
-        for p in collect_image_paths([data / DATASETS[OTHER[own]]], SUPPORTED_EXTENSIONS)
-        if p.name not in used
+        p for p in list_image_files([data / DATASETS[OTHER[own]]]).images if p.name not in used
     ]
     covid = data / "covid19"
     sets = {

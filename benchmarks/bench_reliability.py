@@ -2,10 +2,12 @@
 
 Prints, for the crafted set and for the fuzz mutants, how many files were accepted, refused
 with the project's error, raised another exception, hung (per-file timeout in a worker
-process) or were silently padded (accepted although their pixel data is shorter than the
-header claims). The goal is 0 other / 0 hang / 0 padded, and every crafted file marked
-"refuse" refused. The same seed gives the same mutants, so runs before and after a change
-compare like with like.
+process), were silently padded (accepted although their pixel data is shorter than the
+header claims) or accepted corrupt (a mutant accepted with flat bands its original lacks).
+The goal is 0 other / 0 hang / 0 padded / 0 corrupt, and every crafted file marked "refuse"
+refused. The same seed gives the same mutants, so runs before and after a change compare like
+with like. Then the false refusals: every real image of the shared data loaded, and each one
+refused counted by dataset with its reason (the goal is 0).
 
 Usage: python benchmarks/bench_reliability.py [--data ../shared/data] [--mutants 1000] [--seed 14]
 (set PYTHONPATH to a checkout of another version to measure that version's loader)
@@ -36,6 +38,9 @@ def main() -> int:
     parser.add_argument(
         "--verbose", action="store_true", help="list every file that is not a clear outcome"
     )
+    parser.add_argument(
+        "--no-real", action="store_true", help="skip loading every real image (false refusals)"
+    )
     args = parser.parse_args()
 
     sources = crafted.real_sources(args.data)
@@ -62,7 +67,7 @@ def main() -> int:
             if (
                 args.verbose
                 or (case in [w[0] for w in wrong])
-                or outcome in ("other", "hang", "padded")
+                or outcome in ("other", "hang", "padded", "corrupt")
             ):
                 print(f"  {outcome:8s} {case.name}: {case.why} -> {detail[:160]}")
 
@@ -75,9 +80,37 @@ def main() -> int:
             + ", ".join(f"{k} {v}" for k, v in counts.items())
         )
         for name, outcome, detail in fuzz:
-            if outcome in ("other", "hang", "padded"):
+            if outcome in ("other", "hang", "padded", "corrupt"):
                 print(f"  {outcome:8s} {name}: {detail[:160]}")
+    if not args.no_real:
+        _false_refusals(args.data)
     return 0
+
+
+def _false_refusals(data: Path) -> None:
+    """Load every real image of the shared data; any refusal is a false one."""
+    from cxr_core.data.imaging import load_image
+    from cxr_core.errors import CXRError
+
+    sets = {
+        "NIH": data / "nih14" / "images",
+        "Kermany": data / "pneumonia",
+        "COVID-19": data / "covid19",
+        "Montgomery": data / "lungmasks" / "montgomery" / "images",
+    }
+    for label, folder in sets.items():
+        files = sorted(
+            p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpeg", ".jpg")
+        )
+        refused = []
+        for path in files:
+            try:
+                load_image(path)
+            except CXRError as exc:
+                refused.append(str(exc))
+        print(f"real {label}: {len(files)} images, {len(refused)} refused (goal 0)")
+        for reason in refused[:10]:
+            print(f"  {reason[:200]}")
 
 
 if __name__ == "__main__":

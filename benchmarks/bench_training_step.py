@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from cxr_core.data.labels import NIH14
 from cxr_core.models import create_model
-from cxr_core.training.loop import resolve_amp
+from cxr_core.training.amp import resolve_amp
 
 MODES = {  # name: (channels_last, amp)
     "float32 contiguous": (False, "off"),

@@ -363,17 +363,17 @@ def worker(config_file: str, fail_rank: int | None) -> int:
     """What torchrun starts: ``cxr train``, with rank ``fail_rank`` raising in its first epoch."""
     from cxr_core.cli.main import main
     from cxr_core.errors import CXRError
-    from cxr_core.training import loop
+    from cxr_core.training.engine import Engine
 
     if fail_rank is not None:
-        original = loop.Trainer.train_epoch
+        original = Engine.train_epoch
 
         def train_epoch(self, epoch):
             if self.ctx.rank == fail_rank:
                 raise CXRError(f"injected failure on rank {fail_rank}")
             return original(self, epoch)
 
-        loop.Trainer.train_epoch = train_epoch
+        Engine.train_epoch = train_epoch
     return main(["train", "--config", config_file, "--no-progress"])
 
 

@@ -61,3 +61,16 @@ class TrainingDivergedError(CXRError):
 
 class UnsuitableImageError(ImageLoadError):
     """An image was read but cannot be a radiograph (blank, near-constant, too small, absurd shape)."""
+
+
+class CorruptImageError(UnsuitableImageError):
+    """An image decoded, but its pixel data was damaged in storage or transfer (decoder warnings,
+    flat bands where a scan desynchronised); scoring it would judge the damage, not the film."""
+
+
+class ReportError(CXRError):
+    """A DICOM result object or PDF report cannot be made for an input (not DICOM, no study to attach to)."""
+
+
+class PacsError(CXRError):
+    """The PACS (DICOMweb server) cannot be reached, refuses the credentials, or answers with an error."""

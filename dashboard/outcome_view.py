@@ -16,7 +16,7 @@ import streamlit as st
 
 from cxr_core.data.imaging import LoadedImage
 from cxr_core.inference.findings import FindingsSummary
-from cxr_core.inference.outcome import OUT_OF_DOMAIN, OUTCOME_LABELS, REFUSED
+from cxr_core.inference.outcome import OUT_OF_DOMAIN, REFUSED
 from cxr_core.inference.predictor import Prediction
 from dashboard import reading, viewer
 
@@ -110,7 +110,7 @@ def results_table(
     """The Predict page's table with each image's outcome; refused rows say why instead of calls."""
     table = reading.results_table(summaries, [p.warnings for p in predictions])
     outcome = [
-        OUTCOME_LABELS[p.outcome] + (" · scored anyway" if p.scored_anyway else "")
+        p.outcome.replace("_", " ") + (" · scored anyway" if p.scored_anyway else "")
         for p in predictions
     ]
     table.insert(1, "outcome", outcome)

@@ -22,9 +22,11 @@ from cxr_core.evaluation.run import headline, write_evaluation
 from cxr_core.metrics import evaluation_report
 from cxr_core.models import create_model
 from cxr_core.models.card import ModelCard
+from cxr_core.models.card_signature import card_signature
 from cxr_core.models.checkpoint import (
     CARD_KEY,
     DIGEST_KEY,
+    SIGNATURE_KEY,
     _weights_digest,
     save_checkpoint,
 )
@@ -177,14 +179,24 @@ def write_crafted_checkpoint(
     *,
     metadata: dict[str, str] | None = None,
     digest: bool = True,
+    signed: bool = True,
 ) -> Path:
     """A safetensors file with any card JSON (bypassing ModelCard's checks), as an attacker or a
-    foreign tool could write it; the weights checksum is correct unless ``digest=False``."""
+    foreign tool could write it; the weights checksum is correct unless ``digest=False`` and the
+    card checksum (an attacker can compute it too) unless ``signed=False`` or the card is not JSON."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().clone().contiguous() for k, v in state_dict.items()}
     meta = {CARD_KEY: card if isinstance(card, str) else json.dumps(card), "format": "pt"}
     if digest:
         meta[DIGEST_KEY] = _weights_digest(tensors)
+    if signed and digest:
+        try:
+            parsed = json.loads(meta[CARD_KEY])
+        except (ValueError, RecursionError):
+            parsed = None
+        if parsed is not None:
+            signature = card_signature(parsed, meta[DIGEST_KEY])
+            meta[SIGNATURE_KEY] = json.dumps(signature)
     save_file(tensors, str(path), metadata={**meta, **(metadata or {})})
     return path

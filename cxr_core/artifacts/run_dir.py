@@ -14,8 +14,8 @@ the layout documented in ``docs/architecture.md`` is defined here and nowhere el
     <run>/thresholds/<set>.json, active.txt
     <run>/external.json             instead of model.safetensors: the card of predictions made elsewhere
 
-The predictions file format (``label:<class>`` / ``prob:<class>`` columns) lives here too,
-because writers (evaluation) and readers (catalog, pages) must agree on it.
+An evaluation's predictions file is the one prediction table of
+:mod:`cxr_core.artifacts.prediction_table`, with the truth in its ``label:<class>`` columns.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_core.artifacts.prediction_table import (
+    LABEL_PREFIX,
+    PROB_PREFIX,
+    read_prediction_table,
+)
 from cxr_core.errors import DatasetError
 
 MODEL_FILE = "model.safetensors"
@@ -40,8 +45,6 @@ THRESHOLDS_DIR = "thresholds"
 PREDICTIONS_FILE = "predictions.csv"
 REPORT_FILE = "report.json"
 SCORES_FILE = "scores.csv"
-LABEL_PREFIX = "label:"
-PROB_PREFIX = "prob:"
 
 
 @dataclass(frozen=True)
@@ -130,22 +133,17 @@ def split_arrays(
 
 
 def load_predictions(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """A ``predictions.csv`` and its class names (from the ``prob:`` columns, in order)."""
+    """An evaluation's ``predictions.csv`` (scored rows) and its class names, in order."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(
             f"predictions file {path} does not exist; run `cxr evaluate` to create it"
         )
-    try:
-        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "path": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read predictions file {path}: {exc}") from None
-    classes = [c[len(PROB_PREFIX) :] for c in frame.columns if c.startswith(PROB_PREFIX)]
-    missing = [c for c in ("image_id", "patient_id", "path") if c not in frame.columns]
-    missing += [label_column(c) for c in classes if label_column(c) not in frame.columns]
-    if not classes or missing:
+    table = read_prediction_table(path)
+    frame, classes = table.scored().reset_index(drop=True), table.classes
+    missing = [label_column(c) for c in classes if label_column(c) not in frame.columns]
+    if missing:
         raise DatasetError(
-            f"{path} is not a cxr predictions file: "
-            + (f"missing columns {missing}" if missing else "it has no prob:<class> columns")
+            f"{path} is not an evaluation's predictions file (it has no truth): missing columns {missing}"
         )
     return frame, classes

@@ -13,9 +13,9 @@ import logging
 import pkgutil
 import sys
 
-from cxr_core import __version__
 from cxr_core.cli import commands
 from cxr_core.errors import CXRError
+from cxr_core.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

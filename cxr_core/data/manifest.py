@@ -31,7 +31,8 @@ import pandas as pd
 
 from cxr_core.data.labels import LabelSpace
 from cxr_core.errors import DatasetError
-from cxr_core.utils.atomic import write_atomically, write_text_atomically
+from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.utils.csv_safe import read_table, write_frame_csv
 
 BASE_COLUMNS: tuple[str, ...] = ("image_id", "path", "patient_id", "view", "split")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -147,7 +148,7 @@ class Manifest:
     # Persistence: a CSV for humans and spreadsheets, a JSON sidecar for the label space.
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        write_atomically(path, lambda tmp: self.frame.to_csv(tmp, index=False))
+        write_frame_csv(self.frame, path)
         meta = {"label_space": self.label_space.to_dict(), "source": self.source}
         write_text_atomically(path.with_suffix(".labels.json"), json.dumps(meta, indent=2))
         return path
@@ -159,7 +160,7 @@ class Manifest:
         if not path.is_file() or not side.is_file():
             raise DatasetError(f"manifest {path} (and its {side.name}) not found")
         meta = json.loads(side.read_text())
-        frame = pd.read_csv(
+        frame = read_table(
             path,
             dtype={"image_id": str, "patient_id": str, "view": str, "split": str, "path": str},
             keep_default_na=True,

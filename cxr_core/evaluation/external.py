@@ -13,8 +13,11 @@ The input format (documented in the README), one row per image:
   ``image``; values are the dataset's image ids, file names or paths;
 - one column per class, holding probabilities in [0, 1]; names are harmonised like the
   dataset adapters' (``Effusion`` is ``Pleural Effusion``), a ``prob:`` prefix is allowed;
-- optionally ``patient_id``, ``findings``, ``error`` and ``label:<class>`` columns, which are
-  ignored (labels come from the dataset). ``cxr predict`` output is therefore valid input.
+- optionally ``patient_id``, ``findings``, ``error``, ``label:<class>`` and the other columns of
+  our prediction table (:mod:`cxr_core.artifacts.prediction_table`: gate outcome, warnings,
+  thresholds, provenance), which are ignored (labels come from the dataset). ``cxr predict``
+  output is therefore valid input; it is read back exactly as written (formula-safe cells
+  restored), so a file named ``=1+1_NORMAL_4.jpeg`` matches its image.
 
 Classes predicted but not labelled in the dataset (or the reverse) are listed in the report;
 a column that names no known finding is refused, since it is more likely a typo than a class.
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_core.artifacts.prediction_table import GATE_COLUMNS, THRESHOLD_PREFIX
 from cxr_core.artifacts.run_dir import LABEL_PREFIX, PROB_PREFIX, RunDir, label_column, prob_column
 from cxr_core.data.labels import ClassMapping, canonical_name, is_known_finding, match_classes
 from cxr_core.data.manifest import Manifest
@@ -40,11 +44,24 @@ from cxr_core.metrics import DEFAULT_THRESHOLD, to_jsonable
 from cxr_core.models.card import EXTERNAL, ModelCard
 from cxr_core.models.importing import file_sha256
 from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.utils.csv_safe import read_table
 
 logger = logging.getLogger(__name__)
 
 ID_COLUMNS: tuple[str, ...] = ("image_id", "path", "Image Index", "filename", "file", "image")
-IGNORED_COLUMNS: tuple[str, ...] = ("patient_id", "findings", "error")
+IGNORED_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "findings",
+    "error",
+    "warnings",
+    *GATE_COLUMNS,
+    "lung_fraction",
+    "lung_warning",
+    "borderline",
+    "model",
+    "checkpoint_sha256",
+    "threshold_set",
+)
 _SHOWN = 5
 
 
@@ -68,7 +85,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DatasetError(f"predictions file {path} does not exist")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return read_table(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read predictions file {path} as CSV: {exc}") from None
 
@@ -91,7 +108,7 @@ def _class_columns(table: pd.DataFrame, id_column: str, path: Path) -> dict[str,
             column == id_column
             or column in ID_COLUMNS
             or column in IGNORED_COLUMNS
-            or column.startswith(LABEL_PREFIX)
+            or column.startswith((LABEL_PREFIX, THRESHOLD_PREFIX))
         ):
             continue
         name = column.removeprefix(PROB_PREFIX).strip()

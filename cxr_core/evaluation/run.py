@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cxr_core.artifacts.lung_model import lung_masker_for
+from cxr_core.artifacts.prediction_table import PROB_PREFIX, frame_rows, write_prediction_table
 from cxr_core.artifacts.run_dir import (
     PREDICTIONS_FILE,
     REPORT_FILE,
@@ -43,6 +44,7 @@ from cxr_core.artifacts.run_dir import (
 from cxr_core.artifacts.thresholds_store import CARD_SET, ThresholdStore
 from cxr_core.data.cache import CacheTransform, ImageCache, cache_key, derived_key
 from cxr_core.data.dataset import CXRDataset, eval_transform
+from cxr_core.data.formats import load_dataset
 from cxr_core.data.labels import ClassMapping, match_classes
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig
@@ -71,7 +73,7 @@ from cxr_core.metrics import (
 from cxr_core.models.card import CALIBRATION_METHOD, ModelCard
 from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cxr_core.models.tta import calibrate, class_probabilities
-from cxr_core.utils.atomic import write_atomically, write_text_atomically
+from cxr_core.utils.atomic import write_text_atomically
 from cxr_core.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -566,7 +568,10 @@ def score_predictions(
 
 def write_evaluation(out_dir: str | Path, predictions: pd.DataFrame, report: dict) -> Path:
     out_dir = Path(out_dir)
-    write_atomically(out_dir / PREDICTIONS_FILE, lambda tmp: predictions.to_csv(tmp, index=False))
+    classes = [
+        c.removeprefix(PROB_PREFIX) for c in predictions.columns if c.startswith(PROB_PREFIX)
+    ]
+    write_prediction_table(out_dir / PREDICTIONS_FILE, classes, frame_rows(predictions, classes))
     text = json.dumps(to_jsonable(report), indent=1, allow_nan=False)
     write_text_atomically(out_dir / REPORT_FILE, text)
     return out_dir
@@ -607,7 +612,6 @@ def finalise_checkpoint(
     card.calibration = {}
     ckpt.card = card
     multilabel = card.get_label_space().multilabel
-    task = card.label_space["task"]
     raw = predict_split(
         ckpt,
         val_manifest,
@@ -617,16 +621,7 @@ def finalise_checkpoint(
         progress=progress,
         calibrated=False,
     )
-    labels, raw_probs = split_arrays(raw, card.classes)
-    fitted = fit_temperature(labels, raw_probs, task)
-    temperature = [float(t) if np.isfinite(t) else 1.0 for t in fitted]
-    card.calibration = {
-        "method": CALIBRATION_METHOD,
-        "temperature": temperature,
-        "fitted_on": "val",
-        "fit": "negative log-likelihood on all validation cases; classes without positives and negatives keep 1.0",
-    }
-    predictions = calibrate_predictions(raw, card.classes, temperature, multilabel=multilabel)
+    predictions = _fit_calibration(raw, card)
     spec = parse_threshold_spec(operating_point or DEFAULT_OPERATING_POINT) if multilabel else None
     keys = default_subgroups(val_manifest) if subgroups is None else list(subgroups)
     report = score_predictions(
@@ -639,7 +634,37 @@ def finalise_checkpoint(
         uncalibrated=raw,
         subgroups=subgroup_values(val_manifest, keys),
     )
+    _record_validation(card, report, spec)
+    report["evaluation"] = _evaluation_info(best_path, card, "val", val_manifest)
+    save_checkpoint(
+        best_path, ckpt.state_dict, card, half=half, gate=ckpt.gate
+    )  # a re-stamp keeps the input gate
+    write_evaluation(out_dir, predictions, report)
     if multilabel:
+        _save_max_f1_preset(best_path, card, *split_arrays(predictions, card.classes))
+    logger.info("%s", format_report(report))
+    return report
+
+
+def _fit_calibration(raw: pd.DataFrame, card: ModelCard) -> pd.DataFrame:
+    """Fit one temperature per class on all validation cases into the card; the calibrated scores."""
+    labels, raw_probs = split_arrays(raw, card.classes)
+    fitted = fit_temperature(labels, raw_probs, card.label_space["task"])
+    temperature = [float(t) if np.isfinite(t) else 1.0 for t in fitted]
+    card.calibration = {
+        "method": CALIBRATION_METHOD,
+        "temperature": temperature,
+        "fitted_on": "val",
+        "fit": "negative log-likelihood on all validation cases; classes without positives and negatives keep 1.0",
+    }
+    multilabel = card.get_label_space().multilabel
+    return calibrate_predictions(raw, card.classes, temperature, multilabel=multilabel)
+
+
+def _record_validation(card: ModelCard, report: dict, spec: ThresholdSpec | None) -> None:
+    """The card's thresholds (multilabel: the operating point's, fitted on all of validation)
+    and its validation headline, from the validation report."""
+    if card.get_label_space().multilabel:
         final = report["operating_point"]["per_class"]
         fallback = [c for c in card.classes if final[c]["threshold"] is None]
         card.thresholds = {c: report["per_class"][c]["threshold"] for c in card.classes}
@@ -655,15 +680,6 @@ def finalise_checkpoint(
         "threshold_fallback_classes": fallback,
         "manifest_fingerprint": card.data.get("manifest_fingerprint", ""),
     }
-    report["evaluation"] = _evaluation_info(best_path, card, "val", val_manifest)
-    save_checkpoint(
-        best_path, ckpt.state_dict, card, half=half, gate=ckpt.gate
-    )  # a re-stamp keeps the input gate
-    write_evaluation(out_dir, predictions, report)
-    if multilabel:
-        _save_max_f1_preset(best_path, card, labels, split_arrays(predictions, card.classes)[1])
-    logger.info("%s", format_report(report))
-    return report
 
 
 def _save_max_f1_preset(
@@ -778,7 +794,7 @@ def open_cache_for(
 
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
-    manifest: Manifest,
+    manifest: Manifest | str | Path,
     split: str,
     out_dir: str | Path,
     *,
@@ -793,12 +809,16 @@ def evaluate_checkpoint(
 ) -> dict:
     """Predict ``split`` of ``manifest``, score it and write the report.
 
+    ``manifest`` may also be a dataset folder or label file, read by its format's adapter with
+    the splits the dataset itself defines (a ``test/`` folder, NIH's official test list).
     ``thresholds``: None = as the card was made (cross-fitted again on the card's own
     validation split, which reproduces the card; the card's thresholds on any other split),
     ``"card"``, a threshold spec (cross-fitted on this split) or the name of a threshold set
     saved next to the checkpoint. ``subgroups``: manifest keys (``view``, ``sex``, ``age``).
     """
     checkpoint_path = Path(checkpoint_path)
+    if not isinstance(manifest, Manifest):
+        manifest = load_dataset(manifest)
     ckpt = load_checkpoint(checkpoint_path)
     mapping = class_mapping(ckpt.card, manifest)
     card = card_on_classes(ckpt.card, mapping)

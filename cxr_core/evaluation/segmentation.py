@@ -26,6 +26,7 @@ from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import Checkpoint, load_checkpoint
 from cxr_core.models.segmentation import predict_mask_probs
 from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.utils.csv_safe import write_frame_csv
 from cxr_core.utils.device import resolve_device
 from cxr_core.utils.tasks import Task
 
@@ -93,7 +94,7 @@ def write_split(folder: str | Path, frame: pd.DataFrame, report: dict) -> Path:
     """``scores.csv`` + ``report.json`` into ``folder``, each written atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(folder / SCORES_FILE, frame.to_csv(index=False))
+    write_frame_csv(frame, folder / SCORES_FILE)
     write_text_atomically(folder / REPORT_FILE, json.dumps(report, indent=2, allow_nan=True))
     return folder
 

@@ -42,7 +42,7 @@ from torch import nn
 
 from cxr_core.errors import ConfigError
 from cxr_core.inference.burned_in import burned_in_text_mask
-from cxr_core.inference.predictor import ImageInput, Predictor, image_pixels
+from cxr_core.inference.predictor import ImageInput, Predictor, image_list, image_pixels
 from cxr_core.models.ensemble import Ensemble
 
 Heatmap = np.ndarray
@@ -182,6 +182,7 @@ def explain_batch(
         )
     if not images:
         return []
+    images = image_list(images)  # paths read once
     cam_class = method_class(method)
     indices = [predictor.label_space.index(name) for name in class_names]
     pixels = [image_pixels(im, i)[0] for i, im in enumerate(images)]

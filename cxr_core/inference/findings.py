@@ -4,9 +4,7 @@ A table of 14 probabilities in fixed class order makes the reader hunt for the p
 hides calls that sit on the threshold. :func:`summarise_findings` orders findings (positives
 first, then by probability), marks borderline calls, gives one case-level abnormality score,
 and for single-label (multiclass) models names the most probable class and the runner-up,
-flagging near ties. :func:`export_frame` is the full per-image matrix with everything needed
-to reproduce the calls (model, checkpoint digest, threshold set and values) and the input
-gate's outcome of each image.
+flagging near ties.
 
 The gate's outcome shapes the summary: a refused image has no findings at all; an
 out-of-domain one keeps its probabilities in reading order but calls nothing and marks nothing
@@ -25,11 +23,9 @@ Bands (absolute probability differences, documented in the dashboard):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from cxr_core.data.labels import NO_FINDING
 from cxr_core.inference.outcome import OUT_OF_DOMAIN, SCORED
@@ -157,41 +153,3 @@ def summarise_findings(
         near_tie=second is not None and probs[top] - probs[second] <= tie_margin + 1e-12,
         **gate,
     )
-
-
-def export_frame(
-    predictions: Sequence[Prediction],
-    *,
-    model: str,
-    checkpoint_digest: str,
-    threshold_set: str,
-    multilabel: bool,
-) -> pd.DataFrame:
-    """One row per image: file, calls, every probability and threshold, and the model that made them.
-
-    Columns: ``file, outcome, scored_anyway, reason, warnings, model, checkpoint_sha256,
-    threshold_set, positive, borderline, prob:<class>…, threshold:<class>…``. Multiclass rows
-    record ``argmax`` as the threshold set and leave thresholds empty, because the call is the
-    most probable class; refused rows leave the probabilities empty.
-    """
-    rows = []
-    for p in predictions:
-        summary = summarise_findings(p, multilabel=multilabel)
-        row: dict = {
-            "file": p.name,
-            "outcome": p.outcome,
-            "scored_anyway": p.scored_anyway,
-            "reason": p.reason,
-            "warnings": " | ".join(p.warnings),
-            "model": model,
-            "checkpoint_sha256": checkpoint_digest,
-            "threshold_set": threshold_set if multilabel else "argmax",
-            "positive": "; ".join(f.name for f in summary.findings if f.positive),
-            "borderline": "; ".join(f.name for f in summary.borderline),
-        }
-        row |= {f"prob:{c}": p.probabilities.get(c) for c in p.thresholds}
-        row |= {
-            f"threshold:{c}": (p.thresholds.get(c) if multilabel else None) for c in p.thresholds
-        }
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -31,7 +31,8 @@ from torch import nn
 
 from cxr_core.artifacts.lung_model import lung_masker_for
 from cxr_core.data.cache import ImageCache
-from cxr_core.data.imaging import SUPPORTED_EXTENSIONS, load_image
+from cxr_core.data.formats.files import list_image_files
+from cxr_core.data.imaging import load_image
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
 from cxr_core.errors import ConfigError, CXRError
@@ -45,7 +46,6 @@ from cxr_core.inference.domain import (
 )
 from cxr_core.inference.gate import GATE_VERSION, header_refusal, training_age_range
 from cxr_core.inference.gate import check_quality as _check_quality
-from cxr_core.inference.predictor import collect_image_paths
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import load_checkpoint, stamp_checkpoint
 from cxr_core.utils.device import resolve_device
@@ -78,7 +78,7 @@ def reference_images(
     folder: str | Path, *, limit: int = MAX_REFERENCE, seed: int = 0
 ) -> ReferenceImages:
     """The images ``cxr gate fit`` takes from a reference folder (the benchmark leaves them out)."""
-    paths = collect_image_paths([folder], SUPPORTED_EXTENSIONS)
+    paths = list_image_files([folder]).images
     order = np.random.default_rng(seed).permutation(len(paths))[:limit]
     half = len(order) // 2
     return ReferenceImages(

@@ -171,6 +171,49 @@ def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _usable_boxes(
+    boxes: pd.DataFrame, classes: Sequence[str], images_dir: Path
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The boxes of a model class whose image is in ``images_dir``, and counts of the others."""
+    in_model = boxes["finding"].isin(classes)
+    present = boxes["image_id"].map(lambda name: (images_dir / name).is_file())
+    skipped = {
+        "finding not a model class": int((~in_model).sum()),
+        "image not found": int((in_model & ~present).sum()),
+    }
+    usable = boxes[in_model & present]
+    if usable.empty:
+        raise DatasetError(
+            f"no box in the list names a class of this model ({', '.join(classes)}) "
+            f"with its image in {images_dir}"
+        )
+    return usable, skipped
+
+
+def _box_records(
+    heatmap: np.ndarray,
+    rows: pd.DataFrame,
+    keys: dict,
+    extra: dict,
+    level: float,
+    original_size: int,
+) -> list[dict]:
+    """One record per box of an (image, finding): ``keys``, how the heatmap meets the box, ``extra``."""
+    records = []
+    for _, row in rows.iterrows():
+        box = scale_box((row.x, row.y, row.w, row.h), heatmap.shape, original_size)
+        records.append(
+            {
+                **keys,
+                "hit": pointing_hit(heatmap, box),
+                "center_hit": center_hit(heatmap.shape, box),
+                "iou": heatmap_iou(heatmap, box, level),
+                **extra,
+            }
+        )
+    return records
+
+
 def evaluate_localisation(
     predictor: Predictor,
     boxes: pd.DataFrame,
@@ -208,18 +251,7 @@ def evaluate_localisation(
     text_settings = tuple(dict.fromkeys(mask_text)) if mask_text else (DEFAULT_MASK_TEXT,)
 
     images_dir = Path(images_dir)
-    in_model = boxes["finding"].isin(predictor.classes)
-    present = boxes["image_id"].map(lambda name: (images_dir / name).is_file())
-    skipped = {
-        "finding not a model class": int((~in_model).sum()),
-        "image not found": int((in_model & ~present).sum()),
-    }
-    usable = boxes[in_model & present]
-    if usable.empty:
-        raise DatasetError(
-            f"no box in the list names a class of this model ({', '.join(predictor.classes)}) "
-            f"with its image in {images_dir}"
-        )
+    usable, skipped = _usable_boxes(boxes, predictor.classes, images_dir)
     pairs = list(usable.groupby(["image_id", "finding"], sort=True).groups.items())
     records = []
     lung_masks: dict[str, np.ndarray] = {}
@@ -242,27 +274,19 @@ def evaluate_localisation(
             text = burned_in_text_mask(image.pixels) if any(text_settings) else None
             for border, masked_text in ((b, t) for b in borders for t in text_settings):
                 heatmap = mask_border(raw, border, text if masked_text else None)
+                keys = {
+                    "image_id": image_id,
+                    "finding": finding,
+                    "border": float(border),
+                    "mask_text": bool(masked_text),
+                }
                 in_lung = (
                     {"in_lung": heatmap_mass_in_mask(heatmap, lung_masks[image_id])}
                     if lungs is not None
                     else {}
                 )
-                for _, box_row in usable.loc[index].iterrows():
-                    box = scale_box(
-                        (box_row.x, box_row.y, box_row.w, box_row.h), heatmap.shape, original_size
-                    )
-                    records.append(
-                        {
-                            "image_id": image_id,
-                            "finding": finding,
-                            "border": float(border),
-                            "mask_text": bool(masked_text),
-                            "hit": pointing_hit(heatmap, box),
-                            "center_hit": center_hit(heatmap.shape, box),
-                            "iou": heatmap_iou(heatmap, box, level),
-                            **in_lung,
-                        }
-                    )
+                boxes_here = usable.loc[index]
+                records += _box_records(heatmap, boxes_here, keys, in_lung, level, original_size)
         bar.update(len(chunk))
     bar.close()
     per_box = pd.DataFrame(records)

@@ -28,7 +28,7 @@ WITH_PROBABILITIES = frozenset({SCORED, OUT_OF_DOMAIN})
 OUTCOME_LABELS = {
     SCORED: "scored",
     OUT_OF_DOMAIN: "out of domain",
-    REFUSED: "refused",
+    REFUSED: "refused by the input gate",
     UNREADABLE: "unreadable",
 }
 

@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from cxr_core.artifacts.lung_model import lung_masker_for
-from cxr_core.data.imaging import UNSUPPORTED_IMAGE_EXTENSIONS, LoadedImage, load_image
+from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
 from cxr_core.errors import (
@@ -60,7 +59,7 @@ from cxr_core.models.tta import check_tta, class_probabilities
 from cxr_core.utils.device import resolve_device
 from cxr_core.utils.tasks import Task
 
-ImageInput = LoadedImage | np.ndarray
+ImageInput = LoadedImage | np.ndarray | str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -115,14 +114,47 @@ class FileResult:
         return self.prediction.warnings if self.prediction is not None else []
 
 
+def as_image(image: ImageInput) -> LoadedImage | np.ndarray:
+    """A path read with ``load_image``; anything else as given (checked by :func:`image_pixels`)."""
+    return load_image(image) if isinstance(image, (str, os.PathLike)) else image
+
+
+def image_list(images: Sequence[ImageInput]) -> list[LoadedImage | np.ndarray]:
+    """``images`` with paths read; a single image or ``None`` where a list belongs is refused
+    (a path string would otherwise be taken as a list of one-letter file names)."""
+    single = isinstance(images, (str, os.PathLike, LoadedImage, bytes)) or (
+        isinstance(images, np.ndarray) and images.ndim < 3
+    )
+    if images is None or single:
+        raise ImageLoadError(
+            f"expected a list of images (paths, LoadedImage or arrays), got one {type(images).__name__}; "
+            "wrap a single image in a list: predict([image])."
+        )
+    return [as_image(im) for im in images]
+
+
 def image_pixels(image: ImageInput, position: int = 0) -> tuple[np.ndarray, str]:
-    """Gray float32 (H, W) pixels and a display name; uint8 arrays are scaled to [0, 1]."""
+    """Gray float32 (H, W) pixels and a display name; uint8 arrays are scaled to [0, 1].
+
+    A path (``str`` or ``os.PathLike``) is read with ``load_image``. Arrays must be real-valued
+    (bool, integer or float), finite and 2-D: a NaN or infinite image would otherwise flow into
+    the model and come out as confident findings. Anything else raises ``ImageLoadError``.
+    """
+    image = as_image(image)
     if isinstance(image, LoadedImage):
         pixels, name = image.pixels, image.name
     elif isinstance(image, np.ndarray):
         pixels, name = image, f"image #{position + 1}"
     else:
-        raise TypeError(f"expected a LoadedImage or a numpy array, got {type(image).__name__}")
+        raise ImageLoadError(
+            f"image #{position + 1}: expected a file path, a LoadedImage or a numpy array, got "
+            f"{type(image).__name__}; read files with cxr_core.data.imaging.load_image."
+        )
+    if pixels.dtype.kind not in "biuf":
+        raise ImageLoadError(
+            f"{name}: the array holds {pixels.dtype} values; an image must hold numbers "
+            "(uint8 0-255, or floats in [0, 1])."
+        )
     if pixels.ndim != 2 or min(pixels.shape) < 1:
         raise ImageLoadError(
             f"{name}: expected one grayscale image of shape (height, width), got an array of shape "
@@ -130,7 +162,14 @@ def image_pixels(image: ImageInput, position: int = 0) -> tuple[np.ndarray, str]
         )
     if pixels.dtype == np.uint8:
         return pixels.astype(np.float32) / 255.0, name
-    return pixels.astype(np.float32, copy=False), name
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+        pixels = pixels.astype(np.float32, copy=False)
+    if not np.isfinite(pixels).all():
+        raise ImageLoadError(
+            f"{name}: the array contains NaN or infinite values (or values too large for float32); "
+            "an image must hold finite numbers. Check how the array was made."
+        )
+    return pixels, name
 
 
 class Predictor:
@@ -281,6 +320,7 @@ class Predictor:
         Raises ``UnsuitableImageError`` for an image the input gate refuses before the model runs
         (blank, too small, another modality or body part).
         """
+        image = as_image(image)
         pixels, name = image_pixels(image, position)
         self.gate.refuse_early(pixels, name, image.meta if isinstance(image, LoadedImage) else None)
         array = to_cache_array(pixels, self.preprocess.cache_size)
@@ -359,6 +399,7 @@ class Predictor:
         per upload); otherwise the gate segments the images it lets through itself.
         """
         _check_batch_size(batch_size)
+        images = image_list(images)
         if lungs is not None and len(lungs) != len(images):
             raise ValueError(
                 f"assess needs one lung result per image: {len(images)} images, {len(lungs)} results"
@@ -466,6 +507,7 @@ class Predictor:
         ``score_anyway``: also call the findings of out-of-domain images (recorded per image).
         """
         used = self.resolve_thresholds(thresholds)
+        images = image_list(images)
         probs, verdicts = self.assess(images, batch_size=batch_size)
         names = [
             im.name if isinstance(im, LoadedImage) else f"image #{i + 1}"
@@ -598,33 +640,3 @@ class Predictor:
 def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
-
-
-def collect_image_paths(
-    inputs: Iterable[str | os.PathLike[str]], extensions: Iterable[str]
-) -> list[Path]:
-    """Files as given plus entries named like images found recursively in folders, sorted per folder.
-
-    Inside folders every entry with one of ``extensions`` or a known unsupported image
-    extension is listed whatever it is (a GIF, a dangling link, a named pipe, a folder called
-    ``x.png``), so that each gets a row saying why it cannot be read instead of vanishing.
-    Raises ``ImageLoadError`` for a path that does not exist or a folder without images,
-    because both are almost always a typo in the command.
-    """
-    exts = {e.lower() for e in extensions}
-    listed = exts | UNSUPPORTED_IMAGE_EXTENSIONS
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in listed)
-            if not inside:
-                raise ImageLoadError(
-                    f"{path}: the folder contains no images ({', '.join(sorted(exts))})."
-                )
-            found.extend(inside)
-        elif path.exists() or path.is_symlink():  # a dangling link gets its row like any other file
-            found.append(path)
-        else:
-            raise ImageLoadError(f"{path}: no such file or folder.")
-    return found

@@ -9,12 +9,12 @@ from cxr_core.models import segmentation as _segmentation  # noqa: F401  (regist
 from cxr_core.models.finetune import apply_finetune, freeze_bn_stats
 from cxr_core.models.registry import (
     DEFAULT_MODEL,
-    ModelSpec,
     create_model,
     get_model_spec,
     list_models,
     register_model,
 )
+from cxr_core.models.spec import ModelSpec
 
 __all__ = [
     "DEFAULT_MODEL",

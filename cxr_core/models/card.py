@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-import cxr_core
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import CheckpointError, CXRError
 from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.models.ensemble import MemberSpec
 from cxr_core.models.tta import TTA_MODES
+from cxr_core.version import __version__
 
 FORMAT_VERSION = 1
 CALIBRATION_METHOD = "temperature"
@@ -42,7 +42,7 @@ def software_versions() -> dict[str, str]:
     import torchvision
 
     return {
-        "cxr_core": cxr_core.__version__,
+        "cxr_core": __version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
@@ -253,7 +253,7 @@ class ModelCard:
         if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"checkpoint format version {version} is newer than this cxr_core understands "
-                f"({FORMAT_VERSION}); upgrade cxr_core (installed {cxr_core.__version__}) to load it"
+                f"({FORMAT_VERSION}); upgrade cxr_core (installed {__version__}) to load it"
             )
         known = {f.name for f in fields(cls)}
         required = {"architecture", "num_classes", "label_space", "preprocess"}

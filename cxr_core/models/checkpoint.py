@@ -8,13 +8,19 @@ PyTorch ``.pt``/``.pth`` pickles are refused outright: unpickling one can run ar
 
 Files are written atomically (temporary file in the same folder, fsync, rename), so a crash or
 a full disk leaves either the old checkpoint or the new one, never a torn file. A SHA-256 of
-the tensor bytes is stored alongside the card so silent corruption is caught on load.
+the tensor bytes is stored alongside the card so silent corruption is caught on load, and one
+checksum over the whole card, the weights and the gate statistics
+(:mod:`cxr_core.models.card_signature`) refuses a card edited after cxr wrote it, naming the
+fields that changed. A checkpoint of the format before that checksum is refused with the
+command that signs it (``cxr card sign``): loading unsigned cards would make removing the
+checksum a way around it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +31,8 @@ from torch import nn
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import CheckpointError
-from cxr_core.models.card import ModelCard
+from cxr_core.models.card import MAX_CARD_BYTES, ModelCard
+from cxr_core.models.card_signature import card_signature, changed_fields
 from cxr_core.models.ensemble import MemberSpec, build_ensemble, ensemble_target_layers
 from cxr_core.models.registry import create_model, get_model_spec, list_models
 from cxr_core.models.weights import check_fit
@@ -34,6 +41,7 @@ from cxr_core.utils.atomic import write_atomically
 CARD_KEY = "cxr_model_card"
 DIGEST_KEY = "cxr_weights_sha256"
 GATE_DIGEST_KEY = "cxr_gate_sha256"
+SIGNATURE_KEY = "cxr_card_signature"
 # Tensors under this prefix are the input gate's reference statistics, not model weights:
 # they are kept out of the model's state dict and have their own checksum, so stamping them
 # into a checkpoint leaves the weights and their checksum untouched.
@@ -76,7 +84,8 @@ def _write(
 ) -> Path:
     from safetensors.torch import save_file
 
-    metadata = {CARD_KEY: card.to_json(), DIGEST_KEY: _weights_digest(weights), "format": "pt"}
+    text = card.to_json()
+    metadata = {CARD_KEY: text, DIGEST_KEY: _weights_digest(weights), "format": "pt"}
     tensors = dict(weights)
     if gate:
         tensors.update(
@@ -88,6 +97,10 @@ def _write(
         metadata[GATE_DIGEST_KEY] = _weights_digest(
             {k: v for k, v in tensors.items() if k.startswith(GATE_PREFIX)}
         )
+    signature = card_signature(
+        json.loads(text), metadata[DIGEST_KEY], metadata.get(GATE_DIGEST_KEY, "")
+    )
+    metadata[SIGNATURE_KEY] = json.dumps(signature, sort_keys=True)
     return write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
@@ -116,16 +129,37 @@ def stamp_checkpoint(path: str | Path, card: ModelCard, gate: dict[str, torch.Te
     """Rewrite a checkpoint with a new card and gate statistics, its weight tensors byte for byte.
 
     The stored weights are re-read (and verified) as stored, not cast, so the weights checksum
-    stays what it was; only the card and the gate tensors change.
+    stays what it was; only the card, the gate tensors and the card's checksum change.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     old = load_checkpoint(path)
-    if card.architecture != old.card.architecture or card.classes != old.card.classes:
+    _check_same_model(path, old.card, card)
+    return _rewrite(path, card, gate)
+
+
+def sign_checkpoint(path: str | Path) -> ModelCard:
+    """Sign the card of a checkpoint written before cards were signed (or knowingly edited):
+    the card is checked as on every load, the weights against their checksum, and the file
+    rewritten with the card as cxr reads it (fields an older card lacks written with their
+    defaults, e.g. an empty ``gate``) and its checksum (``cxr card sign``). The weight and gate
+    tensors are kept byte for byte."""
+    path = Path(path)
+    old = _load(path, signed=False)
+    _rewrite(path, old.card, old.gate)
+    return old.card
+
+
+def _check_same_model(path: Path, old: ModelCard, card: ModelCard) -> None:
+    if card.architecture != old.architecture or card.classes != old.classes:
         raise CheckpointError(
-            f"{path}: a new card must describe the same model ({old.card.architecture}, {list(old.card.classes)})"
+            f"{path}: a new card must describe the same model ({old.architecture}, {list(old.classes)})"
         )
+
+
+def _rewrite(path: Path, card: ModelCard, gate: dict[str, torch.Tensor]) -> Path:
+    """The weight tensors byte for byte (re-read as stored, not cast) under a new card and gate."""
+    from safetensors.torch import load_file
+
     weights = {k: v for k, v in load_file(str(path)).items() if not k.startswith(GATE_PREFIX)}
     return _write(path, weights, gate, card)
 
@@ -213,11 +247,12 @@ def head_modules(card: ModelCard, model: nn.Module) -> list[nn.Module]:
 
 
 def read_model_card(path: str | Path) -> ModelCard:
-    """Only the card, without reading the weights (for listings and the dashboard)."""
-    return _read_header(Path(path))[0]
+    """Only the card, without reading the weights (for listings and the dashboard); its
+    checksum is verified, so an edited card is refused here too."""
+    return _read_header(Path(path), signed=True)[0]
 
 
-def _read_header(path: Path) -> tuple[ModelCard, dict[str, str]]:
+def _read_header(path: Path, *, signed: bool) -> tuple[ModelCard, dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
@@ -237,9 +272,51 @@ def _read_header(path: Path) -> tuple[ModelCard, dict[str, str]]:
             "`cxr import --weights FILE --arch NAME --classes LIST` turns it into a checkpoint"
         )
     try:
-        return ModelCard.from_json(metadata[CARD_KEY]), metadata
+        card = ModelCard.from_json(metadata[CARD_KEY])
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+    if DIGEST_KEY not in metadata:
+        raise CheckpointError(
+            f"{path} has a model card but no weights checksum ({DIGEST_KEY}); every checkpoint cxr writes "
+            "carries one, so this file was altered. Restore it or retrain."
+        )
+    if signed:
+        _verify_signature(path, metadata)
+    return card, metadata
+
+
+def _verify_signature(path: Path, metadata: dict[str, str]) -> None:
+    """The card, weights and gate checksums as signed; a difference names the changed fields."""
+    text = metadata.get(SIGNATURE_KEY)
+    if text is None:
+        raise CheckpointError(
+            f"{path} was written before model cards were signed (no {SIGNATURE_KEY}), so an edit to its "
+            f"card (classes, thresholds, preprocessing) could not be detected. If the file is yours and "
+            f"unmodified, sign it once: cxr card sign --checkpoint {path}"
+        )
+    try:
+        signature = json.loads(text) if len(text) <= MAX_CARD_BYTES else None
+    except ValueError:
+        signature = None
+    if not isinstance(signature, dict):
+        raise CheckpointError(
+            f"{path}: the model card's checksum entry is damaged; restore the file"
+        )
+    card = json.loads(metadata[CARD_KEY])
+    expected = card_signature(card, metadata[DIGEST_KEY], metadata.get(GATE_DIGEST_KEY, ""))
+    if signature.get("sha256") == expected["sha256"]:
+        return
+    changed = changed_fields(signature, card)
+    what = (
+        f"its card fields {', '.join(changed)} changed"
+        if changed
+        else "its weights or input-gate checksum entries changed"
+    )
+    raise CheckpointError(
+        f"{path} was modified after cxr signed it: {what}. A card that was edited could swap classes or "
+        "thresholds silently, so it is refused. Restore the file; if the edit was intended, re-sign it: "
+        f"cxr card sign --checkpoint {path}"
+    )
 
 
 def load_checkpoint(
@@ -251,15 +328,30 @@ def load_checkpoint(
     """Read and verify a checkpoint; every failure is a :class:`CheckpointError` saying why.
 
     Verified here, once, for every reader: the card (schema, via :class:`ModelCard`), the
-    architecture is one this version has, the checksums (mandatory), and every weight is a
+    checksum over card, weights and gate, the architecture is one this version has, the
+    weights and gate checksums (mandatory), and every weight is a
     finite float of the card's declared dtype (integers only where the model keeps counters)
     with the key and shape the architecture expects.
     """
+    return _load(
+        Path(path),
+        signed=True,
+        expect_architecture=expect_architecture,
+        expect_classes=expect_classes,
+    )
+
+
+def _load(
+    path: Path,
+    *,
+    signed: bool,
+    expect_architecture: str | None = None,
+    expect_classes: Sequence[str] | None = None,
+) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
-    card, metadata = _read_header(path)
+    card, metadata = _read_header(path, signed=signed)
     if expect_architecture is not None and card.architecture != expect_architecture:
         raise CheckpointError(
             f"{path} holds a {card.architecture} model, but {expect_architecture} was expected"
@@ -269,11 +361,6 @@ def load_checkpoint(
             f"{path} predicts classes {list(card.classes)}, but {list(expect_classes)} were expected"
         )
     _check_architecture_registered(card, path)
-    if DIGEST_KEY not in metadata:
-        raise CheckpointError(
-            f"{path} has a model card but no weights checksum ({DIGEST_KEY}); every checkpoint cxr writes "
-            "carries one, so this file was altered. Restore it or retrain."
-        )
     try:
         tensors = load_file(str(path))
     except SafetensorError as exc:

@@ -24,11 +24,10 @@ import torch
 from torch import nn
 
 from cxr_core.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from cxr_core.models.spec import ModelSpec
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
-
-    from cxr_core.models.registry import ModelSpec
 
 StateDict = dict[str, torch.Tensor]
 

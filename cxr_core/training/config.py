@@ -119,13 +119,12 @@ class EvalConfig:
 
 TASK_CLASSIFICATION = "classification"
 TASK_SEGMENTATION = "segmentation"
-TRAINING_TASKS = (TASK_CLASSIFICATION, TASK_SEGMENTATION)
 SEGMENTATION_LOSS = "dice_bce"
 
 
 @dataclass
 class TrainConfig:
-    # classification (cxr_core.training.loop) | segmentation (cxr_core.training.segmentation)
+    # a registered training task (cxr_core.training.task): classification | segmentation
     task: str = TASK_CLASSIFICATION
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -236,30 +235,7 @@ class TrainConfig:
             f"({self.preprocess.input_size}) cannot exceed data.cache_size "
             f"({self.data.cache_size}); upsampling cached images loses detail silently",
         )
-        _need(
-            self.model.in_chans in (1, 3),
-            "model.in_chans",
-            f"must be 1 or 3, got {self.model.in_chans}",
-        )
-        _need(
-            0.0 <= self.model.dropout < 1.0,
-            "model.dropout",
-            f"must be in [0, 1), got {self.model.dropout}",
-        )
-        for key, stats in (
-            ("preprocess.mean", self.preprocess.mean),
-            ("preprocess.std", self.preprocess.std),
-        ):
-            _need(
-                stats is None or len(stats) == 3,
-                key,
-                "needs 3 values (one per RGB channel; gray input uses the first)",
-            )
-        _need(
-            self.task in TRAINING_TASKS,
-            "task",
-            f"must be {' or '.join(TRAINING_TASKS)}, not {self.task!r}",
-        )
+        _check_model(self.model, self.preprocess)
         _check_lung_mask(self.preprocess, self.task)
         if self.task == TASK_SEGMENTATION:
             _need(
@@ -278,77 +254,11 @@ class TrainConfig:
                 "loss.kind",
                 f"must be auto, bce, ce or focal, not {self.loss.kind!r}",
             )
-        _need(
-            self.optim.name in ("adam", "adamw", "nadam"),
-            "optim.name",
-            f"must be adam, adamw or nadam, not {self.optim.name!r}",
-        )
-        _need(self.optim.lr > 0, "optim.lr", f"must be > 0, got {self.optim.lr}")
-        _need(
-            self.optim.weight_decay >= 0,
-            "optim.weight_decay",
-            f"must be >= 0, got {self.optim.weight_decay}",
-        )
-        _need(
-            self.optim.batch_size >= 1,
-            "optim.batch_size",
-            f"must be >= 1, got {self.optim.batch_size}",
-        )
-        _need(
-            self.optim.grad_accum >= 1,
-            "optim.grad_accum",
-            f"must be >= 1, got {self.optim.grad_accum}",
-        )
-        gb = self.optim.global_batch_size
-        _need(
-            gb is None or gb >= self.optim.grad_accum,
-            "optim.global_batch_size",
-            f"must be null or at least optim.grad_accum ({self.optim.grad_accum}), got {gb}",
-        )
-        _need(
-            self.schedule.name in ("plateau", "cosine", "constant"),
-            "schedule.name",
-            f"must be plateau, cosine or constant, not {self.schedule.name!r}",
-        )
-        _need(self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
-        _need(
-            0.0 < self.schedule.factor < 1.0,
-            "schedule.factor",
-            f"must be in (0, 1), got {self.schedule.factor}",
-        )
-        _need(self.schedule.patience >= 0, "schedule.patience", "must be >= 0")
-        _need(self.schedule.min_lr >= 0, "schedule.min_lr", "must be >= 0")
-        es = self.early_stopping.patience
-        _need(es is None or es >= 1, "early_stopping.patience", f"must be >= 1 or null, got {es}")
-        _need(self.ema is None or 0.0 < self.ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
+        _check_optim(self.optim)
+        _check_schedule(self.schedule, self.early_stopping, self.ema)
         _check_eval(self.eval)
-        _need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        _need(
-            self.num_workers == "auto"
-            or (isinstance(self.num_workers, int) and self.num_workers >= 0),
-            "num_workers",
-            f"must be auto or a whole number >= 0, not {self.num_workers!r}",
-        )
-        _need(
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-            "device",
-            f"must be auto, cpu, cuda or cuda:N, not {self.device!r}",
-        )
-        _need(
-            self.amp in ("auto", "bf16", "fp16", "off"),
-            "amp",
-            f"must be auto, bf16, fp16 or off, not {self.amp!r}",
-        )
-        _need(bool(self.out_dir), "out_dir", "is required")
-        if isinstance(self.model.finetune, str):
-            ok = self.model.finetune in ("all", "head") or (
-                self.model.finetune.startswith("last:") and self.model.finetune[5:].isdigit()
-            )
-            _need(
-                ok,
-                "model.finetune",
-                f"must be all, head, last:N or a list of parameter prefixes, not {self.model.finetune!r}",
-            )
+        _check_run(self)
+        _check_finetune(self.model.finetune)
         if self.augment:
             from cxr_core.data.dataset import AugmentConfig
 
@@ -399,6 +309,88 @@ class EnsembleConfig:
 def _need(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
+
+
+def _check_model(model: ModelConfig, preprocess: PreprocessSection) -> None:
+    _need(model.in_chans in (1, 3), "model.in_chans", f"must be 1 or 3, got {model.in_chans}")
+    _need(0.0 <= model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {model.dropout}")
+    for key, stats in (("preprocess.mean", preprocess.mean), ("preprocess.std", preprocess.std)):
+        _need(
+            stats is None or len(stats) == 3,
+            key,
+            "needs 3 values (one per RGB channel; gray input uses the first)",
+        )
+
+
+def _check_optim(optim: OptimConfig) -> None:
+    _need(
+        optim.name in ("adam", "adamw", "nadam"),
+        "optim.name",
+        f"must be adam, adamw or nadam, not {optim.name!r}",
+    )
+    _need(optim.lr > 0, "optim.lr", f"must be > 0, got {optim.lr}")
+    _need(optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {optim.weight_decay}")
+    _need(optim.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {optim.batch_size}")
+    _need(optim.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {optim.grad_accum}")
+    gb = optim.global_batch_size
+    _need(
+        gb is None or gb >= optim.grad_accum,
+        "optim.global_batch_size",
+        f"must be null or at least optim.grad_accum ({optim.grad_accum}), got {gb}",
+    )
+
+
+def _check_schedule(
+    schedule: ScheduleConfig, early_stopping: EarlyStoppingConfig, ema: EMAConfig | None
+) -> None:
+    _need(
+        schedule.name in ("plateau", "cosine", "constant"),
+        "schedule.name",
+        f"must be plateau, cosine or constant, not {schedule.name!r}",
+    )
+    _need(schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
+    _need(
+        0.0 < schedule.factor < 1.0, "schedule.factor", f"must be in (0, 1), got {schedule.factor}"
+    )
+    _need(schedule.patience >= 0, "schedule.patience", "must be >= 0")
+    _need(schedule.min_lr >= 0, "schedule.min_lr", "must be >= 0")
+    es = early_stopping.patience
+    _need(es is None or es >= 1, "early_stopping.patience", f"must be >= 1 or null, got {es}")
+    _need(ema is None or 0.0 < ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
+
+
+def _check_run(config: TrainConfig) -> None:
+    """Length, processes, device, precision and output of a run."""
+    _need(config.epochs >= 1, "epochs", f"must be >= 1, got {config.epochs}")
+    workers = config.num_workers
+    _need(
+        workers == "auto" or (isinstance(workers, int) and workers >= 0),
+        "num_workers",
+        f"must be auto or a whole number >= 0, not {workers!r}",
+    )
+    _need(
+        config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:"),
+        "device",
+        f"must be auto, cpu, cuda or cuda:N, not {config.device!r}",
+    )
+    _need(
+        config.amp in ("auto", "bf16", "fp16", "off"),
+        "amp",
+        f"must be auto, bf16, fp16 or off, not {config.amp!r}",
+    )
+    _need(bool(config.out_dir), "out_dir", "is required")
+
+
+def _check_finetune(finetune: str | list[str]) -> None:
+    if isinstance(finetune, str):
+        ok = finetune in ("all", "head") or (
+            finetune.startswith("last:") and finetune[5:].isdigit()
+        )
+        _need(
+            ok,
+            "model.finetune",
+            f"must be all, head, last:N or a list of parameter prefixes, not {finetune!r}",
+        )
 
 
 def _check_lung_mask(section: PreprocessSection, task: str) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from cxr_core.artifacts.lung_model import lung_masker_for
 from cxr_core.artifacts.run_dir import RunDir
+from cxr_core.data.manifest import Manifest
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation.run import finalise_checkpoint, open_cache_for
 from cxr_core.models.card import ENSEMBLE, ModelCard
@@ -28,11 +29,17 @@ from cxr_core.models.checkpoint import (
     save_checkpoint,
 )
 from cxr_core.models.ensemble import MemberSpec
-from cxr_core.training.config import EnsembleConfig, TrainConfig, load_config
+from cxr_core.training.config import (
+    TASK_CLASSIFICATION,
+    DataConfig,
+    EnsembleConfig,
+    TrainConfig,
+    load_config,
+)
 from cxr_core.training.data_setup import build_manifest, data_config_of
-from cxr_core.training.distributed import DistContext, init_distributed, shutdown_distributed
-from cxr_core.training.loop import train
+from cxr_core.training.engine import train
 from cxr_core.utils.atomic import write_text_atomically
+from cxr_core.utils.distributed import DistContext, init_distributed, shutdown_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -114,47 +121,24 @@ def combine_checkpoints(
     _check_compatible(paths, ckpts)
     first = ckpts[0].card
     data = data_config_of(first, checkpoint=paths[0], path=data_path)
-    manifest = build_manifest(data)
-    if manifest.fingerprint() != first.data.get("manifest_fingerprint"):
-        raise DatasetError(
-            f"the data at {data.path} differ from what the members were trained and validated on (manifest "
-            f"fingerprint {manifest.fingerprint()}, members' cards say {first.data.get('manifest_fingerprint')}); "
-            "the ensemble's validation would not be comparable"
-        )
+    manifest = _members_manifest(data, first)
     val = manifest.split("val")
-    preprocess = dict(first.preprocess, input_size=max(c.preprocess.input_size for c in ckpts))
+    card = _ensemble_card(
+        paths,
+        ckpts,
+        data,
+        recipe,
+        tta=tta,
+        provenance=provenance or first.provenance,
+        intended_use=intended_use or first.intended_use,
+    )
     cache = open_cache_for(
         manifest,
         val,
         data.cache_dir,
-        preprocess["cache_size"],
+        card.preprocess["cache_size"],
         progress=progress,
         transform=lung_masker_for(ckpts[0].preprocess, device),
-    )
-    summaries = [_member_summary(p, c.card) for p, c in zip(paths, ckpts)]
-    card = ModelCard(
-        architecture=ENSEMBLE,
-        num_classes=first.num_classes,
-        label_space=first.label_space,
-        preprocess=preprocess,
-        in_chans=first.in_chans,
-        tta=tta,
-        members=[
-            dataclasses.asdict(
-                MemberSpec(
-                    c.card.architecture, c.preprocess.input_size, c.card.in_chans, c.card.dropout
-                )
-            )
-            for c in ckpts
-        ],
-        training={
-            "config": {"data": dataclasses.asdict(data), "ensemble": recipe or {}},
-            "members": summaries,
-            "wall_time_s": round(sum(float(s["wall_time_s"] or 0.0) for s in summaries), 1),
-        },
-        data=first.data,
-        provenance=provenance or first.provenance,
-        intended_use=intended_use or first.intended_use,
     )
     state = {
         f"members.{i}.{key}": value
@@ -180,6 +164,57 @@ def combine_checkpoints(
     if recipe:
         write_text_atomically(out / "config.yaml", yaml.safe_dump(recipe, sort_keys=False))
     return report
+
+
+def _members_manifest(data: DataConfig, first: ModelCard) -> Manifest:
+    """The members' dataset and split, refused when it is no longer what they were validated on."""
+    manifest = build_manifest(data)
+    if manifest.fingerprint() != first.data.get("manifest_fingerprint"):
+        raise DatasetError(
+            f"the data at {data.path} differ from what the members were trained and validated on (manifest "
+            f"fingerprint {manifest.fingerprint()}, members' cards say {first.data.get('manifest_fingerprint')}); "
+            "the ensemble's validation would not be comparable"
+        )
+    return manifest
+
+
+def _ensemble_card(
+    paths: Sequence[Path],
+    ckpts: Sequence[Checkpoint],
+    data: DataConfig,
+    recipe: dict | None,
+    *,
+    tta: str,
+    provenance: str,
+    intended_use: str,
+) -> ModelCard:
+    """The combined model's card before validation: its members, their training, their data."""
+    first = ckpts[0].card
+    summaries = [_member_summary(p, c.card) for p, c in zip(paths, ckpts)]
+    return ModelCard(
+        architecture=ENSEMBLE,
+        num_classes=first.num_classes,
+        label_space=first.label_space,
+        preprocess=dict(first.preprocess, input_size=max(c.preprocess.input_size for c in ckpts)),
+        in_chans=first.in_chans,
+        tta=tta,
+        members=[
+            dataclasses.asdict(
+                MemberSpec(
+                    c.card.architecture, c.preprocess.input_size, c.card.in_chans, c.card.dropout
+                )
+            )
+            for c in ckpts
+        ],
+        training={
+            "config": {"data": dataclasses.asdict(data), "ensemble": recipe or {}},
+            "members": summaries,
+            "wall_time_s": round(sum(float(s["wall_time_s"] or 0.0) for s in summaries), 1),
+        },
+        data=first.data,
+        provenance=provenance,
+        intended_use=intended_use,
+    )
 
 
 def _refuse_finished(out: Path) -> None:
@@ -237,6 +272,11 @@ def train_ensemble(config: EnsembleConfig, *, progress: bool = True) -> dict | N
     """
     _refuse_finished(Path(config.out_dir))  # before hours of training, not after
     members_config = [load_config(path) for path in config.members]
+    for path, member in zip(config.members, members_config):
+        if member.task != TASK_CLASSIFICATION:
+            raise ConfigError(
+                f"{path}: an ensemble averages classifiers, but this member has task: {member.task}"
+            )
     ctx = init_distributed(members_config[0].device)
     try:
         members = [_trained_member(member, progress, ctx) for member in members_config]

@@ -1,13 +1,11 @@
-"""Training of segmentation models (lung masks): ``cxr train`` with ``task: segmentation``.
+"""The segmentation task (lung masks): ``task: segmentation`` in a training config.
 
-Kept apart from the classification loop (:mod:`cxr_core.training.loop`) because almost nothing
-there applies: targets are masks, the augmentation must move image and mask together, the loss
-is Dice + BCE and the monitored metric is validation Dice. It shares what does apply: the YAML
-config, the learning-rate schedule, the seeding, the model registry, the checkpoint format and
-the run-folder layout.
+What differs from classification: targets are masks, the augmentation moves image and mask
+together (:class:`PairAugment`), the loss is Dice + BCE and the monitored metric is validation
+Dice. Everything else (resume, AMP, DDP, EMA, schedule, early stopping, logs) is the engine's.
 
 Segmentation sets are small (Montgomery: 138 pairs of 256 px, 18 MB), so all pairs live in
-memory and batches are cut from them directly, without a DataLoader or the image cache.
+memory and batches are cut from them directly, without the image cache.
 
 The split is by patient: ``data.val`` of the patients, drawn with ``data.split_seed``, go to
 validation; their ids are stored in the card so ``cxr evaluate`` re-scores exactly that split.
@@ -15,18 +13,17 @@ validation; their ids are stored in the card so ``cxr evaluate`` re-scores exact
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import json
 import logging
-import math
-import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.data.dataset import AugmentConfig, TrainTransform
@@ -36,18 +33,19 @@ from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation.segmentation import (
     SEGMENTATION_THRESHOLD,
     evaluate_model_arrays,
+    score_split,
     write_split,
 )
+from cxr_core.models import get_model_spec, list_models
 from cxr_core.models.card import ModelCard, software_versions
-from cxr_core.models.checkpoint import save_checkpoint
-from cxr_core.models.registry import create_model, get_model_spec, list_models
-from cxr_core.training.config import TrainConfig
-from cxr_core.training.loop import build_preprocess
+from cxr_core.models.checkpoint import load_checkpoint, save_checkpoint
+from cxr_core.models.segmentation import predict_mask_probs
+from cxr_core.training.config import TASK_SEGMENTATION, DataConfig, TrainConfig
+from cxr_core.training.inputs import build_preprocess
 from cxr_core.training.losses import DiceBCELoss
-from cxr_core.training.schedule import LRSchedule
-from cxr_core.training.state import seed_everything
-from cxr_core.utils.atomic import write_text_atomically
-from cxr_core.utils.device import resolve_device
+from cxr_core.training.runtime import Runtime
+from cxr_core.training.task import TrainingTask, Validation, finite_or_none, register_task
+from cxr_core.utils.distributed import reassemble
 from cxr_core.utils.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -55,27 +53,8 @@ logger = logging.getLogger(__name__)
 LUNG_CLASS = "lung"
 LABEL_SPACE_NAME = "lungs"
 MONITOR = "val_dice"
-MASK_ADAPTER_OPTIONS = (
-    "images_dir",
-    "masks_dir",
-    "foreground",
-)  # keyword arguments of load_mask_folders
-
-
-@dataclass
-class SegmentationResult:
-    """What ``cxr train`` reports after a segmentation run."""
-
-    out_dir: Path
-    best_checkpoint: Path
-    best_epoch: int
-    best_metric: float
-    epochs_run: int
-    stopped_early: bool
-    wall_time_s: float
-    report: dict
-    monitor: str = MONITOR
-    completed: bool = True
+# keyword arguments of load_mask_folders
+MASK_ADAPTER_OPTIONS = ("images_dir", "masks_dir", "foreground")
 
 
 def split_by_patient(
@@ -138,12 +117,24 @@ class PairAugment:
         return x, (moved >= 0.5).to(torch.float32)
 
 
-def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    o = config.optim
-    kind = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam, "adamw": torch.optim.AdamW}[
-        o.name
-    ]
-    return kind(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+class PairDataset(Dataset):
+    """Training pairs as ``(input, mask, index)``, augmented a whole batch at a time."""
+
+    def __init__(self, pairs: MaskSet, augment: PairAugment) -> None:
+        self.images = torch.from_numpy(pairs.images).unsqueeze(1)
+        self.masks = torch.from_numpy(pairs.masks).unsqueeze(1)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        x, y = self.augment(self.images[index], self.masks[index])
+        return [(x[k], y[k], int(i)) for k, i in enumerate(indices)]
 
 
 def mask_fraction_range(masks: np.ndarray) -> dict[str, float]:
@@ -163,195 +154,138 @@ def mask_fraction_range(masks: np.ndarray) -> dict[str, float]:
     }
 
 
-def _card(
-    config: TrainConfig,
-    preprocess: PreprocessConfig,
-    pairs: MaskSet,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    training: dict,
-    validation: dict,
-) -> ModelCard:
-    return ModelCard(
-        architecture=config.model.name,
-        num_classes=1,
-        in_chans=config.model.in_chans,
-        dropout=config.model.dropout,
-        label_space={
-            "name": LABEL_SPACE_NAME,
-            "classes": [LUNG_CLASS],
-            "task": Task.SEGMENTATION.value,
-        },
-        preprocess=preprocess.to_dict(),
-        thresholds={LUNG_CLASS: SEGMENTATION_THRESHOLD},
-        threshold_method="fixed 0.5 per pixel",
-        training={"config": config.to_dict(), "seed": config.seed, **training},
-        data={
-            "path": config.data.path,
-            "format": "masks",
-            "n_images": len(pairs),
-            "n_patients": len(set(pairs.patients)),
-            "split": {"unit": "patient", "val": config.data.val, "seed": config.data.split_seed},
-            "train_ids": [pairs.ids[i] for i in train_idx],
-            "val_ids": [pairs.ids[i] for i in val_idx],
-            "mask_fraction": mask_fraction_range(pairs.masks[train_idx]),
-        },
-        validation=validation,
-        provenance=config.provenance or f"Trained with cxr_core on {config.data.path}.",
-        **({"intended_use": config.intended_use} if config.intended_use else {}),
-        versions=software_versions(),
-    )
-
-
-def train_segmentation(config: TrainConfig, *, progress: bool = True) -> SegmentationResult:
-    """Train, keep the epoch with the best validation Dice, and write the run folder.
-
-    The folder holds ``model.safetensors`` (best epoch, card with validation Dice/IoU/HD95 and
-    their patient-level bootstrap intervals), ``training_log.jsonl``, ``config.yaml`` and
-    ``eval/val/{scores.csv, report.json}``.
-    """
-    started = time.perf_counter()
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    run = RunDir(Path(config.out_dir))
-    run.path.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(run.config, config.to_yaml())
-
-    if not get_model_spec(config.model.name).segmentation:
-        raise ConfigError(
-            f"model.name: {config.model.name} is a classifier; a segmentation config needs one of "
-            f"{', '.join(list_models(segmentation=True))}"
-        )
-    unknown = sorted(set(config.data.adapter) - set(MASK_ADAPTER_OPTIONS))
+def load_pairs(data: DataConfig) -> MaskSet:
+    """The image+mask pairs a segmentation config names, at the cache size."""
+    unknown = sorted(set(data.adapter) - set(MASK_ADAPTER_OPTIONS))
     if unknown:
         raise ConfigError(
             f"data.adapter: unknown option(s) {unknown} for image+mask folders; known: "
             f"{', '.join(MASK_ADAPTER_OPTIONS)}"
         )
-    pairs = load_mask_folders(config.data.path, size=config.data.cache_size, **config.data.adapter)
-    train_idx, val_idx = split_by_patient(pairs.patients, config.data.val, config.data.split_seed)
-    train_pairs, val_pairs = pairs.subset(train_idx), pairs.subset(val_idx)
-    logger.info(
-        "%d training and %d validation pairs (patient-level split)",
-        len(train_pairs),
-        len(val_pairs),
-    )
+    return load_mask_folders(data.path, size=data.cache_size, **data.adapter)
 
-    preprocess = build_preprocess(config)
-    augment = PairAugment(preprocess, AugmentConfig.from_dict(config.augment))
-    model = create_model(
-        config.model.name,
-        1,
-        weights=config.model.weights,
-        in_chans=config.model.in_chans,
-        dropout=config.model.dropout,
-    ).to(device)
-    optimizer = _optimizer(config, model)
-    batch_size = config.optim.batch_size
-    steps = math.ceil(len(train_pairs) / batch_size)
-    schedule = LRSchedule(
-        optimizer,
-        kind=config.schedule.name,
-        total_steps=steps * config.epochs,
-        warmup_steps=round(config.schedule.warmup_epochs * steps),
-        patience=config.schedule.patience,
-        factor=config.schedule.factor,
-        min_lr=config.schedule.min_lr,
-    )
-    loss_fn = DiceBCELoss()
-    images = torch.from_numpy(train_pairs.images).unsqueeze(1)
-    masks = torch.from_numpy(train_pairs.masks).unsqueeze(1)
-    generator = torch.Generator().manual_seed(config.seed)
 
-    history: list[dict] = []
-    best_state, best_dice, best_epoch, bad_epochs, stopped_early = None, -math.inf, 0, 0, False
-    patience = config.early_stopping.patience
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_pairs), generator=generator)
-        total, seen = 0.0, 0
-        for first in range(0, len(order), batch_size):
-            index = order[first : first + batch_size]
-            x, y = augment(images[index], masks[index])
-            loss = loss_fn(model(x.to(device)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step_batch()
-            total += loss.item() * len(index)
-            seen += len(index)
-        _, report = evaluate_model_arrays(model, preprocess, val_pairs, n_boot=0)
-        dice = report["metrics"]["dice"]["mean"]
-        schedule.step_epoch(dice)
-        row = {
-            "epoch": epoch,
-            "train_loss": total / seen,
-            MONITOR: dice,
-            "val_iou": report["metrics"]["iou"]["mean"],
-            "val_hd95": report["metrics"]["hd95"]["mean"],
-            "lr": schedule.lr,
-            "elapsed_s": round(time.perf_counter() - started, 1),
+@register_task(TASK_SEGMENTATION)
+class SegmentationTask(TrainingTask):
+    """One logit map (lung vs background) per image, trained on image+mask folders."""
+
+    monitor = MONITOR
+
+    def __init__(self, config: TrainConfig, runtime: Runtime) -> None:
+        super().__init__(config, runtime)
+        if not get_model_spec(config.model.name).segmentation:
+            raise ConfigError(
+                f"model.name: {config.model.name} is a classifier; a segmentation config needs one of "
+                f"{', '.join(list_models(segmentation=True))}"
+            )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return (LUNG_CLASS,)
+
+    def prepare(self) -> Dataset:
+        c = self.config
+        self.preprocess = build_preprocess(c)
+        self.pairs = load_pairs(c.data)
+        self.train_idx, self.val_idx = split_by_patient(
+            self.pairs.patients, c.data.val, c.data.split_seed
+        )
+        self.val_pairs = self.pairs.subset(self.val_idx)
+        logger.info(
+            "%d training and %d validation pairs (patient-level split)",
+            len(self.train_idx),
+            len(self.val_idx),
+        )
+        augment = PairAugment(self.preprocess, AugmentConfig.from_dict(c.augment))
+        return PairDataset(self.pairs.subset(self.train_idx), augment)
+
+    def loss(self) -> nn.Module:
+        return DiceBCELoss()
+
+    def validate(self, model: nn.Module, loss: nn.Module) -> Validation:
+        """Dice, IoU and HD95 on validation, each process predicting its shard of the pairs."""
+        rt = self.runtime
+        shard = np.asarray(rt.ctx.shard(len(self.val_pairs)), dtype=np.int64)
+        with rt.autocast():
+            probs = predict_mask_probs(model, self.val_pairs.images[shard], self.preprocess)
+        probs = reassemble(rt.ctx.all_gather_object((shard, probs)))
+        _, report = score_split(probs, self.val_pairs, n_boot=0)
+        dice, iou, hd95 = (report["metrics"][m]["mean"] for m in ("dice", "iou", "hd95"))
+        fields = {
+            "monitor": MONITOR,
+            MONITOR: finite_or_none(dice),
+            "val_iou": finite_or_none(iou),
+            "val_hd95": finite_or_none(hd95),
         }
-        history.append(row)
-        write_text_atomically(run.training_log, "\n".join(json.dumps(r) for r in history) + "\n")
-        if progress:
-            logger.info(
-                "epoch %d/%d  loss %.4f  val Dice %.4f  IoU %.4f  HD95 %.2f px  (%.0f s)",
-                epoch,
-                config.epochs,
-                row["train_loss"],
-                dice,
-                row["val_iou"],
-                row["val_hd95"],
-                row["elapsed_s"],
-            )
-        if dice > best_dice + config.early_stopping.min_delta:
-            best_state, best_dice, best_epoch, bad_epochs = (
-                copy.deepcopy(model.state_dict()),
-                dice,
-                epoch,
-                0,
-            )
-        else:
-            bad_epochs += 1
-            if patience is not None and bad_epochs >= patience:
-                stopped_early = True
-                break
+        return Validation(dice, fields, summary=f"IoU {iou:.4f}, HD95 {hd95:.2f} px")
 
-    model.load_state_dict(best_state)
-    frame, report = evaluate_model_arrays(
-        model, preprocess, val_pairs, n_boot=config.eval.n_boot, seed=config.seed
-    )
-    report.update({"split": "val", "checkpoint": str(run.model), "data": config.data.path})
-    write_split(run.eval_dir("val"), frame, report)
-    wall = time.perf_counter() - started
-    training = {
-        "epochs_run": len(history),
-        "best_epoch": best_epoch,
-        "monitor": MONITOR,
-        "best_metric": best_dice,
-        "stopped_early": stopped_early,
-        "wall_time_s": round(wall, 1),
-        "device": str(device),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "threads": torch.get_num_threads(),
-    }
-    validation = {
-        "split": "val",
-        **{name: m for name, m in report["metrics"].items()},
-        "n_images": report["n_images"],
-        "n_patients": report["n_patients"],
-        "n_boot": report["n_boot"],
-    }
-    card = _card(config, preprocess, pairs, train_idx, val_idx, training, validation)
-    save_checkpoint(run.model, model.state_dict(), card, half=config.half_weights)
-    return SegmentationResult(
-        out_dir=run.path,
-        best_checkpoint=run.model,
-        best_epoch=best_epoch,
-        best_metric=best_dice,
-        epochs_run=len(history),
-        stopped_early=stopped_early,
-        wall_time_s=wall,
-        report=report,
-    )
+    def card(self, training: dict, validation: dict) -> ModelCard:
+        c, pairs = self.config, self.pairs
+        return ModelCard(
+            architecture=c.model.name,
+            num_classes=1,
+            in_chans=c.model.in_chans,
+            dropout=c.model.dropout,
+            label_space={
+                "name": LABEL_SPACE_NAME,
+                "classes": [LUNG_CLASS],
+                "task": Task.SEGMENTATION.value,
+            },
+            preprocess=self.preprocess.to_dict(),
+            thresholds={LUNG_CLASS: SEGMENTATION_THRESHOLD},
+            threshold_method="fixed 0.5 per pixel",
+            training={**training, "seed": c.seed, "threads": torch.get_num_threads()},
+            data={
+                "path": c.data.path,
+                "format": "masks",
+                "n_images": len(pairs),
+                "n_patients": len(set(pairs.patients)),
+                "split": {"unit": "patient", "val": c.data.val, "seed": c.data.split_seed},
+                "train_ids": [pairs.ids[i] for i in self.train_idx],
+                "val_ids": [pairs.ids[i] for i in self.val_idx],
+                "mask_fraction": mask_fraction_range(pairs.masks[self.train_idx]),
+            },
+            validation=validation,
+            provenance=c.provenance or f"Trained with cxr_core on {c.data.path}.",
+            **({"intended_use": c.intended_use} if c.intended_use else {}),
+            versions=software_versions(),
+        )
+
+    def finalise(self, best: Path, training: dict) -> dict:
+        """Score the best checkpoint as stored (with bootstrap intervals) and write its final card.
+
+        The card then holds validation Dice/IoU/HD95 with their patient-level intervals, and
+        ``eval/val/{scores.csv, report.json}`` the same numbers per image.
+        """
+        c = self.config
+        ckpt = load_checkpoint(best)
+        model = ckpt.build_model().to(self.runtime.device)
+        frame, report = evaluate_model_arrays(
+            model, self.preprocess, self.val_pairs, n_boot=c.eval.n_boot, seed=c.seed
+        )
+        report.update({"split": "val", "checkpoint": str(best), "data": c.data.path})
+        write_split(RunDir(Path(c.out_dir)).eval_dir("val"), frame, report)
+        validation = {
+            "split": "val",
+            **report["metrics"],
+            "n_images": report["n_images"],
+            "n_patients": report["n_patients"],
+            "n_boot": report["n_boot"],
+        }
+        save_checkpoint(best, ckpt.state_dict, self.card(training, validation), half=c.half_weights)
+        return report
+
+    def headline(self, report: dict) -> str:
+        dice = report["metrics"]["dice"]
+        return (
+            f"validation Dice {dice['mean']:.4f} (95% CI {dice['ci_low']:.4f}-{dice['ci_high']:.4f}, "
+            f"{report['n_patients']} patients)"
+        )
+
+    def fingerprint(self) -> str:
+        """Pairs, patients, pixels and the validation split."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.pairs.ids, self.pairs.patients, self.val_idx.tolist()]).encode())
+        h.update(self.pairs.images.tobytes())
+        h.update(self.pairs.masks.tobytes())
+        return h.hexdigest()[:16]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
+from cxr_core.artifacts.prediction_table import read_prediction_table, table_columns
 from cxr_core.cli.main import main
 from cxr_core.data.imaging import load_image
 from cxr_core.data.labels import NIH14
@@ -64,32 +65,30 @@ def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
         ]
     )
     assert code == 0
-    frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    assert list(frame.columns) == [
-        "path",
-        *NIH14.classes,
-        "findings",
-        "outcome",
-        "scored_anyway",
-        "reason",
-        "warnings",
-        "error",
-    ]
+    table = read_prediction_table(out / "predictions.csv")
+    frame = table.frame
+    assert table.source_format == "cxr" and table.classes == list(NIH14.classes)
+    assert list(frame.columns) == table_columns(NIH14.classes, labels=False, thresholds=True)
     assert len(frame) == 4
     bad = frame[frame["path"].str.endswith("corrupt.png")].iloc[0]
     assert "corrupt.png" in bad["error"] and "damaged or truncated" in bad["error"]
-    assert bad["Mass"] == "" and bad["outcome"] == "unreadable" and bad["reason"] == bad["error"]
+    assert bad["outcome"] == "unreadable" and bad["reason"] == bad["error"]
+    assert np.isnan(bad["prob:Mass"])
     good = frame[frame["error"] == ""]
-    assert len(good) == 3
+    assert len(good) == 3 and set(good["outcome"]) == {"scored"}
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     for _, row in good.iterrows():
         expected = predictor.predict([load_image(row["path"])])[0]
-        got = np.array([float(row[c]) for c in NIH14.classes])
+        got = np.array([row[f"prob:{c}"] for c in NIH14.classes])
         np.testing.assert_allclose(
             got, [expected.probabilities[c] for c in NIH14.classes], atol=1e-7
         )
-        assert row["findings"] == ";".join(expected.positive)
-    assert "4 images: 3 scored, 0 out of domain, 0 refused, 1 unreadable" in capsys.readouterr().err
+        assert row["findings"] == "; ".join(expected.positive)
+        assert row["image_id"] == os.path.basename(row["path"])
+        assert row[f"threshold:{NIH14.classes[0]}"] == expected.thresholds[NIH14.classes[0]]
+    err = capsys.readouterr().err
+    assert "4 images: 3 scored, 0 out of domain, 0 refused by the input gate, 1 unreadable" in err
+    assert "1 not image: 1 text (no row)" in err
 
 
 def test_predict_writes_heatmaps_for_a_named_class(checkpoint, folder, tmp_path):

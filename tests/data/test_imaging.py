@@ -346,7 +346,7 @@ def test_decoder_exception_becomes_image_load_error(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise struct.error("unpack requires a buffer of 4 bytes")
 
-    monkeypatch.setattr(imaging, "_pil_to_gray", broken)
+    monkeypatch.setattr(imaging.raster, "_pil_to_gray", broken)
     err = expect_error(path, "ok.png", "could not be decoded", "struct.error", "unpack requires")
     assert isinstance(err.__cause__, struct.error)
 
@@ -795,7 +795,7 @@ def test_missing_decoder_plugin_names_package(tmp_path, monkeypatch):
     missing = SimpleNamespace(
         is_available=False, missing_dependencies=["pylibjpeg - requires pylibjpeg-rle>=2.0"]
     )
-    monkeypatch.setattr(imaging, "get_decoder", lambda syntax: missing)
+    monkeypatch.setattr(imaging.dicom, "get_decoder", lambda syntax: missing)
     expect_error(path, "rle.dcm", "RLE Lossless", "pylibjpeg-rle")
 
 

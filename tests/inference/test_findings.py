@@ -9,12 +9,12 @@ from cxr_core.inference.findings import (
     BORDERLINE_FRACTION,
     NEAR_TIE_MARGIN,
     borderline_band,
-    export_frame,
     is_borderline,
     summarise_findings,
 )
 from cxr_core.inference.outcome import OUT_OF_DOMAIN, REFUSED
 from cxr_core.inference.predictor import Prediction
+from cxr_core.inference.table_rows import prediction_row
 
 
 def multilabel(probs: dict[str, float], thresholds: dict[str, float]) -> Prediction:
@@ -82,51 +82,7 @@ def test_multiclass_normal_is_not_a_positive_finding_and_near_ties_are_flagged()
     assert [f.name for f in s.findings] == ["Bacterial", "Viral", "Normal"]
 
 
-def test_export_frame_records_model_digest_and_thresholds():
-    preds = [
-        multilabel(
-            {"Mass": 0.6, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.18}
-        ),  # Nodule within 0.036
-        multilabel({"Mass": 0.1, "Nodule": 0.9}, {"Mass": 0.5, "Nodule": 0.18}),
-    ]
-    frame = export_frame(
-        preds, model="nih14", checkpoint_digest="abc123", threshold_set="youden", multilabel=True
-    )
-    assert list(frame.columns) == [
-        "file",
-        "outcome",
-        "scored_anyway",
-        "reason",
-        "warnings",
-        "model",
-        "checkpoint_sha256",
-        "threshold_set",
-        "positive",
-        "borderline",
-        "prob:Mass",
-        "prob:Nodule",
-        "threshold:Mass",
-        "threshold:Nodule",
-    ]
-    assert frame["positive"].tolist() == ["Mass; Nodule", "Nodule"]
-    assert frame["borderline"].tolist() == ["Nodule", ""]
-    assert frame["threshold:Nodule"].tolist() == [0.18, 0.18] and set(frame["model"]) == {"nih14"}
-    multi = export_frame(
-        [
-            Prediction(
-                {"Normal": 0.7, "Pneumonia": 0.3}, ["Normal"], {"Normal": 0.5, "Pneumonia": 0.5}
-            )
-        ],
-        model="pneumonia",
-        checkpoint_digest="d",
-        threshold_set="youden",
-        multilabel=False,
-    )
-    assert multi.loc[0, "threshold_set"] == "argmax" and multi.loc[0, "positive"] == "Normal"
-    assert multi["threshold:Normal"].isna().all()
-
-
-def test_outcomes_shape_the_summary_and_the_export():
+def test_outcomes_shape_the_summary_and_the_table_row():
     thresholds = {"Mass": 0.5, "Nodule": 0.18}
     probs = {"Mass": 0.6, "Nodule": 0.2}
     withheld = Prediction(
@@ -148,15 +104,11 @@ def test_outcomes_shape_the_summary_and_the_export():
         and empty.findings == ()
         and empty.reason == "not a chest radiograph"
     )
-    frame = export_frame(
-        [withheld, anyway, refused],
-        model="nih14",
-        checkpoint_digest="d",
-        threshold_set="youden",
-        multilabel=True,
-    )
-    assert frame["outcome"].tolist() == [OUT_OF_DOMAIN, OUT_OF_DOMAIN, REFUSED]
-    assert frame["scored_anyway"].tolist() == [False, True, False]
-    assert frame["positive"].tolist() == ["", "Mass; Nodule", ""]
-    assert frame["prob:Mass"].tolist()[:2] == [0.6, 0.6] and frame["prob:Mass"].isna().tolist()[2]
-    assert frame.loc[2, "reason"] == "not a chest radiograph"
+    rows = [
+        prediction_row(p, image_id=p.name, multilabel=True) for p in (withheld, anyway, refused)
+    ]
+    assert [r.outcome for r in rows] == [OUT_OF_DOMAIN, OUT_OF_DOMAIN, REFUSED]
+    assert [r.scored_anyway for r in rows] == [False, True, False]
+    assert [r.findings for r in rows] == [[], ["Mass", "Nodule"], []]
+    assert [r.probabilities.get("Mass") for r in rows] == [0.6, 0.6, None]
+    assert rows[2].reason == "not a chest radiograph"

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from cxr_core.artifacts.prediction_table import table_columns
 from cxr_core.cli.main import main
 from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.data.labels import NIH14
@@ -50,8 +51,6 @@ from cxr_core.models.checkpoint import (
     stamp_checkpoint,
 )
 from tests.reliability.crafted import dicom_dataset
-
-OUTCOME_COLUMNS = ["outcome", "scored_anyway", "reason", "warnings", "error"]
 
 SIZE = 64
 
@@ -331,20 +330,20 @@ def test_predictor_files_and_cxr_predict_agree_on_every_outcome(gated_checkpoint
         assert main(argv) == 0
         frame = pd.read_csv(out / "predictions.csv", keep_default_na=False, dtype=str)
         frame.index = [p.rsplit("/", 1)[-1] for p in frame["path"]]
-        assert list(frame.columns) == ["path", *NIH14.classes, "findings", *OUTCOME_COLUMNS]
+        assert list(frame.columns) == table_columns(NIH14.classes, labels=False, thresholds=True)
         assert frame["outcome"].to_dict() == expected
         for name in ("b_blank.png", "c_noise.png", "e_pixel.png", "g_ct.dcm", "f_broken.png"):
-            assert frame.loc[name, "Mass"] == "" and frame.loc[name, "findings"] == ""
+            assert frame.loc[name, "prob:Mass"] == "" and frame.loc[name, "findings"] == ""
             assert frame.loc[name, "reason"] != ""
         assert "blank" in frame.loc["b_blank.png", "reason"]
         assert "Modality is CT" in frame.loc["g_ct.dcm", "reason"]
         assert frame.loc["f_broken.png", "error"] == frame.loc["f_broken.png", "reason"] != ""
         other = frame.loc["d_other.png"]
-        assert other["Mass"] != "" and other["scored_anyway"] == anyway
+        assert other["prob:Mass"] != "" and other["scored_anyway"] == anyway
         assert (other["findings"] != "") == (anyway == "true")
         assert frame.loc["a_film.png", "scored_anyway"] == "false"
     err = capsys.readouterr().err
-    assert "7 images: 1 scored, 1 out of domain, 4 refused, 1 unreadable" in err
+    assert "7 images: 1 scored, 1 out of domain, 4 refused by the input gate, 1 unreadable" in err
 
 
 # --------------------------------------------------------------------------- the lung check in the gate

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cxr_core.data.cache import ImageCache
+from cxr_core.data.formats.files import list_image_files
 from cxr_core.data.imaging import load_image
 from cxr_core.data.labels import NIH14, LabelSpace
 from cxr_core.data.manifest import Manifest
@@ -24,7 +25,7 @@ from cxr_core.errors import (
     UnknownClassError,
 )
 from cxr_core.evaluation.run import predict_split
-from cxr_core.inference.predictor import Predictor, collect_image_paths
+from cxr_core.inference.predictor import Predictor
 from cxr_core.models import create_model
 from cxr_core.models.card import ModelCard
 from cxr_core.models.checkpoint import save_checkpoint
@@ -188,28 +189,29 @@ def test_predict_files_reports_bad_files_and_keeps_order(predictor, nih_paths, t
     np.testing.assert_allclose(got, direct, atol=1e-6)
 
 
-def test_collect_image_paths(nih_paths, tmp_path):
+def test_list_image_files(nih_paths, tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.PNG").write_bytes(b"x")
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
-    found = collect_image_paths([tmp_path, nih_paths[0]], {".png", ".jpg"})
-    assert found == [tmp_path / "a.jpg", tmp_path / "sub" / "b.PNG", nih_paths[0]]
+    listing = list_image_files([tmp_path, nih_paths[0]])
+    assert listing.images == [tmp_path / "a.jpg", tmp_path / "sub" / "b.PNG", nih_paths[0]]
+    assert listing.summary() == "1 not image: 1 text"
     with pytest.raises(ImageLoadError, match="no such file"):
-        collect_image_paths([tmp_path / "nope"], {".png"})
+        list_image_files([tmp_path / "nope"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageLoadError, match="no images"):
-        collect_image_paths([tmp_path / "empty"], {".png"})
+        list_image_files([tmp_path / "empty"])
 
 
-def test_collect_image_paths_lists_entries_that_cannot_be_read(tmp_path):
+def test_list_image_files_lists_entries_that_cannot_be_read(tmp_path):
     """Each gets a row with load_image's reason instead of silently disappearing."""
     for name in ("scan.gif", "scan.webp", "scan.jp2"):
         (tmp_path / name).write_bytes(b"x")
     os.symlink(tmp_path / "moved.png", tmp_path / "link.png")
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "x.png").mkdir()
-    found = collect_image_paths([tmp_path], {".png"})
+    found = list_image_files([tmp_path]).images
     assert [p.name for p in found] == [
         "link.png",
         "pipe.png",
@@ -226,7 +228,7 @@ def test_collect_image_paths_lists_entries_that_cannot_be_read(tmp_path):
     assert ["dangling" in reasons[0], "named pipe" in reasons[1], "folder" in reasons[5]] == [
         True
     ] * 3
-    assert collect_image_paths([tmp_path / "link.png"], {".png"}) == [tmp_path / "link.png"]
+    assert list_image_files([tmp_path / "link.png"]).images == [tmp_path / "link.png"]
 
 
 def test_mismatched_checkpoints_are_refused(checkpoint, tmp_path):

@@ -13,6 +13,9 @@ Outcomes:
 * ``hang``      - no answer within the per-file timeout (the worker is killed and restarted)
 * ``padded``    - accepted, although an independent check that refuses truncation shows the
   file's pixel data is shorter than its header claims (the decoder filled the gap)
+* ``corrupt``   - (fuzz mutants) accepted, although an independent lenient decode of the mutant
+  has at least :data:`CORRUPT_FLAT_ROWS` more flat rows or columns than the original's: the
+  decoder filled damaged scan data with saturated blocks (a desynchronised JPEG)
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-OUTCOMES = ("accepted", "refused", "other", "hang", "padded")
+OUTCOMES = ("accepted", "refused", "other", "hang", "padded", "corrupt")
+CORRUPT_FLAT_ROWS = 8  # one JPEG block row
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -500,7 +504,43 @@ def build_crafted_set(dest: Path, sources: dict[str, bytes]) -> list[Case]:
         "56 MP RGBA 16-bit declared with token data (limit on decoded bytes)",
     )
     add("jpeg_huge_dims.jpg", jpeg_with_size(gray_jpeg, 65000, 65000), "refuse", "SOF 65000x65000")
+    add(
+        "jpeg_desynchronised.jpeg",
+        desynchronised_jpeg(jpeg),
+        "refuse",
+        "one bit flipped in the scan: libjpeg desynchronises, fills blocks and only warns",
+    )
+    add(
+        "dicom_zeroed_band.dcm",
+        _dicom_zeroed_band(gray12),
+        "refuse",
+        "native DICOM (no checksum) with 40 rows of pixel data zeroed",
+    )
     return cases
+
+
+def desynchronised_jpeg(jpeg: bytes) -> bytes:
+    """The first one-bit flip inside the scan that leaves the scan length intact (the truncation
+    oracle sees nothing) but makes libjpeg-turbo warn about corrupt data."""
+    import simplejpeg
+
+    for offset in range(len(jpeg) // 3, len(jpeg) - 16, 37):
+        flipped = bytearray(jpeg)
+        flipped[offset] ^= 0x04
+        if _jpeg_shortfall(bytes(flipped)) is not None:
+            continue
+        try:
+            simplejpeg.decode_jpeg(bytes(flipped), colorspace="GRAY", strict=True)
+        except ValueError as exc:
+            if str(exc).startswith("Corrupt JPEG data"):
+                return bytes(flipped)
+    raise AssertionError("no desynchronising flip found")
+
+
+def _dicom_zeroed_band(gray12: np.ndarray) -> bytes:
+    pixels = gray12.copy()
+    pixels[100:140] = 0
+    return dicom_bytes(dicom_dataset(pixels))
 
 
 def _png_header_only(width: int, height: int, bit_depth: int = 8, color: int = 0) -> bytes:
@@ -570,15 +610,35 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
     return "identity", bytes(buf)
 
 
-def fuzz_mutants(originals: dict[str, bytes], count: int, seed: int) -> Iterator[tuple[str, bytes]]:
-    """``count`` mutants, cycling over the originals; the same seed gives the same mutants."""
+def fuzz_mutants(
+    originals: dict[str, bytes], count: int, seed: int
+) -> Iterator[tuple[str, str, bytes]]:
+    """(original's name, mutant's name, mutant) ``count`` times, cycling over the originals;
+    the same seed gives the same mutants."""
     rng = np.random.default_rng(seed)
     names = sorted(originals)
     for i in range(count):
         source = names[i % len(names)]
         what, data = mutate(originals[source], rng)
         ext = Path(source).suffix
-        yield f"{i:04d}_{Path(source).stem}_{what}{ext}", data
+        yield source, f"{i:04d}_{Path(source).stem}_{what}{ext}", data
+
+
+def flat_lines(data: bytes) -> int | None:
+    """Flat rows or columns (whichever are more) of a lenient decode (Pillow, or pydicom for
+    DICOM), or ``None`` when not even a lenient decoder reads the file."""
+    try:
+        if len(data) > 132 and data[128:132] == b"DICM":
+            pixels = pydicom.dcmread(io.BytesIO(data)).pixel_array
+        else:
+            pixels = gray_of(data)
+    except Exception:  # noqa: BLE001 - the oracle has no opinion on what no decoder reads
+        return None
+    if pixels.ndim != 2:
+        return None
+    rows = int((pixels.min(axis=1) == pixels.max(axis=1)).sum())
+    cols = int((pixels.min(axis=0) == pixels.max(axis=0)).sum())
+    return max(rows, cols)
 
 
 # --------------------------------------------------------------------------- truncation oracle
@@ -812,13 +872,22 @@ def run_crafted(loader: IsolatedLoader, cases: list[Case]) -> list[tuple[Case, s
 def run_fuzz(
     loader: IsolatedLoader, originals: dict[str, bytes], count: int, seed: int, workdir: Path
 ) -> list[tuple[str, str, str]]:
-    """Write each mutant to ``workdir`` (one at a time) and classify it."""
+    """Write each mutant to ``workdir`` (one at a time) and classify it (``corrupt`` included)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    baseline = {name: flat_lines(data) for name, data in originals.items()}
     results = []
-    for name, data in fuzz_mutants(originals, count, seed):
+    for source, name, data in fuzz_mutants(originals, count, seed):
         path = workdir / name
         path.write_bytes(data)
-        results.append((name, *classify(loader, path)))
+        outcome, detail = classify(loader, path)
+        if outcome == "accepted":
+            flat = flat_lines(data)
+            if flat is not None and flat - (baseline[source] or 0) >= CORRUPT_FLAT_ROWS:
+                outcome, detail = (
+                    "corrupt",
+                    f"{flat} flat rows/columns, original {baseline[source]}",
+                )
+        results.append((name, outcome, detail))
         path.unlink()
     return results
 

@@ -19,7 +19,7 @@ import torch
 
 from cxr_core.cli.main import main
 from cxr_core.errors import CXRError
-from cxr_core.training import loop
+from cxr_core.training.engine import Engine
 
 
 def _fail_on_rank_1(original):
@@ -32,19 +32,18 @@ def _fail_on_rank_1(original):
 
 
 def _record(original):
-    def predict_val(self):
+    def validate(self):
         result = original(self)
-        model = self.ema.model if self.ema else self.model
         torch.save(
             {
-                "buffers": {k: v.clone() for k, v in model.named_buffers()},
+                "buffers": {k: v.clone() for k, v in self.parts.shipped.named_buffers()},
                 "batch_size": self.batch_size,
             },
             os.path.join(self.config.out_dir, f"rank{self.ctx.rank}.pt"),
         )
         return result
 
-    return predict_val
+    return validate
 
 
 def _diverge(original):
@@ -61,9 +60,9 @@ def _diverge(original):
 if __name__ == "__main__":
     config, mode, *rest = sys.argv[1:]
     if mode == "fail-rank-1":
-        loop.Trainer.train_epoch = _fail_on_rank_1(loop.Trainer.train_epoch)
+        Engine.train_epoch = _fail_on_rank_1(Engine.train_epoch)
     elif mode == "record":
-        loop.Trainer.predict_val = _record(loop.Trainer.predict_val)
+        Engine.validate = _record(Engine.validate)
     elif mode == "diverge":
-        loop.Trainer.train_epoch = _diverge(loop.Trainer.train_epoch)
+        Engine.train_epoch = _diverge(Engine.train_epoch)
     sys.exit(main(["train", "--config", config, "--no-progress", *rest]))

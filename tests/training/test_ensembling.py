@@ -262,5 +262,19 @@ def test_recipe_errors_and_damaged_member_entries(recipe, tmp_path):
     )
     with pytest.raises(ConfigError, match="different config"):
         main_raising(["ensemble", "--config", str(bad)])
+    # a segmentation member is refused before anything trains (it would train, not average)
+    lungs = {**changed, "task": "segmentation", "model": {"name": "unet_small", "in_chans": 1}}
+    lungs["data"] = {**changed["data"], "format": "masks"}
+    (tmp_path / "lungs.yaml").write_text(yaml.safe_dump(lungs))
+    bad.write_text(
+        yaml.safe_dump(
+            {"members": [str(moved), str(tmp_path / "lungs.yaml")], "out_dir": str(tmp_path / "f")}
+        )
+    )
+    with pytest.raises(
+        ConfigError, match="averages classifiers, but this member has task: segmentation"
+    ):
+        main_raising(["ensemble", "--config", str(bad)])
+    assert not (tmp_path / "f").exists()
     with pytest.raises(CheckpointError, match="upgrade"):
         build_ensemble([{"architecture": "vit_huge", "input_size": 64}], 2)

@@ -16,26 +16,19 @@ import torch
 from torch import nn
 
 from cxr_core.errors import ConfigError, TrainingDivergedError
-from cxr_core.training import distributed, train
 from cxr_core.training import state as state_module
-from cxr_core.training.distributed import (
-    DistContext,
-    gpu_index,
-    init_distributed,
-    resolve_device,
-    shutdown_distributed,
-)
-from cxr_core.training.loop import (
-    _EMA,
-    Trainer,
-    _LossTally,
-    load_scaler_state,
-    loader_workers,
-    process_batch_size,
-    resolve_amp,
-)
+from cxr_core.training import train
+from cxr_core.training.amp import load_scaler_state, resolve_amp
+from cxr_core.training.classification import build_cache_in_turn
+from cxr_core.training.ema import EMA
+from cxr_core.training.engine import Engine
+from cxr_core.training.runtime import Runtime, loader_workers, process_batch_size
 from cxr_core.training.sampling import SeededItems
 from cxr_core.training.state import capture_rng, restore_rng
+from cxr_core.training.steps import LossTally
+from cxr_core.utils import distributed
+from cxr_core.utils.device import gpu_index, resolve_device
+from cxr_core.utils.distributed import DistContext, init_distributed, shutdown_distributed
 
 CUDA0 = torch.device("cuda", 0)
 CPU_CTX = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -145,7 +138,7 @@ def test_no_collective_while_unwinding(monkeypatch):
 
 
 def test_cache_is_built_once_per_node_in_turn(monkeypatch):
-    from cxr_core.training import loop
+    from cxr_core.training import classification
 
     events = []
     masker = object()  # the run's lung masker (or None): every process builds with it
@@ -155,7 +148,7 @@ def test_cache_is_built_once_per_node_in_turn(monkeypatch):
         events.append("build")
         return "cache"
 
-    monkeypatch.setattr(loop.ImageCache, "build", classmethod(build))
+    monkeypatch.setattr(classification.ImageCache, "build", classmethod(build))
 
     class Ctx:
         def __init__(self, rank, local_rank):
@@ -164,24 +157,17 @@ def test_cache_is_built_once_per_node_in_turn(monkeypatch):
         def barrier(self):
             events.append("barrier")
 
-    trainer = Trainer.__new__(Trainer)
-    trainer.config, trainer.progress = (
-        type("C", (), {"data": type("D", (), {"cache_dir": "c", "cache_size": 64})})(),
-        False,
-    )
+    data = type("D", (), {"cache_dir": "c", "cache_size": 64})()
     expected = {
         (0, 0): ["build", "barrier", "barrier"],  # rank 0 first
-        (4, 0): [
-            "barrier",
-            "build",
-            "barrier",
-        ],  # then the first process of node 2 (node-local caches)
-        (5, 1): ["barrier", "barrier", "build"],
-    }  # then everyone else finds a finished cache
+        # then the first process of node 2 (node-local caches)
+        (4, 0): ["barrier", "build", "barrier"],
+        (5, 1): ["barrier", "barrier", "build"],  # then everyone else finds a finished cache
+    }
     for (rank, local_rank), order in expected.items():
         events.clear()
-        trainer.ctx = Ctx(rank, local_rank)
-        assert trainer._build_cache(None, masker) == "cache" and events == order
+        runtime = Runtime(Ctx(rank, local_rank), None, False, False, 0)
+        assert build_cache_in_turn(runtime, None, data, masker) == "cache" and events == order
 
 
 def test_scaler_state_across_amp_settings(caplog):
@@ -201,48 +187,56 @@ def test_scaler_state_across_amp_settings(caplog):
 
 
 def test_loss_tally_leaves_out_non_finite_batches():
-    tally = _LossTally(torch.device("cpu"))
+    tally = LossTally(torch.device("cpu"))
     for loss, n in ((1.0, 4), (float("inf"), 4), (3.0, 2), (float("nan"), 1)):
         tally.add(torch.tensor(loss), n)
     mean, images, nonfinite = tally.result(CPU_CTX)
     assert mean == pytest.approx((4 * 1.0 + 2 * 3.0) / 6) and images == 6 and nonfinite == 2
 
 
-def _one_nan_batch(trainer):
-    criterion, calls = trainer.criterion, []
+def _one_nan_batch(engine):
+    criterion, calls = engine.parts.criterion, []
 
     def nan_on_second_batch(logits, targets):
         calls.append(1)
         loss = criterion(logits, targets)
         return loss * float("nan") if len(calls) == 2 else loss
 
-    trainer.criterion = nan_on_second_batch
+    engine.parts.criterion = nan_on_second_batch
 
 
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
 def test_an_overflowing_fp16_batch_is_skipped_not_fatal(
-    class_folders, cache_dir, tmp_path, make_config
+    task,
+    class_folders,
+    mask_folders,
+    cache_dir,
+    tmp_path,
+    make_config,
+    make_segmentation_config,
 ):
-    config = make_config(class_folders, tmp_path / "run", cache_dir, epochs=1)
-    trainer = Trainer(config, CPU_CTX, progress=False)
-    trainer.setup()
-    trainer.scaler = torch.amp.GradScaler(
-        "cpu", enabled=True
-    )  # the fp16 path: skips the step, lowers the scale
-    before = trainer.scaler.get_scale()
-    _one_nan_batch(trainer)
-    loss, _ = trainer.train_epoch(0)
-    assert (
-        np.isfinite(loss) and trainer.nonfinite_batches == 1 and trainer.scaler.get_scale() < before
-    )
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    if task == "classification":  # 30 training images: 4 batches of 8
+        config, batches = make_config(class_folders, tmp_path / "run", cache_dir, epochs=1), 4
+    else:  # 9 training pairs: 3 batches of 4
+        config, batches = make_segmentation_config(mask_folders, tmp_path / "run", epochs=1), 3
+    engine = Engine(config, CPU_CTX, progress=False)
+    engine.setup()
+    assert len(engine.loader) == batches
+    # the fp16 path: skips the step, lowers the scale
+    engine.parts.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    before = engine.parts.scaler.get_scale()
+    _one_nan_batch(engine)
+    loss, _ = engine.train_epoch(0)
+    assert np.isfinite(loss) and engine.loop.nonfinite_batches == 1
+    assert engine.parts.scaler.get_scale() < before
+    assert all(torch.isfinite(p).all() for p in engine.parts.model.parameters())
 
-    trainer = Trainer(config, CPU_CTX, progress=False)
-    trainer.setup()  # float32: the NaN update is applied, so the run stops
-    _one_nan_batch(trainer)
-    with pytest.raises(
-        TrainingDivergedError, match="non-finite in 3 batch"
-    ):  # the NaN weights poison the rest
-        trainer.train_epoch(0)
+    engine = Engine(config, CPU_CTX, progress=False)
+    engine.setup()  # float32: the NaN update is applied, so the run stops
+    _one_nan_batch(engine)
+    # the NaN weights poison the rest: the second batch and every one after it
+    with pytest.raises(TrainingDivergedError, match=f"non-finite in {batches - 1} batch"):
+        engine.train_epoch(0)
 
 
 def _draws():
@@ -280,11 +274,11 @@ def test_resume_loads_everything_to_the_cpu(
         return loaded
 
     monkeypatch.setattr(state_module.torch, "load", load)
-    trainer = Trainer(config, CPU_CTX, progress=False)
-    trainer.setup()
-    trainer.resume()
+    engine = Engine(config, CPU_CTX, progress=False)
+    engine.setup()
+    engine.resume()
     assert seen == ["cpu"]
-    steps = [s["step"] for s in trainer.optimizer.state.values()]
+    steps = [s["step"] for s in engine.parts.optimizer.state.values()]
     assert steps and all(s.device.type == "cpu" for s in steps)  # Adam's counters stay on the host
     with pytest.raises((RuntimeError, TypeError)):
         restore_rng({**capture_rng(), "torch": torch.get_rng_state().to("meta")})
@@ -303,7 +297,7 @@ def test_ema_update_matches_the_per_tensor_formula():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
     model(torch.randn(2, 1, 8, 8))
-    ema = _EMA(model, decay=0.9)
+    ema = EMA(model, decay=0.9)
     expected = {k: v.clone() for k, v in ema.model.state_dict().items()}
     with torch.no_grad():
         for p in model.parameters():
@@ -346,7 +340,8 @@ def test_ensemble_under_torchrun_combines_on_rank_0_only(monkeypatch, tmp_path):
     from cxr_core.training.config import EnsembleConfig
 
     recipe = EnsembleConfig(members=["a.yaml", "b.yaml"], out_dir=str(tmp_path / "ens"))
-    monkeypatch.setattr(ensembling, "load_config", lambda path: type("C", (), {"device": "cpu"})())
+    member = type("C", (), {"device": "cpu", "task": "classification"})()
+    monkeypatch.setattr(ensembling, "load_config", lambda path: member)
     monkeypatch.setattr(
         ensembling, "_trained_member", lambda config, progress, ctx: tmp_path / "member"
     )

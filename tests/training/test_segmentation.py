@@ -1,3 +1,6 @@
+"""The segmentation task on the engine: paired augmentation, the loss, the patient split, a run
+that ``cxr evaluate`` reproduces, exact resume (also after SIGKILL), AMP and two processes."""
+
 from __future__ import annotations
 
 import json
@@ -6,43 +9,27 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from safetensors.torch import load_file
 
 from cxr_core.cli.main import main
 from cxr_core.data.dataset import AugmentConfig
 from cxr_core.data.preprocessing import PreprocessConfig
-from cxr_core.errors import ConfigError
+from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.evaluation.segmentation import evaluate_segmentation
 from cxr_core.models.checkpoint import load_checkpoint
+from cxr_core.training import train
 from cxr_core.training.config import TrainConfig
 from cxr_core.training.losses import DiceBCELoss
-from cxr_core.training.segmentation import PairAugment, split_by_patient, train_segmentation
+from cxr_core.training.segmentation import PairAugment, split_by_patient
 
 GRAY = PreprocessConfig(
     cache_size=64, input_size=48, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), in_chans=1
 )
 
 
-def _blobs(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose bright pixels are exactly the mask (two ellipses, random position and size)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    masks = np.zeros((n, size, size), bool)
-    for i in range(n):
-        for cx in (size * 0.3, size * 0.7):
-            cy, ry, rx = (
-                rng.uniform(0.4, 0.6) * size,
-                rng.uniform(0.2, 0.3) * size,
-                rng.uniform(0.1, 0.15) * size,
-            )
-            masks[i] |= ((yy - cy) / ry) ** 2 + ((xx - cx + rng.uniform(-2, 2)) / rx) ** 2 <= 1
-    images = np.where(masks, 220, 30).astype(np.uint8)
-    return images, masks
-
-
-def test_augmentation_moves_image_and_mask_together():
+def test_augmentation_moves_image_and_mask_together(make_blob_pairs):
     torch.manual_seed(0)
-    images, masks = _blobs(16)
+    images, masks = make_blob_pairs(16)
     augment = PairAugment(GRAY, AugmentConfig(rotation=30.0, crop_scale=(0.5, 0.9), hflip=True))
     x, y = augment(torch.from_numpy(images)[:, None], torch.from_numpy(masks)[:, None])
     assert x.shape == (16, 1, 48, 48) and y.shape == (16, 1, 48, 48)
@@ -80,62 +67,48 @@ def test_patient_split_keeps_patients_whole_and_is_reproducible():
     assert {patients[i] for i in val} == {list(reversed(patients))[i] for i in again}
 
 
-def test_segmentation_config_rejects_a_classification_loss(tmp_path):
+def test_segmentation_config_rejects_a_classification_loss_and_an_unknown_task(tmp_path):
     with pytest.raises(ConfigError, match="loss.kind"):
         TrainConfig.from_dict(
             {"task": "segmentation", "data": {"path": "x"}, "loss": {"kind": "ce"}}
         )
-    with pytest.raises(ConfigError, match="task"):
-        TrainConfig.from_dict({"task": "detection", "data": {"path": "x"}})
+    config = TrainConfig.from_dict({"task": "detection", "data": {"path": str(tmp_path)}})
+    with pytest.raises(ConfigError, match="task: must be one of classification, segmentation"):
+        train(config, progress=False)
 
 
-def _write_blobs(root, n: int) -> None:
-    images, masks = _blobs(n, seed=1)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        Image.fromarray(images[i]).save(root / "images" / f"case{i:02d}.png")
-        Image.fromarray(masks[i].astype(np.uint8) * 255).save(root / "masks" / f"case{i:02d}.png")
+def _log(out_dir) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "training_log.jsonl").read_text().splitlines()]
 
 
-def test_training_writes_a_checkpoint_that_evaluate_reproduces(tmp_path):
-    data = tmp_path / "blobs"
-    _write_blobs(data, 8)
-    config = TrainConfig.from_dict(
-        {
-            "task": "segmentation",
-            "data": {"path": str(data), "format": "masks", "val": 0.25, "cache_size": 64},
-            "model": {"name": "unet_small", "in_chans": 1},
-            "preprocess": {"input_size": 64},
-            "augment": {"rotation": 5.0, "crop_scale": [0.9, 1.0]},
-            "optim": {"lr": 0.01, "batch_size": 4},
-            "schedule": {"name": "constant"},
-            "eval": {"n_boot": 100},
-            "epochs": 2,
-            "out_dir": str(tmp_path / "run"),
-        }
-    )
-    result = train_segmentation(config, progress=False)
-    log = [
-        json.loads(line)
-        for line in (tmp_path / "run" / "training_log.jsonl").read_text().splitlines()
-    ]
-    assert [row["epoch"] for row in log] == [1, 2]
+def test_segmentation_training_writes_a_checkpoint_that_evaluate_reproduces(
+    mask_folders, tmp_path, make_segmentation_config
+):
+    config = make_segmentation_config(mask_folders, tmp_path / "run")
+    result = train(config, progress=False)
+    log = _log(tmp_path / "run")
+    assert [row["epoch"] for row in log] == [0, 1]
+    assert {"monitor", "val_dice", "val_iou", "val_hd95", "train_loss", "lr", "best"} <= set(log[0])
     card = load_checkpoint(result.best_checkpoint).card
     assert card.label_space["task"] == "segmentation" and card.classes == ("lung",)
-    assert len(card.data["val_ids"]) == 2 and not set(card.data["val_ids"]) & set(
+    assert card.training["monitor"] == "val_dice" and card.training["seed"] == 0
+    assert len(card.data["val_ids"]) == 3 and not set(card.data["val_ids"]) & set(
         card.data["train_ids"]
     )
     assert 0.0 < card.data["mask_fraction"]["min"] <= card.data["mask_fraction"]["max"] < 1.0
     shipped = json.loads((tmp_path / "run" / "eval" / "val" / "report.json").read_text())
     assert card.validation["dice"] == shipped["metrics"]["dice"]
+    assert "validation Dice" in result.headline
     frame, report = evaluate_segmentation(
         result.best_checkpoint, out_dir=tmp_path / "again", n_boot=100
     )
     assert list(frame["image_id"]) == card.data["val_ids"]
     for metric in ("dice", "iou", "hd95"):
         assert report["metrics"][metric] == pytest.approx(shipped["metrics"][metric])
-    assert result.best_metric == pytest.approx(max(row["val_dice"] for row in log))
+    # the log's epoch-level Dice of the best epoch is the final evaluation's point estimate
+    best = max(log, key=lambda row: row["val_dice"])
+    assert result.best_metric == pytest.approx(best["val_dice"])
+    assert shipped["metrics"]["dice"]["mean"] == pytest.approx(best["val_dice"], abs=1e-9)
     code = main(
         [
             "evaluate",
@@ -154,6 +127,73 @@ def test_training_writes_a_checkpoint_that_evaluate_reproduces(tmp_path):
     assert cli["metrics"] == report["metrics"] and (tmp_path / "cli" / "scores.csv").is_file()
 
 
+def _same_weights(a_dir, b_dir) -> None:
+    for name in ("last.safetensors", "model.safetensors"):
+        a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
+
+
+def test_segmentation_resume_is_bit_identical_to_uninterrupted_run(
+    mask_folders, tmp_path, make_segmentation_config
+):
+    # Dropout, augmentation, cosine warm-up and EMA all draw on state that must survive the restart.
+    settings = dict(
+        model__dropout=0.2, schedule__name="cosine", schedule__warmup_epochs=0.5, ema__decay=0.9
+    )
+    straight = make_segmentation_config(mask_folders, tmp_path / "straight", **settings)
+    chunked = make_segmentation_config(mask_folders, tmp_path / "chunked", **settings)
+    full = train(straight, progress=False)
+    paused = train(chunked, progress=False, stop_after_epochs=1)
+    assert not paused.completed and paused.report is None
+    resumed = train(chunked, resume=True, progress=False)
+    assert full.completed and resumed.completed and resumed.epochs_run == 2
+    _same_weights(tmp_path / "straight", tmp_path / "chunked")
+    strip = [
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+        for r in _log(tmp_path / "straight")
+    ]
+    again = [
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+        for r in _log(tmp_path / "chunked")
+    ]
+    assert strip == again
+    assert resumed.report["metrics"] == full.report["metrics"]
+
+
+@pytest.mark.slow  # three processes: ~40 s of CPU
+def test_segmentation_resume_after_sigkill_is_bit_identical(
+    mask_folders, tmp_path, make_segmentation_config, killed_and_resumed
+):
+    settings = dict(epochs=3, model__dropout=0.2, ema__decay=0.9)
+    straight = make_segmentation_config(mask_folders, tmp_path / "straight", **settings)
+    killed = make_segmentation_config(mask_folders, tmp_path / "killed", **settings)
+    train(straight, progress=False)
+    resumed = killed_and_resumed(killed, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "best val_dice" in resumed.stdout and "validation Dice" in resumed.stdout
+    _same_weights(tmp_path / "straight", tmp_path / "killed")
+    assert [row["epoch"] for row in _log(tmp_path / "killed")] == [0, 1, 2]
+
+
+def test_segmentation_resume_refuses_other_data(mask_folders, tmp_path, make_segmentation_config):
+    config = make_segmentation_config(mask_folders, tmp_path / "run", epochs=1)
+    train(config, progress=False)
+    other = make_segmentation_config(mask_folders, tmp_path / "run", epochs=2, data__split_seed=3)
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        train(other, resume=True, progress=False)
+
+
+def test_segmentation_trains_under_bf16_autocast(mask_folders, tmp_path, make_segmentation_config):
+    config = make_segmentation_config(mask_folders, tmp_path / "run", epochs=1, amp="bf16")
+    result = train(config, progress=False)
+    card = load_checkpoint(result.best_checkpoint).card
+    assert card.training["amp"] == "bfloat16"
+    assert np.isfinite(_log(tmp_path / "run")[0]["train_loss"])
+    assert 0.0 <= result.report["metrics"]["dice"]["mean"] <= 1.0
+
+
 def test_an_unknown_adapter_option_is_a_config_error(tmp_path):
     config = TrainConfig.from_dict(
         {
@@ -161,20 +201,27 @@ def test_an_unknown_adapter_option_is_a_config_error(tmp_path):
             "data": {"path": str(tmp_path), "adapter": {"mask_dir": "m"}},
             "model": {"name": "unet_small"},
             "out_dir": str(tmp_path / "run"),
+            "device": "cpu",
         }
     )
     with pytest.raises(ConfigError, match="mask_dir"):
-        train_segmentation(config, progress=False)
+        train(config, progress=False)
 
 
-def test_a_classifier_in_a_segmentation_config_is_a_config_error(tmp_path):
+def test_a_model_of_the_other_task_is_a_config_error(tmp_path):
     config = TrainConfig.from_dict(
         {
             "task": "segmentation",
             "data": {"path": str(tmp_path)},
             "model": {"name": "small_cnn"},
             "out_dir": str(tmp_path / "run"),
+            "device": "cpu",
         }
     )
     with pytest.raises(ConfigError, match="unet_lite0, unet_small"):
-        train_segmentation(config, progress=False)
+        train(config, progress=False)
+    config = TrainConfig.from_dict(
+        {"data": {"path": str(tmp_path)}, "model": {"name": "unet_small"}, "device": "cpu"}
+    )
+    with pytest.raises(ConfigError, match="draws masks; set task: segmentation"):
+        train(config, progress=False)

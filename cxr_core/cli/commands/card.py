@@ -1,4 +1,5 @@
-"""``cxr card refresh``: re-stamp a checkpoint's model card without retraining."""
+"""``cxr card refresh``: re-stamp a checkpoint's model card without retraining; ``cxr card sign``:
+sign the card of a checkpoint written before cards were signed."""
 
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_bootstrap_options(p, seed_help="bootstrap and fold seed")
     add_compute_options(p)
     p.set_defaults(handler=run)
+    sign = sub.add_parser(
+        "sign",
+        help="sign a checkpoint's model card as it is (checkpoints written before cards were signed)",
+        description="Verifies the card (schema) and the weights (their checksum), then rewrites the checkpoint with "
+        "one checksum over the whole card, the weights and the input-gate statistics, so that any later edit of the "
+        "card is refused naming the changed fields. Sign only a file you trust: the card is taken as it is.",
+    )
+    sign.add_argument("--checkpoint", required=True, nargs="+", help="model .safetensors file(s)")
+    sign.set_defaults(handler=run_sign)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,4 +83,16 @@ def run(args: argparse.Namespace) -> int:
         subgroups=args.by,
     )
     print(f"model card of {checkpoint} re-stamped (weights unchanged)", file=sys.stderr)
+    return 0
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    from cxr_core.models.checkpoint import sign_checkpoint
+
+    for path in args.checkpoint:
+        card = sign_checkpoint(path)
+        print(
+            f"signed the model card of {path}: {card.architecture}, classes {list(card.classes)}",
+            file=sys.stderr,
+        )
     return 0

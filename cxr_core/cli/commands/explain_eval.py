@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from cxr_core.inference.explain import method_class
     from cxr_core.inference.localisation import evaluate_localisation, load_bboxes
     from cxr_core.inference.predictor import Predictor
+    from cxr_core.utils.csv_safe import write_frame_csv
 
     method_class(args.method)
     if not 0.0 < args.level <= 1.0:
@@ -105,6 +105,5 @@ def run(args: argparse.Namespace) -> int:
         if count:
             print(f"skipped {count} boxes: {reason}", file=sys.stderr)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        result.per_box.to_csv(args.out, index=False)
+        write_frame_csv(result.per_box, args.out)
     return 0

@@ -37,16 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxr_core.data.imaging import SUPPORTED_EXTENSIONS, load_image
+    from cxr_core.data.formats.files import list_image_files
+    from cxr_core.data.imaging import load_image
     from cxr_core.data.preprocessing import to_cache_array
     from cxr_core.inference.export import export_checkpoint
-    from cxr_core.inference.predictor import collect_image_paths
     from cxr_core.models.checkpoint import read_model_card
 
     arrays = None
     if args.check_images:
         cache_size = read_model_card(args.checkpoint).get_preprocess().cache_size
-        paths = collect_image_paths(args.check_images, SUPPORTED_EXTENSIONS)[:16]
+        paths = list_image_files(args.check_images).images[:16]
         arrays = [to_cache_array(load_image(p).pixels, cache_size) for p in paths]
     out, delta = export_checkpoint(
         args.checkpoint, args.format, args.out, parity_batch=arrays, tta=args.tta

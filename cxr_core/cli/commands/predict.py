@@ -6,30 +6,29 @@ import argparse
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
-from cxr_core.data.imaging import SUPPORTED_EXTENSIONS
 from cxr_core.inference.outcome import OUTCOME_LABELS, OUTCOMES, REFUSED, UNREADABLE
 from cxr_core.models.tta import TTA_MODES
-from cxr_core.utils.csv_safe import SafeCSVWriter
 
 ALL_POSITIVE = "all-positive"
-OUTCOME_COLUMNS = ("outcome", "scored_anyway", "reason")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict",
         help="predict findings for image files or folders",
-        description="Writes OUT/predictions.csv (path, one probability column per class, findings, outcome, "
-        "scored_anyway, reason, warnings, error). Every file gets a row and one outcome: scored; out_of_domain "
-        "(a chest film unlike the training data: another population, a lateral view, an age outside the "
-        "training ages; probabilities written, findings left empty unless --score-anyway); refused (not a "
-        "chest radiograph: another modality or body part, blank, noise, a photo or document; no probabilities); "
-        "unreadable (the file could not be decoded; the error column says why). The run goes on past every "
-        "file. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
+        description="Writes OUT/predictions.csv, the project's one prediction table (image_id, path, patient_id, "
+        "outcome, scored_anyway, reason, findings, prob:<class>..., threshold:<class>..., warnings, error); folders "
+        "are searched by content, so extensionless DICOM files are found, and other files are counted in the summary. "
+        "Every file gets a row and one outcome: scored; out_of_domain (a chest film unlike the training data: another "
+        "population, a lateral view, an age outside the training ages; probabilities written, findings left empty "
+        "unless --score-anyway); refused (not a chest radiograph: another modality or body part, blank, noise, a photo "
+        "or document; no probabilities); unreadable (the file could not be decoded). The reason column says why; the "
+        "run goes on past every file. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
         "the image's size) and the columns lung_fraction (share of the image inside the lungs) and lung_warning "
         "(set when the image does not look like a frontal chest radiograph: lung area outside the range of frontal "
         "films, or not two lungs side by side); the lung warning is also one of the gate's warnings.",
@@ -66,6 +65,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also call the findings of out-of-domain films (recorded as scored_anyway in their rows)",
     )
+    p.add_argument(
+        "--dicom-out",
+        default=None,
+        metavar="DIR",
+        help="also write DICOM results for DICOM inputs: an SR of the findings, a Secondary Capture of the "
+        "called findings' overlay, a SEG of the lung mask with --lungs (DIR/<file>/, listed in DIR/index.csv)",
+    )
+    p.add_argument(
+        "--pdf-out", default=None, metavar="DIR", help="also write a one-page PDF report per image"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
         "--workers", type=int, default=2, help="threads decoding images while the model runs"
@@ -94,51 +103,17 @@ def _heatmap_names(paths: list[Path]) -> dict[Path, str]:
     }
 
 
-def _row(result, classes: tuple[str, ...], lung_dir: Path | None, names: dict[Path, str]) -> list:
-    """One CSV row: probabilities only when the gate let the model's numbers through."""
-    from cxr_core.inference.lungs import mask_png
-
-    pred = result.prediction
-    has_probs = pred is not None and bool(pred.probabilities)
-    probabilities = [repr(pred.probabilities[c]) if has_probs else "" for c in classes]
-    lung_values = []
-    if lung_dir is not None:
-        lung_values = ["", ""]
-        if (
-            result.lungs is not None
-        ):  # segmented by the input gate, whose verdict includes its check
-            (lung_dir / f"{names[Path(result.path)]}.png").write_bytes(mask_png(result.lungs.mask))
-            lung_values = [repr(round(result.lungs.fraction, 6)), result.lungs.check.warning or ""]
-    return [
-        result.path,
-        *probabilities,
-        ";".join(pred.positive) if pred is not None else "",
-        result.outcome,
-        str(pred.scored_anyway).lower() if pred is not None else "false",
-        result.reason,
-        " | ".join(result.warnings),
-        *lung_values,
-        result.error,
-    ]
-
-
-def _write_heatmaps(predictor, result, targets: list[str], method: str, stem: Path) -> None:
-    """One overlay PNG per explained class, named ``<stem>__<class>.png``."""
-    from cxr_core.inference.explain import explain_batch, overlay_png
-
-    maps = explain_batch(predictor, [result.image] * len(targets), targets, method)
-    for cls, heatmap in zip(targets, maps):
-        png = overlay_png(result.image.pixels, heatmap)
-        stem.with_name(f"{stem.name}__{_slug(cls)}.png").write_bytes(png)
-
-
 def run(args: argparse.Namespace) -> int:
+    from cxr_core.artifacts.prediction_table import write_prediction_table
+    from cxr_core.data.formats.files import list_image_files
     from cxr_core.inference.explain import method_class
-    from cxr_core.inference.predictor import Predictor, collect_image_paths
+    from cxr_core.inference.predictor import Predictor
+    from cxr_core.reporting.export import exporter_for
 
     if args.heatmaps:
         method_class(args.method)  # an unknown method fails before the model is loaded
-    paths = collect_image_paths(args.paths, SUPPORTED_EXTENSIONS)
+    listing = list_image_files(args.paths)
+    paths = listing.images
     lungs = None
     if args.lungs is not None:
         from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
@@ -149,49 +124,78 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(
         args.checkpoint, device=args.device, tta=args.tta, lungs=lungs
     )
-    classes = predictor.classes
+    exporter = exporter_for(predictor, args.checkpoint, args.dicom_out, args.pdf_out, lungs)
     explain_class = None
     if args.heatmaps and args.class_name != ALL_POSITIVE:
-        explain_class = classes[predictor.label_space.index(args.class_name)]
+        explain_class = predictor.classes[predictor.label_space.index(args.class_name)]
 
     out = Path(args.out)
-    heat_dir, lung_dir = out / "heatmaps", out / "lungs"
-    (heat_dir if args.heatmaps else out).mkdir(parents=True, exist_ok=True)
+    (out / "heatmaps" if args.heatmaps else out).mkdir(parents=True, exist_ok=True)
     if lungs is not None:
-        lung_dir.mkdir(exist_ok=True)
-    lung_columns = ["lung_fraction", "lung_warning"] if lungs is not None else []
-    names = _heatmap_names(paths)
+        (out / "lungs").mkdir(exist_ok=True)
     counts: Counter[str] = Counter()
-    with (
-        open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle,
-        tqdm(total=len(paths), desc="predict", unit="img") as bar,
-    ):
-        writer = SafeCSVWriter(handle)
-        writer.writerow(
-            ["path", *classes, "findings", *OUTCOME_COLUMNS, "warnings", *lung_columns, "error"]
-        )
-        results = predictor.iter_predict_files(
-            paths,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            keep_images=args.heatmaps,
-            score_anyway=args.score_anyway,
-        )
-        for result in results:
-            counts[result.outcome] += 1
-            writer.writerow(_row(result, classes, lung_dir if lungs is not None else None, names))
-            if args.heatmaps and result.image is not None and result.prediction.probabilities:
-                targets = [explain_class] if explain_class else result.prediction.positive
-                _write_heatmaps(
-                    predictor, result, targets, args.method, heat_dir / names[Path(result.path)]
-                )
-            result.image = result.lungs = None
-            handle.flush()
-            bar.update(1)
+    rows = _rows(args, predictor, paths, out, explain_class, lungs is not None, counts, exporter)
+    write_prediction_table(
+        out / "predictions.csv",
+        predictor.classes,
+        rows,
+        labels=False,
+        thresholds=predictor.label_space.multilabel,
+        extra=LUNG_COLUMNS if lungs is not None else (),
+    )
+    if exporter is not None:
+        exporter.close()
+    skipped = f"; {listing.summary()} (no row)" if listing.skipped else ""
     print(
         f"wrote {out / 'predictions.csv'}: {len(paths)} images: "
-        + ", ".join(f"{counts[o]} {OUTCOME_LABELS[o]}" for o in OUTCOMES),
+        + ", ".join(f"{counts[o]} {OUTCOME_LABELS[o]}" for o in OUTCOMES)
+        + skipped,
         file=sys.stderr,
     )
-    errors = counts[REFUSED] + counts[UNREADABLE]
-    return 1 if errors == len(paths) else 0
+    return 1 if counts[REFUSED] + counts[UNREADABLE] == len(paths) else 0
+
+
+LUNG_COLUMNS = ("lung_fraction", "lung_warning")
+
+
+def _rows(args, predictor, paths, out, explain_class, with_lungs, counts, exporter) -> Iterator:
+    """One table row per file, as the predictor yields them, writing heatmaps, lung masks and
+    (with an exporter) DICOM results and PDF reports."""
+    from cxr_core.inference.explain import explain_batch, overlay_png
+    from cxr_core.inference.lungs import mask_png
+    from cxr_core.inference.table_rows import file_row
+
+    names = _heatmap_names(paths)
+    multilabel = predictor.label_space.multilabel
+    results = predictor.iter_predict_files(
+        paths,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        keep_images=args.heatmaps or exporter is not None,
+        score_anyway=args.score_anyway,
+    )
+    for result in tqdm(results, total=len(paths), desc="predict", unit="img"):
+        if exporter is not None:
+            exporter.export(result)
+        extra = dict.fromkeys(LUNG_COLUMNS, "") if with_lungs else {}
+        pred = result.prediction
+        counts[result.outcome] += 1
+        if (
+            result.lungs is not None
+        ):  # segmented by the input gate, whose warnings include its check
+            (out / "lungs" / f"{names[Path(result.path)]}.png").write_bytes(
+                mask_png(result.lungs.mask)
+            )
+            extra = {
+                "lung_fraction": repr(round(result.lungs.fraction, 6)),
+                "lung_warning": result.lungs.check.warning or "",
+            }
+        if pred is not None and pred.probabilities and args.heatmaps:
+            targets = [explain_class] if explain_class else pred.positive
+            maps = explain_batch(predictor, [result.image] * len(targets), targets, args.method)
+            for cls, heatmap in zip(targets, maps):
+                png = overlay_png(result.image.pixels, heatmap)
+                name = f"{names[Path(result.path)]}__{_slug(cls)}.png"
+                (out / "heatmaps" / name).write_bytes(png)
+        yield file_row(result, multilabel=multilabel, extra=extra)
+        result.image = result.lungs = None

@@ -14,6 +14,7 @@ from cxr_core.evaluation.review import (
     load_session,
     session_frame,
 )
+from cxr_core.utils.csv_safe import write_frame_csv
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,7 +71,7 @@ def run_agreement(args: argparse.Namespace) -> int:
     data = load_session(store, args.session)
     table = agreement(session_frame(store, data), n_boot=args.bootstrap, seed=args.seed)
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        write_frame_csv(table, args.csv)
     if table.empty:
         print(f"session {args.session} has no reader calls yet")
         return 0

@@ -1,5 +1,5 @@
-"""``cxr train``: train a classifier (also under ``torchrun`` for several GPUs) or, with
-``task: segmentation`` in the config, a segmentation model, from a YAML config."""
+"""``cxr train``: train the model a YAML config describes (``task: classification`` or
+``segmentation``), also under ``torchrun`` for several GPUs."""
 
 from __future__ import annotations
 
@@ -37,10 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxr_core.errors import ConfigError
-    from cxr_core.models import get_model_spec, list_models
-    from cxr_core.training import load_config, train
-    from cxr_core.training.config import TASK_SEGMENTATION
+    from cxr_core.training.config import load_config
+    from cxr_core.training.engine import train
 
     overrides: dict = {}
     if args.max_epochs is not None:
@@ -50,13 +48,6 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides["device"] = args.device
     config = load_config(args.config, overrides=overrides)
-    if config.task != TASK_SEGMENTATION and get_model_spec(config.model.name).segmentation:
-        raise ConfigError(
-            f"model.name: {config.model.name} draws masks; set task: segmentation or pick a classifier "
-            f"({', '.join(list_models())})"
-        )
-    if config.task == TASK_SEGMENTATION:
-        return _run_segmentation(config, args)
     result = train(
         config, resume=args.resume, progress=not args.no_progress, stop_after_epochs=args.stop_after
     )
@@ -68,26 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"best {result.monitor} {result.best_metric:.4f} at epoch {result.best_epoch} of {result.epochs_run}"
             f"{' (stopped early)' if result.stopped_early else ''}; {result.wall_time_s:.1f}s of training\n"
-            f"checkpoint: {result.best_checkpoint}\nvalidation report: {result.out_dir / 'eval' / 'val'}"
+            + (f"{result.headline}\n" if result.headline else "")
+            + f"checkpoint: {result.best_checkpoint}\nvalidation report: {result.out_dir / 'eval' / 'val'}"
         )
-    return 0
-
-
-def _run_segmentation(config, args: argparse.Namespace) -> int:
-    from cxr_core.training.segmentation import train_segmentation
-
-    if args.resume or args.stop_after is not None:
-        print(
-            "segmentation runs are short and start afresh: --resume and --stop-after do not apply"
-        )
-        return 2
-    result = train_segmentation(config, progress=not args.no_progress)
-    dice = result.report["metrics"]["dice"]
-    print(
-        f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch} of {result.epochs_run}"
-        f"{' (stopped early)' if result.stopped_early else ''}; {result.wall_time_s:.1f}s of training\n"
-        f"validation Dice {dice['mean']:.4f} (95% CI {dice['ci_low']:.4f}-{dice['ci_high']:.4f}, "
-        f"{result.report['n_patients']} patients)\n"
-        f"checkpoint: {result.best_checkpoint}\nvalidation report: {result.out_dir / 'eval' / 'val'}"
-    )
     return 0

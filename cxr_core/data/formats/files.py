@@ -12,9 +12,12 @@ import gzip
 import lzma
 import os
 import re
+import stat
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +25,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cxr_core.data.imaging import (
+    SNIFF_BYTES,
+    SUPPORTED_KINDS,
+    UNSUPPORTED_IMAGE_EXTENSIONS,
+    UNSUPPORTED_IMAGE_KINDS,
+    sniff_kind,
+)
 from cxr_core.data.imaging import SUPPORTED_EXTENSIONS as IMAGE_EXTENSIONS
-from cxr_core.errors import DatasetError
+from cxr_core.errors import DatasetError, ImageLoadError
 
 Missing = Literal["error", "drop"]
 
@@ -150,6 +160,107 @@ def walk_files(folder: Path) -> Iterator[Path]:
         for name in sorted(filenames):
             if not is_hidden(name):
                 yield Path(dirpath, name)
+
+
+@dataclass
+class ImageListing:
+    """The files of a prediction run: those that get a row, and the others counted by kind."""
+
+    images: list[Path] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        """``3 not images: 2 text, 1 zip`` (empty when every file got a row)."""
+        total = sum(self.skipped.values())
+        if not total:
+            return ""
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.skipped.items(), key=_by_count))
+        return f"{total} not image{'s' if total != 1 else ''}: {kinds}"
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def list_image_files(inputs: Iterable[str | os.PathLike[str]]) -> ImageListing:
+    """Files as given, plus every image found by content (or named like one) in folders.
+
+    Inside folders a file is an image by its first bytes (:func:`sniff_kind`: DICOM preamble or
+    ``DICM``-less DICOM start, PNG/JPEG/TIFF/BMP/JPEG 2000/GIF/WebP... signatures), so the
+    extensionless files PACS and DICOMDIR exports write get their row; a file named like an
+    image whatever it holds, and an entry that is not a regular file but is named like one (a
+    dangling link, a pipe, a folder ``x.png``), get a row too, so that ``load_image`` says why
+    it cannot be read. Everything else is counted by kind in :attr:`ImageListing.skipped`.
+    Raises ``ImageLoadError`` for a path that does not exist or a folder without images,
+    because both are almost always a typo in the command.
+    """
+    listing = ImageListing()
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = ImageListing()
+            for entry in _folder_entries(path):
+                kind = _entry_kind(entry)
+                if kind is None:
+                    found.images.append(entry)
+                else:
+                    found.skipped[kind] += 1
+            if not found.images:
+                skipped = f" ({found.summary()})" if found.skipped else ""
+                raise ImageLoadError(
+                    f"{path}: the folder contains no images{skipped}. Supported formats: PNG, JPEG, "
+                    "BMP, TIFF and DICOM (with or without a file extension)."
+                )
+            listing.images.extend(sorted(found.images))
+            listing.skipped.update(found.skipped)
+        elif path.exists() or path.is_symlink():  # a dangling link gets its row like any other file
+            listing.images.append(path)
+        else:
+            raise ImageLoadError(f"{path}: no such file or folder.")
+    return listing
+
+
+def _folder_entries(folder: Path) -> Iterator[Path]:
+    """Every file under ``folder``, every sub-folder named like an image (which gets a row) and
+    every hidden sub-folder (counted as hidden, not walked: ``.git``, ``__MACOSX``)."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in dirnames:
+            if _named_like_image(name) or is_hidden(name):
+                yield Path(dirpath, name)
+        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
+        for name in sorted(filenames):
+            yield Path(dirpath, name)
+
+
+def _named_like_image(name: str) -> bool:
+    suffix = Path(name).suffix.lower()
+    return suffix in IMAGE_EXTENSIONS or suffix in UNSUPPORTED_IMAGE_EXTENSIONS
+
+
+def _entry_kind(path: Path) -> str | None:
+    """``None`` for an entry that gets a row; otherwise the kind it is counted under."""
+    if is_hidden(path.name):
+        return "hidden"
+    named = _named_like_image(path.name)
+    try:
+        mode = (
+            path.lstat().st_mode if path.is_symlink() and not path.exists() else path.stat().st_mode
+        )
+    except OSError:
+        return None if named else "unreadable"
+    if not stat.S_ISREG(mode):
+        # Opening a pipe or device would block; only its name can make it an image.
+        return None if named else "special files"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError:
+        return None if named else "unreadable"
+    kind = sniff_kind(head)
+    if named or kind in SUPPORTED_KINDS or kind in UNSUPPORTED_IMAGE_KINDS:
+        return None
+    return kind
 
 
 def index_images(folders: Iterable[Path]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Single-process and ``torchrun`` multi-process training share one code path.
+"""Single-process and ``torchrun`` multi-process runs share one code path.
 
 When ``torchrun`` sets RANK/WORLD_SIZE/LOCAL_RANK, :func:`init_distributed` joins the process
 group (NCCL on CUDA, Gloo on CPU) and pins each process to its GPU; otherwise it returns a
@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from cxr_core.errors import ConfigError
+from cxr_core.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -83,45 +85,17 @@ class DistContext:
         return list(range(self.rank, n, self.world_size))
 
 
+def reassemble(shards: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Rows the ranks computed for their shards (``(indices, rows)`` each), in the set's order."""
+    index = np.concatenate([np.asarray(s[0], dtype=np.int64) for s in shards])
+    rows = np.concatenate([s[1] for s in shards])
+    ordered = np.empty_like(rows)
+    ordered[index] = rows
+    return ordered
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-
-
-def gpu_index(local_rank: int, visible: int) -> int:
-    """The GPU a process of a node takes: its LOCAL_RANK's, or the only one it can see.
-
-    torchrun shows every GPU of the node to every process; SLURM (``--gpus-per-task=1``) and
-    some schedulers show each task one GPU, always numbered 0, so ``cuda:LOCAL_RANK`` would
-    not exist there.
-    """
-    if local_rank < visible:
-        return local_rank
-    if visible == 1:
-        return 0
-    raise ConfigError(
-        f"process with LOCAL_RANK {local_rank} sees {visible} GPUs; start at most one process per visible GPU "
-        "(torchrun --nproc_per_node) or show each process exactly one GPU (CUDA_VISIBLE_DEVICES)"
-    )
-
-
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when present; an explicit ``cuda`` without a GPU is a ConfigError."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device: '{preference}' requested but no CUDA GPU is available; use device: auto or cpu"
-            )
-        if preference == "cuda":
-            return torch.device("cuda", gpu_index(local_rank, torch.cuda.device_count()))
-        device = torch.device(preference)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device: {preference} does not exist; this machine shows {torch.cuda.device_count()} GPU(s)"
-            )
-        return device
-    return torch.device("cpu")
 
 
 def init_distributed(device_preference: str) -> DistContext:

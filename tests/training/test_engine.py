@@ -1,4 +1,5 @@
-"""The training loop on real and synthetic images: learning, outputs, masked labels, schedule."""
+"""The training engine with the classification task on real and synthetic images: learning,
+outputs, masked labels, schedule."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from cxr_core.artifacts.run_dir import load_predictions
 from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.training import TrainConfig, train
-from cxr_core.training.distributed import init_distributed, shutdown_distributed
-from cxr_core.training.loop import Trainer, resolve_amp
+from cxr_core.training.amp import resolve_amp
+from cxr_core.training.engine import Engine
 from cxr_core.training.sampling import EpochSampler
 from cxr_core.training.schedule import LRSchedule
+from cxr_core.utils.distributed import init_distributed, shutdown_distributed
 
 
 def _log(out_dir) -> list[dict]:
@@ -155,18 +157,18 @@ def test_cpu_training_runs_channels_last_unless_switched_off(
     config = make_config(class_folders, tmp_path / "run", cache_dir, channels_last=channels_last)
     ctx = init_distributed(config.device)
     try:
-        trainer = Trainer(config, ctx, progress=False)
-        trainer.setup()
+        engine = Engine(config, ctx, progress=False)
+        engine.setup()
         convs = [
             m
-            for m in trainer.model.modules()
+            for m in engine.parts.model.modules()
             if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
         ]
         assert convs and all(
             c.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
             for c in convs
         )
-        batch = trainer._to_device(torch.zeros(2, 4, 8, 8))
+        batch = engine.runtime.to_device(torch.zeros(2, 4, 8, 8))
         assert batch.is_contiguous(memory_format=torch.channels_last) == channels_last
     finally:
         shutdown_distributed(ctx)
@@ -364,7 +366,7 @@ def test_lung_masked_training_sees_only_the_lungs_and_predicts_as_evaluated(
 def test_a_missing_lung_model_stops_the_run_before_any_image_is_read(
     class_folders, tmp_path, make_config
 ):
-    from cxr_core.training.loop import build_preprocess
+    from cxr_core.training.inputs import build_preprocess
 
     config = make_config(
         class_folders,
