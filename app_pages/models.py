@@ -15,7 +15,9 @@ from cxr_core.artifacts.catalog import (
     per_class_auroc,
     same_evaluation_data,
 )
-from dashboard import charts, state
+from cxr_core.evaluation.compare import comparison_table
+from cxr_core.utils.csv_safe import frame_csv_text
+from dashboard import charts, comparison_views, evaluation_cache, state
 from dashboard.tables import (
     CLASS_COUNT_TITLES,
     MEMBER_TITLES,
@@ -118,14 +120,10 @@ def _card(entry: CheckpointEntry) -> None:
     )
     counts = class_counts(card)
     st.dataframe(
-        titled(counts, CLASS_COUNT_TITLES),
+        titled(comparison_views.class_counts_display(counts), CLASS_COUNT_TITLES),
         hide_index=True,
         key=f"card_counts_{entry.key}",
         height=table_height(len(counts)),
-        column_config={
-            "val AUROC": st.column_config.NumberColumn(format="%.3f"),
-            "⚑ low count": st.column_config.CheckboxColumn(),
-        },
     )
     tabs = st.tabs(
         ["Data", "Training", "Validation", "Preprocessing", "Versions", "Full card (JSON)"]
@@ -182,15 +180,83 @@ if len(usable) < 2:
     st.info("Add a second checkpoint to compare per-class AUROC side by side.")
     st.stop()
 labels = [e.name for e in usable]
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns([2, 2, 1])
 first = usable[labels.index(c1.selectbox("First", labels, index=0, key="models_cmp_a"))]
 second = usable[labels.index(c2.selectbox("Second", labels, index=1, key="models_cmp_b"))]
+shared_splits = [s for s in first.eval_splits if s in second.eval_splits]
+split = c3.selectbox("Split", shared_splits or ["–"], key="models_cmp_split")
+name_a, name_b = first.name, second.name if second.name != first.name else f"{second.name} (2)"
+paired = None
+if shared_splits:
+    with cxr_errors():
+        runs = (state.eval_run(first, split), state.eval_run(second, split))
+        if all(r.predictions is not None for r in runs):
+            paired = evaluation_cache.comparison(
+                (name_a, name_b),
+                runs,
+                tuple(e.card.get_label_space().multilabel for e in (first, second)),
+            )
+if paired is not None:
+    st.caption(comparison_views.comparison_note(paired, split))
+    st.plotly_chart(
+        charts.delta_figure(
+            comparison_views.forest(paired), "ΔAUROC per finding", f"AUROC {name_a} − {name_b}"
+        ),
+        key="models_cmp_forest",
+    )
+    for title, table, key in (
+        ("Discrimination", comparison_views.discrimination_table(paired), "models_cmp_table"),
+        (
+            "At each model's operating point",
+            comparison_views.operating_table(paired),
+            "models_cmp_operating",
+        ),
+    ):
+        st.markdown(f"**{title}**")
+        st.dataframe(
+            table,
+            hide_index=True,
+            key=key,
+            height=table_height(len(table)),
+            # the finding stays in view while a 1024 px screen scrolls to the other columns
+            column_config={"Finding": st.column_config.TextColumn(pinned=True)},
+        )
+    left, right = st.columns(2)
+    left.download_button(
+        "Download the comparison (JSON)",
+        paired.to_json(),
+        file_name=f"{name_a}_vs_{name_b}_{split}.json",
+        mime="application/json",
+        key="models_cmp_json",
+        icon=":material/download:",
+    )
+    right.download_button(
+        "Download the table (CSV)",
+        frame_csv_text(comparison_table(paired)),
+        file_name=f"{name_a}_vs_{name_b}_{split}.csv",
+        mime="text/csv",
+        key="models_cmp_csv",
+        icon=":material/download:",
+    )
+    st.stop()
+
+st.warning(
+    "**No paired comparison.** "
+    + (
+        f"{first.name} and {second.name} have no evaluation on a common split."
+        if not shared_splits
+        else "The two evaluations are not of the same images with the same labels (see above)."
+    )
+    + " Evaluate both on one split of one dataset to compare them case by case: "
+    "`cxr compare --checkpoint A --checkpoint B --split val --out DIR`, or `cxr evaluate --data …` for each. "
+    "Below: each model's own validation AUROC, side by side but not paired.",
+    icon=":material/warning:",
+)
 if not same_evaluation_data(first, second):
     st.warning(
         f"**Not a like-for-like comparison.** {first.name} was validated on {evaluation_data(first)[0]}, "
         f"{second.name} on {evaluation_data(second)[0]}: different patients, prevalence and image sources, so a "
-        "difference in AUROC says nothing about which model is better. Compare models evaluated on the same data "
-        "(`cxr evaluate --data …` on one dataset for both).",
+        "difference in AUROC says nothing about which model is better.",
         icon=":material/warning:",
     )
 with cxr_errors():
@@ -204,7 +270,6 @@ with cxr_errors():
     only = sorted(set(a) ^ set(b))
     if only:
         st.caption("Classes only one of them predicts (not shown): " + ", ".join(only))
-    name_a, name_b = first.name, second.name if second.name != first.name else f"{second.name} (2)"
     series = {name_a: [a[c][0] for c in shared], name_b: [b[c][0] for c in shared]}
     errors = {
         name_a: ([a[c][1] for c in shared], [a[c][2] for c in shared]),
@@ -216,7 +281,7 @@ with cxr_errors():
     st.dataframe(
         table,
         hide_index=True,
-        key="models_cmp_table",
+        key="models_cmp_unpaired",
         height=table_height(len(table)),
         column_config={
             c: st.column_config.NumberColumn(format="%.3f") for c in (name_a, name_b, "difference")

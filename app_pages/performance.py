@@ -2,57 +2,28 @@
 
 from __future__ import annotations
 
-import json
+from functools import partial
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun, load_training_log
-from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
-from cxr_core.metrics import DEFAULT_THRESHOLD, SortedScores, evaluation_report
+from cxr_core.artifacts.catalog import CheckpointEntry, load_training_log
+from cxr_core.evaluation import saved_runs
+from cxr_core.evaluation.saved_runs import BOOTSTRAP_AT_OTHER_THRESHOLDS
+from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.utils.csv_safe import frame_csv_text
-from dashboard import charts, state
+from dashboard import charts, evaluation_cache, gallery_view, state
 from dashboard.evaluation_views import (
     AS_EVALUATED,
     threshold_source_note,
     threshold_table_captions,
     threshold_table_options,
 )
+from dashboard.performance_tables import curve_legend, per_class_tables
 from dashboard.subgroup_view import render_calibration_change, render_subgroups
-from dashboard.tables import (
-    CI_METRICS,
-    COUNTS,
-    PLAIN_METRICS,
-    fmt,
-    metrics_table,
-    table_height,
-    with_ci,
-)
+from dashboard.tables import fmt, metrics_table, table_height
+from dashboard.truth_view import render_second_truth
 from dashboard.widgets import require_entry, split_picker
-
-BOOTSTRAP_AT_ACTIVE = 200
-
-
-@st.cache_data(
-    max_entries=16,
-    show_spinner="Recomputing metrics and bootstrap intervals at the active thresholds…",
-)
-def _report_at(run_key: str, thresholds: tuple[float, ...], task: str, _run: EvalRun) -> dict:
-    groups = (
-        _run.predictions["patient_id"].astype(str).to_numpy()
-        if "patient_id" in _run.predictions
-        else None
-    )
-    return evaluation_report(
-        _run.labels(),
-        _run.scores(),
-        list(_run.classes),
-        task,
-        thresholds=np.array(thresholds),
-        groups=groups,
-        n_boot=BOOTSTRAP_AT_ACTIVE,
-    )
 
 
 def _training_section(entry: CheckpointEntry) -> None:
@@ -94,7 +65,7 @@ for warning in run.warnings:
     st.caption(f"⚠ {warning}")
 label_space = entry.card.get_label_space()
 task, multilabel = label_space.task, label_space.multilabel
-active = state.active_thresholds(entry)
+active = state.active_thresholds(entry) if multilabel else None
 has_predictions = run.predictions is not None
 
 report = run.report
@@ -110,145 +81,182 @@ if has_predictions and multilabel:
         key="perf_threshold_source",
     )
     if choice != AS_EVALUATED:
-        run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
-        report = _report_at(run_key, tuple(active.thresholds[c] for c in run.classes), task, run)
+        report = evaluation_cache.report_at(
+            run, tuple(active.thresholds[c] for c in run.classes), task
+        )
         source = (
             f"{len(run.predictions)} {split} predictions at the “{active.name}” thresholds, "
-            f"{BOOTSTRAP_AT_ACTIVE} patient-level bootstrap resamples"
+            f"{BOOTSTRAP_AT_OTHER_THRESHOLDS} patient-level bootstrap resamples"
         )
         recomputed_with = active.name
 elif report is None and has_predictions:
-    run_key = f"{run.dir}:{(run.dir / PREDICTIONS_FILE).stat().st_mtime}"
-    report = _report_at(run_key, tuple(DEFAULT_THRESHOLD for _ in run.classes), task, run)
+    report = evaluation_cache.report_at(
+        run, tuple(DEFAULT_THRESHOLD for _ in run.classes) if multilabel else None, task
+    )
     source = f"{len(run.predictions)} {split} predictions"
 if report is None:
     st.warning("This evaluation run has neither a readable report.json nor predictions.csv.")
     st.stop()
 
+clicks = st.session_state.get(gallery_view.CLICKS, 0)  # a new gallery clears every selection
 st.caption(
     f"Numbers from {source}. 95% confidence intervals in brackets; "
-    f"⚑ low-count classes (< {report['settings']['min_positives']} positives or negatives) are left "
+    f"⚑ low-count classes (< {report.settings.min_positives} positives or negatives) are left "
     "out of macro averages."
+    + (" Click a row, a count or a curve to see the films behind it." if has_predictions else "")
 )
-macro = report.get("macro", {})
+macro = report.macro
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Macro AUROC", fmt(macro.get("auroc")))
-m2.metric("Macro AP", fmt(macro.get("ap")))
-m3.metric("Cases", report.get("n_cases", "–"))
-m4.metric("Low-count classes", len(macro.get("classes_excluded", [])))
+m1.metric("Macro AUROC", fmt(macro.auroc))
+m2.metric("Macro AP", fmt(macro.ap))
+m3.metric("Cases", report.n_cases)
+m4.metric("Low-count classes", len(macro.classes_excluded))
 
 st.caption(threshold_source_note(run.report or report, recomputed_with))
-table = metrics_table(report)
-averages = table["class"].str.startswith("(")
-shown = with_ci(table)
-number_format = {
-    m: st.column_config.NumberColumn(format="%.3f") for m in (*PLAIN_METRICS, "threshold")
-}
-per_class = shown[~averages]
+tables = per_class_tables(report)
+selectable = {"on_select": "ignore"}
+# the class stays in view while a 1024 px screen scrolls to the other columns
+PINNED_CLASS = {"class": st.column_config.TextColumn(pinned=True)}
 st.markdown("**Discrimination and operating point** (95% CI)")
+key = f"perf_table@{clicks}"
 st.dataframe(
-    per_class[["class", "threshold", *(m for m, _ in CI_METRICS), "low_count"]],
+    tables["discrimination"],
     hide_index=True,
-    key="perf_table",
-    height=table_height(len(per_class)),
-    column_config={**number_format, "low_count": st.column_config.CheckboxColumn("⚑ low count")},
+    key=key,
+    height=table_height(len(tables["discrimination"])),
+    column_config=PINNED_CLASS,
+    **(
+        dict(
+            on_select=partial(gallery_view.open_from, key, "row", report),
+            selection_mode="single-row",
+        )
+        if has_predictions
+        else selectable
+    ),
 )
-st.markdown("**Predictive values and counts** at the same thresholds")
+st.markdown(
+    "**Predictive values and counts** "
+    + ("at the same thresholds" if multilabel else "of the same calls")
+    + (" · click a TP, FP, FN or TN count to see those films" if has_predictions else "")
+)
+key = f"perf_table_counts@{clicks}"
 st.dataframe(
-    per_class[["class", *PLAIN_METRICS, *COUNTS]],
+    tables["predictive"],
     hide_index=True,
-    key="perf_table_counts",
-    height=table_height(len(per_class)),
-    column_config=number_format,
+    key=key,
+    height=table_height(len(tables["predictive"])),
+    column_config=PINNED_CLASS,
+    **(
+        dict(
+            on_select=partial(gallery_view.open_from, key, "cell", report),
+            selection_mode="single-cell",
+        )
+        if has_predictions
+        else selectable
+    ),
 )
 st.caption(
     "Averages over classes: macro is the unweighted mean over the classes not flagged; micro pools every decision."
 )
 st.dataframe(
-    shown[averages][["class", *(m for m, _ in CI_METRICS), *PLAIN_METRICS]],
+    tables["averages"],
     hide_index=True,
     key="perf_table_averages",
-    column_config=number_format,
-    height=table_height(int(averages.sum())),
+    height=table_height(len(tables["averages"])),
 )
 st.download_button(
     "Download metrics (CSV)",
-    frame_csv_text(table),
+    frame_csv_text(metrics_table(report)),
     file_name=f"{entry.name}_{split}_metrics.csv",
     mime="text/csv",
     key="perf_csv",
     icon=":material/download:",
 )
-if macro.get("classes_excluded"):
-    st.caption("Left out of macro averages: " + ", ".join(macro["classes_excluded"]))
+if macro.classes_excluded:
+    st.caption("Left out of macro averages: " + ", ".join(macro.classes_excluded))
 
-if "multiclass" in report:
-    mc = report["multiclass"]
+if report.multiclass is not None:
+    mc = report.multiclass
     st.subheader("Confusion matrix")
     st.caption(
-        f"Most probable class over {mc['n_cases']} cases · accuracy {fmt(mc['accuracy'])} · "
-        f"balanced accuracy {fmt(mc['balanced_accuracy'])}"
+        f"Most probable class over {mc.n_cases} cases · accuracy {fmt(mc.accuracy)} · "
+        f"balanced accuracy {fmt(mc.balanced_accuracy)}"
+        + (" · click a cell to see its films" if has_predictions else "")
     )
+    key = f"perf_confusion@{clicks}"
     st.plotly_chart(
-        charts.confusion_figure(mc["confusion_matrix"], report["class_names"]), key="perf_confusion"
+        charts.confusion_figure(mc.confusion_matrix, report.class_names),
+        key=key,
+        on_select=partial(gallery_view.open_from, key, "confusion", list(report.class_names))
+        if has_predictions
+        else "ignore",
+        selection_mode="points",
     )
 
 st.subheader("ROC and precision-recall curves")
-classes = list(report["class_names"])
+classes = list(report.class_names)
 default = (
-    classes
-    if len(classes) <= 6
-    else [c for c in classes if not report["per_class"][c]["low_count"]][:5]
+    classes if len(classes) <= 6 else [c for c in classes if not report.per_class[c].low_count][:5]
 )
 picked = st.multiselect("Classes", classes, default=default, key=f"perf_curve_classes@{entry.name}")
-points_roc, points_pr = {}, {}
+points, marked = {}, {}
 if has_predictions and multilabel:
-    m = SortedScores(run.labels(), run.scores()).metrics_at(
-        np.array([active.thresholds[c] for c in run.classes])
+    marked = {c: active.thresholds[c] for c in run.classes}
+    points = saved_runs.operating_points(run, [marked[c] for c in run.classes])
+    st.caption(
+        f"Markers: operating points at the active thresholds (“{active.name}”). Shaded: 95% "
+        f"patient-level bootstrap band ({evaluation_cache.BANDS_RESAMPLES} resamples). Click a "
+        "point to see the films that threshold gets wrong."
     )
-    for i, c in enumerate(run.classes):
-        points_roc[c] = (1 - m["specificity"][i], m["sensitivity"][i])
-        points_pr[c] = (m["sensitivity"][i], m["ppv"][i])
-    st.caption(f"Markers: operating points at the active thresholds (“{active.name}”).")
-curves = report.get("curves", {})
-prevalence = {
-    c: e["n_pos"] / max(e["n_pos"] + e["n_neg"], 1) for c, e in report["per_class"].items()
-}
+bands = evaluation_cache.bands(run) if has_predictions else {}
+curves = report.curves
+prevalence = {c: e.n_pos / max(e.n_pos + e.n_neg, 1) for c, e in report.per_class.items()}
+shown = [c for c in picked if c in curves]
 left, right = st.columns(2)
-left.plotly_chart(
-    charts.roc_figure(
-        {c: curves[c]["roc"] for c in picked if c in curves},
-        {c: points_roc[c] for c in picked if c in points_roc},
-    ),
-    key="perf_roc",
-)
-right.plotly_chart(
-    charts.pr_figure(
-        {c: curves[c]["pr"] for c in picked if c in curves},
-        {c: points_pr[c] for c in picked if c in points_pr},
-        {c: prevalence[c] for c in picked},
-    ),
-    key="perf_pr",
-)
+for column, kind in ((left, "roc"), (right, "pr")):
+    key = f"perf_{kind}@{clicks}"
+    figure = (
+        charts.roc_figure(
+            {c: curves[c].roc for c in shown},
+            {c: points[c][:2] for c in shown if c in points},
+            bands=bands,
+            labels=curve_legend(report, "auroc"),
+            thresholds=marked,
+        )
+        if kind == "roc"
+        else charts.pr_figure(
+            {c: curves[c].pr for c in shown},
+            {c: points[c][2:] for c in shown if c in points},
+            {c: prevalence[c] for c in shown},
+            bands=bands,
+            labels=curve_legend(report, "ap"),
+            thresholds=marked,
+        )
+    )
+    column.plotly_chart(
+        figure,
+        key=key,
+        on_select=partial(gallery_view.open_from, key, "curve") if has_predictions else "ignore",
+        selection_mode="points",
+    )
 
 st.subheader("Calibration")
-calibration = report.get("calibration", {})
-ece = {
-    c: (calibration[c]["ece"] if calibration[c]["ece"] is not None else float("nan"))
-    for c in calibration
-}
+calibration = report.calibration
+ece = {c: (e.ece if e.ece is not None else float("nan")) for c, e in calibration.items()}
 left, right = st.columns([2, 1])
 left.plotly_chart(
-    charts.reliability_figure({c: calibration[c]["bins"] for c in picked if c in calibration}, ece),
+    charts.reliability_figure({c: calibration[c].bins for c in picked if c in calibration}, ece),
     key="perf_calibration",
 )
 right.dataframe(
-    pd.DataFrame({"class": list(ece), "ECE": list(ece.values())}),
+    pd.DataFrame({"class": list(ece), "ECE": [fmt(v, 4) for v in ece.values()]}),
     hide_index=True,
     key="perf_ece",
-    column_config={"ECE": st.column_config.NumberColumn(format="%.4f")},
     height=table_height(len(ece)),
 )
+
+if has_predictions:
+    render_second_truth(entry, run, report, multilabel)
 
 if run.report:
     with st.expander("Before / after temperature scaling"):
@@ -260,13 +268,25 @@ st.subheader("Training curves")
 _training_section(entry)
 
 with st.expander("Raw report (JSON)"):
-    st.json({k: v for k, v in report.items() if k != "curves"}, expanded=1)
+    st.json({k: v for k, v in report.to_dict().items() if k != "curves"}, expanded=1)
     st.caption("Curve points are left out of the view above; the download holds the full report.")
     st.download_button(
         "Download report (JSON)",
-        json.dumps(report, indent=2),
+        report.to_json(indent=2),
         file_name=f"{entry.name}_{split}_report.json",
         mime="application/json",
         key="perf_json",
         icon=":material/download:",
+    )
+
+if has_predictions:
+    gallery_view.show_gallery(
+        gallery_view.GalleryContext(
+            entry,
+            run,
+            report,
+            multilabel,
+            dict(active.thresholds) if active else {},
+            active.name if active else "argmax",
+        )
     )

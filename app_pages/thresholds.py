@@ -122,7 +122,8 @@ def _make_default(store: ThresholdStore, entry: CheckpointEntry, name: str) -> N
     except CXRError as exc:
         st.session_state[MESSAGE] = ("error", str(exc))
         return
-    state.view_set(entry, None)  # this browser now follows the new default
+    state.view_set(entry, None)  # this reader now follows the new default
+    state.acknowledge_default_changes(entry)  # and has seen the change they made
     st.session_state[MESSAGE] = (
         "info",
         f"“{name}” is now the default threshold set of {entry.name} for everyone "
@@ -131,11 +132,20 @@ def _make_default(store: ThresholdStore, entry: CheckpointEntry, name: str) -> N
 
 
 def _view(entry: CheckpointEntry, name: str) -> None:
-    state.view_set(entry, name)
+    try:
+        state.view_set(entry, name)
+    except CXRError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    who = f"You ({state.reader()}) now read" if state.reader() else "This browser now reads"
+    kept = (
+        "kept under your name across reloads"
+        if state.reader()
+        else "for this browser session only: enter your name as Reader to keep it"
+    )
     st.session_state[MESSAGE] = (
         "info",
-        f"This browser now uses “{name}” on Predict, Performance and Review; "
-        "other readers are not affected.",
+        f"{who} with “{name}” on Predict, Performance and Review ({kept}); other readers are not affected.",
     )
 
 
@@ -240,7 +250,7 @@ work = _work(entry, store)
 in_force = state.active_thresholds(entry).name
 st.caption(
     f"Tuning on **{len(run.predictions)}** {split} cases of **{entry.name}**. Model default: "
-    f"**{store.active_name()}** · in force in this browser: **{in_force}**."
+    f"**{store.active_name()}** · in force for you: **{in_force}**."
 )
 
 with st.container(border=True):
@@ -295,11 +305,12 @@ with s2.container(border=True):
     b1, b2, b3 = st.columns(3)
     b1.button("Load into sliders", key="thr_load", on_click=_load_set, args=(store, entry, chosen))
     b2.button(
-        "Use in this browser",
+        "Use for me",
         key="thr_view",
         on_click=_view,
         args=(entry, chosen),
-        help="Only your session: Predict, Performance and Review use this set for you.",
+        help="Only you: Predict, Performance and Review use this set for you (kept under your "
+        "reader name; without a name, for this browser session).",
     )
     b3.button(
         "Make default for everyone",

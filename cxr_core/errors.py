@@ -47,6 +47,10 @@ class MetricInputError(CXRError, ValueError):
     """Labels, scores or thresholds handed to a metric are malformed."""
 
 
+class NotPairedError(CXRError):
+    """Two evaluations cannot be compared case by case: different images, or different labels for them."""
+
+
 class ThresholdSetError(CXRError):
     """A threshold set is invalid, missing, or its name is unsafe."""
 

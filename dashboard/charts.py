@@ -8,21 +8,25 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from cxr_core.inference.findings import NORMAL_CLASSES, FindingsSummary
+from cxr_core.metrics.curve_bands import CurveBand
+from cxr_core.metrics.report_types import PrCurve, ReliabilityBins, RocCurve
 from dashboard.marks import Mark, grid
 from dashboard.viewer import png_data_uri
 
 POSITIVE = "#c0392b"
 BORDERLINE = "#e67e22"
 NORMAL = "#27ae60"
-CONTOUR = "#ff4000"
-LUNG_OUTLINE = "#00d8ff"  # cyan: apart from the orange heatmap outline and the inferno colours
-HEAT_FLOOR = 0.2
 NEGATIVE = "#7f8c8d"
 ACCENT = "#1f6fb2"
 _MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def _series(curve: object, name: str) -> np.ndarray:
+    """One array of a curve: a report's record (``RocCurve``, ``PrCurve``) or a dict of arrays as
+    :func:`cxr_core.metrics.curves` returns it, with undefined points as NaN."""
+    return _finite(curve[name] if isinstance(curve, Mapping) else getattr(curve, name))
 
 
 def _finite(values: object) -> np.ndarray:
@@ -77,121 +81,6 @@ def probability_bars(summary: FindingsSummary, title: str = "") -> go.Figure:
         height=max(200, 30 * len(findings) + 90),
         margin=_MARGIN,
         bargap=0.3,
-    )
-    return fig
-
-
-def image_viewer(
-    original: np.ndarray,
-    *,
-    heat: np.ndarray | None = None,
-    mode: str = "contour",
-    level: float = 0.5,
-    opacity: float = 0.5,
-    titles: Sequence[str] = ("Original",),
-    height: int = 720,
-    outline: Sequence[np.ndarray] = (),
-) -> go.Figure:
-    """Zoomable, pannable radiograph; with ``heat`` a second panel, its axes tied to the first.
-
-    ``original`` is the windowed uint8 display image. ``heat`` (values in [0, 1], any grid) is
-    drawn over a copy of it: ``contour`` outlines the region at or above ``level``; ``heat``
-    colours values at or above ``HEAT_FLOOR`` with a colour scale (lower ones stay clear, so the
-    film is not tinted everywhere). ``outline``: closed (x, y) polygons in display pixels (the
-    lungs, :func:`dashboard.viewer.outline_for_view`), drawn on top of every panel, so the reader
-    sees where the map lies relative to the lungs.
-    """
-    height_px, width_px = original.shape[:2]
-    panels = 1 if heat is None else 2
-    fig = make_subplots(
-        rows=1,
-        cols=panels,
-        shared_xaxes=True,
-        shared_yaxes=True,
-        horizontal_spacing=0.02,
-        subplot_titles=list(titles)[:panels],
-    )
-    uri = png_data_uri(original)
-    for col in range(1, panels + 1):
-        fig.add_trace(go.Image(source=uri, hoverinfo="skip"), row=1, col=col)
-    if heat is not None:
-        grid_h, grid_w = heat.shape
-        xs = (np.arange(grid_w) + 0.5) * width_px / grid_w
-        ys = (np.arange(grid_h) + 0.5) * height_px / grid_h
-        if mode == "contour":
-            fig.add_trace(
-                go.Contour(
-                    z=heat,
-                    x=xs,
-                    y=ys,
-                    showscale=False,
-                    hoverinfo="skip",
-                    contours=dict(start=level, end=level, size=1.0, coloring="lines"),
-                    colorscale=[[0, CONTOUR], [1, CONTOUR]],
-                    line=dict(width=3),
-                ),
-                row=1,
-                col=2,
-            )
-        else:
-            shown = np.where(heat >= HEAT_FLOOR, heat, np.nan)
-            fig.add_trace(
-                go.Heatmap(
-                    z=shown,
-                    x=xs,
-                    y=ys,
-                    zmin=0,
-                    zmax=1,
-                    colorscale="Inferno",
-                    opacity=opacity,
-                    hovertemplate="relative evidence %{z:.2f}<extra></extra>",
-                    colorbar=dict(title=dict(text="relative<br>evidence"), len=0.7, thickness=14),
-                ),
-                row=1,
-                col=2,
-            )
-    if len(outline):
-        xs = np.concatenate(
-            [np.append(p[:, 0], np.nan) for p in outline]
-        )  # NaN: lift the pen between lungs
-        ys = np.concatenate([np.append(p[:, 1], np.nan) for p in outline])
-        for col in range(1, panels + 1):
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=ys,
-                    mode="lines",
-                    name="lung outline",
-                    showlegend=False,
-                    hoverinfo="skip",
-                    line=dict(color=LUNG_OUTLINE, width=2),
-                ),
-                row=1,
-                col=col,
-            )
-    for col in range(1, panels + 1):
-        suffix = "" if col == 1 else str(col)
-        fig.update_xaxes(
-            showticklabels=False,
-            showgrid=False,
-            zeroline=False,
-            range=[0, width_px],
-            row=1,
-            col=col,
-            constrain="domain",
-        )
-        fig.update_yaxes(
-            showticklabels=False,
-            showgrid=False,
-            zeroline=False,
-            range=[height_px, 0],
-            row=1,
-            col=col,
-            scaleanchor=f"x{suffix}",
-            constrain="domain",
-        )
-    fig.update_layout(
-        height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="zoom", uirevision="viewer"
     )
     return fig
 
@@ -318,12 +207,84 @@ def film_figure(
     return fig
 
 
+def _band(fig: go.Figure, band: CurveBand, colour: str, name: str) -> None:
+    """The band as a filled area between its upper and lower edge, toggled with its curve's legend."""
+    x, low, high = _finite(band.x), _finite(band.low), _finite(band.high)
+    fig.add_scatter(
+        x=x,
+        y=high,
+        mode="lines",
+        line=dict(width=0),
+        legendgroup=name,
+        showlegend=False,
+        hoverinfo="skip",
+    )
+    fig.add_scatter(
+        x=x,
+        y=low,
+        mode="lines",
+        line=dict(width=0),
+        fill="tonexty",
+        fillcolor=_translucent(colour),
+        legendgroup=name,
+        showlegend=False,
+        hoverinfo="skip",
+    )
+
+
+def _curve(
+    fig: go.Figure,
+    x: np.ndarray,
+    y: np.ndarray,
+    thresholds: np.ndarray,
+    name: str,
+    label: str,
+    colour: str,
+    axes: tuple[str, str],
+) -> None:
+    """One clickable curve: each point carries ``[threshold, class]`` (the gallery reads both)."""
+    fig.add_scatter(
+        x=x,
+        y=y,
+        mode="lines+markers",
+        name=label,
+        legendgroup=name,
+        line=dict(color=colour),
+        marker=dict(size=4, color=colour),
+        customdata=[[None if np.isnan(t) else float(t), name] for t in thresholds],
+        hovertemplate=f"{name}<br>{axes[0]} %{{x:.3f}} {axes[1]} %{{y:.3f}}<br>threshold "
+        "%{customdata[0]:.3f}<br>click: the films this threshold gets wrong<extra></extra>",
+    )
+
+
+def _point(
+    fig: go.Figure, xy: tuple[float, float], threshold: float | None, name: str, colour: str
+) -> None:
+    fig.add_scatter(
+        x=[xy[0]],
+        y=[xy[1]],
+        mode="markers",
+        name=f"{name} operating point",
+        legendgroup=name,
+        showlegend=False,
+        marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
+        customdata=[[threshold, name]],
+        hovertemplate=f"{name} at its threshold<br>%{{x:.3f}}, %{{y:.3f}}<br>click: the films "
+        "this threshold gets wrong<extra></extra>",
+    )
+
+
 def roc_figure(
-    curves: Mapping[str, Mapping[str, np.ndarray]],
+    curves: Mapping[str, RocCurve | Mapping[str, np.ndarray]],
     points: Mapping[str, tuple[float, float]] | None = None,
     title: str = "ROC",
+    *,
+    bands: Mapping[str, CurveBand] | None = None,
+    labels: Mapping[str, str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> go.Figure:
-    """ROC curve per class (``{"fpr","tpr","thresholds"}``) with each class's operating point."""
+    """ROC curve per class with each class's operating point, its bootstrap band (``bands``) and
+    legend text (``labels``, e.g. AUROC with its CI); every point opens a gallery when clicked."""
     fig = go.Figure()
     fig.add_scatter(
         x=[0, 1],
@@ -335,55 +296,58 @@ def roc_figure(
     )
     for i, (name, roc) in enumerate(curves.items()):
         colour = _colour(i)
-        fig.add_scatter(
-            x=_finite(roc["fpr"]),
-            y=_finite(roc["tpr"]),
-            mode="lines",
-            name=name,
-            line=dict(color=colour),
-            customdata=_finite(roc["thresholds"]),
-            hovertemplate=f"{name}<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>",
+        if bands and name in bands:
+            _band(fig, bands[name].roc, colour, name)
+        _curve(
+            fig,
+            _series(roc, "fpr"),
+            _series(roc, "tpr"),
+            _series(roc, "thresholds"),
+            name,
+            (labels or {}).get(name, name),
+            colour,
+            ("FPR", "TPR"),
         )
         if points and name in points:
-            fpr, tpr = points[name]
-            fig.add_scatter(
-                x=[fpr],
-                y=[tpr],
-                mode="markers",
-                marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
-                name=f"{name} operating point",
-                showlegend=False,
-                hovertemplate=f"{name} at threshold<br>FPR %{{x:.3f}} TPR %{{y:.3f}}<extra></extra>",
-            )
+            _point(fig, points[name], (thresholds or {}).get(name), name, colour)
     fig.update_layout(
         title=title,
         xaxis=dict(title="1 - specificity (FPR)", range=[0, 1]),
         yaxis=dict(title="sensitivity (TPR)", range=[0, 1.02]),
         margin=_MARGIN,
-        height=420,
+        height=460,
+        legend=dict(orientation="h", y=-0.22, x=0),
+        clickmode="event+select",
     )
     return fig
 
 
 def pr_figure(
-    curves: Mapping[str, Mapping[str, np.ndarray]],
+    curves: Mapping[str, PrCurve | Mapping[str, np.ndarray]],
     points: Mapping[str, tuple[float, float]] | None = None,
     prevalence: Mapping[str, float] | None = None,
     title: str = "Precision-recall",
+    *,
+    bands: Mapping[str, CurveBand] | None = None,
+    labels: Mapping[str, str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> go.Figure:
-    """PR curve per class (``{"precision","recall","thresholds"}``); points are (recall, precision)."""
+    """PR curve per class (points are (recall, precision)), with bands, legend text and the
+    prevalence as the dotted no-skill line; every point opens a gallery when clicked."""
     fig = go.Figure()
     for i, (name, pr) in enumerate(curves.items()):
         colour = _colour(i)
-        fig.add_scatter(
-            x=_finite(pr["recall"]),
-            y=_finite(pr["precision"]),
-            mode="lines",
-            name=name,
-            line=dict(color=colour),
-            customdata=_finite(pr["thresholds"]),
-            hovertemplate=f"{name}<br>recall %{{x:.3f}} precision %{{y:.3f}}<br>threshold "
-            f"%{{customdata:.3f}}<extra></extra>",
+        if bands and name in bands:
+            _band(fig, bands[name].pr, colour, name)
+        _curve(
+            fig,
+            _series(pr, "recall"),
+            _series(pr, "precision"),
+            _series(pr, "thresholds"),
+            name,
+            (labels or {}).get(name, name),
+            colour,
+            ("recall", "precision"),
         )
         if prevalence and name in prevalence:
             fig.add_scatter(
@@ -391,32 +355,25 @@ def pr_figure(
                 y=[prevalence[name]] * 2,
                 mode="lines",
                 showlegend=False,
+                legendgroup=name,
                 hoverinfo="skip",
                 line=dict(dash="dot", color=colour, width=1),
             )
         if points and name in points:
-            recall, precision = points[name]
-            fig.add_scatter(
-                x=[recall],
-                y=[precision],
-                mode="markers",
-                showlegend=False,
-                marker=dict(size=12, color=colour, line=dict(width=2, color="black")),
-                hovertemplate=f"{name} at threshold<br>recall %{{x:.3f}} precision %{{y:.3f}}<extra></extra>",
-            )
+            _point(fig, points[name], (thresholds or {}).get(name), name, colour)
     fig.update_layout(
         title=title,
         xaxis=dict(title="recall (sensitivity)", range=[0, 1]),
         yaxis=dict(title="precision (PPV)", range=[0, 1.02]),
         margin=_MARGIN,
-        height=420,
+        height=460,
+        legend=dict(orientation="h", y=-0.22, x=0),
+        clickmode="event+select",
     )
     return fig
 
 
-def reliability_figure(
-    bins: Mapping[str, Mapping[str, np.ndarray]], ece: Mapping[str, float]
-) -> go.Figure:
+def reliability_figure(bins: Mapping[str, ReliabilityBins], ece: Mapping[str, float]) -> go.Figure:
     """Observed fraction positive against mean predicted probability, per class; marker size ~ count."""
     fig = go.Figure()
     fig.add_scatter(
@@ -428,12 +385,12 @@ def reliability_figure(
         hoverinfo="skip",
     )
     for i, (name, b) in enumerate(bins.items()):
-        count = np.asarray(b["count"], dtype=float)
+        count = np.asarray(b.count, dtype=float)
         filled = count > 0
         size = 6 + 14 * np.sqrt(count[filled] / max(count.max(), 1))
         fig.add_scatter(
-            x=_finite(b["mean_pred"])[filled],
-            y=_finite(b["frac_pos"])[filled],
+            x=_finite(b.mean_pred)[filled],
+            y=_finite(b.frac_pos)[filled],
             mode="lines+markers",
             name=f"{name} (ECE {ece.get(name, np.nan):.3f})",
             line=dict(color=_colour(i)),
@@ -447,7 +404,8 @@ def reliability_figure(
         xaxis=dict(title="mean predicted probability", range=[0, 1]),
         yaxis=dict(title="fraction positive", range=[0, 1.02]),
         margin=_MARGIN,
-        height=420,
+        height=460,
+        legend=dict(orientation="h", y=-0.22, x=0),  # below, so the plot keeps its width at 1024 px
     )
     return fig
 
@@ -471,8 +429,21 @@ def confusion_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str]) 
             zmin=0,
             zmax=1,
             showscale=False,
-            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+            hoverinfo="skip",
         )
+    )
+    # Plotly does not report clicks on heatmap cells as selections; an invisible marker at each
+    # cell's centre does, so a click opens that cell's films.
+    cells = [(t, p) for t in classes for p in classes]
+    fig.add_scatter(
+        x=[p for _, p in cells],
+        y=[t for t, _ in cells],
+        mode="markers",
+        marker=dict(size=40, opacity=0),
+        showlegend=False,
+        customdata=[text[i][j] for i in range(len(classes)) for j in range(len(classes))],
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata}<br>click: these films"
+        "<extra></extra>",
     )
     fig.update_layout(
         title="Confusion matrix",
@@ -480,6 +451,7 @@ def confusion_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str]) 
         yaxis=dict(title="true", autorange="reversed"),
         margin=_MARGIN,
         height=120 + 60 * len(classes),
+        clickmode="event+select",
     )
     return fig
 
@@ -541,6 +513,36 @@ def auroc_comparison(
     return fig
 
 
+def delta_figure(forest: Mapping[str, Sequence[float]], title: str, axis: str) -> go.Figure:
+    """Forest plot: per finding the difference (first minus second) with its 95% interval, and
+    the line of no difference; a finding whose interval crosses the line may differ by chance."""
+    names = list(forest["names"])[::-1]
+    delta = np.asarray(forest["delta"], dtype=float)[::-1]
+    low = np.asarray(forest["low"], dtype=float)[::-1]
+    high = np.asarray(forest["high"], dtype=float)[::-1]
+    crosses = (low <= 0) & (high >= 0)
+    fig = go.Figure()
+    fig.add_scatter(
+        x=delta,
+        y=names,
+        mode="markers",
+        marker=dict(size=10, color=[NEGATIVE if c else ACCENT for c in crosses]),
+        error_x=dict(type="data", symmetric=False, array=high - delta, arrayminus=delta - low),
+        customdata=np.stack([low, high], axis=1) if len(names) else None,
+        hovertemplate="%{y}<br>difference %{x:+.3f}<br>95% CI %{customdata[0]:+.3f} to "
+        "%{customdata[1]:+.3f}<extra></extra>",
+        showlegend=False,
+    )
+    fig.add_vline(x=0, line=dict(color="#999999", dash="dot"))
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title=axis, zeroline=False),
+        margin=_MARGIN,
+        height=max(220, 28 * len(names) + 110),
+    )
+    return fig
+
+
 _PALETTE = (
     "#1f6fb2",
     "#e67e22",
@@ -561,3 +563,9 @@ _PALETTE = (
 
 def _colour(i: int) -> str:
     return _PALETTE[i % len(_PALETTE)]
+
+
+def _translucent(colour: str, alpha: float = 0.18) -> str:
+    """``#rrggbb`` as ``rgba(r, g, b, alpha)``: a band under its curve's colour."""
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"

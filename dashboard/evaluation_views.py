@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cxr_core.metrics import EvaluationReport
+from cxr_core.metrics.report_types import ReliabilityBins
+
 SOURCE_TEXT = {
     "card": "the model card's thresholds (fitted on validation; out of sample on any other split)",
     "argmax": "no thresholds: the most probable class is called",
@@ -38,15 +41,14 @@ def threshold_table_captions(options: list[str]) -> list[str]:
     return [AS_EVALUATED_CAPTION if o == AS_EVALUATED else RECOMPUTED_CAVEAT for o in options]
 
 
-def threshold_source_note(report: dict, recomputed_with: str | None = None) -> str:
+def threshold_source_note(report: EvaluationReport, recomputed_with: str | None = None) -> str:
     """One sentence saying where the thresholds behind sensitivity, specificity, PPV, NPV and F1 came from.
 
     ``recomputed_with`` names a saved set the page recomputed the table at (then in sample
     only if that set was tuned on these very cases, which the page cannot know).
     """
     if recomputed_with is not None:
-        fitted_here = ":crossfit-" in str(report.get("thresholds_from", ""))
-        if recomputed_with == "card" and fitted_here:
+        if recomputed_with == "card" and report.crossfitted:
             return (
                 "Thresholds from: the model card, applied to the same cases they were fitted on — in sample, "
                 "so sensitivity/PPV/F1 read optimistic; pick “as evaluated” for the out-of-fold numbers."
@@ -55,12 +57,12 @@ def threshold_source_note(report: dict, recomputed_with: str | None = None) -> s
             f"Thresholds from: the set “{recomputed_with}”, applied to these cases as is "
             "(in sample if the set was tuned on them)."
         )
-    source = report.get("thresholds_from")
+    source = report.thresholds_from or ("argmax" if report.multiclass is not None else "")
     if not source:
         return "Thresholds from: not recorded (a report written before operating points were cross-fitted)."
     if ":crossfit-" in source:
         split, folds = source.split(":crossfit-")
-        rule = report.get("threshold_rule") or "the card's rule"
+        rule = report.threshold_rule or "the card's rule"
         return (
             f"Thresholds from: {source} — {rule} fitted on {int(folds) - 1} of {folds} patient folds of {split} "
             "and applied to the held-out fold, so sensitivity, specificity, PPV, NPV and F1 are out of sample; "
@@ -71,10 +73,10 @@ def threshold_source_note(report: dict, recomputed_with: str | None = None) -> s
     return f"Thresholds from: {SOURCE_TEXT.get(source, source)}."
 
 
-def calibration_table(report: dict) -> pd.DataFrame:
+def calibration_table(report: EvaluationReport) -> pd.DataFrame:
     """Per class and macro: ECE and Brier before and after temperature scaling, and the temperature."""
-    change = report.get("calibration_change")
-    if not change:
+    change = report.calibration_change
+    if change is None:
         return pd.DataFrame(
             columns=[
                 "class",
@@ -85,29 +87,29 @@ def calibration_table(report: dict) -> pd.DataFrame:
                 "Brier after",
             ]
         )
-    temps = change.get("temperature") or []
-    names = list(change["per_class"])
+    temps = change.temperature or []
+    names = list(change.per_class)
     per_class_t = temps if len(temps) == len(names) else [temps[0] if temps else None] * len(names)
     rows = [
         {
             "class": n,
             "temperature": t,
-            "ECE before": e["ece_before"],
-            "ECE after": e["ece_after"],
-            "Brier before": e["brier_before"],
-            "Brier after": e["brier_after"],
+            "ECE before": e.ece_before,
+            "ECE after": e.ece_after,
+            "Brier before": e.brier_before,
+            "Brier after": e.brier_after,
         }
-        for (n, e), t in zip(change["per_class"].items(), per_class_t)
+        for (n, e), t in zip(change.per_class.items(), per_class_t)
     ]
-    macro = change["macro"]
+    macro = change.macro
     rows.append(
         {
             "class": "(macro average)",
             "temperature": None,
-            "ECE before": macro["before"]["ece"],
-            "ECE after": macro["after"]["ece"],
-            "Brier before": macro["before"]["brier"],
-            "Brier after": macro["after"]["brier"],
+            "ECE before": macro.before.ece,
+            "ECE after": macro.after.ece,
+            "Brier before": macro.before.brier,
+            "Brier after": macro.after.brier,
         }
     )
     frame = pd.DataFrame(rows)
@@ -116,24 +118,26 @@ def calibration_table(report: dict) -> pd.DataFrame:
     return frame
 
 
-def reliability_bins_of(report: dict, when: str) -> dict[str, dict]:
+def reliability_bins_of(report: EvaluationReport, when: str) -> dict[str, ReliabilityBins]:
     """Per class reliability bins ``before`` or ``after`` calibration (empty for older reports)."""
-    change = report.get("calibration_change") or {}
+    change = report.calibration_change
+    if change is None:
+        return {}
     return {
-        n: e[f"bins_{when}"]
-        for n, e in change.get("per_class", {}).items()
-        if e.get(f"bins_{when}")
+        n: getattr(e, f"bins_{when}")
+        for n, e in change.per_class.items()
+        if getattr(e, f"bins_{when}") is not None
     }
 
 
-def subgroup_table(report: dict, key: str, statistic: str = "auroc") -> pd.DataFrame:
+def subgroup_table(report: EvaluationReport, key: str, statistic: str = "auroc") -> pd.DataFrame:
     """One row per subgroup and class: n, value with CI, gap to overall with CI, and the flag.
 
     Flagged: the gap's patient-level interval excludes zero. Sorted: flagged rows with enough
     positives and negatives first, then by the size of the gap, low-count rows last (a flag on
     a subgroup with one positive says little), so the rows worth a look come first.
     """
-    section = (report.get("subgroups") or {}).get("by", {}).get(key)
+    section = report.subgroups.by.get(key) if report.subgroups else None
     columns = [
         "subgroup",
         "class",
@@ -152,27 +156,25 @@ def subgroup_table(report: dict, key: str, statistic: str = "auroc") -> pd.DataF
     if not section:
         return pd.DataFrame(columns=columns)
     rows = []
-    for value, group in section["subgroups"].items():
-        for name, e in group["per_class"].items():
-            ci, gap_ci = (
-                e.get(f"{statistic}_ci") or [None, None],
-                e.get(f"{statistic}_gap_ci") or [None, None],
-            )
+    for value, group in section.subgroups.items():
+        for name, e in group.per_class.items():
+            ci = getattr(e, f"{statistic}_ci") or [None, None]
+            gap_ci = getattr(e, f"{statistic}_gap_ci") or [None, None]
             rows.append(
                 {
                     "subgroup": value,
                     "class": name,
-                    "n": group["n"],
-                    "patients": group["n_patients"],
-                    "positives": e["n_pos"],
-                    statistic: e.get(statistic),
+                    "n": group.n,
+                    "patients": group.n_patients,
+                    "positives": e.n_pos,
+                    statistic: getattr(e, statistic),
                     f"{statistic} low": ci[0],
                     f"{statistic} high": ci[1],
-                    "gap": e.get(f"{statistic}_gap"),
+                    "gap": getattr(e, f"{statistic}_gap"),
                     "gap low": gap_ci[0],
                     "gap high": gap_ci[1],
-                    "flagged": bool(e.get(f"{statistic}_gap_flag")),
-                    "low count": bool(e["low_count"]),
+                    "flagged": bool(getattr(e, f"{statistic}_gap_flag")),
+                    "low count": bool(e.low_count),
                 }
             )
     frame = pd.DataFrame(rows, columns=columns)
@@ -196,18 +198,18 @@ def flagged_count(table: pd.DataFrame) -> tuple[int, int]:
     return int((flagged & ~low).sum()), int((flagged & low).sum())
 
 
-def subgroup_note(report: dict) -> str:
+def subgroup_note(report: EvaluationReport) -> str:
     """What the subgroup section covers, or why it is empty."""
-    section = report.get("subgroups")
+    section = report.subgroups
     if section is None:
         return (
             "This report has no subgroup section (written before subgroup reporting); re-run "
             "`cxr evaluate --by ...`."
         )
-    if not section.get("by"):
-        return section.get("note") or "No subgroups were requested."
+    if not section.by:
+        return section.note or "No subgroups were requested."
     return (
         "Gap = subgroup minus overall, with a paired patient-level bootstrap interval; ⚑ flagged when that interval "
         "excludes zero (no correction for the many comparisons: a prompt to look, not a verdict). "
-        + (section.get("note") or "")
+        + section.note
     )

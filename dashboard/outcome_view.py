@@ -1,4 +1,4 @@
-"""The input gate's outcome on the Predict page: the banner, the "Score anyway" choice, the table columns.
+"""The input gate's outcome on the Predict page: the banner, the "Score anyway" choice, the headline.
 
 The outcome itself comes from the library (:mod:`cxr_core.inference.outcome`, the Predictor);
 this module only shows it. "Score anyway" is a choice of one browser session about one image
@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import pandas as pd
 import streamlit as st
 
-from cxr_core.data.imaging import LoadedImage
 from cxr_core.inference.findings import FindingsSummary
 from cxr_core.inference.outcome import OUT_OF_DOMAIN, REFUSED
 from cxr_core.inference.predictor import Prediction
-from dashboard import reading, viewer
+from dashboard import reading
 
 logger = logging.getLogger(__name__)
 
@@ -90,34 +88,9 @@ def outcome_banner(prediction: Prediction, *, model_key: str, digest: str, ident
     )
 
 
-def refused_image(image: LoadedImage) -> None:
-    """A refused image is shown as it is, for the reader to see why; nothing of the model's."""
-    shown = viewer.resize_for_view(viewer.apply_window(image.pixels, 0.5, 1.0))
-    st.image(shown, caption=image.name, width=480)
-
-
 def headline(summary: FindingsSummary) -> str:
     """The reading's first lines: the usual headline, or what stands in its place when the calls
     are withheld."""
     if summary.calls_withheld:
         return f"**No calls** · {WITHHELD_NOTE}"
     return reading.headline(summary)
-
-
-def results_table(
-    predictions: Sequence[Prediction], summaries: Sequence[FindingsSummary]
-) -> pd.DataFrame:
-    """The Predict page's table with each image's outcome; refused rows say why instead of calls."""
-    table = reading.results_table(summaries, [p.warnings for p in predictions])
-    outcome = [
-        p.outcome.replace("_", " ") + (" · scored anyway" if p.scored_anyway else "")
-        for p in predictions
-    ]
-    table.insert(1, "outcome", outcome)
-    for row, (p, s) in enumerate(zip(predictions, summaries)):
-        if p.outcome == REFUSED:
-            table.loc[row, ["call", "findings", "highest finding"]] = ["refused", "–", "–"]
-            table.loc[row, "warnings"] = p.reason
-        elif s.calls_withheld:
-            table.loc[row, "call"] = "withheld (out of domain)"
-    return table

@@ -63,53 +63,109 @@ def _finding_text(name: str, probability: float, borderline: bool) -> str:
     return f"{BORDERLINE_MARK if borderline else ''}{name} {probability:.2f}"
 
 
-def call_text(summary: FindingsSummary) -> str:
-    """The case-level call in a few words."""
+def called_text(summary: FindingsSummary, k: int = TOP_FINDINGS) -> str:
+    """The calls of one film in a few words: multilabel, the called findings (borderline ones
+    marked, at most ``k``); multiclass, the most probable class (near ties said)."""
     if not summary.multilabel:
         top, p = summary.most_probable
-        text = f"{top} ({p:.2f})"
-        return text + (" · near tie" if summary.near_tie else "")
-    if summary.positives:
-        return f"{len(summary.positives)} finding{'s' if len(summary.positives) > 1 else ''} called"
-    return "none called" + (" (borderline)" if summary.borderline else "")
+        return f"{top} {p:.2f}" + (" · near tie" if summary.near_tie else "")
+    if not summary.positives:
+        return "none called"
+    text = "; ".join(
+        _finding_text(f.name, f.probability, f.borderline) for f in summary.positives[:k]
+    )
+    more = len(summary.positives) - k
+    return text + (f"; +{more} more" if more > 0 else "")
 
 
-def top_findings_text(summary: FindingsSummary, k: int = TOP_FINDINGS) -> str:
-    """Positives (or, multiclass, the ranking) as ``Name p`` text, borderline ones marked."""
-    if summary.multilabel:
-        shown = list(summary.positives[:k]) or [f for f in summary.findings if f.borderline][:k]
-    else:
-        shown = list(summary.findings[:k])
-    more = len(summary.positives) - k if summary.multilabel and len(summary.positives) > k else 0
-    text = "; ".join(_finding_text(f.name, f.probability, f.borderline) for f in shown) or "–"
-    return text + (f"; +{more} more" if more else "")
-
-
-def results_table(
-    summaries: Sequence[FindingsSummary], warnings: Sequence[Sequence[str]] | None = None
-) -> pd.DataFrame:
-    """One row per image that fits a screen: file, call, top findings, abnormality score, and the
-    input gate's warnings (not a chest radiograph, lateral view, unlike the training images)."""
-    warnings = warnings if warnings is not None else [()] * len(summaries)
-    return pd.DataFrame(
-        [
-            {
-                "file": s.name,
-                "call": call_text(s),
-                "findings": top_findings_text(s),
-                "highest finding": f"{s.abnormality_class} {s.abnormality:.2f}"
-                + (f" (threshold {s.abnormality_threshold:.2f})" if s.multilabel else ""),
-                "borderline": len(s.borderline),
-                "warnings": " | ".join(w),
-            }
-            for s, w in zip(summaries, warnings)
-        ],
-        columns=["file", "call", "findings", "highest finding", "borderline", "warnings"],
+def not_trusted_lines(summary: FindingsSummary) -> str:
+    """Markdown: each distrusted class's probability, threshold and why it is never called ("" if none)."""
+    if not summary.flagged:
+        return ""
+    return ":gray[**Not trusted, never called:**]  \n" + "  \n".join(
+        f":gray[{f.name} {f.probability:.3f}, "
+        + ("at or above" if f.above_threshold else "below")
+        + f" its threshold {f.threshold:.3f} · {f.flag}]"
+        for f in summary.flagged
     )
 
 
+def not_trusted_text(summary: FindingsSummary) -> str:
+    """Distrusted classes at or above their threshold (shown, never called), or ""."""
+    return "; ".join(f"{f.name} {f.probability:.2f}" for f in summary.flagged if f.above_threshold)
+
+
+OUTCOME_LABELS = {
+    "scored": "scored",
+    "out_of_domain": "out of domain",
+    "refused": "refused",
+    "unreadable": "unreadable",
+    "pending": "scoring…",
+}
+SCORE_SOURCE = "the highest probability of any trusted finding"
+"""Where the abnormality score comes from when its finding is not called (then it is not named)."""
+RESULT_COLUMNS = [
+    "file",
+    "outcome",
+    "abnormality",
+    "called",
+    "borderline",
+    "not trusted",
+    "warnings",
+]
+
+
+SHORT_WARNING = 70
+
+
+def short_warning(text: str, name: str = "", limit: int = SHORT_WARNING) -> str:
+    """A warning's headline for the batch table: the gate and the decoder write "what: why" (after
+    the file's ``name`` and a colon, which the table's row already says), so the part before the
+    first colon, else the first sentence; the film's reading view and the CSV carry the whole text."""
+    text = text[len(name) + 2 :] if name and text.startswith(f"{name}: ") else text
+    head = text.split(": ", 1)[0] if ": " in text else text.split(". ", 1)[0]
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
+def _called(reading) -> str:
+    """The calls of one film; an out-of-domain film's are withheld unless scored anyway."""
+    s = reading.summary
+    if s is None:
+        return ""
+    if s.calls_withheld:
+        return "withheld (out of domain)"
+    return called_text(s) + (" · scored anyway" if s.scored_anyway else "")
+
+
+def results_table(readings: Sequence) -> pd.DataFrame:
+    """One row per film (:class:`dashboard.predict_batch.FilmReading`): outcome, the numeric
+    abnormality score (sortable), the calls, borderline count, distrusted classes above their
+    threshold, and the input gate's warnings (a refused or unreadable file: why) by their headlines."""
+    rows = []
+    for r in readings:
+        s = r.summary
+        rows.append(
+            {
+                "file": r.name,
+                "outcome": OUTCOME_LABELS.get(r.outcome, r.outcome),
+                "abnormality": s.abnormality if s is not None else math.nan,
+                "called": _called(r),
+                "borderline": len(s.borderline) if s is not None else None,
+                "not trusted": not_trusted_text(s) if s is not None else "",
+                "warnings": " | ".join(
+                    short_warning(w, r.name)
+                    for w in (r.warnings if s is not None else [r.reason] if r.reason else [])
+                ),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return frame.astype({"abnormality": "float64", "borderline": "Int64"})
+
+
 def headline(summary: FindingsSummary) -> str:
-    """Markdown line(s) above the findings of one image: positives prominent, then the case score."""
+    """Markdown line(s) above the findings of one image: the calls, what is borderline, then the
+    case score. Only called findings are named; distrusted classes are listed apart
+    (:func:`not_trusted_lines`)."""
     if not summary.multilabel:
         top, p = summary.most_probable
         colour = "red" if summary.abnormal else "green"
@@ -123,7 +179,7 @@ def headline(summary: FindingsSummary) -> str:
             )
         return text
     if summary.positives:
-        text = "**Positive:** " + ", ".join(
+        text = "**Called:** " + ", ".join(
             f":red[**{f.name}**] ({f.probability:.2f}{', borderline' if f.borderline else ''})"
             for f in summary.positives
         )
@@ -134,11 +190,9 @@ def headline(summary: FindingsSummary) -> str:
         text += "  \n:orange[Borderline, not called:] " + ", ".join(
             f"{f.name} ({f.probability:.2f} vs {f.threshold:.2f})" for f in others
         )
-    text += (
-        f"  \nAbnormality score **{summary.abnormality:.2f}** (highest finding: {summary.abnormality_class}, "
-        f"operating threshold {summary.abnormality_threshold:.2f})"
-    )
-    return text
+    called = any(f.name == summary.abnormality_class for f in summary.positives)
+    source = f"{summary.abnormality_class}, called" if called else SCORE_SOURCE
+    return text + f"  \nAbnormality score **{summary.abnormality:.2f}** ({source})"
 
 
 def seconds_text(seconds: float) -> str:

@@ -3,9 +3,10 @@
 Expensive objects are cached across sessions with ``st.cache_resource`` (one Predictor per
 checkpoint file and one lung model, both thread-safe; one parsed evaluation run per run folder). Cache keys
 include the file's modification time so a retrained or re-evaluated checkpoint is reloaded.
-Per-user choices (which checkpoint, extra folders, data root, the reader's name, the threshold
-set viewed) live in ``st.session_state``; the reader's name is also kept in the page URL
-(``?reader=…``) so a reload or a bookmark keeps it.
+Per-user choices (which checkpoint, extra folders, data root, the reader's name) live in
+``st.session_state``; the reader's name is also kept in the page URL (``?reader=…``) so a reload
+or a bookmark keeps it. A named reader's threshold-set choice is kept in the checkpoint's
+threshold store (per reader name), an unnamed one's in the browser session.
 """
 
 from __future__ import annotations
@@ -134,36 +135,71 @@ def eval_run(entry: CheckpointEntry, split: str) -> EvalRun:
     return _eval_run(str(entry.dir), split, stamp)
 
 
+def chosen_set(entry: CheckpointEntry) -> str | None:
+    """The set this reader chose to read with (None: the model's default).
+
+    A named reader's choice is kept in the checkpoint's threshold store, so it survives reloads
+    and other browsers; without a name it lives in this browser session only.
+    """
+    name = reader()
+    if name:
+        choice = entry.threshold_store().reader_choice(name)
+        return (choice.set_name or None) if choice is not None else None
+    return st.session_state.get(VIEW_SET, {}).get(entry.key)
+
+
 def active_thresholds(entry: CheckpointEntry) -> ThresholdSet:
-    """The set in force in this browser session: the one chosen for viewing, else the model's default.
+    """The set in force for this reader: the one they chose, else the model's default.
 
     Read from disk each run so a save or a new default elsewhere shows at once.
     """
     store = entry.threshold_store()
-    name = st.session_state.get(VIEW_SET, {}).get(entry.key)
+    name = chosen_set(entry)
     if name and name in store.names():
         return store.load(name)
     return store.active()
 
 
 def viewing_own_set(entry: CheckpointEntry) -> bool:
-    """True when this browser session views a set other than the model's default."""
-    name = st.session_state.get(VIEW_SET, {}).get(entry.key)
-    return (
-        bool(name)
-        and name in entry.threshold_store().names()
-        and name != entry.threshold_store().active_name()
-    )
+    """True when this reader reads with a set other than the model's default."""
+    name = chosen_set(entry)
+    store = entry.threshold_store()
+    return bool(name) and name in store.names() and name != store.active_name()
 
 
 def view_set(entry: CheckpointEntry, name: str | None) -> None:
-    """Choose the set this browser session views (None: follow the model's default)."""
+    """Choose the set this reader reads with (None: follow the model's default); kept under the
+    reader's name when there is one, else for this browser session."""
     views = dict(st.session_state.get(VIEW_SET, {}))
     if name:
         views[entry.key] = name
     else:
         views.pop(entry.key, None)
     st.session_state[VIEW_SET] = views
+    if reader():
+        entry.threshold_store().choose(reader(), name)
+
+
+def unseen_default_changes(entry: CheckpointEntry) -> list[dict]:
+    """Changes of the model's default this named reader has not acknowledged (oldest first).
+
+    A reader seen for the first time starts from the current default (nothing to report);
+    without a name there is nobody to remember it for.
+    """
+    name = reader()
+    if not name:
+        return []
+    store = entry.threshold_store()
+    if store.reader_choice(name) is None:
+        store.acknowledge(name)
+        return []
+    return store.unseen_changes(name)
+
+
+def acknowledge_default_changes(entry: CheckpointEntry) -> None:
+    """The reader has read the notice of the default's changes: stop showing it."""
+    if reader():
+        entry.threshold_store().acknowledge(reader())
 
 
 def reader() -> str:

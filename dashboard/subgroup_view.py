@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cxr_core.metrics import EvaluationReport
 from dashboard import charts
 from dashboard.evaluation_views import (
     calibration_table,
@@ -14,7 +15,7 @@ from dashboard.evaluation_views import (
 )
 
 
-def render_calibration_change(report: dict, picked: list[str]) -> None:
+def render_calibration_change(report: EvaluationReport, picked: list[str]) -> None:
     """Reliability before and after temperature scaling side by side, and the ECE/Brier table."""
     table = calibration_table(report)
     if table.empty:
@@ -22,12 +23,12 @@ def render_calibration_change(report: dict, picked: list[str]) -> None:
             "This report predates calibration; re-run `cxr evaluate` for before/after temperature scaling."
         )
         return
-    change = report["calibration_change"]
+    change = report.calibration_change
     st.caption(
-        f"Temperature scaling ({change['method']}); “after” from {change['source']}"
+        f"Temperature scaling ({change.method}); “after” from {change.source}"
         + (
             " (each case scaled by a temperature fitted on other patients)"
-            if ":crossfit-" in change["source"]
+            if ":crossfit-" in change.source
             else ""
         )
         + ". The probabilities shown everywhere else are the calibrated ones."
@@ -51,10 +52,10 @@ def render_calibration_change(report: dict, picked: list[str]) -> None:
     )
 
 
-def render_subgroups(report: dict) -> None:
+def render_subgroups(report: EvaluationReport) -> None:
     """Per-subgroup AUROC with CIs and gaps; flagged gaps first."""
     st.caption(subgroup_note(report))
-    keys = list((report.get("subgroups") or {}).get("by", {}))
+    keys = list(report.subgroups.by) if report.subgroups else []
     if not keys:
         return
     key = st.radio("Subgroups by", keys, horizontal=True, key="perf_subgroup_key")

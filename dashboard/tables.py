@@ -12,6 +12,8 @@ from datetime import date, datetime
 
 import pandas as pd
 
+from cxr_core.metrics import EvaluationReport
+
 ROW_PX = 35
 HEADER_PX = 38
 """Streamlit's dataframe row and header heights (default theme) in pixels."""
@@ -70,27 +72,26 @@ def fmt(value: object, digits: int = 3) -> str:
     return "–" if number != number else f"{number:.{digits}f}"
 
 
-def metrics_table(report: Mapping) -> pd.DataFrame:
+def metrics_table(report: EvaluationReport) -> pd.DataFrame:
     """One numeric row per class of an evaluation report (CI bounds as *_lo/*_hi), then macro and micro rows."""
     rows = []
-    for name, e in report["per_class"].items():
-        row: dict = {"class": name, "threshold": e.get("threshold")}
+    for name, e in report.per_class.items():
+        row: dict = {"class": name, "threshold": e.threshold}
         for metric, ci_key in CI_METRICS:
-            ci = e.get(ci_key) or [None, None]
-            row |= {metric: e.get(metric), f"{metric}_lo": ci[0], f"{metric}_hi": ci[1]}
+            ci = getattr(e, ci_key) or [None, None]
+            row |= {metric: getattr(e, metric), f"{metric}_lo": ci[0], f"{metric}_hi": ci[1]}
         row |= (
-            {m: e.get(m) for m in PLAIN_METRICS}
-            | {c: e.get(c) for c in COUNTS}
-            | {"low_count": e.get("low_count")}
+            {m: getattr(e, m) for m in PLAIN_METRICS}
+            | {c: getattr(e, c) for c in COUNTS}
+            | {"low_count": e.low_count}
         )
         rows.append(row)
-    for label in ("macro", "micro"):
-        avg = report.get(label) or {}
+    for label, avg in (("macro", report.macro), ("micro", report.micro)):
         rows.append(
             {
                 "class": f"({label} average)",
-                **{m: avg.get(m) for m, _ in CI_METRICS},
-                **{m: avg.get(m) for m in PLAIN_METRICS},
+                **{m: getattr(avg, m) for m, _ in CI_METRICS},
+                **{m: getattr(avg, m) for m in PLAIN_METRICS},
             }
         )
     frame = pd.DataFrame(rows)

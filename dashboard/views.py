@@ -42,10 +42,12 @@ def where_text(current: Mark | None, saved: Mark | None) -> str:
     return f"Where: {current.text()}" + ("" if current == saved else " · not saved yet")
 
 
-def mark_hint(by: str, class_name: str) -> str:
-    """What to do on the film to mark ``class_name``."""
+def mark_hint(by: str, class_name: str | None) -> str:
+    """What to do on the film to mark where ``class_name`` is (None: nothing armed yet)."""
+    if class_name is None:
+        return "To mark where a finding is: W, or its where button in the grid"
     action = "Drag a box" if by == "box" else "Click"
-    return f"{action} on the film to mark where you see {class_name}"
+    return f"{action} on the film to mark where you see {class_name} (Esc: stop)"
 
 
 REVEAL = "Reveal labels and model output (ends your blinded reading in this session)"
@@ -104,12 +106,22 @@ def activation_log(entries: Sequence[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["When (UTC)", "By", "From", "To"])
 
 
-def progress_text(n_done: int, n_total: int, reader: str) -> str:
-    return f"{n_done} of {n_total} reviewed by {'you' if reader else 'this reader'}"
+def session_label(session_id: int, name: str, mode: str, created: str) -> str:
+    """A session in the session picker; the number keeps two sessions of one name and minute apart
+    (Streamlit tells a picker's options apart by their text)."""
+    return f"#{session_id} {name} · {MODE_LABELS[mode].split(' (')[0]} · {created[:16].replace('T', ' ')}"
 
 
-def film_label(index: int, image_id: str, reviewed: bool) -> str:
-    return f"{'✓' if reviewed else '○'} {index + 1} · {image_id}"
+def film_label(index: int, image_id: str, reviewed: bool, draft: bool = False) -> str:
+    """A film in the film picker: ✓ read (all calls saved), ✎ unsaved calls kept as a draft, ○ neither."""
+    mark = "✎" if draft else ("✓" if reviewed else "○")
+    return f"{mark} {index + 1} · {image_id}"
+
+
+def read_progress(index: int, n_films: int, n_read: int, n_drafts: int) -> str:
+    """Where the reader is: film 12 / 100 · 11 read · 2 with unsaved drafts."""
+    text = f"Film {index + 1} / {n_films} · {n_read} read"
+    return text + (f" · {n_drafts} with drafts" if n_drafts else "")
 
 
 def agreement_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -127,14 +139,26 @@ def agreement_display(table: pd.DataFrame) -> pd.DataFrame:
             ],
             "Films": table["n_items"],
             "κ": [kappa_text(k, why) for k, why in zip(table["kappa"], table["undefined"])],
-            "95% CI": [
-                ("–" if pd.isna(lo) else f"{lo:.2f} to {hi:.2f}")
-                for lo, hi in zip(table["ci_low"], table["ci_high"])
+            "κ 95% CI": [_interval(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"])],
+            "Agreement": [
+                NOT_ENOUGH if pd.isna(a) else f"{a:.3f}" for a in table["observed_agreement"]
             ],
-            "Agreement": ["–" if pd.isna(a) else f"{a:.3f}" for a in table["observed_agreement"]],
+            "Agreement 95% CI": [
+                _interval(lo, hi)
+                for lo, hi in zip(table["agreement_ci_low"], table["agreement_ci_high"])
+            ],
         }
     )
     return shown.reset_index(drop=True)
+
+
+NOT_ENOUGH = "not enough films"
+
+
+def _interval(low: float, high: float, pattern: str = "{:.2f}") -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "–"
+    return f"{pattern.format(low)} to {pattern.format(high)}"
 
 
 def disagreement_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -191,37 +215,58 @@ def call_hover(row: Mapping, mark: Mark) -> str:
     return " · ".join(parts) + f"<br>{mark.text()}"
 
 
-CORRECTED_ROWS = (
-    ("n_positive", "Positives", "{:.0f}", "{:+.0f}"),
-    ("auroc", "AUROC", "{:.3f}", "{:+.3f}"),
-    ("sensitivity", "Sensitivity", "{:.3f}", "{:+.3f}"),
-    ("specificity", "Specificity", "{:.3f}", "{:+.3f}"),
-    ("ppv", "PPV", "{:.3f}", "{:+.3f}"),
-    ("npv", "NPV", "{:.3f}", "{:+.3f}"),
-)
+CORRECTED_TITLES = {
+    "n_positive": "Positives",
+    "auroc": "AUROC",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
+}
+
+
+def _corrected_cell(row: Mapping, side: str) -> str:
+    """One side (original / corrected) of a metric: value (95% CI), or why there is none."""
+    value = row[side]
+    if row["metric"] == "n_positive":
+        return f"{value:.0f}"
+    if pd.isna(value):
+        return f"{NOT_ENOUGH} (n={int(row[f'{side}_n'])})"
+    return f"{value:.3f} ({row[f'{side}_low']:.2f}–{row[f'{side}_high']:.2f})"
+
+
+def _change_cell(row: Mapping) -> str:
+    if row["metric"] == "n_positive":
+        return f"{row['change']:+.0f}"
+    if pd.isna(row["change"]):
+        return "–"
+    return f"{row['change']:+.3f} ({row['change_low']:+.2f}, {row['change_high']:+.2f})"
 
 
 def corrected_display(table: pd.DataFrame) -> pd.DataFrame:
-    """Original and corrected metrics side by side, a row per finding and metric: four columns fit
-    the screen where a column per metric and label set would scroll sideways; counts stay whole."""
-
-    def cell(value: float, pattern: str) -> str:
-        return "–" if value is None or pd.isna(value) else pattern.format(value)
-
-    rows = []
-    for r in table.to_dict("records"):
-        finding = f"{r['class_name']} (threshold {r['threshold']:.3f}; {int(r['n_changed'])} label(s) changed)"
-        for key, title, shown, delta in CORRECTED_ROWS:
-            before, after = r[f"{key}_original"], r[f"{key}_corrected"]
-            rows.append(
-                {
-                    "Finding": finding,
-                    "Metric": title,
-                    "Original labels": cell(before, shown),
-                    "Corrected labels": cell(after, shown),
-                    "Change": cell(after - before, delta),
-                }
-            )
+    """Original and corrected metrics side by side, a row per finding and metric (:data:`~cxr_core.
+    evaluation.review.CORRECTED_COLUMNS`), each as "value (95% CI)" or "not enough films (n=…)":
+    five narrow columns fit a 1024 px screen where a column per metric and label set would scroll."""
+    rows = [
+        {
+            "Finding": r["class_name"],
+            "Metric": CORRECTED_TITLES.get(r["metric"], r["metric"]),
+            "Original labels": _corrected_cell(r, "original"),
+            "Corrected labels": _corrected_cell(r, "corrected"),
+            "Change (95% CI)": _change_cell(r),
+        }
+        for r in table.to_dict("records")
+    ]
     return pd.DataFrame(
-        rows, columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change"]
+        rows,
+        columns=["Finding", "Metric", "Original labels", "Corrected labels", "Change (95% CI)"],
+    )
+
+
+def corrected_note(table: pd.DataFrame) -> str:
+    """Each finding's threshold and how many of its labels the readers changed, in one line."""
+    firsts = table.drop_duplicates("class_name")
+    return " · ".join(
+        f"{r['class_name']}: threshold {r['threshold']:.3f}, {int(r['n_changed'])} label(s) changed"
+        for r in firsts.to_dict("records")
     )

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import streamlit as st
 
 from cxr_core.artifacts.catalog import CheckpointEntry, check_folder
+from cxr_core.artifacts.thresholds_store import ThresholdStore
 from cxr_core.errors import CXRError
 from dashboard import state
-from dashboard.tables import fmt  # noqa: F401 - pages import it from here
+from dashboard.tables import fmt, human_date  # noqa: F401 - pages import fmt from here
 
 PAGE_ICON = Path(__file__).resolve().parent / "assets" / "page_icon.png"
 """Bundled, so the browser tab's icon needs no font CDN (the dashboard must work offline)."""
@@ -24,6 +25,31 @@ TRAIN_HELP = """
 * point the dashboard at a folder that holds checkpoints: type it under **Add a checkpoint folder**
   in the sidebar, or start it with `CXR_CHECKPOINT_DIRS=/path/to/checkpoints streamlit run streamlit_app.py`.
 """
+
+
+LAYOUT_CSS = """
+<style>
+/* Pages start right under the header: Streamlit's default leaves ~6rem above the title. */
+[data-testid="stMainBlockContainer"] {
+  padding-top: 3.25rem; padding-left: 2rem; padding-right: 2rem; padding-bottom: 3rem;
+}
+[data-testid="stMainBlockContainer"] h1 { font-size: 2rem; padding: 0.25rem 0 0.5rem 0; }
+/* A number is never cut to "0.…": metric values shrink with the column and wrap if they must. */
+[data-testid="stMetricValue"] { font-size: clamp(1.05rem, 1.9vw, 2rem); }
+[data-testid="stMetricValue"] > div {
+  white-space: normal; overflow: visible; text-overflow: clip; overflow-wrap: anywhere;
+}
+[data-testid="stMetricLabel"] p { white-space: normal; }
+/* A button's label wraps onto a second line rather than being cut ("Ap…"). */
+[data-testid^="stBaseButton"] p { white-space: normal; overflow: visible; text-overflow: clip; }
+</style>
+"""
+
+
+def compact_layout() -> None:
+    """Page-wide CSS: less empty space above each page, and no truncated numbers or button labels
+    in narrow columns (1,024 px screens with the sidebar open)."""
+    st.html(LAYOUT_CSS)
 
 
 @contextmanager
@@ -112,29 +138,90 @@ def _card_summary(entry: CheckpointEntry) -> None:
         )
     )
     st.sidebar.caption(", ".join(s["classes"]))
+    if not entry.card.get_label_space().multilabel:
+        return  # a multiclass model calls its most probable class: no threshold set to pick
     with cxr_errors():
         store = entry.threshold_store()
         names, default = store.names(), store.active_name()
         key = f"cxr_view_set@{entry.key}"
-        current = st.session_state.get(state.VIEW_SET, {}).get(entry.key)
+        current = state.chosen_set(entry)
         options = ["", *names]
         st.session_state[key] = (
             current if current in names else ""
         )  # follows changes made on other pages
+        whose = "yours" if state.reader() else "this browser"
         st.sidebar.selectbox(
-            "Threshold set (this browser)",
+            f"Threshold set ({whose})",
             options,
             key=key,
             format_func=lambda n: f"model default ({default})" if n == "" else n,
             on_change=lambda: state.view_set(entry, st.session_state[key] or None),
-            help="Which set Predict, Performance and Review use for you. Making a set the model's default "
-            "for everyone is done on the Thresholds page, and is logged.",
+            help="Which set Predict, Performance and Review use for you; kept under your reader name "
+            "(without a name, for this browser session only). Making a set the model's default for "
+            "everyone is done on the Thresholds page, and is logged.",
         )
         in_force = state.active_thresholds(entry).name
         st.sidebar.caption(
             f"Thresholds in force: **{in_force}** · "
             + ("your choice" if state.viewing_own_set(entry) else "model default")
         )
+
+
+def _change_text(store: ThresholdStore, change: Mapping[str, str]) -> str:
+    """One default change as a reader reads it: who, when, from which set to which, and the
+    thresholds that moved (at most ``SHOWN_CHANGES`` classes named)."""
+    text = (
+        f"**{change['by'] or 'someone (name not recorded)'}** made **{change['to']}** the default on "
+        f"{human_date(change['when'])} (was **{change['from']}**)"
+    )
+    try:
+        frame = store.compare(change["from"], change["to"])
+    except CXRError:
+        return text + "; one of the two sets is gone, so the values cannot be compared."
+    moved = frame[frame["difference"].abs() > 1e-9]
+    if moved.empty:
+        return text + "; no threshold differs between the two sets."
+    shown = [
+        f"{row[0]} {row[1]:.3f} → {row[2]:.3f}"
+        for row in moved.iloc[:SHOWN_CHANGES].itertuples(index=False)
+    ]
+    more = len(moved) - len(shown)
+    return text + ": " + ", ".join(shown) + (f" and {more} more" if more > 0 else "") + "."
+
+
+SHOWN_CHANGES = 4
+
+
+def default_change_notice(entry: CheckpointEntry | None) -> None:
+    """Above every page: the changes of the model's default threshold set this reader has not
+    acknowledged (who, when, what), until they press "Understood"."""
+    if entry is None or not entry.ok:
+        return
+    with cxr_errors():
+        changes = state.unseen_default_changes(entry)
+        if not changes:
+            return
+        store = entry.threshold_store()
+        own = state.chosen_set(entry)
+        effect = (
+            f"You read with your own set **{own}**, which is unchanged."
+            if state.viewing_own_set(entry)
+            else f"You follow the model default, so your calls now use **{store.active_name()}**."
+        )
+        with st.container(border=True, key="cxr_default_notice"):
+            st.warning(
+                f"**The default threshold set of {entry.name} changed** since you last saw it.  \n"
+                + "  \n".join(_change_text(store, c) for c in changes)
+                + f"  \n{effect}",
+                icon=":material/info:",
+            )
+            st.button(
+                "Understood",
+                key="cxr_default_ack",
+                on_click=state.acknowledge_default_changes,
+                args=(entry,),
+                help="Stop showing these changes (a later change is shown again).",
+            )
 
 
 def require_entry(*, need_eval: bool = False) -> CheckpointEntry:

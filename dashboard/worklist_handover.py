@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import streamlit as st
 
 HANDOVER = "cxr_worklist_handover"
-PREDICT_PAGE = "app_pages/predict.py"
+PREDICT_PAGE = "predict.py"
+"""Relative to the app's main script, the router ``app_pages/router.py`` (``st.switch_page``)."""
 
 
 @dataclass(frozen=True)

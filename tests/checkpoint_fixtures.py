@@ -200,3 +200,21 @@ def write_crafted_checkpoint(
             meta[SIGNATURE_KEY] = json.dumps(signature)
     save_file(tensors, str(path), metadata={**meta, **(metadata or {})})
     return path
+
+
+def noisy_copy(checkpoint: Path, dest: Path, seed: int = 9) -> Path:
+    """A second model on ``checkpoint``'s very images and labels: its run folder copied, the
+    probabilities perturbed and the report recomputed, as a paired comparison needs."""
+    import shutil
+
+    shutil.copytree(checkpoint, dest)
+    frame = pd.read_csv(dest / "eval" / "val" / "predictions.csv")
+    probs = [c for c in frame.columns if c.startswith("prob:")]
+    noise = np.random.default_rng(seed).normal(0, 0.25, (len(frame), len(probs)))
+    frame[probs] = np.clip(frame[probs].to_numpy() + noise, 0.001, 0.999)
+    frame.to_csv(dest / "eval" / "val" / "predictions.csv", index=False)
+    classes = [c[len("prob:") :] for c in probs]
+    labels = frame[[f"label:{c}" for c in classes]].to_numpy()
+    report = evaluation_report(labels, frame[probs].to_numpy(), classes, "multilabel", n_boot=20)
+    (dest / "eval" / "val" / "report.json").write_text(report.to_json())
+    return dest

@@ -1,9 +1,15 @@
-"""Shared fixtures. Tests that need the real data in ../shared/data skip cleanly without it."""
+"""Shared fixtures. Tests that need the real data in ../shared/data skip cleanly without it.
+
+``pytest --cpu-load N`` runs N CPU-bound processes beside the tests for the whole session (stopped
+at its end), to check that the tests, the browser tests above all, hold on a busy machine.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,42 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+BUSY = "while True: pass"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N CPU-bound processes beside the tests (a busy machine), stopped when the session ends",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config._cpu_load = [  # type: ignore[attr-defined]
+        subprocess.Popen([sys.executable, "-c", BUSY])
+        for _ in range(config.getoption("--cpu-load"))
+    ]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    busy = getattr(config, "_cpu_load", [])
+    return f"cpu load: {len(busy)} busy process(es) beside the tests" if busy else None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for proc in getattr(config, "_cpu_load", []):
+        proc.terminate()
+    for proc in getattr(config, "_cpu_load", []):
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _require(path: Path) -> Path:

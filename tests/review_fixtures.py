@@ -6,7 +6,9 @@ single-reader release wrote them: its reviewer field was optional, so one verdic
 ``V2_ROWS`` are rows as schema 2 wrote them after migrating such a file: the empty reader is
 still there, next to a named reader's call with a point. ``V3_ROWS`` are rows as schema 3 (the
 release before reveals) wrote them: a blinded and an unblinded session, two readers with points,
-boxes and a changed call, the migrated unnamed reader, positions and adjudications.
+boxes and a changed call, the migrated unnamed reader, positions and adjudications. ``V4_ROWS`` are
+rows as schema 4 (the release before drafts) wrote them: a blinded session with two readers, one of
+whom revealed it, history, positions and adjudications.
 """
 
 from __future__ import annotations
@@ -232,4 +234,84 @@ INSERT INTO reader_positions VALUES (1, 'AB', 1, 'b.png', '2027-01-10T08:05:01.0
 INSERT INTO adjudications (session_id, image_id, class_name, label, adjudicator, note, updated) VALUES
     (1, 'a.png', 'Edema', 1, 'ADJ', 'first look', '2027-01-10T10:00:00.000+00:00'),
     (1, 'a.png', 'Edema', 0, 'ADJ', 'on reflection', '2027-01-10T10:05:00.000+00:00');
+"""
+
+
+_V4_VERDICT_COLUMNS = _V3_VERDICT_COLUMNS
+
+V4_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    eval_run TEXT NOT NULL,
+    filters TEXT NOT NULL DEFAULT '{{}}',
+    created TEXT NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,
+    mode TEXT NOT NULL DEFAULT 'unblinded',
+    classes TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    {_V4_VERDICT_COLUMNS},
+    UNIQUE (session_id, image_id, class_name, reviewer)
+);
+CREATE TABLE IF NOT EXISTS verdict_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    {_V4_VERDICT_COLUMNS}
+);
+CREATE TABLE IF NOT EXISTS reader_positions (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    reviewer TEXT NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,
+    image_id TEXT NOT NULL DEFAULT '',
+    updated TEXT NOT NULL,
+    PRIMARY KEY (session_id, reviewer)
+);
+CREATE TABLE IF NOT EXISTS adjudications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    label INTEGER NOT NULL CHECK (label IN (0, 1)),
+    adjudicator TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reveals (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    reader TEXT NOT NULL,
+    time TEXT NOT NULL,
+    PRIMARY KEY (session_id, reader)
+);
+CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, image_id, class_name, reviewer);
+PRAGMA user_version = 4;
+"""
+
+V4_ROWS = """
+INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position, mode, classes) VALUES
+    ('blind pair', '/ckpt/nih_small', 'val', '{"threshold_set": "card", "thresholds": {"Edema": 0.4, "Mass": 0.6}}',
+     '2027-02-01T08:00:00.000+00:00', 0, 'blind_labels', '["Edema", "Mass"]');
+INSERT INTO verdicts (session_id, image_id, class_name, reviewer, finding, verdict, confidence, reason, note,
+                      point_x, point_y, box_x0, box_y0, box_x1, box_y1, updated) VALUES
+    (1, 'a.png', 'Edema', 'AB', 'present', 'agree', 4, '', 'bat wings', 0.4, 0.6, NULL, NULL, NULL, NULL,
+     '2027-02-01T08:05:00.000+00:00'),
+    (1, 'a.png', 'Mass', 'AB', 'absent', 'agree', NULL, '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2027-02-01T08:05:00.000+00:00'),
+    (1, 'a.png', 'Edema', 'CD', 'absent', 'model_wrong', 2, 'subtle finding', '', NULL, NULL, 0.1, 0.2, 0.5, 0.7,
+     '2027-02-01T09:00:00.000+00:00');
+INSERT INTO verdict_history (session_id, image_id, class_name, reviewer, finding, verdict, confidence, reason, note,
+                             point_x, point_y, box_x0, box_y0, box_x1, box_y1, updated) VALUES
+    (1, 'a.png', 'Edema', 'AB', 'unsure', 'unsure', NULL, '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2027-02-01T08:04:00.000+00:00'),
+    (1, 'a.png', 'Edema', 'AB', 'present', 'agree', 4, '', 'bat wings', 0.4, 0.6, NULL, NULL, NULL, NULL,
+     '2027-02-01T08:05:00.000+00:00'),
+    (1, 'a.png', 'Mass', 'AB', 'absent', 'agree', NULL, '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2027-02-01T08:05:00.000+00:00'),
+    (1, 'a.png', 'Edema', 'CD', 'absent', 'model_wrong', 2, 'subtle finding', '', NULL, NULL, 0.1, 0.2, 0.5, 0.7,
+     '2027-02-01T09:00:00.000+00:00');
+INSERT INTO reader_positions VALUES (1, 'AB', 1, 'b.png', '2027-02-01T08:05:01.000+00:00'),
+                                    (1, 'CD', 0, 'a.png', '2027-02-01T09:00:01.000+00:00');
+INSERT INTO adjudications (session_id, image_id, class_name, label, adjudicator, note, updated) VALUES
+    (1, 'a.png', 'Edema', 1, 'ADJ', 'bat wings seen', '2027-02-01T10:00:00.000+00:00');
+INSERT INTO reveals VALUES (1, 'CD', '2027-02-01T09:30:00.000+00:00');
 """

@@ -83,7 +83,7 @@ def test_api_quickstart(sandbox, monkeypatch):
     assert ns["heatmap"].shape == ns["image"].pixels.shape
     written = (sandbox / "runs" / "pneumonia-on-scans" / "predictions.csv").read_text()
     assert len(written.splitlines()) == 1 + 16  # the 16 films of scans/test
-    assert 0.5 < ns["report"]["per_class"]["Pneumonia"]["auroc"] <= 1.0
+    assert 0.5 < ns["report"].per_class["Pneumonia"].auroc <= 1.0
     assert ns["result"].completed and ns["result"].best_checkpoint.is_file()
 
 

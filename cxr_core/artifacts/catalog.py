@@ -26,6 +26,7 @@ import pandas as pd
 from cxr_core.artifacts.run_dir import EXTERNAL_FILE, MODEL_FILE, RunDir, load_predictions
 from cxr_core.artifacts.thresholds_store import ThresholdStore
 from cxr_core.errors import CheckpointError, CXRError, UnknownClassError
+from cxr_core.metrics import EvaluationReport
 from cxr_core.models.card import EXTERNAL, ModelCard
 from cxr_core.models.checkpoint import DIGEST_KEY, read_model_card
 from cxr_core.utils.tasks import Task
@@ -238,7 +239,7 @@ class EvalRun:
     dir: Path
     classes: tuple[str, ...]
     predictions: pd.DataFrame | None = None
-    report: dict | None = None
+    report: EvaluationReport | None = None
     warnings: list[str] = field(default_factory=list)
 
     def labels(self) -> np.ndarray:
@@ -276,14 +277,28 @@ def load_eval_run(entry: CheckpointEntry, split: str = "val") -> EvalRun:
         run.warnings.append(f"{pred_path} is missing: per-image views are unavailable")
     if report_path.is_file():
         try:
-            run.report = json.loads(report_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            run.warnings.append(f"{report_path} is unreadable ({exc}); re-run `cxr evaluate`")
+            run.report = read_report(report_path)
+        except CXRError as exc:
+            run.warnings.append(str(exc))
     else:
         run.warnings.append(
             f"{report_path} is missing: metrics are computed from predictions.csv instead"
         )
     return run
+
+
+def read_report(path: Path) -> EvaluationReport:
+    """A ``report.json`` as a typed report; an unreadable or foreign file is a CheckpointError saying so."""
+    try:
+        return EvaluationReport.from_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CheckpointError(
+            f"{path} cannot be read ({exc.strerror or exc}); re-run `cxr evaluate`"
+        ) from None
+    except CXRError as exc:
+        raise CheckpointError(
+            f"{path} is not a readable evaluation report ({exc}); re-run `cxr evaluate`"
+        ) from None
 
 
 def load_training_log(entry: CheckpointEntry) -> pd.DataFrame:
@@ -423,21 +438,25 @@ def per_class_auroc(
 
     Classes without a defined AUROC are left out; a missing interval is NaN.
     """
-    report: dict | None = None
     path = RunDir(entry.dir).report(split)
-    if path.is_file():
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            report = None
-    if report is None and entry.card is not None:
-        report = entry.card.validation
+    try:
+        report = read_report(path) if path.is_file() else None
+    except CXRError:
+        report = None
+    if report is not None:
+        stats = {n: (e.auroc, e.auroc_ci) for n, e in report.per_class.items()}
+    else:
+        validation = (entry.card.validation if entry.card is not None else None) or {}
+        stats = {
+            n: (e.get("auroc"), e.get("auroc_ci"))
+            for n, e in (validation.get("per_class") or {}).items()
+            if isinstance(e, dict)
+        }
     out: dict[str, tuple[float, float, float]] = {}
-    for name, stats in ((report or {}).get("per_class") or {}).items():
-        auroc = stats.get("auroc") if isinstance(stats, dict) else None
+    for name, (auroc, ci) in stats.items():
         if auroc is None:
             continue
-        ci = stats.get("auroc_ci") or [None, None]
+        ci = ci or [None, None]
         out[name] = (float(auroc), *(float("nan") if v is None else float(v) for v in ci[:2]))
     if not out:
         raise CheckpointError(

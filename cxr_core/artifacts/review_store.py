@@ -20,6 +20,12 @@ calls on findings they had not called before revealing (they would not be blinde
 call they had saved before stays allowed, as it was after they saved it and saw that film's label
 and model output, and the history keeps the blinded original.
 
+Drafts: the calls a reader makes on a film are kept in ``drafts`` (one row per session, film,
+finding and reader) as they make them, so leaving the film, a reload, closing the tab or a server
+restart loses nothing; saving the film (:meth:`ReviewStore.save_film`) turns them into verdicts in
+the same transaction. A draft is private to its reader and never a verdict: agreement, export,
+corrected labels and progress read only ``verdicts``.
+
 Several readers (browser sessions, threads of one server, separate processes) may write at
 once, so the database runs in WAL mode with a busy timeout and every call opens its own
 short-lived connection. A database that stays locked past the timeout is a
@@ -27,10 +33,14 @@ short-lived connection. A database that stays locked past the timeout is a
 
 Schema versions (``PRAGMA user_version``): 0 is the first, single-reader layout (one verdict
 per session, image and class); 2 added readers, history, positions and adjudications; 3 added
-a box for "where"; 4 (this one) adds ``reveals``. Older files are migrated in place on open,
+a box for "where"; 4 added ``reveals``; 5 (this one) adds ``drafts``. Older files are migrated in place on open,
 inside one transaction, keeping every verdict. Verdicts saved before readers were named have an empty
 reader; the migration names them :data:`LEGACY_READER`, a name no reader can take, so they
 stay visible as one reader in every table and export and nobody can change them.
+
+Statements other than the schema set-up (``PRAGMA``) use only SQL that SQLite and PostgreSQL share
+(``INSERT … ON CONFLICT … DO UPDATE``, no SQLite-only functions), so a server database can stand
+behind the same methods.
 
 The file lives in ``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
 """
@@ -53,7 +63,7 @@ from cxr_core.utils.csv_safe import write_records_csv
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 VERDICTS: tuple[str, ...] = ("agree", "model_wrong", "label_wrong", "unsure")
 FINDINGS: tuple[str, ...] = ("present", "absent", "unsure")
 MODES: tuple[str, ...] = ("unblinded", "blind_labels", "blind_all")
@@ -159,6 +169,24 @@ CREATE TABLE IF NOT EXISTS reveals (
     time TEXT NOT NULL,
     PRIMARY KEY (session_id, reader)
 );
+CREATE TABLE IF NOT EXISTS drafts (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    finding TEXT CHECK (finding IS NULL OR finding IN ('present', 'absent', 'unsure')),
+    confidence INTEGER CHECK (confidence IS NULL OR confidence BETWEEN 1 AND 5),
+    reason TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    point_x REAL,
+    point_y REAL,
+    box_x0 REAL,
+    box_y0 REAL,
+    box_x1 REAL,
+    box_y1 REAL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (session_id, image_id, class_name, reviewer)
+);
 CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, image_id, class_name, reviewer);
 """
 
@@ -176,6 +204,28 @@ _FIELDS = (
     "point_y",
     *_BOX_COLUMNS,
     "updated",
+)
+
+_DRAFT_FIELDS = tuple(f for f in _FIELDS if f != "verdict")
+_KEY = ("session_id", "image_id", "class_name", "reviewer")
+
+
+def _upsert(table: str, fields: Sequence[str]) -> str:
+    """Insert a row or replace the values of the row with the same key (SQLite 3.24+ and PostgreSQL)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in fields if c not in _KEY)
+    return (
+        f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))}) "
+        f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {updates}"
+    )
+
+
+_UPSERT_VERDICT = _upsert("verdicts", _FIELDS)
+_UPSERT_DRAFT = _upsert("drafts", _DRAFT_FIELDS)
+_INSERT_HISTORY = (
+    f"INSERT INTO verdict_history ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
+)
+_DELETE_DRAFT = (
+    "DELETE FROM drafts WHERE session_id = ? AND image_id = ? AND class_name = ? AND reviewer = ?"
 )
 
 
@@ -236,6 +286,40 @@ class Verdict:
     point: tuple[float, float] | None = None
     box: tuple[float, float, float, float] | None = None
     """(x0, y0, x1, y1), top-left and bottom-right corners as fractions of the image's width and height."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a reader says about one finding of a film: their call (present / absent / unsure), the
+    verdict on the model it implies, how sure, why, and where (fractions of the image, as in
+    :class:`Verdict`). A draft is a call not saved yet, so it may still lack the call itself."""
+
+    class_name: str
+    finding: str | None = None
+    verdict: str | None = None
+    confidence: int | None = None
+    reason: str = ""
+    note: str = ""
+    point: Sequence[float] | None = None
+    box: Sequence[float] | None = None
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A reader's unsaved call on one finding of a film: kept so that leaving the film, a reload or a
+    server restart loses nothing; never a verdict (nothing that counts verdicts reads drafts)."""
+
+    session_id: int
+    image_id: str
+    class_name: str
+    reviewer: str
+    finding: str | None
+    confidence: int | None
+    reason: str
+    note: str
+    point: tuple[float, float] | None
+    box: tuple[float, float, float, float] | None
+    updated: str
 
 
 @dataclass(frozen=True)
@@ -498,77 +582,40 @@ class ReviewStore:
         the image's width and height. In a blinded session a reader who has revealed the session's labels
         and model output (:meth:`reveal`) can change the calls they saved before, but not add one.
         """
+        call = Call(class_name, finding, verdict, confidence, reason, note, point, box)
+        return self.save_film(session_id, image_id, reviewer, [call])[0]
+
+    def save_film(
+        self, session_id: int, image_id: str, reviewer: str, calls: Sequence[Call]
+    ) -> list[Verdict]:
+        """Store ``reviewer``'s calls on one film in one transaction: every call is saved, or none is.
+
+        Each saved call replaces the reader's draft of that finding (:meth:`save_draft`), which is
+        discarded in the same transaction, so a call is never both a draft and a verdict.
+        """
         reviewer = clean_reader(reviewer)
-        if verdict is None and finding is None:
-            raise ReviewStoreError(
-                "a verdict needs the reader's call (finding present/absent/unsure) or a verdict"
-            )
-        if verdict is not None and verdict not in VERDICTS:
-            raise ReviewStoreError(f"verdict '{verdict}' is not one of: {', '.join(VERDICTS)}")
-        if finding is not None and finding not in FINDINGS:
-            raise ReviewStoreError(f"finding '{finding}' is not one of: {', '.join(FINDINGS)}")
-        if not str(image_id) or not str(class_name):
+        if not str(image_id):
             raise ReviewStoreError("a verdict needs both an image id and a class name")
-        if confidence is not None:
-            if (
-                isinstance(confidence, bool)
-                or not isinstance(confidence, (int, float))
-                or confidence not in range(1, 6)
-            ):
-                raise ReviewStoreError(
-                    f"confidence must be a whole number from 1 to 5, not {confidence!r}"
-                )
-            confidence = int(confidence)
-        if reason not in REASONS:
-            raise ReviewStoreError(
-                f"reason '{reason}' is not one of: {', '.join(r for r in REASONS if r)}"
-            )
-        px, py = _fractions(point, "point", "(x, y)") if point is not None else (None, None)
-        corners: tuple = (None,) * 4
-        if box is not None:
-            x0, y0, x1, y1 = _fractions(box, "box", "(x0, y0, x1, y1)")
-            corners = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-            if corners[0] == corners[2] or corners[1] == corners[3]:
-                raise ReviewStoreError(
-                    f"box {tuple(box)} has no area; drag across the region, or click to mark a point"
-                )
-        values = (
-            int(session_id),
-            str(image_id),
-            str(class_name),
-            reviewer,
-            finding,
-            verdict,
-            confidence,
-            str(reason),
-            str(note),
-            px,
-            py,
-            *corners,
-            _now(),
-        )
-        columns = ", ".join(_FIELDS)
-        marks = ", ".join("?" * len(_FIELDS))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _FIELDS[4:])
+        when = _now()
+        rows = [
+            (int(session_id), str(image_id), c.class_name, reviewer, *_checked(c, True), when)
+            for c in calls
+        ]
         try:
             with self._connect() as conn:
                 conn.execute(
                     "BEGIN IMMEDIATE"
                 )  # a reveal from another tab cannot slip between check and save
-                self._refuse_unblinded_call(
-                    conn, int(session_id), str(image_id), str(class_name), reviewer
-                )
-                conn.execute(
-                    f"INSERT INTO verdicts ({columns}) VALUES ({marks}) "
-                    f"ON CONFLICT (session_id, image_id, class_name, reviewer) DO UPDATE SET {updates}",
-                    values,
-                )
-                conn.execute(f"INSERT INTO verdict_history ({columns}) VALUES ({marks})", values)
+                for values in rows:
+                    self._refuse_unblinded_call(conn, values[0], values[1], values[2], reviewer)
+                    conn.execute(_UPSERT_VERDICT, values)
+                    conn.execute(_INSERT_HISTORY, values)
+                    conn.execute(_DELETE_DRAFT, values[:4])
         except sqlite3.IntegrityError:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
             ) from None
-        return _verdict(dict(zip(_FIELDS, values)))
+        return [_verdict(dict(zip(_FIELDS, values))) for values in rows]
 
     @staticmethod
     def _refuse_unblinded_call(
@@ -601,7 +648,12 @@ class ReviewStore:
             row = conn.execute(query + " ORDER BY updated DESC LIMIT 1", args).fetchone()
         return _verdict(row) if row is not None else None
 
-    def verdicts(self, session_id: int | None = None, reviewer: str | None = None) -> list[Verdict]:
+    def verdicts(
+        self,
+        session_id: int | None = None,
+        reviewer: str | None = None,
+        image_id: str | None = None,
+    ) -> list[Verdict]:
         clauses, args = [], []
         if session_id is not None:
             clauses.append("session_id = ?")
@@ -609,6 +661,9 @@ class ReviewStore:
         if reviewer is not None:
             clauses.append("reviewer = ?")
             args.append(str(reviewer).strip())
+        if image_id is not None:
+            clauses.append("image_id = ?")
+            args.append(str(image_id))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._connect() as conn:
             rows = conn.execute(
@@ -649,6 +704,53 @@ class ReviewStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    # -- drafts -----------------------------------------------------------------------------
+    def save_draft(self, session_id: int, image_id: str, reviewer: str, call: Call) -> Draft:
+        """Keep ``reviewer``'s unsaved call on one finding of a film (replacing their earlier draft of it).
+
+        A draft belongs to its reader: :meth:`drafts` only returns a reader's own, and nothing that
+        counts verdicts (agreement, export, corrected labels, progress) reads this table.
+        """
+        reviewer = clean_reader(reviewer)
+        if not str(image_id):
+            raise ReviewStoreError("a verdict needs both an image id and a class name")
+        finding, _, *rest = _checked(call, False)
+        values = (
+            int(session_id),
+            str(image_id),
+            call.class_name,
+            reviewer,
+            finding,
+            *rest,
+            _now(),
+        )
+        try:
+            with self._connect() as conn:
+                conn.execute(_UPSERT_DRAFT, values)
+        except sqlite3.IntegrityError:
+            raise ReviewStoreError(
+                f"review session {session_id} does not exist in {self.path}"
+            ) from None
+        return _draft(dict(zip(_DRAFT_FIELDS, values)))
+
+    def drafts(self, session_id: int, reviewer: str, image_id: str | None = None) -> list[Draft]:
+        """``reviewer``'s drafts in a session (on one film when ``image_id`` is given); never another reader's."""
+        query = "SELECT * FROM drafts WHERE session_id = ? AND reviewer = ?"
+        args: tuple = (int(session_id), " ".join(str(reviewer).split()))
+        if image_id is not None:
+            query, args = query + " AND image_id = ?", (*args, str(image_id))
+        with self._connect() as conn:
+            rows = conn.execute(query + " ORDER BY image_id, class_name", args).fetchall()
+        return [_draft(r) for r in rows]
+
+    def discard_draft(self, session_id: int, image_id: str, class_name: str, reviewer: str) -> None:
+        """Forget ``reviewer``'s draft of one finding (e.g. changed back to what they had saved)."""
+        with self._connect() as conn:
+            conn.execute(
+                _DELETE_DRAFT,
+                (int(session_id), str(image_id), str(class_name), " ".join(str(reviewer).split())),
+            )
+
     # -- blinding ---------------------------------------------------------------------------
     def reveal(self, session_id: int, reader: str) -> str:
         """Record that ``reader`` sees a blinded session's labels, model output and every reader's calls
@@ -669,7 +771,8 @@ class ReviewStore:
                     "are already shown, there is nothing to reveal"
                 )
             conn.execute(
-                "INSERT OR IGNORE INTO reveals (session_id, reader, time) VALUES (?, ?, ?)",
+                "INSERT INTO reveals (session_id, reader, time) VALUES (?, ?, ?) "
+                "ON CONFLICT (session_id, reader) DO NOTHING",
                 (int(session_id), reader, _now()),
             )
             return conn.execute(
@@ -797,6 +900,58 @@ def _fractions(values: Sequence[float], name: str, form: str) -> tuple[float, ..
     return out
 
 
+def _confidence(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in range(1, 6):
+        raise ReviewStoreError(f"confidence must be a whole number from 1 to 5, not {value!r}")
+    return int(value)
+
+
+def _corners(box: Sequence[float] | None) -> tuple:
+    """(x0, y0, x1, y1) of a box given by any two opposite corners, top-left first; Nones without a box."""
+    if box is None:
+        return (None,) * 4
+    x0, y0, x1, y1 = _fractions(box, "box", "(x0, y0, x1, y1)")
+    corners = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    if corners[0] == corners[2] or corners[1] == corners[3]:
+        raise ReviewStoreError(
+            f"box {tuple(box)} has no area; drag across the region, or click to mark a point"
+        )
+    return corners
+
+
+def _checked(call: Call, need_call: bool) -> tuple:
+    """A call's stored values (finding, verdict, confidence, reason, note, point x/y, box corners), checked.
+
+    ``need_call``: a verdict must say something (a call or a verdict); a draft may hold only a mark or a note.
+    """
+    if need_call and call.verdict is None and call.finding is None:
+        raise ReviewStoreError(
+            "a verdict needs the reader's call (finding present/absent/unsure) or a verdict"
+        )
+    if call.verdict is not None and call.verdict not in VERDICTS:
+        raise ReviewStoreError(f"verdict '{call.verdict}' is not one of: {', '.join(VERDICTS)}")
+    if call.finding is not None and call.finding not in FINDINGS:
+        raise ReviewStoreError(f"finding '{call.finding}' is not one of: {', '.join(FINDINGS)}")
+    if not str(call.class_name):
+        raise ReviewStoreError("a verdict needs both an image id and a class name")
+    if call.reason not in REASONS:
+        raise ReviewStoreError(
+            f"reason '{call.reason}' is not one of: {', '.join(r for r in REASONS if r)}"
+        )
+    point = _fractions(call.point, "point", "(x, y)") if call.point is not None else (None, None)
+    return (
+        call.finding,
+        call.verdict,
+        _confidence(call.confidence),
+        str(call.reason),
+        str(call.note),
+        *point,
+        *_corners(call.box),
+    )
+
+
 def _session(row: sqlite3.Row) -> ReviewSession:
     return ReviewSession(
         int(row["id"]),
@@ -811,9 +966,32 @@ def _session(row: sqlite3.Row) -> ReviewSession:
     )
 
 
-def _verdict(row: Mapping | sqlite3.Row) -> Verdict:
+def _mark(row: Mapping | sqlite3.Row) -> tuple[tuple | None, tuple | None]:
+    """(point, box) of a stored row."""
     point = (float(row["point_x"]), float(row["point_y"])) if row["point_x"] is not None else None
     box = tuple(float(row[c]) for c in _BOX_COLUMNS) if row["box_x0"] is not None else None
+    return point, box
+
+
+def _draft(row: Mapping | sqlite3.Row) -> Draft:
+    point, box = _mark(row)
+    return Draft(
+        int(row["session_id"]),
+        row["image_id"],
+        row["class_name"],
+        row["reviewer"],
+        row["finding"],
+        int(row["confidence"]) if row["confidence"] is not None else None,
+        row["reason"],
+        row["note"],
+        point,
+        box,
+        row["updated"],
+    )
+
+
+def _verdict(row: Mapping | sqlite3.Row) -> Verdict:
+    point, box = _mark(row)
     return Verdict(
         int(row["session_id"]),
         row["image_id"],

@@ -10,6 +10,8 @@ wants specificity). Reviewers tune these in the dashboard and save them under a 
                                             unless a browser session picked another one to view)
 <checkpoint dir>/thresholds/activations.jsonl  audit log: who made which set the default, when, from which
 <checkpoint dir>/thresholds/history/        every overwritten version, time-stamped
+<checkpoint dir>/thresholds/readers.json    per reader name: the set they chose to read with ("" follows
+                                            the default) and how many default changes they have seen
 ```
 
 Making a set the default is an explicit act recorded in ``activations.jsonl`` (one JSON
@@ -19,6 +21,11 @@ Writes go through a temporary file, ``fsync`` and ``os.replace`` so a crash or a
 browser tab never leaves a half-written set, and overwriting a name first moves the previous
 file into ``history/`` so no set is ever lost. Without any saved set, the thresholds stored in
 the model card (chosen on the validation split at training time) are the active set.
+
+A reader's own choice of set is kept per reader name (:meth:`ThresholdStore.choose`), so it
+survives a reload or a new browser and is never changed by someone else making another set the
+default; :meth:`ThresholdStore.unseen_changes` lists the default changes the reader has not yet
+acknowledged (:meth:`ThresholdStore.acknowledge`), so each reader is told who changed what, when.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ CARD_SET = "card"
 
 ACTIVE_FILE = "active.txt"
 AUDIT_FILE = "activations.jsonl"
+READERS_FILE = "readers.json"
 HISTORY_DIR = "history"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}$")
 
@@ -120,6 +128,24 @@ def validate_thresholds(
             )
         clean[cls] = value
     return clean
+
+
+@dataclass(frozen=True)
+class ReaderChoice:
+    """One reader's stored choice: the set they read with ("" follows the model's default) and how
+    many entries of the default-change log they have acknowledged."""
+
+    reader: str
+    set_name: str = ""
+    seen: int = 0
+
+
+def reader_key(reader: str) -> str:
+    """A reader name as stored: whitespace collapsed; an empty name cannot hold a choice."""
+    key = " ".join(str(reader).split())
+    if not key:
+        raise ThresholdSetError("a reader name is needed to keep a threshold-set choice")
+    return key
 
 
 def _now() -> str:
@@ -279,6 +305,57 @@ class ThresholdStore:
             if isinstance(item, dict):
                 entries.append({k: str(item.get(k, "")) for k in ("when", "by", "from", "to")})
         return entries
+
+    def _readers(self) -> dict[str, dict]:
+        path = self.folder / READERS_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {}  # a damaged file forgets choices (everyone follows the default), never crashes
+        return data if isinstance(data, dict) else {}
+
+    def reader_choice(self, reader: str) -> ReaderChoice | None:
+        """The stored choice of ``reader``, or None for a reader this checkpoint has not seen."""
+        item = self._readers().get(reader_key(reader))
+        if not isinstance(item, dict):
+            return None
+        name = str(item.get("set", ""))
+        seen = item.get("seen", 0)
+        return ReaderChoice(
+            reader_key(reader),
+            name if name in self.names() else "",
+            seen if isinstance(seen, int) and seen >= 0 else 0,
+        )
+
+    def _update_reader(self, reader: str, **changes: object) -> ReaderChoice:
+        key = reader_key(reader)
+        with self._locked():
+            readers = self._readers()
+            item = readers.get(key) if isinstance(readers.get(key), dict) else None
+            item = {"set": "", "seen": len(self.activations()), **(item or {}), **changes}
+            readers[key] = {**item, "updated": _now()}
+            write_text_atomically(
+                self.folder / READERS_FILE, json.dumps(readers, indent=2, sort_keys=True)
+            )
+        return ReaderChoice(key, str(item["set"]), int(item["seen"]))
+
+    def choose(self, reader: str, name: str | None) -> ReaderChoice:
+        """Keep ``name`` as the set ``reader`` reads with (None or "": follow the model's default)."""
+        if name and name not in self.names():
+            raise ThresholdSetError(
+                f"no threshold set named '{name}' in {self.folder}; saved sets: {', '.join(self.names())}"
+            )
+        return self._update_reader(reader, set=name or "")
+
+    def acknowledge(self, reader: str) -> ReaderChoice:
+        """Record that ``reader`` has seen every default change so far (first visit: the current default)."""
+        return self._update_reader(reader, seen=len(self.activations()))
+
+    def unseen_changes(self, reader: str) -> list[dict]:
+        """Default changes (audit-log entries, oldest first) made since ``reader`` last acknowledged;
+        none for a reader never seen before (they start from the current default)."""
+        choice = self.reader_choice(reader)
+        return [] if choice is None else self.activations()[choice.seen :]
 
     def compare(self, first: str, second: str) -> pd.DataFrame:
         """One row per class: both thresholds and their difference (second - first)."""

@@ -40,7 +40,7 @@ from cxr_core.data.labels import ClassMapping, canonical_name, is_known_finding,
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError, UnknownClassError
 from cxr_core.evaluation.run import score_predictions, write_evaluation
-from cxr_core.metrics import DEFAULT_THRESHOLD, to_jsonable
+from cxr_core.metrics import DEFAULT_THRESHOLD, EvaluationReport
 from cxr_core.models.card import EXTERNAL, ModelCard
 from cxr_core.models.importing import file_sha256
 from cxr_core.utils.atomic import write_text_atomically
@@ -297,14 +297,14 @@ def evaluate_external(
     thresholds: Mapping[str, float] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict:
+) -> EvaluationReport:
     """Score an external predictions file on ``split`` of ``manifest`` and write a run folder
     (``external.json`` + ``eval/<split>/predictions.csv, report.json``) the dashboard lists."""
     predictions = read_external_predictions(predictions_file, manifest, split)
     card = external_card(name, predictions, manifest, split, thresholds)
     report = score_predictions(predictions.frame, card, n_boot=n_boot, seed=seed)
     part = manifest.split(split)
-    report["evaluation"] = {
+    report.evaluation = {
         "predictions_file": str(predictions.source),
         "sha256": predictions.sha256,
         "architecture": EXTERNAL,
@@ -316,9 +316,9 @@ def evaluate_external(
         "threshold_method": card.threshold_method,
         "notes": predictions.notes,
     }
-    report["label_mapping"] = predictions.mapping.to_dict()
-    card.validation = {"split": split, **report["headline"]}
+    report.label_mapping = predictions.mapping.to_dict()
+    card.validation = {"split": split, **report.headline}
     run = RunDir(Path(out_dir))
     write_evaluation(run.eval_dir(split), predictions.frame, report)
     write_text_atomically(run.external, card.to_json())
-    return to_jsonable(report)
+    return report

@@ -9,7 +9,10 @@ call and the label (agree = the model's call, model wrong = the opposite of it, 
 Corrected labels: an adjudicated label where there is one, otherwise the strict majority of
 the readers' present/absent calls (unsure calls abstain; a tie keeps the dataset label).
 :func:`corrected_metrics` then scores the evaluation run with the original and the corrected
-labels side by side, using :mod:`cxr_core.metrics`.
+labels side by side, using :mod:`cxr_core.metrics`, with patient-level intervals and the change's
+paired interval. Small samples say so: a kappa or agreement over fewer than
+:data:`~cxr_core.metrics.agreement.MIN_FILMS` shared films, or a metric that is a share of fewer
+than :data:`~cxr_core.metrics.MIN_POSITIVES` films, has no value ("not enough films").
 
 Blinded sessions: what a session says about every film (agreement with the label and the model,
 disagreements, corrected labels and metrics, the export with labels and probabilities) stays
@@ -37,9 +40,11 @@ from cxr_core.artifacts.review_store import (
     Verdict,
 )
 from cxr_core.errors import CheckpointError, ReviewStoreError
-from cxr_core.metrics.agreement import NO_VARIATION, TOO_FEW, agreement_table
-from cxr_core.metrics.confusion import confusion_counts, threshold_metrics
-from cxr_core.metrics.ranking import roc_auc
+from cxr_core.evaluation.saved_runs import run_groups
+from cxr_core.metrics import MIN_POSITIVES
+from cxr_core.metrics.agreement import MIN_FILMS, NO_VARIATION, TOO_FEW, agreement_table
+from cxr_core.metrics.confusion import decision_counts, metric_denominators
+from cxr_core.metrics.paired import paired_bootstrap
 from cxr_core.utils.csv_safe import write_records_csv
 
 logger = logging.getLogger(__name__)
@@ -55,9 +60,8 @@ EXPORT_EXTRA = (
     "reader_call",
 )
 SESSION_EXPORT_COLUMNS = (*EXPORT_COLUMNS, *EXPORT_EXTRA)
-OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "npv")
 KAPPA_UNDEFINED = {
-    TOO_FEW: "undefined: fewer than 2 shared films",
+    TOO_FEW: f"not enough films (fewer than {MIN_FILMS} shared)",
     NO_VARIATION: "undefined: every call the same",
 }
 """What the Review page and ``cxr review agreement`` say instead of a kappa that has no value."""
@@ -102,6 +106,16 @@ def session_thresholds(
     return {str(k): float(v) for k, v in fallback.items()}, fallback_name
 
 
+FILMS_FILTER = "films"
+"""Session filter key: the films a session was started on (a gallery's selection); absent = every film."""
+
+
+def session_films(session: ReviewSession) -> tuple[str, ...] | None:
+    """The films a session covers: those it was started on, or None for every film of its run."""
+    films = session.filters.get(FILMS_FILTER)
+    return tuple(str(f) for f in films) if isinstance(films, list) and films else None
+
+
 def session_classes(session: ReviewSession, run: EvalRun) -> tuple[str, ...]:
     """The findings a session's readers call: its own list, else every class of the run."""
     chosen = tuple(c for c in session.classes if c in run.classes)
@@ -114,13 +128,17 @@ def film_cases(
     thresholds: Mapping[str, float],
     *,
     multilabel: bool = True,
+    films: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per (film, finding) with a known label: image_id, class_name, row, prob, threshold, label,
-    model_positive, outcome (TP/FP/FN/TN at the thresholds)."""
+    model_positive, outcome (TP/FP/FN/TN at the thresholds); only ``films`` when given."""
     parts = []
+    keep = set(films) if films is not None else None
     for class_name in classes:
         threshold = float(thresholds.get(class_name, 0.5))
         cases = review_cases(run, class_name, threshold, multilabel=multilabel)
+        if keep is not None:
+            cases = cases[cases["image_id"].isin(keep)]
         parts.append(
             pd.DataFrame(
                 {
@@ -321,16 +339,33 @@ def corrected_labels(
     return pd.DataFrame(rows, columns=["image_id", "class_name", "original", "corrected", "source"])
 
 
-def corrected_metrics(
-    run: EvalRun,
-    thresholds: Mapping[str, float],
-    corrected: pd.DataFrame,
-    classes: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Per class: AUROC and sensitivity/specificity/PPV/NPV at the threshold, with the dataset labels and
-    with the corrected ones, over every case of the run; ``n_changed`` labels differ."""
-    labels, scores = run.labels(), run.scores()
-    fixed = labels.copy()
+CORRECTED_METRICS = ("auroc", "sensitivity", "specificity", "ppv", "npv")
+CORRECTED_COLUMNS = (
+    "class_name",
+    "threshold",
+    "n_changed",
+    "metric",
+    "original",
+    "original_low",
+    "original_high",
+    "original_n",
+    "corrected",
+    "corrected_low",
+    "corrected_high",
+    "corrected_n",
+    "change",
+    "change_low",
+    "change_high",
+)
+"""One row per finding and metric (``n_positive`` first): the value with the dataset labels and with
+the corrected ones, each with its interval and the number of films it is a share of (``*_n``), and the
+change with its paired interval. A side with fewer than ``MIN_POSITIVES`` films has no value and no
+interval (NaN): "not enough films"."""
+
+
+def relabelled(run: EvalRun, corrected: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The run's labels with the corrected ones put in, and how many changed per class."""
+    fixed = run.labels().copy()
     index = {image_id: i for i, image_id in enumerate(run.predictions["image_id"].astype(str))}
     column = {c: j for j, c in enumerate(run.classes)}
     changed = np.zeros(len(run.classes), dtype=int)
@@ -338,32 +373,78 @@ def corrected_metrics(
         i, j = index.get(str(row.image_id)), column.get(row.class_name)
         if i is None or j is None:
             continue
-        if fixed[i, j] != row.corrected:
-            changed[j] += 1
+        changed[j] += int(fixed[i, j] != row.corrected)
         fixed[i, j] = float(row.corrected)
+    return fixed, changed
+
+
+def _enough(values: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return np.where(n >= MIN_POSITIVES, values, np.nan)
+
+
+def _metric_rows(name: str, c: int, diff, n: tuple[np.ndarray, np.ndarray]) -> dict:
+    ok_a, ok_b = n[0][c] >= MIN_POSITIVES, n[1][c] >= MIN_POSITIVES
+    both = ok_a and ok_b
+    return {
+        "metric": name,
+        "original": diff.first[c] if ok_a else np.nan,
+        "original_low": diff.first_low[c] if ok_a else np.nan,
+        "original_high": diff.first_high[c] if ok_a else np.nan,
+        "original_n": int(n[0][c]),
+        "corrected": diff.second[c] if ok_b else np.nan,
+        "corrected_low": diff.second_low[c] if ok_b else np.nan,
+        "corrected_high": diff.second_high[c] if ok_b else np.nan,
+        "corrected_n": int(n[1][c]),
+        "change": diff.second[c] - diff.first[c] if both else np.nan,
+        "change_low": -diff.high[c] if both else np.nan,
+        "change_high": -diff.low[c] if both else np.nan,
+    }
+
+
+def corrected_metrics(
+    run: EvalRun,
+    thresholds: Mapping[str, float],
+    corrected: pd.DataFrame,
+    classes: Sequence[str] | None = None,
+    *,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per finding: AUROC and sensitivity/specificity/PPV/NPV at the threshold over every case of
+    the run, with the dataset labels and with the corrected ones, each with a patient-level
+    bootstrap interval, and the change with its paired interval (the same resamples on both
+    sides); columns :data:`CORRECTED_COLUMNS`. A metric over fewer than ``MIN_POSITIVES`` films
+    (positives for sensitivity, films called positive for PPV, ...) is left out on that side."""
+    labels, scores = run.labels(), run.scores()
+    fixed, changed = relabelled(run, corrected)
     t = np.array([float(thresholds.get(c, 0.5)) for c in run.classes])
-    before = {
-        "auroc": roc_auc(labels, scores),
-        **threshold_metrics(confusion_counts(labels, scores, t)),
-    }
-    after = {
-        "auroc": roc_auc(fixed, scores),
-        **threshold_metrics(confusion_counts(fixed, scores, t)),
-    }
-    out = pd.DataFrame(
-        {
-            "class_name": list(run.classes),
-            "threshold": t,
-            "n_changed": changed,
-            "n_positive_original": np.nansum(labels == 1, axis=0).astype(int),
-            "n_positive_corrected": np.nansum(fixed == 1, axis=0).astype(int),
-        }
+    calls = scores >= t
+    paired = paired_bootstrap(
+        (labels, scores),
+        (fixed, scores),
+        CORRECTED_METRICS,
+        decisions=(calls, calls),
+        groups=run_groups(run),
+        n_boot=n_boot,
+        seed=seed,
     )
-    for name in ("auroc", *OPERATING_METRICS):
-        out[f"{name}_original"] = before[name]
-        out[f"{name}_corrected"] = after[name]
-    wanted = list(classes) if classes is not None else list(run.classes)
-    return out[out["class_name"].isin(wanted)].reset_index(drop=True)
+    n = tuple(metric_denominators(decision_counts(y, calls)) for y in (labels, fixed))
+    wanted = set(classes) if classes is not None else set(run.classes)
+    rows = []
+    for c, name in enumerate(run.classes):
+        if name not in wanted:
+            continue
+        head = {"class_name": name, "threshold": t[c], "n_changed": int(changed[c])}
+        counts = [int(np.nansum(y[:, c] == 1)) for y in (labels, fixed)]
+        rows.append(
+            head
+            | {"metric": "n_positive", "original": counts[0], "corrected": counts[1]}
+            | {"change": counts[1] - counts[0]}
+        )
+        for metric in CORRECTED_METRICS:
+            sides = (n[0][metric], n[1][metric])
+            rows.append(head | _metric_rows(metric, c, paired[metric], sides))
+    return pd.DataFrame(rows, columns=list(CORRECTED_COLUMNS))
 
 
 ORDERS = ("highest probability first", "lowest probability first", "closest to the threshold first")
@@ -494,7 +575,13 @@ class SessionData:
     classes: tuple[str, ...]
 
     def cases(self) -> pd.DataFrame:
-        return film_cases(self.run, self.classes, self.thresholds, multilabel=self.multilabel)
+        return film_cases(
+            self.run,
+            self.classes,
+            self.thresholds,
+            multilabel=self.multilabel,
+            films=session_films(self.session),
+        )
 
 
 def load_session(store: ReviewStore, session_id: int) -> SessionData:
@@ -554,7 +641,10 @@ def export_session(store: ReviewStore, session_id: int | None, path) -> int:
 
 
 __all__ = [
+    "CORRECTED_COLUMNS",
+    "CORRECTED_METRICS",
     "EXPORT_EXTRA",
+    "FILMS_FILTER",
     "KAPPA_UNDEFINED",
     "LABEL_RATER",
     "MODEL_RATER",
@@ -581,6 +671,7 @@ __all__ = [
     "majority_call",
     "ratings",
     "session_classes",
+    "session_films",
     "session_frame",
     "session_thresholds",
     "verdict_for",

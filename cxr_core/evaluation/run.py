@@ -19,7 +19,6 @@ never disagree.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -49,17 +48,21 @@ from cxr_core.data.labels import ClassMapping, match_classes
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import ConfigError, DatasetError
+from cxr_core.evaluation.operating import ARGMAX, n_folds_for, operating_rule
 from cxr_core.metrics import (
     DEFAULT_THRESHOLD,
     MAX_F1,
     METRIC_NAMES,
+    CalibrationChange,
     CrossFitThresholds,
+    EvaluationReport,
+    OperatingPoint,
+    SubgroupSection,
     ThresholdSpec,
     age_band,
     bootstrap_cis,
     calibration_change,
     crossfit_temperature,
-    crossfit_thresholds,
     evaluation_report,
     fit_temperature,
     format_report,
@@ -70,6 +73,7 @@ from cxr_core.metrics import (
     threshold_metrics,
     to_jsonable,
 )
+from cxr_core.metrics.report_types import record_from_dict
 from cxr_core.models.card import CALIBRATION_METHOD, ModelCard
 from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cxr_core.models.tta import calibrate, class_probabilities
@@ -78,13 +82,11 @@ from cxr_core.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
-ARGMAX = "argmax"
 # Default operating point of new multilabel models: the lowest threshold keeping specificity
 # >= 0.90 per finding. Max-F1 on NIH-like prevalences (1-10 %) sits far down the ROC curve and
 # calls ~8 findings on a typical film; a 90 % specificity floor calls about one in ten normal
 # films positive per finding. Max-F1 stays available as the saved threshold set "max_f1".
 DEFAULT_OPERATING_POINT = "specificity=0.9"
-CROSSFIT_FOLDS = 5
 DEFAULT_SUBGROUP_KEYS: tuple[str, ...] = ("view", "sex", "age")
 SUBGROUP_ALIASES: dict[str, str] = {
     "view position": "view",
@@ -288,7 +290,7 @@ def default_subgroups(manifest: Manifest) -> list[str]:
 
 
 def headline(
-    report: dict,
+    report: EvaluationReport,
     labels: np.ndarray,
     probs: np.ndarray,
     groups: np.ndarray,
@@ -304,9 +306,9 @@ def headline(
     Operating-point metrics are copied from the report, i.e. out of fold when the report's
     thresholds were cross-fitted (``thresholds_from``).
     """
-    names = report["class_names"]
-    macro = report["macro"]
-    included = [names.index(c) for c in macro["classes_included"]]
+    names = report.class_names
+    macro = report.macro
+    included = [names.index(c) for c in macro.classes_included]
     macro_ci = None
     if n_boot > 0 and included:
         dist = bootstrap_cis(
@@ -319,84 +321,84 @@ def headline(
         )["auroc"].distribution
         per_resample = dist[np.isfinite(dist).all(axis=1)].mean(axis=1)
         if per_resample.size:
-            alpha = report["settings"]["alpha"]
+            alpha = report.settings.alpha
             macro_ci = [
                 float(np.quantile(per_resample, alpha / 2)),
                 float(np.quantile(per_resample, 1 - alpha / 2)),
             ]
     out = {
-        "n_images": report["n_cases"],
+        "n_images": report.n_cases,
         "n_patients": int(len(set(groups.tolist()))),
-        "macro_auroc": macro["auroc"],
+        "macro_auroc": macro.auroc,
         "macro_auroc_ci": macro_ci,
-        "macro_classes_included": macro["classes_included"],
-        "macro_classes_excluded": macro["classes_excluded"],
-        "macro_exclusion_rule": macro["exclusion_rule"],
+        "macro_classes_included": macro.classes_included,
+        "macro_classes_excluded": macro.classes_excluded,
+        "macro_exclusion_rule": macro.exclusion_rule,
         "per_class": {
-            name: {k: e.get(k) for k in HEADLINE_CLASS_KEYS}
-            for name, e in report["per_class"].items()
+            name: {k: getattr(e, k) for k in HEADLINE_CLASS_KEYS}
+            for name, e in report.per_class.items()
         },
-        "n_boot": report["settings"]["n_boot"],
-        "seed": report["settings"]["seed"],
-        "bootstrap_unit": report["settings"]["bootstrap_unit"],
+        "n_boot": report.settings.n_boot,
+        "seed": report.settings.seed,
+        "bootstrap_unit": report.settings.bootstrap_unit,
     }
-    if "thresholds_from" in report:
-        out["thresholds_from"] = report["thresholds_from"]
-        out["threshold_rule"] = report.get("threshold_rule", "")
+    if report.thresholds_from:
+        out["thresholds_from"] = report.thresholds_from
+        out["threshold_rule"] = report.threshold_rule
         out.update(
-            {f"macro_{k}": macro.get(k) for k in ("sensitivity", "specificity", "ppv", "npv", "f1")}
+            {
+                f"macro_{k}": getattr(macro, k)
+                for k in ("sensitivity", "specificity", "ppv", "npv", "f1")
+            }
         )
-    if "calibration_change" in report:
-        change = report["calibration_change"]
-        out["temperature"] = change["temperature"]
-        out["macro_ece_before"] = change["macro"]["before"]["ece"]
-        out["macro_ece_after"] = change["macro"]["after"]["ece"]
-        out["macro_brier_before"] = change["macro"]["before"]["brier"]
-        out["macro_brier_after"] = change["macro"]["after"]["brier"]
-    if "multiclass" in report:
-        out["accuracy"] = report["multiclass"]["accuracy"]
-        out["balanced_accuracy"] = report["multiclass"]["balanced_accuracy"]
+    change = report.calibration_change
+    if change is not None:
+        out["temperature"] = change.temperature
+        out["macro_ece_before"] = change.macro.before.ece
+        out["macro_ece_after"] = change.macro.after.ece
+        out["macro_brier_before"] = change.macro.before.brier
+        out["macro_brier_after"] = change.macro.after.brier
+    if report.multiclass is not None:
+        out["accuracy"] = report.multiclass.accuracy
+        out["balanced_accuracy"] = report.multiclass.balanced_accuracy
     return to_jsonable(out)
 
 
-def _replace_operating_point(report: dict, fit: CrossFitThresholds, labels: np.ndarray) -> None:
+def _replace_operating_point(
+    report: EvaluationReport, fit: CrossFitThresholds, labels: np.ndarray
+) -> None:
     """Per-class, macro and micro threshold metrics of ``report`` -> the out-of-fold ones of ``fit``."""
-    names = report["class_names"]
-    for c, name in enumerate(names):
-        entry = report["per_class"][name]
-        entry["threshold"] = fit.final_thresholds[c]
+    for c, name in enumerate(report.class_names):
+        entry = report.per_class[name]
+        entry.threshold = _json_number(fit.final_thresholds[c])
         for metric in METRIC_NAMES:
-            entry[metric] = fit.metrics[metric][c]
+            setattr(entry, metric, _json_number(fit.metrics[metric][c]))
         for k in ("tp", "fp", "tn", "fn"):
             value = float(fit.metrics[k][c])
-            entry[k] = None if np.isnan(value) else int(round(value))
+            setattr(entry, k, None if np.isnan(value) else int(round(value)))
         for metric in ("sensitivity", "specificity", "ppv", "npv", "f1"):
-            entry[f"{metric}_ci"] = (
-                [fit.cis[metric].low[c], fit.cis[metric].high[c]] if fit.cis else None
-            )
-        entry["n_undecided"] = int(fit.n_undecided[c])
-    included = report["macro"]["classes_included"]
+            interval = [fit.cis[metric].low[c], fit.cis[metric].high[c]] if fit.cis else None
+            setattr(entry, f"{metric}_ci", to_jsonable(interval))
+        entry.n_undecided = int(fit.n_undecided[c])
+    included = report.macro.classes_included
     for metric in METRIC_NAMES:
-        values = np.array([report["per_class"][n][metric] for n in included], dtype=np.float64)
+        values = np.array(
+            [getattr(report.per_class[n], metric) for n in included], dtype=np.float64
+        )
         values = values[~np.isnan(values)]
-        report["macro"][metric] = float(values.mean()) if values.size else float("nan")
+        setattr(report.macro, metric, float(values.mean()) if values.size else None)
     used = ~np.isnan(fit.metrics["tp"])
     pooled = threshold_metrics({k: np.sum(fit.metrics[k][used]) for k in ("tp", "fp", "tn", "fn")})
     for metric in METRIC_NAMES:
-        report["micro"][metric] = pooled[metric]
+        setattr(report.micro, metric, _json_number(pooled[metric]))
     for k in ("tp", "fp", "tn", "fn"):
-        report["micro"][k] = int(round(float(pooled[k])))
-    report["micro"]["n_labels"] = int(np.sum(~np.isnan(labels) & ~np.isnan(fit.case_thresholds)))
+        setattr(report.micro, k, int(round(float(pooled[k]))))
+    report.micro.n_labels = int(np.sum(~np.isnan(labels) & ~np.isnan(fit.case_thresholds)))
 
 
-def _n_folds(groups: np.ndarray) -> int:
-    n_patients = len(set(groups.tolist()))
-    if n_patients < 2:
-        raise DatasetError(
-            "out-of-sample operating points need at least 2 patients in the split; got "
-            f"{n_patients}"
-        )
-    return min(CROSSFIT_FOLDS, n_patients)
+def _json_number(value: object) -> float | None:
+    """A metric as the report holds it: a float, or None where numpy has NaN."""
+    return to_jsonable(float(value))
 
 
 def _calibration_section(
@@ -408,7 +410,7 @@ def _calibration_section(
     split: str,
     *,
     seed: int,
-) -> dict:
+) -> CalibrationChange:
     """ECE and Brier before/after temperature scaling, per class and macro (nan-mean over classes).
 
     On the split the temperature was fitted on, "after" is out of fold (each case scaled by a
@@ -419,7 +421,7 @@ def _calibration_section(
     fitted_on = card.calibration.get("fitted_on") if card.calibration else None
     if fitted_on == split:
         fit = crossfit_temperature(
-            labels, raw, groups, task, n_folds=_n_folds(groups), seed=seed, split=split
+            labels, raw, groups, task, n_folds=n_folds_for(groups), seed=seed, split=split
         )
         before, after, source, after_probs = fit.before, fit.after, fit.source, fit.calibrated
     else:
@@ -434,7 +436,7 @@ def _calibration_section(
             for k, v in values.items()
         }
 
-    return to_jsonable(
+    section = to_jsonable(
         {
             "method": CALIBRATION_METHOD if card.calibration else "none",
             "temperature": card.temperature(),
@@ -453,6 +455,7 @@ def _calibration_section(
             "macro": {"before": macro(before), "after": macro(after)},
         }
     )
+    return record_from_dict(CalibrationChange, section, "the calibration section")
 
 
 def _subgroup_section(
@@ -464,11 +467,11 @@ def _subgroup_section(
     *,
     n_boot: int,
     seed: int,
-) -> dict:
+) -> SubgroupSection:
     section: dict = {"keys": list(subgroups or {}), "by": {}}
     if not subgroups:
         section["note"] = "no subgroup information (view, sex, age) in this dataset's manifest"
-        return section
+        return record_from_dict(SubgroupSection, section, "the subgroup section")
     if not multilabel:
         section["note"] = (
             "multiclass model: subgroup sensitivity/specificity are left undefined (its calls are the "
@@ -492,7 +495,7 @@ def _subgroup_section(
             n_boot=max(n_boot, 1),
             seed=seed,
         )
-    return section
+    return record_from_dict(SubgroupSection, section, "the subgroup section")
 
 
 def score_predictions(
@@ -506,7 +509,7 @@ def score_predictions(
     split: str = "val",
     uncalibrated: pd.DataFrame | None = None,
     subgroups: dict[str, np.ndarray] | None = None,
-) -> dict:
+) -> EvaluationReport:
     """Report (with ``headline``, ``calibration_change`` and ``subgroups``) of calibrated predictions.
 
     ``thresholds``: None = the card's; a dict = those (``thresholds_from`` names them); a
@@ -521,59 +524,57 @@ def score_predictions(
     raw = probs if uncalibrated is None else split_arrays(uncalibrated, classes)[1]
     groups = predictions["patient_id"].astype(str).to_numpy()
     task = card.label_space["task"]
-    multilabel = task == "multilabel"
-    fit = None
-    rule = ""
-    if not multilabel:
-        vector, source = None, ARGMAX
-    elif isinstance(thresholds, (str, ThresholdSpec)):
-        spec = parse_threshold_spec(thresholds)
-        rule = str(spec)
-        fit = crossfit_thresholds(
-            labels,
-            probs,
-            groups,
-            spec,
-            n_folds=_n_folds(groups),
-            seed=seed,
-            split=split,
-            n_boot=n_boot,
-        )
-        vector = [float(t) if np.isfinite(t) else DEFAULT_THRESHOLD for t in fit.final_thresholds]
-        source = fit.source
-    else:
-        chosen = card.thresholds if thresholds is None else thresholds
-        vector = [float(chosen.get(c, DEFAULT_THRESHOLD)) for c in classes] if chosen else None
-        source = thresholds_from or ("card" if thresholds is None else "given")
-        rule = card.threshold_method if thresholds is None else ""
-    report = evaluation_report(
-        labels, probs, classes, task, thresholds=vector, groups=groups, n_boot=n_boot, seed=seed
+    rule = operating_rule(
+        labels,
+        probs,
+        groups,
+        card,
+        thresholds,
+        thresholds_from=thresholds_from,
+        split=split,
+        seed=seed,
+        n_boot=n_boot,
     )
-    if fit is not None:
-        _replace_operating_point(report, fit, labels)
-        report["operating_point"] = to_jsonable(fit.to_dict(classes))
-    report["thresholds_from"] = source
-    report["threshold_rule"] = rule
-    report["calibration_change"] = _calibration_section(
+    report = evaluation_report(
+        labels,
+        probs,
+        classes,
+        task,
+        thresholds=rule.thresholds,
+        groups=groups,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    if rule.fit is not None:
+        _replace_operating_point(report, rule.fit, labels)
+        report.operating_point = record_from_dict(
+            OperatingPoint, to_jsonable(rule.fit.to_dict(classes)), "the operating point"
+        )
+    report.thresholds_from, report.threshold_rule = rule.source, rule.rule
+    report.calibration_change = _calibration_section(
         labels, raw, probs, groups, card, split, seed=seed
     )
-    t = np.array(vector if vector is not None else [np.nan] * len(classes), dtype=np.float64)
-    report["subgroups"] = _subgroup_section(
-        predictions, subgroups, t, classes, multilabel, n_boot=n_boot, seed=seed
+    t = np.array(
+        rule.thresholds if rule.thresholds is not None else [np.nan] * len(classes),
+        dtype=np.float64,
     )
-    report = to_jsonable(report)
-    report["headline"] = headline(report, labels, probs, groups, n_boot=n_boot, seed=seed)
+    report.subgroups = _subgroup_section(
+        predictions, subgroups, t, classes, task == "multilabel", n_boot=n_boot, seed=seed
+    )
+    report.headline = headline(report, labels, probs, groups, n_boot=n_boot, seed=seed)
     return report
 
 
-def write_evaluation(out_dir: str | Path, predictions: pd.DataFrame, report: dict) -> Path:
+def write_evaluation(
+    out_dir: str | Path, predictions: pd.DataFrame, report: EvaluationReport
+) -> Path:
+    """``predictions.csv`` and ``report.json`` (:meth:`EvaluationReport.to_json`), each written atomically."""
     out_dir = Path(out_dir)
     classes = [
         c.removeprefix(PROB_PREFIX) for c in predictions.columns if c.startswith(PROB_PREFIX)
     ]
     write_prediction_table(out_dir / PREDICTIONS_FILE, classes, frame_rows(predictions, classes))
-    text = json.dumps(to_jsonable(report), indent=1, allow_nan=False)
-    write_text_atomically(out_dir / REPORT_FILE, text)
+    write_text_atomically(out_dir / REPORT_FILE, report.to_json())
     return out_dir
 
 
@@ -592,7 +593,7 @@ def finalise_checkpoint(
     progress: bool = True,
     operating_point: str | None = None,
     subgroups: Sequence[str] | None = None,
-) -> dict:
+) -> EvaluationReport:
     """End of training (and ``cxr card refresh``): evaluate the saved weights on validation,
     calibrate, choose thresholds out of sample, and rewrite the checkpoint with the final card
     (same weights) plus ``eval/val``.
@@ -635,7 +636,7 @@ def finalise_checkpoint(
         subgroups=subgroup_values(val_manifest, keys),
     )
     _record_validation(card, report, spec)
-    report["evaluation"] = _evaluation_info(best_path, card, "val", val_manifest)
+    report.evaluation = _evaluation_info(best_path, card, "val", val_manifest)
     save_checkpoint(
         best_path, ckpt.state_dict, card, half=half, gate=ckpt.gate
     )  # a re-stamp keeps the input gate
@@ -661,13 +662,15 @@ def _fit_calibration(raw: pd.DataFrame, card: ModelCard) -> pd.DataFrame:
     return calibrate_predictions(raw, card.classes, temperature, multilabel=multilabel)
 
 
-def _record_validation(card: ModelCard, report: dict, spec: ThresholdSpec | None) -> None:
+def _record_validation(
+    card: ModelCard, report: EvaluationReport, spec: ThresholdSpec | None
+) -> None:
     """The card's thresholds (multilabel: the operating point's, fitted on all of validation)
     and its validation headline, from the validation report."""
     if card.get_label_space().multilabel:
-        final = report["operating_point"]["per_class"]
-        fallback = [c for c in card.classes if final[c]["threshold"] is None]
-        card.thresholds = {c: report["per_class"][c]["threshold"] for c in card.classes}
+        final = report.operating_point.per_class
+        fallback = [c for c in card.classes if final[c].threshold is None]
+        card.thresholds = {c: report.per_class[c].threshold for c in card.classes}
         card.threshold_method = str(spec)
     else:
         fallback = []
@@ -675,7 +678,7 @@ def _record_validation(card: ModelCard, report: dict, spec: ThresholdSpec | None
         card.threshold_method = ARGMAX
     card.validation = {
         "split": "val",
-        **report["headline"],
+        **report.headline,
         "threshold_method": card.threshold_method,
         "threshold_fallback_classes": fallback,
         "manifest_fingerprint": card.data.get("manifest_fingerprint", ""),
@@ -849,8 +852,8 @@ def evaluate_checkpoint(
         uncalibrated=raw,
         subgroups=subgroup_values(part, subgroups or []),
     )
-    report["evaluation"] = _evaluation_info(checkpoint_path, ckpt.card, split, part)
-    report["label_mapping"] = mapping.to_dict()
+    report.evaluation = _evaluation_info(checkpoint_path, ckpt.card, split, part)
+    report.label_mapping = mapping.to_dict()
     write_evaluation(out_dir, predictions, report)
     return report
 

@@ -19,10 +19,15 @@ Bands (absolute probability differences, documented in the dashboard):
   class;
 - a multiclass result is a *near tie* when the two most probable classes differ by at most
   ``NEAR_TIE_MARGIN``.
+
+Classes the model card flags (low count, no fitted threshold, AUROC not clearly above chance:
+:func:`cxr_core.inference.class_flags.flagged_classes`) are passed as ``flagged``: they are
+never called, never borderline and never set the abnormality score; the summary lists them apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +52,11 @@ class Finding:
     threshold: float
     positive: bool
     borderline: bool
+    flag: str = ""  # why the model card distrusts this class (then never called); "" otherwise
+
+    @property
+    def above_threshold(self) -> bool:
+        return self.probability >= self.threshold
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,11 @@ class FindingsSummary:
     def borderline(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.borderline)
 
+    @property
+    def flagged(self) -> tuple[Finding, ...]:
+        """Findings of classes the model card distrusts (never called), most probable first."""
+        return tuple(f for f in self.findings if f.flag)
+
 
 def borderline_band(
     threshold: float, band: float = BORDERLINE_BAND, fraction: float = BORDERLINE_FRACTION
@@ -107,8 +122,10 @@ def summarise_findings(
     multilabel: bool,
     band: float = BORDERLINE_BAND,
     tie_margin: float = NEAR_TIE_MARGIN,
+    flagged: Mapping[str, str] | None = None,
 ) -> FindingsSummary:
     """Order, call and flag the findings of one :class:`Prediction` (see the module docstring)."""
+    flagged = flagged or {}
     probs = prediction.probabilities
     gate = {
         "outcome": prediction.outcome,
@@ -128,17 +145,19 @@ def summarise_findings(
             name=c,
             probability=probs[c],
             threshold=float(prediction.thresholds.get(c, np.nan)),
-            positive=c in prediction.positive,
+            positive=c in prediction.positive and c not in flagged,
             borderline=multilabel
             and not withheld
+            and c not in flagged
             and is_borderline(probs[c], float(prediction.thresholds.get(c, np.nan)), band),
+            flag=flagged.get(c, ""),
         )
         for c in ranked
     ]
     findings.sort(
         key=lambda f: (not (f.positive and f.name not in NORMAL_CLASSES), -f.probability, f.name)
     )
-    disease = [c for c in ranked if c not in NORMAL_CLASSES] or ranked
+    disease = [c for c in ranked if c not in NORMAL_CLASSES and c not in flagged] or ranked
     worst = disease[0]
     return FindingsSummary(
         name=prediction.name,
@@ -147,7 +166,9 @@ def summarise_findings(
         abnormality=probs[worst],
         abnormality_class=worst,
         abnormality_threshold=float(prediction.thresholds.get(worst, np.nan)),
-        abnormal=any(c in prediction.positive for c in disease if c not in NORMAL_CLASSES),
+        abnormal=any(
+            c in prediction.positive for c in disease if c not in NORMAL_CLASSES | set(flagged)
+        ),
         most_probable=(top, probs[top]),
         runner_up=(second, probs[second]) if second is not None else None,
         near_tie=second is not None and probs[top] - probs[second] <= tie_margin + 1e-12,

@@ -117,13 +117,12 @@ def check_lung_fraction(fraction: float, reference: dict) -> LungCheck:
     return LungCheck(fraction=float(fraction), status=status, low=low, high=high)
 
 
-def two_lungs_side_by_side(mask: np.ndarray) -> bool:
-    """Whether the two largest components of ``mask`` sit side by side like the lungs of a frontal film."""
-    labels, n = ndimage.label(np.asarray(mask, dtype=bool))
-    if n < 2:
+def _side_by_side(labels: np.ndarray, sizes: np.ndarray) -> bool:
+    """Whether the two largest components (``sizes`` of ``labels`` 1..n; 0 for a dropped one) sit
+    side by side like the lungs of a frontal film."""
+    if np.count_nonzero(sizes) < 2:
         return False
-    sizes = np.bincount(labels.ravel())[1:]
-    first, second = np.argsort(-sizes)[:2]
+    first, second = np.argsort(-sizes, kind="stable")[:2]
     (y1, x1), (y2, x2) = ndimage.center_of_mass(labels > 0, labels, [first + 1, second + 1])
     height, width = labels.shape
     return (
@@ -133,10 +132,24 @@ def two_lungs_side_by_side(mask: np.ndarray) -> bool:
     )
 
 
+def two_lungs_side_by_side(mask: np.ndarray) -> bool:
+    """Whether the two largest components of ``mask`` sit side by side like the lungs of a frontal film."""
+    labels, n = ndimage.label(np.asarray(mask, dtype=bool))
+    return n >= 2 and _side_by_side(labels, np.bincount(labels.ravel())[1:])
+
+
 def check_lungs(mask: np.ndarray, reference: dict) -> LungCheck:
-    """The input check of one predicted lung mask: its area (:func:`check_lung_fraction`), then its layout."""
-    check = check_lung_fraction(lung_area_fraction(mask), reference)
-    if check.ok and not two_lungs_side_by_side(drop_specks(np.asarray(mask, dtype=bool))):
+    """The input check of one predicted lung mask: its area (:func:`check_lung_fraction`), then its layout.
+
+    Both ignore specks (components under ``MIN_COMPONENT_PIXELS``); the mask is labelled once,
+    which on a 2,500 × 2,048 film saves three passes over five million pixels.
+    """
+    m = np.asarray(mask, dtype=bool)
+    labels, _ = ndimage.label(m)
+    sizes = np.bincount(labels.ravel())[1:]
+    sizes = np.where(sizes >= MIN_COMPONENT_PIXELS, sizes, 0)
+    check = check_lung_fraction(float(sizes.sum()) / m.size if m.size else 0.0, reference)
+    if check.ok and not _side_by_side(labels, sizes):
         return LungCheck(
             fraction=check.fraction, status=STATUS_LAYOUT, low=check.low, high=check.high
         )

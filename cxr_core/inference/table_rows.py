@@ -79,27 +79,32 @@ def upload_rows(
     model: str,
     checkpoint_digest: str,
     threshold_set: str,
+    flagged: Mapping[str, str] | None = None,
 ) -> list[PredictionRow]:
     """The Predict page's uploads, with the model, checkpoint digest and threshold set that
-    made the calls, and the borderline calls the page shows."""
+    made the calls, and the borderline calls the page shows. Classes the card distrusts
+    (``flagged``) are never among the findings; ``not_trusted`` names those at or above their
+    threshold, as the page lists them apart."""
     rows = []
     for prediction, image in zip(predictions, images):
-        summary = summarise_findings(prediction, multilabel=multilabel)
+        summary = summarise_findings(prediction, multilabel=multilabel, flagged=flagged)
         extra = {
             "borderline": "; ".join(f.name for f in summary.borderline),
             "model": model,
             "checkpoint_sha256": checkpoint_digest,
             "threshold_set": threshold_set if multilabel else "argmax",
         }
-        rows.append(
-            prediction_row(
-                prediction,
-                image_id=image.name,
-                multilabel=multilabel,
-                patient_id=_patient(image),
-                extra=extra,
-            )
+        if flagged:
+            extra["not_trusted"] = "; ".join(f.name for f in summary.flagged if f.above_threshold)
+        row = prediction_row(
+            prediction,
+            image_id=image.name,
+            multilabel=multilabel,
+            patient_id=_patient(image),
+            extra=extra,
         )
+        row.findings = [c for c in row.findings if c not in (flagged or {})]
+        rows.append(row)
     return rows
 
 

@@ -4,7 +4,8 @@ See the module docstrings for conventions: ``ranking`` (AUROC, AP, curves), ``co
 (counts at thresholds or for given decisions, multiclass matrices), ``thresholds`` (choosing
 operating points, threshold specs), ``crossfit`` (out-of-sample operating points),
 ``bootstrap`` (patient-level intervals), ``calibration`` (ECE, Brier), ``temperature``
-(temperature scaling), ``subgroups`` (per-subgroup metrics and gaps) and ``report``.
+(temperature scaling), ``subgroups`` (per-subgroup metrics and gaps), ``report`` (the
+evaluation report), ``report_types`` (its typed form and JSON) and ``report_text``.
 """
 
 from cxr_core.metrics._inputs import MetricInputError
@@ -36,6 +37,7 @@ from cxr_core.metrics.crossfit import (
     crossfit_thresholds,
     patient_folds,
 )
+from cxr_core.metrics.curve_bands import ClassBands, CurveBand, curve_bands
 from cxr_core.metrics.ranking import (
     average_precision,
     curves,
@@ -46,9 +48,18 @@ from cxr_core.metrics.ranking import (
 )
 from cxr_core.metrics.report import (
     DEFAULT_THRESHOLD,
+    MIN_POSITIVES,
     evaluation_report,
-    format_report,
     to_jsonable,
+)
+from cxr_core.metrics.report_text import format_report
+from cxr_core.metrics.report_types import (
+    CalibrationChange,
+    ClassMetrics,
+    EvaluationReport,
+    OperatingPoint,
+    SubgroupReport,
+    SubgroupSection,
 )
 from cxr_core.metrics.subgroups import (
     AGE_BANDS,
@@ -84,19 +95,28 @@ __all__ = [
     "AGE_BANDS",
     "BIN_STRATEGIES",
     "BootstrapCI",
+    "CalibrationChange",
+    "ClassBands",
+    "ClassMetrics",
     "CrossFitTemperature",
     "CrossFitThresholds",
+    "CurveBand",
     "DEFAULT_THRESHOLD",
     "EDGE_MARGIN",
+    "EvaluationReport",
     "FIXED",
     "MAX_F1",
     "METHOD_LABELS",
     "METRIC_NAMES",
+    "MIN_POSITIVES",
     "MetricInputError",
+    "OperatingPoint",
     "SENSITIVITY",
     "SPECIFICITY",
     "STATISTICS",
     "SUBGROUP_STATISTICS",
+    "SubgroupReport",
+    "SubgroupSection",
     "SortedScores",
     "TEMPERATURE_BOUNDS",
     "THRESHOLD_METHODS",
@@ -115,6 +135,7 @@ __all__ = [
     "confusion_matrix",
     "crossfit_temperature",
     "crossfit_thresholds",
+    "curve_bands",
     "curves",
     "decision_counts",
     "evaluation_report",

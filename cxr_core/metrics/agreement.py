@@ -5,9 +5,14 @@ Ratings come as a long table, one row per (item, class, rater) with a categorica
 draw takes items with replacement and recomputes the statistic, and the interval is the
 percentile interval of the draws (draws where kappa is undefined are dropped).
 
-Kappa is undefined (NaN) when fewer than two items are rated by both raters (:data:`TOO_FEW`)
-or when chance agreement is 1 (:data:`NO_VARIATION`: every rating is one and the same
-category); the table's ``undefined`` column says which, so no caller has to guess why.
+Small samples: below :data:`MIN_FILMS` items rated by both raters (all, for Fleiss) the table
+gives no kappa, no observed agreement and no interval (:data:`TOO_FEW`): over two or three films
+kappa jumps between -1 and 1 with a single call, and a percentile bootstrap over a handful of
+items draws from a few distinct resamples, so a number and an interval (say "0.000 (0.00 to
+0.00)") would look precise and be meaningless. From :data:`MIN_FILMS` items on, kappa and the
+observed agreement each come with a bootstrap interval. Kappa is also undefined when chance
+agreement is 1 (:data:`NO_VARIATION`: every rating is one and the same category); the table's
+``undefined`` column says which, so no caller has to guess why.
 
 Cohen's point estimate is :func:`sklearn.metrics.cohen_kappa_score`; the bootstrap uses the
 same formula on a confusion matrix (tested equal). Fleiss' kappa follows Fleiss (1971) and is
@@ -38,18 +43,56 @@ AGREEMENT_COLUMNS = (
     "ci_low",
     "ci_high",
     "observed_agreement",
+    "agreement_ci_low",
+    "agreement_ci_high",
     "undefined",
 )
 COHEN, FLEISS = "cohen", "fleiss"
 TOO_FEW, NO_VARIATION = "too_few", "no_variation"
-"""Why a kappa is undefined: fewer than two items rated by all its raters; every rating the same category."""
+"""Why a kappa is undefined: fewer than :data:`MIN_FILMS` items rated by all its raters; every rating
+the same category."""
+MIN_FILMS = 10
+"""Items (films) that all raters of a kappa must have rated before it, the observed agreement and
+their intervals are reported: at 10, one film moves the observed agreement by 0.1 at most."""
 
 
 def _undefined(kappa: float, n_items: int) -> str:
     """'' for a defined kappa, else :data:`TOO_FEW` or :data:`NO_VARIATION`."""
-    if n_items < 2:
+    if n_items < MIN_FILMS:
         return TOO_FEW
     return NO_VARIATION if np.isnan(kappa) else ""
+
+
+def _summary(
+    kappa: float, kappa_draws: list[float], agree: np.ndarray, n_items: int, rng
+) -> dict[str, float | str]:
+    """Kappa, observed agreement (share of items on which all raters agree) and their intervals,
+    or NaN throughout with the reason when there are too few items."""
+    why = _undefined(kappa, n_items)
+    if why == TOO_FEW:
+        return dict.fromkeys(_NUMBERS, float("nan")) | {"undefined": why}
+    low, high = _percentiles(kappa_draws)
+    draws = [agree[rng.integers(0, n_items, n_items)].mean() for _ in range(len(kappa_draws))]
+    a_low, a_high = _percentiles(draws)
+    return {
+        "kappa": kappa,
+        "ci_low": low,
+        "ci_high": high,
+        "observed_agreement": float(agree.mean()),
+        "agreement_ci_low": a_low,
+        "agreement_ci_high": a_high,
+        "undefined": why,
+    }
+
+
+_NUMBERS = (
+    "kappa",
+    "ci_low",
+    "ci_high",
+    "observed_agreement",
+    "agreement_ci_low",
+    "agreement_ci_high",
+)
 
 
 def _codes(a: Sequence, b: Sequence) -> tuple[np.ndarray, np.ndarray, int]:
@@ -143,12 +186,10 @@ def _pair_row(
     cx, cy, k = _codes(both["a"].tolist(), both["b"].tolist())
     kappa = cohen_kappa(both["a"].tolist(), both["b"].tolist())
     draws = []
-    if len(cx) >= 2 and n_boot > 0:
+    if len(cx) >= MIN_FILMS and n_boot > 0:
         for _ in range(n_boot):
             pick = rng.integers(0, len(cx), len(cx))
             draws.append(_cohen_from_codes(cx[pick], cy[pick], k))
-    low, high = _percentiles(draws)
-    observed = float((cx == cy).mean()) if len(cx) else float("nan")
     return {
         "class_name": class_name,
         "statistic": COHEN,
@@ -156,11 +197,34 @@ def _pair_row(
         "rater_b": b,
         "n_items": int(len(cx)),
         "n_raters": 2,
-        "kappa": kappa,
-        "ci_low": low,
-        "ci_high": high,
-        "observed_agreement": observed,
-        "undefined": _undefined(kappa, len(cx)),
+        **_summary(kappa, draws, cx == cy, len(cx), rng),
+    }
+
+
+def _fleiss_row(
+    class_name: str,
+    part: pd.DataFrame,
+    wide: pd.DataFrame,
+    readers: list[str],
+    n_boot: int,
+    rng: np.random.Generator,
+) -> dict:
+    counts, _ = fleiss_table(part[part["rater"].isin(readers)])
+    enough = len(counts) >= MIN_FILMS
+    kappa = fleiss_kappa(counts) if enough else float("nan")
+    draws = [
+        fleiss_kappa(counts[rng.integers(0, len(counts), len(counts))])
+        for _ in range(n_boot if enough else 0)
+    ]
+    unanimous = (wide[readers].dropna().astype(str).nunique(axis=1) == 1).to_numpy()
+    return {
+        "class_name": class_name,
+        "statistic": FLEISS,
+        "rater_a": "",
+        "rater_b": "",
+        "n_items": int(len(counts)),
+        "n_raters": len(readers),
+        **_summary(kappa, draws, unanimous, len(counts), rng),
     }
 
 
@@ -190,34 +254,5 @@ def agreement_table(
         for a, b in pairs:
             rows.append(_pair_row(class_name, a, b, wide[a], wide[b], n_boot, rng))
         if len(readers) >= 3:
-            counts, _ = fleiss_table(part[part["rater"].isin(readers)])
-            kappa = fleiss_kappa(counts) if len(counts) >= 2 else float("nan")
-            draws = (
-                [
-                    fleiss_kappa(counts[rng.integers(0, len(counts), len(counts))])
-                    for _ in range(n_boot)
-                ]
-                if len(counts) >= 2
-                else []
-            )
-            low, high = _percentiles(draws)
-            complete = wide[readers].dropna().astype(str)
-            observed = (
-                float((complete.nunique(axis=1) == 1).mean()) if len(complete) else float("nan")
-            )
-            rows.append(
-                {
-                    "class_name": class_name,
-                    "statistic": FLEISS,
-                    "rater_a": "",
-                    "rater_b": "",
-                    "n_items": int(len(counts)),
-                    "n_raters": len(readers),
-                    "kappa": kappa,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "observed_agreement": observed,
-                    "undefined": _undefined(kappa, len(counts)),
-                }
-            )
+            rows.append(_fleiss_row(class_name, part, wide, readers, n_boot, rng))
     return pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))

@@ -233,23 +233,13 @@ def bootstrap_cis(
             f"unknown bootstrap statistic(s) {unknown}; choose from {', '.join(STATISTICS)}"
         )
     labels, scores = check_pair(y_true, y_score)
-    n_cases, n_classes = labels.shape
+    n_cases = labels.shape[0]
     wanted_ranking = {name for name in statistics if name in RANKING_STATISTICS}
     wanted_threshold = [name for name in statistics if name in THRESHOLD_STATISTICS]
     if wanted_threshold:
-        if (thresholds is None) == (decisions is None):
-            raise MetricInputError(
-                f"{', '.join(wanted_threshold)} need either thresholds or decisions (not both) to "
-                "define a positive call"
-            )
-        if decisions is None:
-            t = class_thresholds(thresholds, n_classes)
-            called, undefined = scores >= t, np.isnan(t)
-        else:
-            undefined = np.zeros(n_classes, dtype=bool)
-            called = check_decisions(decisions, n_cases, n_classes)
-        pos, neg = (labels == 1).astype(np.float64), (labels == 0).astype(np.float64)
-        indicators = np.concatenate([pos * called, pos, neg * called, neg], axis=1)
+        indicators, undefined = _call_indicators(
+            labels, scores, thresholds, decisions, wanted_threshold
+        )
     if BRIER in statistics:
         known = ~np.isnan(labels)
         squared_error = np.where(known, (scores - np.nan_to_num(labels)) ** 2, 0.0)
@@ -290,6 +280,31 @@ def bootstrap_cis(
         low, high, used = _percentile_interval(distribution, alpha)
         out[name] = BootstrapCI(low, high, used, distribution, float(alpha), int(n_boot), int(seed))
     return out
+
+
+def _call_indicators(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    thresholds: object,
+    decisions: object,
+    wanted: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[TP, P, FP, N]`` indicator columns per class (a resample's counts are its weights times
+    these), and which classes have no threshold (their threshold metrics are undefined)."""
+    n_cases, n_classes = labels.shape
+    if (thresholds is None) == (decisions is None):
+        raise MetricInputError(
+            f"{', '.join(wanted)} need either thresholds or decisions (not both) to "
+            "define a positive call"
+        )
+    if decisions is None:
+        t = class_thresholds(thresholds, n_classes)
+        called, undefined = scores >= t, np.isnan(t)
+    else:
+        undefined = np.zeros(n_classes, dtype=bool)
+        called = check_decisions(decisions, n_cases, n_classes)
+    pos, neg = (labels == 1).astype(np.float64), (labels == 0).astype(np.float64)
+    return np.concatenate([pos * called, pos, neg * called, neg], axis=1), undefined
 
 
 def bootstrap_ci(

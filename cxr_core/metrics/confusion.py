@@ -171,6 +171,20 @@ def threshold_metrics(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def metric_denominators(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per class, how many films each metric is a share of: sensitivity the known positives,
+    specificity the known negatives, PPV the films called positive, NPV those called negative,
+    AUROC the smaller of positives and negatives. Small-sample rules read these, not the metric."""
+    positives, negatives = counts["tp"] + counts["fn"], counts["tn"] + counts["fp"]
+    return {
+        "auroc": np.minimum(positives, negatives),
+        "sensitivity": positives,
+        "specificity": negatives,
+        "ppv": counts["tp"] + counts["fp"],
+        "npv": counts["tn"] + counts["fn"],
+    }
+
+
 def _check_indices(values: object, n_classes: int, what: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1:

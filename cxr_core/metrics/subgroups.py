@@ -131,51 +131,18 @@ def subgroup_report(
     out_groups = {}
     for value in sorted(set(keys.tolist()), key=lambda v: (v == UNKNOWN, v)):
         inside = keys == value
-        masked = np.where(inside[:, None], labels, np.nan)  # outside the subgroup = unknown
-        point = _point(labels[inside], scores[inside], t)
-        boot = bootstrap_cis(masked, scores, SUBGROUP_STATISTICS, thresholds=t, **settings)
-        n_pos = np.sum(labels[inside] == 1, axis=0)
-        n_neg = np.sum(labels[inside] == 0, axis=0)
-        per_class = {
-            name: {
-                "n_pos": int(n_pos[c]),
-                "n_neg": int(n_neg[c]),
-                "low_count": bool(min(n_pos[c], n_neg[c]) < min_positives),
-            }
-            for c, name in enumerate(names)
-        }
-        for stat in SUBGROUP_STATISTICS:
-            gap_low, gap_high = _interval(
-                boot[stat].distribution - overall[stat].distribution, alpha
-            )
-            gap = point[stat] - overall_point[stat]
-            for c, name in enumerate(names):
-                per_class[name].update(
-                    {
-                        stat: point[stat][c],
-                        f"{stat}_ci": [boot[stat].low[c], boot[stat].high[c]],
-                        f"{stat}_gap": gap[c],
-                        f"{stat}_gap_ci": [gap_low[c], gap_high[c]],
-                        f"{stat}_gap_flag": bool(gap_low[c] > 0 or gap_high[c] < 0),
-                    }
-                )
-        out_groups[value] = {
-            "n": int(inside.sum()),
-            "n_patients": int(np.unique(patient[inside]).size),
-            "per_class": per_class,
-        }
-
-    overall_classes = {
-        name: {
-            "threshold": t[c],
-            **{stat: overall_point[stat][c] for stat in SUBGROUP_STATISTICS},
-            **{
-                f"{stat}_ci": [overall[stat].low[c], overall[stat].high[c]]
-                for stat in SUBGROUP_STATISTICS
-            },
-        }
-        for c, name in enumerate(names)
-    }
+        out_groups[value] = _subgroup_entry(
+            labels,
+            scores,
+            inside,
+            patient,
+            t,
+            names,
+            overall,
+            overall_point,
+            settings=settings,
+            min_positives=min_positives,
+        )
     return to_jsonable(
         {
             "key": key,
@@ -190,11 +157,75 @@ def subgroup_report(
             "overall": {
                 "n": int(labels.shape[0]),
                 "n_patients": int(np.unique(patient).size),
-                "per_class": overall_classes,
+                "per_class": _overall_classes(t, names, overall, overall_point),
             },
             "subgroups": out_groups,
         }
     )
+
+
+def _overall_classes(t: np.ndarray, names: list[str], overall: dict, overall_point: dict) -> dict:
+    """Per class over all cases: the threshold, each statistic and its CI."""
+    return {
+        name: {
+            "threshold": t[c],
+            **{stat: overall_point[stat][c] for stat in SUBGROUP_STATISTICS},
+            **{
+                f"{stat}_ci": [overall[stat].low[c], overall[stat].high[c]]
+                for stat in SUBGROUP_STATISTICS
+            },
+        }
+        for c, name in enumerate(names)
+    }
+
+
+def _subgroup_entry(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    inside: np.ndarray,
+    patient: np.ndarray,
+    t: np.ndarray,
+    names: list[str],
+    overall: dict,
+    overall_point: dict,
+    *,
+    settings: dict,
+    min_positives: int,
+) -> dict:
+    """One subgroup's n, patients and per-class values, CIs and paired gaps to ``overall``
+    (the same resamples: a case outside the subgroup counts as an unknown label)."""
+    alpha = settings["alpha"]
+    masked = np.where(inside[:, None], labels, np.nan)  # outside the subgroup = unknown
+    point = _point(labels[inside], scores[inside], t)
+    boot = bootstrap_cis(masked, scores, SUBGROUP_STATISTICS, thresholds=t, **settings)
+    n_pos = np.sum(labels[inside] == 1, axis=0)
+    n_neg = np.sum(labels[inside] == 0, axis=0)
+    per_class = {
+        name: {
+            "n_pos": int(n_pos[c]),
+            "n_neg": int(n_neg[c]),
+            "low_count": bool(min(n_pos[c], n_neg[c]) < min_positives),
+        }
+        for c, name in enumerate(names)
+    }
+    for stat in SUBGROUP_STATISTICS:
+        gap_low, gap_high = _interval(boot[stat].distribution - overall[stat].distribution, alpha)
+        gap = point[stat] - overall_point[stat]
+        for c, name in enumerate(names):
+            per_class[name].update(
+                {
+                    stat: point[stat][c],
+                    f"{stat}_ci": [boot[stat].low[c], boot[stat].high[c]],
+                    f"{stat}_gap": gap[c],
+                    f"{stat}_gap_ci": [gap_low[c], gap_high[c]],
+                    f"{stat}_gap_flag": bool(gap_low[c] > 0 or gap_high[c] < 0),
+                }
+            )
+    return {
+        "n": int(inside.sum()),
+        "n_patients": int(np.unique(patient[inside]).size),
+        "per_class": per_class,
+    }
 
 
 def subgroup_report_from_predictions(

@@ -26,6 +26,7 @@ from cxr_core.data.manifest import Manifest
 from cxr_core.errors import CheckpointError, ConfigError
 from cxr_core.evaluation.run import finalise_checkpoint
 from cxr_core.metrics import balanced_accuracy, roc_auc
+from cxr_core.metrics.report_types import EvaluationReport
 from cxr_core.models import get_model_spec, list_models
 from cxr_core.models.card import ModelCard, software_versions
 from cxr_core.models.lung_mask import LungMasker
@@ -203,7 +204,7 @@ class ClassificationTask(TrainingTask):
             versions=software_versions(),
         )
 
-    def finalise(self, best: Path, training: dict) -> dict:
+    def finalise(self, best: Path, training: dict) -> EvaluationReport:
         """Calibrate, choose thresholds on validation and write the final card and ``eval/val``."""
         c = self.config
         return finalise_checkpoint(

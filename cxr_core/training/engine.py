@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,7 +83,7 @@ class TrainResult:
     stopped_early: bool
     completed: bool  # False when paused by stop_after_epochs: continue with resume=True
     wall_time_s: float
-    report: dict | None  # validation report of the best model (rank 0 of a completed run only)
+    report: Any  # validation report of the best model (rank 0 of a completed run only)
     headline: str = ""  # the task's line on that report, for the terminal
 
 

@@ -93,10 +93,11 @@ class TrainingTask(ABC):
         """The model card, given the engine's ``training`` summary and ``validation`` numbers."""
 
     @abstractmethod
-    def finalise(self, best: Path, training: dict) -> dict:
-        """Evaluate the best checkpoint, write ``eval/val`` and its final card; return the report."""
+    def finalise(self, best: Path, training: dict) -> Any:
+        """Evaluate the best checkpoint, write ``eval/val`` and its final card; return the report
+        (the task's own type: classification's ``EvaluationReport``, segmentation's dict)."""
 
-    def headline(self, report: dict) -> str:
+    def headline(self, report: Any) -> str:
         """A line on the final validation for the terminal (empty: nothing beyond the metric)."""
         return ""
 

@@ -87,7 +87,7 @@ def test_load_eval_run_and_missing_pieces(catalog, tmp_path):
     assert run.classes == MULTILABEL_CLASSES and len(run.predictions) == 60 and not run.warnings
     assert run.labels().shape == run.scores().shape == (60, 3)
     assert np.isnan(run.labels()[3, 1])
-    assert run.report["class_names"] == list(MULTILABEL_CLASSES)
+    assert run.report.class_names == list(MULTILABEL_CLASSES)
     with pytest.raises(CheckpointError, match="no evaluation on the 'test' split.*val"):
         load_eval_run(read_entry(catalog["tiny_a"]), "test")
     copy = tmp_path / "copy"

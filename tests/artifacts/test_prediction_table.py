@@ -21,6 +21,7 @@ from cxr_core.artifacts.prediction_table import (
 from cxr_core.artifacts.run_dir import load_predictions
 from cxr_core.errors import DatasetError
 from cxr_core.evaluation.run import write_evaluation
+from cxr_core.metrics.report_types import EvaluationReport
 from cxr_core.models.checkpoint import read_model_card
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +138,7 @@ def test_evaluation_writes_the_table_and_reads_it_back(tmp_path):
             "prob:Pleural Effusion": [0.9, 0.1, 0.0],
         }
     )
-    write_evaluation(tmp_path, frame, {"n": 3})
+    write_evaluation(tmp_path, frame, EvaluationReport("multilabel", list(CLASSES), 3, {}))
     back, classes = load_predictions(tmp_path / "predictions.csv")
     assert classes == list(CLASSES)
     pd.testing.assert_frame_equal(back[frame.columns], frame, check_dtype=False)

@@ -1,5 +1,5 @@
 """Review verdicts in SQLite: per-reader upserts with history, migration, concurrent writers, export, validation,
-and the reveal that ends a reader's blinded reading."""
+the reveal that ends a reader's blinded reading, and each reader's private drafts."""
 
 from __future__ import annotations
 
@@ -15,10 +15,19 @@ from cxr_core.artifacts.review_store import (
     EXPORT_COLUMNS,
     LEGACY_READER,
     SCHEMA_VERSION,
+    Call,
     ReviewStore,
     ReviewStoreError,
 )
-from tests.review_fixtures import V2_ROWS, V2_SCHEMA, V3_ROWS, V3_SCHEMA, old_database
+from tests.review_fixtures import (
+    V2_ROWS,
+    V2_SCHEMA,
+    V3_ROWS,
+    V3_SCHEMA,
+    V4_ROWS,
+    V4_SCHEMA,
+    old_database,
+)
 
 
 @pytest.fixture
@@ -282,7 +291,7 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
     folder = tmp_path / "old"
     old_database(folder)
     store = ReviewStore(folder)
-    assert store.schema_version() == SCHEMA_VERSION == 4
+    assert store.schema_version() == SCHEMA_VERSION == 5
     first = store.session(1)
     assert (first.name, first.position, first.mode, first.classes) == (
         "AB 2024-05-01",
@@ -340,7 +349,7 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
             1, "00000002_000.png", "Edema", "model_wrong", reviewer=" Unnamed (before  readers) "
         )
     again = ReviewStore(folder)  # opening a migrated file again changes nothing
-    assert len(again.verdicts()) == 4 and again.schema_version() == 4
+    assert len(again.verdicts()) == 4 and again.schema_version() == 5
 
 
 def test_migration_by_two_processes_at_once_loses_nothing(tmp_path):
@@ -361,7 +370,7 @@ def test_schema_2_database_migrates_to_boxes_and_names_its_unnamed_verdicts(tmp_
     folder = tmp_path / "v2"
     old_database(folder, V2_ROWS, V2_SCHEMA)
     store = ReviewStore(folder)
-    assert store.schema_version() == 4
+    assert store.schema_version() == 5
     by_reader = {v.reviewer: v for v in store.verdicts(1)}
     assert set(by_reader) == {LEGACY_READER, "CD"}
     assert (by_reader[LEGACY_READER].verdict, by_reader[LEGACY_READER].updated) == (
@@ -440,7 +449,7 @@ def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
     }
     assert len(before["verdicts"]) == 5 and len(before["verdict_history"]) == 6
     store = ReviewStore(folder)
-    assert store.schema_version() == 4
+    assert store.schema_version() == 5
     assert {t: _rows(path, t) for t in before} == before
     assert _rows(path, "reveals") == []
     ab = {v.class_name: v for v in store.verdicts(1, reviewer="AB")}
@@ -461,7 +470,7 @@ def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
     store.reveal(1, "AB")
     with pytest.raises(ReviewStoreError, match="would not be blinded"):
         store.record(1, "b.png", "Mass", reviewer="AB", finding="absent")
-    assert ReviewStore(folder).schema_version() == 4 and len(store.verdicts()) == 6
+    assert ReviewStore(folder).schema_version() == 5 and len(store.verdicts()) == 6
 
 
 def test_reveal_is_recorded_per_reader_and_persists(store, tmp_path):
@@ -514,3 +523,115 @@ def test_unblinded_sessions_have_nothing_to_reveal(store):
     assert store.revealed_at(s.id, "AB") is None
     store.record(s.id, "a.png", "Edema", reviewer="AB", finding="present")
     assert store.verdict(s.id, "a.png", "Edema", "AB").finding == "present"
+
+
+# --------------------------------------------------------------------------- drafts
+
+
+def test_schema_4_database_migrates_to_drafts_keeping_every_row(tmp_path):
+    """A file written by schema 4: every row of every table is there, unchanged, and drafts start empty."""
+    folder = tmp_path / "v4"
+    path = old_database(folder, V4_ROWS, V4_SCHEMA)
+    tables = (
+        "sessions",
+        "verdicts",
+        "verdict_history",
+        "reader_positions",
+        "adjudications",
+        "reveals",
+    )
+    before = {t: _rows(path, t) for t in tables}
+    assert [len(before[t]) for t in tables] == [1, 3, 4, 2, 1, 1]
+    store = ReviewStore(folder)
+    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert {t: _rows(path, t) for t in tables} == before
+    assert _rows(path, "drafts") == []
+    assert store.revealed_at(1, "CD") == "2027-02-01T09:30:00.000+00:00"
+    assert [v.finding for v in store.history(1, "a.png", "Edema", "AB")] == ["unsure", "present"]
+    # the migrated session takes drafts; saving turns them into verdicts next to the old ones
+    store.save_draft(1, "b.png", "AB", Call("Edema", finding="present", point=(0.5, 0.5)))
+    assert [(d.image_id, d.finding, d.point) for d in store.drafts(1, "AB")] == [
+        ("b.png", "present", (0.5, 0.5))
+    ]
+    store.save_film(1, "b.png", "AB", [Call("Edema", finding="present", verdict="agree")])
+    assert store.drafts(1, "AB") == [] and len(store.verdicts(1)) == 4
+    assert ReviewStore(folder).schema_version() == 5
+
+
+def test_drafts_are_private_to_their_reader_and_never_verdicts(store, tmp_path):
+    s = store.create_session("two readers", "ckpt", "val", classes=["Edema", "Mass"])
+    store.record(s.id, "a.png", "Edema", reviewer="AB", finding="absent", note="clear")
+    store.save_draft(s.id, "a.png", "AB", Call("Edema", finding="present", confidence=4))
+    store.save_draft(
+        s.id, "a.png", " CD ", Call("Mass", finding="unsure", box=(0.8, 0.7, 0.2, 0.1))
+    )
+    store.save_draft(s.id, "b.png", "AB", Call("Mass", note="look again"))  # a note, no call yet
+    mine = store.drafts(s.id, "AB")
+    assert [(d.image_id, d.class_name, d.finding) for d in mine] == [
+        ("a.png", "Edema", "present"),
+        ("b.png", "Mass", None),
+    ]
+    assert [d.box for d in store.drafts(s.id, "CD")] == [(0.2, 0.1, 0.8, 0.7)]
+    assert store.drafts(s.id, "AB", image_id="b.png")[0].note == "look again"
+    # nothing that counts verdicts sees a draft
+    assert [(v.reviewer, v.finding) for v in store.verdicts(s.id)] == [("AB", "absent")]
+    assert [r["finding"] for r in store.export_rows(s.id)] == ["absent"]
+    assert store.readers(s.id) == ["AB"] and len(store.history(s.id)) == 1
+    # a later draft of the same finding replaces the earlier one; drafts survive reopening the file
+    store.save_draft(s.id, "a.png", "AB", Call("Edema", finding="unsure"))
+    again = ReviewStore(tmp_path / "reviews")
+    assert [(d.class_name, d.finding, d.confidence) for d in again.drafts(s.id, "AB", "a.png")] == [
+        ("Edema", "unsure", None)
+    ]
+    # saving a film discards the saved findings' drafts of that reader only
+    again.save_film(s.id, "a.png", "AB", [Call("Edema", finding="unsure", verdict="unsure")])
+    assert again.drafts(s.id, "AB", "a.png") == [] and len(again.drafts(s.id, "CD")) == 1
+    assert again.verdict(s.id, "a.png", "Edema", "AB").finding == "unsure"
+    again.discard_draft(s.id, "b.png", "Mass", "AB")
+    assert again.drafts(s.id, "AB") == []
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (Call("Edema", finding="maybe"), "not one of"),
+        (Call("Edema", confidence=7), "confidence"),
+        (Call("Edema", point=(1.5, 0.2)), "outside the image"),
+        (Call("Edema", box=(0.2, 0.2, 0.2, 0.6)), "no area"),
+        (Call("", finding="present"), "class name"),
+    ],
+)
+def test_bad_drafts_are_refused(store, call, match):
+    s = store.create_session("s", "ckpt", "val")
+    with pytest.raises(ReviewStoreError, match=match):
+        store.save_draft(s.id, "a.png", "AB", call)
+    assert store.drafts(s.id, "AB") == []
+
+
+def test_drafts_need_a_reader_and_a_session(store):
+    s = store.create_session("s", "ckpt", "val")
+    with pytest.raises(ReviewStoreError, match="reader's name"):
+        store.save_draft(s.id, "a.png", " ", Call("Edema", finding="present"))
+    with pytest.raises(ReviewStoreError, match="does not exist"):
+        store.save_draft(999, "a.png", "AB", Call("Edema", finding="present"))
+
+
+def test_saving_a_film_is_all_or_nothing(store):
+    """A call the store refuses (here: new after a reveal) leaves every call of the film and its drafts as they were."""
+    s = store.create_session("blind", "ckpt", "val", mode="blind_all", classes=["Edema", "Mass"])
+    store.record(s.id, "a.png", "Edema", reviewer="AB", finding="present")
+    store.reveal(s.id, "AB")
+    for call in (Call("Edema", finding="absent"), Call("Mass", finding="absent")):
+        store.save_draft(s.id, "a.png", "AB", call)
+    with pytest.raises(ReviewStoreError, match="would not be blinded"):
+        store.save_film(
+            s.id,
+            "a.png",
+            "AB",
+            [Call("Edema", finding="absent"), Call("Mass", finding="absent")],
+        )
+    assert [(v.class_name, v.finding) for v in store.verdicts(s.id)] == [("Edema", "present")]
+    assert len(store.history(s.id)) == 1 and len(store.drafts(s.id, "AB")) == 2
+    with pytest.raises(ReviewStoreError, match="not one of"):  # checked before anything is written
+        store.save_film(s.id, "a.png", "AB", [Call("Edema", finding="absent"), Call("Mass", "x")])
+    assert len(store.history(s.id)) == 1

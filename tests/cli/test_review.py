@@ -139,11 +139,11 @@ def test_agreement_says_why_a_kappa_is_undefined(tmp_path, checkpoint, capsys):
     images = frame["image_id"].astype(str).tolist()
     cls = [c.split(":", 1)[1] for c in frame.columns if c.startswith("prob:")][0]
     s = store.create_session("same calls", str(checkpoint), "val", mode="blind_all", classes=[cls])
-    for image_id in images[:5]:  # both readers say "absent" on every film: chance agreement is 1
+    for image_id in images[:10]:  # both readers say "absent" on every film: chance agreement is 1
         store.record(s.id, image_id, cls, reviewer="AB", finding="absent")
         store.record(s.id, image_id, cls, reviewer="CD", finding="absent")
     store.record(
-        s.id, images[5], cls, reviewer="EF", finding="present"
+        s.id, images[10], cls, reviewer="EF", finding="present"
     )  # EF shares no film with AB or CD
     table_csv = tmp_path / "kappa.csv"
     assert (
@@ -166,12 +166,12 @@ def test_agreement_says_why_a_kappa_is_undefined(tmp_path, checkpoint, capsys):
     printed = capsys.readouterr().out
     assert (
         "undefined: every call the same" in printed
-        and "undefined: fewer than 2 shared films" in printed
+        and "not enough films (fewer than 10 shared)" in printed
     )
     assert "nan" not in printed.lower() and "None" not in printed
     table = pd.read_csv(table_csv, keep_default_na=False).set_index(["rater_a", "rater_b"])
     assert table.loc[("AB", "CD"), "undefined"] == "undefined: every call the same"
-    assert table.loc[("AB", "EF"), "undefined"] == "undefined: fewer than 2 shared films"
+    assert table.loc[("AB", "EF"), "undefined"] == "not enough films (fewer than 10 shared)"
     assert (
         table.loc[("AB", "CD"), "kappa"] == ""
     )  # the number itself stays empty, not a made-up value
@@ -185,15 +185,15 @@ def test_verdicts_from_before_readers_are_named_in_export_and_agreement(
     from tests.review_fixtures import old_database
 
     frame = pd.read_csv(checkpoint / "eval" / "val" / "predictions.csv")
-    images = frame["image_id"].astype(str).tolist()[:8]
+    images = frame["image_id"].astype(str).tolist()[:10]
     cls = [c.split(":", 1)[1] for c in frame.columns if c.startswith("prob:")][0]
-    old = ["agree" if i % 3 else "model_wrong" for i in range(8)]
+    old = ["agree" if i % 3 else "model_wrong" for i in range(10)]
     rows = (
         "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position) VALUES "
         f"('before readers', '{checkpoint}', 'val', '{{}}', '2026-12-01T20:05:11.120+00:00', 0);\n"
         "INSERT INTO verdicts VALUES "
         + ", ".join(
-            f"(1, '{image_id}', '{cls}', '{verdict}', '', '', '2026-12-01T20:1{i}:00.000+00:00')"
+            f"(1, '{image_id}', '{cls}', '{verdict}', '', '', '2026-12-01T20:{10 + i}:00.000+00:00')"
             for i, (image_id, verdict) in enumerate(zip(images, old))
         )
         + ";"
@@ -210,7 +210,7 @@ def test_verdicts_from_before_readers_are_named_in_export_and_agreement(
     with out.open(newline="", encoding="utf-8") as handle:
         exported = list(csv.DictReader(handle))
     legacy = [r for r in exported if r["reviewer"] == LEGACY_READER]
-    assert len(legacy) == 8 and [r["verdict"] for r in legacy] == old  # no verdict lost
+    assert len(legacy) == 10 and [r["verdict"] for r in legacy] == old  # no verdict lost
     assert all(
         r["reader_call"] in {"present", "absent"} for r in legacy
     )  # read back from the old verdict
@@ -237,7 +237,7 @@ def test_verdicts_from_before_readers_are_named_in_export_and_agreement(
     pair = table[(table["rater_a"] == "CD") & (table["rater_b"] == LEGACY_READER)].iloc[0]
     legacy_calls = {r["image_id"]: r["reader_call"] for r in legacy}
     cd_calls = {r["image_id"]: r["reader_call"] for r in exported if r["reviewer"] == "CD"}
-    assert pair["n_items"] == 8
+    assert pair["n_items"] == 10
     assert pair["kappa"] == pytest.approx(
         cohen_kappa_score([cd_calls[i] for i in images], [legacy_calls[i] for i in images])
     )

@@ -8,6 +8,7 @@ Numbers shown are checked against scikit-learn.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,13 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core.artifacts.review_store import ReviewStore
 from cxr_core.models.checkpoint import read_model_card
-from tests.checkpoint_fixtures import IMAGE_SIZE, build_catalog, build_checkpoint_dir, write_images
+from tests.checkpoint_fixtures import (
+    build_catalog,
+    build_checkpoint_dir,
+    noisy_copy,
+    write_images,
+)
+from tests.dashboard.viewer_data import shown_viewer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
@@ -49,6 +56,13 @@ def page(name: str, checkpoint: Path | None = None) -> AppTest:
     return at
 
 
+def router(checkpoint: Path) -> AppTest:
+    """The whole app (router, sidebar, notice) opened at its root, with ``checkpoint`` chosen."""
+    at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT)
+    at.session_state[SELECTED] = str(checkpoint.resolve())
+    return at
+
+
 def no_exceptions(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -70,6 +84,25 @@ def shown_table(at: AppTest, column: str) -> pd.DataFrame:
     return next(d.value for d in at.dataframe if column in d.value.columns)
 
 
+def score_anyway(at: AppTest) -> AppTest:
+    """Press "Score anyway" on every film of the batch that offers it, back on the first film.
+
+    The synthetic blobs these tests upload are no chest films: with the lung model the input
+    gate calls them out of domain and withholds their calls until the reader scores them anyway.
+    """
+    picker = [s for s in at.selectbox if s.key == "predict_pick"]
+    picks = picker[0].options if picker else [None]
+    for pick in picks:
+        if pick is not None:
+            at.selectbox(key="predict_pick").set_value(pick).run()
+        button = next((b for b in at.button if (b.key or "").startswith("score_anyway_")), None)
+        if button is not None:
+            button.click().run()
+    if picks[0] is not None:
+        at.selectbox(key="predict_pick").set_value(picks[0]).run()
+    return at
+
+
 def case_markdown(at: AppTest) -> str:
     return next(m.value for m in at.markdown if m.value.startswith("**Image**"))
 
@@ -78,25 +111,13 @@ def predictions(checkpoint: Path) -> pd.DataFrame:
     return pd.read_csv(checkpoint / "eval" / "val" / "predictions.csv")
 
 
-def score_anyway(at: AppTest) -> AppTest:
-    """Press "Score anyway" for every upload, then show the first one again. The fixture images
-    are blobs, not chest films: the input gate's lung check holds their calls back."""
-    several = any(box.key == "predict_pick" for box in at.selectbox)
-    picks = at.selectbox(key="predict_pick").options if several else [None]
-    for pick in picks:
-        if pick is not None:
-            at.selectbox(key="predict_pick").set_value(pick).run()
-        next(b for b in at.button if (b.key or "").startswith("score_anyway_")).click().run()
-    if picks[0] is not None:
-        at.selectbox(key="predict_pick").set_value(picks[0]).run()
-    return at
-
-
 # --------------------------------------------------------------------------- router
 
 
 def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(
+        str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT
+    ).run()
     no_exceptions(at)
     picker = at.sidebar.selectbox(key=SELECTED)
     assert picker.options[0] == "⚠ broken (unreadable)"
@@ -119,7 +140,9 @@ def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
 
 def test_no_checkpoint_explains_how_to_train(env, tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_CHECKPOINT_DIRS", str(tmp_path / "empty"))
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(
+        str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT
+    ).run()
     no_exceptions(at)
     assert any("cxr train --config configs/" in i.value for i in at.info)
     for name in ("performance", "thresholds", "review", "models"):
@@ -175,28 +198,37 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     at.file_uploader(key="predict_files").set_value(
         [good[0], ("notes.png", b"not an image at all", "image/png"), good[1]]
     )
-    score_anyway(at.run())
+    at.run()
     no_exceptions(at)
-    assert len(at.error) == 1 and "notes.png" in at.error[0].value
-    table = shown_table(at, "highest finding")
-    assert table["outcome"].tolist() == ["out of domain · scored anyway"] * 2
-    assert list(table["file"]) == names
-    # the summary text follows the Predictor's own probabilities at the card's 0.5 thresholds
+    assert not at.error  # the film on screen is readable; the bad file is a row of the batch
+    table = shown_table(at, "abnormality")
+    assert list(table["outcome"]) == ["out of domain", "unreadable", "out of domain"]
+    assert list(table["called"]) == ["withheld (out of domain)", "", "withheld (out of domain)"]
+    assert any("Out of domain." in w.value for w in at.warning)
+    score_anyway(at)
+    no_exceptions(at)
+    table = shown_table(at, "abnormality")
+    assert list(table["file"]) == [names[0], "notes.png", names[1]]
+    assert list(table["outcome"]) == ["out of domain", "unreadable", "out of domain"]
+    assert table["warnings"][1].startswith("the content is text, not an image")
+    assert np.isnan(table["abnormality"][1])
+    # the calls follow the Predictor's own probabilities at the card's 0.5 thresholds
     from cxr_core.data.imaging import load_image
     from cxr_core.inference.findings import summarise_findings
     from cxr_core.inference.predictor import Predictor
-    from dashboard.reading import call_text, top_findings_text
+    from dashboard.reading import called_text
 
     predictor = Predictor.from_checkpoint(catalog["tiny_a"] / "model.safetensors")
-    expected = predictor.predict([load_image(b, name=n) for n, b, _ in good], score_anyway=True)
-    for row, pred in zip(table.itertuples(index=False), expected):
+    expected = predictor.predict([load_image(b, name=n) for n, b, _ in good])
+    for row, pred in zip(table.drop(index=1).itertuples(index=False), expected):
         summary = summarise_findings(pred, multilabel=True)
-        assert row.findings == top_findings_text(summary) and row.call == call_text(summary)
+        assert row.called == called_text(summary) + " · scored anyway"
+        assert row.abnormality == pytest.approx(summary.abnormality, abs=1e-6)
         assert [f.name for f in summary.positives] == [
             c for c in sorted(pred.positive, key=lambda c: -pred.probabilities[c])
         ]
     assert at.download_button(key="predict_csv") is not None
-    ident = f"0_{_digest(good[0][1])}"
+    ident = _digest(good[0][1])
     first = summarise_findings(expected[0], multilabel=True)
     assert (
         at.selectbox(key=f"cam_class_{ident}").value == first.findings[0].name
@@ -209,7 +241,11 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
         label.split(" (")[1].endswith(" s)") for label in method.options
     )  # each with its estimate
     assert at.slider(key=f"cam_level_{ident}").value == 0.5  # contour overlay by default
-    assert at.selectbox(key="predict_pick").options == [f"1. {names[0]}", f"2. {names[1]}"]
+    picks = [f"1/3 · {names[0]}", "2/3 · notes.png", f"3/3 · {names[1]}"]
+    assert at.selectbox(key="predict_pick").options == picks
+    at.button(key="predict_next").click().run()  # the next film: the unreadable one, and why
+    assert at.selectbox(key="predict_pick").value == picks[1]
+    assert len(at.error) == 1 and "notes.png" in at.error[0].value
 
 
 def _digest(data: bytes) -> str:
@@ -226,15 +262,14 @@ def test_predict_multiclass_calls_the_most_probable_class(env, catalog, tmp_path
     )
     score_anyway(at.run())
     no_exceptions(at)
-    row = shown_table(at, "highest finding").iloc[0]
+    row = shown_table(at, "abnormality").iloc[0]
     markdown = " ".join(m.value for m in at.markdown)
-    top = row["call"].split(" (")[0]
+    top, p_top = row["called"].split(" ")[0], float(row["called"].split(" ")[1])
     assert (
         top in ("Normal", "Pneumonia")
         and "**Most probable: :" in markdown
         and f"[{top}]**" in markdown
     )
-    p_top = float(row["call"].split("(")[1].split(")")[0])
     assert p_top >= 0.5  # two classes: the most probable has at least half the probability
 
 
@@ -253,10 +288,8 @@ def test_predict_uses_the_active_threshold_set(env, catalog, tmp_path):
         )
         score_anyway(at.run())
         no_exceptions(at)
-        assert (
-            shown_table(at, "highest finding")["call"].item()
-            == f"{len(store.classes)} findings called"
-        )
+        called = shown_table(at, "abnormality")["called"].item().removesuffix(" · scored anyway")
+        assert len(store.classes) == 3 and len(called.split("; ")) == 3  # every class called
         assert "everything" in at.caption[0].value
     finally:
         store.set_active("card")
@@ -283,8 +316,10 @@ def test_performance_numbers_match_sklearn(env, catalog):
     first = frame[frame["label:Atelectasis"].notna()]
     sens = recall_score(first["label:Atelectasis"], first["prob:Atelectasis"] >= 0.5)
     assert table["sensitivity"][0].startswith(f"{sens:.3f} (")  # value plus its 95% CI
-    assert {"perf_roc", "perf_pr", "perf_calibration", "perf_loss"} <= element_keys(at.main)
+    keys = {k.split("@")[0] for k in element_keys(at.main)}
+    assert {"perf_roc", "perf_pr", "perf_calibration", "perf_loss", "perf_truth"} <= keys
     assert at.download_button(key="perf_csv") is not None
+    assert not [c for c in at.caption if "⚠" in c.value]
 
 
 def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypatch):
@@ -297,12 +332,12 @@ def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypat
     frame = predictions(ckpt)
     card = read_model_card(ckpt / "model.safetensors")
     report = score_predictions(frame, card, n_boot=30, seed=0, thresholds="max_f1", split="val")
-    assert report["thresholds_from"] == "val:crossfit-5"
+    assert report.thresholds_from == "val:crossfit-5"
     write_evaluation(ckpt / "eval" / "val", frame, report)
     cls = "Atelectasis"
     known = frame[frame[f"label:{cls}"].notna()]
     in_sample = recall_score(known[f"label:{cls}"], known[f"prob:{cls}"] >= card.thresholds[cls])
-    out_of_fold = report["per_class"][cls]["sensitivity"]
+    out_of_fold = report.per_class[cls].sensitivity
     assert (
         f"{in_sample:.3f}" != f"{out_of_fold:.3f}"
     )  # otherwise the test could not tell the two apart
@@ -333,7 +368,7 @@ def test_performance_defaults_to_the_out_of_fold_report(env, tmp_path, monkeypat
     )
 
 
-def test_performance_multiclass_shows_confusion_matrix(env, catalog):
+def test_performance_multiclass_shows_confusion_matrix_and_no_none(env, catalog):
     at = page("performance", catalog["tiny_mc"]).run()
     no_exceptions(at)
     assert any(h.value == "Confusion matrix" for h in at.subheader)
@@ -341,6 +376,71 @@ def test_performance_multiclass_shows_confusion_matrix(env, catalog):
     assert f"accuracy {report['multiclass']['accuracy']:.3f}" in " ".join(
         c.value for c in at.caption
     )
+    for table in at.dataframe:
+        cells = table.value.astype(str).to_numpy().ravel().tolist()
+        assert not {"None", "nan", "NaN", "<NA>"} & set(cells), table.value.columns
+        assert "threshold" not in table.value.columns  # the argmax class is called: no threshold
+    assert "perf_threshold_source" not in {r.key for r in at.radio}
+
+
+def test_sidebar_offers_a_threshold_set_only_for_multilabel_models(env, catalog):
+    for name, offered in (("tiny_a", True), ("tiny_mc", False)):
+        at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT)
+        at.session_state[SELECTED] = str(catalog[name].resolve())
+        at.run()
+        no_exceptions(at)
+        pickers = [s.key for s in at.sidebar.selectbox if s.key.startswith("cxr_view_set@")]
+        assert bool(pickers) == offered, name
+        captions = " ".join(c.value for c in at.sidebar.caption)
+        assert ("Thresholds in force" in captions) == offered
+
+
+def open_gallery_at(checkpoint: Path, selection) -> AppTest:
+    at = page("performance", checkpoint)
+    at.session_state["perf_gallery"] = selection
+    return at.run()
+
+
+def test_performance_gallery_holds_the_films_of_a_count_most_wrong_first(env, catalog):
+    from cxr_core.evaluation.gallery import GallerySelection
+
+    report = json.loads((catalog["tiny_a"] / "eval" / "val" / "report.json").read_text())
+    at = open_gallery_at(catalog["tiny_a"], GallerySelection("Atelectasis", ("TN",)))
+    no_exceptions(at)
+    films = [b.key.split("@", 1)[1] for b in at.button if b.key and b.key.startswith("gal_heat@")]
+    assert len(films) == min(report["per_class"]["Atelectasis"]["tn"], 50) > 0
+    frame = predictions(catalog["tiny_a"]).set_index("image_id")
+    probs = frame.loc[films, "prob:Atelectasis"].to_numpy()
+    assert list(probs) == sorted(probs, reverse=True)  # negatives: the highest probability first
+    assert (frame.loc[films, "label:Atelectasis"] == 0).all()
+    assert any("Atelectasis: true negatives" in c.value for c in at.caption)
+    # AppTest does not redraw a dialog after a click inside it (the browser test clicks for real):
+    # the state the "Heatmap" button sets, then a run
+    at.session_state["perf_gallery_film"] = films[0]
+    at.run()
+    no_exceptions(at)
+    captions = [c.value for c in at.caption] + [m.value for m in at.markdown]
+    assert any(films[0] in text for text in captions)
+    keys = {b.key for b in at.button}
+    assert "gal_back" in keys and f"gal_heat@{films[1]}" not in keys  # one film, its heatmap
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert any("where the evidence for Atelectasis lies" in c for c in captions), captions
+
+
+def test_performance_gallery_sends_its_films_to_a_review_session(env, catalog):
+    from cxr_core.evaluation.gallery import GallerySelection
+    from cxr_core.evaluation.review import session_films
+
+    at = open_gallery_at(catalog["tiny_a"], GallerySelection("Cardiomegaly", ("FN", "FP")))
+    films = [b.key.split("@", 1)[1] for b in at.button if b.key and b.key.startswith("gal_heat@")]
+    at.text_input(key="gal_send_name").input("errors of Cardiomegaly")
+    at.selectbox(key="gal_mode").set_value("blind_all")
+    at.button[[b.label for b in at.button].index("Start the review session")].click().run()
+    no_exceptions(at)
+    (session,) = ReviewStore(env / "review").sessions()
+    assert session.name == "errors of Cardiomegaly" and session.mode == "blind_all"
+    assert set(session_films(session)) == set(films) and session.classes == ("Cardiomegaly",)
+    assert any("started with" in s.value for s in at.success)
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -394,10 +494,7 @@ def test_threshold_preset_save_and_activate(env, catalog):
     at.button(key="thr_activate").click().run()
     no_exceptions(at)
     assert (ckpt / "thresholds" / "active.txt").read_text().strip() == "screening"
-    assert (
-        "Model default: **screening** · in force in this browser: **screening**"
-        in at.caption[0].value
-    )
+    assert "Model default: **screening** · in force for you: **screening**" in at.caption[0].value
     entry = [
         json.loads(line)
         for line in (ckpt / "thresholds" / "activations.jsonl").read_text().splitlines()
@@ -412,6 +509,7 @@ def test_threshold_preset_save_and_activate(env, catalog):
     assert (compared["sensitivity (second)"] >= 0.9).all()
     (ckpt / "thresholds" / "active.txt").unlink()
     (ckpt / "thresholds" / "activations.jsonl").unlink()
+    (ckpt / "thresholds" / "readers.json").unlink()
 
 
 def test_viewing_a_threshold_set_is_per_browser_session(env, catalog, tmp_path):
@@ -425,7 +523,7 @@ def test_viewing_a_threshold_set_is_per_browser_session(env, catalog, tmp_path):
         mine.selectbox(key="thr_pick").set_value("everything").run()
         mine.button(key="thr_view").click().run()
         no_exceptions(mine)
-        assert "in force in this browser: **everything**" in mine.caption[0].value
+        assert "in force for you: **everything**" in mine.caption[0].value
         assert store.active_name() == "card" and store.activations() == []
         names = write_images(tmp_path / "up", 1, seed=9)
         upload = (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png")
@@ -443,6 +541,57 @@ def test_viewing_a_threshold_set_is_per_browser_session(env, catalog, tmp_path):
         (ckpt / "thresholds" / "everything.json").unlink()
 
 
+def test_a_readers_set_survives_reloads_and_another_readers_default_change(env, catalog):
+    """Reader B keeps their own set across new sessions; reader A's default change is reported to
+    B (who, what) on every page until B acknowledges it, and leaves B's choice alone."""
+    ckpt = catalog["tiny_b"]
+    from cxr_core.artifacts.catalog import read_entry
+
+    store = read_entry(ckpt).threshold_store()
+    store.save("mine", dict.fromkeys(store.classes, 0.3))
+    store.save("screening", dict.fromkeys(store.classes, 0.1))
+
+    def as_reader(name: str, script: str = "thresholds") -> AppTest:
+        at = page(script, ckpt) if script != "router" else router(ckpt)
+        at.session_state[READER] = name
+        return at.run()
+
+    try:
+        b = as_reader("B")
+        b.selectbox(key="thr_pick").set_value("mine").run()
+        b.button(key="thr_view").click().run()
+        no_exceptions(b)
+        assert "in force for you: **mine**" in as_reader("B").caption[0].value  # a reload
+        a = as_reader("A")
+        a.selectbox(key="thr_pick").set_value("screening").run()
+        a.button(key="thr_activate").click().run()
+        no_exceptions(a)
+        assert not [w for w in as_reader("A", "router").warning if "changed" in w.value]
+
+        again = as_reader("B", "router")
+        no_exceptions(again)
+        (notice,) = [w.value for w in again.warning if "default threshold set" in w.value]
+        assert "**A** made **screening** the default" in notice and "(was **card**)" in notice
+        assert "Atelectasis 0.500 → 0.100" in notice  # what changed
+        assert "your own set **mine**, which is unchanged" in notice
+        assert "thresholds: **mine**" in " ".join(c.value for c in again.caption)
+        again.button(key="cxr_default_ack").click().run()
+        assert not [w for w in again.warning if "default threshold set" in w.value]
+        assert not [
+            w for w in as_reader("B", "router").warning if "default threshold set" in w.value
+        ]
+        assert store.reader_choice("B").set_name == "mine"
+    finally:
+        for name in (
+            "mine.json",
+            "screening.json",
+            "active.txt",
+            "activations.jsonl",
+            "readers.json",
+        ):
+            (ckpt / "thresholds" / name).unlink(missing_ok=True)
+
+
 def test_multiclass_model_has_no_thresholds_to_tune(env, catalog):
     at = page("thresholds", catalog["tiny_mc"]).run()
     no_exceptions(at)
@@ -450,510 +599,6 @@ def test_multiclass_model_has_no_thresholds_to_tune(env, catalog):
 
 
 # --------------------------------------------------------------------------- review
-
-
-def film_markdown(at: AppTest) -> str:
-    return next(m.value for m in at.markdown if m.value.startswith("**Image**"))
-
-
-def start_session(at: AppTest, name: str, mode: str, classes: list[str] | None = None) -> AppTest:
-    at.text_input(key="rev_new_name").input(name)
-    at.selectbox(key="rev_new_mode").set_value(mode)
-    if classes is not None:
-        at.multiselect(key="rev_new_classes").set_value(classes)
-    at.run()
-    at.button(key="rev_start").click().run()
-    no_exceptions(at)
-    return at
-
-
-def call(at: AppTest, class_name: str, value: str, confidence: int | None = None) -> None:
-    radio = next(
-        r for r in at.radio if r.key.startswith("rev_call@") and r.key.endswith(f"@{class_name}")
-    )
-    radio.set_value(value)
-    if confidence is not None:
-        next(
-            s for s in at.selectbox if s.key == radio.key.replace("rev_call@", "rev_conf@")
-        ).set_value(confidence)
-
-
-def press(at: AppTest, label: str) -> AppTest:
-    at.button[[b.label for b in at.button].index(label)].click().run()
-    no_exceptions(at)
-    return at
-
-
-def as_reader(name: str, checkpoint: Path) -> AppTest:
-    at = page("review", checkpoint)
-    at.session_state[READER] = name
-    return at
-
-
-def test_review_two_readers_never_overwrite_each_other(env, catalog):
-    at = as_reader("AB", catalog["tiny_a"]).run()
-    no_exceptions(at)
-    assert not at.warning  # named reader, images reachable through CXR_DATA_ROOT
-    start_session(at, "chest team", "unblinded", ["Atelectasis", "Cardiomegaly"])
-    store = ReviewStore(env / "review")
-    (session,) = store.sessions()
-    assert (session.mode, session.classes) == ("unblinded", ("Atelectasis", "Cardiomegaly"))
-    assert set(session.filters["thresholds"]) == {"Atelectasis", "Cardiomegaly", "Pleural Effusion"}
-    calls = [r for r in at.radio if r.key.startswith("rev_call@")]
-    assert len(calls) == 2 and all(r.value is None for r in calls)  # nothing pre-selected
-    first = film_markdown(at).split("`")[1]
-    call(at, "Atelectasis", "present", confidence=4)
-    press(at, "Save and next")  # Cardiomegaly not called: stays on the film
-    assert first in film_markdown(at) and "still to call" in at.error[0].value
-    call(at, "Cardiomegaly", "absent")
-    press(at, "Save and next")
-    assert first not in film_markdown(at)
-    assert "1 of" in at.get("progress")[0].proto.text
-    mine = {v.class_name: v for v in store.verdicts(session.id, reviewer="AB")}
-    assert (mine["Atelectasis"].finding, mine["Atelectasis"].confidence) == ("present", 4)
-    assert mine["Atelectasis"].verdict in {"agree", "model_wrong", "label_wrong"}
-    assert store.reader_position(session.id, "AB") == (
-        1,
-        store.reader_position(session.id, "AB")[1],
-    )
-
-    other = as_reader(
-        "CD", catalog["tiny_a"]
-    ).run()  # a second browser, another reader, same session
-    other.selectbox(key="rev_session_pick").set_value(session.id).run()
-    no_exceptions(other)
-    assert first in film_markdown(other)  # CD starts at their own position
-    assert all(
-        r.value is None for r in other.radio if r.key.startswith("rev_call@")
-    )  # AB's calls not shown
-    call(other, "Atelectasis", "unsure")
-    call(other, "Cardiomegaly", "absent")
-    press(other, "Save")
-    both = {
-        v.reviewer: v.finding
-        for v in store.verdicts(session.id)
-        if v.image_id == first and v.class_name == "Atelectasis"
-    }
-    assert both == {"AB": "present", "CD": "unsure"}
-    assert "✓ reviewed by you" in film_markdown(other)
-    assert any("your call **Unsure**" in c.value for c in other.caption)
-    call(other, "Atelectasis", "absent")  # CD changes their own call; history keeps both
-    press(other, "Save")
-    assert [v.finding for v in store.history(session.id, first, "Atelectasis", "CD")] == [
-        "unsure",
-        "absent",
-    ]
-    assert store.verdict(session.id, first, "Atelectasis", "AB").finding == "present"
-
-    other.radio(key="rev_view").set_value("Agreement").run()
-    no_exceptions(other)
-    assert not [
-        b for b in other.button if b.key == "rev_reveal"
-    ]  # unblinded: open after one film, as before
-    table = shown_table(other, "Between")
-    assert (
-        "AB vs CD" in table["Between"].tolist()
-        and "AB vs dataset label" in table["Between"].tolist()
-    )
-    csv_text = other.get("download_button")[0].proto.label
-    assert "Export" in csv_text
-    rows = store.export_rows(session.id)
-    assert {r["reviewer"] for r in rows} == {"AB", "CD"}
-
-    fresh = as_reader("AB", catalog["tiny_a"]).run()  # AB reloads: resumes on their second film
-    fresh.selectbox(key="rev_session_pick").set_value(session.id).run()
-    assert first not in film_markdown(fresh)
-    fresh.selectbox(key="rev_order").set_value(
-        "lowest probability first"
-    ).run()  # a filter change keeps the film
-    no_exceptions(fresh)
-    assert store.reader_position(session.id, "AB")[1] in film_markdown(fresh)
-
-
-def test_review_blinded_mode_reveals_after_saving(env, catalog):
-    at = as_reader("AB", catalog["tiny_a"]).run()
-    start_session(at, "blind", "blind_all", ["Atelectasis"])
-    text = " ".join(m.value for m in at.markdown)
-    assert "model 0." not in text and "label " not in text
-    assert not [s for s in at.selectbox if s.key == "rev_method"]  # no heatmap either
-    assert not [s for s in at.selectbox if s.key == "rev_focus"]  # no outcome filters
-    at.select_slider(key="rev_zoom").set_value(2.0).run()
-    no_exceptions(at)
-    assert (
-        at.select_slider(key="rev_zoom").value == 2.0 and not at.slider(key="rev_zoom_x").disabled
-    )
-    call(at, "Atelectasis", "present")
-    press(at, "Save")
-    text = " ".join(m.value for m in at.markdown)
-    assert "model 0." in text and ("label present" in text or "label absent" in text)
-
-    lab = as_reader("CD", catalog["tiny_a"]).run()
-    start_session(lab, "labels hidden", "blind_labels", ["Atelectasis"])
-    text = " ".join(m.value for m in lab.markdown)
-    assert "model 0." in text and "label " not in text
-
-
-REVEAL = "Reveal labels and model output (ends your blinded reading in this session)"
-SESSION_VIEWS = ("Agreement", "Adjudicate", "Corrected metrics")
-
-
-def page_text(at: AppTest) -> str:
-    return " ".join(
-        e.value for kind in (at.markdown, at.caption, at.info, at.warning, at.error) for e in kind
-    )
-
-
-def assert_closed(at: AppTest, left: int, films: int) -> None:
-    """Every session view shows why it is closed and the reader's films left, and nothing of any film."""
-    for name in SESSION_VIEWS:
-        at.radio(key="rev_view").set_value(name).run()
-        no_exceptions(at)
-        text = page_text(at)
-        assert "Closed while you read blinded" in at.info[0].value, name
-        assert f"You have **{left} of {films} films** left to read" in at.info[0].value, name
-        assert not at.dataframe and not at.get("download_button") and not at.get("plotly_chart"), (
-            name
-        )
-        for hidden in ("dataset label **", "model **", "Corrected label"):
-            assert hidden not in text, (name, hidden)
-        assert (
-            at.button(key="rev_reveal").label == REVEAL and not at.button(key="rev_reveal").disabled
-        )
-
-
-def test_review_blinded_session_views_open_only_after_a_reveal(env, catalog):
-    store = ReviewStore(env / "review")
-    at = as_reader("AB", catalog["tiny_a"]).run()
-    start_session(at, "blind", "blind_all", ["Atelectasis"])
-    (session,) = store.sessions()
-    films = sorted(
-        {
-            str(f)
-            for f in predictions(catalog["tiny_a"]).dropna(subset=["label:Atelectasis"])["image_id"]
-        }
-    )
-    first = film_markdown(at).split("`")[1]
-    call(at, "Atelectasis", "present")
-    press(at, "Save")
-    store.record(
-        session.id, first, "Atelectasis", reviewer="CD", finding="present"
-    )  # another reader's call
-    assert_closed(at, len(films) - 1, len(films))
-    assert store.revealed_at(session.id, "AB") is None
-
-    press(at, REVEAL)  # still on Corrected metrics
-    when = store.revealed_at(session.id, "AB")
-    assert when is not None and shown_table(at, "Corrected labels").iloc[0]["Finding"].startswith(
-        "Atelectasis"
-    )
-    assert "Open to you since you revealed the labels and model output on" in page_text(at)
-    at.radio(key="rev_view").set_value("Agreement").run()
-    assert "AB vs CD" in shown_table(at, "Between")["Between"].tolist() and at.get(
-        "download_button"
-    )
-
-    at.radio(key="rev_view").set_value("Read").run()
-    press(
-        at, "Next unreviewed"
-    )  # a film AB had not read: shown, but a call on it could not be blinded
-    text = page_text(at)
-    assert "You revealed the labels and model output of this session on" in text
-    assert "model 0." in text and ("label present" in text or "label absent" in text)
-    assert next(r for r in at.radio if r.key.startswith("rev_call@")).disabled
-    assert at.button(key="rev_save").disabled and at.button(key="rev_save_next").disabled
-    picker = at.selectbox(key="rev_film_pick")
-    picker.set_value(next(i for i, label in enumerate(picker.options) if first in label)).run()
-    assert (
-        first in film_markdown(at) and not at.button(key="rev_save").disabled
-    )  # own earlier call: may change
-    call(at, "Atelectasis", "absent")
-    press(at, "Save")
-    assert [v.finding for v in store.history(session.id, first, "Atelectasis", "AB")] == [
-        "present",
-        "absent",
-    ]
-
-    again = as_reader("AB", catalog["tiny_a"]).run()  # a reload: the reveal is in the database
-    again.selectbox(key="rev_session_pick").set_value(session.id).run()
-    again.radio(key="rev_view").set_value("Adjudicate").run()
-    no_exceptions(again)
-    assert shown_table(again, "Readers' calls")["Film"].tolist() == [first]
-    other = as_reader("CD", catalog["tiny_a"]).run()  # per reader: CD is still blinded
-    other.selectbox(key="rev_session_pick").set_value(session.id).run()
-    assert_closed(other, len(films) - 1, len(films))
-    nobody = page(
-        "review", catalog["tiny_a"]
-    ).run()  # no reader name: closed, and nobody to reveal for
-    nobody.selectbox(key="rev_session_pick").set_value(session.id).run()
-    nobody.radio(key="rev_view").set_value("Agreement").run()
-    assert (
-        "Enter your name as **Reader**" in nobody.info[0].value
-        and nobody.button(key="rev_reveal").disabled
-    )
-
-
-def test_review_blinded_session_views_open_once_every_film_is_read(env, catalog):
-    store = ReviewStore(env / "review")
-    at = as_reader("AB", catalog["tiny_a"]).run()
-    start_session(at, "labels hidden", "blind_labels", ["Atelectasis", "Cardiomegaly"])
-    (session,) = store.sessions()
-    last = film_markdown(at).split("`")[1]
-    frame = predictions(catalog["tiny_a"])
-    known = {
-        c: set(frame.loc[frame[f"label:{c}"].notna(), "image_id"].astype(str))
-        for c in ("Atelectasis", "Cardiomegaly")
-    }
-    films = sorted(known["Atelectasis"] | known["Cardiomegaly"])
-    for film in films:
-        for class_name in ("Atelectasis", "Cardiomegaly"):
-            if film != last and film in known[class_name]:
-                store.record(session.id, film, class_name, reviewer="AB", finding="absent")
-    assert_closed(at, 1, len(films))
-    at.radio(key="rev_view").set_value("Read").run()
-    for class_name in ("Atelectasis", "Cardiomegaly"):
-        call(at, class_name, "present")
-    press(at, "Save")
-    at.radio(key="rev_view").set_value("Agreement").run()
-    no_exceptions(at)
-    assert "Open to you: you have saved your calls on every film" in page_text(at)
-    assert "AB vs dataset label" in shown_table(at, "Between")["Between"].tolist() and at.get(
-        "download_button"
-    )
-    assert store.revealed_at(session.id, "AB") is None  # opened by reading, not by a reveal
-
-
-def test_review_needs_a_reader_name(env, catalog):
-    at = page("review", catalog["tiny_a"]).run()
-    start_session(at, "anon", "unblinded", ["Atelectasis"])
-    assert "Reader" in at.warning[0].value
-    assert at.button[[b.label for b in at.button].index("Save")].disabled
-
-
-def test_review_adjudication_and_corrected_metrics(env, catalog):
-    store = ReviewStore(env / "review")
-    a = as_reader("A", catalog["tiny_a"]).run()
-    start_session(a, "adj", "blind_all", ["Atelectasis"])
-    (session,) = store.sessions()
-    film = film_markdown(a).split("`")[1]
-    for reader, value in (("A", "present"), ("B", "absent")):
-        at = as_reader(reader, catalog["tiny_a"]).run()
-        at.selectbox(key="rev_session_pick").set_value(session.id).run()
-        call(at, "Atelectasis", value)
-        press(at, "Save")
-    at.radio(key="rev_view").set_value("Adjudicate").run()
-    press(at, REVEAL)  # B adjudicates before reading the other films
-    listed = shown_table(at, "Readers' calls")
-    assert (
-        listed.iloc[0]["Readers' calls"] == "A: present, B: absent"
-        and listed.iloc[0]["Majority"] == "tie"
-    )
-    at.radio(key="rev_adj_label").set_value("present")
-    press(at, "Record final label")
-    (decided,) = store.adjudications(session.id)
-    assert (decided.image_id, decided.label, decided.adjudicator) == (film, 1, "B")
-    at.radio(key="rev_view").set_value("Corrected metrics").run()
-    no_exceptions(at)
-    table = shown_table(at, "Corrected labels")
-    atelectasis = table[table["Finding"].str.startswith("Atelectasis")].set_index("Metric")
-    frame = predictions(catalog["tiny_a"])
-    known = frame["label:Atelectasis"].notna()
-    assert float(atelectasis.loc["AUROC", "Original labels"]) == pytest.approx(
-        roc_auc_score(frame.loc[known, "label:Atelectasis"], frame.loc[known, "prob:Atelectasis"]),
-        abs=5e-4,
-    )
-    truth = frame.set_index("image_id").loc[film, "label:Atelectasis"]
-    changed = 0 if truth == 1 else 1
-    assert f"{changed} label(s) changed" in atelectasis["Finding"].iloc[0]
-    positives = atelectasis.loc["Positives"]
-    assert int(positives["Corrected labels"]) - int(positives["Original labels"]) == changed
-
-
-def plotly_traces(at: AppTest, key_prefix: str) -> list[dict]:
-    """The traces of the first Plotly chart whose element id carries ``key_prefix`` (AppTest has no accessor),
-    with x and y as lists (Plotly sends numpy arrays as base64 typed arrays)."""
-    import base64
-
-    chart = next(c for c in at.get("plotly_chart") if key_prefix in c.proto.id)
-    traces = json.loads(chart.proto.spec)["data"]
-    for trace in traces:
-        for axis in ("x", "y"):
-            if isinstance(trace.get(axis), dict):
-                encoded = trace[axis]
-                trace[axis] = np.frombuffer(
-                    base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"]
-                ).tolist()
-    return traces
-
-
-def where_captions(at: AppTest) -> list[str]:
-    return [c.value for c in at.caption if c.value.startswith("Where:")]
-
-
-def test_review_mark_on_the_film_is_saved_with_the_call_and_drawn(env, catalog):
-    """The viewer's click/drag callback leaves an unsaved mark in session state; Save stores it with the call."""
-    from dashboard.marks import Mark
-
-    at = as_reader("AB", catalog["tiny_a"]).run()
-    start_session(at, "where", "blind_all", ["Atelectasis", "Cardiomegaly"])
-    store = ReviewStore(env / "review")
-    (session,) = store.sessions()
-    film = film_markdown(at).split("`")[1]
-    form_key = f"{session.id}@AB@{film}"
-    assert (
-        at.selectbox(key="rev_mark_class").value == "Atelectasis"
-        and at.radio(key="rev_mark_by").value == "point"
-    )
-    traces = plotly_traces(at, "rev_where")
-    assert [t["type"] for t in traces] == [
-        "image",
-        "scatter",
-    ]  # the film and its click grid, no mark yet
-    at.session_state["rev_marks"] = {
-        (form_key, "Atelectasis"): Mark(point=(0.25, 0.75)),
-        (form_key, "Cardiomegaly"): Mark(box=(0.5, 0.1, 0.9, 0.4)),
-    }
-    at.run()
-    assert where_captions(at) == [
-        "Where: point 25% across, 75% down · not saved yet",
-        "Where: box 50–90% across, 10–40% down · not saved yet",
-    ]
-    call(at, "Atelectasis", "present")
-    call(at, "Cardiomegaly", "absent")
-    press(at, "Save")
-    mine = {v.class_name: v for v in store.verdicts(session.id, reviewer="AB")}
-    assert (mine["Atelectasis"].point, mine["Atelectasis"].box) == ((0.25, 0.75), None)
-    assert (mine["Cardiomegaly"].point, mine["Cardiomegaly"].box) == (None, (0.5, 0.1, 0.9, 0.4))
-    assert where_captions(at) == [
-        "Where: point 25% across, 75% down",
-        "Where: box 50–90% across, 10–40% down",
-    ]
-    traces = plotly_traces(at, "rev_where")
-    width = IMAGE_SIZE  # the fixture films are square
-    assert len(traces[1]["x"]) == 64 * 64 and max(traces[1]["x"]) < width
-    drawn = {t["name"]: t for t in traces[2:]}
-    assert set(drawn) == {"Atelectasis", "Cardiomegaly"}
-    assert (
-        drawn["Atelectasis"]["x"] == [0.25 * width]
-        and drawn["Atelectasis"]["marker"]["line"]["dash"] == "solid"
-    )
-    at.button(key="rev_clear_mark").click().run()  # clears the focused finding's mark (Atelectasis)
-    assert where_captions(at)[0] == "Where: mark cleared, saved without one"
-    press(at, "Save")
-    assert store.verdict(session.id, film, "Atelectasis", "AB").point is None
-    assert [v.point for v in store.history(session.id, film, "Atelectasis", "AB")] == [
-        (0.25, 0.75),
-        None,
-    ]
-    assert store.verdict(session.id, film, "Cardiomegaly", "AB").box == (0.5, 0.1, 0.9, 0.4)  # kept
-
-
-def test_review_adjudication_shows_the_film_with_each_readers_mark(env, catalog):
-    store = ReviewStore(env / "review")
-    at = as_reader("ADJ", catalog["tiny_a"]).run()
-    start_session(at, "marks", "blind_all", ["Atelectasis", "Cardiomegaly"])
-    (session,) = store.sessions()
-    film = film_markdown(at).split("`")[1]
-    for cls in ("Atelectasis", "Cardiomegaly"):
-        store.record(
-            session.id, film, cls, reviewer="A", finding="present", confidence=4, point=(0.25, 0.5)
-        )
-        store.record(
-            session.id,
-            film,
-            cls,
-            reviewer="B",
-            finding="absent",
-            box=(0.5, 0.5, 0.75, 0.75),
-            note="clear",
-        )
-    at.radio(key="rev_view").set_value("Adjudicate").run()
-    press(at, REVEAL)  # an adjudicator who never reads
-    assert at.selectbox(key="rev_adj_pick").options == [
-        f"{film} · Atelectasis",
-        f"{film} · Cardiomegaly",
-    ]
-    calls_shown = shown_table(at, "Where")
-    assert calls_shown[["Reader", "Call", "Confidence", "Where"]].values.tolist() == [
-        ["A", "Present", "4", "point 25% across, 50% down"],
-        ["B", "Absent", "—", "box 50–75% across, 50–75% down"],
-    ]
-    traces = plotly_traces(at, "rev_adj_film")
-    assert [t["type"] for t in traces] == [
-        "image",
-        "scatter",
-        "scatter",
-    ]  # no click grid: nothing to select here
-    marks_by = {t["name"]: t for t in traces[1:]}
-    quarter = IMAGE_SIZE / 4
-    assert marks_by["A"]["x"] == [quarter] and marks_by["B"]["x"] == [
-        2 * quarter,
-        3 * quarter,
-        3 * quarter,
-        2 * quarter,
-        2 * quarter,
-    ]
-    assert (
-        "A: Present · confidence 4" in marks_by["A"]["hovertext"]
-        and "clear" in marks_by["B"]["hovertext"]
-    )
-    # the second finding is picked, then decided: the adjudication lands on it, not on the first one listed
-    at.selectbox(key="rev_adj_pick").set_value(1).run()
-    at.radio(key="rev_adj_label").set_value("present")
-    press(at, "Record final label")
-    assert [(a.class_name, a.label, a.adjudicator) for a in store.adjudications(session.id)] == [
-        ("Cardiomegaly", 1, "ADJ")
-    ]
-
-
-def test_review_migrated_verdicts_show_under_an_explicit_reader_name(env, catalog):
-    """A single-reader database (empty reader names) on this checkpoint: its verdicts appear, named, everywhere."""
-    from cxr_core.artifacts.review_store import LEGACY_READER
-    from tests.review_fixtures import old_database
-
-    frame = predictions(catalog["tiny_a"])
-    films = frame["image_id"].astype(str).tolist()[:6]
-    old = ["agree" if i % 2 else "model_wrong" for i in range(6)]
-    old_database(
-        env / "review",
-        "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, position) VALUES "
-        f"('before readers', '{catalog['tiny_a'].resolve()}', 'val', '{{}}', '2026-12-01T20:05:11.120+00:00', 0);"
-        "INSERT INTO verdicts VALUES "
-        + ", ".join(
-            f"(1, '{f}', 'Atelectasis', '{v}', '', '', '2026-12-01T20:1{i}:00.000+00:00')"
-            for i, (f, v) in enumerate(zip(films, old))
-        )
-        + ";",
-    )
-    store = ReviewStore(env / "review")
-    for f in films:
-        store.record(1, f, "Atelectasis", reviewer="CD", finding="present")
-    at = as_reader("CD", catalog["tiny_a"]).run()
-    at.selectbox(key="rev_session_pick").set_value(1).run()
-    no_exceptions(at)
-    assert f"readers so far: CD, {LEGACY_READER}" in " ".join(c.value for c in at.caption)
-    at.radio(key="rev_view").set_value("Agreement").run()
-    no_exceptions(at)
-    between = shown_table(at, "Between")["Between"].tolist()
-    assert f"CD vs {LEGACY_READER}" in between and f"{LEGACY_READER} vs dataset label" in between
-    at.radio(key="rev_view").set_value("Adjudicate").run()
-    no_exceptions(at)
-    listed = shown_table(at, "Readers' calls")
-    assert (
-        len(listed) >= 1
-        and listed["Readers' calls"].str.contains(f"{LEGACY_READER}: ", regex=False).all()
-    )
-    assert LEGACY_READER in shown_table(at, "Where")["Reader"].tolist()
-
-
-def test_review_without_reachable_images_says_how_to_fix(env, catalog, tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_DATA_ROOT", str(tmp_path / "nowhere"))
-    at = as_reader("AB", catalog["tiny_a"]).run()
-    start_session(at, "no images", "unblinded")
-    no_exceptions(at)
-    assert "not reachable" in at.warning[0].value and "Data root" in at.warning[0].value
-
-
-# --------------------------------------------------------------------------- models
 
 
 def test_models_page_cards_and_comparison(env, catalog):
@@ -971,6 +616,9 @@ def test_models_page_cards_and_comparison(env, catalog):
         assert row.difference == pytest.approx(
             report_b["per_class"][row[0]]["auroc"] - report_a["per_class"][row[0]]["auroc"]
         )
+    # same images, labels drawn with another seed: the paired comparison is refused, and says why
+    assert any("different label sources" in e.value for e in at.error)
+    assert any("No paired comparison" in w.value for w in at.warning)
     at.selectbox(key="models_cmp_b").set_value("tiny_mc").run()
     no_exceptions(at)
     assert any("share no classes" in w.value for w in at.warning)
@@ -978,7 +626,31 @@ def test_models_page_cards_and_comparison(env, catalog):
     assert any("Not a like-for-like comparison" in w.value for w in at.warning)
 
 
-def test_predict_shows_each_uploads_outcome_and_why(env, catalog, tmp_path):
+def test_models_page_pairs_two_runs_on_the_same_images(env, catalog, tmp_path, monkeypatch):
+    """A second model scored on tiny_a's very images and labels: ΔAUROC, DeLong, McNemar per finding."""
+    other = noisy_copy(catalog["tiny_a"], tmp_path / "more" / "tiny_noisy")
+    frame = predictions(other)
+    classes = [c[len("prob:") :] for c in frame.columns if c.startswith("prob:")]
+    roots = [str(catalog["root"] / "checkpoints"), str(other.parent)]
+    monkeypatch.setenv("CXR_CHECKPOINT_DIRS", os.pathsep.join(roots))
+    at = page("models", catalog["tiny_a"]).run()
+    at.selectbox(key="models_cmp_b").set_value("tiny_noisy").run()
+    no_exceptions(at)
+    table = shown_table(at, "ΔAUROC (95% CI)").set_index("Finding")
+    original = predictions(catalog["tiny_a"])
+    known = original["label:Cardiomegaly"].notna()
+    y = original.loc[known, "label:Cardiomegaly"]
+    delta = roc_auc_score(y, original.loc[known, "prob:Cardiomegaly"]) - roc_auc_score(
+        y, frame.loc[known, "prob:Cardiomegaly"]
+    )
+    cell = table.loc["Cardiomegaly", "ΔAUROC (95% CI)"]
+    assert cell.startswith(f"{delta:+.3f} (") and " to " in cell
+    assert table.loc["Cardiomegaly", "DeLong p"] != "–"
+    assert len(shown_table(at, "McNemar p (sens.)")) == len(classes)
+    assert any("Paired comparison on the same 60 val images" in c.value for c in at.caption)
+
+
+def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog, tmp_path):
     import io
 
     import numpy as np
@@ -1001,22 +673,22 @@ def test_predict_shows_each_uploads_outcome_and_why(env, catalog, tmp_path):
     no_exceptions(at)
     table = shown_table(at, "warnings")
     assert list(table["file"]) == [names[0], "blank.png", "head.dcm"]
-    assert table["outcome"].tolist() == ["out of domain", "refused", "refused"]
+    assert list(table["outcome"]) == ["out of domain", "refused", "refused"]
+    assert table["called"].tolist() == ["withheld (out of domain)", "", ""]
+    assert table["warnings"][1].startswith("the image is blank")
     # the synthetic blob is no chest film: the lung check's sentence is why its calls are withheld
-    assert table["call"].tolist() == ["withheld (out of domain)", "refused", "refused"]
     assert table["warnings"][0].startswith(
         "This image does not look like a frontal chest radiograph"
     )
-    assert "blank.png: the image is blank" in table["warnings"][1]
     assert "Modality is CT" in table["warnings"][2]
     assert any("Out of domain." in w.value for w in at.warning)
-    assert at.button(key=f"score_anyway_0_{_digest(uploads[0][1])}") is not None
-    at.selectbox(key="predict_pick").set_value(
-        "3. head.dcm"
-    ).run()  # the refused film: why, no numbers
+    assert at.button(key=f"score_anyway_{_digest(uploads[0][1])}") is not None
+    at.selectbox(key="predict_pick").set_value("3/3 · head.dcm").run()  # refused: why, no numbers
     no_exceptions(at)
-    assert len(at.error) == 1 and "Refused: not scored" in at.error[0].value
-    assert "Modality is CT" in at.error[0].value and not at.get("plotly_chart")
+    assert len(at.error) == 1 and "Modality is CT" in at.error[0].value
+    assert not at.get("plotly_chart")
+    csv = at.download_button(key="predict_csv")
+    assert csv is not None
 
 
 def test_predict_dicom_shows_header_fields_without_identifiers_by_default(env, catalog, tmp_path):
@@ -1058,23 +730,6 @@ def test_predict_dicom_shows_header_fields_without_identifiers_by_default(env, c
     assert "Doe" not in " ".join(m.value for m in at.markdown)
 
 
-def viewer_traces(at: AppTest) -> list[dict]:
-    """The traces of the Predict page's image viewer (the plotly chart that shows an image)."""
-    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    return next(spec["data"] for spec in specs if any(t["type"] == "image" for t in spec["data"]))
-
-
-def plotted(value) -> np.ndarray:
-    """A trace's array as plotly serialises numpy (base64 with dtype and shape) or as a plain list."""
-    import base64
-
-    if isinstance(value, dict):
-        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        shape = value.get("shape")
-        return array.reshape([int(n) for n in str(shape).split(",")]) if shape else array
-    return np.asarray(value, dtype=float)
-
-
 def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
     """Lung area, outline on both panels, in-lung share of the heatmap and the within-lungs map, each
     checked against the library computed here independently."""
@@ -1103,25 +758,19 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
     lungs = LungSegmenter.from_path(DEFAULT_LUNG_CHECKPOINT).segment(image.pixels)
     captions = " ".join(c.value for c in at.caption)
     assert f"Lungs: {lungs.fraction:.1%} of the image" in captions
-    ident = f"0_{_digest(data)}"
+    ident = _digest(data)
     assert at.download_button(key=f"lung_png_{ident}") is not None
-    assert [t["type"] for t in viewer_traces(at)] == [
-        "image",
-        "image",
-        "contour",
-    ]  # outline off by default
+    header, pixels, heat_shown = shown_viewer(at)
+    assert header["heat"]["mode"] == "contour" and header["lungs"] == []  # outline off by default
+    np.testing.assert_array_equal(pixels, np.rint(image.pixels * 255))  # 256 px: shown as is
 
     at.toggle(key=f"lung_show_{ident}").set_value(True).run()
     no_exceptions(at)
-    outlines = [t for t in viewer_traces(at) if t.get("name") == "lung outline"]
-    assert [t["xaxis"] for t in outlines] == ["x", "x2"]  # on the original and on the overlay
+    header = shown_viewer(at)[0]  # one outline list, drawn on every panel
     polygons = outline_for_view(lung_contours(lungs.mask), image.pixels.shape)
-    assert len(polygons) == 2
-    expected_x = np.concatenate([np.append(p[:, 0], np.nan) for p in polygons])
-    np.testing.assert_array_equal(plotted(outlines[0]["x"]), expected_x)
-    np.testing.assert_array_equal(
-        plotted(outlines[1]["y"]), np.concatenate([np.append(p[:, 1], np.nan) for p in polygons])
-    )
+    assert len(polygons) == 2 and len(header["lungs"]) == 2
+    for shown, polygon in zip(header["lungs"], polygons):
+        np.testing.assert_allclose(np.reshape(shown, (-1, 2)), polygon, atol=0.05)
 
     class_name = at.selectbox(key=f"cam_class_{ident}").value
     heat = explain(
@@ -1131,6 +780,7 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
         DEFAULT_METHOD,
         layer=DEFAULT_LAYER,
     )  # 256 px: the page keeps it at that grid
+    np.testing.assert_array_equal(heat_shown, np.rint(np.clip(heat, 0, 1) * 255))
     share = heatmap_mass_in_mask(heat, lungs.mask)
     shown = next(c.value for c in at.caption if "of the map inside the lungs" in c.value)
     assert abs(int(shown.split("%")[0]) - 100 * share) <= 0.5 + 1e-6
@@ -1138,11 +788,11 @@ def test_predict_draws_the_lungs_of_a_real_film(env, catalog, nih14_root):
 
     at.toggle(key=f"lung_norm_{ident}").set_value(True).run()
     no_exceptions(at)
-    contour = next(t for t in viewer_traces(at) if t["type"] == "contour")
-    np.testing.assert_allclose(
-        plotted(contour["z"]), heatmap_within_mask(heat, lungs.mask), atol=1e-5
-    )
-    assert not plotted(contour["z"])[~lungs.mask].any()  # nothing outside the lungs
+    header, _, within = shown_viewer(at)
+    expected = np.rint(heatmap_within_mask(heat, lungs.mask) * 255)
+    assert np.abs(within.astype(int) - expected).max() <= 1
+    assert not within[~lungs.mask].any()  # nothing outside the lungs
+    assert header["titles"][1].endswith("within lungs")
     assert any("rescaled within the lungs" in c.value for c in at.caption)
 
 
@@ -1164,4 +814,5 @@ def test_predict_works_without_the_lung_model_and_says_so(env, catalog, tmp_path
     )
     assert not [t.key for t in at.toggle if t.key and t.key.startswith("lung_")]
     assert not any("inside the lungs" in c.value for c in at.caption)
-    assert [t["type"] for t in viewer_traces(at)] == ["image", "image", "contour"]
+    header, _, heat = shown_viewer(at)
+    assert header["lungs"] == [] and heat is not None

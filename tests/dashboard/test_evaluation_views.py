@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.evaluation.run import score_predictions
+from cxr_core.metrics import EvaluationReport
 from cxr_core.models.card import ModelCard
 from dashboard.evaluation_views import (
     AS_EVALUATED,
@@ -26,7 +29,7 @@ CLASSES = ("Mass", "Edema")
 
 
 @pytest.fixture(scope="module")
-def scored() -> tuple[dict, pd.DataFrame]:
+def scored() -> tuple[EvaluationReport, pd.DataFrame]:
     rng = np.random.default_rng(3)
     n = 240
     labels = (rng.random((n, 2)) < [0.3, 0.2]).astype(float)
@@ -61,15 +64,22 @@ def scored() -> tuple[dict, pd.DataFrame]:
     return report, frame
 
 
+def typed(sections: dict) -> EvaluationReport:
+    """A report holding only ``sections`` (the rest empty), as an older or partial report.json reads."""
+    return EvaluationReport.from_dict(
+        {"task": "multilabel", "class_names": [], "n_cases": 0, "per_class": {}, **sections}
+    )
+
+
 def test_threshold_source_notes(scored):
     report, _ = scored
-    assert report["thresholds_from"] == "val:crossfit-5"
+    assert report.thresholds_from == "val:crossfit-5"
     note = threshold_source_note(report)
     assert "out of sample" in note and "max_f1 fitted on 4 of 5 patient folds of val" in note
     assert "in sample" in threshold_source_note(report, "card")
     assert "“screening”" in threshold_source_note(report, "screening")
-    assert "model card" in threshold_source_note({**report, "thresholds_from": "card"})
-    assert "not recorded" in threshold_source_note({})
+    assert "model card" in threshold_source_note(replace(report, thresholds_from="card"))
+    assert "not recorded" in threshold_source_note(typed({}))
 
 
 def test_threshold_table_opens_on_the_report_and_marks_the_recomputation_in_sample():
@@ -91,15 +101,15 @@ def test_threshold_table_opens_on_the_report_and_marks_the_recomputation_in_samp
 def test_calibration_table_matches_the_report(scored):
     report, _ = scored
     table = calibration_table(report).set_index("class")
-    change = report["calibration_change"]
+    change = report.calibration_change
     assert list(table.index) == [*CLASSES, "(macro average)"]
     assert table.loc["Edema", "temperature"] == 0.8
-    assert table.loc["Mass", "ECE before"] == change["per_class"]["Mass"]["ece_before"]
+    assert table.loc["Mass", "ECE before"] == change.per_class["Mass"].ece_before
     assert table.loc["(macro average)", "Brier after"] == pytest.approx(
-        np.mean([change["per_class"][c]["brier_after"] for c in CLASSES])
+        np.mean([change.per_class[c].brier_after for c in CLASSES])
     )
     assert set(reliability_bins_of(report, "before")) == set(CLASSES)
-    assert calibration_table({}).empty
+    assert calibration_table(typed({})).empty
 
 
 def test_subgroup_table_flags_the_worse_group_first(scored):
@@ -127,32 +137,34 @@ def test_low_count_flags_sort_after_counted_ones():
             "auroc_gap_flag": flag,
         }
 
-    report = {
-        "subgroups": {
-            "by": {
-                "view": {
-                    "subgroups": {
-                        "AP": {
-                            "n": 50,
-                            "n_patients": 40,
-                            "per_class": {
-                                "Hernia": group(1, -0.6, True),
-                                "Mass": group(20, 0.02, False),
+    report = typed(
+        {
+            "subgroups": {
+                "by": {
+                    "view": {
+                        "subgroups": {
+                            "AP": {
+                                "n": 50,
+                                "n_patients": 40,
+                                "per_class": {
+                                    "Hernia": group(1, -0.6, True),
+                                    "Mass": group(20, 0.02, False),
+                                },
                             },
-                        },
-                        "PA": {
-                            "n": 60,
-                            "n_patients": 50,
-                            "per_class": {
-                                "Hernia": group(2, 0.05, False),
-                                "Mass": group(25, -0.2, True),
+                            "PA": {
+                                "n": 60,
+                                "n_patients": 50,
+                                "per_class": {
+                                    "Hernia": group(2, 0.05, False),
+                                    "Mass": group(25, -0.2, True),
+                                },
                             },
-                        },
+                        }
                     }
                 }
             }
         }
-    }
+    )
     table = subgroup_table(report, "view")
     assert list(zip(table["subgroup"], table["class"])) == [
         ("PA", "Mass"),
@@ -162,5 +174,13 @@ def test_low_count_flags_sort_after_counted_ones():
     ]
     assert flagged_count(table) == (1, 1)
     assert "no subgroup information" in subgroup_note(
-        {"subgroups": {"keys": [], "by": {}, "note": "no subgroup information (view, sex, age)"}}
+        typed(
+            {
+                "subgroups": {
+                    "keys": [],
+                    "by": {},
+                    "note": "no subgroup information (view, sex, age)",
+                }
+            }
+        )
     )

@@ -140,7 +140,10 @@ def test_where_wording():
     assert views.where_text(point, None) == "Where: point 25% across, 75% down · not saved yet"
     assert views.where_text(point, point) == "Where: point 25% across, 75% down"
     assert views.where_text(None, point) == "Where: mark cleared, saved without one"
-    assert views.mark_hint("box", "Edema") == "Drag a box on the film to mark where you see Edema"
+    assert views.mark_hint("box", "Edema") == (
+        "Drag a box on the film to mark where you see Edema (Esc: stop)"
+    )
+    assert views.mark_hint("point", None).startswith("To mark where a finding is: W")
 
 
 def test_reader_calls_for_adjudication():

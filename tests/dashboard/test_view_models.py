@@ -10,7 +10,9 @@ import pytest
 
 from cxr_core.inference.findings import summarise_findings
 from cxr_core.inference.predictor import Prediction
+from cxr_core.metrics import EvaluationReport
 from dashboard import reading, tables, viewer
+from tests.dashboard.viewer_data import read_payload
 
 
 def _multilabel(probs, thresholds, name="a.png"):
@@ -20,40 +22,76 @@ def _multilabel(probs, thresholds, name="a.png"):
     )
 
 
-def test_results_table_is_one_short_row_per_image_with_positives_first():
-    s1 = _multilabel(
-        {"Mass": 0.154, "Effusion": 0.9, "Nodule": 0.01, "Edema": 0.3, "Hernia": 0.5},
-        {"Mass": 0.154, "Effusion": 0.5, "Nodule": 0.1, "Edema": 0.2, "Hernia": 0.4},
+def _reading(summary, warnings=(), outcome="scored", reason=""):
+    from dashboard.predict_batch import FilmReading, Upload
+
+    prediction = (
+        Prediction({}, [], {}, summary.name, list(warnings)) if summary is not None else None
     )
-    s2 = _multilabel(
-        {"Mass": 0.01, "Effusion": 0.02, "Nodule": 0.0, "Edema": 0.0, "Hernia": 0.0},
-        {"Mass": 0.154, "Effusion": 0.5, "Nodule": 0.1, "Edema": 0.2, "Hernia": 0.4},
-        "b.png",
+    upload = Upload(summary.name if summary is not None else "bad.png", "0" * 40, b"")
+    return FilmReading(upload, outcome, reason, prediction=prediction, summary=summary)
+
+
+def test_results_table_has_a_numeric_score_the_calls_and_the_gates_warnings():
+    thresholds = {"Mass": 0.154, "Effusion": 0.5, "Nodule": 0.1, "Edema": 0.2, "Hernia": 0.05}
+    probs = {"Mass": 0.154, "Effusion": 0.9, "Nodule": 0.01, "Edema": 0.3, "Hernia": 0.5}
+    s1 = summarise_findings(
+        Prediction(probs, [c for c in probs if probs[c] >= thresholds[c]], thresholds, "a.png"),
+        multilabel=True,
+        flagged={"Hernia": "low count (7 validation positives, 305 negatives)"},
     )
-    table = reading.results_table([s1, s2], [[], ["the image looks unlike the training images"]])
-    assert list(table.columns) == [
-        "file",
-        "call",
-        "findings",
-        "highest finding",
-        "borderline",
-        "warnings",
+    s2 = _multilabel(dict.fromkeys(thresholds, 0.01), thresholds, "b.png")
+    table = reading.results_table(
+        [
+            _reading(s1),
+            _reading(s2, ["the image looks unlike the training images"]),
+            _reading(None, outcome="unreadable", reason="bad.png: not an image"),
+            _reading(None, outcome="pending"),
+        ]
+    )
+    assert list(table.columns) == reading.RESULT_COLUMNS
+    assert table["abnormality"].dtype == "float64"  # sortable as a number
+    assert table["abnormality"].tolist()[:2] == [0.9, 0.01] and np.isnan(
+        table.loc[2, "abnormality"]
+    )
+    assert table.loc[0, "called"] == "Effusion 0.90; Edema 0.30; ≈Mass 0.15"  # Hernia not called
+    assert table.loc[0, "not trusted"] == "Hernia 0.50" and table.loc[0, "borderline"] == 1
+    assert table.loc[1, "called"] == "none called"
+    assert table["warnings"].tolist()[1:3] == [
+        "the image looks unlike the training images",
+        "not an image",  # the row names the file; the reading view shows the whole text
     ]
-    assert table["warnings"].tolist() == ["", "the image looks unlike the training images"]
-    assert table.loc[0, "call"] == "4 findings called" and table.loc[1, "call"] == "none called"
-    assert table.loc[0, "findings"] == "Effusion 0.90; Hernia 0.50; Edema 0.30; +1 more"
-    assert table.loc[0, "highest finding"] == "Effusion 0.90 (threshold 0.50)"
-    assert table.loc[0, "borderline"] == 1  # Mass sits on its threshold
-    assert reading.top_findings_text(s1, k=5).endswith(f"{reading.BORDERLINE_MARK}Mass 0.15")
-    assert table.loc[1, "findings"] == "–"
+    long = "DICOM Modality is CT, not a radiograph (CR/DX): this model only reads chest X-rays."
+    assert reading.short_warning(long) == "DICOM Modality is CT, not a radiograph (CR/DX)"
+    assert reading.short_warning("No colon here. Second sentence.") == "No colon here"
+    assert len(reading.short_warning("x" * 200)) == reading.SHORT_WARNING
+    assert table["outcome"].tolist() == ["scored", "scored", "unreadable", "scoring…"]
 
 
-def test_headline_marks_borderline_and_multiclass_normal_is_not_red():
+def test_headline_names_only_called_findings_and_distrusted_ones_apart():
     s = _multilabel({"Mass": 0.154, "Nodule": 0.19}, {"Mass": 0.154, "Nodule": 0.2})
     text = reading.headline(s)
     assert ":red[**Mass**] (0.15, borderline)" in text
     assert "Borderline, not called:] Nodule (0.19 vs 0.20)" in text
-    assert "Abnormality score **0.19**" in text
+    assert f"Abnormality score **0.19** ({reading.SCORE_SOURCE})" in text  # Nodule: not named
+    effusion = summarise_findings(
+        Prediction(
+            {"Effusion": 0.4, "Hernia": 0.09, "Mass": 0.3},
+            ["Hernia", "Mass"],
+            {"Effusion": 0.5, "Hernia": 0.05, "Mass": 0.25},
+            "e.png",
+        ),
+        multilabel=True,
+        flagged={"Hernia": "low count (7 validation positives, 305 negatives)"},
+    )
+    text = reading.headline(effusion)
+    assert "Effusion" not in text and "Hernia" not in text  # uncalled and distrusted: unnamed
+    assert ":red[**Mass**]" in text and ":red[**Hernia" not in text
+    apart = reading.not_trusted_lines(effusion)
+    assert "Hernia 0.090, at or above its threshold 0.050 · low count (7 validation" in apart
+    assert ":red[" not in apart
+    called = _multilabel({"Mass": 0.8, "Nodule": 0.1}, {"Mass": 0.5, "Nodule": 0.2})
+    assert "Abnormality score **0.80** (Mass, called)" in reading.headline(called)
     normal = summarise_findings(
         Prediction({"Normal": 0.99, "Pneumonia": 0.01}, ["Normal"], {}, "n"), multilabel=False
     )
@@ -65,7 +103,7 @@ def test_headline_marks_borderline_and_multiclass_normal_is_not_red():
     assert "runner-up: Viral (0.45)" in reading.headline(tie) and "Near tie" in reading.headline(
         tie
     )
-    assert reading.call_text(tie) == "Bacterial (0.55) · near tie"
+    assert reading.called_text(tie) == "Bacterial 0.55 · near tie"
 
 
 def test_heatmap_methods_carry_their_estimate_and_left_out_ones_say_why():
@@ -111,7 +149,6 @@ def test_window_level_maps_the_window_onto_black_to_white():
     )
     level, width = viewer.auto_window(pixels)
     assert level == pytest.approx(0.5) and width == pytest.approx(0.98)
-    assert viewer.preset_window("Full range", pixels) == (0.5, 1.0)
 
 
 def test_view_is_full_resolution_up_to_the_cap():
@@ -120,10 +157,62 @@ def test_view_is_full_resolution_up_to_the_cap():
     big = np.zeros((3000, 2500), np.uint8)
     assert viewer.resize_for_view(big).shape == (2048, 1707)
     assert viewer.png_data_uri(small).startswith("data:image/png;base64,")
-    assert (
-        viewer.panel_height((256, 256), 2) == 540
-        and viewer.panel_height((3000, 1000), 1) == viewer.MAX_VIEW_HEIGHT
+
+
+def test_a_12_bit_film_reaches_the_viewer_with_every_stored_level():
+    from cxr_core.data.imaging import LoadedImage
+
+    stored = np.arange(4096, dtype=np.float32).reshape(64, 64)  # every 12-bit value once
+    film = LoadedImage(
+        stored / 4095, "a.dcm", {"format": "DICOM", "bit_depth": 12, "voi": "divided by 4095"}
     )
+    display = viewer.film_display(film)
+    assert display.max_value == 4095 and display.unit == "stored values"
+    header, pixels, heat = read_payload(viewer.viewer_payload("f1", display))
+    assert header["bits"] == 16 and pixels.dtype == np.dtype("<u2") and heat is None
+    back = np.rint(pixels.astype(np.float64) * header["max_value"] / 65535)
+    np.testing.assert_array_equal(back, stored)  # the browser recovers each stored value
+    level, width = header["window"]  # the automatic window, in stored values
+    assert level == pytest.approx(2047.5, abs=1) and width == pytest.approx(0.98 * 4095, rel=0.01)
+    assert dict((name, (lv, wd)) for name, lv, wd in header["presets"])["Full range"] == (
+        pytest.approx(4095 / 2),
+        pytest.approx(4095),
+    )
+    eight = viewer.film_display(
+        LoadedImage(
+            stored[:16, :16] % 256 / 255,
+            "b.png",
+            {"format": "PNG", "bit_depth": 8, "scale": "divided by 255"},
+        )
+    )
+    assert eight.pixels.dtype == np.uint8 and eight.max_value == 255
+    np.testing.assert_array_equal(eight.pixels, stored[:16, :16] % 256)
+
+
+def test_a_big_film_is_sent_at_the_view_size_with_its_heatmap_and_lungs():
+    from cxr_core.data.imaging import LoadedImage
+
+    film = LoadedImage(np.full((2500, 2048), 0.4, np.float32), "big.png", {"bit_depth": 8})
+    display = viewer.film_display(film)
+    assert display.pixels.shape == (2048, 1678) and display.source == (2048, 2500)
+    heat = np.linspace(0, 1, 20 * 16, dtype=np.float32).reshape(20, 16)
+    lungs = [np.array([[1.0, 2.0], [30.0, 2.0], [30.0, 40.0], [1.0, 2.0]])]
+    payload = viewer.viewer_payload(
+        "f2",
+        display,
+        heat=heat,
+        heat_style={"mode": "heat", "opacity": 0.7},
+        lungs=lungs,
+        titles=("Original", "gradcam · Mass · heat"),
+    )
+    header, pixels, grid = read_payload(payload)
+    assert (header["width"], header["height"], header["source"]) == (1678, 2048, [2048, 2500])
+    np.testing.assert_array_equal(grid, np.rint(heat * 255).astype(np.uint8))
+    assert header["heat"]["mode"] == "heat" and header["heat"]["opacity"] == 0.7
+    assert header["heat"]["level"] == 0.5 and header["heat"]["floor"] == viewer.HEAT_FLOOR
+    assert header["lungs"] == [[1.0, 2.0, 30.0, 2.0, 30.0, 40.0, 1.0, 2.0]]
+    assert header["titles"] == ["Original", "gradcam · Mass · heat"]
+    assert (pixels == 102).all()
 
 
 def test_table_height_fits_every_row():
@@ -157,19 +246,24 @@ def test_human_dates():
 
 
 def test_metrics_table_keeps_intervals_and_averages():
-    report = {
-        "per_class": {
-            "Mass": {
-                "threshold": 0.5,
-                "auroc": 0.8,
-                "auroc_ci": [0.7, 0.9],
-                "tp": 3,
-                "low_count": False,
-            }
-        },
-        "macro": {"auroc": 0.8},
-        "micro": {"auroc": 0.75},
-    }
+    report = EvaluationReport.from_dict(
+        {
+            "task": "multilabel",
+            "class_names": ["Mass"],
+            "n_cases": 10,
+            "per_class": {
+                "Mass": {
+                    "threshold": 0.5,
+                    "auroc": 0.8,
+                    "auroc_ci": [0.7, 0.9],
+                    "tp": 3,
+                    "low_count": False,
+                }
+            },
+            "macro": {"auroc": 0.8},
+            "micro": {"auroc": 0.75},
+        }
+    )
     frame = tables.metrics_table(report)
     assert list(frame["class"]) == ["Mass", "(macro average)", "(micro average)"]
     shown = tables.with_ci(frame)
@@ -190,26 +284,6 @@ def test_probability_bars_in_score_order_coloured_by_call():
         "Nodule  0.01",
     ]  # top of the chart first
     assert list(bar.marker.color)[::-1] == [charts.POSITIVE, charts.BORDERLINE, charts.NEGATIVE]
-
-
-def test_viewer_contour_and_heat_modes():
-    from dashboard import charts
-
-    display = np.zeros((40, 30), np.uint8)
-    heat = np.linspace(0, 1, 20 * 15, dtype=np.float32).reshape(20, 15)
-    contour = charts.image_viewer(display, heat=heat, mode="contour", level=0.6, titles=("a", "b"))
-    assert [t.type for t in contour.data] == ["image", "image", "contour"]
-    assert contour.data[2].contours.start == contour.data[2].contours.end == 0.6
-    assert contour.data[2].x[0] == pytest.approx(1.0) and contour.data[2].y[-1] == pytest.approx(
-        39.0
-    )  # image pixels
-    shown = charts.image_viewer(display, heat=heat, mode="heat").data[2]
-    assert (
-        shown.type == "heatmap"
-        and np.isnan(shown.z[0][0])
-        and shown.z[-1][-1] == pytest.approx(1.0)
-    )
-    assert [t.type for t in charts.image_viewer(display).data] == ["image"]
 
 
 def _two_lungs() -> np.ndarray:
@@ -244,31 +318,6 @@ def test_lung_outline_follows_the_displayed_pixels():
     shown = viewer.resize_for_view(mask.astype(np.uint8) * 255, max_side=20)
     inside = np.round(second).astype(int)
     assert (shown[inside[:, 1], inside[:, 0]] > 0).all()  # the outline lies on the displayed lung
-
-
-def test_viewer_draws_the_lung_outline_on_every_panel():
-    from dashboard import charts
-
-    display = np.zeros((40, 30), np.uint8)
-    polygons = [
-        np.array([[1.0, 1.0], [5.0, 1.0], [5.0, 6.0], [1.0, 1.0]]),
-        np.array([[10.0, 2.0], [12.0, 8.0], [10.0, 2.0]]),
-    ]
-    two = charts.image_viewer(
-        display, heat=np.zeros((4, 3), np.float32), outline=polygons, titles=("a", "b")
-    )
-    assert [t.type for t in two.data] == ["image", "image", "contour", "scatter", "scatter"]
-    lines = two.data[3:]
-    assert [t.xaxis for t in lines] == ["x", "x2"] and {t.name for t in lines} == {"lung outline"}
-    np.testing.assert_array_equal(
-        lines[1].x, [1, 5, 5, 1, np.nan, 10, 12, 10, np.nan]
-    )  # NaN lifts the pen
-    np.testing.assert_array_equal(lines[0].y, [1, 1, 6, 1, np.nan, 2, 8, 2, np.nan])
-    assert lines[0].line.color == charts.LUNG_OUTLINE != charts.CONTOUR
-    assert [t.type for t in charts.image_viewer(display, outline=polygons).data] == [
-        "image",
-        "scatter",
-    ]
 
 
 def test_lung_texts():

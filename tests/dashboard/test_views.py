@@ -29,17 +29,19 @@ def test_agreement_display_keeps_numbers_and_says_why_kappa_is_undefined():
             "statistic": ["cohen", "fleiss", "cohen", "cohen"],
             "rater_a": ["A", "", "A", "B"],
             "rater_b": ["B", "", "model", "model"],
-            "n_items": [10, 9, 6, 0],
+            "n_items": [10, 12, 16, 3],
             "n_raters": [2, 3, 2, 2],
             "kappa": [0.5, 0.25, nan, nan],
             "ci_low": [0.1, nan, nan, nan],
             "ci_high": [0.8, nan, nan, nan],
             "observed_agreement": [0.7, 0.6, 1.0, nan],
+            "agreement_ci_low": [0.4, 0.35, 1.0, nan],
+            "agreement_ci_high": [0.9, 0.8, 1.0, nan],
             "undefined": [
                 "",
                 "",
                 "undefined: every call the same",
-                "undefined: fewer than 2 shared films",
+                "not enough films (fewer than 10 shared)",
             ],
         }
     )
@@ -49,10 +51,16 @@ def test_agreement_display_keeps_numbers_and_says_why_kappa_is_undefined():
         "0.500",
         "0.250",
         "undefined: every call the same",
-        "undefined: fewer than 2 shared films",
+        "not enough films (fewer than 10 shared)",
     ]
-    assert shown["95% CI"].tolist() == ["0.10 to 0.80", "–", "–", "–"]
-    assert shown["Agreement"].tolist() == ["0.700", "0.600", "1.000", "–"]
+    assert shown["κ 95% CI"].tolist() == ["0.10 to 0.80", "–", "–", "–"]
+    assert shown["Agreement"].tolist() == ["0.700", "0.600", "1.000", "not enough films"]
+    assert shown["Agreement 95% CI"].tolist() == [
+        "0.40 to 0.90",
+        "0.35 to 0.80",
+        "1.00 to 1.00",
+        "–",
+    ]
     assert not any(
         text in str(cell) for text in ("None", "nan") for cell in shown.to_numpy().ravel()
     )
@@ -75,29 +83,56 @@ def test_disagreement_and_corrected_display():
     shown = views.disagreement_display(table)
     assert shown.iloc[0]["Readers' calls"] == "A: present, B: absent"
     assert shown.iloc[0]["Majority"] == "tie" and shown.iloc[0]["Final label"] == "present"
+    head = {"class_name": "Edema", "threshold": 0.5, "n_changed": 2}
     metrics = pd.DataFrame(
-        {
-            "class_name": ["Edema"],
-            "threshold": [0.5],
-            "n_changed": [2],
-            "n_positive_original": [3],
-            "n_positive_corrected": [5],
-            **{
-                f"{m}_{k}": [0.5]
-                for m in ("auroc", "sensitivity", "specificity", "ppv", "npv")
-                for k in ("original", "corrected")
+        [
+            head | {"metric": "n_positive", "original": 3, "corrected": 5, "change": 2},
+            head
+            | {
+                "metric": "auroc",
+                "original": 0.5,
+                "original_low": 0.4,
+                "original_high": 0.6,
+                "original_n": 12,
+                "corrected": 0.625,
+                "corrected_low": 0.5,
+                "corrected_high": 0.75,
+                "corrected_n": 12,
+                "change": 0.125,
+                "change_low": 0.05,
+                "change_high": 0.2,
             },
-        }
+            head
+            | {
+                "metric": "ppv",
+                "original": np.nan,  # called positive on 4 films: too few
+                "original_n": 4,
+                "corrected": 0.5,
+                "corrected_low": 0.3,
+                "corrected_high": 0.7,
+                "corrected_n": 10,
+                "change": np.nan,
+            },
+        ]
     )
-    metrics["auroc_corrected"] = 0.625
-    metrics["ppv_original"] = np.nan  # nothing called positive
     out = views.corrected_display(metrics).set_index("Metric")
     assert out.loc["Positives"].tolist()[1:] == ["3", "5", "+2"]  # counts stay whole numbers
-    assert out.loc["AUROC"].tolist()[1:] == ["0.500", "0.625", "+0.125"]
-    assert out.loc["PPV"].tolist()[1:] == ["–", "0.500", "–"]
-    assert set(out["Finding"]) == {"Edema (threshold 0.500; 2 label(s) changed)"}
-    assert views.progress_text(3, 10, "AB") == "3 of 10 reviewed by you"
+    assert out.loc["AUROC"].tolist()[1:] == [
+        "0.500 (0.40–0.60)",
+        "0.625 (0.50–0.75)",
+        "+0.125 (+0.05, +0.20)",
+    ]
+    assert out.loc["PPV"].tolist()[1:] == ["not enough films (n=4)", "0.500 (0.30–0.70)", "–"]
+    assert set(out["Finding"]) == {"Edema"}
+    assert views.corrected_note(metrics) == "Edema: threshold 0.500, 2 label(s) changed"
+    assert views.read_progress(11, 100, 11, 0) == "Film 12 / 100 · 11 read"
+    assert views.read_progress(0, 100, 11, 2) == "Film 1 / 100 · 11 read · 2 with drafts"
+    assert views.session_label(3, "chest", "blind_all", "2027-01-10T08:05:00.000+00:00") == (
+        "#3 chest · Blinded to labels and model · 2027-01-10 08:05"
+    )
     assert views.film_label(0, "img", True) == "✓ 1 · img"
+    assert views.film_label(4, "img", False) == "○ 5 · img"
+    assert views.film_label(4, "img", True, draft=True) == "✎ 5 · img"  # a changed call shows first
 
 
 def test_blinding_texts_say_why_a_view_is_closed_and_why_it_is_open():

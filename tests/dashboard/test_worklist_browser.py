@@ -160,9 +160,9 @@ def test_worklist_of_50_films_in_two_browsers(root, screenshot_dir):
             a.get_by_role("button", name="in the reading view").wait_for(timeout=60_000)
             name = a.get_by_role("button", name="in the reading view").inner_text()
             a.get_by_role("button", name="in the reading view").click()
-            a.get_by_role("heading", name="Results").wait_for(timeout=180_000)
-            _settle(a)
             film = name.replace("Open ", "").replace(" in the reading view", "").strip()
+            a.get_by_role("heading", name=film).wait_for(timeout=180_000)
+            _settle(a)
             assert a.get_by_role("heading", name=film).count() == 1
             assert a.get_by_text("Opened from the worklist", exact=False).count() == 1
             a.screenshot(path=str(screenshot_dir / "worklist_opened_in_predict.png"))

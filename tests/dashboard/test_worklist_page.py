@@ -91,7 +91,7 @@ def test_predict_page_reads_a_handed_over_film(setup, env, kind, tmp_path):
     at.session_state[HANDOVER] = HandedOverFilm(film.name, film.read_bytes())
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(film.name in s.value for s in at.subheader)
+    assert any(film.name in m.value for m in at.markdown)
     assert any("Opened from the worklist" in c.value for c in at.caption)
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Report (PDF)" in labels

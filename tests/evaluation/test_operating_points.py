@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -308,13 +309,11 @@ def test_saved_set_is_used_as_is(nih_run, tmp_path):
         progress=False,
         thresholds="card",
     )
-    assert report["thresholds_from"] == "card"
+    assert report.thresholds_from == "card"
     frame, classes = load_predictions(tmp_path / "predictions.csv")
     for name in classes:
         y, p = frame[f"label:{name}"].to_numpy(), frame[f"prob:{name}"].to_numpy()
-        assert report["per_class"][name]["fp"] == int(
-            np.sum((y == 0) & (p >= card.thresholds[name]))
-        )
+        assert report.per_class[name].fp == int(np.sum((y == 0) & (p >= card.thresholds[name])))
 
 
 def test_card_counts_survive_1e6_noise(nih_run):
@@ -367,7 +366,7 @@ def test_refresh_restamps_the_card_and_keeps_the_weights(nih_run, tmp_path):
     assert written["threshold_rule"] == "youden" and list(written["subgroups"]["by"]) == ["sex"]
     assert (
         written["headline"]["macro_auroc"]
-        == report["headline"]["macro_auroc"]
+        == report.headline["macro_auroc"]
         == card.validation["macro_auroc"]
     )
     assert "max_f1" in ThresholdStore(copy, card.classes).names()
@@ -397,3 +396,37 @@ def test_refresh_restamps_the_card_and_keeps_the_weights(nih_run, tmp_path):
         again.thresholds == card.thresholds
         and again.calibration["temperature"] == card.calibration["temperature"]
     )
+
+
+def test_cli_evaluate_against_a_second_truth(nih_run, tmp_path, capsys):
+    """`cxr evaluate --truth`: the same predictions and calls scored against relabelled Effusion."""
+    data = nih_run["config"].data
+    experts = tmp_path / "experts"
+    experts.mkdir()
+    (experts / "images").symlink_to(Path(data.path) / "images")
+    entries = pd.read_csv(Path(data.path) / "Data_Entry_2017.csv", dtype=str)
+    val = set(nih_run["manifest"].split("val").frame["image_id"])
+    flip = entries["Image Index"].isin(sorted(val)[:15])
+
+    def relabel(findings: str) -> str:  # Effusion flipped, every other finding kept
+        found = [f for f in findings.split("|") if f != "No Finding"]
+        found = (
+            [f for f in found if f != "Effusion"] if "Effusion" in found else found + ["Effusion"]
+        )
+        return "|".join(found) or "No Finding"
+
+    entries.loc[flip, "Finding Labels"] = entries.loc[flip, "Finding Labels"].map(relabel)
+    entries.to_csv(experts / "Data_Entry_2017.csv", index=False)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(nih_run["checkpoint"]), "--out", str(out)]
+    assert main([*args, "--truth", str(experts), "--n-boot", "30", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "experts vs dataset labels" in printed
+    written = json.loads((out / "truth.json").read_text())
+    effusion = written["per_class"]["Pleural Effusion"]
+    assert effusion["n_disagree"] == 15 and effusion["n_images"] == len(val)
+    frame, _ = load_predictions(out / "predictions.csv")
+    assert effusion["auroc_primary"] == pytest.approx(
+        roc_auc_score(frame["label:Pleural Effusion"], frame["prob:Pleural Effusion"])
+    )
+    assert written["per_class"]["Mass"]["n_disagree"] == 0  # other findings were not relabelled

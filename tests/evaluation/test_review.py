@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import recall_score, roc_auc_score
 
 from cxr_core.artifacts.catalog import EvalRun
 from cxr_core.artifacts.review_store import ReviewStore, Verdict
 from cxr_core.evaluation.review import (
+    CORRECTED_COLUMNS,
     SESSION_EXPORT_COLUMNS,
     agreement,
     call_of,
@@ -119,34 +121,67 @@ def test_disagreements_and_corrected_labels(tmp_path, run):
     ]
 
 
-def test_corrected_metrics_by_hand(tmp_path, run):
+def test_corrected_metrics_on_six_films_say_not_enough_films(tmp_path, run):
     store, s, frame = session(tmp_path, run)
     table = corrected_metrics(
         run,
         {"Edema": 0.5, "Mass": 0.5},
         corrected_labels(frame, store.adjudications(s.id)),
         ["Edema"],
+        n_boot=50,
+    ).set_index("metric")
+    assert list(table.columns) == [c for c in CORRECTED_COLUMNS if c != "metric"]
+    assert table.loc["n_positive", ["original", "corrected", "change"]].tolist() == [3, 3, 0]
+    assert (table["n_changed"] == 2).all() and (table["class_name"] == "Edema").all()
+    # 3 positives, 3 negatives, 3 called each way: every metric is a share of fewer than 10 films
+    metrics = table.drop(index="n_positive")
+    assert metrics[["original", "corrected", "change", "original_low"]].isna().all().all()
+    assert metrics.loc["sensitivity", ["original_n", "corrected_n"]].tolist() == [3, 3]
+    assert metrics.loc["ppv", "original_n"] == 3
+
+
+def test_corrected_metrics_numbers_and_paired_intervals(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 80
+    labels = (rng.random(n) < 0.4).astype(float)
+    probs = np.clip(0.3 + 0.4 * labels + rng.normal(0, 0.2, n), 0.01, 0.99)
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"f{i}" for i in range(n)],
+            "patient_id": [f"p{i // 2}" for i in range(n)],
+            "path": "",
+            "prob:Edema": probs,
+            "label:Edema": labels,
+        }
     )
-    row = table.iloc[0]
-    # original: called img0-2; TP img0, img2; FP img1; FN img3; TN img4, img5; AUROC 7/9 by counting pairs
-    assert row["auroc_original"] == pytest.approx(7 / 9)
-    assert (
-        row["sensitivity_original"],
-        row["specificity_original"],
-        row["ppv_original"],
-    ) == pytest.approx((2 / 3,) * 3)
-    # corrected labels [1, 1, 1, 0, 0, 0]: every call right
-    assert (
-        row["n_changed"] == 2
-        and row["n_positive_original"] == 3
-        and row["n_positive_corrected"] == 3
+    run = EvalRun("val", tmp_path, ("Edema",), frame)
+    flipped = [i for i in range(n) if (probs[i] >= 0.5) != bool(labels[i])][:6]
+    corrected = pd.DataFrame(
+        {
+            "image_id": [f"f{i}" for i in flipped],
+            "class_name": "Edema",
+            "original": labels[flipped].astype(int),
+            "corrected": 1 - labels[flipped].astype(int),
+            "source": "adjudicated",
+        }
     )
-    assert (row["auroc_corrected"], row["sensitivity_corrected"], row["specificity_corrected"]) == (
-        1.0,
-        1.0,
-        1.0,
-    )
-    assert table["class_name"].tolist() == ["Edema"]
+    table = corrected_metrics(run, {"Edema": 0.5}, corrected, n_boot=300).set_index("metric")
+    fixed = labels.copy()
+    fixed[flipped] = 1 - fixed[flipped]
+    auroc = table.loc["auroc"]
+    assert auroc["original"] == pytest.approx(roc_auc_score(labels, probs))
+    assert auroc["corrected"] == pytest.approx(roc_auc_score(fixed, probs))
+    assert auroc["change"] == pytest.approx(auroc["corrected"] - auroc["original"])
+    sens = table.loc["sensitivity"]
+    assert sens["corrected"] == pytest.approx(recall_score(fixed, probs >= 0.5))
+    assert sens["corrected_n"] == fixed.sum() and sens["original_n"] == labels.sum()
+    for name in ("auroc", "sensitivity", "specificity", "ppv", "npv"):
+        row = table.loc[name]
+        for side in ("original", "corrected", "change"):
+            assert row[f"{side}_low"] <= row[side] <= row[f"{side}_high"], (name, side)
+    # every flip fixed a model error: the corrected labels agree with the model more
+    assert auroc["change"] > 0 and auroc["change_low"] > 0
+    assert table.loc["n_positive", "change"] == int(fixed.sum() - labels.sum())
 
 
 def test_agreement_of_a_session(tmp_path, run):
@@ -161,11 +196,9 @@ def test_agreement_of_a_session(tmp_path, run):
     assert ("", "", "fleiss") in pairs
     ab = table[(table["rater_a"] == "A") & (table["rater_b"] == "B")].iloc[0]
     assert ab["n_items"] == 3  # img0, img1, img3 (img4 only A called)
-    from sklearn.metrics import cohen_kappa_score
-
-    assert ab["kappa"] == pytest.approx(
-        cohen_kappa_score(["present", "present", "absent"], ["present", "present", "present"])
-    )
+    # three shared films: no kappa, no agreement, and the page says why
+    assert np.isnan(ab["kappa"]) and np.isnan(ab["observed_agreement"])
+    assert ab["undefined"] == "not enough films (fewer than 10 shared)"
 
 
 def test_visibility_by_mode():

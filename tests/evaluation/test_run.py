@@ -8,6 +8,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from sklearn.metrics import roc_auc_score
 
 from cxr_core.artifacts.run_dir import load_predictions
 from cxr_core.cli.main import main
@@ -15,7 +17,7 @@ from cxr_core.data.imaging import load_image
 from cxr_core.errors import DatasetError
 from cxr_core.evaluation.run import evaluate_checkpoint
 from cxr_core.inference.predictor import Predictor
-from cxr_core.models.checkpoint import load_checkpoint
+from cxr_core.models.checkpoint import load_checkpoint, save_checkpoint
 from cxr_core.training import TrainConfig, train
 from cxr_core.training.data_setup import build_manifest
 
@@ -165,8 +167,8 @@ def test_library_evaluation_of_other_split_and_refusals(trained, tmp_path):
         progress=False,
     )
     frame, classes = load_predictions(tmp_path / "train_eval" / "predictions.csv")
-    assert len(frame) == report["n_cases"] == int((manifest.frame["split"] == "train").sum())
-    assert report["headline"]["macro_auroc_ci"] is None  # n_boot=0: no interval claimed
+    assert len(frame) == report.n_cases == int((manifest.frame["split"] == "train").sum())
+    assert report.headline["macro_auroc_ci"] is None  # n_boot=0: no interval claimed
     assert np.allclose(frame[[f"prob:{c}" for c in classes]].sum(axis=1), 1.0, atol=1e-5)
     with pytest.raises(DatasetError, match="test"):
         evaluate_checkpoint(
@@ -191,3 +193,34 @@ def test_label_space_mismatch_is_refused(trained, tmp_path):
         evaluate_checkpoint(
             trained["checkpoint"], manifest, "val", tmp_path / "out", n_boot=0, progress=False
         )
+
+
+def test_cli_compare_scores_both_models_on_the_same_images(trained, tmp_path, capsys):
+    """`cxr compare`: a second model (the first with its weights perturbed) against the first."""
+    ckpt = load_checkpoint(trained["checkpoint"])
+    generator = torch.Generator().manual_seed(0)
+    noisy = {
+        k: v + 0.3 * v.std() * torch.randn(v.shape, generator=generator)
+        if v.is_floating_point()
+        else v
+        for k, v in ckpt.state_dict.items()
+    }
+    other = tmp_path / "perturbed" / "model.safetensors"
+    other.parent.mkdir()
+    save_checkpoint(other, noisy, ckpt.card)
+    out = tmp_path / "cmp"
+    args = ["compare", "--checkpoint", str(trained["checkpoint"]), "--checkpoint", str(other)]
+    assert main([*args, "--out", str(out), "--n-boot", "50", "--no-progress"]) == 0
+    assert "1 = run, 2 = perturbed" in capsys.readouterr().out
+    report = json.loads((out / "comparison.json").read_text())
+    first, classes = load_predictions(out / "models" / "run" / "predictions.csv")
+    second, _ = load_predictions(out / "models" / "perturbed" / "predictions.csv")
+    assert list(first["image_id"]) == list(second["image_id"])  # one split of one dataset
+    for name in classes:
+        y = first[f"label:{name}"]
+        delta = roc_auc_score(y, first[f"prob:{name}"]) - roc_auc_score(y, second[f"prob:{name}"])
+        assert report["per_class"][name]["delta_auroc"] == pytest.approx(delta, abs=1e-12)
+        assert report["per_class"][name]["delong_p"] is not None
+    assert (out / "comparison.csv").is_file()
+    assert main(["compare", "--checkpoint", str(other), "--out", str(out)]) == 2
+    assert "exactly two --checkpoint" in capsys.readouterr().err

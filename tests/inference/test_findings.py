@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from cxr_core.data.imaging import LoadedImage
 from cxr_core.inference.findings import (
     BORDERLINE_BAND,
     BORDERLINE_FRACTION,
@@ -14,7 +16,7 @@ from cxr_core.inference.findings import (
 )
 from cxr_core.inference.outcome import OUT_OF_DOMAIN, REFUSED
 from cxr_core.inference.predictor import Prediction
-from cxr_core.inference.table_rows import prediction_row
+from cxr_core.inference.table_rows import prediction_row, upload_rows
 
 
 def multilabel(probs: dict[str, float], thresholds: dict[str, float]) -> Prediction:
@@ -112,3 +114,67 @@ def test_outcomes_shape_the_summary_and_the_table_row():
     assert [r.findings for r in rows] == [[], ["Mass", "Nodule"], []]
     assert [r.probabilities.get("Mass") for r in rows] == [0.6, 0.6, None]
     assert rows[2].reason == "not a chest radiograph"
+
+
+def test_a_flagged_class_is_shown_apart_never_called_and_never_the_abnormality_score():
+    p = Prediction(
+        {"Hernia": 0.09, "Effusion": 0.45, "Mass": 0.2},
+        ["Hernia", "Mass"],
+        {"Hernia": 0.05, "Effusion": 0.5, "Mass": 0.19},
+        "a.png",
+        ["lateral view"],
+    )
+    flags = {"Hernia": "low count (7 validation positives, 305 negatives)"}
+    s = summarise_findings(p, multilabel=True, flagged=flags)
+    assert [f.name for f in s.positives] == ["Mass"]  # Hernia reaches its threshold, not called
+    assert [(f.name, f.above_threshold, f.borderline) for f in s.flagged] == [
+        ("Hernia", True, False)
+    ]
+    assert s.abnormality_class == "Effusion" and s.abnormality == pytest.approx(0.45)
+    assert s.abnormal is True  # Mass is called
+    alone = summarise_findings(
+        Prediction({"Hernia": 0.9, "Mass": 0.1}, ["Hernia"], {"Hernia": 0.05, "Mass": 0.5}),
+        multilabel=True,
+        flagged=flags,
+    )
+    assert not alone.positives and alone.abnormal is False and alone.abnormality_class == "Mass"
+    image = LoadedImage(np.zeros((4, 4), np.float32), "a.png", {})
+    (row,) = upload_rows(
+        [p],
+        [image],
+        multilabel=True,
+        model="m",
+        checkpoint_digest="d",
+        threshold_set="card",
+        flagged=flags,
+    )
+    assert list(row.findings) == ["Mass"] and row.extra["not_trusted"] == "Hernia"
+    assert list(row.warnings) == ["lateral view"] and row.extra["borderline"] == "Mass; Effusion"
+
+
+def test_flagged_classes_read_the_cards_own_warnings():
+    import dataclasses
+    from pathlib import Path
+
+    from cxr_core.inference.class_flags import flagged_classes
+    from cxr_core.models.checkpoint import read_model_card
+
+    card = read_model_card(
+        Path(__file__).resolve().parents[2] / "checkpoints" / "nih14" / "model.safetensors"
+    )
+    hernia = card.validation["per_class"]["Hernia"]
+    assert flagged_classes(card) == {
+        "Hernia": f"low count ({hernia['n_pos']} validation positives, {hernia['n_neg']} negatives)"
+    }
+    validation = {
+        **card.validation,
+        "threshold_fallback_classes": ["Edema"],
+        "per_class": {
+            **card.validation["per_class"],
+            "Nodule": {**card.validation["per_class"]["Nodule"], "auroc_ci": [0.49, 0.67]},
+        },
+    }
+    flags = flagged_classes(dataclasses.replace(card, validation=validation))
+    assert set(flags) == {"Hernia", "Nodule", "Edema"}
+    assert "not clearly better than chance" in flags["Nodule"] and "0.49" in flags["Nodule"]
+    assert "fallback" in flags["Edema"]

@@ -267,3 +267,27 @@ def test_bundled_segmenter_flags_a_rotated_film(segmenter, montgomery_root):
     film = load_image(montgomery_root / "images" / f"{name}.png").pixels
     assert segmenter.segment(film).check.ok
     assert segmenter.segment(np.rot90(film).copy()).check.status == "not_two_lungs"
+
+
+def test_the_one_pass_check_agrees_with_dropping_specks_then_checking():
+    """check_lungs labels the mask once; it must decide exactly as area, then layout, of the
+    mask without specks."""
+    from cxr_core.data.lung_mask import drop_specks
+    from cxr_core.inference.lungs import LungCheck, two_lungs_side_by_side
+
+    reference = {"min": 0.05, "max": 0.30}
+    rng = np.random.default_rng(0)
+    statuses = set()
+    for trial in range(40):
+        mask = _two_blobs(dx=int(rng.integers(0, 50)), dy=int(rng.integers(0, 50)), second=30)
+        mask |= rng.random(mask.shape) < 0.002 * (trial % 4)  # specks
+        if trial % 5 == 0:
+            mask[:, : int(rng.integers(0, 60))] = False  # one lung cut off
+        fraction = check_lung_fraction(lung_area_fraction(mask), reference)
+        expected = fraction
+        if fraction.ok and not two_lungs_side_by_side(drop_specks(mask)):
+            expected = LungCheck(fraction.fraction, "not_two_lungs", fraction.low, fraction.high)
+        got = check_lungs(mask, reference)
+        assert got == expected
+        statuses.add(got.status)
+    assert {"ok", "not_two_lungs"} <= statuses

@@ -10,6 +10,7 @@ from sklearn.metrics import cohen_kappa_score
 from cxr_core.errors import MetricInputError
 from cxr_core.metrics.agreement import (
     AGREEMENT_COLUMNS,
+    MIN_FILMS,
     NO_VARIATION,
     TOO_FEW,
     _codes,
@@ -107,8 +108,8 @@ def test_agreement_table_pairs_references_and_fleiss():
         {
             "Edema": {**edema, "label": list(label)},
             "Mass": {
-                "R0": ["present", "absent", "present", None],
-                "R1": ["present", "absent", "absent", "absent"],
+                "R0": ["present", "absent", "present", None] * 4,
+                "R1": ["present", "absent", "absent", "absent"] * 4,
             },
         }
     )
@@ -131,27 +132,30 @@ def test_agreement_table_pairs_references_and_fleiss():
     fleiss = edema_rows.iloc[-1]
     assert fleiss["statistic"] == "fleiss" and fleiss["n_raters"] == 3 and fleiss["n_items"] == 40
     mass = table[table["class_name"] == "Mass"].iloc[0]  # only items both rated count
-    assert mass["n_items"] == 3
+    assert mass["n_items"] == 12
     assert mass["kappa"] == pytest.approx(
-        cohen_kappa_score(["present", "absent", "present"], ["present", "absent", "absent"])
+        cohen_kappa_score(["present", "absent", "present"] * 4, ["present", "absent", "absent"] * 4)
     )
     assert mass["observed_agreement"] == pytest.approx(2 / 3)
+    assert mass["agreement_ci_low"] <= 2 / 3 <= mass["agreement_ci_high"]
     assert set(table["undefined"]) == {""}  # every kappa here is a number
 
 
 def test_agreement_table_says_why_a_kappa_is_undefined():
+    hernia_a = ["present", "absent", "absent", "present", "absent"] * 2
+    hernia_b = ["absent", "absent", "present", "present", "absent"] * 2
     ratings = long_frame(
         {
             "Edema": {
-                "A": ["absent"] * 4,
-                "B": ["absent"] * 4,
-                "C": ["absent"] * 4,
+                "A": ["absent"] * MIN_FILMS,
+                "B": ["absent"] * MIN_FILMS,
+                "C": ["absent"] * MIN_FILMS,
             },  # one category throughout
             "Mass": {
                 "A": ["present", None, "absent"],
                 "B": [None, "present", "absent"],
             },  # one shared item
-            "Hernia": {"A": ["present", "absent", "absent"], "B": ["absent", "absent", "present"]},
+            "Hernia": {"A": hernia_a, "B": hernia_b},
         }
     )
     table = agreement_table(ratings, n_boot=50).set_index(
@@ -168,10 +172,31 @@ def test_agreement_table_says_why_a_kappa_is_undefined():
     mass = table.loc[("Mass", "cohen", "A", "B")]
     assert np.isnan(mass["kappa"]) and mass["undefined"] == TOO_FEW and mass["n_items"] == 1
     hernia = table.loc[("Hernia", "cohen", "A", "B")]
-    expected = cohen_kappa_score(["present", "absent", "absent"], ["absent", "absent", "present"])
-    assert hernia["kappa"] == pytest.approx(expected) and hernia["undefined"] == ""
+    assert hernia["kappa"] == pytest.approx(cohen_kappa_score(hernia_a, hernia_b))
+    assert hernia["undefined"] == ""
     # NaN exactly when a reason is given
     assert (table["kappa"].isna() == (table["undefined"] != "")).all()
+
+
+@pytest.mark.parametrize("n_films", [2, 3, MIN_FILMS - 1])
+def test_a_few_films_give_no_kappa_agreement_or_interval(n_films):
+    """Two or three films used to show "0.000 (0.00 to 0.00)": now there is nothing to misread."""
+    calls = {"A": (["present", "absent"] * 5)[:n_films], "B": (["absent", "absent"] * 5)[:n_films]}
+    calls["C"] = calls["B"]
+    table = agreement_table(long_frame({"Edema": calls}), n_boot=200)
+    assert (table["undefined"] == TOO_FEW).all() and (table["n_items"] == n_films).all()
+    numbers = ["kappa", "ci_low", "ci_high", "observed_agreement"]
+    assert table[numbers + ["agreement_ci_low", "agreement_ci_high"]].isna().all().all()
+
+
+def test_from_the_minimum_on_kappa_and_agreement_come_with_intervals():
+    rng = np.random.default_rng(3)
+    calls = random_ratings(rng, MIN_FILMS, 2, 0.3)
+    row = agreement_table(long_frame({"Edema": calls}), n_boot=300).iloc[0]
+    assert row["undefined"] == "" and row["n_items"] == MIN_FILMS
+    assert row["ci_low"] <= row["kappa"] <= row["ci_high"]
+    assert row["agreement_ci_low"] <= row["observed_agreement"] <= row["agreement_ci_high"]
+    assert row["agreement_ci_high"] - row["agreement_ci_low"] > 0.1  # ten films: a wide interval
 
 
 def test_agreement_table_refuses_duplicates_and_missing_columns():

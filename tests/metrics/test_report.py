@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,15 @@ from sklearn.metrics import (
 )
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from cxr_core.metrics import MetricInputError, evaluation_report, format_report
+from cxr_core.metrics import (
+    ClassMetrics,
+    EvaluationReport,
+    MetricInputError,
+    evaluation_report,
+    format_report,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 NAMES = ["Atelectasis", "Cardiomegaly", "Hernia", "Never Seen"]
 
@@ -42,76 +51,101 @@ def report():
     )
 
 
-def test_report_is_strict_json(report):
+def test_report_is_typed_and_round_trips_through_strict_json(report):
     *_, rep = report
-    text = json.dumps(rep, allow_nan=False)
-    assert json.loads(text) == rep
+    assert isinstance(rep, EvaluationReport) and isinstance(rep.per_class["Hernia"], ClassMetrics)
+    text = rep.to_json()
+    assert json.loads(text) == rep.to_dict()  # allow_nan=False inside: NaN would have raised
+    assert EvaluationReport.from_json(text) == rep
+    assert "multiclass" not in json.loads(text)  # a section the report does not have is left out
+
+
+@pytest.mark.parametrize("name", ["nih14", "pneumonia", "pneumonia_type"])
+def test_bundled_report_json_reads_and_writes_back_unchanged(name):
+    path = REPO_ROOT / "checkpoints" / name / "eval" / "val" / "report.json"
+    written = json.loads(path.read_text())
+    report = EvaluationReport.from_json(path.read_text())
+    assert report.to_dict() == written
+    assert report.headline["macro_auroc"] == report.macro.auroc
+
+
+def test_a_report_written_before_later_fields_still_reads(report):
+    """A report.json from before operating points, calibration change, Brier and PPV intervals."""
+    *_, rep = report
+    old = rep.to_dict()
+    for key in ("thresholds_from", "threshold_rule", "settings"):
+        old.pop(key)
+    for entry in old["per_class"].values():
+        for key in ("brier", "brier_ci", "ppv_ci", "npv_ci", "f1_ci", "bootstrap_resamples_used"):
+            entry.pop(key)
+    old["future_section"] = {"unknown": 1}
+    read = EvaluationReport.from_dict(old)
+    assert read.per_class["Atelectasis"].auroc == rep.per_class["Atelectasis"].auroc
+    assert read.per_class["Atelectasis"].brier is None and read.thresholds_from == ""
+    assert read.settings.n_boot == 0 and not read.crossfitted
+
+
+def test_a_file_that_is_no_report_is_refused_with_what_is_missing(tmp_path):
+    with pytest.raises(MetricInputError, match="missing class_names, n_cases, per_class"):
+        EvaluationReport.from_dict({"task": "multilabel"})
+    with pytest.raises(MetricInputError, match="not valid JSON"):
+        EvaluationReport.from_json("{")
+    with pytest.raises(MetricInputError, match="per_class"):
+        EvaluationReport.from_dict(
+            {"task": "multilabel", "class_names": [], "n_cases": 0, "per_class": [1, 2]}
+        )
 
 
 def test_per_class_numbers_match_sklearn_and_counts(report):
     labels, probs, rep = report
     for c, name in enumerate(NAMES[:2]):
-        entry = rep["per_class"][name]
+        entry = rep.per_class[name]
         known = ~np.isnan(labels[:, c])
         truth, called = labels[known, c], probs[known, c] >= 0.5
-        assert entry["auroc"] == pytest.approx(roc_auc_score(truth, probs[known, c]), abs=1e-10)
+        assert entry.auroc == pytest.approx(roc_auc_score(truth, probs[known, c]), abs=1e-10)
         tn, fp, fn, tp = sk_confusion_matrix(truth, called, labels=[0, 1]).ravel()
-        assert (entry["tp"], entry["fp"], entry["tn"], entry["fn"]) == (tp, fp, tn, fn)
-        assert entry["n_pos"] == truth.sum() and entry["n_neg"] == (truth == 0).sum()
-        assert entry["n_unknown"] == (~known).sum()
-        assert entry["threshold"] == 0.5
-        assert entry["auroc_ci"][0] < entry["auroc"] < entry["auroc_ci"][1]
-        assert entry["sensitivity_ci"][0] <= entry["sensitivity"] <= entry["sensitivity_ci"][1]
-        assert entry["bootstrap_resamples_used"]["auroc"] == 150
-        assert entry["brier"] == pytest.approx(brier_score_loss(truth, probs[known, c]), abs=1e-12)
+        assert (entry.tp, entry.fp, entry.tn, entry.fn) == (tp, fp, tn, fn)
+        assert entry.n_pos == truth.sum() and entry.n_neg == (truth == 0).sum()
+        assert entry.n_unknown == (~known).sum()
+        assert entry.threshold == 0.5
+        assert entry.auroc_ci[0] < entry.auroc < entry.auroc_ci[1]
+        assert entry.sensitivity_ci[0] <= entry.sensitivity <= entry.sensitivity_ci[1]
+        assert entry.bootstrap_resamples_used["auroc"] == 150
+        assert entry.brier == pytest.approx(brier_score_loss(truth, probs[known, c]), abs=1e-12)
         for metric in ("ppv", "npv", "f1", "brier"):
-            low, high = entry[f"{metric}_ci"]
-            assert low < entry[metric] < high
+            low, high = getattr(entry, f"{metric}_ci")
+            assert low < getattr(entry, metric) < high
 
 
 def test_low_count_classes_are_flagged_and_left_out_of_macro(report):
     _, _, rep = report
-    assert rep["per_class"]["Hernia"]["low_count"] and rep["per_class"]["Never Seen"]["low_count"]
-    assert not rep["per_class"]["Atelectasis"]["low_count"]
-    assert rep["macro"]["classes_excluded"] == ["Hernia", "Never Seen"]
-    assert rep["macro"]["auroc"] == pytest.approx(
-        np.mean([rep["per_class"][n]["auroc"] for n in ("Atelectasis", "Cardiomegaly")])
+    assert rep.per_class["Hernia"].low_count and rep.per_class["Never Seen"].low_count
+    assert not rep.per_class["Atelectasis"].low_count
+    assert rep.macro.classes_excluded == ["Hernia", "Never Seen"]
+    assert rep.macro.auroc == pytest.approx(
+        np.mean([rep.per_class[n].auroc for n in ("Atelectasis", "Cardiomegaly")])
     )
-    never = rep["per_class"]["Never Seen"]
-    assert (
-        never["auroc"] is None
-        and never["auroc_ci"] == [None, None]
-        and never["sensitivity"] is None
-    )
+    never = rep.per_class["Never Seen"]
+    assert never.auroc is None and never.auroc_ci == [None, None] and never.sensitivity is None
 
 
 def test_micro_pools_all_known_labels(report):
     labels, probs, rep = report
     known = ~np.isnan(labels)
-    assert rep["micro"]["auroc"] == pytest.approx(
-        roc_auc_score(labels[known], probs[known]), abs=1e-10
-    )
-    assert rep["micro"]["tp"] == sum(rep["per_class"][n]["tp"] for n in NAMES)
+    assert rep.micro.auroc == pytest.approx(roc_auc_score(labels[known], probs[known]), abs=1e-10)
+    assert rep.micro.tp == sum(rep.per_class[n].tp for n in NAMES)
 
 
 def test_settings_calibration_and_curves_are_recorded(report):
     _, _, rep = report
+    assert rep.settings.n_boot == 150 and rep.settings.seed == 3 and rep.settings.alpha == 0.05
+    assert rep.settings.bootstrap_unit == "patient" and rep.settings.thresholds == "default 0.5"
     assert (
-        rep["settings"]["n_boot"] == 150
-        and rep["settings"]["seed"] == 3
-        and rep["settings"]["alpha"] == 0.05
+        set(rep.calibration) == set(NAMES) and len(rep.calibration["Atelectasis"].bins.count) == 10
     )
-    assert (
-        rep["settings"]["bootstrap_unit"] == "patient"
-        and rep["settings"]["thresholds"] == "default 0.5"
-    )
-    assert (
-        set(rep["calibration"]) == set(NAMES)
-        and len(rep["calibration"]["Atelectasis"]["bins"]["count"]) == 10
-    )
-    roc = rep["curves"]["Atelectasis"]["roc"]
-    assert roc["thresholds"][0] is None  # +inf start point
-    assert len(roc["fpr"]) <= 200 and roc["fpr"][-1] == 1.0
+    roc = rep.curves["Atelectasis"].roc
+    assert roc.thresholds[0] is None  # +inf start point
+    assert len(roc.fpr) <= 200 and roc.fpr[-1] == 1.0
 
 
 def test_given_thresholds_and_no_bootstrap():
@@ -119,9 +153,9 @@ def test_given_thresholds_and_no_bootstrap():
     rep = evaluation_report(
         labels, probs, NAMES, "multilabel", thresholds=[0.3, 0.4, 0.5, 0.6], n_boot=0
     )
-    assert rep["per_class"]["Cardiomegaly"]["threshold"] == 0.4
-    assert rep["per_class"]["Cardiomegaly"]["auroc_ci"] is None
-    assert rep["settings"]["thresholds"] == "given"
+    assert rep.per_class["Cardiomegaly"].threshold == 0.4
+    assert rep.per_class["Cardiomegaly"].auroc_ci is None
+    assert rep.settings.thresholds == "given"
 
 
 def test_multiclass_section_matches_sklearn():
@@ -134,12 +168,12 @@ def test_multiclass_section_matches_sklearn():
     rep = evaluation_report(
         labels, probs, ["Normal", "Bacterial", "Viral"], "multiclass", n_boot=50
     )
-    mc = rep["multiclass"]
+    mc = rep.multiclass
     pred = probs.argmax(axis=1)
-    assert mc["n_cases"] == 235 and mc["n_unknown"] == 5
-    assert mc["confusion_matrix"] == sk_confusion_matrix(truth[5:], pred[5:]).tolist()
-    assert mc["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth[5:], pred[5:]))
-    assert mc["accuracy"] == pytest.approx(np.mean(truth[5:] == pred[5:]))
+    assert mc.n_cases == 235 and mc.n_unknown == 5
+    assert mc.confusion_matrix == sk_confusion_matrix(truth[5:], pred[5:]).tolist()
+    assert mc.balanced_accuracy == pytest.approx(balanced_accuracy_score(truth[5:], pred[5:]))
+    assert mc.accuracy == pytest.approx(np.mean(truth[5:] == pred[5:]))
     text = format_report(rep)
     assert "balanced accuracy" in text and "Bacterial" in text
 
@@ -156,27 +190,27 @@ def test_multiclass_rows_are_one_vs_rest_of_the_argmax():
         np.eye(3)[truth], probs, names, "multiclass", groups=patients, n_boot=40
     )
     pred = probs.argmax(axis=1)
-    matrix = np.array(rep["multiclass"]["confusion_matrix"])
+    matrix = np.array(rep.multiclass.confusion_matrix)
     assert (probs.max(axis=1) < 0.5).any()
     for c, name in enumerate(names):
-        entry = rep["per_class"][name]
-        assert entry["sensitivity"] == pytest.approx(matrix[c, c] / matrix[c].sum())
-        assert entry["sensitivity"] == pytest.approx(recall_score(truth == c, pred == c))
-        assert entry["ppv"] == pytest.approx(precision_score(truth == c, pred == c))
-        assert (entry["tp"], entry["fp"]) == (matrix[c, c], matrix[:, c].sum() - matrix[c, c])
-        assert entry["threshold"] is None and entry["accuracy"] is None
-        assert entry["sensitivity_ci"][0] <= entry["sensitivity"] <= entry["sensitivity_ci"][1]
+        entry = rep.per_class[name]
+        assert entry.sensitivity == pytest.approx(matrix[c, c] / matrix[c].sum())
+        assert entry.sensitivity == pytest.approx(recall_score(truth == c, pred == c))
+        assert entry.ppv == pytest.approx(precision_score(truth == c, pred == c))
+        assert (entry.tp, entry.fp) == (matrix[c, c], matrix[:, c].sum() - matrix[c, c])
+        assert entry.threshold is None and entry.accuracy is None
+        assert entry.sensitivity_ci[0] <= entry.sensitivity <= entry.sensitivity_ci[1]
     accuracy = np.mean(truth == pred)
     assert (
-        rep["multiclass"]["accuracy"]
-        == rep["macro"]["accuracy"]
-        == rep["micro"]["accuracy"]
+        rep.multiclass.accuracy
+        == rep.macro.accuracy
+        == rep.micro.accuracy
         == pytest.approx(accuracy)
     )
-    assert rep["micro"]["sensitivity"] == pytest.approx(
+    assert rep.micro.sensitivity == pytest.approx(
         accuracy
     )  # pooled one-vs-rest recall of argmax calls
-    assert rep["settings"]["thresholds"] == "argmax"
+    assert rep.settings.thresholds == "argmax"
 
 
 def test_multiclass_ignores_given_thresholds_with_a_warning(caplog):
@@ -187,7 +221,7 @@ def test_multiclass_ignores_given_thresholds_with_a_warning(caplog):
             np.eye(3)[truth], probs, ["a", "b", "c"], "multiclass", thresholds=0.9, n_boot=0
         )
     assert "do not apply to a multiclass model" in caplog.text
-    assert rep["per_class"]["a"]["sensitivity"] == 1.0
+    assert rep.per_class["a"].sensitivity == 1.0
 
 
 def test_format_report_is_an_aligned_table(report):
@@ -215,6 +249,6 @@ def test_bad_report_inputs_raise():
 
 def test_single_case_report_is_all_undefined_but_valid():
     rep = evaluation_report([[1.0]], [[0.7]], ["Pneumonia"], "multilabel", n_boot=20)
-    entry = rep["per_class"]["Pneumonia"]
-    assert entry["auroc"] is None and entry["tp"] == 1 and entry["low_count"]
-    json.dumps(rep, allow_nan=False)
+    entry = rep.per_class["Pneumonia"]
+    assert entry.auroc is None and entry.tp == 1 and entry.low_count
+    EvaluationReport.from_json(rep.to_json())

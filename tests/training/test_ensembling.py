@@ -169,7 +169,7 @@ def test_half_storage_halves_the_file_and_the_card_scores_the_stored_weights(
     card = load_checkpoint(out / "model.safetensors").card
     assert (
         card.weights_dtype == "float16"
-        and card.validation["macro_auroc"] == report["headline"]["macro_auroc"]
+        and card.validation["macro_auroc"] == report.headline["macro_auroc"]
     )
     # float16 rounding moves probabilities a little, not the ranking
     assert (

@@ -83,9 +83,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY",
         help="subgroup report by a manifest column, repeatable: 'View Position' (view), sex, age (in bands)",
     )
+    _add_truth_options(p)
     add_bootstrap_options(p)
     add_compute_options(p)
     p.set_defaults(handler=run)
+
+
+def _add_truth_options(p: argparse.ArgumentParser) -> None:
+    truth = p.add_mutually_exclusive_group()
+    truth.add_argument(
+        "--truth",
+        default=None,
+        metavar="LABELS",
+        help="also score the same predictions against this second label source for the same images "
+        "(a label file or dataset folder, joined by image id, classes by harmonised name), e.g. "
+        "radiologist-adjudicated labels; writes OUT/truth.json with both side by side and the change",
+    )
+    truth.add_argument(
+        "--truth-session",
+        type=int,
+        default=None,
+        metavar="ID",
+        help="second truth: a review session's corrected labels (adjudicated, else the readers' majority)",
+    )
+    p.add_argument("--truth-format", default="auto", help="format of --truth (default: detected)")
+    p.add_argument(
+        "--review-db", default=None, help="with --truth-session: folder holding review.sqlite3"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,7 +182,33 @@ def run(args: argparse.Namespace) -> int:
     from cxr_core.metrics import format_report
 
     print(format_report(report))
+    _second_truth(args, out, report, manifest.source, n_boot, seed)
     return 0
+
+
+def _second_truth(args: argparse.Namespace, out: Path, report, primary: str, n_boot, seed) -> None:
+    """With --truth / --truth-session: the same predictions and calls scored against it too."""
+    if args.truth is None and args.truth_session is None:
+        return
+    from cxr_core.artifacts.review_store import ReviewStore
+    from cxr_core.evaluation import truth
+    from cxr_core.evaluation.saved_runs import run_decisions
+
+    run = truth.saved_run(out, args.split, report)
+    if args.truth is not None:
+        alternate = truth.labels_from_file(run, args.truth, args.truth_format)
+    else:
+        alternate = truth.labels_from_session(run, ReviewStore(args.review_db), args.truth_session)
+    comparison = truth.compare_truths(
+        run,
+        alternate,
+        run_decisions(run, report.multilabel),
+        primary=f"dataset labels ({primary})" if primary else "dataset labels",
+        n_boot=n_boot,
+        seed=seed,
+    )
+    print(truth.format_truth(comparison))
+    print(f"wrote {truth.write_truth_comparison(out, comparison)}")
 
 
 def _override_split(data, args: argparse.Namespace) -> None:
@@ -218,7 +268,7 @@ def run_external(args: argparse.Namespace) -> int:
         seed=args.seed if args.seed is not None else DEFAULT_SEED,
     )
     print(format_report(report))
-    mapping = report["label_mapping"]
+    mapping = report.label_mapping
     if mapping["model_only"] or mapping["data_only"]:
         print(
             f"not scored: predicted but not labelled here {mapping['model_only']}; "

@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="kappa table of a session",
         description="Per class: Cohen's kappa for every pair of readers and of each reader with the "
         "dataset label and the model at the session's thresholds; Fleiss' kappa for three or "
-        "more readers; 95%% bootstrap intervals over films. A kappa without a value says "
-        "why: fewer than 2 films called by both, or every call the same.",
+        "more readers; the observed agreement; 95%% bootstrap intervals over films. Below 10 films "
+        'called by every rater compared there is no kappa, agreement or interval ("not enough '
+        'films"); a kappa can also have no value because every call was the same.',
     )
     a.add_argument("--db", required=True, help="folder holding review.sqlite3")
     a.add_argument("--session", type=int, required=True, help="session id")
@@ -77,7 +78,13 @@ def run_agreement(args: argparse.Namespace) -> int:
         return 0
     shown = table.drop(columns="undefined")
     shown["kappa"] = [kappa_text(k, why) for k, why in zip(table["kappa"], table["undefined"])]
-    for column in ("ci_low", "ci_high", "observed_agreement"):
+    for column in (
+        "ci_low",
+        "ci_high",
+        "observed_agreement",
+        "agreement_ci_low",
+        "agreement_ci_high",
+    ):
         shown[column] = shown[column].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")
     print(
         f"session {args.session} · {data.session.name} · mode {data.session.mode} · readers: "
