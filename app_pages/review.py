@@ -111,8 +111,9 @@ def _switch_to(session: ReviewSession, film: str | None) -> None:
 
 
 def _follow_link(store: ReviewStore, checkpoint_id: str, splits: list[str]) -> None:
-    """Open the session and film a link names (``?session=3&film=…``), on a fresh tab or a reload."""
-    session_id, film = review_read.link_request()
+    """Open the session and film the address names (``?session=3&film=…``) while the picker has no
+    choice: on a fresh tab, a reload, or after Streamlit dropped the picker's state."""
+    session_id, film = review_read.link_request(SESSION)
     if session_id is None:
         return
     try:
@@ -131,6 +132,12 @@ def _follow_link(store: ReviewStore, checkpoint_id: str, splits: list[str]) -> N
         on_click=_switch_to,
         args=(linked, film),
     )
+
+
+def _picked() -> None:
+    """The reader chose in the session picker: leaving for "New session…" takes the link out of the address."""
+    if st.session_state[SESSION] == NEW:
+        review_read.forget_link()
 
 
 def _start(
@@ -244,11 +251,11 @@ picks[0].selectbox(
     list(labels),
     format_func=labels.__getitem__,
     key=SESSION,
+    on_change=_picked,
     label_visibility="collapsed",
 )
 session_id = st.session_state[SESSION]
 if session_id == NEW:
-    review_read.keep_in_url(None)
     with st.container(border=True):
         c1, c2 = st.columns(2)
         c1.text_input(

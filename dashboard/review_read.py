@@ -34,7 +34,6 @@ MESSAGE = "rev_grid_message"
 RERUN = "rev_grid_rerun"
 MARK_SEQ = "rev_mark_seq"
 MARK_FOR = "rev_mark_for"
-URL_READ = "rev_url_read"
 URL_FILM = "rev_url_film"
 SESSION_PARAM, FILM_PARAM = "session", "film"
 NO_READER = (
@@ -78,11 +77,13 @@ def position(store: ReviewStore, session_id: int, reader: str, queue: Sequence[s
     return index
 
 
-def link_request() -> tuple[int | None, str | None]:
-    """(session id, film) the page address asks for; read once per browser session (a fresh tab or a reload)."""
-    if st.session_state.get(URL_READ):
+def link_request(session_key: str) -> tuple[int | None, str | None]:
+    """(session id, film) the page address asks for, while this browser session has no choice in the
+    session picker (``session_key``): on a fresh tab or a reload, and again whenever Streamlit has
+    dropped the picker's state (it drops a widget's state after a run that did not draw it). The address
+    then still names the session and film the reader had open, so the page goes back to them."""
+    if session_key in st.session_state:
         return None, None
-    st.session_state[URL_READ] = True
     raw, film = st.query_params.get(SESSION_PARAM), st.query_params.get(FILM_PARAM)
     try:
         session_id = int(raw) if raw is not None else None
@@ -98,14 +99,26 @@ def open_link(session_id: int, film: str | None, session_key: str) -> None:
         st.session_state[URL_FILM] = film
 
 
-def keep_in_url(session_id: int | None, image_id: str | None = None) -> None:
-    """Mirror the open session and film into the address (``?session=3&film=…``), so it can be shared
-    or bookmarked and a reload comes back here."""
-    wanted = {SESSION_PARAM: str(session_id) if session_id else None, FILM_PARAM: image_id}
-    for name, value in wanted.items():
-        if value and st.query_params.get(name) != value:
-            st.query_params[name] = value
-        elif not value and name in st.query_params:
+def keep_in_url(session_id: int, image_id: str | None = None) -> None:
+    """Mirror the open session and, in the Read view, its film into the address (``?session=3&film=…``),
+    so it can be shared or bookmarked and a reload comes back here. One message for both, so the
+    address never names the session without its film in between."""
+    changed = {
+        name: value
+        for name, value in {SESSION_PARAM: str(session_id), FILM_PARAM: image_id}.items()
+        if value and st.query_params.get(name) != value
+    }
+    if changed:
+        st.query_params.update(changed)
+    if image_id is None and FILM_PARAM in st.query_params:
+        del st.query_params[FILM_PARAM]
+
+
+def forget_link() -> None:
+    """Take the session and film out of the address. Only for a reader's own choice to leave the session
+    (a picker callback): a page run never does it, since a run may not know the picker's value."""
+    for name in (SESSION_PARAM, FILM_PARAM):
+        if name in st.query_params:
             del st.query_params[name]
 
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+import yaml
+
+from cxr_core.errors import ConfigError
+
 if TYPE_CHECKING:  # the parsers are built before any command runs: keep torch out of `cxr --help`
     from cxr_core.models.card import ModelCard
 
@@ -24,7 +28,7 @@ def add_card_data_options(parser: argparse.ArgumentParser, *, formats: bool = Tr
         parser.add_argument(
             "--format",
             default=None,
-            help="auto, nih, chexpert, folders, disease-folders (default: as in the card)",
+            help="auto or a format name (cxr data inspect --help lists them; default: as in the card)",
         )
     parser.add_argument(
         "--cache-dir", default=None, help="image cache folder (default: the training run's)"
@@ -68,3 +72,16 @@ def bootstrap_settings(args: argparse.Namespace, card: ModelCard) -> tuple[int, 
     )
     seed = args.seed if args.seed is not None else int(validation.get("seed") or DEFAULT_SEED)
     return n_boot, seed
+
+
+def parse_adapter_options(items: list[str]) -> dict:
+    """``["labels=physician", "pediatric=false"]`` -> {"labels": "physician", "pediatric": False}."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--option {item!r} is not KEY=VALUE (e.g. --option consensus=majority)"
+            )
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out

@@ -11,6 +11,7 @@ import pandas as pd
 
 from cxr_core.data.formats.files import existing_mask
 from cxr_core.data.manifest import SPLITS, Manifest
+from cxr_core.data.merge import per_source_counts
 from cxr_core.data.splits import leakage_report
 
 UNASSIGNED = "unassigned"
@@ -74,6 +75,7 @@ def summarise(manifest: Manifest, *, check_files: bool = True, note: str = "") -
         "views": {str(k): int(v) for k, v in views.items()},
         "missing_files": missing,
         "leakage": leakage_report(manifest),
+        "sources": per_source_counts(manifest),
     }
 
 
@@ -87,6 +89,27 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
         )
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def _sources_table(sources: dict) -> list[str]:
+    """Per source: images, patients and positives per class ("-" where a source does not label it)."""
+    names = list(sources)
+    classes = list(next(iter(sources.values()))["classes"])
+    rows = [
+        ["images", *(str(sources[n]["images"]) for n in names)],
+        ["patients", *(str(sources[n]["patients"]) for n in names)],
+    ]
+    for cls in classes:
+        cells = []
+        for n in names:
+            entry = sources[n]["classes"][cls]
+            labelled = entry["positive"] + entry["negative"]
+            cells.append(str(entry["positive"]) if labelled else "-")
+        rows.append([f"{cls} pos", *cells])
+    return [
+        "per source ('-': not labelled there, unknown for its images)",
+        *_table(["", *names], rows),
+    ]
 
 
 def _pct(x: float | None) -> str:
@@ -135,6 +158,8 @@ def format_summary(summary: dict) -> str:
         rows.append(row + ([str(entry["all"]["unknown"])] if any_unknown else []))
     lines += ["", *_table(header, rows)]
 
+    if summary.get("sources"):
+        lines += ["", *_sources_table(summary["sources"])]
     ipp = summary["images_per_patient"]
     lines += [
         "",

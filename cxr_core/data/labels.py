@@ -35,6 +35,19 @@ _ALIASES: dict[str, str] = {
     "lung lesion": "Lung Lesion",
     "pleural other": "Pleural Other",
     "support devices": "Support Devices",
+    # NIH box list, VinDr-CXR, the NIH expert labels, Open-i / PadChest terms
+    "infiltrate": "Infiltration",
+    "infiltrates": "Infiltration",
+    "pulmonary fibrosis": "Fibrosis",
+    "nodule/mass": "Nodule/Mass",
+    "nodule or mass": "Nodule/Mass",
+    "airspace opacity": "Lung Opacity",
+    "aortic enlargement": "Aortic Enlargement",
+    "other lesion": "Other Lesion",
+    "ild": "ILD",
+    "tuberculosis": "Tuberculosis",
+    "viral pneumonia": "Viral Pneumonia",
+    "bacterial pneumonia": "Bacterial Pneumonia",
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.data.labels import LabelSpace
-from cxr_core.errors import DatasetError
+from cxr_core.errors import DatasetError, UnknownClassError
 from cxr_core.utils.atomic import write_text_atomically
 from cxr_core.utils.csv_safe import read_table, write_frame_csv
 
@@ -166,3 +167,62 @@ class Manifest:
             keep_default_na=True,
         )
         return cls(frame, LabelSpace.from_dict(meta["label_space"]), meta.get("source", ""))
+
+
+FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP", "AP SUPINE")
+_VIEW_GROUPS = {"FRONTAL": FRONTAL_VIEWS}
+
+
+def select_classes(manifest: Manifest, classes: Sequence[str]) -> Manifest:
+    """The manifest restricted to ``classes`` (any known spelling), in the order given.
+
+    Multilabel: the other label columns are dropped, every image stays. Multiclass: images of
+    the other classes are left out (their count is noted in ``source``), since an exclusive label
+    outside the subset cannot be expressed; at least two classes must remain.
+    """
+    space = manifest.label_space
+    if not classes:
+        raise UnknownClassError(
+            f"no classes chosen; the {space.name} classes are: {', '.join(space.classes)}"
+        )
+    chosen = [space.classes[space.index(name)] for name in classes]
+    if len(set(chosen)) != len(chosen):
+        raise UnknownClassError(
+            f"a class is chosen twice in {list(classes)} (names are harmonised)"
+        )
+    if tuple(chosen) == space.classes:
+        return manifest
+    frame, source = manifest.frame, manifest.source
+    left_out = [c for c in space.classes if c not in chosen]
+    if not space.multilabel:
+        if len(chosen) < 2:
+            raise UnknownClassError(
+                f"a multiclass subset needs at least two classes, got {chosen}; a one-class model learns nothing"
+            )
+        keep = (frame[chosen] == 1).any(axis=1)
+        source += f"; {int((~keep).sum())} images of {', '.join(left_out)} left out"
+        frame = frame[keep]
+    frame = frame.drop(columns=left_out)
+    subset = LabelSpace(f"{space.name}-{len(chosen)}", tuple(chosen), space.task)
+    return Manifest(frame, subset, source + f"; classes {', '.join(chosen)}")
+
+
+def select_views(manifest: Manifest, views: Sequence[str]) -> Manifest:
+    """Only the images whose ``view`` is one of ``views`` (case-insensitive; ``frontal`` = PA, AP
+    and AP supine). Views are never filtered unless asked: every image a label file lists counts."""
+    wanted = set()
+    for view in views:
+        key = view.strip().upper()
+        wanted.update(_VIEW_GROUPS.get(key, (key,)))
+    keep = manifest.frame["view"].str.upper().isin(wanted)
+    if not keep.any():
+        present = sorted(set(manifest.frame["view"].replace("", "unknown")))
+        raise DatasetError(
+            f"no image of {manifest.source or 'the dataset'} has view {', '.join(sorted(wanted))}; "
+            f"its views are: {', '.join(present)}"
+        )
+    dropped = int((~keep).sum())
+    note = (
+        f"; views {', '.join(sorted(wanted))} ({dropped} other images left out)" if dropped else ""
+    )
+    return Manifest(manifest.frame[keep], manifest.label_space, manifest.source + note)

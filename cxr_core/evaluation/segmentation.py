@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from cxr_core.artifacts.run_dir import REPORT_FILE, SCORES_FILE, RunDir
-from cxr_core.data.formats.masks import MaskSet, load_mask_folders
+from cxr_core.data.formats import load_mask_set
+from cxr_core.data.formats.mask_set import MaskSet
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import CheckpointError, DatasetError
 from cxr_core.metrics.segmentation import per_image_scores, segmentation_summary
@@ -120,13 +121,19 @@ def evaluate_segmentation(
         )
     card_data = ckpt.card.data
     root = Path(data) if data is not None else Path(card_data.get("path", ""))
-    if not root.is_dir():
+    if not root.exists():
         raise DatasetError(
-            f"the image+mask folder {root} the model was trained on is not there; pass --data "
-            "<folder with images/ and masks/>"
+            f"the image+mask dataset {root} the model was trained on is not there; pass --data "
+            "<its folder (e.g. with images/ and masks/) or label file>"
         )
+    trained = ckpt.card.training.get("config", {}).get("data", {})
+    fmt, adapter = (
+        (card_data.get("format", "masks"), trained.get("adapter", {}))
+        if data is None
+        else ("auto", {})
+    )
     preprocess = ckpt.preprocess
-    pairs = load_mask_folders(root, size=preprocess.cache_size)
+    pairs = load_mask_set(root, fmt, size=preprocess.cache_size, **adapter)
     if split != SPLIT_ALL:
         wanted = card_data.get(f"{split}_ids")
         if not wanted:

@@ -1,4 +1,5 @@
-"""How well heatmaps point at radiologist-drawn boxes (NIH ``BBox_List_2017.csv``).
+"""How well heatmaps point at radiologist-drawn boxes (NIH ``BBox_List_2017.csv``, RSNA Pneumonia's
+opacity boxes, VinDr-CXR's readers' boxes: any format whose registry entry loads boxes).
 
 Two standard measures, per box:
 
@@ -7,13 +8,13 @@ Two standard measures, per box:
   the centre and make any pointer look good;
 - IoU between the box and the heatmap region above a level (default 0.5 of the map's range).
 
-Boxes are given in the 1024-pixel space of the original NIH release and are scaled to the
+NIH and RSNA boxes are given in the 1024-pixel space of the original release (VinDr's in the
+pixels of the file) and are scaled to the
 resolution of the image actually read (our copies are 256 px).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cxr_core.data.formats.boxes import read_nih_box_list
 from cxr_core.data.imaging import load_image
 from cxr_core.data.labels import canonical_name
 from cxr_core.errors import DatasetError
@@ -49,47 +51,22 @@ def harmonise_finding(name: str) -> str:
 
 
 def load_bboxes(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Boxes as a frame ``image_id, finding, x, y, w, h`` (original 1024-px coordinates).
-
-    The official file's header names one column ``Bbox [x,y,w,h]`` for four values and ends
-    with empty ``Unnamed`` columns, so it is read positionally rather than by header.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"bounding box file {path} not found")
-    rows = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header or len(header) < 3 or header[0].strip().lower() != "image index":
-            raise DatasetError(
-                f"{path}: expected the NIH box list header 'Image Index, Finding Label, Bbox [x,y,w,h]', got {header}"
-            )
-        for line_no, fields in enumerate(reader, start=2):
-            if not any(f.strip() for f in fields):
-                continue
-            try:
-                x, y, w, h = (float(v) for v in fields[2:6])
-            except ValueError:
-                raise DatasetError(
-                    f"{path}, line {line_no}: box values {fields[2:6]} are not four numbers"
-                ) from None
-            if w <= 0 or h <= 0:
-                raise DatasetError(
-                    f"{path}, line {line_no}: box width/height must be positive, got w={w}, h={h}"
-                )
-            rows.append((fields[0].strip(), harmonise_finding(fields[1]), x, y, w, h))
-    if not rows:
-        raise DatasetError(f"{path}: contains no boxes")
-    return pd.DataFrame(rows, columns=list(BOX_COLUMNS))
+    """Boxes as a frame ``image_id, finding, x, y, w, h`` (original 1024-px coordinates), from
+    NIH's ``BBox_List_2017.csv`` (plain or ``.gz``; the data layer's one reader of that file)."""
+    return read_nih_box_list(path)
 
 
 def scale_box(
-    box: Sequence[float], shape: tuple[int, int], original_size: int = NIH_ORIGINAL_SIZE
+    box: Sequence[float],
+    shape: tuple[int, int],
+    original_size: int = NIH_ORIGINAL_SIZE,
+    original_shape: tuple[float, float] | None = None,
 ) -> tuple[float, ...]:
-    """(x, y, w, h) from ``original_size`` pixel space to an image of ``shape`` (H, W)."""
+    """(x, y, w, h) from ``original_size`` (square) or ``original_shape`` (H, W) pixel space to an
+    image of ``shape`` (H, W)."""
     x, y, w, h = box
-    sy, sx = shape[0] / original_size, shape[1] / original_size
+    oh, ow = original_shape if original_shape is not None else (original_size, original_size)
+    sy, sx = shape[0] / oh, shape[1] / ow
     return x * sx, y * sy, w * sx, h * sy
 
 
@@ -127,6 +104,16 @@ def heatmap_iou(heatmap: np.ndarray, box: Sequence[float], level: float = 0.5) -
     mask = box_mask(heatmap.shape, box)
     union = np.logical_or(region, mask).sum()
     return float(np.logical_and(region, mask).sum() / union) if union else 0.0
+
+
+def _original_shape(box_row: pd.Series, shape: tuple[int, int]) -> tuple[float, float] | None:
+    """The (H, W) a box table row's coordinates refer to: its ``height``/``width``, the image's own
+    shape when those are NaN (VinDr: pixels of the file), None for NIH's list (``original_size``)."""
+    if "width" not in box_row:
+        return None
+    if pd.isna(box_row["width"]) or pd.isna(box_row["height"]):
+        return float(shape[0]), float(shape[1])
+    return float(box_row["height"]), float(box_row["width"])
 
 
 @dataclass
@@ -171,12 +158,22 @@ def summarise(per_box: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _with_paths(boxes: pd.DataFrame, images_dir: str | os.PathLike[str] | None) -> pd.DataFrame:
+    """``boxes`` with a ``path`` per box: a format's box table has one, NIH's list names images by
+    file name in ``images_dir``."""
+    if "path" in boxes:
+        return boxes
+    if images_dir is None:
+        raise DatasetError("NIH box lists name images by file name: pass the folder holding them")
+    return boxes.assign(path=boxes["image_id"].map(lambda name: str(Path(images_dir) / name)))
+
+
 def _usable_boxes(
-    boxes: pd.DataFrame, classes: Sequence[str], images_dir: Path
+    boxes: pd.DataFrame, classes: Sequence[str], images_dir: str | os.PathLike[str] | None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The boxes of a model class whose image is in ``images_dir``, and counts of the others."""
+    """The boxes of a model class whose image is on disk, and counts of the others."""
     in_model = boxes["finding"].isin(classes)
-    present = boxes["image_id"].map(lambda name: (images_dir / name).is_file())
+    present = boxes["path"].map(os.path.isfile)
     skipped = {
         "finding not a model class": int((~in_model).sum()),
         "image not found": int((in_model & ~present).sum()),
@@ -185,7 +182,7 @@ def _usable_boxes(
     if usable.empty:
         raise DatasetError(
             f"no box in the list names a class of this model ({', '.join(classes)}) "
-            f"with its image in {images_dir}"
+            f"with its image on disk ({images_dir or 'paths of the box table'})"
         )
     return usable, skipped
 
@@ -201,7 +198,12 @@ def _box_records(
     """One record per box of an (image, finding): ``keys``, how the heatmap meets the box, ``extra``."""
     records = []
     for _, row in rows.iterrows():
-        box = scale_box((row.x, row.y, row.w, row.h), heatmap.shape, original_size)
+        box = scale_box(
+            (row.x, row.y, row.w, row.h),
+            heatmap.shape,
+            original_size,
+            _original_shape(row, heatmap.shape),
+        )
         records.append(
             {
                 **keys,
@@ -217,7 +219,7 @@ def _box_records(
 def evaluate_localisation(
     predictor: Predictor,
     boxes: pd.DataFrame,
-    images_dir: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | None,
     *,
     method: str = "gradcam",
     layer: str | None = None,
@@ -231,8 +233,11 @@ def evaluate_localisation(
 ) -> LocalisationResult:
     """Explain each boxed finding the model knows and score the heatmap against the box.
 
-    Boxes whose finding is not a class of the model, or whose image is not in ``images_dir``,
-    are skipped and counted in ``skipped``. One heatmap serves all boxes of an (image, class).
+    ``boxes`` is NIH's list (images by name in ``images_dir``) or a box table of any format with
+    boxes (``cxr_core.data.formats.load_box_table``: a ``path`` per box, and the ``width`` /
+    ``height`` its coordinates refer to, NaN for the image's own pixels). Boxes whose finding is
+    not a class of the model, or whose image is not on disk, are skipped and counted in
+    ``skipped``. One heatmap serves all boxes of an (image, class).
     With ``lungs`` each box also gets ``in_lung``: the share of its heatmap's mass inside the
     lung mask of its image (a heatmap of a lung finding that lies outside the lungs is suspect).
     ``layer`` goes to :func:`~cxr_core.inference.explain.explain_batch`; each map is scored once
@@ -250,7 +255,7 @@ def evaluate_localisation(
     borders = tuple(borders) if borders else (DEFAULT_BORDER,)
     text_settings = tuple(dict.fromkeys(mask_text)) if mask_text else (DEFAULT_MASK_TEXT,)
 
-    images_dir = Path(images_dir)
+    boxes = _with_paths(boxes, images_dir)
     usable, skipped = _usable_boxes(boxes, predictor.classes, images_dir)
     pairs = list(usable.groupby(["image_id", "finding"], sort=True).groups.items())
     records = []
@@ -258,7 +263,7 @@ def evaluate_localisation(
     bar = tqdm(total=len(pairs), desc=f"{method} heatmaps", unit="map", disable=not progress)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        images = [load_image(images_dir / image_id) for (image_id, _), _ in chunk]
+        images = [load_image(usable.loc[index, "path"].iloc[0]) for _, index in chunk]
         maps = explain_batch(
             predictor,
             images,

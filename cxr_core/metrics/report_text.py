@@ -16,6 +16,7 @@ HEADERS = (
     "PPV [CI]",
     "NPV [CI]",
     "F1 [CI]",
+    "acc",
     "Brier [CI]",
 )
 
@@ -43,6 +44,7 @@ def _class_row(name: str, e: ClassMetrics) -> list[str]:
         _fmt_ci(e.ppv, e.ppv_ci),
         _fmt_ci(e.npv, e.npv_ci),
         _fmt_ci(e.f1, e.f1_ci),
+        _fmt(e.accuracy),  # at the class's threshold (seed 000 asks for it); "-" for multiclass
         _fmt_ci(e.brier, e.brier_ci),
     ]
 
@@ -51,7 +53,7 @@ def _average_rows(report: EvaluationReport) -> list[list[str]]:
     return [
         [label, "", "", _fmt(avg.auroc), _fmt(avg.ap), ""]
         + [_fmt(getattr(avg, m)) for m in ("sensitivity", "specificity", "ppv", "npv", "f1")]
-        + [_fmt(getattr(avg, "brier", None))]
+        + [_fmt(getattr(avg, "accuracy", None)), _fmt(getattr(avg, "brier", None))]
         for label, avg in (("macro", report.macro), ("micro", report.micro))
     ]
 

@@ -19,6 +19,8 @@ from typing import Any, Union
 
 import yaml
 
+from cxr_core.data.formats import get_format, list_formats
+from cxr_core.data.formats.registry import check_options
 from cxr_core.data.lung_mask import DEFAULT_DILATION, MAX_DILATION
 from cxr_core.errors import ConfigError
 from cxr_core.evaluation.run import DEFAULT_OPERATING_POINT
@@ -41,6 +43,13 @@ class DataConfig:
     keep_splits: bool = True
     cache_dir: str = ".cxr_cache"
     cache_size: int = 256
+    # A subset of the dataset's classes, in this order (any known spelling: Effusion finds Pleural Effusion).
+    classes: list[str] | None = None
+    views: list[str] | None = (
+        None  # keep only these views (PA, AP, LATERAL, frontal); default: every image
+    )
+    # Several datasets merged into one manifest instead of `path`: each {path, format, adapter, name}.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -186,6 +195,7 @@ class TrainConfig:
 
         out = _build(TrainConfig, self.to_dict(), "")
         out.data.path = absolute(out.data.path)
+        out.data.sources = [{**src, "path": absolute(src["path"])} for src in out.data.sources]
         out.data.cache_dir = absolute(out.data.cache_dir)
         out.out_dir = absolute(out.out_dir)
         if out.model.weights not in (None, "imagenet"):
@@ -196,9 +206,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        _need(
-            bool(self.data.path), "data.path", "is required (folder or label file of the dataset)"
-        )
+        _check_data_source(self.data, self.task)
         _need(
             0.0 <= self.data.val < 1.0,
             "data.val",
@@ -242,11 +250,6 @@ class TrainConfig:
                 self.loss.kind in ("auto", SEGMENTATION_LOSS),
                 "loss.kind",
                 f"a segmentation model trains with auto or {SEGMENTATION_LOSS} (Dice + BCE), not {self.loss.kind!r}",
-            )
-            _need(
-                self.data.format in ("auto", "masks"),
-                "data.format",
-                f"segmentation reads image+mask folders: use masks (or auto), not {self.data.format!r}",
             )
         else:
             _need(
@@ -304,6 +307,54 @@ class EnsembleConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_SOURCE_KEYS = ("path", "format", "adapter", "name")
+
+
+def _check_data_source(data: DataConfig, task: str) -> None:
+    """One dataset (``path``) or several merged (``sources``), named formats that exist."""
+    if not data.sources:
+        _need(bool(data.path), "data.path", "is required (folder or label file of the dataset)")
+        kind, what = (
+            ("masks", "images with masks") if task == TASK_SEGMENTATION else ("labels", "labels")
+        )
+        _need(
+            data.format == "auto" or data.format in list_formats(kind),
+            "data.format",
+            f"{task} reads {what}: use auto or one of {', '.join(list_formats(kind))}, not {data.format!r}",
+        )
+        if data.format != "auto":
+            _check_adapter(data.format, data.adapter, kind, "data.adapter")
+        return
+    _need(
+        not data.path,
+        "data.path",
+        "and data.sources exclude each other: list every dataset in sources",
+    )
+    _need(task != TASK_SEGMENTATION, "data.sources", "merging is for classification datasets")
+    _need(len(data.sources) >= 2, "data.sources", "lists the datasets to merge: give at least two")
+    for i, src in enumerate(data.sources):
+        key = f"data.sources[{i}]"
+        unknown = sorted(set(src) - set(_SOURCE_KEYS))
+        _need(not unknown, key, f"unknown key(s) {unknown}; a source has {', '.join(_SOURCE_KEYS)}")
+        _need(isinstance(src.get("path"), str) and bool(src["path"]), f"{key}.path", "is required")
+        fmt = src.get("format", "auto")
+        _need(
+            fmt == "auto" or fmt in list_formats("labels"),
+            f"{key}.format",
+            f"must be auto or one of {', '.join(list_formats('labels'))}, not {fmt!r}",
+        )
+        _need(isinstance(src.get("adapter", {}), dict), f"{key}.adapter", "must be a mapping")
+        if fmt != "auto":
+            _check_adapter(fmt, src.get("adapter", {}), "labels", f"{key}.adapter")
+
+
+def _check_adapter(fmt: str, adapter: dict, kind: str, key: str) -> None:
+    try:
+        check_options(get_format(fmt), adapter, kind)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _need(ok: bool, key: str, message: str) -> None:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxr_core.data.formats import load_dataset
-from cxr_core.data.manifest import SPLITS, Manifest
+from cxr_core.data.manifest import SPLITS, Manifest, select_classes, select_views
+from cxr_core.data.merge import merge_manifests, per_source_counts
 from cxr_core.data.splits import assign_splits, check_leakage
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.inference.gate import training_age_range
@@ -28,13 +29,36 @@ if TYPE_CHECKING:
     from cxr_core.models.card import ModelCard
 
 
+def load_configured(data: DataConfig) -> Manifest:
+    """The dataset (or the merged ``sources``) a data section names, with its ``views`` filter."""
+    if data.sources:
+        manifests = [
+            load_dataset(src["path"], fmt=src.get("format", "auto"), **src.get("adapter", {}))
+            for src in data.sources
+        ]
+        names = [src.get("name") or Path(src["path"]).name.split(".")[0] for src in data.sources]
+        manifest = merge_manifests(manifests, names)
+        logger.info(
+            "merged %s",
+            "; ".join(f"{n}: {c['images']} images" for n, c in per_source_counts(manifest).items()),
+        )
+    else:
+        manifest = load_dataset(data.path, fmt=data.format, **data.adapter)
+    return select_views(manifest, data.views) if data.views else manifest
+
+
 def build_manifest(data: DataConfig) -> Manifest:
-    """Load the dataset, deal patient-level splits (seeded) and refuse patient leakage."""
-    manifest = load_dataset(data.path, fmt=data.format, **data.adapter)
+    """Load the dataset, deal patient-level splits (seeded), refuse patient leakage, then keep
+    ``data.classes``. The subset comes after the split, so a model trained on 6 of 14 findings is
+    validated on the same patients as one trained on all 14, and evaluating a subset of a model's
+    classes scores the images it was validated on."""
+    manifest = load_configured(data)
     manifest = assign_splits(
         manifest, val=data.val, test=data.test, seed=data.split_seed, keep_existing=data.keep_splits
     )
     check_leakage(manifest)
+    if data.classes:
+        manifest = select_classes(manifest, data.classes)
     check_label_coverage(manifest)
     return manifest
 
@@ -100,7 +124,7 @@ def data_config_of(
             f"{checkpoint}: the data section of its model card is not understood ({exc})"
         ) from None
     if path is not None:
-        data.path = str(Path(path).resolve())
+        data.path, data.sources = str(Path(path).resolve()), []
     elif data.path and not Path(data.path).exists():
         found = _moved_along(card, Path(checkpoint), data.path)
         if found is not None and found.exists():
@@ -121,7 +145,7 @@ def data_config_of(
         data.format, data.adapter = fmt, {}
     if cache_dir is not None:
         data.cache_dir = cache_dir
-    if not data.path:
+    if not data.path and not data.sources:
         raise ConfigError(f"{checkpoint}: its model card names no dataset; pass --data")
     return data
 
@@ -162,7 +186,9 @@ def split_summary(manifest: Manifest) -> dict:
 
 
 def data_card(data: DataConfig, manifest: Manifest) -> dict:
+    sources = per_source_counts(manifest)
     return {
+        **({"sources": sources} if sources else {}),
         "source": manifest.source or data.path,
         "path": data.path,
         "format": data.format,

@@ -1,4 +1,4 @@
-"""The segmentation task (lung masks): ``task: segmentation`` in a training config.
+"""The segmentation task (masks of the lungs, or of a finding): ``task: segmentation`` in a config.
 
 What differs from classification: targets are masks, the augmentation moves image and mask
 together (:class:`PairAugment`), the loss is Dice + BCE and the monitored metric is validation
@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.data.dataset import AugmentConfig, TrainTransform
-from cxr_core.data.formats.masks import MaskSet, load_mask_folders
+from cxr_core.data.formats import load_mask_set
+from cxr_core.data.formats.mask_set import MaskSet
 from cxr_core.data.preprocessing import PreprocessConfig, normalise
 from cxr_core.errors import ConfigError, DatasetError
 from cxr_core.evaluation.segmentation import (
@@ -53,8 +54,6 @@ logger = logging.getLogger(__name__)
 LUNG_CLASS = "lung"
 LABEL_SPACE_NAME = "lungs"
 MONITOR = "val_dice"
-# keyword arguments of load_mask_folders
-MASK_ADAPTER_OPTIONS = ("images_dir", "masks_dir", "foreground")
 
 
 def split_by_patient(
@@ -155,19 +154,15 @@ def mask_fraction_range(masks: np.ndarray) -> dict[str, float]:
 
 
 def load_pairs(data: DataConfig) -> MaskSet:
-    """The image+mask pairs a segmentation config names, at the cache size."""
-    unknown = sorted(set(data.adapter) - set(MASK_ADAPTER_OPTIONS))
-    if unknown:
-        raise ConfigError(
-            f"data.adapter: unknown option(s) {unknown} for image+mask folders; known: "
-            f"{', '.join(MASK_ADAPTER_OPTIONS)}"
-        )
-    return load_mask_folders(data.path, size=data.cache_size, **data.adapter)
+    """The image+mask pairs a segmentation config names, at the cache size: any registered format
+    with masks (``masks`` folders, SIIM-ACR, COVID-19 Radiography, NLM TB), its options checked."""
+    return load_mask_set(data.path, data.format, size=data.cache_size, **data.adapter)
 
 
 @register_task(TASK_SEGMENTATION)
 class SegmentationTask(TrainingTask):
-    """One logit map (lung vs background) per image, trained on image+mask folders."""
+    """One logit map per image (what the masks outline: the lungs, or a finding such as SIIM-ACR's
+    pneumothorax), trained on the image+mask pairs of any format with masks."""
 
     monitor = MONITOR
 
@@ -181,7 +176,7 @@ class SegmentationTask(TrainingTask):
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return (LUNG_CLASS,)
+        return (self.pairs.target,)
 
     def prepare(self) -> Dataset:
         c = self.config
@@ -226,18 +221,18 @@ class SegmentationTask(TrainingTask):
             num_classes=1,
             in_chans=c.model.in_chans,
             dropout=c.model.dropout,
-            label_space={
-                "name": LABEL_SPACE_NAME,
-                "classes": [LUNG_CLASS],
+            label_space={  # what the masks outline: the lungs, or a finding (SIIM-ACR: pneumothorax)
+                "name": LABEL_SPACE_NAME if pairs.target == LUNG_CLASS else f"{pairs.target}_masks",
+                "classes": [pairs.target],
                 "task": Task.SEGMENTATION.value,
             },
             preprocess=self.preprocess.to_dict(),
-            thresholds={LUNG_CLASS: SEGMENTATION_THRESHOLD},
+            thresholds={pairs.target: SEGMENTATION_THRESHOLD},
             threshold_method="fixed 0.5 per pixel",
             training={**training, "seed": c.seed, "threads": torch.get_num_threads()},
             data={
                 "path": c.data.path,
-                "format": "masks",
+                "format": c.data.format,
                 "n_images": len(pairs),
                 "n_patients": len(set(pairs.patients)),
                 "split": {"unit": "patient", "val": c.data.val, "seed": c.data.split_seed},

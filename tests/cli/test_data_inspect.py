@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cxr_core.cli.main import main
-from cxr_core.data.formats import load_dataset
+from cxr_core.data.formats import list_formats, load_dataset
 from cxr_core.data.inspect import format_summary, summarise
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.manifest import Manifest
@@ -107,7 +107,10 @@ def test_cli_proposes_split_for_class_folders(tmp_path: Path, capsys) -> None:
 def test_cli_errors_are_messages(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["data", "inspect", str(tmp_path / "empty")]) == 2
-    assert "pass --format nih|chexpert|folders|disease-folders" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Each format looks for:" in err and "--format NAME" in err
+    for name in list_formats("labels"):  # every registered format says what it looks for
+        assert f"\n  {name}: " in err
 
     nih = tmp_path / "nih"
     _image(nih / "images" / "a.png")

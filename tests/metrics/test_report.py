@@ -233,6 +233,10 @@ def test_format_report_is_an_aligned_table(report):
         len({len(line.rstrip()) for line in table if not line.startswith(("macro", "micro"))}) == 1
     )
     assert "Hernia *" in text and "left out of macro averages" in text
+    header = lines[1].split()
+    first = lines[3].split()  # per-class accuracy (seed 000 asks for it) after F1 and its CI
+    accuracy = rep.per_class[NAMES[0]].accuracy
+    assert "acc" in header and f"{accuracy:.3f}" in first
     assert "patient-level bootstrap" in lines[0]
 
 

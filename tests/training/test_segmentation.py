@@ -195,17 +195,21 @@ def test_segmentation_trains_under_bf16_autocast(mask_folders, tmp_path, make_se
 
 
 def test_an_unknown_adapter_option_is_a_config_error(tmp_path):
-    config = TrainConfig.from_dict(
-        {
-            "task": "segmentation",
-            "data": {"path": str(tmp_path), "adapter": {"mask_dir": "m"}},
-            "model": {"name": "unet_small"},
-            "out_dir": str(tmp_path / "run"),
-            "device": "cpu",
-        }
-    )
-    with pytest.raises(ConfigError, match="mask_dir"):
-        train(config, progress=False)
+    config = {
+        "task": "segmentation",
+        "data": {"path": str(tmp_path), "adapter": {"mask_dir": "m"}},
+        "model": {"name": "unet_small"},
+        "out_dir": str(tmp_path / "run"),
+        "device": "cpu",
+    }
+    with pytest.raises(
+        ConfigError, match="data.adapter.*mask_dir.*masks_dir"
+    ):  # named format: at load
+        TrainConfig.from_dict({**config, "data": {**config["data"], "format": "masks"}})
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(ConfigError, match="mask_dir"):  # detected format: when the data is read
+        train(TrainConfig.from_dict(config), progress=False)
 
 
 def test_a_model_of_the_other_task_is_a_config_error(tmp_path):

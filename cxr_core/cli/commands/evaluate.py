@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seed of the patient split (default: as in the card, else 0)",
     )
     add_card_data_options(p)
+    p.add_argument(
+        "--classes",
+        type=_class_names,
+        default=None,
+        help="score only these classes (comma-separated, any known spelling); the split is dealt as "
+        "in training, so the images are the same",
+    )
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     p.add_argument(
         "--out",
@@ -186,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _second_truth(args: argparse.Namespace, out: Path, report, primary: str, n_boot, seed) -> None:
     """With --truth / --truth-session: the same predictions and calls scored against it too."""
     if args.truth is None and args.truth_session is None:
@@ -212,7 +223,11 @@ def _second_truth(args: argparse.Namespace, out: Path, report, primary: str, n_b
 
 
 def _override_split(data, args: argparse.Namespace) -> None:
-    for key, value in (("val", args.val), ("split_seed", args.split_seed)):
+    for key, value in (
+        ("val", args.val),
+        ("split_seed", args.split_seed),
+        ("classes", args.classes),
+    ):
         if value is not None:
             setattr(data, key, value)
 

@@ -1,4 +1,5 @@
-"""``cxr explain-eval``: score heatmaps against NIH bounding boxes (pointing game, IoU)."""
+"""``cxr explain-eval``: score heatmaps against radiologists' boxes (NIH, RSNA Pneumonia, VinDr-CXR;
+pointing game, IoU)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mass inside the lungs (mean_in_lung).",
     )
     p.add_argument("--checkpoint", required=True, help="model .safetensors file")
-    p.add_argument("--images", required=True, help="folder holding the boxed images (by file name)")
-    p.add_argument("--bbox", required=True, help="NIH BBox_List_2017.csv")
+    _add_box_source(p)
     p.add_argument("--method", default="gradcam", help="explanation method (default gradcam)")
     p.add_argument(
         "--layer",
@@ -46,7 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--level", type=float, default=0.5, help="heatmap level (fraction of its maximum) for IoU"
     )
     p.add_argument(
-        "--original-size", type=int, default=1024, help="pixel size the box coordinates refer to"
+        "--original-size",
+        type=int,
+        default=1024,
+        help="with --bbox: pixel size the box coordinates refer to (--boxes tables carry their own)",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", help="optional CSV file for the per-box results")
@@ -62,6 +65,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_box_source(p: argparse.ArgumentParser) -> None:
+    """NIH's box list with its image folder, or any dataset whose format has boxes."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bbox", help="NIH BBox_List_2017.csv (with --images)")
+    source.add_argument(
+        "--boxes",
+        help="a dataset whose format has boxes (NIH folder, RSNA Pneumonia, VinDr-CXR label file or "
+        "folder); its images are found as cxr data inspect finds them",
+    )
+    p.add_argument("--images", help="with --bbox: folder holding the boxed images (by file name)")
+    p.add_argument(
+        "--format", default="auto", help="with --boxes: the dataset's format (default: detect)"
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --boxes: a box option of the format, repeatable (VinDr-CXR: boxes=per_reader, "
+        "consensus=majority; images_dir=FOLDER)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from cxr_core.errors import ConfigError
     from cxr_core.inference.explain import method_class
@@ -72,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
     method_class(args.method)
     if not 0.0 < args.level <= 1.0:
         raise ConfigError(f"--level must lie in (0, 1], not {args.level}")
-    boxes = load_bboxes(args.bbox)
+    if args.bbox and not args.images:
+        raise ConfigError(
+            "--bbox names images by file name: pass --images, the folder holding them"
+        )
+    boxes = load_bboxes(args.bbox) if args.bbox else _box_table(args)
     if args.sample and args.sample < len(boxes):
         boxes = boxes.sample(n=args.sample, random_state=args.seed).sort_index()
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
@@ -97,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         lungs=lungs,
     )
     print(
-        f"{args.method} at {args.layer or 'the registered layer'}, {len(boxes)} boxes of {args.bbox} "
+        f"{args.method} at {args.layer or 'the registered layer'}, {len(boxes)} boxes of {args.bbox or args.boxes} "
         f"(IoU at level {args.level})"
     )
     print(result.format_table())
@@ -107,3 +137,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write_frame_csv(result.per_box, args.out)
     return 0
+
+
+def _box_table(args: argparse.Namespace):
+    from cxr_core.cli.options import parse_adapter_options
+    from cxr_core.data.formats import load_box_table
+
+    return load_box_table(args.boxes, args.format, **parse_adapter_options(args.option))

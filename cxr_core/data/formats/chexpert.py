@@ -23,6 +23,8 @@ from cxr_core.data.formats.files import (
     csv_rows,
     read_label_csv,
 )
+from cxr_core.data.formats.locate import label_csv_header
+from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import CHEXPERT14
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
@@ -31,6 +33,7 @@ Policy = Literal["ones", "zeros", "ignore"]
 POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore")
 REQUIRED_COLUMNS: tuple[str, ...] = ("Path", *CHEXPERT14.classes)
 _OPTIONAL_COLUMNS: tuple[str, ...] = ("Sex", "Age", "Frontal/Lateral", "AP/PA")
+CSV_NAMES: tuple[str, ...] = ("train.csv", "valid.csv", "train.csv.gz")
 _PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
 _SEX = {"female": "F", "male": "M"}
 
@@ -42,7 +45,7 @@ def is_chexpert_header(columns: list[str]) -> bool:
     )
 
 
-def _policies(policy: str | Mapping[str, str]) -> dict[str, str]:
+def resolve_policies(policy: str | Mapping[str, str]) -> dict[str, str]:
     """Per-class policy; a mapping names the exceptions, ``default`` (else U-Ones) covers the rest."""
     if isinstance(policy, str):
         chosen = {cls: policy for cls in CHEXPERT14.classes}
@@ -56,6 +59,19 @@ def _policies(policy: str | Mapping[str, str]) -> dict[str, str]:
     if bad:
         raise DatasetError(f"unknown uncertainty policy {bad}; use one of {', '.join(POLICIES)}")
     return chosen
+
+
+def apply_policies(
+    original: np.ndarray, classes: list[str], policies: dict[str, str], blank: str
+) -> np.ndarray:
+    """CheXpert-labeller values (1, 0, -1, NaN = blank) -> 1 / 0 / NaN under the per-class
+    uncertainty policies and the blank rule (MIMIC-CXR's labels are the same labeller's)."""
+    values = original.copy()
+    values[np.isnan(original)] = 0.0 if blank == "zero" else np.nan
+    uncertain_to = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}
+    for j, cls in enumerate(classes):
+        values[original[:, j] == -1.0, j] = uncertain_to[policies[cls]]
+    return values
 
 
 def _default_root(csv_path: Path, first_path: str) -> Path:
@@ -108,7 +124,7 @@ def load_chexpert(
         raise DatasetError(f"CheXpert label file {csv_path} does not exist")
     if blank not in ("zero", "unknown"):
         raise DatasetError(f"blank must be 'zero' or 'unknown', not {blank!r}")
-    policies = _policies(policy)
+    policies = resolve_policies(policy)
     header = csv_header(csv_path, "CheXpert label file")
     absent = [c for c in REQUIRED_COLUMNS if c not in header]
     if absent:
@@ -138,11 +154,7 @@ def load_chexpert(
             f"{csv_rows(frame, dup)}; remove duplicate rows"
         )
 
-    values = original.copy()
-    values[np.isnan(original)] = 0.0 if blank == "zero" else np.nan
-    uncertain_to = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}
-    for j, cls in enumerate(classes):
-        values[original[:, j] == -1.0, j] = uncertain_to[policies[cls]]
+    values = apply_policies(original, classes, policies, blank)
 
     patient = rel.str.extract(_PATIENT, expand=False)
     if patient.isna().any():
@@ -179,7 +191,7 @@ def load_chexpert(
         frame["sex"] = raw["Sex"].fillna("").str.strip().str.lower().map(_SEX).fillna("")
 
     source = (
-        f"CheXpert ({csv_path}; uncertain -> {_describe(policies)}; blank -> "
+        f"CheXpert ({csv_path}; uncertain -> {describe_policies(policies)}; blank -> "
         f"{'0' if blank == 'zero' else 'unknown'})"
     )
     if check_files:
@@ -194,8 +206,24 @@ def load_chexpert(
     return Manifest(frame, CHEXPERT14, source)
 
 
-def _describe(policies: dict[str, str]) -> str:
+def describe_policies(policies: dict[str, str]) -> str:
     counts = pd.Series(policies).value_counts()
     default = counts.index[0]
     exceptions = [f"{cls}: {p}" for cls, p in policies.items() if p != default]
     return default + (f" ({', '.join(exceptions)})" if exceptions else "")
+
+
+def _recognise(path: Path) -> Path | None:
+    candidates = [path] if path.is_file() else [path / name for name in CSV_NAMES]
+    return next((c for c in candidates if is_chexpert_header(label_csv_header(c))), None)
+
+
+FORMAT = DatasetFormat(
+    name="chexpert",
+    summary="CheXpert: train.csv / valid.csv (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 observations "
+    "1 / 0 / -1 uncertain / blank), images under the CSV's parent",
+    looks_for="a CSV with a Path column and the CheXpert observation columns (train.csv, valid.csv)",
+    recognise=_recognise,
+    load=load_chexpert,
+    options=("root", "policy", "blank", "frontal_only", "check_files", "missing"),
+)

@@ -22,6 +22,7 @@ from cxr_core.data.formats.files import (
     patient_id_from_filename,
     walk_files,
 )
+from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import LabelSpace, canonical_name
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
@@ -173,3 +174,30 @@ def load_class_folders(
     name = "kermany3" if label_from == "kermany3" else "class_folders"
     source = f"class folders ({root})" + (f"; {skipped} non-image files skipped" if skipped else "")
     return Manifest(out, LabelSpace(name, tuple(wanted), task), source)
+
+
+_MASK_PAIR = {"images", "masks"}
+
+
+def _recognise(path: Path) -> Path | None:
+    """A folder whose sub-folders hold images; ``images/`` + ``masks/`` alone is a segmentation
+    layout, not two classes called Images and Masks."""
+    if not path.is_dir():
+        return None
+    folders = subfolders(path)
+    if {f.name.lower() for f in folders} == _MASK_PAIR:
+        return None
+    # any() stops at the first image, so recognition stays instant on large folders
+    has_image = any(is_image_file(p.name) for f in folders for p in walk_files(f))
+    return path if has_image else None
+
+
+FORMAT = DatasetFormat(
+    name="folders",
+    summary="class folders: one folder per class (NORMAL/, PNEUMONIA/), optionally under train/ val/ test/; "
+    "label_from=kermany3 reads Normal / Bacterial / Viral from Kermany file names",
+    looks_for="a folder whose sub-folders (one per class, optionally under train/ val/ test/) hold images",
+    recognise=_recognise,
+    load=load_class_folders,
+    options=("classes", "task", "label_from"),
+)

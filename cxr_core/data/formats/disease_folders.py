@@ -17,6 +17,7 @@ import pandas as pd
 
 from cxr_core.data.formats.class_folders import list_images, subfolders
 from cxr_core.data.formats.files import first_items, patient_id_from_filename
+from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import LabelSpace, canonical_name
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
@@ -110,3 +111,19 @@ def load_disease_folders(root: str | Path) -> Manifest:
         f"; {skipped} non-image files skipped" if skipped else ""
     )
     return Manifest(frame, LabelSpace(LABEL_SPACE_NAME, tuple(classes), Task.MULTILABEL), source)
+
+
+def _recognise(path: Path) -> Path | None:
+    if not path.is_dir():
+        return None
+    return path if any(is_disease_folder(f) for f in subfolders(dataset_folder(path))) else None
+
+
+FORMAT = DatasetFormat(
+    name="disease-folders",
+    summary="per-disease folders: [Dataset/]<Disease>/{disease,no_finding}/ (unknown for diseases an image "
+    "was not filed under)",
+    looks_for="a folder of <Disease>/disease/ and <Disease>/no_finding/ sub-folders (or Dataset/ holding them)",
+    recognise=_recognise,
+    load=load_disease_folders,
+)

@@ -13,8 +13,7 @@ small, and training, evaluation and the tests all need the same arrays.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,36 +25,14 @@ from cxr_core.data.formats.files import (
     is_image_file,
     patient_id_from_filename,
 )
+from cxr_core.data.formats.mask_set import LUNG_TARGET, MaskSet
+from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.imaging import load_image
 from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import DatasetError
 
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
-
-
-@dataclass(frozen=True)
-class MaskSet:
-    """Images as uint8 ``(N, S, S)``, masks as bool ``(N, S, S)``, one id and patient per pair."""
-
-    root: Path
-    ids: tuple[str, ...]
-    patients: tuple[str, ...]
-    images: np.ndarray
-    masks: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def subset(self, index: Sequence[int] | np.ndarray) -> MaskSet:
-        idx = np.asarray(index, dtype=np.int64)
-        return MaskSet(
-            root=self.root,
-            ids=tuple(self.ids[i] for i in idx),
-            patients=tuple(self.patients[i] for i in idx),
-            images=self.images[idx],
-            masks=self.masks[idx],
-        )
 
 
 def _list_images(folder: Path) -> dict[str, Path]:
@@ -124,37 +101,87 @@ def load_mask_folders(
     if not images:
         raise DatasetError(f"{image_folder} holds no images (PNG, JPEG, BMP, TIFF or DICOM)")
     ids = sorted(images)
+    return build_mask_set(
+        root,
+        ids,
+        [patient_id_from_filename(name) for name in ids],
+        [images[name] for name in ids],
+        lambda i: read_mask(masks[ids[i]], foreground),
+        size=size,
+        mask_names=[masks[name] for name in ids],
+    )
+
+
+def _resized(mask: np.ndarray, side: int) -> np.ndarray:
+    if mask.shape == (side, side):
+        return mask
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+        (side, side), Image.Resampling.NEAREST
+    )
+    return np.asarray(resized) > 127
+
+
+def build_mask_set(
+    root: Path,
+    ids: Sequence[str],
+    patients: Sequence[str],
+    image_paths: Sequence[str | Path],
+    mask_of: Callable[[int], np.ndarray],
+    *,
+    size: int | None,
+    target: str = LUNG_TARGET,
+    mask_names: Sequence[str | Path] | None = None,
+) -> MaskSet:
+    """Decode every image (the classification decoder and cache resize) and its mask (``mask_of(i)``,
+    bool) into one :class:`MaskSet` of ``size`` px squares (default: the images' own square size).
+
+    With ``mask_names`` (masks stored as files) a mask must have its image's size: a mismatch means
+    it belongs to another image or export, and is an error naming both files. Without (masks drawn
+    from run lengths or released on a fixed grid) the mask is resized like its image.
+    """
     out_images, out_masks = [], []
-    for name in ids:
-        pixels = load_image(images[name]).pixels
-        mask = read_mask(masks[name], foreground)
-        if mask.shape != pixels.shape:
+    for i, path in enumerate(image_paths):
+        pixels = load_image(path).pixels
+        mask = mask_of(i)
+        if mask_names is not None and mask.shape != pixels.shape:
             raise DatasetError(
-                f"mask {masks[name]} is {mask.shape[1]}x{mask.shape[0]} px but its image {images[name]} is "
+                f"mask {mask_names[i]} is {mask.shape[1]}x{mask.shape[0]} px but its image {path} is "
                 f"{pixels.shape[1]}x{pixels.shape[0]} px; the mask belongs to another image size — "
                 "export masks at the size of their images"
             )
-        side = size if size is not None else pixels.shape[0]
         if size is None and pixels.shape[0] != pixels.shape[1]:
             raise DatasetError(
-                f"image {images[name]} is not square ({pixels.shape[1]}x{pixels.shape[0]}); pass size="
+                f"image {path} is not square ({pixels.shape[1]}x{pixels.shape[0]}); pass size="
             )
+        side = size if size is not None else pixels.shape[0]
         out_images.append(to_cache_array(pixels, side))
-        if mask.shape != (side, side):
-            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
-                (side, side), Image.Resampling.NEAREST
-            )
-            mask = np.asarray(resized) > 127
-        out_masks.append(mask)
+        out_masks.append(_resized(mask, side))
+    if not out_images:
+        raise DatasetError(f"no image with a mask in {root}")
     shapes = {a.shape for a in out_images}
     if len(shapes) != 1:
         raise DatasetError(
-            f"images in {image_folder} have different sizes {sorted(shapes)}; pass size= to resize them"
+            f"images in {root} have different sizes {sorted(shapes)}; pass size= to resize them"
         )
     return MaskSet(
         root=root,
         ids=tuple(ids),
-        patients=tuple(patient_id_from_filename(name) for name in ids),
+        patients=tuple(patients),
         images=np.stack(out_images),
         masks=np.stack(out_masks),
+        target=target,
     )
+
+
+def _recognise(path: Path) -> Path | None:
+    return path if (path / IMAGES_DIR).is_dir() and (path / MASKS_DIR).is_dir() else None
+
+
+FORMAT = DatasetFormat(
+    name="masks",
+    summary="image + mask folders: images/<name> with its mask at masks/<name> (binary or label map)",
+    looks_for=f"a folder holding {IMAGES_DIR}/ and {MASKS_DIR}/ with masks named like their images",
+    recognise=_recognise,
+    load_masks=load_mask_folders,
+    mask_options=("images_dir", "masks_dir", "foreground"),
+)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_core.data.formats.boxes import NIH_BOX_SIZE, box_table, read_nih_box_list
 from cxr_core.data.formats.files import (
     Missing,
     apply_missing_policy,
@@ -21,6 +22,8 @@ from cxr_core.data.formats.files import (
     index_images,
     read_label_csv,
 )
+from cxr_core.data.formats.locate import first_existing, label_csv_header
+from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import NIH14, NO_FINDING, canonical_name
 from cxr_core.data.manifest import Manifest
 from cxr_core.errors import DatasetError
@@ -31,6 +34,7 @@ CSV_NAMES: tuple[str, ...] = (
     "Data_Entry_2017.csv.gz",
     "Data_Entry_2017_v2020.csv.gz",
 )
+BOX_LIST_NAMES: tuple[str, ...] = ("BBox_List_2017.csv", "BBox_List_2017.csv.gz")
 REQUIRED_COLUMNS: tuple[str, ...] = ("Image Index", "Finding Labels", "Patient ID")
 _OPTIONAL_COLUMNS: tuple[str, ...] = ("View Position", "Patient Age", "Patient Gender")
 
@@ -122,7 +126,7 @@ def _official_split(image_ids: pd.Series, root: Path) -> pd.Series:
     return pd.Series(np.where(image_ids.isin(test), "test", ""), index=image_ids.index)
 
 
-def _image_paths(
+def image_paths(
     names: pd.Series, root: Path, images_dir: Path | None, check_files: bool
 ) -> tuple[pd.Series, np.ndarray | None]:
     """Absolute paths and which exist (None when not checked); the folders are indexed once so the
@@ -180,7 +184,7 @@ def load_nih(
     labels = _finding_matrix(raw["Finding Labels"], frame, csv_path)
 
     images = Path(images_dir) if images_dir is not None else None
-    frame["path"], exists = _image_paths(names, root, images, check_files)
+    frame["path"], exists = image_paths(names, root, images, check_files)
     frame["patient_id"] = raw["Patient ID"].str.strip()
     no_patient = frame["patient_id"] == ""
     if no_patient.any():
@@ -207,3 +211,45 @@ def load_nih(
         if dropped:
             source += f"; {dropped} rows without an image file dropped"
     return Manifest(frame, NIH14, source)
+
+
+def _recognise(path: Path) -> Path | None:
+    if path.is_file():
+        return path if all(c in label_csv_header(path) for c in REQUIRED_COLUMNS) else None
+    return first_existing(path, CSV_NAMES)
+
+
+def _load(target: Path, **options) -> Manifest:
+    if target.is_file():
+        return load_nih(target.parent, csv=target, **options)
+    return load_nih(target, **options)
+
+
+def load_nih_boxes(
+    target: Path, *, bbox: str | Path | None = None, images_dir: str | Path | None = None
+) -> pd.DataFrame:
+    """NIH's ``BBox_List_2017.csv`` next to the label file (or ``bbox=``) as a box table, each box
+    with the path of its image (found like the manifest's; absent images keep where they would be)."""
+    root = target.parent if target.is_file() else target
+    box_file = Path(bbox) if bbox is not None else first_existing(root, BOX_LIST_NAMES)
+    if box_file is None:
+        raise DatasetError(f"no NIH box list ({', '.join(BOX_LIST_NAMES)}) in {root}; pass bbox=")
+    boxes = read_nih_box_list(box_file)
+    images = Path(images_dir) if images_dir is not None else None
+    boxes["path"], _ = image_paths(boxes["image_id"], root, images, check_files=True)
+    boxes["reader"] = ""
+    boxes["width"] = boxes["height"] = float(NIH_BOX_SIZE)
+    return box_table(boxes, str(box_file))
+
+
+FORMAT = DatasetFormat(
+    name="nih",
+    summary="NIH ChestX-ray14: Data_Entry_2017.csv + images/ (or images_001/images/...), "
+    "optional train_val_list.txt / test_list.txt and BBox_List_2017.csv",
+    looks_for=f"a CSV with columns {', '.join(REQUIRED_COLUMNS)}, or a folder holding {CSV_NAMES[0]}",
+    recognise=_recognise,
+    load=_load,
+    load_boxes=load_nih_boxes,
+    options=("csv", "images_dir", "check_files", "missing"),
+    box_options=("bbox", "images_dir"),
+)

@@ -48,3 +48,41 @@ def nih_dir(tmp_path: Path):
         return root
 
     return build
+
+
+def write_dicom(path: Path, size: int = 16, seed: int = 0, **tags: object) -> Path:
+    """A tiny real DICOM (8-bit MONOCHROME2) with the given header ``tags`` (ViewPosition=...)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size), dtype=np.uint8)
+    ds.set_pixel_data(pixels, "MONOCHROME2", 8)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def make_dicom():
+    return write_dicom
+
+
+def first_rows(source: Path, dest: Path, keep) -> Path:
+    """A copy of a real label file (plain CSV) holding only the rows ``keep(frame)`` selects."""
+    import pandas as pd
+
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    frame[keep(frame)].to_csv(dest, index=False)
+    return dest
