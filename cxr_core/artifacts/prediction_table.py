@@ -43,7 +43,12 @@ from cxr_core.utils.csv_safe import read_table, table_text, write_table
 LABEL_PREFIX = "label:"
 PROB_PREFIX = "prob:"
 THRESHOLD_PREFIX = "threshold:"
-OUTCOMES = ("scored", "out_of_domain", "refused", "unreadable")
+SCORED = "scored"
+OUT_OF_DOMAIN = "out_of_domain"
+REFUSED = "refused"
+UNREADABLE = "unreadable"
+OUTCOMES = (SCORED, OUT_OF_DOMAIN, REFUSED, UNREADABLE)
+"""The gate's outcomes (what each allows: :mod:`cxr_core.inference.outcome`)."""
 ID_COLUMNS = ("image_id", "path", "patient_id")
 GATE_COLUMNS = ("outcome", "scored_anyway", "reason")
 FINDINGS_SEPARATOR = "; "

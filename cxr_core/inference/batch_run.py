@@ -23,6 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxr_core.artifacts.prediction_table import (
+    OUTCOMES,
     PredictionRow,
     merge_prediction_tables,
     read_outcomes,
@@ -47,7 +48,6 @@ from cxr_core.utils.atomic import remove_stale_temp_files, write_atomically
 
 PREDICTIONS_TABLE = "predictions.csv"
 LUNG_COLUMNS = ("lung_fraction", "lung_warning")
-NOT_SCORED = ("refused", "unreadable")
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,7 @@ class RunSummary:
 
     table: Path
     images: int
-    not_scored: int
-    warned: int
+    outcomes: Counter[str]  # files per outcome (every outcome present, 0 where none)
     skipped: str  # files in the folders that got no row, by kind ("" when none)
 
 
@@ -82,6 +81,7 @@ def predict_to_table(
     progress: bool = True,
     each_result: Callable[[FileResult], None] | None = None,
     resume: bool = True,
+    score_anyway: bool = False,
 ) -> RunSummary | None:
     """Predict the files in ``inputs`` (files and folders, see :func:`list_image_files`) into
     ``OUT/predictions.csv``; returns the summary on rank 0 and None on the other ranks.
@@ -110,7 +110,9 @@ def predict_to_table(
     log_share("files", ranks, plan)
     paths = list(work.inputs())
     chunks = [(c, plan.bounds[c]) for c in plan.chunks_of(ranks.rank)]
-    writer = _ChunkWriter(predictor, paths, out, explain, batch_size, workers, each_result)
+    writer = _ChunkWriter(
+        predictor, paths, out, explain, (batch_size, workers, score_anyway), each_result
+    )
     started = time.perf_counter()
     with tqdm(
         total=plan.items_of(ranks.rank), desc="predict", unit="img", disable=not progress
@@ -125,13 +127,7 @@ def predict_to_table(
     table = merge_prediction_tables(out / PREDICTIONS_TABLE, parts)
     counts = _outcome_counts(parts)
     work.discard()
-    return RunSummary(
-        table,
-        len(paths),
-        counts["not scored"],
-        counts["warned"],
-        listing.summary() if listing else "",
-    )
+    return RunSummary(table, len(paths), counts, listing.summary() if listing else "")
 
 
 def _fingerprint(
@@ -166,16 +162,14 @@ class _ChunkWriter:
         paths: Sequence[str],
         out: Path,
         explain: Explanations | None,
-        batch_size: int,
-        workers: int,
+        settings: tuple[int, int, bool],
         each_result: Callable[[FileResult], None] | None = None,
     ) -> None:
         self.predictor = predictor
         self.each_result = each_result
         self.out = out
         self.explain = explain
-        self.batch_size = batch_size
-        self.workers = workers
+        self.batch_size, self.workers, self.score_anyway = settings
         self.with_lungs = predictor.gate.lungs is not None
         self.names = output_names(paths) if explain is not None or self.with_lungs else {}
         self.explain_class = (
@@ -201,6 +195,7 @@ class _ChunkWriter:
             batch_size=self.batch_size,
             workers=self.workers,
             keep_images=self.explain is not None or self.each_result is not None,
+            score_anyway=self.score_anyway,
         )
         for result in results:
             if self.each_result is not None:
@@ -255,11 +250,8 @@ def output_names(paths: Sequence[str]) -> dict[str, str]:
 
 
 def _outcome_counts(parts: Sequence[Path]) -> Counter[str]:
-    """Files not scored (refused or unreadable) and scored with warnings, chunk by chunk."""
-    counts: Counter[str] = Counter()
+    """Files per outcome, chunk by chunk."""
+    counts: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))
     for part in parts:
-        frame = read_outcomes(part)
-        not_scored = frame["outcome"].isin(NOT_SCORED)
-        counts["not scored"] += int(not_scored.sum())
-        counts["warned"] += int(((frame["warnings"] != "") & ~not_scored).sum())
+        counts.update(read_outcomes(part)["outcome"])
     return counts

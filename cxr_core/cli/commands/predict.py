@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cxr_core.errors import ConfigError
+from cxr_core.inference.outcome import OUTCOME_LABELS, OUTCOMES, REFUSED, UNREADABLE
 from cxr_core.utils.tasks import TTA_MODES
 
 ALL_POSITIVE = "all-positive"
@@ -18,10 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="predict findings for image files or folders",
         description="Writes OUT/predictions.csv, the project's one prediction table (image_id, path, patient_id, "
         "outcome, scored_anyway, reason, findings, prob:<class>..., threshold:<class>..., warnings, error); folders "
-        "are searched by content, so extensionless DICOM files are found, and other files are counted in the summary; "
-        "unreadable or refused files (blank, too small, corrupt) get their reason in their row and the run goes on; "
-        "the input gate's warnings (not a chest radiograph, lateral view, age or image unlike the training data) "
-        "are listed in the warnings column. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
+        "are searched by content, so extensionless DICOM files are found, and other files are counted in the summary. "
+        "Every file gets a row and one outcome: scored; out_of_domain (a chest film unlike the training data: another "
+        "population, a lateral view, an age outside the training ages; probabilities written, findings left empty "
+        "unless --score-anyway); refused (not a chest radiograph: another modality or body part, blank, noise, a photo "
+        "or document; no probabilities); unreadable (the file could not be decoded). The reason column says why; the "
+        "run goes on past every file. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
         "the image's size) and the columns lung_fraction (share of the image inside the lungs) and lung_warning "
         "(set when the image does not look like a frontal chest radiograph: lung area outside the range of frontal "
         "films, or not two lungs side by side); the lung warning is also one of the gate's warnings.",
@@ -52,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="CHECKPOINT",
         help="also segment the lungs (default model: the bundled checkpoints/lungs)",
+    )
+    p.add_argument(
+        "--score-anyway",
+        action="store_true",
+        help="also call the findings of out-of-domain films (recorded as scored_anyway in their rows)",
     )
     p.add_argument(
         "--dicom-out",
@@ -116,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         identity = {
             "checkpoint": str(Path(args.checkpoint).resolve()),
             "tta": predictor.tta,
+            "score_anyway": args.score_anyway,
             "lungs": str(Path(lungs_path).resolve()) if lungs_path is not None else None,
         }
         summary = predict_to_table(
@@ -129,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             identity=identity,
             progress=ctx.is_main,
             each_result=exporter.export if exporter is not None else None,
+            score_anyway=args.score_anyway,
             resume=exporter is None,
         )
         if exporter is not None:
@@ -137,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     skipped = f"; {summary.skipped} (no row)" if summary.skipped else ""
     print(
-        f"wrote {summary.table}: {summary.images} images, {summary.not_scored} unreadable or "
-        f"refused, {summary.warned} with warnings{skipped}",
+        f"wrote {summary.table}: {summary.images} images: "
+        + ", ".join(f"{summary.outcomes[o]} {OUTCOME_LABELS[o]}" for o in OUTCOMES)
+        + skipped,
         file=sys.stderr,
     )
-    return 1 if summary.not_scored == summary.images else 0
+    return 1 if summary.outcomes[REFUSED] + summary.outcomes[UNREADABLE] == summary.images else 0
