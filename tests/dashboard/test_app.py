@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core.artifacts.review_store import ReviewStore
 from cxr_core.models.checkpoint import read_model_card
+from dashboard.widgets import picker_key
 from tests.checkpoint_fixtures import (
     build_catalog,
     build_checkpoint_dir,
@@ -119,7 +120,7 @@ def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
         str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT
     ).run()
     no_exceptions(at)
-    picker = at.sidebar.selectbox(key=SELECTED)
+    picker = at.sidebar.selectbox(key=picker_key(str(catalog["tiny_a"].resolve())))
     assert picker.options[0] == "⚠ broken (unreadable)"
     assert [o.split(" · ")[:2] for o in picker.options[1:]] == [
         ["tiny_a", "small_cnn"],
@@ -136,6 +137,39 @@ def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
     )
     assert at.file_uploader(key="predict_files") is not None
     assert "Upload one or more" in at.info[0].value
+
+
+def _mounted_value(picker) -> str:
+    """The option a browser shows when it mounts the picker: the value the server sends with it,
+    else the widget's default index (what a browser reports back on its next request)."""
+    if picker.proto.set_value:
+        return picker.proto.raw_value
+    return picker.proto.options[picker.proto.default]
+
+
+def test_picker_mounts_on_the_chosen_checkpoint_in_every_run(env, catalog):
+    """A browser that (re)mounts the sidebar picker without a value from the server (a page switch,
+    an interrupted run) adopts the widget's default and reports it back: that default must be this
+    browser's choice, never the first option (an unreadable checkpoint here)."""
+    for name in ("tiny_a", "tiny_b"):
+        chosen = str(catalog[name].resolve())
+        at = router(catalog[name]).run()
+        for _ in range(2):  # the first run sends the value, the next ones may not
+            no_exceptions(at)
+            picker = at.sidebar.selectbox(key=picker_key(chosen))
+            assert _mounted_value(picker).startswith(f"{name} · "), _mounted_value(picker)
+            assert at.session_state[SELECTED] == chosen
+            at.run()
+    at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT)
+    at.run().run()  # no choice yet: the first readable checkpoint, in every run
+    first = str(catalog["tiny_a"].resolve())
+    picker = at.sidebar.selectbox(key=picker_key(first))
+    assert _mounted_value(picker).startswith("tiny_a · ")
+    picker.select(str(catalog["tiny_b"].resolve())).run()  # the reader's own pick still counts
+    no_exceptions(at)
+    chosen = str(catalog["tiny_b"].resolve())
+    assert at.session_state[SELECTED] == chosen
+    assert _mounted_value(at.sidebar.selectbox(key=picker_key(chosen))).startswith("tiny_b · ")
 
 
 def test_no_checkpoint_explains_how_to_train(env, tmp_path, monkeypatch):
@@ -165,7 +199,9 @@ def test_sidebar_adds_a_checkpoint_folder(env, catalog, tmp_path, monkeypatch):
     at.text_input(key="cxr_new_folder").input(str(catalog["tiny_b"])).run()
     at.button(key="cxr_add_folder").click().run()
     no_exceptions(at)
-    assert at.sidebar.selectbox(key=SELECTED).value == str(catalog["tiny_b"].resolve())
+    chosen = str(catalog["tiny_b"].resolve())
+    assert at.session_state[SELECTED] == chosen
+    assert at.sidebar.selectbox(key=picker_key(chosen)).value == chosen
 
 
 def test_checkpoint_without_evaluation_says_how_to_evaluate(env, tmp_path, monkeypatch):
