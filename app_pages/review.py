@@ -55,7 +55,10 @@ from dashboard import (
 )
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
-SESSION = "rev_session_pick"
+# The open session (NEW: none) as a plain session-state value: only the reader's pick, a link or a
+# started session changes it; Streamlit never drops it the way it drops a widget's state.
+SESSION = "rev_session"
+SESSION_BOX = "rev_session_pick"
 NEW = 0
 VIEWS = ("Read", "Agreement", "Adjudicate", "Corrected metrics")
 MESSAGE = "rev_message"
@@ -112,8 +115,9 @@ def _switch_to(session: ReviewSession, film: str | None) -> None:
 
 
 def _follow_link(store: ReviewStore, checkpoint_id: str, splits: list[str]) -> None:
-    """Open the session and film a link names (``?session=3&film=…``), on a fresh tab or a reload."""
-    session_id, film = review_read.link_request()
+    """Open the session and film the address names (``?session=3&film=…``) while the picker has no
+    choice: on a fresh tab, a reload, or after Streamlit dropped the picker's state."""
+    session_id, film = review_read.link_request(SESSION)
     if session_id is None:
         return
     try:
@@ -132,6 +136,19 @@ def _follow_link(store: ReviewStore, checkpoint_id: str, splits: list[str]) -> N
         on_click=_switch_to,
         args=(linked, film),
     )
+
+
+def session_box_key(session_id: int) -> str:
+    """The session box's widget key, one per open session: a box the browser rebuilds without a value
+    mounts on this browser's open session (its index), never on option 0, "New session…"."""
+    return f"{SESSION_BOX}@{session_id}"
+
+
+def _picked(box: str) -> None:
+    """The reader chose in the session picker: leaving for "New session…" takes the link out of the address."""
+    st.session_state[SESSION] = st.session_state[box]
+    if st.session_state[SESSION] == NEW:
+        review_read.forget_link()
 
 
 def _start(
@@ -240,16 +257,19 @@ labels = {NEW: "New session…"} | {
 }
 if st.session_state.get(SESSION) not in labels:
     st.session_state[SESSION] = NEW
+_box = session_box_key(st.session_state[SESSION])
 picks[0].selectbox(
     "Review session",
     list(labels),
+    index=list(labels).index(st.session_state[SESSION]),
     format_func=labels.__getitem__,
-    key=SESSION,
+    key=_box,
+    on_change=_picked,
+    args=(_box,),
     label_visibility="collapsed",
 )
 session_id = st.session_state[SESSION]
 if session_id == NEW:
-    review_read.keep_in_url(None)
     with st.container(border=True):
         c1, c2 = st.columns(2)
         c1.text_input(

@@ -36,15 +36,16 @@ from cxr_core.inference.explain import (
 )
 from cxr_core.inference.findings import FindingsSummary, summarise_findings
 from cxr_core.inference.lungs import LungSegmenter, heatmap_mass_in_mask
+from cxr_core.inference.outcome import REFUSED, UNREADABLE, GateVerdict
 from cxr_core.inference.predictor import Prediction, Predictor
-from dashboard import state, viewer
+from dashboard import outcome_view, state, viewer
 
 LIMITS = ImageLimits()
 FILM_CACHE = 24
 """Decoded films kept in memory for all sessions (a 2,500 × 2,048 film is 20 MB as float32)."""
 
-SCORED, REFUSED, UNREADABLE, PENDING = "scored", "refused", "unreadable", "pending"
-"""Outcomes of one file (the shared vocabulary; ``pending``: not scored yet in this run)."""
+PENDING = "pending"
+"""Beside the shared outcomes (:mod:`cxr_core.inference.outcome`): not scored yet in this run."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,9 @@ class FilmReading:
 
     upload: Upload
     outcome: str
-    reason: str = ""  # why refused or unreadable: one sentence a clinician can act on
+    reason: str = (
+        ""  # why refused, unreadable or out of domain: one sentence a clinician can act on
+    )
     image: LoadedImage | None = field(default=None, repr=False)
     lungs: viewer.LungView | None = field(default=None, repr=False)
     prediction: Prediction | None = None
@@ -180,15 +183,16 @@ def _assess(
     _predictor: Predictor,
     _image: LoadedImage,
     _lungs: viewer.LungView | None,
-) -> tuple[np.ndarray, list[str]]:
-    probabilities, warnings = _predictor.assess(
+) -> tuple[np.ndarray, GateVerdict]:
+    probabilities, verdicts = _predictor.assess(
         [_image], lungs=[_lungs.result] if _lungs is not None else None
     )
-    return probabilities[0], warnings[0]
+    return probabilities[0], verdicts[0]
 
 
 def read_film(upload: Upload, ctx: PredictContext) -> FilmReading:
-    """Decode, gate, segment and score one film (each step cached), then call its findings."""
+    """Decode, gate, segment and score one film (each step cached), then call its findings
+    (an out-of-domain film's only if this session chose to score it anyway)."""
     image = _decode(upload.digest, upload.name, upload.data)
     if isinstance(image, str):
         return FilmReading(upload, UNREADABLE, reason=image)
@@ -197,15 +201,25 @@ def read_film(upload: Upload, ctx: PredictContext) -> FilmReading:
         return FilmReading(upload, REFUSED, reason=refusal, image=image)
     segmenter = ctx.lungs.segmenter
     lungs = _lungs(ctx.lungs.key, upload.digest, segmenter, image) if segmenter else None
-    row, warnings = _assess(
-        ctx.model_key, ctx.lungs.key, upload.digest, ctx.predictor, image, lungs
-    )
+    row, verdict = _assess(ctx.model_key, ctx.lungs.key, upload.digest, ctx.predictor, image, lungs)
     (prediction,) = ctx.predictor.to_predictions(
-        row[None], [upload.name], ctx.thresholds, [warnings]
+        row[None],
+        [upload.name],
+        ctx.thresholds,
+        [verdict],
+        score_anyway=outcome_view.score_anyway_choices(ctx.model_key, [upload.digest]),
     )
+    if not prediction.probabilities:  # refused by the content test in the forward pass
+        return FilmReading(upload, REFUSED, reason=prediction.reason, image=image)
     summary = summarise_findings(prediction, multilabel=ctx.multilabel, flagged=ctx.flagged)
     return FilmReading(
-        upload, SCORED, image=image, lungs=lungs, prediction=prediction, summary=summary
+        upload,
+        prediction.outcome,
+        reason=prediction.reason,
+        image=image,
+        lungs=lungs,
+        prediction=prediction,
+        summary=summary,
     )
 
 

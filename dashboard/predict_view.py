@@ -24,8 +24,9 @@ from cxr_core.inference.explain import (
 )
 from cxr_core.inference.findings import FindingsSummary
 from cxr_core.inference.lungs import heatmap_within_mask
+from cxr_core.inference.outcome import REFUSED, UNREADABLE
 from cxr_core.inference.table_rows import upload_rows
-from dashboard import charts, predict_batch, reading, state, viewer
+from dashboard import charts, outcome_view, predict_batch, reading, state, viewer
 from dashboard.predict_batch import FilmReading, PredictContext, Upload
 from dashboard.report_downloads import report_downloads
 from dashboard.widgets import cxr_errors
@@ -116,12 +117,13 @@ def _bars(summary: FindingsSummary, multilabel: bool) -> None:
 def findings_panel(film: FilmReading, ctx: PredictContext) -> None:
     """One film's outcome and findings: warnings, calls, bars, distrusted classes, header fields."""
     st.markdown(f"#### {film.name}")
-    if film.outcome != predict_batch.SCORED:
+    if film.summary is None:  # refused or unreadable: why, nothing of the model's
         st.error(film.reason, icon=":material/error:")
         return
-    for warning in film.warnings:
-        st.warning(warning, icon=":material/warning:")
-    st.markdown(reading.headline(film.summary))
+    outcome_view.outcome_banner(
+        film.prediction, model_key=ctx.model_key, digest=film.upload.digest, ident=film.upload.ident
+    )
+    st.markdown(outcome_view.headline(film.summary))
     if film.summary.flagged:
         st.markdown(reading.not_trusted_lines(film.summary))
     _bars(film.summary, ctx.multilabel)
@@ -239,7 +241,7 @@ def _overlay_settings(film: FilmReading, ident: str) -> dict:
 def _viewer_panel(film: FilmReading, ctx: PredictContext) -> None:
     """Runs as a fragment: the heatmap controls redraw only the viewer. Window, level, zoom,
     pan, invert and full screen act in the browser (:mod:`dashboard.viewer`)."""
-    if film.outcome != predict_batch.SCORED:
+    if film.summary is None:
         if film.image is not None:
             display = predict_batch.display(film.upload.digest, film.image)
             viewer.show_viewer(
@@ -417,8 +419,8 @@ def _export_rows(readings: Sequence[FilmReading], ctx: PredictContext) -> list[P
     for r in readings:
         if r.prediction is not None:
             out.append(by_film[id(r)])
-        elif r.outcome in (predict_batch.REFUSED, predict_batch.UNREADABLE):
-            error = r.reason if r.outcome == predict_batch.UNREADABLE else ""
+        elif r.outcome in (REFUSED, UNREADABLE):
+            error = r.reason if r.outcome == UNREADABLE else ""
             out.append(PredictionRow(r.name, outcome=r.outcome, reason=r.reason, error=error))
     return out
 

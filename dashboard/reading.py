@@ -97,6 +97,7 @@ def not_trusted_text(summary: FindingsSummary) -> str:
 
 OUTCOME_LABELS = {
     "scored": "scored",
+    "out_of_domain": "out of domain",
     "refused": "refused",
     "unreadable": "unreadable",
     "pending": "scoring…",
@@ -126,6 +127,16 @@ def short_warning(text: str, name: str = "", limit: int = SHORT_WARNING) -> str:
     return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
 
 
+def _called(reading) -> str:
+    """The calls of one film; an out-of-domain film's are withheld unless scored anyway."""
+    s = reading.summary
+    if s is None:
+        return ""
+    if s.calls_withheld:
+        return "withheld (out of domain)"
+    return called_text(s) + (" · scored anyway" if s.scored_anyway else "")
+
+
 def results_table(readings: Sequence) -> pd.DataFrame:
     """One row per film (:class:`dashboard.predict_batch.FilmReading`): outcome, the numeric
     abnormality score (sortable), the calls, borderline count, distrusted classes above their
@@ -138,7 +149,7 @@ def results_table(readings: Sequence) -> pd.DataFrame:
                 "file": r.name,
                 "outcome": OUTCOME_LABELS.get(r.outcome, r.outcome),
                 "abnormality": s.abnormality if s is not None else math.nan,
-                "called": called_text(s) if s is not None else "",
+                "called": _called(r),
                 "borderline": len(s.borderline) if s is not None else None,
                 "not trusted": not_trusted_text(s) if s is not None else "",
                 "warnings": " | ".join(

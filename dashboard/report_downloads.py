@@ -21,7 +21,7 @@ from cxr_core.inference.lungs import LungResult
 from cxr_core.inference.predictor import Prediction, Predictor
 from cxr_core.reporting.dicom_source import read_source_header
 from cxr_core.reporting.export import dicom_objects, dicom_zip
-from cxr_core.reporting.outcome import derive_gate_outcome
+from cxr_core.reporting.outcome import outcome_of
 from cxr_core.reporting.pdf import build_pdf
 from cxr_core.reporting.study import (
     ModelIdentity,
@@ -76,7 +76,7 @@ def report_downloads(
             context,
             name=image.name,
             prediction=prediction,
-            outcome=derive_gate_outcome(warnings=prediction.warnings),
+            outcome=outcome_of(prediction),
             image=image,
             lung_mask=lungs.mask if lungs is not None else None,
         )

@@ -35,7 +35,7 @@ from cxr_core.artifacts.prediction_table import (
     prediction_table_text,
     pseudonymised_rows,
 )
-from cxr_core.artifacts.review_store import ReviewStore, default_review_dir
+from cxr_core.artifacts.review_store import ReviewStore, default_review_db
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.artifacts.thresholds_store import ThresholdSet, ThresholdStore
 from cxr_core.artifacts.user_store import UserStore
@@ -292,18 +292,19 @@ def _review_store(folder: str) -> ReviewStore:
 
 
 def review_store() -> ReviewStore:
-    """The review database in ``CXR_REVIEW_DIR`` (default ``~/.cxr``), acting for this session's user."""
-    return _review_store(str(default_review_dir())).acting(actor())
+    """The review database, acting for this session's user: ``CXR_REVIEW_DB`` (a PostgreSQL URL
+    or a file) when set, else ``review.sqlite3`` in ``CXR_REVIEW_DIR`` (default ``~/.cxr``)."""
+    return _review_store(default_review_db()).acting(actor())
 
 
 def users() -> UserStore:
     """The install's users, for signing in (changing them checks the acting user's role)."""
-    return _review_store(str(default_review_dir())).users
+    return _review_store(default_review_db()).users
 
 
 def audit_log() -> AuditLog:
     """The install's audit log (reading it whole is for admins: :meth:`AuditLog.read`)."""
-    return _review_store(str(default_review_dir())).audit
+    return _review_store(default_review_db()).audit
 
 
 def threshold_store(entry: CheckpointEntry) -> ThresholdStore:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
-from cxr_core.data.formats import FORMATS
+from cxr_core.data.formats import AUTO, list_formats
 from cxr_core.evaluation.gallery import open_sessions
 from cxr_core.metrics import EvaluationReport
 from dashboard import evaluation_cache, state
@@ -51,7 +51,9 @@ def render_second_truth(
         elif source == FILE:
             left, right = st.columns([3, 1])
             path = left.text_input("Label file or dataset folder", key="perf_truth_path")
-            fmt = right.selectbox("Format", ("auto", *FORMATS), key="perf_truth_format")
+            fmt = right.selectbox(
+                "Format", (AUTO, *list_formats("labels")), key="perf_truth_format"
+            )
             if path.strip():
                 comparison = evaluation_cache.truth_of_file(
                     run, report, multilabel, path.strip(), fmt

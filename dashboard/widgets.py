@@ -99,16 +99,37 @@ def reader_box() -> str:
     return name
 
 
+def picker_key(chosen: str) -> str:
+    """The sidebar picker's widget key while ``chosen`` is this browser's checkpoint.
+
+    The choice itself lives in ``state.SELECTED``, written only by this browser's own pick (or
+    Review's explicit switch), never by whatever value the browser reports for the widget: a
+    widget the browser mounts without a value from the server takes its ``index``, and with
+    Streamlit's default (the first option, which may be an unreadable checkpoint) a page switch or
+    an interrupted run could hand a new session that option. Keyed by the choice, the widget is a
+    new one whenever the choice changes elsewhere, and its default is always the choice.
+    """
+    return f"cxr_checkpoint_pick@{chosen}"
+
+
 def model_picker() -> CheckpointEntry | None:
     """Sidebar: choose a checkpoint, add a folder, see the chosen card's summary."""
     st.sidebar.subheader("Model")
     entries = state.entries()
     if entries:
         keys = [e.key for e in entries]
-        if st.session_state.get(state.SELECTED) not in keys:
-            st.session_state[state.SELECTED] = state.selected_entry().key
+        chosen = state.selected_entry().key
+        st.session_state[state.SELECTED] = chosen
         labels = {e.key: _label(e) for e in entries}
-        st.sidebar.selectbox("Checkpoint", keys, key=state.SELECTED, format_func=labels.__getitem__)
+        pick = picker_key(chosen)
+        st.sidebar.selectbox(
+            "Checkpoint",
+            keys,
+            index=keys.index(chosen),
+            key=pick,
+            format_func=labels.__getitem__,
+            on_change=lambda: st.session_state.update({state.SELECTED: st.session_state[pick]}),
+        )
     else:
         st.sidebar.info("No checkpoint found yet.")
     with st.sidebar.expander("Add a checkpoint folder"):

@@ -127,3 +127,20 @@ def nih_subset(nih14_root):
         return dest
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session (tests/postgres_fixture.py); skipped when it cannot start."""
+    from tests.postgres_fixture import running_postgres
+
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres_server) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    from tests.postgres_fixture import new_database
+
+    return new_database(postgres_server)

@@ -10,23 +10,25 @@ session, a threshold set, a user) and details as JSON.
 
 The stores write their events in the same transaction as the change itself, so a change is
 never saved without its entry. Nothing in the library updates or deletes a row, and the database
-refuses to (``audit_log_append_only_*`` triggers). Passwords, password hashes, keys and client
-secrets are never written here: details are built by the stores from known fields only.
+refuses to, SQLite and PostgreSQL alike (:meth:`cxr_core.artifacts.database.Connection.append_only`).
+Passwords, password hashes, keys and client secrets are never written here: details are built by
+the stores from known fields only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from cxr_core.access import roles
 from cxr_core.access.pseudonym import Pseudonymiser
 from cxr_core.access.roles import Actor
+from cxr_core.artifacts.database import Connection
 from cxr_core.errors import ReviewStoreError
 from cxr_core.utils.atomic import write_text_atomically
 from cxr_core.utils.csv_safe import records_csv_text
@@ -100,14 +102,7 @@ CREATE INDEX IF NOT EXISTS audit_log_actor_action ON audit_log (actor, action, t
 """
 """The table, declared like the review database's other tables (statements separated by ';')."""
 
-GUARDS: tuple[str, ...] = tuple(
-    f"""CREATE TRIGGER IF NOT EXISTS audit_log_append_only_{what} BEFORE {what.upper()} ON audit_log
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""
-    for what in ("update", "delete")
-)
-"""SQLite triggers refusing any change to a written row (each one statement, run on its own)."""
-
-Connect = Callable[[], AbstractContextManager[sqlite3.Connection]]
+Connect = Callable[[], AbstractContextManager[Connection]]
 
 
 def now() -> str:
@@ -129,7 +124,7 @@ class AuditEntry:
 
 
 def write_entry(
-    conn: sqlite3.Connection,
+    conn: Connection,
     actor: Actor | None,
     action: str,
     *,
@@ -163,7 +158,7 @@ def write_entry(
     )
 
 
-def _entry(row: sqlite3.Row) -> AuditEntry:
+def _entry(row: Mapping[str, Any]) -> AuditEntry:
     try:
         detail = json.loads(row["detail"] or "{}")
     except ValueError:

@@ -27,7 +27,8 @@ label:<class>..., prob:<class>...``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,15 +38,22 @@ import pandas as pd
 
 from cxr_core.access.pseudonym import Pseudonymiser
 from cxr_core.errors import DatasetError
+from cxr_core.utils.atomic import write_atomically
 from cxr_core.utils.csv_safe import read_table, table_text, write_table
 
 LABEL_PREFIX = "label:"
 PROB_PREFIX = "prob:"
 THRESHOLD_PREFIX = "threshold:"
-OUTCOMES = ("scored", "out_of_domain", "refused", "unreadable")
+SCORED = "scored"
+OUT_OF_DOMAIN = "out_of_domain"
+REFUSED = "refused"
+UNREADABLE = "unreadable"
+OUTCOMES = (SCORED, OUT_OF_DOMAIN, REFUSED, UNREADABLE)
+"""The gate's outcomes (what each allows: :mod:`cxr_core.inference.outcome`)."""
 ID_COLUMNS = ("image_id", "path", "patient_id")
 GATE_COLUMNS = ("outcome", "scored_anyway", "reason")
 FINDINGS_SEPARATOR = "; "
+_ROWS_AT_ONCE = 10_000  # frame rows turned into row objects at a time by frame_rows
 WARNINGS_SEPARATOR = " | "
 
 
@@ -161,19 +169,56 @@ def pseudonymised_rows(
     ]
 
 
+def merge_prediction_tables(
+    path: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]
+) -> Path:
+    """One table of the rows of ``parts`` in their order, each part a table written by
+    :func:`write_prediction_table` with the same header (same classes and columns).
+
+    The parts' rows are copied as written, byte for byte, streamed and atomically: a
+    million-row table is never held in memory, and the result is the file one writer would
+    have written. A part with another header is refused (a DatasetError naming it).
+    """
+    if not parts:
+        raise DatasetError("no prediction tables to merge")
+    header = _header_line(parts[0])
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as out:
+            out.write(header)
+            for part in parts:
+                with open(part, "rb") as handle:
+                    if handle.readline() != header:
+                        raise DatasetError(
+                            f"{part} has another header than {parts[0]}; only tables of the same "
+                            "classes and columns can be merged"
+                        )
+                    shutil.copyfileobj(handle, out, 1 << 20)
+
+    return write_atomically(Path(path), write)
+
+
+def _header_line(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.readline()
+
+
 def prediction_table_text(classes: Sequence[str], rows: Iterable[PredictionRow]) -> str:
     """The same table as CSV text, for a download button."""
     header, rows = _layout(rows, classes, None, None, None)
     return table_text(header, (_record(r, classes) for r in rows))
 
 
-def frame_rows(frame: pd.DataFrame, classes: Sequence[str]) -> list[PredictionRow]:
+def frame_rows(frame: pd.DataFrame, classes: Sequence[str]) -> Iterator[PredictionRow]:
     """Rows of a frame in the evaluation layout (``image_id``, ``patient_id``, ``path``,
-    ``label:<class>``, ``prob:<class>`` and optionally ``threshold:<class>``): scored images."""
-    rows = []
-    for record in frame.to_dict("records"):
-        rows.append(
-            PredictionRow(
+    ``label:<class>``, ``prob:<class>`` and optionally ``threshold:<class>``): scored images.
+
+    Yielded a slice of the frame at a time, so a million-row evaluation is written without
+    a million row objects in memory.
+    """
+    for start in range(0, len(frame), _ROWS_AT_ONCE):
+        for record in frame.iloc[start : start + _ROWS_AT_ONCE].to_dict("records"):
+            yield PredictionRow(
                 image_id=str(record["image_id"]),
                 path=str(record.get("path", "")),
                 patient_id=str(record.get("patient_id", "")),
@@ -181,8 +226,16 @@ def frame_rows(frame: pd.DataFrame, classes: Sequence[str]) -> list[PredictionRo
                 probabilities=_by_class(record, PROB_PREFIX, classes),
                 thresholds=_by_class(record, THRESHOLD_PREFIX, classes),
             )
-        )
-    return rows
+
+
+def frame_layout(frame: pd.DataFrame) -> dict[str, bool]:
+    """Which optional column groups a frame in the evaluation layout has, as the ``labels`` and
+    ``thresholds`` arguments of :func:`write_prediction_table` (so it can stream the rows)."""
+    columns = [str(c) for c in frame.columns]
+    return {
+        "labels": any(c.startswith(LABEL_PREFIX) for c in columns),
+        "thresholds": any(c.startswith(THRESHOLD_PREFIX) for c in columns),
+    }
 
 
 def _by_class(record: Mapping[str, Any], prefix: str, classes: Sequence[str]) -> dict[str, float]:
@@ -200,6 +253,12 @@ class PredictionTable:
     def scored(self) -> pd.DataFrame:
         """Rows with probabilities (scored, or out of domain)."""
         return self.frame[self.frame["outcome"].isin(("scored", "out_of_domain"))]
+
+
+def read_outcomes(source: str | os.PathLike[str]) -> pd.DataFrame:
+    """Only the ``outcome`` and ``warnings`` columns of a table in the current format, as text:
+    what a run's summary counts, read without typing a million rows of probabilities."""
+    return read_table(source, usecols=["outcome", "warnings"], dtype=str, keep_default_na=False)
 
 
 def read_prediction_table(source: str | os.PathLike[str] | TextIO) -> PredictionTable:

@@ -26,30 +26,34 @@ restart loses nothing; saving the film (:meth:`ReviewStore.save_film`) turns the
 the same transaction. A draft is private to its reader and never a verdict: agreement, export,
 corrected labels and progress read only ``verdicts``.
 
-Several readers (browser sessions, threads of one server, separate processes) may write at
-once, so the database runs in WAL mode with a busy timeout and every call opens its own
-short-lived connection. A database that stays locked past the timeout is a
-:class:`~cxr_core.errors.ReviewStoreError`, never a raw ``sqlite3`` error.
+Several readers (browser sessions, threads of one server, separate processes, several servers)
+may write at once: every call is one short transaction, and checks that a write depends on (a
+reveal) hold the database's write lock. A database that stays locked past the timeout, or
+cannot be reached, is a :class:`~cxr_core.errors.ReviewStoreError`, never a driver's error.
 
-Schema versions (``PRAGMA user_version``): 0 is the first, single-reader layout (one verdict
-per session, image and class); 2 added readers, history, positions and adjudications; 3 added
-a box for "where"; 4 added ``reveals``; 5 added ``drafts``; 6 (this one) adds ``users`` and
-``audit_log`` (:mod:`cxr_core.artifacts.user_store`, :mod:`cxr_core.artifacts.audit_log`, which
-declare them). Older files are migrated in place on open,
+The database is a SQLite file (the default) or a PostgreSQL server, for several dashboard servers
+sharing review sessions: ``ReviewStore("postgresql://user@host/db")``, ``CXR_REVIEW_DB``, or
+``--db`` of ``cxr review``. The tables and statements below are written once, in the SQL both
+engines share; :mod:`cxr_core.artifacts.database` holds every difference between them.
+
+Schema versions (the ``cxr_schema`` row of ``review``; older SQLite files: ``PRAGMA user_version``):
+0 is the first, single-reader layout (one verdict per session, image and class); 2 added
+readers, history, positions and adjudications; 3 added a box for "where"; 4 added ``reveals``;
+5 added ``drafts``; 6 (this one) adds ``users`` and ``audit_log``
+(:mod:`cxr_core.artifacts.user_store`, :mod:`cxr_core.artifacts.audit_log`, which declare them;
+the audit log is append-only on both engines: :meth:`Connection.append_only`). Older databases
+are migrated in place on open,
 inside one transaction, keeping every verdict. Verdicts saved before readers were named have an empty
 reader; the migration names them :data:`LEGACY_READER`, a name no reader can take, so they
 stay visible as one reader in every table and export and nobody can change them.
 
-Statements other than the schema set-up (``PRAGMA``) use only SQL that SQLite and PostgreSQL share
-(``INSERT … ON CONFLICT … DO UPDATE``, no SQLite-only functions), so a server database can stand
-behind the same methods.
-
 Who acts: a store opened for the dashboard acts for its signed-in user (:meth:`ReviewStore.acting`);
 one opened without an actor (the command line, a script) acts for the process's operator, an
-admin (:func:`cxr_core.access.roles.operator`), as whoever holds the file holds its data anyway.
+admin (:func:`cxr_core.access.roles.operator`), as whoever holds the database holds its data anyway.
 Calls, drafts, reveals and positions are saved under a signed-in user's own name only.
 
-The file lives in ``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
+Where: ``$CXR_REVIEW_DB`` when set (a PostgreSQL URL or a SQLite file), else the file
+``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
 """
 
 from __future__ import annotations
@@ -59,7 +63,6 @@ import json
 import logging
 import math
 import os
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +74,7 @@ from cxr_core.access.pseudonym import Pseudonymiser, key_path
 from cxr_core.access.roles import Actor, operator
 from cxr_core.artifacts import audit_log, user_store
 from cxr_core.artifacts.audit_log import AuditLog
+from cxr_core.artifacts.database import Connection, Database, is_database_url
 from cxr_core.artifacts.user_store import UserStore
 from cxr_core.errors import ReviewStoreError
 from cxr_core.utils.csv_safe import write_records_csv
@@ -252,6 +256,13 @@ def default_review_dir() -> Path:
     return state_dir()
 
 
+def default_review_db() -> str:
+    """``$CXR_REVIEW_DB`` when set (a PostgreSQL URL or a SQLite file), else the folder
+    :func:`default_review_dir`."""
+    env = os.environ.get("CXR_REVIEW_DB", "").strip()
+    return env or str(default_review_dir())
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -360,18 +371,43 @@ class ReviewStore:
         timeout_s: float = 30.0,
         actor: Actor | None = None,
     ) -> None:
-        self.folder = Path(folder).expanduser() if folder is not None else default_review_dir()
-        self.path = self.folder / DB_NAME
+        """``folder``: the folder of ``review.sqlite3``, or a PostgreSQL URL (``postgresql://…``);
+        None: :func:`default_review_db`."""
+        target = str(folder) if folder is not None else default_review_db()
+        self.target = target  # what opens this database again: a folder or a URL
         self.timeout_s = timeout_s
+        if is_database_url(target):
+            self.folder = None
+            self._db = Database(
+                target,
+                ReviewStoreError,
+                name="review database",
+                timeout_s=timeout_s,
+                pragma_store="review",
+            )
+        else:
+            self.folder = Path(target).expanduser()
+            if self.folder.suffix == Path(DB_NAME).suffix:  # CXR_REVIEW_DB may name the file
+                self.folder = self.folder.parent
+            self._db = Database(
+                self.folder / DB_NAME,
+                ReviewStoreError,
+                name="review database",
+                timeout_s=timeout_s,
+                pragma_store="review",
+            )
+        self.path: Path | str = self.folder / DB_NAME if self.folder is not None else self._db.where
         self.actor = actor if actor is not None else operator()
         self.audit = AuditLog(self._connect)
         self.users = UserStore(self._connect, self.audit)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._migrate()
-        except (OSError, sqlite3.Error) as exc:
+            if self.folder is not None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            self._db.migrate("review", SCHEMA_VERSION, self._upgrade)
+        except (OSError, ReviewStoreError, self._db.driver_error) as exc:
             raise ReviewStoreError(
-                f"cannot open the review database {self.path} ({exc}); set CXR_REVIEW_DIR to a writable folder"
+                f"cannot open the review database {self.path} ({exc}); set CXR_REVIEW_DIR to a "
+                "writable folder, or CXR_REVIEW_DB to a reachable PostgreSQL database"
             ) from None
 
     def pseudonymiser(self) -> Pseudonymiser:
@@ -392,7 +428,7 @@ class ReviewStore:
         return clean_reader(self.actor.as_self(str(name or ""), what))
 
     def _audit(
-        self, conn: sqlite3.Connection, action: str, session_id: int, film: str = "", **detail
+        self, conn: Connection, action: str, session_id: int, film: str = "", **detail
     ) -> None:
         """One audit event inside the change's own transaction: both land, or neither."""
         audit_log.write_entry(
@@ -405,85 +441,39 @@ class ReviewStore:
         )
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A fresh connection per call: commits on success, rolls back on error, always closes."""
-        try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout_s)
-        except sqlite3.Error as exc:
-            raise ReviewStoreError(f"cannot open the review database {self.path} ({exc})") from None
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            with conn:
-                yield conn
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise ReviewStoreError(
-                    f"the review database {self.path} stayed locked by another writer for {self.timeout_s:g} s; "
-                    "nothing was saved, try again"
-                ) from None
-            raise ReviewStoreError(f"the review database {self.path} failed: {exc}") from None
-        finally:
-            conn.close()
+    def _connect(self) -> Iterator[Connection]:
+        """One transaction per call: commits on success, rolls back on error."""
+        with self._db.connect() as conn:
+            yield conn
 
     # -- schema -----------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        """Create the tables, or bring an older file up to :data:`SCHEMA_VERSION` in one transaction."""
-        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-                return
-            conn.execute(
-                "BEGIN IMMEDIATE"
-            )  # one migrator at a time; the others see the new version
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version < SCHEMA_VERSION:
-                    tables = {
-                        r[0]
-                        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                    }
-                    if "verdicts" in tables and version == 0:
-                        self._from_v0(conn)
-                    for statement in _TABLES.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    self._to_v3(conn)
-                    for statement in _AUTH_TABLES.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    for guard in audit_log.GUARDS:
-                        conn.execute(guard)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    if "verdicts" in tables:
-                        logger.info(
-                            "migrated review database %s from schema %d to %d",
-                            self.path,
-                            version,
-                            SCHEMA_VERSION,
-                        )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
+    def _upgrade(self, conn: Connection, version: int) -> None:
+        """Create the tables, or bring older ones up to :data:`SCHEMA_VERSION` (inside the
+        migration's one transaction, under the write lock)."""
+        tables = conn.tables()
+        if "verdicts" in tables and version == 0:
+            self._from_v0(conn)
+        conn.executescript(_TABLES)
+        self._to_v3(conn)
+        conn.executescript(_AUTH_TABLES)
+        conn.append_only("audit_log")
+        if "verdicts" in tables:
+            logger.info(
+                "migrated review database %s from schema %d to %d",
+                self.path,
+                version,
+                SCHEMA_VERSION,
+            )
 
-    def _from_v0(self, conn: sqlite3.Connection) -> None:
+    def _from_v0(self, conn: Connection) -> None:
         """Single-reader layout -> per-reader verdicts; every old verdict becomes one row and one history entry."""
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
+        columns = conn.columns("sessions")
         if "mode" not in columns:
             conn.execute("ALTER TABLE sessions ADD COLUMN mode TEXT NOT NULL DEFAULT 'unblinded'")
         if "classes" not in columns:
             conn.execute("ALTER TABLE sessions ADD COLUMN classes TEXT NOT NULL DEFAULT '[]'")
         conn.execute("ALTER TABLE verdicts RENAME TO verdicts_v0")
-        for statement in _TABLES.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        conn.executescript(_TABLES)
         old = "session_id, image_id, class_name, reviewer, verdict, note, updated"
         conn.execute(f"INSERT INTO verdicts ({old}) SELECT {old} FROM verdicts_v0")
         conn.execute(
@@ -497,10 +487,10 @@ class ReviewStore:
             moved,
         )
 
-    def _to_v3(self, conn: sqlite3.Connection) -> None:
+    def _to_v3(self, conn: Connection) -> None:
         """Schema 2 -> 3: a box for "where", and an explicit name for verdicts saved before readers were named."""
         for table in ("verdicts", "verdict_history"):
-            columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            columns = conn.columns(table)
             for column in _BOX_COLUMNS:
                 if column not in columns:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} REAL")
@@ -517,7 +507,7 @@ class ReviewStore:
 
     def schema_version(self) -> int:
         with self._connect() as conn:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+            return conn.version("review")
 
     # -- sessions ---------------------------------------------------------------------------
     def create_session(
@@ -542,7 +532,7 @@ class ReviewStore:
         with self._connect() as conn:
             cur = conn.execute(
                 "INSERT INTO sessions (name, checkpoint, eval_run, filters, created, mode, classes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     str(name).strip(),
                     str(checkpoint),
@@ -553,7 +543,7 @@ class ReviewStore:
                     json.dumps([str(c) for c in classes]),
                 ),
             )
-            session_id = int(cur.lastrowid)
+            session_id = int(cur.fetchone()[0])
             self._audit(
                 conn, audit_log.SESSION_CREATED, session_id, name=str(name).strip(), mode=mode
             )
@@ -673,9 +663,7 @@ class ReviewStore:
         ]
         try:
             with self._connect() as conn:
-                conn.execute(
-                    "BEGIN IMMEDIATE"
-                )  # a reveal from another tab cannot slip between check and save
+                conn.lock_writes()  # a reveal from another tab cannot slip between check and save
                 for values in rows:
                     self._refuse_unblinded_call(conn, values[0], values[1], values[2], reviewer)
                     conn.execute(_UPSERT_VERDICT, values)
@@ -691,7 +679,7 @@ class ReviewStore:
                         call=values[4],
                         verdict=values[5],
                     )
-        except sqlite3.IntegrityError:
+        except self._db.integrity_error:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
             ) from None
@@ -699,7 +687,7 @@ class ReviewStore:
 
     @staticmethod
     def _refuse_unblinded_call(
-        conn: sqlite3.Connection, session_id: int, image_id: str, class_name: str, reviewer: str
+        conn: Connection, session_id: int, image_id: str, class_name: str, reviewer: str
     ) -> None:
         """A new call in a blinded session by a reader who revealed its labels and model output is an error."""
         row = conn.execute(
@@ -807,7 +795,7 @@ class ReviewStore:
         try:
             with self._connect() as conn:
                 conn.execute(_UPSERT_DRAFT, values)
-        except sqlite3.IntegrityError:
+        except self._db.integrity_error:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
             ) from None
@@ -838,6 +826,7 @@ class ReviewStore:
         """
         reader = self._acting_as(roles.REVEAL, reader, "a reveal")
         with self._connect() as conn:
+            conn.lock_writes()  # no call of this reader is half-way between its check and save
             row = conn.execute(
                 "SELECT mode FROM sessions WHERE id = ?", (int(session_id),)
             ).fetchone()
@@ -917,7 +906,7 @@ class ReviewStore:
                     finding_of=entry.class_name,
                     label=entry.label,
                 )
-        except sqlite3.IntegrityError:
+        except self._db.integrity_error:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
             ) from None
@@ -1044,7 +1033,7 @@ def _checked(call: Call, need_call: bool) -> tuple:
     )
 
 
-def _session(row: sqlite3.Row) -> ReviewSession:
+def _session(row: Mapping) -> ReviewSession:
     return ReviewSession(
         int(row["id"]),
         row["name"],
@@ -1058,14 +1047,14 @@ def _session(row: sqlite3.Row) -> ReviewSession:
     )
 
 
-def _mark(row: Mapping | sqlite3.Row) -> tuple[tuple | None, tuple | None]:
+def _mark(row: Mapping) -> tuple[tuple | None, tuple | None]:
     """(point, box) of a stored row."""
     point = (float(row["point_x"]), float(row["point_y"])) if row["point_x"] is not None else None
     box = tuple(float(row[c]) for c in _BOX_COLUMNS) if row["box_x0"] is not None else None
     return point, box
 
 
-def _draft(row: Mapping | sqlite3.Row) -> Draft:
+def _draft(row: Mapping) -> Draft:
     point, box = _mark(row)
     return Draft(
         int(row["session_id"]),
@@ -1082,7 +1071,7 @@ def _draft(row: Mapping | sqlite3.Row) -> Draft:
     )
 
 
-def _verdict(row: Mapping | sqlite3.Row) -> Verdict:
+def _verdict(row: Mapping) -> Verdict:
     point, box = _mark(row)
     return Verdict(
         int(row["session_id"]),

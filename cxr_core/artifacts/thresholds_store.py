@@ -31,6 +31,12 @@ A reader's own choice of set is kept per reader name (:meth:`ThresholdStore.choo
 survives a reload or a new browser and is never changed by someone else making another set the
 default; :meth:`ThresholdStore.unseen_changes` lists the default changes the reader has not yet
 acknowledged (:meth:`ThresholdStore.acknowledge`), so each reader is told who changed what, when.
+
+Dashboard servers that share threshold sets keep them in a database instead
+(:mod:`cxr_core.artifacts.thresholds_tables`): ``ThresholdStore(..., db=URL)``, or
+``CXR_REVIEW_DB`` set to a PostgreSQL URL (the review database). The methods are the same;
+earlier versions of a set are then read with :meth:`ThresholdStore.versions` (``history()``
+lists files). Each reader's own choice of set stays a file next to the checkpoint.
 """
 
 from __future__ import annotations
@@ -60,7 +66,9 @@ from cxr_core.access import roles
 from cxr_core.access.roles import Actor, operator
 from cxr_core.artifacts import audit_log
 from cxr_core.artifacts.audit_log import AuditLog
+from cxr_core.artifacts.database import is_database_url
 from cxr_core.artifacts.run_dir import RunDir
+from cxr_core.artifacts.thresholds_tables import ThresholdTables
 from cxr_core.errors import ThresholdSetError, UnknownClassError
 from cxr_core.utils.atomic import write_text_atomically
 
@@ -167,6 +175,8 @@ class ThresholdStore:
 
     ``classes`` are the model's classes (values for other classes are refused);
     ``card_thresholds`` are the model card's thresholds, served as the set named ``card``.
+    ``db``: a database for the sets instead of files (default: ``CXR_REVIEW_DB`` when it is a
+    PostgreSQL URL), where they are kept under the checkpoint folder's name.
     """
 
     def __init__(
@@ -174,9 +184,16 @@ class ThresholdStore:
         checkpoint_dir: str | os.PathLike,
         classes: Iterable[str],
         card_thresholds: Mapping[str, float] | None = None,
+        *,
+        db: str | None = None,
     ) -> None:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.folder = RunDir(self.checkpoint_dir).thresholds
+        env = os.environ.get("CXR_REVIEW_DB", "").strip()
+        db = db if db is not None else (env if is_database_url(env) else None)
+        self._tables = (
+            ThresholdTables(db, self.checkpoint_dir.resolve().name) if db is not None else None
+        )
         self.classes = tuple(classes)
         card = {c: float(v) for c, v in (card_thresholds or {}).items() if c in self.classes}
         self._card = ThresholdSet(
@@ -205,6 +222,8 @@ class ThresholdStore:
 
     def names(self) -> list[str]:
         """Saved set names (sorted), preceded by the model card's set."""
+        if self._tables is not None:
+            return [CARD_SET, *self._tables.names()]
         saved = sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
         return [CARD_SET, *saved]
 
@@ -212,18 +231,34 @@ class ThresholdStore:
         """A saved set; classes missing from an older file fall back to the card's values."""
         if name == CARD_SET:
             return self._card
-        path = self._path(name)
-        if not path.is_file():
-            raise ThresholdSetError(
-                f"no threshold set named '{name}' in {self.folder}; saved sets: {', '.join(self.names())}"
-            )
+        data = self._read(name)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             values = data["thresholds"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise ThresholdSetError(
-                f"threshold set file {path} is unreadable ({exc}); delete or fix it"
+                f"threshold set '{name}' is unreadable (no {exc}); delete or fix it"
             ) from None
+        return self._from_data(name, data, values)
+
+    def _read(self, name: str) -> dict:
+        """The saved JSON of a set, from its file or its row."""
+        where = self._tables.where if self._tables is not None else self.folder
+        data = self._tables.read(validate_name(name)) if self._tables is not None else None
+        path = self._path(name)
+        if self._tables is None and path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ThresholdSetError(
+                    f"threshold set file {path} is unreadable ({exc}); delete or fix it"
+                ) from None
+        if data is None:
+            raise ThresholdSetError(
+                f"no threshold set named '{name}' in {where}; saved sets: {', '.join(self.names())}"
+            )
+        return data
+
+    def _from_data(self, name: str, data: dict, values: Mapping[str, float]) -> ThresholdSet:
         merged = {**self._card.thresholds, **validate_thresholds(values, self.classes)}
         return ThresholdSet(
             str(data.get("name", name)),
@@ -253,11 +288,14 @@ class ThresholdStore:
                 f"threshold set '{clean_name}' lacks values for: {', '.join(missing)}"
             )
         new = ThresholdSet(clean_name, values, method, notes, _now(), dict(extra or {}))
-        path = self._path(clean_name)
-        with self._locked():
-            if path.is_file():
-                self._keep_previous(path)
-            write_text_atomically(path, json.dumps(new.to_dict(), indent=2))
+        if self._tables is not None:
+            self._tables.write(clean_name, new.to_dict())
+        else:
+            path = self._path(clean_name)
+            with self._locked():
+                if path.is_file():
+                    self._keep_previous(path)
+                write_text_atomically(path, json.dumps(new.to_dict(), indent=2))
         self._audit(audit_log.THRESHOLDS_SAVED, clean_name, {"method": method})
         return new
 
@@ -281,13 +319,29 @@ class ThresholdStore:
         write_text_atomically(target, path.read_text(encoding="utf-8"))
 
     def history(self, name: str) -> list[Path]:
-        """Earlier versions of a set, oldest first."""
+        """Earlier versions of a set (files), oldest first; :meth:`versions` reads them anywhere."""
         clean = validate_name(name)
+        if self._tables is not None:
+            raise ThresholdSetError(
+                f"threshold sets are kept in {self._tables.where}, not in files: read their earlier "
+                "versions with versions()"
+            )
         folder = self.folder / HISTORY_DIR
         return sorted(folder.glob(f"{clean}.[0-9]*Z-*.json")) if folder.is_dir() else []
 
+    def versions(self, name: str) -> list[ThresholdSet]:
+        """Every earlier version of a set that a save replaced, oldest first."""
+        if self._tables is not None:
+            found = self._tables.versions(validate_name(name))
+        else:
+            found = [json.loads(p.read_text(encoding="utf-8")) for p in self.history(name)]
+        return [self._from_data(name, data, data.get("thresholds", {})) for data in found]
+
     def active_name(self) -> str:
         """Name of the active set; ``card`` when none was chosen or the chosen one is gone."""
+        if self._tables is not None:
+            name = self._tables.active()
+            return name if name is not None and name in self.names() else CARD_SET
         path = self.folder / ACTIVE_FILE
         if not path.is_file():
             return CARD_SET
@@ -305,10 +359,19 @@ class ThresholdStore:
         """
         self.actor.require(roles.SET_DEFAULT_THRESHOLDS)
         by = self.actor.as_self(by, "a change of the default threshold set") or self.actor.name
-        if name != CARD_SET and not self._path(name).is_file():
+        if name != CARD_SET and name not in self.names():
             raise ThresholdSetError(
-                f"cannot activate '{name}': no such threshold set in {self.folder}"
+                f"cannot activate '{name}': no such threshold set in "
+                f"{self._tables.where if self._tables is not None else self.folder}"
             )
+        if self._tables is not None:
+            entry = self._tables.activate(name, " ".join(str(by).split()), CARD_SET)
+        else:
+            entry = self._activate_file(name, by)
+        self._audit(audit_log.THRESHOLDS_DEFAULT, name, {"from": entry["from"], "to": name})
+        return entry
+
+    def _activate_file(self, name: str, by: str) -> dict:
         with self._locked():
             entry = {
                 "when": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -321,11 +384,12 @@ class ThresholdStore:
                 handle.write(json.dumps(entry) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-        self._audit(audit_log.THRESHOLDS_DEFAULT, name, {"from": entry["from"], "to": name})
         return entry
 
     def activations(self) -> list[dict]:
         """The audit log of default-set changes, oldest first (unreadable lines are skipped)."""
+        if self._tables is not None:
+            return self._tables.activations()
         path = self.folder / AUDIT_FILE
         if not path.is_file():
             return []

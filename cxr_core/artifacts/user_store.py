@@ -15,15 +15,17 @@ which names do).
 
 from __future__ import annotations
 
-import sqlite3
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cxr_core.access import passwords, roles
 from cxr_core.access.roles import Actor, check_role
 from cxr_core.artifacts import audit_log
 from cxr_core.artifacts.audit_log import AuditLog, Connect, write_entry
+from cxr_core.artifacts.database import Connection
 from cxr_core.errors import AccessDeniedError, SignInError
 
 MAX_NAME = 64  # a user's name is also their reader name, which the review store caps at 64
@@ -64,7 +66,7 @@ def clean_user_name(name: object) -> str:
     return clean
 
 
-def _user(row: sqlite3.Row) -> User:
+def _user(row: Mapping[str, Any]) -> User:
     return User(
         row["name"], row["role"], bool(row["password_hash"]), row["created"], row["updated"]
     )
@@ -96,7 +98,7 @@ class UserStore:
         digest = passwords.hash_password(password) if password is not None else None
         stamp = audit_log.now()
         with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.lock_writes()
             if conn.execute(
                 "SELECT 1 FROM users WHERE name_key = ?", (name.casefold(),)
             ).fetchone():
@@ -117,14 +119,14 @@ class UserStore:
             )
         return User(name, role, digest is not None, stamp, stamp)
 
-    def _existing(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+    def _existing(self, conn: Connection, name: str) -> Mapping[str, Any]:
         row = conn.execute("SELECT * FROM users WHERE name_key = ?", (name.casefold(),)).fetchone()
         if row is None:
             raise AccessDeniedError(f"there is no user named {name}")
         return row
 
     @staticmethod
-    def _refuse_last_admin(conn: sqlite3.Connection, row: sqlite3.Row, what: str) -> None:
+    def _refuse_last_admin(conn: Connection, row: Mapping[str, Any], what: str) -> None:
         if row["role"] != "admin":
             return
         admins = conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0]
@@ -139,7 +141,7 @@ class UserStore:
         actor.require(roles.MANAGE_USERS)
         name = clean_user_name(name)
         with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.lock_writes()
             row = self._existing(conn, name)
             self._refuse_last_admin(conn, row, "removing them")
             conn.execute("DELETE FROM users WHERE name_key = ?", (name.casefold(),))
@@ -155,7 +157,7 @@ class UserStore:
         actor.require(roles.MANAGE_USERS)
         name, role = clean_user_name(name), check_role(role)
         with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.lock_writes()
             row = self._existing(conn, name)
             if role != "admin":
                 self._refuse_last_admin(conn, row, f"making them {role}")
@@ -180,7 +182,7 @@ class UserStore:
             actor.require(roles.MANAGE_USERS)
         digest = passwords.hash_password(password)
         with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.lock_writes()
             row = self._existing(conn, name)
             conn.execute(
                 "UPDATE users SET password_hash = ?, updated = ? WHERE name_key = ?",

@@ -74,15 +74,14 @@ def bootstrap_settings(args: argparse.Namespace, card: ModelCard) -> tuple[int, 
     return n_boot, seed
 
 
-def add_actor_options(parser: argparse.ArgumentParser, *, db_required: bool = False) -> None:
+def add_actor_options(parser: argparse.ArgumentParser) -> None:
     """--db / --as: which review database, and whose role the command runs with."""
     parser.add_argument(
         "--db",
-        required=db_required,
         default=None,
-        help="folder holding review.sqlite3 (the dashboard's CXR_REVIEW_DIR"
-        + ("" if db_required else "; default: CXR_REVIEW_DIR, else ~/.cxr")
-        + ")",
+        help="the review database: a folder holding review.sqlite3, or a PostgreSQL URL "
+        "(postgresql://user@host:5432/db); default: $CXR_REVIEW_DB, else $CXR_REVIEW_DIR, "
+        "else ~/.cxr",
     )
     parser.add_argument(
         "--as",

@@ -27,27 +27,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from cxr_core.artifacts.lung_model import lung_masker_for
-from cxr_core.artifacts.prediction_table import PROB_PREFIX, frame_rows, write_prediction_table
+from cxr_core.artifacts.prediction_table import (
+    PROB_PREFIX,
+    frame_layout,
+    frame_rows,
+    write_prediction_table,
+)
 from cxr_core.artifacts.run_dir import (
     PREDICTIONS_FILE,
     REPORT_FILE,
     RunDir,
-    label_column,
     prob_column,
     split_arrays,
 )
+from cxr_core.artifacts.shards import SINGLE_PROCESS, Ranks
 from cxr_core.artifacts.thresholds_store import CARD_SET, ThresholdStore
 from cxr_core.data.cache import CacheTransform, ImageCache, cache_key, derived_key
-from cxr_core.data.dataset import CXRDataset, eval_transform
 from cxr_core.data.formats import load_dataset
 from cxr_core.data.labels import ClassMapping, match_classes
 from cxr_core.data.manifest import Manifest
 from cxr_core.data.preprocessing import PreprocessConfig
 from cxr_core.errors import ConfigError, DatasetError
+from cxr_core.evaluation.chunked import (
+    cache_probabilities,
+    predict_split_chunked,
+    prediction_frame,
+    work_dir,
+)
 from cxr_core.evaluation.operating import ARGMAX, n_folds_for, operating_rule
 from cxr_core.metrics import (
     DEFAULT_THRESHOLD,
@@ -76,7 +84,7 @@ from cxr_core.metrics import (
 from cxr_core.metrics.report_types import record_from_dict
 from cxr_core.models.card import CALIBRATION_METHOD, ModelCard
 from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from cxr_core.models.tta import calibrate, class_probabilities
+from cxr_core.models.tta import calibrate
 from cxr_core.utils.atomic import write_text_atomically
 from cxr_core.utils.device import resolve_device
 
@@ -153,7 +161,6 @@ def card_on_classes(card: ModelCard, mapping: ClassMapping) -> ModelCard:
     )
 
 
-@torch.no_grad()
 def predict_split(
     checkpoint: Checkpoint | str | Path,
     manifest: Manifest,
@@ -162,7 +169,6 @@ def predict_split(
     batch_size: int = 64,
     device: str | torch.device = "auto",
     progress: bool = True,
-    num_workers: int = 0,
     calibrated: bool = True,
 ) -> pd.DataFrame:
     """One row per manifest row: ids, path, ``label:<class>`` (NaN unknown) and ``prob:<class>``
@@ -175,39 +181,26 @@ def predict_split(
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     check_cache_preprocessing(cache, ckpt.preprocess)
+    if cache.size != ckpt.preprocess.cache_size:
+        raise ConfigError(
+            f"the image cache holds {cache.size}px images but the preprocessing expects cache_size="
+            f"{ckpt.preprocess.cache_size}; build the cache with size={ckpt.preprocess.cache_size} so "
+            "training, evaluation and prediction see identically resized images"
+        )
     mapping = class_mapping(ckpt.card, manifest)
     dev = resolve_device(device)
     model = ckpt.build_model().to(dev).eval()
-    dataset = CXRDataset(manifest, cache, eval_transform(ckpt.preprocess))
-    loader = DataLoader(
-        dataset,
+    probs = cache_probabilities(
+        model,
+        ckpt,
+        cache,
+        cache.rows_for(manifest),
         batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=dev.type == "cuda",
+        device=dev,
+        calibrated=calibrated,
+        progress=progress,
     )
-    multilabel = ckpt.label_space.multilabel
-    chunks = []
-    for images, _, _ in tqdm(
-        loader, desc=f"predicting {len(dataset)} images", unit="batch", disable=not progress
-    ):
-        with torch.inference_mode():
-            probs = class_probabilities(
-                model,
-                images.to(dev),
-                multilabel=multilabel,
-                tta=ckpt.card.tta,
-                temperature=ckpt.card.temperature() if calibrated else None,
-            )
-        chunks.append(probs.cpu().numpy())
-    probs = np.concatenate(chunks).astype(np.float64)
-    frame = manifest.frame[["image_id", "patient_id", "path"]].reset_index(drop=True).copy()
-    labels = manifest.labels()
-    for name in mapping.data_classes:
-        frame[label_column(name)] = labels[:, manifest.classes.index(name)]
-    for model_class, name in mapping.shared:
-        frame[prob_column(name)] = probs[:, ckpt.card.classes.index(model_class)]
-    return frame
+    return prediction_frame(manifest, mapping, ckpt.card.classes, probs)
 
 
 def check_cache_preprocessing(cache: ImageCache, preprocess: PreprocessConfig) -> None:
@@ -573,7 +566,13 @@ def write_evaluation(
     classes = [
         c.removeprefix(PROB_PREFIX) for c in predictions.columns if c.startswith(PROB_PREFIX)
     ]
-    write_prediction_table(out_dir / PREDICTIONS_FILE, classes, frame_rows(predictions, classes))
+    write_prediction_table(
+        out_dir / PREDICTIONS_FILE,
+        classes,
+        frame_rows(predictions, classes),
+        extra=(),
+        **frame_layout(predictions),
+    )
     write_text_atomically(out_dir / REPORT_FILE, report.to_json())
     return out_dir
 
@@ -809,7 +808,8 @@ def evaluate_checkpoint(
     progress: bool = True,
     thresholds: str | None = None,
     subgroups: Sequence[str] | None = None,
-) -> dict:
+    ranks: Ranks = SINGLE_PROCESS,
+) -> EvaluationReport | None:
     """Predict ``split`` of ``manifest``, score it and write the report.
 
     ``manifest`` may also be a dataset folder or label file, read by its format's adapter with
@@ -818,6 +818,9 @@ def evaluate_checkpoint(
     validation split, which reproduces the card; the card's thresholds on any other split),
     ``"card"``, a threshold spec (cross-fitted on this split) or the name of a threshold set
     saved next to the checkpoint. ``subgroups``: manifest keys (``view``, ``sex``, ``age``).
+    ``ranks``: the processes sharing the prediction (:mod:`cxr_core.evaluation.chunked`);
+    rank 0 scores and writes and returns the report, the others return None. Predictions an
+    interrupted run of the same evaluation left in ``out_dir`` are reused.
     """
     checkpoint_path = Path(checkpoint_path)
     if not isinstance(manifest, Manifest):
@@ -826,21 +829,26 @@ def evaluate_checkpoint(
     mapping = class_mapping(ckpt.card, manifest)
     card = card_on_classes(ckpt.card, mapping)
     part = manifest.split(split)
-    cache = open_cache_for(
+    chosen, source = resolve_operating_point(checkpoint_path, card, split, thresholds)
+    groups = subgroup_values(part, subgroups or [])
+    raw = predict_split_chunked(
+        ckpt,
+        checkpoint_path,
         manifest,
         part,
-        cache_dir,
-        ckpt.preprocess.cache_size,
+        mapping,
+        out_dir,
+        cache_dir=cache_dir,
+        ranks=ranks,
+        batch_size=batch_size,
+        device=device,
         progress=progress,
-        transform=lung_masker_for(ckpt.preprocess, device),
     )
-    raw = predict_split(
-        ckpt, part, cache, batch_size=batch_size, device=device, progress=progress, calibrated=False
-    )
+    if raw is None:  # rank 0 scores
+        return None
     predictions = calibrate_predictions(
         raw, card.classes, card.temperature(), multilabel=card.get_label_space().multilabel
     )
-    chosen, source = resolve_operating_point(checkpoint_path, card, split, thresholds)
     report = score_predictions(
         predictions,
         card,
@@ -850,11 +858,12 @@ def evaluate_checkpoint(
         thresholds_from=source,
         split=split,
         uncalibrated=raw,
-        subgroups=subgroup_values(part, subgroups or []),
+        subgroups=groups,
     )
     report.evaluation = _evaluation_info(checkpoint_path, ckpt.card, split, part)
     report.label_mapping = mapping.to_dict()
     write_evaluation(out_dir, predictions, report)
+    work_dir(out_dir).discard()
     return report
 
 

@@ -4,8 +4,11 @@ A table of 14 probabilities in fixed class order makes the reader hunt for the p
 hides calls that sit on the threshold. :func:`summarise_findings` orders findings (positives
 first, then by probability), marks borderline calls, gives one case-level abnormality score,
 and for single-label (multiclass) models names the most probable class and the runner-up,
-flagging near ties. :func:`export_frame` is the full per-image matrix with everything needed
-to reproduce the calls (model, checkpoint digest, threshold set and values).
+flagging near ties.
+
+The gate's outcome shapes the summary: a refused image has no findings at all; an
+out-of-domain one keeps its probabilities in reading order but calls nothing and marks nothing
+borderline (``calls_withheld``) until the user scores it anyway.
 
 Bands (absolute probability differences, documented in the dashboard):
 
@@ -24,13 +27,13 @@ never called, never borderline and never set the abnormality score; the summary 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from cxr_core.data.labels import NO_FINDING
+from cxr_core.inference.outcome import OUT_OF_DOMAIN, SCORED
 from cxr_core.inference.predictor import Prediction
 
 BORDERLINE_BAND = 0.05
@@ -64,6 +67,8 @@ class FindingsSummary:
     class it belongs to and that class's threshold (its operating point); ``abnormal`` is whether
     any disease finding is called. Multiclass: ``most_probable`` and ``runner_up`` are
     ``(class, probability)``; ``near_tie`` flags a gap of at most ``NEAR_TIE_MARGIN``.
+    ``outcome``, ``reason`` and ``scored_anyway`` are the input gate's, as in the prediction;
+    a refused image has no findings and NaN scores.
     """
 
     name: str
@@ -76,6 +81,14 @@ class FindingsSummary:
     most_probable: tuple[str, float]
     runner_up: tuple[str, float] | None
     near_tie: bool
+    outcome: str = SCORED
+    reason: str = ""
+    scored_anyway: bool = False
+
+    @property
+    def calls_withheld(self) -> bool:
+        """Out of domain and not scored anyway: the probabilities are for reference only."""
+        return self.outcome == OUT_OF_DOMAIN and not self.scored_anyway
 
     @property
     def positives(self) -> tuple[Finding, ...]:
@@ -114,6 +127,17 @@ def summarise_findings(
     """Order, call and flag the findings of one :class:`Prediction` (see the module docstring)."""
     flagged = flagged or {}
     probs = prediction.probabilities
+    gate = {
+        "outcome": prediction.outcome,
+        "reason": prediction.reason,
+        "scored_anyway": prediction.scored_anyway,
+    }
+    if not probs:  # refused: nothing to order or call
+        nan = float("nan")
+        return FindingsSummary(
+            prediction.name, multilabel, (), nan, "", nan, False, ("", nan), None, False, **gate
+        )
+    withheld = prediction.outcome == OUT_OF_DOMAIN and not prediction.scored_anyway
     ranked = sorted(probs, key=lambda c: (-probs[c], c))
     top, second = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     findings = [
@@ -123,6 +147,7 @@ def summarise_findings(
             threshold=float(prediction.thresholds.get(c, np.nan)),
             positive=c in prediction.positive and c not in flagged,
             borderline=multilabel
+            and not withheld
             and c not in flagged
             and is_borderline(probs[c], float(prediction.thresholds.get(c, np.nan)), band),
             flag=flagged.get(c, ""),
@@ -147,37 +172,5 @@ def summarise_findings(
         most_probable=(top, probs[top]),
         runner_up=(second, probs[second]) if second is not None else None,
         near_tie=second is not None and probs[top] - probs[second] <= tie_margin + 1e-12,
+        **gate,
     )
-
-
-def export_frame(
-    predictions: Sequence[Prediction],
-    *,
-    model: str,
-    checkpoint_digest: str,
-    threshold_set: str,
-    multilabel: bool,
-) -> pd.DataFrame:
-    """One row per image: file, calls, every probability and threshold, and the model that made them.
-
-    Columns: ``file, model, checkpoint_sha256, threshold_set, positive, borderline,
-    prob:<class>…, threshold:<class>…``. Multiclass rows record ``argmax`` as the threshold set
-    and leave thresholds empty, because the call is the most probable class.
-    """
-    rows = []
-    for p in predictions:
-        summary = summarise_findings(p, multilabel=multilabel)
-        row: dict = {
-            "file": p.name,
-            "model": model,
-            "checkpoint_sha256": checkpoint_digest,
-            "threshold_set": threshold_set if multilabel else "argmax",
-            "positive": "; ".join(f.name for f in summary.findings if f.positive),
-            "borderline": "; ".join(f.name for f in summary.borderline),
-        }
-        row |= {f"prob:{c}": v for c, v in p.probabilities.items()}
-        row |= {
-            f"threshold:{c}": (p.thresholds.get(c) if multilabel else None) for c in p.probabilities
-        }
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -34,12 +34,26 @@ from cxr_core.artifacts.lung_model import lung_masker_for
 from cxr_core.data.imaging import LoadedImage, load_image
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.preprocessing import PreprocessConfig, eval_tensor, to_cache_array
-from cxr_core.errors import CheckpointError, ConfigError, CXRError, ImageLoadError
-from cxr_core.inference.gate import FeatureTap, InputGate, check_quality
+from cxr_core.errors import (
+    CheckpointError,
+    ConfigError,
+    CXRError,
+    ImageLoadError,
+    UnsuitableImageError,
+)
+from cxr_core.inference.domain import LayerTap, feature_layers
+from cxr_core.inference.gate import InputGate
 from cxr_core.inference.lungs import LungResult, LungSegmenter
+from cxr_core.inference.outcome import (
+    REFUSED,
+    SCORED,
+    UNREADABLE,
+    GateVerdict,
+    calls_allowed,
+)
 from cxr_core.metrics import DEFAULT_THRESHOLD
 from cxr_core.models.card import ModelCard
-from cxr_core.models.checkpoint import head_modules, load_checkpoint
+from cxr_core.models.checkpoint import load_checkpoint
 from cxr_core.models.lung_mask import LungMasker
 from cxr_core.models.tta import check_tta, class_probabilities
 from cxr_core.utils.device import resolve_device
@@ -50,36 +64,53 @@ ImageInput = LoadedImage | np.ndarray | str | os.PathLike[str]
 
 @dataclass(frozen=True)
 class Prediction:
-    """Probabilities of one image and the findings called positive at ``thresholds``.
+    """The input gate's outcome for one image, its probabilities and the findings called positive.
 
     Multilabel: a class is positive when its probability reaches its threshold.
     Multiclass: the single most probable class (thresholds are recorded but not used).
+    ``outcome`` (:mod:`cxr_core.inference.outcome`): ``refused`` carries no probabilities;
+    ``out_of_domain`` carries them but calls nothing positive unless ``scored_anyway``.
+    ``reason`` says why an image was not simply scored; ``warnings`` lists every check that fired.
     """
 
     probabilities: dict[str, float]
     positive: list[str]
     thresholds: dict[str, float]
     name: str = ""
-    warnings: list[str] = field(
-        default_factory=list
-    )  # from the input gate: why not to trust these numbers
+    warnings: list[str] = field(default_factory=list)
+    outcome: str = SCORED
+    reason: str = ""
+    scored_anyway: bool = False
+
+    @classmethod
+    def refused(cls, name: str, reason: str, thresholds: dict[str, float]) -> Prediction:
+        """An image the gate refused: no probabilities, no calls, the reason."""
+        return cls({}, [], dict(thresholds), name, [reason], REFUSED, reason)
 
 
 @dataclass
 class FileResult:
-    """Outcome for one file of a batch run: a prediction, or the reason the file was skipped."""
+    """One file of a batch run: its prediction (refused ones included), or why it could not be read."""
 
     path: str
     prediction: Prediction | None = None
-    error: str = ""
+    error: str = ""  # why the file could not be read (outcome unreadable)
     image: LoadedImage | None = field(default=None, repr=False)
     lungs: LungResult | None = field(
         default=None, repr=False
     )  # the gate's lung mask, when it has a lung model
 
     @property
+    def outcome(self) -> str:
+        return self.prediction.outcome if self.prediction is not None else UNREADABLE
+
+    @property
+    def reason(self) -> str:
+        return self.prediction.reason if self.prediction is not None else self.error
+
+    @property
     def warnings(self) -> list[str]:
-        """The input gate's warnings for this file (none when it was not scored)."""
+        """The input gate's warnings for this file (none when it could not be read)."""
         return self.prediction.warnings if self.prediction is not None else []
 
 
@@ -161,12 +192,12 @@ class Predictor:
         device: str | torch.device = "auto",
         tta: str | None = None,
         gate: InputGate | None = None,
-        feature_heads: Sequence[nn.Module] = (),
+        feature_layers: Sequence[nn.Module] = (),
         lung_masker: LungMasker | None = None,
     ) -> None:
-        """``gate`` with fitted statistics needs ``feature_heads``, the classifier heads of
-        ``model`` whose inputs are the features it measures; lung-masked ``preprocess`` needs
-        the ``lung_masker`` of its lung model."""
+        """``gate`` with fitted detectors needs ``feature_layers``, the layers of ``model`` whose
+        outputs they measure (:func:`cxr_core.inference.domain.feature_layers`); lung-masked
+        ``preprocess`` needs the ``lung_masker`` of its lung model."""
         if (preprocess.lung_mask is not None) != (lung_masker is not None):
             raise ConfigError(
                 "the preprocessing asks for lung masking but no lung masker was given"
@@ -177,11 +208,11 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.gate = gate if gate is not None else InputGate(card)
-        if self.gate.reference is not None and not feature_heads:
+        if self.gate.measures_features and not feature_layers:
             raise ConfigError(
-                "an input gate with feature statistics needs the model's classifier heads"
+                "an input gate with fitted detectors needs the model's feature layers"
             )
-        self._tap = FeatureTap(feature_heads) if self.gate.reference is not None else None
+        self._tap = LayerTap(feature_layers) if self.gate.measures_features else None
         self.label_space = label_space
         self.preprocess = preprocess
         self.architecture = architecture
@@ -235,7 +266,7 @@ class Predictor:
             device=device,
             tta=tta,
             gate=InputGate.of_checkpoint(card, ckpt.gate, lungs),
-            feature_heads=head_modules(card, model),
+            feature_layers=[module for _, module in feature_layers(card, model)],
             lung_masker=lung_masker_for(card.get_preprocess(), device),
         )
         if warmup:
@@ -286,11 +317,12 @@ class Predictor:
         """The uint8 array the image cache would hold for this image (the decode-side half of
         preprocessing), lung-masked when the model was trained on lung-masked images.
 
-        Raises ``UnsuitableImageError`` for an image the input gate refuses (blank, too small...).
+        Raises ``UnsuitableImageError`` for an image the input gate refuses before the model runs
+        (blank, too small, another modality or body part).
         """
         image = as_image(image)
         pixels, name = image_pixels(image, position)
-        check_quality(pixels, name, image.meta if isinstance(image, LoadedImage) else None)
+        self.gate.refuse_early(pixels, name, image.meta if isinstance(image, LoadedImage) else None)
         array = to_cache_array(pixels, self.preprocess.cache_size)
         return self.lung_masker(array[None])[0] if self.lung_masker is not None else array
 
@@ -316,8 +348,10 @@ class Predictor:
         calibrated with the card's temperature as evaluation calibrates ``predictions.csv``."""
         return self._score(batch)[0]
 
-    def _score(self, batch: torch.Tensor) -> tuple[np.ndarray, list[list[str]]]:
-        """Probabilities and the input gate's feature-distance warnings, from one forward pass."""
+    def _score(
+        self, batch: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Probabilities and the gate's (chest, domain) scores, from one forward pass."""
 
         def forward() -> torch.Tensor:
             with torch.inference_mode():
@@ -330,9 +364,26 @@ class Predictor:
                 )
 
         if self._tap is None:
-            return forward().cpu().numpy(), [[] for _ in range(len(batch))]
+            return forward().cpu().numpy(), None, None
         probs, features = self._tap.run(forward)
-        return probs.cpu().numpy(), self.gate.distribution_warnings(features)
+        return probs.cpu().numpy(), *self.gate.feature_scores(features)
+
+    def _verdicts(
+        self,
+        images: Sequence[ImageInput],
+        lungs: Sequence[LungResult | None],
+        chest: np.ndarray | None,
+        domain: np.ndarray | None,
+    ) -> list[GateVerdict]:
+        return [
+            self.gate.verdict(
+                image.meta if isinstance(image, LoadedImage) else None,
+                lungs=lung,
+                chest_score=None if chest is None else float(chest[i]),
+                domain_score=None if domain is None else float(domain[i]),
+            )
+            for i, (image, lung) in enumerate(zip(images, lungs))
+        ]
 
     def assess(
         self,
@@ -340,12 +391,12 @@ class Predictor:
         *,
         batch_size: int = 16,
         lungs: Sequence[LungResult | None] | None = None,
-    ) -> tuple[np.ndarray, list[list[str]]]:
-        """(N, C) probabilities and, per image, the input gate's warnings (header, lungs, features).
+    ) -> tuple[np.ndarray, list[GateVerdict]]:
+        """(N, C) probabilities and each image's gate verdict (outcome, reason, warnings).
 
-        ``lungs``: each image's :meth:`segment_lungs` result when the caller already has it (the
-        dashboard caches it per upload); otherwise the gate segments the images itself.
-        Raises ``UnsuitableImageError`` for an image the gate refuses outright.
+        Rows of refused images are NaN: they have no probabilities. ``lungs``: each image's
+        :meth:`segment_lungs` result when the caller already has it (the dashboard caches it
+        per upload); otherwise the gate segments the images it lets through itself.
         """
         _check_batch_size(batch_size)
         images = image_list(images)
@@ -353,30 +404,36 @@ class Predictor:
             raise ValueError(
                 f"assess needs one lung result per image: {len(images)} images, {len(lungs)} results"
             )
-        out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
-        warnings: list[list[str]] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            arrays = [self.cache_array(im, start + i) for i, im in enumerate(chunk)]
-            found_lungs = (
-                lungs[start : start + batch_size]
-                if lungs is not None
-                else [self.segment_lungs(im, start + i) for i, im in enumerate(chunk)]
+        probs = np.full((len(images), len(self.classes)), np.nan, dtype=np.float32)
+        verdicts: list[GateVerdict | None] = [None] * len(images)
+        kept: list[tuple[int, np.ndarray]] = []
+        for i, image in enumerate(images):
+            try:
+                kept.append((i, self.cache_array(image, i)))
+            except UnsuitableImageError as exc:
+                verdicts[i] = GateVerdict(REFUSED, str(exc), (str(exc),))
+        for start in range(0, len(kept), batch_size):
+            chunk = kept[start : start + batch_size]
+            index = [i for i, _ in chunk]
+            scored, chest, domain = self._score(
+                self.tensor_from_cache_arrays([a for _, a in chunk])
             )
-            probs, found = self._score(self.tensor_from_cache_arrays(arrays))
-            out.append(probs)
-            warnings.extend(
-                self.gate.image_warnings(im, lung) + w
-                for im, lung, w in zip(chunk, found_lungs, found)
-            )
-        return np.concatenate(out), warnings
+            probs[index] = scored
+            found = [
+                lungs[i] if lungs is not None else self.segment_lungs(images[i], i) for i in index
+            ]
+            chunk_verdicts = self._verdicts([images[i] for i in index], found, chest, domain)
+            for i, verdict in zip(index, chunk_verdicts):
+                verdicts[i] = verdict
+        return probs, verdicts
 
     # ------------------------------------------------------------------ predictions
 
     def predict_probabilities(
         self, images: Sequence[ImageInput], *, batch_size: int = 16
     ) -> np.ndarray:
-        """(N, C) float32 probabilities in the order of ``images`` and ``classes``."""
+        """(N, C) float32 probabilities in the order of ``images`` and ``classes`` (NaN rows:
+        images the gate refused)."""
         return self.assess(images, batch_size=batch_size)[0]
 
     def to_predictions(
@@ -384,19 +441,58 @@ class Predictor:
         probabilities: np.ndarray,
         names: Sequence[str],
         thresholds: dict[str, float],
-        warnings: Sequence[list[str]] | None = None,
+        verdicts: Sequence[GateVerdict] | None = None,
+        *,
+        score_anyway: bool | Sequence[bool] = False,
     ) -> list[Prediction]:
-        """Wrap (N, C) probabilities (and the gate's warnings) into :class:`Prediction` objects."""
-        results = []
-        warnings = warnings if warnings is not None else [[] for _ in names]
-        for row, name, warned in zip(probabilities, names, warnings):
-            probs = {cls: float(p) for cls, p in zip(self.classes, row)}
+        """Wrap (N, C) probabilities and the gate's verdicts into :class:`Prediction` objects.
+
+        ``score_anyway`` (one flag, or one per image): call the findings of out-of-domain images
+        too; the choice is recorded in each such prediction (``scored_anyway``).
+        """
+        verdicts = verdicts if verdicts is not None else [GateVerdict(SCORED)] * len(names)
+        anyway = (
+            [bool(score_anyway)] * len(names)
+            if isinstance(score_anyway, bool)
+            else [bool(a) for a in score_anyway]
+        )
+        if not len(probabilities) == len(names) == len(verdicts) == len(anyway):
+            raise ValueError(
+                "to_predictions needs one probability row, name, verdict and choice per image"
+            )
+        return [
+            self._prediction(row, name, thresholds, verdict, chosen)
+            for row, name, verdict, chosen in zip(probabilities, names, verdicts, anyway)
+        ]
+
+    def _prediction(
+        self,
+        row: np.ndarray,
+        name: str,
+        thresholds: dict[str, float],
+        verdict: GateVerdict,
+        anyway: bool,
+    ) -> Prediction:
+        if not verdict.has_probabilities:
+            return Prediction.refused(name, verdict.reason, thresholds)
+        probs = {cls: float(p) for cls, p in zip(self.classes, row)}
+        anyway = anyway and verdict.outcome != SCORED
+        positive: list[str] = []
+        if calls_allowed(verdict.outcome, anyway):
             if self.label_space.multilabel:
                 positive = [cls for cls in self.classes if probs[cls] >= thresholds[cls]]
             else:
                 positive = [self.classes[int(np.argmax(row))]]
-            results.append(Prediction(probs, positive, dict(thresholds), name, list(warned)))
-        return results
+        return Prediction(
+            probs,
+            positive,
+            dict(thresholds),
+            name,
+            list(verdict.warnings),
+            verdict.outcome,
+            verdict.reason,
+            anyway,
+        )
 
     def predict(
         self,
@@ -404,16 +500,20 @@ class Predictor:
         *,
         thresholds: dict[str, float] | None = None,
         batch_size: int = 16,
+        score_anyway: bool = False,
     ) -> list[Prediction]:
-        """Probabilities and positive findings for each image (thread-safe)."""
+        """One :class:`Prediction` per image, refused ones included (thread-safe).
+
+        ``score_anyway``: also call the findings of out-of-domain images (recorded per image).
+        """
         used = self.resolve_thresholds(thresholds)
         images = image_list(images)
-        probs, warnings = self.assess(images, batch_size=batch_size)
+        probs, verdicts = self.assess(images, batch_size=batch_size)
         names = [
             im.name if isinstance(im, LoadedImage) else f"image #{i + 1}"
             for i, im in enumerate(images)
         ]
-        return self.to_predictions(probs, names, used, warnings)
+        return self.to_predictions(probs, names, used, verdicts, score_anyway=score_anyway)
 
     def iter_predict_files(
         self,
@@ -423,13 +523,15 @@ class Predictor:
         batch_size: int = 16,
         workers: int = 2,
         keep_images: bool = False,
+        score_anyway: bool = False,
     ) -> Iterator[FileResult]:
         """Predict files in order, decoding upcoming files in threads while the model runs.
 
-        A file that cannot be read yields a result with ``error`` set; the run goes on.
+        Every file yields a result: a file that cannot be read has ``error`` set (outcome
+        ``unreadable``), one the gate refuses a refused prediction; the run goes on.
         ``keep_images`` attaches the decoded image (for heatmaps) to each result. With a lung
         model in the gate, each result carries its lung mask (``lungs``), segmented in the
-        decoding threads.
+        decoding threads. ``score_anyway`` calls the findings of out-of-domain files too.
         """
         _check_batch_size(batch_size)
         used = self.resolve_thresholds(thresholds)
@@ -440,7 +542,7 @@ class Predictor:
             max_workers=max(1, workers), thread_name_prefix="cxr-decode"
         ) as pool:
             pending: list[Future] = [
-                pool.submit(self._decode, p, keep_images) for p in paths[:ahead]
+                pool.submit(self._decode, p, keep_images, used) for p in paths[:ahead]
             ]
             next_index = len(pending)
             done = 0
@@ -448,21 +550,34 @@ class Predictor:
                 batch_futures = pending[:batch_size]
                 pending = pending[batch_size:]
                 while next_index < len(paths) and len(pending) < ahead:
-                    pending.append(pool.submit(self._decode, paths[next_index], keep_images))
+                    pending.append(pool.submit(self._decode, paths[next_index], keep_images, used))
                     next_index += 1
                 decoded = [f.result() for f in batch_futures]
-                ok = [d for d in decoded if d[1] is not None]
-                if ok:
-                    probs, found = self._score(self.tensor_from_cache_arrays([d[1] for d in ok]))
-                    warnings = [meta + w for (_, _, meta), w in zip(ok, found)]
-                    preds = iter(
-                        self.to_predictions(probs, [d[0].path for d in ok], used, warnings)
-                    )
-                for result, array, _ in decoded:
-                    if array is not None:
-                        result.prediction = next(preds)
+                self._score_decoded([d for d in decoded if d[1] is not None], used, score_anyway)
+                for result, _, _ in decoded:
                     yield result
                 done += len(batch_futures)
+
+    def _score_decoded(
+        self,
+        decoded: Sequence[tuple[FileResult, np.ndarray, dict]],
+        thresholds: dict[str, float],
+        score_anyway: bool,
+    ) -> None:
+        """Score one batch of decoded files and attach each one's prediction to its result."""
+        if not decoded:
+            return
+        probs, chest, domain = self._score(self.tensor_from_cache_arrays([d[1] for d in decoded]))
+        for i, (result, _, meta) in enumerate(decoded):
+            verdict = self.gate.verdict(
+                meta,
+                lungs=result.lungs,
+                chest_score=None if chest is None else float(chest[i]),
+                domain_score=None if domain is None else float(domain[i]),
+            )
+            result.prediction = self._prediction(
+                probs[i], result.path, thresholds, verdict, score_anyway
+            )
 
     def predict_files(
         self,
@@ -471,29 +586,37 @@ class Predictor:
         thresholds: dict[str, float] | None = None,
         batch_size: int = 16,
         workers: int = 2,
+        score_anyway: bool = False,
     ) -> list[FileResult]:
         """All of :meth:`iter_predict_files` as a list (images not kept)."""
         return list(
             self.iter_predict_files(
-                paths, thresholds=thresholds, batch_size=batch_size, workers=workers
+                paths,
+                thresholds=thresholds,
+                batch_size=batch_size,
+                workers=workers,
+                score_anyway=score_anyway,
             )
         )
 
     def _decode(
-        self, path: str, keep_image: bool
-    ) -> tuple[FileResult, np.ndarray | None, list[str]]:
+        self, path: str, keep_image: bool, thresholds: dict[str, float]
+    ) -> tuple[FileResult, np.ndarray | None, dict]:
+        """(result, cache array, file metadata); no array when the file is unreadable or refused."""
         try:
             image = load_image(path)
             array = self.cache_array(image)
+        except UnsuitableImageError as exc:
+            return FileResult(path, Prediction.refused(path, str(exc), thresholds)), None, {}
         except CXRError as exc:
-            return FileResult(path, error=str(exc)), None, []
+            return FileResult(path, error=str(exc)), None, {}
         except (OSError, ValueError) as exc:
-            return FileResult(path, error=f"{path}: could not be read ({exc})."), None, []
+            return FileResult(path, error=f"{path}: could not be read ({exc})."), None, {}
         lungs = self.segment_lungs(image)
         return (
             FileResult(path, image=image if keep_image else None, lungs=lungs),
             array,
-            self.gate.image_warnings(image, lungs),
+            image.meta,
         )
 
     # ------------------------------------------------------------------ explanations

@@ -2,10 +2,9 @@
 
 :mod:`cxr_core.artifacts.prediction_table` owns the columns; this module turns what the
 :class:`~cxr_core.inference.predictor.Predictor` returns into its rows, so that ``cxr predict``
-and the Predict page's download write the same table. The gate's verdict (``outcome``,
-``scored_anyway``, ``reason``) is read from the prediction when the input gate set one; a
-prediction without it was scored, and a file that could not be read or was refused carries
-its error as the reason.
+and the Predict page's download write the same table. The outcome, ``scored_anyway`` and
+``reason`` are the Predictor's (refused files included); a file that could not be read is
+``unreadable``, its error the reason.
 """
 
 from __future__ import annotations
@@ -35,9 +34,9 @@ def prediction_row(
         image_id=image_id,
         path=path,
         patient_id=patient_id,
-        outcome=getattr(prediction, "outcome", "scored"),
-        scored_anyway=bool(getattr(prediction, "scored_anyway", False)),
-        reason=getattr(prediction, "reason", ""),
+        outcome=prediction.outcome,
+        scored_anyway=prediction.scored_anyway,
+        reason=prediction.reason,
         findings=list(prediction.positive),
         probabilities=dict(prediction.probabilities),
         thresholds=dict(prediction.thresholds) if multilabel else {},
@@ -65,7 +64,7 @@ def file_row(
         image_id=image_id,
         path=result.path,
         patient_id=patient_id,
-        outcome=getattr(result, "outcome", "") or "unreadable",
+        outcome=result.outcome,
         reason=result.error,
         error=result.error,
         extra=dict(extra or {}),

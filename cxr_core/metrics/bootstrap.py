@@ -5,8 +5,11 @@ too narrow. With ``groups`` (patient IDs) each resample draws patients with repl
 takes all their images. A resample is represented by how many times each image was drawn (a
 weight), so all resamples of a chunk are scored at once:
 
-* threshold metrics are four matrix products (weights x called-positive indicators);
+* threshold metrics are one matrix product (weights x called-positive indicators);
 * the Brier score is a weighted mean: two matrix products (weights x squared errors, known);
+* both only add cases up, so their indicators and errors are first summed per patient and the
+  products run over patients (draw counts x per-patient sums), never over a (cases x classes)
+  matrix: a million-image evaluation keeps them to a few hundred MB;
 * AUROC and AP sort each class's positives and negatives once and locate every positive among
   the negatives by binary search; a resample then only changes weights, so Mann-Whitney and the
   step-wise AP sum become cumulative sums of weights read at those fixed positions.
@@ -88,20 +91,44 @@ def resample_weights(
     Each resample draws as many units (patients if ``groups`` else images) as there are, with
     replacement; a case's weight is the number of times its unit was drawn.
     """
-    if groups is None:
-        inverse, n_units = None, n_cases
-    else:
-        inverse, n_units = group_index(groups, n_cases)
+    inverse, n_units = _units(groups, n_cases)
+    for counts in _unit_draws(n_units, n_cases, n_boot, seed):
+        yield counts if inverse is None else counts[:, inverse]
+
+
+def _units(groups: object, n_cases: int) -> tuple[np.ndarray | None, int]:
+    """Each case's resampling unit (None: every case its own) and the number of units."""
+    return (None, n_cases) if groups is None else group_index(groups, n_cases)
+
+
+def _unit_draws(n_units: int, n_cases: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Chunks of (resamples x units) float64 draw counts: the random part of every resample."""
     rng = np.random.default_rng(seed)
     chunk = max(1, min(n_boot, _CHUNK_ELEMENTS // max(n_units, n_cases, 1)))
     for first in range(0, n_boot, chunk):
         size = min(chunk, n_boot - first)
         draws = rng.integers(0, n_units, size=(size, n_units))
         flat = (draws + (np.arange(size) * n_units)[:, None]).reshape(-1)
-        counts = (
-            np.bincount(flat, minlength=size * n_units).reshape(size, n_units).astype(np.float64)
+        del draws
+        yield np.bincount(flat, minlength=size * n_units).reshape(size, n_units).astype(np.float64)
+
+
+def _unit_sums(
+    columns: Iterator[np.ndarray], k: int, inverse: np.ndarray | None, n_units: int, dtype: type
+) -> np.ndarray:
+    """(units, k) sums of ``k`` per-case columns over each resampling unit's cases.
+
+    Sums over a patient's images are all a resample needs of a statistic that adds cases up
+    (confusion counts, squared errors): a resample's total is then the draw counts times
+    these sums, a product over patients rather than over images, without any (cases x k)
+    matrix in memory.
+    """
+    out = np.empty((n_units, k), dtype=dtype)
+    for k, column in enumerate(columns):
+        out[:, k] = (
+            column if inverse is None else np.bincount(inverse, weights=column, minlength=n_units)
         )
-        yield counts if inverse is None else counts[:, inverse]
+    return out
 
 
 @dataclass(frozen=True)
@@ -205,6 +232,67 @@ def _check_settings(n_boot: int, alpha: float) -> None:
         )
 
 
+def _confusion_columns(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    thresholds: object,
+    decisions: object,
+    wanted: Sequence[str],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-case 0/1 columns [positive & called..., positive..., negative & called...,
+    negative...] (one per class each) and which classes have no defined call."""
+    n_cases, n_classes = labels.shape
+    if (thresholds is None) == (decisions is None):
+        raise MetricInputError(
+            f"{', '.join(wanted)} need either thresholds or decisions (not both) to "
+            "define a positive call"
+        )
+    if decisions is None:
+        t = class_thresholds(thresholds, n_classes)
+        called, undefined = scores >= t, np.isnan(t)
+    else:
+        undefined = np.zeros(n_classes, dtype=bool)
+        called = check_decisions(decisions, n_cases, n_classes)
+    pos, neg = labels == 1, labels == 0
+    columns = (
+        column
+        for c_pos, c_neg in ((pos, called), (pos, None), (neg, called), (neg, None))
+        for column in _masked(c_pos, c_neg)
+    )
+    return iter(columns), undefined
+
+
+def _masked(values: np.ndarray, mask: np.ndarray | None) -> Iterator[np.ndarray]:
+    """Each class's column of ``values`` (and ``mask``), one at a time."""
+    for c in range(values.shape[1]):
+        yield values[:, c] if mask is None else values[:, c] & mask[:, c]
+
+
+def _ranking_values(
+    weights: np.ndarray, inverse: np.ndarray | None, rankings: list, wanted: set[str]
+) -> dict[str, np.ndarray]:
+    """(resamples, C) AUROC / AP of one chunk of resamples given as draw counts per unit."""
+    case_weights = np.ascontiguousarray((weights if inverse is None else weights[:, inverse]).T)
+    per_class = [_weighted_ranking(case_weights, ranking, wanted) for ranking in rankings]
+    return {name: np.stack([values[name] for values in per_class], axis=1) for name in wanted}
+
+
+def _brier_sums(
+    labels: np.ndarray, scores: np.ndarray, inverse: np.ndarray | None, n_units: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(units, C) sums of squared errors and of known labels over each unit's cases."""
+    n_classes = labels.shape[1]
+    known = ~np.isnan(labels)
+    squared = (
+        np.where(known[:, c], (scores[:, c] - np.nan_to_num(labels[:, c])) ** 2, 0.0)
+        for c in range(n_classes)
+    )
+    return (
+        _unit_sums(squared, n_classes, inverse, n_units, np.float64),
+        _unit_sums(iter(known.T), n_classes, inverse, n_units, np.float64),
+    )
+
+
 def bootstrap_cis(
     y_true: object,
     y_score: object,
@@ -236,21 +324,23 @@ def bootstrap_cis(
     n_cases = labels.shape[0]
     wanted_ranking = {name for name in statistics if name in RANKING_STATISTICS}
     wanted_threshold = [name for name in statistics if name in THRESHOLD_STATISTICS]
+    inverse, n_units = _units(groups, n_cases)
     if wanted_threshold:
-        indicators, undefined = _call_indicators(
+        counts, undefined = _confusion_columns(
             labels, scores, thresholds, decisions, wanted_threshold
         )
+        # 0/1 sums are whole numbers below 2**24, exact in float32 (half the memory of float64)
+        indicators = _unit_sums(counts, 4 * labels.shape[1], inverse, n_units, np.float32)
     if BRIER in statistics:
-        known = ~np.isnan(labels)
-        squared_error = np.where(known, (scores - np.nan_to_num(labels)) ** 2, 0.0)
-        known = known.astype(np.float64)
+        squared_error, known = _brier_sums(labels, scores, inverse, n_units)
     rankings = _class_rankings(labels, scores) if wanted_ranking else []
     parts: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
 
     bar = tqdm(total=int(n_boot), desc="bootstrap", unit="resample", disable=not progress)
-    for weights in resample_weights(n_cases, groups, n_boot=int(n_boot), seed=seed):
+    for weights in _unit_draws(n_units, n_cases, int(n_boot), seed):
         if wanted_threshold:
-            tp, n_pos, fp, n_neg = np.split(weights @ indicators, 4, axis=1)
+            totals = (weights.astype(np.float32) @ indicators).astype(np.float64)
+            tp, n_pos, fp, n_neg = np.split(totals, 4, axis=1)
             derived = threshold_metrics({"tp": tp, "fp": fp, "tn": n_neg - fp, "fn": n_pos - tp})
             for name in wanted_threshold:
                 parts[name].append(np.where(undefined, np.nan, derived[name]))
@@ -265,12 +355,8 @@ def bootstrap_cis(
                 )
             )
         if wanted_ranking:
-            case_weights = np.ascontiguousarray(weights.T)
-            per_class = [
-                _weighted_ranking(case_weights, ranking, wanted_ranking) for ranking in rankings
-            ]
-            for name in wanted_ranking:
-                parts[name].append(np.stack([values[name] for values in per_class], axis=1))
+            for name, values in _ranking_values(weights, inverse, rankings, wanted_ranking).items():
+                parts[name].append(values)
         bar.update(weights.shape[0])
     bar.close()
 
@@ -280,31 +366,6 @@ def bootstrap_cis(
         low, high, used = _percentile_interval(distribution, alpha)
         out[name] = BootstrapCI(low, high, used, distribution, float(alpha), int(n_boot), int(seed))
     return out
-
-
-def _call_indicators(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    thresholds: object,
-    decisions: object,
-    wanted: Sequence[str],
-) -> tuple[np.ndarray, np.ndarray]:
-    """``[TP, P, FP, N]`` indicator columns per class (a resample's counts are its weights times
-    these), and which classes have no threshold (their threshold metrics are undefined)."""
-    n_cases, n_classes = labels.shape
-    if (thresholds is None) == (decisions is None):
-        raise MetricInputError(
-            f"{', '.join(wanted)} need either thresholds or decisions (not both) to "
-            "define a positive call"
-        )
-    if decisions is None:
-        t = class_thresholds(thresholds, n_classes)
-        called, undefined = scores >= t, np.isnan(t)
-    else:
-        undefined = np.zeros(n_classes, dtype=bool)
-        called = check_decisions(decisions, n_cases, n_classes)
-    pos, neg = (labels == 1).astype(np.float64), (labels == 0).astype(np.float64)
-    return np.concatenate([pos * called, pos, neg * called, neg], axis=1), undefined
 
 
 def bootstrap_ci(

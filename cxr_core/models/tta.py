@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from cxr_core.errors import ConfigError
+from cxr_core.utils.tasks import TTA_MODES
 
 # "hflip": the mean of the image and its mirror. Chest films are not left-right symmetric
 # (heart, aortic knob), but CNNs trained with flip augmentation score both views alike,
 # and averaging the two steadies the ranking of small training sets.
-TTA_MODES: tuple[str, ...] = ("none", "hflip")
 
 
 def check_tta(mode: str) -> str:

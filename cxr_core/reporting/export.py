@@ -27,7 +27,7 @@ from cxr_core.reporting.dicom_sc import build_sc
 from cxr_core.reporting.dicom_seg import build_seg
 from cxr_core.reporting.dicom_source import not_dicom_message, read_source_header
 from cxr_core.reporting.dicom_sr import build_sr
-from cxr_core.reporting.outcome import derive_gate_outcome
+from cxr_core.reporting.outcome import outcome_of
 from cxr_core.reporting.pdf import build_pdf
 from cxr_core.reporting.study import ReportContext, StudyResult, build_study_result
 from cxr_core.utils.atomic import write_atomically
@@ -128,9 +128,7 @@ class StudyExporter:
                 image = load_image(result.path)
             except (CXRError, OSError, ValueError):
                 image = None
-        outcome = derive_gate_outcome(
-            warnings=result.warnings, error=result.error, readable=image is not None
-        )
+        outcome = outcome_of(result.prediction, error=result.error, readable=image is not None)
         study = build_study_result(
             self.predictor,
             self.context,

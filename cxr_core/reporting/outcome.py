@@ -1,37 +1,43 @@
-"""The input gate's outcome for one film, in the vocabulary every deliverable shares.
+"""The input gate's outcome of one film as every deliverable (SR, PDF, worklist) reports it.
 
-``scored``: probabilities and calls. ``out_of_domain``: probabilities, but no positive calls
-unless the user chose to score anyway (recorded). ``refused`` (the gate refused the image) and
-``unreadable`` (the file could not be decoded): no probabilities at all. ``reason`` is one
-sentence a clinician can act on; ``warnings`` are the gate's warnings.
-
-:func:`derive_gate_outcome` is the single place the outcome is worked out from the gate's
-refusals and warnings as the Predictor reports them today; when the Predictor reports the
-outcome itself, that function is the one to replace.
+The vocabulary and the decision belong to :mod:`cxr_core.inference.outcome` and the
+:class:`~cxr_core.inference.predictor.Predictor`: ``scored``: probabilities and calls;
+``out_of_domain``: probabilities, but no positive calls unless the user chose to score anyway
+(recorded); ``refused`` and ``unreadable``: no probabilities at all. :func:`outcome_of` reads
+the Predictor's outcome off its prediction; this module decides nothing itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-SCORED = "scored"
-OUT_OF_DOMAIN = "out_of_domain"
-REFUSED = "refused"
-UNREADABLE = "unreadable"
-OUTCOMES = (SCORED, OUT_OF_DOMAIN, REFUSED, UNREADABLE)
+from cxr_core.inference.outcome import (
+    OUT_OF_DOMAIN,
+    OUTCOME_LABELS,
+    OUTCOMES,
+    REFUSED,
+    SCORED,
+    UNREADABLE,
+    WITH_PROBABILITIES,
+    calls_allowed,
+)
+from cxr_core.inference.predictor import Prediction
 
-OUTCOME_LABELS = {
-    SCORED: "scored",
-    OUT_OF_DOMAIN: "out of domain",
-    REFUSED: "refused by the input gate",
-    UNREADABLE: "unreadable",
-}
+__all__ = [
+    "OUTCOMES",
+    "OUTCOME_LABELS",
+    "OUT_OF_DOMAIN",
+    "REFUSED",
+    "SCORED",
+    "UNREADABLE",
+    "GateOutcome",
+    "outcome_of",
+]
 
 
 @dataclass(frozen=True)
 class GateOutcome:
-    """What the input gate decided about one film, and why."""
+    """What the input gate decided about one film, why, and whether the user scored it anyway."""
 
     outcome: str
     reason: str = ""
@@ -44,25 +50,24 @@ class GateOutcome:
 
     @property
     def has_probabilities(self) -> bool:
-        return self.outcome in (SCORED, OUT_OF_DOMAIN)
+        return self.outcome in WITH_PROBABILITIES
 
     @property
     def calls_allowed(self) -> bool:
         """Whether positive calls may be made: scored films, or out-of-domain ones scored anyway."""
-        return self.outcome == SCORED or (self.outcome == OUT_OF_DOMAIN and self.scored_anyway)
+        return calls_allowed(self.outcome, self.scored_anyway)
 
 
-def derive_gate_outcome(
-    *, warnings: Sequence[str] = (), error: str = "", readable: bool = True
+def outcome_of(
+    prediction: Prediction | None, *, error: str = "", readable: bool = True
 ) -> GateOutcome:
-    """The outcome of one film from today's gate: its refusal ``error`` or its ``warnings``.
-
-    ``readable`` tells a refusal (the file decodes but the gate refuses the image) from an
-    unreadable file; it only matters when ``error`` is set. Any gate warning makes a scored
-    film out of domain: each one says the model never learned from films like it.
-    """
-    if error:
-        return GateOutcome(REFUSED if readable else UNREADABLE, reason=error)
-    if warnings:
-        return GateOutcome(OUT_OF_DOMAIN, reason=warnings[0], warnings=tuple(warnings))
-    return GateOutcome(SCORED)
+    """The outcome the Predictor gave a film (its ``prediction``), or, for a film it never
+    judged, why: ``error`` with ``readable`` telling a refusal from an undecodable file."""
+    if prediction is not None:
+        return GateOutcome(
+            prediction.outcome,
+            reason=prediction.reason,
+            warnings=tuple(prediction.warnings),
+            scored_anyway=prediction.scored_anyway,
+        )
+    return GateOutcome(REFUSED if readable else UNREADABLE, reason=error)

@@ -14,7 +14,7 @@ from cxr_core.data.imaging import ImageLimits, LoadedImage, load_image
 from cxr_core.errors import CXRError
 from cxr_core.inference.lungs import LungResult
 from cxr_core.inference.predictor import Prediction, Predictor
-from cxr_core.reporting.outcome import GateOutcome, derive_gate_outcome
+from cxr_core.reporting.outcome import GateOutcome, outcome_of
 from cxr_core.reporting.study import ReportContext, StudyResult, build_study_result
 
 DEFAULT_LIMITS = ImageLimits()
@@ -22,8 +22,9 @@ DEFAULT_LIMITS = ImageLimits()
 
 @dataclass(frozen=True)
 class ScoredFilm:
-    """One film after the model: its outcome, prediction (None when refused or unreadable),
-    decoded image (None when unreadable) and the gate's lung result (None without a lung model)."""
+    """One film after the model: its outcome, prediction (None when unreadable; a refused
+    film's has no probabilities), decoded image (None when unreadable) and the gate's lung
+    result (None without a lung model)."""
 
     name: str
     outcome: GateOutcome
@@ -47,21 +48,12 @@ def score_film(
     try:
         image = load_image(data, name=name, limits=limits)
     except CXRError as exc:
-        return ScoredFilm(name, derive_gate_outcome(error=str(exc), readable=False))
-    try:
-        lungs = predictor.segment_lungs(image)
-        probabilities, warnings = predictor.assess([image], lungs=[lungs])
-    except CXRError as exc:  # the input gate refuses the image (blank, too small...)
-        return ScoredFilm(name, derive_gate_outcome(error=str(exc)), image=image)
+        return ScoredFilm(name, outcome_of(None, error=str(exc), readable=False))
+    lungs = predictor.segment_lungs(image)
+    probabilities, verdicts = predictor.assess([image], lungs=[lungs])
     used = predictor.resolve_thresholds(dict(thresholds) if thresholds else None)
-    prediction = predictor.to_predictions(probabilities, [name], used, warnings)[0]
-    return ScoredFilm(
-        name,
-        derive_gate_outcome(warnings=prediction.warnings),
-        prediction=prediction,
-        image=image,
-        lungs=lungs,
-    )
+    prediction = predictor.to_predictions(probabilities, [name], used, verdicts)[0]
+    return ScoredFilm(name, outcome_of(prediction), prediction=prediction, image=image, lungs=lungs)
 
 
 def film_study_result(

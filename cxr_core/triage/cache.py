@@ -3,9 +3,10 @@
 A score is keyed by the SHA-256 of the film's bytes, the model's weights checksum and the lung
 model's (the gate's warnings depend on it), plus :data:`CACHE_VERSION`: the same file scored by
 the same models always hits, whatever it is called or wherever it came from; a retrained model
-misses. The record holds what the Predictor said (probabilities, gate warnings, or the refusal
-and whether the file was readable) and a few header fields for the worklist's columns; the gate
-outcome and the calls are worked out when read, at the thresholds in force then.
+misses. The record holds what the Predictor said (its outcome, reason, probabilities and gate
+warnings, or why the file could not be scored and whether it was readable) and a few header
+fields for the worklist's columns; the calls are worked out when read, at the thresholds in
+force then.
 
 Files: ``<root>/<2 hex>/<key>.json``, written atomically. Aliases (``<root>/aliases/``) map a
 stable name of a film's content (a DICOM SOP Instance UID) to its content hash, so a PACS film
@@ -25,7 +26,7 @@ from cxr_core.utils.atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the Predictor's outcome and reason are stored
 CACHE_ENV = "CXR_WORKLIST_CACHE"
 
 
@@ -44,6 +45,8 @@ class CachedScore:
 
     probabilities: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    outcome: str = ""  # the Predictor's outcome; empty when it never judged the film
+    reason: str = ""
     error: str = ""
     readable: bool = True
     header: dict[str, str] = field(default_factory=dict)
@@ -57,6 +60,8 @@ class CachedScore:
         return cls(
             probabilities={str(k): float(v) for k, v in data["probabilities"].items()},
             warnings=[str(w) for w in data["warnings"]],
+            outcome=str(data["outcome"]),
+            reason=str(data["reason"]),
             error=str(data["error"]),
             readable=bool(data["readable"]),
             header={str(k): str(v) for k, v in data.get("header", {}).items()},

@@ -92,6 +92,8 @@ def score_item(
     score = CachedScore(
         probabilities=dict(prediction.probabilities) if prediction is not None else {},
         warnings=list(prediction.warnings) if prediction is not None else [],
+        outcome=prediction.outcome if prediction is not None else "",
+        reason=prediction.reason if prediction is not None else "",
         error="" if prediction is not None else scored.outcome.reason,
         readable=scored.image is not None,
         header=header_of(scored.image),

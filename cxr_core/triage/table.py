@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.inference.findings import NORMAL_CLASSES
+from cxr_core.inference.outcome import GateVerdict
 from cxr_core.inference.predictor import Predictor
 from cxr_core.reporting.outcome import (
     OUT_OF_DOMAIN,
@@ -27,7 +28,7 @@ from cxr_core.reporting.outcome import (
     SCORED,
     UNREADABLE,
     GateOutcome,
-    derive_gate_outcome,
+    outcome_of,
 )
 from cxr_core.reporting.study import FindingCall, finding_calls
 from cxr_core.triage.job import WorklistEntry
@@ -93,17 +94,18 @@ def triage_row(
 ) -> TriageRow:
     """One entry's row: its outcome, its calls at ``thresholds``, its critical findings."""
     score = entry.score
-    outcome = derive_gate_outcome(
-        warnings=score.warnings, error=score.error, readable=score.readable
-    )
+    outcome = outcome_of(None, error=score.error, readable=score.readable)
     findings: tuple[FindingCall, ...] = ()
     flagged: tuple[str, ...] = ()
-    if score.probabilities:
-        row = np.array([[score.probabilities[c] for c in predictor.classes]], dtype=np.float64)
+    if score.outcome:  # the Predictor judged the film: its outcome, calls at ``thresholds``
+        verdict = GateVerdict(score.outcome, score.reason, tuple(score.warnings))
+        row = np.array(
+            [[score.probabilities.get(c, np.nan) for c in predictor.classes]], dtype=np.float64
+        )
         used = predictor.resolve_thresholds(dict(thresholds))
-        prediction = predictor.to_predictions(row, [entry.item.name], used, [score.warnings])[0]
-        multilabel = predictor.label_space.multilabel
-        findings = finding_calls(prediction, outcome, multilabel=multilabel)
+        prediction = predictor.to_predictions(row, [entry.item.name], used, [verdict])[0]
+        outcome = outcome_of(prediction)
+        findings = finding_calls(prediction, outcome, multilabel=predictor.label_space.multilabel)
         flagged = tuple(
             c
             for c in critical

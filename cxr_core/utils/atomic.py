@@ -36,14 +36,19 @@ def _umask() -> int:
     return old
 
 
-def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_atomically(
+    path: str | Path, write: Callable[[Path], None], *, sweep: bool = True
+) -> Path:
     """Run ``write(tmp)`` on a temporary file next to ``path``, fsync it, then rename over ``path``.
 
     Readers (the dashboard, a resumed run) therefore only ever see a complete old or new file.
+    ``sweep=False`` skips looking for abandoned temporary files in the folder, for writers of
+    many files into one folder (a million lung masks) that sweep it once themselves.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(path.parent)
+    if sweep:
+        remove_stale_temp_files(path.parent)
     # Not mkstemp: its 0600 mode would make results unreadable to the dashboard's user.
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:

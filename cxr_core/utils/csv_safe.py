@@ -74,6 +74,11 @@ def restore_cell(value: Any) -> Any:
 
 def _cell(value: Any) -> Any:
     """What the csv module is given: missing values as empty cells, numpy scalars as Python."""
+    kind = type(value)  # the common cells first: a million-row table has tens of millions of them
+    if kind is float:
+        return "" if value != value else value  # NaN is the only value unequal to itself
+    if kind is str:
+        return neutralise_cell(value)
     if value is None:
         return ""
     if isinstance(value, np.generic):

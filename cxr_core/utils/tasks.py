@@ -26,3 +26,8 @@ class Task(str, Enum):
             raise ValueError(
                 f"task must be one of {', '.join(repr(t.value) for t in cls)}, not {value!r}"
             ) from None
+
+
+TTA_MODES: tuple[str, ...] = ("none", "hflip")
+"""Test-time augmentation: none, or the mean with the mirrored image (:mod:`cxr_core.models.tta`).
+Kept here, free of torch, so the command line can offer the choices without loading torch."""

@@ -1,5 +1,9 @@
-"""Review verdicts in SQLite: per-reader upserts with history, migration, concurrent writers, export, validation,
-the reveal that ends a reader's blinded reading, and each reader's private drafts."""
+"""Review verdicts in SQLite and PostgreSQL: per-reader upserts with history, migration, concurrent writers,
+export, validation, the reveal that ends a reader's blinded reading, and each reader's private drafts.
+
+Every test taking ``store`` runs on both engines (``[sqlite]`` and ``[postgres]`` in its name; the
+PostgreSQL run is skipped when the server cannot start); tests of SQLite files (old layouts, a
+locked file) use SQLite only."""
 
 from __future__ import annotations
 
@@ -34,8 +38,10 @@ from tests.review_fixtures import (
 )
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "postgres":
+        return ReviewStore(request.getfixturevalue("postgres_db"))
     return ReviewStore(tmp_path / "reviews")
 
 
@@ -71,7 +77,7 @@ def test_verdict_upsert_and_survives_reopen(store, tmp_path):
         s.id, "img1.png", "Cardiomegaly", "label_wrong", note="label missed it", reviewer="AB"
     )
     store.record(s.id, "img1.png", "Pneumonia", "unsure", reviewer="AB")
-    reopened = ReviewStore(tmp_path / "reviews")
+    reopened = ReviewStore(store.target)
     v = reopened.verdict(s.id, "img1.png", "Cardiomegaly")
     assert (v.verdict, v.note, v.reviewer) == ("label_wrong", "label missed it", "AB")
     assert len(reopened.verdicts(s.id)) == 2
@@ -126,7 +132,7 @@ def test_concurrent_processes_all_land(store):
     s = store.create_session("procs", "ckpt", "val")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(store.folder), str(s.id), str(w)],
+            [sys.executable, "-c", _WRITER, store.target, str(s.id), str(w)],
             stderr=subprocess.PIPE,
         )
         for w in range(3)
@@ -274,7 +280,8 @@ def test_export_is_formula_safe(store, tmp_path):
     assert rows[1]["note"] == "'\tTabbed\r\nlines"
 
 
-def test_a_locked_database_is_a_review_store_error(store):
+def test_a_locked_database_is_a_review_store_error(tmp_path):
+    store = ReviewStore(tmp_path / "reviews")
     s = store.create_session("lock", "ckpt", "val")
     quick = ReviewStore(store.folder, timeout_s=0.2)
     blocker = sqlite3.connect(store.path, isolation_level=None)
@@ -485,7 +492,7 @@ def test_reveal_is_recorded_per_reader_and_persists(store, tmp_path):
     assert store.reveal(s.id, "AB") == first  # the first reveal is the one kept
     assert store.revealed_at(s.id, "CD") is None  # other readers stay blinded
     assert (
-        ReviewStore(tmp_path / "reviews").revealed_at(s.id, "AB") == first
+        ReviewStore(store.target).revealed_at(s.id, "AB") == first
     )  # in the database, not in memory
     other = store.create_session("blind 2", "ckpt", "val", mode="blind_all")
     assert store.revealed_at(other.id, "AB") is None  # per session too
@@ -584,7 +591,7 @@ def test_drafts_are_private_to_their_reader_and_never_verdicts(store, tmp_path):
     assert store.readers(s.id) == ["AB"] and len(store.history(s.id)) == 1
     # a later draft of the same finding replaces the earlier one; drafts survive reopening the file
     store.save_draft(s.id, "a.png", "AB", Call("Edema", finding="unsure"))
-    again = ReviewStore(tmp_path / "reviews")
+    again = ReviewStore(store.target)
     assert [(d.class_name, d.finding, d.confidence) for d in again.drafts(s.id, "AB", "a.png")] == [
         ("Edema", "unsure", None)
     ]
@@ -670,3 +677,80 @@ def test_schema_5_database_migrates_to_users_and_audit_keeping_every_row(tmp_pat
         conn.close()
     assert [e.action for e in store.audit.entries()] == ["user_added"]
     assert ReviewStore(folder).schema_version() == 6
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def test_a_locked_postgres_database_is_a_review_store_error(postgres_db):
+    """A writer holding the store's write lock past the timeout: a clear error, nothing saved."""
+    import psycopg
+
+    store = ReviewStore(postgres_db)
+    s = store.create_session("lock", "ckpt", "val")
+    quick = ReviewStore(postgres_db, timeout_s=0.2)
+    with psycopg.connect(postgres_db) as blocker:
+        blocker.execute("SELECT pg_advisory_xact_lock(hashtext('cxr-store-writes'))")
+        with pytest.raises(ReviewStoreError, match="locked"):
+            quick.record(s.id, "img1.png", "Edema", "agree", reviewer="AB")
+    assert store.verdicts(s.id) == []
+    quick.record(s.id, "img1.png", "Edema", "agree", reviewer="AB")
+    assert len(store.verdicts(s.id)) == 1
+
+
+def test_an_unreachable_postgres_server_is_a_review_store_error():
+    with pytest.raises(ReviewStoreError, match="CXR_REVIEW_DB") as caught:
+        ReviewStore("postgresql://reader:secret@127.0.0.1:1/reviews", timeout_s=1)
+    assert "secret" not in str(caught.value)  # the password never reaches a message
+
+
+def test_postgres_url_from_the_environment(postgres_db, monkeypatch):
+    monkeypatch.setenv("CXR_REVIEW_DB", postgres_db)
+    store = ReviewStore()
+    assert store.folder is None and store.target == postgres_db
+    assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_an_older_postgres_schema_migrates_keeping_every_row(postgres_db):
+    """A database left at schema 3 (no reveals table) is brought to the current schema on open,
+    once, by two stores opening it at the same time, with every verdict kept."""
+    import psycopg
+
+    store = ReviewStore(postgres_db)
+    s = store.create_session("old", "ckpt", "val", mode="blind_labels")
+    for i in range(5):
+        store.record(s.id, f"{i}.png", "Edema", reviewer="AB", finding="present", box=(0, 0, 1, 1))
+    with psycopg.connect(postgres_db) as conn:
+        conn.execute("DROP TABLE reveals")
+        conn.execute("UPDATE cxr_schema SET version = 3 WHERE store = 'review'")
+    threads = [threading.Thread(target=ReviewStore, args=(postgres_db,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reopened = ReviewStore(postgres_db)
+    assert reopened.schema_version() == SCHEMA_VERSION
+    assert len(reopened.verdicts(s.id)) == 5 and reopened.verdicts(s.id)[0].box == (0, 0, 1, 1)
+    assert reopened.reveal(s.id, "AB")
+
+
+def test_postgres_connections_cut_by_the_server_cost_one_call_at_most(postgres_db):
+    """Kept connections the server ended (a restart, an idle timeout): one call may fail with a
+    clear error, and the next ones open new connections."""
+    import psycopg
+
+    store = ReviewStore(postgres_db)
+    s = store.create_session("cut", "ckpt", "val")
+    store.record(s.id, "a.png", "Edema", "agree", reviewer="AB")  # leaves a kept connection
+    with psycopg.connect(postgres_db, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    failures = 0
+    for i in range(3):
+        try:
+            store.record(s.id, f"{i}.png", "Edema", "agree", reviewer="AB")
+        except ReviewStoreError:
+            failures += 1
+    assert failures <= 1 and len(store.verdicts(s.id)) == 4 - failures

@@ -2,7 +2,9 @@
 each action on a real review database and threshold folder; an allowed action lands and is
 audited, a refused one raises AccessDeniedError naming the role it needs and leaves no trace.
 
-The expected table is written out by hand (it is the README's, "Deploy for a team").
+The expected table is written out by hand (it is the README's, "Deploy for a team"). Every test
+runs on both engines (``[sqlite]``: a review file and threshold files; ``[postgres]``: both stores
+in one PostgreSQL database, the server started by ``postgres_server``).
 """
 
 from __future__ import annotations
@@ -37,15 +39,27 @@ ALLOWED = {  # action -> the roles that may do it, by hand
 class Site:
     """One install: a review database with one blinded session, and a checkpoint's threshold folder."""
 
-    def __init__(self, root: Path) -> None:
-        self.store = ReviewStore(root / "review")
+    def __init__(self, root: Path, db: str) -> None:
+        self.store = ReviewStore(db)
         self.session = self.store.create_session("s", "tiny", "val", mode="blind_all").id
-        self.thresholds = ThresholdStore(root / "checkpoint", CLASSES, dict.fromkeys(CLASSES, 0.5))
+        self.thresholds = ThresholdStore(
+            root / "checkpoint",
+            CLASSES,
+            dict.fromkeys(CLASSES, 0.5),
+            db=db if self.store.folder is None else None,
+        )
         self.thresholds.save("shared", dict.fromkeys(CLASSES, 0.3), method="fixed")
 
     def as_(self, actor: Actor) -> tuple[ReviewStore, ThresholdStore]:
         store = self.store.acting(actor)
         return store, self.thresholds.acting(actor, store.audit)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def site(request, tmp_path) -> Site:
+    if request.param == "postgres":
+        return Site(tmp_path, request.getfixturevalue("postgres_db"))
+    return Site(tmp_path, str(tmp_path / "review"))
 
 
 def _actions(site: Site, actor: Actor) -> dict[str, Callable[[], object]]:
@@ -74,8 +88,7 @@ def _actions(site: Site, actor: Actor) -> dict[str, Callable[[], object]]:
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("action", sorted(ALLOWED))
-def test_role_x_action(tmp_path, role: str, action: str) -> None:
-    site = Site(tmp_path)
+def test_role_x_action(site, role: str, action: str) -> None:
     actor = Actor(f"{role}-user", role, "password")
     before = len(site.store.audit.entries())
     do = _actions(site, actor)[action]
@@ -93,8 +106,7 @@ def test_role_x_action(tmp_path, role: str, action: str) -> None:
         assert site.thresholds.active_name() != "shared"
 
 
-def test_a_reader_cannot_call_reveal_or_move_as_another(tmp_path) -> None:
-    site = Site(tmp_path)
+def test_a_reader_cannot_call_reveal_or_move_as_another(site) -> None:
     alice, _ = site.as_(Actor("alice", "reader", "oidc"))
     for attempt in (
         lambda: alice.record(site.session, "f.png", "Effusion", finding="absent", reviewer="bob"),
@@ -118,8 +130,7 @@ def test_a_reader_cannot_call_reveal_or_move_as_another(tmp_path) -> None:
     assert call.detail["reader"] == "alice" and call.detail["call"] == "absent"
 
 
-def test_the_operator_and_a_local_install_name_any_reader(tmp_path) -> None:
-    site = Site(tmp_path)
+def test_the_operator_and_a_local_install_name_any_reader(site) -> None:
     saved = site.store.record(site.session, "f.png", "Effusion", finding="absent", reviewer="bob")
     assert saved.reviewer == "bob"
     call = site.store.audit.entries(action="call_saved")[0]

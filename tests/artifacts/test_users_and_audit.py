@@ -17,9 +17,23 @@ from cxr_core.utils.csv_safe import read_table
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-def store(tmp_path) -> ReviewStore:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path) -> ReviewStore:
+    """The review database on each engine (``[sqlite]``, ``[postgres]`` in the test's name)."""
+    if request.param == "postgres":
+        return ReviewStore(request.getfixturevalue("postgres_db"))
     return ReviewStore(tmp_path / "db")
+
+
+def _query(store: ReviewStore, sql: str) -> list[tuple]:
+    """Rows read straight from the database, past the store."""
+    if store.folder is None:
+        import psycopg
+
+        with psycopg.connect(store.target) as conn:
+            return conn.execute(sql).fetchall()
+    with sqlite3.connect(store.path) as conn:
+        return conn.execute(sql).fetchall()
 
 
 def test_users_are_added_listed_changed_and_removed_with_each_change_audited(store) -> None:
@@ -113,18 +127,23 @@ def test_users_vouched_for_elsewhere_get_their_listed_role_or_the_default(store)
 
 
 def test_the_audit_log_cannot_be_rewritten(store) -> None:
+    """The engine itself refuses changing or removing a row, whoever connects (SQLite triggers;
+    PostgreSQL triggers, emptying the table included)."""
     store.audit.record(store.actor, "film_viewed", film="00000001_000.png")
-    with (
-        sqlite3.connect(store.path) as conn,
-        pytest.raises(sqlite3.DatabaseError, match="append-only"),
-    ):
-        conn.execute("UPDATE audit_log SET actor = 'someone else'")
-    with (
-        sqlite3.connect(store.path) as conn,
-        pytest.raises(sqlite3.DatabaseError, match="append-only"),
-    ):
-        conn.execute("DELETE FROM audit_log")
-    assert [e.actor for e in store.audit.entries()] == [store.actor.name]
+    attempts = ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"]
+    if store.folder is None:
+        import psycopg
+
+        attempts.append("TRUNCATE audit_log")
+        connect, refused = psycopg.connect, psycopg.errors.IntegrityConstraintViolation
+    else:
+        connect, refused = sqlite3.connect, sqlite3.DatabaseError
+    for statement in attempts:
+        with connect(str(store.target if store.folder is None else store.path)) as conn:
+            with pytest.raises(refused, match="append-only"):
+                conn.execute(statement)
+    store.audit.record(store.actor, "film_viewed", film="00000002_000.png")
+    assert [e.film for e in store.audit.entries()] == ["00000002_000.png", "00000001_000.png"]
 
 
 def test_audit_export_pseudonymises_films_by_default(store, tmp_path) -> None:
@@ -150,9 +169,8 @@ def test_no_password_or_hash_reaches_the_log_or_the_audit(store, caplog) -> None
         store.users.sign_in("rita", PASSWORD)
         with pytest.raises(SignInError):
             store.users.sign_in("rita", "wrong password here")
-    with sqlite3.connect(store.path) as conn:
-        stored_hash = conn.execute("SELECT password_hash FROM users").fetchone()[0]
-        audit_text = json.dumps(conn.execute("SELECT * FROM audit_log").fetchall())
+    stored_hash = _query(store, "SELECT password_hash FROM users")[0][0]
+    audit_text = json.dumps([list(r) for r in _query(store, "SELECT * FROM audit_log")])
     for secret in (PASSWORD, "wrong password here", stored_hash, stored_hash.split("$")[-1]):
         assert secret not in caplog.text and secret not in audit_text
     assert stored_hash not in repr(store.users.list())

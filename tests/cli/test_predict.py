@@ -87,7 +87,8 @@ def test_predict_folder_with_corrupt_file(checkpoint, folder, tmp_path, capsys):
         assert row["image_id"] == os.path.basename(row["path"])
         assert row[f"threshold:{NIH14.classes[0]}"] == expected.thresholds[NIH14.classes[0]]
     err = capsys.readouterr().err
-    assert "1 unreadable or refused" in err and "1 not image: 1 text (no row)" in err
+    assert "4 images: 3 scored, 0 out of domain, 0 refused by the input gate, 1 unreadable" in err
+    assert "1 not image: 1 text (no row)" in err
 
 
 def test_predict_writes_heatmaps_for_a_named_class(checkpoint, folder, tmp_path):

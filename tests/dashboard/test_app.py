@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core.artifacts.review_store import ReviewStore
 from cxr_core.models.checkpoint import read_model_card
+from dashboard.widgets import picker_key
 from tests.checkpoint_fixtures import (
     build_catalog,
     build_checkpoint_dir,
@@ -84,6 +85,25 @@ def shown_table(at: AppTest, column: str) -> pd.DataFrame:
     return next(d.value for d in at.dataframe if column in d.value.columns)
 
 
+def score_anyway(at: AppTest) -> AppTest:
+    """Press "Score anyway" on every film of the batch that offers it, back on the first film.
+
+    The synthetic blobs these tests upload are no chest films: with the lung model the input
+    gate calls them out of domain and withholds their calls until the reader scores them anyway.
+    """
+    picker = [s for s in at.selectbox if s.key == "predict_pick"]
+    picks = picker[0].options if picker else [None]
+    for pick in picks:
+        if pick is not None:
+            at.selectbox(key="predict_pick").set_value(pick).run()
+        button = next((b for b in at.button if (b.key or "").startswith("score_anyway_")), None)
+        if button is not None:
+            button.click().run()
+    if picks[0] is not None:
+        at.selectbox(key="predict_pick").set_value(picks[0]).run()
+    return at
+
+
 def case_markdown(at: AppTest) -> str:
     return next(m.value for m in at.markdown if m.value.startswith("**Image**"))
 
@@ -100,7 +120,7 @@ def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
         str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT
     ).run()
     no_exceptions(at)
-    picker = at.sidebar.selectbox(key=SELECTED)
+    picker = at.sidebar.selectbox(key=picker_key(str(catalog["tiny_a"].resolve())))
     assert picker.options[0] == "⚠ broken (unreadable)"
     assert [o.split(" · ")[:2] for o in picker.options[1:]] == [
         ["tiny_a", "small_cnn"],
@@ -117,6 +137,39 @@ def test_router_lists_every_checkpoint_with_its_summary(env, catalog):
     )
     assert at.file_uploader(key="predict_files") is not None
     assert "Upload one or more" in at.info[0].value
+
+
+def _mounted_value(picker) -> str:
+    """The option a browser shows when it mounts the picker: the value the server sends with it,
+    else the widget's default index (what a browser reports back on its next request)."""
+    if picker.proto.set_value:
+        return picker.proto.raw_value
+    return picker.proto.options[picker.proto.default]
+
+
+def test_picker_mounts_on_the_chosen_checkpoint_in_every_run(env, catalog):
+    """A browser that (re)mounts the sidebar picker without a value from the server (a page switch,
+    an interrupted run) adopts the widget's default and reports it back: that default must be this
+    browser's choice, never the first option (an unreadable checkpoint here)."""
+    for name in ("tiny_a", "tiny_b"):
+        chosen = str(catalog[name].resolve())
+        at = router(catalog[name]).run()
+        for _ in range(2):  # the first run sends the value, the next ones may not
+            no_exceptions(at)
+            picker = at.sidebar.selectbox(key=picker_key(chosen))
+            assert _mounted_value(picker).startswith(f"{name} · "), _mounted_value(picker)
+            assert at.session_state[SELECTED] == chosen
+            at.run()
+    at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT)
+    at.run().run()  # no choice yet: the first readable checkpoint, in every run
+    first = str(catalog["tiny_a"].resolve())
+    picker = at.sidebar.selectbox(key=picker_key(first))
+    assert _mounted_value(picker).startswith("tiny_a · ")
+    picker.select(str(catalog["tiny_b"].resolve())).run()  # the reader's own pick still counts
+    no_exceptions(at)
+    chosen = str(catalog["tiny_b"].resolve())
+    assert at.session_state[SELECTED] == chosen
+    assert _mounted_value(at.sidebar.selectbox(key=picker_key(chosen))).startswith("tiny_b · ")
 
 
 def test_no_checkpoint_explains_how_to_train(env, tmp_path, monkeypatch):
@@ -146,7 +199,9 @@ def test_sidebar_adds_a_checkpoint_folder(env, catalog, tmp_path, monkeypatch):
     at.text_input(key="cxr_new_folder").input(str(catalog["tiny_b"])).run()
     at.button(key="cxr_add_folder").click().run()
     no_exceptions(at)
-    assert at.sidebar.selectbox(key=SELECTED).value == str(catalog["tiny_b"].resolve())
+    chosen = str(catalog["tiny_b"].resolve())
+    assert at.session_state[SELECTED] == chosen
+    assert at.sidebar.selectbox(key=picker_key(chosen)).value == chosen
 
 
 def test_checkpoint_without_evaluation_says_how_to_evaluate(env, tmp_path, monkeypatch):
@@ -183,8 +238,14 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     no_exceptions(at)
     assert not at.error  # the film on screen is readable; the bad file is a row of the batch
     table = shown_table(at, "abnormality")
+    assert list(table["outcome"]) == ["out of domain", "unreadable", "out of domain"]
+    assert list(table["called"]) == ["withheld (out of domain)", "", "withheld (out of domain)"]
+    assert any("Out of domain." in w.value for w in at.warning)
+    score_anyway(at)
+    no_exceptions(at)
+    table = shown_table(at, "abnormality")
     assert list(table["file"]) == [names[0], "notes.png", names[1]]
-    assert list(table["outcome"]) == ["scored", "unreadable", "scored"]
+    assert list(table["outcome"]) == ["out of domain", "unreadable", "out of domain"]
     assert table["warnings"][1].startswith("the content is text, not an image")
     assert np.isnan(table["abnormality"][1])
     # the calls follow the Predictor's own probabilities at the card's 0.5 thresholds
@@ -197,7 +258,7 @@ def test_predict_bad_file_reported_and_good_files_still_predicted(env, catalog, 
     expected = predictor.predict([load_image(b, name=n) for n, b, _ in good])
     for row, pred in zip(table.drop(index=1).itertuples(index=False), expected):
         summary = summarise_findings(pred, multilabel=True)
-        assert row.called == called_text(summary)
+        assert row.called == called_text(summary) + " · scored anyway"
         assert row.abnormality == pytest.approx(summary.abnormality, abs=1e-6)
         assert [f.name for f in summary.positives] == [
             c for c in sorted(pred.positive, key=lambda c: -pred.probabilities[c])
@@ -235,7 +296,7 @@ def test_predict_multiclass_calls_the_most_probable_class(env, catalog, tmp_path
     at.file_uploader(key="predict_files").set_value(
         (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png")
     )
-    at.run()
+    score_anyway(at.run())
     no_exceptions(at)
     row = shown_table(at, "abnormality").iloc[0]
     markdown = " ".join(m.value for m in at.markdown)
@@ -261,9 +322,9 @@ def test_predict_uses_the_active_threshold_set(env, catalog, tmp_path):
         at.file_uploader(key="predict_files").set_value(
             (names[0], (tmp_path / "up" / names[0]).read_bytes(), "image/png")
         )
-        at.run()
+        score_anyway(at.run())
         no_exceptions(at)
-        called = shown_table(at, "abnormality")["called"].item()
+        called = shown_table(at, "abnormality")["called"].item().removesuffix(" · scored anyway")
         assert len(store.classes) == 3 and len(called.split("; ")) == 3  # every class called
         assert "everything" in at.caption[0].value
     finally:
@@ -648,28 +709,22 @@ def test_predict_refuses_a_blank_image_and_shows_the_gates_warnings(env, catalog
     no_exceptions(at)
     table = shown_table(at, "warnings")
     assert list(table["file"]) == [names[0], "blank.png", "head.dcm"]
-    assert list(table["outcome"]) == ["scored", "refused", "scored"]
+    assert list(table["outcome"]) == ["out of domain", "refused", "refused"]
+    assert table["called"].tolist() == ["withheld (out of domain)", "", ""]
     assert table["warnings"][1].startswith("the image is blank")
-    table = table.drop(index=1).reset_index(drop=True)
-    # the synthetic blob is no chest film: the lung check's warning is the gate's only one for it
-    assert (
-        table["warnings"]
-        .tolist()[0]
-        .startswith("This image does not look like a frontal chest radiograph")
+    # the synthetic blob is no chest film: the lung check's sentence is why its calls are withheld
+    assert table["warnings"][0].startswith(
+        "This image does not look like a frontal chest radiograph"
     )
-    assert " | " not in table["warnings"].tolist()[0]
-    assert (
-        "Modality is CT" in table["warnings"].tolist()[1]
-        and "BodyPartExamined is HEAD" in table["warnings"].tolist()[1]
-    )
-    at.selectbox(key="predict_pick").set_value(
-        "3/3 · head.dcm"
-    ).run()  # the reading view shows the picked image's warnings
+    assert "Modality is CT" in table["warnings"][2]
+    assert any("Out of domain." in w.value for w in at.warning)
+    assert at.button(key=f"score_anyway_{_digest(uploads[0][1])}") is not None
+    at.selectbox(key="predict_pick").set_value("3/3 · head.dcm").run()  # refused: why, no numbers
     no_exceptions(at)
-    shown = [w.value for w in at.warning]
-    assert any("Modality is CT" in w for w in shown) and any(
-        "BodyPartExamined is HEAD" in w for w in shown
-    )
+    assert len(at.error) == 1 and "Modality is CT" in at.error[0].value
+    assert not at.get("plotly_chart")
+    csv = at.download_button(key="predict_csv")
+    assert csv is not None
 
 
 def test_predict_dicom_shows_header_fields_without_identifiers_by_default(env, catalog, tmp_path):

@@ -18,6 +18,8 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
 from cxr_core.artifacts.review_store import LEGACY_READER, ReviewStore
+from cxr_core.errors import ReviewStoreError
+from dashboard import state
 from tests.checkpoint_fixtures import IMAGE_SIZE, build_catalog
 from tests.dashboard import grid_driver as grid
 
@@ -77,8 +79,14 @@ def start_session(at: AppTest, name: str, mode: str, classes: list[str] | None =
     return at
 
 
+def session_box(at: AppTest):
+    """The Review session box (its key names the open session, see app_pages/review.py)."""
+    (box,) = [s for s in at.selectbox if s.key and s.key.startswith("rev_session_pick@")]
+    return box
+
+
 def join(at: AppTest, session_id: int) -> AppTest:
-    at.selectbox(key="rev_session_pick").set_value(session_id).run()
+    session_box(at).set_value(session_id).run()
     no_exceptions(at)
     return at
 
@@ -248,7 +256,7 @@ def test_a_link_opens_the_session_and_film_and_the_address_follows_the_reader(en
 
     opened = as_reader("CD", catalog["tiny_a"], session=str(session.id), film=third).run()
     no_exceptions(opened)  # a fresh browser session with the link: that session and film
-    assert opened.selectbox(key="rev_session_pick").value == session.id and film(opened) == third
+    assert session_box(opened).value == session.id and film(opened) == third
     assert store.reader_position(session.id, "CD")[1] == third
     grid.act(opened, "prev")  # afterwards the reader moves as usual
     assert film(opened) != third and opened.query_params["film"] == film(opened)
@@ -261,7 +269,40 @@ def test_a_link_opens_the_session_and_film_and_the_address_follows_the_reader(en
     other_ckpt.button(key="rev_link_switch").click().run()
     no_exceptions(other_ckpt)
     assert other_ckpt.session_state[SELECTED] == str(catalog["tiny_a"].resolve())
-    assert other_ckpt.selectbox(key="rev_session_pick").value == session.id
+    assert session_box(other_ckpt).value == session.id
+
+
+def test_a_run_that_ends_above_the_session_picker_keeps_the_link_and_the_film(
+    env, catalog, monkeypatch
+):
+    """A run that ends on an error shown above the session picker (the router shows a library error
+    and the run completes) makes Streamlit drop the picker's state. The next run must go back to the
+    session and film the address names, not fall back to "New session…" and take them out of the
+    address (a reload then opened "New session…"); only the reader's own choice of it does that."""
+    store = ReviewStore(env / "review")
+    at = AppTest.from_file(str(REPO_ROOT / "app_pages" / "router.py"), default_timeout=TIMEOUT)
+    at.session_state[SELECTED] = str(catalog["tiny_a"].resolve())
+    at.query_params["reader"] = "AB"
+    at.switch_page("review.py").run()
+    start_session(at, "kept", "blind_all", ["Atelectasis"])
+    (session,) = store.sessions()
+    grid.act(at, "next")
+    second = film(at)
+    real = state.eval_run
+    monkeypatch.setattr(
+        state, "eval_run", lambda *a: (_ for _ in ()).throw(ReviewStoreError("busy"))
+    )
+    at.run()
+    assert [e.value for e in at.error] == ["busy"]
+    monkeypatch.setattr(state, "eval_run", real)
+    at.run()
+    no_exceptions(at)
+    assert session_box(at).value == session.id and film(at) == second
+    assert (at.query_params["session"], at.query_params["film"]) == (str(session.id), second)
+
+    session_box(at).set_value(0).run()  # the reader leaves: New session…
+    no_exceptions(at)
+    assert "session" not in at.query_params and "film" not in at.query_params
 
 
 def test_review_blinded_mode_reveals_after_saving(env, catalog):

@@ -11,12 +11,12 @@ from cxr_core.inference.findings import (
     BORDERLINE_FRACTION,
     NEAR_TIE_MARGIN,
     borderline_band,
-    export_frame,
     is_borderline,
     summarise_findings,
 )
+from cxr_core.inference.outcome import OUT_OF_DOMAIN, REFUSED
 from cxr_core.inference.predictor import Prediction
-from cxr_core.inference.table_rows import upload_rows
+from cxr_core.inference.table_rows import prediction_row, upload_rows
 
 
 def multilabel(probs: dict[str, float], thresholds: dict[str, float]) -> Prediction:
@@ -84,44 +84,36 @@ def test_multiclass_normal_is_not_a_positive_finding_and_near_ties_are_flagged()
     assert [f.name for f in s.findings] == ["Bacterial", "Viral", "Normal"]
 
 
-def test_export_frame_records_model_digest_and_thresholds():
-    preds = [
-        multilabel(
-            {"Mass": 0.6, "Nodule": 0.2}, {"Mass": 0.5, "Nodule": 0.18}
-        ),  # Nodule within 0.036
-        multilabel({"Mass": 0.1, "Nodule": 0.9}, {"Mass": 0.5, "Nodule": 0.18}),
-    ]
-    frame = export_frame(
-        preds, model="nih14", checkpoint_digest="abc123", threshold_set="youden", multilabel=True
+def test_outcomes_shape_the_summary_and_the_table_row():
+    thresholds = {"Mass": 0.5, "Nodule": 0.18}
+    probs = {"Mass": 0.6, "Nodule": 0.2}
+    withheld = Prediction(
+        probs, [], thresholds, "child.png", ["unlike the training films"], OUT_OF_DOMAIN, "unlike"
     )
-    assert list(frame.columns) == [
-        "file",
-        "model",
-        "checkpoint_sha256",
-        "threshold_set",
-        "positive",
-        "borderline",
-        "prob:Mass",
-        "prob:Nodule",
-        "threshold:Mass",
-        "threshold:Nodule",
-    ]
-    assert frame["positive"].tolist() == ["Mass; Nodule", "Nodule"]
-    assert frame["borderline"].tolist() == ["Nodule", ""]
-    assert frame["threshold:Nodule"].tolist() == [0.18, 0.18] and set(frame["model"]) == {"nih14"}
-    multi = export_frame(
-        [
-            Prediction(
-                {"Normal": 0.7, "Pneumonia": 0.3}, ["Normal"], {"Normal": 0.5, "Pneumonia": 0.5}
-            )
-        ],
-        model="pneumonia",
-        checkpoint_digest="d",
-        threshold_set="youden",
-        multilabel=False,
+    summary = summarise_findings(withheld, multilabel=True)
+    assert summary.calls_withheld and summary.positives == () and summary.borderline == ()
+    assert [f.name for f in summary.findings] == ["Mass", "Nodule"]  # still in reading order
+    anyway = Prediction(
+        probs, ["Mass", "Nodule"], thresholds, "child.png", [], OUT_OF_DOMAIN, "unlike", True
     )
-    assert multi.loc[0, "threshold_set"] == "argmax" and multi.loc[0, "positive"] == "Normal"
-    assert multi["threshold:Normal"].isna().all()
+    scored = summarise_findings(anyway, multilabel=True)
+    assert not scored.calls_withheld and [f.name for f in scored.positives] == ["Mass", "Nodule"]
+    assert [f.name for f in scored.borderline] == ["Nodule"]
+    refused = Prediction.refused("photo.jpeg", "not a chest radiograph", thresholds)
+    empty = summarise_findings(refused, multilabel=True)
+    assert (
+        empty.outcome == REFUSED
+        and empty.findings == ()
+        and empty.reason == "not a chest radiograph"
+    )
+    rows = [
+        prediction_row(p, image_id=p.name, multilabel=True) for p in (withheld, anyway, refused)
+    ]
+    assert [r.outcome for r in rows] == [OUT_OF_DOMAIN, OUT_OF_DOMAIN, REFUSED]
+    assert [r.scored_anyway for r in rows] == [False, True, False]
+    assert [r.findings for r in rows] == [[], ["Mass", "Nodule"], []]
+    assert [r.probabilities.get("Mass") for r in rows] == [0.6, 0.6, None]
+    assert rows[2].reason == "not a chest radiograph"
 
 
 def test_a_flagged_class_is_shown_apart_never_called_and_never_the_abnormality_score():

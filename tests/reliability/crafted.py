@@ -778,6 +778,7 @@ def _worker(conn, loader_path: str, error_path: str) -> None:
     loader = getattr(importlib.import_module(module), attr)
     emod, _, eattr = error_path.partition(":")
     project_error = getattr(importlib.import_module(emod), eattr)
+    conn.send(("ready", ""))
     while True:
         job = conn.recv()
         if job is None:
@@ -795,8 +796,12 @@ class IsolatedLoader:
     """Runs ``loader(path)`` in a worker process with a per-file timeout.
 
     A worker that does not answer in time is killed and a fresh one started, so one hanging
-    file is counted as a hang and the rest of the run goes on.
+    file is counted as a hang and the rest of the run goes on. The timeout counts only the
+    loading: a worker's start (an interpreter and its imports, slow on a busy machine) is
+    awaited until it says it is ready.
     """
+
+    START_TIMEOUT = 300.0
 
     def __init__(
         self,
@@ -824,6 +829,8 @@ class IsolatedLoader:
             if main is not None:
                 sys.modules["__main__"] = main
         self._conn = parent
+        if not parent.poll(self.START_TIMEOUT) or parent.recv() != ("ready", ""):
+            raise RuntimeError(f"the loader worker did not start in {self.START_TIMEOUT:.0f} s")
 
     def run(self, path: Path) -> tuple[str, str]:
         if self._proc is None or not self._proc.is_alive():

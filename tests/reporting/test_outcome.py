@@ -11,7 +11,7 @@ from cxr_core.reporting.outcome import (
     SCORED,
     UNREADABLE,
     GateOutcome,
-    derive_gate_outcome,
+    outcome_of,
 )
 from cxr_core.reporting.study import finding_calls
 
@@ -22,19 +22,34 @@ PREDICTION = Prediction(
 )
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "outcome", "reason"),
-    [
-        ({}, SCORED, ""),
-        ({"warnings": ["lateral view (LL)", "age"]}, OUT_OF_DOMAIN, "lateral view (LL)"),
-        ({"error": "x.dcm: the image is blank"}, REFUSED, "x.dcm: the image is blank"),
-        ({"error": "x.dcm: unreadable", "readable": False}, UNREADABLE, "x.dcm: unreadable"),
-    ],
-)
-def test_outcome_from_todays_gate(kwargs, outcome, reason):
-    derived = derive_gate_outcome(**kwargs)
-    assert (derived.outcome, derived.reason) == (outcome, reason)
-    assert derived.warnings == tuple(kwargs.get("warnings", ()))
+def test_the_outcome_is_the_predictors():
+    ood = Prediction(
+        {"Mass": 0.7},
+        [],
+        {"Mass": 0.5},
+        "a.png",
+        ["lateral view (LL)", "age"],
+        OUT_OF_DOMAIN,
+        "lateral view (LL)",
+        True,
+    )
+    got = outcome_of(ood)
+    assert (got.outcome, got.reason, got.warnings, got.scored_anyway) == (
+        OUT_OF_DOMAIN,
+        "lateral view (LL)",
+        ("lateral view (LL)", "age"),
+        True,
+    )
+    assert got.calls_allowed and outcome_of(PREDICTION).outcome == SCORED
+    refused = outcome_of(Prediction.refused("x.dcm", "x.dcm: the image is blank", {}))
+    assert (refused.outcome, refused.reason) == (REFUSED, "x.dcm: the image is blank")
+    assert not refused.has_probabilities
+
+
+@pytest.mark.parametrize(("readable", "outcome"), [(True, REFUSED), (False, UNREADABLE)])
+def test_a_film_the_predictor_never_judged(readable, outcome):
+    got = outcome_of(None, error="x.dcm: unreadable", readable=readable)
+    assert (got.outcome, got.reason, got.warnings) == (outcome, "x.dcm: unreadable", ())
 
 
 def test_out_of_domain_films_keep_probabilities_but_lose_calls():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
-from cxr_core.data.cache import CacheEntry, list_caches, prune_caches
+if TYPE_CHECKING:  # the image cache needs torch; `cxr --help` and other commands must not load it
+    from cxr_core.data.cache import CacheEntry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,11 +53,15 @@ def _table(entries: list[CacheEntry]) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from cxr_core.data.cache import list_caches
+
     print(_table(list_caches(args.dir)))
     return 0
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from cxr_core.data.cache import prune_caches
+
     doomed = prune_caches(args.dir, unused_days=args.unused_days, dry_run=args.dry_run)
     print(("Would delete:\n" if args.dry_run else "Deleted:\n") + _table(doomed))
     return 0

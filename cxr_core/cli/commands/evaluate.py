@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "per class) on the classes it shares with --data, and writes OUT/external.json + OUT/eval/<split>/ so "
         "the dashboard lists it as a model. A segmentation checkpoint (the lung model) is scored on its "
         "image+mask folder instead: OUT/scores.csv (Dice, IoU, HD95 per image) and OUT/report.json (means "
-        "with patient-level bootstrap CIs); --split all scores every pair.",
+        "with patient-level bootstrap CIs); --split all scores every pair. Predictions wait in OUT/.cxr-work/ (a rerun "
+        "resumes); under torchrun the processes share the split's images and rank 0 scores them.",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="model .safetensors file")
@@ -115,7 +116,7 @@ def _add_truth_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--truth-format", default="auto", help="format of --truth (default: detected)")
     p.add_argument(
-        "--review-db", default=None, help="with --truth-session: folder holding review.sqlite3"
+        "--review-db", default=None, help="with --truth-session: its folder or PostgreSQL URL"
     )
 
 
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         return run_external(args)
     from cxr_core.artifacts.run_dir import RunDir
     from cxr_core.cli.options import bootstrap_settings
+    from cxr_core.cli.processes import run_processes
     from cxr_core.evaluation.run import evaluate_checkpoint
     from cxr_core.evaluation.segmentation import (
         evaluate_segmentation,
@@ -162,30 +164,36 @@ def run(args: argparse.Namespace) -> int:
     expected = card.data.get("manifest_fingerprint")
     run_dir = RunDir.of_checkpoint(checkpoint)
     out = Path(args.out) if args.out else run_dir.eval_dir(args.split)
+    warning = ""
     if expected and manifest.fingerprint() != expected:
         if not args.out:  # keep the training run's own evaluation intact
             out = run_dir.eval_dir(f"{args.split}-data-{manifest.fingerprint()}")
-        print(
+        warning = (
             "WARNING: the dataset (files, labels or split assignment) differs from the one this model was "
             f"trained and validated on (manifest fingerprint {manifest.fingerprint()}, model card says {expected}). "
-            f"The numbers will not reproduce the model card's. Writing to {out}.",
-            file=sys.stderr,
+            f"The numbers will not reproduce the model card's. Writing to {out}."
         )
     n_boot, seed = bootstrap_settings(args, card)
-    report = evaluate_checkpoint(
-        checkpoint,
-        manifest,
-        args.split,
-        out,
-        n_boot=n_boot,
-        seed=seed,
-        cache_dir=data.cache_dir,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=not args.no_progress,
-        thresholds=args.thresholds,
-        subgroups=args.by,
-    )
+    with run_processes(args.device) as ctx:
+        if warning and ctx.is_main:
+            print(warning, file=sys.stderr)
+        report = evaluate_checkpoint(
+            checkpoint,
+            manifest,
+            args.split,
+            out,
+            n_boot=n_boot,
+            seed=seed,
+            cache_dir=data.cache_dir,
+            batch_size=args.batch_size,
+            device=ctx.device,
+            progress=not args.no_progress and ctx.is_main,
+            thresholds=args.thresholds,
+            subgroups=args.by,
+            ranks=ctx,
+        )
+    if report is None:  # rank 0 scores and reports
+        return 0
     from cxr_core.metrics import format_report
 
     print(format_report(report))

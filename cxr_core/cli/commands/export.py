@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxr_core.models.tta import TTA_MODES
+from cxr_core.utils.tasks import TTA_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

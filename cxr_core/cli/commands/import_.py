@@ -7,7 +7,6 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from cxr_core.data.labels import KNOWN_LABEL_SPACES
-    from cxr_core.models.importing import PREPROCESS_PRESETS
 
     p = subparsers.add_parser(
         "import",
@@ -43,7 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preprocess",
         default="imagenet",
-        choices=PREPROCESS_PRESETS,
         help="imagenet: ImageNet mean/std (torchvision, timm, CheXNet); xrv: torchxrayvision's 1-channel "
         "[-1024, 1024] input",
     )

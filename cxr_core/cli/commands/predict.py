@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
-from cxr_core.models.tta import TTA_MODES
+from cxr_core.errors import ConfigError
+from cxr_core.inference.outcome import OUTCOME_LABELS, OUTCOMES, REFUSED, UNREADABLE
+from cxr_core.utils.tasks import TTA_MODES
 
 ALL_POSITIVE = "all-positive"
 
@@ -22,10 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="predict findings for image files or folders",
         description="Writes OUT/predictions.csv, the project's one prediction table (image_id, path, patient_id, "
         "outcome, scored_anyway, reason, findings, prob:<class>..., threshold:<class>..., warnings, error); folders "
-        "are searched by content, so extensionless DICOM files are found, and other files are counted in the summary; "
-        "unreadable or refused files (blank, too small, corrupt) get their reason in their row and the run goes on; "
-        "the input gate's warnings (not a chest radiograph, lateral view, age or image unlike the training data) "
-        "are listed in the warnings column. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
+        "are searched by content, so extensionless DICOM files are found, and other files are counted in the summary. "
+        "Every file gets a row and one outcome: scored; out_of_domain (a chest film unlike the training data: another "
+        "population, a lateral view, an age outside the training ages; probabilities written, findings left empty "
+        "unless --score-anyway); refused (not a chest radiograph: another modality or body part, blank, noise, a photo "
+        "or document; no probabilities); unreadable (the file could not be decoded). The reason column says why; the "
+        "run goes on past every file. With --lungs, also a lung mask per image in OUT/lungs/ (PNG, 0/255, at "
         "the image's size) and the columns lung_fraction (share of the image inside the lungs) and lung_warning "
         "(set when the image does not look like a frontal chest radiograph: lung area outside the range of frontal "
         "films, or not two lungs side by side); the lung warning is also one of the gate's warnings.",
@@ -58,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also segment the lungs (default model: the bundled checkpoints/lungs)",
     )
     p.add_argument(
+        "--score-anyway",
+        action="store_true",
+        help="also call the findings of out-of-domain films (recorded as scored_anyway in their rows)",
+    )
+    p.add_argument(
         "--dicom-out",
         default=None,
         metavar="DIR",
@@ -82,110 +86,70 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
-
-
-def _heatmap_names(paths: list[Path]) -> dict[Path, str]:
-    """File stem per image, suffixed with its row number only where stems collide."""
-    counts = Counter(p.stem for p in paths)
-    return {
-        p: _slug(p.stem) if counts[p.stem] == 1 else f"{_slug(p.stem)}_{i + 1}"
-        for i, p in enumerate(paths)
-    }
-
-
 def run(args: argparse.Namespace) -> int:
-    from cxr_core.artifacts.prediction_table import write_prediction_table
-    from cxr_core.data.formats.files import list_image_files
+    from cxr_core.cli.processes import run_processes
+    from cxr_core.inference.batch_run import Explanations, predict_to_table
     from cxr_core.inference.explain import method_class
     from cxr_core.inference.predictor import Predictor
     from cxr_core.reporting.export import exporter_for
 
     if args.heatmaps:
         method_class(args.method)  # an unknown method fails before the model is loaded
-    listing = list_image_files(args.paths)
-    paths = listing.images
-    lungs = None
-    if args.lungs is not None:
-        from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
-
-        lungs = LungSegmenter.from_path(
-            DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs, device=args.device
+    explain = None
+    if args.heatmaps:
+        explain = Explanations(
+            args.method, None if args.class_name == ALL_POSITIVE else args.class_name
         )
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, tta=args.tta, lungs=lungs
-    )
-    exporter = exporter_for(predictor, args.checkpoint, args.dicom_out, args.pdf_out, lungs)
-    explain_class = None
-    if args.heatmaps and args.class_name != ALL_POSITIVE:
-        explain_class = predictor.classes[predictor.label_space.index(args.class_name)]
+    with run_processes(args.device) as ctx:
+        lungs = lungs_path = None
+        if args.lungs is not None:
+            from cxr_core.inference.lungs import DEFAULT_LUNG_CHECKPOINT, LungSegmenter
 
-    out = Path(args.out)
-    (out / "heatmaps" if args.heatmaps else out).mkdir(parents=True, exist_ok=True)
-    if lungs is not None:
-        (out / "lungs").mkdir(exist_ok=True)
-    counts: Counter[str] = Counter()
-    rows = _rows(args, predictor, paths, out, explain_class, lungs is not None, counts, exporter)
-    write_prediction_table(
-        out / "predictions.csv",
-        predictor.classes,
-        rows,
-        labels=False,
-        thresholds=predictor.label_space.multilabel,
-        extra=LUNG_COLUMNS if lungs is not None else (),
-    )
-    if exporter is not None:
-        exporter.close()
-    skipped = f"; {listing.summary()} (no row)" if listing.skipped else ""
+            lungs_path = DEFAULT_LUNG_CHECKPOINT if args.lungs == "bundled" else args.lungs
+            lungs = LungSegmenter.from_path(lungs_path, device=ctx.device)
+        predictor = Predictor.from_checkpoint(
+            args.checkpoint, device=ctx.device, tta=args.tta, lungs=lungs
+        )
+        if explain is not None and explain.class_name is not None:
+            predictor.label_space.index(
+                explain.class_name
+            )  # an unknown class fails before any work
+        exporter = exporter_for(predictor, args.checkpoint, args.dicom_out, args.pdf_out, lungs)
+        if exporter is not None and ctx.world_size > 1:
+            raise ConfigError(
+                "--dicom-out and --pdf-out write one index of the whole run: start this cxr "
+                "predict as one process (without torchrun), or score with torchrun first and "
+                "without those options"
+            )
+        identity = {
+            "checkpoint": str(Path(args.checkpoint).resolve()),
+            "tta": predictor.tta,
+            "score_anyway": args.score_anyway,
+            "lungs": str(Path(lungs_path).resolve()) if lungs_path is not None else None,
+        }
+        summary = predict_to_table(
+            predictor,
+            args.paths,
+            args.out,
+            ranks=ctx,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            explain=explain,
+            identity=identity,
+            progress=ctx.is_main,
+            each_result=exporter.export if exporter is not None else None,
+            score_anyway=args.score_anyway,
+            resume=exporter is None,
+        )
+        if exporter is not None:
+            exporter.close()
+    if summary is None:  # another process writes the table and the summary
+        return 0
+    skipped = f"; {summary.skipped} (no row)" if summary.skipped else ""
     print(
-        f"wrote {out / 'predictions.csv'}: {len(paths)} images, {counts['not scored']} unreadable or "
-        f"refused, {counts['warned']} with warnings{skipped}",
+        f"wrote {summary.table}: {summary.images} images: "
+        + ", ".join(f"{summary.outcomes[o]} {OUTCOME_LABELS[o]}" for o in OUTCOMES)
+        + skipped,
         file=sys.stderr,
     )
-    return 1 if counts["not scored"] == len(paths) else 0
-
-
-LUNG_COLUMNS = ("lung_fraction", "lung_warning")
-
-
-def _rows(args, predictor, paths, out, explain_class, with_lungs, counts, exporter) -> Iterator:
-    """One table row per file, as the predictor yields them, writing heatmaps, lung masks and
-    (with an exporter) DICOM results and PDF reports."""
-    from cxr_core.inference.explain import explain_batch, overlay_png
-    from cxr_core.inference.lungs import mask_png
-    from cxr_core.inference.table_rows import file_row
-
-    names = _heatmap_names(paths)
-    multilabel = predictor.label_space.multilabel
-    results = predictor.iter_predict_files(
-        paths,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        keep_images=args.heatmaps or exporter is not None,
-    )
-    for result in tqdm(results, total=len(paths), desc="predict", unit="img"):
-        if exporter is not None:
-            exporter.export(result)
-        extra = dict.fromkeys(LUNG_COLUMNS, "") if with_lungs else {}
-        pred = result.prediction
-        counts["not scored" if pred is None else "warned" if pred.warnings else "plain"] += 1
-        if (
-            result.lungs is not None
-        ):  # segmented by the input gate, whose warnings include its check
-            (out / "lungs" / f"{names[Path(result.path)]}.png").write_bytes(
-                mask_png(result.lungs.mask)
-            )
-            extra = {
-                "lung_fraction": repr(round(result.lungs.fraction, 6)),
-                "lung_warning": result.lungs.check.warning or "",
-            }
-        if pred is not None and args.heatmaps:
-            targets = [explain_class] if explain_class else pred.positive
-            maps = explain_batch(predictor, [result.image] * len(targets), targets, args.method)
-            for cls, heatmap in zip(targets, maps):
-                png = overlay_png(result.image.pixels, heatmap)
-                name = f"{names[Path(result.path)]}__{_slug(cls)}.png"
-                (out / "heatmaps" / name).write_bytes(png)
-        yield file_row(result, multilabel=multilabel, extra=extra)
-        result.image = result.lungs = None
+    return 1 if summary.outcomes[REFUSED] + summary.outcomes[UNREADABLE] == summary.images else 0

@@ -11,18 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
 from cxr_core.cli.options import acting_store, add_actor_options
-from cxr_core.evaluation.review import (
-    agreement,
-    export_session,
-    kappa_text,
-    load_session,
-    require_open,
-    session_frame,
-)
-from cxr_core.utils.csv_safe import write_frame_csv
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "outcome (TP/FP/FN/TN), the ground truth, the reader, the reading mode and the time. "
         "Cells a spreadsheet would run as formulas are prefixed with an apostrophe.",
     )
-    add_actor_options(e, db_required=True)
+    add_actor_options(e)
     e.add_argument("--session", type=int, default=None, help="session id (default: every session)")
     e.add_argument("--out", required=True, help="CSV file to write")
     e.add_argument(
@@ -58,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'called by every rater compared there is no kappa, agreement or interval ("not enough '
         'films"); a kappa can also have no value because every call was the same.',
     )
-    add_actor_options(a, db_required=True)
+    add_actor_options(a)
     a.add_argument("--session", type=int, required=True, help="session id")
     a.add_argument(
         "--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals (0: none)"
@@ -69,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from cxr_core.evaluation.review import export_session
+
     store = acting_store(args)
     n = export_session(store, args.session, args.out, identifiable=args.identifiable)
     how = "" if args.identifiable else " (films pseudonymised)"
@@ -77,6 +68,17 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_agreement(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cxr_core.evaluation.review import (
+        agreement,
+        kappa_text,
+        load_session,
+        require_open,
+        session_frame,
+    )
+    from cxr_core.utils.csv_safe import write_frame_csv
+
     store = acting_store(args)
     data = load_session(store, args.session)
     require_open(store, data)

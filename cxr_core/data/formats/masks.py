@@ -28,7 +28,6 @@ from cxr_core.data.formats.files import (
 from cxr_core.data.formats.mask_set import LUNG_TARGET, MaskSet
 from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.imaging import load_image
-from cxr_core.data.preprocessing import to_cache_array
 from cxr_core.errors import DatasetError
 
 IMAGES_DIR = "images"
@@ -139,6 +138,8 @@ def build_mask_set(
     it belongs to another image or export, and is an error naming both files. Without (masks drawn
     from run lengths or released on a fixed grid) the mask is resized like its image.
     """
+    from cxr_core.data.preprocessing import to_cache_array  # torch: only when masks are read
+
     out_images, out_masks = [], []
     for i, path in enumerate(image_paths):
         pixels = load_image(path).pixels
