@@ -15,8 +15,9 @@ from functools import cached_property
 import pandas as pd
 import streamlit as st
 
+from cxr_core.access import roles
 from cxr_core.artifacts.review_store import REASONS, ReviewSession, ReviewStore
-from cxr_core.errors import CXRError
+from cxr_core.errors import AccessDeniedError, CXRError
 from cxr_core.evaluation.reading import (
     FindingCall,
     apply_edits,
@@ -25,7 +26,7 @@ from cxr_core.evaluation.reading import (
     save_film,
 )
 from cxr_core.evaluation.review import next_unreviewed, resume_index
-from dashboard import marks, views
+from dashboard import marks, state, views
 from dashboard.tables import fmt
 
 GRID = "rev_grid"
@@ -34,7 +35,6 @@ MESSAGE = "rev_grid_message"
 RERUN = "rev_grid_rerun"
 MARK_SEQ = "rev_mark_seq"
 MARK_FOR = "rev_mark_for"
-URL_READ = "rev_url_read"
 URL_FILM = "rev_url_film"
 SESSION_PARAM, FILM_PARAM = "session", "film"
 NO_READER = (
@@ -78,11 +78,11 @@ def position(store: ReviewStore, session_id: int, reader: str, queue: Sequence[s
     return index
 
 
-def link_request() -> tuple[int | None, str | None]:
-    """(session id, film) the page address asks for; read once per browser session (a fresh tab or a reload)."""
-    if st.session_state.get(URL_READ):
+def link_request(session_key: str) -> tuple[int | None, str | None]:
+    """(session id, film) the page address asks for, while this browser session has no open session
+    (``session_key`` unset): on a fresh tab or a reload."""
+    if session_key in st.session_state:
         return None, None
-    st.session_state[URL_READ] = True
     raw, film = st.query_params.get(SESSION_PARAM), st.query_params.get(FILM_PARAM)
     try:
         session_id = int(raw) if raw is not None else None
@@ -98,14 +98,26 @@ def open_link(session_id: int, film: str | None, session_key: str) -> None:
         st.session_state[URL_FILM] = film
 
 
-def keep_in_url(session_id: int | None, image_id: str | None = None) -> None:
-    """Mirror the open session and film into the address (``?session=3&film=…``), so it can be shared
-    or bookmarked and a reload comes back here."""
-    wanted = {SESSION_PARAM: str(session_id) if session_id else None, FILM_PARAM: image_id}
-    for name, value in wanted.items():
-        if value and st.query_params.get(name) != value:
-            st.query_params[name] = value
-        elif not value and name in st.query_params:
+def keep_in_url(session_id: int, image_id: str | None = None) -> None:
+    """Mirror the open session and, in the Read view, its film into the address (``?session=3&film=…``),
+    so it can be shared or bookmarked and a reload comes back here. One message for both, so the
+    address never names the session without its film in between."""
+    changed = {
+        name: value
+        for name, value in {SESSION_PARAM: str(session_id), FILM_PARAM: image_id}.items()
+        if value and st.query_params.get(name) != value
+    }
+    if changed:
+        st.query_params.update(changed)
+    if image_id is None and FILM_PARAM in st.query_params:
+        del st.query_params[FILM_PARAM]
+
+
+def forget_link() -> None:
+    """Take the session and film out of the address. Only for a reader's own choice to leave the session
+    (a picker callback): a page run never does it, since a run may not know the picker's value."""
+    for name in (SESSION_PARAM, FILM_PARAM):
+        if name in st.query_params:
             del st.query_params[name]
 
 
@@ -222,7 +234,8 @@ def grid_data(
     n, index = len(reading.queue), reading.index
     upcoming = next_unreviewed(reading.queue, set(reading.reviewed), index)
     done = reading.image_id in reading.reviewed
-    readonly = not reading.reader or all(c.frozen for c in calls)
+    refusal = call_refusal()
+    readonly = not reading.reader or bool(refusal) or all(c.frozen for c in calls)
     return {
         "token": reading.token,
         "film": reading.image_id,
@@ -237,7 +250,7 @@ def grid_data(
         "state": "saved" if done else "new",
         "state_text": "✓ Saved" if done else "Not saved yet",
         "draft_text": "✎ Draft: unsaved, kept for you",
-        "message": message or (NO_READER if not reading.reader else ""),
+        "message": message or refusal or (NO_READER if not reading.reader else ""),
         "actions": {
             "prev": index > 0,
             "next": index < n - 1,
@@ -247,6 +260,16 @@ def grid_data(
             "clear_mark": not readonly,
         },
     }
+
+
+def call_refusal() -> str:
+    """Why this session's user may not call films (the store's own words), or "" when they may:
+    a role without call rights gets the grid read only, not buttons the store would refuse."""
+    try:
+        state.actor().require(roles.CALL)
+    except AccessDeniedError as exc:
+        return f"{exc}. Read only: you can look at films and move between them."
+    return ""
 
 
 def take_message(rerun: bool) -> str:

@@ -313,7 +313,8 @@ def test_review_calls_are_the_signed_in_readers_own_and_a_viewer_may_not_call(
     local, browser, shots
 ) -> None:
     """An admin starts a session; a reader opens a film by link naming another reader and calls it:
-    the calls are hers; a viewer opening the same film is refused by the store, on the page."""
+    the calls are hers; a viewer opening the same film gets it read only (disabled call buttons,
+    the reason shown): a key press calls nothing, leaves no draft and no pressed button."""
     url, store, _ = local
     admin = new_page(browser, 1440, 900)
     _password_sign_in(admin, url, "root", path="/review")
@@ -334,8 +335,13 @@ def test_review_calls_are_the_signed_in_readers_own_and_a_viewer_may_not_call(
     viewer = new_page(browser, 1024, 768)
     _password_sign_in(viewer, url, "vic", path=link)
     wait_for_film(viewer, film)
-    viewer.keyboard.press("n")
     viewer.get_by_text("vic (viewer) may not call films").first.wait_for(timeout=WAIT_MS)
+    calls_buttons = viewer.locator("button.call, button.where")
+    assert calls_buttons.count() > 0
+    assert all(calls_buttons.nth(i).is_disabled() for i in range(calls_buttons.count()))
+    viewer.keyboard.press("n")  # would call every finding absent: nothing happens
+    assert viewer.locator("button[aria-pressed='true']").count() == 0
+    assert viewer.get_by_text("Draft: unsaved").count() == 0
     _screens(viewer, shots, "local_refused_call")
     assert store.drafts(sid, "vic") == [] and store.verdicts(sid, reviewer="vic") == []
 
