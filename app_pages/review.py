@@ -54,9 +54,9 @@ from dashboard import (
 )
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
+# The open session (NEW: none) as a plain session-state value: only the reader's pick, a link or a
+# started session changes it; Streamlit never drops it the way it drops a widget's state.
 SESSION = "rev_session"
-"""The open session (NEW: none) as a plain session-state value: only the reader's pick, a link or a
-started session changes it; Streamlit never drops it the way it drops a widget's state."""
 SESSION_BOX = "rev_session_pick"
 NEW = 0
 VIEWS = ("Read", "Agreement", "Adjudicate", "Corrected metrics")
