@@ -226,30 +226,6 @@ def test_dashboard_tiers_import_downwards_only() -> None:
     assert not offences, "pages -> dashboard -> cxr_core only:\n" + "\n".join(sorted(offences))
 
 
-def magic_strings(path: Path) -> list[int]:
-    """Lines of bare string expressions after a script's docstring: Streamlit's "magic" draws
-    them on the page, so a page script documents its constants in comments."""
-    body = ast.parse(path.read_text()).body
-    return [
-        node.lineno
-        for node in body[1:]
-        if isinstance(node, ast.Expr)
-        and isinstance(node.value, ast.Constant)
-        and isinstance(node.value.value, str)
-    ]
-
-
-def test_page_scripts_draw_no_stray_strings() -> None:
-    scripts = [REPO_ROOT / "streamlit_app.py", *sorted((REPO_ROOT / "app_pages").glob("*.py"))]
-    assert {p.name: magic_strings(p) for p in scripts if magic_strings(p)} == {}
-
-
-def test_stray_string_check_sees_a_constant_docstring(tmp_path: Path) -> None:
-    page = tmp_path / "page.py"
-    page.write_text('"""The page."""\nKEY = "k"\n"""What KEY holds."""\n')
-    assert magic_strings(page) == [3]
-
-
 def test_tier_check_sees_an_upward_import(tmp_path: Path) -> None:
     upward = tmp_path / "bad.py"
     upward.write_text("import dashboard.state\nfrom app_pages import review\n")
