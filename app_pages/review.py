@@ -264,9 +264,14 @@ if session_id == NEW:
             placeholder="team + date, e.g. chest team 2024-05-01",
         )
         c2.selectbox("Reading mode", MODES, format_func=views.MODE_LABELS.get, key="rev_new_mode")
-        st.session_state.setdefault("rev_new_classes", list(run.classes))
+        # Every finding by default, as the widget's own default: a value set through session state
+        # reaches the browser only in the run that sets it, and a box the browser rebuilds later
+        # would come back empty ("Choose at least one finding").
         st.multiselect(
-            "Findings every reader calls on each film", run.classes, key="rev_new_classes"
+            "Findings every reader calls on each film",
+            run.classes,
+            default=list(run.classes),
+            key="rev_new_classes",
         )
         st.caption(
             f"The session keeps the thresholds in force now (“{in_force.name}”), so outcomes stay those "
