@@ -55,10 +55,7 @@ from dashboard import (
 )
 from dashboard.widgets import cxr_errors, fmt, require_entry, split_picker
 
-# The open session (NEW: none) as a plain session-state value: only the reader's pick, a link or a
-# started session changes it; Streamlit never drops it the way it drops a widget's state.
-SESSION = "rev_session"
-SESSION_BOX = "rev_session_pick"
+SESSION = "rev_session_pick"
 NEW = 0
 VIEWS = ("Read", "Agreement", "Adjudicate", "Corrected metrics")
 MESSAGE = "rev_message"
@@ -138,15 +135,8 @@ def _follow_link(store: ReviewStore, checkpoint_id: str, splits: list[str]) -> N
     )
 
 
-def session_box_key(session_id: int) -> str:
-    """The session box's widget key, one per open session: a box the browser rebuilds without a value
-    mounts on this browser's open session (its index), never on option 0, "New session…"."""
-    return f"{SESSION_BOX}@{session_id}"
-
-
-def _picked(box: str) -> None:
+def _picked() -> None:
     """The reader chose in the session picker: leaving for "New session…" takes the link out of the address."""
-    st.session_state[SESSION] = st.session_state[box]
     if st.session_state[SESSION] == NEW:
         review_read.forget_link()
 
@@ -257,15 +247,12 @@ labels = {NEW: "New session…"} | {
 }
 if st.session_state.get(SESSION) not in labels:
     st.session_state[SESSION] = NEW
-_box = session_box_key(st.session_state[SESSION])
 picks[0].selectbox(
     "Review session",
     list(labels),
-    index=list(labels).index(st.session_state[SESSION]),
     format_func=labels.__getitem__,
-    key=_box,
+    key=SESSION,
     on_change=_picked,
-    args=(_box,),
     label_visibility="collapsed",
 )
 session_id = st.session_state[SESSION]
@@ -278,9 +265,14 @@ if session_id == NEW:
             placeholder="team + date, e.g. chest team 2024-05-01",
         )
         c2.selectbox("Reading mode", MODES, format_func=views.MODE_LABELS.get, key="rev_new_mode")
-        st.session_state.setdefault("rev_new_classes", list(run.classes))
+        # Every finding by default, as the widget's own default: a value set through session state
+        # reaches the browser only in the run that sets it, and a box the browser rebuilds later
+        # would come back empty ("Choose at least one finding").
         st.multiselect(
-            "Findings every reader calls on each film", run.classes, key="rev_new_classes"
+            "Findings every reader calls on each film",
+            run.classes,
+            default=list(run.classes),
+            key="rev_new_classes",
         )
         st.caption(
             f"The session keeps the thresholds in force now (“{in_force.name}”), so outcomes stay those "

@@ -79,8 +79,10 @@ def position(store: ReviewStore, session_id: int, reader: str, queue: Sequence[s
 
 
 def link_request(session_key: str) -> tuple[int | None, str | None]:
-    """(session id, film) the page address asks for, while this browser session has no open session
-    (``session_key`` unset): on a fresh tab or a reload."""
+    """(session id, film) the page address asks for, while this browser session has no choice in the
+    session picker (``session_key``): on a fresh tab or a reload, and again whenever Streamlit has
+    dropped the picker's state (it drops a widget's state after a run that did not draw it). The address
+    then still names the session and film the reader had open, so the page goes back to them."""
     if session_key in st.session_state:
         return None, None
     raw, film = st.query_params.get(SESSION_PARAM), st.query_params.get(FILM_PARAM)

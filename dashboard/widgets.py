@@ -70,10 +70,21 @@ def _label(entry: CheckpointEntry) -> str:
     )
 
 
+def reader_box_key(name: str) -> str:
+    """The Reader box's widget key while ``name`` is this browser's reader (see :func:`reader_box`)."""
+    return f"cxr_reader_box@{name}"
+
+
 def reader_box() -> str:
     """Sidebar: who is reading. Signed in: the user, their role and the sign-out button (a
-    ``?reader=`` in the URL is dropped). A local install: the name, asked once per browser session
-    and kept in the URL across reloads, and a note that only this computer can open the dashboard."""
+    ``?reader=`` in the URL is dropped; no box). A local install: the name, asked once per browser
+    session and kept in the URL across reloads, and a note that only this computer can open it.
+
+    A local install's name lives in ``state.READER``, written only when the reader edits the box,
+    never by whatever the browser reports: a text box the browser mounts without a value from the
+    server comes back empty, which silently made a reader nobody mid-session (their calls refused).
+    Keyed by the name, the box is a new widget whenever the name changes, with the name as its value.
+    """
     config = state.auth_config()
     if config.signs_in:
         if state.READER_PARAM in st.query_params:
@@ -85,12 +96,15 @@ def reader_box() -> str:
         "(127.0.0.1) can open it."
     )
     state.restore_reader()
+    box = reader_box_key(state.typed_reader())
     st.sidebar.text_input(
         "Reader",
-        key=state.READER,
+        value=state.typed_reader(),
+        key=box,
         placeholder="your name or initials",
         help="Stored with every review verdict and threshold change you make. "
         "Kept in the page address (?reader=…), so a reload keeps it.",
+        on_change=lambda: st.session_state.update({state.READER: st.session_state[box]}),
     )
     state.keep_reader_in_url()
     name = state.reader()

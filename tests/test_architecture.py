@@ -233,14 +233,8 @@ def test_tier_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert top_level_imports(upward) & set(APP_TIERS) == {"dashboard", "app_pages"}
 
 
-# A function over 80 lines does several things; name them. Functions that engineers split in
-# parallel branches are listed here, each with whose branch splits it, until those branches land
-# (the lead removes the entries at merge; the list only ever shrinks).
+# A function over 80 lines does several things; name them.
 MAX_FUNCTION_LINES = 80
-SPLIT_ELSEWHERE = {
-    "data/formats/chexpert.py:load_chexpert",  # datasets: format registry and adapters
-    "models/card.py:ModelCard.__post_init__",  # integrity: cards signed as a whole
-}
 
 
 def function_lengths(path: Path) -> dict[str, int]:
@@ -269,11 +263,8 @@ def long_functions() -> dict[str, int]:
 
 
 def test_no_library_function_is_longer_than_80_lines() -> None:
-    found = long_functions()
-    too_long = {name: n for name, n in found.items() if name not in SPLIT_ELSEWHERE}
+    too_long = long_functions()
     assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines; split them: {too_long}"
-    done = sorted(SPLIT_ELSEWHERE - set(found))
-    assert not done, f"these are short now; remove them from SPLIT_ELSEWHERE: {done}"
 
 
 def test_function_lengths_count_methods_and_nested_functions(tmp_path: Path) -> None:

@@ -127,11 +127,9 @@ def evaluate_segmentation(
             "<its folder (e.g. with images/ and masks/) or label file>"
         )
     trained = ckpt.card.training.get("config", {}).get("data", {})
-    fmt, adapter = (
-        (card_data.get("format", "masks"), trained.get("adapter", {}))
-        if data is None
-        else ("auto", {})
-    )
+    # A moved dataset (``data``) is still the format the model was trained on; cards written
+    # before the format registry read image+mask folders.
+    fmt, adapter = card_data.get("format", "masks"), trained.get("adapter", {})
     preprocess = ckpt.preprocess
     pairs = load_mask_set(root, fmt, size=preprocess.cache_size, **adapter)
     if split != SPLIT_ALL:

@@ -131,6 +131,12 @@ class ModelCard:
             raise CheckpointError(
                 f"model card's dropout must be a number in [0, 1), not {self.dropout!r}"
             )
+        self._check_members_and_settings()
+        self._check_thresholds(classes)
+        self._check_calibration()
+
+    def _check_members_and_settings(self) -> None:
+        """Ensemble members, test-time augmentation and weight type this cxr_core can run."""
         if not isinstance(self.members, list) or (self.architecture == ENSEMBLE) != bool(
             self.members
         ):
@@ -156,6 +162,9 @@ class ModelCard:
                 f"model card declares weights of type {self.weights_dtype!r}; only "
                 f"{', '.join(WEIGHT_DTYPES)} are supported"
             )
+
+    def _check_thresholds(self, classes: tuple[str, ...]) -> None:
+        """Decision thresholds: numbers in [0, 1] for classes the model predicts."""
         if not isinstance(self.thresholds, dict):
             raise CheckpointError(
                 "model card's thresholds must be a JSON object of class -> number"
@@ -176,7 +185,6 @@ class ModelCard:
                     f"model card's threshold for '{cls}' is {value!r}; a decision threshold must be a number "
                     "between 0 and 1. Re-run `cxr evaluate` or fix the threshold set."
                 )
-        self._check_calibration()
 
     def _check_calibration(self) -> None:
         if not self.calibration:

@@ -19,7 +19,8 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core.artifacts.review_store import ReviewStore
 from cxr_core.models.checkpoint import read_model_card
-from dashboard.widgets import picker_key
+from dashboard.state import READER_PARAM
+from dashboard.widgets import picker_key, reader_box_key
 from tests.checkpoint_fixtures import (
     build_catalog,
     build_checkpoint_dir,
@@ -170,6 +171,25 @@ def test_picker_mounts_on_the_chosen_checkpoint_in_every_run(env, catalog):
     chosen = str(catalog["tiny_b"].resolve())
     assert at.session_state[SELECTED] == chosen
     assert _mounted_value(at.sidebar.selectbox(key=picker_key(chosen))).startswith("tiny_b · ")
+
+
+def test_reader_box_mounts_on_the_readers_name_in_every_run(env, catalog):
+    """A browser that (re)mounts the Reader box without a value from the server reports the box's
+    default back: that default must be the reader's name, else the reader silently becomes nobody
+    mid-session (their calls refused, the grid read only)."""
+    at = router(catalog["tiny_a"])
+    at.query_params[READER_PARAM] = "EF"
+    at.run()
+    for _ in range(2):  # the first run sends the value, the next ones may not
+        no_exceptions(at)
+        box = at.sidebar.text_input(key=reader_box_key("EF"))
+        assert box.proto.default == "EF" and at.session_state[READER] == "EF"
+        at.run()
+    # the reader's own edit
+    at.sidebar.text_input(key=reader_box_key("EF")).input("  Dr   B ").run()
+    no_exceptions(at)
+    assert at.session_state[READER] == "  Dr   B " and at.query_params[READER_PARAM] == "Dr B"
+    assert at.sidebar.text_input(key=reader_box_key("Dr B")).proto.default == "Dr B"
 
 
 def test_no_checkpoint_explains_how_to_train(env, tmp_path, monkeypatch):

@@ -79,14 +79,8 @@ def start_session(at: AppTest, name: str, mode: str, classes: list[str] | None =
     return at
 
 
-def session_box(at: AppTest):
-    """The Review session box (its key names the open session, see app_pages/review.py)."""
-    (box,) = [s for s in at.selectbox if s.key and s.key.startswith("rev_session_pick@")]
-    return box
-
-
 def join(at: AppTest, session_id: int) -> AppTest:
-    session_box(at).set_value(session_id).run()
+    at.selectbox(key="rev_session_pick").set_value(session_id).run()
     no_exceptions(at)
     return at
 
@@ -256,7 +250,7 @@ def test_a_link_opens_the_session_and_film_and_the_address_follows_the_reader(en
 
     opened = as_reader("CD", catalog["tiny_a"], session=str(session.id), film=third).run()
     no_exceptions(opened)  # a fresh browser session with the link: that session and film
-    assert session_box(opened).value == session.id and film(opened) == third
+    assert opened.selectbox(key="rev_session_pick").value == session.id and film(opened) == third
     assert store.reader_position(session.id, "CD")[1] == third
     grid.act(opened, "prev")  # afterwards the reader moves as usual
     assert film(opened) != third and opened.query_params["film"] == film(opened)
@@ -269,7 +263,7 @@ def test_a_link_opens_the_session_and_film_and_the_address_follows_the_reader(en
     other_ckpt.button(key="rev_link_switch").click().run()
     no_exceptions(other_ckpt)
     assert other_ckpt.session_state[SELECTED] == str(catalog["tiny_a"].resolve())
-    assert session_box(other_ckpt).value == session.id
+    assert other_ckpt.selectbox(key="rev_session_pick").value == session.id
 
 
 def test_a_run_that_ends_above_the_session_picker_keeps_the_link_and_the_film(
@@ -297,10 +291,10 @@ def test_a_run_that_ends_above_the_session_picker_keeps_the_link_and_the_film(
     monkeypatch.setattr(state, "eval_run", real)
     at.run()
     no_exceptions(at)
-    assert session_box(at).value == session.id and film(at) == second
+    assert at.selectbox(key="rev_session_pick").value == session.id and film(at) == second
     assert (at.query_params["session"], at.query_params["film"]) == (str(session.id), second)
 
-    session_box(at).set_value(0).run()  # the reader leaves: New session…
+    at.selectbox(key="rev_session_pick").set_value(0).run()  # the reader leaves: New session…
     no_exceptions(at)
     assert "session" not in at.query_params and "film" not in at.query_params
 

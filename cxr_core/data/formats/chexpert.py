@@ -137,22 +137,7 @@ def load_chexpert(
     raw.columns = header
     rel = raw["Path"].fillna("").str.strip()
     frame = pd.DataFrame({"image_id": rel})
-    original = raw[classes].to_numpy(dtype=np.float64)
-    invalid = ~(np.isnan(original) | np.isin(original, (1.0, 0.0, -1.0)))
-    if invalid.any():
-        cols = [c for c, col_bad in zip(classes, invalid.any(axis=0)) if col_bad]
-        raise DatasetError(
-            f"{csv_path.name}: label values other than 1.0, 0.0, -1.0 or blank in column(s) {cols} "
-            f"at {csv_rows(frame, invalid.any(axis=1))}"
-        )
-    if (rel == "").any():
-        raise DatasetError(f"{csv_path.name}: empty 'Path' at {csv_rows(frame, rel == '')}")
-    dup = rel.duplicated(keep=False)
-    if dup.any():
-        raise DatasetError(
-            f"{csv_path.name}: the same image Path appears more than once at "
-            f"{csv_rows(frame, dup)}; remove duplicate rows"
-        )
+    original = _checked_labels(csv_path, raw, classes, frame)
 
     values = apply_policies(original, classes, policies, blank)
 
@@ -175,20 +160,7 @@ def load_chexpert(
         Path(root) if root is not None else _default_root(csv_path, rel.iloc[0] if len(rel) else "")
     )
     frame["path"] = str(base.resolve()) + "/" + rel
-    lateral = (
-        raw["Frontal/Lateral"].fillna("").str.strip() == "Lateral"
-        if "Frontal/Lateral" in raw
-        else False
-    )
-    ap_pa = raw["AP/PA"].fillna("").str.strip().str.upper() if "AP/PA" in raw else ""
-    frame["view"] = np.where(lateral, "LATERAL", ap_pa)
-    held_out = rel.str.contains(r"(?:^|/)(?:valid|test)/", regex=True)
-    frame["split"] = np.where(held_out, "test", "")
-    frame = pd.concat([frame, pd.DataFrame(values.astype(np.float32), columns=classes)], axis=1)
-    if "Age" in raw:
-        frame["age"] = pd.to_numeric(raw["Age"], errors="coerce")
-    if "Sex" in raw:
-        frame["sex"] = raw["Sex"].fillna("").str.strip().str.lower().map(_SEX).fillna("")
+    frame = _with_columns(raw, frame, values, classes)
 
     source = (
         f"CheXpert ({csv_path}; uncertain -> {describe_policies(policies)}; blank -> "
@@ -227,3 +199,50 @@ FORMAT = DatasetFormat(
     load=load_chexpert,
     options=("root", "policy", "blank", "frontal_only", "check_files", "missing"),
 )
+
+
+def _checked_labels(
+    csv_path: Path, raw: pd.DataFrame, classes: list[str], frame: pd.DataFrame
+) -> np.ndarray:
+    """The label values as read, after refusing any value, empty Path or duplicate row CheXpert
+    does not write (each named by its row)."""
+    rel = frame["image_id"]
+    original = raw[classes].to_numpy(dtype=np.float64)
+    invalid = ~(np.isnan(original) | np.isin(original, (1.0, 0.0, -1.0)))
+    if invalid.any():
+        cols = [c for c, col_bad in zip(classes, invalid.any(axis=0)) if col_bad]
+        raise DatasetError(
+            f"{csv_path.name}: label values other than 1.0, 0.0, -1.0 or blank in column(s) {cols} "
+            f"at {csv_rows(frame, invalid.any(axis=1))}"
+        )
+    if (rel == "").any():
+        raise DatasetError(f"{csv_path.name}: empty 'Path' at {csv_rows(frame, rel == '')}")
+    dup = rel.duplicated(keep=False)
+    if dup.any():
+        raise DatasetError(
+            f"{csv_path.name}: the same image Path appears more than once at "
+            f"{csv_rows(frame, dup)}; remove duplicate rows"
+        )
+    return original
+
+
+def _with_columns(
+    raw: pd.DataFrame, frame: pd.DataFrame, values: np.ndarray, classes: list[str]
+) -> pd.DataFrame:
+    """View (lateral, else AP/PA), split (the radiologist-labelled valid/test sets), the labels,
+    age and sex."""
+    lateral = (
+        raw["Frontal/Lateral"].fillna("").str.strip() == "Lateral"
+        if "Frontal/Lateral" in raw
+        else False
+    )
+    ap_pa = raw["AP/PA"].fillna("").str.strip().str.upper() if "AP/PA" in raw else ""
+    frame["view"] = np.where(lateral, "LATERAL", ap_pa)
+    held_out = frame["image_id"].str.contains(r"(?:^|/)(?:valid|test)/", regex=True)
+    frame["split"] = np.where(held_out, "test", "")
+    frame = pd.concat([frame, pd.DataFrame(values.astype(np.float32), columns=classes)], axis=1)
+    if "Age" in raw:
+        frame["age"] = pd.to_numeric(raw["Age"], errors="coerce")
+    if "Sex" in raw:
+        frame["sex"] = raw["Sex"].fillna("").str.strip().str.lower().map(_SEX).fillna("")
+    return frame

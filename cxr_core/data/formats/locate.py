@@ -103,6 +103,17 @@ def first_existing(root: Path, names: Sequence[str]) -> Path | None:
     return next((root / n for n in names if (root / n).is_file()), None)
 
 
+def label_file(path: Path, names: Sequence[str], dataset: str, shown: int | None = None) -> Path:
+    """``path`` itself when it is a file, else the first of ``names`` in it; the error names the
+    dataset and the first ``shown`` file names (all by default)."""
+    if path.is_file():
+        return path
+    found = first_existing(path, names)
+    if found is None:
+        raise DatasetError(f"no {dataset} label file ({', '.join(names[:shown])}) in {path}")
+    return found
+
+
 LABEL_FILE_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz")
 
 

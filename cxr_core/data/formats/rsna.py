@@ -23,7 +23,7 @@ import pandas as pd
 from cxr_core.data.formats.boxes import NIH_BOX_SIZE, box_table
 from cxr_core.data.formats.dicom_headers import read_dicom_headers, with_header_columns
 from cxr_core.data.formats.files import Missing, csv_rows, first_items, read_label_csv
-from cxr_core.data.formats.locate import attach_paths, first_existing, label_csv_header
+from cxr_core.data.formats.locate import attach_paths, first_existing, label_csv_header, label_file
 from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import LabelSpace
 from cxr_core.data.manifest import Manifest
@@ -169,12 +169,7 @@ def load_rsna_boxes(target: str | Path, *, images_dir: str | Path | None = None)
 
 
 def _label_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    found = first_existing(path, LABEL_NAMES)
-    if found is None:
-        raise DatasetError(f"no RSNA label file ({', '.join(LABEL_NAMES[:2])}) in {path}")
-    return found
+    return label_file(path, LABEL_NAMES, "RSNA", 2)
 
 
 def _recognise(path: Path) -> Path | None:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from cxr_core.data.formats.dicom_headers import read_dicom_headers, with_header_columns
 from cxr_core.data.formats.files import Missing, csv_rows, read_label_csv
-from cxr_core.data.formats.locate import attach_paths, first_existing, label_csv_header
+from cxr_core.data.formats.locate import attach_paths, first_existing, label_csv_header, label_file
 from cxr_core.data.formats.mask_set import MaskSet
 from cxr_core.data.formats.masks import build_mask_set
 from cxr_core.data.formats.registry import DatasetFormat
@@ -166,12 +166,7 @@ def load_siim_masks(
 
 
 def _label_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    found = first_existing(path, LABEL_NAMES)
-    if found is None:
-        raise DatasetError(f"no SIIM-ACR label file ({', '.join(LABEL_NAMES)}) in {path}")
-    return found
+    return label_file(path, LABEL_NAMES, "SIIM-ACR")
 
 
 def _recognise(path: Path) -> Path | None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from cxr_core.data.formats.boxes import box_table, fuse_boxes
 from cxr_core.data.formats.files import Missing, read_label_csv
-from cxr_core.data.formats.locate import attach_paths, first_existing, label_csv_header
+from cxr_core.data.formats.locate import attach_paths, first_existing, label_csv_header, label_file
 from cxr_core.data.formats.registry import DatasetFormat
 from cxr_core.data.labels import NO_FINDING, LabelSpace, canonical_name
 from cxr_core.data.manifest import Manifest
@@ -202,12 +202,7 @@ def load_vindr_boxes(
 
 
 def _label_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    found = first_existing(path, LABEL_NAMES)
-    if found is None:
-        raise DatasetError(f"no VinDr-CXR label file ({', '.join(LABEL_NAMES)}) in {path}")
-    return found
+    return label_file(path, LABEL_NAMES, "VinDr-CXR")
 
 
 def _recognise(path: Path) -> Path | None:
