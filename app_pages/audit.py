@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-import pandas as pd
 import streamlit as st
 
 from cxr_core.access import roles
 from cxr_core.artifacts import audit_log
-from dashboard import state
+from dashboard import audit_view, state
 from dashboard.tables import table_height
 
 SHOWN = 500
@@ -24,46 +23,25 @@ action = c2.selectbox(
     "Action",
     ["", *audit_log.ACTIONS],
     key="audit_action",
-    format_func=lambda a: a or "every action",
+    format_func=lambda a: audit_view.action_words(a) if a else "every action",
 )
 user = c3.text_input("User", key="audit_user", placeholder="every user")
 entries = log.read(
     actor, since=since.isoformat(), user=user.strip() or None, action=action or None, limit=SHOWN
 )
-frame = pd.DataFrame(
-    [
-        {
-            "time (UTC)": e.time[:19].replace("T", " "),
-            "user": e.actor,
-            "role": e.role,
-            "via": e.via,
-            "from": e.client,
-            "action": e.action,
-            "film": e.film,
-            "concerning": e.target,
-            "details": ", ".join(f"{k}: {v}" for k, v in e.detail.items()),
-        }
-        for e in entries
-    ],
-    columns=[
-        "time (UTC)",
-        "user",
-        "role",
-        "via",
-        "from",
-        "action",
-        "film",
-        "concerning",
-        "details",
-    ],
-)
+frame = audit_view.audit_frame(entries)
 st.caption(
     f"{len(frame)} event(s) since {since:%d %b %Y}"
     + (f" (the latest {SHOWN})" if len(frame) == SHOWN else "")
-    + ". The log is only ever appended to; `cxr audit export` writes it whole."
+    + ", newest first. The log is only ever appended to; `cxr audit export` writes it whole "
+    "(with the action codes this table puts in words)."
 )
 st.dataframe(
-    frame, hide_index=True, key="audit_table", height=table_height(min(max(len(frame), 1), 15))
+    frame,
+    hide_index=True,
+    key="audit_table",
+    height=table_height(min(max(len(frame), 1), 15)),
+    column_config=audit_view.COLUMN_CONFIG,
 )
 
 identifiable = st.toggle(

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
+from cxr_core.access import roles
 from cxr_core.access.config import AuthConfig
 from cxr_core.access.roles import Actor, local_user
 from cxr_core.artifacts import audit_log
@@ -39,6 +40,15 @@ LAST_ACTIVE = "cxr_last_active"  # time.time() of this user's last full page run
 SIGN_OUT_NOTE = "cxr_sign_out_note"  # why the session was signed out (shown on the sign-in page)
 SIGNED_OUT = "cxr_signed_out"  # proxy mode: signed out here while the proxy still vouches
 MIB = 1024 * 1024
+VIA_WORDS: dict[str, str] = {
+    "oidc": "single sign-on",
+    "password": "local account",
+    "proxy": "sign-in proxy",
+    roles.VIA_LOCAL: "local install",
+    roles.VIA_CLI: "command line",
+    roles.VIA_CLI_AS: "command line (--as)",
+}
+"""How a user came in (``Actor.via``), in words."""
 
 
 def _client() -> tuple[str, dict[str, str]]:
@@ -306,8 +316,8 @@ def _sign_out_clicked(config: AuthConfig) -> None:
 
 def user_box(config: AuthConfig, actor: Actor) -> None:
     """Sidebar: who is signed in, with which role, and the sign-out button; watches for idleness."""
-    how = {"oidc": "single sign-on", "password": "local account", "proxy": "sign-in proxy"}
-    st.sidebar.markdown(f"Signed in as **{actor.name}**  \n{actor.role} · {how.get(actor.via, '')}")
+    how = VIA_WORDS.get(actor.via, actor.via)
+    st.sidebar.markdown(f"Signed in as **{actor.name}**  \n{actor.role} · {how}")
     st.sidebar.button(
         "Sign out",
         key="cxr_sign_out",
