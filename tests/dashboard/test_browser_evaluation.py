@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.checkpoint_fixtures import build_catalog, noisy_copy
+from tests.dashboard.browser_support import settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,10 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SIZES = {"1440": {"width": 1440, "height": 900}, "1024": {"width": 1024, "height": 768}}
-IDLE_JS = (
-    "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-    " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')"
-)
 DIALOG = '[role="dialog"]'
 
 
@@ -104,7 +101,10 @@ def shots(tmp_path: Path) -> Path:
 
 
 def _idle(page) -> None:
-    page.wait_for_function(IDLE_JS, timeout=180_000)
+    """Streamlit's run has finished and its page holds nothing stale: the status widget's
+    "Running" shows only after a delay, so a page that lacks it may still hold the last run's
+    elements (a sidebar box the new run no longer draws)."""
+    settle(page)
 
 
 def _open(page, url: str, path: str, heading: str) -> None:
