@@ -168,6 +168,33 @@ def act(page, action: Callable[[], object], timeout_ms: int = WAIT_MS) -> None:
     settle(page, timeout_ms)
 
 
+def choose(page, box, option: str, *, exact: bool = True) -> None:
+    """Choose ``option`` in the select box ``box`` (a locator of its combobox) and wait for the run.
+
+    A rerun that redraws the box while its list is open (or a scroll, which closes the list)
+    detaches the option under the pointer; the choice is then made again on the redrawn box, and
+    only while the box does not show it yet."""
+    from playwright.sync_api import Error
+
+    def shows() -> bool:
+        value = box.input_value()
+        return value == option if exact else option in value
+
+    def chosen() -> bool:
+        settle(page)
+        if shows():
+            return True
+        try:
+            box.click()
+            page.get_by_role("option", name=option, exact=exact).first.click(timeout=5_000)
+        except Error:
+            page.keyboard.press("Escape")
+        return False
+
+    wait_until(chosen, f"{option} chosen")
+    settle(page)
+
+
 def wait_until(check: Callable[[], object], what: str, timeout_s: float = WAIT_MS / 1000) -> object:
     """Poll ``check`` (e.g. a database query) until it returns something truthy; fail saying ``what``."""
     deadline = time.monotonic() + timeout_s

@@ -322,6 +322,30 @@ def _click_film(page, fx: float, fy: float) -> None:
     page.mouse.up()
 
 
+def _mark_film(page, fx: float, fy: float) -> None:
+    """Mark where the armed finding is by a click on the film, until the grid says "Where: point".
+
+    A click that lands while the film is being redrawn (a rerun the page's viewport probe starts
+    after the page looked idle) reaches no chart and starts no run: the reader would click again,
+    and so does this. A click that did start a run is waited for, never repeated."""
+    from playwright.sync_api import Error
+
+    where = page.get_by_text("Where: point", exact=False).first
+
+    def marked() -> bool:
+        settle(page)
+        if where.is_visible():
+            return True
+        _click_film(page, fx, fy)
+        try:
+            where.wait_for(timeout=15_000)
+        except Error:
+            return False  # no run yet: settle, look again, click again only if still unmarked
+        return True
+
+    wait_until(marked, "the click on the film to mark where Atelectasis is")
+
+
 def _grid_head(page) -> list[str]:
     """The grid's column titles."""
     return page.locator(".call-grid .row.head span").all_inner_texts()
@@ -353,8 +377,7 @@ def test_blinded_reader_sees_label_and_model_only_after_saving_and_marks_where_b
         f"() => {PLOTS_JS}.some(p => p.data.some(t => t.name === 'grid'))", timeout=WAIT_MS
     )  # armed: the film takes a click for Atelectasis
     settle(page)
-    _click_film(page, 0.25, 0.75)
-    page.get_by_text("Where: point", exact=False).first.wait_for(timeout=WAIT_MS)
+    _mark_film(page, 0.25, 0.75)
     wait_until(lambda: store.drafts(session.id, "EF"), "the mark to be kept as a draft")
     settle(page)
     _call_all(page, "present")

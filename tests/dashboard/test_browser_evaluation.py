@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.checkpoint_fixtures import build_catalog, noisy_copy
-from tests.dashboard.browser_support import settle
+from tests.dashboard.browser_support import choose, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -280,8 +280,7 @@ def test_models_page_compares_two_runs_on_the_same_images(url: str, shots: Path)
                 _open(page, url, "models", "Models")
                 second = page.get_by_label("Second", exact=True)
                 second.scroll_into_view_if_needed()
-                second.click()
-                page.get_by_role("option", name="tiny_noisy").click()
+                choose(page, second, "tiny_noisy", exact=False)
                 page.get_by_text("Paired comparison on the same 60 val images").wait_for(
                     timeout=180_000
                 )
@@ -301,8 +300,7 @@ def test_models_page_compares_two_runs_on_the_same_images(url: str, shots: Path)
                 tables.nth(tables.count() - 2).evaluate("e => e.scrollIntoView({block: 'start'})")
                 page.screenshot(path=str(shots / f"eval_models_paired_{size}.png"))
                 second.evaluate("e => e.scrollIntoView({block: 'center'})")
-                second.click()
-                page.get_by_role("option", name="tiny_b").click()
+                choose(page, second, "tiny_b", exact=False)
                 page.get_by_text("No paired comparison", exact=False).wait_for(timeout=180_000)
                 _idle(page)
                 assert page.get_by_text("different label sources", exact=False).count() >= 1

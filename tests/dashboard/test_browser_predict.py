@@ -29,10 +29,10 @@ from tests.checkpoint_fixtures import build_catalog
 from tests.dashboard.browser_support import (
     CHROMIUM,
     WAIT_MS,
+    choose,
     screenshot_folder,
     serve,
     settle,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -226,26 +226,12 @@ def _view_changed(page, old: str) -> None:
 
 
 def _pick_set(page, name: str) -> None:
-    """Choose ``name`` in the Set box. A rerun that redraws the box while its list is open
-    detaches the option under the pointer; the choice is then made again on the redrawn box."""
-    from playwright.sync_api import Error, expect
+    """Choose ``name`` in the Set box."""
+    from playwright.sync_api import expect
 
     box = page.locator('[data-testid="stMain"]').get_by_role("combobox", name="Set", exact=True)
-
-    def choose() -> bool:
-        settle(page)
-        if box.input_value() == name:
-            return True
-        try:
-            box.click()
-            page.get_by_role("option", name=name, exact=True).click(timeout=5_000)
-        except Error:
-            page.keyboard.press("Escape")
-        return False
-
-    wait_until(choose, f"the set {name} chosen")
+    choose(page, box, name)
     expect(box).to_have_value(name, timeout=WAIT_MS)
-    settle(page)
 
 
 def _pixel_row(page, y_fraction: float) -> list[int]:
