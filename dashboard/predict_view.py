@@ -40,7 +40,6 @@ CONTROL_PX = 240
 """Width of the heatmap row's class picker: the longest label fits; the row wraps if it must."""
 BAR_PX = 22
 """Height of one finding's bar: 14 findings fit beside the viewer on a 900 px screen."""
-OUTCOME_MARKS = {"scored": "", "refused": " · refused", "unreadable": " · unreadable"}
 
 
 def model_text(ctx: PredictContext) -> str:

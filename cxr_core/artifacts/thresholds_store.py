@@ -413,7 +413,8 @@ class ThresholdStore:
 
     def reader_choice(self, reader: str) -> ReaderChoice | None:
         """The stored choice of ``reader``, or None for a reader this checkpoint has not seen."""
-        item = self._readers().get(reader_key(reader))
+        key = reader_key(reader)
+        item = self._tables.reader(key) if self._tables is not None else self._readers().get(key)
         if not isinstance(item, dict):
             return None
         name = str(item.get("set", ""))
@@ -426,6 +427,9 @@ class ThresholdStore:
 
     def _update_reader(self, reader: str, **changes: object) -> ReaderChoice:
         key = reader_key(reader)
+        if self._tables is not None:
+            item = self._tables.update_reader(key, changes)
+            return ReaderChoice(key, item["set"], item["seen"])
         with self._locked():
             readers = self._readers()
             item = readers.get(key) if isinstance(readers.get(key), dict) else None

@@ -3,8 +3,9 @@
 The same facts :class:`~cxr_core.artifacts.thresholds_store.ThresholdStore` keeps as files next
 to a checkpoint, as rows keyed by the checkpoint's folder name (the same model is found under
 that name on every server): each saved set (its JSON, as the file holds it), every version a
-save replaced (``threshold_set_history``), the model's default set and the append-only log of
-who made which set the default. The tables are written once in the SQL both engines share
+save replaced (``threshold_set_history``), the model's default set, the append-only log of
+who made which set the default, and each reader's own choice (``threshold_readers``: the set they
+read with and how much of that log they have acknowledged). The tables are written once in the SQL both engines share
 (:mod:`cxr_core.artifacts.database`); their schema version is the ``thresholds`` row.
 """
 
@@ -16,7 +17,7 @@ from datetime import datetime, timezone
 from cxr_core.artifacts.database import Database
 from cxr_core.errors import ThresholdSetError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _TABLES = """
 CREATE TABLE IF NOT EXISTS threshold_sets (
     checkpoint TEXT NOT NULL,
@@ -43,8 +44,17 @@ CREATE TABLE IF NOT EXISTS threshold_activations (
     from_set TEXT NOT NULL,
     to_set TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS threshold_readers (
+    checkpoint TEXT NOT NULL,
+    reader TEXT NOT NULL,
+    set_name TEXT NOT NULL,
+    seen INTEGER NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (checkpoint, reader)
+);
 CREATE INDEX IF NOT EXISTS threshold_set_history_key ON threshold_set_history (checkpoint, name)
 """
+_READER_FIELDS = {"set": "set_name", "seen": "seen"}
 
 
 class ThresholdTables:
@@ -56,6 +66,7 @@ class ThresholdTables:
             target, ThresholdSetError, name="threshold database", timeout_s=timeout_s
         )
         self.where = self.db.where
+        # every table is CREATE ... IF NOT EXISTS: an older schema gains the tables it lacks
         self.db.migrate("thresholds", SCHEMA_VERSION, lambda conn, _: conn.executescript(_TABLES))
 
     def names(self) -> list[str]:
@@ -137,6 +148,42 @@ class ThresholdTables:
                 (self.checkpoint,),
             ).fetchall()
         return [{"when": r[0], "by": r[1], "from": r[2], "to": r[3]} for r in rows]
+
+    def reader(self, reader: str) -> dict | None:
+        """``{"set", "seen"}`` stored for ``reader`` (a key already cleaned), or None."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "SELECT set_name, seen FROM threshold_readers WHERE checkpoint = ? AND reader = ?",
+                (self.checkpoint, reader),
+            ).fetchone()
+        return {"set": row[0], "seen": int(row[1])} if row is not None else None
+
+    def update_reader(self, reader: str, changes: dict) -> dict:
+        """Change ``reader``'s stored choice in one transaction (a reader seen for the first time
+        starts with every default change so far acknowledged); returns ``{"set", "seen"}``."""
+        unknown = set(changes) - set(_READER_FIELDS)
+        if unknown:
+            raise ThresholdSetError(f"unknown reader-choice field(s): {', '.join(sorted(unknown))}")
+        with self.db.connect() as conn:
+            conn.lock_writes()
+            row = conn.execute(
+                "SELECT set_name, seen FROM threshold_readers WHERE checkpoint = ? AND reader = ?",
+                (self.checkpoint, reader),
+            ).fetchone()
+            if row is None:
+                logged = conn.execute(
+                    "SELECT COUNT(*) FROM threshold_activations WHERE checkpoint = ?",
+                    (self.checkpoint,),
+                ).fetchone()[0]
+                row = ("", int(logged))
+            item = {"set": str(row[0]), "seen": int(row[1]), **changes}
+            conn.execute(
+                "INSERT INTO threshold_readers (checkpoint, reader, set_name, seen, updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (checkpoint, reader) DO UPDATE SET "
+                "set_name = excluded.set_name, seen = excluded.seen, updated = excluded.updated",
+                (self.checkpoint, reader, item["set"], int(item["seen"]), _now()),
+            )
+        return item
 
 
 def _now() -> str:

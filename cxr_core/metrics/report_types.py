@@ -69,8 +69,9 @@ class ClassMetrics:
 
 
 @dataclass
-class MacroAverages:
-    """Unweighted means over the classes with enough positives and negatives (the others listed)."""
+class PooledMetrics:
+    """The metrics both averages over classes report (macro: mean of per-class values; micro:
+    computed on every decision pooled)."""
 
     auroc: float | None = None
     ap: float | None = None
@@ -80,6 +81,12 @@ class MacroAverages:
     npv: float | None = None
     f1: float | None = None
     accuracy: float | None = None
+
+
+@dataclass
+class MacroAverages(PooledMetrics):
+    """Unweighted means over the classes with enough positives and negatives (the others listed)."""
+
     brier: float | None = None
     classes_included: list[str] = field(default_factory=list)
     classes_excluded: list[str] = field(default_factory=list)
@@ -87,17 +94,9 @@ class MacroAverages:
 
 
 @dataclass
-class MicroAverages:
+class MicroAverages(PooledMetrics):
     """Every decision pooled over classes; ``n_labels`` known labels entered."""
 
-    auroc: float | None = None
-    ap: float | None = None
-    sensitivity: float | None = None
-    specificity: float | None = None
-    ppv: float | None = None
-    npv: float | None = None
-    f1: float | None = None
-    accuracy: float | None = None
     tp: int | None = None
     fp: int | None = None
     tn: int | None = None

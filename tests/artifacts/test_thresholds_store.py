@@ -155,35 +155,9 @@ def test_activation_is_recorded_in_the_audit_log(store):
     assert len(store.activations()) == 2
 
 
-def test_a_readers_choice_is_kept_per_name_and_survives_another_readers_default_change(tmp_path):
-    store = ThresholdStore(tmp_path / "ckpt", CLASSES, CARD)
-    store.save("mine", dict.fromkeys(CLASSES, 0.2))
-    store.save("screening", dict.fromkeys(CLASSES, 0.1))
-    assert store.reader_choice("B") is None and store.unseen_changes("B") == []
-    store.choose(" B ", "mine")
-    store.acknowledge("A")
-    store.set_active("screening", by="A")
-    store.acknowledge("A")  # the reader who made the change has seen it
-    again = ThresholdStore(tmp_path / "ckpt", CLASSES, CARD)  # a reload: read from disk
-    assert again.reader_choice("B").set_name == "mine"  # B's own choice is untouched
-    assert [(c["by"], c["from"], c["to"]) for c in again.unseen_changes("B")] == [
-        ("A", CARD_SET, "screening")
-    ]
-    assert again.unseen_changes("A") == []
-    assert again.reader_choice("C") is None and again.unseen_changes("C") == []
-    again.acknowledge("B")
-    assert again.unseen_changes("B") == [] and again.reader_choice("B").set_name == "mine"
-    again.choose("B", None)
-    assert again.reader_choice("B").set_name == ""  # follows the default again
-    with pytest.raises(ThresholdSetError):
-        again.choose("B", "missing")
-    with pytest.raises(ThresholdSetError):
-        again.choose("   ", "mine")
-    (again.folder / "readers.json").write_text("{not json")
-    assert again.reader_choice("B") is None  # a damaged file forgets choices, never crashes
-
-
-def test_reader_choices_written_concurrently_are_all_kept(tmp_path):
+def test_readers_choices_are_one_file_and_a_damaged_one_is_forgotten(tmp_path):
+    """Choices as files (their behaviour on every backend: test_thresholds_store_db.py): one JSON
+    file holds every reader's choice, also when written at once; a damaged file forgets them."""
     store = ThresholdStore(tmp_path / "ckpt", CLASSES, CARD)
     store.save("mine", dict.fromkeys(CLASSES, 0.2))
     threads = [
@@ -195,3 +169,6 @@ def test_reader_choices_written_concurrently_are_all_kept(tmp_path):
         t.join()
     data = json.loads((store.folder / "readers.json").read_text())
     assert sorted(data) == sorted(f"reader {i}" for i in range(12))
+    (store.folder / "readers.json").write_text("{not json")
+    assert store.reader_choice("reader 1") is None  # forgotten, never a crash
+    assert store.choose("reader 1", "mine").set_name == "mine"

@@ -23,7 +23,13 @@ def place(request, tmp_path):
         "sqlite": str(tmp_path / "thresholds.sqlite3"),
         "postgres": request.getfixturevalue("postgres_db") if request.param == "postgres" else None,
     }[request.param]
-    return lambda: ThresholdStore(tmp_path / "nih14", CLASSES, CARD, db=db)
+
+    def open_store(server: int = 0) -> ThresholdStore:
+        # servers on one database have the model in folders of their own (of the same name)
+        folder = tmp_path / "nih14" if db is None else tmp_path / f"server{server}" / "nih14"
+        return ThresholdStore(folder, CLASSES, CARD, db=db)
+
+    return open_store
 
 
 def test_round_trip_and_every_replaced_version_is_kept(place):
@@ -77,6 +83,75 @@ def test_default_set_and_its_log_are_shared_by_two_servers(place):
         first.set_active("missing", by="CD")
     assert len(second.activations()) == 2
     assert second.active().thresholds == CARD
+
+
+def test_readers_choices_and_acknowledgements_are_shared_by_two_servers(place):
+    """A reader's own set and what they have acknowledged follow them to another server."""
+    first, second = place(0), place(1)
+    first.save("mine", dict.fromkeys(CLASSES, 0.2))
+    first.save("screening", dict.fromkeys(CLASSES, 0.1))
+    assert second.reader_choice("B") is None and second.unseen_changes("B") == []
+    first.choose(" B ", "mine")
+    second.acknowledge("A")
+    second.set_active("screening", by="A")
+    second.acknowledge("A")  # the reader who made the change has seen it
+    assert second.reader_choice("B").set_name == "mine"  # B's choice is untouched
+    assert [(c["by"], c["to"]) for c in first.unseen_changes("B")] == [("A", "screening")]
+    assert first.unseen_changes("A") == []
+    assert first.reader_choice("C") is None  # first seen later: starts with the log acknowledged
+    second.acknowledge("C")
+    assert first.reader_choice("C").seen == 1 and first.unseen_changes("C") == []
+    first.acknowledge("B")
+    assert second.unseen_changes("B") == [] and second.reader_choice("B").set_name == "mine"
+    second.choose("B", None)
+    assert first.reader_choice("B").set_name == ""  # follows the default again
+    with pytest.raises(ThresholdSetError, match="no threshold set named 'missing'"):
+        first.choose("B", "missing")
+    with pytest.raises(ThresholdSetError, match="reader name"):
+        first.choose("   ", "mine")
+    kept_in_files = (first.folder / "readers.json").exists()
+    assert kept_in_files == (first._tables is None)
+
+
+def test_reader_choices_written_concurrently_are_all_kept(place):
+    store = place()
+    store.save("mine", dict.fromkeys(CLASSES, 0.2))
+    threads = [
+        threading.Thread(target=place(i % 2).choose, args=(f"reader {i}", "mine"))
+        for i in range(12)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(store.reader_choice(f"reader {i}").set_name == "mine" for i in range(12))
+
+
+def test_a_schema_1_database_gains_the_reader_table(tmp_path):
+    """A threshold database written before readers' choices moved into it opens and keeps them."""
+    import sqlite3
+
+    from cxr_core.artifacts import thresholds_tables
+
+    target = tmp_path / "thresholds.sqlite3"
+    old = ThresholdStore(tmp_path / "nih14", CLASSES, CARD, db=str(target))
+    old.save("ward", dict.fromkeys(CLASSES, 0.7))
+    with sqlite3.connect(target) as conn:  # as schema 1 left it
+        conn.execute("DROP TABLE threshold_readers")
+        conn.execute("UPDATE cxr_schema SET version = 1 WHERE store = 'thresholds'")
+    store = ThresholdStore(tmp_path / "nih14", CLASSES, CARD, db=str(target))
+    store.choose("B", "ward")
+    assert (
+        ThresholdStore(tmp_path / "nih14", CLASSES, CARD, db=str(target))
+        .reader_choice("B")
+        .set_name
+        == "ward"
+    )
+    with sqlite3.connect(target) as conn:
+        version = conn.execute(
+            "SELECT version FROM cxr_schema WHERE store = 'thresholds'"
+        ).fetchone()[0]
+    assert version == thresholds_tables.SCHEMA_VERSION == 2
 
 
 def test_postgres_url_in_the_environment_keeps_sets_in_the_database(

@@ -185,8 +185,8 @@ def test_reader_box_mounts_on_the_readers_name_in_every_run(env, catalog):
         box = at.sidebar.text_input(key=reader_box_key("EF"))
         assert box.proto.default == "EF" and at.session_state[READER] == "EF"
         at.run()
-    # the reader's own edit
-    at.sidebar.text_input(key=reader_box_key("EF")).input("  Dr   B ").run()
+    box = at.sidebar.text_input(key=reader_box_key("EF"))
+    box.input("  Dr   B ").run()  # the reader's own edit
     no_exceptions(at)
     assert at.session_state[READER] == "  Dr   B " and at.query_params[READER_PARAM] == "Dr B"
     assert at.sidebar.text_input(key=reader_box_key("Dr B")).proto.default == "Dr B"
