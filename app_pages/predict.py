@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import predict_batch, predict_view
+from dashboard import predict_batch, predict_view, state
 from dashboard.widgets import require_entry
 
 st.title("Predict")
@@ -26,6 +26,7 @@ if not files:
 batch = predict_batch.uploads(files)
 position = predict_view.film_picker(batch)
 film = predict_batch.read_film(batch[position], ctx)
+state.film_viewed(film.name, "Predict", sha1=film.upload.digest[:12])  # audited once per session
 left, right = st.columns([2, 3], gap="medium")
 with left:
     predict_view.findings_panel(film, ctx)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from cxr_core.access import roles
 from cxr_core.artifacts.catalog import OUTCOMES, resolve_image_path
 from cxr_core.artifacts.review_store import MODES, ReviewSession, ReviewStore
 from cxr_core.artifacts.run_dir import PREDICTIONS_FILE
@@ -536,6 +537,7 @@ drafted = draft_films(store.drafts(session.id, reader)) if reader else set()
 index = review_read.position(store, session.id, reader, queue)
 image_id = queue[index]
 review_read.keep_in_url(session.id, image_id)
+state.film_viewed(image_id, "Review", session=session.id)  # audited once per film and session
 st.session_state["rev_film_pick"] = index
 picks[1].selectbox(
     f"Film (of {len(queue)}; ✓ read, ✎ unsaved draft)",
@@ -578,8 +580,14 @@ def _grid(reading: review_read.Reading, show_model: bool, show_label: bool) -> N
 
 
 left, right = st.columns(review_read.column_weights(viewport, show_model), gap="small")
-film_line = f"**Image** `{image_id}` · **patient** `{record.get('patient_id', '')}`" + (
-    " · :green[✓ reviewed by you]" if done else ""
+film_line = (
+    f"**Image** `{image_id}`"
+    + (
+        f" · **patient** `{record.get('patient_id', '')}`"
+        if state.may(roles.VIEW_PATIENT_DATA)
+        else ""
+    )
+    + (" · :green[✓ reviewed by you]" if done else "")
 )
 with right:
     if revealed and not done:

@@ -4,13 +4,19 @@ changed default threshold set. ``streamlit_app.py`` serves it.
 Every page has its own address: ``/predict``, ``/performance``, ``/thresholds``, ``/review``,
 ``/worklist``, ``/models``; the bare root opens Predict at ``/predict``, so a link to Predict looks
 like the others and the menu marks it.
+
+Before any page runs, :func:`dashboard.auth.require_user` signs the user in (or, on a local install
+with no sign-in, refuses every other computer): until then no page runs or is listed. The Users
+and Audit log pages are listed for admins only.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from cxr_core.access import roles
 from cxr_core.errors import CXRError
+from dashboard.auth import require_user
 from dashboard.widgets import (
     PAGE_ICON,
     compact_layout,
@@ -38,6 +44,12 @@ PAGES = [
     st.Page("worklist.py", title="Worklist", icon=":material/format_list_numbered:"),
     st.Page("models.py", title="Models", icon=":material/description:"),
 ]
+
+user = require_user(PAGES)  # nobody signed in: the sign-in page, and nothing below runs
+if user.may(roles.MANAGE_USERS):
+    PAGES.append(st.Page("users.py", title="Users", icon=":material/group:"))
+if user.may(roles.READ_AUDIT):
+    PAGES.append(st.Page("audit.py", title="Audit log", icon=":material/history:"))
 
 page = st.navigation(PAGES)
 compact_layout()

@@ -233,7 +233,9 @@ editor = st.fragment(_editor)
 
 st.title("Thresholds")
 entry = require_entry(need_eval=True)
-store = entry.threshold_store()
+store = state.threshold_store(
+    entry
+)  # saves and default changes: checked against your role, audited
 if not entry.card.get_label_space().multilabel:
     st.info(
         f"{entry.name} is a multiclass model: it reports the single most probable class, so there are no "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cxr_core.access import roles
 from cxr_core.inference.predictor import Predictor
 from cxr_core.pacs.client import PacsClient
 from cxr_core.pacs.worklist import pacs_items
@@ -123,7 +124,7 @@ def _worklist_view(job: WorklistJob, predictor: Predictor, live: bool) -> None:
     thresholds = state.active_thresholds(entry).thresholds
     rows = triage_rows(progress.entries, predictor, thresholds, predictor.card.thresholds, critical)
     shown = filter_rows(rows, findings=findings, outcomes=outcomes)
-    frame = worklist.display_frame(shown)
+    frame = worklist.display_frame(shown, show_patient=state.may(roles.VIEW_PATIENT_DATA))
     # While scoring, a plain table (redrawn every second); tinted rows once every film is scored.
     st.dataframe(
         frame if live else frame.style.apply(worklist.row_styles(shown), axis=1),

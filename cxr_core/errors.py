@@ -78,3 +78,13 @@ class ReportError(CXRError):
 
 class PacsError(CXRError):
     """The PACS (DICOMweb server) cannot be reached, refuses the credentials, or answers with an error."""
+
+
+class AccessDeniedError(CXRError):
+    """The signed-in user's role does not allow an action (calling, adjudicating, exporting...), or
+    they tried to act under another user's name; the message says which role would."""
+
+
+class SignInError(CXRError):
+    """A sign-in failed: wrong name or password, an account locked after failed attempts, a user the
+    server has no role for, or a request from an address the server does not accept."""

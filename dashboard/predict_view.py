@@ -13,7 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from cxr_core.artifacts.prediction_table import PredictionRow, prediction_table_text
+from cxr_core.access import roles
+from cxr_core.artifacts.prediction_table import PredictionRow
 from cxr_core.data.imaging import LoadedImage
 from cxr_core.inference.explain import (
     CLASS_AGNOSTIC,
@@ -25,7 +26,7 @@ from cxr_core.inference.findings import FindingsSummary
 from cxr_core.inference.lungs import heatmap_within_mask
 from cxr_core.inference.outcome import REFUSED, UNREADABLE
 from cxr_core.inference.table_rows import upload_rows
-from dashboard import charts, outcome_view, predict_batch, reading, viewer
+from dashboard import charts, outcome_view, predict_batch, reading, state, viewer
 from dashboard.predict_batch import FilmReading, PredictContext, Upload
 from dashboard.report_downloads import report_downloads
 from dashboard.widgets import cxr_errors
@@ -128,17 +129,19 @@ def findings_panel(film: FilmReading, ctx: PredictContext) -> None:
     image = film.image
     ident = film.upload.ident
     if image.meta.get("format") == "DICOM":
-        shown = st.session_state.get(f"ids_{ident}", False)
+        may_identify = state.may(roles.VIEW_PATIENT_DATA)  # the patient ID: adjudicators and admins
+        shown = may_identify and st.session_state.get(f"ids_{ident}", False)
         fields = reading.dicom_fields(image.meta, show_identifiers=shown)
         st.markdown(
             "**DICOM header** · "
             + (" · ".join(f"{k}: {v}" for k, v in fields) or "no view, age, sex or date")
         )
-        st.toggle(
-            "Show patient identifiers",
-            key=f"ids_{ident}",
-            help="Off by default: only the patient ID can be shown (names are never read from the file).",
-        )
+        if may_identify:
+            st.toggle(
+                "Show patient identifiers",
+                key=f"ids_{ident}",
+                help="Off by default: only the patient ID can be shown (names are never read from the file).",
+            )
     st.caption(reading.intensity_text(image.meta))
     st.caption(
         reading.lung_area_text(film.lungs.result.check)
@@ -372,9 +375,21 @@ def batch_section(batch: Sequence[Upload], ctx: PredictContext, film: FilmReadin
         batch, ctx, {at: film}, on_progress=lambda r: _table(r, slot)
     )
     _table(readings, slot)
+    keep_names = st.toggle(
+        "Keep file names in the download",
+        key="predict_csv_names",
+        disabled=not state.may(roles.VIEW_PATIENT_DATA),
+        help="Off: each file name is replaced by this install's pseudonym (the same file, the same "
+        "pseudonym), as file names can identify patients.",
+    )
     st.download_button(
         "Download all probabilities (CSV)",
-        prediction_table_text(ctx.predictor.classes, _export_rows(readings, ctx)),
+        lambda: state.released_table(
+            ctx.predictor.classes,
+            _export_rows(readings, ctx),
+            identifiable=keep_names,
+            what="Predict page download",
+        ),
         file_name="predictions.csv",
         mime="text/csv",
         key="predict_csv",

@@ -15,8 +15,9 @@ from functools import cached_property
 import pandas as pd
 import streamlit as st
 
+from cxr_core.access import roles
 from cxr_core.artifacts.review_store import REASONS, ReviewSession, ReviewStore
-from cxr_core.errors import CXRError
+from cxr_core.errors import AccessDeniedError, CXRError
 from cxr_core.evaluation.reading import (
     FindingCall,
     apply_edits,
@@ -25,7 +26,7 @@ from cxr_core.evaluation.reading import (
     save_film,
 )
 from cxr_core.evaluation.review import next_unreviewed, resume_index
-from dashboard import marks, views
+from dashboard import marks, state, views
 from dashboard.tables import fmt
 
 GRID = "rev_grid"
@@ -235,7 +236,8 @@ def grid_data(
     n, index = len(reading.queue), reading.index
     upcoming = next_unreviewed(reading.queue, set(reading.reviewed), index)
     done = reading.image_id in reading.reviewed
-    readonly = not reading.reader or all(c.frozen for c in calls)
+    refusal = call_refusal()
+    readonly = not reading.reader or bool(refusal) or all(c.frozen for c in calls)
     return {
         "token": reading.token,
         "film": reading.image_id,
@@ -250,7 +252,7 @@ def grid_data(
         "state": "saved" if done else "new",
         "state_text": "✓ Saved" if done else "Not saved yet",
         "draft_text": "✎ Draft: unsaved, kept for you",
-        "message": message or (NO_READER if not reading.reader else ""),
+        "message": message or refusal or (NO_READER if not reading.reader else ""),
         "actions": {
             "prev": index > 0,
             "next": index < n - 1,
@@ -260,6 +262,16 @@ def grid_data(
             "clear_mark": not readonly,
         },
     }
+
+
+def call_refusal() -> str:
+    """Why this session's user may not call films (the store's own words), or "" when they may:
+    a role without call rights gets the grid read only, not buttons the store would refuse."""
+    try:
+        state.actor().require(roles.CALL)
+    except AccessDeniedError as exc:
+        return f"{exc}. Read only: you can look at films and move between them."
+    return ""
 
 
 def take_message(rerun: bool) -> str:

@@ -7,22 +7,39 @@ Per-user choices (which checkpoint, extra folders, data root, the reader's name)
 ``st.session_state``; the reader's name is also kept in the page URL (``?reader=…``) so a reload
 or a bookmark keeps it. A named reader's threshold-set choice is kept in the checkpoint's
 threshold store (per reader name), an unnamed one's in the browser session.
+
+Who the user is comes from one place, :func:`actor`: with sign-in on (``dashboard.auth``), the
+signed-in user, whose name is the reader name (no text box, the URL's ``?reader=`` ignored);
+without it, the single user of a local install, named by the text box. The review database and
+threshold stores handed to pages act for that user (:func:`review_store`,
+:func:`threshold_store`), so their roles are checked by the stores themselves.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
+from cxr_core.access import roles
+from cxr_core.access.config import AuthConfig, auth_config_path, load_auth_config
+from cxr_core.access.roles import Actor, local_user
 from cxr_core.artifacts import catalog as model_catalog
+from cxr_core.artifacts.audit_log import EXPORT, FILM_VIEWED, AuditLog
 from cxr_core.artifacts.catalog import CheckpointEntry, EvalRun
+from cxr_core.artifacts.prediction_table import (
+    PredictionRow,
+    prediction_table_text,
+    pseudonymised_rows,
+)
 from cxr_core.artifacts.review_store import ReviewStore, default_review_db
 from cxr_core.artifacts.run_dir import RunDir
-from cxr_core.artifacts.thresholds_store import ThresholdSet
-from cxr_core.errors import CheckpointError
+from cxr_core.artifacts.thresholds_store import ThresholdSet, ThresholdStore
+from cxr_core.artifacts.user_store import UserStore
+from cxr_core.errors import AccessDeniedError, CheckpointError
 from cxr_core.inference import lungs as lung_models
 from cxr_core.inference.lungs import LungSegmenter
 from cxr_core.inference.predictor import Predictor
@@ -33,6 +50,8 @@ EXTRA_DIRS = "cxr_extra_checkpoint_dirs"
 DATA_ROOT = "cxr_data_root"
 READER = "cxr_reader"
 READER_PARAM = "reader"
+ACTOR = "cxr_actor"  # the signed-in Actor (absent without sign-in)
+VIEWED = "cxr_films_viewed"  # (page, film) already audited as viewed in this browser session
 VIEW_SET = "cxr_view_set"  # {checkpoint key: threshold-set name viewed in this browser session}
 
 
@@ -202,9 +221,48 @@ def acknowledge_default_changes(entry: CheckpointEntry) -> None:
         entry.threshold_store().acknowledge(reader())
 
 
-def reader() -> str:
-    """The reader's name for this browser session ('' until entered)."""
+@st.cache_data(ttl=5, show_spinner=False)
+def _auth_config(path: str, stamp: float) -> AuthConfig:
+    return load_auth_config(path if stamp else None)
+
+
+def auth_config() -> AuthConfig:
+    """The install's sign-in settings, re-read when their file changes (within 5 s)."""
+    path = auth_config_path()
+    return _auth_config(str(path), _mtime(path))
+
+
+def actor() -> Actor:
+    """Who this browser session acts as: the signed-in user, or a local install's single user.
+
+    With sign-in on and nobody signed in, nothing may be done: the router shows the sign-in page
+    before any page runs, so reaching here means a page ran without it.
+    """
+    signed = st.session_state.get(ACTOR)
+    if isinstance(signed, Actor):
+        return signed
+    if auth_config().signs_in:
+        raise AccessDeniedError("nobody is signed in: sign in first")
+    return local_user(typed_reader())
+
+
+def may(action: str) -> bool:
+    """Whether this browser session's user may do ``action`` (to hide what their role cannot use)."""
+    try:
+        return actor().may(action)
+    except AccessDeniedError:
+        return False
+
+
+def typed_reader() -> str:
+    """The name typed in the sidebar's Reader box ('' until entered); used only without sign-in."""
     return " ".join(str(st.session_state.get(READER, "")).split())
+
+
+def reader() -> str:
+    """The reader's name for this browser session: the signed-in user's, else the one typed ('' until entered)."""
+    signed = st.session_state.get(ACTOR)
+    return signed.name if isinstance(signed, Actor) else typed_reader()
 
 
 def restore_reader() -> None:
@@ -215,7 +273,7 @@ def restore_reader() -> None:
 
 def keep_reader_in_url() -> None:
     """After the widget: mirror the name into ``?reader=`` (page switches may drop query parameters)."""
-    name = reader()
+    name = typed_reader()
     if name and st.query_params.get(READER_PARAM) != name:
         st.query_params[READER_PARAM] = name
     elif not name and READER_PARAM in st.query_params:
@@ -234,9 +292,48 @@ def _review_store(folder: str) -> ReviewStore:
 
 
 def review_store() -> ReviewStore:
-    """The review database: ``CXR_REVIEW_DB`` (a PostgreSQL URL or a file) when set, else
-    ``review.sqlite3`` in ``CXR_REVIEW_DIR`` (default ``~/.cxr``)."""
-    return _review_store(default_review_db())
+    """The review database, acting for this session's user: ``CXR_REVIEW_DB`` (a PostgreSQL URL
+    or a file) when set, else ``review.sqlite3`` in ``CXR_REVIEW_DIR`` (default ``~/.cxr``)."""
+    return _review_store(default_review_db()).acting(actor())
+
+
+def users() -> UserStore:
+    """The install's users, for signing in (changing them checks the acting user's role)."""
+    return _review_store(default_review_db()).users
+
+
+def audit_log() -> AuditLog:
+    """The install's audit log (reading it whole is for admins: :meth:`AuditLog.read`)."""
+    return _review_store(default_review_db()).audit
+
+
+def threshold_store(entry: CheckpointEntry) -> ThresholdStore:
+    """A checkpoint's threshold sets, acting for this session's user (changes checked and audited)."""
+    return entry.threshold_store().acting(actor(), audit_log())
+
+
+def released_table(
+    classes: Sequence[str], rows: Sequence[PredictionRow], *, identifiable: bool, what: str
+) -> str:
+    """A prediction table as it may leave the server (a download): film identifiers pseudonymised
+    unless ``identifiable`` (which needs the right to see patient identifiers); audited."""
+    if identifiable:
+        actor().require(roles.VIEW_PATIENT_DATA)
+    else:
+        rows = pseudonymised_rows(rows, review_store().pseudonymiser())
+    audit_log().record(
+        actor(), EXPORT, target=what, detail={"rows": len(rows), "pseudonymised": not identifiable}
+    )
+    return prediction_table_text(classes, rows)
+
+
+def film_viewed(film: str, page: str, **detail: object) -> None:
+    """Audit that this session's user opened ``film`` on ``page`` (once per film and page per session)."""
+    seen = st.session_state.setdefault(VIEWED, set())
+    if (page, film) in seen:
+        return
+    audit_log().record(actor(), FILM_VIEWED, film=film, detail={"page": page, **detail})
+    seen.add((page, film))
 
 
 def data_roots() -> list[str]:

@@ -11,7 +11,7 @@ import streamlit as st
 from cxr_core.artifacts.catalog import CheckpointEntry, check_folder
 from cxr_core.artifacts.thresholds_store import ThresholdStore
 from cxr_core.errors import CXRError
-from dashboard import state
+from dashboard import auth, state
 from dashboard.tables import fmt, human_date  # noqa: F401 - pages import fmt from here
 
 PAGE_ICON = Path(__file__).resolve().parent / "assets" / "page_icon.png"
@@ -76,18 +76,30 @@ def reader_box_key(name: str) -> str:
 
 
 def reader_box() -> str:
-    """Sidebar: the reader's name, asked once per browser session and kept in the URL across reloads.
+    """Sidebar: who is reading. Signed in: the user, their role and the sign-out button (a
+    ``?reader=`` in the URL is dropped; no box). A local install: the name, asked once per browser
+    session and kept in the URL across reloads, and a note that only this computer can open it.
 
-    The name lives in ``state.READER``, written only when the reader edits the box, never by
-    whatever the browser reports: a text box the browser mounts without a value from the server
-    comes back empty, which silently made a reader nobody mid-session (their calls refused). Keyed
-    by the name, the box is a new widget whenever the name changes, with the name as its value.
+    A local install's name lives in ``state.READER``, written only when the reader edits the box,
+    never by whatever the browser reports: a text box the browser mounts without a value from the
+    server comes back empty, which silently made a reader nobody mid-session (their calls refused).
+    Keyed by the name, the box is a new widget whenever the name changes, with the name as its value.
     """
+    config = state.auth_config()
+    if config.signs_in:
+        if state.READER_PARAM in st.query_params:
+            del st.query_params[state.READER_PARAM]
+        auth.user_box(config, state.actor())
+        return state.reader()
+    st.sidebar.caption(
+        ":material/computer: Single-user local install: no sign-in, so only this computer "
+        "(127.0.0.1) can open it."
+    )
     state.restore_reader()
-    box = reader_box_key(state.reader())
+    box = reader_box_key(state.typed_reader())
     st.sidebar.text_input(
         "Reader",
-        value=state.reader(),
+        value=state.typed_reader(),
         key=box,
         placeholder="your name or initials",
         help="Stored with every review verdict and threshold change you make. "
@@ -190,7 +202,7 @@ def _card_summary(entry: CheckpointEntry) -> None:
             options,
             key=key,
             format_func=lambda n: f"model default ({default})" if n == "" else n,
-            on_change=lambda: state.view_set(entry, st.session_state[key] or None),
+            on_change=lambda: state.view_set(entry, st.session_state.get(key) or None),
             help="Which set Predict, Performance and Review use for you; kept under your reader name "
             "(without a name, for this browser session only). Making a set the model's default for "
             "everyone is done on the Thresholds page, and is logged.",

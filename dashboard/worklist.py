@@ -135,9 +135,12 @@ def outcome_label(outcome: str) -> str:
     return SHORT_OUTCOMES[outcome]
 
 
-def display_frame(rows: Sequence[TriageRow]) -> pd.DataFrame:
-    """The table as shown: critical findings marked, outcomes in words, dates readable."""
+def display_frame(rows: Sequence[TriageRow], *, show_patient: bool = True) -> pd.DataFrame:
+    """The table as shown: critical findings marked, outcomes in words, dates readable; the patient
+    column only for a user whose role may see patient identifiers."""
     frame = triage_frame(rows).reset_index(drop=True)
+    if not show_patient:
+        frame = frame.drop(columns="patient")
     frame["critical"] = frame["critical"].map(lambda c: f"⚠ {c}" if c else "")
     frame["outcome"] = frame["outcome"].map(outcome_label)
     frame["date"] = frame["date"].map(_date)

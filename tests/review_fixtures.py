@@ -8,7 +8,9 @@ still there, next to a named reader's call with a point. ``V3_ROWS`` are rows as
 release before reveals) wrote them: a blinded and an unblinded session, two readers with points,
 boxes and a changed call, the migrated unnamed reader, positions and adjudications. ``V4_ROWS`` are
 rows as schema 4 (the release before drafts) wrote them: a blinded session with two readers, one of
-whom revealed it, history, positions and adjudications.
+whom revealed it, history, positions and adjudications. ``V5_SCHEMA`` is schema 5 (the release
+before users and the audit log): schema 4 and readers' drafts; ``V5_ROWS`` are ``V4_ROWS`` and two
+drafts.
 """
 
 from __future__ import annotations
@@ -315,3 +317,40 @@ INSERT INTO adjudications (session_id, image_id, class_name, label, adjudicator,
     (1, 'a.png', 'Edema', 1, 'ADJ', 'bat wings seen', '2027-02-01T10:00:00.000+00:00');
 INSERT INTO reveals VALUES (1, 'CD', '2027-02-01T09:30:00.000+00:00');
 """
+
+V5_SCHEMA = (
+    V4_SCHEMA.replace("PRAGMA user_version = 4;", "")
+    + """
+CREATE TABLE IF NOT EXISTS drafts (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    finding TEXT CHECK (finding IS NULL OR finding IN ('present', 'absent', 'unsure')),
+    confidence INTEGER CHECK (confidence IS NULL OR confidence BETWEEN 1 AND 5),
+    reason TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    point_x REAL,
+    point_y REAL,
+    box_x0 REAL,
+    box_y0 REAL,
+    box_x1 REAL,
+    box_y1 REAL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (session_id, image_id, class_name, reviewer)
+);
+PRAGMA user_version = 5;
+"""
+)
+
+V5_ROWS = (
+    V4_ROWS
+    + """
+INSERT INTO drafts (session_id, image_id, class_name, reviewer, finding, confidence, reason, note,
+                    point_x, point_y, box_x0, box_y0, box_x1, box_y1, updated) VALUES
+    (1, 'b.png', 'Edema', 'AB', 'present', 3, '', 'faint', 0.3, 0.4, NULL, NULL, NULL, NULL,
+     '2027-03-01T08:00:00.000+00:00'),
+    (1, 'b.png', 'Mass', 'CD', NULL, NULL, '', 'look again', NULL, NULL, NULL, NULL, NULL, NULL,
+     '2027-03-01T08:01:00.000+00:00');
+"""
+)

@@ -1,7 +1,7 @@
 """The package layout is the architecture: imports only go down the data flow, never in a circle.
 
 Layers, lowest first (a module may import its own layer's package and anything lower):
-errors -> utils -> data, metrics -> models -> artifacts -> evaluation, inference -> training, reporting
+errors -> utils -> data, metrics, access -> models -> artifacts -> evaluation, inference -> training, reporting
 -> triage -> pacs -> cli.
 Packages that share a layer stay independent of each other.
 """
@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "utils": 1,
     "data": 2,
     "metrics": 2,
+    "access": 2,  # roles, sign-in settings, password hashes, pseudonyms
     "models": 3,
     "artifacts": 4,
     "evaluation": 5,

@@ -13,6 +13,9 @@ between the engines lives here, and nowhere else:
   PostgreSQL ``REAL`` has only 24 bits);
 - :meth:`Connection.lock_writes`: one writer at a time for check-then-write transactions
   (SQLite ``BEGIN IMMEDIATE``, PostgreSQL a transaction-scoped advisory lock);
+- :meth:`Connection.append_only`: a table whose rows can be added but never changed or
+  removed (SQLite triggers raising ``ABORT``; PostgreSQL row and ``TRUNCATE`` triggers calling
+  a plpgsql function that raises), refused by the engine whoever connects;
 - the schema version, a row per store in ``cxr_schema`` on both engines (so several stores can
   share one database or file; review files from before it keep their ``PRAGMA user_version``,
   which is read when the row is missing and kept up to date) and :meth:`Database.migrate`,
@@ -109,6 +112,31 @@ class Connection:
             self.execute("SELECT pg_advisory_xact_lock(hashtext('cxr-store-writes'))")
         else:
             self.raw.execute("BEGIN IMMEDIATE")
+
+    def append_only(self, table: str) -> None:
+        """Make the engine refuse any UPDATE or DELETE of ``table``'s rows (and, on PostgreSQL, a
+        TRUNCATE), with an error whose message says "append-only"; idempotent."""
+        if not self.postgres:
+            for what in ("update", "delete"):
+                self.execute(
+                    f"CREATE TRIGGER IF NOT EXISTS {table}_append_only_{what} BEFORE "
+                    f"{what.upper()} ON {table} BEGIN SELECT RAISE(ABORT, "
+                    f"'the {table} table is append-only'); END"
+                )
+            return
+        self.execute(
+            "CREATE OR REPLACE FUNCTION cxr_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$body$ BEGIN RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation', "
+            "MESSAGE = 'the ' || TG_TABLE_NAME || ' table is append-only'; END $body$"
+        )
+        self.execute(
+            f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION cxr_append_only()"
+        )
+        self.execute(
+            f"CREATE OR REPLACE TRIGGER {table}_append_only_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION cxr_append_only()"
+        )
 
     def tables(self) -> set[str]:
         if self.postgres:

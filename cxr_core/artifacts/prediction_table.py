@@ -29,13 +29,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 
+from cxr_core.access.pseudonym import Pseudonymiser
 from cxr_core.errors import DatasetError
 from cxr_core.utils.atomic import write_atomically
 from cxr_core.utils.csv_safe import read_table, table_text, write_table
@@ -150,6 +151,22 @@ def write_prediction_table(
     """
     header, rows = _layout(rows, classes, labels, thresholds, extra)
     return write_table(path, header, (_record(r, classes) for r in rows))
+
+
+def pseudonymised_rows(
+    rows: Iterable[PredictionRow], pseudonymiser: Pseudonymiser
+) -> list[PredictionRow]:
+    """``rows`` with their image id, path and patient id replaced by this install's pseudonyms
+    (the same film always gets the same one), for an export that leaves the server."""
+    return [
+        replace(
+            row,
+            image_id=pseudonymiser.pseudonym(row.image_id),
+            path=pseudonymiser.pseudonym(row.path),
+            patient_id=pseudonymiser.pseudonym(row.patient_id),
+        )
+        for row in rows
+    ]
 
 
 def merge_prediction_tables(

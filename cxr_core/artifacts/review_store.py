@@ -39,10 +39,18 @@ engines share; :mod:`cxr_core.artifacts.database` holds every difference between
 Schema versions (the ``cxr_schema`` row of ``review``; older SQLite files: ``PRAGMA user_version``):
 0 is the first, single-reader layout (one verdict per session, image and class); 2 added
 readers, history, positions and adjudications; 3 added a box for "where"; 4 added ``reveals``;
-5 (this one) adds ``drafts``. Older databases are migrated in place on open,
+5 added ``drafts``; 6 (this one) adds ``users`` and ``audit_log``
+(:mod:`cxr_core.artifacts.user_store`, :mod:`cxr_core.artifacts.audit_log`, which declare them;
+the audit log is append-only on both engines: :meth:`Connection.append_only`). Older databases
+are migrated in place on open,
 inside one transaction, keeping every verdict. Verdicts saved before readers were named have an empty
 reader; the migration names them :data:`LEGACY_READER`, a name no reader can take, so they
 stay visible as one reader in every table and export and nobody can change them.
+
+Who acts: a store opened for the dashboard acts for its signed-in user (:meth:`ReviewStore.acting`);
+one opened without an actor (the command line, a script) acts for the process's operator, an
+admin (:func:`cxr_core.access.roles.operator`), as whoever holds the database holds its data anyway.
+Calls, drafts, reveals and positions are saved under a signed-in user's own name only.
 
 Where: ``$CXR_REVIEW_DB`` when set (a PostgreSQL URL or a SQLite file), else the file
 ``$CXR_REVIEW_DIR/review.sqlite3`` (default ``~/.cxr/review.sqlite3``).
@@ -50,6 +58,7 @@ Where: ``$CXR_REVIEW_DB`` when set (a PostgreSQL URL or a SQLite file), else the
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -60,13 +69,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cxr_core.access import roles
+from cxr_core.access.pseudonym import Pseudonymiser, key_path
+from cxr_core.access.roles import Actor, operator
+from cxr_core.artifacts import audit_log, user_store
+from cxr_core.artifacts.audit_log import AuditLog
 from cxr_core.artifacts.database import Connection, Database, is_database_url
+from cxr_core.artifacts.user_store import UserStore
 from cxr_core.errors import ReviewStoreError
 from cxr_core.utils.csv_safe import write_records_csv
+from cxr_core.utils.paths import state_dir
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 VERDICTS: tuple[str, ...] = ("agree", "model_wrong", "label_wrong", "unsure")
 FINDINGS: tuple[str, ...] = ("present", "absent", "unsure")
 MODES: tuple[str, ...] = ("unblinded", "blind_labels", "blind_all")
@@ -193,6 +209,9 @@ CREATE TABLE IF NOT EXISTS drafts (
 CREATE INDEX IF NOT EXISTS verdict_history_key ON verdict_history (session_id, image_id, class_name, reviewer);
 """
 
+_AUTH_TABLES = f"{user_store.TABLE};{audit_log.TABLE}"
+"""Who may do what, and who did: the users (with roles) and the append-only audit log."""
+
 _FIELDS = (
     "session_id",
     "image_id",
@@ -233,9 +252,8 @@ _DELETE_DRAFT = (
 
 
 def default_review_dir() -> Path:
-    """``$CXR_REVIEW_DIR`` when set, else ``~/.cxr``."""
-    env = os.environ.get("CXR_REVIEW_DIR", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cxr"
+    """``$CXR_REVIEW_DIR`` when set, else ``~/.cxr`` (the install's state folder)."""
+    return state_dir()
 
 
 def default_review_db() -> str:
@@ -346,7 +364,13 @@ class Adjudication:
 class ReviewStore:
     """Sessions, verdicts, their history and adjudications in one SQLite file (created on first use)."""
 
-    def __init__(self, folder: str | os.PathLike | None = None, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike | None = None,
+        *,
+        timeout_s: float = 30.0,
+        actor: Actor | None = None,
+    ) -> None:
         """``folder``: the folder of ``review.sqlite3``, or a PostgreSQL URL (``postgresql://…``);
         None: :func:`default_review_db`."""
         target = str(folder) if folder is not None else default_review_db()
@@ -373,6 +397,9 @@ class ReviewStore:
                 pragma_store="review",
             )
         self.path: Path | str = self.folder / DB_NAME if self.folder is not None else self._db.where
+        self.actor = actor if actor is not None else operator()
+        self.audit = AuditLog(self._connect)
+        self.users = UserStore(self._connect, self.audit)
         try:
             if self.folder is not None:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -382,6 +409,36 @@ class ReviewStore:
                 f"cannot open the review database {self.path} ({exc}); set CXR_REVIEW_DIR to a "
                 "writable folder, or CXR_REVIEW_DB to a reachable PostgreSQL database"
             ) from None
+
+    def pseudonymiser(self) -> Pseudonymiser:
+        """The install's pseudonymiser: its key beside this database unless ``$CXR_PSEUDONYM_KEY`` names one."""
+        return Pseudonymiser.for_install(key_path(self.folder))
+
+    def acting(self, actor: Actor) -> ReviewStore:
+        """This store acting for ``actor``: their role is checked and their name audited on every change."""
+        bound = copy.copy(self)
+        bound.actor = actor
+        return bound
+
+    def _acting_as(self, action: str, name: object, what: str) -> str:
+        """The reader name ``what`` is saved under, once the actor's role allows ``action``: a
+        signed-in user's own name (another is refused), else ``name`` as given (a local install's
+        single user, the command line's operator)."""
+        self.actor.require(action)
+        return clean_reader(self.actor.as_self(str(name or ""), what))
+
+    def _audit(
+        self, conn: Connection, action: str, session_id: int, film: str = "", **detail
+    ) -> None:
+        """One audit event inside the change's own transaction: both land, or neither."""
+        audit_log.write_entry(
+            conn,
+            self.actor,
+            action,
+            film=film,
+            target=f"review session {session_id}",
+            detail=detail,
+        )
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
@@ -398,6 +455,8 @@ class ReviewStore:
             self._from_v0(conn)
         conn.executescript(_TABLES)
         self._to_v3(conn)
+        conn.executescript(_AUTH_TABLES)
+        conn.append_only("audit_log")
         if "verdicts" in tables:
             logger.info(
                 "migrated review database %s from schema %d to %d",
@@ -462,6 +521,7 @@ class ReviewStore:
         classes: Sequence[str] = (),
     ) -> ReviewSession:
         """A new session; ``classes`` are the findings its readers call on every film (empty: all)."""
+        self.actor.require(roles.CREATE_SESSION)
         if not str(name).strip():
             raise ReviewStoreError(
                 "a review session needs a name (e.g. your initials and the date)"
@@ -484,6 +544,9 @@ class ReviewStore:
                 ),
             )
             session_id = int(cur.fetchone()[0])
+            self._audit(
+                conn, audit_log.SESSION_CREATED, session_id, name=str(name).strip(), mode=mode
+            )
         return self.session(session_id)
 
     def session(self, session_id: int) -> ReviewSession:
@@ -511,6 +574,8 @@ class ReviewStore:
         """
         if int(position) < 0:
             raise ReviewStoreError(f"review position must be 0 or more, not {position}")
+        if reviewer is not None:
+            reviewer = self.actor.as_self(reviewer, "a reading position")
         with self._connect() as conn:
             exists = conn.execute(
                 "SELECT 1 FROM sessions WHERE id = ?", (int(session_id),)
@@ -541,6 +606,7 @@ class ReviewStore:
 
     def update_filters(self, session_id: int, filters: Mapping, position: int = 0) -> None:
         """Store a session's filters (readers' own positions are kept, by image)."""
+        self.actor.require(roles.CREATE_SESSION)
         if int(position) < 0:
             raise ReviewStoreError(f"review position must be 0 or more, not {position}")
         with self._connect() as conn:
@@ -548,6 +614,8 @@ class ReviewStore:
                 "UPDATE sessions SET filters = ?, position = ? WHERE id = ?",
                 (json.dumps(dict(filters), sort_keys=True), int(position), int(session_id)),
             )
+            if cur.rowcount:
+                self._audit(conn, audit_log.SESSION_CHANGED, int(session_id), filters=dict(filters))
         if cur.rowcount == 0:
             raise ReviewStoreError(f"review session {session_id} does not exist in {self.path}")
 
@@ -585,7 +653,7 @@ class ReviewStore:
         Each saved call replaces the reader's draft of that finding (:meth:`save_draft`), which is
         discarded in the same transaction, so a call is never both a draft and a verdict.
         """
-        reviewer = clean_reader(reviewer)
+        reviewer = self._acting_as(roles.CALL, reviewer, "a call")
         if not str(image_id):
             raise ReviewStoreError("a verdict needs both an image id and a class name")
         when = _now()
@@ -601,6 +669,16 @@ class ReviewStore:
                     conn.execute(_UPSERT_VERDICT, values)
                     conn.execute(_INSERT_HISTORY, values)
                     conn.execute(_DELETE_DRAFT, values[:4])
+                    self._audit(
+                        conn,
+                        audit_log.CALL_SAVED,
+                        values[0],
+                        values[1],
+                        reader=reviewer,
+                        finding_of=values[2],
+                        call=values[4],
+                        verdict=values[5],
+                    )
         except self._db.integrity_error:
             raise ReviewStoreError(
                 f"review session {session_id} does not exist in {self.path}"
@@ -701,7 +779,7 @@ class ReviewStore:
         A draft belongs to its reader: :meth:`drafts` only returns a reader's own, and nothing that
         counts verdicts (agreement, export, corrected labels, progress) reads this table.
         """
-        reviewer = clean_reader(reviewer)
+        reviewer = self._acting_as(roles.CALL, reviewer, "a draft")
         if not str(image_id):
             raise ReviewStoreError("a verdict needs both an image id and a class name")
         finding, _, *rest = _checked(call, False)
@@ -726,7 +804,7 @@ class ReviewStore:
     def drafts(self, session_id: int, reviewer: str, image_id: str | None = None) -> list[Draft]:
         """``reviewer``'s drafts in a session (on one film when ``image_id`` is given); never another reader's."""
         query = "SELECT * FROM drafts WHERE session_id = ? AND reviewer = ?"
-        args: tuple = (int(session_id), " ".join(str(reviewer).split()))
+        args: tuple = (int(session_id), self.actor.as_self(reviewer, "a draft"))
         if image_id is not None:
             query, args = query + " AND image_id = ?", (*args, str(image_id))
         with self._connect() as conn:
@@ -735,11 +813,9 @@ class ReviewStore:
 
     def discard_draft(self, session_id: int, image_id: str, class_name: str, reviewer: str) -> None:
         """Forget ``reviewer``'s draft of one finding (e.g. changed back to what they had saved)."""
+        reviewer = self.actor.as_self(reviewer, "a draft")
         with self._connect() as conn:
-            conn.execute(
-                _DELETE_DRAFT,
-                (int(session_id), str(image_id), str(class_name), " ".join(str(reviewer).split())),
-            )
+            conn.execute(_DELETE_DRAFT, (int(session_id), str(image_id), str(class_name), reviewer))
 
     # -- blinding ---------------------------------------------------------------------------
     def reveal(self, session_id: int, reader: str) -> str:
@@ -748,7 +824,7 @@ class ReviewStore:
 
         From then on :meth:`record` refuses their calls on findings they had not called yet.
         """
-        reader = clean_reader(reader)
+        reader = self._acting_as(roles.REVEAL, reader, "a reveal")
         with self._connect() as conn:
             conn.lock_writes()  # no call of this reader is half-way between its check and save
             row = conn.execute(
@@ -761,11 +837,13 @@ class ReviewStore:
                     f"review session {session_id} is unblinded: its labels and model output "
                     "are already shown, there is nothing to reveal"
                 )
-            conn.execute(
+            added = conn.execute(
                 "INSERT INTO reveals (session_id, reader, time) VALUES (?, ?, ?) "
                 "ON CONFLICT (session_id, reader) DO NOTHING",
                 (int(session_id), reader, _now()),
-            )
+            ).rowcount
+            if added:
+                self._audit(conn, audit_log.REVEAL, int(session_id), reader=reader)
             return conn.execute(
                 "SELECT time FROM reveals WHERE session_id = ? AND reader = ?",
                 (int(session_id), reader),
@@ -791,7 +869,7 @@ class ReviewStore:
         note: str = "",
     ) -> Adjudication:
         """Record the final label (1 present, 0 absent) of one finding; earlier entries stay in the table."""
-        adjudicator = clean_reader(adjudicator)
+        adjudicator = self._acting_as(roles.ADJUDICATE, adjudicator, "an adjudication")
         if label not in (0, 1) or isinstance(label, bool):
             raise ReviewStoreError(
                 f"an adjudicated label is 1 (present) or 0 (absent), not {label!r}"
@@ -819,6 +897,14 @@ class ReviewStore:
                         entry.note,
                         entry.updated,
                     ),
+                )
+                self._audit(
+                    conn,
+                    audit_log.ADJUDICATE,
+                    entry.session_id,
+                    entry.image_id,
+                    finding_of=entry.class_name,
+                    label=entry.label,
                 )
         except self._db.integrity_error:
             raise ReviewStoreError(
@@ -864,7 +950,11 @@ class ReviewStore:
         return [{k: r[k] for k in EXPORT_COLUMNS} for r in rows]
 
     def export_csv(self, path: str | os.PathLike, session_id: int | None = None) -> int:
-        """Write verdicts to a CSV file (formula-safe); returns the number of rows written."""
+        """Write verdicts to a CSV file (formula-safe, identifiable: for those whose role may export
+        and see patient identifiers; pseudonymised exports go through
+        :func:`cxr_core.evaluation.review.export_session`); returns the number of rows written."""
+        self.actor.require(roles.EXPORT)
+        self.actor.require(roles.VIEW_PATIENT_DATA)
         rows = self.export_rows(session_id)
         write_records_csv(path, rows, EXPORT_COLUMNS)
         return len(rows)

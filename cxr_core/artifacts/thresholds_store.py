@@ -17,6 +17,11 @@ wants specificity). Reviewers tune these in the dashboard and save them under a 
 Making a set the default is an explicit act recorded in ``activations.jsonl`` (one JSON
 object a line: ``when``, ``by``, ``from``, ``to``); the log is only ever appended to.
 
+Who may: saving a set needs the ``reader`` role and making one the default ``admin``
+(:mod:`cxr_core.access.roles`), checked here for the store's actor (:meth:`ThresholdStore.acting`;
+without one, the process's operator). Given the review database's audit log, both are also
+written there (who, when, which checkpoint and set).
+
 Writes go through a temporary file, ``fsync`` and ``os.replace`` so a crash or a second
 browser tab never leaves a half-written set, and overwriting a name first moves the previous
 file into ``history/`` so no set is ever lost. Without any saved set, the thresholds stored in
@@ -36,6 +41,7 @@ lists files). Each reader's own choice of set stays a file next to the checkpoin
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -56,6 +62,10 @@ except (
 ):  # pragma: no cover - Windows keeps atomic writes, without the cross-process lock
     fcntl = None
 
+from cxr_core.access import roles
+from cxr_core.access.roles import Actor, operator
+from cxr_core.artifacts import audit_log
+from cxr_core.artifacts.audit_log import AuditLog
 from cxr_core.artifacts.database import is_database_url
 from cxr_core.artifacts.run_dir import RunDir
 from cxr_core.artifacts.thresholds_tables import ThresholdTables
@@ -192,6 +202,20 @@ class ThresholdStore:
             method="model card",
             notes="chosen on the validation split at training time",
         )
+        self.actor: Actor = operator()
+        self.audit: AuditLog | None = None
+
+    def acting(self, actor: Actor, audit: AuditLog | None = None) -> ThresholdStore:
+        """This store acting for ``actor`` (role checked on every change), auditing to ``audit``."""
+        bound = copy.copy(self)
+        bound.actor, bound.audit = actor, audit
+        return bound
+
+    def _audit(self, action: str, name: str, detail: Mapping[str, object]) -> None:
+        if self.audit is not None:
+            self.audit.record(
+                self.actor, action, target=f"{self.checkpoint_dir.name}/{name}", detail=detail
+            )
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{validate_name(name)}.json"
@@ -255,6 +279,7 @@ class ThresholdStore:
         extra: Mapping | None = None,
     ) -> ThresholdSet:
         """Save a set; an existing set of that name is first moved to ``history/``."""
+        self.actor.require(roles.SAVE_THRESHOLDS)
         clean_name = validate_name(name)
         values = validate_thresholds(thresholds, self.classes)
         missing = [c for c in self.classes if c not in values]
@@ -265,12 +290,13 @@ class ThresholdStore:
         new = ThresholdSet(clean_name, values, method, notes, _now(), dict(extra or {}))
         if self._tables is not None:
             self._tables.write(clean_name, new.to_dict())
-            return new
-        path = self._path(clean_name)
-        with self._locked():
-            if path.is_file():
-                self._keep_previous(path)
-            write_text_atomically(path, json.dumps(new.to_dict(), indent=2))
+        else:
+            path = self._path(clean_name)
+            with self._locked():
+                if path.is_file():
+                    self._keep_previous(path)
+                write_text_atomically(path, json.dumps(new.to_dict(), indent=2))
+        self._audit(audit_log.THRESHOLDS_SAVED, clean_name, {"method": method})
         return new
 
     @contextmanager
@@ -326,14 +352,26 @@ class ThresholdStore:
         return self.load(self.active_name())
 
     def set_active(self, name: str, *, by: str = "") -> dict:
-        """Make ``name`` the model's default set and append who did it to the audit log; returns the entry."""
+        """Make ``name`` the model's default set and append who did it to the audit log; returns the entry.
+
+        ``by`` is who did it: a signed-in actor's own name (asking for another is refused), else
+        ``by`` as given, or the actor's name.
+        """
+        self.actor.require(roles.SET_DEFAULT_THRESHOLDS)
+        by = self.actor.as_self(by, "a change of the default threshold set") or self.actor.name
         if name != CARD_SET and name not in self.names():
             raise ThresholdSetError(
                 f"cannot activate '{name}': no such threshold set in "
                 f"{self._tables.where if self._tables is not None else self.folder}"
             )
         if self._tables is not None:
-            return self._tables.activate(name, " ".join(str(by).split()), CARD_SET)
+            entry = self._tables.activate(name, " ".join(str(by).split()), CARD_SET)
+        else:
+            entry = self._activate_file(name, by)
+        self._audit(audit_log.THRESHOLDS_DEFAULT, name, {"from": entry["from"], "to": name})
+        return entry
+
+    def _activate_file(self, name: str, by: str) -> dict:
         with self._locked():
             entry = {
                 "when": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),

@@ -74,6 +74,33 @@ def bootstrap_settings(args: argparse.Namespace, card: ModelCard) -> tuple[int, 
     return n_boot, seed
 
 
+def add_actor_options(parser: argparse.ArgumentParser) -> None:
+    """--db / --as: which review database, and whose role the command runs with."""
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="the review database: a folder holding review.sqlite3, or a PostgreSQL URL "
+        "(postgresql://user@host:5432/db); default: $CXR_REVIEW_DB, else $CXR_REVIEW_DIR, "
+        "else ~/.cxr",
+    )
+    parser.add_argument(
+        "--as",
+        dest="as_user",
+        default=None,
+        metavar="USER",
+        help="run with USER's role (as listed by `cxr users list`) and see what they would; "
+        "default: you, the operator, as admin",
+    )
+
+
+def acting_store(args: argparse.Namespace):
+    """The review database of ``--db`` acting for ``--as USER``, else for the operator (an admin)."""
+    from cxr_core.artifacts.review_store import ReviewStore
+
+    store = ReviewStore(args.db)
+    return store.acting(store.users.named(args.as_user)) if args.as_user else store
+
+
 def parse_adapter_options(items: list[str]) -> dict:
     """``["labels=physician", "pediatric=false"]`` -> {"labels": "physician", "pediatric": False}."""
     out: dict = {}

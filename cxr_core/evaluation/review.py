@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cxr_core.access import roles
+from cxr_core.artifacts import audit_log
 from cxr_core.artifacts.catalog import EvalRun, load_eval_run, read_entry, review_cases
 from cxr_core.artifacts.review_store import (
     EXPORT_COLUMNS,
@@ -39,7 +41,7 @@ from cxr_core.artifacts.review_store import (
     ReviewStore,
     Verdict,
 )
-from cxr_core.errors import CheckpointError, ReviewStoreError
+from cxr_core.errors import AccessDeniedError, CheckpointError, ReviewStoreError
 from cxr_core.evaluation.saved_runs import run_groups
 from cxr_core.metrics import MIN_POSITIVES
 from cxr_core.metrics.agreement import MIN_FILMS, NO_VARIATION, TOO_FEW, agreement_table
@@ -617,18 +619,71 @@ def session_frame(store: ReviewStore, data: SessionData) -> pd.DataFrame:
     )
 
 
-def export_session(store: ReviewStore, session_id: int | None, path) -> int:
-    """Write one formula-safe CSV row per reader verdict (all sessions when ``session_id`` is None)."""
+def require_open(store: ReviewStore, data: SessionData) -> None:
+    """Refuse a session's whole-session views (agreement, export) to an identified user it is still
+    closed to, as the Review page would (:class:`Blinding`); the command line's operator is not one
+    of its readers and sees them."""
+    actor = store.actor
+    if not actor.identified:
+        return
+    sid = data.session.id
+    blinding = reader_blinding(
+        data.session.mode,
+        data.cases(),
+        store.verdicts(sid, reviewer=actor.name),
+        actor.name,
+        store.revealed_at(sid, actor.name),
+    )
+    if blinding.closed:
+        raise AccessDeniedError(
+            f"review session {sid} is blinded and {actor.name} has {blinding.left} of {blinding.films} "
+            "film(s) still to call: its labels, model output and other readers' calls stay closed "
+            "to them until they have called every film or revealed the session"
+        )
+
+
+def release_export(
+    store: ReviewStore, rows: Sequence[Mapping], *, what: str, identifiable: bool = False
+) -> list[dict]:
+    """Export rows as they may leave the server: allowed by the acting user's role, film and patient
+    identifiers pseudonymised unless ``identifiable`` (which needs the right to see them), audited."""
+    store.actor.require(roles.EXPORT)
+    if identifiable:
+        store.actor.require(roles.VIEW_PATIENT_DATA)
+    out = [dict(r) for r in rows] if identifiable else store.pseudonymiser().records(rows)
+    store.audit.record(
+        store.actor,
+        audit_log.EXPORT,
+        target=what,
+        detail={"rows": len(out), "pseudonymised": not identifiable},
+    )
+    return out
+
+
+def export_session(
+    store: ReviewStore, session_id: int | None, path, *, identifiable: bool = False
+) -> int:
+    """Write one formula-safe CSV row per reader verdict (all sessions when ``session_id`` is None),
+    films pseudonymised unless ``identifiable`` (see :func:`release_export`)."""
+    store.actor.require(roles.EXPORT)
     ids = [session_id] if session_id is not None else sorted(s.id for s in store.sessions())
     frames = []
     for sid in ids:
         try:
-            frames.append(session_frame(store, load_session(store, sid)))
+            data = load_session(store, sid)
         except CheckpointError as exc:  # the run is gone: export what the database alone knows
             if session_id is not None:
                 raise
+            if store.actor.identified and store.session(sid).mode != "unblinded":
+                logger.warning(
+                    "session %s: %s; left out (its blinding cannot be checked)", sid, exc
+                )
+                continue
             logger.warning("session %s: %s; exported without probabilities and outcomes", sid, exc)
             frames.append(pd.DataFrame(store.export_rows(sid), columns=list(EXPORT_COLUMNS)))
+            continue
+        require_open(store, data)
+        frames.append(session_frame(store, data))
     frame = (
         pd.concat(frames, ignore_index=True)
         if frames
@@ -636,6 +691,8 @@ def export_session(store: ReviewStore, session_id: int | None, path) -> int:
     )
     frame = frame.reindex(columns=list(SESSION_EXPORT_COLUMNS))
     rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    what = f"review session {session_id}" if session_id is not None else "every review session"
+    rows = release_export(store, rows, what=what, identifiable=identifiable)
     write_records_csv(path, rows, SESSION_EXPORT_COLUMNS)
     return len(rows)
 
@@ -666,6 +723,8 @@ __all__ = [
     "corrected_metrics",
     "disagreements",
     "export_session",
+    "release_export",
+    "require_open",
     "film_cases",
     "load_session",
     "majority_call",

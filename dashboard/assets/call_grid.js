@@ -69,6 +69,7 @@ function call(index, finding, advance) {
 }
 
 function restAbsent() {
+  if (!grid || grid.data.readonly) return; // like edit(): a read-only grid takes no calls
   for (const row of grid.data.rows) {
     if (!row.frozen && !value(row, "finding")) {
       local.edits[row.name] = { ...(local.edits[row.name] || {}), finding: "absent" };
@@ -338,6 +339,7 @@ function paintRows() {
     where.classList.toggle("unsaved-mark", Boolean(row.mark_unsaved));
     where.classList.toggle("armed", data.armed === row.name);
     where.setAttribute("aria-pressed", String(data.armed === row.name));
+    where.disabled = Boolean(data.readonly); // a reader who may not call may not mark either
   });
 }
 

@@ -15,6 +15,7 @@ import threading
 
 import pytest
 
+from cxr_core.access.roles import Actor
 from cxr_core.artifacts.review_store import (
     EXPORT_COLUMNS,
     LEGACY_READER,
@@ -23,6 +24,7 @@ from cxr_core.artifacts.review_store import (
     ReviewStore,
     ReviewStoreError,
 )
+from cxr_core.errors import AccessDeniedError
 from tests.review_fixtures import (
     V2_ROWS,
     V2_SCHEMA,
@@ -30,6 +32,8 @@ from tests.review_fixtures import (
     V3_SCHEMA,
     V4_ROWS,
     V4_SCHEMA,
+    V5_ROWS,
+    V5_SCHEMA,
     old_database,
 )
 
@@ -298,7 +302,7 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
     folder = tmp_path / "old"
     old_database(folder)
     store = ReviewStore(folder)
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     first = store.session(1)
     assert (first.name, first.position, first.mode, first.classes) == (
         "AB 2024-05-01",
@@ -356,7 +360,7 @@ def test_old_database_migrates_in_place_with_no_verdict_lost(tmp_path):
             1, "00000002_000.png", "Edema", "model_wrong", reviewer=" Unnamed (before  readers) "
         )
     again = ReviewStore(folder)  # opening a migrated file again changes nothing
-    assert len(again.verdicts()) == 4 and again.schema_version() == 5
+    assert len(again.verdicts()) == 4 and again.schema_version() == SCHEMA_VERSION
 
 
 def test_migration_by_two_processes_at_once_loses_nothing(tmp_path):
@@ -377,7 +381,7 @@ def test_schema_2_database_migrates_to_boxes_and_names_its_unnamed_verdicts(tmp_
     folder = tmp_path / "v2"
     old_database(folder, V2_ROWS, V2_SCHEMA)
     store = ReviewStore(folder)
-    assert store.schema_version() == 5
+    assert store.schema_version() == SCHEMA_VERSION
     by_reader = {v.reviewer: v for v in store.verdicts(1)}
     assert set(by_reader) == {LEGACY_READER, "CD"}
     assert (by_reader[LEGACY_READER].verdict, by_reader[LEGACY_READER].updated) == (
@@ -456,7 +460,7 @@ def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
     }
     assert len(before["verdicts"]) == 5 and len(before["verdict_history"]) == 6
     store = ReviewStore(folder)
-    assert store.schema_version() == 5
+    assert store.schema_version() == SCHEMA_VERSION
     assert {t: _rows(path, t) for t in before} == before
     assert _rows(path, "reveals") == []
     ab = {v.class_name: v for v in store.verdicts(1, reviewer="AB")}
@@ -477,7 +481,7 @@ def test_schema_3_database_migrates_to_reveals_keeping_every_row(tmp_path):
     store.reveal(1, "AB")
     with pytest.raises(ReviewStoreError, match="would not be blinded"):
         store.record(1, "b.png", "Mass", reviewer="AB", finding="absent")
-    assert ReviewStore(folder).schema_version() == 5 and len(store.verdicts()) == 6
+    assert ReviewStore(folder).schema_version() == SCHEMA_VERSION and len(store.verdicts()) == 6
 
 
 def test_reveal_is_recorded_per_reader_and_persists(store, tmp_path):
@@ -536,7 +540,8 @@ def test_unblinded_sessions_have_nothing_to_reveal(store):
 
 
 def test_schema_4_database_migrates_to_drafts_keeping_every_row(tmp_path):
-    """A file written by schema 4: every row of every table is there, unchanged, and drafts start empty."""
+    """A file written by schema 4: every row of every table is there, unchanged, and drafts, users
+    and the audit log start empty."""
     folder = tmp_path / "v4"
     path = old_database(folder, V4_ROWS, V4_SCHEMA)
     tables = (
@@ -550,9 +555,9 @@ def test_schema_4_database_migrates_to_drafts_keeping_every_row(tmp_path):
     before = {t: _rows(path, t) for t in tables}
     assert [len(before[t]) for t in tables] == [1, 3, 4, 2, 1, 1]
     store = ReviewStore(folder)
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert {t: _rows(path, t) for t in tables} == before
-    assert _rows(path, "drafts") == []
+    assert _rows(path, "drafts") == _rows(path, "users") == _rows(path, "audit_log") == []
     assert store.revealed_at(1, "CD") == "2027-02-01T09:30:00.000+00:00"
     assert [v.finding for v in store.history(1, "a.png", "Edema", "AB")] == ["unsure", "present"]
     # the migrated session takes drafts; saving turns them into verdicts next to the old ones
@@ -562,7 +567,7 @@ def test_schema_4_database_migrates_to_drafts_keeping_every_row(tmp_path):
     ]
     store.save_film(1, "b.png", "AB", [Call("Edema", finding="present", verdict="agree")])
     assert store.drafts(1, "AB") == [] and len(store.verdicts(1)) == 4
-    assert ReviewStore(folder).schema_version() == 5
+    assert ReviewStore(folder).schema_version() == SCHEMA_VERSION
 
 
 def test_drafts_are_private_to_their_reader_and_never_verdicts(store, tmp_path):
@@ -642,6 +647,36 @@ def test_saving_a_film_is_all_or_nothing(store):
     with pytest.raises(ReviewStoreError, match="not one of"):  # checked before anything is written
         store.save_film(s.id, "a.png", "AB", [Call("Edema", finding="absent"), Call("Mass", "x")])
     assert len(store.history(s.id)) == 1
+
+
+def test_schema_5_database_migrates_to_users_and_audit_keeping_every_row(tmp_path):
+    """A file written by schema 5 (drafts, no users): every row stays, users and the audit log are
+    added empty, the audit log refuses changes, and the migrated store checks roles at once."""
+    folder = tmp_path / "v5"
+    path = old_database(folder, V5_ROWS, V5_SCHEMA)
+    tables = ("sessions", "verdicts", "verdict_history", "reader_positions", "adjudications")
+    before = {t: _rows(path, t) for t in (*tables, "reveals", "drafts")}
+    assert len(before["drafts"]) == 2
+    store = ReviewStore(folder)
+    assert store.schema_version() == SCHEMA_VERSION == 6
+    assert {t: _rows(path, t) for t in (*tables, "reveals", "drafts")} == before
+    assert _rows(path, "users") == _rows(path, "audit_log") == []
+    assert [d.note for d in store.drafts(1, "CD")] == ["look again"]
+    admin = Actor("root", "admin", "password")
+    store.users.add(admin, "cd", "reader")
+    cd = store.acting(store.users.actor_for("cd", "password"))
+    with pytest.raises(AccessDeniedError, match="not as AB"):
+        cd.drafts(1, "AB")
+    with pytest.raises(AccessDeniedError, match="needs the role adjudicator"):
+        cd.adjudicate(1, "a.png", "Edema", 0, "cd")
+    conn = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM audit_log")
+    finally:
+        conn.close()
+    assert [e.action for e in store.audit.entries()] == ["user_added"]
+    assert ReviewStore(folder).schema_version() == 6
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -188,6 +188,7 @@ def test_review_export_and_agreement_with_a_hostile_reader(world, tmp_path):
                 str(session.id),
                 "--out",
                 str(exported),
+                "--identifiable",  # the hostile file names themselves must come out inert
             ]
         )
         == 0

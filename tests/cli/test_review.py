@@ -204,7 +204,19 @@ def test_verdicts_from_before_readers_are_named_in_export_and_agreement(
         store.record(1, image_id, cls, reviewer="CD", finding="present" if i % 2 else "absent")
     out = tmp_path / "out.csv"
     assert (
-        main(["review", "export", "--db", str(store.folder), "--session", "1", "--out", str(out)])
+        main(
+            [
+                "review",
+                "export",
+                "--db",
+                str(store.folder),
+                "--session",
+                "1",
+                "--out",
+                str(out),
+                "--identifiable",
+            ]
+        )
         == 0
     )
     with out.open(newline="", encoding="utf-8") as handle:

@@ -22,6 +22,7 @@ def _rows(path) -> list[dict]:
 
 
 def test_postgres_export_by_url_and_environment_equals_sqlite(postgres_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_PSEUDONYM_KEY", str(tmp_path / "pseudonym.key"))  # one install's key
     _fill(ReviewStore(postgres_db))
     _fill(ReviewStore(tmp_path / "sqlite"))
     by_url, by_env, local = tmp_path / "url.csv", tmp_path / "env.csv", tmp_path / "local.csv"

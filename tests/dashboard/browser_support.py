@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,15 +74,30 @@ class Server:
 
 
 @contextmanager
-def serve(root: Path, log_name: str) -> Iterator[Server]:
-    """A freshly started ``streamlit run`` on a free port, with the repository's own config."""
-    port = free_port()
+def serve(
+    root: Path,
+    log_name: str,
+    *,
+    port: int | None = None,
+    address: str = "127.0.0.1",
+    host: str = "127.0.0.1",
+    extra_args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """A freshly started ``streamlit run`` on a free port, with the repository's own config.
+
+    Without sign-in settings in ``extra_env`` (``CXR_AUTH_CONFIG``) the app is a single-user local
+    install. ``address`` is what the server binds to, ``host`` what the browser opens (``localhost``
+    for sign-in through an identity provider, whose redirect address must match).
+    """
+    port = port or free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "CXR_AUTH_CONFIG"},
         "CXR_CHECKPOINT_DIRS": str(root / "checkpoints"),
         "CXR_REVIEW_DIR": str(root / "review"),
         "CXR_DATA_ROOT": str(root / "data"),
         "OMP_NUM_THREADS": "1",
+        **(extra_env or {}),
     }
     log = root / log_name
     handle = log.open("w")
@@ -98,9 +113,10 @@ def serve(root: Path, log_name: str) -> Iterator[Server]:
             "--server.port",
             str(port),
             "--server.address",
-            "127.0.0.1",
+            address,
             "--browser.gatherUsageStats",
             "false",
+            *extra_args,
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -108,9 +124,8 @@ def serve(root: Path, log_name: str) -> Iterator[Server]:
         stderr=subprocess.STDOUT,
     )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(f"{url}/_stcore/health", proc)
-        yield Server(url, log, root / "review", proc.pid)
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
+        yield Server(f"http://{host}:{port}", log, root / "review", proc.pid)
     finally:
         proc.terminate()
         try:

@@ -29,7 +29,9 @@ from tests.checkpoint_fixtures import build_catalog
 from tests.dashboard.browser_support import (
     CHROMIUM,
     WAIT_MS,
+    act,
     choose,
+    new_page,
     screenshot_folder,
     serve,
     settle,
@@ -345,8 +347,7 @@ def test_predict_at_1024_keeps_viewer_and_warnings_on_screen_and_in_the_csv(
     server, browser, films, screenshots
 ) -> None:
     url, _ = server
-    context = browser.new_context(viewport={"width": 1024, "height": 768}, accept_downloads=True)
-    page = context.new_page()
+    page = new_page(browser, 1024, 768, accept_downloads=True)
     try:
         _upload(page, url, films)
         viewer = _viewer(page).bounding_box()
@@ -361,15 +362,24 @@ def test_predict_at_1024_keeps_viewer_and_warnings_on_screen_and_in_the_csv(
         cell = table.locator('[role="gridcell"]', has_text="Modality is CT").first
         cell.wait_for(state="attached", timeout=WAIT_MS)  # the accessible copy of the canvas grid
         page.screenshot(path=str(screenshots / "predict_1024_batch.png"), full_page=True)
-        with page.expect_download() as download:
-            page.get_by_role("button", name="Download all probabilities (CSV)").click()
-        with open(download.value.path(), newline="", encoding="utf-8") as handle:
-            rows = {r["image_id"]: r for r in csv.DictReader(handle)}
+        rows = _downloaded_rows(page)  # by default file names are pseudonymised
+        assert not {f.name for f in films} & set(rows) and len(rows) == len(films)
+        names = page.get_by_text("Keep file names in the download")
+        act(page, names.click)
+        rows = _downloaded_rows(page)
         head = rows["head.dcm"]  # refused: the reason, no probabilities
         assert head["outcome"] == "refused" and "Modality is CT" in head["reason"]
         assert FLAGGED not in rows[films[0].name]["findings"]
     finally:
-        context.close()
+        page.context.close()
+
+
+def _downloaded_rows(page) -> dict[str, dict[str, str]]:
+    """The Predict page's CSV, as {image id: row}."""
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download all probabilities (CSV)").click()
+    with open(download.value.path(), newline="", encoding="utf-8") as handle:
+        return {r["image_id"]: r for r in csv.DictReader(handle)}
 
 
 def _sidebar(page) -> str:

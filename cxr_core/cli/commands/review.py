@@ -1,18 +1,17 @@
-"""``cxr review``: export a review session's verdicts and show how far its readers agree."""
+"""``cxr review``: export a review session's verdicts and show how far its readers agree.
+
+Both run as the operator (an admin, not one of the session's readers: blinding does not apply)
+or, with ``--as USER``, with that user's role and blinding, as the Review page would show them:
+exporting needs the adjudicator role, and a blinded session stays closed to a user with films
+still to call. Exports replace film identifiers by this install's pseudonyms unless
+``--identifiable``.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # loaded by the handlers only: `cxr --help` and other commands stay light
-    from cxr_core.artifacts.review_store import ReviewStore
-
-
-DB_HELP = (
-    "the review database: a folder holding review.sqlite3, or a PostgreSQL URL "
-    "(postgresql://user@host:5432/db); default: $CXR_REVIEW_DB, else $CXR_REVIEW_DIR, else ~/.cxr"
-)
+from cxr_core.cli.options import acting_store, add_actor_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "outcome (TP/FP/FN/TN), the ground truth, the reader, the reading mode and the time. "
         "Cells a spreadsheet would run as formulas are prefixed with an apostrophe.",
     )
-    e.add_argument("--db", default=None, help=DB_HELP)
+    add_actor_options(e)
     e.add_argument("--session", type=int, default=None, help="session id (default: every session)")
     e.add_argument("--out", required=True, help="CSV file to write")
+    e.add_argument(
+        "--identifiable",
+        action="store_true",
+        help="keep film identifiers as they are (default: this install's pseudonyms; needs the "
+        "right to see patient identifiers)",
+    )
     e.set_defaults(handler=run_export)
     a = sub.add_parser(
         "agreement",
@@ -42,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'called by every rater compared there is no kappa, agreement or interval ("not enough '
         'films"); a kappa can also have no value because every call was the same.',
     )
-    a.add_argument("--db", default=None, help=DB_HELP)
+    add_actor_options(a)
     a.add_argument("--session", type=int, required=True, help="session id")
     a.add_argument(
         "--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals (0: none)"
@@ -52,29 +57,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.set_defaults(handler=run_agreement)
 
 
-def _store(folder: str | None) -> ReviewStore:
-    from cxr_core.artifacts.review_store import ReviewStore
-
-    return ReviewStore(folder)
-
-
 def run_export(args: argparse.Namespace) -> int:
     from cxr_core.evaluation.review import export_session
 
-    store = _store(args.db)
-    n = export_session(store, args.session, args.out)
-    print(f"wrote {n} verdict row(s) to {args.out}")
+    store = acting_store(args)
+    n = export_session(store, args.session, args.out, identifiable=args.identifiable)
+    how = "" if args.identifiable else " (films pseudonymised)"
+    print(f"wrote {n} verdict row(s) to {args.out}{how}")
     return 0
 
 
 def run_agreement(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from cxr_core.evaluation.review import agreement, kappa_text, load_session, session_frame
+    from cxr_core.evaluation.review import (
+        agreement,
+        kappa_text,
+        load_session,
+        require_open,
+        session_frame,
+    )
     from cxr_core.utils.csv_safe import write_frame_csv
 
-    store = _store(args.db)
+    store = acting_store(args)
     data = load_session(store, args.session)
+    require_open(store, data)
     table = agreement(session_frame(store, data), n_boot=args.bootstrap, seed=args.seed)
     if args.csv:
         write_frame_csv(table, args.csv)
