@@ -29,6 +29,7 @@ import argparse
 import csv
 import hashlib
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -166,9 +167,14 @@ def _ident(film: Path) -> str:
     return hashlib.sha1(film.read_bytes()).hexdigest()[:12]
 
 
+ANSWERED = re.compile(r"Abnormality score|Out of domain\.|Refused: not scored")
+"""What the findings panel shows once a film is read: its findings, or why its calls are withheld
+(an upscaled NIH film may fall outside the model's domain) or it was refused."""
+
+
 def _findings_shown(page, film: Path) -> None:
     page.get_by_role("heading", name=film.name, exact=True).wait_for(timeout=WAIT_MS)
-    page.get_by_text("Abnormality score").first.wait_for(timeout=WAIT_MS)
+    page.get_by_text(ANSWERED).first.wait_for(timeout=WAIT_MS)
 
 
 def _drawn(page, film: Path, what: str = "heat") -> None:
