@@ -36,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,18 +121,16 @@ def stage_costs(folder: Path, ckpt: Path, batch: int) -> dict[str, float]:
     arrays = []
     for image in images:
         arrays.append(predictor.cache_array(image))
-        predictor.gate.image_warnings(image, None)
+        predictor.gate.header_warnings(image.meta)
     tensors = [
         predictor.tensor_from_cache_arrays(arrays[i : i + batch])
         for i in range(0, len(arrays), batch)
     ]
     ms["preprocess"] = (time.perf_counter() - started) / len(paths) * 1000
     started = time.perf_counter()
-    probs = [predictor._score(t) for t in tensors]
+    probs = [predictor._score(t)[0] for t in tensors]  # (probabilities, chest, domain scores)
     ms["forward"] = (time.perf_counter() - started) / len(paths) * 1000
-    predictions = predictor.to_predictions(
-        torch.cat([torch.from_numpy(p) for p, _ in probs]).numpy(), paths, predictor.thresholds
-    )
+    predictions = predictor.to_predictions(np.concatenate(probs), paths, predictor.thresholds)
     started = time.perf_counter()
     rows = [
         file_row(FileResult(p, prediction=pred), multilabel=predictor.label_space.multilabel)
