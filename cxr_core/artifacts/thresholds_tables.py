@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import Any
 
-from cxr_core.artifacts.database import Database
+from cxr_core.artifacts.database import Connection, Database
 from cxr_core.errors import ThresholdSetError
 
 SCHEMA_VERSION = 2
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS threshold_readers (
 );
 CREATE INDEX IF NOT EXISTS threshold_set_history_key ON threshold_set_history (checkpoint, name)
 """
-_READER_FIELDS = {"set": "set_name", "seen": "seen"}
+_READER_FIELDS = ("set", "seen")
+"""What a reader's stored choice holds: the set they read with, how much of the log they have seen."""
 
 
 class ThresholdTables:
@@ -152,11 +154,15 @@ class ThresholdTables:
     def reader(self, reader: str) -> dict | None:
         """``{"set", "seen"}`` stored for ``reader`` (a key already cleaned), or None."""
         with self.db.connect() as conn:
-            row = conn.execute(
-                "SELECT set_name, seen FROM threshold_readers WHERE checkpoint = ? AND reader = ?",
-                (self.checkpoint, reader),
-            ).fetchone()
+            row = self._reader_row(conn, reader)
         return {"set": row[0], "seen": int(row[1])} if row is not None else None
+
+    def _reader_row(self, conn: Connection, reader: str) -> Any:
+        """``reader``'s (set_name, seen) row, readable by position on both engines, or None."""
+        return conn.execute(
+            "SELECT set_name, seen FROM threshold_readers WHERE checkpoint = ? AND reader = ?",
+            (self.checkpoint, reader),
+        ).fetchone()
 
     def update_reader(self, reader: str, changes: dict) -> dict:
         """Change ``reader``'s stored choice in one transaction (a reader seen for the first time
@@ -166,10 +172,7 @@ class ThresholdTables:
             raise ThresholdSetError(f"unknown reader-choice field(s): {', '.join(sorted(unknown))}")
         with self.db.connect() as conn:
             conn.lock_writes()
-            row = conn.execute(
-                "SELECT set_name, seen FROM threshold_readers WHERE checkpoint = ? AND reader = ?",
-                (self.checkpoint, reader),
-            ).fetchone()
+            row = self._reader_row(conn, reader)
             if row is None:
                 logged = conn.execute(
                     "SELECT COUNT(*) FROM threshold_activations WHERE checkpoint = ?",
