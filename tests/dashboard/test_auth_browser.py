@@ -25,6 +25,7 @@ from tests.dashboard.browser_support import (
     CHROMIUM,
     WAIT_MS,
     act,
+    choose,
     free_port,
     new_page,
     screenshot_folder,
@@ -119,11 +120,7 @@ def _open(page, title: str) -> None:
 
 def _make_default(page, set_name: str) -> None:
     _open(page, "Thresholds")
-    box = page.get_by_role("combobox", name="Set", exact=True)
-    box.focus()
-    box.press("ArrowDown")  # opens the list whether or not a click would have toggled it shut
-    page.get_by_role("option", name=set_name, exact=True).click()
-    settle(page)
+    choose(page, page.get_by_role("combobox", name="Set", exact=True), set_name)
     act(page, lambda: page.get_by_role("button", name="Make default for everyone").click())
 
 
