@@ -38,7 +38,7 @@ from cxr_core.evaluation.review import (
     verdict_frame,
     visible,
 )
-from cxr_core.inference.explain import METHODS, overlay
+from cxr_core.inference.explain import METHODS
 from cxr_core.metrics import MIN_POSITIVES
 from cxr_core.metrics.agreement import MIN_FILMS
 from cxr_core.utils.csv_safe import records_csv_text
@@ -450,9 +450,7 @@ if view == "Adjudicate":
         path = _film_path(record, image_id, state.data_roots())
         if path is not None:
             with cxr_errors():
-                shown = review_media.display(
-                    review_media.image(state.prefetcher(), str(path)).pixels
-                )
+                shown = review_media.shown(state.prefetcher(), str(path))
                 drawn = [
                     charts.ShownMark(
                         r.reviewer,
@@ -660,19 +658,17 @@ with left:
                 )
                 zx = st.slider("Centre x (%)", 0, 100, 50, key="rev_zoom_x", disabled=factor == 1.0)
                 zy = st.slider("Centre y (%)", 0, 100, 50, key="rev_zoom_y", disabled=factor == 1.0)
-            image = review_media.image(prefetcher, str(path))
             predictor = model_key = None
             if method != "none" or (show_model and index + 1 < len(queue)):
                 predictor = state.predictor(entry)
                 model_key = f"{entry.model_path}:{entry.model_path.stat().st_mtime}"
-            if method == "none":
-                shown = review_media.display(image.pixels)
-            else:
-                heat = review_media.heatmap(
-                    prefetcher, predictor, model_key, str(path), heat_class, method
-                )
-                shown = viewer.resize_for_view(overlay(image.pixels, heat, opacity))
-            height, width = shown.shape[:2]
+            heat = (
+                None
+                if method == "none"
+                else review_media.HeatRequest(predictor, model_key, heat_class, method, opacity)
+            )
+            shown = review_media.shown(prefetcher, str(path), heat)
+            height, width = shown.shape
             drawn = [
                 charts.ShownMark(name, mark, colour, saved=saved)
                 for name, mark, colour, saved in review_read.drawn_marks(
@@ -718,11 +714,17 @@ with left:
                 )
                 if next_path is not None:
                     shown_next = visible(session.mode, queue[index + 1] in reviewed or revealed)[0]
+                    next_method = (
+                        st.session_state[METHOD_PREF]
+                        if shown_next and not entry.external
+                        else "none"
+                    )
                     review_media.prefetch(
                         prefetcher,
                         str(next_path),
-                        predictor,
-                        model_key or "",
-                        heat_class,
-                        st.session_state[METHOD_PREF] if shown_next else "none",
+                        None
+                        if predictor is None or next_method == "none"
+                        else review_media.HeatRequest(
+                            predictor, model_key, heat_class, next_method, opacity
+                        ),
                     )

@@ -13,7 +13,7 @@ from cxr_core.inference.findings import NORMAL_CLASSES, FindingsSummary
 from cxr_core.metrics.curve_bands import CurveBand
 from cxr_core.metrics.report_types import PrCurve, ReliabilityBins, RocCurve
 from dashboard.marks import Mark, grid
-from dashboard.viewer import png_data_uri
+from dashboard.viewer import ViewImage
 
 POSITIVE = "#c0392b"
 BORDERLINE = "#e67e22"
@@ -110,7 +110,7 @@ class ShownMark:
 
 
 def film_figure(
-    image: np.ndarray,
+    image: ViewImage,
     marks: Sequence[ShownMark] = (),
     *,
     window: tuple[float, float, float, float] | None = None,
@@ -118,7 +118,7 @@ def film_figure(
     drag: str = "pan",
     height: int = 600,
 ) -> go.Figure:
-    """The Review page's film viewer: the image (uint8 gray or RGB, e.g. with a heatmap blended in) and marks.
+    """The Review page's film viewer: the image (the film, or the film with a heatmap blended in) and marks.
 
     ``selectable`` lays the invisible click grid of :mod:`dashboard.marks` over the film (trace
     ``GRID_TRACE``), so a click or a box drag becomes a selection the page turns into a mark;
@@ -126,8 +126,8 @@ def film_figure(
     Plotly's drag mode ("pan", or "select" to drag a box). ``window`` = (x0, x1, y0, y1) pixels
     shown (a zoom); default the whole film.
     """
-    height_px, width_px = image.shape[:2]
-    fig = go.Figure(go.Image(source=png_data_uri(image), hoverinfo="skip"))
+    height_px, width_px = image.shape
+    fig = go.Figure(go.Image(source=image.uri, hoverinfo="skip"))
     if selectable:
         xs, ys = grid(width_px, height_px)
         fig.add_trace(

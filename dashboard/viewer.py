@@ -129,6 +129,25 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@dataclass(frozen=True)
+class ViewImage:
+    """A display image encoded once: a 2,048 px film costs ~0.1 s to encode as PNG, so the Review
+    page's reruns (and the next film's prefetch) reuse the encoding instead of repeating it."""
+
+    height: int
+    width: int
+    uri: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> ViewImage:
+        """``image``: uint8 gray or RGB, already at view size (:func:`resize_for_view`)."""
+        return cls(int(image.shape[0]), int(image.shape[1]), png_data_uri(image))
+
+
 CONTENT_WIDTH = 1000
 """Width of the page's main column at 1440 px with the sidebar open (the design viewport)."""
 MAX_VIEW_HEIGHT = 760

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.io as pio
 import pytest
 
-from dashboard import charts, views
+from dashboard import charts, viewer, views
 from dashboard.marks import (
     GRID,
     GRID_TRACE,
@@ -95,7 +95,7 @@ def test_zoom_window_stays_inside_the_image():
 
 
 def test_film_figure_grid_marks_and_window():
-    image = np.zeros((100, 200), np.uint8)
+    image = viewer.ViewImage.of(np.zeros((100, 200), np.uint8))
     shown = [
         charts.ShownMark("Edema", Mark(point=(0.25, 0.5)), "#fff"),
         charts.ShownMark("Mass", Mark(box=(0.1, 0.2, 0.3, 0.4)), "#0ff", saved=False),
