@@ -229,15 +229,16 @@ def calibrate_predictions(
     *,
     multilabel: bool,
 ) -> pd.DataFrame:
-    """A copy of an uncalibrated predictions frame with its ``prob:`` columns temperature-scaled.
+    """A copy of an uncalibrated predictions frame with its ``prob:`` columns temperature-scaled
+    (the frame itself when the card has no temperature: at a million rows a copy is 160 MB).
 
     Goes through :func:`cxr_core.models.tta.calibrate` on the float32 probabilities, the very
     operation the Predictor applies after its forward pass, so the calibrated ``predictions.csv``
     equals what a user gets for the same image.
     """
-    out = predictions.copy()
     if temperature is None:
-        return out
+        return predictions
+    out = predictions.copy()
     columns = [prob_column(c) for c in classes]
     raw = torch.from_numpy(np.array(out[columns].to_numpy(dtype=np.float32)))
     out[columns] = calibrate(raw, temperature, multilabel=multilabel).numpy().astype(np.float64)
@@ -514,7 +515,11 @@ def score_predictions(
     """
     classes = list(card.classes)
     labels, probs = split_arrays(predictions, classes)
-    raw = probs if uncalibrated is None else split_arrays(uncalibrated, classes)[1]
+    raw = (
+        probs
+        if uncalibrated is None or uncalibrated is predictions
+        else split_arrays(uncalibrated, classes)[1]
+    )
     groups = predictions["patient_id"].astype(str).to_numpy()
     task = card.label_space["task"]
     rule = operating_rule(

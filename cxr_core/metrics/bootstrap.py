@@ -169,18 +169,24 @@ def _class_rankings(labels: np.ndarray, scores: np.ndarray) -> list[_ClassRankin
     return out
 
 
-def _cumulative(weights: np.ndarray) -> np.ndarray:
-    """(k + 1, resamples) running totals over rows, starting at 0.
+def _cumulative(weights: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """(k + 1, resamples) running totals over rows (``weights[rows]`` when given), starting at 0,
+    in ``weights``' dtype.
 
     ``np.cumsum(axis=0)`` walks each resample's column with a large stride and is ~5x slower
     than adding whole rows (all resamples at once). Rows are summed in blocks of ~sqrt(k) so
-    that long inputs need only ~2 sqrt(k) numpy calls; short ones add row by row.
+    that long inputs need only ~2 sqrt(k) numpy calls; short ones add row by row. ``rows`` are
+    gathered straight into the result, without a (k x resamples) copy first.
     """
-    n_rows, n_cols = weights.shape
+    n_rows = weights.shape[0] if rows is None else len(rows)
+    n_cols = weights.shape[1]
     block = int(np.sqrt(n_rows)) if n_rows > 4096 else 1
     n_blocks = -(-n_rows // block)
-    out = np.zeros((1 + n_blocks * block, n_cols))
-    out[1 : n_rows + 1] = weights
+    out = np.zeros((1 + n_blocks * block, n_cols), dtype=weights.dtype)
+    if rows is None:
+        out[1 : n_rows + 1] = weights
+    else:
+        np.take(weights, rows, axis=0, out=out[1 : n_rows + 1], mode="clip")
     blocks = out[1:].reshape(n_blocks, block, n_cols)
     for j in range(1, block):
         blocks[:, j] += blocks[:, j - 1]
@@ -192,25 +198,38 @@ def _cumulative(weights: np.ndarray) -> np.ndarray:
 def _weighted_ranking(
     case_weights: np.ndarray, ranking: _ClassRanking, wanted: set[str]
 ) -> dict[str, np.ndarray]:
-    """AUROC/AP of one class for each resample; ``case_weights`` is (cases, resamples)."""
-    pos_w = case_weights[ranking.positives]
-    neg_cum = _cumulative(case_weights[ranking.negatives])
-    n_pos, n_neg = pos_w.sum(axis=0), neg_cum[-1]
+    """AUROC/AP of one class for each resample; ``case_weights`` is (cases, resamples).
+
+    Running totals over the negatives stay in ``case_weights``' dtype (exact whole numbers, see
+    :func:`_weight_dtype`); what is gathered at the positives is added and multiplied in float64.
+    """
+    pos_w = case_weights[ranking.positives].astype(np.float64)
+    neg_cum = _cumulative(case_weights, ranking.negatives)
+    n_pos, n_neg = pos_w.sum(axis=0), neg_cum[-1].astype(np.float64)
+    neg_below = neg_cum[ranking.neg_below].astype(np.float64)
     out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         if AUROC in wanted:
-            wins = (
-                np.sum(pos_w * (neg_cum[ranking.neg_below] + neg_cum[ranking.neg_upto]), axis=0) / 2
-            )
+            wins = np.sum(pos_w * (neg_below + neg_cum[ranking.neg_upto]), axis=0) / 2
             out[AUROC] = np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
         if AVERAGE_PRECISION in wanted:
             tp = n_pos - _cumulative(pos_w)[ranking.pos_below]
-            called = tp + (n_neg - neg_cum[ranking.neg_below])
+            called = tp + (n_neg - neg_below)
             precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
             out[AVERAGE_PRECISION] = np.where(
                 n_pos > 0, np.sum(pos_w * precision, axis=0) / n_pos, np.nan
             )
     return out
+
+
+def _weight_dtype(inverse: np.ndarray | None, n_units: int) -> type:
+    """float32 when every running total of a resample's case weights is a whole number below
+    2**24, so exact (half the memory of float64 at a million cases); float64 otherwise.
+
+    A resample draws ``n_units`` units, each weighing at most its unit's number of cases.
+    """
+    largest_unit = 1 if inverse is None else int(np.bincount(inverse).max())
+    return np.float32 if n_units * largest_unit < 2**24 else np.float64
 
 
 def _percentile_interval(
@@ -271,10 +290,11 @@ def _masked(values: np.ndarray, mask: np.ndarray | None) -> Iterator[np.ndarray]
 
 
 def _ranking_values(
-    weights: np.ndarray, inverse: np.ndarray | None, rankings: list, wanted: set[str]
+    weights: np.ndarray, inverse: np.ndarray | None, rankings: list, wanted: set[str], dtype: type
 ) -> dict[str, np.ndarray]:
     """(resamples, C) AUROC / AP of one chunk of resamples given as draw counts per unit."""
-    case_weights = np.ascontiguousarray((weights if inverse is None else weights[:, inverse]).T)
+    by_unit = np.ascontiguousarray(weights.T, dtype=dtype)  # (units, resamples)
+    case_weights = by_unit if inverse is None else by_unit[inverse]
     per_class = [_weighted_ranking(case_weights, ranking, wanted) for ranking in rankings]
     return {name: np.stack([values[name] for values in per_class], axis=1) for name in wanted}
 
@@ -336,6 +356,7 @@ def bootstrap_cis(
     if BRIER in statistics:
         squared_error, known = _brier_sums(labels, scores, inverse, n_units)
     rankings = _class_rankings(labels, scores) if wanted_ranking else []
+    weight_dtype = _weight_dtype(inverse, n_units)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
 
     bar = tqdm(total=int(n_boot), desc="bootstrap", unit="resample", disable=not progress)
@@ -357,7 +378,8 @@ def bootstrap_cis(
                 )
             )
         if wanted_ranking:
-            for name, values in _ranking_values(weights, inverse, rankings, wanted_ranking).items():
+            ranked = _ranking_values(weights, inverse, rankings, wanted_ranking, weight_dtype)
+            for name, values in ranked.items():
                 parts[name].append(values)
         bar.update(weights.shape[0])
     bar.close()

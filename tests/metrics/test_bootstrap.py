@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from sklearn.metrics import (
@@ -198,3 +200,33 @@ def test_brier_distribution_equals_sklearn_on_resampled_data():
         labels, probs, sklearn_per_class(brier_score_loss), groups=ids, n_boot=25, seed=2
     )
     np.testing.assert_allclose(fast.distribution, slow.distribution, atol=1e-12)
+
+
+def test_ranking_resamples_are_exact_in_float32_and_bounded_in_memory():
+    """Case weights and their running totals are whole numbers: float32 holds them exactly below
+    2**24, so AUROC/AP resamples equal the float64 ones bit for bit at half the memory."""
+    from cxr_core.metrics import bootstrap as bs
+
+    rng = np.random.default_rng(3)
+    n = 300_000
+    labels = (rng.random((n, 3)) < 0.1).astype(float)
+    labels[rng.random((n, 3)) < 0.02] = np.nan
+    scores = np.round(rng.random((n, 3)) * 0.5 + np.nan_to_num(labels) * 0.3, 3)
+    inverse, n_units = bs.group_index(rng.integers(0, n // 3, n).astype(str), n)
+    assert bs._weight_dtype(inverse, n_units) is np.float32
+    assert bs._weight_dtype(None, 2**24) is np.float64  # totals could pass 2**24
+    rankings = bs._class_rankings(labels, scores)
+    weights = next(bs._unit_draws(n_units, n, 1000, seed=0))
+    wanted = {bs.AUROC, bs.AVERAGE_PRECISION}
+    tracemalloc.start()
+    try:
+        single = bs._ranking_values(weights, inverse, rankings, wanted, np.float32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    double = bs._ranking_values(weights, inverse, rankings, wanted, np.float64)
+    for name in wanted:
+        np.testing.assert_array_equal(single[name], double[name])
+    # one chunk's (cases x resamples) weights and the negatives' running totals in float32, and
+    # float64 only at the positives: 3.4 float32 chunks (5.7 with float64 copies of each)
+    assert peak <= 4 * bs._CHUNK_ELEMENTS * 4
