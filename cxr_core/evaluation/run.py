@@ -87,6 +87,7 @@ from cxr_core.models.checkpoint import Checkpoint, load_checkpoint, save_checkpo
 from cxr_core.models.tta import calibrate
 from cxr_core.utils.atomic import write_text_atomically
 from cxr_core.utils.device import resolve_device
+from cxr_core.utils.memory import release_unused_memory
 
 logger = logging.getLogger(__name__)
 
@@ -834,6 +835,7 @@ def evaluate_checkpoint(
     mapping = class_mapping(ckpt.card, manifest)
     card = card_on_classes(ckpt.card, mapping)
     part = manifest.split(split)
+    release_unused_memory("reading the labels")
     chosen, source = resolve_operating_point(checkpoint_path, card, split, thresholds)
     groups = subgroup_values(part, subgroups or [])
     raw = predict_split_chunked(
@@ -851,6 +853,7 @@ def evaluate_checkpoint(
     )
     if raw is None:  # rank 0 scores
         return None
+    release_unused_memory("prediction")
     predictions = calibrate_predictions(
         raw, card.classes, card.temperature(), multilabel=card.get_label_space().multilabel
     )
