@@ -21,6 +21,7 @@ Outcomes:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import io
 import multiprocessing as mp
@@ -136,7 +137,11 @@ def dicom_dataset(
     attributes (Modality DX and ViewPosition PA by default)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    # a UID drawn from the content, not at random: a random UID's length varies, which shifts
+    # every byte after it and made the seeded mutants differ from run to run
+    meta.MediaStorageSOPInstanceUID = generate_uid(
+        entropy_srcs=[hashlib.sha256(arr.tobytes()).hexdigest(), photometric, str(bits), repr(tags)]
+    )
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -149,7 +154,7 @@ def dicom_dataset(
         **tags,
     }.items():
         setattr(ds, key, value)
-    ds.set_pixel_data(arr, photometric, bits)
+    ds.set_pixel_data(arr, photometric, bits, generate_instance_uid=False)
     return ds
 
 
@@ -221,7 +226,7 @@ def real_dicoms(sources: dict[str, bytes]) -> dict[str, bytes]:
     }
     for name, syntax in (("rle.dcm", RLELossless), ("j2k.dcm", JPEG2000Lossless)):
         ds = dicom_dataset(gray12)
-        ds.compress(syntax)
+        ds.compress(syntax, generate_instance_uid=False)
         built[name] = dicom_bytes(ds)
     lut = dicom_dataset(gray12)
     lut.VOILUTSequence = Sequence(
