@@ -662,12 +662,13 @@ with left:
             if method != "none" or (show_model and index + 1 < len(queue)):
                 predictor = state.predictor(entry)
                 model_key = f"{entry.model_path}:{entry.model_path.stat().st_mtime}"
-            heat = (
-                None
-                if method == "none"
-                else review_media.HeatRequest(predictor, model_key, heat_class, method, opacity)
-            )
-            shown = review_media.shown(prefetcher, str(path), heat)
+
+            def heat_of(chosen: str) -> review_media.HeatRequest | None:
+                if chosen == "none" or predictor is None:
+                    return None
+                return review_media.HeatRequest(predictor, model_key, heat_class, chosen, opacity)
+
+            shown = review_media.shown(prefetcher, str(path), heat_of(method))
             height, width = shown.shape
             drawn = [
                 charts.ShownMark(name, mark, colour, saved=saved)
@@ -719,12 +720,4 @@ with left:
                         if shown_next and not entry.external
                         else "none"
                     )
-                    review_media.prefetch(
-                        prefetcher,
-                        str(next_path),
-                        None
-                        if predictor is None or next_method == "none"
-                        else review_media.HeatRequest(
-                            predictor, model_key, heat_class, next_method, opacity
-                        ),
-                    )
+                    review_media.prefetch(prefetcher, str(next_path), heat_of(next_method))

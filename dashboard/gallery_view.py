@@ -137,11 +137,13 @@ def _heatmap(context: GalleryContext, selection: GallerySelection, film: pd.Seri
     with cxr_errors():
         heat = review_media.heatmap(
             prefetcher,
-            state.predictor(context.entry),
-            str(context.entry.model_path),
             path,
-            selection.class_name,
-            DEFAULT_METHOD,
+            review_media.HeatRequest(
+                state.predictor(context.entry),
+                str(context.entry.model_path),
+                selection.class_name,
+                DEFAULT_METHOD,
+            ),
         )
         right.image(
             overlay(shown.astype(np.float32) / 255.0, heat),

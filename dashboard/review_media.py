@@ -41,14 +41,14 @@ def image_key(path: str) -> tuple:
     return ("image", str(path), _mtime(path))
 
 
-def heat_key(model_key: str, path: str, class_name: str, method: str) -> tuple:
-    return ("heat", model_key, str(path), _mtime(path), class_name, method)
+def heat_key(path: str, heat: HeatRequest) -> tuple:
+    return ("heat", heat.model_key, str(path), _mtime(path), heat.class_name, heat.method)
 
 
 def shown_key(path: str, heat: HeatRequest | None) -> tuple:
     if heat is None:
         return ("shown", str(path), _mtime(path))
-    return ("shown", *heat_key(heat.model_key, path, heat.class_name, heat.method), heat.opacity)
+    return ("shown", *heat_key(path, heat), heat.opacity)
 
 
 def _image_job(prefetcher: Prefetcher, path: str):
@@ -58,15 +58,13 @@ def _image_job(prefetcher: Prefetcher, path: str):
     return job
 
 
-def _heat_job(
-    prefetcher: Prefetcher, predictor: Predictor, path: str, class_name: str, method: str
-):
+def _heat_job(prefetcher: Prefetcher, path: str, heat: HeatRequest):
     def job() -> np.ndarray:
         image = prefetcher.peek(image_key(path)) or load_image(
             path
         )  # never wait on the queue from a job
         with prefetcher.model_lock:  # Grad-CAM hooks on a shared model must not overlap
-            return explain(predictor, image, class_name, method)
+            return explain(heat.predictor, image, heat.class_name, heat.method)
 
     return job
 
@@ -77,10 +75,9 @@ def _shown_job(prefetcher: Prefetcher, path: str, heat: HeatRequest | None):
         gray = display(pixels)
         if heat is None:
             return ViewImage.of(gray)
-        key = heat_key(heat.model_key, path, heat.class_name, heat.method)
-        cam = prefetcher.peek(key)
+        cam = prefetcher.peek(heat_key(path, heat))
         if cam is None:
-            cam = _heat_job(prefetcher, heat.predictor, path, heat.class_name, heat.method)()
+            cam = _heat_job(prefetcher, path, heat)()
         # blended at view size: the same picture as blending the full film, at 2/3 of the pixels
         return ViewImage.of(overlay(gray.astype(np.float32) / 255.0, cam, heat.opacity))
 
@@ -91,18 +88,8 @@ def image(prefetcher: Prefetcher, path: str) -> LoadedImage:
     return prefetcher.get(image_key(path), _image_job(prefetcher, path))
 
 
-def heatmap(
-    prefetcher: Prefetcher,
-    predictor: Predictor,
-    model_key: str,
-    path: str,
-    class_name: str,
-    method: str,
-) -> np.ndarray:
-    return prefetcher.get(
-        heat_key(model_key, path, class_name, method),
-        _heat_job(prefetcher, predictor, path, class_name, method),
-    )
+def heatmap(prefetcher: Prefetcher, path: str, heat: HeatRequest) -> np.ndarray:
+    return prefetcher.get(heat_key(path, heat), _heat_job(prefetcher, path, heat))
 
 
 def shown(prefetcher: Prefetcher, path: str, heat: HeatRequest | None = None) -> ViewImage:
@@ -114,10 +101,7 @@ def prefetch(prefetcher: Prefetcher, path: str, heat: HeatRequest | None = None)
     """Queue the image (first), its heatmap when ``heat`` asks for one, then what the viewer sends."""
     prefetcher.schedule(image_key(path), _image_job(prefetcher, path))
     if heat is not None:
-        prefetcher.schedule(
-            heat_key(heat.model_key, path, heat.class_name, heat.method),
-            _heat_job(prefetcher, heat.predictor, path, heat.class_name, heat.method),
-        )
+        prefetcher.schedule(heat_key(path, heat), _heat_job(prefetcher, path, heat))
     prefetcher.schedule(shown_key(path, heat), _shown_job(prefetcher, path, heat))
 
 

@@ -10,6 +10,7 @@ without negatives gets NaN, never a made-up 0.5.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,54 +79,51 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _positives(r: RankedColumns, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Class ``c``'s counts seen from its positives, the only cases AUROC and AP add up:
-    (positives, then negatives, below each positive's tie group; negatives up to the end of it;
-    and the class's totals (n_pos, n_neg)). Integer counts, one class at a time, so memory
-    stays at one row of cumulative counts whatever the number of classes."""
-    pos, neg = r.pos[c], r.neg[c]
-    at = np.flatnonzero(pos)
-    first, last = r.start[c, at], r.end[c, at]
-    neg_upto = np.cumsum(neg, dtype=np.int64)
-    neg_below = neg_upto[first] - neg[first]
-    neg_upto_group = neg_upto[last]
-    n_neg = int(neg_upto[-1]) if neg_upto.size else 0
-    del neg_upto
-    pos_upto = np.cumsum(pos, dtype=np.int64)
-    pos_below = pos_upto[first] - pos[first]
-    return pos_below, neg_below, neg_upto_group, np.array([at.size, n_neg])
+class _AtPositives(NamedTuple):
+    """One class's integer counts seen from its positives, the only cases AUROC and AP add up."""
+
+    pos_below: np.ndarray  # positives below each positive's tie group
+    neg_below: np.ndarray  # negatives below it
+    neg_upto: np.ndarray  # negatives up to the end of it
+    n_pos: int
+    n_neg: int
 
 
-def _auroc(counts: tuple[np.ndarray, ...]) -> float:
+def _at_positives(r: RankedColumns) -> list[_AtPositives]:
+    """Each class's counts, one class at a time, so memory stays at one row of cumulative counts
+    whatever the number of classes."""
+    out = []
+    for pos, neg, start, end in zip(r.pos, r.neg, r.start, r.end, strict=True):
+        at = np.flatnonzero(pos)
+        first = start[at]
+        cum = np.cumsum(neg, dtype=np.int64)
+        neg_below, neg_upto, n_neg = cum[first] - neg[first], cum[end[at]], int(cum[-1])
+        del cum  # one running count alive at a time
+        cum = np.cumsum(pos, dtype=np.int64)
+        out.append(_AtPositives(cum[first] - pos[first], neg_below, neg_upto, at.size, n_neg))
+    return out
+
+
+def _auroc(k: _AtPositives) -> float:
     # Each positive scores 1 per negative ranked strictly below it and 1/2 per tied negative.
-    _, neg_below, neg_upto_group, (n_pos, n_neg) = counts
-    if n_pos == 0 or n_neg == 0:
+    if k.n_pos == 0 or k.n_neg == 0:
         return np.nan
-    return float(np.sum(neg_below + neg_upto_group) / 2 / (float(n_pos) * float(n_neg)))
+    return float(np.sum(k.neg_below + k.neg_upto) / 2 / (float(k.n_pos) * float(k.n_neg)))
 
 
-def _ap(counts: tuple[np.ndarray, ...]) -> float:
+def _ap(k: _AtPositives) -> float:
     # Precision at the threshold equal to each positive's score (its whole tie group called
     # positive), averaged over positives: sklearn's step-wise sum of (R_k - R_k-1) * P_k.
-    pos_below, neg_below, _, (n_pos, n_neg) = counts
-    if n_pos == 0:
+    if k.n_pos == 0:
         return np.nan
-    tp = n_pos - pos_below
-    return float(np.sum(tp / (tp + (n_neg - neg_below))) / n_pos)
-
-
-def _auroc_from_ranked(r: RankedColumns) -> np.ndarray:
-    return np.array([_auroc(_positives(r, c)) for c in range(r.scores.shape[0])])
-
-
-def _ap_from_ranked(r: RankedColumns) -> np.ndarray:
-    return np.array([_ap(_positives(r, c)) for c in range(r.scores.shape[0])])
+    tp = k.n_pos - k.pos_below
+    return float(np.sum(tp / (tp + (k.n_neg - k.neg_below))) / k.n_pos)
 
 
 def roc_auc(y_true: object, y_score: object) -> np.ndarray:
     """Per-class AUROC (C,); NaN for a class lacking known positives or negatives."""
     labels, scores = check_pair(y_true, y_score)
-    return _auroc_from_ranked(rank_columns(labels, scores))
+    return np.array([_auroc(k) for k in _at_positives(rank_columns(labels, scores))])
 
 
 def average_precision(y_true: object, y_score: object) -> np.ndarray:
@@ -135,14 +133,13 @@ def average_precision(y_true: object, y_score: object) -> np.ndarray:
     negatives has AP 1.0, as in sklearn: every call is correct, though the number says little.
     """
     labels, scores = check_pair(y_true, y_score)
-    return _ap_from_ranked(rank_columns(labels, scores))
+    return np.array([_ap(k) for k in _at_positives(rank_columns(labels, scores))])
 
 
 def ranking_metrics(y_true: object, y_score: object) -> tuple[np.ndarray, np.ndarray]:
     """(AUROC, AP), each (C,), sharing one sort; what the report and benchmark call."""
     labels, scores = check_pair(y_true, y_score)
-    ranked = rank_columns(labels, scores)
-    counts = [_positives(ranked, c) for c in range(labels.shape[1])]
+    counts = _at_positives(rank_columns(labels, scores))
     return np.array([_auroc(k) for k in counts]), np.array([_ap(k) for k in counts])
 
 

@@ -41,11 +41,12 @@ def resident_mb() -> float:
 
 def release_unused_memory(phase: str) -> None:
     """Return memory freed by the phase that just ended (named in the debug log) to the system."""
-    before = resident_mb()
+    before = resident_mb() if logger.isEnabledFor(logging.DEBUG) else 0.0
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-    after = resident_mb()
-    logger.debug("after %s: %.0f MB resident, %.0f MB returned", phase, after, before - after)
+    if logger.isEnabledFor(logging.DEBUG):
+        after = resident_mb()
+        logger.debug("after %s: %.0f MB resident, %.0f MB returned", phase, after, before - after)
